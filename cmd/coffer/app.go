@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Exit codes, documented in `coffer help`.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitPartial = 3
+)
+
+// partialError ends a command that finished but could not read (or write)
+// some files: exit code 3.
+type partialError struct{ msg string }
+
+func (e *partialError) Error() string { return e.msg }
+
+// app carries what every command needs: the streams, the environment and
+// the clock. Nothing here is global.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	now            func() time.Time
+
+	vaultRef string
+	keyFile  string
+	home     string
+	jsonOut  bool
+	noProg   bool
+}
+
+const rootLong = `Coffer backs up directories into an encrypted, deduplicating vault.
+
+Everything the vault stores is sealed with AES-256-GCM under data keys that a
+platform key (KEK) wraps. The default vault lives under $COFFER_HOME
+(default $XDG_DATA_HOME/coffer, else ~/.local/share/coffer) and is created on
+first backup, together with its key file.
+
+Exit codes:
+  0  success
+  1  failure (nothing or not everything was done; the message says why)
+  3  finished, but some files could not be read or written (listed on stderr)
+
+Environment:
+  COFFER_HOME       where local vaults and the platform key file live
+  COFFER_VAULT      default for --vault
+  COFFER_KEY_FILE   default for --key-file`
+
+const rootExample = `  coffer backup ~/Documents --tag daily
+  coffer snapshots
+  coffer ls latest
+  coffer restore latest --target /tmp/restored
+  coffer check --read-data
+  coffer vault show`
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "coffer",
+		Short:         "Encrypted, deduplicating backups you can show an auditor",
+		Long:          rootLong,
+		Example:       rootExample,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.vaultRef, "vault", a.getenv("COFFER_VAULT"), "vault: a name under $COFFER_HOME/vaults, or a directory (default \"default\")")
+	pf.StringVar(&a.keyFile, "key-file", a.getenv("COFFER_KEY_FILE"), "platform key file (default $COFFER_HOME/keys/platform.key)")
+	pf.BoolVar(&a.noProg, "no-progress", false, "never show the live progress display")
+	root.AddCommand(
+		newBackupCmd(a), newSnapshotsCmd(a), newLsCmd(a), newRestoreCmd(a),
+		newDiffCmd(a), newCheckCmd(a), newVaultCmd(a), newVersionCmd(a),
+	)
+	return root
+}
+
+// run is the whole program: main only wires the process to it, so tests
+// drive the real commands in-process.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runWith(ctx, args, stdin, stdout, stderr, os.Getenv, time.Now)
+}
+
+func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, now func() time.Time) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: now}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var pe *partialError
+	if errors.As(err, &pe) {
+		fmt.Fprintf(stderr, "coffer: %s\n", pe.msg)
+		return exitPartial
+	}
+	fmt.Fprintf(stderr, "coffer: %s\n", userMessage(err))
+	return exitFailure
+}
+
+// userMessage adds what to do next to errors users meet.
+func userMessage(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, vault.ErrWrongKey):
+		return msg + "\n(the key file does not belong to this vault: pass the right one with --key-file or COFFER_KEY_FILE)"
+	case errors.Is(err, vault.ErrKeyUnavailable):
+		return msg
+	case errors.Is(err, vault.ErrCorrupt), errors.Is(err, vault.ErrTruncated):
+		return msg + "\n(the vault holds damaged data: run `coffer check --read-data` to see everything affected)"
+	case errors.Is(err, context.Canceled):
+		return "interrupted; nothing half-written is visible in the vault"
+	}
+	if strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") || strings.Contains(msg, "accepts") {
+		return msg + "\n(see `coffer help`)"
+	}
+	return msg
+}
+
+func newVersionCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(a.stdout, "coffer", version)
+			return nil
+		},
+	}
+}
+
+const version = "0.1.0-dev"

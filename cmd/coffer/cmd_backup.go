@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+)
+
+func newBackupCmd(a *app) *cobra.Command {
+	var tags, excludes []string
+	var host string
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "backup PATH...",
+		Short: "Back up files and directories into the vault",
+		Long: `Back up files and directories into the vault, creating the vault (and its
+platform key file) on first use. Files unchanged since the last snapshot of
+the same host and paths (same size, mtime, ctime and inode) are not read
+again. Prints the new snapshot's ID.
+
+The snapshot keeps the absolute paths: backing up ~/Documents stores
+/home/you/Documents, and a restore recreates that path under its target.`,
+		Example: `  coffer backup ~/Documents
+  coffer backup /etc /srv --tag nightly --exclude '*.tmp' --exclude /srv/cache
+  coffer backup ~/Documents --json`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if host == "" {
+				h, err := os.Hostname()
+				if err != nil {
+					return fmt.Errorf("cannot read the host name, give --host: %w", err)
+				}
+				host = h
+			}
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			if v.created && !jsonOut {
+				fmt.Fprintf(a.stderr, "created vault %q at %s\nplatform key file: %s (keep a copy somewhere else: without it the backups cannot be read)\n", v.loc.name, v.loc.dir, v.keys.Path())
+			}
+			prog := a.newProgress("backup")
+			res, err := agent.Backup(ctx, v, agent.BackupOptions{
+				Paths: args, Tags: tags, Host: host, Excludes: excludes,
+				SkipDirs: []string{v.loc.dir}, Now: a.now, Scan: prog != nil,
+				Progress: prog.fn(),
+				Warn: func(w agent.Warning) {
+					prog.printAbove(a.stderr, "warning: %s\n", w)
+				},
+			})
+			prog.clear()
+			if err != nil {
+				return err
+			}
+			s := res.Snapshot
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(map[string]any{
+					"snapshot_id": s.ID.String(), "parent": idOrEmpty(s.Parent), "time": s.Time,
+					"host": s.Host, "paths": s.Paths, "tags": s.Tags, "files": s.Files, "dirs": s.Dirs,
+					"bytes": s.Bytes, "bytes_added": s.BytesAdded, "files_unchanged": res.Reused,
+					"duration_seconds": s.Duration.Seconds(), "unreadable": res.Unreadable,
+				}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.stdout, "snapshot %s saved\n", s.ID.Short())
+				fmt.Fprintf(a.stdout, "  %d files, %d dirs, %s processed (%d files unchanged), %s added to the vault in %s\n",
+					s.Files, s.Dirs, humanBytes(s.Bytes), res.Reused, humanBytes(s.BytesAdded), s.Duration.Round(1e6))
+			}
+			if res.Unreadable > 0 {
+				return &partialError{fmt.Sprintf("snapshot %s saved, but %d files or directories could not be read (listed above)", s.ID.Short(), res.Unreadable)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&tags, "tag", nil, "tag the snapshot (repeatable)")
+	f.StringArrayVar(&excludes, "exclude", nil, "skip files whose name or full path matches this glob (repeatable)")
+	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: this machine's)")
+	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	return cmd
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/engine"
+)
+
+func newCheckCmd(a *app) *cobra.Command {
+	var readData, jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Verify the vault's structure, and with --read-data every byte",
+		Long: `Verify the vault: every catalogued pack is present with its size and an
+authentic header matching the index, every snapshot object is authentic, and
+every tree of every snapshot decodes and references only stored blobs. With
+--read-data every blob is also decrypted, decompressed and checked against its
+ID. Exits 1 and names each damaged object when anything is wrong.`,
+		Example: "  coffer check\n  coffer check --read-data --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			prog := a.newProgress("check")
+			var progFn func(engine.CheckProgress)
+			if prog != nil {
+				progFn = func(p engine.CheckProgress) {
+					prog.update(agent.Progress{Files: uint64(p.Done), Bytes: uint64(p.Bytes), Current: p.Phase + " " + p.Current})
+				}
+			}
+			rep, err := v.Check(ctx, engine.CheckOptions{ReadData: readData, Progress: progFn})
+			prog.clear()
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				errs, warns := rep.Errors, rep.Warnings
+				if errs == nil {
+					errs = []string{}
+				}
+				if warns == nil {
+					warns = []string{}
+				}
+				if err := enc.Encode(map[string]any{"ok": rep.OK(), "read_data": readData, "packs": rep.Packs, "blobs": rep.Blobs,
+					"snapshots": rep.Snapshots, "trees": rep.Trees, "bytes_read": rep.BytesRead, "errors": errs, "warnings": warns}); err != nil {
+					return err
+				}
+			} else {
+				for _, w := range rep.Warnings {
+					fmt.Fprintf(a.stderr, "warning: %s\n", w)
+				}
+				for _, e := range rep.Errors {
+					fmt.Fprintf(a.stderr, "error: %s\n", e)
+				}
+				what := "structure"
+				if readData {
+					what = "structure and data"
+				}
+				fmt.Fprintf(a.stdout, "checked %s: %d packs, %d blobs, %d snapshots, %d trees", what, rep.Packs, rep.Blobs, rep.Snapshots, rep.Trees)
+				if readData {
+					fmt.Fprintf(a.stdout, ", %s read", humanBytes(uint64(rep.BytesRead)))
+				}
+				fmt.Fprintln(a.stdout)
+			}
+			if !rep.OK() {
+				return fmt.Errorf("check found %d errors: the vault is damaged (each is listed above)", len(rep.Errors))
+			}
+			if !jsonOut {
+				fmt.Fprintln(a.stdout, "no errors found")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&readData, "read-data", false, "decrypt and verify every blob")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the report as JSON")
+	return cmd
+}

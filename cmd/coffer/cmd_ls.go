@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/format"
+)
+
+type nodeJSON struct {
+	Path   string    `json:"path"`
+	Type   string    `json:"type"`
+	Mode   string    `json:"mode"`
+	Size   uint64    `json:"size"`
+	MTime  time.Time `json:"mtime"`
+	UID    uint64    `json:"uid"`
+	GID    uint64    `json:"gid"`
+	Target string    `json:"target,omitempty"`
+	Chunks int       `json:"chunks,omitempty"`
+}
+
+func modeString(n *format.Node) string {
+	m := fs.FileMode(n.Perm & 0o777)
+	switch n.Kind {
+	case format.KindDir:
+		m |= fs.ModeDir
+	case format.KindSymlink:
+		m |= fs.ModeSymlink
+	case format.KindFIFO:
+		m |= fs.ModeNamedPipe
+	case format.KindCharDev:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case format.KindBlockDev:
+		m |= fs.ModeDevice
+	case format.KindSocket:
+		m |= fs.ModeSocket
+	}
+	if n.Perm&0o4000 != 0 {
+		m |= fs.ModeSetuid
+	}
+	if n.Perm&0o2000 != 0 {
+		m |= fs.ModeSetgid
+	}
+	if n.Perm&0o1000 != 0 {
+		m |= fs.ModeSticky
+	}
+	return m.String()
+}
+
+func newLsCmd(a *app) *cobra.Command {
+	var jsonOut, long bool
+	cmd := &cobra.Command{
+		Use:   "ls SNAPSHOT [PATH]",
+		Short: "List the files in a snapshot",
+		Long: `List the files in a snapshot, below PATH if given. SNAPSHOT is a full ID, a
+unique prefix of one, or "latest". With --json, prints one JSON object per line.`,
+		Example: "  coffer ls latest\n  coffer ls 1a2b3c4d /home/ann/Documents -l\n  coffer ls latest --json",
+		Args:    cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			s, err := v.FindSnapshot(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			prefix := "/"
+			if len(args) == 2 {
+				prefix = args[1]
+			}
+			enc := json.NewEncoder(a.stdout)
+			return agent.Walk(ctx, v, s.Tree, prefix, func(p string, n *format.Node) error {
+				if jsonOut {
+					return enc.Encode(nodeJSON{Path: p, Type: n.Kind.String(), Mode: modeString(n), Size: n.Size,
+						MTime: time.Unix(0, n.MTime).UTC(), UID: n.UID, GID: n.GID, Target: string(n.Target), Chunks: len(n.Content)})
+				}
+				if long {
+					extra := ""
+					if n.Kind == format.KindSymlink {
+						extra = " -> " + string(n.Target)
+					}
+					_, err := fmt.Fprintf(a.stdout, "%s %5d %5d %12d %s %s%s\n", modeString(n), n.UID, n.GID, n.Size,
+						time.Unix(0, n.MTime).Local().Format("2006-01-02 15:04:05"), p, extra)
+					return err
+				}
+				_, err := fmt.Fprintln(a.stdout, p)
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
+	cmd.Flags().BoolVarP(&long, "long", "l", false, "show mode, owner, size and time")
+	return cmd
+}

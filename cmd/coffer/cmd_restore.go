@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+)
+
+func newRestoreCmd(a *app) *cobra.Command {
+	var target string
+	var include []string
+	var overwrite, jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "restore SNAPSHOT --target DIR",
+		Short: "Restore a snapshot into a directory",
+		Long: `Restore a snapshot (or the parts named by --include) into DIR, recreating the
+snapshot's absolute paths below it. Existing files are left untouched unless
+--overwrite is given. Nothing is ever written outside DIR: a snapshot entry
+that would escape it, or lead through a symlink, stops the restore.`,
+		Example: `  coffer restore latest --target /tmp/restored
+  coffer restore 1a2b3c4d --target /tmp/r --include /home/ann/Documents/report.odt
+  coffer restore latest --target / --overwrite     # put everything back in place`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if target == "" {
+				return fmt.Errorf("give the directory to restore into with --target DIR")
+			}
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			s, err := v.FindSnapshot(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			prog := a.newProgress("restore")
+			res, err := agent.Restore(ctx, v, s.Tree, agent.RestoreOptions{
+				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,
+				Progress: prog.fn(),
+				Warn: func(w agent.Warning) {
+					prog.printAbove(a.stderr, "warning: %s\n", w)
+				},
+			})
+			prog.clear()
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(map[string]any{"snapshot_id": s.ID.String(), "target": target, "files": res.Files,
+					"dirs": res.Dirs, "bytes": res.Bytes, "skipped_existing": res.Skipped, "warnings": len(res.Warnings)}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.stdout, "restored snapshot %s to %s: %d files, %d dirs, %s\n", s.ID.Short(), target, res.Files, res.Dirs, humanBytes(res.Bytes))
+			}
+			if res.Skipped > 0 {
+				return fmt.Errorf("%d existing files were left untouched (listed above); use --overwrite to replace them", res.Skipped)
+			}
+			if len(res.Warnings) > 0 {
+				return &partialError{fmt.Sprintf("restored, but %d entries could not be written as they were (listed above)", len(res.Warnings))}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&target, "target", "", "directory to restore into (created if missing)")
+	f.StringArrayVar(&include, "include", nil, "restore only this path of the snapshot (repeatable)")
+	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")
+	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	return cmd
+}

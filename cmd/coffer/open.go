@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/store/local"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+var vaultNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// location is where a local vault lives.
+type location struct {
+	name    string // the vault's name in its catalog
+	dir     string
+	keyFile string
+}
+
+func (a *app) cofferHome() (string, error) {
+	if a.home != "" {
+		return a.home, nil
+	}
+	if h := a.getenv("COFFER_HOME"); h != "" {
+		return filepath.Abs(h)
+	}
+	if x := a.getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "coffer"), nil
+	}
+	home := a.getenv("HOME")
+	if home == "" {
+		var err error
+		if home, err = os.UserHomeDir(); err != nil {
+			return "", errors.New("cannot find a home for the default vault: set COFFER_HOME")
+		}
+	}
+	return filepath.Join(home, ".local", "share", "coffer"), nil
+}
+
+func (a *app) locate() (location, error) {
+	home, err := a.cofferHome()
+	if err != nil {
+		return location{}, err
+	}
+	ref := a.vaultRef
+	if ref == "" {
+		ref = "default"
+	}
+	var loc location
+	switch {
+	case strings.HasPrefix(ref, "https://") || strings.HasPrefix(ref, "http://"):
+		return loc, fmt.Errorf("vault %s: remote vaults are not supported by this build yet; use a local vault name or directory", ref)
+	case strings.ContainsRune(ref, '/') || ref == "." || ref == "..":
+		dir, err := filepath.Abs(ref)
+		if err != nil {
+			return loc, err
+		}
+		loc = location{name: filepath.Base(dir), dir: dir}
+		if !vaultNameRE.MatchString(loc.name) {
+			loc.name = "vault"
+		}
+	default:
+		if !vaultNameRE.MatchString(ref) {
+			return loc, fmt.Errorf("invalid vault name %q: use letters, digits, '.', '_' and '-', or give a directory path", ref)
+		}
+		loc = location{name: ref, dir: filepath.Join(home, "vaults", ref)}
+	}
+	loc.keyFile = a.keyFile
+	if loc.keyFile == "" {
+		loc.keyFile = filepath.Join(home, "keys", "platform.key")
+	}
+	return loc, nil
+}
+
+// openedVault is an open local vault and what must be closed with it.
+type openedVault struct {
+	*engine.Vault
+	loc     location
+	keys    *platform.Keystore
+	store   *local.Store
+	catalog *sqlite.Catalog
+	created bool
+}
+
+func (o *openedVault) Close() error {
+	o.Vault.Close()
+	o.store.Close()
+	return o.catalog.Close()
+}
+
+func catalogPath(dir string) string { return filepath.Join(dir, "catalog.db") }
+func storePath(dir string) string   { return filepath.Join(dir, "store") }
+
+// openVault opens the selected local vault; with create it makes the vault
+// (and the platform key file) on first use.
+func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) {
+	loc, err := a.locate()
+	if err != nil {
+		return nil, err
+	}
+	_, statErr := os.Stat(filepath.Join(storePath(loc.dir), "config"))
+	exists := statErr == nil
+	if !exists && !create {
+		return nil, fmt.Errorf("no vault at %s: %w (a first `coffer backup` creates it)", loc.dir, vault.ErrNotFound)
+	}
+	var ks *platform.Keystore
+	if exists {
+		ks, err = platform.Open(loc.keyFile)
+	} else {
+		ks, err = platform.Open(loc.keyFile)
+		if errors.Is(err, vault.ErrKeyUnavailable) {
+			if _, serr := os.Stat(loc.keyFile); errors.Is(serr, fs.ErrNotExist) {
+				ks, err = platform.Create(loc.keyFile, a.now())
+				if errors.Is(err, vault.ErrExists) { // another process won the race
+					ks, err = platform.Open(loc.keyFile)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(loc.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create vault directory: %w", err)
+	}
+	st, err := local.Open(storePath(loc.dir))
+	if err != nil {
+		return nil, err
+	}
+	cat, err := sqlite.Open(catalogPath(loc.dir))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	opt := engine.Options{Store: st, Catalog: cat, Keys: ks, Name: loc.name, Now: a.now}
+	var v *engine.Vault
+	created := false
+	if exists {
+		v, err = engine.Open(ctx, opt)
+	} else {
+		v, err = engine.Create(ctx, opt, engine.DefaultChunker())
+		created = err == nil
+		if errors.Is(err, vault.ErrExists) { // a concurrent first backup created it
+			v, err = engine.Open(ctx, opt)
+		}
+	}
+	if err != nil {
+		cat.Close()
+		st.Close()
+		return nil, err
+	}
+	return &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: created}, nil
+}

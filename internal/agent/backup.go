@@ -1,0 +1,816 @@
+// Package agent provides the backup agent: it walks files, chunks and
+// identifies them, hands new chunks to a vault, builds trees and
+// snapshots, restores snapshots safely, and compares them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/chunker"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// BackupRepo is what a backup needs from a vault: the engine in-process,
+// or the HTTPS client. It never exposes a data key.
+type BackupRepo interface {
+	Dedup() vault.DedupParams
+	Has(t vault.BlobType, id vault.ID) bool
+	SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p []byte, rawLen int) (bool, error)
+	Flush(ctx context.Context) error
+	LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
+	SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error)
+	Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error)
+	BytesAdded() uint64
+}
+
+// BackupOptions configure one backup.
+type BackupOptions struct {
+	Paths    []string
+	Tags     []string
+	Host     string
+	Excludes []string // glob patterns matched against the base name and the full path
+	// SkipDirs are absolute directories never descended into (the vault's
+	// own directory, so that a backup of $HOME does not read its vault).
+	SkipDirs []string
+	Now      func() time.Time
+	// Progress is called with a snapshot of the counters about 4 times a
+	// second while the backup runs, and once at the end.
+	Progress func(Progress)
+	// Warn receives each problem that did not stop the backup.
+	Warn func(Warning)
+	// FileWorkers and ChunkWorkers size the pipeline (default 2 and
+	// GOMAXPROCS).
+	FileWorkers, ChunkWorkers int
+	// Scan, when set, walks the paths once more in parallel to learn the
+	// totals that progress needs for an ETA.
+	Scan bool
+}
+
+// Warning is a problem that did not stop a backup or restore.
+type Warning struct {
+	Path string
+	Err  error
+	// Unreadable is set when data was not saved (exit code 3).
+	Unreadable bool
+}
+
+func (w Warning) String() string { return fmt.Sprintf("%s: %v", w.Path, w.Err) }
+
+// Progress is a snapshot of a running backup, restore or check.
+type Progress struct {
+	Files, Dirs uint64
+	Bytes       uint64 // processed
+	TotalFiles  uint64 // 0 until the scan is done
+	TotalBytes  uint64
+	ScanDone    bool
+	Current     string
+	Elapsed     time.Duration
+	BytesAdded  uint64
+	Errors      uint64
+}
+
+// BackupResult describes a finished backup.
+type BackupResult struct {
+	Snapshot vault.SnapshotRecord
+	Warnings []Warning
+	// Unreadable counts files or directories that could not be read.
+	Unreadable int
+	// Reused counts files taken unchanged from the parent snapshot.
+	Reused uint64
+}
+
+type backup struct {
+	repo   BackupRepo
+	opt    BackupOptions
+	params chunker.Params
+	gear   *[256]uint64
+	codec  *format.Codec
+	hasher *format.IDHasher
+	hashMu sync.Mutex
+
+	fileJobs  chan *fileJob
+	chunkJobs chan *chunkJob
+	tokens    chan struct{} // bounds chunk buffers in flight
+	bufPool   sync.Pool
+
+	errMu    sync.Mutex
+	err      error // first fatal error (vault or context)
+	warnMu   sync.Mutex
+	warnings []Warning
+	unread   int
+
+	hardMu sync.Mutex
+	hard   map[[2]uint64]*fileJob
+
+	files, dirs, bytes, reused, errs atomic.Uint64
+	totalFiles, totalBytes           atomic.Uint64
+	scanDone                         atomic.Bool
+	current                          atomic.Pointer[string]
+	skip                             map[string]bool
+}
+
+type fileJob struct {
+	path    string
+	node    *format.Node
+	st      *unix.Stat_t
+	mu      sync.Mutex
+	content []vault.ID
+	pending atomic.Int64
+	done    chan struct{}
+	failed  atomic.Bool
+}
+
+type chunkJob struct {
+	file *fileJob
+	idx  int
+	data *[]byte
+}
+
+type treeFuture struct {
+	done chan struct{}
+	id   vault.ID
+	err  error
+}
+
+// Backup runs one backup and records a snapshot.
+func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupResult, error) {
+	if len(opt.Paths) == 0 {
+		return nil, errors.New("nothing to back up: give at least one path")
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.FileWorkers <= 0 {
+		opt.FileWorkers = 2
+	}
+	if opt.ChunkWorkers <= 0 {
+		opt.ChunkWorkers = runtime.GOMAXPROCS(0)
+	}
+	for _, p := range opt.Excludes {
+		if _, err := filepath.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("bad --exclude pattern %q: %w", p, err)
+		}
+	}
+	start := opt.Now()
+	dp := repo.Dedup()
+	params := chunker.Params{Min: dp.Chunker.Min, Avg: dp.Chunker.Avg, Max: dp.Chunker.Max}
+	if err := params.Validate(); err != nil {
+		return nil, fmt.Errorf("vault chunker parameters: %w", err)
+	}
+	paths, err := absPaths(opt.Paths)
+	if err != nil {
+		return nil, err
+	}
+	b := &backup{
+		repo: repo, opt: opt, params: params, gear: chunker.Gear(dp.GearSeed),
+		codec: format.NewCodec(), hasher: format.NewIDHasher(dp.ChunkIDKey),
+		fileJobs:  make(chan *fileJob, 64),
+		chunkJobs: make(chan *chunkJob, opt.ChunkWorkers),
+		tokens:    make(chan struct{}, 2*opt.ChunkWorkers+2),
+		hard:      map[[2]uint64]*fileJob{},
+		skip:      map[string]bool{},
+	}
+	for _, d := range opt.SkipDirs {
+		if a, err := filepath.Abs(d); err == nil {
+			b.skip[a] = true
+		}
+	}
+	parent := b.findParent(ctx, paths)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var workers sync.WaitGroup
+	for range opt.ChunkWorkers {
+		workers.Add(1)
+		go func() { defer workers.Done(); b.chunkWorker(ctx) }()
+	}
+	var readers sync.WaitGroup
+	for range opt.FileWorkers {
+		readers.Add(1)
+		go func() { defer readers.Done(); b.fileWorker(ctx) }()
+	}
+	stopProgress := b.startProgress(ctx, start, paths)
+
+	var parentRoot *format.Tree
+	if parent != nil {
+		if t, err := repo.LoadTree(ctx, parent.Tree); err == nil {
+			parentRoot = t
+		} else {
+			b.warn(Warning{Path: "(parent snapshot " + parent.ID.Short() + ")", Err: fmt.Errorf("not used: %w", err)})
+			parent = nil
+		}
+	}
+	root := buildVirtualRoot(paths)
+	rootFut := b.virtualDir(ctx, root, parentRoot)
+	<-rootFut.done
+	close(b.fileJobs)
+	readers.Wait()
+	close(b.chunkJobs)
+	workers.Wait()
+	stopProgress()
+
+	if err := b.fatal(); err != nil {
+		return nil, err
+	}
+	if rootFut.err != nil {
+		return nil, rootFut.err
+	}
+	if err := repo.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	rec := vault.SnapshotRecord{
+		Time: start.UTC(), Host: opt.Host, Paths: paths, Tags: opt.Tags, Tree: rootFut.id,
+		Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
+		BytesAdded: repo.BytesAdded(), Duration: opt.Now().Sub(start),
+	}
+	if parent != nil {
+		rec.Parent = parent.ID
+	}
+	rec, err = repo.SaveSnapshot(ctx, rec)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	return &BackupResult{Snapshot: rec, Warnings: b.warnings, Unreadable: b.unread, Reused: b.reused.Load()}, nil
+}
+
+func absPaths(in []string) ([]string, error) {
+	var out []string
+	for _, p := range in {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("path %q: %w", p, err)
+		}
+		if _, err := lstat(a); err != nil {
+			return nil, fmt.Errorf("cannot back up %s: %w", p, err)
+		}
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	out = slices.Compact(out)
+	// Drop paths inside other given paths: they are backed up already.
+	var kept []string
+	for _, p := range out {
+		inside := false
+		for _, k := range kept {
+			if k == "/" || strings.HasPrefix(p, k+"/") {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			kept = append(kept, p)
+		}
+	}
+	return kept, nil
+}
+
+// findParent picks the newest snapshot of the same host and paths.
+func (b *backup) findParent(ctx context.Context, paths []string) *vault.SnapshotRecord {
+	snaps, err := b.repo.Snapshots(ctx)
+	if err != nil {
+		return nil
+	}
+	var best *vault.SnapshotRecord
+	for i := range snaps {
+		s := &snaps[i]
+		if s.Host == b.opt.Host && slices.Equal(s.Paths, paths) && (best == nil || s.Time.After(best.Time)) {
+			best = s
+		}
+	}
+	return best
+}
+
+func (b *backup) fail(err error) {
+	b.errMu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.errMu.Unlock()
+}
+
+func (b *backup) fatal() error {
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	return b.err
+}
+
+func (b *backup) warn(w Warning) {
+	b.warnMu.Lock()
+	b.warnings = append(b.warnings, w)
+	if w.Unreadable {
+		b.unread++
+		b.errs.Add(1)
+	}
+	b.warnMu.Unlock()
+	if b.opt.Warn != nil {
+		b.opt.Warn(w)
+	}
+}
+
+func (b *backup) excluded(path, name string) bool {
+	for _, p := range b.opt.Excludes {
+		if ok, _ := filepath.Match(p, name); ok {
+			return true
+		}
+		if ok, _ := filepath.Match(p, path); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// vnode is a directory on the way to a backed-up path: only the chosen
+// children are listed.
+type vnode struct {
+	path     string
+	children map[string]*vnode
+	leaf     bool // a path given to backup: walk it fully
+}
+
+func buildVirtualRoot(paths []string) *vnode {
+	root := &vnode{path: "/", children: map[string]*vnode{}}
+	for _, p := range paths {
+		if p == "/" {
+			root.leaf = true
+			continue
+		}
+		cur := root
+		parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		for i, part := range parts {
+			next := cur.children[part]
+			if next == nil {
+				next = &vnode{path: filepath.Join(cur.path, part), children: map[string]*vnode{}}
+				cur.children[part] = next
+			}
+			if i == len(parts)-1 {
+				next.leaf = true
+			}
+			cur = next
+		}
+	}
+	return root
+}
+
+// virtualDir builds the tree of a directory on the way to the given paths.
+func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) *treeFuture {
+	if v.leaf {
+		return b.dir(ctx, v.path, parent)
+	}
+	names := make([]string, 0, len(v.children))
+	for n := range v.children {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	nodes := make([]format.Node, 0, len(names))
+	sts := make([]*unix.Stat_t, 0, len(names))
+	for _, name := range names {
+		c := v.children[name]
+		st, err := lstat(c.path)
+		if err != nil {
+			b.fail(err)
+			f := &treeFuture{done: make(chan struct{}), err: err}
+			close(f.done)
+			return f
+		}
+		nodes = append(nodes, statNode(name, st))
+		sts = append(sts, st)
+	}
+	// nodes no longer grows: pointers into it are stable from here.
+	subs := make([]*treeFuture, 0, len(names))
+	for i, name := range names {
+		c, n := v.children[name], &nodes[i]
+		if c.leaf {
+			// A path given to backup: a directory is walked fully, a file
+			// or symlink saved as it is.
+			subs = append(subs, b.entry(ctx, c.path, n, sts[i], parent))
+			continue
+		}
+		if n.Kind != format.KindDir {
+			err := fmt.Errorf("%s is not a directory", c.path)
+			b.fail(err)
+			f := &treeFuture{done: make(chan struct{}), err: err}
+			close(f.done)
+			return f
+		}
+		if x, err := readXattrs(c.path); err == nil {
+			n.Xattrs = x
+		}
+		var pt *format.Tree
+		if pn := findNode(parent, name); pn != nil && pn.Kind == format.KindDir {
+			pt, _ = b.repo.LoadTree(ctx, pn.Subtree)
+		}
+		subs = append(subs, chainSubtree(b.virtualDir(ctx, c, pt), n))
+	}
+	return b.finishDir(ctx, "/", nodes, subs)
+}
+
+func findNode(t *format.Tree, name string) *format.Node {
+	if t == nil {
+		return nil
+	}
+	return t.Find([]byte(name))
+}
+
+// dir walks directory path and returns a future of its tree ID.
+func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *treeFuture {
+	b.dirs.Add(1)
+	names, err := readDirNames(path)
+	if err != nil {
+		b.warn(Warning{Path: path, Err: err, Unreadable: true})
+	}
+	sort.Strings(names)
+	nodes := make([]format.Node, 0, len(names))
+	subs := make([]*treeFuture, 0, len(names))
+	type pend struct {
+		idx  int
+		path string
+		st   *unix.Stat_t
+	}
+	var todo []pend
+	for _, name := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		p := filepath.Join(path, name)
+		if b.excluded(p, name) {
+			continue
+		}
+		if !format.ValidName([]byte(name)) {
+			b.warn(Warning{Path: p, Err: errors.New("name cannot be stored, skipped"), Unreadable: true})
+			continue
+		}
+		st, err := lstat(p)
+		if err != nil {
+			b.warn(Warning{Path: p, Err: err, Unreadable: true})
+			continue
+		}
+		n := statNode(name, st)
+		if n.Kind == format.KindSocket {
+			b.warn(Warning{Path: p, Err: errors.New("socket skipped")})
+			continue
+		}
+		if n.Kind == format.KindDir && b.skip[p] {
+			continue
+		}
+		nodes = append(nodes, n)
+		todo = append(todo, pend{len(nodes) - 1, p, st})
+	}
+	// nodes no longer grows: pointers into it are stable from here.
+	for _, t := range todo {
+		subs = append(subs, b.entry(ctx, t.path, &nodes[t.idx], t.st, parent))
+	}
+	return b.finishDir(ctx, path, nodes, subs)
+}
+
+// entry starts the work for one directory entry; the future resolves when
+// the node is complete (a dir's subtree saved, a file's chunks stored).
+func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *unix.Stat_t, parent *format.Tree) *treeFuture {
+	x, err := readXattrs(path)
+	if err != nil {
+		b.warn(Warning{Path: path, Err: err})
+	}
+	n.Xattrs = x
+	switch n.Kind {
+	case format.KindDir:
+		var pt *format.Tree
+		if pn := findNode(parent, string(n.Name)); pn != nil && pn.Kind == format.KindDir {
+			if t, err := b.repo.LoadTree(ctx, pn.Subtree); err == nil {
+				pt = t
+			}
+		}
+		return chainSubtree(b.dir(ctx, path, pt), n)
+	case format.KindSymlink:
+		target, err := os.Readlink(path)
+		if err != nil {
+			b.warn(Warning{Path: path, Err: err, Unreadable: true})
+		}
+		n.Target = []byte(target)
+		return nil
+	case format.KindFile:
+		b.files.Add(1)
+		if pn := findNode(parent, string(n.Name)); pn != nil && b.unchanged(pn, n) {
+			n.Content = pn.Content
+			b.bytes.Add(n.Size)
+			b.reused.Add(1)
+			return nil
+		}
+		j := &fileJob{path: path, node: n, st: st, done: make(chan struct{})}
+		if n.NLink > 1 {
+			key := [2]uint64{n.Device, n.Inode}
+			b.hardMu.Lock()
+			first := b.hard[key]
+			if first == nil {
+				b.hard[key] = j
+			}
+			b.hardMu.Unlock()
+			if first != nil {
+				go func() {
+					<-first.done
+					// One inode, one content: link nodes share the first's.
+					j.node.Content = first.node.Content
+					j.node.Size = first.node.Size
+					j.node.Kind = first.node.Kind
+					close(j.done)
+				}()
+				return &treeFuture{done: j.done}
+			}
+		}
+		select {
+		case b.fileJobs <- j:
+		case <-ctx.Done():
+			j.node.Kind = 0
+			close(j.done)
+		}
+		return &treeFuture{done: j.done}
+	default:
+		return nil
+	}
+}
+
+// chainSubtree resolves when sub does, copying the subtree ID into n.
+func chainSubtree(sub *treeFuture, n *format.Node) *treeFuture {
+	out := &treeFuture{done: make(chan struct{})}
+	go func() {
+		<-sub.done
+		n.Subtree = sub.id
+		out.err = sub.err
+		close(out.done)
+	}()
+	return out
+}
+
+// unchanged reports whether a file node equals its parent-snapshot node in
+// everything that signals a change, and all its chunks are still stored.
+func (b *backup) unchanged(old, cur *format.Node) bool {
+	if old.Kind != format.KindFile || old.Size != cur.Size || old.MTime != cur.MTime ||
+		old.CTime != cur.CTime || old.Inode != cur.Inode {
+		return false
+	}
+	for _, id := range old.Content {
+		if !b.repo.Has(vault.DataBlob, id) {
+			return false
+		}
+	}
+	return true
+}
+
+// finishDir waits for a directory's children and saves its tree.
+func (b *backup) finishDir(ctx context.Context, path string, nodes []format.Node, subs []*treeFuture) *treeFuture {
+	f := &treeFuture{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for _, s := range subs {
+			if s == nil {
+				continue
+			}
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				f.err = ctx.Err()
+				return
+			}
+			if s.err != nil && f.err == nil {
+				f.err = s.err
+			}
+		}
+		if f.err != nil {
+			return
+		}
+		// Drop entries that could not be saved (marked with kind 0).
+		kept := nodes[:0]
+		for _, n := range nodes {
+			if n.Kind != 0 {
+				kept = append(kept, n)
+			}
+		}
+		t := &format.Tree{Nodes: kept}
+		id, err := b.saveTree(ctx, t)
+		if err != nil {
+			f.err = fmt.Errorf("save tree of %s: %w", path, err)
+			b.fail(f.err)
+			return
+		}
+		f.id = id
+	}()
+	return f
+}
+
+func (b *backup) saveTree(ctx context.Context, t *format.Tree) (vault.ID, error) {
+	enc, err := format.EncodeTree(nil, t)
+	if err != nil {
+		return vault.ID{}, err
+	}
+	b.hashMu.Lock()
+	id := b.hasher.ID(enc)
+	b.hashMu.Unlock()
+	if b.repo.Has(vault.TreeBlob, id) {
+		return id, nil
+	}
+	_, err = b.repo.SaveBlob(ctx, vault.TreeBlob, id, b.codec.Encode(nil, enc), len(enc))
+	return id, err
+}
+
+func readDirNames(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// fileWorker reads and chunks files, handing chunks to the chunk workers.
+func (b *backup) fileWorker(ctx context.Context) {
+	c, err := chunker.NewWithGear(nil, b.gear, b.params)
+	if err != nil {
+		b.fail(err)
+		return
+	}
+	for j := range b.fileJobs {
+		if ctx.Err() != nil {
+			j.node.Kind = 0
+			close(j.done)
+			continue
+		}
+		b.readFile(ctx, c, j)
+	}
+}
+
+func (b *backup) readFile(ctx context.Context, c *chunker.Chunker, j *fileJob) {
+	p := j.path
+	b.current.Store(&p)
+	j.pending.Store(1) // the reader's own token
+	defer b.release(j)
+	f, err := os.OpenFile(j.path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		f, err = os.OpenFile(j.path, os.O_RDONLY|unix.O_NOFOLLOW, 0) // O_NOATIME needs ownership
+	}
+	if err != nil {
+		j.failed.Store(true)
+		b.warn(Warning{Path: j.path, Err: err, Unreadable: true})
+		return
+	}
+	defer f.Close()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	c.Reset(f)
+	var size uint64
+	for idx := 0; ; idx++ {
+		data, err := c.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			j.failed.Store(true)
+			b.warn(Warning{Path: j.path, Err: err, Unreadable: true})
+			return
+		}
+		size += uint64(len(data))
+		b.bytes.Add(uint64(len(data)))
+		select {
+		case b.tokens <- struct{}{}:
+		case <-ctx.Done():
+			j.failed.Store(true)
+			return
+		}
+		buf := b.getBuf(len(data))
+		*buf = append((*buf)[:0], data...)
+		j.mu.Lock()
+		j.content = append(j.content, vault.ID{})
+		j.mu.Unlock()
+		j.pending.Add(1)
+		b.chunkJobs <- &chunkJob{file: j, idx: idx, data: buf}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil {
+		if uint64(st.Size) != size || st.Mtim.Nano() != j.node.MTime || st.Ctim.Nano() != j.node.CTime {
+			b.warn(Warning{Path: j.path, Err: errors.New("file changed while it was read; the snapshot holds what was read")})
+			j.node.MTime = st.Mtim.Nano()
+			j.node.CTime = st.Ctim.Nano()
+		}
+	}
+	j.node.Size = size
+}
+
+// release drops one token of j; the last one completes the file.
+func (b *backup) release(j *fileJob) {
+	if j.pending.Add(-1) != 0 {
+		return
+	}
+	if j.failed.Load() {
+		j.node.Kind = 0 // not saved: finishDir drops it
+	} else {
+		j.node.Content = j.content
+	}
+	close(j.done)
+}
+
+func (b *backup) getBuf(n int) *[]byte {
+	if p, ok := b.bufPool.Get().(*[]byte); ok && cap(*p) >= n {
+		return p
+	}
+	s := make([]byte, 0, max(n, b.params.Avg))
+	return &s
+}
+
+// chunkWorker identifies, compresses and stores chunks.
+func (b *backup) chunkWorker(ctx context.Context) {
+	h := b.hasher.Clone()
+	var enc []byte
+	for cj := range b.chunkJobs {
+		data := *cj.data
+		id := h.ID(data)
+		if !b.repo.Has(vault.DataBlob, id) && b.fatal() == nil {
+			enc = b.codec.Encode(enc, data)
+			if _, err := b.repo.SaveBlob(ctx, vault.DataBlob, id, enc, len(data)); err != nil {
+				b.fail(fmt.Errorf("store chunk of %s: %w", cj.file.path, err))
+				cj.file.failed.Store(true)
+			}
+		}
+		cj.file.mu.Lock()
+		cj.file.content[cj.idx] = id
+		cj.file.mu.Unlock()
+		b.bufPool.Put(cj.data)
+		<-b.tokens
+		b.release(cj.file)
+	}
+}
+
+func (b *backup) startProgress(ctx context.Context, start time.Time, paths []string) func() {
+	if b.opt.Progress == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	if b.opt.Scan {
+		go b.scan(ctx, paths, stop)
+	}
+	snap := func() Progress {
+		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
+			TotalFiles: b.totalFiles.Load(), TotalBytes: b.totalBytes.Load(), ScanDone: b.scanDone.Load(),
+			Elapsed: time.Since(start), BytesAdded: b.repo.BytesAdded(), Errors: b.errs.Load()}
+		if c := b.current.Load(); c != nil {
+			p.Current = *c
+		}
+		return p
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				b.opt.Progress(snap())
+			case <-stop:
+				b.opt.Progress(snap())
+				return
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// scan counts files and bytes for the ETA.
+func (b *backup) scan(ctx context.Context, paths []string, stop chan struct{}) {
+	for _, root := range paths {
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			select {
+			case <-stop:
+				return filepath.SkipAll
+			default:
+			}
+			if err != nil || ctx.Err() != nil {
+				return nil
+			}
+			if b.excluded(p, d.Name()) || (d.IsDir() && b.skip[p]) {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil {
+					b.totalFiles.Add(1)
+					b.totalBytes.Add(uint64(fi.Size()))
+				}
+			}
+			return nil
+		})
+	}
+	b.scanDone.Store(true)
+}

@@ -1,0 +1,574 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// RestoreRepo is what a restore needs from a vault.
+type RestoreRepo interface {
+	LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
+	LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error)
+	// BlobSize is the raw length of a stored blob, so a file's chunks can
+	// be written at their offsets in parallel.
+	BlobSize(t vault.BlobType, id vault.ID) (uint32, error)
+}
+
+// RestoreOptions configure a restore.
+type RestoreOptions struct {
+	Target    string
+	Include   []string // paths inside the snapshot; empty means everything
+	Overwrite bool
+	Workers   int  // default GOMAXPROCS+2
+	Owners    bool // restore uid/gid (needs root)
+	Progress  func(Progress)
+	Warn      func(Warning)
+}
+
+// RestoreResult describes a finished restore.
+type RestoreResult struct {
+	Files, Dirs, Bytes uint64
+	Warnings           []Warning
+	// Skipped counts existing files left alone without --overwrite.
+	Skipped int
+}
+
+// ErrUnsafePath reports a snapshot entry that would be written outside the
+// target or through a symlink; the restore stops.
+var ErrUnsafePath = errors.New("unsafe path in snapshot")
+
+type restorer struct {
+	repo   RestoreRepo
+	opt    RestoreOptions
+	root   *os.Root
+	target string
+	trees  map[vault.ID]*format.Tree
+
+	jobs  chan chunkTask
+	files chan struct{} // bounds open files
+
+	mu       sync.Mutex
+	err      error
+	warnings []Warning
+	skipped  int
+	hard     map[[2]uint64]string
+	dirMeta  []dirMeta
+
+	nFiles, nDirs, nBytes atomic.Uint64
+	totFiles, totBytes    uint64
+	current               atomic.Pointer[string]
+}
+
+type dirMeta struct {
+	rel  string
+	node *format.Node
+}
+
+type restoreFile struct {
+	rel     string
+	f       *os.File
+	node    *format.Node
+	pending atomic.Int64
+	failed  atomic.Bool
+}
+
+type chunkTask struct {
+	file *restoreFile
+	off  int64
+	id   vault.ID
+	size uint64
+}
+
+// Restore writes the snapshot tree rootID into opt.Target. It never writes
+// outside the target: names are validated, the target is opened as an
+// os.Root, and a directory that turns out to be a symlink stops the restore.
+func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt RestoreOptions) (*RestoreResult, error) {
+	if opt.Target == "" {
+		return nil, errors.New("restore: give a --target directory")
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = runtime.GOMAXPROCS(0) + 2
+	}
+	if err := os.MkdirAll(opt.Target, 0o700); err != nil {
+		return nil, fmt.Errorf("restore: create target: %w", err)
+	}
+	root, err := os.OpenRoot(opt.Target)
+	if err != nil {
+		return nil, fmt.Errorf("restore: open target: %w", err)
+	}
+	defer root.Close()
+	target, _ := filepath.Abs(opt.Target)
+	r := &restorer{repo: repo, opt: opt, root: root, target: target, trees: map[vault.ID]*format.Tree{},
+		jobs: make(chan chunkTask, 64), files: make(chan struct{}, 256), hard: map[[2]uint64]string{}}
+	var incl []string
+	for _, p := range opt.Include {
+		p = path.Clean("/" + filepath.ToSlash(p))
+		incl = append(incl, strings.TrimPrefix(p, "/"))
+	}
+
+	// Pass 1: load every tree once, validate it, and count for progress.
+	if err := r.scan(ctx, rootID, "", incl); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	stop := r.startProgress(start)
+	var wg sync.WaitGroup
+	for range opt.Workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.worker(ctx) }()
+	}
+	walkErr := r.walk(ctx, rootID, "", incl)
+	close(r.jobs)
+	wg.Wait()
+	stop()
+	if walkErr != nil {
+		r.fail(walkErr)
+	}
+	if err := r.firstErr(); err != nil {
+		return nil, err
+	}
+	// Directories last, deepest first, so their times stick.
+	for i := len(r.dirMeta) - 1; i >= 0; i-- {
+		d := r.dirMeta[i]
+		r.applyMeta(d.rel, d.node, nil)
+	}
+	return &RestoreResult{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(), Warnings: r.warnings, Skipped: r.skipped}, nil
+}
+
+// included reports whether rel is selected, and whether it is only on the
+// way to a selected path (so its siblings are not).
+func included(rel string, incl []string) (ok bool) {
+	if len(incl) == 0 {
+		return true
+	}
+	for _, p := range incl {
+		if p == "" || rel == p || strings.HasPrefix(rel, p+"/") || strings.HasPrefix(p, rel+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	if t, ok := r.trees[id]; ok {
+		return t, nil
+	}
+	t, err := r.repo.LoadTree(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r.trees[id] = t
+	return t, nil
+}
+
+func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []string) error {
+	t, err := r.loadTree(ctx, id)
+	if err != nil {
+		return fmt.Errorf("restore: %s: %w", displayRel(rel), err)
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if !format.ValidName(n.Name) {
+			return fmt.Errorf("restore: %w: %q in %s", ErrUnsafePath, n.Name, displayRel(rel))
+		}
+		p := joinRel(rel, string(n.Name))
+		if !included(p, incl) {
+			continue
+		}
+		switch n.Kind {
+		case format.KindDir:
+			if err := r.scan(ctx, n.Subtree, p, incl); err != nil {
+				return err
+			}
+		case format.KindFile:
+			r.totFiles++
+			r.totBytes += n.Size
+		}
+	}
+	return nil
+}
+
+func joinRel(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
+func displayRel(rel string) string { return "/" + rel }
+
+func (r *restorer) fail(err error) {
+	r.mu.Lock()
+	if r.err == nil {
+		r.err = err
+	}
+	r.mu.Unlock()
+}
+
+func (r *restorer) firstErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *restorer) warn(w Warning) {
+	r.mu.Lock()
+	r.warnings = append(r.warnings, w)
+	r.mu.Unlock()
+	if r.opt.Warn != nil {
+		r.opt.Warn(w)
+	}
+}
+
+// ensureDir makes rel a real directory (never a symlink).
+func (r *restorer) ensureDir(rel string) error {
+	err := r.root.Mkdir(rel, 0o700)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("restore: create directory %s: %w", displayRel(rel), err)
+	}
+	fi, lerr := r.root.Lstat(rel)
+	if lerr != nil {
+		return fmt.Errorf("restore: %s: %w", displayRel(rel), lerr)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("restore: %w: %s is a symlink in the target; refusing to restore below it", ErrUnsafePath, displayRel(rel))
+	}
+	if !fi.IsDir() {
+		if !r.opt.Overwrite {
+			return fmt.Errorf("restore: %s exists and is not a directory (use --overwrite to replace it)", displayRel(rel))
+		}
+		if err := r.root.Remove(rel); err != nil {
+			return fmt.Errorf("restore: replace %s: %w", displayRel(rel), err)
+		}
+		return r.root.Mkdir(rel, 0o700)
+	}
+	return nil
+}
+
+func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, incl []string) error {
+	t := r.trees[id]
+	for i := range t.Nodes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.firstErr(); err != nil {
+			return err
+		}
+		n := &t.Nodes[i]
+		p := joinRel(rel, string(n.Name))
+		if !included(p, incl) {
+			continue
+		}
+		switch n.Kind {
+		case format.KindDir:
+			if err := r.ensureDir(p); err != nil {
+				return err
+			}
+			r.nDirs.Add(1)
+			r.dirMeta = append(r.dirMeta, dirMeta{p, n})
+			if err := r.walk(ctx, n.Subtree, p, incl); err != nil {
+				return err
+			}
+		case format.KindFile:
+			if err := r.file(ctx, p, n); err != nil {
+				return err
+			}
+		case format.KindSymlink:
+			if !r.prepare(p) {
+				continue
+			}
+			if err := r.root.Symlink(string(n.Target), p); err != nil {
+				r.warn(Warning{Path: displayRel(p), Err: err})
+				continue
+			}
+			r.applyMeta(p, n, nil)
+		case format.KindFIFO, format.KindCharDev, format.KindBlockDev:
+			if !r.prepare(p) {
+				continue
+			}
+			if err := r.mknod(p, n); err != nil {
+				r.warn(Warning{Path: displayRel(p), Err: err})
+				continue
+			}
+			r.applyMeta(p, n, nil)
+		case format.KindSocket:
+		default:
+			return fmt.Errorf("restore: %s: %w: unknown kind %d", displayRel(p), vault.ErrCorrupt, n.Kind)
+		}
+	}
+	return nil
+}
+
+// prepare clears the way for a new non-directory entry at rel. It returns
+// false when rel exists and must be left alone.
+func (r *restorer) prepare(rel string) bool {
+	fi, err := r.root.Lstat(rel)
+	if err != nil {
+		return true
+	}
+	if !r.opt.Overwrite {
+		r.mu.Lock()
+		r.skipped++
+		r.mu.Unlock()
+		r.warn(Warning{Path: displayRel(rel), Err: errors.New("exists, left untouched (use --overwrite)")})
+		return false
+	}
+	if fi.IsDir() {
+		err = r.root.RemoveAll(rel)
+	} else {
+		err = r.root.Remove(rel)
+	}
+	if err != nil {
+		r.warn(Warning{Path: displayRel(rel), Err: err})
+		return false
+	}
+	return true
+}
+
+func (r *restorer) mknod(rel string, n *format.Node) error {
+	dir, name := path.Split(rel)
+	if dir == "" {
+		dir = "."
+	}
+	d, err := r.root.OpenFile(strings.TrimSuffix(dir, "/"), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	mode := n.Perm & 0o777
+	switch n.Kind {
+	case format.KindFIFO:
+		return unix.Mkfifoat(int(d.Fd()), name, mode)
+	case format.KindCharDev:
+		return unix.Mknodat(int(d.Fd()), name, mode|unix.S_IFCHR, int(n.RDev))
+	default:
+		return unix.Mknodat(int(d.Fd()), name, mode|unix.S_IFBLK, int(n.RDev))
+	}
+}
+
+func (r *restorer) file(ctx context.Context, rel string, n *format.Node) error {
+	r.current.Store(&rel)
+	if n.NLink > 1 {
+		key := [2]uint64{n.Device, n.Inode}
+		if first, ok := r.hard[key]; ok {
+			if !r.prepare(rel) {
+				return nil
+			}
+			if err := r.root.Link(first, rel); err != nil {
+				r.warn(Warning{Path: displayRel(rel), Err: err})
+			}
+			r.nFiles.Add(1)
+			return nil
+		}
+		defer func() { r.hard[key] = rel }()
+	}
+	if !r.prepare(rel) {
+		return nil
+	}
+	select {
+	case r.files <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f, err := r.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		<-r.files
+		r.warn(Warning{Path: displayRel(rel), Err: err})
+		return nil
+	}
+	rf := &restoreFile{rel: rel, f: f, node: n}
+	rf.pending.Store(1) // the walker's token
+	var off int64
+	for _, id := range n.Content {
+		size, err := r.repo.BlobSize(vault.DataBlob, id)
+		if err != nil {
+			rf.failed.Store(true)
+			r.done(rf)
+			return fmt.Errorf("restore %s: %w", displayRel(rel), err)
+		}
+		rf.pending.Add(1)
+		select {
+		case r.jobs <- chunkTask{file: rf, off: off, id: id, size: uint64(size)}:
+		case <-ctx.Done():
+			rf.failed.Store(true)
+			r.done(rf)
+			r.done(rf)
+			return ctx.Err()
+		}
+		off += int64(size)
+	}
+	if uint64(off) != n.Size {
+		rf.failed.Store(true)
+		r.done(rf)
+		return fmt.Errorf("restore %s: %w: chunks add up to %d bytes, the tree says %d", displayRel(rel), vault.ErrCorrupt, off, n.Size)
+	}
+	r.done(rf)
+	return nil
+}
+
+func (r *restorer) done(rf *restoreFile) {
+	if rf.pending.Add(-1) != 0 {
+		return
+	}
+	defer func() { <-r.files }()
+	if !rf.failed.Load() {
+		if err := rf.f.Truncate(int64(rf.node.Size)); err != nil {
+			r.warn(Warning{Path: displayRel(rf.rel), Err: err})
+		}
+		r.applyMeta(rf.rel, rf.node, rf.f)
+	}
+	if err := rf.f.Close(); err != nil {
+		r.warn(Warning{Path: displayRel(rf.rel), Err: err})
+	}
+	r.nFiles.Add(1)
+}
+
+func (r *restorer) worker(ctx context.Context) {
+	var buf []byte
+	for t := range r.jobs {
+		if t.file.failed.Load() || ctx.Err() != nil {
+			r.done(t.file)
+			continue
+		}
+		data, err := r.repo.LoadBlob(ctx, vault.DataBlob, t.id, buf)
+		if err != nil {
+			t.file.failed.Store(true)
+			r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
+			r.done(t.file)
+			continue
+		}
+		buf = data
+		if uint64(len(data)) != t.size {
+			t.file.failed.Store(true)
+			r.fail(fmt.Errorf("restore %s: chunk %s: %w: %d bytes, index says %d", displayRel(t.file.rel), t.id.Short(), vault.ErrCorrupt, len(data), t.size))
+			r.done(t.file)
+			continue
+		}
+		if !allZero(data) { // zero runs stay holes: sparse files restore sparse
+			if _, err := t.file.f.WriteAt(data, t.off); err != nil {
+				t.file.failed.Store(true)
+				r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
+			}
+		}
+		r.nBytes.Add(uint64(len(data)))
+		r.done(t.file)
+	}
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// applyMeta restores ownership, permissions, xattrs and times. f is the
+// open file for regular files (fd-based calls cannot be redirected).
+func (r *restorer) applyMeta(rel string, n *format.Node, f *os.File) {
+	full := filepath.Join(r.target, rel)
+	if r.opt.Owners {
+		var err error
+		if f != nil {
+			err = f.Chown(int(n.UID), int(n.GID))
+		} else {
+			err = r.root.Lchown(rel, int(n.UID), int(n.GID))
+		}
+		if err != nil {
+			r.warn(Warning{Path: displayRel(rel), Err: err})
+		}
+	}
+	if n.Kind != format.KindSymlink {
+		for _, x := range n.Xattrs {
+			var err error
+			if f != nil {
+				err = unix.Fsetxattr(int(f.Fd()), string(x.Name), x.Value, 0)
+			} else {
+				err = unix.Lsetxattr(full, string(x.Name), x.Value, 0)
+			}
+			if err != nil && !errors.Is(err, unix.ENOTSUP) {
+				r.warn(Warning{Path: displayRel(rel), Err: fmt.Errorf("xattr %s: %w", x.Name, err)})
+			}
+		}
+		mode := fs.FileMode(n.Perm & 0o777)
+		if n.Perm&0o4000 != 0 {
+			mode |= fs.ModeSetuid
+		}
+		if n.Perm&0o2000 != 0 {
+			mode |= fs.ModeSetgid
+		}
+		if n.Perm&0o1000 != 0 {
+			mode |= fs.ModeSticky
+		}
+		var err error
+		if f != nil {
+			err = f.Chmod(mode)
+		} else {
+			err = r.root.Chmod(rel, mode)
+		}
+		if err != nil {
+			r.warn(Warning{Path: displayRel(rel), Err: err})
+		}
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(n.MTime), unix.NsecToTimespec(n.MTime)}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, full, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		r.warn(Warning{Path: displayRel(rel), Err: err})
+	}
+}
+
+func (r *restorer) startProgress(start time.Time) func() {
+	if r.opt.Progress == nil {
+		return func() {}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	snap := func() Progress {
+		p := Progress{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(),
+			TotalFiles: r.totFiles, TotalBytes: r.totBytes, ScanDone: true, Elapsed: time.Since(start)}
+		if c := r.current.Load(); c != nil {
+			p.Current = "/" + *c
+		}
+		return p
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				r.opt.Progress(snap())
+			case <-stop:
+				r.opt.Progress(snap())
+				return
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}

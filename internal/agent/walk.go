@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// TreeLoader loads trees.
+type TreeLoader interface {
+	LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
+}
+
+// Walk calls fn for every node below root, depth first in name order, with
+// its absolute path in the snapshot. With prefix set ("/home/ann") only that
+// node and what lies below it are visited; a prefix that does not exist is
+// an error wrapping vault.ErrNotFound.
+func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, fn func(p string, n *format.Node) error) error {
+	prefix = path.Clean("/" + prefix)
+	id := root
+	dir := "/"
+	if prefix != "/" {
+		parts := strings.Split(strings.TrimPrefix(prefix, "/"), "/")
+		for i, part := range parts {
+			t, err := repo.LoadTree(ctx, id)
+			if err != nil {
+				return err
+			}
+			n := t.Find([]byte(part))
+			if n == nil {
+				return fmt.Errorf("%s: %w in the snapshot", prefix, vault.ErrNotFound)
+			}
+			p := path.Join(dir, part)
+			if i == len(parts)-1 {
+				if err := fn(p, n); err != nil {
+					return err
+				}
+				if n.Kind != format.KindDir {
+					return nil
+				}
+			} else if n.Kind != format.KindDir {
+				return fmt.Errorf("%s: %s is not a directory: %w", prefix, p, vault.ErrNotFound)
+			}
+			id, dir = n.Subtree, p
+		}
+	}
+	return walk(ctx, repo, id, dir, fn)
+}
+
+func walk(ctx context.Context, repo TreeLoader, id vault.ID, dir string, fn func(string, *format.Node) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, err := repo.LoadTree(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		p := path.Join(dir, string(n.Name))
+		if err := fn(p, n); err != nil {
+			return err
+		}
+		if n.Kind == format.KindDir {
+			if err := walk(ctx, repo, n.Subtree, p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Change is one difference between two snapshots.
+type Change struct {
+	Path string
+	Op   byte // '+' added, '-' removed, 'M' content changed, 'T' type changed, 'U' metadata only
+}
+
+// Diff compares two snapshot trees.
+func Diff(ctx context.Context, repo TreeLoader, a, b vault.ID, fn func(Change) error) error {
+	return diffTrees(ctx, repo, a, b, "/", fn)
+}
+
+func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, fn func(Change) error) error {
+	if a == b {
+		return nil // identical subtrees: nothing below differs
+	}
+	ta, err := repo.LoadTree(ctx, a)
+	if err != nil {
+		return err
+	}
+	tb, err := repo.LoadTree(ctx, b)
+	if err != nil {
+		return err
+	}
+	i, j := 0, 0
+	for i < len(ta.Nodes) || j < len(tb.Nodes) {
+		var c int
+		switch {
+		case i == len(ta.Nodes):
+			c = 1
+		case j == len(tb.Nodes):
+			c = -1
+		default:
+			c = bytes.Compare(ta.Nodes[i].Name, tb.Nodes[j].Name)
+		}
+		switch {
+		case c < 0:
+			if err := emitAll(ctx, repo, &ta.Nodes[i], dir, '-', fn); err != nil {
+				return err
+			}
+			i++
+		case c > 0:
+			if err := emitAll(ctx, repo, &tb.Nodes[j], dir, '+', fn); err != nil {
+				return err
+			}
+			j++
+		default:
+			na, nb := &ta.Nodes[i], &tb.Nodes[j]
+			p := path.Join(dir, string(na.Name))
+			if na.Kind != nb.Kind {
+				if err := fn(Change{p, 'T'}); err != nil {
+					return err
+				}
+			} else if na.Kind == format.KindDir {
+				if metaDiffers(na, nb) {
+					if err := fn(Change{p, 'U'}); err != nil {
+						return err
+					}
+				}
+				if err := diffTrees(ctx, repo, na.Subtree, nb.Subtree, p, fn); err != nil {
+					return err
+				}
+			} else if contentDiffers(na, nb) {
+				if err := fn(Change{p, 'M'}); err != nil {
+					return err
+				}
+			} else if metaDiffers(na, nb) {
+				if err := fn(Change{p, 'U'}); err != nil {
+					return err
+				}
+			}
+			i++
+			j++
+		}
+	}
+	return nil
+}
+
+func emitAll(ctx context.Context, repo TreeLoader, n *format.Node, dir string, op byte, fn func(Change) error) error {
+	p := path.Join(dir, string(n.Name))
+	if err := fn(Change{p, op}); err != nil {
+		return err
+	}
+	if n.Kind != format.KindDir {
+		return nil
+	}
+	return walk(ctx, repo, n.Subtree, p, func(q string, _ *format.Node) error { return fn(Change{q, op}) })
+}
+
+func contentDiffers(a, b *format.Node) bool {
+	if a.Size != b.Size || len(a.Content) != len(b.Content) || !bytes.Equal(a.Target, b.Target) || a.RDev != b.RDev {
+		return true
+	}
+	for i := range a.Content {
+		if a.Content[i] != b.Content[i] {
+			return true
+		}
+	}
+	return false
+}
+
+func metaDiffers(a, b *format.Node) bool {
+	if a.Perm != b.Perm || a.UID != b.UID || a.GID != b.GID || a.MTime != b.MTime || len(a.Xattrs) != len(b.Xattrs) {
+		return true
+	}
+	for i := range a.Xattrs {
+		if !bytes.Equal(a.Xattrs[i].Name, b.Xattrs[i].Name) || !bytes.Equal(a.Xattrs[i].Value, b.Xattrs[i].Value) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,631 @@
+// Package catalogtest is the conformance suite every vault.Catalog
+// implementation runs: the SQLite catalog now, PostgreSQL later.
+//
+// An implementation's test calls Run with a function that returns a new,
+// empty catalog:
+//
+//	func TestConformance(t *testing.T) {
+//		catalogtest.Run(t, func(t *testing.T) vault.Catalog {
+//			c, err := Open(filepath.Join(t.TempDir(), "catalog.db"))
+//			if err != nil {
+//				t.Fatal(err)
+//			}
+//			return c
+//		})
+//	}
+package catalogtest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Run runs the conformance suite. newCatalog is called once per subtest
+// with that subtest's t and must return a new, empty catalog; Run closes
+// it (Close must therefore be safe to call again if newCatalog also
+// registers it with t.Cleanup).
+//
+// Times are compared with time.Time.Equal; the times the suite stores have
+// microsecond precision, the finest PostgreSQL keeps.
+func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, c vault.Catalog)
+	}{
+		{"VaultRoundTrip", testVaultRoundTrip},
+		{"VaultDuplicate", testVaultDuplicate},
+		{"VaultNotFound", testVaultNotFound},
+		{"PackRoundTrip", testPackRoundTrip},
+		{"BlobInTwoPacks", testBlobInTwoPacks},
+		{"DuplicatePack", testDuplicatePack},
+		{"VaultScoping", testVaultScoping},
+		{"SnapshotRoundTrip", testSnapshotRoundTrip},
+		{"SnapshotOrder", testSnapshotOrder},
+		{"SnapshotDuplicate", testSnapshotDuplicate},
+		{"IterationStops", testIterationStops},
+		{"Concurrent", testConcurrent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCatalog(t)
+			closed := false
+			t.Cleanup(func() {
+				if !closed {
+					c.Close()
+				}
+			})
+			tt.fn(t, c)
+			closed = true
+			if err := c.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+}
+
+// newID returns a random ID. crypto/rand.Read never fails (it crashes the
+// program instead), so newID is safe to call from any goroutine.
+func newID() vault.ID {
+	var id vault.ID
+	rand.Read(id[:])
+	return id
+}
+
+// base is a fixed instant with microsecond precision, away from UTC so
+// that implementations must not depend on the location.
+var base = time.Date(2025, 3, 14, 15, 9, 26, 535897000, time.FixedZone("UTC+5:30", 5*3600+1800))
+
+func createVault(t *testing.T, c vault.Catalog, name string) vault.VaultRecord {
+	t.Helper()
+	v := vault.VaultRecord{ID: newID(), Name: name, Created: base}
+	if err := c.CreateVault(t.Context(), v); err != nil {
+		t.Fatalf("CreateVault(%q): %v", name, err)
+	}
+	return v
+}
+
+// newPack returns a pack of n blobs. Field values are chosen to exercise
+// the full range of their types.
+func newPack(t *testing.T, n int) (vault.PackRecord, []vault.BlobRecord) {
+	t.Helper()
+	p := vault.PackRecord{
+		ID:         newID(),
+		Size:       1<<40 + 12345,
+		DEKVersion: math.MaxUint32,
+		Blobs:      n,
+		Created:    base.Add(time.Duration(n) * time.Microsecond),
+	}
+	blobs := make([]vault.BlobRecord, n)
+	var off uint32
+	for i := range blobs {
+		typ := vault.DataBlob
+		if i%3 == 2 {
+			typ = vault.TreeBlob
+		}
+		length := uint32(100 + i)
+		blobs[i] = vault.BlobRecord{
+			ID:     newID(),
+			Type:   typ,
+			Pack:   p.ID,
+			Offset: off,
+			Length: length,
+			RawLen: length * 3,
+		}
+		off += length
+	}
+	if n > 0 {
+		// Extremes in the last blob.
+		blobs[n-1].Offset = math.MaxUint32 - 1
+		blobs[n-1].Length = math.MaxUint32
+		blobs[n-1].RawLen = math.MaxUint32
+	}
+	return p, blobs
+}
+
+func addPack(t *testing.T, c vault.Catalog, v vault.ID, p vault.PackRecord, blobs []vault.BlobRecord) {
+	t.Helper()
+	if err := c.AddPack(t.Context(), v, p, blobs); err != nil {
+		t.Fatalf("AddPack(%s): %v", p.ID.Short(), err)
+	}
+}
+
+func allPacks(t *testing.T, c vault.Catalog, v vault.ID) []vault.PackRecord {
+	t.Helper()
+	var ps []vault.PackRecord
+	err := c.Packs(t.Context(), v, func(p vault.PackRecord) error {
+		p.Created = p.Created.UTC()
+		ps = append(ps, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Packs: %v", err)
+	}
+	sortPacks(ps)
+	return ps
+}
+
+func allBlobs(t *testing.T, c vault.Catalog, v vault.ID) []vault.BlobRecord {
+	t.Helper()
+	var bs []vault.BlobRecord
+	err := c.Blobs(t.Context(), v, func(b vault.BlobRecord) error {
+		bs = append(bs, b)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Blobs: %v", err)
+	}
+	sortBlobs(bs)
+	return bs
+}
+
+func snapshots(t *testing.T, c vault.Catalog, v vault.ID) []vault.SnapshotRecord {
+	t.Helper()
+	ss, err := c.Snapshots(t.Context(), v)
+	if err != nil {
+		t.Fatalf("Snapshots: %v", err)
+	}
+	return normSnapshots(ss)
+}
+
+func sortPacks(ps []vault.PackRecord) {
+	slices.SortFunc(ps, func(a, b vault.PackRecord) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+}
+
+func sortBlobs(bs []vault.BlobRecord) {
+	slices.SortFunc(bs, func(a, b vault.BlobRecord) int {
+		if c := bytes.Compare(a.Pack[:], b.Pack[:]); c != 0 {
+			return c
+		}
+		if a.Offset != b.Offset {
+			if a.Offset < b.Offset {
+				return -1
+			}
+			return 1
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
+}
+
+// normPacks returns ps sorted, with times in UTC, so that reflect.DeepEqual
+// compares instants (UTC also strips monotonic readings).
+func normPacks(ps ...vault.PackRecord) []vault.PackRecord {
+	ps = slices.Clone(ps)
+	for i := range ps {
+		ps[i].Created = ps[i].Created.UTC()
+	}
+	sortPacks(ps)
+	return ps
+}
+
+func normBlobs(bss ...[]vault.BlobRecord) []vault.BlobRecord {
+	bs := slices.Concat(bss...)
+	sortBlobs(bs)
+	return bs
+}
+
+// normSnapshots puts times in UTC and treats nil and empty slices alike.
+func normSnapshots(ss []vault.SnapshotRecord) []vault.SnapshotRecord {
+	ss = slices.Clone(ss)
+	for i := range ss {
+		ss[i].Time = ss[i].Time.UTC()
+		if len(ss[i].Paths) == 0 {
+			ss[i].Paths = nil
+		}
+		if len(ss[i].Tags) == 0 {
+			ss[i].Tags = nil
+		}
+	}
+	return ss
+}
+
+func equal[T any](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+func testVaultRoundTrip(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	want := []vault.VaultRecord{
+		{ID: newID(), Name: "primary", Created: base},
+		{ID: newID(), Name: "Ärchiv – 東京 🗄", Created: time.Date(1999, 12, 31, 23, 59, 59, 999999000, time.UTC)},
+		{ID: newID(), Name: "far-future", Created: time.Date(2200, 1, 2, 3, 4, 5, 6000, time.Local)},
+	}
+	for _, v := range want {
+		if err := c.CreateVault(ctx, v); err != nil {
+			t.Fatalf("CreateVault(%q): %v", v.Name, err)
+		}
+	}
+	for _, w := range want {
+		got, err := c.Vault(ctx, w.Name)
+		if err != nil {
+			t.Fatalf("Vault(%q): %v", w.Name, err)
+		}
+		if got.ID != w.ID || got.Name != w.Name || !got.Created.Equal(w.Created) {
+			t.Errorf("Vault(%q) = %+v, want %+v", w.Name, got, w)
+		}
+	}
+}
+
+func testVaultDuplicate(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	orig := createVault(t, c, "primary")
+
+	err := c.CreateVault(ctx, vault.VaultRecord{ID: newID(), Name: "primary", Created: base.Add(time.Hour)})
+	if !errors.Is(err, vault.ErrExists) {
+		t.Errorf("CreateVault with a taken name: got %v, want ErrExists", err)
+	}
+	// A vault's ID is its identity too.
+	err = c.CreateVault(ctx, vault.VaultRecord{ID: orig.ID, Name: "other", Created: base})
+	if !errors.Is(err, vault.ErrExists) {
+		t.Errorf("CreateVault with a taken ID: got %v, want ErrExists", err)
+	}
+	if _, err := c.Vault(ctx, "other"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("Vault(other) after failed create: got %v, want ErrNotFound", err)
+	}
+
+	got, err := c.Vault(ctx, "primary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != orig.ID || !got.Created.Equal(orig.Created) {
+		t.Errorf("failed CreateVault changed the vault: got %+v, want %+v", got, orig)
+	}
+}
+
+func testVaultNotFound(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	if _, err := c.Vault(ctx, "missing"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("Vault(missing) in an empty catalog: got %v, want ErrNotFound", err)
+	}
+	createVault(t, c, "primary")
+	for _, name := range []string{"missing", "", "primar", "primary "} {
+		if _, err := c.Vault(ctx, name); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("Vault(%q): got %v, want ErrNotFound", name, err)
+		}
+	}
+}
+
+func testPackRoundTrip(t *testing.T, c vault.Catalog) {
+	v := createVault(t, c, "primary")
+	if got := allPacks(t, c, v.ID); len(got) != 0 {
+		t.Errorf("Packs of a new vault: %v", got)
+	}
+	if got := allBlobs(t, c, v.ID); len(got) != 0 {
+		t.Errorf("Blobs of a new vault: %v", got)
+	}
+
+	p1, b1 := newPack(t, 1)
+	p2, b2 := newPack(t, 7)
+	p3, b3 := newPack(t, 300)
+	p3.Size = 16 << 20
+	p3.DEKVersion = 0
+	addPack(t, c, v.ID, p1, b1)
+	addPack(t, c, v.ID, p2, b2)
+	addPack(t, c, v.ID, p3, b3)
+
+	equal(t, "Packs", allPacks(t, c, v.ID), normPacks(p1, p2, p3))
+	equal(t, "Blobs", allBlobs(t, c, v.ID), normBlobs(b1, b2, b3))
+}
+
+func testBlobInTwoPacks(t *testing.T, c vault.Catalog) {
+	v := createVault(t, c, "primary")
+	p1, b1 := newPack(t, 3)
+	p2, b2 := newPack(t, 3)
+	// Two concurrent backups stored the same blob, at different offsets.
+	b2[1].ID = b1[0].ID
+	b2[1].Type = b1[0].Type
+	addPack(t, c, v.ID, p1, b1)
+	addPack(t, c, v.ID, p2, b2)
+
+	got := allBlobs(t, c, v.ID)
+	equal(t, "Blobs", got, normBlobs(b1, b2))
+	var packs []vault.ID
+	for _, b := range got {
+		if b.ID == b1[0].ID {
+			packs = append(packs, b.Pack)
+		}
+	}
+	if len(packs) != 2 || packs[0] == packs[1] {
+		t.Errorf("blob %s found in packs %v, want one row in each of %s and %s", b1[0].ID.Short(), packs, p1.ID.Short(), p2.ID.Short())
+	}
+}
+
+// testDuplicatePack checks that recording a pack ID twice fails with
+// ErrExists and, since AddPack is atomic, leaves none of the second call's
+// blobs behind.
+func testDuplicatePack(t *testing.T, c vault.Catalog) {
+	v := createVault(t, c, "primary")
+	p, blobs := newPack(t, 5)
+	addPack(t, c, v.ID, p, blobs)
+
+	again, more := newPack(t, 9)
+	again.ID = p.ID
+	for i := range more {
+		more[i].Pack = p.ID
+		more[i].Offset = uint32(1_000_000 + 1000*i) // none of the first call's
+	}
+	err := c.AddPack(t.Context(), v.ID, again, more)
+	if !errors.Is(err, vault.ErrExists) {
+		t.Errorf("AddPack of a recorded pack ID: got %v, want ErrExists", err)
+	}
+	equal(t, "Packs", allPacks(t, c, v.ID), normPacks(p))
+	equal(t, "Blobs", allBlobs(t, c, v.ID), normBlobs(blobs))
+}
+
+func testVaultScoping(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	a := createVault(t, c, "a")
+	b := createVault(t, c, "b")
+	empty := createVault(t, c, "empty")
+
+	pa, ba := newPack(t, 4)
+	pb, bb := newPack(t, 6)
+	addPack(t, c, a.ID, pa, ba)
+	addPack(t, c, b.ID, pb, bb)
+
+	// The same pack ID and blobs recorded in both vaults are separate rows.
+	shared, sharedBlobs := newPack(t, 2)
+	addPack(t, c, a.ID, shared, sharedBlobs)
+	addPack(t, c, b.ID, shared, sharedBlobs)
+
+	sa := newSnapshot(t, base)
+	sb := newSnapshot(t, base)
+	if err := c.AddSnapshot(ctx, a.ID, sa); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddSnapshot(ctx, b.ID, sb); err != nil {
+		t.Fatal(err)
+	}
+	sameID := newSnapshot(t, base.Add(time.Minute))
+	sameIDb := sameID
+	sameIDb.Host = "other-host"
+	if err := c.AddSnapshot(ctx, a.ID, sameID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddSnapshot(ctx, b.ID, sameIDb); err != nil {
+		t.Fatalf("AddSnapshot of an ID present only in another vault: %v", err)
+	}
+
+	equal(t, "Packs(a)", allPacks(t, c, a.ID), normPacks(pa, shared))
+	equal(t, "Packs(b)", allPacks(t, c, b.ID), normPacks(pb, shared))
+	equal(t, "Blobs(a)", allBlobs(t, c, a.ID), normBlobs(ba, sharedBlobs))
+	equal(t, "Blobs(b)", allBlobs(t, c, b.ID), normBlobs(bb, sharedBlobs))
+	equal(t, "Snapshots(a)", snapshots(t, c, a.ID), normSnapshots([]vault.SnapshotRecord{sa, sameID}))
+	equal(t, "Snapshots(b)", snapshots(t, c, b.ID), normSnapshots([]vault.SnapshotRecord{sb, sameIDb}))
+
+	if got := allPacks(t, c, empty.ID); len(got) != 0 {
+		t.Errorf("Packs(empty) = %v", got)
+	}
+	if got := allBlobs(t, c, empty.ID); len(got) != 0 {
+		t.Errorf("Blobs(empty) = %v", got)
+	}
+	if got := snapshots(t, c, empty.ID); len(got) != 0 {
+		t.Errorf("Snapshots(empty) = %v", got)
+	}
+}
+
+func newSnapshot(t *testing.T, tm time.Time) vault.SnapshotRecord {
+	t.Helper()
+	return vault.SnapshotRecord{
+		ID:         newID(),
+		Time:       tm,
+		Host:       "host-1",
+		Paths:      []string{"/home/user"},
+		Tags:       []string{"daily"},
+		Tree:       newID(),
+		Files:      10,
+		Dirs:       2,
+		Bytes:      12345,
+		BytesAdded: 678,
+		Duration:   3 * time.Second,
+	}
+}
+
+func testSnapshotRoundTrip(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	if got := snapshots(t, c, v.ID); len(got) != 0 {
+		t.Errorf("Snapshots of a new vault: %v", got)
+	}
+
+	first := vault.SnapshotRecord{
+		ID:   newID(),
+		Time: base,
+		Host: "zoë-laptop.example",
+		Paths: []string{
+			"/home/zoë/Документы",
+			`C:\Users\東京\写真`,
+			"/srv/with space/and\ttab/\"quoted\"/back\\slash",
+			"/emoji/🗄️",
+		},
+		Tags:       []string{"täglich", "日本語", `a"b\c`, "with,comma", "[bracket]"},
+		Tree:       newID(),
+		Parent:     vault.ID{}, // none
+		Files:      1 << 33,
+		Dirs:       math.MaxUint32 + 7,
+		Bytes:      5 << 40,
+		BytesAdded: 3 << 30,
+		Duration:   1*time.Hour + 23*time.Minute + 45*time.Second + 678901234,
+	}
+	second := vault.SnapshotRecord{
+		ID:         newID(),
+		Time:       base.Add(24 * time.Hour),
+		Host:       "h",
+		Paths:      []string{"/"},
+		Tags:       nil, // none
+		Tree:       newID(),
+		Parent:     first.ID,
+		Files:      0,
+		Dirs:       0,
+		Bytes:      0,
+		BytesAdded: 0,
+		Duration:   0,
+	}
+	for _, s := range []vault.SnapshotRecord{first, second} {
+		if err := c.AddSnapshot(ctx, v.ID, s); err != nil {
+			t.Fatalf("AddSnapshot(%s): %v", s.ID.Short(), err)
+		}
+	}
+	got := snapshots(t, c, v.ID)
+	equal(t, "Snapshots", got, normSnapshots([]vault.SnapshotRecord{first, second}))
+	if len(got) == 2 {
+		if !got[0].Parent.IsZero() {
+			t.Errorf("Parent of a snapshot without one = %s, want zero", got[0].Parent)
+		}
+		if got[1].Parent != first.ID {
+			t.Errorf("Parent = %s, want %s", got[1].Parent, first.ID)
+		}
+	}
+}
+
+func testSnapshotOrder(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+
+	east := time.FixedZone("UTC+9", 9*3600)
+	west := time.FixedZone("UTC-8", -8*3600)
+	var want []vault.SnapshotRecord
+	// Times in different locations: their wall clocks sort differently
+	// from their instants.
+	for i, tm := range []time.Time{
+		time.Date(2024, 1, 1, 8, 0, 0, 0, east),       // 2023-12-31T23:00Z
+		time.Date(2023, 12, 31, 16, 0, 0, 1000, west), // 2024-01-01T00:00:00.000001Z
+		time.Date(2024, 1, 1, 0, 0, 1, 0, time.UTC),
+		time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		s := newSnapshot(t, tm)
+		s.Host = fmt.Sprintf("host-%d", i)
+		want = append(want, s)
+	}
+	// Three snapshots at the same instant sort by ID.
+	same := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	var ties []vault.SnapshotRecord
+	for i := range 3 {
+		s := newSnapshot(t, same.In([]*time.Location{east, west, time.UTC}[i]))
+		s.Host = fmt.Sprintf("tie-%d", i)
+		ties = append(ties, s)
+	}
+	slices.SortFunc(ties, func(a, b vault.SnapshotRecord) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	want = slices.Insert(want, 3, ties...)
+
+	// Add in an order that is neither the wanted one nor its reverse.
+	for _, i := range []int{4, 0, 6, 2, 5, 1, 3} {
+		if err := c.AddSnapshot(ctx, v.ID, want[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	equal(t, "Snapshots", snapshots(t, c, v.ID), normSnapshots(want))
+}
+
+func testSnapshotDuplicate(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	s := newSnapshot(t, base)
+	if err := c.AddSnapshot(ctx, v.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	dup := newSnapshot(t, base.Add(time.Hour))
+	dup.ID = s.ID
+	dup.Host = "someone-else"
+	if err := c.AddSnapshot(ctx, v.ID, dup); !errors.Is(err, vault.ErrExists) {
+		t.Errorf("AddSnapshot of a recorded ID: got %v, want ErrExists", err)
+	}
+	equal(t, "Snapshots", snapshots(t, c, v.ID), normSnapshots([]vault.SnapshotRecord{s}))
+}
+
+func testIterationStops(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	for range 3 {
+		p, blobs := newPack(t, 4)
+		addPack(t, c, v.ID, p, blobs)
+	}
+	stop := errors.New("stop here")
+
+	calls := 0
+	err := c.Packs(ctx, v.ID, func(vault.PackRecord) error {
+		calls++
+		if calls == 2 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != 2 {
+		t.Errorf("Packs with fn failing on call 2: err %v after %d calls, want %v after 2", err, calls, stop)
+	}
+
+	calls = 0
+	err = c.Blobs(ctx, v.ID, func(vault.BlobRecord) error {
+		calls++
+		if calls == 5 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != 5 {
+		t.Errorf("Blobs with fn failing on call 5: err %v after %d calls, want %v after 5", err, calls, stop)
+	}
+
+	// The catalog remains usable.
+	if n := len(allBlobs(t, c, v.ID)); n != 12 {
+		t.Errorf("Blobs after stopped iterations: %d rows, want 12", n)
+	}
+}
+
+func testConcurrent(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	const (
+		workers = 16
+		rounds  = 8
+		blobsN  = 50
+	)
+	var (
+		mu        sync.Mutex
+		wantPacks []vault.PackRecord
+		wantBlobs [][]vault.BlobRecord
+		wantSnaps []vault.SnapshotRecord
+		wg        sync.WaitGroup
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for r := range rounds {
+				p, blobs := newPack(t, blobsN)
+				if err := c.AddPack(ctx, v.ID, p, blobs); err != nil {
+					t.Errorf("worker %d: AddPack: %v", w, err)
+					return
+				}
+				s := newSnapshot(t, base.Add(time.Duration(w*rounds+r)*time.Second))
+				if err := c.AddSnapshot(ctx, v.ID, s); err != nil {
+					t.Errorf("worker %d: AddSnapshot: %v", w, err)
+					return
+				}
+				mu.Lock()
+				wantPacks = append(wantPacks, p)
+				wantBlobs = append(wantBlobs, blobs)
+				wantSnaps = append(wantSnaps, s)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	slices.SortFunc(wantSnaps, func(a, b vault.SnapshotRecord) int { return a.Time.Compare(b.Time) })
+	equal(t, "Packs", allPacks(t, c, v.ID), normPacks(wantPacks...))
+	equal(t, "Blobs", allBlobs(t, c, v.ID), normBlobs(wantBlobs...))
+	equal(t, "Snapshots", snapshots(t, c, v.ID), normSnapshots(wantSnaps))
+}

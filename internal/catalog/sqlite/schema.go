@@ -1,0 +1,151 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// migrations[i] takes the schema from version i to version i+1. Append
+// only: a released migration never changes.
+//
+// Conventions: IDs are 32-byte BLOBs; times are INTEGER Unix nanoseconds
+// (UTC); uint64 counters are stored bit for bit as INTEGER (SQLite's
+// INTEGER is a signed 64-bit value).
+var migrations = [][]string{
+	// 1: initial schema.
+	{
+		`CREATE TABLE vaults (
+			id      BLOB    NOT NULL PRIMARY KEY CHECK (length(id) = 32),
+			name    TEXT    NOT NULL UNIQUE CHECK (name <> ''),
+			created INTEGER NOT NULL
+		) STRICT`,
+
+		`CREATE TABLE packs (
+			vault       BLOB    NOT NULL REFERENCES vaults (id),
+			id          BLOB    NOT NULL CHECK (length(id) = 32),
+			size        INTEGER NOT NULL,
+			dek_version INTEGER NOT NULL,
+			blobs       INTEGER NOT NULL,
+			created     INTEGER NOT NULL,
+			PRIMARY KEY (vault, id)
+		) STRICT, WITHOUT ROWID`,
+
+		// Clustered by (vault, pack, offset): iterating a vault's blobs is
+		// a sequential range scan, the blobs of one pack are adjacent
+		// (prune), and two blobs cannot claim the same bytes of a pack.
+		// The primary key doubles as the (vault, pack) index.
+		`CREATE TABLE blobs (
+			vault      BLOB    NOT NULL,
+			id         BLOB    NOT NULL CHECK (length(id) = 32),
+			type       INTEGER NOT NULL,
+			pack       BLOB    NOT NULL,
+			"offset"   INTEGER NOT NULL,
+			length     INTEGER NOT NULL,
+			raw_length INTEGER NOT NULL,
+			PRIMARY KEY (vault, pack, "offset"),
+			FOREIGN KEY (vault, pack) REFERENCES packs (vault, id)
+		) STRICT, WITHOUT ROWID`,
+		`CREATE INDEX blobs_by_id ON blobs (vault, id)`,
+
+		`CREATE TABLE snapshots (
+			vault       BLOB    NOT NULL REFERENCES vaults (id),
+			id          BLOB    NOT NULL CHECK (length(id) = 32),
+			time        INTEGER NOT NULL,
+			host        TEXT    NOT NULL,
+			paths       TEXT    NOT NULL CHECK (json_valid(paths)),
+			tags        TEXT    NOT NULL CHECK (json_valid(tags)),
+			tree        BLOB    NOT NULL CHECK (length(tree) = 32),
+			parent      BLOB             CHECK (length(parent) = 32), -- NULL when none
+			files       INTEGER NOT NULL,
+			dirs        INTEGER NOT NULL,
+			bytes       INTEGER NOT NULL,
+			bytes_added INTEGER NOT NULL,
+			duration_ns INTEGER NOT NULL,
+			PRIMARY KEY (vault, id)
+		) STRICT`,
+		`CREATE INDEX snapshots_by_time ON snapshots (vault, time, id)`,
+	},
+}
+
+// currentVersion is the catalog schema version this code reads and writes.
+var currentVersion = len(migrations)
+
+// ErrNewerSchema is returned by Open for a catalog written by a newer
+// version of Coffer.
+var ErrNewerSchema = errors.New("catalog schema too new")
+
+// schemaVersion returns the version recorded in the catalog, 0 for a new
+// file.
+func schemaVersion(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'`).Scan(&n)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	var v int
+	err = q.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
+}
+
+func checkVersion(v int) error {
+	if v > currentVersion {
+		return fmt.Errorf("%w: version %d, this coffer supports up to %d; upgrade coffer", ErrNewerSchema, v, currentVersion)
+	}
+	return nil
+}
+
+// migrate brings the schema up to currentVersion in one write transaction,
+// so that concurrent Opens of a new file agree and a failed migration
+// leaves nothing behind.
+func (c *Catalog) migrate(ctx context.Context) error {
+	// Fast path: no write lock when the schema is current.
+	v, err := schemaVersion(ctx, c.db)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if err := checkVersion(v); err != nil {
+		return err
+	}
+	if v == currentVersion {
+		return nil
+	}
+	return c.write(ctx, func(tx *sql.Tx) error {
+		// Again, under the write lock: another process may have migrated.
+		v, err := schemaVersion(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if err := checkVersion(v); err != nil {
+			return err
+		}
+		if v == 0 {
+			_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+				one     INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+				version INTEGER NOT NULL
+			) STRICT`)
+			if err != nil {
+				return fmt.Errorf("create schema_version: %w", err)
+			}
+		}
+		for i := v; i < currentVersion; i++ {
+			for _, stmt := range migrations[i] {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+				}
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO schema_version (one, version) VALUES (1, ?)
+			ON CONFLICT (one) DO UPDATE SET version = excluded.version`, currentVersion)
+		if err != nil {
+			return fmt.Errorf("record schema version: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,473 @@
+// Package sqlite implements vault.Catalog on a single SQLite file, using the
+// pure-Go driver modernc.org/sqlite (no cgo).
+//
+// The file is opened in WAL mode with a busy timeout, and every write
+// transaction starts with BEGIN IMMEDIATE, so several processes (two
+// backups at once) can write to the same catalog: writers queue for the
+// write lock instead of failing with SQLITE_BUSY, and readers never block.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+var _ vault.Catalog = (*Catalog)(nil)
+
+// BusyTimeout is how long a write waits for another process's write
+// transaction to finish before it fails with SQLITE_BUSY.
+const BusyTimeout = 10 * time.Second
+
+// dsnParams are the connection parameters of every connection. The
+// _pragma values run, busy_timeout first, each time the pool opens a
+// connection; _txlock makes database/sql's BeginTx issue BEGIN IMMEDIATE,
+// which takes the write lock at the start of the transaction (waiting
+// under busy_timeout) instead of upgrading a read lock later, which fails
+// at once with SQLITE_BUSY when another connection wrote in between.
+var dsnParams = url.Values{
+	"_pragma": {
+		fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()),
+		"journal_mode(WAL)",
+		"synchronous(NORMAL)",
+		"foreign_keys(1)",
+	},
+	"_txlock": {"immediate"},
+}
+
+// Catalog is a vault.Catalog stored in a SQLite file. It is safe for
+// concurrent use, also by other processes opening the same file.
+type Catalog struct {
+	db   *sql.DB
+	path string
+
+	// writeLock serializes this process's write transactions, so that
+	// they queue here (honouring their contexts) rather than in SQLite's
+	// busy handler, which polls. Other processes are held off by SQLite's
+	// own lock.
+	writeLock chan struct{}
+
+	insertPack *sql.Stmt
+	insertBlob *sql.Stmt
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the catalog in the SQLite file at path, creating the file
+// (mode 0600) and its schema if needed. It fails with ErrNewerSchema if
+// the file was written by a newer version of Coffer.
+func Open(path string) (*Catalog, error) {
+	c, err := open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open catalog %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func open(path string) (*Catalog, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	// SQLite would create the file with mode 0644 (less umask); create it
+	// first so that it is private. SQLite gives the -wal and -shm files
+	// the mode of the database file.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+
+	db, err := sql.Open("sqlite", dsn(abs))
+	if err != nil {
+		return nil, err
+	}
+	// Writes are serialized (writeLock), so more connections only serve
+	// concurrent reads; keep a few around rather than reopening them.
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(time.Minute)
+
+	c := &Catalog{db: db, path: abs, writeLock: make(chan struct{}, 1)}
+	if err := c.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// dsn returns the data source name of the file at the absolute path abs: a
+// file: URI, so that any byte of the path survives (escaped), and the
+// parameters in dsnParams.
+func dsn(abs string) string {
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // Windows: C:/x becomes /C:/x
+	}
+	u := url.URL{Scheme: "file", OmitHost: true, Path: p, RawQuery: dsnParams.Encode()}
+	return u.String()
+}
+
+func (c *Catalog) init() error {
+	ctx := context.Background()
+	if err := c.db.PingContext(ctx); err != nil {
+		return err
+	}
+	if err := c.migrate(ctx); err != nil {
+		return err
+	}
+	var err error
+	c.insertPack, err = c.db.PrepareContext(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created) VALUES (?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	c.insertBlob, err = c.db.PrepareContext(ctx, `INSERT INTO blobs (vault, id, type, pack, "offset", length, raw_length) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	return err
+}
+
+// Close closes the database. Calling it again returns the first result.
+func (c *Catalog) Close() error {
+	c.closeOnce.Do(func() {
+		for _, s := range []*sql.Stmt{c.insertPack, c.insertBlob} {
+			if s != nil {
+				s.Close()
+			}
+		}
+		c.closeErr = c.db.Close()
+	})
+	return c.closeErr
+}
+
+// write runs fn in a write transaction (BEGIN IMMEDIATE) and commits it
+// if fn returns nil.
+func (c *Catalog) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	select {
+	case c.writeLock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.writeLock }()
+
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// constraint returns the extended SQLite result code of a constraint
+// violation, 0 if err is none.
+func constraint(err error) int {
+	var se *msqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT {
+		return se.Code()
+	}
+	return 0
+}
+
+// isDuplicate reports whether err is a primary key or unique violation.
+func isDuplicate(err error) bool {
+	switch constraint(err) {
+	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+		return true
+	}
+	return false
+}
+
+// isMissingVault reports whether err is a foreign key violation; the only
+// foreign keys an insert can miss name the vault.
+func isMissingVault(err error) bool {
+	return constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
+
+// Time columns hold Unix nanoseconds, which cover the years 1678 to 2262.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+func unixNano(t time.Time) (int64, error) {
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, fmt.Errorf("time %v out of range", t)
+	}
+	return t.UnixNano(), nil
+}
+
+func fromUnixNano(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+func scanID(dst *vault.ID, b []byte) error {
+	if len(b) != vault.IDSize {
+		return fmt.Errorf("stored ID has %d bytes, want %d", len(b), vault.IDSize)
+	}
+	copy(dst[:], b)
+	return nil
+}
+
+// CreateVault records a new vault; ErrExists if its name or ID is taken.
+func (c *Catalog) CreateVault(ctx context.Context, v vault.VaultRecord) error {
+	created, err := unixNano(v.Created)
+	if err != nil {
+		return fmt.Errorf("create vault %q: %w", v.Name, err)
+	}
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO vaults (id, name, created) VALUES (?, ?, ?)`, v.ID[:], v.Name, created)
+		return err
+	})
+	if isDuplicate(err) {
+		return fmt.Errorf("create vault %q: %w", v.Name, vault.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create vault %q: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Vault returns the vault named name, or ErrNotFound.
+func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, error) {
+	v := vault.VaultRecord{Name: name}
+	var id []byte
+	var created int64
+	err := c.db.QueryRowContext(ctx, `SELECT id, created FROM vaults WHERE name = ?`, name).Scan(&id, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
+	}
+	if err == nil {
+		err = scanID(&v.ID, id)
+	}
+	if err != nil {
+		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, err)
+	}
+	v.Created = fromUnixNano(created)
+	return v, nil
+}
+
+// AddPack records a pack and its blobs in one transaction. Every blob's
+// Pack must be p.ID. It fails with ErrExists if the pack is recorded
+// already (or two blobs share an offset), with ErrNotFound if the vault is
+// not.
+func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRecord, blobs []vault.BlobRecord) error {
+	created, err := unixNano(p.Created)
+	if err != nil {
+		return fmt.Errorf("add pack %s: %w", p.ID, err)
+	}
+	for _, b := range blobs {
+		if b.Pack != p.ID {
+			return fmt.Errorf("add pack %s: blob %s names pack %s", p.ID, b.ID, b.Pack)
+		}
+	}
+	vid, pid := vaultID[:], p.ID[:]
+	var failed *vault.BlobRecord
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created)
+		if err != nil {
+			return err
+		}
+		ins := tx.StmtContext(ctx, c.insertBlob)
+		for i := range blobs {
+			b := &blobs[i]
+			_, err := ins.ExecContext(ctx, vid, b.ID[:], int64(b.Type), pid, int64(b.Offset), int64(b.Length), int64(b.RawLen))
+			if err != nil {
+				failed = b
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add pack %s: vault %s: %w", p.ID, vaultID, vault.ErrNotFound)
+	case isDuplicate(err) && failed != nil:
+		return fmt.Errorf("add pack %s: blob %s at offset %d: %w", p.ID, failed.ID, failed.Offset, vault.ErrExists)
+	case isDuplicate(err):
+		return fmt.Errorf("add pack %s: %w", p.ID, vault.ErrExists)
+	case failed != nil:
+		return fmt.Errorf("add pack %s: blob %s: %w", p.ID, failed.ID, err)
+	}
+	return fmt.Errorf("add pack %s: %w", p.ID, err)
+}
+
+// Packs calls fn for every pack of vault, ordered by ID. An error from fn
+// stops the iteration and is returned as is.
+func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
+	rows, err := c.db.QueryContext(ctx, `SELECT id, size, dek_version, blobs, created FROM packs WHERE vault = ? ORDER BY id`, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	defer rows.Close()
+	var (
+		id                       sql.RawBytes
+		size, dek, nblob, create int64
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &size, &dek, &nblob, &create); err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create)}
+		if err := scanID(&p.ID, id); err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	return nil
+}
+
+// Blobs calls fn for every blob of vault, ordered by pack and offset. An
+// error from fn stops the iteration and is returned as is.
+func (c *Catalog) Blobs(ctx context.Context, vaultID vault.ID, fn func(vault.BlobRecord) error) error {
+	rows, err := c.db.QueryContext(ctx, `SELECT id, type, pack, "offset", length, raw_length FROM blobs WHERE vault = ? ORDER BY pack, "offset"`, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	defer rows.Close()
+	var (
+		id, pack                 sql.RawBytes
+		typ, off, length, rawLen int64
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &typ, &pack, &off, &length, &rawLen); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		b := vault.BlobRecord{Type: vault.BlobType(typ), Offset: uint32(off), Length: uint32(length), RawLen: uint32(rawLen)}
+		if err := scanID(&b.ID, id); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		if err := scanID(&b.Pack, pack); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	return nil
+}
+
+// AddSnapshot records a snapshot; ErrExists if its ID is present in the
+// vault, ErrNotFound if the vault is not.
+func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.SnapshotRecord) error {
+	tm, err := unixNano(s.Time)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	}
+	paths, err := jsonStrings(s.Paths)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	}
+	tags, err := jsonStrings(s.Tags)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	}
+	var parent []byte // NULL when none
+	if !s.Parent.IsZero() {
+		parent = s.Parent[:]
+	}
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO snapshots
+			(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
+			int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration))
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add snapshot %s: vault %s: %w", s.ID, vaultID, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("add snapshot %s: %w", s.ID, vault.ErrExists)
+	}
+	return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+}
+
+// jsonStrings encodes ss as a JSON array, [] when empty.
+func jsonStrings(ss []string) (string, error) {
+	if ss == nil {
+		ss = []string{}
+	}
+	b, err := json.Marshal(ss)
+	return string(b), err
+}
+
+// Snapshots returns every snapshot of vault, oldest first (by time, then
+// ID). Empty Paths and Tags are nil.
+func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns
+		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	defer rows.Close()
+	var ss []vault.SnapshotRecord
+	for rows.Next() {
+		var (
+			s                                     vault.SnapshotRecord
+			id, tree, parent, paths, tags         []byte
+			tm, files, dirs, nbytes, added, durNS int64
+		)
+		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS)
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		if err := scanID(&s.ID, id); err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		if err := scanID(&s.Tree, tree); err != nil {
+			return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
+		}
+		if parent != nil {
+			if err := scanID(&s.Parent, parent); err != nil {
+				return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
+			}
+		}
+		if err := json.Unmarshal(paths, &s.Paths); err != nil {
+			return nil, fmt.Errorf("list snapshots: snapshot %s: paths: %w", s.ID, err)
+		}
+		if err := json.Unmarshal(tags, &s.Tags); err != nil {
+			return nil, fmt.Errorf("list snapshots: snapshot %s: tags: %w", s.ID, err)
+		}
+		if len(s.Paths) == 0 {
+			s.Paths = nil
+		}
+		if len(s.Tags) == 0 {
+			s.Tags = nil
+		}
+		s.Time = fromUnixNano(tm)
+		s.Files, s.Dirs, s.Bytes, s.BytesAdded = uint64(files), uint64(dirs), uint64(nbytes), uint64(added)
+		s.Duration = time.Duration(durNS)
+		ss = append(ss, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return ss, nil
+}

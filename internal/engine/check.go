@@ -1,0 +1,294 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"sync"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// CheckOptions select how deep Check goes.
+type CheckOptions struct {
+	// ReadData decrypts every blob of every pack and verifies its ID.
+	ReadData bool
+	// Progress, when set, is called as packs are checked.
+	Progress func(CheckProgress)
+}
+
+// CheckProgress reports how far Check has come.
+type CheckProgress struct {
+	Phase       string // "packs", "snapshots"
+	Done, Total int
+	Bytes       int64
+	Current     string
+}
+
+// CheckReport lists what Check found. Errors make the vault unsound;
+// warnings are harmless leftovers (an interrupted backup's pack).
+type CheckReport struct {
+	Packs, Blobs, Snapshots, Trees int
+	BytesRead                      int64
+	Errors                         []string
+	Warnings                       []string
+}
+
+// OK reports whether no errors were found.
+func (r *CheckReport) OK() bool { return len(r.Errors) == 0 }
+
+type reportSink struct {
+	mu sync.Mutex
+	r  *CheckReport
+}
+
+func (s *reportSink) errorf(format string, a ...any) {
+	s.mu.Lock()
+	s.r.Errors = append(s.r.Errors, fmt.Sprintf(format, a...))
+	s.mu.Unlock()
+}
+
+func (s *reportSink) warnf(format string, a ...any) {
+	s.mu.Lock()
+	s.r.Warnings = append(s.r.Warnings, fmt.Sprintf(format, a...))
+	s.mu.Unlock()
+}
+
+// Check verifies the vault: every catalogued pack exists with its size and
+// an authentic header that matches the index; every snapshot object is
+// authentic; every tree of every snapshot decodes and every blob it
+// references is indexed. With ReadData every blob is decrypted and its ID
+// recomputed. It returns an error only when checking itself could not
+// proceed (the store cannot be listed); problems go into the report.
+func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, error) {
+	rep := &CheckReport{}
+	sink := &reportSink{r: rep}
+	progress := func(p CheckProgress) {
+		if opt.Progress != nil {
+			opt.Progress(p)
+		}
+	}
+
+	stored := map[vault.ID]int64{}
+	err := v.opt.Store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {
+		id, err := vault.ParseID(oi.Handle.Name)
+		if err != nil {
+			sink.warnf("store: unexpected object %s", oi.Handle)
+			return nil
+		}
+		stored[id] = oi.Size
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("check: list packs: %w", err)
+	}
+	var packs []vault.PackRecord
+	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+		packs = append(packs, p)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("check: catalog packs: %w", err)
+	}
+	byPack := map[vault.ID][]vault.BlobRecord{}
+	if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
+		byPack[b.Pack] = append(byPack[b.Pack], b)
+		rep.Blobs++
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("check: catalog blobs: %w", err)
+	}
+	catalogued := map[vault.ID]bool{}
+	for _, p := range packs {
+		catalogued[p.ID] = true
+	}
+	for id := range stored {
+		if !catalogued[id] {
+			sink.warnf("pack %s is in the store but not in the catalog (left by an interrupted backup; harmless)", id)
+		}
+	}
+	sort.Slice(packs, func(i, j int) bool { return bytes.Compare(packs[i].ID[:], packs[j].ID[:]) < 0 })
+	rep.Packs = len(packs)
+
+	// Packs: several at once, each read once.
+	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
+	jobs := make(chan vault.PackRecord)
+	var wg sync.WaitGroup
+	var done sync.Mutex
+	n := 0
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := v.NewHasher()
+			for p := range jobs {
+				read := v.checkPack(ctx, p, stored, byPack[p.ID], opt.ReadData, h, sink)
+				done.Lock()
+				n++
+				rep.BytesRead += read
+				progress(CheckProgress{Phase: "packs", Done: n, Total: len(packs), Bytes: rep.BytesRead, Current: p.ID.Short()})
+				done.Unlock()
+			}
+		}()
+	}
+	for _, p := range packs {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- p
+	}
+	close(jobs)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	// Snapshots and their trees.
+	snaps, err := v.Snapshots(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check: catalog snapshots: %w", err)
+	}
+	rep.Snapshots = len(snaps)
+	inCatalog := map[vault.ID]bool{}
+	for _, s := range snaps {
+		inCatalog[s.ID] = true
+	}
+	if err := v.opt.Store.List(ctx, vault.SnapshotObject, func(oi vault.ObjectInfo) error {
+		if id, err := vault.ParseID(oi.Handle.Name); err != nil || !inCatalog[id] {
+			sink.warnf("snapshot object %s is not in the catalog", oi.Handle.Name)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("check: list snapshots: %w", err)
+	}
+	seen := map[vault.ID]bool{}
+	for i, s := range snaps {
+		progress(CheckProgress{Phase: "snapshots", Done: i, Total: len(snaps), Current: s.ID.Short()})
+		stored, err := v.LoadSnapshot(ctx, s.ID)
+		if err != nil {
+			sink.errorf("snapshot %s: %v", s.ID.Short(), err)
+			continue
+		}
+		if stored.Tree != s.Tree {
+			sink.errorf("snapshot %s: the catalog's root tree %s differs from the stored snapshot's %s", s.ID.Short(), s.Tree.Short(), stored.Tree.Short())
+			continue
+		}
+		v.checkTree(ctx, s, s.Tree, "/", seen, sink)
+	}
+	rep.Trees = len(seen)
+	return rep, nil
+}
+
+func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.ID, path string, seen map[vault.ID]bool, sink *reportSink) {
+	if seen[id] || ctx.Err() != nil {
+		return
+	}
+	seen[id] = true
+	t, err := v.LoadTree(ctx, id)
+	if err != nil {
+		sink.errorf("snapshot %s: tree %s (%s): %v", s.ID.Short(), id.Short(), path, err)
+		return
+	}
+	for _, n := range t.Nodes {
+		p := path + string(n.Name)
+		switch n.Kind {
+		case format.KindDir:
+			v.checkTree(ctx, s, n.Subtree, p+"/", seen, sink)
+		case format.KindFile:
+			for _, c := range n.Content {
+				if _, ok := v.Lookup(vault.DataBlob, c); !ok {
+					sink.errorf("snapshot %s: %s: data blob %s is missing from the index", s.ID.Short(), p, c.Short())
+					break
+				}
+			}
+		}
+	}
+}
+
+// checkPack checks one catalogued pack and returns the bytes it read.
+func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[vault.ID]int64, blobs []vault.BlobRecord, readData bool, h *format.IDHasher, sink *reportSink) int64 {
+	size, ok := stored[p.ID]
+	if !ok {
+		sink.errorf("pack %s: missing from the store (%d blobs lost)", p.ID, len(blobs))
+		return 0
+	}
+	if size != p.Size {
+		sink.errorf("pack %s: %v: the store holds %d bytes, the catalog expects %d", p.ID, vault.ErrTruncated, size, p.Size)
+		return 0
+	}
+	var ra io.ReaderAt = &storeReaderAt{ctx: ctx, s: v.opt.Store, h: packHandle(p.ID)}
+	var whole []byte
+	if readData {
+		b, err := readRange(ctx, v.opt.Store, packHandle(p.ID), 0, size)
+		if err != nil {
+			sink.errorf("pack %s: %v", p.ID, err)
+			return 0
+		}
+		whole = b
+		ra = bytes.NewReader(b)
+	}
+	o, entries, err := format.ReadPackHeader(p.ID, ra, size, v.dekFor)
+	if err != nil {
+		sink.errorf("%v", err)
+		return int64(len(whole))
+	}
+	want := map[format.PackEntry]bool{}
+	for _, b := range blobs {
+		want[format.PackEntry{Type: b.Type, ID: b.ID, Offset: b.Offset, Length: b.Length, RawLen: b.RawLen}] = true
+	}
+	for _, e := range entries {
+		if !want[e] {
+			sink.errorf("pack %s: header lists %s blob %s at %d that the catalog does not", p.ID, e.Type, e.ID.Short(), e.Offset)
+		}
+		delete(want, e)
+	}
+	for e := range want {
+		sink.errorf("pack %s: catalog lists %s blob %s at %d that the pack header does not", p.ID, e.Type, e.ID.Short(), e.Offset)
+	}
+	if !readData {
+		return 0
+	}
+	var plain, data []byte
+	for _, e := range entries {
+		sealed := whole[e.Offset : e.Offset+e.Length]
+		pt, err := o.Open(plain[:0], e.Type, e.ID, e.Offset, sealed)
+		if err != nil {
+			sink.errorf("%v", err)
+			continue
+		}
+		plain = pt
+		d, err := v.codec.Decode(data, pt, e.RawLen)
+		if err != nil {
+			sink.errorf("pack %s: blob %s: %v", p.ID, e.ID, err)
+			continue
+		}
+		data = d
+		if h.ID(d) != e.ID {
+			sink.errorf("pack %s: blob %s: %v: content does not match its ID", p.ID, e.ID, vault.ErrCorrupt)
+		}
+	}
+	return int64(len(whole))
+}
+
+type storeReaderAt struct {
+	ctx context.Context
+	s   vault.Store
+	h   vault.Handle
+}
+
+func (r *storeReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	rc, err := r.s.Get(r.ctx, r.h, off, int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	n, err := io.ReadFull(rc, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
+}

@@ -1,0 +1,684 @@
+// Package engine provides the vault engine: it creates and opens vaults,
+// holds their unwrapped keys in memory, deduplicates, compresses and seals
+// blobs into packs, records snapshots, and reads everything back. The CLI
+// uses it in-process; the server exposes it over HTTPS.
+//
+// It lives beside package vault rather than in it because it needs the
+// encodings of package format, which itself depends on vault's types.
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Options wire a vault's dependencies.
+type Options struct {
+	Store   vault.Store
+	Catalog vault.Catalog
+	Keys    vault.KeyProvider
+	Name    string           // the vault's name in the catalog
+	Now     func() time.Time // the clock; time.Now when nil
+	Logger  *slog.Logger     // discards when nil
+	// Uploads is how many finished packs may be in flight to the store at
+	// once (default 2); it bounds memory at about (Uploads+2) × 16 MiB.
+	Uploads int
+}
+
+// DefaultChunker is the chunking a new vault gets (docs/performance.md).
+func DefaultChunker() vault.ChunkerParams {
+	return vault.ChunkerParams{Min: 512 << 10, Avg: 1 << 20, Max: 8 << 20}
+}
+
+type blobKey struct {
+	id vault.ID
+	t  vault.BlobType
+}
+
+// Vault is an open vault.
+type Vault struct {
+	opt     Options
+	rec     vault.VaultRecord
+	cfg     format.Config
+	keyring *format.Keyring
+	deks    map[uint32]seal.Key
+	curDEK  uint32
+	dedup   vault.DedupParams
+	codec   *format.Codec
+	hasher  *format.IDHasher
+	hashMu  sync.Mutex
+	hashers sync.Pool // *format.IDHasher for concurrent readers
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	index   map[blobKey]vault.BlobRecord
+	pending map[blobKey]struct{}
+
+	packers   [3]*packer // indexed by blob type
+	uploadSem chan struct{}
+	uploads   sync.WaitGroup
+	errMu     sync.Mutex
+	err       error // first upload error; sticky
+	added     atomic.Uint64
+	bufPool   sync.Pool
+
+	openerMu sync.Mutex
+	openers  map[vault.ID]*format.PackOpener
+}
+
+type packer struct {
+	mu sync.Mutex
+	w  *format.PackWriter
+}
+
+func (o *Options) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Uploads <= 0 {
+		o.Uploads = 2
+	}
+}
+
+func rootAAD(id vault.ID) []byte          { return seal.KeyAAD(id, "root", 0) }
+func dekAAD(id vault.ID, v uint32) []byte { return seal.KeyAAD(id, "dek", v) }
+func configHandle() vault.Handle          { return vault.Handle{Type: vault.ConfigObject, Name: "config"} }
+func packHandle(id vault.ID) vault.Handle {
+	return vault.Handle{Type: vault.PackObject, Name: id.String()}
+}
+func snapHandle(id vault.ID) vault.Handle {
+	return vault.Handle{Type: vault.SnapshotObject, Name: id.String()}
+}
+func keyringHandle(g uint64) vault.Handle {
+	return vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(g)}
+}
+
+// Create makes a new vault: a config object, a first keyring generation
+// (a fresh root secret and DEK v1 wrapped by the KEK) and its catalog
+// record. It fails with vault.ErrExists if the store already holds a vault.
+func Create(ctx context.Context, opt Options, chunking vault.ChunkerParams) (*Vault, error) {
+	opt.defaults()
+	now := opt.Now().UTC()
+	var id vault.ID
+	rand.Read(id[:])
+	cfg := format.Config{Format: 1, ID: id.String(), Created: now, Chunker: chunking, PackSize: format.PackTargetSize}
+	root := seal.NewRandomKey()
+	defer root.Wipe()
+	dek := seal.NewRandomKey()
+	defer dek.Wipe()
+	wroot, err := opt.Keys.Wrap(ctx, root[:], rootAAD(id))
+	if err != nil {
+		return nil, fmt.Errorf("create vault: wrap root secret: %w", err)
+	}
+	wdek, err := opt.Keys.Wrap(ctx, dek[:], dekAAD(id, 1))
+	if err != nil {
+		return nil, fmt.Errorf("create vault: wrap DEK: %w", err)
+	}
+	kr := format.Keyring{Format: 1, Vault: id.String(), Generation: 1, Created: now,
+		KEK:  format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg},
+		Root: wroot.Data, DEKs: []format.KeyringDEK{{Version: 1, Created: now, Wrapped: wdek.Data}}, CurrentDEK: 1}
+	cb, _ := json.MarshalIndent(cfg, "", "  ")
+	kb, _ := json.MarshalIndent(kr, "", "  ")
+	// The config goes first: it is the store's claim to be a vault, and its
+	// write-once Put makes two concurrent creations fail cleanly.
+	if err := opt.Store.Put(ctx, configHandle(), bytes.NewReader(cb), int64(len(cb))); err != nil {
+		return nil, fmt.Errorf("create vault: write config: %w", err)
+	}
+	if err := opt.Store.Put(ctx, keyringHandle(1), bytes.NewReader(kb), int64(len(kb))); err != nil {
+		return nil, fmt.Errorf("create vault: write keyring: %w", err)
+	}
+	if err := opt.Catalog.CreateVault(ctx, vault.VaultRecord{ID: id, Name: opt.Name, Created: now}); err != nil {
+		return nil, fmt.Errorf("create vault: %w", err)
+	}
+	return Open(ctx, opt)
+}
+
+// Open opens an existing vault: it reads the config, unwraps the newest
+// keyring generation and loads the blob index from the catalog.
+func Open(ctx context.Context, opt Options) (*Vault, error) {
+	opt.defaults()
+	cb, err := readAll(ctx, opt.Store, configHandle(), 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("open vault: read config: %w", err)
+	}
+	cfg, err := format.ParseConfig(cb)
+	if err != nil {
+		return nil, fmt.Errorf("open vault: %w", err)
+	}
+	rec, err := opt.Catalog.Vault(ctx, opt.Name)
+	if err != nil {
+		return nil, fmt.Errorf("open vault %q: catalog: %w", opt.Name, err)
+	}
+	if rec.ID.String() != cfg.ID {
+		return nil, fmt.Errorf("open vault %q: %w: catalog describes vault %s but the store holds vault %s", opt.Name, vault.ErrCorrupt, rec.ID, cfg.ID)
+	}
+	v := &Vault{opt: opt, rec: rec, cfg: cfg, codec: format.NewCodec(), log: opt.Logger,
+		index: map[blobKey]vault.BlobRecord{}, pending: map[blobKey]struct{}{},
+		uploadSem: make(chan struct{}, opt.Uploads), openers: map[vault.ID]*format.PackOpener{}}
+	for t := range v.packers {
+		v.packers[t] = &packer{}
+	}
+	if err := v.loadKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := v.loadIndex(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *Vault) loadKeys(ctx context.Context) error {
+	var gens []string
+	err := v.opt.Store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+		gens = append(gens, oi.Handle.Name)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("open vault: list keyrings: %w", err)
+	}
+	if len(gens) == 0 {
+		return fmt.Errorf("open vault: %w: the store holds no keyring (keys/)", vault.ErrNotFound)
+	}
+	sort.Strings(gens) // zero-padded, so lexical order is numeric order
+	name := gens[len(gens)-1]
+	kb, err := readAll(ctx, v.opt.Store, vault.Handle{Type: vault.KeyObject, Name: name}, 1<<20)
+	if err != nil {
+		return fmt.Errorf("open vault: read keyring: %w", err)
+	}
+	kr, err := format.ParseKeyring(name, kb, v.rec.ID)
+	if err != nil {
+		return fmt.Errorf("open vault: %w", err)
+	}
+	kek := vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version}
+	unwrap := func(data, aad []byte, what string) (seal.Key, error) {
+		var k seal.Key
+		b, err := v.opt.Keys.Unwrap(ctx, vault.WrappedKey{KEK: kek, Alg: kr.KEK.Alg, Data: data}, aad)
+		if err != nil {
+			return k, fmt.Errorf("open vault %q: unwrap %s: %w", v.opt.Name, what, err)
+		}
+		if len(b) != seal.KeySize {
+			return k, fmt.Errorf("open vault %q: %s: %w: unwrapped %d bytes", v.opt.Name, what, vault.ErrCorrupt, len(b))
+		}
+		copy(k[:], b)
+		clear(b)
+		return k, nil
+	}
+	root, err := unwrap(kr.Root, rootAAD(v.rec.ID), "root secret")
+	if err != nil {
+		return err
+	}
+	defer root.Wipe()
+	v.deks = map[uint32]seal.Key{}
+	for _, d := range kr.DEKs {
+		k, err := unwrap(d.Wrapped, dekAAD(v.rec.ID, d.Version), fmt.Sprintf("DEK v%d", d.Version))
+		if err != nil {
+			return err
+		}
+		v.deks[d.Version] = k
+	}
+	v.keyring = kr
+	v.curDEK = kr.CurrentDEK
+	v.dedup = vault.DedupParams{
+		ChunkIDKey: seal.Derive(root, v.rec.ID[:], seal.LabelChunkID),
+		GearSeed:   seal.Derive(root, v.rec.ID[:], seal.LabelGearSeed),
+		Chunker:    v.cfg.Chunker,
+	}
+	v.hasher = format.NewIDHasher(v.dedup.ChunkIDKey)
+	return nil
+}
+
+func (v *Vault) loadIndex(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
+		v.index[blobKey{b.ID, b.Type}] = b
+		return nil
+	})
+}
+
+// Close flushes nothing: call Flush first. It wipes the keys.
+func (v *Vault) Close() error {
+	for k, d := range v.deks {
+		d.Wipe()
+		v.deks[k] = d
+	}
+	v.dedup.ChunkIDKey.Wipe()
+	v.dedup.GearSeed.Wipe()
+	return nil
+}
+
+// Record is the vault's catalog record.
+func (v *Vault) Record() vault.VaultRecord { return v.rec }
+
+// Config is the vault's config object.
+func (v *Vault) Config() format.Config { return v.cfg }
+
+// Dedup returns what an agent needs to chunk and identify data.
+func (v *Vault) Dedup() vault.DedupParams { return v.dedup }
+
+// Codec is the vault's blob codec.
+func (v *Vault) Codec() *format.Codec { return v.codec }
+
+// BlobID computes the ID of data.
+func (v *Vault) BlobID(data []byte) vault.ID {
+	v.hashMu.Lock()
+	defer v.hashMu.Unlock()
+	return v.hasher.ID(data)
+}
+
+func (v *Vault) dekFor(ver uint32) (seal.Key, error) {
+	k, ok := v.deks[ver]
+	if !ok {
+		return k, fmt.Errorf("%w: the keyring has no DEK version %d", vault.ErrKeyUnavailable, ver)
+	}
+	return k, nil
+}
+
+// Has reports whether the vault holds (or is storing) blob t/id.
+func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
+	k := blobKey{id, t}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.index[k]; ok {
+		return true
+	}
+	_, ok := v.pending[k]
+	return ok
+}
+
+// SaveBlob stores a blob given its plaintext p as made by Codec.Encode
+// (encoding byte and payload) and its raw length. It reports whether the
+// blob was new. p may be reused once SaveBlob returns.
+func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p []byte, rawLen int) (bool, error) {
+	if err := v.firstErr(); err != nil {
+		return false, err
+	}
+	if t != vault.DataBlob && t != vault.TreeBlob {
+		return false, fmt.Errorf("save blob: unknown type %d", t)
+	}
+	if rawLen > format.MaxBlobRawSize || len(p) > format.MaxBlobRawSize+1 {
+		return false, fmt.Errorf("save blob: %d bytes exceeds the %d-byte blob limit", rawLen, format.MaxBlobRawSize)
+	}
+	k := blobKey{id, t}
+	v.mu.Lock()
+	if _, ok := v.index[k]; ok {
+		v.mu.Unlock()
+		return false, nil
+	}
+	if _, ok := v.pending[k]; ok {
+		v.mu.Unlock()
+		return false, nil
+	}
+	v.pending[k] = struct{}{}
+	v.mu.Unlock()
+
+	pk := v.packers[t]
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if pk.w == nil {
+		pk.w = format.NewPackWriter(v.deks[v.curDEK], v.curDEK, v.getBuf())
+	}
+	pk.w.Add(t, id, p, rawLen)
+	if pk.w.Size() >= v.cfg.PackSize {
+		w := pk.w
+		pk.w = nil
+		return true, v.upload(ctx, w)
+	}
+	return true, nil
+}
+
+func (v *Vault) getBuf() []byte {
+	if b, ok := v.bufPool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, v.cfg.PackSize+(9<<20))
+}
+
+// upload finishes w and stores it in the background, waiting while
+// Options.Uploads packs are already in flight.
+func (v *Vault) upload(ctx context.Context, w *format.PackWriter) error {
+	select {
+	case v.uploadSem <- struct{}{}:
+	case <-ctx.Done():
+		v.dropPending(w)
+		return ctx.Err()
+	}
+	v.uploads.Add(1)
+	go func() {
+		defer v.uploads.Done()
+		defer func() { <-v.uploadSem }()
+		if err := v.storePack(ctx, w); err != nil {
+			v.setErr(err)
+		}
+	}()
+	return nil
+}
+
+func (v *Vault) dropPending(w *format.PackWriter) {
+	_, entries := w.Finish()
+	v.mu.Lock()
+	for _, e := range entries {
+		delete(v.pending, blobKey{e.ID, e.Type})
+	}
+	v.mu.Unlock()
+}
+
+func (v *Vault) storePack(ctx context.Context, w *format.PackWriter) error {
+	buf, entries := w.Finish()
+	id := w.ID()
+	defer func() {
+		v.mu.Lock()
+		for _, e := range entries {
+			delete(v.pending, blobKey{e.ID, e.Type})
+		}
+		v.mu.Unlock()
+		v.bufPool.Put(&buf)
+	}()
+	// The pack is durable in the store before the catalog knows it, so the
+	// index never points at a pack that a crash lost.
+	if err := v.opt.Store.Put(ctx, packHandle(id), bytes.NewReader(buf), int64(len(buf))); err != nil {
+		return fmt.Errorf("store pack %s: %w", id, err)
+	}
+	pr := vault.PackRecord{ID: id, Size: int64(len(buf)), DEKVersion: v.curDEK, Blobs: len(entries), Created: v.opt.Now().UTC()}
+	recs := make([]vault.BlobRecord, len(entries))
+	for i, e := range entries {
+		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: id, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
+	}
+	if err := v.opt.Catalog.AddPack(ctx, v.rec.ID, pr, recs); err != nil {
+		return fmt.Errorf("catalog pack %s: %w", id, err)
+	}
+	v.mu.Lock()
+	for _, r := range recs {
+		v.index[blobKey{r.ID, r.Type}] = r
+	}
+	v.mu.Unlock()
+	v.added.Add(uint64(len(buf)))
+	return nil
+}
+
+func (v *Vault) setErr(err error) {
+	v.errMu.Lock()
+	if v.err == nil {
+		v.err = err
+	}
+	v.errMu.Unlock()
+}
+
+func (v *Vault) firstErr() error {
+	v.errMu.Lock()
+	defer v.errMu.Unlock()
+	return v.err
+}
+
+// Flush stores the packs being filled and waits for every upload. It
+// returns the first storage error of any upload since the vault opened.
+func (v *Vault) Flush(ctx context.Context) error {
+	for _, pk := range v.packers {
+		pk.mu.Lock()
+		w := pk.w
+		pk.w = nil
+		pk.mu.Unlock()
+		if w != nil && w.Count() > 0 {
+			if err := v.upload(ctx, w); err != nil {
+				v.setErr(err)
+			}
+		}
+	}
+	v.uploads.Wait()
+	return v.firstErr()
+}
+
+// BytesAdded is the number of pack bytes this handle has stored.
+func (v *Vault) BytesAdded() uint64 { return v.added.Load() }
+
+// SaveTree encodes, identifies and stores t, returning its ID.
+func (v *Vault) SaveTree(ctx context.Context, t *format.Tree) (vault.ID, error) {
+	enc, err := format.EncodeTree(nil, t)
+	if err != nil {
+		return vault.ID{}, err
+	}
+	id := v.BlobID(enc)
+	if v.Has(vault.TreeBlob, id) {
+		return id, nil
+	}
+	_, err = v.SaveBlob(ctx, vault.TreeBlob, id, v.codec.Encode(nil, enc), len(enc))
+	return id, err
+}
+
+// Lookup returns where blob t/id is stored.
+func (v *Vault) Lookup(t vault.BlobType, id vault.ID) (vault.BlobRecord, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r, ok := v.index[blobKey{id, t}]
+	return r, ok
+}
+
+// BlobSize returns the raw length of blob t/id.
+func (v *Vault) BlobSize(t vault.BlobType, id vault.ID) (uint32, error) {
+	r, ok := v.Lookup(t, id)
+	if !ok {
+		return 0, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	}
+	return r.RawLen, nil
+}
+
+func (v *Vault) opener(ctx context.Context, pack vault.ID) (*format.PackOpener, error) {
+	v.openerMu.Lock()
+	o := v.openers[pack]
+	v.openerMu.Unlock()
+	if o != nil {
+		return o, nil
+	}
+	prefix, err := readRange(ctx, v.opt.Store, packHandle(pack), 0, format.PackPrefixSize)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", pack, err)
+	}
+	o, err = format.NewPackOpener(pack, prefix, v.dekFor)
+	if err != nil {
+		return nil, err
+	}
+	v.openerMu.Lock()
+	v.openers[pack] = o
+	v.openerMu.Unlock()
+	return o, nil
+}
+
+// LoadBlob reads, authenticates, decodes and verifies blob t/id, appending
+// its data to dst[:0].
+func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error) {
+	r, ok := v.Lookup(t, id)
+	if !ok {
+		return nil, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	}
+	o, err := v.opener(ctx, r.Pack)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := readRange(ctx, v.opt.Store, packHandle(r.Pack), int64(r.Offset), int64(r.Length))
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)
+	}
+	p, err := o.Open(sealed[:0], t, id, r.Offset, sealed)
+	if err != nil {
+		return nil, err
+	}
+	out, err := v.codec.Decode(dst, p, r.RawLen)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)
+	}
+	h, _ := v.hashers.Get().(*format.IDHasher)
+	if h == nil {
+		h = v.hasher.Clone()
+	}
+	got := h.ID(out)
+	v.hashers.Put(h)
+	if got != id {
+		return nil, fmt.Errorf("pack %s: blob %s: %w: content does not match its ID", r.Pack, id, vault.ErrCorrupt)
+	}
+	return out, nil
+}
+
+// NewHasher returns an ID hasher for one goroutine.
+func (v *Vault) NewHasher() *format.IDHasher { return v.hasher.Clone() }
+
+// LoadTree loads and decodes tree id.
+func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	t, err := format.DecodeTree(b)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// SaveSnapshot seals s into the store and records it in the catalog. The
+// caller must have flushed the blobs it references. s.ID is assigned.
+func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
+	rand.Read(s.ID[:])
+	b, err := format.SealSnapshot(s, v.deks[v.curDEK], v.curDEK)
+	if err != nil {
+		return s, err
+	}
+	if err := v.opt.Store.Put(ctx, snapHandle(s.ID), bytes.NewReader(b), int64(len(b))); err != nil {
+		return s, fmt.Errorf("store snapshot %s: %w", s.ID, err)
+	}
+	if err := v.opt.Catalog.AddSnapshot(ctx, v.rec.ID, s); err != nil {
+		return s, fmt.Errorf("catalog snapshot %s: %w", s.ID, err)
+	}
+	return s, nil
+}
+
+// LoadSnapshot reads and authenticates the snapshot object id.
+func (v *Vault) LoadSnapshot(ctx context.Context, id vault.ID) (vault.SnapshotRecord, error) {
+	b, err := readAll(ctx, v.opt.Store, snapHandle(id), format.MaxSnapshotSize)
+	if err != nil {
+		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	return format.OpenSnapshot(id, b, v.dekFor)
+}
+
+// Snapshots lists the vault's snapshots, oldest first.
+func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
+	return v.opt.Catalog.Snapshots(ctx, v.rec.ID)
+}
+
+// FindSnapshot resolves "latest", a full ID or a unique hex prefix.
+func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
+	snaps, err := v.Snapshots(ctx)
+	if err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	return FindSnapshot(snaps, ref)
+}
+
+// FindSnapshot resolves ref among snaps (oldest first).
+func FindSnapshot(snaps []vault.SnapshotRecord, ref string) (vault.SnapshotRecord, error) {
+	if ref == "latest" {
+		if len(snaps) == 0 {
+			return vault.SnapshotRecord{}, fmt.Errorf("no snapshots yet: %w", vault.ErrNotFound)
+		}
+		return slices.MaxFunc(snaps, func(a, b vault.SnapshotRecord) int { return a.Time.Compare(b.Time) }), nil
+	}
+	ref = strings.ToLower(ref)
+	if _, err := hex.DecodeString(ref + strings.Repeat("0", len(ref)%2)); err != nil || ref == "" || len(ref) > 64 {
+		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %q: not \"latest\" nor a hex ID or prefix", ref)
+	}
+	var found []vault.SnapshotRecord
+	for _, s := range snaps {
+		if strings.HasPrefix(s.ID.String(), ref) {
+			found = append(found, s)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %q: %w", ref, vault.ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	return vault.SnapshotRecord{}, fmt.Errorf("snapshot %q matches %d snapshots, give more digits: %w", ref, len(found), vault.ErrAmbiguous)
+}
+
+// KeyInfo describes what protects the vault, for `vault show`.
+type KeyInfo struct {
+	Algorithm   string
+	KeySource   string // "platform-managed"
+	KEK         vault.KeyRef
+	WrapAlg     string
+	DEKVersion  uint32
+	DEKCount    int
+	Created     time.Time // vault creation
+	LastRotated time.Time // when the current DEK was created
+	KeyringGen  uint64
+}
+
+// KeyInfo reports the vault's encryption settings.
+func (v *Vault) KeyInfo() KeyInfo {
+	ki := KeyInfo{Algorithm: "AES-256-GCM", KEK: vault.KeyRef{Provider: v.keyring.KEK.Provider, KeyID: v.keyring.KEK.KeyID, Version: v.keyring.KEK.Version},
+		WrapAlg: v.keyring.KEK.Alg, DEKVersion: v.curDEK, DEKCount: len(v.keyring.DEKs), Created: v.cfg.Created, KeyringGen: v.keyring.Generation}
+	if ki.KEK.Provider == "platform" {
+		ki.KeySource = "platform-managed"
+	} else {
+		ki.KeySource = "customer-managed"
+	}
+	for _, d := range v.keyring.DEKs {
+		if d.Version == v.curDEK {
+			ki.LastRotated = d.Created
+		}
+	}
+	return ki
+}
+
+func readAll(ctx context.Context, s vault.Store, h vault.Handle, max int64) ([]byte, error) {
+	rc, err := s.Get(ctx, h, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: %w: larger than %d bytes", h, vault.ErrCorrupt, max)
+	}
+	return b, nil
+}
+
+func readRange(ctx context.Context, s vault.Store, h vault.Handle, off, n int64) ([]byte, error) {
+	rc, err := s.Get(ctx, h, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s is shorter than expected", vault.ErrTruncated, h)
+		}
+		return nil, err
+	}
+	return b, nil
+}

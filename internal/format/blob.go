@@ -1,0 +1,92 @@
+package format
+
+import (
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Blob encodings (docs/format.md §3).
+const (
+	EncodingRaw  = 0x00
+	EncodingZstd = 0x01
+)
+
+// Codec compresses and decompresses blob payloads. It is safe for
+// concurrent use.
+type Codec struct {
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+// NewCodec returns a codec using zstd at its fastest level: on the backup
+// path compression must keep pace with chunking and sealing on one core.
+func NewCodec() *Codec {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithLowerEncoderMem(true),
+		zstd.WithZeroFrames(true))
+	if err != nil {
+		panic("format: zstd encoder: " + err.Error()) // only on invalid options
+	}
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(0),
+		zstd.WithDecoderMaxMemory(MaxBlobRawSize),
+		zstd.WithDecoderMaxWindow(MaxBlobRawSize))
+	if err != nil {
+		panic("format: zstd decoder: " + err.Error())
+	}
+	return &Codec{enc: enc, dec: dec}
+}
+
+// Encode appends the blob plaintext of data (encoding byte, payload) to
+// dst[:0]. It stores data raw when zstd does not make it smaller.
+func (c *Codec) Encode(dst, data []byte) []byte {
+	dst = append(dst[:0], EncodingZstd)
+	if cap(dst) < len(data)+1 {
+		// Room for the raw fallback, so a failed compression never regrows.
+		nd := make([]byte, 1, len(data)+1+len(data)/64+64)
+		nd[0] = EncodingZstd
+		dst = nd
+	}
+	out := c.enc.EncodeAll(data, dst)
+	if len(out) < len(data)+1 {
+		return out
+	}
+	out = append(out[:0], EncodingRaw)
+	return append(out, data...)
+}
+
+// Decode appends the decoded data of blob plaintext p to dst[:0] and checks
+// its length against rawLen.
+func (c *Codec) Decode(dst, p []byte, rawLen uint32) ([]byte, error) {
+	if len(p) < 1 {
+		return nil, fmt.Errorf("%w: empty blob", vault.ErrCorrupt)
+	}
+	if rawLen > MaxBlobRawSize {
+		return nil, fmt.Errorf("%w: blob raw length %d too large", vault.ErrCorrupt, rawLen)
+	}
+	var out []byte
+	switch p[0] {
+	case EncodingRaw:
+		out = append(dst[:0], p[1:]...)
+	case EncodingZstd:
+		if cap(dst) < int(rawLen) {
+			dst = make([]byte, 0, rawLen)
+		}
+		var err error
+		out, err = c.dec.DecodeAll(p[1:], dst[:0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", vault.ErrCorrupt, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown blob encoding %d", vault.ErrCorrupt, p[0])
+	}
+	if len(out) != int(rawLen) {
+		return nil, fmt.Errorf("%w: blob decodes to %d bytes, index says %d", vault.ErrCorrupt, len(out), rawLen)
+	}
+	return out, nil
+}

@@ -1,0 +1,203 @@
+package format
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Snapshot object constants (docs/format.md §8).
+const (
+	SnapshotMagic   = "CFSN"
+	SnapshotVersion = 0x01
+	MaxSnapshotSize = 16 << 20
+	objPrefixSize   = 44
+)
+
+// snapshotJSON is the sealed plaintext of a snapshot.
+type snapshotJSON struct {
+	Time       time.Time `json:"time"`
+	Host       string    `json:"host"`
+	Paths      []string  `json:"paths"`
+	Tags       []string  `json:"tags"`
+	Tree       string    `json:"tree"`
+	Parent     string    `json:"parent,omitempty"`
+	Files      uint64    `json:"files"`
+	Dirs       uint64    `json:"dirs"`
+	Bytes      uint64    `json:"bytes"`
+	BytesAdded uint64    `json:"bytes_added"`
+	DurationNS int64     `json:"duration_ns"`
+}
+
+// SealSnapshot encodes and seals s under dek; the object's name is s.ID.
+func SealSnapshot(s vault.SnapshotRecord, dek seal.Key, dekVersion uint32) ([]byte, error) {
+	j := snapshotJSON{
+		Time: s.Time.UTC(), Host: s.Host, Paths: s.Paths, Tags: s.Tags,
+		Tree: s.Tree.String(), Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes,
+		BytesAdded: s.BytesAdded, DurationNS: int64(s.Duration),
+	}
+	if !s.Parent.IsZero() {
+		j.Parent = s.Parent.String()
+	}
+	pt, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot: %w", err)
+	}
+	out := make([]byte, 0, objPrefixSize+len(pt)+seal.Overhead)
+	out = append(out, SnapshotMagic...)
+	out = append(out, SnapshotVersion, 0, 0, 0)
+	out = binary.LittleEndian.AppendUint32(out, dekVersion)
+	var salt [32]byte
+	rand.Read(salt[:])
+	out = append(out, salt[:]...)
+	k := seal.Derive(dek, salt[:], seal.LabelSnapshot)
+	defer k.Wipe()
+	var nonce [seal.NonceSize]byte // one message per derived key
+	return seal.NewAEAD(k).Seal(out, nonce[:], pt, snapshotAAD(out[:objPrefixSize], s.ID)), nil
+}
+
+func snapshotAAD(prefix []byte, id vault.ID) []byte {
+	aad := make([]byte, 0, objPrefixSize+vault.IDSize)
+	return append(append(aad, prefix...), id[:]...)
+}
+
+// OpenSnapshot authenticates and decodes the snapshot object named id.
+func OpenSnapshot(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, error) {
+	var s vault.SnapshotRecord
+	if len(b) > MaxSnapshotSize {
+		return s, fmt.Errorf("snapshot %s: %w: %d bytes", id, vault.ErrCorrupt, len(b))
+	}
+	if len(b) < objPrefixSize+seal.Overhead {
+		return s, fmt.Errorf("snapshot %s: %w: %d bytes", id, vault.ErrTruncated, len(b))
+	}
+	if string(b[:4]) != SnapshotMagic || b[4] != SnapshotVersion || b[5]|b[6]|b[7] != 0 {
+		return s, fmt.Errorf("snapshot %s: %w: bad magic, version or reserved bytes", id, vault.ErrCorrupt)
+	}
+	ver := binary.LittleEndian.Uint32(b[8:12])
+	dek, err := keys(ver)
+	if err != nil {
+		return s, fmt.Errorf("snapshot %s: DEK version %d: %w", id, ver, err)
+	}
+	k := seal.Derive(dek, b[12:44], seal.LabelSnapshot)
+	defer k.Wipe()
+	var nonce [seal.NonceSize]byte
+	pt, err := seal.NewAEAD(k).Open(nil, nonce[:], b[objPrefixSize:], snapshotAAD(b[:objPrefixSize], id))
+	if err != nil {
+		return s, fmt.Errorf("snapshot %s: %w: authentication failed", id, vault.ErrCorrupt)
+	}
+	var j snapshotJSON
+	dec := json.NewDecoder(bytes.NewReader(pt))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return s, fmt.Errorf("snapshot %s: %w: %v", id, vault.ErrCorrupt, err)
+	}
+	tree, err := vault.ParseID(j.Tree)
+	if err != nil {
+		return s, fmt.Errorf("snapshot %s: %w: tree: %v", id, vault.ErrCorrupt, err)
+	}
+	s = vault.SnapshotRecord{
+		ID: id, Time: j.Time, Host: j.Host, Paths: j.Paths, Tags: j.Tags, Tree: tree,
+		Files: j.Files, Dirs: j.Dirs, Bytes: j.Bytes, BytesAdded: j.BytesAdded,
+		Duration: time.Duration(j.DurationNS),
+	}
+	if j.Parent != "" {
+		if s.Parent, err = vault.ParseID(j.Parent); err != nil {
+			return s, fmt.Errorf("snapshot %s: %w: parent: %v", id, vault.ErrCorrupt, err)
+		}
+	}
+	return s, nil
+}
+
+// Config is the vault's plaintext config object (docs/format.md §6).
+type Config struct {
+	Format   int                 `json:"format"`
+	ID       string              `json:"id"`
+	Created  time.Time           `json:"created"`
+	Chunker  vault.ChunkerParams `json:"chunker"`
+	PackSize int                 `json:"pack_size"`
+}
+
+// ParseConfig decodes and validates a config object.
+func ParseConfig(b []byte) (Config, error) {
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("config: %w: %v", vault.ErrCorrupt, err)
+	}
+	if c.Format != 1 {
+		return c, fmt.Errorf("config: unknown vault format %d (this coffer reads format 1; upgrade coffer)", c.Format)
+	}
+	if _, err := vault.ParseID(c.ID); err != nil {
+		return c, fmt.Errorf("config: %w: %v", vault.ErrCorrupt, err)
+	}
+	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
+		return c, fmt.Errorf("config: %w: pack size %d", vault.ErrCorrupt, c.PackSize)
+	}
+	return c, nil
+}
+
+// Keyring is one generation of the vault's wrapped keys (docs/format.md §7).
+type Keyring struct {
+	Format     int          `json:"format"`
+	Vault      string       `json:"vault"`
+	Generation uint64       `json:"generation"`
+	Created    time.Time    `json:"created"`
+	KEK        KeyringKEK   `json:"kek"`
+	Root       []byte       `json:"root"`
+	DEKs       []KeyringDEK `json:"deks"`
+	CurrentDEK uint32       `json:"current_dek"`
+}
+
+// KeyringKEK names the KEK that wrapped a keyring generation.
+type KeyringKEK struct {
+	Provider string `json:"provider"`
+	KeyID    string `json:"key_id"`
+	Version  string `json:"version"`
+	Alg      string `json:"alg"`
+}
+
+// KeyringDEK is one wrapped DEK.
+type KeyringDEK struct {
+	Version uint32    `json:"version"`
+	Created time.Time `json:"created"`
+	Wrapped []byte    `json:"wrapped"`
+}
+
+// KeyringName is the object name of generation g.
+func KeyringName(g uint64) string { return fmt.Sprintf("%010d", g) }
+
+// ParseKeyring decodes a keyring object named name and checks its shape.
+func ParseKeyring(name string, b []byte, vaultID vault.ID) (*Keyring, error) {
+	var k Keyring
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("keyring %s: %w: too large", name, vault.ErrCorrupt)
+	}
+	if err := json.Unmarshal(b, &k); err != nil {
+		return nil, fmt.Errorf("keyring %s: %w: %v", name, vault.ErrCorrupt, err)
+	}
+	if k.Format != 1 {
+		return nil, fmt.Errorf("keyring %s: unknown format %d", name, k.Format)
+	}
+	if KeyringName(k.Generation) != name {
+		return nil, fmt.Errorf("keyring %s: %w: generation %d does not match its name", name, vault.ErrCorrupt, k.Generation)
+	}
+	if k.Vault != hex.EncodeToString(vaultID[:]) {
+		return nil, fmt.Errorf("keyring %s: %w: belongs to another vault", name, vault.ErrCorrupt)
+	}
+	found := false
+	for _, d := range k.DEKs {
+		if d.Version == k.CurrentDEK {
+			found = true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("keyring %s: %w: current DEK %d not listed", name, vault.ErrCorrupt, k.CurrentDEK)
+	}
+	return &k, nil
+}

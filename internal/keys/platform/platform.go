@@ -1,0 +1,186 @@
+// Package platform provides the platform keystore: the embedded default
+// key provider, whose key encryption key (KEK) lives in a key file
+// (mode 0600) generated on first use.
+package platform
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Provider is the name recorded in key references.
+const Provider = "platform"
+
+// Alg names the wrapping construction (docs/format.md §1.1).
+const Alg = "hkdf-sha256-aes-256-gcm"
+
+const fileKind = "coffer-platform-kek"
+
+// keyFile is the on-disk form of the keystore.
+type keyFile struct {
+	Kind    string    `json:"kind"`
+	Format  int       `json:"format"`
+	ID      string    `json:"id"`
+	Current int       `json:"current"`
+	Keys    []fileKey `json:"keys"`
+}
+
+type fileKey struct {
+	Version int       `json:"version"`
+	Created time.Time `json:"created"`
+	Key     []byte    `json:"key"` // base64 in JSON
+}
+
+// Keystore is a KEK file. It implements vault.KeyProvider.
+type Keystore struct {
+	path string
+	id   string
+	cur  int
+	keys map[int]seal.Key
+	info map[int]time.Time
+}
+
+var _ vault.KeyProvider = (*Keystore)(nil)
+
+// Create writes a new key file at path with one fresh KEK. It fails with
+// vault.ErrExists if the file exists: a key file is never overwritten.
+func Create(path string, now time.Time) (*Keystore, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create key file: %w", err)
+	}
+	var idb [8]byte
+	rand.Read(idb[:])
+	k := seal.NewRandomKey()
+	kf := keyFile{Kind: fileKind, Format: 1, ID: hex.EncodeToString(idb[:]), Current: 1,
+		Keys: []fileKey{{Version: 1, Created: now.UTC(), Key: k[:]}}}
+	b, err := json.MarshalIndent(kf, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, '\n')
+	if err := writeNew(path, b); err != nil {
+		return nil, err
+	}
+	return &Keystore{path: path, id: kf.ID, cur: 1,
+		keys: map[int]seal.Key{1: k}, info: map[int]time.Time{1: now.UTC()}}, nil
+}
+
+// writeNew writes b to path durably, failing if path exists.
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create key file %s: %w", path, vault.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Open reads the key file at path. A missing file fails with
+// vault.ErrKeyUnavailable and says what to do.
+func Open(path string) (*Keystore, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: platform key file %s does not exist: restore it from your copy of the key file, or point --key-file (COFFER_KEY_FILE) at it", vault.ErrKeyUnavailable, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read platform key file: %v", vault.ErrKeyUnavailable, err)
+	}
+	var kf keyFile
+	if err := json.Unmarshal(b, &kf); err != nil || kf.Kind != fileKind {
+		return nil, fmt.Errorf("%w: %s is not a coffer platform key file", vault.ErrKeyUnavailable, path)
+	}
+	if kf.Format != 1 {
+		return nil, fmt.Errorf("%w: key file %s has unknown format %d", vault.ErrKeyUnavailable, path, kf.Format)
+	}
+	ks := &Keystore{path: path, id: kf.ID, cur: kf.Current, keys: map[int]seal.Key{}, info: map[int]time.Time{}}
+	for _, k := range kf.Keys {
+		if len(k.Key) != seal.KeySize {
+			return nil, fmt.Errorf("%w: key file %s: key version %d has %d bytes", vault.ErrKeyUnavailable, path, k.Version, len(k.Key))
+		}
+		var key seal.Key
+		copy(key[:], k.Key)
+		ks.keys[k.Version] = key
+		ks.info[k.Version] = k.Created
+	}
+	if _, ok := ks.keys[ks.cur]; !ok {
+		return nil, fmt.Errorf("%w: key file %s: current version %d missing", vault.ErrKeyUnavailable, path, ks.cur)
+	}
+	return ks, nil
+}
+
+// Path is the key file's location.
+func (ks *Keystore) Path() string { return ks.path }
+
+// Created is when the current KEK was generated.
+func (ks *Keystore) Created() time.Time { return ks.info[ks.cur] }
+
+// Current implements vault.KeyProvider.
+func (ks *Keystore) Current() vault.KeyRef {
+	return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}
+}
+
+// Wrap implements vault.KeyProvider.
+func (ks *Keystore) Wrap(_ context.Context, secret, aad []byte) (vault.WrappedKey, error) {
+	if len(secret) != seal.KeySize {
+		return vault.WrappedKey{}, fmt.Errorf("wrap: secret must be %d bytes", seal.KeySize)
+	}
+	var s seal.Key
+	copy(s[:], secret)
+	defer s.Wipe()
+	return vault.WrappedKey{KEK: ks.Current(), Alg: Alg, Data: seal.Wrap(ks.keys[ks.cur], s, aad)}, nil
+}
+
+// Unwrap implements vault.KeyProvider.
+func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([]byte, error) {
+	if w.KEK.Provider != Provider {
+		return nil, fmt.Errorf("%w: key was wrapped by %s, not the platform keystore", vault.ErrKeyUnavailable, w.KEK)
+	}
+	if w.KEK.KeyID != ks.id {
+		return nil, fmt.Errorf("%w: the vault's keys are wrapped by platform key %s, but key file %s holds key %s: use the key file this vault was created with (--key-file)", vault.ErrWrongKey, w.KEK.KeyID, ks.path, ks.id)
+	}
+	v, err := strconv.Atoi(w.KEK.Version)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad KEK version %q", vault.ErrCorrupt, w.KEK.Version)
+	}
+	kek, ok := ks.keys[v]
+	if !ok {
+		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s", vault.ErrKeyUnavailable, ks.path, v, ks.id)
+	}
+	s, err := seal.Unwrap(kek, w.Data, aad)
+	if err != nil {
+		return nil, fmt.Errorf("%w: platform key %s v%d does not open the vault's keys (key file changed or keyring tampered with)", vault.ErrWrongKey, ks.id, v)
+	}
+	out := make([]byte, seal.KeySize)
+	copy(out, s[:])
+	s.Wipe()
+	return out, nil
+}

@@ -1,0 +1,242 @@
+// Package vault provides Coffer's domain types, the contracts that storage,
+// catalog and key providers implement (Store, Catalog, KeyProvider), and the
+// vault engine that seals data and enforces policy.
+package vault
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/seal"
+)
+
+// Sentinel errors callers branch on. Implementations wrap them with context
+// (fmt.Errorf("...: %w", ErrNotFound)).
+var (
+	ErrNotFound       = errors.New("not found")
+	ErrExists         = errors.New("already exists")
+	ErrKeyUnavailable = errors.New("key unavailable")
+	ErrCorrupt        = errors.New("corrupt object")
+	ErrTruncated      = errors.New("truncated object")
+	ErrWrongKey       = errors.New("wrong key")
+	ErrAmbiguous      = errors.New("ambiguous snapshot prefix")
+	ErrImmutable      = errors.New("forbidden by immutability setting")
+)
+
+// IDSize is the size of every blob, tree and snapshot ID.
+const IDSize = 32
+
+// ID names a blob (keyed BLAKE3 of its plaintext), a pack or a snapshot
+// (random).
+type ID [IDSize]byte
+
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// Short is the 8-hex-digit prefix shown to users.
+func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
+
+// IsZero reports whether id is the zero ID.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// ParseID parses 64 hex digits.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 2*IDSize {
+		return id, fmt.Errorf("invalid ID %q: want %d hex digits", s, 2*IDSize)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("invalid ID %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// BlobType says what a blob holds.
+type BlobType uint8
+
+const (
+	DataBlob BlobType = 1 // a file chunk
+	TreeBlob BlobType = 2 // an encoded directory tree
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case DataBlob:
+		return "data"
+	case TreeBlob:
+		return "tree"
+	}
+	return fmt.Sprintf("blobtype(%d)", uint8(t))
+}
+
+// ObjectType is the namespace of an object in a Store.
+type ObjectType string
+
+const (
+	PackObject     ObjectType = "packs"     // sealed packs, write-once
+	SnapshotObject ObjectType = "snapshots" // sealed snapshot records, write-once
+	KeyObject      ObjectType = "keys"      // keyring generations (wrapped root secret and DEKs)
+	ConfigObject   ObjectType = "config"    // the vault's plaintext config, written once at creation
+)
+
+// Handle names one object in a Store.
+type Handle struct {
+	Type ObjectType
+	Name string // lowercase hex for packs and snapshots; a decimal generation for keys; "config"
+}
+
+func (h Handle) String() string { return string(h.Type) + "/" + h.Name }
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Handle Handle
+	Size   int64
+}
+
+// Store holds sealed objects: a local directory or an S3 bucket.
+//
+// Objects are write-once: Put on an existing name fails with ErrExists and
+// leaves the existing object untouched. A successful Put is durable; an
+// interrupted Put leaves no visible object (readers see all of it or
+// nothing). Get and Stat of a missing object fail with ErrNotFound.
+type Store interface {
+	// Put stores size bytes read from rd under h.
+	Put(ctx context.Context, h Handle, rd io.Reader, size int64) error
+	// Get returns length bytes of h starting at offset; length < 0 means
+	// to the end. Reading past the end returns fewer bytes (io.ReadFull
+	// reports io.ErrUnexpectedEOF), never garbage.
+	Get(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error)
+	// Stat returns the size of h.
+	Stat(ctx context.Context, h Handle) (ObjectInfo, error)
+	// List calls fn for every complete object of type t, in no set order.
+	List(ctx context.Context, t ObjectType, fn func(ObjectInfo) error) error
+	// Delete removes h; deleting a missing object fails with ErrNotFound.
+	Delete(ctx context.Context, h Handle) error
+	// Close releases resources.
+	Close() error
+}
+
+// VaultRecord is a vault's row in the catalog.
+type VaultRecord struct {
+	ID      ID
+	Name    string
+	Created time.Time
+}
+
+// PackRecord is a pack's row in the catalog index.
+type PackRecord struct {
+	ID         ID
+	Size       int64
+	DEKVersion uint32
+	Blobs      int
+	Created    time.Time
+}
+
+// BlobRecord locates one sealed blob inside a pack.
+type BlobRecord struct {
+	ID     ID
+	Type   BlobType
+	Pack   ID
+	Offset uint32 // of the sealed blob within the pack
+	Length uint32 // sealed length (ciphertext + tag)
+	RawLen uint32 // plaintext length before compression
+}
+
+// SnapshotRecord is the catalog's plaintext summary of a snapshot. Only
+// what docs/security.md allows in plaintext appears here: host, the
+// top-level paths given to backup, tags, times and sizes.
+type SnapshotRecord struct {
+	ID         ID
+	Time       time.Time
+	Host       string
+	Paths      []string
+	Tags       []string
+	Tree       ID // root tree blob
+	Parent     ID // zero when none
+	Files      uint64
+	Dirs       uint64
+	Bytes      uint64 // logical size of the files
+	BytesAdded uint64 // sealed bytes this backup added to the store
+	Duration   time.Duration
+}
+
+// Catalog is the SQL index of vault state. It is an index, never the only
+// copy of what a restore needs: everything in it can be rebuilt from the
+// store and the KEK.
+//
+// All methods are safe for concurrent use by several processes on the same
+// catalog (two backups at once).
+type Catalog interface {
+	// CreateVault records a new vault; ErrExists if the name is taken.
+	CreateVault(ctx context.Context, v VaultRecord) error
+	// Vault returns the vault named name, or ErrNotFound.
+	Vault(ctx context.Context, name string) (VaultRecord, error)
+
+	// AddPack records a pack and its blobs atomically.
+	AddPack(ctx context.Context, vault ID, p PackRecord, blobs []BlobRecord) error
+	// Packs calls fn for every pack of vault.
+	Packs(ctx context.Context, vault ID, fn func(PackRecord) error) error
+	// Blobs calls fn for every blob of vault. A blob may appear more than
+	// once (in different packs) when concurrent backups stored it twice.
+	Blobs(ctx context.Context, vault ID, fn func(BlobRecord) error) error
+
+	// AddSnapshot records a snapshot; ErrExists if its ID is present.
+	AddSnapshot(ctx context.Context, vault ID, s SnapshotRecord) error
+	// Snapshots returns every snapshot of vault, oldest first.
+	Snapshots(ctx context.Context, vault ID) ([]SnapshotRecord, error)
+
+	// Close releases resources.
+	Close() error
+}
+
+// KeyRef names one version of a key encryption key (KEK).
+type KeyRef struct {
+	Provider string // "platform", later "pkcs11", "rsa-file", "awskms" …
+	KeyID    string // provider-specific identifier (never secret)
+	Version  string
+}
+
+func (r KeyRef) String() string {
+	if r.Version == "" {
+		return r.Provider + ":" + r.KeyID
+	}
+	return r.Provider + ":" + r.KeyID + " v" + r.Version
+}
+
+// WrappedKey is a secret (the root secret or a DEK) wrapped by a KEK.
+type WrappedKey struct {
+	KEK  KeyRef
+	Alg  string // wrapping algorithm, e.g. "hkdf-aes-256-gcm"
+	Data []byte
+}
+
+// KeyProvider performs wrap and unwrap with a KEK. Unwrap fails with
+// ErrKeyUnavailable when the KEK cannot be reached or used, and with
+// ErrWrongKey when it can but does not open the wrapped key.
+type KeyProvider interface {
+	// Current is the KEK new wraps use.
+	Current() KeyRef
+	// Wrap seals secret under the current KEK, binding aad.
+	Wrap(ctx context.Context, secret, aad []byte) (WrappedKey, error)
+	// Unwrap opens w, which must have been wrapped with the same aad.
+	Unwrap(ctx context.Context, w WrappedKey, aad []byte) ([]byte, error)
+}
+
+// ChunkerParams are a vault's FastCDC sizes (docs/format.md §2).
+type ChunkerParams struct {
+	Min int `json:"min"`
+	Avg int `json:"avg"`
+	Max int `json:"max"`
+}
+
+// DedupParams is what an agent needs to chunk and identify data the way
+// the vault does. It holds no data key: with it an agent can compute chunk
+// boundaries and IDs, but cannot read anything stored.
+type DedupParams struct {
+	ChunkIDKey seal.Key
+	GearSeed   seal.Key
+	Chunker    ChunkerParams
+}
