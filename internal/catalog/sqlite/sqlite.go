@@ -127,7 +127,7 @@ func dsn(abs string) string {
 func (c *Catalog) init() error {
 	ctx := context.Background()
 	if err := c.db.PingContext(ctx); err != nil {
-		return err
+		return fmt.Errorf("connect: %w", err)
 	}
 	if err := c.migrate(ctx); err != nil {
 		return err
@@ -166,13 +166,16 @@ func (c *Catalog) write(ctx context.Context, fn func(*sql.Tx) error) error {
 
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // constraint returns the extended SQLite result code of a constraint
