@@ -181,7 +181,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		codec: format.NewCodec(), hasher: format.NewIDHasher(dp.ChunkIDKey),
 		fileJobs:  make(chan *fileJob, 64),
 		chunkJobs: make(chan *chunkJob, opt.ChunkWorkers),
-		tokens:    make(chan struct{}, 2*opt.ChunkWorkers+2),
+		tokens:    make(chan struct{}, opt.ChunkWorkers+2),
 		hard:      map[[2]uint64]*fileJob{},
 		skip:      map[string]bool{},
 	}
@@ -687,8 +687,10 @@ func (b *backup) readFile(ctx context.Context, c *chunker.Chunker, j *fileJob) {
 			j.failed.Store(true)
 			return
 		}
-		buf := b.getBuf(len(data))
-		*buf = append((*buf)[:0], data...)
+		// One byte of headroom for the blob's encoding byte, so raw chunks
+		// are sealed without another copy.
+		buf := b.getBuf(len(data) + 1)
+		*buf = append(append((*buf)[:0], 0), data...)
 		j.mu.Lock()
 		j.content = append(j.content, vault.ID{})
 		j.mu.Unlock()
@@ -732,11 +734,14 @@ func (b *backup) chunkWorker(ctx context.Context) {
 	h := b.hasher.Clone()
 	var enc []byte
 	for cj := range b.chunkJobs {
-		data := *cj.data
+		data := (*cj.data)[1:]
 		id := h.ID(data)
 		if !b.repo.Has(vault.DataBlob, id) && b.fatal() == nil {
-			enc = b.codec.Encode(enc, data)
-			if _, err := b.repo.SaveBlob(ctx, vault.DataBlob, id, enc, len(data)); err != nil {
+			p := b.codec.EncodeFramed(enc, *cj.data)
+			if len(p) > 0 && &p[0] != &(*cj.data)[0] {
+				enc = p // keep the grown compression buffer
+			}
+			if _, err := b.repo.SaveBlob(ctx, vault.DataBlob, id, p, len(data)); err != nil {
 				b.fail(fmt.Errorf("store chunk of %s: %w", cj.file.path, err))
 				cj.file.failed.Store(true)
 			}

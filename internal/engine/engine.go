@@ -38,7 +38,7 @@ type Options struct {
 	Now     func() time.Time // the clock; time.Now when nil
 	Logger  *slog.Logger     // discards when nil
 	// Uploads is how many finished packs may be in flight to the store at
-	// once (default 2); it bounds memory at about (Uploads+2) × 16 MiB.
+	// once (default 1); it bounds memory at about (Uploads+1) × 17 MiB.
 	Uploads int
 }
 
@@ -96,7 +96,7 @@ func (o *Options) defaults() {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Uploads <= 0 {
-		o.Uploads = 2
+		o.Uploads = 1
 	}
 }
 
@@ -335,23 +335,36 @@ func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 	pk := v.packers[t]
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
-	if pk.w == nil {
-		pk.w = format.NewPackWriter(v.deks[v.curDEK], v.curDEK, v.getBuf())
-	}
-	pk.w.Add(t, id, p, rawLen)
-	if pk.w.Size() >= v.cfg.PackSize {
+	need := len(p) + seal.Overhead
+	// A pack is closed before a blob would take it past the pack size, so
+	// data pack buffers are allocated once at that size and reused.
+	if pk.w != nil && pk.w.Count() > 0 && pk.w.Size()+need > v.cfg.PackSize {
 		w := pk.w
 		pk.w = nil
-		return true, v.upload(ctx, w)
+		if err := v.upload(ctx, w); err != nil {
+			v.mu.Lock()
+			delete(v.pending, k)
+			v.mu.Unlock()
+			return false, err
+		}
 	}
+	if pk.w == nil {
+		pk.w = format.NewPackWriter(v.deks[v.curDEK], v.curDEK, v.getBuf(t, need))
+	}
+	pk.w.Add(t, id, p, rawLen)
 	return true, nil
 }
 
-func (v *Vault) getBuf() []byte {
-	if b, ok := v.bufPool.Get().(*[]byte); ok {
-		return (*b)[:0]
+// getBuf returns a buffer for a new pack. Data packs get a pooled buffer
+// of the full pack size; tree packs, which are usually small, grow.
+func (v *Vault) getBuf(t vault.BlobType, need int) []byte {
+	if t == vault.DataBlob {
+		if b, ok := v.bufPool.Get().(*[]byte); ok && cap(*b) >= need+format.PackPrefixSize+(1<<20) {
+			return (*b)[:0]
+		}
+		return make([]byte, 0, max(v.cfg.PackSize, need+format.PackPrefixSize)+(1<<20))
 	}
-	return make([]byte, 0, v.cfg.PackSize+(9<<20))
+	return make([]byte, 0, max(1<<20, need+format.PackPrefixSize+(1<<20)))
 }
 
 // upload finishes w and stores it in the background, waiting while
@@ -392,7 +405,9 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter) error {
 			delete(v.pending, blobKey{e.ID, e.Type})
 		}
 		v.mu.Unlock()
-		v.bufPool.Put(&buf)
+		if len(entries) > 0 && entries[0].Type == vault.DataBlob && cap(buf) >= v.cfg.PackSize {
+			v.bufPool.Put(&buf)
+		}
 	}()
 	// The pack is durable in the store before the catalog knows it, so the
 	// index never points at a pack that a crash lost.

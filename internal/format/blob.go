@@ -42,22 +42,56 @@ func NewCodec() *Codec {
 	return &Codec{enc: enc, dec: dec}
 }
 
+// probeSize is how much of a large blob is test-compressed first: data
+// that does not shrink there (media, archives, encrypted files) is stored
+// raw without spending a full zstd pass on it.
+const probeSize = 64 << 10
+
+// incompressible reports whether a sample of data fails to shrink by 3%.
+func (c *Codec) incompressible(data []byte, scratch []byte) bool {
+	if len(data) < 4*probeSize {
+		return false
+	}
+	out := c.enc.EncodeAll(data[:probeSize], scratch[:0])
+	return len(out) > probeSize-probeSize/32
+}
+
 // Encode appends the blob plaintext of data (encoding byte, payload) to
 // dst[:0]. It stores data raw when zstd does not make it smaller.
 func (c *Codec) Encode(dst, data []byte) []byte {
-	dst = append(dst[:0], EncodingZstd)
 	if cap(dst) < len(data)+1 {
 		// Room for the raw fallback, so a failed compression never regrows.
-		nd := make([]byte, 1, len(data)+1+len(data)/64+64)
-		nd[0] = EncodingZstd
-		dst = nd
+		dst = make([]byte, 0, len(data)+1+len(data)/64+64)
 	}
-	out := c.enc.EncodeAll(data, dst)
-	if len(out) < len(data)+1 {
-		return out
+	dst = append(dst[:0], EncodingZstd)
+	if !c.incompressible(data, dst[1:]) {
+		out := c.enc.EncodeAll(data, dst)
+		if len(out) < len(data)+1 {
+			return out
+		}
 	}
-	out = append(out[:0], EncodingRaw)
+	out := append(dst[:0], EncodingRaw)
 	return append(out, data...)
+}
+
+// EncodeFramed is Encode for data held in framed[1:], with framed[0] free:
+// when the data is stored raw it returns framed itself (with the raw
+// encoding byte set) and copies nothing; otherwise the compressed blob in
+// dst.
+func (c *Codec) EncodeFramed(dst, framed []byte) []byte {
+	data := framed[1:]
+	if cap(dst) < len(data)+1 {
+		dst = make([]byte, 0, len(data)+len(data)/64+64)
+	}
+	dst = append(dst[:0], EncodingZstd)
+	if !c.incompressible(data, dst[1:]) {
+		out := c.enc.EncodeAll(data, dst)
+		if len(out) < len(data)+1 {
+			return out
+		}
+	}
+	framed[0] = EncodingRaw
+	return framed
 }
 
 // Decode appends the decoded data of blob plaintext p to dst[:0] and checks

@@ -23,7 +23,7 @@ const (
 	PackHeaderMagic  = "CFPH"
 	PackVersion      = 0x01
 	PackPrefixSize   = 44
-	PackTargetSize   = 16 << 20
+	PackTargetSize   = 16 << 20 // packs are closed before they would exceed it
 	MaxBlobRawSize   = 128 << 20
 	MaxPackHeader    = 16 << 20
 	packEntrySize    = 1 + vault.IDSize + 4 + 4

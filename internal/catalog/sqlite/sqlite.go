@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -126,7 +127,7 @@ func dsn(abs string) string {
 
 func (c *Catalog) init() error {
 	ctx := context.Background()
-	if err := c.db.PingContext(ctx); err != nil {
+	if err := c.connect(ctx); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	if err := c.migrate(ctx); err != nil {
@@ -152,6 +153,23 @@ func (c *Catalog) Close() error {
 		c.closeErr = c.db.Close()
 	})
 	return c.closeErr
+}
+
+// connect opens the first connection. Its journal_mode(WAL) pragma fails
+// at once with SQLITE_BUSY, without waiting in the busy handler, when
+// another process is switching the same new file to WAL at that moment
+// (SQLite's deadlock avoidance), so connect retries for up to
+// BusyTimeout. Once the file is in WAL mode, which persists, the pragma is
+// a no-op and later connections cannot hit this.
+func (c *Catalog) connect(ctx context.Context) error {
+	deadline := time.Now().Add(BusyTimeout)
+	for {
+		err := c.db.PingContext(ctx)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(time.Duration(5+rand.IntN(20)) * time.Millisecond)
+	}
 }
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE) and commits it
@@ -186,6 +204,12 @@ func constraint(err error) int {
 		return se.Code()
 	}
 	return 0
+}
+
+// isBusy reports whether err is SQLITE_BUSY.
+func isBusy(err error) bool {
+	var se *msqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // isDuplicate reports whether err is a primary key or unique violation.
