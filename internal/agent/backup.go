@@ -122,6 +122,7 @@ type backup struct {
 	scanDone                         atomic.Bool
 	current                          atomic.Pointer[string]
 	skip                             map[string]bool
+	addedBefore                      uint64
 }
 
 type fileJob struct {
@@ -167,6 +168,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		}
 	}
 	start := opt.Now()
+	addedBefore := repo.BytesAdded()
 	dp := repo.Dedup()
 	params := chunker.Params{Min: dp.Chunker.Min, Avg: dp.Chunker.Avg, Max: dp.Chunker.Max}
 	if err := params.Validate(); err != nil {
@@ -179,11 +181,12 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	b := &backup{
 		repo: repo, opt: opt, params: params, gear: chunker.Gear(dp.GearSeed),
 		codec: format.NewCodec(), hasher: format.NewIDHasher(dp.ChunkIDKey),
-		fileJobs:  make(chan *fileJob, 64),
-		chunkJobs: make(chan *chunkJob, opt.ChunkWorkers),
-		tokens:    make(chan struct{}, opt.ChunkWorkers+2),
-		hard:      map[[2]uint64]*fileJob{},
-		skip:      map[string]bool{},
+		fileJobs:    make(chan *fileJob, 64),
+		chunkJobs:   make(chan *chunkJob, opt.ChunkWorkers),
+		tokens:      make(chan struct{}, opt.ChunkWorkers+2),
+		hard:        map[[2]uint64]*fileJob{},
+		skip:        map[string]bool{},
+		addedBefore: addedBefore,
 	}
 	for _, d := range opt.SkipDirs {
 		if a, err := filepath.Abs(d); err == nil {
@@ -236,7 +239,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	rec := vault.SnapshotRecord{
 		Time: start.UTC(), Host: opt.Host, Paths: paths, Tags: opt.Tags, Tree: rootFut.id,
 		Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
-		BytesAdded: repo.BytesAdded(), Duration: opt.Now().Sub(start),
+		BytesAdded: repo.BytesAdded() - addedBefore, Duration: opt.Now().Sub(start),
 	}
 	if parent != nil {
 		rec.Parent = parent.ID
@@ -767,7 +770,7 @@ func (b *backup) startProgress(ctx context.Context, start time.Time, paths []str
 	snap := func() Progress {
 		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
 			TotalFiles: b.totalFiles.Load(), TotalBytes: b.totalBytes.Load(), ScanDone: b.scanDone.Load(),
-			Elapsed: time.Since(start), BytesAdded: b.repo.BytesAdded(), Errors: b.errs.Load()}
+			Elapsed: time.Since(start), BytesAdded: b.repo.BytesAdded() - b.addedBefore, Errors: b.errs.Load()}
 		if c := b.current.Load(); c != nil {
 			p.Current = *c
 		}
