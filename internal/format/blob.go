@@ -2,6 +2,7 @@ package format
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -26,8 +27,13 @@ type Codec struct {
 func NewCodec() *Codec {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1),
+		// EncodeAll takes one of this many encoder states and blocks while
+		// none is free: one per core, or compression serialises the backup.
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithLowerEncoderMem(true),
+		// Blobs are authenticated by GCM and checked against their keyed
+		// BLAKE3 ID: a frame checksum would only cost time.
+		zstd.WithEncoderCRC(false),
 		zstd.WithZeroFrames(true))
 	if err != nil {
 		panic("format: zstd encoder: " + err.Error()) // only on invalid options
