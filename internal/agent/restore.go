@@ -134,7 +134,7 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		wg.Add(1)
 		go func() { defer wg.Done(); r.worker(ctx) }()
 	}
-	walkErr := r.walk(ctx, rootID, "", incl)
+	walkErr := r.walk(ctx, rootID, "", root, incl)
 	close(r.jobs)
 	wg.Wait()
 	stop()
@@ -237,16 +237,28 @@ func (r *restorer) warn(w Warning) {
 	}
 }
 
-// ensureDir makes rel a real directory (never a symlink).
-func (r *restorer) ensureDir(rel string) error {
-	err := r.root.Mkdir(rel, 0o700)
+// ensureDir makes name in dir (at rel) a real directory, never a symlink,
+// and opens it.
+func (r *restorer) ensureDir(dir *os.Root, name, rel string) (*os.Root, error) {
+	if err := r.mkdir(dir, name, rel); err != nil {
+		return nil, err
+	}
+	sub, err := dir.OpenRoot(name)
+	if err != nil {
+		return nil, fmt.Errorf("restore: open directory %s: %w", displayRel(rel), err)
+	}
+	return sub, nil
+}
+
+func (r *restorer) mkdir(dir *os.Root, name, rel string) error {
+	err := dir.Mkdir(name, 0o700)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("restore: create directory %s: %w", displayRel(rel), err)
 	}
-	fi, lerr := r.root.Lstat(rel)
+	fi, lerr := dir.Lstat(name)
 	if lerr != nil {
 		return fmt.Errorf("restore: %s: %w", displayRel(rel), lerr)
 	}
@@ -257,15 +269,18 @@ func (r *restorer) ensureDir(rel string) error {
 		if !r.opt.Overwrite {
 			return fmt.Errorf("restore: %s exists and is not a directory (use --overwrite to replace it)", displayRel(rel))
 		}
-		if err := r.root.Remove(rel); err != nil {
+		if err := dir.Remove(name); err != nil {
 			return fmt.Errorf("restore: replace %s: %w", displayRel(rel), err)
 		}
-		return r.root.Mkdir(rel, 0o700)
+		return dir.Mkdir(name, 0o700)
 	}
 	return nil
 }
 
-func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, incl []string) error {
+// walk restores tree id, which belongs at rel, into dir. Every entry is
+// created relative to its own directory's handle: one path component per
+// call, and never through a symlink.
+func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Root, incl []string) error {
 	t := r.trees[id]
 	for i := range t.Nodes {
 		if err := ctx.Err(); err != nil {
@@ -275,38 +290,42 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, incl []str
 			return err
 		}
 		n := &t.Nodes[i]
-		p := joinRel(rel, string(n.Name))
+		name := string(n.Name)
+		p := joinRel(rel, name)
 		if !included(p, incl) {
 			continue
 		}
 		switch n.Kind {
 		case format.KindDir:
-			if err := r.ensureDir(p); err != nil {
+			sub, err := r.ensureDir(dir, name, p)
+			if err != nil {
 				return err
 			}
 			r.nDirs.Add(1)
 			r.dirMeta = append(r.dirMeta, dirMeta{p, n})
-			if err := r.walk(ctx, n.Subtree, p, incl); err != nil {
+			err = r.walk(ctx, n.Subtree, p, sub, incl)
+			sub.Close()
+			if err != nil {
 				return err
 			}
 		case format.KindFile:
-			if err := r.file(ctx, p, n); err != nil {
+			if err := r.file(ctx, dir, name, p, n); err != nil {
 				return err
 			}
 		case format.KindSymlink:
-			if !r.prepare(p) {
+			if !r.prepare(dir, name, p) {
 				continue
 			}
-			if err := r.root.Symlink(string(n.Target), p); err != nil {
+			if err := dir.Symlink(string(n.Target), name); err != nil {
 				r.warn(Warning{Path: displayRel(p), Err: err})
 				continue
 			}
 			r.applyMeta(p, n, nil)
 		case format.KindFIFO, format.KindCharDev, format.KindBlockDev:
-			if !r.prepare(p) {
+			if !r.prepare(dir, name, p) {
 				continue
 			}
-			if err := r.mknod(p, n); err != nil {
+			if err := r.mknod(dir, name, n); err != nil {
 				r.warn(Warning{Path: displayRel(p), Err: err})
 				continue
 			}
@@ -319,10 +338,10 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, incl []str
 	return nil
 }
 
-// prepare clears the way for a new non-directory entry at rel. It returns
-// false when rel exists and must be left alone.
-func (r *restorer) prepare(rel string) bool {
-	fi, err := r.root.Lstat(rel)
+// prepare clears the way for a new non-directory entry name in dir (at
+// rel). It returns false when it exists and must be left alone.
+func (r *restorer) prepare(dir *os.Root, name, rel string) bool {
+	fi, err := dir.Lstat(name)
 	if err != nil {
 		return true
 	}
@@ -334,9 +353,9 @@ func (r *restorer) prepare(rel string) bool {
 		return false
 	}
 	if fi.IsDir() {
-		err = r.root.RemoveAll(rel)
+		err = dir.RemoveAll(name)
 	} else {
-		err = r.root.Remove(rel)
+		err = dir.Remove(name)
 	}
 	if err != nil {
 		r.warn(Warning{Path: displayRel(rel), Err: err})
@@ -345,12 +364,8 @@ func (r *restorer) prepare(rel string) bool {
 	return true
 }
 
-func (r *restorer) mknod(rel string, n *format.Node) error {
-	dir, name := path.Split(rel)
-	if dir == "" {
-		dir = "."
-	}
-	d, err := r.root.OpenFile(strings.TrimSuffix(dir, "/"), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+func (r *restorer) mknod(dir *os.Root, name string, n *format.Node) error {
+	d, err := dir.OpenFile(".", os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}
@@ -366,12 +381,12 @@ func (r *restorer) mknod(rel string, n *format.Node) error {
 	}
 }
 
-func (r *restorer) file(ctx context.Context, rel string, n *format.Node) error {
+func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *format.Node) error {
 	r.current.Store(&rel)
 	if n.NLink > 1 {
 		key := [2]uint64{n.Device, n.Inode}
 		if first, ok := r.hard[key]; ok {
-			if !r.prepare(rel) {
+			if !r.prepare(dir, name, rel) {
 				return nil
 			}
 			if err := r.root.Link(first, rel); err != nil {
@@ -382,7 +397,7 @@ func (r *restorer) file(ctx context.Context, rel string, n *format.Node) error {
 		}
 		defer func() { r.hard[key] = rel }()
 	}
-	if !r.prepare(rel) {
+	if !r.prepare(dir, name, rel) {
 		return nil
 	}
 	select {
@@ -390,7 +405,7 @@ func (r *restorer) file(ctx context.Context, rel string, n *format.Node) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	f, err := r.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		<-r.files
 		r.warn(Warning{Path: displayRel(rel), Err: err})
