@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
@@ -21,10 +22,15 @@ var vaultNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // location is where a local vault lives.
 type location struct {
-	name    string // the vault's name in its catalog
+	name    string // shown to users: the vault's name, or its directory's
 	dir     string
 	keyFile string
 }
+
+// localCatalogName is the vault's name inside a local vault's own catalog.
+// A local catalog holds exactly one vault, so the name is fixed and a
+// vault directory can be moved or renamed freely.
+const localCatalogName = "local"
 
 func (a *app) cofferHome() (string, error) {
 	if a.home != "" {
@@ -65,9 +71,6 @@ func (a *app) locate() (location, error) {
 			return loc, err
 		}
 		loc = location{name: filepath.Base(dir), dir: dir}
-		if !vaultNameRE.MatchString(loc.name) {
-			loc.name = "vault"
-		}
 	default:
 		if !vaultNameRE.MatchString(ref) {
 			return loc, fmt.Errorf("invalid vault name %q: use letters, digits, '.', '_' and '-', or give a directory path", ref)
@@ -141,7 +144,12 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 		st.Close()
 		return nil, err
 	}
-	opt := engine.Options{Store: st, Catalog: cat, Keys: ks, Name: loc.name, Now: a.now}
+	if create {
+		// Temporary files of a backup killed long ago; a running one's are
+		// younger.
+		st.RemoveStaleTemp(24 * time.Hour)
+	}
+	opt := engine.Options{Store: st, Catalog: cat, Keys: ks, Name: localCatalogName, Now: a.now}
 	var v *engine.Vault
 	created := false
 	if exists {
