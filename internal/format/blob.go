@@ -31,6 +31,7 @@ func NewCodec() *Codec {
 		// none is free: one per core, or compression serialises the backup.
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithLowerEncoderMem(true),
+		zstd.WithWindowSize(1<<20),
 		// Blobs are authenticated by GCM and checked against their keyed
 		// BLAKE3 ID: a frame checksum would only cost time.
 		zstd.WithEncoderCRC(false),
