@@ -107,7 +107,6 @@ func TestCodecDecodeRejects(t *testing.T) {
 		{"zstd magic then garbage", append([]byte{1, 0x28, 0xb5, 0x2f, 0xfd}, testData(4, 100)...), 100},
 		{"zstd truncated", z[:len(z)-1], zlen},
 		{"zstd truncated to the magic", z[:5], zlen},
-		{"zstd bit flipped", flip(z, len(z)/2, 3), zlen},
 		{"two frames, first frame's length", twoFrames, 10},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -136,4 +135,75 @@ func TestCodecConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestCodecProbe checks the writer rule of §3: a blob of 256 KiB or more
+// whose first 64 KiB do not shrink by 1/32 is stored raw without a full
+// zstd pass; smaller blobs are always tried whole.
+func TestCodecProbe(t *testing.T) {
+	codec := format.NewCodec()
+	const probe = 64 << 10
+	mixed := func(n int) []byte { // random first 64 KiB, compressible rest
+		return append(testData(1, probe), textData(2, n-probe)...)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		enc  byte
+	}{
+		{"256 KiB, random sample, text after", mixed(256 << 10), format.EncodingRaw},
+		{"1 MiB, random sample, text after", mixed(1 << 20), format.EncodingRaw},
+		{"256 KiB - 1, random start, text after: no probe", mixed(256<<10 - 1), format.EncodingZstd},
+		{"256 KiB text", textData(3, 256<<10), format.EncodingZstd},
+		{"1 MiB text after 32 KiB of random: sample shrinks", append(testData(4, 32<<10), textData(5, 1<<20-32<<10)...), format.EncodingZstd},
+		{"1 MiB random", testData(6, 1<<20), format.EncodingRaw},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := codec.Encode(nil, c.data)
+			if p[0] != c.enc {
+				t.Errorf("encoding %d, want %d", p[0], c.enc)
+			}
+			if out, err := codec.Decode(nil, p, uint32(len(c.data))); err != nil || !bytes.Equal(out, c.data) {
+				t.Errorf("round trip: %v", err)
+			}
+		})
+	}
+}
+
+// TestCodecEncodeFramed: EncodeFramed gives the same blob plaintext as
+// Encode, and returns the framed buffer itself, uncopied, when raw.
+func TestCodecEncodeFramed(t *testing.T) {
+	codec := format.NewCodec()
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"one byte", []byte{7}},
+		{"random 4 KiB", testData(1, 4<<10)},
+		{"random 1 MiB (probe)", testData(2, 1<<20)},
+		{"text 100 KiB", textData(3, 100<<10)},
+		{"text 1 MiB", textData(4, 1<<20)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want := codec.Encode(nil, c.data)
+			framed := append([]byte{0xee}, c.data...)
+			for _, dst := range [][]byte{nil, make([]byte, 5, 5), make([]byte, 0, 2<<20)} {
+				got := codec.EncodeFramed(dst, framed)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("EncodeFramed differs from Encode: encoding %d vs %d, %d vs %d bytes", got[0], want[0], len(got), len(want))
+				}
+				if got[0] == format.EncodingRaw && &got[0] != &framed[0] {
+					t.Error("raw result is a copy, not the framed buffer")
+				}
+				if !bytes.Equal(framed[1:], c.data) {
+					t.Fatal("EncodeFramed changed the data")
+				}
+				out, err := codec.Decode(nil, got, uint32(len(c.data)))
+				if err != nil || !bytes.Equal(out, c.data) {
+					t.Fatalf("round trip: %v", err)
+				}
+			}
+		})
+	}
 }

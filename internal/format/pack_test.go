@@ -49,7 +49,7 @@ func TestPackRoundTrip(t *testing.T) {
 	codec := format.NewCodec()
 	dek := testKey("dek")
 	blobs := manyBlobs(300)
-	buf := make([]byte, 0, 1<<20)
+	buf := make([]byte, 0, 32<<20)
 	w := format.NewPackWriter(dek, 5, buf)
 	if w.Size() != specPrefixSize || w.Count() != 0 {
 		t.Fatalf("new writer: size %d count %d", w.Size(), w.Count())

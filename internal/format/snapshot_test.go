@@ -282,9 +282,9 @@ func TestParseKeyring(t *testing.T) {
 	vid := testID("vault")
 	when := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	good := format.Keyring{Format: 1, Vault: vid.String(), Generation: 3, Created: when,
-		KEK:  format.KeyringKEK{Provider: "platform", KeyID: "k", Version: "1"},
-		Root: []byte{1, 2, 3},
-		DEKs: []format.KeyringDEK{{Version: 1, Created: when, Wrapped: []byte{4}}, {Version: 2, Created: when, Wrapped: []byte{5}}},
+		KEK:        format.KeyringKEK{Provider: "platform", KeyID: "k", Version: "1"},
+		Root:       []byte{1, 2, 3},
+		DEKs:       []format.KeyringDEK{{Version: 1, Created: when, Wrapped: []byte{4}}, {Version: 2, Created: when, Wrapped: []byte{5}}},
 		CurrentDEK: 2}
 	enc := func(k format.Keyring) []byte { b, _ := json.Marshal(k); return b }
 	mod := func(f func(*format.Keyring)) []byte { k := good; f(&k); return enc(k) }

@@ -76,9 +76,9 @@ func TestSpecConstants(t *testing.T) {
 func specBlobs(tb testing.TB, codec *format.Codec, h *format.IDHasher) (types []vault.BlobType, ids []vault.ID, plains, raws [][]byte) {
 	tb.Helper()
 	raws = [][]byte{
-		testData(1, 1000),         // incompressible: raw
-		textData(2, 5000),         // compressible: zstd
-		{},                        // empty: raw
+		testData(1, 1000),                // incompressible: raw
+		textData(2, 5000),                // compressible: zstd
+		{},                               // empty: raw
 		mustEncodeTree(tb, sampleTree()), // a tree
 		testData(3, 1),
 		textData(4, 70000),
@@ -293,16 +293,16 @@ func TestSpecTreeEncoding(t *testing.T) {
 		t.Errorf("EncodeTree differs from §5:\n got %x\nwant %x", got, want)
 	}
 	// A hand-assembled minimal tree: one FIFO named "p", all fields zero.
-	min := []byte("CFTR\x01\x01" + "\x04" + "\x01p" + strings.Repeat("\x00", 9) + "\x00")
-	dt, err := format.DecodeTree(min)
+	minimal := []byte("CFTR\x01\x01" + "\x04" + "\x01p" + strings.Repeat("\x00", 9) + "\x00")
+	dt, err := format.DecodeTree(minimal)
 	if err != nil {
 		t.Fatalf("minimal tree: %v", err)
 	}
 	if len(dt.Nodes) != 1 || dt.Nodes[0].Kind != format.KindFIFO || string(dt.Nodes[0].Name) != "p" {
 		t.Errorf("minimal tree = %+v", dt)
 	}
-	if len(min)-6 != 13 {
-		t.Errorf("a minimal node is %d bytes, the decoder assumes 13", len(min)-6)
+	if len(minimal)-6 != 13 {
+		t.Errorf("a minimal node is %d bytes, the decoder assumes 13", len(minimal)-6)
 	}
 }
 

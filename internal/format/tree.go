@@ -120,6 +120,9 @@ func EncodeTree(dst []byte, t *Tree) ([]byte, error) {
 		if n.Kind == 0 || n.Kind > maxKnownKinds {
 			return nil, fmt.Errorf("encode tree: %q has unknown kind %d", n.Name, n.Kind)
 		}
+		if n.Perm > 0o7777 {
+			return nil, fmt.Errorf("encode tree: %q has mode bits %o beyond 07777", n.Name, n.Perm)
+		}
 		if len(n.Xattrs) > maxXattrs {
 			return nil, fmt.Errorf("encode tree: %q has too many xattrs", n.Name)
 		}
@@ -183,7 +186,11 @@ func DecodeTree(b []byte) (*Tree, error) {
 		var n Node
 		n.Kind = NodeKind(d.byte())
 		n.Name = d.bytes()
-		n.Perm = uint32(d.uvarint())
+		perm := d.uvarint()
+		if perm > 0o7777 {
+			return nil, fmt.Errorf("%w: tree: node %q has mode bits %o beyond 07777", vault.ErrCorrupt, n.Name, perm)
+		}
+		n.Perm = uint32(perm)
 		n.UID = d.uvarint()
 		n.GID = d.uvarint()
 		n.Size = d.uvarint()
@@ -277,7 +284,7 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || n > 1 && d.b[n-1] == 0 { // overflow, short, or not minimal
 		d.err = fmt.Errorf("bad uvarint")
 		return 0
 	}
@@ -290,7 +297,7 @@ func (d *decoder) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n <= 0 || n > 1 && d.b[n-1] == 0 { // overflow, short, or not minimal
 		d.err = fmt.Errorf("bad varint")
 		return 0
 	}

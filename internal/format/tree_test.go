@@ -3,6 +3,7 @@ package format_test
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 func TestTreeRoundTrip(t *testing.T) {
 	many := &format.Tree{}
 	for i := range 1000 {
-		many.Nodes = append(many.Nodes, format.Node{Kind: format.KindFile, Name: binary.BigEndian.AppendUint32([]byte("n"), uint32(i)),
+		many.Nodes = append(many.Nodes, format.Node{Kind: format.KindFile, Name: fmt.Appendf(nil, "n%05d", i),
 			Perm: 0o644, Size: uint64(i), Content: []vault.ID{testID(string(rune(i)))}})
 	}
 	manyXattrs := &format.Tree{Nodes: []format.Node{{Kind: format.KindFIFO, Name: []byte("x")}}}
@@ -129,6 +130,8 @@ func TestEncodeTreeRejects(t *testing.T) {
 		{"kind 0", []format.Node{{Kind: 0, Name: []byte("a")}}},
 		{"kind 8", []format.Node{{Kind: 8, Name: []byte("a")}}},
 		{"empty xattr name", []format.Node{{Kind: format.KindFIFO, Name: []byte("a"), Xattrs: []format.Xattr{{Value: []byte("v")}}}}},
+		{"perm 0o10000", []format.Node{{Kind: format.KindFIFO, Name: []byte("a"), Perm: 0o10000}}},
+		{"perm with file type bits", []format.Node{{Kind: format.KindFIFO, Name: []byte("a"), Perm: 0o100644}}},
 		{"65537 xattrs", []format.Node{{Kind: format.KindFIFO, Name: []byte("a"), Xattrs: make([]format.Xattr, specMaxXattrs+1)}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -211,6 +214,15 @@ func TestDecodeTreeRejects(t *testing.T) {
 		{"symlink target beyond input", treeEnc(1, rawNode(3, "a", nil, 9, 'x'))},
 		{"device without rdev", treeEnc(1, rawNode(5, "a", nil))},
 		{"socket with extra", treeEnc(1, rawNode(7, "a", nil, 0))},
+		{"perm not minimal", treeEnc(1, []byte{4, 1, 'a', 0xc9, 0x00}, make([]byte, 9))},
+		{"perm 0o10000", treeEnc(1, append(binary.AppendUvarint([]byte{4, 1, 'a'}, 0o10000), make([]byte, 9)...))},
+		{"perm 2^32 (would truncate to 0)", treeEnc(1, append(binary.AppendUvarint([]byte{4, 1, 'a'}, 1<<32), make([]byte, 9)...))},
+		{"perm st_mode with type bits", treeEnc(1, append(binary.AppendUvarint([]byte{4, 1, 'a'}, 0o100644), make([]byte, 9)...))},
+		{"uid not minimal", treeEnc(1, []byte{4, 1, 'a', 0, 0x80, 0x80, 0x00}, make([]byte, 8))},
+		{"mtime not minimal", treeEnc(1, []byte{4, 1, 'a', 0, 0, 0, 0, 0x81, 0x00}, make([]byte, 5))},
+		{"count not minimal", append([]byte("CFTR\x01\x81\x00"), rawNode(4, "a", nil)...)},
+		{"name length not minimal", treeEnc(1, []byte{4, 0x81, 0x00, 'a'}, make([]byte, 10))},
+		{"zero count not minimal", []byte("CFTR\x01\x80\x00")},
 		{"varint overflow in perm", treeEnc(1, append(append([]byte{4, 1, 'a'}, bytes.Repeat([]byte{0x80}, 10)...), 1))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -286,7 +298,7 @@ func TestDecodeTreeAllocation(t *testing.T) {
 		"xattrs 2^40":       treeEnc(1, rawNode(4, "a", binary.AppendUvarint(nil, 1<<40))),
 		"chunks 2^30":       treeEnc(1, rawNode(1, "a", nil, binary.AppendUvarint(nil, 1<<30)...)),
 		"name length 2^30":  treeEnc(1, append([]byte{4}, binary.AppendUvarint(nil, 1<<30)...)),
-		"count fits, empty": treeEnc(100, bytes.Repeat([]byte{0}, 1300)...),
+		"count fits, empty": treeEnc(100, bytes.Repeat([]byte{0}, 1300)),
 	}
 	for name, in := range lies {
 		t.Run(name, func(t *testing.T) {

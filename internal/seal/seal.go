@@ -40,6 +40,10 @@ type Key [KeySize]byte
 func (Key) String() string   { return "[redacted]" }
 func (Key) GoString() string { return "[redacted]" }
 
+// Format redacts every fmt verb: without it %d, %o, %b, %c and %U (which
+// do not use String) print the key bytes.
+func (Key) Format(f fmt.State, _ rune) { f.Write([]byte("[redacted]")) }
+
 // Wipe zeroes k.
 func (k *Key) Wipe() { clear(k[:]) }
 

@@ -53,8 +53,7 @@ var dsnParams = url.Values{
 // Catalog is a vault.Catalog stored in a SQLite file. It is safe for
 // concurrent use, also by other processes opening the same file.
 type Catalog struct {
-	db   *sql.DB
-	path string
+	db *sql.DB
 
 	// writeLock serializes this process's write transactions, so that
 	// they queue here (honouring their contexts) rather than in SQLite's
@@ -105,7 +104,7 @@ func open(path string) (*Catalog, error) {
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(time.Minute)
 
-	c := &Catalog{db: db, path: abs, writeLock: make(chan struct{}, 1)}
+	c := &Catalog{db: db, writeLock: make(chan struct{}, 1)}
 	if err := c.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -136,10 +135,13 @@ func (c *Catalog) init() error {
 	var err error
 	c.insertPack, err = c.db.PrepareContext(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created) VALUES (?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return err
+		return fmt.Errorf("prepare: %w", err)
 	}
 	c.insertBlob, err = c.db.PrepareContext(ctx, `INSERT INTO blobs (vault, id, type, pack, "offset", length, raw_length) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-	return err
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	return nil
 }
 
 // Close closes the database. Calling it again returns the first result.
@@ -160,7 +162,7 @@ func (c *Catalog) Close() error {
 // another process is switching the same new file to WAL at that moment
 // (SQLite's deadlock avoidance), so connect retries for up to
 // BusyTimeout. Once the file is in WAL mode, which persists, the pragma is
-// a no-op and later connections cannot hit this.
+// a no-op and later connections do not meet this.
 func (c *Catalog) connect(ctx context.Context) error {
 	deadline := time.Now().Add(BusyTimeout)
 	for {

@@ -188,8 +188,8 @@ func TestTwoHandles(t *testing.T) {
 
 	const (
 		workers = 4 // per handle
-		rounds  = 25
-		blobsN  = 200
+		rounds  = 20
+		blobsN  = 100
 	)
 	for _, c := range cs {
 		for w := range workers {
@@ -256,6 +256,31 @@ func TestAddPackAtomic(t *testing.T) {
 	}
 	if n := count(t, c.db, "blobs"); n != 100 {
 		t.Errorf("%d blob rows, want 100", n)
+	}
+}
+
+// TestWriteDuringIteration checks that fn may write to the catalog while
+// Blobs holds its read open, and that the iteration does not see the
+// write (it reads one snapshot of the catalog).
+func TestWriteDuringIteration(t *testing.T) {
+	c, _ := openTemp(t)
+	ctx := t.Context()
+	v := newVault(t, c, "v")
+	p, blobs := newPack(10)
+	if err := c.AddPack(ctx, v, p, blobs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err := c.Blobs(ctx, v, func(vault.BlobRecord) error {
+		n++
+		p, blobs := newPack(10)
+		return c.AddPack(ctx, v, p, blobs)
+	})
+	if err != nil || n != 10 {
+		t.Fatalf("Blobs: %d calls, %v; want 10", n, err)
+	}
+	if got := count(t, c.db, "blobs"); got != 110 {
+		t.Errorf("%d blobs, want 110", got)
 	}
 }
 
