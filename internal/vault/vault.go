@@ -99,15 +99,23 @@ type ObjectInfo struct {
 // Store holds sealed objects: a local directory or an S3 bucket.
 //
 // Objects are write-once: Put on an existing name fails with ErrExists and
-// leaves the existing object untouched. A successful Put is durable; an
-// interrupted Put leaves no visible object (readers see all of it or
-// nothing). Get and Stat of a missing object fail with ErrNotFound.
+// leaves the existing object untouched (rd may then be left unread). A
+// successful Put is durable; an interrupted Put leaves no visible object
+// (readers see all of it or nothing). Get and Stat of a missing object fail
+// with ErrNotFound. Names follow store.CheckHandle's rules.
+//
+// Callers name packs and snapshots with random IDs, so a retried Put that
+// fails with ErrExists after an earlier attempt reported an error (say, a
+// failed directory sync after the object was published) holds the same
+// bytes.
 type Store interface {
-	// Put stores size bytes read from rd under h.
+	// Put stores exactly size bytes read from rd under h; a reader that
+	// yields fewer or more bytes fails the Put and stores nothing.
 	Put(ctx context.Context, h Handle, rd io.Reader, size int64) error
 	// Get returns length bytes of h starting at offset; length < 0 means
-	// to the end. Reading past the end returns fewer bytes (io.ReadFull
-	// reports io.ErrUnexpectedEOF), never garbage.
+	// to the end. A negative offset is an error. Reading past the end
+	// returns fewer bytes (io.ReadFull reports io.ErrUnexpectedEOF or
+	// io.EOF), never garbage.
 	Get(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error)
 	// Stat returns the size of h.
 	Stat(ctx context.Context, h Handle) (ObjectInfo, error)
@@ -168,14 +176,20 @@ type SnapshotRecord struct {
 // store and the KEK.
 //
 // All methods are safe for concurrent use by several processes on the same
-// catalog (two backups at once).
+// catalog (two backups at once). Times are kept to at least microsecond
+// precision and must be set. Writes naming an unknown vault fail with
+// ErrNotFound; reads of one return nothing. An error returned by a
+// callback stops the iteration and is returned unchanged; callbacks must
+// not call the catalog.
 type Catalog interface {
-	// CreateVault records a new vault; ErrExists if the name is taken.
+	// CreateVault records a new vault; ErrExists if the name or ID is
+	// taken.
 	CreateVault(ctx context.Context, v VaultRecord) error
 	// Vault returns the vault named name, or ErrNotFound.
 	Vault(ctx context.Context, name string) (VaultRecord, error)
 
-	// AddPack records a pack and its blobs atomically.
+	// AddPack records a pack and its blobs atomically; ErrExists if the
+	// pack is recorded already. Every blob's Pack must be p.ID.
 	AddPack(ctx context.Context, vault ID, p PackRecord, blobs []BlobRecord) error
 	// Packs calls fn for every pack of vault.
 	Packs(ctx context.Context, vault ID, fn func(PackRecord) error) error
@@ -185,7 +199,7 @@ type Catalog interface {
 
 	// AddSnapshot records a snapshot; ErrExists if its ID is present.
 	AddSnapshot(ctx context.Context, vault ID, s SnapshotRecord) error
-	// Snapshots returns every snapshot of vault, oldest first.
+	// Snapshots returns every snapshot of vault, ordered by Time, then ID.
 	Snapshots(ctx context.Context, vault ID) ([]SnapshotRecord, error)
 
 	// Close releases resources.
