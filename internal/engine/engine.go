@@ -600,13 +600,26 @@ func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
 	return v.opt.Catalog.Snapshots(ctx, v.rec.ID)
 }
 
-// FindSnapshot resolves "latest", a full ID or a unique hex prefix.
+// FindSnapshot resolves "latest", a full ID or a unique hex prefix, and
+// authenticates the snapshot object: the catalog is only an index, so a
+// damaged, missing or altered snapshot object fails here, naming it.
 func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
 	snaps, err := v.Snapshots(ctx)
 	if err != nil {
 		return vault.SnapshotRecord{}, err
 	}
-	return FindSnapshot(snaps, ref)
+	s, err := FindSnapshot(snaps, ref)
+	if err != nil {
+		return s, err
+	}
+	stored, err := v.LoadSnapshot(ctx, s.ID)
+	if err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	if stored.Tree != s.Tree {
+		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w: the catalog's root tree %s differs from the stored snapshot's %s", s.ID, vault.ErrCorrupt, s.Tree.Short(), stored.Tree.Short())
+	}
+	return s, nil
 }
 
 // FindSnapshot resolves ref among snaps (oldest first).

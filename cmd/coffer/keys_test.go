@@ -1,0 +1,194 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// dataCommands are the commands that need the vault's keys, with the
+// arguments to run them on a vault holding one snapshot of data.
+func dataCommands(t *testing.T, data string) [][]string {
+	return [][]string{
+		{"backup", data},
+		{"snapshots"},
+		{"ls", "latest"},
+		{"restore", "latest", "--target", t.TempDir()},
+		{"diff", "latest", "latest"},
+		{"check"},
+		{"check", "--read-data"},
+		{"vault", "show"},
+	}
+}
+
+// keyFailure runs every data command and checks that each exits 1 with
+// a message holding every string in want and none in notWant. It returns
+// one of the messages.
+func keyFailure(t *testing.T, e *testEnv, data string, want, notWant []string) string {
+	t.Helper()
+	var msg string
+	for _, args := range dataCommands(t, data) {
+		out, errOut, code := coffer(t, e, args...)
+		name := strings.Join(args[:min(2, len(args))], " ")
+		if code != exitFailure {
+			t.Errorf("%s: exit %d, want 1\n%s%s", name, code, out, errOut)
+		}
+		for _, w := range want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%s: message lacks %q:\n%s", name, w, errOut)
+			}
+		}
+		for _, w := range notWant {
+			if strings.Contains(errOut, w) {
+				t.Errorf("%s: message has %q:\n%s", name, w, errOut)
+			}
+		}
+		if strings.Contains(out, "saved") || strings.Contains(out, "restored") {
+			t.Errorf("%s: claims success: %q", name, out)
+		}
+		msg = errOut
+	}
+	return msg
+}
+
+func TestKeyFileMissing(t *testing.T) {
+	e := newEnv(t)
+	data := smallData(t)
+	mustCoffer(t, e, "backup", data)
+	if err := os.Remove(e.keyFile()); err != nil {
+		t.Fatal(err)
+	}
+	msg := keyFailure(t, e, data,
+		[]string{e.keyFile(), "does not exist", "restore it from your copy", "--key-file"},
+		[]string{"wrong key"})
+	t.Logf("missing key file: %s", msg)
+
+	// Backup must not paper over the loss with a new key file: the vault's
+	// keys are wrapped by the lost one.
+	if _, err := os.Stat(e.keyFile()); err == nil {
+		t.Errorf("a command created a new key file for an existing vault")
+	}
+	if n := len(listSnapshotsRaw(t, e)); n != 0 {
+		t.Errorf("listed %d snapshots without a key", n)
+	}
+
+}
+
+// listSnapshotsRaw returns the snapshots --json printed, or nothing when
+// the command failed.
+func listSnapshotsRaw(t *testing.T, e *testEnv) []snapshotJSON {
+	t.Helper()
+	out, _, code := coffer(t, e, "snapshots", "--json")
+	if code != exitOK {
+		return nil
+	}
+	var s []snapshotJSON
+	json.Unmarshal([]byte(out), &s)
+	return s
+}
+
+func TestKeyFileFromCopy(t *testing.T) {
+	e := newEnv(t)
+	data := smallData(t)
+	mustCoffer(t, e, "backup", data)
+	key, err := os.ReadFile(e.keyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "kept-elsewhere.key")
+	if err := os.WriteFile(copyPath, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(e.keyFile()); err != nil {
+		t.Fatal(err)
+	}
+	out := mustCoffer(t, e, "vault", "show", "--key-file", copyPath)
+	if !strings.Contains(out, copyPath) {
+		t.Errorf("vault show does not name the key file in use:\n%s", out)
+	}
+	e.setenv("COFFER_KEY_FILE", copyPath)
+	mustCoffer(t, e, "check", "--read-data")
+	mustCoffer(t, e, "backup", data)
+	if _, err := os.Stat(e.keyFile()); err == nil {
+		t.Errorf("a key file appeared at the default path although COFFER_KEY_FILE is set")
+	}
+}
+
+func TestKeyFileWrong(t *testing.T) {
+	data := smallData(t)
+	e := newEnv(t)
+	mustCoffer(t, e, "backup", data)
+	other := newEnv(t)
+	mustCoffer(t, other, "backup", data)
+
+	// Another vault's platform key file, in place of this vault's.
+	b, err := os.ReadFile(other.keyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.keyFile(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrong := keyFailure(t, e, data,
+		[]string{"wrong key", e.keyFile(), "--key-file", "does not belong to this vault"},
+		[]string{"does not exist"})
+	t.Logf("wrong key file: %s", wrong)
+
+	// The two failures read differently: one says what is missing, the
+	// other that the key is the wrong one.
+	if err := os.Remove(e.keyFile()); err != nil {
+		t.Fatal(err)
+	}
+	_, missing, _ := coffer(t, e, "snapshots")
+	_, wrongMsg, _ := coffer(t, other, "snapshots") // other's key is fine
+	if missing == wrong || wrongMsg != "" {
+		t.Errorf("missing and wrong key files give the same message: %q", missing)
+	}
+}
+
+func TestKeyFileTampered(t *testing.T) {
+	data := smallData(t)
+	e := newEnv(t)
+	mustCoffer(t, e, "backup", data)
+	orig, err := os.ReadFile(e.keyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("same key ID, other key bytes", func(t *testing.T) {
+		var kf struct {
+			Kind    string `json:"kind"`
+			Format  int    `json:"format"`
+			ID      string `json:"id"`
+			Current int    `json:"current"`
+			Keys    []struct {
+				Version int    `json:"version"`
+				Created string `json:"created"`
+				Key     []byte `json:"key"`
+			} `json:"keys"`
+		}
+		if err := json.Unmarshal(orig, &kf); err != nil || len(kf.Keys) != 1 || len(kf.Keys[0].Key) != 32 {
+			t.Fatalf("key file %s: %v", orig, err)
+		}
+		kf.Keys[0].Key[0] ^= 1
+		b, _ := json.Marshal(kf)
+		if err := os.WriteFile(e.keyFile(), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(e.keyFile(), orig, 0o600) })
+		keyFailure(t, e, data, []string{"wrong key", "does not open the vault's keys"}, []string{"does not exist"})
+	})
+
+	t.Run("not a key file", func(t *testing.T) {
+		if err := os.WriteFile(e.keyFile(), []byte("hunter2\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(e.keyFile(), orig, 0o600) })
+		keyFailure(t, e, data, []string{e.keyFile(), "not a coffer platform key file"}, []string{"wrong key", "does not exist"})
+	})
+
+	// And with the original back, everything works.
+	mustCoffer(t, e, "check", "--read-data")
+}
