@@ -190,27 +190,19 @@ func TestCrashDuringBackup(t *testing.T) {
 // it creates the vault leaves behind (the steps are: key file, vault
 // directory and catalog file, store/config, store/keys/0000000001, the
 // catalog's vault record) and checks that the next backup still works.
-//
-// The last two states fail today: the vault is left unusable, every
-// command fails until the user deletes the vault directory. This test is
-// skipped unless COFFER_TEST_KNOWN_BUGS=1.
 func TestCrashDuringVaultCreation(t *testing.T) {
 	data := smallData(t)
 	cases := []struct {
-		name  string
-		keep  []string // what the killed creation left, relative to the vault directory
-		known bool     // fails today
+		name string
+		keep []string // what the killed creation left, relative to the vault directory
 	}{
-		{"key file only", nil, false},
-		{"empty catalog and store", []string{"catalog.db", "store"}, false},
-		{"config written", []string{"catalog.db", "store", "store/config"}, true},
-		{"config and keyring written", []string{"catalog.db", "store", "store/config", "store/keys", "store/keys/0000000001"}, true},
+		{"key file only", nil},
+		{"empty catalog and store", []string{"catalog.db", "store"}},
+		{"config written", []string{"catalog.db", "store", "store/config"}},
+		{"config and keyring written", []string{"catalog.db", "store", "store/config", "store/keys", "store/keys/0000000001"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if c.known && os.Getenv("COFFER_TEST_KNOWN_BUGS") != "1" {
-				t.Skip("known bug: a vault whose creation was interrupted after store/config stays unusable (set COFFER_TEST_KNOWN_BUGS=1 to run)")
-			}
 			e := newEnv(t)
 			// A real creation, then everything it did after the kill
 			// point removed. The catalog keeps its schema but no vault.

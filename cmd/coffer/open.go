@@ -103,54 +103,12 @@ func (o *openedVault) Close() error {
 func catalogPath(dir string) string { return filepath.Join(dir, "catalog.db") }
 func storePath(dir string) string   { return filepath.Join(dir, "store") }
 
-// creationWait bounds how long openVault waits for another process that
-// is creating the vault (or its key file) to finish.
-const creationWait = 10 * time.Second
-
 // openVault opens the selected local vault; with create it makes the vault
-// (and the platform key file) on first use. A first backup creates the key
-// file and then the vault in steps, so another process opening it at that
-// moment can find an empty key file, or a config without keyring or catalog
-// record yet: it waits for the creator to finish rather than fail.
+// (and the platform key file) on first use, or completes a vault whose
+// creation was interrupted. Creating is safe against a crash at any step
+// and against another process creating the same vault at the same moment
+// (see engine.Create and platform.Create).
 func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) {
-	start := time.Now()
-	for {
-		v, err := a.openVaultOnce(ctx, create)
-		if err == nil || time.Since(start) > creationWait || !a.creationUnderWay(err) {
-			return v, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// creationUnderWay reports whether err may come from a vault or key file
-// that another process is creating right now.
-func (a *app) creationUnderWay(err error) bool {
-	loc, lerr := a.locate()
-	if lerr != nil {
-		return false
-	}
-	recent := func(p string) (fs.FileInfo, bool) {
-		fi, err := os.Stat(p)
-		return fi, err == nil && time.Since(fi.ModTime()) < creationWait
-	}
-	if fi, ok := recent(loc.keyFile); ok && errors.Is(err, vault.ErrKeyUnavailable) {
-		if fi.Size() == 0 {
-			return true // created, not yet written
-		}
-		if _, kerr := platform.Open(loc.keyFile); kerr == nil {
-			return true // missing or partial when this process read it
-		}
-	}
-	_, ok := recent(filepath.Join(storePath(loc.dir), "config"))
-	return ok && errors.Is(err, vault.ErrNotFound) // no keyring or catalog record yet
-}
-
-func (a *app) openVaultOnce(ctx context.Context, create bool) (*openedVault, error) {
 	loc, err := a.locate()
 	if err != nil {
 		return nil, err
@@ -160,17 +118,12 @@ func (a *app) openVaultOnce(ctx context.Context, create bool) (*openedVault, err
 	if !exists && !create {
 		return nil, fmt.Errorf("no vault at %s: %w (a first `coffer backup` creates it)", loc.dir, vault.ErrNotFound)
 	}
-	var ks *platform.Keystore
-	if exists {
-		ks, err = platform.Open(loc.keyFile)
-	} else {
-		ks, err = platform.Open(loc.keyFile)
-		if errors.Is(err, vault.ErrKeyUnavailable) {
-			if _, serr := os.Stat(loc.keyFile); errors.Is(serr, fs.ErrNotExist) {
-				ks, err = platform.Create(loc.keyFile, a.now())
-				if errors.Is(err, vault.ErrExists) { // another process won the race
-					ks, err = platform.Open(loc.keyFile)
-				}
+	ks, err := platform.Open(loc.keyFile)
+	if create && errors.Is(err, vault.ErrKeyUnavailable) && !exists {
+		if _, serr := os.Stat(loc.keyFile); errors.Is(serr, fs.ErrNotExist) {
+			ks, err = platform.Create(loc.keyFile, a.now())
+			if errors.Is(err, vault.ErrExists) { // another process won the race
+				ks, err = platform.Open(loc.keyFile)
 			}
 		}
 	}
@@ -196,20 +149,15 @@ func (a *app) openVaultOnce(ctx context.Context, create bool) (*openedVault, err
 	}
 	opt := engine.Options{Store: st, Catalog: cat, Keys: ks, Name: localCatalogName, Now: a.now}
 	var v *engine.Vault
-	created := false
-	if exists {
-		v, err = engine.Open(ctx, opt)
-	} else {
+	if create {
 		v, err = engine.Create(ctx, opt, engine.DefaultChunker())
-		created = err == nil
-		if errors.Is(err, vault.ErrExists) { // a concurrent first backup created it
-			v, err = engine.Open(ctx, opt)
-		}
+	} else {
+		v, err = engine.Open(ctx, opt)
 	}
 	if err != nil {
 		cat.Close()
 		st.Close()
 		return nil, err
 	}
-	return &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: created}, nil
+	return &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists}, nil
 }

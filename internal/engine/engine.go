@@ -113,63 +113,141 @@ func keyringHandle(g uint64) vault.Handle {
 	return vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(g)}
 }
 
-// Create makes a new vault: a config object, a first keyring generation
-// (a fresh root secret and DEK v1 wrapped by the KEK) and its catalog
-// record. It fails with vault.ErrExists if the store already holds a vault.
+// ErrIncomplete reports a vault whose creation was interrupted before its
+// keys were written; Create completes it.
+var ErrIncomplete = errors.New("vault creation was interrupted")
+
+// Create makes a new vault, or completes one whose creation was
+// interrupted, and opens it. The steps are each write-once and each may be
+// found done already (a crash, or another process creating the same vault
+// at the same moment): the config object claims the store; the first
+// keyring generation holds a fresh root secret and DEK v1 wrapped by the
+// KEK (whichever process stores it first wins, the others use it); the
+// catalog record comes last and is re-created from the config when
+// missing. Nothing is written with the keys before the keyring is stored,
+// so a vault is never left with data nobody can read.
 func Create(ctx context.Context, opt Options, chunking vault.ChunkerParams) (*Vault, error) {
 	opt.defaults()
 	now := opt.Now().UTC()
 	var id vault.ID
 	rand.Read(id[:])
 	cfg := format.Config{Format: 1, ID: id.String(), Created: now, Chunker: chunking, PackSize: format.PackTargetSize}
+	cb, _ := json.MarshalIndent(cfg, "", "  ")
+	err := opt.Store.Put(ctx, configHandle(), bytes.NewReader(cb), int64(len(cb)))
+	if errors.Is(err, vault.ErrExists) {
+		// Someone else claimed the store first: complete their vault.
+		if cfg, err = readConfig(ctx, opt.Store); err != nil {
+			return nil, fmt.Errorf("create vault: %w", err)
+		}
+		if id, err = vault.ParseID(cfg.ID); err != nil {
+			return nil, fmt.Errorf("create vault: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("create vault: write config: %w", err)
+	}
+	if err := ensureKeyring(ctx, opt, id, cfg.Created); err != nil {
+		return nil, err
+	}
+	if err := ensureRecord(ctx, opt, id, cfg.Created); err != nil {
+		return nil, err
+	}
+	return Open(ctx, opt)
+}
+
+// ensureKeyring stores keyring generation 1 unless one exists.
+func ensureKeyring(ctx context.Context, opt Options, id vault.ID, created time.Time) error {
+	found := false
+	if err := opt.Store.List(ctx, vault.KeyObject, func(vault.ObjectInfo) error {
+		found = true
+		return nil
+	}); err != nil {
+		return fmt.Errorf("create vault: list keyrings: %w", err)
+	}
+	if found {
+		return nil
+	}
 	root := seal.NewRandomKey()
 	defer root.Wipe()
 	dek := seal.NewRandomKey()
 	defer dek.Wipe()
 	wroot, err := opt.Keys.Wrap(ctx, root[:], rootAAD(id))
 	if err != nil {
-		return nil, fmt.Errorf("create vault: wrap root secret: %w", err)
+		return fmt.Errorf("create vault: wrap root secret: %w", err)
 	}
 	wdek, err := opt.Keys.Wrap(ctx, dek[:], dekAAD(id, 1))
 	if err != nil {
-		return nil, fmt.Errorf("create vault: wrap DEK: %w", err)
+		return fmt.Errorf("create vault: wrap DEK: %w", err)
 	}
-	kr := format.Keyring{Format: 1, Vault: id.String(), Generation: 1, Created: now,
+	kr := format.Keyring{Format: 1, Vault: id.String(), Generation: 1, Created: created,
 		KEK:  format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg},
-		Root: wroot.Data, DEKs: []format.KeyringDEK{{Version: 1, Created: now, Wrapped: wdek.Data}}, CurrentDEK: 1}
-	cb, _ := json.MarshalIndent(cfg, "", "  ")
+		Root: wroot.Data, DEKs: []format.KeyringDEK{{Version: 1, Created: created, Wrapped: wdek.Data}}, CurrentDEK: 1}
 	kb, _ := json.MarshalIndent(kr, "", "  ")
-	// The config goes first: it is the store's claim to be a vault, and its
-	// write-once Put makes two concurrent creations fail cleanly.
-	if err := opt.Store.Put(ctx, configHandle(), bytes.NewReader(cb), int64(len(cb))); err != nil {
-		return nil, fmt.Errorf("create vault: write config: %w", err)
+	err = opt.Store.Put(ctx, keyringHandle(1), bytes.NewReader(kb), int64(len(kb)))
+	if err != nil && !errors.Is(err, vault.ErrExists) { // ErrExists: another creator won; its keys count
+		return fmt.Errorf("create vault: write keyring: %w", err)
 	}
-	if err := opt.Store.Put(ctx, keyringHandle(1), bytes.NewReader(kb), int64(len(kb))); err != nil {
-		return nil, fmt.Errorf("create vault: write keyring: %w", err)
+	return nil
+}
+
+// ensureRecord records the vault in the catalog unless it is there.
+func ensureRecord(ctx context.Context, opt Options, id vault.ID, created time.Time) error {
+	err := opt.Catalog.CreateVault(ctx, vault.VaultRecord{ID: id, Name: opt.Name, Created: created})
+	if err == nil {
+		return nil
 	}
-	if err := opt.Catalog.CreateVault(ctx, vault.VaultRecord{ID: id, Name: opt.Name, Created: now}); err != nil {
-		return nil, fmt.Errorf("create vault: %w", err)
+	if !errors.Is(err, vault.ErrExists) {
+		return fmt.Errorf("create vault: %w", err)
 	}
-	return Open(ctx, opt)
+	rec, rerr := opt.Catalog.Vault(ctx, opt.Name)
+	if rerr != nil {
+		return fmt.Errorf("create vault: %w", err)
+	}
+	if rec.ID != id {
+		return fmt.Errorf("create vault %q: %w: the catalog describes vault %s but the store holds vault %s", opt.Name, vault.ErrCorrupt, rec.ID, id)
+	}
+	return nil
+}
+
+func readConfig(ctx context.Context, s vault.Store) (format.Config, error) {
+	cb, err := readAll(ctx, s, configHandle(), 1<<20)
+	if err != nil {
+		return format.Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return format.ParseConfig(cb)
 }
 
 // Open opens an existing vault: it reads the config, unwraps the newest
-// keyring generation and loads the blob index from the catalog.
+// keyring generation and loads the blob index from the catalog. A vault
+// the catalog does not know yet (its creator died before recording it) is
+// recorded from the store's config, since the store is the source of
+// truth; one without keys fails with ErrIncomplete.
 func Open(ctx context.Context, opt Options) (*Vault, error) {
 	opt.defaults()
-	cb, err := readAll(ctx, opt.Store, configHandle(), 1<<20)
+	cfg, err := readConfig(ctx, opt.Store)
 	if err != nil {
-		return nil, fmt.Errorf("open vault: read config: %w", err)
+		return nil, fmt.Errorf("open vault: %w", err)
 	}
-	cfg, err := format.ParseConfig(cb)
+	id, err := vault.ParseID(cfg.ID)
 	if err != nil {
 		return nil, fmt.Errorf("open vault: %w", err)
 	}
 	rec, err := opt.Catalog.Vault(ctx, opt.Name)
+	if errors.Is(err, vault.ErrNotFound) {
+		hasKeys := false
+		if lerr := opt.Store.List(ctx, vault.KeyObject, func(vault.ObjectInfo) error { hasKeys = true; return nil }); lerr != nil {
+			return nil, fmt.Errorf("open vault: list keyrings: %w", lerr)
+		}
+		if !hasKeys {
+			return nil, fmt.Errorf("open vault %q: %w before its keys were written (a backup completes it)", opt.Name, ErrIncomplete)
+		}
+		if err = ensureRecord(ctx, opt, id, cfg.Created); err == nil {
+			rec, err = opt.Catalog.Vault(ctx, opt.Name)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open vault %q: catalog: %w", opt.Name, err)
 	}
-	if rec.ID.String() != cfg.ID {
+	if rec.ID != id {
 		return nil, fmt.Errorf("open vault %q: %w: catalog describes vault %s but the store holds vault %s", opt.Name, vault.ErrCorrupt, rec.ID, cfg.ID)
 	}
 	v := &Vault{opt: opt, rec: rec, cfg: cfg, codec: format.NewCodec(), log: opt.Logger,

@@ -217,32 +217,37 @@ func TestCreateOpenRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCreateTwice: Create on a store that holds a vault completes and
+// opens that vault; it never makes a second one or new keys.
 func TestCreateTwice(t *testing.T) {
 	e := newEnv(t, mem.New())
 	v := create(t, e)
-	if _, err := engine.Create(ctx, e.opts(), engine.DefaultChunker()); !errors.Is(err, vault.ErrExists) {
-		t.Errorf("second Create on the same store: %v, want ErrExists", err)
+	again, err := engine.Create(ctx, e.opts(), engine.DefaultChunker())
+	if err != nil || again.Record().ID != v.Record().ID {
+		t.Fatalf("second Create on the same store: %v, want the same vault", err)
 	}
-	// Also with a fresh catalog: the store itself refuses.
+	// With a fresh catalog the store's vault is adopted, not replaced.
 	e2 := newEnv(t, e.store)
 	e2.keys = e.keys
-	if _, err := engine.Create(ctx, e2.opts(), engine.DefaultChunker()); !errors.Is(err, vault.ErrExists) {
-		t.Errorf("Create on a store holding a vault, other catalog: %v, want ErrExists", err)
+	adopted, err := engine.Create(ctx, e2.opts(), engine.DefaultChunker())
+	if err != nil || adopted.Record().ID != v.Record().ID {
+		t.Fatalf("Create on a store holding a vault, other catalog: %v, want the store's vault", err)
 	}
-	// Nothing of the failed creations reached the store.
 	var keyrings []string
 	e.store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
 		keyrings = append(keyrings, oi.Handle.Name)
 		return nil
 	})
 	if !slices.Equal(keyrings, []string{"0000000001"}) {
-		t.Errorf("keyrings after failed creations: %v", keyrings)
+		t.Errorf("keyrings after repeated creations: %v", keyrings)
 	}
-	w, err := engine.Open(ctx, e.opts())
-	if err != nil || w.Record().ID != v.Record().ID {
-		t.Fatalf("the first vault no longer opens: %v", err)
+	// A catalog that knows another vault under the name is refused.
+	e3 := newEnv(t, mem.New())
+	e3.cat = e.cat
+	e3.keys = e.keys
+	if _, err := engine.Create(ctx, e3.opts(), engine.DefaultChunker()); !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("catalog naming another vault: %v, want ErrCorrupt", err)
 	}
-	w.Close()
 }
 
 func TestSaveBlobDedup(t *testing.T) {

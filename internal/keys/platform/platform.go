@@ -77,13 +77,19 @@ func Create(path string, now time.Time) (*Keystore, error) {
 		keys: map[int]seal.Key{1: k}, info: map[int]time.Time{1: now.UTC()}}, nil
 }
 
-// writeNew writes b to path durably, failing if path exists.
+// writeNew writes b to path durably and atomically, failing if path
+// exists: the bytes go to a temporary file that is synced and then linked
+// into place, so no reader ever sees a partial key file.
 func writeNew(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("create key file %s: %w", path, vault.ErrExists)
-	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-key-")
 	if err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return fmt.Errorf("create key file: %w", err)
 	}
 	_, err = f.Write(b)
@@ -94,10 +100,15 @@ func writeNew(path string, b []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
 		return fmt.Errorf("write key file %s: %w", path, err)
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create key file %s: %w", path, vault.ErrExists)
+		}
+		return fmt.Errorf("create key file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
