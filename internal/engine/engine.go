@@ -71,8 +71,9 @@ type Vault struct {
 	index   map[blobKey]vault.BlobRecord
 	pending map[blobKey]struct{}
 
-	packers   [3]*packer // indexed by blob type
-	uploadSem chan struct{}
+	packers   [3]*packer    // indexed by blob type
+	uploadSem chan struct{} // packs not yet read by the store
+	syncSem   chan struct{} // Puts in flight
 	uploads   sync.WaitGroup
 	errMu     sync.Mutex
 	err       error // first upload error; sticky
@@ -252,7 +253,7 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 	}
 	v := &Vault{opt: opt, rec: rec, cfg: cfg, codec: format.NewCodec(), log: opt.Logger,
 		index: map[blobKey]vault.BlobRecord{}, pending: map[blobKey]struct{}{},
-		uploadSem: make(chan struct{}, opt.Uploads), openers: map[vault.ID]*format.PackOpener{}}
+		uploadSem: make(chan struct{}, opt.Uploads), syncSem: make(chan struct{}, maxSyncing), openers: map[vault.ID]*format.PackOpener{}}
 	for t := range v.packers {
 		v.packers[t] = &packer{}
 	}
@@ -447,6 +448,13 @@ func (v *Vault) getBuf(t vault.BlobType, need int) []byte {
 
 // upload finishes w and stores it in the background, waiting while
 // Options.Uploads packs are already in flight.
+//
+// Two limits apply. Options.Uploads bounds the packs whose bytes the store
+// has not read yet, and so the memory held. maxSyncing bounds the Puts
+// still running after that: a local store's fsync, or an S3 upload's
+// completion. A pack's buffer goes back to the pool as soon as the store has
+// read it, so a slow fsync (ext4 may flush unrelated dirty data with it)
+// holds no memory and does not stall the packers.
 func (v *Vault) upload(ctx context.Context, w *format.PackWriter) error {
 	select {
 	case v.uploadSem <- struct{}{}:
@@ -454,15 +462,42 @@ func (v *Vault) upload(ctx context.Context, w *format.PackWriter) error {
 		v.dropPending(w)
 		return ctx.Err()
 	}
+	select {
+	case v.syncSem <- struct{}{}:
+	case <-ctx.Done():
+		<-v.uploadSem
+		v.dropPending(w)
+		return ctx.Err()
+	}
 	v.uploads.Add(1)
 	go func() {
 		defer v.uploads.Done()
-		defer func() { <-v.uploadSem }()
-		if err := v.storePack(ctx, w); err != nil {
+		defer func() { <-v.syncSem }()
+		if err := v.storePack(ctx, w, func() { <-v.uploadSem }); err != nil {
 			v.setErr(err)
 		}
 	}()
 	return nil
+}
+
+// maxSyncing is how many pack Puts may be in flight once their bytes are
+// read (see upload).
+const maxSyncing = 4
+
+// consumedReader calls done once, when its bytes have all been read, or
+// when the Put returns without reading them all.
+type consumedReader struct {
+	r    *bytes.Reader
+	once sync.Once
+	done func()
+}
+
+func (c *consumedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.r.Len() == 0 {
+		c.once.Do(c.done)
+	}
+	return n, err
 }
 
 func (v *Vault) dropPending(w *format.PackWriter) {
@@ -474,25 +509,33 @@ func (v *Vault) dropPending(w *format.PackWriter) {
 	v.mu.Unlock()
 }
 
-func (v *Vault) storePack(ctx context.Context, w *format.PackWriter) error {
+// storePack stores a finished pack and records it in the catalog. released
+// is called once the store has read the pack's bytes (the buffer is then
+// reused).
+func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released func()) error {
 	buf, entries := w.Finish()
+	size := len(buf)
 	id := w.ID()
+	rd := &consumedReader{r: bytes.NewReader(buf), done: func() {
+		if len(entries) > 0 && entries[0].Type == vault.DataBlob && cap(buf) >= v.cfg.PackSize {
+			v.bufPool.Put(&buf)
+		}
+		released()
+	}}
 	defer func() {
+		rd.once.Do(rd.done) // a Put that failed before reading everything
 		v.mu.Lock()
 		for _, e := range entries {
 			delete(v.pending, blobKey{e.ID, e.Type})
 		}
 		v.mu.Unlock()
-		if len(entries) > 0 && entries[0].Type == vault.DataBlob && cap(buf) >= v.cfg.PackSize {
-			v.bufPool.Put(&buf)
-		}
 	}()
 	// The pack is durable in the store before the catalog knows it, so the
 	// index never points at a pack that a crash lost.
-	if err := v.opt.Store.Put(ctx, packHandle(id), bytes.NewReader(buf), int64(len(buf))); err != nil {
+	if err := v.opt.Store.Put(ctx, packHandle(id), rd, int64(size)); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
 	}
-	pr := vault.PackRecord{ID: id, Size: int64(len(buf)), DEKVersion: v.curDEK, Blobs: len(entries), Created: v.opt.Now().UTC()}
+	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: v.curDEK, Blobs: len(entries), Created: v.opt.Now().UTC()}
 	recs := make([]vault.BlobRecord, len(entries))
 	for i, e := range entries {
 		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: id, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
@@ -505,7 +548,7 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter) error {
 		v.index[blobKey{r.ID, r.Type}] = r
 	}
 	v.mu.Unlock()
-	v.added.Add(uint64(len(buf)))
+	v.added.Add(uint64(size))
 	return nil
 }
 
