@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,8 +54,9 @@ type BackupOptions struct {
 	Progress func(Progress)
 	// Warn receives each problem that did not stop the backup.
 	Warn func(Warning)
-	// FileWorkers and ChunkWorkers size the pipeline (default 2 and
-	// GOMAXPROCS).
+	// FileWorkers and ChunkWorkers size the pipeline (default 8 and
+	// GOMAXPROCS). File workers mostly wait for the disk: many of them
+	// keep reads of small files overlapping.
 	FileWorkers, ChunkWorkers int
 	// Scan, when set, walks the paths once more in parallel to learn the
 	// totals that progress needs for an ETA.
@@ -94,6 +96,14 @@ type BackupResult struct {
 	Reused uint64
 }
 
+// Pipeline sizes: how many files are chunked at once (each chunker holds a
+// window of the maximum chunk size), and how many bytes of chunks may wait
+// between readers and chunk workers.
+const (
+	chunkers    = 2
+	chunkBudget = 16 << 20
+)
+
 type backup struct {
 	repo   BackupRepo
 	opt    BackupOptions
@@ -105,8 +115,10 @@ type backup struct {
 
 	fileJobs  chan *fileJob
 	chunkJobs chan *chunkJob
-	tokens    chan struct{} // bounds chunk buffers in flight
-	bufPool   sync.Pool
+	budget    *budget               // bounds chunk buffers in flight
+	chunkers  chan *chunker.Chunker // for files of at least the minimum chunk size
+	smallBufs sync.Pool
+	bigBufs   sync.Pool
 
 	errMu    sync.Mutex
 	err      error // first fatal error (vault or context)
@@ -140,6 +152,7 @@ type chunkJob struct {
 	file *fileJob
 	idx  int
 	data *[]byte
+	cost int // bytes held of the budget
 }
 
 type treeFuture struct {
@@ -157,7 +170,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		opt.Now = time.Now
 	}
 	if opt.FileWorkers <= 0 {
-		opt.FileWorkers = 2
+		opt.FileWorkers = 8
 	}
 	if opt.ChunkWorkers <= 0 {
 		opt.ChunkWorkers = runtime.GOMAXPROCS(0)
@@ -183,10 +196,18 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		codec: format.NewCodec(), hasher: format.NewIDHasher(dp.ChunkIDKey),
 		fileJobs:    make(chan *fileJob, 64),
 		chunkJobs:   make(chan *chunkJob, opt.ChunkWorkers),
-		tokens:      make(chan struct{}, opt.ChunkWorkers+2),
+		budget:      newBudget(chunkBudget),
+		chunkers:    make(chan *chunker.Chunker, chunkers),
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
 		addedBefore: addedBefore,
+	}
+	for range chunkers {
+		c, err := chunker.NewWithGear(nil, b.gear, params)
+		if err != nil {
+			return nil, err
+		}
+		b.chunkers <- c
 	}
 	for _, d := range opt.SkipDirs {
 		if a, err := filepath.Abs(d); err == nil {
@@ -637,24 +658,21 @@ func readDirNames(path string) ([]string, error) {
 	return f.Readdirnames(-1)
 }
 
-// fileWorker reads and chunks files, handing chunks to the chunk workers.
+// fileWorker reads files, handing their chunks to the chunk workers. Many
+// run at once so that reads of small files overlap on disk; only files of
+// at least the chunker's minimum size need one of the few chunkers.
 func (b *backup) fileWorker(ctx context.Context) {
-	c, err := chunker.NewWithGear(nil, b.gear, b.params)
-	if err != nil {
-		b.fail(err)
-		return
-	}
 	for j := range b.fileJobs {
 		if ctx.Err() != nil {
 			j.node.Kind = 0
 			close(j.done)
 			continue
 		}
-		b.readFile(ctx, c, j)
+		b.readFile(ctx, j)
 	}
 }
 
-func (b *backup) readFile(ctx context.Context, c *chunker.Chunker, j *fileJob) {
+func (b *backup) readFile(ctx context.Context, j *fileJob) {
 	p := j.path
 	b.current.Store(&p)
 	j.pending.Store(1) // the reader's own token
@@ -669,36 +687,19 @@ func (b *backup) readFile(ctx context.Context, c *chunker.Chunker, j *fileJob) {
 		return
 	}
 	defer f.Close()
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	c.Reset(f)
 	var size uint64
-	for idx := 0; ; idx++ {
-		data, err := c.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			j.failed.Store(true)
+	if j.node.Size < uint64(b.params.Min) {
+		size, err = b.readSmall(ctx, j, f)
+	} else {
+		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+		size, err = b.readChunked(ctx, j, f, 0)
+	}
+	if err != nil {
+		j.failed.Store(true)
+		if ctx.Err() == nil {
 			b.warn(Warning{Path: j.path, Err: err, Unreadable: true})
-			return
 		}
-		size += uint64(len(data))
-		b.bytes.Add(uint64(len(data)))
-		select {
-		case b.tokens <- struct{}{}:
-		case <-ctx.Done():
-			j.failed.Store(true)
-			return
-		}
-		// One byte of headroom for the blob's encoding byte, so raw chunks
-		// are sealed without another copy.
-		buf := b.getBuf(len(data) + 1)
-		*buf = append(append((*buf)[:0], 0), data...)
-		j.mu.Lock()
-		j.content = append(j.content, vault.ID{})
-		j.mu.Unlock()
-		j.pending.Add(1)
-		b.chunkJobs <- &chunkJob{file: j, idx: idx, data: buf}
+		return
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err == nil {
@@ -709,6 +710,78 @@ func (b *backup) readFile(ctx context.Context, c *chunker.Chunker, j *fileJob) {
 		}
 	}
 	j.node.Size = size
+}
+
+// readSmall reads a file smaller than the minimum chunk size in one go: it
+// is one chunk, and needs no chunker. A file that has grown past its
+// listed size meanwhile goes on through a chunker.
+func (b *backup) readSmall(ctx context.Context, j *fileJob, f *os.File) (uint64, error) {
+	want := int(j.node.Size) + 1 // one byte more, to notice growth
+	if !b.budget.acquire(ctx, want+1) {
+		return 0, ctx.Err()
+	}
+	buf := b.getBuf(want + 1)
+	*buf = (*buf)[:want+1]
+	n, err := io.ReadFull(f, (*buf)[1:])
+	switch {
+	case err == nil: // grew: chunk what was read and the rest
+		prefix := bytes.Clone((*buf)[1:])
+		b.putBuf(buf, want+1)
+		return b.readChunked(ctx, j, io.MultiReader(bytes.NewReader(prefix), f), 0)
+	case err != io.EOF && err != io.ErrUnexpectedEOF:
+		b.putBuf(buf, want+1)
+		return 0, err
+	case n == 0:
+		b.putBuf(buf, want+1)
+		return 0, nil
+	}
+	*buf = (*buf)[:n+1]
+	b.bytes.Add(uint64(n))
+	b.dispatch(j, 0, buf, want+1)
+	return uint64(n), nil
+}
+
+// readChunked splits r into chunks with one of the backup's chunkers.
+func (b *backup) readChunked(ctx context.Context, j *fileJob, r io.Reader, first int) (uint64, error) {
+	var c *chunker.Chunker
+	select {
+	case c = <-b.chunkers:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { b.chunkers <- c }()
+	c.Reset(r)
+	var size uint64
+	for idx := first; ; idx++ {
+		data, err := c.Next()
+		if err == io.EOF {
+			return size, nil
+		}
+		if err != nil {
+			return size, err
+		}
+		size += uint64(len(data))
+		b.bytes.Add(uint64(len(data)))
+		// One byte of headroom for the blob's encoding byte, so raw chunks
+		// are sealed without another copy.
+		n := len(data) + 1
+		if !b.budget.acquire(ctx, n) {
+			return size, ctx.Err()
+		}
+		buf := b.getBuf(n)
+		*buf = append(append((*buf)[:0], 0), data...)
+		b.dispatch(j, idx, buf, n)
+	}
+}
+
+// dispatch hands chunk idx of j (in buf, with a byte of headroom) to the
+// chunk workers; cost is what it holds of the budget.
+func (b *backup) dispatch(j *fileJob, idx int, buf *[]byte, cost int) {
+	j.mu.Lock()
+	j.content = append(j.content, vault.ID{})
+	j.mu.Unlock()
+	j.pending.Add(1)
+	b.chunkJobs <- &chunkJob{file: j, idx: idx, data: buf, cost: cost}
 }
 
 // release drops one token of j; the last one completes the file.
@@ -724,12 +797,72 @@ func (b *backup) release(j *fileJob) {
 	close(j.done)
 }
 
+// Chunk buffers come from two pools: small files need little, and a
+// chunker's chunks are about the average chunk size.
+const smallBuf = 64 << 10
+
 func (b *backup) getBuf(n int) *[]byte {
-	if p, ok := b.bufPool.Get().(*[]byte); ok && cap(*p) >= n {
+	pool, size := &b.bigBufs, max(n, b.params.Avg+1)
+	if n <= smallBuf {
+		pool, size = &b.smallBufs, smallBuf
+	}
+	if p, ok := pool.Get().(*[]byte); ok && cap(*p) >= n {
 		return p
 	}
-	s := make([]byte, 0, max(n, b.params.Avg))
+	s := make([]byte, 0, size)
 	return &s
+}
+
+func (b *backup) putBuf(p *[]byte, cost int) {
+	if cap(*p) <= smallBuf {
+		b.smallBufs.Put(p)
+	} else {
+		b.bigBufs.Put(p)
+	}
+	b.budget.release(cost)
+}
+
+// budget bounds the bytes of chunk buffers in flight between the readers
+// and the chunk workers.
+type budget struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	used int
+	max  int
+}
+
+func newBudget(max int) *budget {
+	b := &budget{max: max}
+	b.cond.L = &b.mu
+	return b
+}
+
+// acquire waits until n bytes fit (always when nothing is held, so one
+// oversized chunk still passes); false when ctx ends first.
+func (b *budget) acquire(ctx context.Context, n int) bool {
+	stop := context.AfterFunc(ctx, func() {
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
+	defer stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.used > 0 && b.used+n > b.max {
+		if ctx.Err() != nil {
+			return false
+		}
+		b.cond.Wait()
+	}
+	b.used += n
+	return true
+}
+
+func (b *budget) release(n int) {
+	b.mu.Lock()
+	b.used -= n
+	b.cond.Broadcast()
+	b.mu.Unlock()
 }
 
 // chunkWorker identifies, compresses and stores chunks.
@@ -752,8 +885,7 @@ func (b *backup) chunkWorker(ctx context.Context) {
 		cj.file.mu.Lock()
 		cj.file.content[cj.idx] = id
 		cj.file.mu.Unlock()
-		b.bufPool.Put(cj.data)
-		<-b.tokens
+		b.putBuf(cj.data, cj.cost)
 		b.release(cj.file)
 	}
 }
