@@ -45,7 +45,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 			if v.created && !jsonOut {
 				fmt.Fprintf(a.stderr, "created vault %q at %s\nplatform key file: %s (keep a copy somewhere else: without it the backups cannot be read)\n", v.loc.name, v.loc.dir, v.keys.Path())
 			}
-			a.limitMemory()
+			a.limitMemory(backupBudget)
 			prog := a.newProgress("backup")
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
 				Paths: args, Tags: tags, Host: host, Excludes: excludes,

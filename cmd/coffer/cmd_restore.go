@@ -39,6 +39,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 			if err != nil {
 				return err
 			}
+			a.limitMemory(restoreBudget)
 			prog := a.newProgress("restore")
 			res, err := agent.Restore(ctx, v, s.Tree, agent.RestoreOptions{
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,

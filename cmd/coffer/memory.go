@@ -5,23 +5,26 @@ import (
 	"runtime/debug"
 )
 
-// pipelineBudget is the memory a backup's pipeline needs beyond what the
+// backupBudget is the memory a backup's pipeline needs beyond what the
 // open vault holds (its blob index): two 16 MiB packs (one filling, one
-// being written), two chunker windows of 9 MiB, chunks in flight and zstd
-// state. See docs/performance.md.
-const pipelineBudget = 80 << 20
+// being written), two chunker windows of 9 MiB, 16 MiB of chunks in flight
+// and zstd state. See docs/performance.md.
+const backupBudget = 80 << 20
 
-// limitMemory sets a soft heap limit of what is live now plus the pipeline
-// budget, so the garbage collector runs before the heap doubles (GOGC's
+// restoreBudget covers a restore's workers: a sealed and a plain buffer
+// each, about two average chunks.
+const restoreBudget = 64 << 20
+
+// limitMemory sets a soft heap limit of what is live now plus budget, so the garbage collector runs before the heap doubles (GOGC's
 // default) instead of after. Users override it with GOMEMLIMIT. The
 // runtime caps the GC's CPU share if the live heap outgrows the limit, so a
 // low limit costs time, never failure.
-func (a *app) limitMemory() {
+func (a *app) limitMemory(budget int64) {
 	if a.getenv("GOMEMLIMIT") != "" {
 		return
 	}
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	debug.SetMemoryLimit(int64(ms.HeapAlloc) + pipelineBudget)
+	debug.SetMemoryLimit(int64(ms.HeapAlloc) + budget)
 }

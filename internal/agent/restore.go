@@ -34,7 +34,7 @@ type RestoreOptions struct {
 	Target    string
 	Include   []string // paths inside the snapshot; empty means everything
 	Overwrite bool
-	Workers   int  // default GOMAXPROCS+2
+	Workers   int  // default 4 per core: reads of packs overlap on disk
 	Owners    bool // restore uid/gid (needs root)
 	Progress  func(Progress)
 	Warn      func(Warning)
@@ -106,7 +106,7 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		return nil, errors.New("restore: give a --target directory")
 	}
 	if opt.Workers <= 0 {
-		opt.Workers = runtime.GOMAXPROCS(0) + 2
+		opt.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
 	if err := os.MkdirAll(opt.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("restore: create target: %w", err)

@@ -54,18 +54,19 @@ type blobKey struct {
 
 // Vault is an open vault.
 type Vault struct {
-	opt     Options
-	rec     vault.VaultRecord
-	cfg     format.Config
-	keyring *format.Keyring
-	deks    map[uint32]seal.Key
-	curDEK  uint32
-	dedup   vault.DedupParams
-	codec   *format.Codec
-	hasher  *format.IDHasher
-	hashMu  sync.Mutex
-	hashers sync.Pool // *format.IDHasher for concurrent readers
-	log     *slog.Logger
+	opt        Options
+	rec        vault.VaultRecord
+	cfg        format.Config
+	keyring    *format.Keyring
+	deks       map[uint32]seal.Key
+	curDEK     uint32
+	dedup      vault.DedupParams
+	codec      *format.Codec
+	hasher     *format.IDHasher
+	hashMu     sync.Mutex
+	hashers    sync.Pool // *format.IDHasher for concurrent readers
+	sealedBufs sync.Pool // *[]byte for sealed blobs being read
+	log        *slog.Logger
 
 	mu      sync.Mutex
 	index   map[blobKey]vault.BlobRecord
@@ -650,10 +651,16 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := readRange(ctx, v.opt.Store, packHandle(r.Pack), int64(r.Offset), int64(r.Length))
+	bp, _ := v.sealedBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer v.sealedBufs.Put(bp)
+	sealed, err := readRangeInto(ctx, v.opt.Store, packHandle(r.Pack), int64(r.Offset), int64(r.Length), *bp)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)
 	}
+	*bp = sealed
 	p, err := o.Open(sealed[:0], t, id, r.Offset, sealed)
 	if err != nil {
 		return nil, err
@@ -817,12 +824,21 @@ func readAll(ctx context.Context, s vault.Store, h vault.Handle, max int64) ([]b
 }
 
 func readRange(ctx context.Context, s vault.Store, h vault.Handle, off, n int64) ([]byte, error) {
+	return readRangeInto(ctx, s, h, off, n, nil)
+}
+
+// readRangeInto reads n bytes of h at off into buf (grown if needed).
+func readRangeInto(ctx context.Context, s vault.Store, h vault.Handle, off, n int64, buf []byte) ([]byte, error) {
 	rc, err := s.Get(ctx, h, off, n)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	b := make([]byte, n)
+	b := buf[:0]
+	if int64(cap(b)) < n {
+		b = make([]byte, n)
+	}
+	b = b[:n]
 	if _, err := io.ReadFull(rc, b); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: %s is shorter than expected", vault.ErrTruncated, h)
