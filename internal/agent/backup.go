@@ -146,6 +146,7 @@ type fileJob struct {
 	pending atomic.Int64
 	done    chan struct{}
 	failed  atomic.Bool
+	size    uint64 // bytes read, set before done closes
 }
 
 type chunkJob struct {
@@ -546,9 +547,14 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 				go func() {
 					<-first.done
 					// One inode, one content: link nodes share the first's.
-					j.node.Content = first.node.Content
-					j.node.Size = first.node.Size
-					j.node.Kind = first.node.Kind
+					// Read from the job, not its node: the first's directory
+					// may be building its tree from its nodes by now.
+					if first.failed.Load() {
+						j.node.Kind = 0
+					} else {
+						j.node.Content = first.content
+						j.node.Size = first.size
+					}
 					close(j.done)
 				}()
 				return &treeFuture{done: j.done}
@@ -616,7 +622,7 @@ func (b *backup) finishDir(ctx context.Context, path string, nodes []format.Node
 			return
 		}
 		// Drop entries that could not be saved (marked with kind 0).
-		kept := nodes[:0]
+		kept := make([]format.Node, 0, len(nodes))
 		for _, n := range nodes {
 			if n.Kind != 0 {
 				kept = append(kept, n)
@@ -793,6 +799,7 @@ func (b *backup) release(j *fileJob) {
 		j.node.Kind = 0 // not saved: finishDir drops it
 	} else {
 		j.node.Content = j.content
+		j.size = j.node.Size
 	}
 	close(j.done)
 }
