@@ -1,5 +1,5 @@
 // Package chunker splits a byte stream into content-defined chunks with
-// FastCDC (normalized chunking, level 2) over a secret, per-vault gear table.
+// FastCDC (normalized chunking, level 1) over a secret, per-vault gear table.
 //
 // # Gear table
 //
@@ -20,13 +20,21 @@
 // 64 <= Min < Avg < Max <= 64 MiB and Avg a power of two. Let
 // a = log2(Avg). The two masks have their HIGH bits set:
 //
-//	MaskS = ^uint64(0) << (64 - (a+2))   // a+2 high bits: stricter
-//	MaskL = ^uint64(0) << (64 - (a-2))   // a-2 high bits: looser
+//	MaskS = ^uint64(0) << (64 - (a+1))   // a+1 high bits: stricter
+//	MaskL = ^uint64(0) << (64 - (a-1))   // a-1 high bits: looser
 //
 // For the defaults (Min 512 KiB, Avg 1 MiB, Max 8 MiB; a = 20):
 //
-//	MaskS = 0xFFFFFC0000000000 (22 bits)
-//	MaskL = 0xFFFFC00000000000 (18 bits)
+//	MaskS = 0xFFFFF80000000000 (21 bits)
+//	MaskL = 0xFFFFE00000000000 (19 bits)
+//
+// Level 1 rather than the paper's level 2: the masks depend on the distance
+// from the chunk start, so after an edit the shifted chunk start can turn an
+// old boundary into a non-boundary and chunking takes longer to resync.
+// Measured on 1 MiB edits inside a 64 MiB file (internal/agent
+// TestIncremental): level 2 replaced 2.9 chunks per edit on average, with
+// a tail of 8–9; level 1 replaced 1.9; no normalisation 1.8, at the price
+// of a wider spread of chunk sizes.
 //
 // A chunk starts where the previous one ended (the first at offset 0 of the
 // stream). Let c be the remaining bytes of the stream from the chunk start
@@ -118,10 +126,10 @@ func (p Params) Validate() error {
 }
 
 // Masks returns MaskS and MaskL for p (which must be valid): the high
-// log2(Avg)+2 and log2(Avg)-2 bits set, respectively.
+// log2(Avg)+1 and log2(Avg)-1 bits set, respectively.
 func (p Params) Masks() (maskS, maskL uint64) {
 	a := bits.TrailingZeros64(uint64(p.Avg))
-	return ^uint64(0) << (64 - (a + 2)), ^uint64(0) << (64 - (a - 2))
+	return ^uint64(0) << (64 - (a + 1)), ^uint64(0) << (64 - (a - 1))
 }
 
 // Gear derives the gear table from a vault's gear seed (see the package

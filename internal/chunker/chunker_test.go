@@ -411,9 +411,9 @@ func TestShiftResistance(t *testing.T) {
 	}
 }
 
-// With the defaults on random data the expected mean is about 1.19 MiB:
-// P(cut in [Min, Avg)) = 1-exp(-2^19/2^22) ≈ 0.12, and otherwise the cut
-// comes about 2^18 bytes after Avg. Observed: see the log line.
+// With the defaults on random data the expected mean is about 1.4 MiB:
+// P(cut in [Min, Avg)) = 1-exp(-2^19/2^21) ≈ 0.22, and otherwise the cut
+// comes about 2^19 bytes after Avg. Observed: 1.42 x Avg.
 func TestAverageSize(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -478,11 +478,11 @@ func TestBadParams(t *testing.T) {
 
 func TestMasks(t *testing.T) {
 	s, l := DefaultParams().Masks()
-	if s != 0xFFFFFC0000000000 || l != 0xFFFFC00000000000 {
+	if s != 0xFFFFF80000000000 || l != 0xFFFFE00000000000 {
 		t.Fatalf("default masks %#x %#x", s, l)
 	}
 	s, l = small.Masks()
-	if s != 0xFFFE000000000000 || l != 0xFFE0000000000000 {
+	if s != 0xFFFC000000000000 || l != 0xFFF0000000000000 {
 		t.Fatalf("small masks %#x %#x", s, l)
 	}
 }
