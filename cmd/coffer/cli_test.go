@@ -142,7 +142,7 @@ func writeFile(t testing.TB, path string, data []byte, perm fs.FileMode) {
 //
 //	data/a.txt              text, 0600
 //	data/docs/b.txt         text, 0640
-//	data/docs/big.bin       2.5 MiB random (several chunks)
+//	data/docs/big.bin       9 MiB random (at least two chunks: the maximum is 8 MiB)
 //	data/docs/empty         empty
 //	data/docs/deep/c.txt    text
 //	data/link -> a.txt      symlink
@@ -152,7 +152,7 @@ func sampleData(t testing.TB) string {
 	dir := filepath.Join(t.TempDir(), "data")
 	writeFile(t, filepath.Join(dir, "a.txt"), []byte("alpha\n"), 0o600)
 	writeFile(t, filepath.Join(dir, "docs", "b.txt"), []byte("bravo bravo bravo\n"), 0o640)
-	writeFile(t, filepath.Join(dir, "docs", "big.bin"), randBytes(1, 5<<19), 0o644)
+	writeFile(t, filepath.Join(dir, "docs", "big.bin"), randBytes(1, 9<<20), 0o644)
 	writeFile(t, filepath.Join(dir, "docs", "empty"), nil, 0o644)
 	writeFile(t, filepath.Join(dir, "docs", "deep", "c.txt"), []byte("charlie\n"), 0o644)
 	writeFile(t, filepath.Join(dir, "skip.tmp"), []byte("scratch\n"), 0o644)
@@ -616,7 +616,7 @@ func TestLs(t *testing.T) {
 		{"", "dir", "drwxr-xr-x", 0, ""},
 		{"/a.txt", "file", "-rw-------", 6, ""},
 		{"/docs/b.txt", "file", "-rw-r-----", 18, ""},
-		{"/docs/big.bin", "file", "-rw-r--r--", 5 << 19, ""},
+		{"/docs/big.bin", "file", "-rw-r--r--", 9 << 20, ""},
 		{"/docs/empty", "file", "-rw-r--r--", 0, ""},
 		{"/link", "symlink", "Lrwxrwxrwx", 0, "a.txt"},
 	}
@@ -823,7 +823,7 @@ func TestCheckGoodVault(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustCoffer(t, e, "check", "--read-data", "--json")), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if !rep.OK || !rep.ReadData || rep.Packs < 2 || rep.Errors == nil || len(rep.Errors) != 0 || rep.Bytes < 5<<19 {
+	if !rep.OK || !rep.ReadData || rep.Packs < 2 || rep.Errors == nil || len(rep.Errors) != 0 || rep.Bytes < 9<<20 {
 		t.Errorf("check --read-data --json: %+v", rep)
 	}
 }
@@ -872,7 +872,7 @@ func TestVaultShow(t *testing.T) {
 	if created := clockStart.Add(time.Minute); !enc.Created.Equal(created) || !enc.Rotated.Equal(created) {
 		t.Errorf("vault show --json: created %v, rotated %v, want %v", enc.Created, enc.Rotated, created)
 	}
-	if !strings.Contains(out, "(1 minutes ago)") {
+	if !strings.Contains(out, "(1 minute ago)") {
 		t.Errorf("vault show does not measure the key's age with the injected clock:\n%s", out)
 	}
 

@@ -21,15 +21,21 @@ func newVaultCmd(a *app) *cobra.Command {
 
 func ago(now, t time.Time) string {
 	d := now.Sub(t)
+	plural := func(n int, unit string) string {
+		if n == 1 {
+			return "1 " + unit + " ago"
+		}
+		return fmt.Sprintf("%d %ss ago", n, unit)
+	}
 	switch {
 	case d < time.Minute:
 		return "just now"
 	case d < time.Hour:
-		return fmt.Sprintf("%d minutes ago", int(d.Minutes()))
+		return plural(int(d.Minutes()), "minute")
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%d hours ago", int(d.Hours()))
+		return plural(int(d.Hours()), "hour")
 	}
-	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+	return plural(int(d.Hours()/24), "day")
 }
 
 func newVaultShowCmd(a *app) *cobra.Command {

@@ -188,7 +188,7 @@ func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([
 	}
 	s, err := seal.Unwrap(kek, w.Data, aad)
 	if err != nil {
-		return nil, fmt.Errorf("%w: platform key %s v%d does not open the vault's keys (key file changed or keyring tampered with)", vault.ErrWrongKey, ks.id, v)
+		return nil, fmt.Errorf("%w: platform key %s v%d in key file %s does not open the vault's keys (the key file was changed, or the keyring tampered with)", vault.ErrWrongKey, ks.id, v, ks.path)
 	}
 	out := make([]byte, seal.KeySize)
 	copy(out, s[:])
