@@ -120,8 +120,7 @@ type backup struct {
 	smallBufs sync.Pool
 	bigBufs   sync.Pool
 
-	errMu    sync.Mutex
-	err      error // first fatal error (vault or context)
+	err      firstError // the first fatal error (vault or context)
 	warnMu   sync.Mutex
 	warnings []Warning
 	unread   int
@@ -320,19 +319,30 @@ func (b *backup) findParent(ctx context.Context, paths []string) *vault.Snapshot
 	return best
 }
 
-func (b *backup) fail(err error) {
-	b.errMu.Lock()
-	if b.err == nil {
-		b.err = err
-	}
-	b.errMu.Unlock()
+// firstError keeps the first of the errors set on it; safe for concurrent
+// use.
+type firstError struct {
+	mu  sync.Mutex
+	err error
 }
 
-func (b *backup) fatal() error {
-	b.errMu.Lock()
-	defer b.errMu.Unlock()
-	return b.err
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
 }
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func (b *backup) fail(err error) { b.err.set(err) }
+
+func (b *backup) fatal() error { return b.err.get() }
 
 func (b *backup) warn(w Warning) {
 	b.warnMu.Lock()

@@ -62,8 +62,8 @@ type restorer struct {
 	jobs  chan chunkTask
 	files chan struct{} // bounds open files
 
+	err      firstError
 	mu       sync.Mutex
-	err      error
 	warnings []Warning
 	skipped  int
 	hard     map[[2]uint64]string
@@ -218,19 +218,9 @@ func joinRel(rel, name string) string {
 
 func displayRel(rel string) string { return "/" + rel }
 
-func (r *restorer) fail(err error) {
-	r.mu.Lock()
-	if r.err == nil {
-		r.err = err
-	}
-	r.mu.Unlock()
-}
+func (r *restorer) fail(err error) { r.err.set(err) }
 
-func (r *restorer) firstErr() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.err
-}
+func (r *restorer) firstErr() error { return r.err.get() }
 
 func (r *restorer) warn(w Warning) {
 	r.mu.Lock()
