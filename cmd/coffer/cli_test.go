@@ -1244,3 +1244,38 @@ func TestNoProgressWhenNotATerminal(t *testing.T) {
 		}
 	})
 }
+
+// TestLsJSONNonUTF8 checks that ls --json keeps names that are not valid
+// UTF-8 recoverable: path shows replacement characters, path_bytes the
+// exact bytes.
+func TestLsJSONNonUTF8(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(t.TempDir(), "d")
+	name := string([]byte{'b', 0xff, 0xfe, 'd'})
+	writeFile(t, filepath.Join(dir, name), []byte("x"), 0o644)
+	writeFile(t, filepath.Join(dir, "plain"), []byte("y"), 0o644)
+	mustCoffer(t, e, "backup", dir)
+	out := mustCoffer(t, e, "ls", "latest", dir, "--json")
+	var found, plain bool
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var n struct {
+			Path      string `json:"path"`
+			PathBytes []byte `json:"path_bytes"`
+		}
+		if err := json.Unmarshal([]byte(line), &n); err != nil {
+			t.Fatalf("bad JSON line %q: %v", line, err)
+		}
+		switch {
+		case string(n.PathBytes) == filepath.Join(dir, name):
+			found = true
+		case n.Path == filepath.Join(dir, "plain"):
+			plain = n.PathBytes == nil
+		}
+	}
+	if !found {
+		t.Errorf("no line carries the exact bytes of %q:\n%s", name, out)
+	}
+	if !plain {
+		t.Errorf("a valid UTF-8 path should have no path_bytes:\n%s", out)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -13,15 +14,18 @@ import (
 )
 
 type nodeJSON struct {
-	Path   string    `json:"path"`
-	Type   string    `json:"type"`
-	Mode   string    `json:"mode"`
-	Size   uint64    `json:"size"`
-	MTime  time.Time `json:"mtime"`
-	UID    uint64    `json:"uid"`
-	GID    uint64    `json:"gid"`
-	Target string    `json:"target,omitempty"`
-	Chunks int       `json:"chunks,omitempty"`
+	Path string `json:"path"`
+	// PathBytes holds the exact name bytes (base64) when the path is not
+	// valid UTF-8; Path then shows it with replacement characters.
+	PathBytes []byte    `json:"path_bytes,omitempty"`
+	Type      string    `json:"type"`
+	Mode      string    `json:"mode"`
+	Size      uint64    `json:"size"`
+	MTime     time.Time `json:"mtime"`
+	UID       uint64    `json:"uid"`
+	GID       uint64    `json:"gid"`
+	Target    string    `json:"target,omitempty"`
+	Chunks    int       `json:"chunks,omitempty"`
 }
 
 func modeString(n *format.Node) string {
@@ -79,8 +83,12 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 			enc := json.NewEncoder(a.stdout)
 			return agent.Walk(ctx, v, s.Tree, prefix, func(p string, n *format.Node) error {
 				if jsonOut {
-					return enc.Encode(nodeJSON{Path: p, Type: n.Kind.String(), Mode: modeString(n), Size: n.Size,
-						MTime: time.Unix(0, n.MTime).UTC(), UID: n.UID, GID: n.GID, Target: string(n.Target), Chunks: len(n.Content)})
+					j := nodeJSON{Path: p, Type: n.Kind.String(), Mode: modeString(n), Size: n.Size,
+						MTime: time.Unix(0, n.MTime).UTC(), UID: n.UID, GID: n.GID, Target: string(n.Target), Chunks: len(n.Content)}
+					if !utf8.ValidString(p) {
+						j.PathBytes = []byte(p)
+					}
+					return enc.Encode(j)
 				}
 				if long {
 					extra := ""
