@@ -577,3 +577,25 @@ func TestDiff(t *testing.T) {
 		t.Error("unchanged file reported")
 	}
 }
+
+// TestRestoreHardLinkNotToExistingFile: when the first name of a hard-linked
+// file exists in the target and is left alone, the other names must not be
+// linked to that unrelated file.
+func TestRestoreHardLinkNotToExistingFile(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	write(t, filepath.Join(src, "a"), []byte("backed up"))
+	if err := os.Link(filepath.Join(src, "a"), filepath.Join(src, "b")); err != nil {
+		t.Fatal(err)
+	}
+	v := newVault(t, small)
+	res := backup(t, v, src)
+	target := t.TempDir()
+	write(t, filepath.Join(target, src, "a"), []byte("someone else's file"))
+	restore(t, v, res.Snapshot.Tree, agent.RestoreOptions{Target: target})
+	if got, _ := os.ReadFile(filepath.Join(target, src, "b")); string(got) != "backed up" {
+		t.Fatalf("b restored as %q, want the backed-up content", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(target, src, "a")); string(got) != "someone else's file" {
+		t.Fatalf("existing a changed to %q", got)
+	}
+}

@@ -389,7 +389,6 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 			r.nFiles.Add(1)
 			return nil
 		}
-		defer func() { r.hard[key] = rel }()
 	}
 	if !r.prepare(dir, name, rel) {
 		return nil
@@ -404,6 +403,11 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 		<-r.files
 		r.warn(Warning{Path: displayRel(rel), Err: err})
 		return nil
+	}
+	if n.NLink > 1 {
+		// Later links to this inode link to the file just created; never to
+		// one that was there before and left untouched.
+		r.hard[[2]uint64{n.Device, n.Inode}] = rel
 	}
 	rf := &restoreFile{rel: rel, f: f, node: n}
 	rf.pending.Store(1) // the walker's token
