@@ -599,3 +599,18 @@ func TestRestoreHardLinkNotToExistingFile(t *testing.T) {
 		t.Fatalf("existing a changed to %q", got)
 	}
 }
+
+func TestRestoreIncludeMissing(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	write(t, filepath.Join(src, "a"), []byte("a"))
+	v := newVault(t, small)
+	res := backup(t, v, src)
+	target := t.TempDir()
+	_, err := agent.Restore(context.Background(), v, res.Snapshot.Tree, agent.RestoreOptions{Target: target, Include: []string{filepath.Join(src, "nope")}})
+	if !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Fatalf("restore of a missing path wrote %v", entries)
+	}
+}

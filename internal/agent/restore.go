@@ -126,8 +126,14 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	}
 
 	// Pass 1: load every tree once, validate it, and count for progress.
-	if err := r.scan(ctx, rootID, "", incl); err != nil {
+	matched := map[string]bool{}
+	if err := r.scan(ctx, rootID, "", incl, matched); err != nil {
 		return nil, err
+	}
+	for i, p := range incl {
+		if p != "" && !matched[p] {
+			return nil, fmt.Errorf("restore: --include %s: %w in the snapshot", opt.Include[i], vault.ErrNotFound)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -182,7 +188,7 @@ func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, err
 	return t, nil
 }
 
-func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []string) error {
+func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []string, matched map[string]bool) error {
 	t, err := r.loadTree(ctx, id)
 	if err != nil {
 		return fmt.Errorf("restore: %s: %w", displayRel(rel), err)
@@ -196,9 +202,14 @@ func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []str
 		if !included(p, incl) {
 			continue
 		}
+		for _, in := range incl {
+			if p == in {
+				matched[in] = true
+			}
+		}
 		switch n.Kind {
 		case format.KindDir:
-			if err := r.scan(ctx, n.Subtree, p, incl); err != nil {
+			if err := r.scan(ctx, n.Subtree, p, incl, matched); err != nil {
 				return err
 			}
 		case format.KindFile:
