@@ -369,7 +369,7 @@ func (v *Vault) BlobID(data []byte) vault.ID {
 func (v *Vault) dekFor(ver uint32) (seal.Key, error) {
 	k, ok := v.deks[ver]
 	if !ok {
-		return k, fmt.Errorf("%w: the keyring has no DEK version %d", vault.ErrKeyUnavailable, ver)
+		return k, fmt.Errorf("%w: the keyring has no DEK version %d (either the object naming it is damaged, or a newer keyring generation is missing from the store: run coffer check --read-data)", vault.ErrKeyUnavailable, ver)
 	}
 	return k, nil
 }
