@@ -48,7 +48,11 @@ func (p *progressLine) update(s agent.Progress) {
 		rate = float64(s.Bytes) / s.Elapsed.Seconds()
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "[%s] %s %d files, %s", clock(s.Elapsed), p.verb, s.Files, humanBytes(s.Bytes))
+	if s.ScanDone && s.TotalFiles > 0 {
+		fmt.Fprintf(&b, "[%s] %s %d/%d files, %s", clock(s.Elapsed), p.verb, s.Files, s.TotalFiles, humanBytes(s.Bytes))
+	} else {
+		fmt.Fprintf(&b, "[%s] %s %d files, %s", clock(s.Elapsed), p.verb, s.Files, humanBytes(s.Bytes))
+	}
 	if s.ScanDone && s.TotalBytes > 0 {
 		pct := 100 * float64(s.Bytes) / float64(s.TotalBytes)
 		fmt.Fprintf(&b, " / %s (%.0f%%)", humanBytes(s.TotalBytes), min(pct, 100))

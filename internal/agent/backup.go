@@ -129,6 +129,7 @@ type backup struct {
 	hard   map[[2]uint64]*fileJob
 
 	files, dirs, bytes, reused, errs atomic.Uint64
+	filesDone                        atomic.Uint64 // files read (or reused) completely, for progress
 	totalFiles, totalBytes           atomic.Uint64
 	scanDone                         atomic.Bool
 	current                          atomic.Pointer[string]
@@ -542,6 +543,7 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 			n.Content = pn.Content
 			b.bytes.Add(n.Size)
 			b.reused.Add(1)
+			b.filesDone.Add(1)
 			return nil
 		}
 		j := &fileJob{path: path, node: n, st: st, done: make(chan struct{})}
@@ -565,6 +567,7 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 						j.node.Content = first.content
 						j.node.Size = first.size
 					}
+					b.filesDone.Add(1)
 					close(j.done)
 				}()
 				return &treeFuture{done: j.done}
@@ -811,6 +814,7 @@ func (b *backup) release(j *fileJob) {
 		j.node.Content = j.content
 		j.size = j.node.Size
 	}
+	b.filesDone.Add(1)
 	close(j.done)
 }
 
@@ -917,7 +921,7 @@ func (b *backup) startProgress(ctx context.Context, start time.Time, paths []str
 		go b.scan(ctx, paths, stop)
 	}
 	snap := func() Progress {
-		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
+		p := Progress{Files: b.filesDone.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
 			TotalFiles: b.totalFiles.Load(), TotalBytes: b.totalBytes.Load(), ScanDone: b.scanDone.Load(),
 			Elapsed: time.Since(start), BytesAdded: b.repo.BytesAdded() - b.addedBefore, Errors: b.errs.Load()}
 		if c := b.current.Load(); c != nil {
