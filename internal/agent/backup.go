@@ -102,7 +102,35 @@ type BackupResult struct {
 const (
 	chunkers    = 2
 	chunkBudget = 16 << 20
+	// chunkWindow is the buffer a chunk is read into: room for nearly all
+	// chunks (few exceed three times the 1 MiB average), so few are moved
+	// to a larger one.
+	chunkWindow = 3<<20 + 256<<10
 )
+
+// windowAlloc gives the chunkers their buffers from the backup's pool.
+type windowAlloc struct{ b *backup }
+
+func (w windowAlloc) Alloc(n int) []byte {
+	for {
+		select {
+		case buf := <-w.b.windows:
+			if cap(buf) >= n {
+				return buf[:n]
+			}
+			// Too small for a chunk that outgrew its window: drop it.
+		default:
+			return make([]byte, n, max(n, chunkWindow))
+		}
+	}
+}
+
+func (w windowAlloc) Free(buf []byte) {
+	select {
+	case w.b.windows <- buf:
+	default: // enough kept
+	}
+}
 
 type backup struct {
 	repo   BackupRepo
@@ -115,10 +143,15 @@ type backup struct {
 
 	fileJobs  chan *fileJob
 	chunkJobs chan *chunkJob
-	budget    *budget               // bounds chunk buffers in flight
-	chunkers  chan *chunker.Chunker // for files of at least the minimum chunk size
+	budget    *budget             // bounds chunk buffers in flight
+	chunkers  chan *chunker.Owned // for files of at least the minimum chunk size
 	smallBufs sync.Pool
 	bigBufs   sync.Pool
+	// windows keeps chunker buffers for reuse. A sync.Pool would lose
+	// them at every collection, and the soft heap limit makes those
+	// frequent: zeroing fresh 3 MiB buffers then cost more than the copy
+	// they save.
+	windows chan []byte
 
 	err      firstError // the first fatal error (vault or context)
 	warnMu   sync.Mutex
@@ -198,13 +231,14 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		fileJobs:    make(chan *fileJob, 64),
 		chunkJobs:   make(chan *chunkJob, opt.ChunkWorkers),
 		budget:      newBudget(chunkBudget),
-		chunkers:    make(chan *chunker.Chunker, chunkers),
+		chunkers:    make(chan *chunker.Owned, chunkers),
+		windows:     make(chan []byte, chunkers),
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
 		addedBefore: addedBefore,
 	}
 	for range chunkers {
-		c, err := chunker.NewWithGear(nil, b.gear, params)
+		c, err := chunker.NewOwned(nil, b.gear, params, windowAlloc{b}, chunkWindow)
 		if err != nil {
 			return nil, err
 		}
@@ -762,7 +796,7 @@ func (b *backup) readSmall(ctx context.Context, j *fileJob, f *os.File) (uint64,
 
 // readChunked splits r into chunks with one of the backup's chunkers.
 func (b *backup) readChunked(ctx context.Context, j *fileJob, r io.Reader, first int) (uint64, error) {
-	var c *chunker.Chunker
+	var c *chunker.Owned
 	select {
 	case c = <-b.chunkers:
 	case <-ctx.Done():
@@ -772,24 +806,24 @@ func (b *backup) readChunked(ctx context.Context, j *fileJob, r io.Reader, first
 	c.Reset(r)
 	var size uint64
 	for idx := first; ; idx++ {
-		data, err := c.Next()
+		// Each chunk comes in a buffer of its own, with a byte of headroom
+		// for the blob's encoding byte: nothing is copied on its way to
+		// the pack (a raw chunk is sealed where it lies).
+		buf, err := c.Next()
 		if err == io.EOF {
 			return size, nil
 		}
 		if err != nil {
 			return size, err
 		}
-		size += uint64(len(data))
-		b.bytes.Add(uint64(len(data)))
-		// One byte of headroom for the blob's encoding byte, so raw chunks
-		// are sealed without another copy.
-		n := len(data) + 1
-		if !b.budget.acquire(ctx, n) {
+		n := len(buf) - chunker.Headroom
+		size += uint64(n)
+		b.bytes.Add(uint64(n))
+		if !b.budget.acquire(ctx, cap(buf)) {
+			windowAlloc{b}.Free(buf)
 			return size, ctx.Err()
 		}
-		buf := b.getBuf(n)
-		*buf = append(append((*buf)[:0], 0), data...)
-		b.dispatch(j, idx, buf, n)
+		b.dispatch(j, idx, &buf, cap(buf))
 	}
 }
 
@@ -835,7 +869,9 @@ func (b *backup) getBuf(n int) *[]byte {
 }
 
 func (b *backup) putBuf(p *[]byte, cost int) {
-	if cap(*p) <= smallBuf {
+	if cap(*p) >= chunkWindow {
+		windowAlloc{b}.Free(*p)
+	} else if cap(*p) <= smallBuf {
 		b.smallBufs.Put(p)
 	} else {
 		b.bigBufs.Put(p)

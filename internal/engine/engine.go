@@ -79,7 +79,9 @@ type Vault struct {
 	errMu     sync.Mutex
 	err       error // first upload error; sticky
 	added     atomic.Uint64
-	bufPool   sync.Pool
+	// packBufs keeps data pack buffers for reuse; unlike a sync.Pool it
+	// survives garbage collections, so 17 MiB buffers are not zeroed anew.
+	packBufs chan []byte
 
 	openerMu sync.Mutex
 	openers  map[vault.ID]*format.PackOpener
@@ -254,7 +256,7 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 	}
 	v := &Vault{opt: opt, rec: rec, cfg: cfg, codec: format.NewCodec(), log: opt.Logger,
 		index: map[blobKey]vault.BlobRecord{}, pending: map[blobKey]struct{}{},
-		uploadSem: make(chan struct{}, opt.Uploads), syncSem: make(chan struct{}, maxSyncing), openers: map[vault.ID]*format.PackOpener{}}
+		packBufs: make(chan []byte, 1), uploadSem: make(chan struct{}, opt.Uploads), syncSem: make(chan struct{}, maxSyncing), openers: map[vault.ID]*format.PackOpener{}}
 	for t := range v.packers {
 		v.packers[t] = &packer{}
 	}
@@ -439,8 +441,12 @@ func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 // of the full pack size; tree packs, which are usually small, grow.
 func (v *Vault) getBuf(t vault.BlobType, need int) []byte {
 	if t == vault.DataBlob {
-		if b, ok := v.bufPool.Get().(*[]byte); ok && cap(*b) >= need+format.PackPrefixSize+(1<<20) {
-			return (*b)[:0]
+		select {
+		case b := <-v.packBufs:
+			if cap(b) >= need+format.PackPrefixSize+(1<<20) {
+				return b[:0]
+			}
+		default:
 		}
 		return make([]byte, 0, max(v.cfg.PackSize, need+format.PackPrefixSize)+(1<<20))
 	}
@@ -519,7 +525,10 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	id := w.ID()
 	rd := &consumedReader{r: bytes.NewReader(buf), done: func() {
 		if len(entries) > 0 && entries[0].Type == vault.DataBlob && cap(buf) >= v.cfg.PackSize {
-			v.bufPool.Put(&buf)
+			select {
+			case v.packBufs <- buf:
+			default:
+			}
 		}
 		released()
 	}}
