@@ -145,7 +145,9 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 	if create {
 		// Temporary files of a backup killed long ago; a running one's are
 		// younger.
-		st.RemoveStaleTemp(24 * time.Hour)
+		if _, err := st.RemoveStaleTemp(24 * time.Hour); err != nil {
+			fmt.Fprintf(a.stderr, "warning: could not remove old temporary files from %s: %v\n", storePath(loc.dir), err)
+		}
 	}
 	opt := engine.Options{Store: st, Catalog: cat, Keys: ks, Name: localCatalogName, Now: a.now}
 	var v *engine.Vault
