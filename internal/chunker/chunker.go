@@ -264,24 +264,31 @@ func (c *Chunker) fill() error {
 	}
 	// Here c.end-c.start < Max, so there is room.
 	dst := c.buf[c.end:min(len(c.buf), c.end+readBlock)]
+	n, eof, err := readOnce(c.r, dst)
+	c.end += n
+	c.eof = eof
+	return err
+}
+
+// readOnce issues one successful Read into dst, retrying (0, nil) results
+// up to maxEmptyReads times. It reports io.EOF as eof, not as an error.
+func readOnce(r io.Reader, dst []byte) (n int, eof bool, err error) {
 	for tries := 0; ; tries++ {
-		n, err := c.r.Read(dst)
+		n, err := r.Read(dst)
 		if n < 0 || n > len(dst) {
-			return fmt.Errorf("chunker: read: reader returned invalid count %d", n)
+			return 0, false, fmt.Errorf("chunker: read: reader returned invalid count %d", n)
 		}
-		c.end += n
 		if err == io.EOF {
-			c.eof = true
-			return nil
+			return n, true, nil
 		}
 		if err != nil {
-			return fmt.Errorf("chunker: read: %w", err)
+			return n, false, fmt.Errorf("chunker: read: %w", err)
 		}
 		if n > 0 {
-			return nil
+			return n, false, nil
 		}
 		if tries >= maxEmptyReads {
-			return fmt.Errorf("chunker: read: %w", io.ErrNoProgress)
+			return 0, false, fmt.Errorf("chunker: read: %w", io.ErrNoProgress)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package chunker
 
 import (
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -137,24 +136,8 @@ func (o *Owned) fill() error {
 		o.buf = nb
 	}
 	dst := o.buf[o.end:min(len(o.buf), o.end+ownedBlock)]
-	for tries := 0; ; tries++ {
-		n, err := o.r.Read(dst)
-		if n < 0 || n > len(dst) {
-			return fmt.Errorf("chunker: read: reader returned invalid count %d", n)
-		}
-		o.end += n
-		if err == io.EOF {
-			o.eof = true
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("chunker: read: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
-		if tries >= maxEmptyReads {
-			return fmt.Errorf("chunker: read: %w", io.ErrNoProgress)
-		}
-	}
+	n, eof, err := readOnce(o.r, dst)
+	o.end += n
+	o.eof = eof
+	return err
 }
