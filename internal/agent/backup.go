@@ -180,6 +180,51 @@ type fileJob struct {
 	done    chan struct{}
 	failed  atomic.Bool
 	size    uint64 // bytes read, set before done closes
+	// f is the file, opened by the walk when it queued the job (nil if
+	// that failed: the reader opens it again and reports why).
+	f *os.File
+}
+
+func (j *fileJob) closeFile() {
+	if j.f != nil {
+		j.f.Close()
+		j.f = nil
+	}
+}
+
+// prefetchMax is how much of a file the walk asks the kernel to read ahead
+// when it queues the file: all of a small file, the first chunk's worth of
+// a large one (sequential readahead takes over from there).
+const prefetchMax = 1 << 20
+
+// prefetch opens j's file and asks the kernel to start reading it, so that
+// by the time a reader gets to it the data is (mostly) in the page cache.
+//
+// This matters more than it looks: a read(2) of cold data blocks in the
+// kernel while holding one of the Go scheduler's Ps until the runtime's
+// monitor hands that P to another thread, so with one P per core, readers
+// waiting on the disk keep the chunk workers off the CPU. Measured on the
+// tree set with cold data, 2 cores: 1.85 s without, 1.2–1.3 s with.
+func (b *backup) prefetch(j *fileJob) {
+	if j.node.Size == 0 {
+		return
+	}
+	f, err := openFile(j.path)
+	if err != nil {
+		return
+	}
+	unix.Fadvise(int(f.Fd()), 0, int64(min(j.node.Size, prefetchMax)), unix.FADV_WILLNEED)
+	j.f = f
+}
+
+// openFile opens a file to back up without following a symlink and, where
+// the caller owns it, without updating its access time.
+func openFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		f, err = os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0) // O_NOATIME needs ownership
+	}
+	return f, err
 }
 
 type chunkJob struct {
@@ -607,9 +652,11 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 				return &treeFuture{done: j.done}
 			}
 		}
+		b.prefetch(j)
 		select {
 		case b.fileJobs <- j:
 		case <-ctx.Done():
+			j.closeFile()
 			j.node.Kind = 0
 			close(j.done)
 		}
@@ -717,6 +764,7 @@ func readDirNames(path string) ([]string, error) {
 func (b *backup) fileWorker(ctx context.Context) {
 	for j := range b.fileJobs {
 		if ctx.Err() != nil {
+			j.closeFile()
 			j.node.Kind = 0
 			close(j.done)
 			continue
@@ -730,9 +778,10 @@ func (b *backup) readFile(ctx context.Context, j *fileJob) {
 	b.current.Store(&p)
 	j.pending.Store(1) // the reader's own token
 	defer b.release(j)
-	f, err := os.OpenFile(j.path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
-	if errors.Is(err, unix.EPERM) {
-		f, err = os.OpenFile(j.path, os.O_RDONLY|unix.O_NOFOLLOW, 0) // O_NOATIME needs ownership
+	f, err := j.f, error(nil)
+	j.f = nil
+	if f == nil {
+		f, err = openFile(j.path)
 	}
 	if err != nil {
 		j.failed.Store(true)
