@@ -29,6 +29,7 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 				return err
 			}
 			defer v.Close()
+			v.store.DropReadCache(readData)
 			prog := a.newProgress("check")
 			var progFn func(engine.CheckProgress)
 			if prog != nil {

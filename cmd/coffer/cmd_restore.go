@@ -40,6 +40,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 				return err
 			}
 			a.limitMemory(restoreBudget)
+			v.store.DropReadCache(true)
 			prog := a.newProgress("restore")
 			res, err := agent.Restore(ctx, v, s.Tree, agent.RestoreOptions{
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,

@@ -53,6 +53,9 @@ type Store struct {
 	// unsupported, and by tests to exercise the link fallback.
 	noRenameat2 atomic.Bool
 
+	// dropReads: see DropReadCache.
+	dropReads atomic.Bool
+
 	// beforePublish, when set (by tests), runs after the temp file is
 	// written and closed and before it is published; an error fails Put.
 	beforePublish func(tmp, final string) error
@@ -251,15 +254,33 @@ func (s *Store) get(ctx context.Context, h vault.Handle, offset, length int64) (
 	case length >= 0 && length < n:
 		n = length
 	}
-	return &sectionReadCloser{io.NewSectionReader(f, offset, n), f}, nil
+	r := &sectionReadCloser{SectionReader: io.NewSectionReader(f, offset, n), f: f}
+	if s.dropReads.Load() {
+		r.drop, r.off, r.n = true, offset, n
+	}
+	return r, nil
 }
+
+// DropReadCache sets whether the pages a Get read are dropped from the
+// kernel's page cache when its reader is closed. Commands that read most
+// of the store once (restore, check --read-data) set it: the pack data
+// would otherwise push the user's working set out of memory, and the
+// pages freed are reused at once for the files being restored.
+func (s *Store) DropReadCache(on bool) { s.dropReads.Store(on) }
 
 type sectionReadCloser struct {
 	*io.SectionReader
-	f *os.File
+	f      *os.File
+	drop   bool
+	off, n int64
 }
 
-func (r *sectionReadCloser) Close() error { return r.f.Close() }
+func (r *sectionReadCloser) Close() error {
+	if r.drop && r.n > 0 {
+		dropPages(r.f, r.off, r.n)
+	}
+	return r.f.Close()
+}
 
 // notFound maps a missing file to vault.ErrNotFound.
 func notFound(err error) error {
