@@ -490,7 +490,7 @@ func (r *restorer) worker(ctx context.Context) {
 		}
 		if !allZero(data) { // zero runs stay holes: sparse files restore sparse
 			t.file.writeMu.Lock()
-			_, err := t.file.f.WriteAt(data, t.off)
+			err := writePieces(t.file.f, data, t.off)
 			t.file.writeMu.Unlock()
 			if err != nil {
 				t.file.failed.Store(true)
@@ -598,4 +598,26 @@ func (r *restorer) startProgress(start time.Time) func() {
 		}
 	}()
 	return func() { close(stop); <-done }
+}
+
+// writePiece is the most a restore writes with one write(2). The kernel
+// sizes page-cache folios by the write: a 1 MiB write asks for large
+// folios, which must come from large free blocks of memory. On a VM that
+// hands free memory back to its host those blocks are often cold, and
+// filling them cost 1.2–1.5 s of system time per 746 MB on this project's
+// machine, against 0.2 s in 64 KiB writes (dd, cold memory). In the
+// compare.sh sequence restores of the mixed set took 0.64–1.44 s with
+// 64 KiB writes and 0.61–2.05 s with one write per chunk.
+const writePiece = 64 << 10
+
+// writePieces writes data at off in pieces of at most writePiece bytes.
+func writePieces(f *os.File, data []byte, off int64) error {
+	for len(data) > 0 {
+		n := min(len(data), writePiece)
+		if _, err := f.WriteAt(data[:n], off); err != nil {
+			return err
+		}
+		data, off = data[n:], off+int64(n)
+	}
+	return nil
 }
