@@ -40,6 +40,11 @@ type app struct {
 	home     string
 	jsonOut  bool
 	noProg   bool
+	remote   remoteOpts
+
+	// onListen, when set (by tests), learns the address `coffer server`
+	// listens on.
+	onListen func(addr string)
 }
 
 const rootLong = `Coffer backs up directories into an encrypted, deduplicating vault.
@@ -55,9 +60,13 @@ Exit codes:
   3  finished, but some files could not be read or written (listed on stderr)
 
 Environment:
-  COFFER_HOME       where local vaults and the platform key file live
-  COFFER_VAULT      default for --vault
-  COFFER_KEY_FILE   default for --key-file`
+  COFFER_HOME          where local vaults and the platform key file live
+  COFFER_VAULT         default for --vault
+  COFFER_KEY_FILE      default for --key-file
+  COFFER_TOKEN         default for --token (vault servers)
+  COFFER_CACERT        default for --cacert
+  COFFER_FINGERPRINT   default for --fingerprint
+  HTTPS_PROXY          proxy for vault servers (NO_PROXY lists exceptions)`
 
 const rootExample = `  coffer backup ~/Documents --tag daily
   coffer snapshots
@@ -79,12 +88,16 @@ func newRootCmd(a *app) *cobra.Command {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.vaultRef, "vault", a.getenv("COFFER_VAULT"), "vault: a name under $COFFER_HOME/vaults, or a directory (default \"default\")")
+	pf.StringVar(&a.vaultRef, "vault", a.getenv("COFFER_VAULT"), "vault: a name under $COFFER_HOME/vaults, a directory, or https://host:port/NAME on a vault server (default \"default\")")
 	pf.StringVar(&a.keyFile, "key-file", a.getenv("COFFER_KEY_FILE"), "platform key file (default $COFFER_HOME/keys/platform.key)")
 	pf.BoolVar(&a.noProg, "no-progress", false, "never show the live progress display")
+	pf.StringVar(&a.remote.token, "token", "", "bearer token for a vault server, or @FILE holding it (default $COFFER_TOKEN)")
+	pf.StringVar(&a.remote.cacert, "cacert", "", "also trust this CA (PEM) for a vault server: its DATA/tls/ca.pem, or a TLS-inspecting proxy's CA (default $COFFER_CACERT)")
+	pf.StringVar(&a.remote.fingerprint, "fingerprint", "", "trust exactly the server certificate with this SHA-256 fingerprint, SHA256:<hex> (default $COFFER_FINGERPRINT)")
 	root.AddCommand(
 		newBackupCmd(a), newSnapshotsCmd(a), newLsCmd(a), newRestoreCmd(a),
 		newDiffCmd(a), newCheckCmd(a), newVaultCmd(a), newVersionCmd(a),
+		newServerCmd(a), newTokenCmd(a),
 	)
 	return root
 }

@@ -37,19 +37,28 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 				host = h
 			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, true)
+			v, err := a.open(ctx, true)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			if v.created && !jsonOut {
-				fmt.Fprintf(a.stderr, "created vault %q at %s\nplatform key file: %s (keep a copy somewhere else: without it the backups cannot be read)\n", v.loc.name, v.loc.dir, v.keys.Path())
+			var skip []string
+			switch v := v.(type) {
+			case *openedVault:
+				if v.created && !jsonOut {
+					fmt.Fprintf(a.stderr, "created vault %q at %s\nplatform key file: %s (keep a copy somewhere else: without it the backups cannot be read)\n", v.loc.name, v.loc.dir, v.keys.Path())
+				}
+				skip = append(skip, v.loc.dir)
+			case *remoteVault:
+				if err := v.LoadDedup(ctx); err != nil {
+					return err
+				}
 			}
 			a.limitMemory(backupBudget)
 			prog := a.newProgress("backup")
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
 				Paths: args, Tags: tags, Host: host, Excludes: excludes,
-				SkipDirs: []string{v.loc.dir}, Now: a.now, Scan: prog != nil,
+				SkipDirs: skip, Now: a.now, Scan: prog != nil,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", w)

@@ -24,12 +24,11 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			v.store.DropReadCache(readData)
 			prog := a.newProgress("check")
 			var progFn func(engine.CheckProgress)
 			if prog != nil {
@@ -37,7 +36,7 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 					prog.update(agent.Progress{Files: uint64(p.Done), Bytes: uint64(p.Bytes), Current: p.Phase + " " + p.Current})
 				}
 			}
-			rep, err := v.Check(ctx, engine.CheckOptions{ReadData: readData, Progress: progFn})
+			rep, err := v.CheckVault(ctx, readData, progFn)
 			prog.clear()
 			if err != nil {
 				return err

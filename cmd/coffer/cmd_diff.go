@@ -20,7 +20,7 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}

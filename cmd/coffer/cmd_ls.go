@@ -67,7 +67,7 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 		Args:    cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}

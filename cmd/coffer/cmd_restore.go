@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
 )
 
 func newRestoreCmd(a *app) *cobra.Command {
@@ -30,7 +32,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 				return fmt.Errorf("give the directory to restore into with --target DIR")
 			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}
@@ -40,7 +42,17 @@ that would escape it, or lead through a symlink, stops the restore.`,
 				return err
 			}
 			a.limitMemory(restoreBudget)
-			v.store.DropReadCache(true)
+			switch v := v.(type) {
+			case *openedVault:
+				v.store.DropReadCache(true)
+			case *remoteVault:
+				// With the chunk-ID key every download is verified against
+				// its ID here too; a token without backup rights restores
+				// what the server has authenticated (GCM) without it.
+				if err := v.LoadDedup(ctx); err != nil && !errors.Is(err, api.ErrForbidden) {
+					return err
+				}
+			}
 			prog := a.newProgress("restore")
 			res, err := agent.Restore(ctx, v, s.Tree, agent.RestoreOptions{
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,

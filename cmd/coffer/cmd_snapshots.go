@@ -53,7 +53,7 @@ func newSnapshotsCmd(a *app) *cobra.Command {
 		Example: "  coffer snapshots\n  coffer snapshots --json | jq '.[].id'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := a.openVault(cmd.Context(), false)
+			v, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return err
 			}

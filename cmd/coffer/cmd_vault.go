@@ -15,7 +15,7 @@ func newVaultCmd(a *app) *cobra.Command {
 		Use:   "vault",
 		Short: "Show and manage vaults",
 	}
-	cmd.AddCommand(newVaultShowCmd(a))
+	cmd.AddCommand(newVaultShowCmd(a), newVaultCreateCmd(a))
 	return cmd
 }
 
@@ -50,55 +50,56 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			snaps, err := v.Snapshots(ctx)
+			vi, err := v.Info(ctx)
 			if err != nil {
 				return err
 			}
-			var packs int
-			var size int64
-			if err := v.catalog.Packs(ctx, v.Record().ID, func(p vault.PackRecord) error {
-				packs++
-				size += p.Size
-				return nil
-			}); err != nil {
-				return err
-			}
-			ki := v.KeyInfo()
+			kek := vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion}
 			now := a.now()
 			if jsonOut {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
+				encryption := map[string]any{
+					"algorithm": vi.Algorithm, "key_source": vi.KeySource, "kek": kek.String(),
+					"kek_provider": vi.KEKProvider, "kek_id": vi.KEKID, "kek_version": vi.KEKVersion,
+					"wrap_algorithm": vi.WrapAlg, "dek_version": vi.DEKVersion,
+					"deks": vi.DEKCount, "created": vi.Created, "last_rotated": vi.LastRotated,
+					"keyring_generation": vi.KeyringGen, "key_reachable": true,
+				}
+				if vi.KeyFile != "" {
+					encryption["key_file"] = vi.KeyFile
+				}
 				return enc.Encode(map[string]any{
-					"name": v.loc.name, "id": v.Record().ID.String(), "path": v.loc.dir, "created": v.Config().Created,
-					"snapshots": len(snaps), "packs": packs, "stored_bytes": size,
-					"encryption": map[string]any{
-						"algorithm": ki.Algorithm, "key_source": ki.KeySource, "kek": ki.KEK.String(),
-						"kek_provider": ki.KEK.Provider, "kek_id": ki.KEK.KeyID, "kek_version": ki.KEK.Version,
-						"key_file": v.keys.Path(), "wrap_algorithm": ki.WrapAlg, "dek_version": ki.DEKVersion,
-						"deks": ki.DEKCount, "created": ki.Created, "last_rotated": ki.LastRotated,
-						"keyring_generation": ki.KeyringGen, "key_reachable": true,
-					},
+					"name": vi.Name, "id": vi.ID, "path": vi.Location, "created": vi.Created,
+					"snapshots": vi.Snapshots, "packs": vi.Packs, "stored_bytes": vi.StoredBytes,
+					"encryption": encryption,
 				})
 			}
-			fmt.Fprintf(a.stdout, "Vault %s (%s)\n", v.loc.name, v.Record().ID.Short())
-			fmt.Fprintf(a.stdout, "  location:      %s\n", v.loc.dir)
-			fmt.Fprintf(a.stdout, "  created:       %s\n", v.Config().Created.Local().Format(time.RFC3339))
-			fmt.Fprintf(a.stdout, "  snapshots:     %d\n", len(snaps))
-			fmt.Fprintf(a.stdout, "  stored:        %s in %d packs\n", humanBytes(uint64(size)), packs)
+			id := vi.ID
+			if len(id) > 8 {
+				id = id[:8]
+			}
+			fmt.Fprintf(a.stdout, "Vault %s (%s)\n", vi.Name, id)
+			fmt.Fprintf(a.stdout, "  location:      %s\n", vi.Location)
+			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
+			fmt.Fprintf(a.stdout, "  snapshots:     %d\n", vi.Snapshots)
+			fmt.Fprintf(a.stdout, "  stored:        %s in %d packs\n", humanBytes(uint64(vi.StoredBytes)), vi.Packs)
 			fmt.Fprintf(a.stdout, "Backup Encryption\n")
-			fmt.Fprintf(a.stdout, "  algorithm:     %s (every pack, tree and snapshot)\n", ki.Algorithm)
-			fmt.Fprintf(a.stdout, "  key source:    %s\n", ki.KeySource)
-			fmt.Fprintf(a.stdout, "  key (KEK):     %s, wraps with %s\n", ki.KEK, ki.WrapAlg)
-			fmt.Fprintf(a.stdout, "  key file:      %s\n", v.keys.Path())
+			fmt.Fprintf(a.stdout, "  algorithm:     %s (every pack, tree and snapshot)\n", vi.Algorithm)
+			fmt.Fprintf(a.stdout, "  key source:    %s\n", vi.KeySource)
+			fmt.Fprintf(a.stdout, "  key (KEK):     %s, wraps with %s\n", kek, vi.WrapAlg)
+			if vi.KeyFile != "" {
+				fmt.Fprintf(a.stdout, "  key file:      %s\n", vi.KeyFile)
+			}
 			fmt.Fprintf(a.stdout, "  key reachable: yes\n")
-			fmt.Fprintf(a.stdout, "  data key:      DEK v%d (%d in keyring)\n", ki.DEKVersion, ki.DEKCount)
-			fmt.Fprintf(a.stdout, "  created:       %s\n", ki.Created.Local().Format(time.RFC3339))
-			fmt.Fprintf(a.stdout, "  last rotated:  %s (%s)\n", ki.LastRotated.Local().Format(time.RFC3339), ago(now, ki.LastRotated))
+			fmt.Fprintf(a.stdout, "  data key:      DEK v%d (%d in keyring)\n", vi.DEKVersion, vi.DEKCount)
+			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
+			fmt.Fprintf(a.stdout, "  last rotated:  %s (%s)\n", vi.LastRotated.Local().Format(time.RFC3339), ago(now, vi.LastRotated))
 			return nil
 		},
 	}

@@ -63,8 +63,8 @@ func (a *app) locate() (location, error) {
 	}
 	var loc location
 	switch {
-	case strings.HasPrefix(ref, "https://") || strings.HasPrefix(ref, "http://"):
-		return loc, fmt.Errorf("vault %s: remote vaults are not supported by this build yet; use a local vault name or directory", ref)
+	case isRemote(ref):
+		return loc, fmt.Errorf("vault %s is on a server: this command works on local vaults only", ref)
 	case strings.ContainsRune(ref, '/') || ref == "." || ref == "..":
 		dir, err := filepath.Abs(ref)
 		if err != nil {

@@ -26,13 +26,28 @@ import (
 
 // testVault is a real local vault (directory store, SQLite catalog,
 // platform key file) in a temporary directory.
+//
+// In the remote variant of the suite (TestRemote) the vault lives in a vault
+// server on loopback TLS: Vault is the server's engine (for inspection and
+// for planting hand-made objects) and repo, which the agent uses, is the
+// HTTPS client.
 type testVault struct {
 	*engine.Vault
-	dir string
+	dir  string
+	repo repo
+}
+
+// repo is the agent's vault contract.
+type repo interface {
+	agent.BackupRepo
+	agent.RestoreRepo
 }
 
 func newVault(t testing.TB, chunking vault.ChunkerParams) *testVault {
 	t.Helper()
+	if remoteMode {
+		return newRemoteVault(t, chunking)
+	}
 	dir := t.TempDir()
 	ks, err := platform.Create(filepath.Join(dir, "keys", "platform.key"), time.Now())
 	if err != nil {
@@ -51,7 +66,7 @@ func newVault(t testing.TB, chunking vault.ChunkerParams) *testVault {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testVault{Vault: v, dir: filepath.Join(dir, "vault")}
+	return &testVault{Vault: v, dir: filepath.Join(dir, "vault"), repo: v}
 }
 
 // small chunking so tests make many chunks from little data.
@@ -59,7 +74,7 @@ var small = vault.ChunkerParams{Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10}
 
 func backup(t testing.TB, v *testVault, paths ...string) *agent.BackupResult {
 	t.Helper()
-	res, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: paths, Host: "testhost"})
+	res, err := agent.Backup(context.Background(), v.repo, agent.BackupOptions{Paths: paths, Host: "testhost"})
 	if err != nil {
 		t.Fatalf("backup: %v", err)
 	}
@@ -68,7 +83,7 @@ func backup(t testing.TB, v *testVault, paths ...string) *agent.BackupResult {
 
 func restore(t testing.TB, v *testVault, root vault.ID, opt agent.RestoreOptions) *agent.RestoreResult {
 	t.Helper()
-	res, err := agent.Restore(context.Background(), v, root, opt)
+	res, err := agent.Restore(context.Background(), v.repo, root, opt)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -167,7 +182,7 @@ func TestFidelity(t *testing.T) {
 
 	v := newVault(t, small)
 	var warnings []agent.Warning
-	res, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: []string{src}, Host: "h",
+	res, err := agent.Backup(context.Background(), v.repo, agent.BackupOptions{Paths: []string{src}, Host: "h",
 		Warn: func(w agent.Warning) { warnings = append(warnings, w) }})
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +374,7 @@ func TestIncremental(t *testing.T) {
 func chunksOf(t *testing.T, v *testVault, root vault.ID, p string) []vault.ID {
 	t.Helper()
 	var ids []vault.ID
-	err := agent.Walk(context.Background(), v, root, p, func(q string, n *format.Node) error {
+	err := agent.Walk(context.Background(), v.repo, root, p, func(q string, n *format.Node) error {
 		if q == p {
 			ids = n.Content
 		}
@@ -374,7 +389,7 @@ func chunksOf(t *testing.T, v *testVault, root vault.ID, p string) []vault.ID {
 func subtree(t *testing.T, v *testVault, root vault.ID, p string) vault.ID {
 	t.Helper()
 	var id vault.ID
-	err := agent.Walk(context.Background(), v, root, p, func(q string, n *format.Node) error {
+	err := agent.Walk(context.Background(), v.repo, root, p, func(q string, n *format.Node) error {
 		if q == p {
 			id = n.Subtree
 		}
@@ -421,7 +436,7 @@ func TestSafeRestoreRefusesMaliciousTrees(t *testing.T) {
 			root := maliciousTree(t, v, name)
 			parent := t.TempDir()
 			target := filepath.Join(parent, "target")
-			_, err := agent.Restore(context.Background(), v, root, agent.RestoreOptions{Target: target})
+			_, err := agent.Restore(context.Background(), v.repo, root, agent.RestoreOptions{Target: target})
 			if err == nil {
 				t.Fatal("restore of a malicious tree succeeded")
 			}
@@ -437,7 +452,7 @@ func TestSafeRestoreRefusesMaliciousTrees(t *testing.T) {
 	t.Run("duplicate names", func(t *testing.T) {
 		v := newVault(t, small)
 		root := maliciousTree(t, v, "a", "a")
-		if _, err := agent.Restore(context.Background(), v, root, agent.RestoreOptions{Target: t.TempDir()}); !errors.Is(err, vault.ErrCorrupt) {
+		if _, err := agent.Restore(context.Background(), v.repo, root, agent.RestoreOptions{Target: t.TempDir()}); !errors.Is(err, vault.ErrCorrupt) {
 			t.Fatalf("got %v, want ErrCorrupt", err)
 		}
 	})
@@ -457,7 +472,7 @@ func TestRestoreRefusesSymlinkInTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, overwrite := range []bool{false, true} {
-		_, err := agent.Restore(context.Background(), v, res.Snapshot.Tree, agent.RestoreOptions{Target: target, Overwrite: overwrite})
+		_, err := agent.Restore(context.Background(), v.repo, res.Snapshot.Tree, agent.RestoreOptions{Target: target, Overwrite: overwrite})
 		if !errors.Is(err, agent.ErrUnsafePath) {
 			t.Fatalf("overwrite=%v: got %v, want ErrUnsafePath", overwrite, err)
 		}
@@ -533,7 +548,7 @@ func TestFileChangedWhileReadIsReported(t *testing.T) {
 		}
 	}()
 	var warned bool
-	_, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: []string{src}, Host: "h",
+	_, err := agent.Backup(context.Background(), v.repo, agent.BackupOptions{Paths: []string{src}, Host: "h",
 		Warn: func(w agent.Warning) {
 			if strings.Contains(w.Err.Error(), "changed while") {
 				warned = true
@@ -561,7 +576,7 @@ func TestDiff(t *testing.T) {
 	write(t, filepath.Join(src, "new"), []byte("n"))
 	b := backup(t, v, src)
 	got := map[string]byte{}
-	if err := agent.Diff(context.Background(), v, a.Snapshot.Tree, b.Snapshot.Tree, func(c agent.Change) error {
+	if err := agent.Diff(context.Background(), v.repo, a.Snapshot.Tree, b.Snapshot.Tree, func(c agent.Change) error {
 		got[c.Path] = c.Op
 		return nil
 	}); err != nil {
@@ -606,7 +621,7 @@ func TestRestoreIncludeMissing(t *testing.T) {
 	v := newVault(t, small)
 	res := backup(t, v, src)
 	target := t.TempDir()
-	_, err := agent.Restore(context.Background(), v, res.Snapshot.Tree, agent.RestoreOptions{Target: target, Include: []string{filepath.Join(src, "nope")}})
+	_, err := agent.Restore(context.Background(), v.repo, res.Snapshot.Tree, agent.RestoreOptions{Target: target, Include: []string{filepath.Join(src, "nope")}})
 	if !errors.Is(err, vault.ErrNotFound) {
 		t.Fatalf("got %v, want ErrNotFound", err)
 	}

@@ -611,6 +611,18 @@ func (v *Vault) SaveTree(ctx context.Context, t *format.Tree) (vault.ID, error) 
 	return id, err
 }
 
+// EachBlob calls fn for every indexed blob until fn returns false. The
+// index lock is held meanwhile: fn must not call the vault.
+func (v *Vault) EachBlob(fn func(t vault.BlobType, id vault.ID, rawLen uint32) bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k, r := range v.index {
+		if !fn(k.t, k.id, r.RawLen) {
+			return
+		}
+	}
+}
+
 // Lookup returns where blob t/id is stored.
 func (v *Vault) Lookup(t vault.BlobType, id vault.ID) (vault.BlobRecord, bool) {
 	v.mu.Lock()
@@ -674,6 +686,35 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 	if err != nil {
 		return nil, err
 	}
+	return v.decodeVerify(r, t, id, p, dst)
+}
+
+// LoadEncoded returns blob t/id unsealed but still encoded (the encoding
+// byte and the possibly compressed payload, as SaveBlob took it), appended
+// to dst[:0], and its raw length. The GCM tag is checked; the ID is not:
+// whoever decodes it (a remote agent) verifies it.
+func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, uint32, error) {
+	r, ok := v.Lookup(t, id)
+	if !ok {
+		return nil, 0, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	}
+	o, err := v.opener(ctx, r.Pack)
+	if err != nil {
+		return nil, 0, err
+	}
+	sealed, err := readRangeInto(ctx, v.opt.Store, packHandle(r.Pack), int64(r.Offset), int64(r.Length), dst)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)
+	}
+	p, err := o.Open(sealed[:0], t, id, r.Offset, sealed)
+	if err != nil {
+		return nil, 0, err
+	}
+	return p, r.RawLen, nil
+}
+
+// decodeVerify decodes the unsealed blob p into dst and checks its ID.
+func (v *Vault) decodeVerify(r vault.BlobRecord, t vault.BlobType, id vault.ID, p, dst []byte) ([]byte, error) {
 	out, err := v.codec.Decode(dst, p, r.RawLen)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)

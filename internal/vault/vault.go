@@ -171,6 +171,20 @@ type SnapshotRecord struct {
 	Duration   time.Duration
 }
 
+// TokenRecord is a bearer token's row in the catalog. The token itself is
+// never stored, only its hash (package authn says how tokens are made).
+type TokenRecord struct {
+	ID        string    // short public identifier, safe to show and log (authn: 16 hex digits)
+	Name      string    // the owner's label for the token
+	Role      string    // authn.Role
+	Vault     string    // the vault name the token is for; "" for a server-wide token
+	Hash      [32]byte  // SHA-256 of the token's secret bytes
+	Created   time.Time // when the token was issued
+	Expires   time.Time // zero: never expires
+	Revoked   time.Time // zero: not revoked
+	CreatedBy string    // ID of the token that created this one; "" for the initial owner token
+}
+
 // Catalog is the SQL index of vault state. It is an index, never the only
 // copy of what a restore needs: everything in it can be rebuilt from the
 // store and the KEK.
@@ -201,6 +215,25 @@ type Catalog interface {
 	AddSnapshot(ctx context.Context, vault ID, s SnapshotRecord) error
 	// Snapshots returns every snapshot of vault, ordered by Time, then ID.
 	Snapshots(ctx context.Context, vault ID) ([]SnapshotRecord, error)
+
+	// AddToken records a bearer token; ErrExists if its ID or its hash is
+	// taken, ErrNotFound if t.Vault is not "" and names no vault. ID, Role
+	// and Created must be set; a zero Expires (never expires) or Revoked
+	// (active) is stored as zero and read back as zero.
+	AddToken(ctx context.Context, t TokenRecord) error
+	// TokenByHash returns the token whose Hash is hash, or ErrNotFound. It
+	// returns revoked and expired tokens too: judging them is the
+	// caller's job. It reads the catalog on every call, so a revocation
+	// by any process is seen by the next call.
+	TokenByHash(ctx context.Context, hash [32]byte) (TokenRecord, error)
+	// Tokens returns every token, revoked and expired ones included,
+	// ordered by Created, then ID; none in a new catalog.
+	Tokens(ctx context.Context) ([]TokenRecord, error)
+	// RevokeToken records that the token with ID id was revoked at at (a
+	// time that must be set); ErrNotFound if there is no such token.
+	// Revoking a revoked token succeeds and keeps the first revocation
+	// time. Tokens are never deleted.
+	RevokeToken(ctx context.Context, id string, at time.Time) error
 
 	// Close releases resources.
 	Close() error

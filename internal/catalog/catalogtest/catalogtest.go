@@ -18,11 +18,13 @@ package catalogtest
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +56,14 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"SnapshotDuplicate", testSnapshotDuplicate},
 		{"IterationStops", testIterationStops},
 		{"Concurrent", testConcurrent},
+		{"TokenRoundTrip", testTokenRoundTrip},
+		{"TokenDuplicate", testTokenDuplicate},
+		{"TokenNotFound", testTokenNotFound},
+		{"TokenUnknownVault", testTokenUnknownVault},
+		{"TokenOrder", testTokenOrder},
+		{"TokenRevoke", testTokenRevoke},
+		{"TokenRevokeUnknown", testTokenRevokeUnknown},
+		{"TokenExpiry", testTokenExpiry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -628,4 +638,251 @@ func testConcurrent(t *testing.T, c vault.Catalog) {
 	equal(t, "Packs", allPacks(t, c, v.ID), normPacks(wantPacks...))
 	equal(t, "Blobs", allBlobs(t, c, v.ID), normBlobs(wantBlobs...))
 	equal(t, "Snapshots", snapshots(t, c, v.ID), normSnapshots(wantSnaps))
+}
+
+// newToken returns a vault-scoped token record with a random hash and a
+// random ID of 16 lowercase hex digits.
+func newToken(t *testing.T, vaultName string, created time.Time) vault.TokenRecord {
+	t.Helper()
+	var id [8]byte
+	rand.Read(id[:])
+	tok := vault.TokenRecord{
+		ID:        hex.EncodeToString(id[:]),
+		Name:      "laptop backups",
+		Role:      "backup-operator",
+		Vault:     vaultName,
+		Created:   created,
+		CreatedBy: "0123456789abcdef",
+	}
+	rand.Read(tok.Hash[:])
+	return tok
+}
+
+func addToken(t *testing.T, c vault.Catalog, tok vault.TokenRecord) {
+	t.Helper()
+	if err := c.AddToken(t.Context(), tok); err != nil {
+		t.Fatalf("AddToken(%s): %v", tok.ID, err)
+	}
+}
+
+// normTokens puts times in UTC (a zero time stays zero) and treats nil and
+// empty alike.
+func normTokens(ts ...vault.TokenRecord) []vault.TokenRecord {
+	if len(ts) == 0 {
+		return nil
+	}
+	ts = slices.Clone(ts)
+	for i := range ts {
+		ts[i].Created = ts[i].Created.UTC()
+		ts[i].Expires = ts[i].Expires.UTC()
+		ts[i].Revoked = ts[i].Revoked.UTC()
+	}
+	return ts
+}
+
+func tokens(t *testing.T, c vault.Catalog) []vault.TokenRecord {
+	t.Helper()
+	ts, err := c.Tokens(t.Context())
+	if err != nil {
+		t.Fatalf("Tokens: %v", err)
+	}
+	return normTokens(ts...)
+}
+
+func tokenByHash(t *testing.T, c vault.Catalog, hash [32]byte) vault.TokenRecord {
+	t.Helper()
+	tok, err := c.TokenByHash(t.Context(), hash)
+	if err != nil {
+		t.Fatalf("TokenByHash: %v", err)
+	}
+	return normTokens(tok)[0]
+}
+
+func testTokenRoundTrip(t *testing.T, c vault.Catalog) {
+	createVault(t, c, "Ärchiv – 東京 🗄")
+	if got := tokens(t, c); len(got) != 0 {
+		t.Errorf("Tokens of a new catalog: %v", got)
+	}
+	// The initial owner token: server-wide, never expires, created by
+	// nobody.
+	owner := vault.TokenRecord{ID: "00000000000000ff", Name: "initial owner", Role: "owner", Created: base}
+	rand.Read(owner.Hash[:])
+	// A vault-scoped token with every field set.
+	scoped := newToken(t, "Ärchiv – 東京 🗄", base.Add(time.Microsecond))
+	scoped.Name = `zoë's "laptop", 日本語`
+	scoped.Expires = base.Add(90 * 24 * time.Hour)
+	scoped.CreatedBy = owner.ID
+	addToken(t, c, owner)
+	addToken(t, c, scoped)
+
+	for _, want := range []vault.TokenRecord{owner, scoped} {
+		got := tokenByHash(t, c, want.Hash)
+		equal(t, "TokenByHash("+want.ID+")", got, normTokens(want)[0])
+		if !got.Revoked.IsZero() {
+			t.Errorf("token %s: Revoked = %v, want zero (active)", want.ID, got.Revoked)
+		}
+	}
+	if got := tokenByHash(t, c, owner.Hash); !got.Expires.IsZero() || got.Vault != "" || got.CreatedBy != "" {
+		t.Errorf("owner token: Expires %v, Vault %q, CreatedBy %q; want zero, \"\", \"\"", got.Expires, got.Vault, got.CreatedBy)
+	}
+	equal(t, "Tokens", tokens(t, c), normTokens(owner, scoped))
+}
+
+func testTokenDuplicate(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	createVault(t, c, "primary")
+	orig := newToken(t, "primary", base)
+	addToken(t, c, orig)
+
+	sameID := newToken(t, "primary", base.Add(time.Hour))
+	sameID.ID = orig.ID
+	if err := c.AddToken(ctx, sameID); !errors.Is(err, vault.ErrExists) {
+		t.Errorf("AddToken with a taken ID: got %v, want ErrExists", err)
+	}
+	sameHash := newToken(t, "primary", base.Add(time.Hour))
+	sameHash.Hash = orig.Hash
+	sameHash.Role = "owner"
+	sameHash.Vault = ""
+	if err := c.AddToken(ctx, sameHash); !errors.Is(err, vault.ErrExists) {
+		t.Errorf("AddToken with a taken hash: got %v, want ErrExists", err)
+	}
+	if _, err := c.TokenByHash(ctx, sameID.Hash); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("TokenByHash of the refused token: got %v, want ErrNotFound", err)
+	}
+	equal(t, "TokenByHash", tokenByHash(t, c, orig.Hash), normTokens(orig)[0])
+	equal(t, "Tokens", tokens(t, c), normTokens(orig))
+}
+
+func testTokenNotFound(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	if _, err := c.TokenByHash(ctx, [32]byte{}); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("TokenByHash in an empty catalog: got %v, want ErrNotFound", err)
+	}
+	createVault(t, c, "primary")
+	tok := newToken(t, "primary", base)
+	addToken(t, c, tok)
+	near := tok.Hash
+	near[31] ^= 1
+	for _, h := range [][32]byte{{}, near, {0: tok.Hash[0]}} {
+		if got, err := c.TokenByHash(ctx, h); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("TokenByHash(%x): got %+v, %v; want ErrNotFound", h, got, err)
+		}
+	}
+}
+
+// testTokenUnknownVault checks that a token cannot name a vault that does
+// not exist (yet): it would start to work when someone creates a vault of
+// that name.
+func testTokenUnknownVault(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	createVault(t, c, "primary")
+	for _, name := range []string{"missing", "primary ", "Primary"} {
+		tok := newToken(t, name, base)
+		if err := c.AddToken(ctx, tok); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("AddToken for vault %q: got %v, want ErrNotFound", name, err)
+		}
+	}
+	if got := tokens(t, c); len(got) != 0 {
+		t.Errorf("Tokens after refused adds: %+v", got)
+	}
+}
+
+func testTokenOrder(t *testing.T, c vault.Catalog) {
+	createVault(t, c, "primary")
+	east := time.FixedZone("UTC+9", 9*3600)
+	west := time.FixedZone("UTC-8", -8*3600)
+	var want []vault.TokenRecord
+	// Wall clocks in different locations sort differently from their
+	// instants.
+	for _, tm := range []time.Time{
+		time.Date(2024, 1, 1, 8, 0, 0, 0, east),       // 2023-12-31T23:00Z
+		time.Date(2023, 12, 31, 16, 0, 0, 1000, west), // 2024-01-01T00:00:00.000001Z
+		time.Date(2024, 1, 1, 0, 0, 1, 0, time.UTC),
+		time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		want = append(want, newToken(t, "primary", tm))
+	}
+	// Three tokens created at the same instant sort by ID.
+	same := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	var ties []vault.TokenRecord
+	for i := range 3 {
+		ties = append(ties, newToken(t, "primary", same.In([]*time.Location{east, west, time.UTC}[i])))
+	}
+	ties[0].ID, ties[1].ID, ties[2].ID = "b000000000000000", "a000000000000000", "a000000000000001"
+	slices.SortFunc(ties, func(a, b vault.TokenRecord) int { return strings.Compare(a.ID, b.ID) })
+	want = slices.Insert(want, 3, ties...)
+
+	for _, i := range []int{4, 0, 6, 2, 5, 1, 3} {
+		addToken(t, c, want[i])
+	}
+	equal(t, "Tokens", tokens(t, c), normTokens(want...))
+}
+
+func testTokenRevoke(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	createVault(t, c, "primary")
+	a := newToken(t, "primary", base)
+	b := newToken(t, "primary", base.Add(time.Second))
+	addToken(t, c, a)
+	addToken(t, c, b)
+
+	at := base.Add(time.Hour + 123456*time.Microsecond).In(time.FixedZone("UTC-3", -3*3600))
+	if err := c.RevokeToken(ctx, a.ID, at); err != nil {
+		t.Fatalf("RevokeToken: %v", err)
+	}
+	wantA := a
+	wantA.Revoked = at
+	equal(t, "TokenByHash of the revoked token", tokenByHash(t, c, a.Hash), normTokens(wantA)[0])
+	equal(t, "TokenByHash of the other token", tokenByHash(t, c, b.Hash), normTokens(b)[0])
+
+	// Revoking again succeeds and keeps the first time, earlier or later.
+	for _, again := range []time.Time{at.Add(time.Hour), at.Add(-time.Minute)} {
+		if err := c.RevokeToken(ctx, a.ID, again); err != nil {
+			t.Errorf("RevokeToken of a revoked token: %v", err)
+		}
+	}
+	equal(t, "TokenByHash after revoking twice", tokenByHash(t, c, a.Hash), normTokens(wantA)[0])
+	equal(t, "Tokens", tokens(t, c), normTokens(wantA, b))
+}
+
+func testTokenRevokeUnknown(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	if err := c.RevokeToken(ctx, "0123456789abcdef", base); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("RevokeToken in an empty catalog: got %v, want ErrNotFound", err)
+	}
+	createVault(t, c, "primary")
+	tok := newToken(t, "primary", base)
+	addToken(t, c, tok)
+	for _, id := range []string{"", tok.ID[:15], tok.ID + "0", strings.ToUpper(tok.ID), tok.Name} {
+		if err := c.RevokeToken(ctx, id, base); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("RevokeToken(%q): got %v, want ErrNotFound", id, err)
+		}
+	}
+	equal(t, "Tokens", tokens(t, c), normTokens(tok))
+}
+
+// testTokenExpiry checks that expiry times survive exactly (to the
+// microsecond, whatever their location), and that a zero one stays zero.
+func testTokenExpiry(t *testing.T, c vault.Catalog) {
+	createVault(t, c, "primary")
+	var want []vault.TokenRecord
+	for i, exp := range []time.Time{
+		{},
+		base.Add(time.Microsecond),
+		time.Date(2025, 12, 31, 23, 59, 59, 999999000, time.FixedZone("UTC+14", 14*3600)),
+		time.Date(2200, 1, 2, 3, 4, 5, 6000, time.Local),
+		time.Date(1999, 1, 1, 0, 0, 0, 1000, time.UTC), // before Created: stored as given
+	} {
+		tok := newToken(t, "primary", base.Add(time.Duration(i)*time.Second))
+		tok.Expires = exp
+		addToken(t, c, tok)
+		want = append(want, tok)
+	}
+	for _, w := range want {
+		got := tokenByHash(t, c, w.Hash)
+		if !got.Expires.Equal(w.Expires) || got.Expires.IsZero() != w.Expires.IsZero() {
+			t.Errorf("token %s: Expires = %v, want %v", w.ID, got.Expires, w.Expires)
+		}
+	}
+	equal(t, "Tokens", tokens(t, c), normTokens(want...))
 }

@@ -11,8 +11,9 @@ import (
 // only: a released migration never changes.
 //
 // Conventions: IDs are 32-byte BLOBs; times are INTEGER Unix nanoseconds
-// (UTC); uint64 counters are stored bit for bit as INTEGER (SQLite's
-// INTEGER is a signed 64-bit value).
+// (UTC), NULL for a zero time where one is allowed; uint64 counters are
+// stored bit for bit as INTEGER (SQLite's INTEGER is a signed 64-bit
+// value).
 var migrations = [][]string{
 	// 1: initial schema.
 	{
@@ -68,6 +69,28 @@ var migrations = [][]string{
 			PRIMARY KEY (vault, id)
 		) STRICT`,
 		`CREATE INDEX snapshots_by_time ON snapshots (vault, time, id)`,
+	},
+
+	// 2: bearer tokens of the vault server.
+	{
+		// Only the token's hash is kept. A vault-scoped token names its
+		// vault by name (NULL for a server-wide token); the foreign key
+		// refuses tokens for a vault that does not exist yet, which would
+		// otherwise start to work when someone creates a vault of that
+		// name, and refuses to delete a vault that tokens still name.
+		// Rows are never deleted: revocation sets revoked.
+		`CREATE TABLE tokens (
+			id         TEXT    NOT NULL PRIMARY KEY CHECK (id <> ''),
+			hash       BLOB    NOT NULL UNIQUE CHECK (length(hash) = 32),
+			name       TEXT    NOT NULL,
+			role       TEXT    NOT NULL CHECK (role <> ''),
+			vault      TEXT             REFERENCES vaults (name) CHECK (vault <> ''), -- NULL: server-wide
+			created    INTEGER NOT NULL,
+			expires    INTEGER,          -- NULL: never
+			revoked    INTEGER,          -- NULL: active
+			created_by TEXT              -- NULL: the initial owner token
+		) STRICT`,
+		`CREATE INDEX tokens_by_created ON tokens (created, id)`,
 	},
 }
 

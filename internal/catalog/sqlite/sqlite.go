@@ -500,3 +500,149 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 	}
 	return ss, nil
 }
+
+// nullUnixNano is unixNano with NULL for the zero time.
+func nullUnixNano(t time.Time) (any, error) {
+	if t.IsZero() {
+		return nil, nil
+	}
+	return unixNano(t)
+}
+
+// fromNullUnixNano is fromUnixNano with the zero time for NULL.
+func fromNullUnixNano(ns sql.NullInt64) time.Time {
+	if !ns.Valid {
+		return time.Time{}
+	}
+	return fromUnixNano(ns.Int64)
+}
+
+// nullString returns s, or NULL for "".
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// AddToken records a bearer token; ErrExists if its ID or hash is taken,
+// ErrNotFound if t.Vault is not "" and names no vault.
+func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
+	if t.ID == "" || t.Role == "" {
+		return fmt.Errorf("add token %q: ID and role must be set", t.ID)
+	}
+	created, err := unixNano(t.Created)
+	if err != nil {
+		return fmt.Errorf("add token %s: created: %w", t.ID, err)
+	}
+	expires, err := nullUnixNano(t.Expires)
+	if err != nil {
+		return fmt.Errorf("add token %s: expires: %w", t.ID, err)
+	}
+	revoked, err := nullUnixNano(t.Revoked)
+	if err != nil {
+		return fmt.Errorf("add token %s: revoked: %w", t.ID, err)
+	}
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, name, role, vault, created, expires, revoked, created_by)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Hash[:], t.Name, t.Role, nullString(t.Vault), created, expires, revoked, nullString(t.CreatedBy))
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add token %s: vault %q: %w", t.ID, t.Vault, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("add token %s: ID or hash: %w", t.ID, vault.ErrExists)
+	}
+	return fmt.Errorf("add token %s: %w", t.ID, err)
+}
+
+const tokenColumns = `id, hash, name, role, vault, created, expires, revoked, created_by`
+
+// scanToken reads a row of tokenColumns.
+func scanToken(row interface{ Scan(...any) error }) (vault.TokenRecord, error) {
+	var (
+		t                vault.TokenRecord
+		hash             []byte
+		vaultName, by    sql.NullString
+		created          int64
+		expires, revoked sql.NullInt64
+	)
+	if err := row.Scan(&t.ID, &hash, &t.Name, &t.Role, &vaultName, &created, &expires, &revoked, &by); err != nil {
+		return vault.TokenRecord{}, err
+	}
+	if len(hash) != len(t.Hash) {
+		return vault.TokenRecord{}, fmt.Errorf("token %s: stored hash has %d bytes, want %d", t.ID, len(hash), len(t.Hash))
+	}
+	copy(t.Hash[:], hash)
+	t.Vault, t.CreatedBy = vaultName.String, by.String
+	t.Created = fromUnixNano(created)
+	t.Expires, t.Revoked = fromNullUnixNano(expires), fromNullUnixNano(revoked)
+	return t, nil
+}
+
+// TokenByHash returns the token whose hash is hash, revoked and expired
+// ones included, or ErrNotFound. It always reads the file: there is no
+// cache, so a revocation by any process takes effect at once.
+func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRecord, error) {
+	t, err := scanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`, hash[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", err)
+	}
+	return t, nil
+}
+
+// Tokens returns every token, revoked and expired ones included, ordered
+// by creation time, then ID.
+func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []vault.TokenRecord
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeToken records that token id was revoked at at; ErrNotFound if
+// there is no such token. Revoking it again keeps the first time.
+func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) error {
+	ns, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	var n int64
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		// coalesce keeps the first revocation time; the row still counts
+		// as changed, so n tells whether the token exists.
+		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked = coalesce(revoked, ?) WHERE id = ?`, ns, id)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("revoke token %s: %w", id, vault.ErrNotFound)
+	}
+	return nil
+}

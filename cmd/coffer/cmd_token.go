@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/client"
+)
+
+// serverClient returns a client for the server that --vault names, and the
+// vault name in it ("" when the URL names only the server).
+func (a *app) serverClient() (*client.Client, string, error) {
+	if !isRemote(a.vaultRef) {
+		return nil, "", errors.New("give the vault server with --vault https://host:port[/VAULT] (or COFFER_VAULT)")
+	}
+	srv, name, err := client.SplitVaultURL(a.vaultRef)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := a.newClient(srv)
+	return c, name, err
+}
+
+func newTokenCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create, list and revoke a vault server's tokens",
+		Long: `Tokens authenticate agents and people to a vault server. Each has a role:
+  owner            server-wide: everything, including vaults and tokens
+  backup-operator  one vault: back up, list, restore; no deletion
+  backup-reader    one vault: list only
+A token is 256 random bits, shown once when created; the server keeps only its
+hash. Revocation takes effect on the next request.`,
+	}
+	cmd.AddCommand(newTokenCreateCmd(a), newTokenListCmd(a), newTokenRevokeCmd(a))
+	return cmd
+}
+
+func newTokenCreateCmd(a *app) *cobra.Command {
+	var role, name string
+	var expires time.Duration
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Issue a token (printed once)",
+		Example: `  coffer token create --vault https://backup.example.com:8443/prod --role backup-operator --name web01
+  coffer token create --vault https://backup.example.com:8443 --role owner --name alice --expires 720h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, vaultName, err := a.serverClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if role == "" {
+				return errors.New("give the token's role with --role owner|backup-operator|backup-reader")
+			}
+			req := api.CreateToken{Name: name, Role: role, Vault: vaultName}
+			if expires > 0 {
+				req.Expires = a.now().Add(expires).UTC()
+			}
+			t, err := c.CreateToken(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(t)
+			}
+			fmt.Fprintln(a.stdout, t.Secret)
+			scope := "server-wide"
+			if t.Vault != "" {
+				scope = "vault " + t.Vault
+			}
+			fmt.Fprintf(a.stderr, "token %s (%s, %s) created; it is shown only this once\n", t.ID, t.Role, scope)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&role, "role", "", "owner, backup-operator or backup-reader")
+	f.StringVar(&name, "name", "", "a name to recognise the token by (the agent's host, a person)")
+	f.DurationVar(&expires, "expires", 0, "lifetime, e.g. 720h (default: no expiry)")
+	f.BoolVar(&jsonOut, "json", false, "print JSON (includes the token)")
+	return cmd
+}
+
+func newTokenListCmd(a *app) *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List tokens (never their secrets)",
+		Example: "  coffer token list --vault https://backup.example.com:8443",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.serverClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			toks, err := c.Tokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(toks)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tVAULT\tCREATED\tEXPIRES\tSTATE")
+			now := a.now()
+			for _, t := range toks {
+				state, exp := "active", "never"
+				if !t.Expires.IsZero() {
+					exp = t.Expires.Local().Format(time.RFC3339)
+					if !now.Before(t.Expires) {
+						state = "expired"
+					}
+				}
+				if !t.Revoked.IsZero() {
+					state = "revoked " + t.Revoked.Local().Format(time.RFC3339)
+				}
+				v := t.Vault
+				if v == "" {
+					v = "(server)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, v, t.Created.Local().Format(time.RFC3339), exp, state)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func newTokenRevokeCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "revoke ID",
+		Short:   "Revoke a token at once",
+		Example: "  coffer token revoke 3f9a1c0d2b7e4a65 --vault https://backup.example.com:8443",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.serverClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "token %s revoked\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newVaultCreateCmd(a *app) *cobra.Command {
+	var jsonOut bool
+	return &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a vault on a vault server",
+		Long: `Create a vault on a vault server (needs an owner token). Local vaults need no
+create step: the first backup makes them.`,
+		Example: "  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.serverClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			vi, err := c.CreateVault(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(vi)
+			}
+			fmt.Fprintf(a.stdout, "vault %s created (%s, %s, DEK v%d)\n", vi.Name, vi.Algorithm, vi.KeySource, vi.DEKVersion)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/tlsconf"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// conn is an open vault, local or on a server: the one contract every
+// command uses. The local implementation is the engine in-process; the
+// remote one is the HTTPS client.
+type conn interface {
+	agent.BackupRepo
+	agent.RestoreRepo
+	FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error)
+	CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error)
+	Info(ctx context.Context) (vaultInfo, error)
+	Close() error
+}
+
+// vaultInfo is what `vault show` prints.
+type vaultInfo struct {
+	api.VaultInfo
+	Location string // directory or URL
+	KeyFile  string // the platform key file, local vaults only
+}
+
+// isRemote reports whether ref names a vault on a server.
+func isRemote(ref string) bool {
+	return strings.HasPrefix(ref, "https://") || strings.HasPrefix(ref, "http://")
+}
+
+// CheckVault runs Check on the local engine.
+func (o *openedVault) CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error) {
+	o.store.DropReadCache(readData)
+	return o.Check(ctx, engine.CheckOptions{ReadData: readData, Progress: progress})
+}
+
+// Info describes the local vault.
+func (o *openedVault) Info(ctx context.Context) (vaultInfo, error) {
+	ki := o.KeyInfo()
+	vi := vaultInfo{Location: o.loc.dir, KeyFile: o.keys.Path(), VaultInfo: api.VaultInfo{
+		Name: o.loc.name, ID: o.Record().ID.String(), Created: o.Config().Created, Algorithm: ki.Algorithm,
+		KeySource: ki.KeySource, KEKProvider: ki.KEK.Provider, KEKID: ki.KEK.KeyID, KEKVersion: ki.KEK.Version,
+		WrapAlg: ki.WrapAlg, DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, LastRotated: ki.LastRotated, KeyringGen: ki.KeyringGen,
+	}}
+	snaps, err := o.Snapshots(ctx)
+	if err != nil {
+		return vi, err
+	}
+	vi.Snapshots = len(snaps)
+	err = o.catalog.Packs(ctx, o.Record().ID, func(p vault.PackRecord) error {
+		vi.Packs++
+		vi.StoredBytes += p.Size
+		return nil
+	})
+	return vi, err
+}
+
+// remoteVault is a vault on a server.
+type remoteVault struct {
+	*client.Vault
+	c   *client.Client
+	url string
+}
+
+func (r *remoteVault) CheckVault(ctx context.Context, readData bool, _ func(engine.CheckProgress)) (*engine.CheckReport, error) {
+	rep, err := r.Check(ctx, readData)
+	if err != nil {
+		return nil, err
+	}
+	return &engine.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots, Trees: rep.Trees,
+		BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings}, nil
+}
+
+func (r *remoteVault) Info(ctx context.Context) (vaultInfo, error) {
+	vi, err := r.Vault.Info(ctx)
+	return vaultInfo{VaultInfo: vi, Location: r.url}, err
+}
+
+func (r *remoteVault) Close() error {
+	r.c.Close()
+	return nil
+}
+
+// remote flags and environment.
+type remoteOpts struct {
+	token       string
+	cacert      string
+	fingerprint string
+}
+
+// tokenValue returns the token from --token or COFFER_TOKEN; a value
+// starting with @ names a file holding it.
+func (a *app) tokenValue() (string, error) {
+	t := a.remote.token
+	if t == "" {
+		t = a.getenv("COFFER_TOKEN")
+	}
+	if rest, ok := strings.CutPrefix(t, "@"); ok {
+		b, err := os.ReadFile(rest)
+		if err != nil {
+			return "", fmt.Errorf("read token file: %w", err)
+		}
+		t = strings.TrimSpace(string(b))
+	}
+	return t, nil
+}
+
+// newClient makes an HTTPS client for server (https://host:port).
+func (a *app) newClient(server string) (*client.Client, error) {
+	cacert := a.remote.cacert
+	if cacert == "" {
+		cacert = a.getenv("COFFER_CACERT")
+	}
+	fp := a.remote.fingerprint
+	if fp == "" {
+		fp = a.getenv("COFFER_FINGERPRINT")
+	}
+	cfg, err := tlsconf.ClientConfig(tlsconf.ClientOptions{CAFile: cacert, Fingerprint: fp})
+	if err != nil {
+		return nil, err
+	}
+	tok, err := a.tokenValue()
+	if err != nil {
+		return nil, err
+	}
+	if tok == "" {
+		return nil, fmt.Errorf("vault server %s: give a token with --token or COFFER_TOKEN", server)
+	}
+	return client.New(client.Options{Server: server, Token: tok, TLS: cfg})
+}
+
+// openRemote opens vault URL ref (https://host:port/NAME).
+func (a *app) openRemote(ctx context.Context, ref string) (*remoteVault, error) {
+	server, name, err := client.SplitVaultURL(ref)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return nil, fmt.Errorf("vault URL %q names no vault: want https://host:port/VAULT", ref)
+	}
+	c, err := a.newClient(server)
+	if err != nil {
+		return nil, err
+	}
+	return &remoteVault{Vault: c.Vault(name), c: c, url: ref}, nil
+}
+
+// open opens the selected vault, local or remote. create applies to local
+// vaults only (a remote vault is made with `coffer vault create`).
+func (a *app) open(ctx context.Context, create bool) (conn, error) {
+	if isRemote(a.vaultRef) {
+		return a.openRemote(ctx, a.vaultRef)
+	}
+	return a.openVault(ctx, create)
+}

@@ -1,0 +1,376 @@
+// Package api holds what the vault server and its HTTPS client share: the
+// wire types, the binary record formats of the bulk endpoints, and the
+// mapping between error codes and the vault's sentinel errors. The
+// endpoints are described in docs/openapi.yaml.
+package api
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Paths and limits.
+const (
+	// Prefix is the versioned root of the API.
+	Prefix = "/v1"
+	// MaxJSONBody bounds every JSON request body.
+	MaxJSONBody = 1 << 20
+	// MaxMissingIDs bounds one "which blobs are missing" request.
+	MaxMissingIDs = 16384
+	// MaxUploadBody bounds one blob upload request: the client sends
+	// batches of a few MiB; a single blob may be up to 8 MiB and a bit.
+	MaxUploadBody = 64 << 20
+	// HeaderRawLength carries a blob's raw (decoded) length on download.
+	HeaderRawLength = "X-Coffer-Raw-Length"
+	// ContentBinary is the content type of the binary record formats.
+	ContentBinary = "application/octet-stream"
+)
+
+// Error is the JSON body of every failed request.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Error codes. The client maps each back to the sentinel the engine would
+// have returned in-process, so the CLI prints the same message and exits
+// with the same code in local and remote mode.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeUnauthenticated = "unauthenticated"
+	CodeForbidden       = "forbidden"
+	CodeNotFound        = "not_found"
+	CodeExists          = "exists"
+	CodeAmbiguous       = "ambiguous"
+	CodeKeyUnavailable  = "key_unavailable"
+	CodeWrongKey        = "wrong_key"
+	CodeCorrupt         = "corrupt"
+	CodeTruncated       = "truncated"
+	CodeImmutable       = "immutable"
+	CodeTooLarge        = "too_large"
+	CodeUnavailable     = "unavailable"
+	CodeInternal        = "internal"
+)
+
+// Sentinels for the authentication codes; the server's authenticator
+// wraps its own errors, the client returns these.
+var (
+	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrForbidden       = errors.New("forbidden")
+	ErrBadRequest      = errors.New("bad request")
+	ErrTooLarge        = errors.New("request too large")
+	ErrUnavailable     = errors.New("server unavailable")
+)
+
+var codeErrs = []struct {
+	code   string
+	status int
+	err    error
+}{
+	{CodeUnauthenticated, http.StatusUnauthorized, ErrUnauthenticated},
+	{CodeForbidden, http.StatusForbidden, ErrForbidden},
+	{CodeNotFound, http.StatusNotFound, vault.ErrNotFound},
+	{CodeExists, http.StatusConflict, vault.ErrExists},
+	{CodeAmbiguous, http.StatusBadRequest, vault.ErrAmbiguous},
+	{CodeKeyUnavailable, http.StatusServiceUnavailable, vault.ErrKeyUnavailable},
+	{CodeWrongKey, http.StatusServiceUnavailable, vault.ErrWrongKey},
+	{CodeCorrupt, http.StatusInternalServerError, vault.ErrCorrupt},
+	{CodeTruncated, http.StatusInternalServerError, vault.ErrTruncated},
+	{CodeImmutable, http.StatusForbidden, vault.ErrImmutable},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, ErrTooLarge},
+	{CodeBadRequest, http.StatusBadRequest, ErrBadRequest},
+	{CodeUnavailable, http.StatusServiceUnavailable, ErrUnavailable},
+}
+
+// Classify returns the code and HTTP status for err.
+func Classify(err error) (code string, status int) {
+	for _, c := range codeErrs {
+		if errors.Is(err, c.err) {
+			return c.code, c.status
+		}
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return CodeTooLarge, http.StatusRequestEntityTooLarge
+	}
+	return CodeInternal, http.StatusInternalServerError
+}
+
+// RemoteError is an error the server reported. It wraps the sentinel its
+// code stands for, so errors.Is works as in local mode.
+type RemoteError struct {
+	Status  int
+	Code    string
+	Message string
+	wrapped error
+}
+
+func (e *RemoteError) Error() string { return e.Message }
+func (e *RemoteError) Unwrap() error { return e.wrapped }
+
+// DecodeError turns a failed response into a *RemoteError. It reads at
+// most 64 KiB of the body.
+func DecodeError(resp *http.Response) error {
+	var body Error
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &body) != nil || body.Code == "" {
+		body = Error{Code: CodeInternal, Message: fmt.Sprintf("server answered %s", resp.Status)}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			body.Code = CodeUnauthenticated
+		case http.StatusForbidden:
+			body.Code = CodeForbidden
+		case http.StatusNotFound:
+			body.Code = CodeNotFound
+		case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+			body.Code = CodeUnavailable
+		}
+	}
+	re := &RemoteError{Status: resp.StatusCode, Code: body.Code, Message: body.Message}
+	for _, c := range codeErrs {
+		if c.code == body.Code {
+			re.wrapped = c.err
+		}
+	}
+	return re
+}
+
+// VaultInfo describes a vault (GET /v1/vaults/{vault}).
+type VaultInfo struct {
+	Name        string    `json:"name"`
+	ID          string    `json:"id"`
+	Created     time.Time `json:"created"`
+	Algorithm   string    `json:"algorithm"`
+	KeySource   string    `json:"key_source"`
+	KEKProvider string    `json:"kek_provider"`
+	KEKID       string    `json:"kek_id"`
+	KEKVersion  string    `json:"kek_version"`
+	WrapAlg     string    `json:"wrap_alg"`
+	DEKVersion  uint32    `json:"dek_version"`
+	DEKCount    int       `json:"dek_count"`
+	LastRotated time.Time `json:"last_rotated"`
+	KeyringGen  uint64    `json:"keyring_generation"`
+	Snapshots   int       `json:"snapshots"`
+	Packs       int       `json:"packs"`
+	StoredBytes int64     `json:"stored_bytes"`
+}
+
+// CreateVault is the body of POST /v1/vaults.
+type CreateVault struct {
+	Name string `json:"name"`
+}
+
+// Dedup is what an agent needs to chunk and identify data like the vault
+// (GET /v1/vaults/{vault}/dedup). It holds no data key.
+type Dedup struct {
+	ChunkIDKey []byte `json:"chunk_id_key"`
+	GearSeed   []byte `json:"gear_seed"`
+	Min        int    `json:"chunk_min"`
+	Avg        int    `json:"chunk_avg"`
+	Max        int    `json:"chunk_max"`
+}
+
+// Snapshot is a snapshot on the wire.
+type Snapshot struct {
+	ID         string    `json:"id,omitempty"`
+	Time       time.Time `json:"time"`
+	Host       string    `json:"host"`
+	Paths      []string  `json:"paths"`
+	Tags       []string  `json:"tags,omitempty"`
+	Tree       string    `json:"tree"`
+	Parent     string    `json:"parent,omitempty"`
+	Files      uint64    `json:"files"`
+	Dirs       uint64    `json:"dirs"`
+	Bytes      uint64    `json:"bytes"`
+	BytesAdded uint64    `json:"bytes_added"`
+	DurationNS int64     `json:"duration_ns"`
+}
+
+// FromSnapshot converts a record for the wire.
+func FromSnapshot(s vault.SnapshotRecord) Snapshot {
+	w := Snapshot{Time: s.Time, Host: s.Host, Paths: s.Paths, Tags: s.Tags, Tree: s.Tree.String(),
+		Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes, BytesAdded: s.BytesAdded, DurationNS: int64(s.Duration)}
+	if !s.ID.IsZero() {
+		w.ID = s.ID.String()
+	}
+	if !s.Parent.IsZero() {
+		w.Parent = s.Parent.String()
+	}
+	return w
+}
+
+// Record converts a wire snapshot back, validating its IDs.
+func (w Snapshot) Record() (vault.SnapshotRecord, error) {
+	s := vault.SnapshotRecord{Time: w.Time, Host: w.Host, Paths: w.Paths, Tags: w.Tags,
+		Files: w.Files, Dirs: w.Dirs, Bytes: w.Bytes, BytesAdded: w.BytesAdded, Duration: time.Duration(w.DurationNS)}
+	var err error
+	if w.ID != "" {
+		if s.ID, err = vault.ParseID(w.ID); err != nil {
+			return s, fmt.Errorf("%w: snapshot id: %v", ErrBadRequest, err)
+		}
+	}
+	if s.Tree, err = vault.ParseID(w.Tree); err != nil {
+		return s, fmt.Errorf("%w: snapshot tree: %v", ErrBadRequest, err)
+	}
+	if w.Parent != "" {
+		if s.Parent, err = vault.ParseID(w.Parent); err != nil {
+			return s, fmt.Errorf("%w: snapshot parent: %v", ErrBadRequest, err)
+		}
+	}
+	return s, nil
+}
+
+// UploadResult answers a blob upload.
+type UploadResult struct {
+	Stored     int    `json:"stored"`      // blobs that were new
+	BytesAdded uint64 `json:"bytes_added"` // sealed bytes they take
+}
+
+// CheckRequest is the body of POST /v1/vaults/{vault}/check.
+type CheckRequest struct {
+	ReadData bool `json:"read_data"`
+}
+
+// CheckReport answers a check.
+type CheckReport struct {
+	Packs     int      `json:"packs"`
+	Blobs     int      `json:"blobs"`
+	Snapshots int      `json:"snapshots"`
+	Trees     int      `json:"trees"`
+	BytesRead int64    `json:"bytes_read"`
+	Errors    []string `json:"errors"`
+	Warnings  []string `json:"warnings"`
+}
+
+// CreateToken is the body of POST /v1/tokens.
+type CreateToken struct {
+	Name    string    `json:"name"`
+	Role    string    `json:"role"`
+	Vault   string    `json:"vault,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Token describes a token; Secret is set only in the answer to its
+// creation, the one time it is shown.
+type Token struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Vault     string    `json:"vault,omitempty"`
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires,omitzero"`
+	Revoked   time.Time `json:"revoked,omitzero"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	Secret    string    `json:"token,omitempty"`
+}
+
+// Binary records.
+//
+// A blob reference is 33 bytes: the blob type, then the 32-byte ID. The
+// body of POST .../missing is a sequence of references, and so is its
+// answer (the ones the vault lacks).
+//
+// An upload record (POST .../blobs) is a reference, the raw length
+// (uint32 big-endian), the encoded length n (uint32 big-endian) and n
+// bytes: the blob as made by format.Codec (encoding byte and payload).
+//
+// An index entry (GET .../index) is a reference and the raw length.
+const (
+	RefSize         = 1 + vault.IDSize
+	UploadHeaderLen = RefSize + 8
+	IndexEntrySize  = RefSize + 4
+)
+
+// Ref names a blob.
+type Ref struct {
+	Type vault.BlobType
+	ID   vault.ID
+}
+
+// AppendRef appends r's encoding to b.
+func AppendRef(b []byte, r Ref) []byte {
+	b = append(b, byte(r.Type))
+	return append(b, r.ID[:]...)
+}
+
+// ReadRef reads one reference; io.EOF at a clean end.
+func ReadRef(r io.Reader) (Ref, error) {
+	var buf [RefSize]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return Ref{}, fmt.Errorf("%w: truncated blob reference", ErrBadRequest)
+		}
+		return Ref{}, err
+	}
+	return parseRef(buf[:])
+}
+
+func parseRef(b []byte) (Ref, error) {
+	t := vault.BlobType(b[0])
+	if t != vault.DataBlob && t != vault.TreeBlob {
+		return Ref{}, fmt.Errorf("%w: unknown blob type %d", ErrBadRequest, b[0])
+	}
+	var r Ref
+	r.Type = t
+	copy(r.ID[:], b[1:RefSize])
+	return r, nil
+}
+
+// AppendUploadHeader appends the header of an upload record.
+func AppendUploadHeader(b []byte, r Ref, rawLen, encLen int) []byte {
+	b = AppendRef(b, r)
+	b = binary.BigEndian.AppendUint32(b, uint32(rawLen))
+	return binary.BigEndian.AppendUint32(b, uint32(encLen))
+}
+
+// ReadUploadHeader reads an upload record's header; io.EOF at a clean
+// end. Lengths above maxLen are refused before anything is allocated.
+func ReadUploadHeader(r io.Reader, maxLen int) (ref Ref, rawLen, encLen int, err error) {
+	var buf [UploadHeaderLen]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return ref, 0, 0, fmt.Errorf("%w: truncated upload record", ErrBadRequest)
+		}
+		return ref, 0, 0, err
+	}
+	if ref, err = parseRef(buf[:]); err != nil {
+		return ref, 0, 0, err
+	}
+	raw := binary.BigEndian.Uint32(buf[RefSize:])
+	enc := binary.BigEndian.Uint32(buf[RefSize+4:])
+	if uint64(raw) > uint64(maxLen) || uint64(enc) > uint64(maxLen)+1 || enc == 0 {
+		return ref, 0, 0, fmt.Errorf("%w: blob %s: lengths %d/%d out of range", ErrBadRequest, ref.ID.Short(), raw, enc)
+	}
+	return ref, int(raw), int(enc), nil
+}
+
+// AppendIndexEntry appends an index entry.
+func AppendIndexEntry(b []byte, r Ref, rawLen uint32) []byte {
+	b = AppendRef(b, r)
+	return binary.BigEndian.AppendUint32(b, rawLen)
+}
+
+// ReadIndexEntry reads one index entry; io.EOF at a clean end.
+func ReadIndexEntry(r io.Reader) (Ref, uint32, error) {
+	var buf [IndexEntrySize]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return Ref{}, 0, fmt.Errorf("%w: truncated index entry", vault.ErrTruncated)
+		}
+		return Ref{}, 0, err
+	}
+	ref, err := parseRef(buf[:])
+	if err != nil {
+		return ref, 0, err
+	}
+	return ref, binary.BigEndian.Uint32(buf[RefSize:]), nil
+}

@@ -1,0 +1,129 @@
+package authn
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Sentinel errors; the server maps them to HTTP status codes.
+var (
+	// ErrUnauthenticated (401): the request carries no usable token:
+	// none, a malformed one, or one that is unknown, expired or revoked.
+	// The error says which of these three, never whether the token exists.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden (403): the token is valid but does not allow the
+	// request.
+	ErrForbidden = errors.New("forbidden")
+)
+
+// TokenLookup is the part of vault.Catalog authentication needs.
+type TokenLookup interface {
+	TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRecord, error)
+}
+
+// Authenticator checks bearer tokens against the catalog. It keeps no
+// cache: every request looks its token up, so a revocation takes effect
+// with the next request.
+type Authenticator struct {
+	Catalog TokenLookup
+	Now     func() time.Time // the clock expiry is judged by; must be set
+}
+
+const bearerScheme = "Bearer "
+
+// Authenticate returns the token record of the Authorization header value
+// header ("Bearer cft_…"). It fails with ErrUnauthenticated when the
+// header is empty, is not a well-formed bearer token, or the token is
+// unknown, revoked (at any recorded time) or expired (Now at or after
+// Expires). A catalog failure is returned as is, not as ErrUnauthenticated:
+// the request fails without blaming its token.
+func (a *Authenticator) Authenticate(ctx context.Context, header string) (vault.TokenRecord, error) {
+	if a.Now == nil {
+		panic("authn: Authenticator.Now is nil")
+	}
+	if header == "" {
+		return vault.TokenRecord{}, fmt.Errorf("%w: no bearer token: send the header Authorization: Bearer <token>", ErrUnauthenticated)
+	}
+	// The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+	if len(header) < len(bearerScheme) || !strings.EqualFold(header[:len(bearerScheme)], bearerScheme) {
+		return vault.TokenRecord{}, fmt.Errorf("%w: the Authorization header is not a bearer token", ErrUnauthenticated)
+	}
+	hash, err := ParseToken(header[len(bearerScheme):])
+	if err != nil {
+		return vault.TokenRecord{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	// One message for unknown, revoked and expired: a client learns
+	// nothing about tokens it does not hold.
+	rejected := fmt.Errorf("%w: bearer token unknown, expired or revoked: ask the server owner for a new one", ErrUnauthenticated)
+	tok, err := a.Catalog.TokenByHash(ctx, hash)
+	if errors.Is(err, vault.ErrNotFound) {
+		return vault.TokenRecord{}, rejected
+	}
+	if err != nil {
+		return vault.TokenRecord{}, fmt.Errorf("look up bearer token: %w", err)
+	}
+	// The catalog found the row by this hash already; compare again, in
+	// constant time, so that a catalog that matched loosely (a prefix, a
+	// collation) or returned the wrong row cannot let another token in,
+	// and no comparison here leaks how much of a hash matched.
+	if subtle.ConstantTimeCompare(tok.Hash[:], hash[:]) != 1 {
+		return vault.TokenRecord{}, rejected
+	}
+	// Any recorded revocation counts, even one with a time ahead of this
+	// clock (another host's clock may run ahead): revocation is immediate.
+	if !tok.Revoked.IsZero() {
+		return vault.TokenRecord{}, rejected
+	}
+	if !tok.Expires.IsZero() && !a.Now().Before(tok.Expires) {
+		return vault.TokenRecord{}, rejected
+	}
+	return tok, nil
+}
+
+// Authorize reports whether tok, already authenticated, grants p on the
+// vault named vaultName, and fails with ErrForbidden if not:
+//
+//   - A server-wide permission (vault creation, token management,
+//     metrics) needs a server-wide token whose role has it; vaultName is
+//     ignored.
+//   - Any other permission needs a vaultName and a role that has it: a
+//     server-wide token (owner) may use it on every vault, a vault token
+//     only on its own (vaultName equal to tok.Vault, exactly).
+//   - A token whose role is unknown, or whose scope does not fit its role
+//     (an owner token naming a vault, a backup-reader token naming none),
+//     authorizes nothing.
+//
+// Callers authorize before looking the vault up, so that a 403 or 404
+// tells a token nothing about vaults it may not use.
+func Authorize(tok vault.TokenRecord, p Permission, vaultName string) error {
+	if allowed(tok, p, vaultName) {
+		return nil
+	}
+	scope := "server-wide"
+	if tok.Vault != "" {
+		scope = fmt.Sprintf("vault %q", tok.Vault)
+	}
+	target := "the server"
+	if !serverWidePerm(p) {
+		target = fmt.Sprintf("vault %q", vaultName)
+	}
+	return fmt.Errorf("%w: token %s (role %q, %s) lacks permission %s on %s; ask the server owner for a token whose role grants it",
+		ErrForbidden, tok.ID, tok.Role, scope, p, target)
+}
+
+func allowed(tok vault.TokenRecord, p Permission, vaultName string) bool {
+	role := Role(tok.Role)
+	if CheckScope(role, tok.Vault) != nil || !Allows(role, p) {
+		return false
+	}
+	if serverWidePerm(p) {
+		return tok.Vault == ""
+	}
+	return vaultName != "" && (tok.Vault == "" || tok.Vault == vaultName)
+}

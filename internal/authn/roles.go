@@ -1,0 +1,124 @@
+package authn
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Role is what a token may do, granted through the rolePerms table.
+// Roles are stored in the catalog as these strings.
+type Role string
+
+const (
+	// RoleOwner administers the whole server: it creates vaults, manages
+	// tokens, and may do everything on every vault.
+	RoleOwner Role = "owner"
+	// RoleBackupOperator runs backup, restore and check on one vault,
+	// and lists it; it cannot delete anything.
+	RoleBackupOperator Role = "backup-operator"
+	// RoleBackupReader lists one vault: its snapshots and their trees
+	// (file names and metadata), never file contents.
+	RoleBackupReader Role = "backup-reader"
+)
+
+// Permission is one thing a request may need. Server-wide permissions
+// (vault creation, token management, metrics) concern no single vault;
+// the others concern the vault the request names.
+type Permission string
+
+const (
+	// PermVaultCreate: create vaults. Server-wide.
+	PermVaultCreate Permission = "vault.create"
+	// PermTokenManage: create, list and revoke tokens. Server-wide.
+	PermTokenManage Permission = "token.manage"
+	// PermMetrics: read the server's metrics. Server-wide.
+	PermMetrics Permission = "metrics.read"
+
+	// PermVaultRead: vault show, list snapshots, and read trees for ls
+	// and diff (file names and metadata, not contents).
+	PermVaultRead Permission = "vault.read"
+	// PermDataRead: read data blobs, which restore needs.
+	PermDataRead Permission = "data.read"
+	// PermBackupWrite: ask which blobs are missing, upload blobs, save
+	// snapshots.
+	PermBackupWrite Permission = "backup.write"
+	// PermCheck: run check, with or without --read-data.
+	PermCheck Permission = "vault.check"
+	// PermVaultDelete: delete snapshots or the vault. Reserved: no
+	// request needs it yet, and only the owner has it.
+	PermVaultDelete Permission = "vault.delete"
+)
+
+// rolePerms is the one table of what each role may do; docs/security.md
+// shows it, and a test keeps the two equal. Deny by default: a role that
+// is not here, or a permission not listed for a role, is refused. Never
+// written to.
+//
+// backup-reader may not run check, not even without --read-data: check
+// reads every pack header and tree of the vault, a load a listing token
+// (a dashboard, a monitoring job) should not be able to put on the server,
+// and the reader has nothing to repair with its result. Operators check.
+var rolePerms = map[Role][]Permission{
+	RoleOwner: {
+		PermVaultCreate, PermTokenManage, PermMetrics,
+		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermVaultDelete,
+	},
+	RoleBackupOperator: {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
+	RoleBackupReader:   {PermVaultRead},
+}
+
+// roles lists the roles in the order help texts show them.
+var roles = []Role{RoleOwner, RoleBackupOperator, RoleBackupReader}
+
+// Roles returns every role, owner first.
+func Roles() []Role { return slices.Clone(roles) }
+
+// Allows reports whether role grants p. An unknown role allows nothing.
+func Allows(role Role, p Permission) bool {
+	return slices.Contains(rolePerms[role], p)
+}
+
+// ParseRole returns the role named s, exactly as spelled in the table.
+func ParseRole(s string) (Role, error) {
+	r := Role(s)
+	if _, ok := rolePerms[r]; !ok {
+		names := make([]string, len(roles))
+		for i, r := range roles {
+			names[i] = string(r)
+		}
+		return "", fmt.Errorf("unknown role %q: valid roles are %s", s, strings.Join(names, ", "))
+	}
+	return r, nil
+}
+
+// serverWideRole reports whether tokens of role r apply to the whole
+// server (Vault ""); tokens of every other role name one vault.
+func serverWideRole(r Role) bool { return r == RoleOwner }
+
+// serverWidePerm reports whether p concerns the server rather than one
+// vault; only a server-wide token can hold it.
+func serverWidePerm(p Permission) bool {
+	switch p {
+	case PermVaultCreate, PermTokenManage, PermMetrics:
+		return true
+	}
+	return false
+}
+
+// CheckScope reports whether a token of role may be issued for vaultName
+// ("" for server-wide): owner tokens are server-wide, the other roles'
+// tokens name one vault. Whoever creates tokens calls it first; a token
+// that fails it authorizes nothing.
+func CheckScope(role Role, vaultName string) error {
+	if _, err := ParseRole(string(role)); err != nil {
+		return err
+	}
+	switch {
+	case serverWideRole(role) && vaultName != "":
+		return fmt.Errorf("role %s is server-wide: do not name a vault", role)
+	case !serverWideRole(role) && vaultName == "":
+		return fmt.Errorf("role %s applies to one vault: name the vault", role)
+	}
+	return nil
+}

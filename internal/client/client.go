@@ -1,0 +1,600 @@
+// Package client is the HTTPS client of the vault server. Vault implements
+// the agent's vault contract (agent.BackupRepo and agent.RestoreRepo) over
+// the API, so a backup or restore runs the same code in local and remote
+// mode.
+//
+// Uploads are batched: SaveBlob copies each encoded blob into the batch
+// being filled; a full batch asks the server which of its blobs are
+// missing and uploads only those, several batches in flight. The agent
+// never holds a data key: it gets the chunk-ID key and the chunker seed,
+// sends encoded (compressed) blobs and verifies what it downloads.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Server is the server's base URL, https://host:port.
+	Server string
+	// Token is the bearer token.
+	Token string
+	// TLS is the client TLS configuration (tlsconf.ClientConfig).
+	TLS *tls.Config
+	// Proxy picks a proxy per request; http.ProxyFromEnvironment (HTTPS_PROXY,
+	// NO_PROXY) when nil.
+	Proxy func(*http.Request) (*url.URL, error)
+	// BatchBytes is the size at which an upload batch is sent (default
+	// 4 MiB), InFlight how many batches may be uploading (default 4).
+	BatchBytes, InFlight int
+}
+
+// Client talks to one vault server.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+	opt   Options
+}
+
+// SplitVaultURL splits https://host:port/NAME into the server URL and the
+// vault name.
+func SplitVaultURL(s string) (server, name string, err error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "", fmt.Errorf("vault URL %q: %w", s, err)
+	}
+	if u.Scheme != "https" {
+		return "", "", fmt.Errorf("vault URL %q: only https:// is supported (coffer never talks to a vault in plaintext)", s)
+	}
+	if u.Host == "" {
+		return "", "", fmt.Errorf("vault URL %q: no host", s)
+	}
+	name = strings.Trim(u.Path, "/")
+	if strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("vault URL %q: want https://host:port/VAULT", s)
+	}
+	return "https://" + u.Host, name, nil
+}
+
+// New makes a client for opt.Server.
+func New(opt Options) (*Client, error) {
+	u, err := url.Parse(opt.Server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q: want https://host:port", opt.Server)
+	}
+	if opt.TLS == nil {
+		return nil, errors.New("client: TLS configuration required")
+	}
+	if opt.BatchBytes <= 0 {
+		opt.BatchBytes = 4 << 20
+	}
+	if opt.InFlight <= 0 {
+		opt.InFlight = 4
+	}
+	proxy := opt.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	tr := &http.Transport{
+		Proxy:                 proxy,
+		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       opt.TLS.Clone(),
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Minute,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		ForceAttemptHTTP2:     true,
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerConnection: 32 << 20,
+			MaxReceiveBufferPerStream:     8 << 20,
+		},
+	}
+	return &Client{base: u, token: opt.Token, hc: &http.Client{Transport: tr}, opt: opt}, nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// do sends a request and returns the response when its status is 2xx; any
+// other answer becomes the server's error.
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ctype string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, api.DecodeError(resp)
+	}
+	return resp, nil
+}
+
+// doJSON sends in (when not nil) as JSON and decodes the answer into out
+// (when not nil).
+func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	ctype := ""
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body, ctype = bytes.NewReader(b), "application/json"
+	}
+	resp, err := c.do(ctx, method, path, body, ctype)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// CreateVault creates vault name on the server.
+func (c *Client) CreateVault(ctx context.Context, name string) (api.VaultInfo, error) {
+	var vi api.VaultInfo
+	err := c.doJSON(ctx, http.MethodPost, "/v1/vaults", api.CreateVault{Name: name}, &vi)
+	return vi, err
+}
+
+// CreateToken issues a token; the answer's Secret is shown this once.
+func (c *Client) CreateToken(ctx context.Context, t api.CreateToken) (api.Token, error) {
+	var out api.Token
+	err := c.doJSON(ctx, http.MethodPost, "/v1/tokens", t, &out)
+	return out, err
+}
+
+// Tokens lists the server's tokens (never their secrets).
+func (c *Client) Tokens(ctx context.Context) ([]api.Token, error) {
+	var out []api.Token
+	err := c.doJSON(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+	return out, err
+}
+
+// RevokeToken revokes token id.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// Healthz checks that the server answers.
+func (c *Client) Healthz(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodGet, "/healthz", nil, "")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Metrics returns the server's metrics text.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/metrics", nil, "")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return string(b), err
+}
+
+type blobKey struct {
+	t  vault.BlobType
+	id vault.ID
+}
+
+// Vault is one vault on the server. It is safe for concurrent use.
+type Vault struct {
+	c     *Client
+	name  string
+	path  string // /v1/vaults/NAME
+	codec *format.Codec
+
+	dedupMu sync.Mutex
+	dedup   *vault.DedupParams
+	hasher  *format.IDHasher // nil until dedup is loaded
+
+	mu       sync.Mutex
+	known    map[blobKey]struct{} // blobs stored or queued this session
+	cur      *batch
+	sem      chan struct{}
+	uploads  sync.WaitGroup
+	firstErr error
+	added    atomic.Uint64
+
+	indexOnce sync.Once
+	index     map[blobKey]uint32
+	indexErr  error
+}
+
+// Vault returns the vault named name. Nothing is fetched yet.
+func (c *Client) Vault(name string) *Vault {
+	return &Vault{c: c, name: name, path: "/v1/vaults/" + url.PathEscape(name), codec: format.NewCodec(),
+		known: map[blobKey]struct{}{}, sem: make(chan struct{}, c.opt.InFlight)}
+}
+
+// Name is the vault's name.
+func (v *Vault) Name() string { return v.name }
+
+// Info fetches the vault's description.
+func (v *Vault) Info(ctx context.Context) (api.VaultInfo, error) {
+	var vi api.VaultInfo
+	err := v.c.doJSON(ctx, http.MethodGet, v.path, nil, &vi)
+	return vi, err
+}
+
+// LoadDedup fetches the chunk-ID key and chunker parameters (needs the
+// backup permission). Afterwards Dedup returns them and downloads are
+// verified against their IDs.
+func (v *Vault) LoadDedup(ctx context.Context) error {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	if v.dedup != nil {
+		return nil
+	}
+	var d api.Dedup
+	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/dedup", nil, &d); err != nil {
+		return err
+	}
+	if len(d.ChunkIDKey) != seal.KeySize || len(d.GearSeed) != seal.KeySize {
+		return fmt.Errorf("vault %s: dedup parameters: %w: key sizes %d/%d", v.name, vault.ErrCorrupt, len(d.ChunkIDKey), len(d.GearSeed))
+	}
+	p := &vault.DedupParams{Chunker: vault.ChunkerParams{Min: d.Min, Avg: d.Avg, Max: d.Max}}
+	copy(p.ChunkIDKey[:], d.ChunkIDKey)
+	copy(p.GearSeed[:], d.GearSeed)
+	v.dedup = p
+	v.hasher = format.NewIDHasher(p.ChunkIDKey)
+	return nil
+}
+
+// Dedup returns what LoadDedup fetched (zero before).
+func (v *Vault) Dedup() vault.DedupParams {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	if v.dedup == nil {
+		return vault.DedupParams{}
+	}
+	return *v.dedup
+}
+
+func (v *Vault) newHasher() *format.IDHasher {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	if v.hasher == nil {
+		return nil
+	}
+	return v.hasher.Clone()
+}
+
+// Has reports whether blob t/id is known to be stored or queued in this
+// session; blobs the vault had before are found by the batch's missing
+// query instead, so the agent may encode a blob the vault already has.
+func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.known[blobKey{t, id}]
+	return ok
+}
+
+// batch is an upload batch: upload records back to back, and where each
+// begins.
+type batch struct {
+	buf  []byte
+	refs []api.Ref
+	offs []int
+}
+
+// SaveBlob queues an encoded blob for upload (p is copied). It reports
+// true when the blob was not known in this session; whether the vault
+// already had it is settled when the batch goes out. Errors of earlier
+// batches are returned here and by Flush.
+func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p []byte, rawLen int) (bool, error) {
+	k := blobKey{t, id}
+	v.mu.Lock()
+	if err := v.firstErr; err != nil {
+		v.mu.Unlock()
+		return false, err
+	}
+	if _, ok := v.known[k]; ok {
+		v.mu.Unlock()
+		return false, nil
+	}
+	v.known[k] = struct{}{}
+	if v.cur == nil {
+		v.cur = &batch{buf: make([]byte, 0, v.c.opt.BatchBytes+len(p)+api.UploadHeaderLen)}
+	}
+	b := v.cur
+	b.offs = append(b.offs, len(b.buf))
+	b.refs = append(b.refs, api.Ref{Type: t, ID: id})
+	b.buf = api.AppendUploadHeader(b.buf, api.Ref{Type: t, ID: id}, rawLen, len(p))
+	b.buf = append(b.buf, p...)
+	full := len(b.buf) >= v.c.opt.BatchBytes || len(b.refs) >= api.MaxMissingIDs
+	if full {
+		v.cur = nil
+	}
+	v.mu.Unlock()
+	if full {
+		v.send(ctx, b)
+	}
+	return true, nil
+}
+
+func (v *Vault) setErr(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.firstErr == nil {
+		v.firstErr = err
+	}
+}
+
+// send uploads b in the background, waiting while InFlight batches are
+// already going (the agent's back pressure).
+func (v *Vault) send(ctx context.Context, b *batch) {
+	select {
+	case v.sem <- struct{}{}:
+	case <-ctx.Done():
+		v.setErr(ctx.Err())
+		return
+	}
+	v.uploads.Add(1)
+	go func() {
+		defer v.uploads.Done()
+		defer func() { <-v.sem }()
+		if err := v.upload(ctx, b); err != nil {
+			v.setErr(fmt.Errorf("upload to vault %s: %w", v.name, err))
+		}
+	}()
+}
+
+// upload asks which of b's blobs the vault lacks and uploads those.
+func (v *Vault) upload(ctx context.Context, b *batch) error {
+	refs := make([]byte, 0, len(b.refs)*api.RefSize)
+	for _, r := range b.refs {
+		refs = api.AppendRef(refs, r)
+	}
+	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/missing", bytes.NewReader(refs), api.ContentBinary)
+	if err != nil {
+		return err
+	}
+	missing := map[api.Ref]bool{}
+	for {
+		r, err := api.ReadRef(resp.Body)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			resp.Body.Close()
+			return fmt.Errorf("missing blobs: %w", err)
+		}
+		missing[r] = true
+	}
+	resp.Body.Close()
+	if len(missing) == 0 {
+		return nil
+	}
+	body := b.buf
+	if len(missing) < len(b.refs) {
+		body = make([]byte, 0, len(b.buf))
+		for i, r := range b.refs {
+			if !missing[r] {
+				continue
+			}
+			end := len(b.buf)
+			if i+1 < len(b.offs) {
+				end = b.offs[i+1]
+			}
+			body = append(body, b.buf[b.offs[i]:end]...)
+		}
+	}
+	var res api.UploadResult
+	resp, err = v.c.do(ctx, http.MethodPost, v.path+"/blobs", bytes.NewReader(body), api.ContentBinary)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&res); err != nil {
+		return fmt.Errorf("upload: bad answer: %w", err)
+	}
+	v.added.Add(res.BytesAdded)
+	return nil
+}
+
+// Flush sends the batch being filled, waits for every upload and asks the
+// server to store its open packs. It returns the first upload error.
+func (v *Vault) Flush(ctx context.Context) error {
+	v.mu.Lock()
+	b := v.cur
+	v.cur = nil
+	v.mu.Unlock()
+	if b != nil && len(b.refs) > 0 {
+		v.send(ctx, b)
+	}
+	v.uploads.Wait()
+	v.mu.Lock()
+	err := v.firstErr
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return v.c.doJSON(ctx, http.MethodPost, v.path+"/flush", nil, nil)
+}
+
+// BytesAdded is the sealed bytes the server reported storing for this
+// session's uploads.
+func (v *Vault) BytesAdded() uint64 { return v.added.Load() }
+
+// loadEncoded downloads blob t/id (unsealed by the server, still encoded).
+func (v *Vault) loadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, uint32, error) {
+	kind := "data"
+	if t == vault.TreeBlob {
+		kind = "trees"
+	}
+	resp, err := v.c.do(ctx, http.MethodGet, v.path+"/"+kind+"/"+id.String(), nil, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := strconv.ParseUint(resp.Header.Get(api.HeaderRawLength), 10, 32)
+	if err != nil || raw > format.MaxBlobRawSize {
+		return nil, 0, fmt.Errorf("%s blob %s: %w: bad raw length header", t, id.Short(), vault.ErrCorrupt)
+	}
+	n := resp.ContentLength
+	if n <= 0 || n > format.MaxBlobRawSize+1 {
+		return nil, 0, fmt.Errorf("%s blob %s: %w: bad length %d", t, id.Short(), vault.ErrCorrupt, n)
+	}
+	if int64(cap(dst)) < n {
+		dst = make([]byte, n)
+	}
+	dst = dst[:n]
+	if _, err := io.ReadFull(resp.Body, dst); err != nil {
+		return nil, 0, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+	}
+	return dst, uint32(raw), nil
+}
+
+var encBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// LoadBlob downloads, decodes and (when the dedup parameters are loaded)
+// verifies blob t/id against its ID.
+func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error) {
+	bp := encBufs.Get().(*[]byte)
+	defer encBufs.Put(bp)
+	p, raw, err := v.loadEncoded(ctx, t, id, *bp)
+	if err != nil {
+		return nil, err
+	}
+	*bp = p
+	out, err := v.codec.Decode(dst, p, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+	}
+	if h := v.newHasher(); h != nil && h.ID(out) != id {
+		return nil, fmt.Errorf("%s blob %s: %w: content does not match its ID", t, id.Short(), vault.ErrCorrupt)
+	}
+	return out, nil
+}
+
+// LoadTree downloads and decodes tree id.
+func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	t, err := format.DecodeTree(b)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// BlobSize returns a blob's raw length from the vault's index, which is
+// downloaded once, on first use.
+func (v *Vault) BlobSize(t vault.BlobType, id vault.ID) (uint32, error) {
+	v.indexOnce.Do(func() { v.index, v.indexErr = v.loadIndex(context.Background()) })
+	if v.indexErr != nil {
+		return 0, v.indexErr
+	}
+	n, ok := v.index[blobKey{t, id}]
+	if !ok {
+		return 0, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	}
+	return n, nil
+}
+
+func (v *Vault) loadIndex(ctx context.Context) (map[blobKey]uint32, error) {
+	resp, err := v.c.do(ctx, http.MethodGet, v.path+"/index", nil, "")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	idx := map[blobKey]uint32{}
+	for {
+		r, n, err := api.ReadIndexEntry(resp.Body)
+		if err == io.EOF {
+			return idx, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("vault %s index: %w", v.name, err)
+		}
+		idx[blobKey{r.Type, r.ID}] = n
+	}
+}
+
+// SaveSnapshot records s; the server assigns its ID.
+func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
+	var out api.Snapshot
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/snapshots", api.FromSnapshot(s), &out); err != nil {
+		return s, err
+	}
+	return out.Record()
+}
+
+// Snapshots lists the vault's snapshots, oldest first.
+func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
+	var out []api.Snapshot
+	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/snapshots", nil, &out); err != nil {
+		return nil, err
+	}
+	recs := make([]vault.SnapshotRecord, len(out))
+	for i, w := range out {
+		r, err := w.Record()
+		if err != nil {
+			return nil, err
+		}
+		recs[i] = r
+	}
+	return recs, nil
+}
+
+// FindSnapshot resolves "latest", an ID or a unique prefix on the server,
+// which authenticates the stored snapshot object.
+func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
+	var out api.Snapshot
+	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/snapshots/"+url.PathEscape(ref), nil, &out); err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	return out.Record()
+}
+
+// Check runs a check on the server.
+func (v *Vault) Check(ctx context.Context, readData bool) (api.CheckReport, error) {
+	var out api.CheckReport
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/check", api.CheckRequest{ReadData: readData}, &out)
+	return out, err
+}

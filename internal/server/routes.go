@@ -1,0 +1,466 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Route is one endpoint: its pattern (net/http ServeMux syntax), the
+// permission it needs, and the handler. A route with no permission is
+// public (only /healthz); every other one must name one.
+type Route struct {
+	pattern string
+	perm    authn.Permission // "" only for public routes
+	public  bool
+	h       func(*request) error
+}
+
+// Pattern is the route's method and path pattern.
+func (r Route) Pattern() string { return r.pattern }
+
+// Permission is what the route needs ("" for a public route).
+func (r Route) Permission() authn.Permission { return r.perm }
+
+// Public reports whether the route needs no token.
+func (r Route) Public() bool { return r.public }
+
+// request is what a handler gets: the authenticated token, the vault
+// named in the path (opened), and the HTTP request and response.
+type request struct {
+	w     http.ResponseWriter
+	r     *http.Request
+	ctx   context.Context
+	tok   vault.TokenRecord
+	name  string // vault name from the path, "" when none
+	vault *engine.Vault
+	log   *slog.Logger
+}
+
+// Routes lists every endpoint with its permission; tests walk it.
+func (s *Server) Routes() []Route {
+	return []Route{
+		{pattern: "GET /healthz", public: true, h: s.healthz},
+		{pattern: "GET /metrics", perm: authn.PermMetrics, h: s.serveMetrics},
+		{pattern: "POST /v1/vaults", perm: authn.PermVaultCreate, h: s.createVault},
+		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, h: s.vaultInfo},
+		{pattern: "GET /v1/vaults/{vault}/dedup", perm: authn.PermBackupWrite, h: s.dedup},
+		{pattern: "POST /v1/vaults/{vault}/missing", perm: authn.PermBackupWrite, h: s.missing},
+		{pattern: "POST /v1/vaults/{vault}/blobs", perm: authn.PermBackupWrite, h: s.upload},
+		{pattern: "POST /v1/vaults/{vault}/flush", perm: authn.PermBackupWrite, h: s.flush},
+		{pattern: "GET /v1/vaults/{vault}/index", perm: authn.PermDataRead, h: s.index},
+		{pattern: "GET /v1/vaults/{vault}/trees/{id}", perm: authn.PermVaultRead, h: s.tree},
+		{pattern: "GET /v1/vaults/{vault}/data/{id}", perm: authn.PermDataRead, h: s.data},
+		{pattern: "GET /v1/vaults/{vault}/snapshots", perm: authn.PermVaultRead, h: s.snapshots},
+		{pattern: "GET /v1/vaults/{vault}/snapshots/{ref}", perm: authn.PermVaultRead, h: s.findSnapshot},
+		{pattern: "POST /v1/vaults/{vault}/snapshots", perm: authn.PermBackupWrite, h: s.saveSnapshot},
+		{pattern: "POST /v1/vaults/{vault}/check", perm: authn.PermCheck, h: s.check},
+		{pattern: "POST /v1/tokens", perm: authn.PermTokenManage, h: s.createToken},
+		{pattern: "GET /v1/tokens", perm: authn.PermTokenManage, h: s.listTokens},
+		{pattern: "DELETE /v1/tokens/{id}", perm: authn.PermTokenManage, h: s.revokeToken},
+	}
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.Routes() {
+		if rt.perm == "" && !rt.public {
+			panic("server: route " + rt.pattern + " declares no permission")
+		}
+		mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) { s.handle(rt, w, r) })
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return mux
+}
+
+// handle is the one authorization point: it authenticates the token,
+// checks the route's permission for the vault in the path, opens the vault
+// and runs the handler, mapping its error to a JSON answer.
+func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := fmt.Sprintf("%08x", s.reqSeq.Add(1))
+	w.Header().Set("X-Request-Id", reqID)
+	q := &request{w: w, r: r, ctx: r.Context(), name: r.PathValue("vault"),
+		log: s.log.With("req", reqID, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)}
+	err := s.authorizeAndRun(rt, q)
+	code, status := "", http.StatusOK
+	if err != nil && !errors.Is(err, errAnswered) {
+		code, status = api.Classify(err)
+		msg := err.Error()
+		if status == http.StatusInternalServerError && code == api.CodeInternal {
+			q.log.Error("request failed", "err", err)
+			msg = "internal error (request " + reqID + ")"
+		}
+		writeJSON(w, status, api.Error{Code: code, Message: msg})
+	}
+	s.metrics.observe(rt.pattern, status, time.Since(start))
+	lvl := slog.LevelInfo
+	if status >= 500 {
+		lvl = slog.LevelError
+	}
+	q.log.Log(r.Context(), lvl, "request", "status", status, "code", code, "token", q.tok.ID, "ms", time.Since(start).Milliseconds())
+}
+
+func (s *Server) authorizeAndRun(rt Route, q *request) error {
+	if !rt.public {
+		tok, err := s.auth.Authenticate(q.ctx, q.r.Header.Get("Authorization"))
+		if errors.Is(err, authn.ErrUnauthenticated) {
+			q.w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
+			return fmt.Errorf("%w: %v", api.ErrUnauthenticated, err)
+		}
+		if err != nil {
+			return err // the catalog failed: 500, not 401
+		}
+		q.tok = tok
+		if err := authn.Authorize(tok, rt.perm, q.name); err != nil {
+			return fmt.Errorf("%w: %v", api.ErrForbidden, err)
+		}
+	}
+	if q.name != "" {
+		v, err := s.vault(q.ctx, q.name)
+		if err != nil {
+			return err
+		}
+		q.vault = v
+	}
+	return rt.h(q)
+}
+
+func (s *Server) healthz(q *request) error {
+	q.w.Header().Set("Content-Type", "text/plain")
+	io.WriteString(q.w, "ok\n")
+	return nil
+}
+
+func vaultInfo(rec vault.VaultRecord, ki engine.KeyInfo) api.VaultInfo {
+	return api.VaultInfo{Name: rec.Name, ID: rec.ID.String(), Created: ki.Created, Algorithm: ki.Algorithm,
+		KeySource: ki.KeySource, KEKProvider: ki.KEK.Provider, KEKID: ki.KEK.KeyID, KEKVersion: ki.KEK.Version,
+		WrapAlg: ki.WrapAlg, DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, LastRotated: ki.LastRotated, KeyringGen: ki.KeyringGen}
+}
+
+func (s *Server) createVault(q *request) error {
+	var body api.CreateVault
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	v, err := s.CreateVault(q.ctx, body.Name)
+	if err != nil {
+		return err
+	}
+	q.log.Info("vault created", "vault", body.Name, "token", q.tok.ID)
+	writeJSON(q.w, http.StatusCreated, vaultInfo(v.Record(), v.KeyInfo()))
+	return nil
+}
+
+func (s *Server) vaultInfo(q *request) error {
+	vi := vaultInfo(q.vault.Record(), q.vault.KeyInfo())
+	snaps, err := q.vault.Snapshots(q.ctx)
+	if err != nil {
+		return err
+	}
+	vi.Snapshots = len(snaps)
+	if err := s.cat.Packs(q.ctx, q.vault.Record().ID, func(p vault.PackRecord) error {
+		vi.Packs++
+		vi.StoredBytes += p.Size
+		return nil
+	}); err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, vi)
+	return nil
+}
+
+func (s *Server) dedup(q *request) error {
+	d := q.vault.Dedup()
+	writeJSON(q.w, http.StatusOK, api.Dedup{ChunkIDKey: d.ChunkIDKey[:], GearSeed: d.GearSeed[:],
+		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max})
+	return nil
+}
+
+// missing answers which of the posted blob references the vault lacks.
+func (s *Server) missing(q *request) error {
+	body, err := readAllLimited(q.r.Body, api.MaxMissingIDs*api.RefSize)
+	if err != nil {
+		return err
+	}
+	if len(body)%api.RefSize != 0 {
+		return fmt.Errorf("%w: body is not a whole number of blob references", api.ErrBadRequest)
+	}
+	out := make([]byte, 0, len(body))
+	rd := bytes.NewReader(body)
+	for {
+		ref, err := api.ReadRef(rd)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if !q.vault.Has(ref.Type, ref.ID) {
+			out = api.AppendRef(out, ref)
+		}
+	}
+	q.w.Header().Set("Content-Type", api.ContentBinary)
+	q.w.Write(out)
+	return nil
+}
+
+// upload reads upload records one at a time (the body is streamed, never
+// held whole), verifies that each blob decodes to its raw length and
+// hashes to its ID, and hands it to the engine to seal and pack.
+func (s *Server) upload(q *request) error {
+	s.metrics.activeUploads.Inc()
+	defer s.metrics.activeUploads.Dec()
+	body := http.MaxBytesReader(q.w, q.r.Body, api.MaxUploadBody)
+	codec := q.vault.Codec()
+	hasher := q.vault.NewHasher()
+	var enc, raw []byte
+	var res api.UploadResult
+	for {
+		ref, rawLen, encLen, err := api.ReadUploadHeader(body, format.MaxBlobRawSize)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return uploadErr(err)
+		}
+		if cap(enc) < encLen {
+			enc = make([]byte, encLen)
+		}
+		enc = enc[:encLen]
+		if _, err := io.ReadFull(body, enc); err != nil {
+			return uploadErr(err)
+		}
+		s.metrics.bytesIn.Add(float64(api.UploadHeaderLen + encLen))
+		raw, err = codec.Decode(raw[:0], enc, uint32(rawLen))
+		if err != nil {
+			return fmt.Errorf("%w: blob %s: %v", api.ErrBadRequest, ref.ID.Short(), err)
+		}
+		if got := hasher.ID(raw); got != ref.ID {
+			return fmt.Errorf("%w: blob %s: content does not match its ID", api.ErrBadRequest, ref.ID.Short())
+		}
+		// The engine packs blobs of many requests together and stores a
+		// full pack in the background: that must not be cancelled when
+		// the request that happened to fill the pack ends.
+		isNew, err := q.vault.SaveBlob(context.WithoutCancel(q.ctx), ref.Type, ref.ID, enc, rawLen)
+		if err != nil {
+			s.dropVault(q.name)
+			return err
+		}
+		if isNew {
+			res.Stored++
+			res.BytesAdded += uint64(encLen + seal.Overhead)
+		}
+	}
+	writeJSON(q.w, http.StatusOK, res)
+	return nil
+}
+
+func uploadErr(err error) error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%w: upload over %d bytes", api.ErrTooLarge, api.MaxUploadBody)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: upload ended inside a blob", api.ErrBadRequest)
+	}
+	return err
+}
+
+func (s *Server) flush(q *request) error {
+	if err := q.vault.Flush(context.WithoutCancel(q.ctx)); err != nil {
+		s.dropVault(q.name)
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// index sends every blob reference of the vault with its raw length. The
+// entries are copied out under the engine's lock, then written, so a slow
+// client never holds up backups.
+func (s *Server) index(q *request) error {
+	var buf []byte
+	q.vault.EachBlob(func(t vault.BlobType, id vault.ID, rawLen uint32) bool {
+		buf = api.AppendIndexEntry(buf, api.Ref{Type: t, ID: id}, rawLen)
+		return true
+	})
+	q.w.Header().Set("Content-Type", api.ContentBinary)
+	q.w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	q.w.Write(buf)
+	return nil
+}
+
+func (s *Server) tree(q *request) error { return s.blob(q, vault.TreeBlob) }
+func (s *Server) data(q *request) error { return s.blob(q, vault.DataBlob) }
+
+// blob sends a blob unsealed but still encoded; the agent decodes it and
+// verifies its ID.
+func (s *Server) blob(q *request, t vault.BlobType) error {
+	id, err := vault.ParseID(q.r.PathValue("id"))
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	p, rawLen, err := q.vault.LoadEncoded(q.ctx, t, id, nil)
+	if err != nil {
+		return err
+	}
+	q.w.Header().Set("Content-Type", api.ContentBinary)
+	q.w.Header().Set(api.HeaderRawLength, strconv.FormatUint(uint64(rawLen), 10))
+	q.w.Header().Set("Content-Length", strconv.Itoa(len(p)))
+	q.w.Write(p)
+	s.metrics.bytesOut.Add(float64(len(p)))
+	return nil
+}
+
+func (s *Server) snapshots(q *request) error {
+	snaps, err := q.vault.Snapshots(q.ctx)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Snapshot, len(snaps))
+	for i, sn := range snaps {
+		out[i] = api.FromSnapshot(sn)
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) findSnapshot(q *request) error {
+	sn, err := q.vault.FindSnapshot(q.ctx, q.r.PathValue("ref"))
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, api.FromSnapshot(sn))
+	return nil
+}
+
+// saveSnapshot records a snapshot after checking that its root tree is
+// stored: an agent cannot record a snapshot of data the vault lacks.
+func (s *Server) saveSnapshot(q *request) error {
+	var body api.Snapshot
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	rec, err := body.Record()
+	if err != nil {
+		return err
+	}
+	if !q.vault.Has(vault.TreeBlob, rec.Tree) {
+		return fmt.Errorf("%w: root tree %s is not stored (upload it first)", api.ErrBadRequest, rec.Tree.Short())
+	}
+	// A snapshot is recorded only once what it references is durable.
+	if err := q.vault.Flush(context.WithoutCancel(q.ctx)); err != nil {
+		s.dropVault(q.name)
+		return err
+	}
+	rec.ID = vault.ID{}
+	saved, err := q.vault.SaveSnapshot(q.ctx, rec)
+	if err != nil {
+		return err
+	}
+	q.log.Info("snapshot saved", "vault", q.name, "snapshot", saved.ID.Short(), "host", saved.Host, "token", q.tok.ID)
+	writeJSON(q.w, http.StatusCreated, api.FromSnapshot(saved))
+	return nil
+}
+
+func (s *Server) check(q *request) error {
+	var body api.CheckRequest
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	// A check reads the whole vault: no write deadline for it.
+	http.NewResponseController(q.w).SetWriteDeadline(time.Time{})
+	rep, err := q.vault.Check(q.ctx, engine.CheckOptions{ReadData: body.ReadData})
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
+		Trees: rep.Trees, BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings})
+	return nil
+}
+
+func tokenInfo(t vault.TokenRecord) api.Token {
+	return api.Token{ID: t.ID, Name: t.Name, Role: t.Role, Vault: t.Vault, Created: t.Created,
+		Expires: t.Expires, Revoked: t.Revoked, CreatedBy: t.CreatedBy}
+}
+
+func (s *Server) createToken(q *request) error {
+	var body api.CreateToken
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	role, err := authn.ParseRole(body.Role)
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if err := authn.CheckScope(role, body.Vault); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if body.Vault != "" {
+		if _, err := s.cat.Vault(q.ctx, body.Vault); err != nil {
+			return fmt.Errorf("vault %q: %w", body.Vault, err)
+		}
+	}
+	now := s.opt.Now().UTC()
+	if !body.Expires.IsZero() && !body.Expires.After(now) {
+		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, body.Expires.Format(time.RFC3339))
+	}
+	secret, hash, id, err := authn.Generate(rand.Reader)
+	if err != nil {
+		return err
+	}
+	rec := vault.TokenRecord{ID: id, Name: body.Name, Role: string(role), Vault: body.Vault, Hash: hash,
+		Created: now, Expires: body.Expires.UTC(), CreatedBy: q.tok.ID}
+	if body.Expires.IsZero() {
+		rec.Expires = time.Time{}
+	}
+	if err := s.cat.AddToken(q.ctx, rec); err != nil {
+		return err
+	}
+	q.log.Info("token created", "id", id, "role", role, "vault", body.Vault, "by", q.tok.ID)
+	out := tokenInfo(rec)
+	out.Secret = string(secret)
+	writeJSON(q.w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *Server) listTokens(q *request) error {
+	toks, err := s.cat.Tokens(q.ctx)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Token, len(toks))
+	for i, t := range toks {
+		out[i] = tokenInfo(t)
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) revokeToken(q *request) error {
+	id := q.r.PathValue("id")
+	if err := s.cat.RevokeToken(q.ctx, id, s.opt.Now().UTC()); err != nil {
+		return fmt.Errorf("token %s: %w", id, err)
+	}
+	q.log.Info("token revoked", "id", id, "by", q.tok.ID)
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}

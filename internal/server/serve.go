@@ -1,0 +1,70 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Timeouts of every connection. Uploads and downloads of a batch take
+// seconds; a check can take hours and lifts its own write deadline.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 10 * time.Minute
+	writeTimeout      = 10 * time.Minute
+	idleTimeout       = 2 * time.Minute
+	// DrainTimeout is how long a stopping server lets requests in flight
+	// finish before it closes their connections.
+	DrainTimeout = 30 * time.Second
+)
+
+// Serve answers HTTPS on ln until ctx is done, then drains: it stops
+// accepting, lets requests in flight finish (uploads complete or fail as
+// a whole; the store never shows a half-written object), flushes the
+// vaults' packs and returns. There is no plaintext mode: cfg must be set.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) error {
+	if cfg == nil || len(cfg.Certificates) == 0 && cfg.GetCertificate == nil {
+		return errors.New("serve: a TLS certificate is required; coffer has no plaintext mode")
+	}
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         cfg,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(tls.NewListener(ln, cfg)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("stopping: draining requests in flight", "timeout", DrainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		hs.Close()
+	}
+	<-errc
+	return err
+}
+
+// slogWriter sends net/http's own error log (TLS handshake failures,
+// plain-HTTP requests) to the structured log at debug level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("http", "msg", string(p))
+	return len(p), nil
+}

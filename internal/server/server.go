@@ -1,0 +1,288 @@
+// Package server is the vault server: the vault engine behind an HTTPS API
+// (docs/openapi.yaml). Every route declares the permission it needs; the
+// one authorization point, handle, checks it before the handler runs.
+//
+// Agents never receive a data key. They fetch the chunk-ID key and the
+// chunker seed (to deduplicate), upload encoded (compressed, unsealed)
+// blobs, and the server verifies each blob's ID before the engine seals
+// it. Downloads are unsealed on the server and verified by the agent.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/store/local"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Options configure a Server.
+type Options struct {
+	// DataDir holds the catalog, the platform key, the vaults' stores and
+	// the TLS material.
+	DataDir string
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Server serves the vaults under one data directory.
+type Server struct {
+	opt     Options
+	log     *slog.Logger
+	cat     *sqlite.Catalog
+	keys    *platform.Keystore
+	auth    *authn.Authenticator
+	metrics *metrics
+
+	mu     sync.Mutex
+	vaults map[string]*openVault
+
+	reqSeq atomic.Uint64
+}
+
+type openVault struct {
+	eng   *engine.Vault
+	store *local.Store
+}
+
+// Paths under the data directory.
+func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
+func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
+func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", name, "store") }
+
+// VaultDir is where vault name's store lives under the data directory.
+func VaultDir(dataDir, name string) string { return filepath.Join(dataDir, "vaults", name) }
+
+// InitialTokenFile is where the first start writes the one-time owner
+// token (mode 0600); it is never logged.
+func InitialTokenFile(dir string) string { return filepath.Join(dir, "initial-owner-token") }
+
+// Open opens (creating on first use) the server's state in opt.DataDir.
+// On first use it also issues an owner token and writes it to
+// InitialTokenFile; firstToken reports whether it did.
+func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("data directory: %w", err)
+	}
+	ks, err := platform.Open(keyFile(opt.DataDir))
+	if errors.Is(err, vault.ErrKeyUnavailable) {
+		if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(keyFile(opt.DataDir)), 0o700); err != nil {
+				return nil, false, err
+			}
+			ks, err = platform.Create(keyFile(opt.DataDir), opt.Now())
+		}
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	cat, err := sqlite.Open(catalogFile(opt.DataDir))
+	if err != nil {
+		return nil, false, err
+	}
+	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics()}
+	s.auth = &authn.Authenticator{Catalog: cat, Now: opt.Now}
+	first, err := s.ensureOwnerToken(ctx)
+	if err != nil {
+		cat.Close()
+		return nil, false, err
+	}
+	return s, first, nil
+}
+
+// ensureOwnerToken issues the first owner token when the catalog has none.
+func (s *Server) ensureOwnerToken(ctx context.Context) (bool, error) {
+	toks, err := s.cat.Tokens(ctx)
+	if err != nil {
+		return false, err
+	}
+	if len(toks) > 0 {
+		return false, nil
+	}
+	secret, hash, id, err := authn.Generate(rand.Reader)
+	if err != nil {
+		return false, err
+	}
+	path := InitialTokenFile(s.opt.DataDir)
+	// The file first: a crash after it leaves a token that does not work
+	// yet, and the next start issues a new one over it.
+	if err := writeFileSync(path, []byte(string(secret)+"\n"), 0o600); err != nil {
+		return false, fmt.Errorf("write initial owner token: %w", err)
+	}
+	rec := vault.TokenRecord{ID: id, Name: "initial-owner", Role: string(authn.RoleOwner), Hash: hash, Created: s.opt.Now().UTC()}
+	if err := s.cat.AddToken(ctx, rec); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Close flushes and closes every open vault, then the catalog.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for name, ov := range s.vaults {
+		if err := ov.eng.Flush(context.Background()); err != nil && first == nil {
+			first = fmt.Errorf("vault %s: %w", name, err)
+		}
+		ov.eng.Close()
+		ov.store.Close()
+		delete(s.vaults, name)
+	}
+	if err := s.cat.Close(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+var vaultName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// vault returns the open engine of vault name, opening it on first use.
+func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) {
+	if !vaultName.MatchString(name) {
+		return nil, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ov, ok := s.vaults[name]; ok {
+		return ov.eng, nil
+	}
+	if _, err := s.cat.Vault(ctx, name); err != nil {
+		return nil, fmt.Errorf("vault %q: %w", name, err)
+	}
+	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.Open(ctx, engine.Options{Store: st, Catalog: s.cat, Keys: s.keys, Name: name, Now: s.opt.Now, Logger: s.log, Uploads: 2})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.vaults[name] = &openVault{eng: eng, store: st}
+	return eng, nil
+}
+
+// dropVault forgets an engine whose uploads failed, so the next request
+// opens it afresh (an engine keeps its first storage error).
+func (s *Server) dropVault(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ov, ok := s.vaults[name]; ok {
+		ov.eng.Close()
+		ov.store.Close()
+		delete(s.vaults, name)
+	}
+}
+
+// Engine returns the engine of vault name, opening it on first use.
+func (s *Server) Engine(ctx context.Context, name string) (*engine.Vault, error) {
+	return s.vault(ctx, name)
+}
+
+// CreateVault creates vault name with the default chunking.
+func (s *Server) CreateVault(ctx context.Context, name string) (*engine.Vault, error) {
+	return s.CreateVaultWith(ctx, name, engine.DefaultChunker())
+}
+
+// CreateVaultWith creates vault name with the given chunking.
+func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vault.ChunkerParams) (*engine.Vault, error) {
+	if !vaultName.MatchString(name) {
+		return nil, fmt.Errorf("%w: vault name %q: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", api.ErrBadRequest, name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.cat.Vault(ctx, name); err == nil {
+		return nil, fmt.Errorf("vault %q: %w", name, vault.ErrExists)
+	}
+	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.Create(ctx, engine.Options{Store: st, Catalog: s.cat, Keys: s.keys, Name: name, Now: s.opt.Now, Logger: s.log, Uploads: 2}, chunking)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.vaults[name] = &openVault{eng: eng, store: st}
+	return eng, nil
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a size-limited JSON body into v.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, api.MaxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: body over %d bytes", api.ErrTooLarge, api.MaxJSONBody)
+		}
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	return nil
+}
+
+// errDrain is returned by a handler that has already answered.
+var errAnswered = errors.New("answered")
+
+func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: body over %d bytes", api.ErrTooLarge, limit)
+	}
+	return b, nil
+}

@@ -1,0 +1,283 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+func status(err error) int {
+	var re *api.RemoteError
+	if errors.As(err, &re) {
+		return re.Status
+	}
+	return 0
+}
+
+func token(t *testing.T, owner *client.Client, role, vaultName string) string {
+	t.Helper()
+	tok, err := owner.CreateToken(context.Background(), api.CreateToken{Name: role, Role: role, Vault: vaultName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Secret
+}
+
+// TestAuthentication: no token → 401, wrong role → 403, a token for vault A
+// is useless on vault B, revocation and expiry take effect at once.
+func TestAuthentication(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	owner := env.Client(t, env.OwnerToken)
+	for _, n := range []string{"a", "b"} {
+		if _, err := owner.CreateVault(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := owner.CreateVault(ctx, "a"); !errors.Is(err, vault.ErrExists) {
+		t.Errorf("creating vault a twice: %v, want ErrExists", err)
+	}
+
+	none := env.Client(t, "")
+	if _, err := none.Vault("a").Info(ctx); status(err) != http.StatusUnauthorized || !errors.Is(err, api.ErrUnauthenticated) {
+		t.Errorf("no token: %v (status %d), want 401", err, status(err))
+	}
+	bogus := env.Client(t, "cft_"+strings.Repeat("A", 43))
+	if _, err := bogus.Vault("a").Info(ctx); status(err) != http.StatusUnauthorized {
+		t.Errorf("unknown token: %v, want 401", err)
+	}
+
+	reader := env.Client(t, token(t, owner, "backup-reader", "a"))
+	if _, err := reader.Vault("a").Snapshots(ctx); err != nil {
+		t.Errorf("reader listing its vault: %v", err)
+	}
+	if err := reader.Vault("a").LoadDedup(ctx); status(err) != http.StatusForbidden || !errors.Is(err, api.ErrForbidden) {
+		t.Errorf("reader asking for backup parameters: %v, want 403", err)
+	}
+	if _, err := reader.CreateVault(ctx, "c"); status(err) != http.StatusForbidden {
+		t.Errorf("reader creating a vault: %v, want 403", err)
+	}
+
+	opA := token(t, owner, "backup-operator", "a")
+	op := env.Client(t, opA)
+	if err := op.Vault("a").LoadDedup(ctx); err != nil {
+		t.Errorf("operator on its vault: %v", err)
+	}
+	for _, call := range []func() error{
+		func() error { return op.Vault("b").LoadDedup(ctx) },
+		func() error { _, err := op.Vault("b").Snapshots(ctx); return err },
+		func() error { _, err := op.Vault("b").Info(ctx); return err },
+	} {
+		if err := call(); status(err) != http.StatusForbidden {
+			t.Errorf("vault-a operator on vault b: %v, want 403", err)
+		}
+	}
+	if _, err := op.Tokens(ctx); status(err) != http.StatusForbidden {
+		t.Errorf("operator listing tokens: %v, want 403", err)
+	}
+
+	// Revocation is effective on the next request.
+	toks, err := owner.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opID string
+	for _, tk := range toks {
+		if tk.Secret != "" {
+			t.Errorf("token list shows a secret")
+		}
+		if tk.Role == "backup-operator" {
+			opID = tk.ID
+		}
+	}
+	if err := owner.RevokeToken(ctx, opID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Vault("a").Snapshots(ctx); status(err) != http.StatusUnauthorized {
+		t.Errorf("revoked token: %v, want 401", err)
+	}
+
+	// Expiry, on the server's clock.
+	exp, err := owner.CreateToken(ctx, api.CreateToken{Name: "short", Role: "backup-reader", Vault: "a", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := env.Client(t, exp.Secret)
+	if _, err := short.Vault("a").Snapshots(ctx); err != nil {
+		t.Errorf("fresh expiring token: %v", err)
+	}
+	env.Clock.Add(int64(2 * time.Hour))
+	if _, err := short.Vault("a").Snapshots(ctx); status(err) != http.StatusUnauthorized {
+		t.Errorf("expired token: %v, want 401", err)
+	}
+}
+
+// TestRoutesDeclarePermissions: every route but /healthz names the
+// permission it needs, and each is enforced (a token without it gets 403).
+func TestRoutesDeclarePermissions(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	owner := env.Client(t, env.OwnerToken)
+	if _, err := owner.CreateVault(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	reader := token(t, owner, "backup-reader", "a")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: env.TLS}}
+	defer hc.CloseIdleConnections()
+	for _, rt := range env.Server.Routes() {
+		method, path, _ := strings.Cut(rt.Pattern(), " ")
+		if rt.Public() {
+			if path != "/healthz" {
+				t.Errorf("route %s is public", rt.Pattern())
+			}
+			continue
+		}
+		if rt.Permission() == "" {
+			t.Errorf("route %s declares no permission", rt.Pattern())
+			continue
+		}
+		path = strings.NewReplacer("{vault}", "a", "{id}", strings.Repeat("0", 64), "{ref}", "latest").Replace(path)
+		for _, tc := range []struct {
+			token string
+			want  int
+		}{{"", http.StatusUnauthorized}, {reader, http.StatusForbidden}} {
+			if tc.token == reader && authn.Allows(authn.RoleBackupReader, rt.Permission()) {
+				continue
+			}
+			req, _ := http.NewRequest(method, env.URL+path, bytes.NewReader([]byte("{}")))
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s %s with token %v: status %d, want %d", method, path, tc.token != "", resp.StatusCode, tc.want)
+			}
+		}
+	}
+}
+
+// TestUploadVerifiesIDs: a blob whose content does not hash to its ID is
+// refused, so an agent cannot plant data under another chunk's ID.
+func TestUploadVerifiesIDs(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	owner := env.Client(t, env.OwnerToken)
+	if _, err := owner.CreateVault(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	codec := format.NewCodec()
+	good := []byte("the real content")
+	var forged vault.ID
+	forged[0] = 1
+	if _, err := v.SaveBlob(ctx, vault.DataBlob, forged, codec.Encode(nil, good), len(good)); err != nil {
+		t.Fatal(err)
+	}
+	err := v.Flush(ctx)
+	if status(err) != http.StatusBadRequest {
+		t.Fatalf("forged blob: %v, want 400", err)
+	}
+	eng, _ := env.Server.Engine(ctx, "a")
+	if eng.Has(vault.DataBlob, forged) {
+		t.Error("the forged blob was stored")
+	}
+}
+
+// TestBackupRestoreOverTLS backs up a directory through the client,
+// restores it, and runs check --read-data on the server.
+func TestBackupRestoreOverTLS(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	owner := env.Client(t, env.OwnerToken)
+	if _, err := owner.CreateVault(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	for i, n := range []int{0, 10, 100_000, 3 << 20} {
+		data := bytes.Repeat([]byte{byte('a' + i)}, n)
+		if err := os.WriteFile(filepath.Join(src, "f"+string(rune('0'+i))), data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Snapshot.BytesAdded == 0 {
+		t.Error("first backup added nothing")
+	}
+	again, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Snapshot.BytesAdded > 4096 {
+		t.Errorf("unchanged re-run added %d bytes", again.Snapshot.BytesAdded)
+	}
+	snap, err := v.FindSnapshot(ctx, "latest")
+	if err != nil || snap.ID != again.Snapshot.ID {
+		t.Fatalf("latest: %v %v", snap.ID, err)
+	}
+	dst := t.TempDir()
+	if _, err := agent.Restore(ctx, v, snap.Tree, agent.RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		name := "f" + string(rune('0'+i))
+		want, _ := os.ReadFile(filepath.Join(src, name))
+		got, err := os.ReadFile(filepath.Join(dst, src, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s differs after restore: %v", name, err)
+		}
+	}
+	rep, err := v.Check(ctx, true)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("check --read-data: %v %v", rep.Errors, err)
+	}
+}
+
+// TestNoPlaintext: the listener speaks only TLS.
+func TestNoPlaintext(t *testing.T) {
+	env := servertest.Start(t)
+	plain := strings.Replace(env.URL, "https://", "http://", 1)
+	resp, err := http.Get(plain + "/healthz")
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || strings.Contains(string(body), "ok") && !strings.Contains(string(body), "HTTPS") {
+			t.Fatalf("plain HTTP got %s %q", resp.Status, body)
+		}
+	}
+	old := &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, RootCAs: env.TLS.RootCAs}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: old}}
+	if _, err := c.Get(env.URL + "/healthz"); err == nil {
+		t.Fatal("a TLS 1.1 client was served")
+	}
+}
