@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
+
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
@@ -115,17 +119,36 @@ func (a *app) tokenValue() (string, error) {
 	return t, nil
 }
 
+// tlsOptions is whom the client trusts: --cacert and --fingerprint, or
+// their environment variables.
+func (a *app) tlsOptions() tlsconf.ClientOptions {
+	o := tlsconf.ClientOptions{CAFile: a.remote.cacert, Fingerprint: a.remote.fingerprint}
+	if o.CAFile == "" {
+		o.CAFile = a.getenv("COFFER_CACERT")
+	}
+	if o.Fingerprint == "" {
+		o.Fingerprint = a.getenv("COFFER_FINGERPRINT")
+	}
+	return o
+}
+
+// proxyFunc picks the proxy for a request from HTTPS_PROXY and NO_PROXY
+// (or their lower-case forms) in the app's environment. As usual for
+// these variables, loopback addresses are never proxied.
+func (a *app) proxyFunc() func(*http.Request) (*url.URL, error) {
+	env := func(k string) string {
+		if v := a.getenv(k); v != "" {
+			return v
+		}
+		return a.getenv(strings.ToLower(k))
+	}
+	f := (&httpproxy.Config{HTTPSProxy: env("HTTPS_PROXY"), NoProxy: env("NO_PROXY")}).ProxyFunc()
+	return func(r *http.Request) (*url.URL, error) { return f(r.URL) }
+}
+
 // newClient makes an HTTPS client for server (https://host:port).
 func (a *app) newClient(server string) (*client.Client, error) {
-	cacert := a.remote.cacert
-	if cacert == "" {
-		cacert = a.getenv("COFFER_CACERT")
-	}
-	fp := a.remote.fingerprint
-	if fp == "" {
-		fp = a.getenv("COFFER_FINGERPRINT")
-	}
-	cfg, err := tlsconf.ClientConfig(tlsconf.ClientOptions{CAFile: cacert, Fingerprint: fp})
+	cfg, err := tlsconf.ClientConfig(a.tlsOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +159,7 @@ func (a *app) newClient(server string) (*client.Client, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("vault server %s: give a token with --token or COFFER_TOKEN", server)
 	}
-	return client.New(client.Options{Server: server, Token: tok, TLS: cfg})
+	return client.New(client.Options{Server: server, Token: tok, TLS: cfg, Proxy: a.proxyFunc()})
 }
 
 // openRemote opens vault URL ref (https://host:port/NAME).

@@ -30,6 +30,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/tlsconf"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -131,6 +132,11 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		// A TLS failure says how to trust the server (--cacert,
+		// --fingerprint) or why its TLS is refused.
+		if xe := tlsconf.ExplainError(err); xe != err {
+			return nil, xe
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, err)
 	}
 	if resp.StatusCode/100 != 2 {

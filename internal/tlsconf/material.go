@@ -582,8 +582,9 @@ func certHosts(hosts []string) (hostList, error) {
 	return h, nil
 }
 
-// validDNSName accepts a lowercase host name of letters, digits and
-// hyphens in labels of 1 to 63 characters.
+// validDNSName accepts a lowercase host name of letters, digits, hyphens
+// and underscores (found in machine host names, and accepted by crypto/x509)
+// in labels of 1 to 63 characters.
 func validDNSName(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
@@ -593,7 +594,7 @@ func validDNSName(s string) bool {
 			return false
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
 				return false
 			}
 		}

@@ -460,8 +460,14 @@ func TestLoadOrCreateHosts(t *testing.T) {
 			t.Errorf("host %q accepted", bad)
 		}
 	}
-	m := localMaterial(t, time.Now(), "[2001:db8::2]", "Backup.Example.COM.", "backup.example.com", "127.0.0.1", "::ffff:192.0.2.1")
-	if !slices.Equal(m.Leaf.DNSNames, []string{"backup.example.com", "localhost"}) {
+	now := time.Now()
+	dir := t.TempDir()
+	m, _, err := LoadOrCreate(dir, []string{"[2001:db8::2]", "Backup.Example.COM.", "backup.example.com", "127.0.0.1", "::ffff:192.0.2.1", "My_Host"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, m, now, "backup.example.com", "my_host", "2001:db8::2", "192.0.2.1")
+	if !slices.Equal(m.Leaf.DNSNames, []string{"backup.example.com", "my_host", "localhost"}) {
 		t.Errorf("DNS names %q", m.Leaf.DNSNames)
 	}
 	want := []net.IP{net.ParseIP("2001:db8::2"), net.ParseIP("127.0.0.1"), net.ParseIP("192.0.2.1"), net.ParseIP("::1")}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/tlsconf"
+)
+
+// TestRemoteCommands drives every command against a vault server over
+// loopback TLS, as a newcomer would: create a vault with the owner token,
+// issue an operator token, back up, list, restore, diff, check, show.
+func TestRemoteCommands(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	out := mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	if !strings.Contains(out, "vault prod created") {
+		t.Fatalf("vault create said %q", out)
+	}
+	tokOut, _, code := coffer(t, e, "token", "create", "--vault", srv.URL+"/prod", "--role", "backup-operator", "--name", "web01", "--token", srv.OwnerToken)
+	if code != exitOK {
+		t.Fatalf("token create: exit %d", code)
+	}
+	op := strings.TrimSpace(tokOut)
+	if !strings.HasPrefix(op, "cft_") || len(op) != 47 {
+		t.Fatalf("token create printed %q, want the token alone", tokOut)
+	}
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", op)
+
+	src := filepath.Join(t.TempDir(), "src")
+	for i, n := range []int{0, 100, 200_000} {
+		p := filepath.Join(src, "d", "f"+string(rune('a'+i)))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, randBytes(uint64(i), n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := backupJSON(t, e, src)
+	os.WriteFile(filepath.Join(src, "d", "new"), []byte("later"), 0o644)
+	second := backupJSON(t, e, src)
+	snaps := listSnapshots(t, e)
+	if len(snaps) != 2 {
+		t.Fatalf("%d snapshots, want 2", len(snaps))
+	}
+	if ls := mustCoffer(t, e, "ls", "latest", src); !strings.Contains(ls, "/d/new") {
+		t.Errorf("ls latest misses d/new:\n%s", ls)
+	}
+	if diff := mustCoffer(t, e, "diff", first[:8], second[:8]); !strings.Contains(diff, "+  "+filepath.Join(src, "d", "new")) {
+		t.Errorf("diff:\n%s", diff)
+	}
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst)
+	for _, name := range []string{"fa", "fb", "fc", "new"} {
+		want, _ := os.ReadFile(filepath.Join(src, "d", name))
+		got, err := os.ReadFile(filepath.Join(dst, src, "d", name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s differs after a remote restore: %v", name, err)
+		}
+	}
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check said %q", out)
+	}
+	var show struct {
+		Name       string         `json:"name"`
+		Snapshots  int            `json:"snapshots"`
+		Encryption map[string]any `json:"encryption"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "vault", "show", "--json")), &show); err != nil {
+		t.Fatal(err)
+	}
+	if show.Name != "prod" || show.Snapshots != 2 || show.Encryption["algorithm"] != "AES-256-GCM" || show.Encryption["key_source"] != "platform-managed" {
+		t.Errorf("vault show: %+v", show)
+	}
+
+	// The operator may not manage tokens or create vaults: exit 1, 403.
+	if _, errOut, code := coffer(t, e, "token", "list", "--vault", srv.URL); code != exitFailure || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("operator token list: exit %d, %q", code, errOut)
+	}
+	// token list shows the tokens, never a secret.
+	list := mustCoffer(t, e, "token", "list", "--vault", srv.URL, "--token", srv.OwnerToken)
+	if !strings.Contains(list, "web01") || strings.Contains(list, "cft_") {
+		t.Errorf("token list:\n%s", list)
+	}
+}
+
+// TestRemoteTrust: an unknown certificate is refused with a message that
+// says how to trust it; --fingerprint pins it without a CA file.
+func TestRemoteTrust(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	_, errOut, code := coffer(t, e, "vault", "create", "x", "--vault", srv.URL)
+	if code != exitFailure || !strings.Contains(errOut, "--cacert") || !strings.Contains(errOut, "--fingerprint") {
+		t.Fatalf("untrusted server: exit %d, %q", code, errOut)
+	}
+	mat, _, err := tlsconf.LoadOrCreate(filepath.Join(srv.DataDir, "tls"), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := tlsconf.Fingerprint(mat.Leaf.Raw)
+	if !strings.Contains(errOut, fp) {
+		t.Errorf("the refusal does not show the presented fingerprint %s: %q", fp, errOut)
+	}
+	mustCoffer(t, e, "vault", "create", "x", "--vault", srv.URL, "--fingerprint", fp)
+	wrong := "SHA256:" + strings.Repeat("ab", 32)
+	if _, _, code := coffer(t, e, "vault", "create", "y", "--vault", srv.URL, "--fingerprint", wrong); code != exitFailure {
+		t.Error("a wrong pin was accepted")
+	}
+
+	// doctor tls reports what the server negotiates and trusts.
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	out := mustCoffer(t, e, "doctor", "tls", srv.URL, "--json")
+	var rep tlsconf.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Verified || rep.AcceptsLegacy || rep.Version == "" || len(rep.Chain) == 0 || rep.Chain[0].Fingerprint != fp {
+		t.Errorf("doctor tls: %+v", rep)
+	}
+	e.setenv("COFFER_CACERT", "")
+	if _, _, code := coffer(t, e, "doctor", "tls", srv.URL); code != exitFailure {
+		t.Error("doctor tls passed an untrusted server")
+	}
+	_ = context.Background
+}
