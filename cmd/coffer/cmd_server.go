@@ -75,15 +75,11 @@ then the server exits.`,
 				if hn, err := os.Hostname(); err == nil && hn != "" {
 					names = append(names, hn)
 				}
-				var created bool
-				if mat, created, err = tlsconf.LoadOrCreate(filepath.Join(dir, "tls"), names, a.now()); err != nil {
+				if mat, _, err = tlsconf.LoadOrCreate(filepath.Join(dir, "tls"), names, a.now()); err != nil {
 					return err
 				}
-				if created {
-					fmt.Fprintf(a.stdout, "created a local CA: agents trust it with --cacert %s\n", filepath.Join(dir, "tls", "ca.pem"))
-				} else {
-					fmt.Fprintf(a.stdout, "local CA: %s\n", filepath.Join(dir, "tls", "ca.pem"))
-				}
+				fmt.Fprintf(a.stdout, "local CA %s (%s): agents trust it with --cacert, or pin the server certificate with --fingerprint\n",
+					filepath.Join(dir, "tls", tlsconf.CACertName), mat.CAFingerprint())
 			}
 			cfg, err := tlsconf.ServerConfig(mat, minVer)
 			if err != nil {

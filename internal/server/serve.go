@@ -39,6 +39,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
+		// Uploads are several MiB a request and several requests share
+		// one HTTP/2 connection: the default 1 MiB receive windows would
+		// make the agent wait for window updates on a fast network.
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerConnection: 32 << 20,
+			MaxReceiveBufferPerStream:     8 << 20,
+		},
 		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}

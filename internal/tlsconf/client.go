@@ -260,6 +260,8 @@ type UntrustedError struct {
 // Unwrap returns the underlying verification error.
 func (e *UntrustedError) Unwrap() error { return e.Err }
 
+// Error says which certificate was refused, why, and what the user can do
+// about it.
 func (e *UntrustedError) Error() string {
 	server := "the server"
 	if e.Host != "" {

@@ -276,11 +276,12 @@ type authority struct {
 //
 // hosts are the server's DNS names and IP addresses; the certificate also
 // covers "localhost", 127.0.0.1 and ::1. A new CA is ECDSA P-256, named
-// "Coffer local CA <hostname>", valid for [CAValidityYears] years, can sign only
-// end-entity certificates for TLS servers (MaxPathLenZero, ExtKeyUsage
-// serverAuth) and is name-constrained to those hosts, so that its key, if
-// stolen from the server's disk, cannot impersonate other sites to someone
-// who trusts ca.pem. A new server certificate is ECDSA P-256, valid for
+// "Coffer local CA <hostname>", valid for [CAValidityYears] years, and can
+// sign only end-entity certificates for TLS servers (MaxPathLenZero,
+// ExtKeyUsage serverAuth). It is deliberately not name-constrained to the
+// hosts: a host added later, or a container's new host name, then gets a
+// new server certificate under the same CA, and agents that trust ca.pem
+// keep working. A new server certificate is ECDSA P-256, valid for
 // [CertValidityYears] year(s) but not beyond the CA, for serverAuth.
 //
 // Every file is written crash-safely (temporary file, fsync, rename, fsync
@@ -291,8 +292,8 @@ type authority struct {
 //   - A server certificate and key that match are loaded. When they were
 //     issued by the CA in dir, LoadOrCreate reissues them under that CA if
 //     they expire within [RenewBefore], are not yet valid, or do not cover
-//     every host; when the CA itself is too close to expiry or its name
-//     constraints exclude a host, it makes a new CA first. A certificate
+//     every host; when the CA itself is within [RenewBefore] of its
+//     expiry, it makes a new CA first. A certificate
 //     not issued by a complete CA in dir is reissued (a run that died
 //     between a new CA and its server certificate) unless dir holds no CA
 //     key, in which case it is loaded as it is and never renewed.
@@ -357,8 +358,8 @@ func loadOrCreate(w fileWriter, dir string, hosts []string, now time.Time) (*Mat
 		// new or half-written CA beside the old certificate.
 	}
 
-	if caState != pairOK || !ca.usable(names, now) {
-		if ca, err = newAuthority(names, now); err != nil {
+	if caState != pairOK || !ca.usable(now) {
+		if ca, err = newAuthority(now); err != nil {
 			return nil, false, err
 		}
 		if err := writeAuthority(w, dir, ca); err != nil {
@@ -517,28 +518,11 @@ func needsRenewal(leaf *x509.Certificate, h hostList, now time.Time) bool {
 	return false
 }
 
-// usable reports whether the CA can issue a certificate for every host now
-// that will not need renewing at once.
-func (ca *authority) usable(h hostList, now time.Time) bool {
+// usable reports whether the CA can issue a certificate now that will not
+// need renewing at once.
+func (ca *authority) usable(now time.Time) bool {
 	c := ca.cert
-	if now.Before(c.NotBefore) || now.Add(RenewBefore).After(c.NotAfter) {
-		return false
-	}
-	for _, name := range h.dns {
-		if len(c.PermittedDNSDomains) > 0 && !slices.ContainsFunc(c.PermittedDNSDomains, func(d string) bool {
-			return name == d || strings.HasSuffix(name, "."+d)
-		}) {
-			return false
-		}
-	}
-	for _, ip := range h.ips {
-		if len(c.PermittedIPRanges) > 0 && !slices.ContainsFunc(c.PermittedIPRanges, func(n *net.IPNet) bool {
-			return n.Contains(ip)
-		}) {
-			return false
-		}
-	}
-	return true
+	return !now.Before(c.NotBefore) && !now.Add(RenewBefore).After(c.NotAfter)
 }
 
 // hostList is what a server certificate covers, in order, without
@@ -611,7 +595,7 @@ func serialNumber() (*big.Int, error) {
 	return n.Add(n, big.NewInt(1)), nil // positive, never zero
 }
 
-func newAuthority(h hostList, now time.Time) (*authority, error) {
+func newAuthority(now time.Time) (*authority, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA key: %w", err)
@@ -624,29 +608,21 @@ func newAuthority(h hostList, now time.Time) (*authority, error) {
 	if err != nil || hostname == "" {
 		hostname = "unknown host"
 	}
-	var ranges []*net.IPNet
-	for _, ip := range h.ips {
-		ranges = append(ranges, &net.IPNet{IP: ip, Mask: net.CIDRMask(8*len(ip), 8*len(ip))})
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{Organization: []string{"Coffer"}, CommonName: "Coffer local CA " + hostname},
 		NotBefore:    now.Add(-backdate),
 		NotAfter:     now.AddDate(CAValidityYears, 0, 0),
-		// This CA signs server certificates and nothing else: no
+		// This CA signs TLS server certificates and nothing else: no
 		// intermediates (MaxPathLenZero), no client or code-signing
 		// certificates (serverAuth only, which verifiers apply to the
-		// whole chain), and only for the server's own names (critical
-		// name constraints), so trusting ca.pem trusts nothing more.
-		IsCA:                        true,
-		BasicConstraintsValid:       true,
-		MaxPathLen:                  0,
-		MaxPathLenZero:              true,
-		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		ExtKeyUsage:                 []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		PermittedDNSDomainsCritical: true,
-		PermittedDNSDomains:         h.dns,
-		PermittedIPRanges:           ranges,
+		// whole chain). No name constraints: see LoadOrCreate.
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {

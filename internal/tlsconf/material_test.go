@@ -140,28 +140,26 @@ func TestLoadOrCreate(t *testing.T) {
 		t.Errorf("CA CN %q", ca.Subject.CommonName)
 	case !ca.NotAfter.Equal(now.AddDate(CAValidityYears, 0, 0)):
 		t.Errorf("CA NotAfter %v", ca.NotAfter)
-	case !ca.PermittedDNSDomainsCritical || !slices.Equal(ca.PermittedDNSDomains, []string{"backup.example.com", "localhost"}):
-		t.Errorf("CA DNS constraints %q", ca.PermittedDNSDomains)
-	case len(ca.PermittedIPRanges) != 4:
-		t.Errorf("CA IP constraints %v", ca.PermittedIPRanges)
+	case !slices.Equal(ca.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}):
+		t.Errorf("CA ExtKeyUsage %v", ca.ExtKeyUsage)
 	}
 	if m.CAFingerprint() != Fingerprint(ca.Raw) {
 		t.Errorf("CAFingerprint %s", m.CAFingerprint())
 	}
 
-	// The CA's name constraints hold: a certificate it signs for another
-	// name does not verify.
+	// The CA's limits hold: what it signs for client authentication, or
+	// as an intermediate CA, does not verify.
 	caKey, err := parsePrivateKey(readFiles(t, dir)[CAKeyName])
 	if err != nil {
 		t.Fatal(err)
 	}
-	evil := &testCA{cert: ca, key: caKey}
-	evilPEM, _ := evil.issue(t, leafOptions{names: []string{"bank.example"}, notBefore: now, notAfter: now.Add(time.Hour)})
-	evilCert, _, _ := parseCertificates(evilPEM)
+	local := &testCA{cert: ca, key: caKey}
+	clientPEM, _ := local.issue(t, leafOptions{names: []string{"localhost"}, notBefore: now, notAfter: now.Add(time.Hour), eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	clientCert, _, _ := parseCertificates(clientPEM)
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	if _, err := evilCert[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: "bank.example", CurrentTime: now}); err == nil {
-		t.Error("the local CA can vouch for bank.example")
+	if _, err := clientCert[0].Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("the local CA can vouch for a client certificate")
 	}
 
 	// Loading again changes nothing.
@@ -351,19 +349,17 @@ func TestLoadOrCreateRenews(t *testing.T) {
 	}
 	checkComplete(t, dir, m2, later, "example.com")
 
-	// A host inside the CA's constraints: new certificate, same CA.
-	m3, created, err := LoadOrCreate(dir, []string{"example.com", "backup.example.com"}, later)
-	if err != nil || !created || !bytes.Equal(m3.CAPEM, caPEM) {
-		t.Fatalf("subdomain: created %v, err %v, same CA %v", created, err, bytes.Equal(m3.CAPEM, caPEM))
+	// New hosts: a new certificate under the same CA, so agents that
+	// trust ca.pem keep working.
+	m4, created, err := LoadOrCreate(dir, []string{"example.com", "backup.example.org", "10.1.2.3"}, later)
+	if err != nil || !created || !bytes.Equal(m4.CAPEM, caPEM) {
+		t.Fatalf("new hosts: created %v, err %v, same CA %v", created, err, bytes.Equal(m4.CAPEM, caPEM))
 	}
-	checkComplete(t, dir, m3, later, "example.com", "backup.example.com")
-
-	// A host outside them: a new CA as well.
-	m4, created, err := LoadOrCreate(dir, []string{"example.com", "10.1.2.3"}, later)
-	if err != nil || !created || bytes.Equal(m4.CAPEM, caPEM) {
-		t.Fatalf("new host: created %v, err %v, same CA %v", created, err, bytes.Equal(m4.CAPEM, caPEM))
+	checkComplete(t, dir, m4, later, "example.com", "backup.example.org", "10.1.2.3")
+	// Dropping a host changes nothing: the certificate still covers it.
+	if _, created, err := LoadOrCreate(dir, []string{"example.com"}, later); err != nil || created {
+		t.Fatalf("fewer hosts: created %v, err %v", created, err)
 	}
-	checkComplete(t, dir, m4, later, "example.com", "10.1.2.3")
 
 	// Near the CA's end: the certificate stops with the CA, then a new CA.
 	block, _ := pem.Decode(m4.CAPEM)
@@ -371,7 +367,7 @@ func TestLoadOrCreateRenews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts := []string{"example.com", "10.1.2.3"}
+	hosts := []string{"example.com", "backup.example.org", "10.1.2.3"}
 	m5, created, err := LoadOrCreate(dir, hosts, ca4.NotAfter.AddDate(0, -6, 0))
 	if err != nil || !created || !bytes.Equal(m5.CAPEM, m4.CAPEM) {
 		t.Fatalf("half a year before the CA's end: created %v, err %v", created, err)
@@ -426,12 +422,18 @@ func TestLoadOrCreateCrash(t *testing.T) {
 			}
 			return now.AddDate(0, 11, 10)
 		}, nil},
-		{"new CA for a new host", func(t *testing.T, dir string) time.Time {
+		{"new host", func(t *testing.T, dir string) time.Time {
 			if _, _, err := LoadOrCreate(dir, nil, now); err != nil {
 				t.Fatal(err)
 			}
 			return now
 		}, []string{"new.example"}},
+		{"new CA at the CA's end", func(t *testing.T, dir string) time.Time {
+			if _, _, err := LoadOrCreate(dir, nil, now); err != nil {
+				t.Fatal(err)
+			}
+			return now.AddDate(CAValidityYears, 0, 0).Add(-RenewBefore + time.Hour)
+		}, nil},
 	} {
 		for n := 0; n < 4; n++ {
 			t.Run(fmt.Sprintf("%s/after %d writes", scenario.name, n), func(t *testing.T) {

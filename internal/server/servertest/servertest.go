@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,10 +31,30 @@ type Env struct {
 	TLS        *tls.Config // client configuration trusting the local CA
 	// Clock is the server's clock offset: tests move it forward.
 	Clock *atomic.Int64
+
+	cancel    context.CancelFunc
+	done      chan error
+	stopOnce  sync.Once
+	stopErr   error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Options configure StartWith.
+type Options struct {
+	// Hosts are extra host names or IP addresses the server's certificate
+	// is valid for, besides localhost and the loopback addresses.
+	Hosts []string
 }
 
 // Start runs a server until the test ends.
 func Start(t testing.TB) *Env {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith runs a server configured by opt until the test ends.
+func StartWith(t testing.TB, opt Options) *Env {
 	t.Helper()
 	dir := t.TempDir()
 	var offset atomic.Int64
@@ -42,40 +63,65 @@ func Start(t testing.TB) *Env {
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, first, err := server.Open(ctx, server.Options{DataDir: dir, Now: now, Logger: log})
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	if !first {
+		cancel()
 		t.Fatal("a new data directory should get an initial owner token")
 	}
 	tok, err := os.ReadFile(server.InitialTokenFile(dir))
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	mat, _, err := tlsconf.LoadOrCreate(dir+"/tls", nil, time.Now())
+	mat, _, err := tlsconf.LoadOrCreate(dir+"/tls", opt.Hosts, time.Now())
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	cfg, err := tlsconf.ServerConfig(mat, tls.VersionTLS12)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
-	ccfg, err := tlsconf.ClientConfig(tlsconf.ClientOptions{CAFile: dir + "/tls/ca.pem"})
+	e := &Env{Server: srv, DataDir: dir, URL: "https://" + ln.Addr().String(), OwnerToken: strings.TrimSpace(string(tok)),
+		CAFile: dir + "/tls/ca.pem", Clock: &offset, cancel: cancel, done: make(chan error, 1)}
+	go func() { e.done <- srv.Serve(ctx, ln, cfg) }()
+	t.Cleanup(func() { e.Close() })
+	ccfg, err := tlsconf.ClientConfig(tlsconf.ClientOptions{CAFile: e.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Server: srv, DataDir: dir, URL: "https://" + ln.Addr().String(), OwnerToken: strings.TrimSpace(string(tok)),
-		CAFile: dir + "/tls/ca.pem", TLS: ccfg, Clock: &offset}
+	e.TLS = ccfg
+	return e
+}
+
+// Stop cancels the server's context, as a signal does, and waits for
+// Serve to drain and return; it returns Serve's error. The server is not
+// closed (Close does that). Stop may be called more than once.
+func (e *Env) Stop() error {
+	e.stopOnce.Do(func() {
+		e.cancel()
+		e.stopErr = <-e.done
+	})
+	return e.stopErr
+}
+
+// Close stops the server if it is running, then closes it (flushing its
+// vaults and closing the catalog). It runs at the end of the test, and
+// may be called earlier and more than once.
+func (e *Env) Close() error {
+	e.closeOnce.Do(func() {
+		e.Stop()
+		e.closeErr = e.Server.Close()
+	})
+	return e.closeErr
 }
 
 // Client returns a client authenticating with token.
