@@ -249,11 +249,15 @@ func (s *Server) upload(q *request) error {
 			return uploadErr(err)
 		}
 		s.metrics.bytesIn.Add(float64(api.UploadHeaderLen + encLen))
-		raw, err = codec.Decode(raw[:0], enc, uint32(rawLen))
-		if err != nil {
-			return fmt.Errorf("%w: blob %s: %v", api.ErrBadRequest, ref.ID.Short(), err)
+		plain := enc[1:] // a blob stored raw is its own plaintext: no copy
+		if enc[0] != format.EncodingRaw || len(plain) != rawLen {
+			raw, err = codec.Decode(raw[:0], enc, uint32(rawLen))
+			if err != nil {
+				return fmt.Errorf("%w: blob %s: %v", api.ErrBadRequest, ref.ID.Short(), err)
+			}
+			plain = raw
 		}
-		if got := hasher.ID(raw); got != ref.ID {
+		if got := hasher.ID(plain); got != ref.ID {
 			return fmt.Errorf("%w: blob %s: content does not match its ID", api.ErrBadRequest, ref.ID.Short())
 		}
 		// The engine packs blobs of many requests together and stores a

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Local vault against vault server over loopback TLS, same binary, same data.
+# Usage: scripts/bench-remote.sh COFFER_BINARY [DATASET_DIR]   (RUNS=5 by default)
+# Prints the median wall time and peak RSS of each phase and the ratio
+# remote/local. Each run starts from an empty vault on both sides and the
+# two modes alternate, so both see the same cache and memory conditions.
+set -euo pipefail
+COFFER=$(readlink -f "${1:?path to a built coffer binary}")
+DATA=${2:-/tmp/coffer-bench-data/mixed}
+RUNS=${RUNS:-5}
+[ -d "$DATA" ] || { echo "no data set at $DATA (../shared/bench/mkdata.sh builds one)" >&2; exit 1; }
+W=$(mktemp -d /tmp/coffer-bench-remote.XXXX)
+PORT=$((20000 + RANDOM % 20000))
+cleanup() { [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
+trap cleanup EXIT
+"$COFFER" server --data "$W/srv" --listen "127.0.0.1:$PORT" >"$W/srv.out" 2>"$W/srv.log" &
+SRV=$!
+for _ in $(seq 50); do [ -s "$W/srv/initial-owner-token" ] && grep -q listening "$W/srv.out" && break; sleep 0.1; done
+export COFFER_CACERT="$W/srv/tls/ca.pem" COFFER_TOKEN="$(cat "$W/srv/initial-owner-token")"
+URL="https://127.0.0.1:$PORT"
+find "$DATA" -type f -exec cat {} + >/dev/null
+timed() { # label cmd...
+  /usr/bin/time -f "%e %M" -o "$W/t" "${@:2}" >/dev/null 2>"$W/err" || { echo "$1 FAILED: $(tail -3 "$W/err")" >&2; exit 1; }
+  cat "$W/t" >>"$W/$1"
+}
+for i in $(seq "$RUNS"); do
+  rm -rf "$W/home" "$W/out-l" "$W/out-r" "$W/srv/vaults"/*/store/packs
+  timed local.backup env COFFER_HOME="$W/home" "$COFFER" backup "$DATA"
+  timed local.restore env COFFER_HOME="$W/home" "$COFFER" restore latest --target "$W/out-l"
+  rm -rf "$W/home" "$W/out-l"
+  "$COFFER" vault create "b$i" --vault "$URL" >/dev/null
+  timed remote.backup "$COFFER" backup "$DATA" --vault "$URL/b$i"
+  timed remote.restore "$COFFER" restore latest --vault "$URL/b$i" --target "$W/out-r"
+  rm -rf "$W/out-r"
+done
+median() { sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+for p in backup restore; do
+  l=$(cut -d' ' -f1 "$W/local.$p" | median); r=$(cut -d' ' -f1 "$W/remote.$p" | median)
+  lm=$(cut -d' ' -f2 "$W/local.$p" | median); rm_=$(cut -d' ' -f2 "$W/remote.$p" | median)
+  echo "local $p ${l}s ${lm}KB | remote $p ${r}s ${rm_}KB (agent) | ratio remote/local $(awk -v a="$r" -v b="$l" 'BEGIN{printf "%.2f", a/b}')"
+done
+echo "server peak RSS: $(ps -o rss= -p "$SRV" 2>/dev/null || echo ?) KB now"
