@@ -46,8 +46,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 			MaxReceiveBufferPerConnection: 32 << 20,
 			MaxReceiveBufferPerStream:     8 << 20,
 		},
-		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ErrorLog:    log.New(slogWriter{s.log}, "", 0),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(tls.NewListener(ln, cfg)) }()
