@@ -27,6 +27,7 @@ type Route struct {
 	pattern string
 	perm    authn.Permission // "" only for public routes
 	public  bool
+	bulk    bool // one of the many requests of a backup or restore
 	h       func(*request) error
 }
 
@@ -59,12 +60,12 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults", perm: authn.PermVaultCreate, h: s.createVault},
 		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, h: s.vaultInfo},
 		{pattern: "GET /v1/vaults/{vault}/dedup", perm: authn.PermBackupWrite, h: s.dedup},
-		{pattern: "POST /v1/vaults/{vault}/missing", perm: authn.PermBackupWrite, h: s.missing},
-		{pattern: "POST /v1/vaults/{vault}/blobs", perm: authn.PermBackupWrite, h: s.upload},
+		{pattern: "POST /v1/vaults/{vault}/missing", perm: authn.PermBackupWrite, bulk: true, h: s.missing},
+		{pattern: "POST /v1/vaults/{vault}/blobs", perm: authn.PermBackupWrite, bulk: true, h: s.upload},
 		{pattern: "POST /v1/vaults/{vault}/flush", perm: authn.PermBackupWrite, h: s.flush},
 		{pattern: "GET /v1/vaults/{vault}/index", perm: authn.PermDataRead, h: s.index},
-		{pattern: "GET /v1/vaults/{vault}/trees/{id}", perm: authn.PermVaultRead, h: s.tree},
-		{pattern: "GET /v1/vaults/{vault}/data/{id}", perm: authn.PermDataRead, h: s.data},
+		{pattern: "GET /v1/vaults/{vault}/trees/{id}", perm: authn.PermVaultRead, bulk: true, h: s.tree},
+		{pattern: "GET /v1/vaults/{vault}/data/{id}", perm: authn.PermDataRead, bulk: true, h: s.data},
 		{pattern: "GET /v1/vaults/{vault}/snapshots", perm: authn.PermVaultRead, h: s.snapshots},
 		{pattern: "GET /v1/vaults/{vault}/snapshots/{ref}", perm: authn.PermVaultRead, h: s.findSnapshot},
 		{pattern: "POST /v1/vaults/{vault}/snapshots", perm: authn.PermBackupWrite, h: s.saveSnapshot},
@@ -111,9 +112,16 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, api.Error{Code: code, Message: msg})
 	}
 	s.metrics.observe(rt.pattern, status, time.Since(start))
+	// One line per request; the bulk requests of a backup or restore
+	// (thousands of them) only at debug level when they succeed.
 	lvl := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		lvl = slog.LevelError
+	case status >= 400:
+		lvl = slog.LevelWarn
+	case rt.bulk:
+		lvl = slog.LevelDebug
 	}
 	q.log.Log(r.Context(), lvl, "request", "status", status, "code", code, "token", q.tok.ID, "ms", time.Since(start).Milliseconds())
 }

@@ -61,8 +61,9 @@ type Catalog struct {
 	// own lock.
 	writeLock chan struct{}
 
-	insertPack *sql.Stmt
-	insertBlob *sql.Stmt
+	insertPack  *sql.Stmt
+	insertBlob  *sql.Stmt
+	tokenByHash *sql.Stmt // every server request looks its token up
 
 	closeOnce sync.Once
 	closeErr  error
@@ -141,13 +142,17 @@ func (c *Catalog) init() error {
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
+	c.tokenByHash, err = c.db.PrepareContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
 	return nil
 }
 
 // Close closes the database. Calling it again returns the first result.
 func (c *Catalog) Close() error {
 	c.closeOnce.Do(func() {
-		for _, s := range []*sql.Stmt{c.insertPack, c.insertBlob} {
+		for _, s := range []*sql.Stmt{c.insertPack, c.insertBlob, c.tokenByHash} {
 			if s != nil {
 				s.Close()
 			}
@@ -588,7 +593,7 @@ func scanToken(row interface{ Scan(...any) error }) (vault.TokenRecord, error) {
 // ones included, or ErrNotFound. It always reads the file: there is no
 // cache, so a revocation by any process takes effect at once.
 func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRecord, error) {
-	t, err := scanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`, hash[:]))
+	t, err := scanToken(c.tokenByHash.QueryRowContext(ctx, hash[:]))
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", vault.ErrNotFound)
 	}
