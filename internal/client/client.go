@@ -466,50 +466,58 @@ func (v *Vault) Flush(ctx context.Context) error {
 // session's uploads.
 func (v *Vault) BytesAdded() uint64 { return v.added.Load() }
 
-// loadEncoded downloads blob t/id (unsealed by the server, still encoded).
-func (v *Vault) loadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, uint32, error) {
+var encBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// LoadBlob downloads blob t/id (unsealed by the server, still encoded),
+// decodes it into dst and, when the dedup parameters are loaded, verifies
+// it against its ID. A blob stored raw is read straight into dst.
+func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error) {
 	kind := "data"
 	if t == vault.TreeBlob {
 		kind = "trees"
 	}
 	resp, err := v.c.do(ctx, http.MethodGet, v.path+"/"+kind+"/"+id.String(), nil, "")
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	raw, err := strconv.ParseUint(resp.Header.Get(api.HeaderRawLength), 10, 32)
 	if err != nil || raw > format.MaxBlobRawSize {
-		return nil, 0, fmt.Errorf("%s blob %s: %w: bad raw length header", t, id.Short(), vault.ErrCorrupt)
+		return nil, fmt.Errorf("%s blob %s: %w: bad raw length header", t, id.Short(), vault.ErrCorrupt)
 	}
 	n := resp.ContentLength
 	if n <= 0 || n > format.MaxBlobRawSize+1 {
-		return nil, 0, fmt.Errorf("%s blob %s: %w: bad length %d", t, id.Short(), vault.ErrCorrupt, n)
+		return nil, fmt.Errorf("%s blob %s: %w: bad length %d", t, id.Short(), vault.ErrCorrupt, n)
 	}
-	if int64(cap(dst)) < n {
-		dst = make([]byte, n)
-	}
-	dst = dst[:n]
-	if _, err := io.ReadFull(resp.Body, dst); err != nil {
-		return nil, 0, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
-	}
-	return dst, uint32(raw), nil
-}
-
-var encBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-// LoadBlob downloads, decodes and (when the dedup parameters are loaded)
-// verifies blob t/id against its ID.
-func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error) {
-	bp := encBufs.Get().(*[]byte)
-	defer encBufs.Put(bp)
-	p, raw, err := v.loadEncoded(ctx, t, id, *bp)
-	if err != nil {
-		return nil, err
-	}
-	*bp = p
-	out, err := v.codec.Decode(dst, p, raw)
-	if err != nil {
+	var enc [1]byte
+	if _, err := io.ReadFull(resp.Body, enc[:]); err != nil {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+	}
+	var out []byte
+	if enc[0] == format.EncodingRaw && uint64(n-1) == raw {
+		if uint64(cap(dst)) < raw {
+			dst = make([]byte, raw)
+		}
+		out = dst[:raw]
+		if _, err := io.ReadFull(resp.Body, out); err != nil {
+			return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+		}
+	} else {
+		bp := encBufs.Get().(*[]byte)
+		defer encBufs.Put(bp)
+		p := *bp
+		if int64(cap(p)) < n {
+			p = make([]byte, n)
+		}
+		p = p[:n]
+		*bp = p
+		p[0] = enc[0]
+		if _, err := io.ReadFull(resp.Body, p[1:]); err != nil {
+			return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+		}
+		if out, err = v.codec.Decode(dst, p, uint32(raw)); err != nil {
+			return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+		}
 	}
 	if h := v.newHasher(); h != nil && h.ID(out) != id {
 		return nil, fmt.Errorf("%s blob %s: %w: content does not match its ID", t, id.Short(), vault.ErrCorrupt)
