@@ -75,7 +75,7 @@ type Vault struct {
 	packers   [3]*packer    // indexed by blob type
 	uploadSem chan struct{} // packs not yet read by the store
 	syncSem   chan struct{} // Puts in flight
-	uploads   sync.WaitGroup
+	uploads   inflight
 	errMu     sync.Mutex
 	err       error // first upload error; sticky
 	added     atomic.Uint64
@@ -463,10 +463,17 @@ func (v *Vault) getBuf(t vault.BlobType, need int) []byte {
 // read it, so a slow fsync (ext4 may flush unrelated dirty data with it)
 // holds no memory and does not stall the packers.
 func (v *Vault) upload(ctx context.Context, w *format.PackWriter) error {
+	return v.uploadCounted(ctx, w, v.uploads.add())
+}
+
+// uploadCounted is upload for a pack already counted in v.uploads as
+// ticket.
+func (v *Vault) uploadCounted(ctx context.Context, w *format.PackWriter, ticket uint64) error {
 	select {
 	case v.uploadSem <- struct{}{}:
 	case <-ctx.Done():
 		v.dropPending(w)
+		v.uploads.done(ticket)
 		return ctx.Err()
 	}
 	select {
@@ -474,11 +481,11 @@ func (v *Vault) upload(ctx context.Context, w *format.PackWriter) error {
 	case <-ctx.Done():
 		<-v.uploadSem
 		v.dropPending(w)
+		v.uploads.done(ticket)
 		return ctx.Err()
 	}
-	v.uploads.Add(1)
 	go func() {
-		defer v.uploads.Done()
+		defer v.uploads.done(ticket)
 		defer func() { <-v.syncSem }()
 		if err := v.storePack(ctx, w, func() { <-v.uploadSem }); err != nil {
 			v.setErr(err)
@@ -579,19 +586,93 @@ func (v *Vault) firstErr() error {
 // Flush stores the packs being filled and waits for every upload. It
 // returns the first storage error of any upload since the vault opened.
 func (v *Vault) Flush(ctx context.Context) error {
+	// Flush waits for the packs it takes from the packers and for every
+	// upload that started before (another Flush may have taken a pack
+	// holding blobs this caller relies on): so it marks after taking them.
 	for _, pk := range v.packers {
 		pk.mu.Lock()
 		w := pk.w
 		pk.w = nil
+		full := w != nil && w.Count() > 0
+		var ticket uint64
+		if full {
+			// Counted before the packer is unlocked: a concurrent
+			// Flush that finds the packer empty still waits for it.
+			ticket = v.uploads.add()
+		}
 		pk.mu.Unlock()
-		if w != nil && w.Count() > 0 {
-			if err := v.upload(ctx, w); err != nil {
+		if full {
+			if err := v.uploadCounted(ctx, w, ticket); err != nil {
 				v.setErr(err)
 			}
 		}
 	}
-	v.uploads.Wait()
+	v.uploads.wait(v.uploads.mark())
 	return v.firstErr()
+}
+
+// inflight tracks pack uploads in progress. Unlike a sync.WaitGroup it
+// may be waited on by several Flushes while others add to it, and a Flush
+// waits only for the uploads that started before it, so one agent's flush
+// is not held up by other agents' packs that keep coming.
+type inflight struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	next uint64              // the next ticket
+	open map[uint64]struct{} // tickets of uploads in progress
+}
+
+func (f *inflight) lock() {
+	f.mu.Lock()
+	if f.cond == nil {
+		f.cond = sync.NewCond(&f.mu)
+		f.open = map[uint64]struct{}{}
+	}
+}
+
+// add records an upload and returns its ticket.
+func (f *inflight) add() uint64 {
+	f.lock()
+	defer f.mu.Unlock()
+	t := f.next
+	f.next++
+	f.open[t] = struct{}{}
+	return t
+}
+
+// done records that upload t has ended.
+func (f *inflight) done(t uint64) {
+	f.lock()
+	defer f.mu.Unlock()
+	delete(f.open, t)
+	f.cond.Broadcast()
+}
+
+// mark returns a ticket bound: wait(mark()) waits for every upload
+// started so far.
+func (f *inflight) mark() uint64 {
+	f.lock()
+	defer f.mu.Unlock()
+	return f.next
+}
+
+// wait returns once no upload with a ticket below limit is in progress.
+func (f *inflight) wait(limit uint64) {
+	f.lock()
+	defer f.mu.Unlock()
+	for {
+		busy := false
+		for t := range f.open {
+			if t < limit {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		f.cond.Wait()
+	}
 }
 
 // BytesAdded is the number of pack bytes this handle has stored.

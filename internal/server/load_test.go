@@ -156,6 +156,7 @@ func TestEightAgentsAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("one vault: %d bytes in the directories, %d distinct; the agents added %d, the vault stores %d", total, unique, added, vi.StoredBytes)
 		if vi.Snapshots != agents {
 			t.Errorf("%d snapshots, want %d", vi.Snapshots, agents)
 		}

@@ -429,7 +429,7 @@ func TestBackupThroughInspectingProxy(t *testing.T) {
 		t.Fatal("server CA: no certificate")
 	}
 	// The proxy speaks HTTP/1.1 on both sides, so the relayed bytes are
-	// one protocol end to end whatever the client offers (it offers h2).
+	// one protocol end to end whatever ALPN the client offers.
 	inspect := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{forged}, NextProtos: []string{"http/1.1"}}
 	upstream := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: serverRoots, NextProtos: []string{"http/1.1"}}
 	px := startProxy(t, map[string]string{target: addr}, inspect, upstream)

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net"
@@ -64,14 +66,38 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 		hs.Close()
 	}
 	<-errc
+	// What the drained requests were told is stored must be durable when
+	// Serve returns, and a failure to store it must be reported.
+	if ferr := s.flushVaults(); ferr != nil && err == nil {
+		err = ferr
+	}
 	return err
 }
 
+// flushVaults stores the packs being filled in every open vault and waits
+// for their uploads; it returns the first error. The vaults stay open.
+func (s *Server) flushVaults() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for name, ov := range s.vaults {
+		if err := ov.eng.Flush(context.Background()); err != nil && first == nil {
+			first = fmt.Errorf("flush vault %s: %w", name, err)
+		}
+	}
+	return first
+}
+
 // slogWriter sends net/http's own error log (TLS handshake failures,
-// plain-HTTP requests) to the structured log at debug level.
+// plain-HTTP requests) to the structured log at debug level, except a
+// handler's panic, which is a server bug: that is logged as an error.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, []byte("http: panic serving ")) || bytes.HasPrefix(p, []byte("http2: panic serving ")) {
+		w.l.Error("request handler panicked", "msg", string(p))
+		return len(p), nil
+	}
 	w.l.Debug("http", "msg", string(p))
 	return len(p), nil
 }

@@ -208,15 +208,14 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 }
 
 // dropVault forgets an engine whose uploads failed, so the next request
-// opens it afresh (an engine keeps its first storage error).
+// opens it afresh (an engine keeps its first storage error). The old
+// engine is not closed: requests in flight may still be using it, and
+// closing wipes its keys under them; it goes when they are done with it.
 func (s *Server) dropVault(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ov, ok := s.vaults[name]; ok {
-		ov.eng.Close()
-		ov.store.Close()
-		delete(s.vaults, name)
-	}
+	delete(s.vaults, name)
+	s.log.Warn("vault reopens on its next request after a storage error", "vault", name)
 }
 
 // Engine returns the engine of vault name, opening it on first use.
