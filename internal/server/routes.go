@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
@@ -19,6 +20,13 @@ import (
 	"github.com/coffer-backup/coffer/internal/seal"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
+
+// bufPool holds blob buffers for uploads and downloads, so that each
+// request does not allocate (and the runtime zero) megabytes afresh.
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooled is the largest buffer kept: a chunk is at most 8 MiB.
+const maxPooled = 9 << 20
 
 // Route is one endpoint: its pattern (net/http ServeMux syntax), the
 // permission it needs, and the handler. A route with no permission is
@@ -239,7 +247,18 @@ func (s *Server) upload(q *request) error {
 	body := http.MaxBytesReader(q.w, q.r.Body, api.MaxUploadBody)
 	codec := q.vault.Codec()
 	hasher := q.vault.NewHasher()
-	var enc, raw []byte
+	encp, rawp := bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)
+	defer bufPool.Put(encp)
+	defer bufPool.Put(rawp)
+	enc, raw := *encp, *rawp
+	defer func() {
+		if cap(enc) <= maxPooled {
+			*encp = enc[:0]
+		}
+		if cap(raw) <= maxPooled {
+			*rawp = raw[:0]
+		}
+	}()
 	var res api.UploadResult
 	for {
 		ref, rawLen, encLen, err := api.ReadUploadHeader(body, format.MaxBlobRawSize)
@@ -330,9 +349,14 @@ func (s *Server) blob(q *request, t vault.BlobType) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
-	p, rawLen, err := q.vault.LoadEncoded(q.ctx, t, id, nil)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	p, rawLen, err := q.vault.LoadEncoded(q.ctx, t, id, *bp)
 	if err != nil {
 		return err
+	}
+	if cap(p) <= maxPooled {
+		*bp = p[:0]
 	}
 	q.w.Header().Set("Content-Type", api.ContentBinary)
 	q.w.Header().Set(api.HeaderRawLength, strconv.FormatUint(uint64(rawLen), 10))
