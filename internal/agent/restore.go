@@ -467,39 +467,130 @@ func (r *restorer) done(rf *restoreFile) {
 	r.nFiles.Add(1)
 }
 
+// BatchLoader is implemented by repositories where a request per blob is
+// expensive (the HTTPS client): the restorer then fetches small chunks
+// many at a time.
+type BatchLoader interface {
+	LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error
+}
+
+// Batches of small chunks: at most this many, this many bytes, and only
+// chunks up to batchBlobMax (larger ones are worth a request each).
+const (
+	batchCount   = 256
+	batchBytes   = 8 << 20
+	batchBlobMax = 256 << 10
+)
+
 func (r *restorer) worker(ctx context.Context) {
+	bl, batching := r.repo.(BatchLoader)
 	var buf []byte
+	var batch []chunkTask
 	for t := range r.jobs {
+		if !batching || t.size > batchBlobMax {
+			buf = r.one(ctx, t, buf)
+			continue
+		}
+		// Take the small chunks that are ready now, without waiting.
+		batch = append(batch[:0], t)
+		total := t.size
+		var big *chunkTask
+	collect:
+		for len(batch) < batchCount && total < batchBytes {
+			select {
+			case t2, ok := <-r.jobs:
+				if !ok {
+					break collect
+				}
+				if t2.size > batchBlobMax {
+					big = &t2
+					break collect
+				}
+				batch = append(batch, t2)
+				total += t2.size
+			default:
+				break collect
+			}
+		}
+		r.many(ctx, bl, batch)
+		if big != nil {
+			buf = r.one(ctx, *big, buf)
+		}
+	}
+}
+
+// one restores one chunk with its own request; it returns the buffer to
+// reuse.
+func (r *restorer) one(ctx context.Context, t chunkTask, buf []byte) []byte {
+	if t.file.failed.Load() || ctx.Err() != nil {
+		r.done(t.file)
+		return buf
+	}
+	data, err := r.repo.LoadBlob(ctx, vault.DataBlob, t.id, buf)
+	if err != nil {
+		t.file.failed.Store(true)
+		r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
+		r.done(t.file)
+		return buf
+	}
+	r.put(t, data)
+	return data
+}
+
+// many restores a batch of small chunks with one request.
+func (r *restorer) many(ctx context.Context, bl BatchLoader, batch []chunkTask) {
+	todo := batch[:0:0]
+	for _, t := range batch {
 		if t.file.failed.Load() || ctx.Err() != nil {
 			r.done(t.file)
 			continue
 		}
-		data, err := r.repo.LoadBlob(ctx, vault.DataBlob, t.id, buf)
-		if err != nil {
+		todo = append(todo, t)
+	}
+	if len(todo) == 0 {
+		return
+	}
+	ids := make([]vault.ID, len(todo))
+	for i, t := range todo {
+		ids[i] = t.id
+	}
+	next := 0
+	err := bl.LoadBlobs(ctx, vault.DataBlob, ids, func(i int, data []byte) error {
+		r.put(todo[i], data)
+		next = i + 1
+		return nil
+	})
+	if err == nil && next < len(todo) {
+		err = fmt.Errorf("%w: %d of %d chunks came back", vault.ErrTruncated, next, len(todo))
+	}
+	if err != nil {
+		for _, t := range todo[next:] {
 			t.file.failed.Store(true)
 			r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
 			r.done(t.file)
-			continue
 		}
-		buf = data
-		if uint64(len(data)) != t.size {
-			t.file.failed.Store(true)
-			r.fail(fmt.Errorf("restore %s: chunk %s: %w: %d bytes, index says %d", displayRel(t.file.rel), t.id.Short(), vault.ErrCorrupt, len(data), t.size))
-			r.done(t.file)
-			continue
-		}
-		if !allZero(data) { // zero runs stay holes: sparse files restore sparse
-			t.file.writeMu.Lock()
-			err := writePieces(t.file.f, data, t.off)
-			t.file.writeMu.Unlock()
-			if err != nil {
-				t.file.failed.Store(true)
-				r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
-			}
-		}
-		r.nBytes.Add(uint64(len(data)))
-		r.done(t.file)
 	}
+}
+
+// put writes a loaded chunk into its file and releases the file's token.
+func (r *restorer) put(t chunkTask, data []byte) {
+	if uint64(len(data)) != t.size {
+		t.file.failed.Store(true)
+		r.fail(fmt.Errorf("restore %s: chunk %s: %w: %d bytes, index says %d", displayRel(t.file.rel), t.id.Short(), vault.ErrCorrupt, len(data), t.size))
+		r.done(t.file)
+		return
+	}
+	if !allZero(data) { // zero runs stay holes: sparse files restore sparse
+		t.file.writeMu.Lock()
+		err := writePieces(t.file.f, data, t.off)
+		t.file.writeMu.Unlock()
+		if err != nil {
+			t.file.failed.Store(true)
+			r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
+		}
+	}
+	r.nBytes.Add(uint64(len(data)))
+	r.done(t.file)
 }
 
 func allZero(b []byte) bool {

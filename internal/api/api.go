@@ -374,3 +374,81 @@ func ReadIndexEntry(r io.Reader) (Ref, uint32, error) {
 	}
 	return ref, binary.BigEndian.Uint32(buf[RefSize:]), nil
 }
+
+// Batched reads (POST .../read): the body is a sequence of blob
+// references; the answer has one record per reference, in order. A record
+// starts with a status byte. Status ReadOK is followed by the reference,
+// the raw length and the encoded length n (uint32 big-endian each) and n
+// bytes, as an upload record. Status ReadFailed is followed by the
+// reference, a uint16 big-endian length and an error code, and a uint32
+// big-endian length and a message; the batch goes on.
+const (
+	ReadOK     byte = 0
+	ReadFailed byte = 1
+	// MaxReadRefs bounds one batched read.
+	MaxReadRefs = 1024
+)
+
+// AppendReadOK appends the header of a successful read record.
+func AppendReadOK(b []byte, r Ref, rawLen, encLen int) []byte {
+	return AppendUploadHeader(append(b, ReadOK), r, rawLen, encLen)
+}
+
+// AppendReadFailed appends a failed read record.
+func AppendReadFailed(b []byte, r Ref, code, msg string) []byte {
+	b = AppendRef(append(b, ReadFailed), r)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(code)))
+	b = append(b, code...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(msg)))
+	return append(b, msg...)
+}
+
+// ReadRecordHeader reads a read record's header. For a failed record it
+// returns err holding the server's error (a *RemoteError), with ref set,
+// and the stream may go on; other errors end the stream.
+func ReadRecordHeader(r io.Reader, maxLen int) (ref Ref, rawLen, encLen int, failed, err error) {
+	var st [1]byte
+	if _, err := io.ReadFull(r, st[:]); err != nil {
+		return ref, 0, 0, nil, err
+	}
+	switch st[0] {
+	case ReadOK:
+		ref, rawLen, encLen, err = ReadUploadHeader(r, maxLen)
+		if err == io.EOF {
+			err = fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
+		}
+		return ref, rawLen, encLen, nil, err
+	case ReadFailed:
+		if ref, err = ReadRef(r); err != nil {
+			return ref, 0, 0, nil, fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
+		}
+		var l2 [2]byte
+		if _, err := io.ReadFull(r, l2[:]); err != nil {
+			return ref, 0, 0, nil, fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
+		}
+		code := make([]byte, binary.BigEndian.Uint16(l2[:]))
+		if _, err := io.ReadFull(r, code); err != nil {
+			return ref, 0, 0, nil, fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
+		}
+		var l4 [4]byte
+		if _, err := io.ReadFull(r, l4[:]); err != nil {
+			return ref, 0, 0, nil, fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
+		}
+		n := binary.BigEndian.Uint32(l4[:])
+		if n > 64<<10 {
+			return ref, 0, 0, nil, fmt.Errorf("%w: error message of %d bytes", ErrBadRequest, n)
+		}
+		msg := make([]byte, n)
+		if _, err := io.ReadFull(r, msg); err != nil {
+			return ref, 0, 0, nil, fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
+		}
+		re := &RemoteError{Status: http.StatusOK, Code: string(code), Message: string(msg)}
+		for _, c := range codeErrs {
+			if c.code == re.Code {
+				re.wrapped = c.err
+			}
+		}
+		return ref, 0, 0, re, nil
+	}
+	return ref, 0, 0, nil, fmt.Errorf("%w: unknown read record status %d", ErrBadRequest, st[0])
+}

@@ -525,6 +525,63 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 	return out, nil
 }
 
+// LoadBlobs downloads blobs ids of type t in one request and calls fn
+// with each one's index and decoded content, in order; data is valid only
+// during the call. A blob the server cannot read ends the batch with its
+// error.
+func (v *Vault) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error {
+	if len(ids) > api.MaxReadRefs {
+		return fmt.Errorf("load blobs: %d in one batch, at most %d", len(ids), api.MaxReadRefs)
+	}
+	body := make([]byte, 0, len(ids)*api.RefSize)
+	for _, id := range ids {
+		body = api.AppendRef(body, api.Ref{Type: t, ID: id})
+	}
+	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/read", bytes.NewReader(body), api.ContentBinary)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	h := v.newHasher()
+	bp := encBufs.Get().(*[]byte)
+	defer encBufs.Put(bp)
+	var out []byte
+	for i, id := range ids {
+		ref, rawLen, encLen, failed, err := api.ReadRecordHeader(resp.Body, format.MaxBlobRawSize)
+		if err == io.EOF {
+			return fmt.Errorf("%s blob %s: %w: the server's answer ended early", t, id.Short(), vault.ErrTruncated)
+		}
+		if err != nil {
+			return fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+		}
+		if ref.Type != t || ref.ID != id {
+			return fmt.Errorf("%s blob %s: %w: the server answered with blob %s", t, id.Short(), vault.ErrCorrupt, ref.ID.Short())
+		}
+		if failed != nil {
+			return fmt.Errorf("%s blob %s: %w", t, id.Short(), failed)
+		}
+		p := *bp
+		if cap(p) < encLen {
+			p = make([]byte, encLen)
+		}
+		p = p[:encLen]
+		*bp = p
+		if _, err := io.ReadFull(resp.Body, p); err != nil {
+			return fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+		}
+		if out, err = v.codec.Decode(out[:0], p, uint32(rawLen)); err != nil {
+			return fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+		}
+		if h != nil && h.ID(out) != id {
+			return fmt.Errorf("%s blob %s: %w: content does not match its ID", t, id.Short(), vault.ErrCorrupt)
+		}
+		if err := fn(i, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // LoadTree downloads and decodes tree id.
 func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
 	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)

@@ -281,3 +281,51 @@ func TestNoPlaintext(t *testing.T) {
 		t.Fatal("a TLS 1.1 client was served")
 	}
 }
+
+// TestBatchedRead: many blobs in one answer, in order; a blob the vault
+// lacks gets a failed record that ends the client's batch with not found.
+func TestBatchedRead(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	owner := env.Client(t, env.OwnerToken)
+	if _, err := owner.CreateVault(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := env.Server.Engine(ctx, "a")
+	codec := format.NewCodec()
+	var ids []vault.ID
+	var blobs [][]byte
+	for i := range 5 {
+		b := bytes.Repeat([]byte{byte(i)}, 1000*(i+1))
+		id := eng.BlobID(b)
+		if _, err := v.SaveBlob(ctx, vault.DataBlob, id, codec.Encode(nil, b), len(b)); err != nil {
+			t.Fatal(err)
+		}
+		ids, blobs = append(ids, id), append(blobs, b)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	if err := v.LoadBlobs(ctx, vault.DataBlob, ids, func(i int, data []byte) error {
+		if i != got || !bytes.Equal(data, blobs[i]) {
+			t.Errorf("record %d (expected %d) differs", i, got)
+		}
+		got++
+		return nil
+	}); err != nil || got != len(ids) {
+		t.Fatalf("batched read: %d of %d, %v", got, len(ids), err)
+	}
+	var missing vault.ID
+	missing[0] = 7
+	withHole := []vault.ID{ids[0], missing, ids[1]}
+	got = 0
+	err := v.LoadBlobs(ctx, vault.DataBlob, withHole, func(int, []byte) error { got++; return nil })
+	if !errors.Is(err, vault.ErrNotFound) || got != 1 {
+		t.Errorf("batch with a missing blob: %d delivered, %v; want 1 and not found", got, err)
+	}
+}
