@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,4 +132,37 @@ func TestRemoteTrust(t *testing.T) {
 		t.Error("doctor tls passed an untrusted server")
 	}
 	_ = context.Background
+}
+
+// TestProxyFromEnvironment: HTTPS_PROXY and NO_PROXY come from the
+// command's environment (not the process's), and loopback is never
+// proxied.
+func TestProxyFromEnvironment(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+	e.setenv("NO_PROXY", "internal.example")
+	a := &app{getenv: e.getenv}
+	f := a.proxyFunc()
+	for _, tc := range []struct{ url, want string }{
+		{"https://backup.example.com:8443/v1/vaults", "http://proxy.example:3128"},
+		{"https://vault.internal.example:8443/", ""},
+		{"https://127.0.0.1:8443/", ""},
+		{"https://localhost:8443/", ""},
+	} {
+		req, _ := http.NewRequest("GET", tc.url, nil)
+		u, err := f(req)
+		got := ""
+		if u != nil {
+			got = u.String()
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: proxy %q (%v), want %q", tc.url, got, err, tc.want)
+		}
+	}
+	e.setenv("HTTPS_PROXY", "")
+	e.setenv("https_proxy", "http://lower.example:8080")
+	req, _ := http.NewRequest("GET", "https://backup.example.com/", nil)
+	if u, _ := (&app{getenv: e.getenv}).proxyFunc()(req); u == nil || u.Host != "lower.example:8080" {
+		t.Errorf("https_proxy (lower case) not honoured: %v", u)
+	}
 }
