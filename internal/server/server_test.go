@@ -329,3 +329,55 @@ func TestBatchedRead(t *testing.T) {
 		t.Errorf("batch with a missing blob: %d delivered, %v; want 1 and not found", got, err)
 	}
 }
+
+// TestMetricsAndHealth: /healthz answers without a token; /metrics (owner
+// token) counts requests per route and status, bytes uploaded and
+// downloaded, and request latencies.
+func TestMetricsAndHealth(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	if err := env.Client(t, "").Healthz(ctx); err != nil {
+		t.Fatalf("healthz without a token: %v", err)
+	}
+	owner := env.Client(t, env.OwnerToken)
+	if _, err := owner.CreateVault(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), bytes.Repeat([]byte("metrics "), 50_000), 0o644)
+	res, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Restore(ctx, v, res.Snapshot.Tree, agent.RestoreOptions{Target: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	v.Snapshots(ctx)
+	if _, err := env.Client(t, "").Vault("a").Snapshots(ctx); err == nil {
+		t.Fatal("no token, yet listed")
+	}
+	text, err := owner.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`coffer_http_requests_total{code="200",route="POST /v1/vaults/{vault}/blobs"}`,
+		`coffer_http_requests_total{code="401",route="GET /v1/vaults/{vault}/snapshots"}`,
+		`coffer_http_request_duration_seconds_bucket{route="POST /v1/vaults/{vault}/missing"`,
+		"coffer_active_uploads 0",
+		"go_goroutines",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, name := range []string{"coffer_upload_bytes_total", "coffer_download_bytes_total"} {
+		if strings.Contains(text, name+" 0\n") || !strings.Contains(text, name+" ") {
+			t.Errorf("%s should be above 0", name)
+		}
+	}
+}
