@@ -76,8 +76,14 @@ type remoteVault struct {
 	url string
 }
 
-func (r *remoteVault) CheckVault(ctx context.Context, readData bool, _ func(engine.CheckProgress)) (*engine.CheckReport, error) {
-	rep, err := r.Check(ctx, readData)
+func (r *remoteVault) CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error) {
+	var fn func(api.CheckProgress)
+	if progress != nil {
+		fn = func(p api.CheckProgress) {
+			progress(engine.CheckProgress{Phase: p.Phase, Done: p.Done, Total: p.Total, Bytes: p.Bytes, Current: p.Current})
+		}
+	}
+	rep, err := r.Check(ctx, readData, fn)
 	if err != nil {
 		return nil, err
 	}

@@ -144,6 +144,17 @@ func DecodeError(resp *http.Response) error {
 	return re
 }
 
+// ErrorFromBody makes the *RemoteError an Error body stands for.
+func ErrorFromBody(status int, body Error) error {
+	re := &RemoteError{Status: status, Code: body.Code, Message: body.Message}
+	for _, c := range codeErrs {
+		if c.code == body.Code {
+			re.wrapped = c.err
+		}
+	}
+	return re
+}
+
 // VaultInfo describes a vault (GET /v1/vaults/{vault}).
 type VaultInfo struct {
 	Name        string    `json:"name"`
@@ -238,6 +249,26 @@ type UploadResult struct {
 // CheckRequest is the body of POST /v1/vaults/{vault}/check.
 type CheckRequest struct {
 	ReadData bool `json:"read_data"`
+}
+
+// ContentNDJSON asks for (and marks) a check answer streamed as lines.
+const ContentNDJSON = "application/x-ndjson"
+
+// CheckEvent is one line of a streamed check answer: progress lines, then
+// one line with the report or the error.
+type CheckEvent struct {
+	Progress *CheckProgress `json:"progress,omitempty"`
+	Report   *CheckReport   `json:"report,omitempty"`
+	Error    *Error         `json:"error,omitempty"`
+}
+
+// CheckProgress is how far a check has come.
+type CheckProgress struct {
+	Phase   string `json:"phase"`
+	Done    int    `json:"done"`
+	Total   int    `json:"total"`
+	Bytes   int64  `json:"bytes"`
+	Current string `json:"current,omitempty"`
 }
 
 // CheckReport answers a check.

@@ -125,11 +125,18 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 	if err != nil {
 		return nil, err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	return c.send(req)
+}
+
+// send adds the token, sends req and returns the response when its status
+// is 2xx; any other answer becomes the server's error.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	method := req.Method
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -681,9 +688,39 @@ func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRec
 	return out.Record()
 }
 
-// Check runs a check on the server.
-func (v *Vault) Check(ctx context.Context, readData bool) (api.CheckReport, error) {
+// Check runs a check on the server. With progress set, the server
+// streams its progress, and progress is called with each update.
+func (v *Vault) Check(ctx context.Context, readData bool, progress func(api.CheckProgress)) (api.CheckReport, error) {
 	var out api.CheckReport
-	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/check", api.CheckRequest{ReadData: readData}, &out)
-	return out, err
+	if progress == nil {
+		err := v.c.doJSON(ctx, http.MethodPost, v.path+"/check", api.CheckRequest{ReadData: readData}, &out)
+		return out, err
+	}
+	b, _ := json.Marshal(api.CheckRequest{ReadData: readData})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.c.base.String()+v.path+"/check", bytes.NewReader(b))
+	if err != nil {
+		return out, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", api.ContentNDJSON)
+	resp, err := v.c.send(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<30))
+	for {
+		var ev api.CheckEvent
+		if err := dec.Decode(&ev); err != nil {
+			return out, fmt.Errorf("check: the server's answer ended early: %w", err)
+		}
+		switch {
+		case ev.Progress != nil:
+			progress(*ev.Progress)
+		case ev.Error != nil:
+			return out, api.ErrorFromBody(http.StatusOK, *ev.Error)
+		case ev.Report != nil:
+			return *ev.Report, nil
+		}
+	}
 }

@@ -92,7 +92,7 @@ func runAgents(t *testing.T, runs []*agentRun) {
 // checkVault runs check --read-data on the server through the API.
 func checkVault(t *testing.T, owner *client.Client, name string, snapshots int) {
 	t.Helper()
-	rep, err := owner.Vault(name).Check(context.Background(), true)
+	rep, err := owner.Vault(name).Check(context.Background(), true, nil)
 	if err != nil {
 		t.Fatalf("check %s: %v", name, err)
 	}

@@ -519,7 +519,7 @@ func TestBackupThroughInspectingProxy(t *testing.T) {
 		t.Errorf("the proxy saw no API request in the clear: %q", lines)
 	}
 	// The server's check agrees the data arrived intact.
-	rep, err := owner.Vault("a").Check(ctx, true)
+	rep, err := owner.Vault("a").Check(ctx, true, nil)
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("check --read-data: %v %v", rep.Errors, err)
 	}

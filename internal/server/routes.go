@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -476,13 +478,46 @@ func (s *Server) check(q *request) error {
 		return err
 	}
 	// A check reads the whole vault: no write deadline for it.
-	http.NewResponseController(q.w).SetWriteDeadline(time.Time{})
-	rep, err := q.vault.Check(q.ctx, engine.CheckOptions{ReadData: body.ReadData})
-	if err != nil {
-		return err
+	rc := http.NewResponseController(q.w)
+	rc.SetWriteDeadline(time.Time{})
+	opt := engine.CheckOptions{ReadData: body.ReadData}
+	stream := strings.Contains(q.r.Header.Get("Accept"), api.ContentNDJSON)
+	var enc *json.Encoder
+	if stream {
+		// Progress lines about 4 times a second, then the report: the
+		// agent shows a live display, as for a local check.
+		q.w.Header().Set("Content-Type", api.ContentNDJSON)
+		q.w.WriteHeader(http.StatusOK)
+		enc = json.NewEncoder(q.w)
+		var mu sync.Mutex
+		var last time.Time
+		opt.Progress = func(p engine.CheckProgress) {
+			mu.Lock()
+			defer mu.Unlock()
+			if time.Since(last) < 250*time.Millisecond {
+				return
+			}
+			last = time.Now()
+			enc.Encode(api.CheckEvent{Progress: &api.CheckProgress{Phase: p.Phase, Done: p.Done, Total: p.Total, Bytes: p.Bytes, Current: p.Current}})
+			rc.Flush()
+		}
 	}
-	writeJSON(q.w, http.StatusOK, api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
-		Trees: rep.Trees, BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings})
+	rep, err := q.vault.Check(q.ctx, opt)
+	if err != nil {
+		if !stream {
+			return err
+		}
+		code, _ := api.Classify(err)
+		enc.Encode(api.CheckEvent{Error: &api.Error{Code: code, Message: err.Error()}})
+		return errAnswered
+	}
+	out := api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
+		Trees: rep.Trees, BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings}
+	if stream {
+		enc.Encode(api.CheckEvent{Report: &out})
+		return nil
+	}
+	writeJSON(q.w, http.StatusOK, out)
 	return nil
 }
 

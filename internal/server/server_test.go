@@ -257,7 +257,7 @@ func TestBackupRestoreOverTLS(t *testing.T) {
 			t.Errorf("%s differs after restore: %v", name, err)
 		}
 	}
-	rep, err := v.Check(ctx, true)
+	rep, err := v.Check(ctx, true, nil)
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("check --read-data: %v %v", rep.Errors, err)
 	}
@@ -379,5 +379,33 @@ func TestMetricsAndHealth(t *testing.T) {
 		if strings.Contains(text, name+" 0\n") || !strings.Contains(text, name+" ") {
 			t.Errorf("%s should be above 0", name)
 		}
+	}
+}
+
+// TestCheckStreamsProgress: with a progress callback the server streams
+// progress lines before the report, for the agent's live display.
+func TestCheckStreamsProgress(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	owner := env.Client(t, env.OwnerToken)
+	if _, err := owner.CreateVault(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	v := owner.Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), bytes.Repeat([]byte("x"), 1000), 0o644)
+	if _, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	var events int
+	rep, err := v.Check(ctx, true, func(api.CheckProgress) { events++ })
+	if err != nil || len(rep.Errors) > 0 || rep.Snapshots != 1 || rep.Packs == 0 {
+		t.Fatalf("streamed check: %+v %v", rep, err)
+	}
+	if events == 0 {
+		t.Error("no progress event before the report")
 	}
 }
