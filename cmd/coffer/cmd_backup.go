@@ -54,7 +54,11 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 					return err
 				}
 			}
-			a.limitMemory(backupBudget)
+			if _, remote := v.(*remoteVault); remote {
+				a.limitMemory(remoteBackupBudget)
+			} else {
+				a.limitMemory(backupBudget)
+			}
 			prog := a.newProgress("backup")
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
 				Paths: args, Tags: tags, Host: host, Excludes: excludes,
