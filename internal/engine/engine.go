@@ -608,6 +608,12 @@ func (v *Vault) Flush(ctx context.Context) error {
 		}
 	}
 	v.uploads.wait(v.uploads.mark())
+	// Give the spare pack buffer back: a vault server keeps many vaults
+	// open, and an idle one should not hold 17 MiB.
+	select {
+	case <-v.packBufs:
+	default:
+	}
 	return v.firstErr()
 }
 
