@@ -135,13 +135,7 @@ func DecodeError(resp *http.Response) error {
 			body.Code = CodeUnavailable
 		}
 	}
-	re := &RemoteError{Status: resp.StatusCode, Code: body.Code, Message: body.Message}
-	for _, c := range codeErrs {
-		if c.code == body.Code {
-			re.wrapped = c.err
-		}
-	}
-	return re
+	return ErrorFromBody(resp.StatusCode, body)
 }
 
 // ErrorFromBody makes the *RemoteError an Error body stands for.
@@ -473,13 +467,7 @@ func ReadRecordHeader(r io.Reader, maxLen int) (ref Ref, rawLen, encLen int, fai
 		if _, err := io.ReadFull(r, msg); err != nil {
 			return ref, 0, 0, nil, fmt.Errorf("%w: read record cut short", vault.ErrTruncated)
 		}
-		re := &RemoteError{Status: http.StatusOK, Code: string(code), Message: string(msg)}
-		for _, c := range codeErrs {
-			if c.code == re.Code {
-				re.wrapped = c.err
-			}
-		}
-		return ref, 0, 0, re, nil
+		return ref, 0, 0, ErrorFromBody(http.StatusOK, Error{Code: string(code), Message: string(msg)}), nil
 	}
 	return ref, 0, 0, nil, fmt.Errorf("%w: unknown read record status %d", ErrBadRequest, st[0])
 }

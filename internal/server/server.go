@@ -29,6 +29,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -130,7 +131,7 @@ func (s *Server) ensureOwnerToken(ctx context.Context) (bool, error) {
 	path := InitialTokenFile(s.opt.DataDir)
 	// The file first: a crash after it leaves a token that does not work
 	// yet, and the next start issues a new one over it.
-	if err := writeFileSync(path, []byte(string(secret)+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileSync(path, []byte(string(secret)+"\n"), 0o600); err != nil {
 		return false, fmt.Errorf("write initial owner token: %w", err)
 	}
 	rec := vault.TokenRecord{ID: id, Name: "initial-owner", Role: string(authn.RoleOwner), Hash: hash, Created: s.opt.Now().UTC()}
@@ -138,26 +139,6 @@ func (s *Server) ensureOwnerToken(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	return true, nil
-}
-
-func writeFileSync(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Close flushes and closes every open vault, then the catalog.

@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/fsutil"
 )
 
 // Names of the files LoadOrCreate keeps in the server's TLS directory
@@ -701,42 +703,13 @@ func issue(ca *authority, h hostList, now time.Time) (*Material, error) {
 
 // tempPrefix starts the names of temporary files in the TLS directory;
 // prepareDir removes leftovers.
-const tempPrefix = ".tmp-"
+const tempPrefix = fsutil.TempPrefix
 
 // osWriter writes files crash-safely: a temporary file in the same
 // directory, write, fsync, close, rename over the target, fsync of the
 // directory. A reader sees the old file or the new one, never a part.
 type osWriter struct{}
 
-func (osWriter) WriteFile(name string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, tempPrefix+filepath.Base(name)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("write %s: %w", name, err)
-		}
-	}()
-	// Set the mode before any byte is written, so a key is never readable
-	// by others even for a moment (CreateTemp already makes 0600).
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), name); err != nil {
-		return err
-	}
-	return syncDir(dir)
+func (osWriter) WriteFile(name string, data []byte, perm fs.FileMode) error {
+	return fsutil.WriteFileSync(name, data, perm)
 }

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/store"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -76,7 +77,7 @@ func Open(dir string) (*Store, error) {
 		if err := os.MkdirAll(abs, 0o700); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
-		if err := syncDir(filepath.Dir(abs)); err != nil {
+		if err := fsutil.SyncDir(filepath.Dir(abs)); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	case err != nil:
@@ -173,7 +174,7 @@ func (s *Store) put(ctx context.Context, h vault.Handle, rd io.Reader, size int6
 	published = true
 	// Once published the object is visible, so a failure here leaves it in
 	// place: it is complete, only its directory entry may not be durable.
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 // linkPublish publishes tmp as final with a hard link, which fails if final
@@ -205,7 +206,7 @@ func (s *Store) ensureDir(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if err := syncDir(parent); err != nil {
+	if err := fsutil.SyncDir(parent); err != nil {
 		return err
 	}
 	s.dirs.Store(dir, struct{}{})
@@ -434,7 +435,7 @@ func (s *Store) delete(ctx context.Context, h vault.Handle) error {
 	if err := os.Remove(file); err != nil {
 		return notFound(err)
 	}
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 // Close does nothing: a Store holds no resources between calls.
@@ -489,7 +490,7 @@ func (s *Store) RemoveStaleTemp(olderThan time.Duration) (int, error) {
 			n++
 		}
 		if n > 0 {
-			if err := syncDir(dir); err != nil {
+			if err := fsutil.SyncDir(dir); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -1,6 +1,6 @@
 //go:build unix
 
-package tlsconf
+package fsutil
 
 import (
 	"errors"
@@ -8,9 +8,10 @@ import (
 	"syscall"
 )
 
-// syncDir fsyncs a directory so that a rename into it is durable.
-// Filesystems that cannot sync directories (EINVAL, ENOTSUP) are tolerated.
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory so that entries created in or removed from it
+// are durable. Filesystems that cannot sync directories (EINVAL, ENOTSUP)
+// are tolerated.
+func SyncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
