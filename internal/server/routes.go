@@ -142,14 +142,14 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		tok, err := s.auth.Authenticate(q.ctx, q.r.Header.Get("Authorization"))
 		if errors.Is(err, authn.ErrUnauthenticated) {
 			q.w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
-			return fmt.Errorf("%w: %v", api.ErrUnauthenticated, err)
+			return classed{err, api.ErrUnauthenticated}
 		}
 		if err != nil {
 			return err // the catalog failed: 500, not 401
 		}
 		q.tok = tok
 		if err := authn.Authorize(tok, rt.perm, q.name); err != nil {
-			return fmt.Errorf("%w: %v", api.ErrForbidden, err)
+			return classed{err, api.ErrForbidden}
 		}
 	}
 	if q.name != "" {
@@ -161,6 +161,14 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 	}
 	return rt.h(q)
 }
+
+// classed gives err the API class kind (for its status and code) while
+// keeping err's own message, which already says what kind it is.
+type classed struct{ err, kind error }
+
+func (c classed) Error() string        { return c.err.Error() }
+func (c classed) Unwrap() error        { return c.err }
+func (c classed) Is(target error) bool { return target == c.kind }
 
 func (s *Server) healthz(q *request) error {
 	q.w.Header().Set("Content-Type", "text/plain")
