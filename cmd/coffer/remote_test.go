@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,5 +165,83 @@ func TestProxyFromEnvironment(t *testing.T) {
 	req, _ := http.NewRequest("GET", "https://backup.example.com/", nil)
 	if u, _ := (&app{getenv: e.getenv}).proxyFunc()(req); u == nil || u.Host != "lower.example:8080" {
 		t.Errorf("https_proxy (lower case) not honoured: %v", u)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestServerCommand runs `coffer server` as a user would: it prints where
+// the CA and the one-time owner token are and the certificate's
+// fingerprint, serves HTTPS with that token, never writes the token to its
+// output or log, and exits 0 when stopped (SIGTERM cancels the context in
+// main).
+func TestServerCommand(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	e := newEnv(t)
+	var out, log lockedBuffer
+	addrc := make(chan string, 1)
+	a := &app{stdin: strings.NewReader(""), stdout: &out, stderr: &log, getenv: e.getenv, now: time.Now,
+		onListen: func(addr string) { addrc <- addr }}
+	root := newRootCmd(a)
+	root.SetArgs([]string{"server", "--data", data, "--listen", "127.0.0.1:0", "--log-format", "json"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatalf("server exited: %v\n%s", err, log.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	tokFile := filepath.Join(data, "initial-owner-token")
+	fi, err := os.Stat(tokFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("initial owner token file: %v, mode %v", err, fi.Mode())
+	}
+	tok, _ := os.ReadFile(tokFile)
+	secret := strings.TrimSpace(string(tok))
+	for _, want := range []string{filepath.Join(data, "tls", "ca.pem"), "server certificate fingerprint: SHA256:", tokFile, "listening on https://127.0.0.1:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("server output lacks %q:\n%s", want, out.String())
+		}
+	}
+	e.setenv("COFFER_CACERT", filepath.Join(data, "tls", "ca.pem"))
+	url := "https://" + addr
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", url, "--token", "@"+tokFile)
+	if _, errOut, code := coffer(t, e, "vault", "create", "x", "--vault", url, "--token", "cft_"+strings.Repeat("A", 43)); code != exitFailure || !strings.Contains(errOut, "unauthenticated") {
+		t.Errorf("unknown token: exit %d %q", code, errOut)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("server stopped with %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("server did not stop")
+	}
+	if strings.Contains(out.String()+log.String(), secret) {
+		t.Error("the owner token appears in the server's output or log")
+	}
+	if !strings.Contains(log.String(), `"msg":"request"`) || !strings.Contains(log.String(), `"req":"`) {
+		t.Errorf("no structured request log with request IDs:\n%s", log.String())
 	}
 }
