@@ -467,7 +467,9 @@ func (v *Vault) upload(ctx context.Context, b *batch) error {
 }
 
 // Flush sends the batch being filled, waits for every upload and asks the
-// server to store its open packs. It returns the first upload error.
+// server to store its open packs. It returns the first upload error. It
+// must not run concurrently with SaveBlob (the agent flushes once its
+// chunk workers have finished).
 func (v *Vault) Flush(ctx context.Context) error {
 	v.mu.Lock()
 	b := v.cur
