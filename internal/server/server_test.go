@@ -183,13 +183,7 @@ func TestUploadVerifiesIDs(t *testing.T) {
 	ctx := context.Background()
 	env := servertest.Start(t)
 	owner := env.Client(t, env.OwnerToken)
-	if _, err := owner.CreateVault(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
-	if err := v.LoadDedup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	v := operatorVault(t, env, owner, "a")
 	codec := format.NewCodec()
 	good := []byte("the real content")
 	var forged vault.ID
@@ -213,13 +207,7 @@ func TestBackupRestoreOverTLS(t *testing.T) {
 	ctx := context.Background()
 	env := servertest.Start(t)
 	owner := env.Client(t, env.OwnerToken)
-	if _, err := owner.CreateVault(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
-	if err := v.LoadDedup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	v := operatorVault(t, env, owner, "a")
 	src := t.TempDir()
 	for i, n := range []int{0, 10, 100_000, 3 << 20} {
 		data := bytes.Repeat([]byte{byte('a' + i)}, n)
@@ -288,13 +276,7 @@ func TestBatchedRead(t *testing.T) {
 	ctx := context.Background()
 	env := servertest.Start(t)
 	owner := env.Client(t, env.OwnerToken)
-	if _, err := owner.CreateVault(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
-	if err := v.LoadDedup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	v := operatorVault(t, env, owner, "a")
 	eng, _ := env.Server.Engine(ctx, "a")
 	codec := format.NewCodec()
 	var ids []vault.ID
@@ -340,13 +322,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Fatalf("healthz without a token: %v", err)
 	}
 	owner := env.Client(t, env.OwnerToken)
-	if _, err := owner.CreateVault(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	v := env.Client(t, token(t, owner, "backup-operator", "a")).Vault("a")
-	if err := v.LoadDedup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	v := operatorVault(t, env, owner, "a")
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "f"), bytes.Repeat([]byte("metrics "), 50_000), 0o644)
 	res, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: "h"})
@@ -408,4 +384,15 @@ func TestCheckStreamsProgress(t *testing.T) {
 	if events == 0 {
 		t.Error("no progress event before the report")
 	}
+}
+
+// operatorVault creates vault name and returns it as an agent with a
+// backup-operator token sees it, dedup parameters loaded.
+func operatorVault(t *testing.T, env *servertest.Env, owner *client.Client, name string) *client.Vault {
+	t.Helper()
+	v := env.Client(t, newVault(t, owner, name)).Vault(name)
+	if err := v.LoadDedup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
