@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
@@ -131,21 +132,95 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 	return c.send(req)
 }
 
+// retryable lists the requests that may be sent again after a network
+// failure or an unavailable server: reads, and the writes that are
+// idempotent (blobs are content-addressed and write-once; a flush of
+// nothing is a no-op). Saving a snapshot, creating a vault or a token, and
+// a check (which may have run for hours) are not repeated.
+func retryable(req *http.Request) bool {
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		return true
+	}
+	if req.Method != http.MethodPost {
+		return false
+	}
+	for _, suffix := range []string{"/missing", "/blobs", "/flush", "/read"} {
+		if strings.HasSuffix(req.URL.Path, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryDelays are the pauses before the second, third and fourth attempt.
+var retryDelays = []time.Duration{250 * time.Millisecond, time.Second, 3 * time.Second}
+
 // send adds the token, sends req and returns the response when its status
-// is 2xx; any other answer becomes the server's error.
+// is 2xx; any other answer becomes the server's error. A retryable request
+// that fails on the network (not on TLS trust) or finds the server
+// unavailable (503 "unavailable", or 502/504 from a proxy) is sent again
+// up to three times.
 func (c *Client) send(req *http.Request) (*http.Response, error) {
-	method := req.Method
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	for attempt := 0; ; attempt++ {
+		resp, err := c.send1(req)
+		if err == nil || !retryable(req) || attempt == len(retryDelays) || !transient(err) || req.Context().Err() != nil {
+			return resp, err
+		}
+		if req.Body != nil {
+			if req.GetBody == nil {
+				return resp, err
+			}
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return resp, err
+			}
+			req = req.Clone(req.Context())
+			req.Body = body
+		}
+		select {
+		case <-time.After(retryDelays[attempt]):
+		case <-req.Context().Done():
+			return nil, err
+		}
+	}
+}
+
+// permanent marks an error that trying again cannot fix (a TLS policy or
+// trust failure).
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// transient reports whether err may go away by itself.
+func transient(err error) bool {
+	var p permanent
+	if errors.As(err, &p) {
+		return false
+	}
+	var re *api.RemoteError
+	if errors.As(err, &re) {
+		return re.Code == api.CodeUnavailable || re.Status == http.StatusBadGateway || re.Status == http.StatusGatewayTimeout
+	}
+	var ue *tlsconf.UntrustedError
+	if errors.As(err, &ue) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func (c *Client) send1(req *http.Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		// A TLS failure says how to trust the server (--cacert,
 		// --fingerprint) or why its TLS is refused.
 		if xe := tlsconf.ExplainError(err); xe != err {
-			return nil, xe
+			return nil, permanent{xe}
 		}
-		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, err)
+		return nil, fmt.Errorf("%s %s: %w", req.Method, c.base.Host, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
