@@ -54,12 +54,13 @@ type blobKey struct {
 
 // Vault is an open vault.
 type Vault struct {
-	opt        Options
-	rec        vault.VaultRecord
-	cfg        format.Config
-	keyring    *format.Keyring
-	deks       map[uint32]seal.Key
-	curDEK     uint32
+	opt Options
+	rec vault.VaultRecord
+	cfg format.Config
+	// keys is the unwrapped key state. A key change (DEK rotation, rewrap
+	// under another KEK) swaps in a new one; readers load it once per use.
+	keys       atomic.Pointer[keyState]
+	keyMu      sync.Mutex // serialises key changes
 	dedup      vault.DedupParams
 	codec      *format.Codec
 	hasher     *format.IDHasher
@@ -310,16 +311,15 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 		return err
 	}
 	defer root.Wipe()
-	v.deks = map[uint32]seal.Key{}
+	deks := map[uint32]seal.Key{}
 	for _, d := range kr.DEKs {
 		k, err := unwrap(d.Wrapped, dekAAD(v.rec.ID, d.Version), fmt.Sprintf("DEK v%d", d.Version))
 		if err != nil {
 			return err
 		}
-		v.deks[d.Version] = k
+		deks[d.Version] = k
 	}
-	v.keyring = kr
-	v.curDEK = kr.CurrentDEK
+	v.keys.Store(&keyState{keyring: kr, deks: deks, cur: kr.CurrentDEK, provider: v.opt.Keys})
 	v.dedup = vault.DedupParams{
 		ChunkIDKey: seal.Derive(root, v.rec.ID[:], seal.LabelChunkID),
 		GearSeed:   seal.Derive(root, v.rec.ID[:], seal.LabelGearSeed),
@@ -340,9 +340,8 @@ func (v *Vault) loadIndex(ctx context.Context) error {
 
 // Close flushes nothing: call Flush first. It wipes the keys.
 func (v *Vault) Close() error {
-	for k, d := range v.deks {
-		d.Wipe()
-		v.deks[k] = d
+	if ks := v.keys.Load(); ks != nil {
+		ks.wipe()
 	}
 	v.dedup.ChunkIDKey.Wipe()
 	v.dedup.GearSeed.Wipe()
@@ -369,7 +368,7 @@ func (v *Vault) BlobID(data []byte) vault.ID {
 }
 
 func (v *Vault) dekFor(ver uint32) (seal.Key, error) {
-	k, ok := v.deks[ver]
+	k, ok := v.keys.Load().deks[ver]
 	if !ok {
 		return k, fmt.Errorf("%w: the keyring has no DEK version %d (either the object naming it is damaged, or a newer keyring generation is missing from the store: run coffer check --read-data)", vault.ErrKeyUnavailable, ver)
 	}
@@ -431,7 +430,8 @@ func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 		}
 	}
 	if pk.w == nil {
-		pk.w = format.NewPackWriter(v.deks[v.curDEK], v.curDEK, v.getBuf(t, need))
+		ks := v.keys.Load()
+		pk.w = format.NewPackWriter(ks.deks[ks.cur], ks.cur, v.getBuf(t, need))
 	}
 	pk.w.Add(t, id, p, rawLen)
 	return true, nil
@@ -552,7 +552,7 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	if err := v.opt.Store.Put(ctx, packHandle(id), rd, int64(size)); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
 	}
-	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: v.curDEK, Blobs: len(entries), Created: v.opt.Now().UTC()}
+	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: w.DEKVersion(), Blobs: len(entries), Created: v.opt.Now().UTC()}
 	recs := make([]vault.BlobRecord, len(entries))
 	for i, e := range entries {
 		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: id, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
@@ -838,7 +838,8 @@ func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
 // caller must have flushed the blobs it references. s.ID is assigned.
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
 	rand.Read(s.ID[:])
-	b, err := format.SealSnapshot(s, v.deks[v.curDEK], v.curDEK)
+	ks := v.keys.Load()
+	b, err := format.SealSnapshot(s, ks.deks[ks.cur], ks.cur)
 	if err != nil {
 		return s, err
 	}
@@ -929,15 +930,17 @@ type KeyInfo struct {
 
 // KeyInfo reports the vault's encryption settings.
 func (v *Vault) KeyInfo() KeyInfo {
-	ki := KeyInfo{Algorithm: "AES-256-GCM", KEK: vault.KeyRef{Provider: v.keyring.KEK.Provider, KeyID: v.keyring.KEK.KeyID, Version: v.keyring.KEK.Version},
-		WrapAlg: v.keyring.KEK.Alg, DEKVersion: v.curDEK, DEKCount: len(v.keyring.DEKs), Created: v.cfg.Created, KeyringGen: v.keyring.Generation}
+	ks := v.keys.Load()
+	kr := ks.keyring
+	ki := KeyInfo{Algorithm: "AES-256-GCM", KEK: vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version},
+		WrapAlg: kr.KEK.Alg, DEKVersion: ks.cur, DEKCount: len(kr.DEKs), Created: v.cfg.Created, KeyringGen: kr.Generation}
 	if ki.KEK.Provider == "platform" {
 		ki.KeySource = "platform-managed"
 	} else {
 		ki.KeySource = "customer-managed"
 	}
-	for _, d := range v.keyring.DEKs {
-		if d.Version == v.curDEK {
+	for _, d := range kr.DEKs {
+		if d.Version == ks.cur {
 			ki.LastRotated = d.Created
 		}
 	}

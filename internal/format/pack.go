@@ -50,6 +50,7 @@ type DEKs func(version uint32) (seal.Key, error)
 
 // PackWriter builds one pack in memory.
 type PackWriter struct {
+	dekVer  uint32
 	aead    cipher.AEAD
 	buf     []byte
 	entries []PackEntry
@@ -60,7 +61,7 @@ type PackWriter struct {
 // NewPackWriter starts a pack sealed with dek (of version dekVersion) into
 // buf[:0] (pass a reused buffer to avoid allocation).
 func NewPackWriter(dek seal.Key, dekVersion uint32, buf []byte) *PackWriter {
-	w := &PackWriter{}
+	w := &PackWriter{dekVer: dekVersion}
 	rand.Read(w.id[:]) // the salt is the pack's name
 	w.buf = append(buf[:0], PackMagic...)
 	w.buf = append(w.buf, PackVersion, 0, 0, 0)
@@ -73,6 +74,9 @@ func NewPackWriter(dek seal.Key, dekVersion uint32, buf []byte) *PackWriter {
 	copy(w.aad, w.buf)
 	return w
 }
+
+// DEKVersion is the version of the DEK sealing the pack.
+func (w *PackWriter) DEKVersion() uint32 { return w.dekVer }
 
 // ID is the pack's name (its salt).
 func (w *PackWriter) ID() vault.ID { return w.id }

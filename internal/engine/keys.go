@@ -1,0 +1,148 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/seal"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// keyState is the vault's unwrapped keys and the keyring generation they
+// came from. It is never changed once published: a key change builds a new
+// one and swaps it in (docs/keys.md).
+type keyState struct {
+	keyring  *format.Keyring
+	deks     map[uint32]seal.Key
+	cur      uint32            // the DEK new packs and snapshots use
+	provider vault.KeyProvider // whose KEK wraps keyring
+}
+
+func (ks *keyState) wipe() {
+	for k, d := range ks.deks {
+		d.Wipe()
+		ks.deks[k] = d
+	}
+}
+
+// ErrKeyChanged reports that another process changed the vault's keys
+// (wrote the next keyring generation) at the same moment: run the
+// operation again.
+var ErrKeyChanged = errors.New("the vault's keys were changed at the same moment by another process; run the command again")
+
+// RotateDEK stores the next keyring generation with a fresh DEK, which new
+// packs and snapshots use from now on; packs already stored keep the DEK
+// version they name, which stays in the keyring. It returns the new
+// version. Packs being filled when it runs finish with the DEK they
+// started with.
+func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	old := v.keys.Load()
+	kek := old.provider.Current()
+	if kek.Provider != old.keyring.KEK.Provider || kek.KeyID != old.keyring.KEK.KeyID || kek.Version != old.keyring.KEK.Version {
+		return 0, fmt.Errorf("rotate DEK: the keyring is wrapped by %s but the key provider's current key is %s: rewrap first", keyRefOf(old.keyring), kek)
+	}
+	next := old.cur
+	for ver := range old.deks {
+		next = max(next, ver)
+	}
+	next++
+	dek := seal.NewRandomKey()
+	w, err := old.provider.Wrap(ctx, dek[:], dekAAD(v.rec.ID, next))
+	if err != nil {
+		dek.Wipe()
+		return 0, fmt.Errorf("rotate DEK: wrap DEK v%d: %w", next, err)
+	}
+	kr := *old.keyring
+	kr.Generation++
+	kr.Created = v.opt.Now().UTC()
+	kr.DEKs = append(append([]format.KeyringDEK{}, old.keyring.DEKs...), format.KeyringDEK{Version: next, Created: kr.Created, Wrapped: w.Data})
+	kr.CurrentDEK = next
+	deks := make(map[uint32]seal.Key, len(old.deks)+1)
+	for ver, k := range old.deks {
+		deks[ver] = k
+	}
+	deks[next] = dek
+	if err := v.storeKeyring(ctx, &kr); err != nil {
+		dek.Wipe()
+		return 0, fmt.Errorf("rotate DEK: %w", err)
+	}
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider})
+	return next, nil
+}
+
+// Rewrap stores the next keyring generation with the root secret and
+// every DEK wrapped by to's current KEK, and uses to from now on. Nothing
+// else changes: packs, trees and snapshots stay byte for byte as they are
+// (docs/keys.md: rewrap, never re-encrypt). The old KEK is needed once,
+// to unwrap the root secret.
+func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	old := v.keys.Load()
+	rootB, err := old.provider.Unwrap(ctx, vault.WrappedKey{KEK: keyRefOf(old.keyring), Alg: old.keyring.KEK.Alg, Data: old.keyring.Root}, rootAAD(v.rec.ID))
+	if err != nil {
+		return fmt.Errorf("rewrap: unwrap the root secret with the current key %s: %w", keyRefOf(old.keyring), err)
+	}
+	defer clear(rootB)
+	wroot, err := to.Wrap(ctx, rootB, rootAAD(v.rec.ID))
+	if err != nil {
+		return fmt.Errorf("rewrap: wrap the root secret with %s: %w", to.Current(), err)
+	}
+	kr := *old.keyring
+	kr.Generation++
+	kr.Created = v.opt.Now().UTC()
+	kr.KEK = format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg}
+	kr.Root = wroot.Data
+	kr.DEKs = make([]format.KeyringDEK, len(old.keyring.DEKs))
+	for i, d := range old.keyring.DEKs {
+		k, ok := old.deks[d.Version]
+		if !ok {
+			return fmt.Errorf("rewrap: %w: DEK v%d is not loaded", vault.ErrKeyUnavailable, d.Version)
+		}
+		w, err := to.Wrap(ctx, k[:], dekAAD(v.rec.ID, d.Version))
+		if err != nil {
+			return fmt.Errorf("rewrap: wrap DEK v%d with %s: %w", d.Version, to.Current(), err)
+		}
+		if w.KEK != wroot.KEK || w.Alg != wroot.Alg {
+			return fmt.Errorf("rewrap: the key provider changed keys while wrapping (%s, then %s)", wroot.KEK, w.KEK)
+		}
+		kr.DEKs[i] = format.KeyringDEK{Version: d.Version, Created: d.Created, Wrapped: w.Data}
+	}
+	// Prove the new generation opens before it is stored.
+	back, err := to.Unwrap(ctx, wroot, rootAAD(v.rec.ID))
+	if err != nil || !bytes.Equal(back, rootB) {
+		return fmt.Errorf("rewrap: the new key does not give the root secret back (%v); nothing was changed", err)
+	}
+	clear(back)
+	if err := v.storeKeyring(ctx, &kr); err != nil {
+		return fmt.Errorf("rewrap: %w", err)
+	}
+	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to})
+	return nil
+}
+
+// storeKeyring writes keyring generation kr.Generation, write-once.
+func (v *Vault) storeKeyring(ctx context.Context, kr *format.Keyring) error {
+	kb, err := json.MarshalIndent(kr, "", "  ")
+	if err != nil {
+		return err
+	}
+	err = v.opt.Store.Put(ctx, keyringHandle(kr.Generation), bytes.NewReader(kb), int64(len(kb)))
+	if errors.Is(err, vault.ErrExists) {
+		return ErrKeyChanged
+	}
+	if err != nil {
+		return fmt.Errorf("write keyring generation %d: %w", kr.Generation, err)
+	}
+	return nil
+}
+
+func keyRefOf(kr *format.Keyring) vault.KeyRef {
+	return vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version}
+}

@@ -1,0 +1,151 @@
+package engine_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"path/filepath"
+	"testing"
+
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// packBytes reads every pack of the store, by name.
+func packBytes(t *testing.T, e *env) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := e.store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {
+		rc, err := e.store.Get(ctx, oi.Handle, 0, -1)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		out[oi.Handle.Name] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRotateDEK: new packs use the new DEK, old ones keep theirs, and
+// everything reads back, also after reopening, across several rotations.
+func TestRotateDEK(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	var ids []vault.ID
+	var blobs [][]byte
+	for round := range 3 {
+		for i := range 3 {
+			b := randBytes(uint64(100*round+i), 50_000)
+			id, _ := save(t, v, b)
+			ids, blobs = append(ids, id), append(blobs, b)
+		}
+		flush(t, v)
+		ver, err := v.RotateDEK(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32(round + 2); ver != want {
+			t.Fatalf("rotation %d gave DEK v%d, want v%d", round, ver, want)
+		}
+	}
+	ki := v.KeyInfo()
+	if ki.DEKVersion != 4 || ki.DEKCount != 4 || ki.KeyringGen != 4 {
+		t.Errorf("after 3 rotations: %+v", ki)
+	}
+	versions := map[uint32]bool{}
+	e.cat.Packs(ctx, v.Record().ID, func(p vault.PackRecord) error { versions[p.DEKVersion] = true; return nil })
+	if !versions[1] || !versions[2] || !versions[3] {
+		t.Errorf("packs by DEK version: %v, want 1, 2 and 3", versions)
+	}
+	v.Close()
+	w, err := engine.Open(ctx, e.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i, id := range ids {
+		if got := load(t, w, id); !bytes.Equal(got, blobs[i]) {
+			t.Fatalf("blob %d differs after rotations", i)
+		}
+	}
+	if rep, err := w.Check(ctx, engine.CheckOptions{ReadData: true}); err != nil || !rep.OK() {
+		t.Fatalf("check --read-data after rotations: %v %v", rep.Errors, err)
+	}
+}
+
+// TestRewrapNeverReencrypts: switching the KEK rewraps the root secret and
+// the DEKs only; every pack is byte-identical before and after, the vault
+// opens with the new key and no longer with the old one.
+func TestRewrapNeverReencrypts(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	var ids []vault.ID
+	for i := range 5 {
+		id, _ := save(t, v, randBytes(uint64(i), 200_000))
+		ids = append(ids, id)
+	}
+	flush(t, v)
+	if _, err := v.RotateDEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := save(t, v, randBytes(99, 100_000))
+	ids = append(ids, id)
+	flush(t, v)
+	before := packBytes(t, e)
+
+	other, err := platform.Create(filepath.Join(t.TempDir(), "other.key"), testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Rewrap(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	after := packBytes(t, e)
+	if len(after) != len(before) || len(before) == 0 {
+		t.Fatalf("%d packs before, %d after", len(before), len(after))
+	}
+	for name, b := range before {
+		if !bytes.Equal(after[name], b) {
+			t.Errorf("pack %s changed in a rewrap", name[:8])
+		}
+	}
+	if ki := v.KeyInfo(); ki.KEK.KeyID != other.Current().KeyID || ki.KeyringGen != 3 || ki.DEKCount != 2 {
+		t.Errorf("after rewrap: %+v", ki)
+	}
+	v.Close()
+
+	opt := e.opts()
+	opt.Keys = other
+	w, err := engine.Open(ctx, opt)
+	if err != nil {
+		t.Fatalf("open with the new key: %v", err)
+	}
+	defer w.Close()
+	for _, id := range ids {
+		load(t, w, id)
+	}
+	if _, err := engine.Open(ctx, e.opts()); !errors.Is(err, vault.ErrKeyUnavailable) && !errors.Is(err, vault.ErrWrongKey) {
+		t.Errorf("open with the old key after the switch: %v, want key unavailable or wrong key", err)
+	}
+
+	// And back: the old key wraps again, packs still untouched.
+	if err := w.Rewrap(ctx, e.keys); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range before {
+		if !bytes.Equal(packBytes(t, e)[name], b) {
+			t.Errorf("pack %s changed in the rewrap back", name[:8])
+		}
+	}
+	if x, err := engine.Open(ctx, e.opts()); err != nil {
+		t.Errorf("open with the original key after switching back: %v", err)
+	} else {
+		x.Close()
+	}
+}
