@@ -97,7 +97,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.AddCommand(
 		newBackupCmd(a), newSnapshotsCmd(a), newLsCmd(a), newRestoreCmd(a),
 		newDiffCmd(a), newCheckCmd(a), newVaultCmd(a), newVersionCmd(a),
-		newServerCmd(a), newTokenCmd(a), newDoctorCmd(a),
+		newServerCmd(a), newTokenCmd(a), newDoctorCmd(a), newKeyCmd(a),
 	)
 	return root
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,4 +193,61 @@ func TestKeyFileTampered(t *testing.T) {
 
 	// And with the original back, everything works.
 	mustCoffer(t, e, "check", "--read-data")
+}
+
+// TestKeyRotateAndStatus: key rotate starts a new DEK without touching
+// stored data; both snapshots restore; key status probes the KEK and fails
+// (exit 1) when the key file is gone.
+func TestKeyRotateAndStatus(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), randBytes(1, 300_000), 0o644)
+	first := backupJSON(t, e, src)
+	packs := func() map[string]bool {
+		m := map[string]bool{}
+		filepath.WalkDir(filepath.Join(e.storeDir(), "packs"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				m[p] = true
+			}
+			return nil
+		})
+		return m
+	}
+	before := packs()
+	if out := mustCoffer(t, e, "key", "rotate"); !strings.Contains(out, "DEK v2") {
+		t.Errorf("key rotate said %q", out)
+	}
+	if after := packs(); len(after) != len(before) {
+		t.Errorf("key rotate changed the packs: %d before, %d after", len(before), len(after))
+	}
+	os.WriteFile(filepath.Join(src, "b"), randBytes(2, 300_000), 0o644)
+	second := backupJSON(t, e, src)
+	var st struct {
+		DEK       int  `json:"dek_version"`
+		Deks      int  `json:"deks"`
+		Reachable bool `json:"key_reachable"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.DEK != 2 || st.Deks != 2 || !st.Reachable {
+		t.Errorf("key status: %+v", st)
+	}
+	for _, snap := range []string{first, second} {
+		dst := t.TempDir()
+		mustCoffer(t, e, "restore", snap[:8], "--target", dst)
+		if got, _ := os.ReadFile(filepath.Join(dst, src, "a")); !bytes.Equal(got, randBytes(1, 300_000)) {
+			t.Errorf("snapshot %s: a differs", snap[:8])
+		}
+	}
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check after rotation: %q", out)
+	}
+	os.Rename(e.keyFile(), e.keyFile()+".away")
+	if _, errOut, code := coffer(t, e, "key", "status"); code != exitFailure || !strings.Contains(errOut, "platform.key") {
+		t.Errorf("key status without the key file: exit %d, %q", code, errOut)
+	}
+	os.Rename(e.keyFile()+".away", e.keyFile())
+	mustCoffer(t, e, "key", "status")
 }

@@ -146,3 +146,31 @@ func (v *Vault) storeKeyring(ctx context.Context, kr *format.Keyring) error {
 func keyRefOf(kr *format.Keyring) vault.KeyRef {
 	return vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version}
 }
+
+// ProbeKey checks that the vault's KEK is reachable and works: it unwraps
+// the latest keyring generation's root secret with the vault's key
+// provider, and wraps and unwraps a random secret with it.
+func (v *Vault) ProbeKey(ctx context.Context) error {
+	ks := v.keys.Load()
+	b, err := ks.provider.Unwrap(ctx, vault.WrappedKey{KEK: keyRefOf(ks.keyring), Alg: ks.keyring.KEK.Alg, Data: ks.keyring.Root}, rootAAD(v.rec.ID))
+	if err != nil {
+		return fmt.Errorf("unwrap with %s: %w", keyRefOf(ks.keyring), err)
+	}
+	clear(b)
+	probe := seal.NewRandomKey()
+	defer probe.Wipe()
+	aad := seal.KeyAAD(v.rec.ID, "probe", 0)
+	w, err := ks.provider.Wrap(ctx, probe[:], aad)
+	if err != nil {
+		return fmt.Errorf("wrap with %s: %w", ks.provider.Current(), err)
+	}
+	back, err := ks.provider.Unwrap(ctx, w, aad)
+	if err != nil {
+		return fmt.Errorf("unwrap a fresh probe with %s: %w", w.KEK, err)
+	}
+	defer clear(back)
+	if !bytes.Equal(back, probe[:]) {
+		return fmt.Errorf("%w: the key provider %s gave back a different secret", vault.ErrWrongKey, w.KEK)
+	}
+	return nil
+}
