@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,13 +51,21 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			var vi vaultInfo
 			v, err := a.open(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			vi, err := v.Info(ctx)
-			if err != nil {
+			switch {
+			case err == nil:
+				defer v.Close()
+				if vi, err = v.Info(ctx); err != nil {
+					return err
+				}
+			case !isRemote(a.vaultRef) && (errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey)):
+				// Say what the vault is and that its key is out of reach,
+				// rather than only failing.
+				if vi, err = a.inspectLocal(ctx, err); err != nil {
+					return err
+				}
+			default:
 				return err
 			}
 			kek := vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion}
@@ -69,10 +78,13 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 					"kek_provider": vi.KEKProvider, "kek_id": vi.KEKID, "kek_version": vi.KEKVersion,
 					"wrap_algorithm": vi.WrapAlg, "dek_version": vi.DEKVersion,
 					"deks": vi.DEKCount, "created": vi.Created, "last_rotated": vi.LastRotated,
-					"keyring_generation": vi.KeyringGen, "key_reachable": true,
+					"keyring_generation": vi.KeyringGen, "key_reachable": vi.KeyError == "",
 				}
 				if vi.KeyFile != "" {
 					encryption["key_file"] = vi.KeyFile
+				}
+				if vi.KeyError != "" {
+					encryption["key_error"] = vi.KeyError
 				}
 				return enc.Encode(map[string]any{
 					"name": vi.Name, "id": vi.ID, "path": vi.Location, "created": vi.Created,
@@ -96,7 +108,11 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			if vi.KeyFile != "" {
 				fmt.Fprintf(a.stdout, "  key file:      %s\n", vi.KeyFile)
 			}
-			fmt.Fprintf(a.stdout, "  key reachable: yes\n")
+			if vi.KeyError == "" {
+				fmt.Fprintf(a.stdout, "  key reachable: yes\n")
+			} else {
+				fmt.Fprintf(a.stdout, "  key reachable: NO: %s\n", vi.KeyError)
+			}
 			fmt.Fprintf(a.stdout, "  data key:      DEK v%d (%d in keyring)\n", vi.DEKVersion, vi.DEKCount)
 			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
 			fmt.Fprintf(a.stdout, "  last rotated:  %s (%s)\n", vi.LastRotated.Local().Format(time.RFC3339), ago(now, vi.LastRotated))

@@ -35,6 +35,7 @@ type vaultInfo struct {
 	api.VaultInfo
 	Location string // directory or URL
 	KeyFile  string // the platform key file, local vaults only
+	KeyError string // why the key encryption key cannot be used ("" when it can)
 }
 
 // isRemote reports whether ref names a vault on a server.

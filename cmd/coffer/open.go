@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
@@ -162,4 +163,41 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 		return nil, err
 	}
 	return &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists}, nil
+}
+
+// inspectLocal describes the selected local vault from its store alone,
+// without its keys, for `vault show` when keyErr kept it from opening.
+func (a *app) inspectLocal(ctx context.Context, keyErr error) (vaultInfo, error) {
+	loc, err := a.locate()
+	if err != nil {
+		return vaultInfo{}, err
+	}
+	st, err := local.Open(storePath(loc.dir))
+	if err != nil {
+		return vaultInfo{}, err
+	}
+	defer st.Close()
+	cfg, ki, err := engine.Inspect(ctx, st)
+	if err != nil {
+		return vaultInfo{}, errors.Join(keyErr, err)
+	}
+	vi := vaultInfo{Location: loc.dir, KeyFile: loc.keyFile, KeyError: keyErr.Error(), VaultInfo: api.VaultInfo{
+		Name: loc.name, ID: cfg.ID, Created: cfg.Created, Algorithm: ki.Algorithm,
+		KeySource: ki.KeySource, KEKProvider: ki.KEK.Provider, KEKID: ki.KEK.KeyID, KEKVersion: ki.KEK.Version,
+		WrapAlg: ki.WrapAlg, DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, LastRotated: ki.LastRotated, KeyringGen: ki.KeyringGen,
+	}}
+	if cat, err := sqlite.Open(catalogPath(loc.dir)); err == nil {
+		defer cat.Close()
+		if rec, err := cat.Vault(ctx, localCatalogName); err == nil {
+			if snaps, err := cat.Snapshots(ctx, rec.ID); err == nil {
+				vi.Snapshots = len(snaps)
+			}
+			cat.Packs(ctx, rec.ID, func(p vault.PackRecord) error {
+				vi.Packs++
+				vi.StoredBytes += p.Size
+				return nil
+			})
+		}
+	}
+	return vi, nil
 }

@@ -270,27 +270,55 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 	return v, nil
 }
 
-func (v *Vault) loadKeys(ctx context.Context) error {
+// latestKeyring reads the newest keyring generation of vault id.
+func latestKeyring(ctx context.Context, st vault.Store, id vault.ID) (*format.Keyring, error) {
 	var gens []string
-	err := v.opt.Store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+	err := st.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
 		gens = append(gens, oi.Handle.Name)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("open vault: list keyrings: %w", err)
+		return nil, fmt.Errorf("open vault: list keyrings: %w", err)
 	}
 	if len(gens) == 0 {
-		return fmt.Errorf("open vault: %w: the store holds no keyring (keys/)", vault.ErrNotFound)
+		return nil, fmt.Errorf("open vault: %w: the store holds no keyring (keys/)", vault.ErrNotFound)
 	}
 	sort.Strings(gens) // zero-padded, so lexical order is numeric order
 	name := gens[len(gens)-1]
-	kb, err := readAll(ctx, v.opt.Store, vault.Handle{Type: vault.KeyObject, Name: name}, 1<<20)
+	kb, err := readAll(ctx, st, vault.Handle{Type: vault.KeyObject, Name: name}, 1<<20)
 	if err != nil {
-		return fmt.Errorf("open vault: read keyring: %w", err)
+		return nil, fmt.Errorf("open vault: read keyring: %w", err)
 	}
-	kr, err := format.ParseKeyring(name, kb, v.rec.ID)
+	kr, err := format.ParseKeyring(name, kb, id)
 	if err != nil {
-		return fmt.Errorf("open vault: %w", err)
+		return nil, fmt.Errorf("open vault: %w", err)
+	}
+	return kr, nil
+}
+
+// Inspect describes a vault's keys from its store without unwrapping them,
+// for `vault show` when the key encryption key cannot be reached. The
+// returned KeyInfo has no DEK material, only what the keyring names.
+func Inspect(ctx context.Context, st vault.Store) (format.Config, KeyInfo, error) {
+	cfg, err := readConfig(ctx, st)
+	if err != nil {
+		return cfg, KeyInfo{}, fmt.Errorf("inspect vault: %w", err)
+	}
+	id, err := vault.ParseID(cfg.ID)
+	if err != nil {
+		return cfg, KeyInfo{}, fmt.Errorf("inspect vault: %w", err)
+	}
+	kr, err := latestKeyring(ctx, st, id)
+	if err != nil {
+		return cfg, KeyInfo{}, err
+	}
+	return cfg, keyInfo(cfg, kr, kr.CurrentDEK), nil
+}
+
+func (v *Vault) loadKeys(ctx context.Context) error {
+	kr, err := latestKeyring(ctx, v.opt.Store, v.rec.ID)
+	if err != nil {
+		return err
 	}
 	kek := vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version}
 	unwrap := func(data, aad []byte, what string) (seal.Key, error) {
@@ -931,16 +959,19 @@ type KeyInfo struct {
 // KeyInfo reports the vault's encryption settings.
 func (v *Vault) KeyInfo() KeyInfo {
 	ks := v.keys.Load()
-	kr := ks.keyring
+	return keyInfo(v.cfg, ks.keyring, ks.cur)
+}
+
+func keyInfo(cfg format.Config, kr *format.Keyring, cur uint32) KeyInfo {
 	ki := KeyInfo{Algorithm: "AES-256-GCM", KEK: vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version},
-		WrapAlg: kr.KEK.Alg, DEKVersion: ks.cur, DEKCount: len(kr.DEKs), Created: v.cfg.Created, KeyringGen: kr.Generation}
+		WrapAlg: kr.KEK.Alg, DEKVersion: cur, DEKCount: len(kr.DEKs), Created: cfg.Created, KeyringGen: kr.Generation}
 	if ki.KEK.Provider == "platform" {
 		ki.KeySource = "platform-managed"
 	} else {
 		ki.KeySource = "customer-managed"
 	}
 	for _, d := range kr.DEKs {
-		if d.Version == ks.cur {
+		if d.Version == cur {
 			ki.LastRotated = d.Created
 		}
 	}
