@@ -52,6 +52,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			var vi vaultInfo
+			var keyErr error // the vault is described, then this ends the command
 			v, err := a.open(ctx, false)
 			switch {
 			case err == nil:
@@ -62,6 +63,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			case !isRemote(a.vaultRef) && (errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey)):
 				// Say what the vault is and that its key is out of reach,
 				// rather than only failing.
+				keyErr = err
 				if vi, err = a.inspectLocal(ctx, err); err != nil {
 					return err
 				}
@@ -86,11 +88,14 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 				if vi.KeyError != "" {
 					encryption["key_error"] = vi.KeyError
 				}
-				return enc.Encode(map[string]any{
+				if err := enc.Encode(map[string]any{
 					"name": vi.Name, "id": vi.ID, "path": vi.Location, "created": vi.Created,
 					"snapshots": vi.Snapshots, "packs": vi.Packs, "stored_bytes": vi.StoredBytes,
 					"encryption": encryption,
-				})
+				}); err != nil {
+					return err
+				}
+				return keyErr
 			}
 			id := vi.ID
 			if len(id) > 8 {
@@ -116,7 +121,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			fmt.Fprintf(a.stdout, "  data key:      DEK v%d (%d in keyring)\n", vi.DEKVersion, vi.DEKCount)
 			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
 			fmt.Fprintf(a.stdout, "  last rotated:  %s (%s)\n", vi.LastRotated.Local().Format(time.RFC3339), ago(now, vi.LastRotated))
-			return nil
+			return keyErr
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

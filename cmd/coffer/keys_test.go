@@ -248,19 +248,20 @@ func TestKeyRotateAndStatus(t *testing.T) {
 	if _, errOut, code := coffer(t, e, "key", "status"); code != exitFailure || !strings.Contains(errOut, "platform.key") {
 		t.Errorf("key status without the key file: exit %d, %q", code, errOut)
 	}
-	// vault show still describes the vault, and says the key is out of
-	// reach and why.
+	// vault show still describes the vault and says the key is out of
+	// reach and why, then exits 1 with the key's error.
 	var show struct {
 		Snapshots  int            `json:"snapshots"`
 		Encryption map[string]any `json:"encryption"`
 	}
-	if err := json.Unmarshal([]byte(mustCoffer(t, e, "vault", "show", "--json")), &show); err != nil {
-		t.Fatal(err)
+	out, errOut, code := coffer(t, e, "vault", "show", "--json")
+	if err := json.Unmarshal([]byte(out), &show); err != nil || code != exitFailure || !strings.Contains(errOut, "--key-file") {
+		t.Fatalf("vault show --json without the key file: exit %d, %v, stderr %q", code, err, errOut)
 	}
 	if show.Snapshots != 2 || show.Encryption["key_reachable"] != false || !strings.Contains(show.Encryption["key_error"].(string), "platform.key") || show.Encryption["dek_version"] != float64(2) {
 		t.Errorf("vault show without the key file: %+v", show)
 	}
-	if out := mustCoffer(t, e, "vault", "show"); !strings.Contains(out, "key reachable: NO") {
+	if out, _, _ := coffer(t, e, "vault", "show"); !strings.Contains(out, "key reachable: NO") {
 		t.Errorf("vault show without the key file:\n%s", out)
 	}
 	os.Rename(e.keyFile()+".away", e.keyFile())

@@ -126,6 +126,9 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 			if errors.Is(err, vault.ErrExists) { // another process won the race
 				ks, err = platform.Open(loc.keyFile)
 			}
+		} else if serr == nil {
+			// Another process created it since our Open: use it.
+			ks, err = platform.Open(loc.keyFile)
 		}
 	}
 	if err != nil {
