@@ -129,7 +129,7 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 func userMessage(err error) string {
 	msg := err.Error()
 	switch {
-	case errors.Is(err, vault.ErrWrongKey):
+	case errors.Is(err, vault.ErrWrongKey) && strings.Contains(msg, "platform"):
 		return msg + "\n(the key file does not belong to this vault: pass the right one with --key-file or COFFER_KEY_FILE)"
 	case errors.Is(err, vault.ErrKeyUnavailable):
 		return msg

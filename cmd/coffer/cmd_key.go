@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
 )
 
 func newKeyCmd(a *app) *cobra.Command {
@@ -13,10 +17,10 @@ func newKeyCmd(a *app) *cobra.Command {
 		Use:   "key",
 		Short: "Check and rotate the keys that encrypt a vault",
 		Long: `The vault's data keys (DEKs) encrypt everything it stores; a key encryption
-key (KEK: the platform key file, or later a customer-managed key) wraps them.
+key (KEK: the platform key file, or a customer-managed key) wraps them.
 docs/keys.md explains the hierarchy. Local vaults only for now.`,
 	}
-	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a))
+	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a))
 	return cmd
 }
 
@@ -95,6 +99,120 @@ stays in the keyring, wrapped by the same key encryption key.`,
 			}
 			ki := v.KeyInfo()
 			fmt.Fprintf(a.stdout, "new data key DEK v%d in use (keyring generation %d, %d DEKs); nothing was re-encrypted\n", ver, ki.KeyringGen, ki.DEKCount)
+			return nil
+		},
+	}
+}
+
+// vaultArg lets the key commands name the vault as their first argument,
+// as `coffer key use-cmk prod URI` reads; --vault works too.
+func (a *app) vaultArg(args []string, want int) ([]string, error) {
+	switch len(args) {
+	case want:
+		return args, nil
+	case want + 1:
+		if a.vaultRef != "" && a.vaultRef != args[0] {
+			return nil, fmt.Errorf("the vault is named twice: %q and --vault %q", args[0], a.vaultRef)
+		}
+		a.vaultRef = args[0]
+		return args[1:], nil
+	}
+	return nil, fmt.Errorf("want [VAULT]%s", strings.Repeat(" ARG", want))
+}
+
+func newKeyUseCMKCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "use-cmk [VAULT] URI",
+		Short: "Wrap the vault's keys with a customer-managed key instead",
+		Long: `Rewrap the vault's root secret and every data key (DEK) with a customer-managed
+key: your key, in your HSM or KMS or key file. Nothing stored is re-encrypted.
+From then on the vault can be read only while that key is reachable: revoke it,
+and backups, restores and checks fail; restore it, and they work again.
+
+The URI is kept on this machine (mode 0600, beside the platform key file), not
+in the vault. Supported now: rsa-file:///path/key.pem (RSA 2048 or 3072, PEM).`,
+		Example: `  coffer key use-cmk rsa-file:///etc/coffer/cmk.pem
+  coffer key use-cmk prod rsa-file:///etc/coffer/cmk.pem`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if isRemote(a.vaultRef) {
+				return errors.New("key use-cmk works on local vaults only in this version")
+			}
+			rest, err := a.vaultArg(args, 1)
+			if err != nil {
+				return err
+			}
+			uri := rest[0]
+			ctx := cmd.Context()
+			to, err := keys.Open(uri)
+			if err != nil {
+				return err
+			}
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			id := v.Record().ID
+			cfg := a.keyConfig(v.loc)
+			// The URI first: a crash after the rewrap must find it.
+			if err := cfg.Set(id, to.Current(), uri); err != nil {
+				return err
+			}
+			before := v.KeyInfo().KEK
+			if before == to.Current() {
+				fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by %s; its URI is recorded\n", before)
+				return nil
+			}
+			if err := v.Rewrap(ctx, to); err != nil {
+				return err
+			}
+			if err := cfg.Keep(id, to.Current()); err != nil {
+				fmt.Fprintf(a.stderr, "warning: %v\n", err)
+			}
+			ki := v.KeyInfo()
+			fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (keyring generation %d, %d DEKs); nothing was re-encrypted\n", before, ki.KEK, ki.KeyringGen, ki.DEKCount)
+			return nil
+		},
+	}
+}
+
+func newKeyUsePMKCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "use-pmk [VAULT]",
+		Short: "Wrap the vault's keys with the platform key again",
+		Long: `Rewrap the vault's root secret and data keys with the platform key file
+(created if missing). The customer-managed key must still be reachable, to
+unwrap them once. Nothing stored is re-encrypted.`,
+		Example: "  coffer key use-pmk\n  coffer key use-pmk prod",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if isRemote(a.vaultRef) {
+				return errors.New("key use-pmk works on local vaults only in this version")
+			}
+			if _, err := a.vaultArg(args, 0); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			before := v.KeyInfo().KEK
+			if before.Provider == platform.Provider {
+				fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by the platform key %s\n", before)
+				return nil
+			}
+			ks, err := a.platformKeys(v.loc, true)
+			if err != nil {
+				return err
+			}
+			if err := v.Rewrap(ctx, ks); err != nil {
+				return err
+			}
+			ki := v.KeyInfo()
+			fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (platform key file %s); nothing was re-encrypted\n", before, ki.KEK, ks.Path())
 			return nil
 		},
 	}

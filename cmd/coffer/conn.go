@@ -14,6 +14,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/tlsconf"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -52,11 +53,14 @@ func (o *openedVault) CheckVault(ctx context.Context, readData bool, progress fu
 // Info describes the local vault.
 func (o *openedVault) Info(ctx context.Context) (vaultInfo, error) {
 	ki := o.KeyInfo()
-	vi := vaultInfo{Location: o.loc.dir, KeyFile: o.keys.Path(), VaultInfo: api.VaultInfo{
+	vi := vaultInfo{Location: o.loc.dir, VaultInfo: api.VaultInfo{
 		Name: o.loc.name, ID: o.Record().ID.String(), Created: o.Config().Created, Algorithm: ki.Algorithm,
 		KeySource: ki.KeySource, KEKProvider: ki.KEK.Provider, KEKID: ki.KEK.KeyID, KEKVersion: ki.KEK.Version,
 		WrapAlg: ki.WrapAlg, DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, LastRotated: ki.LastRotated, KeyringGen: ki.KeyringGen,
 	}}
+	if o.keys != nil && ki.KEK.Provider == platform.Provider {
+		vi.KeyFile = o.keys.Path()
+	}
 	snaps, err := o.Snapshots(ctx)
 	if err != nil {
 		return vi, err

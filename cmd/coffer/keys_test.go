@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -269,4 +273,92 @@ func TestKeyRotateAndStatus(t *testing.T) {
 	if out := mustCoffer(t, e, "vault", "show"); !strings.Contains(out, "key reachable: yes") {
 		t.Errorf("vault show with the key back:\n%s", out)
 	}
+}
+
+// TestCustomerManagedKey: use-cmk rewraps with an RSA key file, leaving
+// every pack as it was; with the key file gone, restore fails closed and
+// vault show says so; with it back, everything works with no repair;
+// use-pmk goes back to the platform key.
+func TestCustomerManagedKey(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), randBytes(1, 200_000), 0o644)
+	backupJSON(t, e, src)
+
+	key, err := rsa.GenerateKey(cryptorand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "cmk.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(keyFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	packs := func() map[string][]byte {
+		m := map[string][]byte{}
+		filepath.WalkDir(filepath.Join(e.storeDir(), "packs"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				m[p], _ = os.ReadFile(p)
+			}
+			return nil
+		})
+		return m
+	}
+	samePacks := func(before map[string][]byte, when string) {
+		t.Helper()
+		after := packs()
+		for p, b := range before {
+			if !bytes.Equal(after[p], b) {
+				t.Errorf("%s: pack %s changed", when, filepath.Base(p))
+			}
+		}
+	}
+	before := packs()
+	uri := "rsa-file://" + keyFile
+	if out := mustCoffer(t, e, "key", "use-cmk", uri); !strings.Contains(out, "rsa-file") {
+		t.Errorf("use-cmk said %q", out)
+	}
+	samePacks(before, "use-cmk")
+	show := mustCoffer(t, e, "vault", "show")
+	if !strings.Contains(show, "customer-managed") || !strings.Contains(show, "rsa-file:"+keyFile) || strings.Contains(show, "key file:") {
+		t.Errorf("vault show after use-cmk:\n%s", show)
+	}
+	os.WriteFile(filepath.Join(src, "b"), []byte("after the switch"), 0o644)
+	backupJSON(t, e, src)
+	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
+
+	// Revoked: the key file is gone.
+	os.Rename(keyFile, keyFile+".away")
+	_, errOut, code := coffer(t, e, "restore", "latest", "--target", t.TempDir())
+	if code != exitFailure || !strings.Contains(errOut, "key unavailable") || !strings.Contains(errOut, keyFile) {
+		t.Errorf("restore with the customer key gone: exit %d, %q", code, errOut)
+	}
+	if _, _, code := coffer(t, e, "backup", src); code != exitFailure {
+		t.Error("a backup ran without the customer key")
+	}
+	if out, _, code := coffer(t, e, "vault", "show"); code != exitFailure || !strings.Contains(out, "key reachable: NO") {
+		t.Errorf("vault show with the customer key gone: exit %d\n%s", code, out)
+	}
+	// Restored: works again, nothing to repair.
+	os.Rename(keyFile+".away", keyFile)
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "b")); string(got) != "after the switch" {
+		t.Errorf("restore after the key came back: %q", got)
+	}
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check with the customer key: %q", out)
+	}
+
+	before = packs()
+	if out := mustCoffer(t, e, "key", "use-pmk"); !strings.Contains(out, "platform") {
+		t.Errorf("use-pmk said %q", out)
+	}
+	samePacks(before, "use-pmk")
+	os.Remove(keyFile) // no longer needed
+	if show := mustCoffer(t, e, "vault", "show"); !strings.Contains(show, "platform-managed") {
+		t.Errorf("vault show after use-pmk:\n%s", show)
+	}
+	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
 }

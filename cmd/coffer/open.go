@@ -14,6 +14,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -119,27 +120,41 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 	if !exists && !create {
 		return nil, fmt.Errorf("no vault at %s: %w (a first `coffer backup` creates it)", loc.dir, vault.ErrNotFound)
 	}
-	ks, err := platform.Open(loc.keyFile)
-	if create && errors.Is(err, vault.ErrKeyUnavailable) && !exists {
-		if _, serr := os.Stat(loc.keyFile); errors.Is(serr, fs.ErrNotExist) {
-			ks, err = platform.Create(loc.keyFile, a.now())
-			if errors.Is(err, vault.ErrExists) { // another process won the race
-				ks, err = platform.Open(loc.keyFile)
-			}
-		} else if serr == nil {
-			// Another process created it since our Open: use it.
-			ks, err = platform.Open(loc.keyFile)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(loc.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create vault directory: %w", err)
 	}
 	st, err := local.Open(storePath(loc.dir))
 	if err != nil {
 		return nil, err
+	}
+	// The newest keyring names the key encryption key: the platform key
+	// file, or a customer-managed key whose URI this machine keeps.
+	var provider vault.KeyProvider
+	var ks *platform.Keystore
+	if exists {
+		cfg, ki, ierr := engine.Inspect(ctx, st)
+		if ierr == nil && ki.KEK.Provider != platform.Provider {
+			id, perr := vault.ParseID(cfg.ID)
+			if perr != nil {
+				st.Close()
+				return nil, perr
+			}
+			uri, err := a.keyConfig(loc).URI(id, ki.KEK)
+			if err == nil {
+				provider, err = keys.Open(uri)
+			}
+			if err != nil {
+				st.Close()
+				return nil, err
+			}
+		}
+	}
+	if provider == nil {
+		if ks, err = a.platformKeys(loc, create && !exists); err != nil {
+			st.Close()
+			return nil, err
+		}
+		provider = ks
 	}
 	cat, err := sqlite.Open(catalogPath(loc.dir))
 	if err != nil {
@@ -153,7 +168,7 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 			fmt.Fprintf(a.stderr, "warning: could not remove old temporary files from %s: %v\n", storePath(loc.dir), err)
 		}
 	}
-	opt := engine.Options{Store: st, Catalog: cat, Keys: ks, Name: localCatalogName, Now: a.now}
+	opt := engine.Options{Store: st, Catalog: cat, Keys: provider, Name: localCatalogName, Now: a.now}
 	var v *engine.Vault
 	if create {
 		v, err = engine.Create(ctx, opt, engine.DefaultChunker())
@@ -166,6 +181,31 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 		return nil, err
 	}
 	return &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists}, nil
+}
+
+// platformKeys opens the platform key file; with create it makes it when
+// it does not exist (a first backup), safely against another process doing
+// the same at the same moment.
+func (a *app) platformKeys(loc location, create bool) (*platform.Keystore, error) {
+	ks, err := platform.Open(loc.keyFile)
+	if create && errors.Is(err, vault.ErrKeyUnavailable) {
+		if _, serr := os.Stat(loc.keyFile); errors.Is(serr, fs.ErrNotExist) {
+			ks, err = platform.Create(loc.keyFile, a.now())
+			if errors.Is(err, vault.ErrExists) { // another process won the race
+				ks, err = platform.Open(loc.keyFile)
+			}
+		} else if serr == nil {
+			// Another process created it since our Open: use it.
+			ks, err = platform.Open(loc.keyFile)
+		}
+	}
+	return ks, err
+}
+
+// keyConfig is where this machine keeps the URIs of customer-managed keys:
+// beside the platform key file.
+func (a *app) keyConfig(loc location) keys.Config {
+	return keys.Config{Dir: filepath.Join(filepath.Dir(loc.keyFile), "cmk")}
 }
 
 // inspectLocal describes the selected local vault from its store alone,
