@@ -14,13 +14,14 @@ import (
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/fsutil"
+	"github.com/coffer-backup/coffer/internal/keys/pkcs11"
 	"github.com/coffer-backup/coffer/internal/keys/rsafile"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
-// Open opens the key provider a URI names: rsa-file:///path/key.pem (more
-// schemes as their providers land: pkcs11:, awskms://, azurekeyvault://,
-// gcpkms://, hashivault://).
+// Open opens the key provider a URI names: rsa-file:///path/key.pem, or an
+// RFC 7512 pkcs11: URI (more schemes as their providers land: awskms://,
+// azurekeyvault://, gcpkms://, hashivault://).
 func Open(uri string) (vault.KeyProvider, error) {
 	scheme, _, _ := strings.Cut(uri, ":")
 	switch scheme {
@@ -34,7 +35,13 @@ func Open(uri string) (vault.KeyProvider, error) {
 			return nil, err // not a nil *Provider in a non-nil interface
 		}
 		return p, nil
-	case "pkcs11", "awskms", "azurekeyvault", "gcpkms", "hashivault":
+	case "pkcs11":
+		p, err := pkcs11.Open(uri)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	case "awskms", "azurekeyvault", "gcpkms", "hashivault":
 		return nil, fmt.Errorf("key URI %s: the %s provider is not in this build yet", Redact(uri), scheme)
 	}
 	return nil, fmt.Errorf("key URI %s: unknown scheme %q (want rsa-file:///path, pkcs11:…, awskms://, azurekeyvault://, gcpkms:// or hashivault://)", Redact(uri), scheme)

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const softhsmModule = "/usr/lib/softhsm/libsofthsm2.so"
+
+// softHSM initialises a SoftHSM2 token with scripts/softhsm-setup.sh in a
+// temporary directory and points the PKCS#11 library at it. It skips when
+// SoftHSM2 is not installed, unless COFFER_REQUIRE_SERVICES is set.
+func softHSM(t *testing.T) (dir string) {
+	t.Helper()
+	_, errMod := os.Stat(softhsmModule)
+	_, errTool := exec.LookPath("pkcs11-tool")
+	if errMod != nil || errTool != nil {
+		if os.Getenv("COFFER_REQUIRE_SERVICES") != "" {
+			t.Fatal("SoftHSM2 or opensc is not installed (apt-get install softhsm2 opensc); COFFER_REQUIRE_SERVICES is set")
+		}
+		t.Skip("SoftHSM2 or opensc not installed")
+	}
+	dir = filepath.Join(t.TempDir(), "hsm")
+	out, err := exec.Command("../../scripts/softhsm-setup.sh", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("softhsm-setup.sh: %v\n%s", err, out)
+	}
+	t.Setenv("SOFTHSM2_CONF", filepath.Join(dir, "softhsm2.conf"))
+	return dir
+}
+
+// TestCustomerManagedKeyInHSM: the vault's keys are wrapped by an RSA key
+// in a real PKCS#11 token; with the key object deleted, restore fails
+// closed; with the token put back from a copy, restore works again with no
+// repair; every pack stays as it was.
+func TestCustomerManagedKeyInHSM(t *testing.T) {
+	hsm := softHSM(t)
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), randBytes(3, 150_000), 0o644)
+	backupJSON(t, e, src)
+
+	uri := "pkcs11:token=coffer;object=backup-kek?module-path=" + softhsmModule + "&pin-value=1234"
+	out := mustCoffer(t, e, "key", "use-cmk", uri)
+	if !strings.Contains(out, "pkcs11:token=coffer;object=backup-kek") || strings.Contains(out, "pin-value=1234") {
+		t.Errorf("use-cmk said %q", out)
+	}
+	show := mustCoffer(t, e, "vault", "show")
+	if !strings.Contains(show, "customer-managed") || !strings.Contains(show, "pkcs11:token=coffer;object=backup-kek") {
+		t.Errorf("vault show:\n%s", show)
+	}
+	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
+
+	// Revoke: delete the key object from the token (keeping a copy).
+	tokens := filepath.Join(hsm, "tokens")
+	if out, err := exec.Command("cp", "-a", tokens, tokens+".copy").CombinedOutput(); err != nil {
+		t.Fatalf("copy token: %v %s", err, out)
+	}
+	for _, typ := range []string{"privkey", "pubkey"} {
+		cmd := exec.Command("pkcs11-tool", "--module", softhsmModule, "--token-label", "coffer", "--login", "--pin", "1234",
+			"--delete-object", "--type", typ, "--label", "backup-kek")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("delete %s: %v %s", typ, err, out)
+		}
+	}
+	_, errOut, code := coffer(t, e, "restore", "latest", "--target", t.TempDir())
+	if code != exitFailure || !strings.Contains(errOut, "key unavailable") || !strings.Contains(errOut, "backup-kek") || strings.Contains(errOut, "pin-value=1234") {
+		t.Errorf("restore with the key deleted: exit %d, %q", code, errOut)
+	}
+	if out, _, code := coffer(t, e, "vault", "show"); code != exitFailure || !strings.Contains(out, "key reachable: NO") {
+		t.Errorf("vault show with the key deleted: exit %d\n%s", code, out)
+	}
+
+	// Restore the token from its copy: everything works again.
+	os.RemoveAll(tokens)
+	if out, err := exec.Command("mv", tokens+".copy", tokens).CombinedOutput(); err != nil {
+		t.Fatalf("restore token: %v %s", err, out)
+	}
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "a")); len(got) != 150_000 {
+		t.Errorf("restored %d bytes", len(got))
+	}
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check: %q", out)
+	}
+	// The URI with its PIN is kept beside the platform key file, 0600.
+	matches, _ := filepath.Glob(filepath.Join(e.home, "keys", "cmk", "*.json"))
+	if len(matches) != 1 {
+		t.Fatalf("key configuration files: %v", matches)
+	}
+	if fi, _ := os.Stat(matches[0]); fi.Mode().Perm() != 0o600 {
+		t.Errorf("key configuration mode %v", fi.Mode())
+	}
+}
