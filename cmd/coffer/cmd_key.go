@@ -130,9 +130,14 @@ From then on the vault can be read only while that key is reachable: revoke it,
 and backups, restores and checks fail; restore it, and they work again.
 
 The URI is kept on this machine (mode 0600, beside the platform key file), not
-in the vault. Supported now: rsa-file:///path/key.pem (RSA 2048 or 3072, PEM).`,
+in the vault. Supported now:
+  rsa-file:///path/key.pem      an RSA 2048 or 3072 private key in a PEM file
+  pkcs11:token=…;object=…?module-path=…&pin-source=FILE (or pin-value=PIN)
+                                an RSA or AES-256 key in a PKCS#11 token (RFC 7512)
+Cloud KMS (awskms://, azurekeyvault://, gcpkms://, hashivault://) is not in
+this build yet.`,
 		Example: `  coffer key use-cmk rsa-file:///etc/coffer/cmk.pem
-  coffer key use-cmk prod rsa-file:///etc/coffer/cmk.pem`,
+  coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if isRemote(a.vaultRef) {
