@@ -63,6 +63,7 @@ Environment:
   COFFER_HOME          where local vaults and the platform key file live
   COFFER_VAULT         default for --vault
   COFFER_KEY_FILE      default for --key-file
+  COFFER_KEK_ROTATION  age at which a backup rotates the platform key (default 90d; off)
   COFFER_TOKEN         default for --token (vault servers)
   COFFER_CACERT        default for --cacert
   COFFER_FINGERPRINT   default for --fingerprint

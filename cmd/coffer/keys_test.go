@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // dataCommands are the commands that need the vault's keys, with the
@@ -361,4 +362,65 @@ func TestCustomerManagedKey(t *testing.T) {
 		t.Errorf("vault show after use-pmk:\n%s", show)
 	}
 	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
+}
+
+// TestPlatformKeyRotatesItself: a backup after the rotation period adds a
+// new platform KEK version and rewraps the vault under it, re-encrypting
+// nothing; another vault sharing the key file is rewrapped at its next
+// backup; old snapshots restore; COFFER_KEK_ROTATION=off turns it off.
+func TestPlatformKeyRotatesItself(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), randBytes(5, 100_000), 0o644)
+	first := backupJSON(t, e, src)
+	mustCoffer(t, e, "backup", "--vault", "other", src)
+
+	e.mu.Lock()
+	e.clock = e.clock.Add(91 * 24 * time.Hour)
+	e.mu.Unlock()
+	_, errOut, code := coffer(t, e, "backup", src)
+	if code != exitOK || !strings.Contains(errOut, "platform key rotated") || !strings.Contains(errOut, "v1 → platform:") || !strings.Contains(errOut, "rewrapped") {
+		t.Fatalf("backup after 91 days: exit %d, %q", code, errOut)
+	}
+	kekOf := func(args ...string) string {
+		var show struct {
+			Encryption map[string]any `json:"encryption"`
+		}
+		if err := json.Unmarshal([]byte(mustCoffer(t, e, append([]string{"vault", "show", "--json"}, args...)...)), &show); err != nil {
+			t.Fatal(err)
+		}
+		return show.Encryption["kek_version"].(string)
+	}
+	if v := kekOf(); v != "2" {
+		t.Errorf("KEK version after rotation: %s", v)
+	}
+	if v := kekOf("--vault", "other"); v != "1" {
+		t.Errorf("the other vault before its next backup: KEK v%s, want v1 (still readable)", v)
+	}
+	_, errOut, _ = coffer(t, e, "backup", "--vault", "other", src)
+	if strings.Contains(errOut, "platform key rotated") || !strings.Contains(errOut, "rewrapped") {
+		t.Errorf("the other vault's backup: %q (want a rewrap, no second rotation)", errOut)
+	}
+	if v := kekOf("--vault", "other"); v != "2" {
+		t.Errorf("the other vault after its backup: KEK v%s", v)
+	}
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", first[:8], "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "a")); !bytes.Equal(got, randBytes(5, 100_000)) {
+		t.Error("the first snapshot differs after the rotation")
+	}
+	mustCoffer(t, e, "check", "--read-data")
+
+	e.setenv("COFFER_KEK_ROTATION", "off")
+	e.mu.Lock()
+	e.clock = e.clock.Add(200 * 24 * time.Hour)
+	e.mu.Unlock()
+	if _, errOut, _ := coffer(t, e, "backup", src); strings.Contains(errOut, "rotated") {
+		t.Errorf("rotation with COFFER_KEK_ROTATION=off: %q", errOut)
+	}
+	e.setenv("COFFER_KEK_ROTATION", "soon")
+	if _, errOut, code := coffer(t, e, "backup", src); code != exitFailure || !strings.Contains(errOut, "COFFER_KEK_ROTATION") {
+		t.Errorf("bad COFFER_KEK_ROTATION: exit %d %q", code, errOut)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -180,7 +181,71 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 		st.Close()
 		return nil, err
 	}
-	return &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists}, nil
+	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists}
+	if create && ks != nil {
+		// Backups keep the platform key fresh: rotate it when it is older
+		// than the rotation period, and rewrap a vault still wrapped by an
+		// older version (another vault's backup may have rotated the file).
+		if err := a.rotatePlatformKey(ctx, o); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// defaultKEKRotation is how old the platform KEK may get before a backup
+// rotates it (COFFER_KEK_ROTATION overrides; "off" disables).
+const defaultKEKRotation = 90 * 24 * time.Hour
+
+// kekRotation parses COFFER_KEK_ROTATION: a Go duration, a number of days
+// ("90d"), or "off".
+func (a *app) kekRotation() (time.Duration, error) {
+	s := a.getenv("COFFER_KEK_ROTATION")
+	switch {
+	case s == "":
+		return defaultKEKRotation, nil
+	case s == "off" || s == "0":
+		return 0, nil
+	case strings.HasSuffix(s, "d"):
+		n, err := strconv.Atoi(strings.TrimSuffix(s, "d"))
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("COFFER_KEK_ROTATION=%q: want a number of days (90d), a duration (2160h) or off", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("COFFER_KEK_ROTATION=%q: want a number of days (90d), a duration (2160h) or off", s)
+	}
+	return d, nil
+}
+
+func (a *app) rotatePlatformKey(ctx context.Context, o *openedVault) error {
+	period, err := a.kekRotation()
+	if err != nil || period == 0 {
+		return err
+	}
+	if o.KeyInfo().KEK.Provider != platform.Provider {
+		return nil // wrapped by a customer key: theirs to rotate
+	}
+	if age := a.now().Sub(o.keys.Created()); age >= period {
+		before := o.keys.Current()
+		ref, err := o.keys.Rotate(a.now())
+		if err != nil {
+			return err
+		}
+		if ref != before {
+			fmt.Fprintf(a.stderr, "platform key rotated: %s → %s (it was %s old; COFFER_KEK_ROTATION=%s)\n", before, ref, age.Round(time.Hour), period)
+		}
+	}
+	if kek := o.KeyInfo().KEK; kek != o.keys.Current() {
+		if err := o.Rewrap(ctx, o.keys); err != nil {
+			return fmt.Errorf("rewrap under the rotated platform key: %w", err)
+		}
+		fmt.Fprintf(a.stderr, "vault keys rewrapped: %s → %s; nothing was re-encrypted\n", kek, o.keys.Current())
+	}
+	return nil
 }
 
 // platformKeys opens the platform key file; with create it makes it when

@@ -13,9 +13,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/seal"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -47,6 +50,8 @@ type fileKey struct {
 type Keystore struct {
 	path string
 	id   string
+
+	mu   sync.RWMutex // Rotate changes cur, keys and info
 	cur  int
 	keys map[int]seal.Key
 	info map[int]time.Time
@@ -152,11 +157,68 @@ func Open(path string) (*Keystore, error) {
 func (ks *Keystore) Path() string { return ks.path }
 
 // Created is when the current KEK was generated.
-func (ks *Keystore) Created() time.Time { return ks.info[ks.cur] }
+func (ks *Keystore) Created() time.Time {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.info[ks.cur]
+}
 
 // Current implements vault.KeyProvider.
 func (ks *Keystore) Current() vault.KeyRef {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
 	return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}
+}
+
+// Rotate adds a fresh KEK version to the key file and makes it current;
+// older versions stay, so what they wrapped still opens (a vault's keys
+// are rewrapped under the new version by engine.Vault.Rewrap). Processes
+// sharing the key file are serialised by a lock file beside it: one that
+// finds the file already rotated since it read it adopts that version
+// instead of adding another, so two never write different keys under the
+// same version.
+func (ks *Keystore) Rotate(now time.Time) (vault.KeyRef, error) {
+	unlock, err := lockFile(ks.path + ".lock")
+	if err != nil {
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w", err)
+	}
+	defer unlock()
+	disk, err := Open(ks.path)
+	if err != nil {
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w", err)
+	}
+	if disk.id != ks.id {
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w: key file %s now holds key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if disk.cur > ks.cur { // another process rotated meanwhile: adopt it
+		ks.cur, ks.keys, ks.info = disk.cur, disk.keys, disk.info
+		return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
+	}
+	next := 0
+	kf := keyFile{Kind: fileKind, Format: 1, ID: ks.id}
+	for v, k := range disk.keys {
+		next = max(next, v)
+		kf.Keys = append(kf.Keys, fileKey{Version: v, Created: disk.info[v], Key: append([]byte(nil), k[:]...)})
+	}
+	next++
+	k := seal.NewRandomKey()
+	kf.Keys = append(kf.Keys, fileKey{Version: next, Created: now.UTC(), Key: append([]byte(nil), k[:]...)})
+	sort.Slice(kf.Keys, func(i, j int) bool { return kf.Keys[i].Version < kf.Keys[j].Version })
+	kf.Current = next
+	b, err := json.MarshalIndent(kf, "", "  ")
+	if err != nil {
+		return vault.KeyRef{}, err
+	}
+	if err := fsutil.WriteFileSync(ks.path, append(b, '\n'), 0o600); err != nil {
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w", err)
+	}
+	ks.keys, ks.info = disk.keys, disk.info
+	ks.keys[next] = k
+	ks.info[next] = now.UTC()
+	ks.cur = next
+	return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
 }
 
 // Wrap implements vault.KeyProvider.
@@ -167,7 +229,10 @@ func (ks *Keystore) Wrap(_ context.Context, secret, aad []byte) (vault.WrappedKe
 	var s seal.Key
 	copy(s[:], secret)
 	defer s.Wipe()
-	return vault.WrappedKey{KEK: ks.Current(), Alg: Alg, Data: seal.Wrap(ks.keys[ks.cur], s, aad)}, nil
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	ref := vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}
+	return vault.WrappedKey{KEK: ref, Alg: Alg, Data: seal.Wrap(ks.keys[ks.cur], s, aad)}, nil
 }
 
 // Unwrap implements vault.KeyProvider.
@@ -182,7 +247,9 @@ func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad KEK version %q", vault.ErrCorrupt, w.KEK.Version)
 	}
+	ks.mu.RLock()
 	kek, ok := ks.keys[v]
+	ks.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s", vault.ErrKeyUnavailable, ks.path, v, ks.id)
 	}

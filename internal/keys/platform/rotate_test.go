@@ -1,0 +1,86 @@
+package platform
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestRotate: a new version becomes current, the old one still opens what
+// it wrapped (also after reopening the file), and the file stays 0600.
+func TestRotate(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "platform.key")
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ks, err := Create(path, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := bytes.Repeat([]byte{7}, 32)
+	aad := []byte("aad")
+	w1, err := ks.Wrap(ctx, secret, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := ks.Rotate(t0.Add(91 * 24 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.Version != "2" || ks.Current() != ref || !ks.Created().Equal(t0.Add(91*24*time.Hour)) {
+		t.Fatalf("after rotation: %v, current %v, created %v", ref, ks.Current(), ks.Created())
+	}
+	w2, err := ks.Wrap(ctx, secret, aad)
+	if err != nil || w2.KEK.Version != "2" {
+		t.Fatalf("wrap after rotation: %v %v", w2.KEK, err)
+	}
+	again, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := again.Unwrap(ctx, w1, aad); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("v1 record after rotation: %v", err)
+	}
+	if got, err := again.Unwrap(ctx, w2, aad); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("v2 record after reopening: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v after rotation", fi.Mode())
+	}
+}
+
+// TestRotateConcurrent: two processes' keystores on one key file rotating
+// at once end on the same version and key, never on two keys under one
+// version.
+func TestRotateConcurrent(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "platform.key")
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := Create(path, now); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := Open(path)
+	b, _ := Open(path)
+	var wg sync.WaitGroup
+	for _, ks := range []*Keystore{a, b} {
+		wg.Go(func() {
+			if _, err := ks.Rotate(now.Add(100 * 24 * time.Hour)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if a.Current() != b.Current() || a.Current().Version != "2" {
+		t.Fatalf("after concurrent rotations: %v and %v, want both v2", a.Current(), b.Current())
+	}
+	w, err := a.Wrap(ctx, bytes.Repeat([]byte{1}, 32), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Unwrap(ctx, w, nil); err != nil {
+		t.Errorf("one process cannot open what the other wrapped after rotating: %v", err)
+	}
+}
