@@ -534,8 +534,16 @@ func (r *restorer) one(ctx context.Context, t chunkTask, buf []byte) []byte {
 		return buf
 	}
 	r.put(t, data)
+	if cap(data) > keepBuf {
+		return nil // a rare large chunk: do not hold its buffer per worker
+	}
 	return data
 }
+
+// keepBuf is the largest chunk buffer a restore worker keeps for the next
+// chunk: twice the average chunk, so most are reused, while the few large
+// chunks (up to 8 MiB) do not leave every worker holding one.
+const keepBuf = 2 << 20
 
 // many restores a batch of small chunks with one request.
 func (r *restorer) many(ctx context.Context, bl BatchLoader, batch []chunkTask) {
