@@ -153,6 +153,16 @@ this build yet.`,
 			if err != nil {
 				return err
 			}
+			// A vault already wrapped by this key whose URI this machine
+			// lost (a new machine, a restored vault): record it, which is
+			// all it needs to open again.
+			if loc, id, kek, err := a.localKEK(ctx); err == nil && kek == to.Current() {
+				if err := a.keyConfig(loc).Set(id, kek, uri); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by %s; its URI is recorded\n", kek)
+				return nil
+			}
 			v, err := a.openVault(ctx, false)
 			if err != nil {
 				return err

@@ -329,6 +329,19 @@ func TestCustomerManagedKey(t *testing.T) {
 	backupJSON(t, e, src)
 	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
 
+	// A machine that lost the key's URI (a restored COFFER_HOME) cannot
+	// open the vault until use-cmk records it again.
+	cmkDir := filepath.Join(e.home, "keys", "cmk")
+	os.Rename(cmkDir, cmkDir+".lost")
+	if _, errOut, code := coffer(t, e, "snapshots"); code != exitFailure || !strings.Contains(errOut, "use-cmk") {
+		t.Errorf("snapshots without the key's URI: exit %d, %q", code, errOut)
+	}
+	if out := mustCoffer(t, e, "key", "use-cmk", uri); !strings.Contains(out, "already wrapped") {
+		t.Errorf("use-cmk to record a lost URI: %q", out)
+	}
+	mustCoffer(t, e, "snapshots")
+	os.RemoveAll(cmkDir + ".lost")
+
 	// Revoked: the key file is gone.
 	os.Rename(keyFile, keyFile+".away")
 	_, errOut, code := coffer(t, e, "restore", "latest", "--target", t.TempDir())

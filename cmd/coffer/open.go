@@ -248,6 +248,29 @@ func (a *app) rotatePlatformKey(ctx context.Context, o *openedVault) error {
 	return nil
 }
 
+// localKEK names the key encryption key of the selected local vault, read
+// from its newest keyring without unwrapping anything.
+func (a *app) localKEK(ctx context.Context) (location, vault.ID, vault.KeyRef, error) {
+	loc, err := a.locate()
+	if err != nil {
+		return loc, vault.ID{}, vault.KeyRef{}, err
+	}
+	if _, err := os.Stat(filepath.Join(storePath(loc.dir), "config")); err != nil {
+		return loc, vault.ID{}, vault.KeyRef{}, fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
+	}
+	st, err := local.Open(storePath(loc.dir))
+	if err != nil {
+		return loc, vault.ID{}, vault.KeyRef{}, err
+	}
+	defer st.Close()
+	cfg, ki, err := engine.Inspect(ctx, st)
+	if err != nil {
+		return loc, vault.ID{}, vault.KeyRef{}, err
+	}
+	id, err := vault.ParseID(cfg.ID)
+	return loc, id, ki.KEK, err
+}
+
 // platformKeys opens the platform key file; with create it makes it when
 // it does not exist (a first backup), safely against another process doing
 // the same at the same moment.
