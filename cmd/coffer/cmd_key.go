@@ -4,12 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/keys"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 func newKeyCmd(a *app) *cobra.Command {
@@ -20,7 +25,7 @@ func newKeyCmd(a *app) *cobra.Command {
 key (KEK: the platform key file, or a customer-managed key) wraps them.
 docs/keys.md explains the hierarchy. Local vaults only for now.`,
 	}
-	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a))
+	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a), newKeyLogCmd(a))
 	return cmd
 }
 
@@ -95,9 +100,11 @@ stays in the keyring, wrapped by the same key encryption key.`,
 			defer v.Close()
 			ver, err := v.RotateDEK(ctx)
 			if err != nil {
+				a.keyEvent(ctx, v, vault.KeyEventDEKRotate, v.KeyInfo().KEK.String(), "DEK rotation failed: "+err.Error(), false)
 				return err
 			}
 			ki := v.KeyInfo()
+			a.keyEvent(ctx, v, vault.KeyEventDEKRotate, ki.KEK.String(), fmt.Sprintf("DEK v%d in use", ver), true)
 			fmt.Fprintf(a.stdout, "new data key DEK v%d in use (keyring generation %d, %d DEKs); nothing was re-encrypted\n", ver, ki.KeyringGen, ki.DEKCount)
 			return nil
 		},
@@ -180,8 +187,10 @@ this build yet.`,
 				return nil
 			}
 			if err := v.Rewrap(ctx, to); err != nil {
+				a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
 				return err
 			}
+			a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "keys rewrapped from "+before.String()+" ("+keys.Redact(uri)+")", true)
 			if err := cfg.Keep(id, to.Current()); err != nil {
 				fmt.Fprintf(a.stderr, "warning: %v\n", err)
 			}
@@ -224,11 +233,82 @@ unwrap them once. Nothing stored is re-encrypted.`,
 				return err
 			}
 			if err := v.Rewrap(ctx, ks); err != nil {
+				a.keyEvent(ctx, v, vault.KeyEventUsePMK, ks.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
 				return err
 			}
 			ki := v.KeyInfo()
+			a.keyEvent(ctx, v, vault.KeyEventUsePMK, ki.KEK.String(), "keys rewrapped from "+before.String(), true)
 			fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (platform key file %s); nothing was re-encrypted\n", before, ki.KEK, ks.Path())
 			return nil
 		},
 	}
+}
+
+func newKeyLogCmd(a *app) *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "log",
+		Short: "List the vault's key events: rotations, switches, failures to reach the key, recoveries",
+		Long: `List every key event of the vault, oldest first: DEK and platform key rotations,
+switches to and from a customer-managed key, failures to reach the key and the
+recovery after them, each with its time, who did it and the outcome. The log
+lives in the catalog and needs no key to read.`,
+		Example: "  coffer key log\n  coffer key log --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if isRemote(a.vaultRef) {
+				return errors.New("key log works on local vaults only in this version")
+			}
+			ctx := cmd.Context()
+			loc, err := a.locate()
+			if err != nil {
+				return err
+			}
+			if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
+				return fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
+			}
+			cat, err := sqlite.Open(catalogPath(loc.dir))
+			if err != nil {
+				return err
+			}
+			defer cat.Close()
+			rec, err := cat.Vault(ctx, localCatalogName)
+			if err != nil {
+				return err
+			}
+			evs, err := cat.KeyEvents(ctx, rec.ID)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				type ev struct {
+					Time      time.Time `json:"time"`
+					Principal string    `json:"principal"`
+					Event     string    `json:"event"`
+					KEK       string    `json:"kek"`
+					Detail    string    `json:"detail"`
+					OK        bool      `json:"ok"`
+				}
+				out := make([]ev, len(evs))
+				for i, e := range evs {
+					out[i] = ev{e.Time, e.Principal, e.Event, e.KEK, e.Detail, e.OK}
+				}
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tPRINCIPAL\tKEY\tDETAIL")
+			for _, e := range evs {
+				outcome := "ok"
+				if !e.OK {
+					outcome = "FAILED"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), e.Event, outcome, e.Principal, e.KEK, e.Detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
 }

@@ -88,6 +88,9 @@ func TestCustomerManagedKeyInHSM(t *testing.T) {
 	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
 		t.Errorf("check: %q", out)
 	}
+	if log := mustCoffer(t, e, "key", "log"); strings.Contains(log, "pin-value=1234") || !strings.Contains(log, "use-cmk") || !strings.Contains(log, "key-recovered") {
+		t.Errorf("key log:\n%s", log)
+	}
 	// The URI with its PIN is kept beside the platform key file, 0600.
 	matches, _ := filepath.Glob(filepath.Join(e.home, "keys", "cmk", "*.json"))
 	if len(matches) != 1 {

@@ -375,6 +375,34 @@ func TestCustomerManagedKey(t *testing.T) {
 		t.Errorf("vault show after use-pmk:\n%s", show)
 	}
 	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
+
+	// The key log holds the switch, the failures, the recovery and the
+	// switch back, each with a principal and an outcome.
+	var evs []struct {
+		Event, Principal, KEK, Detail string
+		OK                            bool
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "log", "--json")), &evs); err != nil {
+		t.Fatal(err)
+	}
+	var seq []string
+	for _, ev := range evs {
+		if ev.Principal == "" {
+			t.Errorf("key event %s without a principal", ev.Event)
+		}
+		if seq == nil || seq[len(seq)-1] != ev.Event {
+			seq = append(seq, ev.Event)
+		}
+		if ev.Event == "key-unavailable" && (ev.OK || !strings.Contains(ev.Detail, "cmk.pem")) {
+			t.Errorf("key-unavailable event: %+v", ev)
+		}
+	}
+	// The lost URI, then the key file taken away: two failures, each
+	// followed by a recovery.
+	want := "use-cmk key-unavailable key-recovered key-unavailable key-recovered use-pmk"
+	if got := strings.Join(seq, " "); got != want {
+		t.Errorf("key events %q, want %q", got, want)
+	}
 }
 
 // TestPlatformKeyRotatesItself: a backup after the rotation period adds a

@@ -112,6 +112,16 @@ func storePath(dir string) string   { return filepath.Join(dir, "store") }
 // and against another process creating the same vault at the same moment
 // (see engine.Create and platform.Create).
 func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) {
+	o, err := a.openVault0(ctx, create)
+	if loc, lerr := a.locate(); lerr == nil {
+		// The audit trail of the vault's key: a failure to reach it, and
+		// the first success after one.
+		a.keyOutcome(ctx, loc, o, err)
+	}
+	return o, err
+}
+
+func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error) {
 	loc, err := a.locate()
 	if err != nil {
 		return nil, err
@@ -237,13 +247,16 @@ func (a *app) rotatePlatformKey(ctx context.Context, o *openedVault) error {
 		}
 		if ref != before {
 			fmt.Fprintf(a.stderr, "platform key rotated: %s → %s (it was %s old; COFFER_KEK_ROTATION=%s)\n", before, ref, age.Round(time.Hour), period)
+			a.keyEvent(ctx, o, vault.KeyEventKEKRotate, ref.String(), fmt.Sprintf("platform key %s was %s old (rotation period %s)", before, age.Round(time.Hour), period), true)
 		}
 	}
 	if kek := o.KeyInfo().KEK; kek != o.keys.Current() {
 		if err := o.Rewrap(ctx, o.keys); err != nil {
+			a.keyEvent(ctx, o, vault.KeyEventKEKRotate, kek.String(), "rewrap under the rotated platform key failed: "+err.Error(), false)
 			return fmt.Errorf("rewrap under the rotated platform key: %w", err)
 		}
 		fmt.Fprintf(a.stderr, "vault keys rewrapped: %s → %s; nothing was re-encrypted\n", kek, o.keys.Current())
+		a.keyEvent(ctx, o, vault.KeyEventKEKRotate, o.keys.Current().String(), "vault keys rewrapped from "+kek.String(), true)
 	}
 	return nil
 }

@@ -185,6 +185,32 @@ type TokenRecord struct {
 	CreatedBy string    // ID of the token that created this one; "" for the initial owner token
 }
 
+// Key events, the values of KeyEvent.Event.
+const (
+	KeyEventDEKRotate      = "dek-rotate"      // a new data encryption key version was added
+	KeyEventKEKRotate      = "kek-rotate"      // the vault's keys were rewrapped under a new KEK version
+	KeyEventUseCMK         = "use-cmk"         // the vault was switched to a customer-managed KEK
+	KeyEventUsePMK         = "use-pmk"         // the vault was switched to the platform-managed KEK
+	KeyEventKeyUnavailable = "key-unavailable" // the KEK could not be reached or used
+	KeyEventKeyRecovered   = "key-recovered"   // the KEK was reached again after a failure
+)
+
+// KeyEvent is one entry of a vault's key audit trail: who did what to
+// which key, when, and whether it worked. Entries are only ever added.
+type KeyEvent struct {
+	Vault     ID
+	Time      time.Time // when it happened; must be set
+	Principal string    // who acted: a token ID, a user or "system" for automatic rotation
+	Event     string    // one of the KeyEvent… constants
+	KEK       string    // the key reference as text (KeyRef.String()); "" when not known
+	// Detail is free text for people reading the trail (an error message,
+	// the previous key). It is stored in plaintext and shown to auditors:
+	// it MUST NOT hold secrets (key material, tokens, passphrases, URIs
+	// with credentials).
+	Detail string
+	OK     bool // the outcome: true for success
+}
+
 // Catalog is the SQL index of vault state. It is an index, never the only
 // copy of what a restore needs: everything in it can be rebuilt from the
 // store and the KEK.
@@ -234,6 +260,17 @@ type Catalog interface {
 	// Revoking a revoked token succeeds and keeps the first revocation
 	// time. Tokens are never deleted.
 	RevokeToken(ctx context.Context, id string, at time.Time) error
+
+	// AddKeyEvent appends e to the key audit trail of vault e.Vault;
+	// ErrNotFound if there is no such vault. Event and Time must be set.
+	AddKeyEvent(ctx context.Context, e KeyEvent) error
+	// KeyEvents returns every key event of vault, ordered by Time, then
+	// by the order they were added; none for an unknown vault.
+	KeyEvents(ctx context.Context, vault ID) ([]KeyEvent, error)
+	// LastKeyEvent returns the last key event of vault in the order of
+	// KeyEvents, or ErrNotFound if it has none. A caller tells a
+	// recovery (a success after a failure) by it.
+	LastKeyEvent(ctx context.Context, vault ID) (KeyEvent, error)
 
 	// Close releases resources.
 	Close() error

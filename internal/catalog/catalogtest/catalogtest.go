@@ -64,6 +64,10 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"TokenRevoke", testTokenRevoke},
 		{"TokenRevokeUnknown", testTokenRevokeUnknown},
 		{"TokenExpiry", testTokenExpiry},
+		{"KeyEventRoundTrip", testKeyEventRoundTrip},
+		{"KeyEventOrder", testKeyEventOrder},
+		{"KeyEventUnknownVault", testKeyEventUnknownVault},
+		{"LastKeyEvent", testLastKeyEvent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -885,4 +889,205 @@ func testTokenExpiry(t *testing.T, c vault.Catalog) {
 		}
 	}
 	equal(t, "Tokens", tokens(t, c), normTokens(want...))
+}
+
+func addKeyEvent(t *testing.T, c vault.Catalog, e vault.KeyEvent) {
+	t.Helper()
+	if err := c.AddKeyEvent(t.Context(), e); err != nil {
+		t.Fatalf("AddKeyEvent(%s at %v): %v", e.Event, e.Time, err)
+	}
+}
+
+// normKeyEvents puts times in UTC and treats nil and empty alike.
+func normKeyEvents(es ...vault.KeyEvent) []vault.KeyEvent {
+	if len(es) == 0 {
+		return nil
+	}
+	es = slices.Clone(es)
+	for i := range es {
+		es[i].Time = es[i].Time.UTC()
+	}
+	return es
+}
+
+func keyEvents(t *testing.T, c vault.Catalog, v vault.ID) []vault.KeyEvent {
+	t.Helper()
+	es, err := c.KeyEvents(t.Context(), v)
+	if err != nil {
+		t.Fatalf("KeyEvents: %v", err)
+	}
+	return normKeyEvents(es...)
+}
+
+func lastKeyEvent(t *testing.T, c vault.Catalog, v vault.ID) vault.KeyEvent {
+	t.Helper()
+	e, err := c.LastKeyEvent(t.Context(), v)
+	if err != nil {
+		t.Fatalf("LastKeyEvent: %v", err)
+	}
+	return normKeyEvents(e)[0]
+}
+
+// testKeyEventRoundTrip checks that every field survives, times exactly
+// to the microsecond whatever their location.
+func testKeyEventRoundTrip(t *testing.T, c vault.Catalog) {
+	v := createVault(t, c, "primary")
+	if got := keyEvents(t, c, v.ID); len(got) != 0 {
+		t.Errorf("KeyEvents of a new vault: %v", got)
+	}
+	want := []vault.KeyEvent{
+		{
+			Vault: v.ID, Time: base, Principal: "0123456789abcdef", Event: vault.KeyEventUseCMK,
+			KEK: "pkcs11:token=coffer;object=kek v3", Detail: "switched from platform:default v2", OK: true,
+		},
+		{
+			Vault: v.ID, Time: base.Add(time.Microsecond), Principal: "system", Event: vault.KeyEventKeyUnavailable,
+			KEK:    "pkcs11:token=coffer;object=kek v3",
+			Detail: "HSM unreachable: dial tcp 10.0.0.7:1234: i/o timeout\nsecond line, \"quoted\", 日本語 🗝",
+			OK:     false,
+		},
+		{
+			// Empty principal, KEK and detail are kept as empty.
+			Vault: v.ID, Time: time.Date(2025, 12, 31, 23, 59, 59, 999999000, time.FixedZone("UTC+14", 14*3600)),
+			Event: vault.KeyEventKeyRecovered, OK: true,
+		},
+		{
+			Vault: v.ID, Time: time.Date(2200, 1, 2, 3, 4, 5, 6000, time.Local), Principal: "zoë",
+			Event: vault.KeyEventDEKRotate, KEK: "platform:default v7", OK: true,
+		},
+		{
+			Vault: v.ID, Time: time.Date(2200, 1, 2, 3, 4, 5, 7000, time.Local), Principal: "zoë",
+			Event: vault.KeyEventKEKRotate, KEK: "platform:default v8", Detail: "from platform:default v7", OK: false,
+		},
+		{
+			Vault: v.ID, Time: time.Date(2200, 1, 2, 3, 4, 5, 8000, time.UTC), Principal: "zoë",
+			Event: vault.KeyEventUsePMK, KEK: "platform:default v8", OK: true,
+		},
+	}
+	for _, e := range want {
+		addKeyEvent(t, c, e)
+	}
+	got := keyEvents(t, c, v.ID)
+	equal(t, "KeyEvents", got, normKeyEvents(want...))
+	for i := range min(len(got), len(want)) {
+		if !got[i].Time.Equal(want[i].Time) {
+			t.Errorf("event %d: Time = %v, want %v", i, got[i].Time, want[i].Time)
+		}
+	}
+	equal(t, "LastKeyEvent", lastKeyEvent(t, c, v.ID), normKeyEvents(want[len(want)-1])[0])
+}
+
+// testKeyEventOrder checks that events sort by time (the instant, not the
+// wall clock), events of one instant in the order they were added, and
+// that each vault sees only its own.
+func testKeyEventOrder(t *testing.T, c vault.Catalog) {
+	v := createVault(t, c, "primary")
+	other := createVault(t, c, "other")
+	east := time.FixedZone("UTC+9", 9*3600)
+	west := time.FixedZone("UTC-8", -8*3600)
+	ev := func(tm time.Time, detail string) vault.KeyEvent {
+		return vault.KeyEvent{Vault: v.ID, Time: tm, Principal: "system", Event: vault.KeyEventKEKRotate, KEK: "platform:default v1", Detail: detail, OK: true}
+	}
+	var want []vault.KeyEvent
+	for i, tm := range []time.Time{
+		time.Date(2024, 1, 1, 8, 0, 0, 0, east),       // 2023-12-31T23:00Z
+		time.Date(2023, 12, 31, 16, 0, 0, 1000, west), // 2024-01-01T00:00:00.000001Z
+		time.Date(2024, 1, 1, 0, 0, 1, 0, time.UTC),
+		time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		want = append(want, ev(tm, fmt.Sprintf("event %d", i)))
+	}
+	// Three events at the same instant keep the order they were added in,
+	// whatever their details, principals or outcomes.
+	same := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	ties := []vault.KeyEvent{
+		ev(same.In(east), "tie z"),
+		ev(same.In(west), "tie a"),
+		ev(same, "tie m"),
+	}
+	ties[0].Principal, ties[1].Principal, ties[2].Principal = "z", "a", "m"
+	ties[1].OK = false
+	ties[1].Event = vault.KeyEventKeyUnavailable
+
+	// Add in an order that is neither the time order nor its reverse,
+	// the ties among the others and an event of the other vault.
+	add := []vault.KeyEvent{want[3], ties[0], want[0], ties[1], want[2], ties[2], want[1]}
+	for i, e := range add {
+		addKeyEvent(t, c, e)
+		o := e
+		o.Vault = other.ID
+		o.Detail = fmt.Sprintf("other %d", i)
+		addKeyEvent(t, c, o)
+	}
+	want = slices.Insert(want, 3, ties...)
+	equal(t, "KeyEvents", keyEvents(t, c, v.ID), normKeyEvents(want...))
+	equal(t, "LastKeyEvent", lastKeyEvent(t, c, v.ID), normKeyEvents(want[len(want)-1])[0])
+
+	gotOther := keyEvents(t, c, other.ID)
+	if len(gotOther) != len(add) {
+		t.Fatalf("KeyEvents(other): %d events, want %d", len(gotOther), len(add))
+	}
+	for _, e := range gotOther {
+		if e.Vault != other.ID || !strings.HasPrefix(e.Detail, "other ") {
+			t.Errorf("KeyEvents(other) holds %+v", e)
+		}
+	}
+}
+
+func testKeyEventUnknownVault(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	unknown := newID()
+	e := vault.KeyEvent{Vault: unknown, Time: base, Principal: "system", Event: vault.KeyEventDEKRotate, OK: true}
+	if err := c.AddKeyEvent(ctx, e); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("AddKeyEvent in an empty catalog: got %v, want ErrNotFound", err)
+	}
+	v := createVault(t, c, "primary")
+	e.Vault = v.ID
+	addKeyEvent(t, c, e)
+	e.Vault = unknown
+	if err := c.AddKeyEvent(ctx, e); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("AddKeyEvent for an unknown vault: got %v, want ErrNotFound", err)
+	}
+	if got, err := c.KeyEvents(ctx, unknown); err != nil || len(got) != 0 {
+		t.Errorf("KeyEvents of an unknown vault: got %+v, %v; want none", got, err)
+	}
+	if got, err := c.LastKeyEvent(ctx, unknown); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("LastKeyEvent of an unknown vault: got %+v, %v; want ErrNotFound", got, err)
+	}
+	e.Vault = v.ID
+	equal(t, "KeyEvents", keyEvents(t, c, v.ID), normKeyEvents(e))
+}
+
+// testLastKeyEvent checks LastKeyEvent as a caller deciding whether a
+// success is a recovery uses it.
+func testLastKeyEvent(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	empty := createVault(t, c, "empty")
+	if got, err := c.LastKeyEvent(ctx, v.ID); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("LastKeyEvent of a vault without events: got %+v, %v; want ErrNotFound", got, err)
+	}
+
+	fail := vault.KeyEvent{Vault: v.ID, Time: base, Principal: "system", Event: vault.KeyEventKeyUnavailable, KEK: "awskms:alias/coffer", Detail: "AccessDeniedException", OK: false}
+	addKeyEvent(t, c, fail)
+	equal(t, "LastKeyEvent after a failure", lastKeyEvent(t, c, v.ID), normKeyEvents(fail)[0])
+
+	rec := vault.KeyEvent{Vault: v.ID, Time: base.Add(time.Microsecond), Principal: "system", Event: vault.KeyEventKeyRecovered, KEK: "awskms:alias/coffer", OK: true}
+	addKeyEvent(t, c, rec)
+	equal(t, "LastKeyEvent after a recovery", lastKeyEvent(t, c, v.ID), normKeyEvents(rec)[0])
+
+	// An event added later with an earlier time is not the last one.
+	late := vault.KeyEvent{Vault: v.ID, Time: base.Add(-time.Hour), Principal: "ops", Event: vault.KeyEventKEKRotate, OK: true}
+	addKeyEvent(t, c, late)
+	equal(t, "LastKeyEvent after adding an earlier event", lastKeyEvent(t, c, v.ID), normKeyEvents(rec)[0])
+
+	// Of events at the same instant, the one added last is.
+	tie := vault.KeyEvent{Vault: v.ID, Time: rec.Time.In(time.FixedZone("UTC-3", -3*3600)), Principal: "system", Event: vault.KeyEventKeyUnavailable, Detail: "again", OK: false}
+	addKeyEvent(t, c, tie)
+	equal(t, "LastKeyEvent after a tie", lastKeyEvent(t, c, v.ID), normKeyEvents(tie)[0])
+	equal(t, "KeyEvents", keyEvents(t, c, v.ID), normKeyEvents(late, fail, rec, tie))
+
+	if got, err := c.LastKeyEvent(ctx, empty.ID); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("LastKeyEvent of another vault: got %+v, %v; want ErrNotFound", got, err)
+	}
 }

@@ -92,6 +92,24 @@ var migrations = [][]string{
 		) STRICT`,
 		`CREATE INDEX tokens_by_created ON tokens (created, id)`,
 	},
+
+	// 3: the key audit trail.
+	{
+		// Rows are only ever added. id numbers them in the order they
+		// were added (AUTOINCREMENT: never reused), which orders events
+		// of the same time. ok is 1 for a success, 0 for a failure.
+		`CREATE TABLE key_events (
+			id        INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+			vault     BLOB    NOT NULL REFERENCES vaults (id),
+			time      INTEGER NOT NULL,
+			principal TEXT    NOT NULL,
+			event     TEXT    NOT NULL CHECK (event <> ''),
+			kek       TEXT    NOT NULL,
+			detail    TEXT    NOT NULL,
+			ok        INTEGER NOT NULL CHECK (ok IN (0, 1))
+		) STRICT`,
+		`CREATE INDEX key_events_by_time ON key_events (vault, time, id)`,
+	},
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

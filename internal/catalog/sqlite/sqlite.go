@@ -651,3 +651,82 @@ func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) erro
 	}
 	return nil
 }
+
+// AddKeyEvent appends e to the key audit trail of its vault; ErrNotFound
+// if the vault is not recorded.
+func (c *Catalog) AddKeyEvent(ctx context.Context, e vault.KeyEvent) error {
+	if e.Event == "" {
+		return fmt.Errorf("add key event: event must be set")
+	}
+	tm, err := unixNano(e.Time)
+	if err != nil {
+		return fmt.Errorf("add key event %s: %w", e.Event, err)
+	}
+	var ok int64
+	if e.OK {
+		ok = 1
+	}
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO key_events (vault, time, principal, event, kek, detail, ok)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			e.Vault[:], tm, e.Principal, e.Event, e.KEK, e.Detail, ok)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add key event %s: vault %s: %w", e.Event, e.Vault, vault.ErrNotFound)
+	}
+	return fmt.Errorf("add key event %s: %w", e.Event, err)
+}
+
+const keyEventColumns = `time, principal, event, kek, detail, ok`
+
+// scanKeyEvent reads a row of keyEventColumns into an event of vault v.
+func scanKeyEvent(row interface{ Scan(...any) error }, v vault.ID) (vault.KeyEvent, error) {
+	e := vault.KeyEvent{Vault: v}
+	var tm, ok int64
+	if err := row.Scan(&tm, &e.Principal, &e.Event, &e.KEK, &e.Detail, &ok); err != nil {
+		return vault.KeyEvent{}, err
+	}
+	e.Time = fromUnixNano(tm)
+	e.OK = ok != 0
+	return e, nil
+}
+
+// KeyEvents returns the key audit trail of vault, oldest first (by time,
+// then in the order the events were added).
+func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyEvent, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+keyEventColumns+` FROM key_events WHERE vault = ? ORDER BY time, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list key events: %w", err)
+	}
+	defer rows.Close()
+	var es []vault.KeyEvent
+	for rows.Next() {
+		e, err := scanKeyEvent(rows, vaultID)
+		if err != nil {
+			return nil, fmt.Errorf("list key events: %w", err)
+		}
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list key events: %w", err)
+	}
+	return es, nil
+}
+
+// LastKeyEvent returns the last event of KeyEvents(vault), or ErrNotFound
+// if there is none.
+func (c *Catalog) LastKeyEvent(ctx context.Context, vaultID vault.ID) (vault.KeyEvent, error) {
+	row := c.db.QueryRowContext(ctx, `SELECT `+keyEventColumns+` FROM key_events WHERE vault = ? ORDER BY time DESC, id DESC LIMIT 1`, vaultID[:])
+	e, err := scanKeyEvent(row, vaultID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, err)
+	}
+	return e, nil
+}
