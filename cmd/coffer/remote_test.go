@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -243,5 +245,55 @@ func TestServerCommand(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), `"msg":"request"`) || !strings.Contains(log.String(), `"req":"`) {
 		t.Errorf("no structured request log with request IDs:\n%s", log.String())
+	}
+}
+
+// TestServerOwnCertificate: with --tls-cert/--tls-key the server uses the
+// given certificate (no local CA), agents trust it through its CA, and
+// --tls-min 1.3 refuses a TLS 1.2 client.
+func TestServerOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	// A CA and a certificate for 127.0.0.1, made the way the server's local
+	// CA is, then used as "your own" certificate.
+	mat, _, err := tlsconf.LoadOrCreate(filepath.Join(dir, "pki"), []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, mat.CertPEM, 0o644)
+	os.WriteFile(key, mat.KeyPEM, 0o600)
+	data := filepath.Join(dir, "data")
+	e := newEnv(t)
+	var out, log lockedBuffer
+	addrc := make(chan string, 1)
+	a := &app{stdin: strings.NewReader(""), stdout: &out, stderr: &log, getenv: e.getenv, now: time.Now,
+		onListen: func(addr string) { addrc <- addr }}
+	root := newRootCmd(a)
+	root.SetArgs([]string{"server", "--data", data, "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, "--tls-min", "1.3"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	defer func() { cancel(); <-done }()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatalf("server exited: %v\n%s", err, log.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	if _, err := os.Stat(filepath.Join(data, "tls", "ca.pem")); err == nil {
+		t.Error("a local CA was made although a certificate was given")
+	}
+	if !strings.Contains(out.String(), tlsconf.Fingerprint(mat.Leaf.Raw)) {
+		t.Errorf("the server does not print the given certificate's fingerprint:\n%s", out.String())
+	}
+	e.setenv("COFFER_CACERT", filepath.Join(dir, "pki", "ca.pem"))
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", "https://"+addr, "--token", "@"+filepath.Join(data, "initial-owner-token"))
+	out12 := &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
+	out12.RootCAs.AppendCertsFromPEM(mat.CAPEM)
+	if c, err := tls.Dial("tcp", addr, out12); err == nil {
+		c.Close()
+		t.Error("a TLS 1.2 client was served with --tls-min 1.3")
 	}
 }
