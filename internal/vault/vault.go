@@ -211,9 +211,12 @@ type KeyEvent struct {
 	OK     bool // the outcome: true for success
 }
 
-// Catalog is the SQL index of vault state. It is an index, never the only
-// copy of what a restore needs: everything in it can be rebuilt from the
-// store and the KEK.
+// Catalog is the SQL index of vault state. For data it is an index, never
+// the only copy of what a restore needs: vaults, packs, blobs and snapshots
+// can be rebuilt from the store and the KEK. Tokens and key events are
+// different: they exist only here (a server's access control and the key
+// audit trail), so the catalog is backed up with the server's data
+// directory.
 //
 // All methods are safe for concurrent use by several processes on the same
 // catalog (two backups at once). Times are kept to at least microsecond
