@@ -46,13 +46,20 @@ func (a *app) keyOutcome(ctx context.Context, loc location, o *openedVault, open
 	if !errors.Is(openErr, vault.ErrKeyUnavailable) && !errors.Is(openErr, vault.ErrWrongKey) {
 		return
 	}
+	if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
+		return // no vault here to record anything for (and Open would create a catalog)
+	}
 	cat, err := sqlite.Open(catalogPath(loc.dir))
 	if err != nil {
+		fmt.Fprintf(a.stderr, "warning: could not record the key event: %v\n", err)
 		return
 	}
 	defer cat.Close()
 	rec, err := cat.Vault(ctx, localCatalogName)
 	if err != nil {
+		if !errors.Is(err, vault.ErrNotFound) {
+			fmt.Fprintf(a.stderr, "warning: could not record the key event: %v\n", err)
+		}
 		return
 	}
 	kek := ""
