@@ -231,7 +231,12 @@ func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[va
 		whole = b
 		ra = bytes.NewReader(b)
 	}
-	o, entries, err := format.ReadPackHeader(p.ID, ra, size, v.dekFor)
+	deks, err := v.dekFor(ctx)
+	if err != nil {
+		sink.errorf("pack %s: %v", p.ID, err)
+		return int64(len(whole))
+	}
+	o, entries, err := format.ReadPackHeader(p.ID, ra, size, deks)
 	if err != nil {
 		sink.errorf("%v", err)
 		return int64(len(whole))

@@ -37,6 +37,15 @@ type Options struct {
 	Name    string           // the vault's name in the catalog
 	Now     func() time.Time // the clock; time.Now when nil
 	Logger  *slog.Logger     // discards when nil
+	// KeyTTL bounds how long unwrapped keys stay in memory: once they are
+	// older, the next operation that needs them unwraps them again with
+	// the key provider (which is when a revoked customer key takes
+	// effect), and ExpireKeys drops them from an idle vault. 0 keeps them
+	// until Close, as a one-command CLI process does.
+	KeyTTL time.Duration
+	// OnKeyRefresh, when set, is told the outcome of every unwrap after
+	// the first (nil: the keys were unwrapped again), for the audit trail.
+	OnKeyRefresh func(err error)
 	// Uploads is how many finished packs may be in flight to the store at
 	// once (default 1); it bounds memory at about (Uploads+1) × 17 MiB.
 	Uploads int
@@ -316,38 +325,12 @@ func Inspect(ctx context.Context, st vault.Store) (format.Config, KeyInfo, error
 }
 
 func (v *Vault) loadKeys(ctx context.Context) error {
-	kr, err := latestKeyring(ctx, v.opt.Store, v.rec.ID)
+	ks, root, err := v.unwrapKeys(ctx, v.opt.Keys)
 	if err != nil {
-		return err
-	}
-	kek := vault.KeyRef{Provider: kr.KEK.Provider, KeyID: kr.KEK.KeyID, Version: kr.KEK.Version}
-	unwrap := func(data, aad []byte, what string) (seal.Key, error) {
-		var k seal.Key
-		b, err := v.opt.Keys.Unwrap(ctx, vault.WrappedKey{KEK: kek, Alg: kr.KEK.Alg, Data: data}, aad)
-		if err != nil {
-			return k, fmt.Errorf("open vault %q: unwrap %s: %w", v.opt.Name, what, err)
-		}
-		if len(b) != seal.KeySize {
-			return k, fmt.Errorf("open vault %q: %s: %w: unwrapped %d bytes", v.opt.Name, what, vault.ErrCorrupt, len(b))
-		}
-		copy(k[:], b)
-		clear(b)
-		return k, nil
-	}
-	root, err := unwrap(kr.Root, rootAAD(v.rec.ID), "root secret")
-	if err != nil {
-		return err
+		return fmt.Errorf("open vault %q: %w", v.opt.Name, err)
 	}
 	defer root.Wipe()
-	deks := map[uint32]seal.Key{}
-	for _, d := range kr.DEKs {
-		k, err := unwrap(d.Wrapped, dekAAD(v.rec.ID, d.Version), fmt.Sprintf("DEK v%d", d.Version))
-		if err != nil {
-			return err
-		}
-		deks[d.Version] = k
-	}
-	v.keys.Store(&keyState{keyring: kr, deks: deks, cur: kr.CurrentDEK, provider: v.opt.Keys})
+	v.keys.Store(ks)
 	v.dedup = vault.DedupParams{
 		ChunkIDKey: seal.Derive(root, v.rec.ID[:], seal.LabelChunkID),
 		GearSeed:   seal.Derive(root, v.rec.ID[:], seal.LabelGearSeed),
@@ -368,7 +351,7 @@ func (v *Vault) loadIndex(ctx context.Context) error {
 
 // Close flushes nothing: call Flush first. It wipes the keys.
 func (v *Vault) Close() error {
-	if ks := v.keys.Load(); ks != nil {
+	if ks := v.keys.Load(); ks != nil && ks.deks != nil {
 		ks.wipe()
 	}
 	v.dedup.ChunkIDKey.Wipe()
@@ -395,12 +378,14 @@ func (v *Vault) BlobID(data []byte) vault.ID {
 	return v.hasher.ID(data)
 }
 
-func (v *Vault) dekFor(ver uint32) (seal.Key, error) {
-	k, ok := v.keys.Load().deks[ver]
-	if !ok {
-		return k, fmt.Errorf("%w: the keyring has no DEK version %d (either the object naming it is damaged, or a newer keyring generation is missing from the store: run coffer check --read-data)", vault.ErrKeyUnavailable, ver)
+// dekFor returns a lookup of DEKs by version over the vault's live keys
+// (unwrapping them again when their time to live has passed).
+func (v *Vault) dekFor(ctx context.Context) (func(uint32) (seal.Key, error), error) {
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return k, nil
+	return ks.dek, nil
 }
 
 // Has reports whether the vault holds (or is storing) blob t/id.
@@ -458,7 +443,13 @@ func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 		}
 	}
 	if pk.w == nil {
-		ks := v.keys.Load()
+		ks, err := v.liveKeys(ctx)
+		if err != nil {
+			v.mu.Lock()
+			delete(v.pending, k)
+			v.mu.Unlock()
+			return false, err
+		}
 		pk.w = format.NewPackWriter(ks.deks[ks.cur], ks.cur, v.getBuf(t, need))
 	}
 	pk.w.Add(t, id, p, rawLen)
@@ -755,7 +746,14 @@ func (v *Vault) BlobSize(t vault.BlobType, id vault.ID) (uint32, error) {
 	return r.RawLen, nil
 }
 
+// opener returns pack's opener (its per-pack subkey), cached. The cache
+// is emptied whenever the keys are unwrapped again or dropped, so that a
+// cached opener never outlives the keys it came from.
 func (v *Vault) opener(ctx context.Context, pack vault.ID) (*format.PackOpener, error) {
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
 	v.openerMu.Lock()
 	o := v.openers[pack]
 	v.openerMu.Unlock()
@@ -766,12 +764,14 @@ func (v *Vault) opener(ctx context.Context, pack vault.ID) (*format.PackOpener, 
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", pack, err)
 	}
-	o, err = format.NewPackOpener(pack, prefix, v.dekFor)
+	o, err = format.NewPackOpener(pack, prefix, ks.dek)
 	if err != nil {
 		return nil, err
 	}
 	v.openerMu.Lock()
-	v.openers[pack] = o
+	if v.keys.Load() == ks { // not if the keys were refreshed or dropped meanwhile
+		v.openers[pack] = o
+	}
 	v.openerMu.Unlock()
 	return o, nil
 }
@@ -866,7 +866,10 @@ func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
 // caller must have flushed the blobs it references. s.ID is assigned.
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
 	rand.Read(s.ID[:])
-	ks := v.keys.Load()
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return s, err
+	}
 	b, err := format.SealSnapshot(s, ks.deks[ks.cur], ks.cur)
 	if err != nil {
 		return s, err
@@ -886,7 +889,11 @@ func (v *Vault) LoadSnapshot(ctx context.Context, id vault.ID) (vault.SnapshotRe
 	if err != nil {
 		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	return format.OpenSnapshot(id, b, v.dekFor)
+	deks, err := v.dekFor(ctx)
+	if err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	return format.OpenSnapshot(id, b, deks)
 }
 
 // Snapshots lists the vault's snapshots, oldest first.

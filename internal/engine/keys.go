@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/seal"
@@ -17,9 +18,131 @@ import (
 // one and swaps it in (docs/keys.md).
 type keyState struct {
 	keyring  *format.Keyring
-	deks     map[uint32]seal.Key
-	cur      uint32            // the DEK new packs and snapshots use
-	provider vault.KeyProvider // whose KEK wraps keyring
+	deks     map[uint32]seal.Key // nil once dropped (Options.KeyTTL)
+	cur      uint32              // the DEK new packs and snapshots use
+	provider vault.KeyProvider   // whose KEK wraps keyring
+	loaded   time.Time           // when deks were unwrapped
+}
+
+// dek returns DEK version ver.
+func (ks *keyState) dek(ver uint32) (seal.Key, error) {
+	k, ok := ks.deks[ver]
+	if !ok {
+		return k, fmt.Errorf("%w: the keyring has no DEK version %d (either the object naming it is damaged, or a newer keyring generation is missing from the store: run coffer check --read-data)", vault.ErrKeyUnavailable, ver)
+	}
+	return k, nil
+}
+
+func (v *Vault) expired(ks *keyState) bool {
+	return ks.deks == nil || (v.opt.KeyTTL > 0 && v.opt.Now().Sub(ks.loaded) >= v.opt.KeyTTL)
+}
+
+// liveKeys returns the vault's unwrapped keys, unwrapping them again with
+// the key provider when they were dropped or have outlived
+// Options.KeyTTL. When the provider fails (a revoked customer key), the
+// keys are dropped and every operation that needs them fails with the
+// provider's error (vault.ErrKeyUnavailable) until it works again.
+func (v *Vault) liveKeys(ctx context.Context) (*keyState, error) {
+	if ks := v.keys.Load(); !v.expired(ks) {
+		return ks, nil
+	}
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	return v.liveKeysLocked(ctx)
+}
+
+func (v *Vault) liveKeysLocked(ctx context.Context) (*keyState, error) {
+	old := v.keys.Load()
+	if !v.expired(old) {
+		return old, nil // another request unwrapped them meanwhile
+	}
+	ks, root, err := v.unwrapKeys(ctx, old.provider)
+	root.Wipe() // the dedup keys derived from it at open stay as they are
+	if err != nil {
+		if old.deks != nil {
+			v.dropKeys(old)
+		}
+		err = fmt.Errorf("vault %q: the keys' time to live (%s) ended and unwrapping them again failed: %w", v.opt.Name, v.opt.KeyTTL, err)
+	} else {
+		v.keys.Store(ks)
+		v.clearOpeners()
+	}
+	if v.opt.OnKeyRefresh != nil {
+		v.opt.OnKeyRefresh(err)
+	}
+	return ks, err
+}
+
+// unwrapKeys unwraps the root secret and every DEK of the newest keyring
+// generation with p. The caller wipes the root secret.
+func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState, seal.Key, error) {
+	var root seal.Key
+	kr, err := latestKeyring(ctx, v.opt.Store, v.rec.ID)
+	if err != nil {
+		return nil, root, err
+	}
+	kek := keyRefOf(kr)
+	unwrap := func(data, aad []byte, what string) (seal.Key, error) {
+		var k seal.Key
+		b, err := p.Unwrap(ctx, vault.WrappedKey{KEK: kek, Alg: kr.KEK.Alg, Data: data}, aad)
+		if err != nil {
+			return k, fmt.Errorf("unwrap %s: %w", what, err)
+		}
+		if len(b) != seal.KeySize {
+			clear(b)
+			return k, fmt.Errorf("%s: %w: unwrapped %d bytes", what, vault.ErrCorrupt, len(b))
+		}
+		copy(k[:], b)
+		clear(b)
+		return k, nil
+	}
+	if root, err = unwrap(kr.Root, rootAAD(v.rec.ID), "root secret"); err != nil {
+		return nil, root, err
+	}
+	deks := map[uint32]seal.Key{}
+	for _, d := range kr.DEKs {
+		k, err := unwrap(d.Wrapped, dekAAD(v.rec.ID, d.Version), fmt.Sprintf("DEK v%d", d.Version))
+		if err != nil {
+			root.Wipe()
+			return nil, root, err
+		}
+		deks[d.Version] = k
+	}
+	return &keyState{keyring: kr, deks: deks, cur: kr.CurrentDEK, provider: p, loaded: v.opt.Now()}, root, nil
+}
+
+// dropKeys replaces old with a state that holds no DEK, and empties the
+// pack-opener cache. The old DEKs are not wiped in place, since requests
+// in flight may still be reading them; they are no longer referenced once
+// those end, and go with the garbage collector.
+func (v *Vault) dropKeys(old *keyState) {
+	v.keys.Store(&keyState{keyring: old.keyring, cur: old.cur, provider: old.provider})
+	v.clearOpeners()
+}
+
+func (v *Vault) clearOpeners() {
+	v.openerMu.Lock()
+	clear(v.openers)
+	v.openerMu.Unlock()
+}
+
+// KeysExpired reports whether the vault's unwrapped keys have outlived
+// Options.KeyTTL (or were dropped already).
+func (v *Vault) KeysExpired() bool { return v.opt.KeyTTL > 0 && v.expired(v.keys.Load()) }
+
+// ExpireKeys drops the unwrapped keys when they have outlived
+// Options.KeyTTL, and reports whether it did. A server calls it for idle
+// vaults (after Flush, so that no half-filled pack keeps a DEK); the next
+// operation that needs the keys unwraps them again.
+func (v *Vault) ExpireKeys() bool {
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	ks := v.keys.Load()
+	if ks.deks == nil || !v.KeysExpired() {
+		return false
+	}
+	v.dropKeys(ks)
+	return true
 }
 
 func (ks *keyState) wipe() {
@@ -42,7 +165,10 @@ var ErrKeyChanged = errors.New("the vault's keys were changed at the same moment
 func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 	v.keyMu.Lock()
 	defer v.keyMu.Unlock()
-	old := v.keys.Load()
+	old, err := v.liveKeysLocked(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rotate DEK: %w", err)
+	}
 	kek := old.provider.Current()
 	if kek.Provider != old.keyring.KEK.Provider || kek.KeyID != old.keyring.KEK.KeyID || kek.Version != old.keyring.KEK.Version {
 		return 0, fmt.Errorf("rotate DEK: the keyring is wrapped by %s but the key provider's current key is %s: rewrap first", keyRefOf(old.keyring), kek)
@@ -72,7 +198,7 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 		dek.Wipe()
 		return 0, fmt.Errorf("rotate DEK: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider})
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded})
 	return next, nil
 }
 
@@ -84,7 +210,10 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	v.keyMu.Lock()
 	defer v.keyMu.Unlock()
-	old := v.keys.Load()
+	old, err := v.liveKeysLocked(ctx)
+	if err != nil {
+		return fmt.Errorf("rewrap: %w", err)
+	}
 	rootB, err := old.provider.Unwrap(ctx, vault.WrappedKey{KEK: keyRefOf(old.keyring), Alg: old.keyring.KEK.Alg, Data: old.keyring.Root}, rootAAD(v.rec.ID))
 	if err != nil {
 		return fmt.Errorf("rewrap: unwrap the root secret with the current key %s: %w", keyRefOf(old.keyring), err)
@@ -123,7 +252,7 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	if err := v.storeKeyring(ctx, &kr); err != nil {
 		return fmt.Errorf("rewrap: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to})
+	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to, loaded: old.loaded})
 	return nil
 }
 

@@ -2,10 +2,15 @@ package engine_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
@@ -147,5 +152,129 @@ func TestRewrapNeverReencrypts(t *testing.T) {
 		t.Errorf("open with the original key after switching back: %v", err)
 	} else {
 		x.Close()
+	}
+}
+
+// revocable is a key provider that can be switched off, as a customer
+// key is revoked, and counts its unwraps.
+type revocable struct {
+	vault.KeyProvider
+	off     atomic.Bool
+	unwraps atomic.Int64
+}
+
+func (r *revocable) Unwrap(ctx context.Context, w vault.WrappedKey, aad []byte) ([]byte, error) {
+	if r.off.Load() {
+		return nil, fmt.Errorf("%w: test key revoked", vault.ErrKeyUnavailable)
+	}
+	r.unwraps.Add(1)
+	return r.KeyProvider.Unwrap(ctx, w, aad)
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestKeyTTL: unwrapped keys live for Options.KeyTTL. Within it a revoked
+// key changes nothing in memory; after it every operation that needs the
+// keys unwraps them again, fails with ErrKeyUnavailable while the key is
+// revoked (writing nothing), and works again once it is back.
+func TestKeyTTL(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	a, _ := save(t, v, randBytes(1, 300_000))
+	flush(t, v)
+	snap, err := v.SaveSnapshot(ctx, snapshotOf(t, v, "h", randBytes(2, 1000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+
+	rp := &revocable{KeyProvider: e.keys}
+	var outcomes []error
+	var mu sync.Mutex
+	opt := e.opts()
+	opt.Keys = rp
+	opt.KeyTTL = time.Hour
+	opt.OnKeyRefresh = func(err error) { mu.Lock(); outcomes = append(outcomes, err); mu.Unlock() }
+	v, err = engine.Open(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	load(t, v, a)
+	opened := rp.unwraps.Load()
+
+	rp.off.Store(true)
+	load(t, v, a) // within the TTL: the keys in memory still work
+	if v.KeysExpired() {
+		t.Fatal("keys expired within their TTL")
+	}
+
+	e.clock.advance(time.Hour)
+	if !v.KeysExpired() {
+		t.Fatal("keys not expired after their TTL")
+	}
+	packs := len(packSizes(t, e.store))
+	if _, err := v.LoadBlob(ctx, vault.DataBlob, a, nil); !errors.Is(err, vault.ErrKeyUnavailable) {
+		t.Errorf("load after the TTL with the key revoked: %v, want ErrKeyUnavailable", err)
+	}
+	if _, err := v.LoadSnapshot(ctx, snap.ID); !errors.Is(err, vault.ErrKeyUnavailable) {
+		t.Errorf("load snapshot: %v, want ErrKeyUnavailable", err)
+	}
+	b := randBytes(3, 200_000)
+	if _, err := v.SaveBlob(ctx, vault.DataBlob, v.BlobID(b), v.Codec().Encode(nil, b), len(b)); !errors.Is(err, vault.ErrKeyUnavailable) {
+		t.Errorf("save after the TTL with the key revoked: %v, want ErrKeyUnavailable", err)
+	}
+	if _, err := v.SaveSnapshot(ctx, vault.SnapshotRecord{Time: testStart, Host: "h2", Paths: []string{"/dir"}, Tree: snap.Tree}); !errors.Is(err, vault.ErrKeyUnavailable) {
+		t.Errorf("save snapshot: %v, want ErrKeyUnavailable", err)
+	}
+	if _, err := v.RotateDEK(ctx); !errors.Is(err, vault.ErrKeyUnavailable) {
+		t.Errorf("rotate: %v, want ErrKeyUnavailable", err)
+	}
+	flush(t, v)
+	if n := len(packSizes(t, e.store)); n != packs {
+		t.Errorf("%d packs after the failed operations, want %d: something was written", n, packs)
+	}
+	if v.Has(vault.DataBlob, v.BlobID(b)) {
+		t.Error("a blob refused for want of keys is reported as held")
+	}
+
+	rp.off.Store(false) // the key is back: no repair step
+	if got := load(t, v, a); !bytes.Equal(got, randBytes(1, 300_000)) {
+		t.Error("wrong data after the key came back")
+	}
+	if _, err := v.LoadSnapshot(ctx, snap.ID); err != nil {
+		t.Error(err)
+	}
+	save(t, v, b)
+	flush(t, v)
+	mu.Lock()
+	if len(outcomes) == 0 || outcomes[0] == nil || outcomes[len(outcomes)-1] != nil {
+		t.Errorf("refresh outcomes %v: want failures, then a success", outcomes)
+	}
+	mu.Unlock()
+
+	// An idle vault's keys are dropped after the TTL and unwrapped again
+	// on the next use.
+	if v.ExpireKeys() {
+		t.Error("ExpireKeys dropped fresh keys")
+	}
+	e.clock.advance(2 * time.Hour)
+	before := rp.unwraps.Load()
+	if !v.ExpireKeys() {
+		t.Error("ExpireKeys kept keys past their TTL")
+	}
+	if !v.KeysExpired() {
+		t.Error("dropped keys not reported as expired")
+	}
+	load(t, v, a)
+	if rp.unwraps.Load() == before {
+		t.Error("no unwrap after the keys were dropped")
+	}
+	if before <= opened {
+		t.Errorf("unwraps: %d at open, %d later: the TTL never unwrapped again", opened, before)
 	}
 }
