@@ -1,8 +1,8 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
+	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/keys"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -23,7 +25,8 @@ func newKeyCmd(a *app) *cobra.Command {
 		Short: "Check and rotate the keys that encrypt a vault",
 		Long: `The vault's data keys (DEKs) encrypt everything it stores; a key encryption
 key (KEK: the platform key file, or a customer-managed key) wraps them.
-docs/keys.md explains the hierarchy. Local vaults only for now.`,
+docs/keys.md explains the hierarchy. Every key command works on local vaults
+and on a vault server (--vault https://host:port/NAME, with an owner token).`,
 	}
 	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a), newKeyLogCmd(a))
 	return cmd
@@ -38,31 +41,44 @@ func newKeyStatusCmd(a *app) *cobra.Command {
   coffer key status --vault /mnt/usb/vault --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if isRemote(a.vaultRef) {
-				return errors.New("key status works on local vaults only in this version")
-			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			ki := v.KeyInfo()
-			perr := v.ProbeKey(ctx)
-			if jsonOut {
-				out := map[string]any{"kek": ki.KEK.String(), "key_source": ki.KeySource, "wrap_algorithm": ki.WrapAlg,
-					"dek_version": ki.DEKVersion, "deks": ki.DEKCount, "keyring_generation": ki.KeyringGen, "key_reachable": perr == nil}
-				if perr != nil {
-					out["error"] = perr.Error()
+			var st api.KeyStatus
+			var perr error
+			if isRemote(a.vaultRef) {
+				rv, err := a.openRemote(ctx, a.vaultRef)
+				if err != nil {
+					return err
 				}
+				defer rv.Close()
+				if st, err = rv.KeyStatus(ctx); err != nil {
+					return err
+				}
+				if !st.Reachable {
+					perr = fmt.Errorf("%w: %s", vault.ErrKeyUnavailable, st.Error)
+				}
+			} else {
+				v, err := a.openVault(ctx, false)
+				if err != nil {
+					return err
+				}
+				defer v.Close()
+				ki := v.KeyInfo()
+				perr = v.ProbeKey(ctx)
+				st = api.KeyStatus{KEK: ki.KEK.String(), KeySource: ki.KeySource, WrapAlg: ki.WrapAlg,
+					DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, KeyringGen: ki.KeyringGen, Reachable: perr == nil}
+				if perr != nil {
+					st.Error = perr.Error()
+				}
+			}
+			if jsonOut {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(out); err != nil {
+				if err := enc.Encode(st); err != nil {
 					return err
 				}
 			} else {
-				fmt.Fprintf(a.stdout, "key (KEK):     %s (%s), wraps with %s\n", ki.KEK, ki.KeySource, ki.WrapAlg)
-				fmt.Fprintf(a.stdout, "data key:      DEK v%d (%d in keyring generation %d)\n", ki.DEKVersion, ki.DEKCount, ki.KeyringGen)
+				fmt.Fprintf(a.stdout, "key (KEK):     %s (%s), wraps with %s\n", st.KEK, st.KeySource, st.WrapAlg)
+				fmt.Fprintf(a.stdout, "data key:      DEK v%d (%d in keyring generation %d)\n", st.DEKVersion, st.DEKCount, st.KeyringGen)
 				if perr == nil {
 					fmt.Fprintf(a.stdout, "key reachable: yes (unwrapped the vault's keys; wrapped and unwrapped a test secret)\n")
 				} else {
@@ -89,10 +105,20 @@ stays in the keyring, wrapped by the same key encryption key.`,
 		Example: "  coffer key rotate",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if isRemote(a.vaultRef) {
-				return errors.New("key rotate works on local vaults only in this version")
-			}
 			ctx := cmd.Context()
+			if isRemote(a.vaultRef) {
+				rv, err := a.openRemote(ctx, a.vaultRef)
+				if err != nil {
+					return err
+				}
+				defer rv.Close()
+				kc, err := rv.RotateKey(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "new data key DEK v%d in use (keyring generation %d, %d DEKs); nothing was re-encrypted\n", kc.DEKVersion, kc.KeyringGen, kc.DEKCount)
+				return nil
+			}
 			v, err := a.openVault(ctx, false)
 			if err != nil {
 				return err
@@ -118,10 +144,24 @@ func (a *app) vaultArg(args []string, want int) ([]string, error) {
 	case want:
 		return args, nil
 	case want + 1:
-		if a.vaultRef != "" && a.vaultRef != args[0] {
-			return nil, fmt.Errorf("the vault is named twice: %q and --vault %q", args[0], a.vaultRef)
+		name := args[0]
+		switch {
+		case a.vaultRef == "" || a.vaultRef == name:
+			a.vaultRef = name
+		case isRemote(a.vaultRef):
+			// --vault https://host:port names the server, the argument
+			// the vault on it; --vault https://host:port/prod may repeat it.
+			server, vname, err := client.SplitVaultURL(a.vaultRef)
+			if err != nil {
+				return nil, err
+			}
+			if vname != "" && vname != name {
+				return nil, fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
+			}
+			a.vaultRef = server + "/" + name
+		default:
+			return nil, fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
 		}
-		a.vaultRef = args[0]
 		return args[1:], nil
 	}
 	return nil, fmt.Errorf("want [VAULT]%s", strings.Repeat(" ARG", want))
@@ -137,7 +177,10 @@ From then on the vault can be read only while that key is reachable: revoke it,
 and backups, restores and checks fail; restore it, and they work again.
 
 The URI is kept on this machine (mode 0600, beside the platform key file), not
-in the vault. Supported now:
+in the vault. For a vault on a server the URI goes to the server, which keeps
+it in DATA/keys/cmk and reaches the key from there; it accepts only the PKCS#11
+modules and key directories its operator allows (coffer server --pkcs11-module,
+--key-dir). Supported now:
   rsa-file:///path/key.pem      an RSA 2048 or 3072 private key in a PEM file
   pkcs11:token=…;object=…?module-path=…&pin-source=FILE (or pin-value=PIN)
                                 an RSA or AES-256 key in a PKCS#11 token (RFC 7512)
@@ -147,15 +190,25 @@ this build yet.`,
   coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if isRemote(a.vaultRef) {
-				return errors.New("key use-cmk works on local vaults only in this version")
-			}
 			rest, err := a.vaultArg(args, 1)
 			if err != nil {
 				return err
 			}
 			uri := rest[0]
 			ctx := cmd.Context()
+			if isRemote(a.vaultRef) {
+				rv, err := a.openRemote(ctx, a.vaultRef)
+				if err != nil {
+					return err
+				}
+				defer rv.Close()
+				kc, err := rv.UseCMK(ctx, uri)
+				if err != nil {
+					return err
+				}
+				printKeyChange(a, kc, "on the server")
+				return nil
+			}
 			to, err := keys.Open(uri)
 			if err != nil {
 				return err
@@ -211,13 +264,23 @@ unwrap them once. Nothing stored is re-encrypted.`,
 		Example: "  coffer key use-pmk\n  coffer key use-pmk prod",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if isRemote(a.vaultRef) {
-				return errors.New("key use-pmk works on local vaults only in this version")
-			}
 			if _, err := a.vaultArg(args, 0); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
+			if isRemote(a.vaultRef) {
+				rv, err := a.openRemote(ctx, a.vaultRef)
+				if err != nil {
+					return err
+				}
+				defer rv.Close()
+				kc, err := rv.UsePMK(ctx)
+				if err != nil {
+					return err
+				}
+				printKeyChange(a, kc, "the server's platform key")
+				return nil
+			}
 			v, err := a.openVault(ctx, false)
 			if err != nil {
 				return err
@@ -256,46 +319,30 @@ lives in the catalog and needs no key to read.`,
 		Example: "  coffer key log\n  coffer key log --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if isRemote(a.vaultRef) {
-				return errors.New("key log works on local vaults only in this version")
-			}
 			ctx := cmd.Context()
-			loc, err := a.locate()
-			if err != nil {
-				return err
-			}
-			if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
-				return fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
-			}
-			cat, err := sqlite.Open(catalogPath(loc.dir))
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			rec, err := cat.Vault(ctx, localCatalogName)
-			if err != nil {
-				return err
-			}
-			evs, err := cat.KeyEvents(ctx, rec.ID)
-			if err != nil {
-				return err
+			var evs []api.KeyEvent
+			if isRemote(a.vaultRef) {
+				rv, err := a.openRemote(ctx, a.vaultRef)
+				if err != nil {
+					return err
+				}
+				defer rv.Close()
+				if evs, err = rv.KeyEvents(ctx); err != nil {
+					return err
+				}
+			} else {
+				var err error
+				if evs, err = a.localKeyEvents(ctx); err != nil {
+					return err
+				}
 			}
 			if jsonOut {
-				type ev struct {
-					Time      time.Time `json:"time"`
-					Principal string    `json:"principal"`
-					Event     string    `json:"event"`
-					KEK       string    `json:"kek"`
-					Detail    string    `json:"detail"`
-					OK        bool      `json:"ok"`
-				}
-				out := make([]ev, len(evs))
-				for i, e := range evs {
-					out[i] = ev{e.Time, e.Principal, e.Event, e.KEK, e.Detail, e.OK}
-				}
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				if evs == nil {
+					evs = []api.KeyEvent{}
+				}
+				return enc.Encode(evs)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tPRINCIPAL\tKEY\tDETAIL")
@@ -311,4 +358,43 @@ lives in the catalog and needs no key to read.`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// localKeyEvents reads the selected local vault's key events from its
+// catalog: no key needed.
+func (a *app) localKeyEvents(ctx context.Context) ([]api.KeyEvent, error) {
+	loc, err := a.locate()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
+		return nil, fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
+	}
+	cat, err := sqlite.Open(catalogPath(loc.dir))
+	if err != nil {
+		return nil, err
+	}
+	defer cat.Close()
+	rec, err := cat.Vault(ctx, localCatalogName)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := cat.KeyEvents(ctx, rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.KeyEvent, len(evs))
+	for i, e := range evs {
+		out[i] = api.KeyEvent{Time: e.Time, Principal: e.Principal, Event: e.Event, KEK: e.KEK, Detail: e.Detail, OK: e.OK}
+	}
+	return out, nil
+}
+
+// printKeyChange says what a key switch on a server did.
+func printKeyChange(a *app, kc api.KeyChange, what string) {
+	if !kc.Changed {
+		fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by %s; its URI is recorded %s\n", kc.After, what)
+		return
+	}
+	fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (keyring generation %d, %d DEKs); nothing was re-encrypted\n", kc.Before, kc.After, kc.KeyringGen, kc.DEKCount)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,7 +19,8 @@ import (
 
 func newServerCmd(a *app) *cobra.Command {
 	var dataDir, listen, certFile, keyFile, tlsMin, logFormat string
-	var hosts []string
+	var hosts, pkcs11Modules, keyDirs []string
+	var keyTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the vault server (HTTPS only)",
@@ -33,11 +35,19 @@ agents trust it with --cacert ca.pem or --fingerprint. It also issues a
 one-time owner token into DATA/initial-owner-token (mode 0600); it is never
 logged.
 
+Keys: a vault's unwrapped keys stay in memory for --key-ttl; after it the
+server unwraps them again with the vault's key encryption key, which is when a
+revoked customer key takes effect. The platform key (DATA/keys/platform.key)
+rotates by itself every COFFER_KEK_ROTATION (default 90d). A customer key URI
+sent with "coffer key use-cmk" may only name the PKCS#11 modules given with
+--pkcs11-module and files inside the --key-dir directories.
+
 SIGTERM or Ctrl-C drains: requests in flight finish, open packs are stored,
 then the server exits.`,
 		Example: `  coffer server --data /var/lib/coffer
   coffer server --data /var/lib/coffer --listen :8443 --host backup.example.com
-  coffer server --data /var/lib/coffer --tls-cert /etc/coffer/cert.pem --tls-key /etc/coffer/key.pem --tls-min 1.3`,
+  coffer server --data /var/lib/coffer --tls-cert /etc/coffer/cert.pem --tls-key /etc/coffer/key.pem --tls-min 1.3
+  coffer server --data /var/lib/coffer --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --key-dir /etc/coffer/keys --key-ttl 5m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -57,7 +67,32 @@ then the server exits.`,
 			}
 			log := slog.New(h)
 			ctx := cmd.Context()
-			srv, first, err := server.Open(ctx, server.Options{DataDir: dir, Logger: log, Now: a.now})
+			rotation, err := a.kekRotation()
+			if err != nil {
+				return err
+			}
+			opt := server.Options{DataDir: dir, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
+				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs}
+			switch {
+			case keyTTL < 0:
+				return errors.New("--key-ttl: give a positive duration, or 0 to keep keys while a vault is open")
+			case keyTTL == 0:
+				opt.KeyTTL = -1
+			}
+			if rotation == 0 {
+				opt.KEKRotation = -1
+			}
+			for _, m := range pkcs11Modules {
+				if !filepath.IsAbs(m) {
+					return fmt.Errorf("--pkcs11-module %s: give an absolute path", m)
+				}
+			}
+			for i, d := range keyDirs {
+				if opt.KeyDirs[i], err = filepath.Abs(d); err != nil {
+					return err
+				}
+			}
+			srv, first, err := server.Open(ctx, opt)
 			if err != nil {
 				return err
 			}
@@ -108,6 +143,9 @@ then the server exits.`,
 	f.StringVar(&tlsMin, "tls-min", "1.2", "minimum TLS version: 1.2 or 1.3")
 	f.StringArrayVar(&hosts, "host", nil, "extra DNS name or IP for the local CA's server certificate (repeatable)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.DurationVar(&keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
+	f.StringArrayVar(&pkcs11Modules, "pkcs11-module", nil, "a PKCS#11 module customer-key URIs may name (absolute path; repeatable)")
+	f.StringArrayVar(&keyDirs, "key-dir", nil, "a directory customer-key URIs may read key and PIN files from (repeatable)")
 	return cmd
 }
 

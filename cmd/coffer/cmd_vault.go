@@ -60,6 +60,9 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 				if vi, err = v.Info(ctx); err != nil {
 					return err
 				}
+				if vi.KeyError != "" { // a server describes a vault whose key it cannot use
+					keyErr = fmt.Errorf("%w: %s", vault.ErrKeyUnavailable, vi.KeyError)
+				}
 			case !isRemote(a.vaultRef) && (errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey)):
 				// Say what the vault is and that its key is out of reach,
 				// rather than only failing.

@@ -98,7 +98,7 @@ func (r *remoteVault) CheckVault(ctx context.Context, readData bool, progress fu
 
 func (r *remoteVault) Info(ctx context.Context) (vaultInfo, error) {
 	vi, err := r.Vault.Info(ctx)
-	return vaultInfo{VaultInfo: vi, Location: r.url}, err
+	return vaultInfo{VaultInfo: vi, Location: r.url, KeyError: vi.KeyError}, err
 }
 
 func (r *remoteVault) Close() error {

@@ -7,9 +7,14 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -463,5 +468,171 @@ func TestPlatformKeyRotatesItself(t *testing.T) {
 	e.setenv("COFFER_KEK_ROTATION", "soon")
 	if _, errOut, code := coffer(t, e, "backup", src); code != exitFailure || !strings.Contains(errOut, "COFFER_KEK_ROTATION") {
 		t.Errorf("bad COFFER_KEK_ROTATION: exit %d %q", code, errOut)
+	}
+}
+
+// TestRemoteKeys runs the key commands against a vault server: status,
+// rotation, a switch to a customer key (packs untouched), its revocation
+// taking effect when the server's key time to live ends, recovery with no
+// repair step, the switch back, the key log, and the limits: a key URI
+// the server's operator did not allow, and a token without the key
+// permissions.
+func TestRemoteKeys(t *testing.T) {
+	keyDir := t.TempDir()
+	srv := servertest.StartWith(t, servertest.Options{Configure: func(o *server.Options) {
+		o.KeyTTL = time.Hour
+		o.KeyDirs = []string{keyDir}
+	}})
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), randBytes(1, 300_000), 0o644)
+	backupJSON(t, e, src)
+
+	var st api.KeyStatus
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Reachable || st.KeySource != "platform-managed" || st.DEKVersion != 1 {
+		t.Errorf("key status: %+v", st)
+	}
+	if out := mustCoffer(t, e, "key", "rotate"); !strings.Contains(out, "DEK v2") {
+		t.Errorf("key rotate said %q", out)
+	}
+	os.WriteFile(filepath.Join(src, "b"), randBytes(2, 100_000), 0o644)
+	backupJSON(t, e, src)
+
+	packDir := filepath.Join(server.VaultDir(srv.DataDir, "prod"), "store", "packs")
+	packs := func() map[string][]byte {
+		m := map[string][]byte{}
+		filepath.WalkDir(packDir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				m[p], _ = os.ReadFile(p)
+			}
+			return nil
+		})
+		return m
+	}
+	samePacks := func(before map[string][]byte, when string) {
+		t.Helper()
+		after := packs()
+		if len(after) != len(before) || len(before) == 0 {
+			t.Errorf("%s: %d packs before, %d after", when, len(before), len(after))
+		}
+		for p, b := range before {
+			if !bytes.Equal(after[p], b) {
+				t.Errorf("%s: pack %s changed", when, filepath.Base(p))
+			}
+		}
+	}
+
+	key, err := rsa.GenerateKey(cryptorand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	outside := filepath.Join(t.TempDir(), "cmk.pem")
+	writeFile(t, outside, pemBytes, 0o600)
+	inside := filepath.Join(keyDir, "cmk.pem")
+	writeFile(t, inside, pemBytes, 0o600)
+
+	// The server reads key material only where its operator allows.
+	_, stderr, code := coffer(t, e, "key", "use-cmk", "rsa-file://"+outside)
+	if code == exitOK || !strings.Contains(stderr, "--key-dir") {
+		t.Errorf("use-cmk with a key outside --key-dir: exit %d, %q", code, stderr)
+	}
+	_, stderr, code = coffer(t, e, "key", "use-cmk", "pkcs11:token=t;object=o?module-path=/tmp/evil.so&pin-value=1234")
+	if code == exitOK || !strings.Contains(stderr, "--pkcs11-module") || strings.Contains(stderr, "1234") {
+		t.Errorf("use-cmk with a module the server does not allow: exit %d, %q", code, stderr)
+	}
+
+	before := packs()
+	if out := mustCoffer(t, e, "key", "use-cmk", "prod", "rsa-file://"+inside); !strings.Contains(out, "keys rewrapped") || !strings.Contains(out, "rsa-file") {
+		t.Errorf("use-cmk said %q", out)
+	}
+	samePacks(before, "use-cmk")
+	if info, err := os.Stat(filepath.Join(srv.DataDir, "keys", "cmk")); err != nil || info.Mode().Perm() != 0o700 {
+		t.Errorf("server key configuration directory: %v, %v", info, err)
+	}
+	if show := mustCoffer(t, e, "vault", "show"); !strings.Contains(show, "customer-managed") || !strings.Contains(show, "key reachable: yes") {
+		t.Errorf("vault show after use-cmk:\n%s", show)
+	}
+	restoreOK := func(when string) {
+		t.Helper()
+		dst := t.TempDir()
+		if _, stderr, code := coffer(t, e, "restore", "latest", "--target", dst); code != exitOK {
+			t.Fatalf("%s: restore failed: %s", when, stderr)
+		}
+		got, _ := os.ReadFile(filepath.Join(dst, src, "a"))
+		if !bytes.Equal(got, randBytes(1, 300_000)) {
+			t.Errorf("%s: restored data differs", when)
+		}
+	}
+	restoreOK("after use-cmk")
+
+	// Revoke: the server holds the unwrapped keys until their time to
+	// live ends, then fails closed.
+	os.Rename(inside, inside+".away")
+	restoreOK("revoked, within the key TTL")
+	srv.Clock.Add(int64(2 * time.Hour))
+	for _, args := range [][]string{{"restore", "latest", "--target", t.TempDir()}, {"backup", src}, {"check", "--read-data"}} {
+		_, stderr, code := coffer(t, e, args...)
+		if code != exitFailure || !strings.Contains(stderr, "key unavailable") || !strings.Contains(stderr, inside) {
+			t.Errorf("%s with the key revoked: exit %d, %q", args[0], code, stderr)
+		}
+	}
+	show, _, code := coffer(t, e, "vault", "show")
+	if code != exitFailure || !strings.Contains(show, "key reachable: NO") {
+		t.Errorf("vault show with the key revoked: exit %d\n%s", code, show)
+	}
+	if _, _, code := coffer(t, e, "key", "status"); code != exitFailure {
+		t.Errorf("key status with the key revoked: exit %d", code)
+	}
+	if n := len(listSnapshots(t, e)); n != 2 {
+		t.Errorf("%d snapshots after the failed backup, want 2", n)
+	}
+
+	// Back: no repair step.
+	os.Rename(inside+".away", inside)
+	restoreOK("key back")
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check after the key came back: %s", out)
+	}
+
+	// A backup-operator token has no key permissions.
+	opTok := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-operator", "--name", "web01"))
+	for _, args := range [][]string{{"key", "status"}, {"key", "rotate"}, {"key", "log"}, {"key", "use-pmk"}} {
+		_, stderr, code := coffer(t, e, append(args, "--token", opTok)...)
+		if code == exitOK || !strings.Contains(stderr, "key.") {
+			t.Errorf("%v as backup-operator: exit %d, %q", args, code, stderr)
+		}
+	}
+
+	before = packs()
+	if out := mustCoffer(t, e, "key", "use-pmk"); !strings.Contains(out, "platform") {
+		t.Errorf("use-pmk said %q", out)
+	}
+	samePacks(before, "use-pmk")
+	os.Remove(inside)
+	restoreOK("after use-pmk, the customer key deleted")
+
+	var evs []api.KeyEvent
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "log", "--json")), &evs); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, ev.Event)
+		if ev.Event == vault.KeyEventUseCMK && !strings.HasPrefix(ev.Principal, "token:") {
+			t.Errorf("use-cmk recorded with principal %q", ev.Principal)
+		}
+	}
+	want := []string{"dek-rotate", "use-cmk", "key-unavailable", "key-recovered", "use-pmk"}
+	if !slices.Equal(got, want) {
+		t.Errorf("key events %v, want %v", got, want)
 	}
 }

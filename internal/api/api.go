@@ -167,6 +167,51 @@ type VaultInfo struct {
 	Snapshots   int       `json:"snapshots"`
 	Packs       int       `json:"packs"`
 	StoredBytes int64     `json:"stored_bytes"`
+	// KeyError says why the vault's key encryption key cannot be used;
+	// empty when it can. The rest is then read from the store and the
+	// catalog without the keys.
+	KeyError string `json:"key_error,omitempty"`
+}
+
+// KeyStatus is the answer of GET /v1/vaults/{vault}/key: the vault's keys
+// and whether its key encryption key works now (the server unwraps the
+// vault's keys, and wraps and unwraps a test secret).
+type KeyStatus struct {
+	KEK        string `json:"kek"`
+	KeySource  string `json:"key_source"`
+	WrapAlg    string `json:"wrap_algorithm"`
+	DEKVersion uint32 `json:"dek_version"`
+	DEKCount   int    `json:"deks"`
+	KeyringGen uint64 `json:"keyring_generation"`
+	Reachable  bool   `json:"key_reachable"`
+	Error      string `json:"error,omitempty"`
+}
+
+// UseCMK is the body of POST /v1/vaults/{vault}/key/use-cmk.
+type UseCMK struct {
+	// URI reaches the customer key from the server: pkcs11:…, rsa-file://…,
+	// awskms://…, azurekeyvault://…, gcpkms://…, hashivault://….
+	URI string `json:"uri"`
+}
+
+// KeyChange is the answer of the key rotation and switch endpoints.
+type KeyChange struct {
+	Before     string `json:"before"`
+	After      string `json:"after"`
+	Changed    bool   `json:"changed"` // false: the vault already used that key (its URI is recorded)
+	DEKVersion uint32 `json:"dek_version"`
+	DEKCount   int    `json:"deks"`
+	KeyringGen uint64 `json:"keyring_generation"`
+}
+
+// KeyEvent is one entry of GET /v1/vaults/{vault}/key/events.
+type KeyEvent struct {
+	Time      time.Time `json:"time"`
+	Principal string    `json:"principal"`
+	Event     string    `json:"event"`
+	KEK       string    `json:"kek"`
+	Detail    string    `json:"detail"`
+	OK        bool      `json:"ok"`
 }
 
 // CreateVault is the body of POST /v1/vaults.

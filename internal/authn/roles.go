@@ -45,6 +45,12 @@ const (
 	PermBackupWrite Permission = "backup.write"
 	// PermCheck: run check, with or without --read-data.
 	PermCheck Permission = "vault.check"
+	// PermKeyRead: see the vault's key encryption key, probe it, and
+	// read the vault's key events.
+	PermKeyRead Permission = "key.read"
+	// PermKeyManage: rotate the vault's data key and switch its key
+	// encryption key (to a customer-managed key and back).
+	PermKeyManage Permission = "key.manage"
 	// PermVaultDelete: delete snapshots or the vault. Reserved: no
 	// request needs it yet, and only the owner has it.
 	PermVaultDelete Permission = "vault.delete"
@@ -62,7 +68,7 @@ const (
 var rolePerms = map[Role][]Permission{
 	RoleOwner: {
 		PermVaultCreate, PermTokenManage, PermMetrics,
-		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermVaultDelete,
+		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage, PermVaultDelete,
 	},
 	RoleBackupOperator: {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:   {PermVaultRead},

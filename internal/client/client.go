@@ -349,6 +349,42 @@ func (v *Vault) Info(ctx context.Context) (api.VaultInfo, error) {
 	return vi, err
 }
 
+// KeyStatus probes the vault's key encryption key on the server.
+func (v *Vault) KeyStatus(ctx context.Context) (api.KeyStatus, error) {
+	var out api.KeyStatus
+	err := v.c.doJSON(ctx, http.MethodGet, v.path+"/key", nil, &out)
+	return out, err
+}
+
+// KeyEvents lists the vault's key events, oldest first.
+func (v *Vault) KeyEvents(ctx context.Context) ([]api.KeyEvent, error) {
+	var out []api.KeyEvent
+	err := v.c.doJSON(ctx, http.MethodGet, v.path+"/key/events", nil, &out)
+	return out, err
+}
+
+// RotateKey starts a new data key.
+func (v *Vault) RotateKey(ctx context.Context) (api.KeyChange, error) {
+	var out api.KeyChange
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/key/rotate", nil, &out)
+	return out, err
+}
+
+// UseCMK wraps the vault's keys with the customer key uri reaches (from
+// the server).
+func (v *Vault) UseCMK(ctx context.Context, uri string) (api.KeyChange, error) {
+	var out api.KeyChange
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/key/use-cmk", api.UseCMK{URI: uri}, &out)
+	return out, err
+}
+
+// UsePMK wraps the vault's keys with the server's platform key again.
+func (v *Vault) UsePMK(ctx context.Context) (api.KeyChange, error) {
+	var out api.KeyChange
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/key/use-pmk", nil, &out)
+	return out, err
+}
+
 // LoadDedup fetches the chunk-ID key and chunker parameters (needs the
 // backup permission). Afterwards Dedup returns them and downloads are
 // verified against their IDs.

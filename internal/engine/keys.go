@@ -126,6 +126,15 @@ func (v *Vault) clearOpeners() {
 	v.openerMu.Unlock()
 }
 
+// EnsureKeys makes sure the vault's keys are unwrapped and usable,
+// unwrapping them again when they have outlived Options.KeyTTL; it fails
+// as every data operation would (vault.ErrKeyUnavailable for a revoked
+// key).
+func (v *Vault) EnsureKeys(ctx context.Context) error {
+	_, err := v.liveKeys(ctx)
+	return err
+}
+
 // KeysExpired reports whether the vault's unwrapped keys have outlived
 // Options.KeyTTL (or were dropped already).
 func (v *Vault) KeysExpired() bool { return v.opt.KeyTTL > 0 && v.expired(v.keys.Load()) }

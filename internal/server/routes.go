@@ -38,7 +38,11 @@ type Route struct {
 	perm    authn.Permission // "" only for public routes
 	public  bool
 	bulk    bool // one of the many requests of a backup or restore
-	h       func(*request) error
+	// noOpen: handle does not open the vault (the handler does, or needs
+	// only the catalog), so that it can answer when the vault's key
+	// cannot be reached. handle still checks that the vault exists.
+	noOpen bool
+	h      func(*request) error
 }
 
 // Pattern is the route's method and path pattern.
@@ -68,7 +72,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /healthz", public: true, h: s.healthz},
 		{pattern: "GET /metrics", perm: authn.PermMetrics, h: s.serveMetrics},
 		{pattern: "POST /v1/vaults", perm: authn.PermVaultCreate, h: s.createVault},
-		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, h: s.vaultInfo},
+		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, noOpen: true, h: s.vaultInfo},
 		{pattern: "GET /v1/vaults/{vault}/dedup", perm: authn.PermBackupWrite, h: s.dedup},
 		{pattern: "POST /v1/vaults/{vault}/missing", perm: authn.PermBackupWrite, bulk: true, h: s.missing},
 		{pattern: "POST /v1/vaults/{vault}/blobs", perm: authn.PermBackupWrite, bulk: true, h: s.upload},
@@ -81,6 +85,11 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/vaults/{vault}/snapshots/{ref}", perm: authn.PermVaultRead, h: s.findSnapshot},
 		{pattern: "POST /v1/vaults/{vault}/snapshots", perm: authn.PermBackupWrite, h: s.saveSnapshot},
 		{pattern: "POST /v1/vaults/{vault}/check", perm: authn.PermCheck, h: s.check},
+		{pattern: "GET /v1/vaults/{vault}/key", perm: authn.PermKeyRead, noOpen: true, h: s.keyStatus},
+		{pattern: "GET /v1/vaults/{vault}/key/events", perm: authn.PermKeyRead, noOpen: true, h: s.keyEvents},
+		{pattern: "POST /v1/vaults/{vault}/key/rotate", perm: authn.PermKeyManage, h: s.keyRotate},
+		{pattern: "POST /v1/vaults/{vault}/key/use-cmk", perm: authn.PermKeyManage, noOpen: true, h: s.keyUseCMK},
+		{pattern: "POST /v1/vaults/{vault}/key/use-pmk", perm: authn.PermKeyManage, h: s.keyUsePMK},
 		{pattern: "POST /v1/tokens", perm: authn.PermTokenManage, h: s.createToken},
 		{pattern: "GET /v1/tokens", perm: authn.PermTokenManage, h: s.listTokens},
 		{pattern: "DELETE /v1/tokens/{id}", perm: authn.PermTokenManage, h: s.revokeToken},
@@ -127,10 +136,10 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 	// (thousands of them) only at debug level when they succeed.
 	lvl := slog.LevelInfo
 	switch {
-	case status >= 500:
+	case status >= 500 && code != api.CodeKeyUnavailable && code != api.CodeUnavailable:
 		lvl = slog.LevelError
 	case status >= 400:
-		lvl = slog.LevelWarn
+		lvl = slog.LevelWarn // the client's doing, or a key or store out of reach
 	case rt.bulk:
 		lvl = slog.LevelDebug
 	}
@@ -152,7 +161,15 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 			return classed{err, api.ErrForbidden}
 		}
 	}
-	if q.name != "" {
+	switch {
+	case q.name != "" && rt.noOpen:
+		if !vaultName.MatchString(q.name) {
+			return fmt.Errorf("vault %q: %w", q.name, vault.ErrNotFound)
+		}
+		if _, err := s.cat.Vault(q.ctx, q.name); err != nil {
+			return fmt.Errorf("vault %q: %w", q.name, err)
+		}
+	case q.name != "":
 		v, err := s.vault(q.ctx, q.name)
 		if err != nil {
 			return err
@@ -196,14 +213,34 @@ func (s *Server) createVault(q *request) error {
 	return nil
 }
 
+// vaultInfo describes the vault; when its key cannot be used it still
+// does, from the store and the catalog, with key_error saying why.
 func (s *Server) vaultInfo(q *request) error {
-	vi := vaultInfo(q.vault.Record(), q.vault.KeyInfo())
-	snaps, err := q.vault.Snapshots(q.ctx)
+	var vi api.VaultInfo
+	eng, err := s.vault(q.ctx, q.name)
+	if err == nil {
+		err = eng.EnsureKeys(q.ctx) // an open vault's keys may have outlived their TTL
+	}
+	switch {
+	case err == nil:
+		vi = vaultInfo(eng.Record(), eng.KeyInfo())
+	case keyErr(err):
+		rec, ki, ierr := s.inspect(q.ctx, q.name)
+		if ierr != nil {
+			return errors.Join(err, ierr)
+		}
+		vi = vaultInfo(rec, ki)
+		vi.KeyError = err.Error()
+	default:
+		return err
+	}
+	id, _ := vault.ParseID(vi.ID)
+	snaps, err := s.cat.Snapshots(q.ctx, id)
 	if err != nil {
 		return err
 	}
 	vi.Snapshots = len(snaps)
-	if err := s.cat.Packs(q.ctx, q.vault.Record().ID, func(p vault.PackRecord) error {
+	if err := s.cat.Packs(q.ctx, id, func(p vault.PackRecord) error {
 		vi.Packs++
 		vi.StoredBytes += p.Size
 		return nil
@@ -303,7 +340,9 @@ func (s *Server) upload(q *request) error {
 		// the request that happened to fill the pack ends.
 		isNew, err := q.vault.SaveBlob(context.WithoutCancel(q.ctx), ref.Type, ref.ID, enc, rawLen)
 		if err != nil {
-			s.dropVault(q.name)
+			if !keyErr(err) { // a storage error sticks to the engine
+				s.dropVault(q.name)
+			}
 			return err
 		}
 		if isNew {

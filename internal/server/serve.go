@@ -53,6 +53,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(tls.NewListener(ln, cfg)) }()
+	mctx, stopMaintain := context.WithCancel(ctx)
+	defer stopMaintain()
+	go s.maintainLoop(mctx)
 	select {
 	case err := <-errc:
 		return err
@@ -72,6 +75,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 		err = ferr
 	}
 	return err
+}
+
+// maintainLoop runs Maintain until ctx is done.
+func (s *Server) maintainLoop(ctx context.Context) {
+	t := time.NewTicker(s.maintainEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Maintain(ctx); err != nil {
+				s.log.Error("key maintenance", "err", err)
+			}
+		}
+	}
 }
 
 // flushVaults stores the packs being filled in every open vault and waits

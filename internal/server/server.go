@@ -42,6 +42,18 @@ type Options struct {
 	DataDir string
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// KeyTTL bounds how long a vault's unwrapped keys stay in memory
+	// (DefaultKeyTTL when 0; never dropped while open when negative).
+	KeyTTL time.Duration
+	// KEKRotation is how old the platform key may get before the server
+	// rotates it (DefaultKEKRotation when 0; never when negative).
+	KEKRotation time.Duration
+	// PKCS11Modules are the PKCS#11 modules a customer-key URI may name:
+	// a key manager must not make the server load any other library.
+	PKCS11Modules []string
+	// KeyDirs are the directories a customer-key URI may read files from
+	// (rsa-file keys, pin-source files).
+	KeyDirs []string
 }
 
 // Server serves the vaults under one data directory.
@@ -172,17 +184,31 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	if ov, ok := s.vaults[name]; ok {
 		return ov.eng, nil
 	}
-	if _, err := s.cat.Vault(ctx, name); err != nil {
+	rec, err := s.cat.Vault(ctx, name)
+	if err != nil {
 		return nil, fmt.Errorf("vault %q: %w", name, err)
 	}
 	st, err := local.Open(vaultStore(s.opt.DataDir, name))
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.Open(ctx, engine.Options{Store: st, Catalog: s.cat, Keys: s.keys, Name: name, Now: s.opt.Now, Logger: s.log, Uploads: 2})
+	// The newest keyring names the key encryption key: the platform key,
+	// or a customer key whose URI the server keeps.
+	p, err := s.providerFor(ctx, st)
+	var eng *engine.Vault
+	if err == nil {
+		eng, err = engine.Open(ctx, s.engineOptions(ctx, name, st, p))
+	}
 	if err != nil {
 		st.Close()
+		s.keyOutcome(ctx, rec.ID, "", err)
 		return nil, err
+	}
+	s.keyOutcome(ctx, rec.ID, eng.KeyInfo().KEK.String(), nil)
+	// A vault wrapped by an older platform key version (rotated while it
+	// was closed) is rewrapped under the current one.
+	if err := s.rewrapPlatform(ctx, eng); err != nil {
+		s.log.Warn("vault stays wrapped by the older platform key", "vault", name, "err", err)
 	}
 	s.vaults[name] = &openVault{eng: eng, store: st}
 	return eng, nil
@@ -223,7 +249,7 @@ func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vaul
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.Create(ctx, engine.Options{Store: st, Catalog: s.cat, Keys: s.keys, Name: name, Now: s.opt.Now, Logger: s.log, Uploads: 2}, chunking)
+	eng, err := engine.Create(ctx, s.engineOptions(ctx, name, st, s.keys), chunking)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -45,6 +45,9 @@ type Options struct {
 	// Hosts are extra host names or IP addresses the server's certificate
 	// is valid for, besides localhost and the loopback addresses.
 	Hosts []string
+	// Configure, when set, adjusts the server's options (key TTL, allowed
+	// PKCS#11 modules and key directories, …) before it opens.
+	Configure func(*server.Options)
 }
 
 // Start runs a server until the test ends.
@@ -61,7 +64,11 @@ func StartWith(t testing.TB, opt Options) *Env {
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, first, err := server.Open(ctx, server.Options{DataDir: dir, Now: now, Logger: log})
+	sopt := server.Options{DataDir: dir, Now: now, Logger: log}
+	if opt.Configure != nil {
+		opt.Configure(&sopt)
+	}
+	srv, first, err := server.Open(ctx, sopt)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -1,0 +1,412 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/keys/pkcs11"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/keys/rsafile"
+	"github.com/coffer-backup/coffer/internal/store/local"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Defaults of the key options.
+const (
+	// DefaultKeyTTL is how long a vault's unwrapped keys stay in memory
+	// before the server unwraps them again (docs/keys.md).
+	DefaultKeyTTL = 15 * time.Minute
+	// DefaultKEKRotation is how old the platform key may get before the
+	// server rotates it.
+	DefaultKEKRotation = 90 * 24 * time.Hour
+)
+
+// serverPrincipal names the server itself in key events it causes (a
+// platform key rotation, a key found unreachable on a refresh).
+const serverPrincipal = "server"
+
+func (s *Server) keyTTL() time.Duration {
+	switch {
+	case s.opt.KeyTTL < 0:
+		return 0
+	case s.opt.KeyTTL == 0:
+		return DefaultKeyTTL
+	}
+	return s.opt.KeyTTL
+}
+
+func (s *Server) kekRotation() time.Duration {
+	switch {
+	case s.opt.KEKRotation < 0:
+		return 0
+	case s.opt.KEKRotation == 0:
+		return DefaultKEKRotation
+	}
+	return s.opt.KEKRotation
+}
+
+// keyConfig is where the server keeps the URIs of customer-managed keys:
+// DATA/keys/cmk/VAULT-ID.json, mode 0600.
+func (s *Server) keyConfig() keys.Config {
+	return keys.Config{Dir: filepath.Join(s.opt.DataDir, "keys", "cmk")}
+}
+
+// providerFor picks the key provider that opens the vault in st: the
+// platform key, or the customer key its newest keyring names, reached
+// through the URI recorded for it.
+func (s *Server) providerFor(ctx context.Context, st vault.Store) (vault.KeyProvider, error) {
+	cfg, ki, err := engine.Inspect(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if ki.KEK.Provider == platform.Provider {
+		return s.keys, nil
+	}
+	id, err := vault.ParseID(cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	uri, err := s.keyConfig().URI(id, ki.KEK)
+	if err != nil {
+		return nil, err
+	}
+	return keys.Open(uri)
+}
+
+// engineOptions are the options of vault name's engine.
+func (s *Server) engineOptions(ctx context.Context, name string, st *local.Store, p vault.KeyProvider) engine.Options {
+	opt := engine.Options{Store: st, Catalog: s.cat, Keys: p, Name: name, Now: s.opt.Now, Logger: s.log, Uploads: 2, KeyTTL: s.keyTTL()}
+	opt.OnKeyRefresh = func(err error) {
+		// The refresh happens inside some request; its outcome belongs to
+		// the vault, whoever's request it was.
+		if rec, rerr := s.cat.Vault(context.WithoutCancel(ctx), name); rerr == nil {
+			s.keyOutcome(context.Background(), rec.ID, "", err)
+		}
+	}
+	return opt
+}
+
+// keyOutcome records that a vault's key could not be reached (err of the
+// key kind), once per outage, or that it is reachable again after one.
+func (s *Server) keyOutcome(ctx context.Context, id vault.ID, kek string, err error) {
+	last, lerr := s.cat.LastKeyEvent(ctx, id)
+	if lerr != nil && !errors.Is(lerr, vault.ErrNotFound) {
+		s.log.Warn("could not read the last key event", "err", lerr)
+		return
+	}
+	outage := lerr == nil && last.Event == vault.KeyEventKeyUnavailable
+	switch {
+	case err == nil && outage:
+		s.keyEvent(ctx, id, serverPrincipal, vault.KeyEventKeyRecovered, kek, "the key encryption key is reachable again", true)
+	case err != nil && !outage && (errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey)):
+		s.keyEvent(ctx, id, serverPrincipal, vault.KeyEventKeyUnavailable, kek, err.Error(), false)
+	}
+}
+
+// keyEvent records a key event; a failure to record it is logged, not
+// returned: the key operation it describes has happened.
+func (s *Server) keyEvent(ctx context.Context, id vault.ID, principal, event, kek, detail string, ok bool) {
+	ev := vault.KeyEvent{Vault: id, Time: s.opt.Now().UTC(), Principal: principal, Event: event, KEK: kek, Detail: detail, OK: ok}
+	if err := s.cat.AddKeyEvent(ctx, ev); err != nil {
+		s.log.Error("could not record a key event", "event", event, "err", err)
+	}
+}
+
+func (q *request) principal() string {
+	if q.tok.Name != "" {
+		return "token:" + q.tok.ID + " (" + q.tok.Name + ")"
+	}
+	return "token:" + q.tok.ID
+}
+
+// keyErr reports whether err says the vault's key cannot be used.
+func keyErr(err error) bool {
+	return errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey)
+}
+
+// rewrapPlatform rewraps a vault wrapped by an older version of the
+// platform key under the current one (after a rotation).
+func (s *Server) rewrapPlatform(ctx context.Context, eng *engine.Vault) error {
+	kek := eng.KeyInfo().KEK
+	if kek.Provider != platform.Provider || kek == s.keys.Current() {
+		return nil
+	}
+	if err := eng.Rewrap(ctx, s.keys); err != nil {
+		s.keyEvent(ctx, eng.Record().ID, serverPrincipal, vault.KeyEventKEKRotate, kek.String(), "rewrap under the rotated platform key failed: "+err.Error(), false)
+		return fmt.Errorf("rewrap under the rotated platform key: %w", err)
+	}
+	s.keyEvent(ctx, eng.Record().ID, serverPrincipal, vault.KeyEventKEKRotate, s.keys.Current().String(), "vault keys rewrapped from "+kek.String(), true)
+	s.log.Info("vault keys rewrapped under the rotated platform key", "vault", eng.Record().Name, "from", kek.String(), "to", s.keys.Current().String())
+	return nil
+}
+
+// Maintain does the server's periodic key work: it rotates the platform
+// key once it is older than the rotation period and rewraps the open
+// vaults it wraps (the others are rewrapped when next opened), and it
+// drops the keys of vaults idle for longer than the key time to live,
+// after storing their half-filled packs. Serve runs it every minute (or
+// more often with a short key TTL); tests call it with a moved clock.
+func (s *Server) Maintain(ctx context.Context) error {
+	var errs []error
+	if period := s.kekRotation(); period > 0 {
+		if age := s.opt.Now().Sub(s.keys.Created()); age >= period {
+			before := s.keys.Current()
+			ref, err := s.keys.Rotate(s.opt.Now())
+			if err != nil {
+				errs = append(errs, fmt.Errorf("rotate the platform key: %w", err))
+			} else if ref != before {
+				s.log.Info("platform key rotated", "from", before.String(), "to", ref.String(), "age", age.Round(time.Hour).String())
+			}
+		}
+	}
+	s.mu.Lock()
+	open := make([]*openVault, 0, len(s.vaults))
+	for _, ov := range s.vaults {
+		open = append(open, ov)
+	}
+	s.mu.Unlock()
+	for _, ov := range open {
+		if err := s.rewrapPlatform(ctx, ov.eng); err != nil {
+			errs = append(errs, err)
+		}
+		if ov.eng.KeysExpired() {
+			// Store the half-filled packs first: a pack being filled holds
+			// its DEK until it is stored.
+			if err := ov.eng.Flush(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("vault %s: %w", ov.eng.Record().Name, err))
+				continue
+			}
+			if ov.eng.ExpireKeys() {
+				s.log.Debug("keys dropped after their time to live", "vault", ov.eng.Record().Name)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// maintainEvery is how often Serve runs Maintain.
+func (s *Server) maintainEvery() time.Duration {
+	d := time.Minute
+	if ttl := s.keyTTL(); ttl > 0 && ttl/4 < d {
+		d = max(ttl/4, time.Second)
+	}
+	return d
+}
+
+// checkKeyURI refuses a customer-key URI that would make the server load
+// code or read files its operator has not allowed: whoever may manage
+// keys must not be able to point the server at an arbitrary PKCS#11
+// module (a shared library the server would load) or at any file it can
+// read.
+func (s *Server) checkKeyURI(uri string) error {
+	scheme, _, _ := strings.Cut(uri, ":")
+	switch scheme {
+	case "pkcs11":
+		c, err := pkcs11.ParseURI(uri)
+		if err != nil {
+			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		if c.ModulePath == "" {
+			return fmt.Errorf("%w: key URI %s: name the PKCS#11 module with module-path= (one the server allows with --pkcs11-module)", api.ErrBadRequest, keys.Redact(uri))
+		}
+		if !slices.Contains(s.opt.PKCS11Modules, filepath.Clean(c.ModulePath)) {
+			return fmt.Errorf("%w: key URI %s: this server does not load the PKCS#11 module %s: its operator allows a module with `coffer server --pkcs11-module PATH`", api.ErrForbidden, keys.Redact(uri), c.ModulePath)
+		}
+		if c.PINSource != "" && !s.inKeyDir(c.PINSource) {
+			return fmt.Errorf("%w: key URI %s: pin-source %s is outside the directories this server reads key material from (`coffer server --key-dir DIR`)", api.ErrForbidden, keys.Redact(uri), c.PINSource)
+		}
+	case "rsa-file":
+		path, err := rsafile.ParseURI(uri)
+		if err != nil {
+			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		if !s.inKeyDir(path) {
+			return fmt.Errorf("%w: key URI %s: the file is outside the directories this server reads key material from: its operator allows one with `coffer server --key-dir DIR`", api.ErrForbidden, keys.Redact(uri))
+		}
+	}
+	return nil
+}
+
+// inKeyDir reports whether path, with symbolic links resolved, lies
+// inside one of the directories the operator allowed.
+func (s *Server) inKeyDir(path string) bool {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		real = filepath.Clean(path) // a missing file: the provider will say so
+	}
+	for _, d := range s.opt.KeyDirs {
+		rd, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(rd, real); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel) {
+			return true
+		}
+	}
+	return false
+}
+
+func keyStatusOf(ki engine.KeyInfo) api.KeyStatus {
+	return api.KeyStatus{KEK: ki.KEK.String(), KeySource: ki.KeySource, WrapAlg: ki.WrapAlg,
+		DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, KeyringGen: ki.KeyringGen}
+}
+
+// inspect describes vault name's keys from its store alone, for when they
+// cannot be unwrapped.
+func (s *Server) inspect(ctx context.Context, name string) (vault.VaultRecord, engine.KeyInfo, error) {
+	rec, err := s.cat.Vault(ctx, name)
+	if err != nil {
+		return rec, engine.KeyInfo{}, fmt.Errorf("vault %q: %w", name, err)
+	}
+	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	if err != nil {
+		return rec, engine.KeyInfo{}, err
+	}
+	defer st.Close()
+	_, ki, err := engine.Inspect(ctx, st)
+	return rec, ki, err
+}
+
+// keyStatus probes the vault's key encryption key. It answers 200 with
+// key_reachable false when the key cannot be used.
+func (s *Server) keyStatus(q *request) error {
+	eng, err := s.vault(q.ctx, q.name)
+	if err != nil {
+		if !keyErr(err) {
+			return err
+		}
+		_, ki, ierr := s.inspect(q.ctx, q.name)
+		if ierr != nil {
+			return errors.Join(err, ierr)
+		}
+		st := keyStatusOf(ki)
+		st.Error = err.Error()
+		writeJSON(q.w, http.StatusOK, st)
+		return nil
+	}
+	st := keyStatusOf(eng.KeyInfo())
+	if perr := eng.ProbeKey(q.ctx); perr != nil {
+		st.Error = perr.Error()
+		s.keyOutcome(q.ctx, eng.Record().ID, st.KEK, perr)
+	} else {
+		st.Reachable = true
+	}
+	writeJSON(q.w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) keyRotate(q *request) error {
+	ki := q.vault.KeyInfo()
+	ver, err := q.vault.RotateDEK(q.ctx)
+	if err != nil {
+		s.keyEvent(q.ctx, q.vault.Record().ID, q.principal(), vault.KeyEventDEKRotate, ki.KEK.String(), "DEK rotation failed: "+err.Error(), false)
+		return err
+	}
+	after := q.vault.KeyInfo()
+	s.keyEvent(q.ctx, q.vault.Record().ID, q.principal(), vault.KeyEventDEKRotate, after.KEK.String(), fmt.Sprintf("DEK v%d in use", ver), true)
+	q.log.Info("data key rotated", "vault", q.name, "dek", ver, "token", q.tok.ID)
+	writeJSON(q.w, http.StatusOK, api.KeyChange{Before: fmt.Sprintf("DEK v%d", ki.DEKVersion), After: fmt.Sprintf("DEK v%d", ver), Changed: true,
+		DEKVersion: after.DEKVersion, DEKCount: after.DEKCount, KeyringGen: after.KeyringGen})
+	return nil
+}
+
+func (s *Server) keyUseCMK(q *request) error {
+	var body api.UseCMK
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	if err := s.checkKeyURI(body.URI); err != nil {
+		return err
+	}
+	to, err := keys.Open(body.URI)
+	if err != nil {
+		if keyErr(err) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	rec, ki, err := s.inspect(q.ctx, q.name)
+	if err != nil {
+		return err
+	}
+	cfg := s.keyConfig()
+	// The URI first: a crash after the rewrap must find it. And a vault
+	// already wrapped by this key whose URI the server lost needs nothing
+	// more to open again.
+	if err := cfg.Set(rec.ID, to.Current(), body.URI); err != nil {
+		return err
+	}
+	if ki.KEK == to.Current() {
+		s.dropVault(q.name) // reopen with the recorded URI
+		writeJSON(q.w, http.StatusOK, api.KeyChange{Before: ki.KEK.String(), After: ki.KEK.String(),
+			DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, KeyringGen: ki.KeyringGen})
+		return nil
+	}
+	eng, err := s.vault(q.ctx, q.name)
+	if err != nil {
+		return err
+	}
+	before := eng.KeyInfo().KEK
+	if err := eng.Rewrap(q.ctx, to); err != nil {
+		s.keyEvent(q.ctx, rec.ID, q.principal(), vault.KeyEventUseCMK, to.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
+		return err
+	}
+	s.keyEvent(q.ctx, rec.ID, q.principal(), vault.KeyEventUseCMK, to.Current().String(), "keys rewrapped from "+before.String()+" ("+keys.Redact(body.URI)+")", true)
+	if err := cfg.Keep(rec.ID, to.Current()); err != nil {
+		q.log.Warn("could not forget the previous key's URI", "vault", q.name, "err", err)
+	}
+	after := eng.KeyInfo()
+	q.log.Info("vault switched to a customer-managed key", "vault", q.name, "from", before.String(), "to", after.KEK.String(), "token", q.tok.ID)
+	writeJSON(q.w, http.StatusOK, api.KeyChange{Before: before.String(), After: after.KEK.String(), Changed: true,
+		DEKVersion: after.DEKVersion, DEKCount: after.DEKCount, KeyringGen: after.KeyringGen})
+	return nil
+}
+
+func (s *Server) keyUsePMK(q *request) error {
+	before := q.vault.KeyInfo()
+	if before.KEK.Provider == platform.Provider {
+		writeJSON(q.w, http.StatusOK, api.KeyChange{Before: before.KEK.String(), After: before.KEK.String(),
+			DEKVersion: before.DEKVersion, DEKCount: before.DEKCount, KeyringGen: before.KeyringGen})
+		return nil
+	}
+	id := q.vault.Record().ID
+	if err := q.vault.Rewrap(q.ctx, s.keys); err != nil {
+		s.keyEvent(q.ctx, id, q.principal(), vault.KeyEventUsePMK, s.keys.Current().String(), "switch from "+before.KEK.String()+" failed: "+err.Error(), false)
+		return err
+	}
+	after := q.vault.KeyInfo()
+	s.keyEvent(q.ctx, id, q.principal(), vault.KeyEventUsePMK, after.KEK.String(), "keys rewrapped from "+before.KEK.String(), true)
+	if err := s.keyConfig().Keep(id, after.KEK); err != nil {
+		q.log.Warn("could not forget the customer key's URI", "vault", q.name, "err", err)
+	}
+	q.log.Info("vault switched to the platform key", "vault", q.name, "from", before.KEK.String(), "token", q.tok.ID)
+	writeJSON(q.w, http.StatusOK, api.KeyChange{Before: before.KEK.String(), After: after.KEK.String(), Changed: true,
+		DEKVersion: after.DEKVersion, DEKCount: after.DEKCount, KeyringGen: after.KeyringGen})
+	return nil
+}
+
+func (s *Server) keyEvents(q *request) error {
+	rec, err := s.cat.Vault(q.ctx, q.name)
+	if err != nil {
+		return fmt.Errorf("vault %q: %w", q.name, err)
+	}
+	evs, err := s.cat.KeyEvents(q.ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	out := make([]api.KeyEvent, len(evs))
+	for i, e := range evs {
+		out[i] = api.KeyEvent{Time: e.Time, Principal: e.Principal, Event: e.Event, KEK: e.KEK, Detail: e.Detail, OK: e.OK}
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
