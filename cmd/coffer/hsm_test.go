@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
 const softhsmModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -98,5 +103,75 @@ func TestCustomerManagedKeyInHSM(t *testing.T) {
 	}
 	if fi, _ := os.Stat(matches[0]); fi.Mode().Perm() != 0o600 {
 		t.Errorf("key configuration mode %v", fi.Mode())
+	}
+}
+
+// TestCustomerManagedKeyInHSMOnServer: the same on a vault server, which
+// reaches the token itself: `key use-cmk` sends the URI, the server keeps
+// it (0600) and loads only the module it was started with; deleting the
+// key object fails restores once the server's key TTL has ended, and the
+// token put back from a copy makes them work again.
+func TestCustomerManagedKeyInHSMOnServer(t *testing.T) {
+	hsm := softHSM(t)
+	srv := servertest.StartWith(t, servertest.Options{Configure: func(o *server.Options) {
+		o.KeyTTL = time.Hour
+		o.PKCS11Modules = []string{softhsmModule}
+	}})
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), randBytes(4, 150_000), 0o644)
+	backupJSON(t, e, src)
+
+	uri := "pkcs11:token=coffer;object=backup-kek?module-path=" + softhsmModule + "&pin-value=1234"
+	if out := mustCoffer(t, e, "key", "use-cmk", uri); !strings.Contains(out, "keys rewrapped") || strings.Contains(out, "1234") {
+		t.Errorf("use-cmk said %q", out)
+	}
+	if show := mustCoffer(t, e, "vault", "show"); !strings.Contains(show, "customer-managed") || !strings.Contains(show, "backup-kek") {
+		t.Errorf("vault show:\n%s", show)
+	}
+	matches, _ := filepath.Glob(filepath.Join(srv.DataDir, "keys", "cmk", "*.json"))
+	if len(matches) != 1 {
+		t.Fatalf("server key configuration files: %v", matches)
+	}
+	if fi, _ := os.Stat(matches[0]); fi.Mode().Perm() != 0o600 {
+		t.Errorf("server key configuration mode %v", fi.Mode())
+	}
+
+	tokens := filepath.Join(hsm, "tokens")
+	if out, err := exec.Command("cp", "-a", tokens, tokens+".copy").CombinedOutput(); err != nil {
+		t.Fatalf("copy token: %v %s", err, out)
+	}
+	for _, typ := range []string{"privkey", "pubkey"} {
+		cmd := exec.Command("pkcs11-tool", "--module", softhsmModule, "--token-label", "coffer", "--login", "--pin", "1234",
+			"--delete-object", "--type", typ, "--label", "backup-kek")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("delete %s: %v %s", typ, err, out)
+		}
+	}
+	srv.Clock.Add(int64(2 * time.Hour)) // past the server's key TTL
+	_, errOut, code := coffer(t, e, "restore", "latest", "--target", t.TempDir())
+	if code != exitFailure || !strings.Contains(errOut, "key unavailable") || !strings.Contains(errOut, "backup-kek") || strings.Contains(errOut, "1234") {
+		t.Errorf("restore with the key deleted: exit %d, %q", code, errOut)
+	}
+	if out, _, code := coffer(t, e, "vault", "show"); code != exitFailure || !strings.Contains(out, "key reachable: NO") {
+		t.Errorf("vault show with the key deleted: exit %d\n%s", code, out)
+	}
+
+	os.RemoveAll(tokens)
+	if out, err := exec.Command("mv", tokens+".copy", tokens).CombinedOutput(); err != nil {
+		t.Fatalf("restore token: %v %s", err, out)
+	}
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "a")); !bytes.Equal(got, randBytes(4, 150_000)) {
+		t.Errorf("restored data differs")
+	}
+	if log := mustCoffer(t, e, "key", "log"); strings.Contains(log, "1234") || !strings.Contains(log, "key-unavailable") || !strings.Contains(log, "key-recovered") {
+		t.Errorf("key log:\n%s", log)
 	}
 }
