@@ -56,6 +56,8 @@ const (
 	CodeCorrupt         = "corrupt"
 	CodeTruncated       = "truncated"
 	CodeImmutable       = "immutable"
+	CodeConflict        = "conflict"
+	CodeApproval        = "approval_required"
 	CodeTooLarge        = "too_large"
 	CodeUnavailable     = "unavailable"
 	CodeInternal        = "internal"
@@ -86,6 +88,8 @@ var codeErrs = []struct {
 	{CodeCorrupt, http.StatusInternalServerError, vault.ErrCorrupt},
 	{CodeTruncated, http.StatusInternalServerError, vault.ErrTruncated},
 	{CodeImmutable, http.StatusForbidden, vault.ErrImmutable},
+	{CodeConflict, http.StatusConflict, vault.ErrConflict},
+	{CodeApproval, http.StatusForbidden, vault.ErrApprovalRequired},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, ErrTooLarge},
 	{CodeBadRequest, http.StatusBadRequest, ErrBadRequest},
 	{CodeUnavailable, http.StatusServiceUnavailable, ErrUnavailable},

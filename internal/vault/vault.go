@@ -24,7 +24,13 @@ var (
 	ErrTruncated      = errors.New("truncated object")
 	ErrWrongKey       = errors.New("wrong key")
 	ErrAmbiguous      = errors.New("ambiguous snapshot prefix")
-	ErrImmutable      = errors.New("forbidden by immutability setting")
+	ErrImmutable      = errors.New("forbidden by the vault's deletion protection")
+	// ErrConflict: the state changed under the request (a multi-user
+	// authorization request decided already).
+	ErrConflict = errors.New("conflict")
+	// ErrApprovalRequired: a critical change needs a second person's
+	// approval (docs/retention.md).
+	ErrApprovalRequired = errors.New("needs approval by a second person")
 )
 
 // IDSize is the size of every blob, tree and snapshot ID.
@@ -127,6 +133,132 @@ type Store interface {
 	Close() error
 }
 
+// Request is a multi-user authorization request: a critical change that
+// takes effect only when a different principal holding the
+// security-approver role approves it (docs/retention.md).
+type Request struct {
+	ID        string
+	Vault     ID     // zero for a server-wide change
+	Op        string // what is asked, e.g. "vault-set", "vault-delete", "use-pmk"
+	Params    string // the operation's parameters, JSON; no secrets
+	Summary   string // one line for people: "soft delete 30 → 14 days"
+	Requester string
+	Created   time.Time
+	Expires   time.Time
+	State     RequestState
+	Decider   string    // "" while pending
+	Decided   time.Time // zero while pending
+}
+
+// RequestState is where a request is in its life.
+type RequestState string
+
+const (
+	RequestPending  RequestState = "pending"
+	RequestApproved RequestState = "approved"
+	RequestRejected RequestState = "rejected"
+	RequestExpired  RequestState = "expired"
+)
+
+// DefaultRequestTTL is how long a request waits for a decision.
+const DefaultRequestTTL = 24 * time.Hour
+
+// Session is a writer working on a vault: prune waits for every session
+// that began before it condemned a pack before it deletes that pack.
+type Session struct {
+	ID        string    // random, unique
+	Kind      string    // "backup", "prune", …
+	Principal string    // who runs it
+	Started   time.Time // before the writer loaded the vault's index
+	Touched   time.Time // last sign of life; a session not touched for SessionStale is dead
+}
+
+// SessionStale is how long a session may go without a sign of life
+// before prune treats it as dead (a killed process); live writers touch
+// their session every SessionTouch.
+const (
+	SessionTouch = time.Minute
+	SessionStale = 15 * time.Minute
+)
+
+// SoftDelete is whether forgotten snapshots are kept for a while.
+type SoftDelete string
+
+const (
+	SoftDeleteOn       SoftDelete = "on"        // the default
+	SoftDeleteOff      SoftDelete = "off"       // forgotten snapshots may be pruned at once
+	SoftDeleteAlwaysOn SoftDelete = "always-on" // on, and cannot be turned off again
+)
+
+// Immutability is a vault's immutability state: disabled → enabled →
+// locked, the last one way.
+type Immutability string
+
+const (
+	ImmutabilityDisabled Immutability = "disabled"
+	ImmutabilityEnabled  Immutability = "enabled"
+	ImmutabilityLocked   Immutability = "locked"
+)
+
+// VaultSettings are a vault's deletion-protection settings
+// (docs/retention.md).
+type VaultSettings struct {
+	SoftDelete     SoftDelete
+	SoftDeleteDays int // 14..180
+	Immutability   Immutability
+	// MinRetention: no snapshot may be forgotten before it is this old.
+	MinRetention time.Duration
+	// SingleUser: a local vault whose one principal may make critical
+	// changes with --confirm (set at creation, never later).
+	SingleUser bool
+	// Policy is the stored retention policy (JSON of retention.Policy),
+	// empty when none; the server applies it daily.
+	Policy string
+	// Updated is when the settings last changed; zero for defaults.
+	Updated time.Time
+}
+
+// Soft-delete period bounds and default, in days.
+const (
+	MinSoftDeleteDays     = 14
+	MaxSoftDeleteDays     = 180
+	DefaultSoftDeleteDays = 14
+)
+
+// DefaultSettings are a new vault's settings: soft delete on for 14
+// days, immutability disabled, no minimum retention, no policy.
+func DefaultSettings() VaultSettings {
+	return VaultSettings{SoftDelete: SoftDeleteOn, SoftDeleteDays: DefaultSoftDeleteDays, Immutability: ImmutabilityDisabled}
+}
+
+// VaultEvent is one entry of a vault's event trail: a deletion, an
+// undelete, a prune, a policy or protection change, a multi-user
+// authorization request and its approval or rejection.
+type VaultEvent struct {
+	Vault     ID
+	Time      time.Time
+	Principal string
+	Event     string // one of the Event… constants
+	// Detail, like KeyEvent.Detail, is for people and MUST NOT hold
+	// secrets.
+	Detail string
+	OK     bool
+}
+
+// Vault events, the values of VaultEvent.Event.
+const (
+	EventForget        = "forget"         // snapshots soft-deleted
+	EventUndelete      = "undelete"       // a soft-deleted snapshot brought back
+	EventPrune         = "prune"          // expired snapshots and unused packs removed
+	EventSettings      = "settings"       // deletion-protection settings changed
+	EventPolicy        = "policy"         // the stored retention policy changed
+	EventRequest       = "request"        // a multi-user authorization request made
+	EventApprove       = "approve"        // a request approved
+	EventReject        = "reject"         // a request rejected
+	EventVaultDelete   = "vault-delete"   // the vault deleted
+	EventPolicyApplied = "policy-applied" // the stored policy applied by the server
+)
+
 // VaultRecord is a vault's row in the catalog.
 type VaultRecord struct {
 	ID      ID
@@ -141,6 +273,12 @@ type PackRecord struct {
 	DEKVersion uint32
 	Blobs      int
 	Created    time.Time
+	// Condemned is when prune found no snapshot needing the pack; zero
+	// for a pack in use. A condemned pack's blobs are left out of the
+	// index a vault opened later loads, and the pack is deleted once
+	// every writer that may still reference it has finished and a fresh
+	// look finds no reference (docs/retention.md).
+	Condemned time.Time
 }
 
 // BlobRecord locates one sealed blob inside a pack.
@@ -169,6 +307,12 @@ type SnapshotRecord struct {
 	Bytes      uint64 // logical size of the files
 	BytesAdded uint64 // sealed bytes this backup added to the store
 	Duration   time.Duration
+	// Deleted is when the snapshot was soft-deleted (forgotten); zero
+	// while it is live. A soft-deleted snapshot keeps all its data until
+	// its soft-delete period ends and prune removes it; undelete clears
+	// it (docs/retention.md).
+	Deleted   time.Time
+	DeletedBy string // who forgot it; "" while live
 }
 
 // TokenRecord is a bearer token's row in the catalog. The token itself is
@@ -274,6 +418,63 @@ type Catalog interface {
 	// KeyEvents, or ErrNotFound if it has none. A caller tells a
 	// recovery (a success after a failure) by it.
 	LastKeyEvent(ctx context.Context, vault ID) (KeyEvent, error)
+
+	// RemoveSnapshot deletes snapshot id's record (prune, after its
+	// soft-delete period); ErrNotFound if there is none.
+	RemoveSnapshot(ctx context.Context, vault, id ID) error
+	// SetSnapshotDeleted soft-deletes snapshot id (at set: when, by whom)
+	// or brings it back (at zero); ErrNotFound if there is no such
+	// snapshot. Snapshots returns soft-deleted snapshots too, with
+	// Deleted set.
+	SetSnapshotDeleted(ctx context.Context, vault, id ID, at time.Time, by string) error
+
+	// CondemnPack marks pack id as unused since at (zero: in use again);
+	// ErrNotFound if there is no such pack. Packs reports it.
+	CondemnPack(ctx context.Context, vault, id ID, at time.Time) error
+	// RemovePack deletes pack id's record and its blobs' records, in one
+	// transaction; ErrNotFound if there is no such pack.
+	RemovePack(ctx context.Context, vault, id ID) error
+
+	// Settings returns vault's deletion-protection settings; the
+	// defaults (DefaultSettings) for a vault that never set any.
+	// ErrNotFound if there is no such vault.
+	Settings(ctx context.Context, vault ID) (VaultSettings, error)
+	// SetSettings replaces vault's settings; ErrNotFound if there is no
+	// such vault.
+	SetSettings(ctx context.Context, vault ID, s VaultSettings) error
+
+	// AddEvent appends e to the vault's event trail (deletions,
+	// protection changes, prune; docs/retention.md); ErrNotFound if there
+	// is no such vault. Event and Time must be set.
+	AddEvent(ctx context.Context, e VaultEvent) error
+	// Events returns every event of vault, ordered by Time, then by the
+	// order they were added.
+	Events(ctx context.Context, vault ID) ([]VaultEvent, error)
+
+	// BeginSession records a writer (a backup) working on vault, from
+	// s.Started; ErrExists if s.ID is taken. A writer begins its session
+	// before it loads the vault's index, and ends it after its snapshot
+	// is recorded.
+	BeginSession(ctx context.Context, vault ID, s Session) error
+	// TouchSession records that session id is still alive at at.
+	TouchSession(ctx context.Context, id string, at time.Time) error
+	// EndSession removes session id; ending an unknown session succeeds.
+	EndSession(ctx context.Context, id string) error
+	// Sessions returns vault's sessions, oldest first.
+	Sessions(ctx context.Context, vault ID) ([]Session, error)
+
+	// AddRequest records a multi-user authorization request; ErrExists if
+	// its ID is taken, ErrNotFound if r.Vault is set and names no vault.
+	AddRequest(ctx context.Context, r Request) error
+	// Request returns request id, or ErrNotFound.
+	Request(ctx context.Context, id string) (Request, error)
+	// Requests returns every request, oldest first.
+	Requests(ctx context.Context) ([]Request, error)
+	// DecideRequest moves request id from pending to state (approved,
+	// rejected or expired), recording by and at, in one transaction that
+	// first checks it is still pending: ErrNotFound if there is no such
+	// request, ErrConflict if it is not pending (decided already).
+	DecideRequest(ctx context.Context, id string, state RequestState, by string, at time.Time) error
 
 	// Close releases resources.
 	Close() error

@@ -68,6 +68,27 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"KeyEventOrder", testKeyEventOrder},
 		{"KeyEventUnknownVault", testKeyEventUnknownVault},
 		{"LastKeyEvent", testLastKeyEvent},
+		{"SnapshotSoftDelete", testSnapshotSoftDelete},
+		{"SnapshotSoftDeleteNotFound", testSnapshotSoftDeleteNotFound},
+		{"SnapshotRemove", testSnapshotRemove},
+		{"PackCondemn", testPackCondemn},
+		{"PackRemove", testPackRemove},
+		{"PackRemoveNotFound", testPackRemoveNotFound},
+		{"SettingsDefaults", testSettingsDefaults},
+		{"SettingsRoundTrip", testSettingsRoundTrip},
+		{"SettingsUnstorable", testSettingsUnstorable},
+		{"EventRoundTrip", testEventRoundTrip},
+		{"EventOrder", testEventOrder},
+		{"EventUnknownVault", testEventUnknownVault},
+		{"SessionLifecycle", testSessionLifecycle},
+		{"SessionOrder", testSessionOrder},
+		{"SessionDuplicate", testSessionDuplicate},
+		{"RequestRoundTrip", testRequestRoundTrip},
+		{"RequestOrder", testRequestOrder},
+		{"RequestDuplicate", testRequestDuplicate},
+		{"RequestDecide", testRequestDecide},
+		{"RequestDecideInvalid", testRequestDecideInvalid},
+		{"RequestDecideConcurrent", testRequestDecideConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,6 +179,7 @@ func allPacks(t *testing.T, c vault.Catalog, v vault.ID) []vault.PackRecord {
 	var ps []vault.PackRecord
 	err := c.Packs(t.Context(), v, func(p vault.PackRecord) error {
 		p.Created = p.Created.UTC()
+		p.Condemned = p.Condemned.UTC()
 		ps = append(ps, p)
 		return nil
 	})
@@ -211,11 +233,13 @@ func sortBlobs(bs []vault.BlobRecord) {
 }
 
 // normPacks returns ps sorted, with times in UTC, so that reflect.DeepEqual
-// compares instants (UTC also strips monotonic readings).
+// compares instants (UTC also strips monotonic readings; a zero time
+// stays zero).
 func normPacks(ps ...vault.PackRecord) []vault.PackRecord {
 	ps = slices.Clone(ps)
 	for i := range ps {
 		ps[i].Created = ps[i].Created.UTC()
+		ps[i].Condemned = ps[i].Condemned.UTC()
 	}
 	sortPacks(ps)
 	return ps
@@ -232,6 +256,7 @@ func normSnapshots(ss []vault.SnapshotRecord) []vault.SnapshotRecord {
 	ss = slices.Clone(ss)
 	for i := range ss {
 		ss[i].Time = ss[i].Time.UTC()
+		ss[i].Deleted = ss[i].Deleted.UTC()
 		if len(ss[i].Paths) == 0 {
 			ss[i].Paths = nil
 		}

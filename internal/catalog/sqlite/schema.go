@@ -110,6 +110,80 @@ var migrations = [][]string{
 		) STRICT`,
 		`CREATE INDEX key_events_by_time ON key_events (vault, time, id)`,
 	},
+
+	// 4: deletion protection (docs/retention.md): soft-deleted snapshots,
+	// condemned packs, vault settings, the vault event trail, writer
+	// sessions and multi-user authorization requests.
+	{
+		// deleted: when the snapshot was soft-deleted, NULL while live;
+		// deleted_by: who did it, NULL while live (or when not known).
+		`ALTER TABLE snapshots ADD COLUMN deleted INTEGER`,
+		`ALTER TABLE snapshots ADD COLUMN deleted_by TEXT CHECK (deleted IS NOT NULL OR deleted_by IS NULL)`,
+		// condemned: since when prune found no snapshot needing the pack,
+		// NULL while in use.
+		`ALTER TABLE packs ADD COLUMN condemned INTEGER`,
+
+		// At most one row per vault; a vault without one has the default
+		// settings (vault.DefaultSettings). The CHECKs are the storable
+		// range, not the rules for changing settings, which live with
+		// the engine.
+		`CREATE TABLE vault_settings (
+			vault            BLOB    NOT NULL PRIMARY KEY REFERENCES vaults (id),
+			soft_delete      TEXT    NOT NULL CHECK (soft_delete IN ('on', 'off', 'always-on')),
+			soft_delete_days INTEGER NOT NULL CHECK (soft_delete_days BETWEEN 14 AND 180),
+			immutability     TEXT    NOT NULL CHECK (immutability IN ('disabled', 'enabled', 'locked')),
+			min_retention_ns INTEGER NOT NULL CHECK (min_retention_ns >= 0),
+			single_user      INTEGER NOT NULL CHECK (single_user IN (0, 1)),
+			policy           TEXT    NOT NULL, -- '' when none
+			updated          INTEGER NOT NULL
+		) STRICT`,
+
+		// Like key_events: rows are only ever added, id orders events of
+		// the same time.
+		`CREATE TABLE vault_events (
+			id        INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+			vault     BLOB    NOT NULL REFERENCES vaults (id),
+			time      INTEGER NOT NULL,
+			principal TEXT    NOT NULL,
+			event     TEXT    NOT NULL CHECK (event <> ''),
+			detail    TEXT    NOT NULL,
+			ok        INTEGER NOT NULL CHECK (ok IN (0, 1))
+		) STRICT`,
+		`CREATE INDEX vault_events_by_time ON vault_events (vault, time, id)`,
+
+		// Writers working on a vault; a row lives from the start of a
+		// backup to its end (or until a dead writer's row is cleared).
+		`CREATE TABLE sessions (
+			id        TEXT    NOT NULL PRIMARY KEY CHECK (id <> ''),
+			vault     BLOB    NOT NULL REFERENCES vaults (id),
+			kind      TEXT    NOT NULL,
+			principal TEXT    NOT NULL,
+			started   INTEGER NOT NULL,
+			touched   INTEGER NOT NULL
+		) STRICT`,
+		`CREATE INDEX sessions_by_vault ON sessions (vault, started, id)`,
+
+		// Multi-user authorization requests. vault is NULL for a
+		// server-wide change, params NULL when there are none. decided is
+		// set exactly when the request has left pending; decider may stay
+		// NULL (a request that expired by itself).
+		`CREATE TABLE requests (
+			id        TEXT    NOT NULL PRIMARY KEY CHECK (id <> ''),
+			vault     BLOB             REFERENCES vaults (id),
+			op        TEXT    NOT NULL CHECK (op <> ''),
+			params    TEXT             CHECK (json_valid(params)),
+			summary   TEXT    NOT NULL,
+			requester TEXT    NOT NULL,
+			created   INTEGER NOT NULL,
+			expires   INTEGER NOT NULL,
+			state     TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'rejected', 'expired')),
+			decider   TEXT,
+			decided   INTEGER,
+			CHECK ((state = 'pending') = (decided IS NULL)),
+			CHECK (decided IS NOT NULL OR decider IS NULL)
+		) STRICT`,
+		`CREATE INDEX requests_by_created ON requests (created, id)`,
+	},
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

@@ -134,7 +134,7 @@ func (c *Catalog) init() error {
 		return err
 	}
 	var err error
-	c.insertPack, err = c.db.PrepareContext(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created) VALUES (?, ?, ?, ?, ?, ?)`)
+	c.insertPack, err = c.db.PrepareContext(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created, condemned) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
@@ -298,11 +298,15 @@ func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, er
 // AddPack records a pack and its blobs in one transaction. Every blob's
 // Pack must be p.ID. It fails with ErrExists if the pack is recorded
 // already (or two blobs share an offset), with ErrNotFound if the vault is
-// not.
+// not. p.Condemned is recorded as given.
 func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRecord, blobs []vault.BlobRecord) error {
 	created, err := unixNano(p.Created)
 	if err != nil {
 		return fmt.Errorf("add pack %s: %w", p.ID, err)
+	}
+	condemned, err := nullUnixNano(p.Condemned)
+	if err != nil {
+		return fmt.Errorf("add pack %s: condemned: %w", p.ID, err)
 	}
 	for _, b := range blobs {
 		if b.Pack != p.ID {
@@ -312,7 +316,7 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 	vid, pid := vaultID[:], p.ID[:]
 	var failed *vault.BlobRecord
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created)
+		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned)
 		if err != nil {
 			return err
 		}
@@ -342,10 +346,10 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 	return fmt.Errorf("add pack %s: %w", p.ID, err)
 }
 
-// Packs calls fn for every pack of vault, ordered by ID. An error from fn
-// stops the iteration and is returned as is.
+// Packs calls fn for every pack of vault, ordered by ID, condemned ones
+// included. An error from fn stops the iteration and is returned as is.
 func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, size, dek_version, blobs, created FROM packs WHERE vault = ? ORDER BY id`, vaultID[:])
+	rows, err := c.db.QueryContext(ctx, `SELECT id, size, dek_version, blobs, created, condemned FROM packs WHERE vault = ? ORDER BY id`, vaultID[:])
 	if err != nil {
 		return fmt.Errorf("list packs: %w", err)
 	}
@@ -353,12 +357,13 @@ func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.Pac
 	var (
 		id                       sql.RawBytes
 		size, dek, nblob, create int64
+		condemned                sql.NullInt64
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &size, &dek, &nblob, &create); err != nil {
+		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
-		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create)}
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned)}
 		if err := scanID(&p.ID, id); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
@@ -406,7 +411,8 @@ func (c *Catalog) Blobs(ctx context.Context, vaultID vault.ID, fn func(vault.Blo
 }
 
 // AddSnapshot records a snapshot; ErrExists if its ID is present in the
-// vault, ErrNotFound if the vault is not.
+// vault, ErrNotFound if the vault is not. s.Deleted and s.DeletedBy are
+// recorded as given (DeletedBy only with Deleted).
 func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.SnapshotRecord) error {
 	tm, err := unixNano(s.Time)
 	if err != nil {
@@ -424,12 +430,20 @@ func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.Sna
 	if !s.Parent.IsZero() {
 		parent = s.Parent[:]
 	}
+	deleted, err := nullUnixNano(s.Deleted)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: deleted: %w", s.ID, err)
+	}
+	var deletedBy any // NULL while live
+	if !s.Deleted.IsZero() {
+		deletedBy = nullString(s.DeletedBy)
+	}
 	err = c.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO snapshots
-			(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
-			int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration))
+			int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy)
 		return err
 	})
 	switch {
@@ -452,10 +466,10 @@ func jsonStrings(ss []string) (string, error) {
 	return string(b), err
 }
 
-// Snapshots returns every snapshot of vault, oldest first (by time, then
-// ID). Empty Paths and Tags are nil.
+// Snapshots returns every snapshot of vault, soft-deleted ones included,
+// oldest first (by time, then ID). Empty Paths and Tags are nil.
 func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns
+	rows, err := c.db.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by
 		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
@@ -467,8 +481,10 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 			s                                     vault.SnapshotRecord
 			id, tree, parent, paths, tags         []byte
 			tm, files, dirs, nbytes, added, durNS int64
+			deleted                               sql.NullInt64
+			deletedBy                             sql.NullString
 		)
-		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS)
+		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy)
 		if err != nil {
 			return nil, fmt.Errorf("list snapshots: %w", err)
 		}
@@ -498,6 +514,7 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 		s.Time = fromUnixNano(tm)
 		s.Files, s.Dirs, s.Bytes, s.BytesAdded = uint64(files), uint64(dirs), uint64(nbytes), uint64(added)
 		s.Duration = time.Duration(durNS)
+		s.Deleted, s.DeletedBy = fromNullUnixNano(deleted), deletedBy.String
 		ss = append(ss, s)
 	}
 	if err := rows.Err(); err != nil {

@@ -1,0 +1,467 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// This file holds the deletion-protection part of the catalog
+// (docs/retention.md): soft-deleted snapshots, condemned packs, vault
+// settings, the vault event trail, writer sessions and multi-user
+// authorization requests.
+
+// isCheck reports whether err is a CHECK constraint violation: a value
+// outside what the schema stores.
+func isCheck(err error) bool {
+	return constraint(err) == sqlite3.SQLITE_CONSTRAINT_CHECK
+}
+
+// update runs one statement in a write transaction and returns the number
+// of rows it changed.
+func (c *Catalog) update(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// RemoveSnapshot deletes snapshot id of vault; ErrNotFound if there is
+// none.
+func (c *Catalog) RemoveSnapshot(ctx context.Context, vaultID, id vault.ID) error {
+	n, err := c.update(ctx, `DELETE FROM snapshots WHERE vault = ? AND id = ?`, vaultID[:], id[:])
+	if err != nil {
+		return fmt.Errorf("remove snapshot %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("remove snapshot %s: %w", id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// SetSnapshotDeleted records that snapshot id of vault was soft-deleted
+// at at by by, replacing an earlier soft deletion, or, for a zero at,
+// clears both (undelete); ErrNotFound if there is no such snapshot.
+func (c *Catalog) SetSnapshotDeleted(ctx context.Context, vaultID, id vault.ID, at time.Time, by string) error {
+	what := "soft-delete"
+	if at.IsZero() {
+		what, by = "undelete", ""
+	}
+	deleted, err := nullUnixNano(at)
+	if err != nil {
+		return fmt.Errorf("%s snapshot %s: %w", what, id, err)
+	}
+	n, err := c.update(ctx, `UPDATE snapshots SET deleted = ?, deleted_by = ? WHERE vault = ? AND id = ?`,
+		deleted, nullString(by), vaultID[:], id[:])
+	if err != nil {
+		return fmt.Errorf("%s snapshot %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s snapshot %s: %w", what, id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// CondemnPack records that pack id of vault is unused since at,
+// replacing an earlier time, or, for a zero at, that it is in use again;
+// ErrNotFound if there is no such pack.
+func (c *Catalog) CondemnPack(ctx context.Context, vaultID, id vault.ID, at time.Time) error {
+	what := "condemn"
+	if at.IsZero() {
+		what = "uncondemn"
+	}
+	condemned, err := nullUnixNano(at)
+	if err != nil {
+		return fmt.Errorf("%s pack %s: %w", what, id, err)
+	}
+	n, err := c.update(ctx, `UPDATE packs SET condemned = ? WHERE vault = ? AND id = ?`, condemned, vaultID[:], id[:])
+	if err != nil {
+		return fmt.Errorf("%s pack %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s pack %s: %w", what, id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// RemovePack deletes pack id of vault and its blobs in one transaction;
+// ErrNotFound if there is no such pack.
+func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		// Blobs first: they reference the pack.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE vault = ? AND pack = ?`, vaultID[:], id[:]); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM packs WHERE vault = ? AND id = ?`, vaultID[:], id[:])
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return vault.ErrNotFound // rolls back; there were no blobs either
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove pack %s: %w", id, err)
+	}
+	return nil
+}
+
+// Settings returns vault's deletion-protection settings, the defaults
+// (with a zero Updated) if it never set any; ErrNotFound if there is no
+// such vault.
+func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSettings, error) {
+	// One query, so that the vault's existence and its settings are read
+	// from the same snapshot of the catalog.
+	var (
+		softDelete, immutability, policy                  sql.NullString
+		days, minRetention, singleUser, updated, settings sql.NullInt64
+	)
+	err := c.db.QueryRowContext(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
+			s.single_user, s.policy, s.updated, s.vault IS NOT NULL
+		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = ?`, vaultID[:]).
+		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &settings)
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, err)
+	}
+	if settings.Int64 == 0 {
+		return vault.DefaultSettings(), nil
+	}
+	return vault.VaultSettings{
+		SoftDelete:     vault.SoftDelete(softDelete.String),
+		SoftDeleteDays: int(days.Int64),
+		Immutability:   vault.Immutability(immutability.String),
+		MinRetention:   time.Duration(minRetention.Int64),
+		SingleUser:     singleUser.Int64 != 0,
+		Policy:         policy.String,
+		Updated:        fromUnixNano(updated.Int64),
+	}, nil
+}
+
+// SetSettings replaces vault's settings; ErrNotFound if there is no such
+// vault. It judges nothing but what the schema can store (known
+// soft-delete and immutability values, a soft-delete period of 14 to 180
+// days, a minimum retention of zero or more); whether a change is allowed
+// is the caller's business. s.Updated must be set.
+func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.VaultSettings) error {
+	updated, err := unixNano(s.Updated)
+	if err != nil {
+		return fmt.Errorf("set settings of vault %s: updated: %w", vaultID, err)
+	}
+	var single int64
+	if s.SingleUser {
+		single = 1
+	}
+	_, err = c.update(ctx, `INSERT INTO vault_settings
+			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (vault) DO UPDATE SET
+			soft_delete = excluded.soft_delete, soft_delete_days = excluded.soft_delete_days,
+			immutability = excluded.immutability, min_retention_ns = excluded.min_retention_ns,
+			single_user = excluded.single_user, policy = excluded.policy, updated = excluded.updated`,
+		vaultID[:], string(s.SoftDelete), int64(s.SoftDeleteDays), string(s.Immutability), int64(s.MinRetention),
+		single, s.Policy, updated)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("set settings of vault %s: %w", vaultID, vault.ErrNotFound)
+	case isCheck(err):
+		return fmt.Errorf("set settings of vault %s: invalid settings (soft delete %q for %d days, immutability %q, minimum retention %v): %w",
+			vaultID, s.SoftDelete, s.SoftDeleteDays, s.Immutability, s.MinRetention, err)
+	}
+	return fmt.Errorf("set settings of vault %s: %w", vaultID, err)
+}
+
+// AddEvent appends e to the event trail of its vault; ErrNotFound if the
+// vault is not recorded.
+func (c *Catalog) AddEvent(ctx context.Context, e vault.VaultEvent) error {
+	if e.Event == "" {
+		return fmt.Errorf("add vault event: event must be set")
+	}
+	tm, err := unixNano(e.Time)
+	if err != nil {
+		return fmt.Errorf("add vault event %s: %w", e.Event, err)
+	}
+	var ok int64
+	if e.OK {
+		ok = 1
+	}
+	_, err = c.update(ctx, `INSERT INTO vault_events (vault, time, principal, event, detail, ok) VALUES (?, ?, ?, ?, ?, ?)`,
+		e.Vault[:], tm, e.Principal, e.Event, e.Detail, ok)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add vault event %s: vault %s: %w", e.Event, e.Vault, vault.ErrNotFound)
+	}
+	return fmt.Errorf("add vault event %s: %w", e.Event, err)
+}
+
+const vaultEventColumns = `time, principal, event, detail, ok`
+
+// Events returns the event trail of vault, oldest first (by time, then in
+// the order the events were added); none for an unknown vault.
+func (c *Catalog) Events(ctx context.Context, vaultID vault.ID) ([]vault.VaultEvent, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+vaultEventColumns+` FROM vault_events WHERE vault = ? ORDER BY time, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list vault events: %w", err)
+	}
+	defer rows.Close()
+	var es []vault.VaultEvent
+	for rows.Next() {
+		e := vault.VaultEvent{Vault: vaultID}
+		var tm, ok int64
+		if err := rows.Scan(&tm, &e.Principal, &e.Event, &e.Detail, &ok); err != nil {
+			return nil, fmt.Errorf("list vault events: %w", err)
+		}
+		e.Time = fromUnixNano(tm)
+		e.OK = ok != 0
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list vault events: %w", err)
+	}
+	return es, nil
+}
+
+// BeginSession records session s of a writer working on vault; ErrExists
+// if s.ID is taken, ErrNotFound if the vault is not recorded. A zero
+// s.Touched is recorded as s.Started.
+func (c *Catalog) BeginSession(ctx context.Context, vaultID vault.ID, s vault.Session) error {
+	if s.ID == "" {
+		return fmt.Errorf("begin session: ID must be set")
+	}
+	started, err := unixNano(s.Started)
+	if err != nil {
+		return fmt.Errorf("begin session %s: started: %w", s.ID, err)
+	}
+	touched := started
+	if !s.Touched.IsZero() {
+		if touched, err = unixNano(s.Touched); err != nil {
+			return fmt.Errorf("begin session %s: touched: %w", s.ID, err)
+		}
+	}
+	_, err = c.update(ctx, `INSERT INTO sessions (id, vault, kind, principal, started, touched) VALUES (?, ?, ?, ?, ?, ?)`,
+		s.ID, vaultID[:], s.Kind, s.Principal, started, touched)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("begin session %s: vault %s: %w", s.ID, vaultID, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("begin session %s: %w", s.ID, vault.ErrExists)
+	}
+	return fmt.Errorf("begin session %s: %w", s.ID, err)
+}
+
+// TouchSession records that session id was alive at at; ErrNotFound if
+// there is no such session (it ended, or was cleared as dead).
+func (c *Catalog) TouchSession(ctx context.Context, id string, at time.Time) error {
+	touched, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("touch session %s: %w", id, err)
+	}
+	n, err := c.update(ctx, `UPDATE sessions SET touched = ? WHERE id = ?`, touched, id)
+	if err != nil {
+		return fmt.Errorf("touch session %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("touch session %s: %w", id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// EndSession removes session id; ending an unknown session succeeds.
+func (c *Catalog) EndSession(ctx context.Context, id string) error {
+	if _, err := c.update(ctx, `DELETE FROM sessions WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("end session %s: %w", id, err)
+	}
+	return nil
+}
+
+const sessionColumns = `id, kind, principal, started, touched`
+
+// Sessions returns vault's sessions, oldest first (by start, then ID);
+// none for an unknown vault.
+func (c *Catalog) Sessions(ctx context.Context, vaultID vault.ID) ([]vault.Session, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE vault = ? ORDER BY started, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var ss []vault.Session
+	for rows.Next() {
+		var (
+			s                vault.Session
+			started, touched int64
+		)
+		if err := rows.Scan(&s.ID, &s.Kind, &s.Principal, &started, &touched); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		s.Started, s.Touched = fromUnixNano(started), fromUnixNano(touched)
+		ss = append(ss, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return ss, nil
+}
+
+// AddRequest records request r; ErrExists if its ID is taken, ErrNotFound
+// if r.Vault is not zero and names no vault. ID, Op, Created, Expires and
+// State must be set; Params is JSON or "". Decided must be set exactly
+// when State is not pending.
+func (c *Catalog) AddRequest(ctx context.Context, r vault.Request) error {
+	if r.ID == "" || r.Op == "" {
+		return fmt.Errorf("add request %q: ID and op must be set", r.ID)
+	}
+	created, err := unixNano(r.Created)
+	if err != nil {
+		return fmt.Errorf("add request %s: created: %w", r.ID, err)
+	}
+	expires, err := unixNano(r.Expires)
+	if err != nil {
+		return fmt.Errorf("add request %s: expires: %w", r.ID, err)
+	}
+	decided, err := nullUnixNano(r.Decided)
+	if err != nil {
+		return fmt.Errorf("add request %s: decided: %w", r.ID, err)
+	}
+	var vaultID []byte // NULL: server-wide
+	if !r.Vault.IsZero() {
+		vaultID = r.Vault[:]
+	}
+	_, err = c.update(ctx, `INSERT INTO requests
+			(id, vault, op, params, summary, requester, created, expires, state, decider, decided)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, vaultID, r.Op, nullString(r.Params), r.Summary, r.Requester, created, expires,
+		string(r.State), nullString(r.Decider), decided)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add request %s: vault %s: %w", r.ID, r.Vault, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("add request %s: %w", r.ID, vault.ErrExists)
+	case isCheck(err):
+		return fmt.Errorf("add request %s: invalid request (state %q; params must be JSON or empty, Decided set exactly when not pending, Decider only with Decided): %w", r.ID, r.State, err)
+	}
+	return fmt.Errorf("add request %s: %w", r.ID, err)
+}
+
+const requestColumns = `id, vault, op, params, summary, requester, created, expires, state, decider, decided`
+
+// scanRequest reads a row of requestColumns.
+func scanRequest(row interface{ Scan(...any) error }) (vault.Request, error) {
+	var (
+		r                vault.Request
+		vaultID          []byte
+		params, decider  sql.NullString
+		state            string
+		created, expires int64
+		decided          sql.NullInt64
+	)
+	err := row.Scan(&r.ID, &vaultID, &r.Op, &params, &r.Summary, &r.Requester, &created, &expires, &state, &decider, &decided)
+	if err != nil {
+		return vault.Request{}, err
+	}
+	if vaultID != nil {
+		if err := scanID(&r.Vault, vaultID); err != nil {
+			return vault.Request{}, fmt.Errorf("request %s: %w", r.ID, err)
+		}
+	}
+	r.Params, r.Decider, r.State = params.String, decider.String, vault.RequestState(state)
+	r.Created, r.Expires, r.Decided = fromUnixNano(created), fromUnixNano(expires), fromNullUnixNano(decided)
+	return r, nil
+}
+
+// Request returns request id, or ErrNotFound.
+func (c *Catalog) Request(ctx context.Context, id string) (vault.Request, error) {
+	r, err := scanRequest(c.db.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.Request{}, fmt.Errorf("request %s: %w", id, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.Request{}, fmt.Errorf("request %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// Requests returns every request, oldest first (by creation, then ID).
+func (c *Catalog) Requests(ctx context.Context) ([]vault.Request, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+requestColumns+` FROM requests ORDER BY created, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	defer rows.Close()
+	var rs []vault.Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list requests: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	return rs, nil
+}
+
+// DecideRequest moves request id from pending to state (approved,
+// rejected or expired), recording by and at; ErrNotFound if there is no
+// such request, ErrConflict if it is not pending. The check and the
+// change are one write transaction, and write transactions of all
+// processes are serialized (BEGIN IMMEDIATE), so of two deciders exactly
+// one succeeds.
+func (c *Catalog) DecideRequest(ctx context.Context, id string, state vault.RequestState, by string, at time.Time) error {
+	switch state {
+	case vault.RequestApproved, vault.RequestRejected, vault.RequestExpired:
+	default:
+		return fmt.Errorf("decide request %s: cannot move it to state %q", id, state)
+	}
+	decided, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("decide request %s: %w", id, err)
+	}
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		var cur string
+		err := tx.QueryRowContext(ctx, `SELECT state FROM requests WHERE id = ?`, id).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return vault.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if vault.RequestState(cur) != vault.RequestPending {
+			return fmt.Errorf("request is %s, not pending: %w", cur, vault.ErrConflict)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE requests SET state = ?, decider = ?, decided = ? WHERE id = ?`,
+			string(state), nullString(by), decided, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("decide request %s: %w", id, err)
+	}
+	return nil
+}
