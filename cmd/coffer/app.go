@@ -99,6 +99,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newBackupCmd(a), newSnapshotsCmd(a), newLsCmd(a), newRestoreCmd(a),
 		newDiffCmd(a), newCheckCmd(a), newVaultCmd(a), newVersionCmd(a),
 		newServerCmd(a), newTokenCmd(a), newDoctorCmd(a), newKeyCmd(a),
+		newForgetCmd(a), newUndeleteCmd(a), newPruneCmd(a), newPolicyCmd(a),
 	)
 	return root
 }

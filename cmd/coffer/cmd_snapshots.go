@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -26,6 +27,10 @@ type snapshotJSON struct {
 	Bytes      uint64    `json:"bytes"`
 	BytesAdded uint64    `json:"bytes_added"`
 	Duration   float64   `json:"duration_seconds"`
+	// Soft-deleted snapshots (snapshots --deleted) only:
+	Deleted   *time.Time `json:"deleted,omitempty"`
+	DeletedBy string     `json:"deleted_by,omitempty"`
+	Expires   *time.Time `json:"recoverable_until,omitempty"`
 }
 
 func idOrEmpty(id vault.ID) string {
@@ -46,13 +51,19 @@ func toSnapshotJSON(s vault.SnapshotRecord) snapshotJSON {
 }
 
 func newSnapshotsCmd(a *app) *cobra.Command {
-	var jsonOut bool
+	var jsonOut, deleted bool
 	cmd := &cobra.Command{
-		Use:     "snapshots",
-		Short:   "List the vault's snapshots",
-		Example: "  coffer snapshots\n  coffer snapshots --json | jq '.[].id'",
+		Use:   "snapshots",
+		Short: "List the vault's snapshots",
+		Long: `List the vault's snapshots, oldest first. With --deleted, list the forgotten
+(soft-deleted) ones instead, with when each was forgotten, by whom, and until
+when "coffer undelete" can bring it back.`,
+		Example: "  coffer snapshots\n  coffer snapshots --json | jq '.[].id'\n  coffer snapshots --deleted",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if deleted {
+				return a.deletedSnapshots(cmd, jsonOut)
+			}
 			v, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return err
@@ -89,5 +100,57 @@ func newSnapshotsCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the forgotten (soft-deleted) snapshots")
 	return cmd
+}
+
+// deletedSnapshots lists the soft-deleted snapshots of a local vault.
+func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
+	if err := a.localOnly("snapshots --deleted"); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	v, err := a.openVault(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	settings, err := v.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	all, err := v.AllSnapshots(ctx)
+	if err != nil {
+		return err
+	}
+	out := []snapshotJSON{}
+	for _, s := range all {
+		if s.Deleted.IsZero() {
+			continue
+		}
+		j := toSnapshotJSON(s)
+		del, exp := s.Deleted, protect.Expiry(settings, s.Deleted)
+		j.Deleted, j.DeletedBy, j.Expires = &del, s.DeletedBy, &exp
+		out = append(out, j)
+	}
+	if jsonOut {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(a.stdout, "no forgotten snapshots")
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tHOST\tPATHS\tFORGOTTEN\tBY\tRECOVERABLE UNTIL")
+	for _, s := range out {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ShortID, s.Time.Local().Format("2006-01-02 15:04:05"), s.Host,
+			strings.Join(s.Paths, ","), s.Deleted.Local().Format("2006-01-02 15:04"), s.DeletedBy, s.Expires.Local().Format("2006-01-02 15:04"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%d forgotten snapshots (coffer undelete ID brings one back)\n", len(out))
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // serverClient returns a client for the server that --vault names, and the
@@ -162,15 +163,29 @@ func newTokenRevokeCmd(a *app) *cobra.Command {
 }
 
 func newVaultCreateCmd(a *app) *cobra.Command {
-	var jsonOut bool
-	return &cobra.Command{
+	var jsonOut, singleUser bool
+	cmd := &cobra.Command{
 		Use:   "create NAME",
-		Short: "Create a vault on a vault server",
-		Long: `Create a vault on a vault server (needs an owner token). Local vaults need no
-create step: the first backup makes them.`,
-		Example: "  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token",
-		Args:    cobra.ExactArgs(1),
+		Short: "Create a vault, locally or on a vault server",
+		Long: `Create a vault. On a vault server (--vault https://host:port, an owner token)
+this is the only way to make one. A local vault is also made by its first
+backup; create it here to choose what only creation can:
+
+  --single-user   the vault has one principal, so critical deletion-protection
+                  changes (shortening soft delete, lowering the minimum
+                  retention, disabling immutability) are allowed with --confirm
+                  rather than refused for want of a second person to approve
+                  them. It cannot be changed later.`,
+		Example: `  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token
+  coffer vault create laptop --single-user`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !isRemote(a.vaultRef) {
+				return a.createLocalVault(cmd, args[0], singleUser, jsonOut)
+			}
+			if singleUser {
+				return errors.New("--single-user is for local vaults: a vault server has several principals, and a security approver approves critical changes")
+			}
 			c, _, err := a.serverClient()
 			if err != nil {
 				return err
@@ -189,4 +204,50 @@ create step: the first backup makes them.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&singleUser, "single-user", false, "local vaults: allow critical protection changes with --confirm (fixed at creation)")
+	return cmd
+}
+
+// createLocalVault creates local vault name (a name or a directory).
+func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser, jsonOut bool) error {
+	if a.vaultRef != "" && a.vaultRef != name {
+		return fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
+	}
+	a.vaultRef = name
+	ctx := cmd.Context()
+	v, err := a.openVault(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	if !v.created {
+		return fmt.Errorf("vault %s: %w at %s", name, vault.ErrExists, v.loc.dir)
+	}
+	if singleUser {
+		s, err := v.Settings(ctx)
+		if err != nil {
+			return err
+		}
+		s.SingleUser = true
+		s.Updated = a.now().UTC()
+		if err := v.catalog.SetSettings(ctx, v.Record().ID, s); err != nil {
+			return err
+		}
+		if err := v.catalog.AddEvent(ctx, vault.VaultEvent{Vault: v.Record().ID, Time: a.now().UTC(), Principal: a.principal(),
+			Event: vault.EventSettings, Detail: "created single-user: critical changes allowed with --confirm", OK: true}); err != nil {
+			return err
+		}
+	}
+	if jsonOut {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"name": v.loc.name, "path": v.loc.dir, "id": v.Record().ID.String(), "single_user": singleUser})
+	}
+	mode := ""
+	if singleUser {
+		mode = ", single-user"
+	}
+	fmt.Fprintf(a.stdout, "vault %s created at %s (%s%s)\n", v.loc.name, v.loc.dir, v.KeyInfo().Algorithm, mode)
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -16,7 +17,7 @@ func newVaultCmd(a *app) *cobra.Command {
 		Use:   "vault",
 		Short: "Show and manage vaults",
 	}
-	cmd.AddCommand(newVaultShowCmd(a), newVaultCreateCmd(a))
+	cmd.AddCommand(newVaultShowCmd(a), newVaultCreateCmd(a), newVaultSetCmd(a), newVaultLogCmd(a))
 	return cmd
 }
 
@@ -73,6 +74,13 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			default:
 				return err
 			}
+			// Deletion protection: local vaults for now.
+			var prot *vault.VaultSettings
+			if ov, ok := v.(*openedVault); ok && ov != nil && keyErr == nil {
+				if st, serr := ov.Settings(ctx); serr == nil {
+					prot = &st
+				}
+			}
 			kek := vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion}
 			now := a.now()
 			if jsonOut {
@@ -91,11 +99,17 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 				if vi.KeyError != "" {
 					encryption["key_error"] = vi.KeyError
 				}
-				if err := enc.Encode(map[string]any{
+				out := map[string]any{
 					"name": vi.Name, "id": vi.ID, "path": vi.Location, "created": vi.Created,
 					"snapshots": vi.Snapshots, "packs": vi.Packs, "stored_bytes": vi.StoredBytes,
 					"encryption": encryption,
-				}); err != nil {
+				}
+				if prot != nil {
+					pm := settingsJSON(*prot)
+					pm["store_enforces_retention"] = false
+					out["protection"] = pm
+				}
+				if err := enc.Encode(out); err != nil {
 					return err
 				}
 				return keyErr
@@ -124,9 +138,38 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			fmt.Fprintf(a.stdout, "  data key:      DEK v%d (%d in keyring)\n", vi.DEKVersion, vi.DEKCount)
 			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
 			fmt.Fprintf(a.stdout, "  last rotated:  %s (%s)\n", vi.LastRotated.Local().Format(time.RFC3339), ago(now, vi.LastRotated))
+			if prot != nil {
+				printProtection(a, *prot)
+			}
 			return keyErr
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// printProtection prints the Deletion Protection section of vault show.
+func printProtection(a *app, s vault.VaultSettings) {
+	fmt.Fprintf(a.stdout, "Deletion Protection\n")
+	switch s.SoftDelete {
+	case vault.SoftDeleteOff:
+		fmt.Fprintf(a.stdout, "  soft delete:   off (forgotten snapshots may be pruned at once)\n")
+	default:
+		fmt.Fprintf(a.stdout, "  soft delete:   %s, %d days\n", s.SoftDelete, s.SoftDeleteDays)
+	}
+	fmt.Fprintf(a.stdout, "  immutability:  %s\n", s.Immutability)
+	if s.MinRetention > 0 {
+		fmt.Fprintf(a.stdout, "  min retention: %s\n", protect.FormatDuration(s.MinRetention))
+	} else {
+		fmt.Fprintf(a.stdout, "  min retention: none\n")
+	}
+	if p, err := protect.ParsePolicy(s.Policy); err == nil && s.Policy != "" {
+		fmt.Fprintf(a.stdout, "  policy:        %s\n", p)
+	} else {
+		fmt.Fprintf(a.stdout, "  policy:        none (snapshots are kept until forgotten)\n")
+	}
+	if s.SingleUser {
+		fmt.Fprintf(a.stdout, "  single-user:   yes (critical changes with --confirm)\n")
+	}
+	fmt.Fprintf(a.stdout, "  enforced by:   coffer (this store has no object retention of its own)\n")
 }

@@ -180,6 +180,11 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		}
 	}
 	opt := engine.Options{Store: st, Catalog: cat, Keys: provider, Name: localCatalogName, Now: a.now}
+	if create {
+		// A backup: registered as a writer, so that a prune running at
+		// the same time waits for it before deleting what it may use.
+		opt.Session = &vault.Session{Kind: "backup", Principal: a.principal()}
+	}
 	var v *engine.Vault
 	if create {
 		v, err = engine.Create(ctx, opt, engine.DefaultChunker())

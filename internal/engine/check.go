@@ -147,8 +147,9 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		return nil, err
 	}
 
-	// Snapshots and their trees.
-	snaps, err := v.Snapshots(ctx)
+	// Snapshots and their trees, soft-deleted ones too: undelete
+	// promises them intact.
+	snaps, err := v.AllSnapshots(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("check: catalog snapshots: %w", err)
 	}

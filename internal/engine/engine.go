@@ -43,6 +43,11 @@ type Options struct {
 	// effect), and ExpireKeys drops them from an idle vault. 0 keeps them
 	// until Close, as a one-command CLI process does.
 	KeyTTL time.Duration
+	// Session, when set, registers the vault's user as a writer (a
+	// backup) in the catalog before the index is loaded, keeps it alive
+	// while open and ends it on Close: prune does not delete a pack that
+	// such a writer may still reference (docs/retention.md).
+	Session *vault.Session
 	// OnKeyRefresh, when set, is told the outcome of every unwrap after
 	// the first (nil: the keys were unwrapped again), for the audit trail.
 	OnKeyRefresh func(err error)
@@ -78,9 +83,14 @@ type Vault struct {
 	sealedBufs sync.Pool // *[]byte for sealed blobs being read
 	log        *slog.Logger
 
-	mu      sync.Mutex
-	index   map[blobKey]vault.BlobRecord
-	pending map[blobKey]struct{}
+	mu    sync.Mutex
+	index map[blobKey]vault.BlobRecord
+	// condemned holds the blobs of packs prune found unused: readable
+	// (a snapshot saved meanwhile may name them, and prune then reprieves
+	// the pack), but never deduplicated against, so that nothing new
+	// comes to depend on a pack about to be deleted.
+	condemned map[blobKey]vault.BlobRecord
+	pending   map[blobKey]struct{}
 
 	packers   [3]*packer    // indexed by blob type
 	uploadSem chan struct{} // packs not yet read by the store
@@ -95,6 +105,8 @@ type Vault struct {
 
 	openerMu sync.Mutex
 	openers  map[vault.ID]*format.PackOpener
+
+	sess *session // the writer session, when Options.Session is set
 }
 
 type packer struct {
@@ -265,7 +277,7 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 		return nil, fmt.Errorf("open vault %q: %w: catalog describes vault %s but the store holds vault %s", opt.Name, vault.ErrCorrupt, rec.ID, cfg.ID)
 	}
 	v := &Vault{opt: opt, rec: rec, cfg: cfg, codec: format.NewCodec(), log: opt.Logger,
-		index: map[blobKey]vault.BlobRecord{}, pending: map[blobKey]struct{}{},
+		index: map[blobKey]vault.BlobRecord{}, condemned: map[blobKey]vault.BlobRecord{}, pending: map[blobKey]struct{}{},
 		packBufs: make(chan []byte, 1), uploadSem: make(chan struct{}, opt.Uploads), syncSem: make(chan struct{}, maxSyncing), openers: map[vault.ID]*format.PackOpener{}}
 	for t := range v.packers {
 		v.packers[t] = &packer{}
@@ -273,7 +285,12 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 	if err := v.loadKeys(ctx); err != nil {
 		return nil, err
 	}
+	if err := v.beginSession(ctx); err != nil {
+		v.Close()
+		return nil, err
+	}
 	if err := v.loadIndex(ctx); err != nil {
+		v.Close()
 		return nil, err
 	}
 	return v, nil
@@ -341,16 +358,31 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 }
 
 func (v *Vault) loadIndex(ctx context.Context) error {
+	condemned := map[vault.ID]bool{}
+	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+		if !p.Condemned.IsZero() {
+			condemned[p.ID] = true
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
-		v.index[blobKey{b.ID, b.Type}] = b
+		if condemned[b.Pack] {
+			v.condemned[blobKey{b.ID, b.Type}] = b
+		} else {
+			v.index[blobKey{b.ID, b.Type}] = b
+		}
 		return nil
 	})
 }
 
-// Close flushes nothing: call Flush first. It wipes the keys.
+// Close flushes nothing: call Flush first. It wipes the keys and ends
+// the writer's session.
 func (v *Vault) Close() error {
+	v.endSession()
 	if ks := v.keys.Load(); ks != nil && ks.deks != nil {
 		ks.wipe()
 	}
@@ -734,6 +766,9 @@ func (v *Vault) Lookup(t vault.BlobType, id vault.ID) (vault.BlobRecord, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r, ok := v.index[blobKey{id, t}]
+	if !ok {
+		r, ok = v.condemned[blobKey{id, t}]
+	}
 	return r, ok
 }
 
@@ -865,6 +900,9 @@ func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
 // SaveSnapshot seals s into the store and records it in the catalog. The
 // caller must have flushed the blobs it references. s.ID is assigned.
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
+	if err := v.checkSession(); err != nil {
+		return s, err
+	}
 	rand.Read(s.ID[:])
 	ks, err := v.liveKeys(ctx)
 	if err != nil {
@@ -896,8 +934,24 @@ func (v *Vault) LoadSnapshot(ctx context.Context, id vault.ID) (vault.SnapshotRe
 	return format.OpenSnapshot(id, b, deks)
 }
 
-// Snapshots lists the vault's snapshots, oldest first.
+// Snapshots lists the vault's live snapshots (not soft-deleted), oldest first.
 func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
+	all, err := v.opt.Catalog.Snapshots(ctx, v.rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	live := all[:0]
+	for _, s := range all {
+		if s.Deleted.IsZero() {
+			live = append(live, s)
+		}
+	}
+	return live, nil
+}
+
+// AllSnapshots lists every snapshot, soft-deleted ones included (with
+// Deleted set), oldest first.
+func (v *Vault) AllSnapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
 	return v.opt.Catalog.Snapshots(ctx, v.rec.ID)
 }
 

@@ -1,0 +1,528 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/protect"
+	"github.com/coffer-backup/coffer/internal/retention"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// localOnly refuses the deletion-protection commands on a server vault
+// until the server side exists.
+func (a *app) localOnly(what string) error {
+	if isRemote(a.vaultRef) {
+		return fmt.Errorf("%s works on local vaults only in this version; the vault server's side of deletion protection is not built yet", what)
+	}
+	return nil
+}
+
+func newForgetCmd(a *app) *cobra.Command {
+	var jsonOut, dryRun bool
+	var pf policyFlags
+	cmd := &cobra.Command{
+		Use:   "forget [SNAPSHOT...]",
+		Short: "Soft-delete snapshots, by ID or by a retention policy",
+		Long: `Forget snapshots: they leave the snapshot list but keep all their data for the
+vault's soft-delete period (14 days by default; coffer vault show), during which
+"coffer undelete ID" brings them back. After it, "coffer prune" may reclaim their
+space. Nothing is ever deleted at once.
+
+Name snapshots by ID (or unique prefix), or give a policy with --keep-* flags:
+every snapshot the policy does not keep is forgotten, per group of snapshots
+with the same host and paths (--group-by). --dry-run shows what would go.
+
+A snapshot younger than the vault's minimum retention (--min-retention of
+coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
+		Example: `  coffer forget 1a2b3c4d
+  coffer forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
+  coffer forget --keep-last 3 --keep-within 30d --keep-tag monthly --group-by host`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.localOnly("forget"); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			policy, hasPolicy, err := pf.policy(cmd)
+			if err != nil {
+				return err
+			}
+			switch {
+			case hasPolicy && len(args) > 0:
+				return errors.New("give snapshot IDs or --keep-* flags, not both")
+			case !hasPolicy && len(args) == 0:
+				return errors.New("name the snapshots to forget, or give a policy with --keep-* flags (coffer forget --help)")
+			case dryRun && !hasPolicy:
+				// Fine: --dry-run with IDs only checks them.
+			}
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			var ids []vault.ID
+			var groups []retention.Group
+			if hasPolicy {
+				snaps, err := v.Snapshots(ctx)
+				if err != nil {
+					return err
+				}
+				if groups, err = retention.Apply(policy, snaps, a.now()); err != nil {
+					return err
+				}
+				for _, g := range groups {
+					for _, d := range g.Decisions {
+						if !d.Keep {
+							ids = append(ids, d.Snapshot.ID)
+						}
+					}
+				}
+			} else {
+				snaps, err := v.Snapshots(ctx)
+				if err != nil {
+					return err
+				}
+				for _, ref := range args {
+					s, err := engine.FindSnapshot(snaps, ref)
+					if err != nil {
+						return fmt.Errorf("nothing was forgotten: %w", err)
+					}
+					ids = append(ids, s.ID)
+				}
+			}
+			settings, err := v.Settings(ctx)
+			if err != nil {
+				return err
+			}
+			var done []vault.SnapshotRecord
+			if dryRun {
+				// Check what the protection would refuse, change nothing.
+				snaps, _ := v.Snapshots(ctx)
+				for _, s := range snaps {
+					for _, id := range ids {
+						if s.ID == id {
+							if err := protect.Forget(settings, s, a.now()); err != nil {
+								return fmt.Errorf("--dry-run: %w", err)
+							}
+							done = append(done, s)
+						}
+					}
+				}
+			} else if len(ids) > 0 {
+				if done, err = v.Forget(ctx, ids, a.principal()); err != nil {
+					return err
+				}
+			}
+			expiry := protect.Expiry(settings, a.now())
+			if jsonOut {
+				type decision struct {
+					ID      string   `json:"id"`
+					Time    string   `json:"time"`
+					Keep    bool     `json:"keep"`
+					Reasons []string `json:"reasons"`
+				}
+				type group struct {
+					Key       string     `json:"group"`
+					Decisions []decision `json:"snapshots"`
+				}
+				out := struct {
+					DryRun    bool           `json:"dry_run"`
+					Forgotten []snapshotJSON `json:"forgotten"`
+					Until     time.Time      `json:"recoverable_until"`
+					Groups    []group        `json:"groups,omitempty"`
+				}{DryRun: dryRun, Forgotten: []snapshotJSON{}, Until: expiry}
+				for _, s := range done {
+					out.Forgotten = append(out.Forgotten, toSnapshotJSON(s))
+				}
+				for _, g := range groups {
+					og := group{Key: g.Key}
+					for _, d := range g.Decisions {
+						r := d.Reasons
+						if r == nil {
+							r = []string{}
+						}
+						og.Decisions = append(og.Decisions, decision{ID: d.Snapshot.ID.String(), Time: d.Snapshot.Time.Format(time.RFC3339), Keep: d.Keep, Reasons: r})
+					}
+					out.Groups = append(out.Groups, og)
+				}
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			if hasPolicy {
+				for _, g := range groups {
+					fmt.Fprintf(a.stdout, "%s:\n", g.Key)
+					tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+					for _, d := range g.Decisions {
+						what := "forget"
+						if d.Keep {
+							what = "keep"
+						}
+						fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Snapshot.ID.Short(), d.Snapshot.Time.Local().Format("2006-01-02 15:04:05"), what, strings.Join(d.Reasons, ", "))
+					}
+					tw.Flush()
+				}
+			}
+			verb := "forgot"
+			if dryRun {
+				verb = "would forget"
+			}
+			switch {
+			case len(done) == 0:
+				fmt.Fprintf(a.stdout, "%s no snapshots\n", verb)
+			case settings.SoftDelete == vault.SoftDeleteOff:
+				fmt.Fprintf(a.stdout, "%s %d snapshot(s); soft delete is off, so prune may reclaim them at once\n", verb, len(done))
+			default:
+				fmt.Fprintf(a.stdout, "%s %d snapshot(s): recoverable with `coffer undelete ID` until %s (soft delete, %d days)\n",
+					verb, len(done), expiry.Local().Format("2006-01-02 15:04"), settings.SoftDeleteDays)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be forgotten; change nothing")
+	pf.register(cmd, true)
+	return cmd
+}
+
+// policyFlags are the --keep-* flags of forget and policy set.
+type policyFlags struct {
+	last, hourly, daily, weekly, monthly, yearly int
+	within, groupBy                              string
+	tags                                         []string
+}
+
+func (f *policyFlags) register(cmd *cobra.Command, groupBy bool) {
+	fl := cmd.Flags()
+	fl.IntVar(&f.last, "keep-last", 0, "keep the N newest snapshots (-1: all)")
+	fl.IntVar(&f.hourly, "keep-hourly", 0, "keep the newest snapshot of each of the last N hours that have one (-1: all)")
+	fl.IntVar(&f.daily, "keep-daily", 0, "likewise for days")
+	fl.IntVar(&f.weekly, "keep-weekly", 0, "likewise for ISO weeks")
+	fl.IntVar(&f.monthly, "keep-monthly", 0, "likewise for months")
+	fl.IntVar(&f.yearly, "keep-yearly", 0, "likewise for years")
+	fl.StringVar(&f.within, "keep-within", "", "keep every snapshot within this long of the group's newest (30d, 12h, 1y2m)")
+	fl.StringArrayVar(&f.tags, "keep-tag", nil, "keep every snapshot with this tag (repeatable)")
+	if groupBy {
+		fl.StringVar(&f.groupBy, "group-by", "host,paths", "apply the policy per group of snapshots sharing these fields: host, paths, tags")
+	}
+}
+
+// policy builds the policy the flags give; has reports whether any
+// --keep-* flag was given.
+func (f *policyFlags) policy(cmd *cobra.Command) (p retention.Policy, has bool, err error) {
+	for _, name := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "keep-tag"} {
+		if cmd.Flags().Changed(name) {
+			has = true
+		}
+	}
+	if !has {
+		return p, false, nil
+	}
+	p = retention.Policy{Last: f.last, Hourly: f.hourly, Daily: f.daily, Weekly: f.weekly, Monthly: f.monthly, Yearly: f.yearly, Tags: f.tags}
+	if f.within != "" {
+		if p.Within, err = retention.ParseDuration(f.within); err != nil {
+			return p, true, fmt.Errorf("--keep-within: %w", err)
+		}
+	}
+	if cmd.Flags().Lookup("group-by") != nil {
+		if p.GroupBy, err = retention.ParseGroupBy(f.groupBy); err != nil {
+			return p, true, fmt.Errorf("--group-by: %w", err)
+		}
+	}
+	return p, true, p.Validate()
+}
+
+func newUndeleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "undelete SNAPSHOT...",
+		Short: "Bring back forgotten snapshots, with all their data",
+		Long: `Bring back snapshots forgotten with "coffer forget", as long as prune has not
+removed them (their soft-delete period has not ended, or prune has not run
+since). "coffer snapshots --deleted" lists them.`,
+		Example: "  coffer undelete 1a2b3c4d",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.localOnly("undelete"); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			for _, ref := range args {
+				s, err := v.FindDeleted(ctx, ref)
+				if err != nil {
+					return err
+				}
+				if _, err := v.Undelete(ctx, s.ID, a.principal()); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "snapshot %s (%s, %s) is back\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), s.Host)
+			}
+			return nil
+		},
+	}
+}
+
+func newPruneCmd(a *app) *cobra.Command {
+	var jsonOut, dryRun bool
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Reclaim space no live or soft-deleted snapshot needs",
+		Long: `Remove forgotten snapshots whose soft-delete period has ended, then the packs no
+remaining snapshot (live or soft-deleted) needs. Safe to run while backups run:
+a pack is first condemned, and deleted only when every backup that began before
+that has finished and no snapshot turns out to need it (a later prune deletes
+what had to wait). An interrupted prune leaves a vault that check passes.
+
+Packs that hold both needed and unneeded data are kept whole for now; prune
+reports how much they could free.`,
+		Example: "  coffer prune --dry-run\n  coffer prune --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.localOnly("prune"); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			rep, err := v.Prune(ctx, engine.PruneOptions{DryRun: dryRun, Principal: a.principal()})
+			if err != nil {
+				return err
+			}
+			return printPrune(a, rep, jsonOut)
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be removed; delete nothing")
+	return cmd
+}
+
+func printPrune(a *app, rep *engine.PruneReport, jsonOut bool) error {
+	if jsonOut {
+		out := struct {
+			*engine.PruneReport
+			Expired []snapshotJSON `json:"expired_snapshots"`
+		}{PruneReport: rep, Expired: []snapshotJSON{}}
+		for _, s := range rep.Expired {
+			out.Expired = append(out.Expired, toSnapshotJSON(s))
+		}
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	verb := func(done, would string) string {
+		if rep.DryRun {
+			return would
+		}
+		return done
+	}
+	fmt.Fprintf(a.stdout, "%s %d expired snapshot(s); %d forgotten snapshot(s) kept until their soft-delete period ends\n",
+		verb("removed", "would remove"), len(rep.Expired), rep.StillDeleted)
+	fmt.Fprintf(a.stdout, "%s %d unused pack(s) (%s)\n", verb("condemned", "would condemn"), rep.Condemned, humanBytes(uint64(rep.CondemnedBytes)))
+	fmt.Fprintf(a.stdout, "%s %d pack(s), %s reclaimed\n", verb("deleted", "would delete"), rep.Deleted, humanBytes(uint64(rep.DeletedBytes)))
+	if rep.Waiting > 0 {
+		fmt.Fprintf(a.stdout, "%d condemned pack(s) (%s) wait for %d running backup(s) to finish; run prune again later\n", rep.Waiting, humanBytes(uint64(rep.WaitingBytes)), len(rep.Sessions))
+	}
+	if rep.Reprieved > 0 {
+		fmt.Fprintf(a.stdout, "%d condemned pack(s) kept: a snapshot saved meanwhile needs them\n", rep.Reprieved)
+	}
+	if rep.PartlyUsed > 0 {
+		fmt.Fprintf(a.stdout, "%d partly used pack(s) kept whole: %s unused inside them (repacking is not built yet)\n", rep.PartlyUsed, humanBytes(uint64(rep.UnusedBytes)))
+	}
+	return nil
+}
+
+func newVaultSetCmd(a *app) *cobra.Command {
+	var softDelete, immut, minRet string
+	var days int
+	var confirm, jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "set [VAULT]",
+		Short: "Change a vault's deletion protection: soft delete, immutability, minimum retention",
+		Long: `Change how a vault protects its snapshots from deletion (docs/retention.md):
+
+  --soft-delete on|off|always-on   forgotten snapshots are kept (and can be
+                                   undeleted) for --soft-delete-days; always-on
+                                   can never be turned off again
+  --soft-delete-days N             14 to 180 (default 14)
+  --immutability enabled|disabled|locked
+                                   enabled: no retention may be shortened and
+                                   soft delete not turned off; disabled again
+                                   only while unlocked. locked: irreversible,
+                                   and soft delete becomes always-on
+  --min-retention D                no snapshot may be forgotten before it is
+                                   this old (30d, 12w, 1y)
+
+Critical changes (turning soft delete off or shortening it, disabling
+immutability, lowering the minimum retention) need a second person's approval.
+A local vault has one principal: they are refused unless the vault was created
+with "coffer vault create --single-user", and then need --confirm.`,
+		Example: `  coffer vault set --soft-delete-days 30
+  coffer vault set prod --immutability enabled --min-retention 30d
+  coffer vault set --immutability locked      # irreversible`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.vaultArg(args, 0); err != nil {
+				return err
+			}
+			if err := a.localOnly("vault set"); err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if !f.Changed("soft-delete") && !f.Changed("soft-delete-days") && !f.Changed("immutability") && !f.Changed("min-retention") {
+				return errors.New("nothing to change: give --soft-delete, --soft-delete-days, --immutability or --min-retention")
+			}
+			var ret time.Duration
+			if f.Changed("min-retention") {
+				var err error
+				if ret, err = retention.ParseDuration(minRet); err != nil {
+					return fmt.Errorf("--min-retention: %w", err)
+				}
+			}
+			change := func(s *vault.VaultSettings) {
+				if f.Changed("soft-delete") {
+					s.SoftDelete = vault.SoftDelete(softDelete)
+				}
+				if f.Changed("soft-delete-days") {
+					s.SoftDeleteDays = days
+				}
+				if f.Changed("immutability") {
+					s.Immutability = vault.Immutability(immut)
+				}
+				if f.Changed("min-retention") {
+					s.MinRetention = ret
+				}
+			}
+			return a.changeSettings(cmd.Context(), change, confirm, jsonOut)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&softDelete, "soft-delete", "", "on, off or always-on")
+	f.IntVar(&days, "soft-delete-days", 0, "how long forgotten snapshots are kept: 14 to 180 days")
+	f.StringVar(&immut, "immutability", "", "enabled, disabled or locked (irreversible)")
+	f.StringVar(&minRet, "min-retention", "", "no snapshot may be forgotten before it is this old: 30d, 12w, 1y")
+	f.BoolVar(&confirm, "confirm", false, "make a critical change on a single-user local vault")
+	f.BoolVar(&jsonOut, "json", false, "print the settings as JSON")
+	return cmd
+}
+
+// changeSettings applies a settings change to the selected local vault,
+// with the local rules for critical changes.
+func (a *app) changeSettings(ctx context.Context, change func(*vault.VaultSettings), confirm, jsonOut bool) error {
+	v, err := a.openVault(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	cur, err := v.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	// Critical changes, locally: only on a single-user vault, with
+	// --confirm.
+	allow := cur.SingleUser && confirm
+	old, nw, c, err := v.ChangeSettings(ctx, change, a.principal(), allow)
+	if errors.Is(err, vault.ErrApprovalRequired) {
+		if !cur.SingleUser {
+			return fmt.Errorf("%w: a critical change (%s) needs a second person's approval, and a local vault has one principal. On a vault server, a security approver approves it (coffer approve); a local vault created with `coffer vault create --single-user` allows it with --confirm", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "))
+		}
+		return fmt.Errorf("%w: %s is a critical change: add --confirm to make it on this single-user vault (it is recorded)", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "))
+	}
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return printSettingsJSON(a, nw)
+	}
+	if d := engine.DescribeSettingsChange(old, nw); d != "" {
+		fmt.Fprintf(a.stdout, "changed: %s\n", d)
+	} else {
+		fmt.Fprintln(a.stdout, "nothing changed")
+	}
+	return nil
+}
+
+func settingsJSON(s vault.VaultSettings) map[string]any {
+	m := map[string]any{"soft_delete": s.SoftDelete, "soft_delete_days": s.SoftDeleteDays, "immutability": s.Immutability,
+		"min_retention_seconds": int64(s.MinRetention / time.Second), "min_retention": protect.FormatDuration(s.MinRetention), "single_user": s.SingleUser}
+	if s.Policy != "" {
+		m["policy"] = json.RawMessage(s.Policy)
+	}
+	return m
+}
+
+func printSettingsJSON(a *app, s vault.VaultSettings) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(settingsJSON(s))
+}
+
+func newVaultLogCmd(a *app) *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "log",
+		Short: "List the vault's deletion and protection events",
+		Long: `List every forget, undelete, prune, policy and protection change of the vault,
+oldest first, with its time, who did it and the outcome (refusals included).
+Key events are listed by "coffer key log".`,
+		Example: "  coffer vault log\n  coffer vault log --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.localOnly("vault log"); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			v, err := a.openVault(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			evs, err := v.Events(ctx)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				type ev struct {
+					Time      time.Time `json:"time"`
+					Principal string    `json:"principal"`
+					Event     string    `json:"event"`
+					Detail    string    `json:"detail"`
+					OK        bool      `json:"ok"`
+				}
+				out := make([]ev, len(evs))
+				for i, e := range evs {
+					out[i] = ev{e.Time, e.Principal, e.Event, e.Detail, e.OK}
+				}
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tPRINCIPAL\tDETAIL")
+			for _, e := range evs {
+				outcome := "ok"
+				if !e.OK {
+					outcome = "REFUSED"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), e.Event, outcome, e.Principal, e.Detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func (e *testEnv) advance(d time.Duration) {
+	e.mu.Lock()
+	e.clock = e.clock.Add(d)
+	e.mu.Unlock()
+}
+
+func failsWith(t *testing.T, e *testEnv, want string, args ...string) string {
+	t.Helper()
+	_, stderr, code := coffer(t, e, args...)
+	if code != exitFailure || !strings.Contains(stderr, want) {
+		t.Errorf("coffer %s: exit %d, stderr %q; want exit 1 mentioning %q", strings.Join(args, " "), code, stderr, want)
+	}
+	return stderr
+}
+
+// TestForgetUndeletePrune walks soft delete from the CLI: forget, the
+// deleted list, undelete with a restore compared byte for byte, prune
+// keeping a forgotten snapshot's data until its period ends (on a moved
+// clock), then reclaiming it, with check --read-data clean throughout.
+func TestForgetUndeletePrune(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "a"), randBytes(1, 2<<20), 0o644)
+	first := backupJSON(t, e, src)
+	writeFile(t, filepath.Join(src, "a"), randBytes(2, 2<<20), 0o644)
+	second := backupJSON(t, e, src)
+
+	if out := mustCoffer(t, e, "forget", first[:8]); !strings.Contains(out, "forgot 1 snapshot") || !strings.Contains(out, "coffer undelete") {
+		t.Errorf("forget said %q", out)
+	}
+	if snaps := listSnapshots(t, e); len(snaps) != 1 || snaps[0].ID != second {
+		t.Errorf("snapshots after forget: %+v", snaps)
+	}
+	var deleted []snapshotJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "snapshots", "--deleted", "--json")), &deleted); err != nil {
+		t.Fatal(err)
+	}
+	if len(deleted) != 1 || deleted[0].ID != first || deleted[0].Expires == nil || deleted[0].Expires.Sub(*deleted[0].Deleted) != 14*24*time.Hour || deleted[0].DeletedBy == "" {
+		t.Errorf("snapshots --deleted: %+v", deleted)
+	}
+	failsWith(t, e, "not found", "restore", first[:8], "--target", t.TempDir())
+
+	mustCoffer(t, e, "undelete", first[:8])
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", first[:8], "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "a")); !bytes.Equal(got, randBytes(1, 2<<20)) {
+		t.Error("the undeleted snapshot restores different data")
+	}
+
+	mustCoffer(t, e, "forget", first[:8])
+	storeBytes := func() int64 {
+		var n int64
+		filepath.Walk(filepath.Join(e.storeDir(), "packs"), func(_ string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				n += fi.Size()
+			}
+			return nil
+		})
+		return n
+	}
+	before := storeBytes()
+	out := mustCoffer(t, e, "prune")
+	if !strings.Contains(out, "removed 0 expired") || storeBytes() != before {
+		t.Errorf("prune within the soft-delete period: %q (store %d → %d bytes)", out, before, storeBytes())
+	}
+	e.advance(15 * 24 * time.Hour)
+	if out := mustCoffer(t, e, "prune", "--dry-run"); !strings.Contains(out, "would remove 1 expired") || storeBytes() != before {
+		t.Errorf("prune --dry-run: %q (store %d → %d bytes)", out, before, storeBytes())
+	}
+	var rep struct {
+		Deleted      int   `json:"packs_deleted"`
+		DeletedBytes int64 `json:"bytes_deleted"`
+		Expired      []snapshotJSON
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "prune", "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted == 0 || rep.DeletedBytes < 2<<20 || storeBytes() > before-(2<<20) {
+		t.Errorf("prune after expiry: %+v (store %d → %d bytes)", rep, before, storeBytes())
+	}
+	failsWith(t, e, "not found", "undelete", first[:8])
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check after prune: %s", out)
+	}
+	dst = t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "a")); !bytes.Equal(got, randBytes(2, 2<<20)) {
+		t.Error("the remaining snapshot restores different data after prune")
+	}
+	log := mustCoffer(t, e, "vault", "log")
+	for _, want := range []string{"forget", "undelete", "prune"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("vault log lacks %s:\n%s", want, log)
+		}
+	}
+}
+
+// TestForgetPolicy: --keep-* flags forget what the policy does not keep,
+// per host and paths; --dry-run changes nothing.
+func TestForgetPolicy(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	var ids []string
+	for i := range 4 {
+		writeFile(t, filepath.Join(src, "f"), randBytes(uint64(i), 1000), 0o644)
+		ids = append(ids, backupJSON(t, e, src))
+		e.advance(24 * time.Hour)
+	}
+	var dry struct {
+		DryRun    bool           `json:"dry_run"`
+		Forgotten []snapshotJSON `json:"forgotten"`
+		Groups    []struct {
+			Key       string `json:"group"`
+			Snapshots []struct {
+				ID      string   `json:"id"`
+				Keep    bool     `json:"keep"`
+				Reasons []string `json:"reasons"`
+			} `json:"snapshots"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "forget", "--keep-last", "2", "--dry-run", "--json")), &dry); err != nil {
+		t.Fatal(err)
+	}
+	if !dry.DryRun || len(dry.Forgotten) != 2 || len(dry.Groups) != 1 || len(dry.Groups[0].Snapshots) != 4 {
+		t.Fatalf("forget --dry-run: %+v", dry)
+	}
+	if len(listSnapshots(t, e)) != 4 {
+		t.Fatal("--dry-run forgot something")
+	}
+	out := mustCoffer(t, e, "forget", "--keep-last", "2")
+	if !strings.Contains(out, "forgot 2 snapshot") || !strings.Contains(out, "last") {
+		t.Errorf("forget --keep-last 2 said:\n%s", out)
+	}
+	snaps := listSnapshots(t, e)
+	if len(snaps) != 2 || snaps[0].ID != ids[2] || snaps[1].ID != ids[3] {
+		t.Errorf("kept %+v, want the two newest", snaps)
+	}
+	failsWith(t, e, "not both", "forget", ids[3][:8], "--keep-last", "1")
+	failsWith(t, e, "--keep-daily", "forget", "--keep-daily", "-5")
+	failsWith(t, e, "name the snapshots", "forget")
+	failsWith(t, e, "not found", "forget", "deadbeef")
+}
+
+// TestVaultProtection: vault set from the CLI, with the refusals a local
+// vault gives: critical changes need a second person, immutability is
+// one way, a locked vault cannot be loosened, the minimum retention keeps
+// young snapshots; bad values change nothing. A single-user vault allows
+// critical changes with --confirm.
+func TestVaultProtection(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "f"), []byte("data"), 0o644)
+	id := backupJSON(t, e, src)
+
+	if out := mustCoffer(t, e, "vault", "set", "--soft-delete-days", "30"); !strings.Contains(out, "soft-delete days 14 → 30") {
+		t.Errorf("vault set said %q", out)
+	}
+	failsWith(t, e, "second person", "vault", "set", "--soft-delete-days", "14")
+	failsWith(t, e, "second person", "vault", "set", "--soft-delete", "off")
+	failsWith(t, e, "14 to 180", "vault", "set", "--soft-delete-days", "200")
+	failsWith(t, e, "nothing to change", "vault", "set")
+	failsWith(t, e, "enable", "vault", "set", "--immutability", "locked")
+
+	mustCoffer(t, e, "vault", "set", "--min-retention", "30d")
+	failsWith(t, e, "--min-retention 30d", "forget", id[:8])
+	e.advance(31 * 24 * time.Hour)
+
+	mustCoffer(t, e, "policy", "set", "--keep-daily", "7", "--keep-weekly", "4")
+	mustCoffer(t, e, "vault", "set", "--immutability", "enabled")
+	failsWith(t, e, "immutability is enabled", "vault", "set", "--min-retention", "7d")
+	failsWith(t, e, "cannot be shortened", "policy", "set", "--keep-daily", "3", "--keep-weekly", "4")
+	mustCoffer(t, e, "policy", "set", "--keep-daily", "14", "--keep-weekly", "4")
+	mustCoffer(t, e, "vault", "set", "--immutability", "locked")
+	failsWith(t, e, "locked", "vault", "set", "--immutability", "disabled")
+	failsWith(t, e, "always-on", "vault", "set", "--soft-delete", "on")
+
+	var show struct {
+		Protection map[string]any `json:"protection"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "vault", "show", "--json")), &show); err != nil {
+		t.Fatal(err)
+	}
+	p := show.Protection
+	if p["immutability"] != "locked" || p["soft_delete"] != "always-on" || p["soft_delete_days"] != float64(30) || p["min_retention"] != "30d" || p["policy"] == nil {
+		t.Errorf("vault show protection: %v", p)
+	}
+	// Forgetting an old enough snapshot is still allowed (soft delete).
+	mustCoffer(t, e, "forget", id[:8])
+	log := mustCoffer(t, e, "vault", "log", "--json")
+	var evs []struct {
+		Event string `json:"event"`
+		OK    bool   `json:"ok"`
+	}
+	if err := json.Unmarshal([]byte(log), &evs); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, ev := range evs {
+		if !ev.OK {
+			refused++
+		}
+	}
+	if refused < 5 {
+		t.Errorf("%d refusals in the vault log, want every refused change: %s", refused, log)
+	}
+
+	// A single-user vault: critical changes with --confirm.
+	e2 := newEnv(t)
+	if out := mustCoffer(t, e2, "vault", "create", "solo", "--single-user"); !strings.Contains(out, "single-user") {
+		t.Errorf("vault create said %q", out)
+	}
+	failsWith(t, e2, "exists", "vault", "create", "solo")
+	mustCoffer(t, e2, "vault", "set", "solo", "--soft-delete-days", "60")
+	failsWith(t, e2, "--confirm", "vault", "set", "solo", "--soft-delete-days", "20")
+	mustCoffer(t, e2, "vault", "set", "solo", "--soft-delete-days", "20", "--confirm")
+	if out := mustCoffer(t, e2, "vault", "log", "--vault", "solo"); !strings.Contains(out, "critical") {
+		t.Errorf("a confirmed critical change is not marked in the log:\n%s", out)
+	}
+}
+
+// TestPruneWhileBackingUp runs backups and prunes at the same time on one
+// vault; afterwards every snapshot passes check --read-data and restores.
+func TestPruneWhileBackingUp(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	for i := range 3 {
+		writeFile(t, filepath.Join(src, "f"), randBytes(uint64(i), 1<<20), 0o644)
+		id := backupJSON(t, e, src)
+		mustCoffer(t, e, "forget", id[:8])
+	}
+	e.advance(15 * 24 * time.Hour)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	run := func(args ...string) {
+		defer wg.Done()
+		var out, errb bytes.Buffer
+		code := runWith(t.Context(), args, strings.NewReader(""), &out, &errb, e.getenv, e.now)
+		if code != exitOK && !strings.Contains(errb.String(), "another prune") {
+			mu.Lock()
+			failures = append(failures, strings.Join(args, " ")+": "+errb.String())
+			mu.Unlock()
+		}
+	}
+	for i := range 3 {
+		// Backs up data the forgotten snapshots held: deduplication
+		// races with prune condemning it.
+		dir := filepath.Join(t.TempDir(), "b")
+		writeFile(t, filepath.Join(dir, "f"), randBytes(uint64(i), 1<<20), 0o644)
+		wg.Add(2)
+		go run("backup", dir)
+		go run("prune")
+	}
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	mustCoffer(t, e, "prune")
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check after backups and prunes at once: %s", out)
+	}
+	snaps := listSnapshots(t, e)
+	if len(snaps) != 3 {
+		t.Fatalf("%d snapshots, want 3", len(snaps))
+	}
+	for _, s := range snaps {
+		mustCoffer(t, e, "restore", s.ID[:8], "--target", t.TempDir())
+	}
+}

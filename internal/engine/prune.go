@@ -1,0 +1,605 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/protect"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Settings returns the vault's deletion-protection settings.
+func (v *Vault) Settings(ctx context.Context) (vault.VaultSettings, error) {
+	return v.opt.Catalog.Settings(ctx, v.rec.ID)
+}
+
+// event records a vault event; a failure to record it is logged and
+// returned to callers that must not go on without it.
+func (v *Vault) event(ctx context.Context, principal, event, detail string, ok bool) error {
+	err := v.opt.Catalog.AddEvent(ctx, vault.VaultEvent{Vault: v.rec.ID, Time: v.opt.Now().UTC(), Principal: principal, Event: event, Detail: detail, OK: ok})
+	if err != nil {
+		v.log.Error("could not record a vault event", "event", event, "err", err)
+		return fmt.Errorf("record the %s event: %w", event, err)
+	}
+	return nil
+}
+
+// Events returns the vault's event trail.
+func (v *Vault) Events(ctx context.Context) ([]vault.VaultEvent, error) {
+	return v.opt.Catalog.Events(ctx, v.rec.ID)
+}
+
+// Forget soft-deletes the snapshots named by ids: they leave the
+// snapshot list, keep all their data, and may be undeleted until their
+// soft-delete period ends. Every snapshot is checked against the vault's
+// protection first; if any may not be forgotten, none is.
+func (v *Vault) Forget(ctx context.Context, ids []vault.ID, principal string) ([]vault.SnapshotRecord, error) {
+	settings, err := v.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := v.AllSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[vault.ID]vault.SnapshotRecord{}
+	for _, s := range all {
+		byID[s.ID] = s
+	}
+	now := v.opt.Now().UTC()
+	var todo []vault.SnapshotRecord
+	var errs []error
+	seen := map[vault.ID]bool{}
+	for _, id := range ids {
+		s, ok := byID[id]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("snapshot %s: %w", id.Short(), vault.ErrNotFound))
+		case !s.Deleted.IsZero():
+			errs = append(errs, fmt.Errorf("snapshot %s was forgotten already, on %s", id.Short(), s.Deleted.Format(time.RFC3339)))
+		case seen[id]:
+		default:
+			if err := protect.Forget(settings, s, now); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			seen[id] = true
+			todo = append(todo, s)
+		}
+	}
+	if len(errs) > 0 {
+		detail := fmt.Sprintf("refused to forget %d snapshot(s): %v", len(ids), errors.Join(errs...))
+		v.event(ctx, principal, vault.EventForget, detail, false)
+		return nil, fmt.Errorf("nothing was forgotten: %w", errors.Join(errs...))
+	}
+	var done []vault.SnapshotRecord
+	for _, s := range todo {
+		if err := v.opt.Catalog.SetSnapshotDeleted(ctx, v.rec.ID, s.ID, now, principal); err != nil {
+			v.event(ctx, principal, vault.EventForget, fmt.Sprintf("forgot %s, then failed: %v", shortIDs(done), err), false)
+			return done, err
+		}
+		s.Deleted, s.DeletedBy = now, principal
+		done = append(done, s)
+	}
+	expiry := protect.Expiry(settings, now)
+	if err := v.event(ctx, principal, vault.EventForget, fmt.Sprintf("soft-deleted %s; recoverable until %s", shortIDs(done), expiry.Format(time.RFC3339)), true); err != nil {
+		return done, err
+	}
+	return done, nil
+}
+
+func shortIDs(ss []vault.SnapshotRecord) string {
+	ids := make([]string, len(ss))
+	for i, s := range ss {
+		ids[i] = s.ID.Short()
+	}
+	return strings.Join(ids, ", ")
+}
+
+// Undelete brings a soft-deleted snapshot back, with all its data, as
+// long as prune has not removed it.
+func (v *Vault) Undelete(ctx context.Context, id vault.ID, principal string) (vault.SnapshotRecord, error) {
+	all, err := v.AllSnapshots(ctx)
+	if err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	for _, s := range all {
+		if s.ID != id {
+			continue
+		}
+		if s.Deleted.IsZero() {
+			return s, fmt.Errorf("snapshot %s is not deleted", id.Short())
+		}
+		if err := v.opt.Catalog.SetSnapshotDeleted(ctx, v.rec.ID, id, time.Time{}, ""); err != nil {
+			return s, err
+		}
+		s.Deleted, s.DeletedBy = time.Time{}, ""
+		return s, v.event(ctx, principal, vault.EventUndelete, "brought back "+id.Short(), true)
+	}
+	return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w (pruned, or never in this vault)", id.Short(), vault.ErrNotFound)
+}
+
+// FindDeleted resolves ref (an ID or unique prefix) among the vault's
+// soft-deleted snapshots.
+func (v *Vault) FindDeleted(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
+	all, err := v.AllSnapshots(ctx)
+	if err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	var deleted []vault.SnapshotRecord
+	for _, s := range all {
+		if !s.Deleted.IsZero() {
+			deleted = append(deleted, s)
+		}
+	}
+	if ref == "latest" {
+		return vault.SnapshotRecord{}, fmt.Errorf("name the deleted snapshot by its ID (coffer snapshots --deleted lists them)")
+	}
+	return FindSnapshot(deleted, ref)
+}
+
+// ChangeSettings applies change to the vault's settings after checking it
+// against the vault's protection (protect.Settings). A change the
+// protection forbids fails with vault.ErrImmutable; a critical one fails
+// with vault.ErrApprovalRequired, naming what is critical, unless
+// allowCritical (an approved request, or a confirmed single-user vault).
+// It returns the settings before and after.
+func (v *Vault) ChangeSettings(ctx context.Context, change func(*vault.VaultSettings), principal string, allowCritical bool) (old, new vault.VaultSettings, c protect.Change, err error) {
+	old, err = v.Settings(ctx)
+	if err != nil {
+		return old, old, c, err
+	}
+	new = old
+	change(&new)
+	if new.Immutability == vault.ImmutabilityLocked && old.Immutability != vault.ImmutabilityLocked {
+		new = protect.Lock(new) // locking turns soft delete always-on
+	}
+	c, err = protect.Settings(old, new)
+	if err == nil && c.NeedsApproval() && !allowCritical {
+		err = fmt.Errorf("%w: %s", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "))
+	}
+	detail := DescribeSettingsChange(old, new)
+	if err != nil {
+		v.event(ctx, principal, vault.EventSettings, "refused: "+detail+": "+err.Error(), false)
+		return old, old, c, err
+	}
+	if detail == "" {
+		return old, old, c, nil
+	}
+	new.Updated = v.opt.Now().UTC()
+	if err := v.opt.Catalog.SetSettings(ctx, v.rec.ID, new); err != nil {
+		return old, old, c, err
+	}
+	ev := vault.EventSettings
+	if old.Policy != new.Policy {
+		ev = vault.EventPolicy
+	}
+	if c.NeedsApproval() {
+		detail += " (critical: " + strings.Join(c.Critical, "; ") + ")"
+	}
+	return old, new, c, v.event(ctx, principal, ev, detail, true)
+}
+
+// DescribeSettingsChange says what differs from old to new, "" when
+// nothing does.
+func DescribeSettingsChange(old, new vault.VaultSettings) string {
+	var parts []string
+	if old.SoftDelete != new.SoftDelete {
+		parts = append(parts, fmt.Sprintf("soft delete %s → %s", old.SoftDelete, new.SoftDelete))
+	}
+	if old.SoftDeleteDays != new.SoftDeleteDays {
+		parts = append(parts, fmt.Sprintf("soft-delete days %d → %d", old.SoftDeleteDays, new.SoftDeleteDays))
+	}
+	if old.Immutability != new.Immutability {
+		parts = append(parts, fmt.Sprintf("immutability %s → %s", old.Immutability, new.Immutability))
+	}
+	if old.MinRetention != new.MinRetention {
+		parts = append(parts, fmt.Sprintf("minimum retention %s → %s", protect.FormatDuration(old.MinRetention), protect.FormatDuration(new.MinRetention)))
+	}
+	if old.Policy != new.Policy {
+		o, n := old.Policy, new.Policy
+		if o == "" {
+			o = "none"
+		}
+		if n == "" {
+			n = "none"
+		}
+		parts = append(parts, fmt.Sprintf("policy %s → %s", o, n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// PruneOptions tune Prune.
+type PruneOptions struct {
+	DryRun    bool   // decide and report; change nothing
+	Principal string // who runs it, for the event trail
+}
+
+// PruneReport is what Prune did (or, with DryRun, would do).
+type PruneReport struct {
+	DryRun bool `json:"dry_run"`
+	// Expired are the soft-deleted snapshots whose period ended: removed.
+	Expired []vault.SnapshotRecord `json:"-"`
+	// StillDeleted counts soft-deleted snapshots kept until they expire.
+	StillDeleted int `json:"soft_deleted_kept"`
+	// Condemned: packs no snapshot needs, newly marked this run.
+	Condemned      int   `json:"packs_condemned"`
+	CondemnedBytes int64 `json:"bytes_condemned"`
+	// Deleted: condemned packs removed this run.
+	Deleted      int   `json:"packs_deleted"`
+	DeletedBytes int64 `json:"bytes_deleted"`
+	// Waiting: condemned packs kept because a writer that began before
+	// they were condemned may still reference them; a later prune
+	// deletes them.
+	Waiting      int   `json:"packs_waiting"`
+	WaitingBytes int64 `json:"bytes_waiting"`
+	// Reprieved: condemned packs a snapshot saved meanwhile needs.
+	Reprieved int `json:"packs_reprieved"`
+	// PartlyUsed packs hold both needed and unneeded blobs; they are kept
+	// whole (no repacking yet), and UnusedBytes of them could be freed.
+	PartlyUsed  int   `json:"packs_partly_used"`
+	UnusedBytes int64 `json:"bytes_unused_in_kept_packs"`
+	// Sessions are the writers that held deletions back.
+	Sessions []vault.Session `json:"-"`
+}
+
+// Prune removes what no snapshot needs any more: soft-deleted snapshots
+// whose period has ended, then packs that no remaining snapshot (live or
+// soft-deleted) references. It is safe against backups running at the
+// same time (docs/retention.md): a pack is first condemned (left out of
+// the index later writers load, so nothing new depends on it), and
+// deleted only once every writer session that began before that has
+// ended and a fresh look at the snapshots finds no reference to it; one
+// that is referenced after all is reprieved. The catalog record goes
+// before the store object, so an interrupted prune leaves at worst a pack
+// in the store that no catalog entry names, which check reports as
+// harmless.
+func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, error) {
+	rep := &PruneReport{DryRun: opt.DryRun}
+	settings, err := v.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := v.opt.Now().UTC()
+	if !opt.DryRun {
+		// One prune at a time: a second one could delete the other copy
+		// of a blob the first relies on.
+		me := vault.Session{ID: newSessionID(), Kind: "prune", Principal: opt.Principal, Started: now, Touched: now}
+		if err := v.opt.Catalog.BeginSession(ctx, v.rec.ID, me); err != nil {
+			return nil, fmt.Errorf("prune: %w", err)
+		}
+		defer v.opt.Catalog.EndSession(context.WithoutCancel(ctx), me.ID)
+		ss, err := v.opt.Catalog.Sessions(ctx, v.rec.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			if s.Kind == "prune" && s.ID != me.ID && now.Sub(s.Touched) < vault.SessionStale {
+				return nil, fmt.Errorf("prune: another prune of this vault is running (since %s, by %s); run it again when that one ends", s.Started.Format(time.RFC3339), s.Principal)
+			}
+		}
+	}
+
+	// 1. Snapshots whose soft-delete period has ended.
+	all, err := v.AllSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keep []vault.SnapshotRecord
+	for _, s := range all {
+		switch {
+		case s.Deleted.IsZero():
+			keep = append(keep, s)
+		case !now.Before(protect.Expiry(settings, s.Deleted)):
+			rep.Expired = append(rep.Expired, s)
+		default:
+			rep.StillDeleted++
+			keep = append(keep, s)
+		}
+	}
+	if !opt.DryRun {
+		for _, s := range rep.Expired {
+			if err := v.opt.Catalog.RemoveSnapshot(ctx, v.rec.ID, s.ID); err != nil {
+				return rep, fmt.Errorf("prune: remove snapshot %s: %w", s.ID.Short(), err)
+			}
+			if err := v.opt.Store.Delete(ctx, snapHandle(s.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
+				return rep, fmt.Errorf("prune: delete snapshot object %s: %w", s.ID.Short(), err)
+			}
+		}
+	}
+
+	// 2. What the remaining snapshots need. Other writers may have added
+	// packs since this vault was opened: read the index again first.
+	if err := v.loadIndex(ctx); err != nil {
+		return rep, err
+	}
+	used := map[blobKey]bool{}
+	marked := map[vault.ID]bool{}
+	if err := v.mark(ctx, keep, used, marked); err != nil {
+		return rep, err
+	}
+
+	// 3. Which packs hold nothing needed. A needed blob stored twice (two
+	// backups at once) is homed in the first pack holding it; the other
+	// copy does not keep its pack alive.
+	packs, blobsOf, err := v.packsAndBlobs(ctx)
+	if err != nil {
+		return rep, err
+	}
+	home := map[blobKey]vault.ID{}
+	for _, p := range packs {
+		if !p.Condemned.IsZero() {
+			continue
+		}
+		for _, b := range blobsOf[p.ID] {
+			k := blobKey{b.ID, b.Type}
+			if _, ok := home[k]; !ok && used[k] {
+				home[k] = p.ID
+			}
+		}
+	}
+	for i, p := range packs {
+		if !p.Condemned.IsZero() {
+			continue
+		}
+		var needed, unused int64
+		for _, b := range blobsOf[p.ID] {
+			if home[blobKey{b.ID, b.Type}] == p.ID {
+				needed++
+			} else {
+				unused += int64(b.Length)
+			}
+		}
+		switch {
+		case needed == 0:
+			rep.Condemned++
+			rep.CondemnedBytes += p.Size
+			packs[i].Condemned = now
+			if !opt.DryRun {
+				if err := v.condemn(ctx, p.ID, blobsOf[p.ID], now); err != nil {
+					return rep, err
+				}
+			}
+		case unused > 0:
+			rep.PartlyUsed++
+			rep.UnusedBytes += unused
+		}
+	}
+
+	// 4. Delete condemned packs no live writer that began before their
+	// condemnation may still reference, after a fresh look at the
+	// snapshots.
+	sessions, err := v.opt.Catalog.Sessions(ctx, v.rec.ID)
+	if err != nil {
+		return rep, err
+	}
+	var live []vault.Session
+	for _, s := range sessions {
+		switch {
+		case now.Sub(s.Touched) >= vault.SessionStale:
+			// A writer killed long ago; its session would stay forever.
+			if !opt.DryRun && now.Sub(s.Touched) >= 2*vault.SessionStale {
+				if err := v.opt.Catalog.EndSession(ctx, s.ID); err != nil {
+					return rep, err
+				}
+			}
+		case s.Kind != "prune" && (v.sess == nil || s.ID != v.sess.rec.ID):
+			live = append(live, s)
+		}
+	}
+	oldestLive := func(before time.Time) bool {
+		for _, s := range live {
+			if !s.Started.After(before) {
+				return true
+			}
+		}
+		return false
+	}
+	var deletable []vault.PackRecord
+	for _, p := range packs {
+		if p.Condemned.IsZero() {
+			continue
+		}
+		if oldestLive(p.Condemned) {
+			rep.Waiting++
+			rep.WaitingBytes += p.Size
+			continue
+		}
+		deletable = append(deletable, p)
+	}
+	for _, s := range live {
+		if slices.ContainsFunc(packs, func(p vault.PackRecord) bool { return !p.Condemned.IsZero() && !s.Started.After(p.Condemned) }) {
+			rep.Sessions = append(rep.Sessions, s)
+		}
+	}
+	if len(deletable) > 0 && !opt.DryRun {
+		// Snapshots saved since step 1 (by writers that have ended).
+		again, err := v.AllSnapshots(ctx)
+		if err != nil {
+			return rep, err
+		}
+		var fresh []vault.SnapshotRecord
+		for _, s := range again {
+			if !marked[s.Tree] && !slices.ContainsFunc(keep, func(k vault.SnapshotRecord) bool { return k.ID == s.ID }) {
+				fresh = append(fresh, s)
+			}
+		}
+		if len(fresh) > 0 {
+			if err := v.loadIndex(ctx); err != nil { // their trees
+				return rep, err
+			}
+			if err := v.mark(ctx, fresh, used, marked); err != nil {
+				return rep, err
+			}
+		}
+	}
+	for _, p := range deletable {
+		needed := false
+		for _, b := range blobsOf[p.ID] {
+			k := blobKey{b.ID, b.Type}
+			if used[k] && !v.heldElsewhere(k, p.ID) {
+				needed = true
+				break
+			}
+		}
+		if needed {
+			rep.Reprieved++
+			if !opt.DryRun {
+				if err := v.reprieve(ctx, p.ID, blobsOf[p.ID]); err != nil {
+					return rep, err
+				}
+			}
+			continue
+		}
+		rep.Deleted++
+		rep.DeletedBytes += p.Size
+		if opt.DryRun {
+			continue
+		}
+		if err := v.opt.Catalog.RemovePack(ctx, v.rec.ID, p.ID); err != nil {
+			return rep, fmt.Errorf("prune: remove pack %s from the catalog: %w", p.ID.Short(), err)
+		}
+		v.forgetCondemned(blobsOf[p.ID])
+		if err := v.opt.Store.Delete(ctx, packHandle(p.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return rep, fmt.Errorf("prune: delete pack %s: %w", p.ID.Short(), err)
+		}
+	}
+	if !opt.DryRun {
+		detail := fmt.Sprintf("removed %d expired snapshot(s)%s; %d pack(s) condemned, %d deleted (%d bytes), %d waiting for running backups, %d reprieved",
+			len(rep.Expired), listIDs(rep.Expired), rep.Condemned, rep.Deleted, rep.DeletedBytes, rep.Waiting, rep.Reprieved)
+		if err := v.event(ctx, opt.Principal, vault.EventPrune, detail, true); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func listIDs(ss []vault.SnapshotRecord) string {
+	if len(ss) == 0 {
+		return ""
+	}
+	return " (" + shortIDs(ss) + ")"
+}
+
+// mark walks the trees of snaps, adding every tree and data blob they
+// reference to used; marked holds the trees walked already.
+func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map[blobKey]bool, marked map[vault.ID]bool) error {
+	var walk func(id vault.ID) error
+	walk = func(id vault.ID) error {
+		if marked[id] {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		marked[id] = true
+		used[blobKey{id, vault.TreeBlob}] = true
+		t, err := v.LoadTree(ctx, id)
+		if err != nil {
+			return fmt.Errorf("prune: read tree %s: %w (run coffer check; prune removes nothing while a tree cannot be read)", id.Short(), err)
+		}
+		for _, n := range t.Nodes {
+			switch n.Kind {
+			case format.KindDir:
+				if err := walk(n.Subtree); err != nil {
+					return err
+				}
+			case format.KindFile:
+				for _, c := range n.Content {
+					used[blobKey{c, vault.DataBlob}] = true
+				}
+			}
+		}
+		return nil
+	}
+	for _, s := range snaps {
+		if err := walk(s.Tree); err != nil {
+			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
+		}
+	}
+	return nil
+}
+
+// packsAndBlobs reads the catalog's packs (oldest first) and their blobs.
+func (v *Vault) packsAndBlobs(ctx context.Context) ([]vault.PackRecord, map[vault.ID][]vault.BlobRecord, error) {
+	var packs []vault.PackRecord
+	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+		packs = append(packs, p)
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	slices.SortStableFunc(packs, func(a, b vault.PackRecord) int { return a.Created.Compare(b.Created) })
+	blobsOf := map[vault.ID][]vault.BlobRecord{}
+	if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
+		blobsOf[b.Pack] = append(blobsOf[b.Pack], b)
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	return packs, blobsOf, nil
+}
+
+// condemn marks pack id unused and moves its blobs out of the index this
+// engine deduplicates against (a blob also held by another pack stays
+// indexed there).
+func (v *Vault) condemn(ctx context.Context, id vault.ID, blobs []vault.BlobRecord, at time.Time) error {
+	if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, id, at); err != nil {
+		return fmt.Errorf("prune: condemn pack %s: %w", id.Short(), err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, b := range blobs {
+		k := blobKey{b.ID, b.Type}
+		if r, ok := v.index[k]; ok && r.Pack == id {
+			delete(v.index, k)
+			v.condemned[k] = b
+		}
+	}
+	return nil
+}
+
+// reprieve puts a condemned pack back in use.
+func (v *Vault) reprieve(ctx context.Context, id vault.ID, blobs []vault.BlobRecord) error {
+	if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, id, time.Time{}); err != nil {
+		return fmt.Errorf("prune: reprieve pack %s: %w", id.Short(), err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, b := range blobs {
+		k := blobKey{b.ID, b.Type}
+		if r, ok := v.condemned[k]; ok && r.Pack == id {
+			delete(v.condemned, k)
+		}
+		if _, ok := v.index[k]; !ok {
+			v.index[k] = b
+		}
+	}
+	return nil
+}
+
+// heldElsewhere reports whether blob k is indexed in a pack other than
+// pack (one not condemned).
+func (v *Vault) heldElsewhere(k blobKey, pack vault.ID) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r, ok := v.index[k]
+	return ok && r.Pack != pack
+}
+
+// forgetCondemned drops a deleted pack's blobs from the condemned index.
+func (v *Vault) forgetCondemned(blobs []vault.BlobRecord) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, b := range blobs {
+		k := blobKey{b.ID, b.Type}
+		if r, ok := v.condemned[k]; ok && r.Pack == b.Pack {
+			delete(v.condemned, k)
+		}
+	}
+}
