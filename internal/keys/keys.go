@@ -3,6 +3,7 @@
 package keys
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,15 +15,22 @@ import (
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/fsutil"
+	"github.com/coffer-backup/coffer/internal/keys/cloudkms"
 	"github.com/coffer-backup/coffer/internal/keys/pkcs11"
 	"github.com/coffer-backup/coffer/internal/keys/rsafile"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
-// Open opens the key provider a URI names: rsa-file:///path/key.pem, or an
-// RFC 7512 pkcs11: URI (more schemes as their providers land: awskms://,
-// azurekeyvault://, gcpkms://, hashivault://).
+// Open opens the key provider a URI names: rsa-file:///path/key.pem, an
+// RFC 7512 pkcs11: URI, or a gocloud.dev/secrets URI of a cloud KMS key
+// (awskms://, azurekeyvault://, gcpkms://, hashivault://).
 func Open(uri string) (vault.KeyProvider, error) {
+	return OpenContext(context.Background(), uri)
+}
+
+// OpenContext is Open with a context, which bounds what opening a cloud
+// KMS provider does (finding credentials may ask a metadata server).
+func OpenContext(ctx context.Context, uri string) (vault.KeyProvider, error) {
 	scheme, _, _ := strings.Cut(uri, ":")
 	switch scheme {
 	case "rsa-file":
@@ -41,8 +49,12 @@ func Open(uri string) (vault.KeyProvider, error) {
 			return nil, err
 		}
 		return p, nil
-	case "awskms", "azurekeyvault", "gcpkms", "hashivault":
-		return nil, fmt.Errorf("key URI %s: the %s provider is not in this build yet", Redact(uri), scheme)
+	case cloudkms.AWSKMS, cloudkms.AzureKeyVault, cloudkms.GCPKMS, cloudkms.HashiVault:
+		p, err := cloudkms.Open(ctx, uri)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
 	}
 	return nil, fmt.Errorf("key URI %s: unknown scheme %q (want rsa-file:///path, pkcs11:…, awskms://, azurekeyvault://, gcpkms:// or hashivault://)", Redact(uri), scheme)
 }
@@ -50,8 +62,12 @@ func Open(uri string) (vault.KeyProvider, error) {
 var pinValue = regexp.MustCompile(`(?i)(pin-value=)[^&;]*`)
 
 // Redact hides secrets a key URI may hold (a PKCS#11 pin-value, a
-// password in user info) so that it can be shown or logged.
+// password in user info or, in a cloud KMS URI, in a URL parameter) so
+// that it can be shown or logged.
 func Redact(uri string) string {
+	if scheme, _, _ := strings.Cut(uri, ":"); cloudkms.IsScheme(scheme) {
+		return cloudkms.Redact(uri)
+	}
 	s := pinValue.ReplaceAllString(uri, "${1}REDACTED")
 	if u, err := url.Parse(s); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {
