@@ -100,6 +100,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newDiffCmd(a), newCheckCmd(a), newVaultCmd(a), newVersionCmd(a),
 		newServerCmd(a), newTokenCmd(a), newDoctorCmd(a), newKeyCmd(a),
 		newForgetCmd(a), newUndeleteCmd(a), newPruneCmd(a), newPolicyCmd(a),
+		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
 	)
 	return root
 }

@@ -184,10 +184,18 @@ modules and key directories its operator allows (coffer server --pkcs11-module,
   rsa-file:///path/key.pem      an RSA 2048 or 3072 private key in a PEM file
   pkcs11:token=…;object=…?module-path=…&pin-source=FILE (or pin-value=PIN)
                                 an RSA or AES-256 key in a PKCS#11 token (RFC 7512)
-Cloud KMS (awskms://, azurekeyvault://, gcpkms://, hashivault://) is not in
-this build yet.`,
+  awskms://alias/NAME?region=R  an AWS KMS key (or awskms:///ARN)
+  azurekeyvault://VAULT.vault.azure.net/keys/NAME/VERSION
+                                an Azure Key Vault key, at a fixed version
+  gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K
+                                a Google Cloud KMS key
+  hashivault://NAME             a HashiCorp Vault or OpenBao transit key
+Cloud keys are reached through gocloud.dev/secrets with each provider's
+standard credentials (environment, files, instance identity); see
+docs/operations.md for the least privilege each needs.`,
 		Example: `  coffer key use-cmk rsa-file:///etc/coffer/cmk.pem
-  coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'`,
+  coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'
+  coffer key use-cmk prod 'awskms://alias/coffer-backup?region=eu-west-2'`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rest, err := a.vaultArg(args, 1)
@@ -274,9 +282,13 @@ unwrap them once. Nothing stored is re-encrypted.`,
 					return err
 				}
 				defer rv.Close()
-				kc, err := rv.UsePMK(ctx)
+				kc, req, err := rv.UsePMK(ctx)
 				if err != nil {
 					return err
+				}
+				if req != nil {
+					printRequest(a, *req)
+					return nil
 				}
 				printKeyChange(a, kc, "the server's platform key")
 				return nil

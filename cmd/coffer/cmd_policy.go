@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/protect"
-	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 func newPolicyCmd(a *app) *cobra.Command {
@@ -37,9 +37,6 @@ func newPolicySetCmd(a *app) *cobra.Command {
 			if _, err := a.vaultArg(args, 0); err != nil {
 				return err
 			}
-			if err := a.localOnly("policy set"); err != nil {
-				return err
-			}
 			p, has, err := pf.policy(cmd)
 			if err != nil {
 				return err
@@ -58,7 +55,7 @@ func newPolicySetCmd(a *app) *cobra.Command {
 				}
 				stored = string(b)
 			}
-			return a.changeSettings(cmd.Context(), func(s *vault.VaultSettings) { s.Policy = stored }, false, jsonOut)
+			return a.changeSettings(cmd.Context(), api.SettingsChange{Policy: &stored}, false, jsonOut)
 		},
 	}
 	pf.register(cmd, true)
@@ -78,16 +75,13 @@ func newPolicyShowCmd(a *app) *cobra.Command {
 			if _, err := a.vaultArg(args, 0); err != nil {
 				return err
 			}
-			if err := a.localOnly("policy show"); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, closer, err := a.openProtection(ctx)
 			if err != nil {
 				return err
 			}
-			defer v.Close()
-			s, err := v.Settings(ctx)
+			defer closer.Close()
+			s, err := v.settings(ctx)
 			if err != nil {
 				return err
 			}

@@ -5,26 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/retention"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
-
-// localOnly refuses the deletion-protection commands on a server vault
-// until the server side exists.
-func (a *app) localOnly(what string) error {
-	if isRemote(a.vaultRef) {
-		return fmt.Errorf("%s works on local vaults only in this version; the vault server's side of deletion protection is not built yet", what)
-	}
-	return nil
-}
 
 func newForgetCmd(a *app) *cobra.Command {
 	var jsonOut, dryRun bool
@@ -47,9 +40,6 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
   coffer forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
   coffer forget --keep-last 3 --keep-within 30d --keep-tag monthly --group-by host`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.localOnly("forget"); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			policy, hasPolicy, err := pf.policy(cmd)
 			if err != nil {
@@ -60,21 +50,19 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 				return errors.New("give snapshot IDs or --keep-* flags, not both")
 			case !hasPolicy && len(args) == 0:
 				return errors.New("name the snapshots to forget, or give a policy with --keep-* flags (coffer forget --help)")
-			case dryRun && !hasPolicy:
-				// Fine: --dry-run with IDs only checks them.
 			}
-			v, err := a.openVault(ctx, false)
+			v, closer, err := a.openProtection(ctx)
 			if err != nil {
 				return err
 			}
-			defer v.Close()
+			defer closer.Close()
+			snaps, err := v.Snapshots(ctx)
+			if err != nil {
+				return err
+			}
 			var ids []vault.ID
 			var groups []retention.Group
 			if hasPolicy {
-				snaps, err := v.Snapshots(ctx)
-				if err != nil {
-					return err
-				}
 				if groups, err = retention.Apply(policy, snaps, a.now()); err != nil {
 					return err
 				}
@@ -86,10 +74,6 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					}
 				}
 			} else {
-				snaps, err := v.Snapshots(ctx)
-				if err != nil {
-					return err
-				}
 				for _, ref := range args {
 					s, err := engine.FindSnapshot(snaps, ref)
 					if err != nil {
@@ -98,30 +82,27 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					ids = append(ids, s.ID)
 				}
 			}
-			settings, err := v.Settings(ctx)
+			settings, err := v.settings(ctx)
 			if err != nil {
 				return err
 			}
 			var done []vault.SnapshotRecord
+			expiry := protect.Expiry(settings, a.now())
 			if dryRun {
-				// Check what the protection would refuse, change nothing.
-				snaps, _ := v.Snapshots(ctx)
+				// What the protection would refuse; nothing changes.
 				for _, s := range snaps {
-					for _, id := range ids {
-						if s.ID == id {
-							if err := protect.Forget(settings, s, a.now()); err != nil {
-								return fmt.Errorf("--dry-run: %w", err)
-							}
-							done = append(done, s)
+					if slices.Contains(ids, s.ID) {
+						if err := protect.Forget(settings, s, a.now()); err != nil {
+							return fmt.Errorf("--dry-run: %w", err)
 						}
+						done = append(done, s)
 					}
 				}
 			} else if len(ids) > 0 {
-				if done, err = v.Forget(ctx, ids, a.principal()); err != nil {
+				if done, expiry, err = v.forget(ctx, ids); err != nil {
 					return err
 				}
 			}
-			expiry := protect.Expiry(settings, a.now())
 			if jsonOut {
 				type decision struct {
 					ID      string   `json:"id"`
@@ -250,21 +231,15 @@ since). "coffer snapshots --deleted" lists them.`,
 		Example: "  coffer undelete 1a2b3c4d",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.localOnly("undelete"); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, closer, err := a.openProtection(ctx)
 			if err != nil {
 				return err
 			}
-			defer v.Close()
+			defer closer.Close()
 			for _, ref := range args {
-				s, err := v.FindDeleted(ctx, ref)
+				s, err := v.undelete(ctx, ref)
 				if err != nil {
-					return err
-				}
-				if _, err := v.Undelete(ctx, s.ID, a.principal()); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "snapshot %s (%s, %s) is back\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), s.Host)
@@ -290,16 +265,13 @@ reports how much they could free.`,
 		Example: "  coffer prune --dry-run\n  coffer prune --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.localOnly("prune"); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, closer, err := a.openProtection(ctx)
 			if err != nil {
 				return err
 			}
-			defer v.Close()
-			rep, err := v.Prune(ctx, engine.PruneOptions{DryRun: dryRun, Principal: a.principal()})
+			defer closer.Close()
+			rep, err := v.prune(ctx, dryRun)
 			if err != nil {
 				return err
 			}
@@ -311,18 +283,11 @@ reports how much they could free.`,
 	return cmd
 }
 
-func printPrune(a *app, rep *engine.PruneReport, jsonOut bool) error {
+func printPrune(a *app, rep api.PruneReport, jsonOut bool) error {
 	if jsonOut {
-		out := struct {
-			*engine.PruneReport
-			Expired []snapshotJSON `json:"expired_snapshots"`
-		}{PruneReport: rep, Expired: []snapshotJSON{}}
-		for _, s := range rep.Expired {
-			out.Expired = append(out.Expired, toSnapshotJSON(s))
-		}
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return enc.Encode(rep)
 	}
 	verb := func(done, would string) string {
 		if rep.DryRun {
@@ -335,7 +300,7 @@ func printPrune(a *app, rep *engine.PruneReport, jsonOut bool) error {
 	fmt.Fprintf(a.stdout, "%s %d unused pack(s) (%s)\n", verb("condemned", "would condemn"), rep.Condemned, humanBytes(uint64(rep.CondemnedBytes)))
 	fmt.Fprintf(a.stdout, "%s %d pack(s), %s reclaimed\n", verb("deleted", "would delete"), rep.Deleted, humanBytes(uint64(rep.DeletedBytes)))
 	if rep.Waiting > 0 {
-		fmt.Fprintf(a.stdout, "%d condemned pack(s) (%s) wait for %d running backup(s) to finish; run prune again later\n", rep.Waiting, humanBytes(uint64(rep.WaitingBytes)), len(rep.Sessions))
+		fmt.Fprintf(a.stdout, "%d condemned pack(s) (%s) wait for %d running backup(s) to finish; run prune again later\n", rep.Waiting, humanBytes(uint64(rep.WaitingBytes)), rep.Sessions)
 	}
 	if rep.Reprieved > 0 {
 		fmt.Fprintf(a.stdout, "%d condemned pack(s) kept: a snapshot saved meanwhile needs them\n", rep.Reprieved)
@@ -379,9 +344,6 @@ with "coffer vault create --single-user", and then need --confirm.`,
 			if _, err := a.vaultArg(args, 0); err != nil {
 				return err
 			}
-			if err := a.localOnly("vault set"); err != nil {
-				return err
-			}
 			f := cmd.Flags()
 			if !f.Changed("soft-delete") && !f.Changed("soft-delete-days") && !f.Changed("immutability") && !f.Changed("min-retention") {
 				return errors.New("nothing to change: give --soft-delete, --soft-delete-days, --immutability or --min-retention")
@@ -393,19 +355,19 @@ with "coffer vault create --single-user", and then need --confirm.`,
 					return fmt.Errorf("--min-retention: %w", err)
 				}
 			}
-			change := func(s *vault.VaultSettings) {
-				if f.Changed("soft-delete") {
-					s.SoftDelete = vault.SoftDelete(softDelete)
-				}
-				if f.Changed("soft-delete-days") {
-					s.SoftDeleteDays = days
-				}
-				if f.Changed("immutability") {
-					s.Immutability = vault.Immutability(immut)
-				}
-				if f.Changed("min-retention") {
-					s.MinRetention = ret
-				}
+			var change api.SettingsChange
+			if f.Changed("soft-delete") {
+				change.SoftDelete = &softDelete
+			}
+			if f.Changed("soft-delete-days") {
+				change.SoftDeleteDays = &days
+			}
+			if f.Changed("immutability") {
+				change.Immutability = &immut
+			}
+			if f.Changed("min-retention") {
+				secs := int64(ret / time.Second)
+				change.MinRetentionSeconds = &secs
 			}
 			return a.changeSettings(cmd.Context(), change, confirm, jsonOut)
 		},
@@ -420,40 +382,38 @@ with "coffer vault create --single-user", and then need --confirm.`,
 	return cmd
 }
 
-// changeSettings applies a settings change to the selected local vault,
-// with the local rules for critical changes.
-func (a *app) changeSettings(ctx context.Context, change func(*vault.VaultSettings), confirm, jsonOut bool) error {
-	v, err := a.openVault(ctx, false)
+// changeSettings applies a settings change to the selected vault, or on
+// a server files a request when it is critical.
+func (a *app) changeSettings(ctx context.Context, change api.SettingsChange, confirm, jsonOut bool) error {
+	v, closer, err := a.openProtection(ctx)
 	if err != nil {
 		return err
 	}
-	defer v.Close()
-	cur, err := v.Settings(ctx)
-	if err != nil {
-		return err
-	}
-	// Critical changes, locally: only on a single-user vault, with
-	// --confirm.
-	allow := cur.SingleUser && confirm
-	old, nw, c, err := v.ChangeSettings(ctx, change, a.principal(), allow)
-	if errors.Is(err, vault.ErrApprovalRequired) {
-		if !cur.SingleUser {
-			return fmt.Errorf("%w: a critical change (%s) needs a second person's approval, and a local vault has one principal. On a vault server, a security approver approves it (coffer approve); a local vault created with `coffer vault create --single-user` allows it with --confirm", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "))
-		}
-		return fmt.Errorf("%w: %s is a critical change: add --confirm to make it on this single-user vault (it is recorded)", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "))
-	}
+	defer closer.Close()
+	res, err := v.changeSettings(ctx, change, confirm)
 	if err != nil {
 		return err
 	}
 	if jsonOut {
-		return printSettingsJSON(a, nw)
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
 	}
-	if d := engine.DescribeSettingsChange(old, nw); d != "" {
-		fmt.Fprintf(a.stdout, "changed: %s\n", d)
-	} else {
+	switch {
+	case res.Request != nil:
+		printRequest(a, *res.Request)
+	case res.Changed != "":
+		fmt.Fprintf(a.stdout, "changed: %s\n", res.Changed)
+	default:
 		fmt.Fprintln(a.stdout, "nothing changed")
 	}
 	return nil
+}
+
+// printRequest says that a critical change waits for approval.
+func printRequest(a *app, r api.Request) {
+	fmt.Fprintf(a.stdout, "%s needs a second person's approval: request %s is waiting (expires %s).\n", r.Summary, r.ID, r.Expires.Local().Format("2006-01-02 15:04"))
+	fmt.Fprintf(a.stdout, "A security approver runs: coffer approve %s   (or coffer reject %s)\n", r.ID, r.ID)
 }
 
 func settingsJSON(s vault.VaultSettings) map[string]any {
@@ -482,34 +442,23 @@ Key events are listed by "coffer key log".`,
 		Example: "  coffer vault log\n  coffer vault log --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.localOnly("vault log"); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			v, err := a.openVault(ctx, false)
+			v, closer, err := a.openProtection(ctx)
 			if err != nil {
 				return err
 			}
-			defer v.Close()
-			evs, err := v.Events(ctx)
+			defer closer.Close()
+			evs, err := v.events(ctx)
 			if err != nil {
 				return err
 			}
 			if jsonOut {
-				type ev struct {
-					Time      time.Time `json:"time"`
-					Principal string    `json:"principal"`
-					Event     string    `json:"event"`
-					Detail    string    `json:"detail"`
-					OK        bool      `json:"ok"`
-				}
-				out := make([]ev, len(evs))
-				for i, e := range evs {
-					out[i] = ev{e.Time, e.Principal, e.Event, e.Detail, e.OK}
+				if evs == nil {
+					evs = []api.VaultEvent{}
 				}
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return enc.Encode(evs)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tPRINCIPAL\tDETAIL")
@@ -521,6 +470,94 @@ Key events are listed by "coffer key log".`,
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), e.Event, outcome, e.Principal, e.Detail)
 			}
 			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func newRequestsCmd(a *app) *cobra.Command {
+	var jsonOut, all bool
+	cmd := &cobra.Command{
+		Use:   "requests",
+		Short: "List multi-user authorization requests waiting for a decision",
+		Long: `List the critical changes waiting for a security approver on a vault server:
+shortening or turning off soft delete, disabling immutability, lowering the
+minimum retention, switching from a customer-managed key to the platform key.
+Each takes effect only when a different principal holding the security-approver
+role approves it ("coffer approve ID"); it expires after 24 hours. --vault
+https://host:port/NAME lists one vault's requests, https://host:port all.`,
+		Example: "  coffer requests --vault https://backup.example.com:8443/prod\n  coffer requests --all --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, name, err := a.serverClient()
+			if err != nil {
+				return fmt.Errorf("requests live on a vault server: %w", err)
+			}
+			defer c.Close()
+			rs, err := c.Requests(cmd.Context(), name, all)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rs)
+			}
+			if len(rs) == 0 {
+				fmt.Fprintln(a.stdout, "no requests waiting")
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVAULT\tSTATE\tREQUESTED BY\tEXPIRES\tCHANGE")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Vault, r.State, r.Requester, r.Expires.Local().Format("2006-01-02 15:04"), r.Summary)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&all, "all", false, "also list decided and expired requests")
+	return cmd
+}
+
+func newDecideCmd(a *app, approve bool) *cobra.Command {
+	use, short := "reject REQUEST-ID", "Reject a multi-user authorization request"
+	if approve {
+		use, short = "approve REQUEST-ID", "Approve a multi-user authorization request: the change takes effect now"
+	}
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long: short + `. Needs a security-approver token
+(issued on the server machine with "coffer server approver-token"), and the
+request must be someone else's.`,
+		Example: "  coffer " + strings.Fields(use)[0] + " req_0123456789abcdef --vault https://backup.example.com:8443 --token @approver-token",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.serverClient()
+			if err != nil {
+				return fmt.Errorf("requests live on a vault server: %w", err)
+			}
+			defer c.Close()
+			r, err := c.Decide(cmd.Context(), args[0], approve)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			fmt.Fprintf(a.stdout, "request %s (%s on %s, by %s) %s\n", r.ID, r.Summary, r.Vault, r.Requester, r.State)
+			if r.Result != "" {
+				fmt.Fprintf(a.stdout, "%s\n", r.Result)
+			}
+			if strings.HasPrefix(r.Result, "approved, but it failed") {
+				return errors.New("the approved change could not be made")
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

@@ -146,6 +146,44 @@ then the server exits.`,
 	f.DurationVar(&keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
 	f.StringArrayVar(&pkcs11Modules, "pkcs11-module", nil, "a PKCS#11 module customer-key URIs may name (absolute path; repeatable)")
 	f.StringArrayVar(&keyDirs, "key-dir", nil, "a directory customer-key URIs may read key and PIN files from (repeatable)")
+	cmd.AddCommand(newApproverTokenCmd(a))
+	return cmd
+}
+
+func newApproverTokenCmd(a *app) *cobra.Command {
+	var dataDir, name string
+	var expires time.Duration
+	cmd := &cobra.Command{
+		Use:   "approver-token",
+		Short: "Issue a security-approver token (on the server machine only)",
+		Long: `Issue a token with the security-approver role, which approves or rejects
+multi-user authorization requests and does nothing else. It is written straight
+into the server's catalog, so only someone with access to the server machine's
+data directory can issue one: the API never does, so that an owner cannot
+approve their own critical changes. Give it to the person who approves, not to
+an owner. The token is printed once.`,
+		Example: "  coffer server approver-token --data /var/lib/coffer --name alice --expires 2160h",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" || name == "" {
+				return errors.New("give the server's data directory with --data and the approver's name with --name")
+			}
+			var exp time.Time
+			if expires > 0 {
+				exp = a.now().Add(expires)
+			}
+			secret, id, err := server.IssueApproverToken(cmd.Context(), dataDir, name, exp, a.now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, secret)
+			fmt.Fprintf(a.stderr, "security-approver token %s issued to %s; it is shown only this once\n", id, name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "", "the server's data directory")
+	cmd.Flags().StringVar(&name, "name", "", "who holds the token")
+	cmd.Flags().DurationVar(&expires, "expires", 0, "expire after this long (default never)")
 	return cmd
 }
 

@@ -104,22 +104,19 @@ when "coffer undelete" can bring it back.`,
 	return cmd
 }
 
-// deletedSnapshots lists the soft-deleted snapshots of a local vault.
+// deletedSnapshots lists the soft-deleted snapshots.
 func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
-	if err := a.localOnly("snapshots --deleted"); err != nil {
-		return err
-	}
 	ctx := cmd.Context()
-	v, err := a.openVault(ctx, false)
+	v, closer, err := a.openProtection(ctx)
 	if err != nil {
 		return err
 	}
-	defer v.Close()
-	settings, err := v.Settings(ctx)
+	defer closer.Close()
+	settings, err := v.settings(ctx)
 	if err != nil {
 		return err
 	}
-	all, err := v.AllSnapshots(ctx)
+	all, err := v.deleted(ctx)
 	if err != nil {
 		return err
 	}

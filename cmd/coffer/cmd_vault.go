@@ -74,10 +74,11 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			default:
 				return err
 			}
-			// Deletion protection: local vaults for now.
+			// Deletion protection (needs the vault open, so not with its
+			// key out of reach).
 			var prot *vault.VaultSettings
-			if ov, ok := v.(*openedVault); ok && ov != nil && keyErr == nil {
-				if st, serr := ov.Settings(ctx); serr == nil {
+			if p, ok := v.(protection); ok && keyErr == nil {
+				if st, serr := p.settings(ctx); serr == nil {
 					prot = &st
 				}
 			}

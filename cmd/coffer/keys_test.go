@@ -545,6 +545,10 @@ func TestRemoteKeys(t *testing.T) {
 	if code == exitOK || !strings.Contains(stderr, "--key-dir") {
 		t.Errorf("use-cmk with a key outside --key-dir: exit %d, %q", code, stderr)
 	}
+	_, stderr, code = coffer(t, e, "key", "use-cmk", "awskms://alias/backup?region=eu-west-2&endpoint=https://kms.evil.example")
+	if code == exitOK || !strings.Contains(stderr, "endpoint=") {
+		t.Errorf("use-cmk with a KMS endpoint of the requester's choosing: exit %d, %q", code, stderr)
+	}
 	_, stderr, code = coffer(t, e, "key", "use-cmk", "pkcs11:token=t;object=o?module-path=/tmp/evil.so&pin-value=1234")
 	if code == exitOK || !strings.Contains(stderr, "--pkcs11-module") || strings.Contains(stderr, "1234") {
 		t.Errorf("use-cmk with a module the server does not allow: exit %d, %q", code, stderr)
@@ -612,9 +616,23 @@ func TestRemoteKeys(t *testing.T) {
 		}
 	}
 
+	// Back to the platform key: taking the key from the customer's
+	// control needs a security approver.
 	before = packs()
-	if out := mustCoffer(t, e, "key", "use-pmk"); !strings.Contains(out, "platform") {
-		t.Errorf("use-pmk said %q", out)
+	out := mustCoffer(t, e, "key", "use-pmk")
+	reqID := requestID(t, out)
+	if st := keyStatus(t, e); st.KeySource != "customer-managed" {
+		t.Fatalf("use-pmk took effect before approval: %+v", st)
+	}
+	approver, _, err := server.IssueApproverToken(t.Context(), srv.DataDir, "alice", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCoffer(t, e, "approve", reqID, "--vault", srv.URL, "--token", approver); !strings.Contains(out, "approved") || !strings.Contains(out, "rewrapped") {
+		t.Errorf("approve said %q", out)
+	}
+	if st := keyStatus(t, e); st.KeySource != "platform-managed" {
+		t.Errorf("after approval: %+v", st)
 	}
 	samePacks(before, "use-pmk")
 	os.Remove(inside)
@@ -635,4 +653,26 @@ func TestRemoteKeys(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("key events %v, want %v", got, want)
 	}
+}
+
+// requestID finds the request ID in what a command that needs approval
+// printed.
+func requestID(t *testing.T, out string) string {
+	t.Helper()
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "req_") {
+			return f
+		}
+	}
+	t.Fatalf("no request ID in %q", out)
+	return ""
+}
+
+func keyStatus(t *testing.T, e *testEnv) api.KeyStatus {
+	t.Helper()
+	var st api.KeyStatus
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -95,6 +95,8 @@ type openedVault struct {
 	store   *local.Store
 	catalog *sqlite.Catalog
 	created bool
+	// principal is who runs the command, for the vault's event trail.
+	principal string
 }
 
 func (o *openedVault) Close() error {

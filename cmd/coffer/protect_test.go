@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
 func (e *testEnv) advance(d time.Duration) {
@@ -278,5 +281,137 @@ func TestPruneWhileBackingUp(t *testing.T) {
 	}
 	for _, s := range snaps {
 		mustCoffer(t, e, "restore", s.ID[:8], "--target", t.TempDir())
+	}
+}
+
+// TestRemoteProtection: deletion protection on a vault server. Operators
+// and readers get 403 for forget, prune, undelete and vault set; an owner
+// forgets and undeletes; a critical change becomes a request that only a
+// security approver (never the owner) approves, that expires, and that
+// can be rejected; a locked vault refuses loosening; the server applies a
+// stored policy daily; prune reclaims after the soft-delete period.
+func TestRemoteProtection(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	src := filepath.Join(t.TempDir(), "src")
+	var ids []string
+	for i := range 3 {
+		writeFile(t, filepath.Join(src, "f"), randBytes(uint64(i), 500_000), 0o644)
+		ids = append(ids, backupJSON(t, e, src))
+	}
+	op := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-operator", "--name", "web01"))
+	rd := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-reader", "--name", "dash"))
+	mustCoffer(t, e, "forget", ids[0][:8])
+	for _, tok := range []string{op, rd} {
+		for _, args := range [][]string{{"forget", ids[1][:8]}, {"prune"}, {"undelete", ids[0][:8]}, {"vault", "set", "--soft-delete-days", "30"}, {"policy", "set", "--keep-last", "1"}} {
+			failsWith(t, e, "forbidden", append(args, "--token", tok)...)
+		}
+	}
+	failsWith(t, e, "server machine", "token", "create", "--role", "security-approver", "--name", "mallory", "--vault", srv.URL)
+
+	var del []snapshotJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "snapshots", "--deleted", "--json")), &del); err != nil {
+		t.Fatal(err)
+	}
+	if len(del) != 1 || del[0].ID != ids[0] || !strings.HasPrefix(del[0].DeletedBy, "token:") {
+		t.Errorf("snapshots --deleted: %+v", del)
+	}
+	mustCoffer(t, e, "undelete", ids[0][:8])
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", ids[0][:8], "--target", dst)
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "f")); !bytes.Equal(got, randBytes(0, 500_000)) {
+		t.Error("undeleted snapshot restores different data")
+	}
+
+	// Critical changes wait for a security approver.
+	mustCoffer(t, e, "vault", "set", "--soft-delete-days", "30")
+	settings := func() map[string]any {
+		var show struct {
+			Protection map[string]any `json:"protection"`
+		}
+		if err := json.Unmarshal([]byte(mustCoffer(t, e, "vault", "show", "--json")), &show); err != nil {
+			t.Fatal(err)
+		}
+		return show.Protection
+	}
+	out := mustCoffer(t, e, "vault", "set", "--soft-delete-days", "14")
+	req := requestID(t, out)
+	if d := settings()["soft_delete_days"]; d != float64(30) {
+		t.Fatalf("a critical change took effect before approval: %v", d)
+	}
+	if list := mustCoffer(t, e, "requests", "--vault", srv.URL); !strings.Contains(list, req) || !strings.Contains(list, "shortening soft delete") {
+		t.Errorf("requests:\n%s", list)
+	}
+	failsWith(t, e, "forbidden", "approve", req, "--vault", srv.URL) // an owner cannot approve
+	approver, _, err := server.IssueApproverToken(t.Context(), srv.DataDir, "alice", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	failsWith(t, e, "forbidden", "snapshots", "--token", approver) // approvers see no data
+	if out := mustCoffer(t, e, "approve", req, "--vault", srv.URL, "--token", approver); !strings.Contains(out, "approved") {
+		t.Errorf("approve said %q", out)
+	}
+	if d := settings()["soft_delete_days"]; d != float64(14) {
+		t.Errorf("after approval soft delete is %v days", d)
+	}
+	failsWith(t, e, "not pending", "approve", req, "--vault", srv.URL, "--token", approver)
+
+	// Rejected, and expired.
+	req = requestID(t, mustCoffer(t, e, "vault", "set", "--soft-delete", "off"))
+	if out := mustCoffer(t, e, "reject", req, "--vault", srv.URL, "--token", approver); !strings.Contains(out, "rejected") {
+		t.Errorf("reject said %q", out)
+	}
+	if sd := settings()["soft_delete"]; sd != "on" {
+		t.Errorf("a rejected change took effect: %v", sd)
+	}
+	req = requestID(t, mustCoffer(t, e, "vault", "set", "--soft-delete", "off"))
+	srv.Clock.Add(int64(25 * time.Hour))
+	failsWith(t, e, "expired", "approve", req, "--vault", srv.URL, "--token", approver)
+	if sd := settings()["soft_delete"]; sd != "on" {
+		t.Errorf("an expired request took effect: %v", sd)
+	}
+
+	// The stored policy, applied by the server once a day.
+	mustCoffer(t, e, "policy", "set", "--keep-last", "1")
+	if err := srv.Server.Maintain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	snaps := listSnapshots(t, e)
+	if len(snaps) != 1 || snaps[0].ID != ids[2] {
+		t.Errorf("after the server applied keep-last 1: %+v", snaps)
+	}
+	if log := mustCoffer(t, e, "vault", "log"); !strings.Contains(log, "policy-applied") || !strings.Contains(log, "approve") || !strings.Contains(log, "reject") {
+		t.Errorf("vault log:\n%s", log)
+	}
+
+	// Immutability is one way once locked.
+	mustCoffer(t, e, "vault", "set", "--immutability", "enabled")
+	mustCoffer(t, e, "vault", "set", "--immutability", "locked")
+	failsWith(t, e, "locked", "vault", "set", "--immutability", "disabled")
+	failsWith(t, e, "always-on", "vault", "set", "--soft-delete", "off")
+	if p := settings(); p["immutability"] != "locked" || p["soft_delete"] != "always-on" {
+		t.Errorf("after locking: %v", p)
+	}
+
+	failsWith(t, e, "cannot be shortened", "policy", "set", "--keep-last", "0", "--keep-daily", "1")
+
+	// Prune after the soft-delete period.
+	srv.Clock.Add(int64(15 * 24 * time.Hour))
+	var rep struct {
+		Expired []snapshotJSON `json:"expired_snapshots"`
+		Deleted int            `json:"packs_deleted"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "prune", "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Expired) != 2 || rep.Deleted == 0 {
+		t.Errorf("prune on the server: %+v", rep)
+	}
+	if out := mustCoffer(t, e, "check", "--read-data"); !strings.Contains(out, "no errors found") {
+		t.Errorf("check: %s", out)
 	}
 }

@@ -247,6 +247,9 @@ type Snapshot struct {
 	Bytes      uint64    `json:"bytes"`
 	BytesAdded uint64    `json:"bytes_added"`
 	DurationNS int64     `json:"duration_ns"`
+	// Soft-deleted snapshots only (GET …/deleted): when, by whom.
+	Deleted   *time.Time `json:"deleted,omitempty"`
+	DeletedBy string     `json:"deleted_by,omitempty"`
 }
 
 // FromSnapshot converts a record for the wire.
@@ -259,6 +262,10 @@ func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 	if !s.Parent.IsZero() {
 		w.Parent = s.Parent.String()
 	}
+	if !s.Deleted.IsZero() {
+		d := s.Deleted
+		w.Deleted, w.DeletedBy = &d, s.DeletedBy
+	}
 	return w
 }
 
@@ -266,6 +273,9 @@ func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 func (w Snapshot) Record() (vault.SnapshotRecord, error) {
 	s := vault.SnapshotRecord{Time: w.Time, Host: w.Host, Paths: w.Paths, Tags: w.Tags,
 		Files: w.Files, Dirs: w.Dirs, Bytes: w.Bytes, BytesAdded: w.BytesAdded, Duration: time.Duration(w.DurationNS)}
+	if w.Deleted != nil {
+		s.Deleted, s.DeletedBy = *w.Deleted, w.DeletedBy
+	}
 	var err error
 	if w.ID != "" {
 		if s.ID, err = vault.ParseID(w.ID); err != nil {
@@ -519,4 +529,137 @@ func ReadRecordHeader(r io.Reader, maxLen int) (ref Ref, rawLen, encLen int, fai
 		return ref, 0, 0, ErrorFromBody(http.StatusOK, Error{Code: string(code), Message: string(msg)}), nil
 	}
 	return ref, 0, 0, nil, fmt.Errorf("%w: unknown read record status %d", ErrBadRequest, st[0])
+}
+
+// Forget is the body of POST /v1/vaults/{vault}/forget.
+type Forget struct {
+	IDs []string `json:"ids"` // full snapshot IDs
+}
+
+// Forgotten answers a forget.
+type Forgotten struct {
+	Forgotten        []Snapshot `json:"forgotten"`
+	RecoverableUntil time.Time  `json:"recoverable_until"`
+}
+
+// Undelete is the body of POST /v1/vaults/{vault}/undelete.
+type Undelete struct {
+	ID string `json:"id"` // full snapshot ID
+}
+
+// Prune is the body of POST /v1/vaults/{vault}/prune.
+type Prune struct {
+	DryRun bool `json:"dry_run"`
+}
+
+// PruneReport answers a prune (engine.PruneReport on the wire).
+type PruneReport struct {
+	DryRun         bool       `json:"dry_run"`
+	Expired        []Snapshot `json:"expired_snapshots"`
+	StillDeleted   int        `json:"soft_deleted_kept"`
+	Condemned      int        `json:"packs_condemned"`
+	CondemnedBytes int64      `json:"bytes_condemned"`
+	Deleted        int        `json:"packs_deleted"`
+	DeletedBytes   int64      `json:"bytes_deleted"`
+	Waiting        int        `json:"packs_waiting"`
+	WaitingBytes   int64      `json:"bytes_waiting"`
+	Sessions       int        `json:"sessions_waited_for"`
+	Reprieved      int        `json:"packs_reprieved"`
+	PartlyUsed     int        `json:"packs_partly_used"`
+	UnusedBytes    int64      `json:"bytes_unused_in_kept_packs"`
+}
+
+// Settings are a vault's deletion-protection settings on the wire.
+type Settings struct {
+	SoftDelete          string          `json:"soft_delete"`
+	SoftDeleteDays      int             `json:"soft_delete_days"`
+	Immutability        string          `json:"immutability"`
+	MinRetentionSeconds int64           `json:"min_retention_seconds"`
+	SingleUser          bool            `json:"single_user"`
+	Policy              json.RawMessage `json:"policy,omitempty"`
+	Updated             time.Time       `json:"updated"`
+	// StoreEnforcesRetention says whether the store itself keeps objects
+	// for their retention (object lock), or only coffer does.
+	StoreEnforcesRetention bool `json:"store_enforces_retention"`
+}
+
+// FromSettings converts settings for the wire.
+func FromSettings(s vault.VaultSettings) Settings {
+	w := Settings{SoftDelete: string(s.SoftDelete), SoftDeleteDays: s.SoftDeleteDays, Immutability: string(s.Immutability),
+		MinRetentionSeconds: int64(s.MinRetention / time.Second), SingleUser: s.SingleUser, Updated: s.Updated}
+	if s.Policy != "" {
+		w.Policy = json.RawMessage(s.Policy)
+	}
+	return w
+}
+
+// Record converts wire settings back.
+func (w Settings) Record() vault.VaultSettings {
+	return vault.VaultSettings{SoftDelete: vault.SoftDelete(w.SoftDelete), SoftDeleteDays: w.SoftDeleteDays,
+		Immutability: vault.Immutability(w.Immutability), MinRetention: time.Duration(w.MinRetentionSeconds) * time.Second,
+		SingleUser: w.SingleUser, Policy: string(w.Policy), Updated: w.Updated}
+}
+
+// SettingsChange is the body of POST /v1/vaults/{vault}/settings: only
+// the fields given change.
+type SettingsChange struct {
+	SoftDelete          *string `json:"soft_delete,omitempty"`
+	SoftDeleteDays      *int    `json:"soft_delete_days,omitempty"`
+	Immutability        *string `json:"immutability,omitempty"`
+	MinRetentionSeconds *int64  `json:"min_retention_seconds,omitempty"`
+	// Policy is the retention policy as JSON text; "" removes it.
+	Policy *string `json:"policy,omitempty"`
+}
+
+// Apply makes the change to s.
+func (c SettingsChange) Apply(s *vault.VaultSettings) {
+	if c.SoftDelete != nil {
+		s.SoftDelete = vault.SoftDelete(*c.SoftDelete)
+	}
+	if c.SoftDeleteDays != nil {
+		s.SoftDeleteDays = *c.SoftDeleteDays
+	}
+	if c.Immutability != nil {
+		s.Immutability = vault.Immutability(*c.Immutability)
+	}
+	if c.MinRetentionSeconds != nil {
+		s.MinRetention = time.Duration(*c.MinRetentionSeconds) * time.Second
+	}
+	if c.Policy != nil {
+		s.Policy = *c.Policy
+	}
+}
+
+// SettingsResult answers a settings change: applied (Changed says what),
+// or, for a critical change, a request that a security approver must
+// approve (status 202).
+type SettingsResult struct {
+	Settings Settings `json:"settings"`
+	Changed  string   `json:"changed,omitempty"`
+	Request  *Request `json:"request,omitempty"`
+}
+
+// Request is a multi-user authorization request on the wire.
+type Request struct {
+	ID        string    `json:"id"`
+	Vault     string    `json:"vault,omitempty"` // the vault's name
+	Op        string    `json:"op"`
+	Summary   string    `json:"summary"`
+	Requester string    `json:"requester"`
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires"`
+	State     string    `json:"state"`
+	Decider   string    `json:"decider,omitempty"`
+	Decided   time.Time `json:"decided,omitzero"`
+	// Result says what the approved operation did, or why it failed.
+	Result string `json:"result,omitempty"`
+}
+
+// VaultEvent is one entry of GET /v1/vaults/{vault}/events.
+type VaultEvent struct {
+	Time      time.Time `json:"time"`
+	Principal string    `json:"principal"`
+	Event     string    `json:"event"`
+	Detail    string    `json:"detail"`
+	OK        bool      `json:"ok"`
 }

@@ -20,6 +20,12 @@ const (
 	// RoleBackupReader lists one vault: its snapshots and their trees
 	// (file names and metadata), never file contents.
 	RoleBackupReader Role = "backup-reader"
+	// RoleSecurityApprover approves or rejects multi-user authorization
+	// requests (critical deletion-protection and key changes), and does
+	// nothing else. Server-wide. Its tokens are issued on the server
+	// machine (coffer server approver-token), never through the API, so
+	// that an owner cannot make one and approve their own request.
+	RoleSecurityApprover Role = "security-approver"
 )
 
 // Permission is one thing a request may need. Server-wide permissions
@@ -51,7 +57,19 @@ const (
 	// PermKeyManage: rotate the vault's data key and switch its key
 	// encryption key (to a customer-managed key and back).
 	PermKeyManage Permission = "key.manage"
-	// PermVaultDelete: delete snapshots or the vault. Reserved: no
+	// PermSnapshotDelete: forget (soft-delete) and undelete snapshots,
+	// and prune what no snapshot needs.
+	PermSnapshotDelete Permission = "snapshot.delete"
+	// PermVaultSettings: change a vault's deletion protection and its
+	// stored retention policy (critical changes still need approval).
+	PermVaultSettings Permission = "vault.settings"
+	// PermRequestRead: list multi-user authorization requests.
+	// Server-wide.
+	PermRequestRead Permission = "request.read"
+	// PermRequestDecide: approve or reject another principal's request.
+	// Server-wide.
+	PermRequestDecide Permission = "request.decide"
+	// PermVaultDelete: delete the vault. Reserved: no
 	// request needs it yet, and only the owner has it.
 	PermVaultDelete Permission = "vault.delete"
 )
@@ -68,14 +86,16 @@ const (
 var rolePerms = map[Role][]Permission{
 	RoleOwner: {
 		PermVaultCreate, PermTokenManage, PermMetrics,
-		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage, PermVaultDelete,
+		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
+		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete,
 	},
-	RoleBackupOperator: {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
-	RoleBackupReader:   {PermVaultRead},
+	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
+	RoleBackupReader:     {PermVaultRead},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide},
 }
 
 // roles lists the roles in the order help texts show them.
-var roles = []Role{RoleOwner, RoleBackupOperator, RoleBackupReader}
+var roles = []Role{RoleOwner, RoleBackupOperator, RoleBackupReader, RoleSecurityApprover}
 
 // Roles returns every role, owner first.
 func Roles() []Role { return slices.Clone(roles) }
@@ -100,13 +120,13 @@ func ParseRole(s string) (Role, error) {
 
 // serverWideRole reports whether tokens of role r apply to the whole
 // server (Vault ""); tokens of every other role name one vault.
-func serverWideRole(r Role) bool { return r == RoleOwner }
+func serverWideRole(r Role) bool { return r == RoleOwner || r == RoleSecurityApprover }
 
 // serverWidePerm reports whether p concerns the server rather than one
 // vault; only a server-wide token can hold it.
 func serverWidePerm(p Permission) bool {
 	switch p {
-	case PermVaultCreate, PermTokenManage, PermMetrics:
+	case PermVaultCreate, PermTokenManage, PermMetrics, PermRequestRead, PermRequestDecide:
 		return true
 	}
 	return false

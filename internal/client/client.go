@@ -378,10 +378,119 @@ func (v *Vault) UseCMK(ctx context.Context, uri string) (api.KeyChange, error) {
 	return out, err
 }
 
-// UsePMK wraps the vault's keys with the server's platform key again.
-func (v *Vault) UsePMK(ctx context.Context) (api.KeyChange, error) {
-	var out api.KeyChange
+// UsePMK asks to wrap the vault's keys with the server's platform key
+// again. A vault on a customer key gets a request for a security approver
+// (the returned *api.Request); nothing changes until it is approved.
+func (v *Vault) UsePMK(ctx context.Context) (api.KeyChange, *api.Request, error) {
+	var out struct {
+		api.KeyChange
+		Request *api.Request `json:"request"`
+	}
 	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/key/use-pmk", nil, &out)
+	return out.KeyChange, out.Request, err
+}
+
+// Deleted lists the vault's soft-deleted snapshots.
+func (v *Vault) Deleted(ctx context.Context) ([]vault.SnapshotRecord, error) {
+	var ws []api.Snapshot
+	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/deleted", nil, &ws); err != nil {
+		return nil, err
+	}
+	return recordsOf(ws)
+}
+
+func recordsOf(ws []api.Snapshot) ([]vault.SnapshotRecord, error) {
+	out := make([]vault.SnapshotRecord, 0, len(ws))
+	for _, w := range ws {
+		r, err := w.Record()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Forget soft-deletes snapshots; it returns them and until when they can
+// be undeleted.
+func (v *Vault) Forget(ctx context.Context, ids []vault.ID) ([]vault.SnapshotRecord, time.Time, error) {
+	body := api.Forget{IDs: make([]string, len(ids))}
+	for i, id := range ids {
+		body.IDs[i] = id.String()
+	}
+	var out api.Forgotten
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/forget", body, &out); err != nil {
+		return nil, time.Time{}, err
+	}
+	recs, err := recordsOf(out.Forgotten)
+	return recs, out.RecoverableUntil, err
+}
+
+// Undelete brings a soft-deleted snapshot back.
+func (v *Vault) Undelete(ctx context.Context, id vault.ID) (vault.SnapshotRecord, error) {
+	var out api.Snapshot
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/undelete", api.Undelete{ID: id.String()}, &out); err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	return out.Record()
+}
+
+// Prune runs prune on the server.
+func (v *Vault) Prune(ctx context.Context, dryRun bool) (api.PruneReport, error) {
+	var out api.PruneReport
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/prune", api.Prune{DryRun: dryRun}, &out)
+	return out, err
+}
+
+// Settings fetches the vault's deletion-protection settings.
+func (v *Vault) Settings(ctx context.Context) (api.Settings, error) {
+	var out api.Settings
+	err := v.c.doJSON(ctx, http.MethodGet, v.path+"/settings", nil, &out)
+	return out, err
+}
+
+// ChangeSettings asks for a settings change: applied, or (critical) a
+// request for a security approver in the result's Request.
+func (v *Vault) ChangeSettings(ctx context.Context, c api.SettingsChange) (api.SettingsResult, error) {
+	var out api.SettingsResult
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/settings", c, &out)
+	return out, err
+}
+
+// Events lists the vault's deletion and protection events.
+func (v *Vault) Events(ctx context.Context) ([]api.VaultEvent, error) {
+	var out []api.VaultEvent
+	err := v.c.doJSON(ctx, http.MethodGet, v.path+"/events", nil, &out)
+	return out, err
+}
+
+// Requests lists multi-user authorization requests: pending ones, or all
+// with all; of one vault when vaultName is set.
+func (c *Client) Requests(ctx context.Context, vaultName string, all bool) ([]api.Request, error) {
+	q := url.Values{}
+	if vaultName != "" {
+		q.Set("vault", vaultName)
+	}
+	if all {
+		q.Set("all", "true")
+	}
+	path := "/v1/requests"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []api.Request
+	err := c.doJSON(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// Decide approves (approve true) or rejects request id.
+func (c *Client) Decide(ctx context.Context, id string, approve bool) (api.Request, error) {
+	verb := "reject"
+	if approve {
+		verb = "approve"
+	}
+	var out api.Request
+	err := c.doJSON(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(id)+"/"+verb, nil, &out)
 	return out, err
 }
 

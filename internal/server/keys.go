@@ -13,9 +13,11 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/keys/cloudkms"
 	"github.com/coffer-backup/coffer/internal/keys/pkcs11"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/keys/rsafile"
+	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -174,6 +176,9 @@ func (s *Server) Maintain(ctx context.Context) error {
 		open = append(open, ov)
 	}
 	s.mu.Unlock()
+	if err := s.applyPolicies(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ov := range open {
 		if err := s.rewrapPlatform(ctx, ov.eng); err != nil {
 			errs = append(errs, err)
@@ -223,6 +228,20 @@ func (s *Server) checkKeyURI(uri string) error {
 		}
 		if c.PINSource != "" && !s.inKeyDir(c.PINSource) {
 			return fmt.Errorf("%w: key URI %s: pin-source %s is outside the directories this server reads key material from (`coffer server --key-dir DIR`)", api.ErrForbidden, keys.Redact(uri), c.PINSource)
+		}
+	case cloudkms.AWSKMS, cloudkms.AzureKeyVault, cloudkms.GCPKMS, cloudkms.HashiVault:
+		ref, err := cloudkms.ParseURI(uri)
+		if err != nil {
+			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		// endpoint= would send the server's KMS requests (and the secret
+		// they wrap) to a host of the requester's choosing; profile= and
+		// role= would pick which of the server's credentials to use.
+		// The operator sets those in the server's environment instead.
+		for _, p := range []string{"endpoint", "profile", "role", "awssdk"} {
+			if ref.Params.Has(p) {
+				return fmt.Errorf("%w: key URI %s: this server does not take %s= from a key URI: its operator configures the KMS client in the server's environment (docs/operations.md)", api.ErrForbidden, keys.Redact(uri), p)
+			}
 		}
 	case "rsa-file":
 		path, err := rsafile.ParseURI(uri)
@@ -371,6 +390,9 @@ func (s *Server) keyUseCMK(q *request) error {
 	return nil
 }
 
+// keyUsePMK asks to switch the vault back to the platform key: taking
+// the key out of the customer's control is critical, so it becomes a
+// request for a security approver (202), carried out by usePMK.
 func (s *Server) keyUsePMK(q *request) error {
 	before := q.vault.KeyInfo()
 	if before.KEK.Provider == platform.Provider {
@@ -378,19 +400,35 @@ func (s *Server) keyUsePMK(q *request) error {
 			DEKVersion: before.DEKVersion, DEKCount: before.DEKCount, KeyringGen: before.KeyringGen})
 		return nil
 	}
-	id := q.vault.Record().ID
-	if err := q.vault.Rewrap(q.ctx, s.keys); err != nil {
-		s.keyEvent(q.ctx, id, q.principal(), vault.KeyEventUsePMK, s.keys.Current().String(), "switch from "+before.KEK.String()+" failed: "+err.Error(), false)
+	c := protect.UsePMK()
+	req, err := s.newRequest(q, "use-pmk", strings.Join(c.Critical, "; ")+" ("+before.KEK.String()+")", requestParams{Vault: q.name})
+	if err != nil {
 		return err
 	}
-	after := q.vault.KeyInfo()
-	s.keyEvent(q.ctx, id, q.principal(), vault.KeyEventUsePMK, after.KEK.String(), "keys rewrapped from "+before.KEK.String(), true)
-	if err := s.keyConfig().Keep(id, after.KEK); err != nil {
-		q.log.Warn("could not forget the customer key's URI", "vault", q.name, "err", err)
+	writeJSON(q.w, http.StatusAccepted, struct {
+		api.KeyChange
+		Request *api.Request `json:"request"`
+	}{api.KeyChange{Before: before.KEK.String(), After: before.KEK.String(), DEKVersion: before.DEKVersion, DEKCount: before.DEKCount, KeyringGen: before.KeyringGen}, &req})
+	return nil
+}
+
+// usePMK rewraps the vault's keys under the platform key.
+func (s *Server) usePMK(ctx context.Context, eng *engine.Vault, principal string) error {
+	before := eng.KeyInfo()
+	if before.KEK.Provider == platform.Provider {
+		return nil
 	}
-	q.log.Info("vault switched to the platform key", "vault", q.name, "from", before.KEK.String(), "token", q.tok.ID)
-	writeJSON(q.w, http.StatusOK, api.KeyChange{Before: before.KEK.String(), After: after.KEK.String(), Changed: true,
-		DEKVersion: after.DEKVersion, DEKCount: after.DEKCount, KeyringGen: after.KeyringGen})
+	id := eng.Record().ID
+	if err := eng.Rewrap(ctx, s.keys); err != nil {
+		s.keyEvent(ctx, id, principal, vault.KeyEventUsePMK, s.keys.Current().String(), "switch from "+before.KEK.String()+" failed: "+err.Error(), false)
+		return err
+	}
+	after := eng.KeyInfo()
+	s.keyEvent(ctx, id, principal, vault.KeyEventUsePMK, after.KEK.String(), "keys rewrapped from "+before.KEK.String(), true)
+	if err := s.keyConfig().Keep(id, after.KEK); err != nil {
+		s.log.Warn("could not forget the customer key's URI", "vault", eng.Record().Name, "err", err)
+	}
+	s.log.Info("vault switched to the platform key", "vault", eng.Record().Name, "from", before.KEK.String(), "by", principal)
 	return nil
 }
 

@@ -90,6 +90,16 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/key/rotate", perm: authn.PermKeyManage, h: s.keyRotate},
 		{pattern: "POST /v1/vaults/{vault}/key/use-cmk", perm: authn.PermKeyManage, noOpen: true, h: s.keyUseCMK},
 		{pattern: "POST /v1/vaults/{vault}/key/use-pmk", perm: authn.PermKeyManage, h: s.keyUsePMK},
+		{pattern: "GET /v1/vaults/{vault}/deleted", perm: authn.PermVaultRead, h: s.deletedSnapshots},
+		{pattern: "POST /v1/vaults/{vault}/forget", perm: authn.PermSnapshotDelete, h: s.forget},
+		{pattern: "POST /v1/vaults/{vault}/undelete", perm: authn.PermSnapshotDelete, h: s.undelete},
+		{pattern: "POST /v1/vaults/{vault}/prune", perm: authn.PermSnapshotDelete, h: s.prune},
+		{pattern: "GET /v1/vaults/{vault}/settings", perm: authn.PermVaultRead, h: s.settings},
+		{pattern: "POST /v1/vaults/{vault}/settings", perm: authn.PermVaultSettings, h: s.changeSettings},
+		{pattern: "GET /v1/vaults/{vault}/events", perm: authn.PermVaultRead, h: s.vaultEvents},
+		{pattern: "GET /v1/requests", perm: authn.PermRequestRead, h: s.listRequests},
+		{pattern: "POST /v1/requests/{id}/approve", perm: authn.PermRequestDecide, h: s.approve},
+		{pattern: "POST /v1/requests/{id}/reject", perm: authn.PermRequestDecide, h: s.reject},
 		{pattern: "POST /v1/tokens", perm: authn.PermTokenManage, h: s.createToken},
 		{pattern: "GET /v1/tokens", perm: authn.PermTokenManage, h: s.listTokens},
 		{pattern: "DELETE /v1/tokens/{id}", perm: authn.PermTokenManage, h: s.revokeToken},
@@ -584,6 +594,10 @@ func (s *Server) createToken(q *request) error {
 	}
 	if err := authn.CheckScope(role, body.Vault); err != nil {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if role == authn.RoleSecurityApprover {
+		// Else an owner could issue one and approve their own requests.
+		return fmt.Errorf("%w: security-approver tokens are issued on the server machine (coffer server approver-token --data DIR --name NAME), never through the API", api.ErrForbidden)
 	}
 	if body.Vault != "" {
 		if _, err := s.cat.Vault(q.ctx, body.Vault); err != nil {

@@ -292,3 +292,30 @@ func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// IssueApproverToken issues a security-approver token straight into the
+// catalog under dataDir, as only someone on the server machine can: the
+// API never issues this role, so an owner cannot approve their own
+// requests. The secret is returned once and stored only as a hash.
+func IssueApproverToken(ctx context.Context, dataDir, name string, expires, now time.Time) (secret, id string, err error) {
+	if _, err := os.Stat(catalogFile(dataDir)); err != nil {
+		return "", "", fmt.Errorf("no vault server data in %s: %w", dataDir, err)
+	}
+	cat, err := sqlite.Open(catalogFile(dataDir))
+	if err != nil {
+		return "", "", err
+	}
+	defer cat.Close()
+	sec, hash, id, err := authn.Generate(rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	rec := vault.TokenRecord{ID: id, Name: name, Role: string(authn.RoleSecurityApprover), Hash: hash, Created: now.UTC(), CreatedBy: "server-machine"}
+	if !expires.IsZero() {
+		rec.Expires = expires.UTC()
+	}
+	if err := cat.AddToken(ctx, rec); err != nil {
+		return "", "", err
+	}
+	return string(sec), id, nil
+}

@@ -1,0 +1,420 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/protect"
+	"github.com/coffer-backup/coffer/internal/retention"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+func wireSnapshots(ss []vault.SnapshotRecord) []api.Snapshot {
+	out := make([]api.Snapshot, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, api.FromSnapshot(s))
+	}
+	return out
+}
+
+// deletedSnapshots lists the vault's soft-deleted snapshots.
+func (s *Server) deletedSnapshots(q *request) error {
+	all, err := q.vault.AllSnapshots(q.ctx)
+	if err != nil {
+		return err
+	}
+	var del []vault.SnapshotRecord
+	for _, sn := range all {
+		if !sn.Deleted.IsZero() {
+			del = append(del, sn)
+		}
+	}
+	writeJSON(q.w, http.StatusOK, wireSnapshots(del))
+	return nil
+}
+
+func parseIDs(ids []string) ([]vault.ID, error) {
+	out := make([]vault.ID, 0, len(ids))
+	for _, s := range ids {
+		id, err := vault.ParseID(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: snapshot id %q: %v", api.ErrBadRequest, s, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func (s *Server) forget(q *request) error {
+	var body api.Forget
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	if len(body.IDs) == 0 {
+		return fmt.Errorf("%w: name the snapshots to forget", api.ErrBadRequest)
+	}
+	ids, err := parseIDs(body.IDs)
+	if err != nil {
+		return err
+	}
+	done, err := q.vault.Forget(q.ctx, ids, q.principal())
+	if err != nil {
+		return err
+	}
+	settings, err := q.vault.Settings(q.ctx)
+	if err != nil {
+		return err
+	}
+	q.log.Info("snapshots forgotten", "vault", q.name, "count", len(done), "token", q.tok.ID)
+	writeJSON(q.w, http.StatusOK, api.Forgotten{Forgotten: wireSnapshots(done), RecoverableUntil: protect.Expiry(settings, s.opt.Now().UTC())})
+	return nil
+}
+
+func (s *Server) undelete(q *request) error {
+	var body api.Undelete
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	ids, err := parseIDs([]string{body.ID})
+	if err != nil {
+		return err
+	}
+	sn, err := q.vault.Undelete(q.ctx, ids[0], q.principal())
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, api.FromSnapshot(sn))
+	return nil
+}
+
+func (s *Server) prune(q *request) error {
+	var body api.Prune
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	rep, err := q.vault.Prune(context.WithoutCancel(q.ctx), engine.PruneOptions{DryRun: body.DryRun, Principal: q.principal()})
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, wirePrune(rep))
+	return nil
+}
+
+func wirePrune(r *engine.PruneReport) api.PruneReport {
+	return api.PruneReport{DryRun: r.DryRun, Expired: wireSnapshots(r.Expired), StillDeleted: r.StillDeleted,
+		Condemned: r.Condemned, CondemnedBytes: r.CondemnedBytes, Deleted: r.Deleted, DeletedBytes: r.DeletedBytes,
+		Waiting: r.Waiting, WaitingBytes: r.WaitingBytes, Sessions: len(r.Sessions), Reprieved: r.Reprieved,
+		PartlyUsed: r.PartlyUsed, UnusedBytes: r.UnusedBytes}
+}
+
+func (s *Server) settings(q *request) error {
+	st, err := q.vault.Settings(q.ctx)
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, api.FromSettings(st))
+	return nil
+}
+
+// requestParams is what a request records to carry out its operation
+// once approved.
+type requestParams struct {
+	Vault  string              `json:"vault"`
+	Change *api.SettingsChange `json:"change,omitempty"`
+}
+
+// changeSettings changes the vault's settings; a critical change becomes
+// a request for a security approver (202).
+func (s *Server) changeSettings(q *request) error {
+	var body api.SettingsChange
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	if body.Policy != nil && *body.Policy != "" {
+		var p retention.Policy
+		if err := json.Unmarshal([]byte(*body.Policy), &p); err != nil {
+			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
+		}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
+		}
+	}
+	old, nw, c, err := q.vault.ChangeSettings(q.ctx, body.Apply, q.principal(), false)
+	switch {
+	case errors.Is(err, vault.ErrApprovalRequired):
+		req, rerr := s.newRequest(q, "vault-set", strings.Join(c.Critical, "; "), requestParams{Vault: q.name, Change: &body})
+		if rerr != nil {
+			return rerr
+		}
+		writeJSON(q.w, http.StatusAccepted, api.SettingsResult{Settings: api.FromSettings(old), Request: &req})
+		return nil
+	case errors.Is(err, protect.ErrInvalid):
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	case err != nil:
+		return err
+	}
+	writeJSON(q.w, http.StatusOK, api.SettingsResult{Settings: api.FromSettings(nw), Changed: engine.DescribeSettingsChange(old, nw)})
+	return nil
+}
+
+func (s *Server) vaultEvents(q *request) error {
+	evs, err := q.vault.Events(q.ctx)
+	if err != nil {
+		return err
+	}
+	out := make([]api.VaultEvent, len(evs))
+	for i, e := range evs {
+		out[i] = api.VaultEvent{Time: e.Time, Principal: e.Principal, Event: e.Event, Detail: e.Detail, OK: e.OK}
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
+// newRequest records a multi-user authorization request for a critical
+// operation, and the request event.
+func (s *Server) newRequest(q *request, op, summary string, params requestParams) (api.Request, error) {
+	var b [8]byte
+	rand.Read(b[:])
+	pb, err := json.Marshal(params)
+	if err != nil {
+		return api.Request{}, err
+	}
+	now := s.opt.Now().UTC()
+	r := vault.Request{ID: "req_" + hex.EncodeToString(b[:]), Op: op, Params: string(pb), Summary: summary,
+		Requester: q.principal(), Created: now, Expires: now.Add(vault.DefaultRequestTTL), State: vault.RequestPending}
+	if q.vault != nil {
+		r.Vault = q.vault.Record().ID
+	} else if rec, err := s.cat.Vault(q.ctx, params.Vault); err == nil {
+		r.Vault = rec.ID
+	}
+	if err := s.cat.AddRequest(q.ctx, r); err != nil {
+		return api.Request{}, err
+	}
+	if !r.Vault.IsZero() {
+		s.vaultEvent(q.ctx, r.Vault, q.principal(), vault.EventRequest, fmt.Sprintf("%s: %s (%s), expires %s", r.ID, op, summary, r.Expires.Format(time.RFC3339)), true)
+	}
+	q.log.Info("approval requested", "request", r.ID, "op", op, "vault", params.Vault, "token", q.tok.ID)
+	return wireRequest(r), nil
+}
+
+func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool) {
+	if err := s.cat.AddEvent(ctx, vault.VaultEvent{Vault: id, Time: s.opt.Now().UTC(), Principal: principal, Event: event, Detail: detail, OK: ok}); err != nil {
+		s.log.Error("could not record a vault event", "event", event, "err", err)
+	}
+}
+
+func wireRequest(r vault.Request) api.Request {
+	var p requestParams
+	json.Unmarshal([]byte(r.Params), &p)
+	return api.Request{ID: r.ID, Vault: p.Vault, Op: r.Op, Summary: r.Summary, Requester: r.Requester, Created: r.Created,
+		Expires: r.Expires, State: string(r.State), Decider: r.Decider, Decided: r.Decided}
+}
+
+// effectiveState is a request's state with expiry applied.
+func (s *Server) effectiveState(r vault.Request) vault.RequestState {
+	if r.State == vault.RequestPending && !s.opt.Now().Before(r.Expires) {
+		return vault.RequestExpired
+	}
+	return r.State
+}
+
+func (s *Server) listRequests(q *request) error {
+	rs, err := s.cat.Requests(q.ctx)
+	if err != nil {
+		return err
+	}
+	want := q.r.URL.Query().Get("vault")
+	all := q.r.URL.Query().Get("all") == "true"
+	out := []api.Request{}
+	for _, r := range rs {
+		w := wireRequest(r)
+		w.State = string(s.effectiveState(r))
+		if want != "" && w.Vault != want {
+			continue
+		}
+		if !all && w.State != string(vault.RequestPending) {
+			continue
+		}
+		out = append(out, w)
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) approve(q *request) error { return s.decide(q, vault.RequestApproved) }
+func (s *Server) reject(q *request) error  { return s.decide(q, vault.RequestRejected) }
+
+// decide approves or rejects a pending request; an approved one is
+// carried out at once, as its requester, and the answer says how that
+// went. Nobody decides their own request.
+func (s *Server) decide(q *request, state vault.RequestState) error {
+	id := q.r.PathValue("id")
+	r, err := s.cat.Request(q.ctx, id)
+	if err != nil {
+		return fmt.Errorf("request %s: %w", id, err)
+	}
+	me := q.principal()
+	if r.Requester == me {
+		return fmt.Errorf("%w: request %s is yours: a different principal must decide it", api.ErrForbidden, id)
+	}
+	if s.effectiveState(r) == vault.RequestExpired && r.State == vault.RequestPending {
+		s.cat.DecideRequest(q.ctx, id, vault.RequestExpired, "", s.opt.Now().UTC())
+		return fmt.Errorf("%w: request %s expired at %s; ask for it again", vault.ErrConflict, id, r.Expires.Format(time.RFC3339))
+	}
+	now := s.opt.Now().UTC()
+	if err := s.cat.DecideRequest(q.ctx, id, state, me, now); err != nil {
+		return fmt.Errorf("request %s: %w", id, err)
+	}
+	r.State, r.Decider, r.Decided = state, me, now
+	out := wireRequest(r)
+	ev := vault.EventReject
+	if state == vault.RequestApproved {
+		ev = vault.EventApprove
+		out.Result, err = s.carryOut(q.ctx, r)
+		if err != nil {
+			out.Result = "approved, but it failed: " + err.Error()
+		}
+	}
+	if !r.Vault.IsZero() {
+		detail := fmt.Sprintf("%s: %s (%s) requested by %s", r.ID, r.Op, r.Summary, r.Requester)
+		if out.Result != "" {
+			detail += ": " + out.Result
+		}
+		s.vaultEvent(q.ctx, r.Vault, me, ev, detail, err == nil)
+	}
+	q.log.Info("request decided", "request", id, "state", state, "token", q.tok.ID)
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
+// carryOut does what an approved request asked.
+func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) {
+	var p requestParams
+	if err := json.Unmarshal([]byte(r.Params), &p); err != nil {
+		return "", fmt.Errorf("request %s: %w: params: %v", r.ID, vault.ErrCorrupt, err)
+	}
+	eng, err := s.vault(ctx, p.Vault)
+	if err != nil {
+		return "", err
+	}
+	who := r.Requester + ", approved by " + r.Decider
+	switch r.Op {
+	case "vault-set":
+		if p.Change == nil {
+			return "", fmt.Errorf("request %s: no change recorded", r.ID)
+		}
+		old, nw, _, err := eng.ChangeSettings(ctx, p.Change.Apply, who, true)
+		if err != nil {
+			return "", err
+		}
+		return "changed: " + engine.DescribeSettingsChange(old, nw), nil
+	case "use-pmk":
+		before := eng.KeyInfo().KEK
+		if err := s.usePMK(ctx, eng, who); err != nil {
+			return "", err
+		}
+		return "keys rewrapped from " + before.String() + " to " + eng.KeyInfo().KEK.String(), nil
+	}
+	return "", fmt.Errorf("request %s: unknown operation %q", r.ID, r.Op)
+}
+
+// applyPolicies applies each vault's stored retention policy once a day
+// (Maintain calls it): the snapshots the policy does not keep are
+// forgotten (soft delete), except those the minimum retention still
+// protects.
+func (s *Server) applyPolicies(ctx context.Context) error {
+	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || !vaultName.MatchString(e.Name()) {
+			continue
+		}
+		if err := s.applyPolicy(ctx, e.Name()); err != nil {
+			errs = append(errs, fmt.Errorf("vault %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+const policyPrincipal = "server (stored policy)"
+
+func (s *Server) applyPolicy(ctx context.Context, name string) error {
+	rec, err := s.cat.Vault(ctx, name)
+	if err != nil {
+		return nil // a directory without a vault: not ours to judge here
+	}
+	settings, err := s.cat.Settings(ctx, rec.ID)
+	if err != nil || settings.Policy == "" {
+		return err
+	}
+	now := s.opt.Now().UTC()
+	evs, err := s.cat.Events(ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Event == vault.EventPolicyApplied {
+			if now.Sub(evs[i].Time) < 24*time.Hour {
+				return nil
+			}
+			break
+		}
+	}
+	p, err := protect.ParsePolicy(settings.Policy)
+	if err != nil {
+		return err
+	}
+	eng, err := s.vault(ctx, name)
+	if err != nil {
+		return err
+	}
+	snaps, err := eng.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	groups, err := retention.Apply(p, snaps, now)
+	if err != nil {
+		s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "not applied: "+err.Error(), false)
+		return err
+	}
+	var ids []vault.ID
+	protected := 0
+	for _, g := range groups {
+		for _, d := range g.Decisions {
+			if d.Keep {
+				continue
+			}
+			if protect.Forget(settings, d.Snapshot, now) != nil {
+				protected++
+				continue
+			}
+			ids = append(ids, d.Snapshot.ID)
+		}
+	}
+	if len(ids) > 0 {
+		if _, err := eng.Forget(ctx, ids, policyPrincipal); err != nil {
+			s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "failed: "+err.Error(), false)
+			return err
+		}
+	}
+	s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied,
+		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true)
+	return nil
+}
