@@ -255,10 +255,12 @@ type PruneReport struct {
 // the index later writers load, so nothing new depends on it), and
 // deleted only once every writer session that began before that has
 // ended and a fresh look at the snapshots finds no reference to it; one
-// that is referenced after all is reprieved. The catalog record goes
-// before the store object, so an interrupted prune leaves at worst a pack
-// in the store that no catalog entry names, which check reports as
-// harmless.
+// that is referenced after all is reprieved. The store object goes
+// before the catalog record, so an interrupted prune leaves at worst the
+// record of a condemned pack whose object is gone, which check reports as
+// harmless and the next prune removes; a snapshot object is removed
+// after its record, leaving at worst an object check reports as not in
+// the catalog.
 func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, error) {
 	rep := &PruneReport{DryRun: opt.DryRun}
 	settings, err := v.Settings(ctx)
@@ -461,13 +463,16 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		if opt.DryRun {
 			continue
 		}
+		// The store object first: interrupted here, the catalog still
+		// names the condemned pack, and the next prune removes the
+		// record (a missing object is no error then).
+		if err := v.opt.Store.Delete(ctx, packHandle(p.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return rep, fmt.Errorf("prune: delete pack %s: %w", p.ID.Short(), err)
+		}
 		if err := v.opt.Catalog.RemovePack(ctx, v.rec.ID, p.ID); err != nil {
 			return rep, fmt.Errorf("prune: remove pack %s from the catalog: %w", p.ID.Short(), err)
 		}
 		v.forgetCondemned(blobsOf[p.ID])
-		if err := v.opt.Store.Delete(ctx, packHandle(p.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
-			return rep, fmt.Errorf("prune: delete pack %s: %w", p.ID.Short(), err)
-		}
 	}
 	if !opt.DryRun {
 		detail := fmt.Sprintf("removed %d expired snapshot(s)%s; %d pack(s) condemned, %d deleted (%d bytes), %d waiting for running backups, %d reprieved",
