@@ -153,8 +153,13 @@ func newTokenRevokeCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
+			req, err := c.RevokeToken(cmd.Context(), args[0])
+			if err != nil {
 				return err
+			}
+			if req != nil {
+				printRequest(a, *req)
+				return nil
 			}
 			fmt.Fprintf(a.stdout, "token %s revoked\n", args[0])
 			return nil

@@ -415,3 +415,42 @@ func TestRemoteProtection(t *testing.T) {
 		t.Errorf("check: %s", out)
 	}
 }
+
+// TestLastOwnerNeedsApproval: revoking the last active owner token is a
+// critical change; with another owner left it is not.
+func TestLastOwnerNeedsApproval(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_VAULT", srv.URL)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	var toks []struct {
+		ID   string `json:"id"`
+		Role string `json:"role"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "token", "list", "--json")), &toks); err != nil || len(toks) != 1 {
+		t.Fatalf("token list: %v %+v", err, toks)
+	}
+	first := toks[0].ID
+	out := mustCoffer(t, e, "token", "revoke", first)
+	req := requestID(t, out)
+	if !strings.Contains(out, "last owner") {
+		t.Errorf("token revoke of the last owner said %q", out)
+	}
+	mustCoffer(t, e, "token", "list") // the owner token still works
+	approver, _, err := server.IssueApproverToken(t.Context(), srv.DataDir, "alice", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "owner", "--name", "second"))
+	// With a second owner, revoking the first is ordinary...
+	if out := mustCoffer(t, e, "token", "revoke", first, "--token", second); !strings.Contains(out, "revoked") {
+		t.Errorf("revoke with another owner left: %q", out)
+	}
+	failsWith(t, e, "unknown, expired or revoked", "token", "list")
+	// ...and the pending request, approved now, changes nothing more.
+	if out := mustCoffer(t, e, "approve", req, "--token", approver); !strings.Contains(out, "approved") {
+		t.Errorf("approve: %q", out)
+	}
+	mustCoffer(t, e, "token", "list", "--token", second)
+}

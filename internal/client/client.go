@@ -278,8 +278,25 @@ func (c *Client) Tokens(ctx context.Context) ([]api.Token, error) {
 }
 
 // RevokeToken revokes token id.
-func (c *Client) RevokeToken(ctx context.Context, id string) error {
-	return c.doJSON(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+// Revoking the last active owner token needs a security approver: the
+// answer is then the request (nil otherwise).
+func (c *Client) RevokeToken(ctx context.Context, id string) (*api.Request, error) {
+	var out struct {
+		Request *api.Request `json:"request"`
+	}
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusAccepted {
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+			return nil, fmt.Errorf("DELETE /v1/tokens/%s: bad answer: %w", id, err)
+		}
+		return out.Request, nil
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return nil, nil
 }
 
 // Healthz checks that the server answers.

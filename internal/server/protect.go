@@ -130,8 +130,9 @@ func (s *Server) settings(q *request) error {
 // requestParams is what a request records to carry out its operation
 // once approved.
 type requestParams struct {
-	Vault  string              `json:"vault"`
+	Vault  string              `json:"vault,omitempty"`
 	Change *api.SettingsChange `json:"change,omitempty"`
+	Token  string              `json:"token,omitempty"` // token-revoke: the token's ID
 }
 
 // changeSettings changes the vault's settings; a critical change becomes
@@ -304,11 +305,18 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 	if err := json.Unmarshal([]byte(r.Params), &p); err != nil {
 		return "", fmt.Errorf("request %s: %w: params: %v", r.ID, vault.ErrCorrupt, err)
 	}
+	who := r.Requester + ", approved by " + r.Decider
+	if r.Op == "token-revoke" {
+		if err := s.cat.RevokeToken(ctx, p.Token, s.opt.Now().UTC()); err != nil {
+			return "", fmt.Errorf("token %s: %w", p.Token, err)
+		}
+		s.log.Info("token revoked", "id", p.Token, "by", who)
+		return "token " + p.Token + " revoked", nil
+	}
 	eng, err := s.vault(ctx, p.Vault)
 	if err != nil {
 		return "", err
 	}
-	who := r.Requester + ", approved by " + r.Decider
 	switch r.Op {
 	case "vault-set":
 		if p.Change == nil {

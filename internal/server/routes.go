@@ -640,12 +640,52 @@ func (s *Server) listTokens(q *request) error {
 	return nil
 }
 
+// revokeToken revokes a token. Revoking the last active owner token
+// would leave nobody to administer the server, so it is critical: it
+// becomes a request for a security approver (202).
 func (s *Server) revokeToken(q *request) error {
 	id := q.r.PathValue("id")
+	last, err := s.lastOwner(q.ctx, id)
+	if err != nil {
+		return err
+	}
+	if last {
+		req, err := s.newRequest(q, "token-revoke", "removing the last owner (token "+id+")", requestParams{Token: id})
+		if err != nil {
+			return err
+		}
+		writeJSON(q.w, http.StatusAccepted, struct {
+			Request *api.Request `json:"request"`
+		}{&req})
+		return nil
+	}
 	if err := s.cat.RevokeToken(q.ctx, id, s.opt.Now().UTC()); err != nil {
 		return fmt.Errorf("token %s: %w", id, err)
 	}
 	q.log.Info("token revoked", "id", id, "by", q.tok.ID)
 	q.w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// lastOwner reports whether token id is the only owner token still
+// active (not revoked, not expired).
+func (s *Server) lastOwner(ctx context.Context, id string) (bool, error) {
+	toks, err := s.cat.Tokens(ctx)
+	if err != nil {
+		return false, err
+	}
+	now := s.opt.Now()
+	active := func(t vault.TokenRecord) bool {
+		return t.Role == string(authn.RoleOwner) && t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
+	}
+	target, others := false, 0
+	for _, t := range toks {
+		switch {
+		case t.ID == id:
+			target = active(t)
+		case active(t):
+			others++
+		}
+	}
+	return target && others == 0, nil
 }

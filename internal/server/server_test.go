@@ -106,7 +106,7 @@ func TestAuthentication(t *testing.T) {
 			opID = tk.ID
 		}
 	}
-	if err := owner.RevokeToken(ctx, opID); err != nil {
+	if _, err := owner.RevokeToken(ctx, opID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := op.Vault("a").Snapshots(ctx); status(err) != http.StatusUnauthorized {
