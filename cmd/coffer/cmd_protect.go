@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/retention"
@@ -562,4 +564,93 @@ request must be someone else's.`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+func newVaultDeleteCmd(a *app) *cobra.Command {
+	var confirm bool
+	cmd := &cobra.Command{
+		Use:   "delete [VAULT]",
+		Short: "Delete a vault and everything in it (needs a second person's approval)",
+		Long: `Delete a vault: its snapshots, its data, its store. Never while its immutability
+is enabled or locked and it holds snapshots. Otherwise it is a critical change:
+on a vault server it becomes a request that a security approver must approve
+("coffer approve ID"); a local vault can be deleted only if it was created
+--single-user, and then with --confirm. A local vault's own event log goes with
+it; a server keeps a deleted vault's events, and its name stays taken.`,
+		Example: `  coffer vault delete prod --vault https://backup.example.com:8443
+  coffer vault delete scratch --confirm     # a local single-user vault`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.vaultArg(args, 0); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if isRemote(a.vaultRef) {
+				if confirm {
+					return errors.New("--confirm is for single-user local vaults: on a server, a security approver approves")
+				}
+				rv, err := a.openRemote(ctx, a.vaultRef)
+				if err != nil {
+					return err
+				}
+				defer rv.Close()
+				req, err := rv.Delete(ctx)
+				if err != nil {
+					return err
+				}
+				printRequest(a, *req)
+				return nil
+			}
+			return a.deleteLocalVault(ctx, confirm)
+		},
+	}
+	cmd.Flags().BoolVar(&confirm, "confirm", false, "delete a single-user local vault")
+	return cmd
+}
+
+// deleteLocalVault deletes the selected local vault directory, under the
+// same rules as a server's, with no key needed.
+func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
+	loc, err := a.locate()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
+		return fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
+	}
+	cat, err := sqlite.Open(catalogPath(loc.dir))
+	if err != nil {
+		return err
+	}
+	rec, err := cat.Vault(ctx, localCatalogName)
+	var settings vault.VaultSettings
+	var snaps []vault.SnapshotRecord
+	if err == nil {
+		settings, err = cat.Settings(ctx, rec.ID)
+	}
+	if err == nil {
+		snaps, err = cat.Snapshots(ctx, rec.ID)
+	}
+	if err != nil {
+		cat.Close()
+		return err
+	}
+	c, err := protect.VaultDelete(settings, len(snaps))
+	if err == nil && !settings.SingleUser {
+		err = fmt.Errorf("%w: deleting a vault needs a second person's approval, and a local vault has one principal; only a vault created with `coffer vault create --single-user` can be deleted here (with --confirm)", vault.ErrApprovalRequired)
+	}
+	if err == nil && !confirm {
+		err = fmt.Errorf("%w: %s is a critical change: add --confirm to delete %s and its %d snapshots", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "), loc.dir, len(snaps))
+	}
+	if err != nil {
+		cat.AddEvent(ctx, vault.VaultEvent{Vault: rec.ID, Time: a.now().UTC(), Principal: a.principal(), Event: vault.EventVaultDelete, Detail: "refused: " + err.Error()})
+		cat.Close()
+		return err
+	}
+	cat.Close()
+	if err := os.RemoveAll(loc.dir); err != nil {
+		return fmt.Errorf("delete %s: %w (run the command again to finish)", loc.dir, err)
+	}
+	fmt.Fprintf(a.stdout, "vault %s deleted with its %d snapshots (%s removed, its event log with it)\n", loc.name, len(snaps), loc.dir)
+	return nil
 }

@@ -454,3 +454,58 @@ func TestLastOwnerNeedsApproval(t *testing.T) {
 	}
 	mustCoffer(t, e, "token", "list", "--token", second)
 }
+
+// TestVaultDelete: deleting a vault is critical (a request, approved by a
+// security approver; a single-user local vault with --confirm) and
+// forbidden while immutable with snapshots, also when immutability was
+// enabled between the request and its approval.
+func TestVaultDelete(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	for _, name := range []string{"prod", "tmp", "late"} {
+		mustCoffer(t, e, "vault", "create", name, "--vault", srv.URL)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "f"), []byte("data"), 0o644)
+	for _, name := range []string{"prod", "tmp", "late"} {
+		mustCoffer(t, e, "backup", src, "--vault", srv.URL+"/"+name)
+	}
+	approver, _, err := server.IssueApproverToken(t.Context(), srv.DataDir, "alice", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	req := requestID(t, mustCoffer(t, e, "vault", "delete", "tmp", "--vault", srv.URL))
+	mustCoffer(t, e, "snapshots", "--vault", srv.URL+"/tmp") // still there
+	if out := mustCoffer(t, e, "approve", req, "--vault", srv.URL, "--token", approver); !strings.Contains(out, "deleted") {
+		t.Errorf("approve said %q", out)
+	}
+	failsWith(t, e, "not found", "snapshots", "--vault", srv.URL+"/tmp")
+	if _, err := os.Stat(server.VaultDir(srv.DataDir, "tmp")); !os.IsNotExist(err) {
+		t.Errorf("the deleted vault's store is still there: %v", err)
+	}
+	failsWith(t, e, "exists", "vault", "create", "tmp", "--vault", srv.URL)
+
+	mustCoffer(t, e, "vault", "set", "--immutability", "enabled", "--vault", srv.URL+"/prod")
+	failsWith(t, e, "immutability is enabled", "vault", "delete", "prod", "--vault", srv.URL)
+
+	req = requestID(t, mustCoffer(t, e, "vault", "delete", "late", "--vault", srv.URL))
+	mustCoffer(t, e, "vault", "set", "--immutability", "enabled", "--vault", srv.URL+"/late")
+	failsWith(t, e, "could not be made", "approve", req, "--vault", srv.URL, "--token", approver)
+	mustCoffer(t, e, "snapshots", "--vault", srv.URL+"/late")
+
+	// Local vaults.
+	l := newEnv(t)
+	backupJSON(t, l, src)
+	failsWith(t, l, "second person", "vault", "delete")
+	mustCoffer(t, l, "vault", "create", "solo", "--single-user")
+	failsWith(t, l, "--confirm", "vault", "delete", "solo")
+	if out := mustCoffer(t, l, "vault", "delete", "solo", "--confirm"); !strings.Contains(out, "deleted") {
+		t.Errorf("vault delete said %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(l.home, "vaults", "solo")); !os.IsNotExist(err) {
+		t.Errorf("the local vault is still there: %v", err)
+	}
+}

@@ -69,8 +69,8 @@ const (
 	// PermRequestDecide: approve or reject another principal's request.
 	// Server-wide.
 	PermRequestDecide Permission = "request.decide"
-	// PermVaultDelete: delete the vault. Reserved: no
-	// request needs it yet, and only the owner has it.
+	// PermVaultDelete: ask to delete the vault (a critical change: a
+	// security approver must approve it).
 	PermVaultDelete Permission = "vault.delete"
 )
 

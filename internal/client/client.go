@@ -407,6 +407,16 @@ func (v *Vault) UsePMK(ctx context.Context) (api.KeyChange, *api.Request, error)
 	return out.KeyChange, out.Request, err
 }
 
+// Delete asks to delete the vault: a critical change, so the answer is a
+// request for a security approver.
+func (v *Vault) Delete(ctx context.Context) (*api.Request, error) {
+	var out struct {
+		Request *api.Request `json:"request"`
+	}
+	err := v.c.doJSON(ctx, http.MethodDelete, v.path, nil, &out)
+	return out.Request, err
+}
+
 // Deleted lists the vault's soft-deleted snapshots.
 func (v *Vault) Deleted(ctx context.Context) ([]vault.SnapshotRecord, error) {
 	var ws []api.Snapshot

@@ -306,6 +306,9 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 		return "", fmt.Errorf("request %s: %w: params: %v", r.ID, vault.ErrCorrupt, err)
 	}
 	who := r.Requester + ", approved by " + r.Decider
+	if r.Op == "vault-delete" {
+		return s.removeVault(ctx, p.Vault, who)
+	}
 	if r.Op == "token-revoke" {
 		if err := s.cat.RevokeToken(ctx, p.Token, s.opt.Now().UTC()); err != nil {
 			return "", fmt.Errorf("token %s: %w", p.Token, err)
@@ -425,4 +428,75 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 	s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied,
 		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true)
 	return nil
+}
+
+// deleteVault asks to delete the vault: forbidden while its immutability
+// is enabled or locked and it holds snapshots; otherwise critical, so a
+// request for a security approver (202).
+func (s *Server) deleteVault(q *request) error {
+	rec, err := s.cat.Vault(q.ctx, q.name)
+	if err != nil {
+		return fmt.Errorf("vault %q: %w", q.name, err)
+	}
+	settings, err := s.cat.Settings(q.ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	snaps, err := s.cat.Snapshots(q.ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	c, err := protect.VaultDelete(settings, len(snaps))
+	if err != nil {
+		s.vaultEvent(q.ctx, rec.ID, q.principal(), vault.EventVaultDelete, "refused: "+err.Error(), false)
+		return err
+	}
+	req, err := s.newRequest(q, "vault-delete", fmt.Sprintf("%s %q (%d snapshots)", strings.Join(c.Critical, "; "), q.name, len(snaps)), requestParams{Vault: q.name})
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusAccepted, struct {
+		Request *api.Request `json:"request"`
+	}{&req})
+	return nil
+}
+
+// removeVault deletes an approved vault: the protection is checked again
+// (it may have changed since the request), then the catalog marks the
+// vault deleted and drops its snapshots and packs (its events stay), and
+// its store is removed. Interrupted after the catalog step, the store
+// directory is left behind under a name no vault can take again.
+func (s *Server) removeVault(ctx context.Context, name, who string) (string, error) {
+	rec, err := s.cat.Vault(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("vault %q: %w", name, err)
+	}
+	settings, err := s.cat.Settings(ctx, rec.ID)
+	if err != nil {
+		return "", err
+	}
+	snaps, err := s.cat.Snapshots(ctx, rec.ID)
+	if err != nil {
+		return "", err
+	}
+	if _, err := protect.VaultDelete(settings, len(snaps)); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	if ov, ok := s.vaults[name]; ok {
+		delete(s.vaults, name)
+		ov.eng.Close()
+		ov.store.Close()
+	}
+	err = s.cat.DeleteVault(ctx, rec.ID, s.opt.Now().UTC())
+	s.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	s.vaultEvent(ctx, rec.ID, who, vault.EventVaultDelete, fmt.Sprintf("vault %q deleted with %d snapshots", name, len(snaps)), true)
+	if err := os.RemoveAll(VaultDir(s.opt.DataDir, name)); err != nil {
+		return "", fmt.Errorf("vault %q is deleted, but its store could not be removed: %w", name, err)
+	}
+	s.log.Info("vault deleted", "vault", name, "by", who)
+	return fmt.Sprintf("vault %q deleted (%d snapshots)", name, len(snaps)), nil
 }

@@ -372,8 +372,15 @@ type Catalog interface {
 	// CreateVault records a new vault; ErrExists if the name or ID is
 	// taken.
 	CreateVault(ctx context.Context, v VaultRecord) error
-	// Vault returns the vault named name, or ErrNotFound.
+	// Vault returns the vault named name, or ErrNotFound (also for a
+	// deleted vault, whose name stays taken: CreateVault then fails with
+	// ErrExists).
 	Vault(ctx context.Context, name string) (VaultRecord, error)
+	// DeleteVault marks vault deleted at at and removes, in one
+	// transaction, its snapshots, packs, blobs and sessions; its settings,
+	// events, key events and requests stay for the audit trail.
+	// ErrNotFound if there is no such vault (or it is deleted already).
+	DeleteVault(ctx context.Context, vault ID, at time.Time) error
 
 	// AddPack records a pack and its blobs atomically; ErrExists if the
 	// pack is recorded already. Every blob's Pack must be p.ID.

@@ -89,6 +89,7 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"RequestDecide", testRequestDecide},
 		{"RequestDecideInvalid", testRequestDecideInvalid},
 		{"RequestDecideConcurrent", testRequestDecideConcurrent},
+		{"VaultDelete", testVaultDelete},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

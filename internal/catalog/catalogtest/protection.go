@@ -942,3 +942,52 @@ func testRequestDecideConcurrent(t *testing.T, c vault.Catalog) {
 		equal(t, fmt.Sprintf("round %d: Request", round), request(t, c, r.ID), normRequests(want)[0])
 	}
 }
+
+func testVaultDelete(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "doomed")
+	other := createVault(t, c, "other")
+	p, b := newPack(t, 3)
+	addPack(t, c, v.ID, p, b)
+	addPack(t, c, other.ID, p, b)
+	addSnapshot(t, c, v.ID, newSnapshot(t, base))
+	addEvent(t, c, vault.VaultEvent{Vault: v.ID, Time: base, Principal: "p", Event: vault.EventForget, OK: true})
+	if err := c.BeginSession(ctx, v.ID, vault.Session{ID: "s1", Kind: "backup", Started: base, Touched: base}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.DeleteVault(ctx, v.ID, base.Add(time.Hour)); err != nil {
+		t.Fatalf("DeleteVault: %v", err)
+	}
+	if _, err := c.Vault(ctx, "doomed"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("Vault of a deleted vault: %v, want ErrNotFound", err)
+	}
+	if err := c.CreateVault(ctx, vault.VaultRecord{ID: newID(), Name: "doomed", Created: base}); !errors.Is(err, vault.ErrExists) {
+		t.Errorf("CreateVault with a deleted vault's name: %v, want ErrExists", err)
+	}
+	if err := c.DeleteVault(ctx, v.ID, base.Add(2*time.Hour)); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("DeleteVault twice: %v, want ErrNotFound", err)
+	}
+	if err := c.DeleteVault(ctx, newID(), base); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("DeleteVault of an unknown vault: %v, want ErrNotFound", err)
+	}
+	if got := allPacks(t, c, v.ID); len(got) != 0 {
+		t.Errorf("packs of a deleted vault: %v", got)
+	}
+	if got := allBlobs(t, c, v.ID); len(got) != 0 {
+		t.Errorf("blobs of a deleted vault: %v", got)
+	}
+	if ss, err := c.Snapshots(ctx, v.ID); err != nil || len(ss) != 0 {
+		t.Errorf("snapshots of a deleted vault: %v %v", ss, err)
+	}
+	if ss, err := c.Sessions(ctx, v.ID); err != nil || len(ss) != 0 {
+		t.Errorf("sessions of a deleted vault: %v %v", ss, err)
+	}
+	if evs := events(t, c, v.ID); len(evs) != 1 {
+		t.Errorf("a deleted vault's events: %v, want them kept", evs)
+	}
+	equal(t, "Packs of the other vault", allPacks(t, c, other.ID), normPacks(p))
+	if _, err := c.Vault(ctx, "other"); err != nil {
+		t.Errorf("the other vault: %v", err)
+	}
+}

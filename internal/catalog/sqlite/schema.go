@@ -184,6 +184,11 @@ var migrations = [][]string{
 		) STRICT`,
 		`CREATE INDEX requests_by_created ON requests (created, id)`,
 	},
+	// 5: deleted vaults. A vault's row stays when it is deleted, so that
+	// its event trails keep their vault; its name stays taken.
+	{
+		`ALTER TABLE vaults ADD COLUMN deleted INTEGER`, // NULL: not deleted
+	},
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

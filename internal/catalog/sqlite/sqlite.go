@@ -268,7 +268,7 @@ func (c *Catalog) CreateVault(ctx context.Context, v vault.VaultRecord) error {
 		return err
 	})
 	if isDuplicate(err) {
-		return fmt.Errorf("create vault %q: %w", v.Name, vault.ErrExists)
+		return fmt.Errorf("create vault %q: %w (a deleted vault's name stays taken)", v.Name, vault.ErrExists)
 	}
 	if err != nil {
 		return fmt.Errorf("create vault %q: %w", v.Name, err)
@@ -281,7 +281,7 @@ func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, er
 	v := vault.VaultRecord{Name: name}
 	var id []byte
 	var created int64
-	err := c.db.QueryRowContext(ctx, `SELECT id, created FROM vaults WHERE name = ?`, name).Scan(&id, &created)
+	err := c.db.QueryRowContext(ctx, `SELECT id, created FROM vaults WHERE name = ? AND deleted IS NULL`, name).Scan(&id, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
 	}
@@ -746,4 +746,36 @@ func (c *Catalog) LastKeyEvent(ctx context.Context, vaultID vault.ID) (vault.Key
 		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, err)
 	}
 	return e, nil
+}
+
+// DeleteVault implements vault.Catalog.
+func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Time) error {
+	ns, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("delete vault %s: %w", vaultID, err)
+	}
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE vaults SET deleted = ? WHERE id = ? AND deleted IS NULL`, ns, vaultID[:])
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return vault.ErrNotFound
+		}
+		for _, q := range []string{
+			`DELETE FROM blobs WHERE vault = ?`,
+			`DELETE FROM packs WHERE vault = ?`,
+			`DELETE FROM snapshots WHERE vault = ?`,
+			`DELETE FROM sessions WHERE vault = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, vaultID[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete vault %s: %w", vaultID, err)
+	}
+	return nil
 }
