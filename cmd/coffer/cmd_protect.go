@@ -262,8 +262,9 @@ a pack is first condemned, and deleted only when every backup that began before
 that has finished and no snapshot turns out to need it (a later prune deletes
 what had to wait). An interrupted prune leaves a vault that check passes.
 
-Packs that hold both needed and unneeded data are kept whole for now; prune
-reports how much they could free.`,
+A pack more than a tenth unneeded is repacked: what is still needed is copied
+into new packs (decrypted and sealed again under the current data key) before
+the old pack is condemned.`,
 		Example: "  coffer prune --dry-run\n  coffer prune --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -307,8 +308,11 @@ func printPrune(a *app, rep api.PruneReport, jsonOut bool) error {
 	if rep.Reprieved > 0 {
 		fmt.Fprintf(a.stdout, "%d condemned pack(s) kept: a snapshot saved meanwhile needs them\n", rep.Reprieved)
 	}
+	if rep.Repacked > 0 {
+		fmt.Fprintf(a.stdout, "%s %d partly used pack(s): %s still needed %s into new packs\n", verb("repacked", "would repack"), rep.Repacked, humanBytes(uint64(rep.RepackedBytes)), verb("copied", "would be copied"))
+	}
 	if rep.PartlyUsed > 0 {
-		fmt.Fprintf(a.stdout, "%d partly used pack(s) kept whole: %s unused inside them (repacking is not built yet)\n", rep.PartlyUsed, humanBytes(uint64(rep.UnusedBytes)))
+		fmt.Fprintf(a.stdout, "%d pack(s) kept whole: %s unused inside them, under the repacking threshold\n", rep.PartlyUsed, humanBytes(uint64(rep.UnusedBytes)))
 	}
 	return nil
 }

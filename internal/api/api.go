@@ -565,6 +565,8 @@ type PruneReport struct {
 	WaitingBytes   int64      `json:"bytes_waiting"`
 	Sessions       int        `json:"sessions_waited_for"`
 	Reprieved      int        `json:"packs_reprieved"`
+	Repacked       int        `json:"packs_repacked"`
+	RepackedBytes  int64      `json:"bytes_repacked"`
 	PartlyUsed     int        `json:"packs_partly_used"`
 	UnusedBytes    int64      `json:"bytes_unused_in_kept_packs"`
 }

@@ -436,6 +436,12 @@ func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 // (encoding byte and payload) and its raw length. It reports whether the
 // blob was new. p may be reused once SaveBlob returns.
 func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p []byte, rawLen int) (bool, error) {
+	return v.saveBlob(ctx, t, id, p, rawLen, false)
+}
+
+// saveBlob is SaveBlob; with again it stores the blob even when the index
+// holds it already (prune moving it out of a partly used pack).
+func (v *Vault) saveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p []byte, rawLen int, again bool) (bool, error) {
 	if err := v.firstErr(); err != nil {
 		return false, err
 	}
@@ -447,7 +453,7 @@ func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 	}
 	k := blobKey{id, t}
 	v.mu.Lock()
-	if _, ok := v.index[k]; ok {
+	if _, ok := v.index[k]; ok && !again {
 		v.mu.Unlock()
 		return false, nil
 	}

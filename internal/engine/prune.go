@@ -218,7 +218,15 @@ func DescribeSettingsChange(old, new vault.VaultSettings) string {
 type PruneOptions struct {
 	DryRun    bool   // decide and report; change nothing
 	Principal string // who runs it, for the event trail
+	// MaxUnused is the share of a partly used pack's bytes that may be
+	// unneeded before prune repacks it (copies what is needed into new
+	// packs and condemns the old one); DefaultMaxUnused when 0, never
+	// repack when 1 or more.
+	MaxUnused float64
 }
+
+// DefaultMaxUnused: a pack more than a tenth unneeded is repacked.
+const DefaultMaxUnused = 0.10
 
 // PruneReport is what Prune did (or, with DryRun, would do).
 type PruneReport struct {
@@ -240,8 +248,14 @@ type PruneReport struct {
 	WaitingBytes int64 `json:"bytes_waiting"`
 	// Reprieved: condemned packs a snapshot saved meanwhile needs.
 	Reprieved int `json:"packs_reprieved"`
-	// PartlyUsed packs hold both needed and unneeded blobs; they are kept
-	// whole (no repacking yet), and UnusedBytes of them could be freed.
+	// Repacked: partly used packs whose needed blobs (RepackedBytes of
+	// them) were copied into new packs, the old ones condemned (and
+	// counted in Condemned).
+	Repacked      int   `json:"packs_repacked"`
+	RepackedBytes int64 `json:"bytes_repacked"`
+	// PartlyUsed packs hold both needed and unneeded blobs but too few
+	// unneeded ones to repack (PruneOptions.MaxUnused); UnusedBytes of
+	// them stay.
 	PartlyUsed  int   `json:"packs_partly_used"`
 	UnusedBytes int64 `json:"bytes_unused_in_kept_packs"`
 	// Sessions are the writers that held deletions back.
@@ -345,6 +359,11 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			}
 		}
 	}
+	maxUnused := opt.MaxUnused
+	if maxUnused == 0 {
+		maxUnused = DefaultMaxUnused
+	}
+	var repack []int // indexes into packs
 	for i, p := range packs {
 		if !p.Condemned.IsZero() {
 			continue
@@ -352,7 +371,7 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		var needed, unused int64
 		for _, b := range blobsOf[p.ID] {
 			if home[blobKey{b.ID, b.Type}] == p.ID {
-				needed++
+				needed += int64(b.Length)
 			} else {
 				unused += int64(b.Length)
 			}
@@ -367,9 +386,64 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 					return rep, err
 				}
 			}
+		case unused > 0 && float64(unused) > maxUnused*float64(p.Size):
+			repack = append(repack, i)
+			rep.Repacked++
+			rep.RepackedBytes += needed
 		case unused > 0:
 			rep.PartlyUsed++
 			rep.UnusedBytes += unused
+		}
+	}
+	// Repack: copy the needed blobs of those packs into new packs, make
+	// them durable and catalogued, and only then condemn the old ones.
+	if len(repack) > 0 && !opt.DryRun {
+		var buf []byte
+		for _, i := range repack {
+			p := packs[i]
+			for _, b := range blobsOf[p.ID] {
+				if home[blobKey{b.ID, b.Type}] != p.ID {
+					continue
+				}
+				enc, rawLen, err := v.LoadEncoded(ctx, b.Type, b.ID, buf)
+				if err != nil {
+					return rep, fmt.Errorf("prune: repack pack %s: %w (nothing was condemned; run coffer check --read-data)", p.ID.Short(), err)
+				}
+				buf = enc
+				if _, err := v.saveBlob(ctx, b.Type, b.ID, enc, int(rawLen), true); err != nil {
+					return rep, fmt.Errorf("prune: repack pack %s: %w", p.ID.Short(), err)
+				}
+			}
+		}
+		if err := v.Flush(ctx); err != nil {
+			return rep, fmt.Errorf("prune: store repacked blobs: %w", err)
+		}
+	}
+	for _, i := range repack {
+		p := packs[i]
+		rep.Condemned++
+		rep.CondemnedBytes += p.Size
+		packs[i].Condemned = now
+		if !opt.DryRun {
+			if err := v.condemn(ctx, p.ID, blobsOf[p.ID], now); err != nil {
+				return rep, err
+			}
+		}
+	}
+	// A writer that registered its session after prune read the clock but
+	// before the condemnations were written may have loaded an index that
+	// still offers these packs: so their condemnation time, which writers
+	// are compared against, is taken again now that they are written. A
+	// writer that begins after this loads an index without them.
+	if !opt.DryRun && rep.Condemned > 0 {
+		after := v.opt.Now().UTC()
+		for i, p := range packs {
+			if p.Condemned.Equal(now) && !p.Condemned.IsZero() { // condemned in this run
+				if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, p.ID, after); err != nil {
+					return rep, fmt.Errorf("prune: condemn pack %s: %w", p.ID.Short(), err)
+				}
+				packs[i].Condemned = after
+			}
 		}
 	}
 
@@ -440,7 +514,17 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			}
 		}
 	}
+	repacked := map[vault.ID]bool{}
+	for _, i := range repack {
+		repacked[packs[i].ID] = true
+	}
 	for _, p := range deletable {
+		if opt.DryRun && repacked[p.ID] {
+			// Its needed blobs would have been copied first.
+			rep.Deleted++
+			rep.DeletedBytes += p.Size
+			continue
+		}
 		needed := false
 		for _, b := range blobsOf[p.ID] {
 			k := blobKey{b.ID, b.Type}
@@ -475,8 +559,8 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		v.forgetCondemned(blobsOf[p.ID])
 	}
 	if !opt.DryRun {
-		detail := fmt.Sprintf("removed %d expired snapshot(s)%s; %d pack(s) condemned, %d deleted (%d bytes), %d waiting for running backups, %d reprieved",
-			len(rep.Expired), listIDs(rep.Expired), rep.Condemned, rep.Deleted, rep.DeletedBytes, rep.Waiting, rep.Reprieved)
+		detail := fmt.Sprintf("removed %d expired snapshot(s)%s; %d pack(s) repacked (%d bytes copied), %d condemned, %d deleted (%d bytes), %d waiting for running backups, %d reprieved",
+			len(rep.Expired), listIDs(rep.Expired), rep.Repacked, rep.RepackedBytes, rep.Condemned, rep.Deleted, rep.DeletedBytes, rep.Waiting, rep.Reprieved)
 		if err := v.event(ctx, opt.Principal, vault.EventPrune, detail, true); err != nil {
 			return rep, err
 		}

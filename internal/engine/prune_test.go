@@ -197,6 +197,13 @@ func TestPruneAfterSoftDelete(t *testing.T) {
 	if _, err := v.FindDeleted(ctx, a.ID.String()); err != nil {
 		t.Errorf("a dry run removed the expired snapshot: %v", err)
 	}
+	keepWhole, err := v.Prune(ctx, engine.PruneOptions{DryRun: true, MaxUnused: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keepWhole.PartlyUsed != 1 || keepWhole.UnusedBytes < 1<<20 || keepWhole.Repacked != 0 {
+		t.Errorf("with repacking off, partly used packs: %+v", keepWhole)
+	}
 	rep, err = v.Prune(ctx, engine.PruneOptions{Principal: "tester"})
 	if err != nil {
 		t.Fatal(err)
@@ -204,17 +211,14 @@ func TestPruneAfterSoftDelete(t *testing.T) {
 	if len(rep.Expired) != 2 {
 		t.Errorf("expired: %+v", rep.Expired)
 	}
-	// a's data pack and tree pack, and c's tree pack, go; c's data pack
-	// also holds the chunk b shares, so it stays whole (no repacking) and
-	// is reported as partly used.
-	if rep.Deleted != 3 || rep.DeletedBytes < 3<<20 || rep.Deleted != dry.Deleted {
-		t.Errorf("prune after expiry deleted %d packs (%d bytes); the dry run said %d", rep.Deleted, rep.DeletedBytes, dry.Deleted)
+	// a's data pack and tree pack and c's tree pack go; c's data pack
+	// also holds the chunk b shares, and is mostly unneeded: the shared
+	// chunk is copied into a new pack and the old one goes too.
+	if rep.Deleted != 4 || rep.Repacked != 1 || rep.RepackedBytes < 200_000 || rep.DeletedBytes < 4<<20 || rep.Deleted != dry.Deleted || dry.Repacked != 1 {
+		t.Errorf("prune after expiry: %+v; the dry run said %+v", rep, dry)
 	}
-	if rep.PartlyUsed != 1 || rep.UnusedBytes < 1<<20 {
-		t.Errorf("partly used packs: %d with %d unused bytes", rep.PartlyUsed, rep.UnusedBytes)
-	}
-	if n := len(packSizes(t, e.store)); n != packsBefore-rep.Deleted {
-		t.Errorf("%d packs in the store, want %d", n, packsBefore-rep.Deleted)
+	if n := len(packSizes(t, e.store)); n != packsBefore-rep.Deleted+1 {
+		t.Errorf("%d packs in the store, want %d", n, packsBefore-rep.Deleted+1)
 	}
 	if _, err := v.FindDeleted(ctx, a.ID.String()); err == nil {
 		t.Error("the expired snapshot is still there")
