@@ -311,7 +311,7 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		switch {
 		case s.Deleted.IsZero():
 			keep = append(keep, s)
-		case !now.Before(protect.Expiry(settings, s.Deleted)):
+		case protect.Prunable(settings, s, now) == nil:
 			rep.Expired = append(rep.Expired, s)
 		default:
 			rep.StillDeleted++

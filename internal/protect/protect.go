@@ -55,6 +55,20 @@ func Expiry(s vault.VaultSettings, deleted time.Time) time.Time {
 	return deleted.Add(time.Duration(s.SoftDeleteDays) * 24 * time.Hour)
 }
 
+// Prunable checks that prune may remove the forgotten snapshot snap now:
+// only once its soft-delete period has ended (at once with soft delete
+// off). A live snapshot is never prunable.
+func Prunable(s vault.VaultSettings, snap vault.SnapshotRecord, now time.Time) error {
+	if snap.Deleted.IsZero() {
+		return forbid("snapshot %s is live: only forgotten snapshots are pruned, after their --soft-delete-days", snap.ID.Short())
+	}
+	if exp := Expiry(s, snap.Deleted); now.Before(exp) {
+		return forbid("snapshot %s was forgotten %s ago and soft delete (--soft-delete %s, --soft-delete-days %d) keeps it until %s",
+			snap.ID.Short(), FormatDuration(now.Sub(snap.Deleted).Round(time.Hour)), s.SoftDelete, s.SoftDeleteDays, exp.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // Change describes what a settings change needs: nothing more (no
 // Critical reasons), or a second person's approval for each reason in
 // Critical.

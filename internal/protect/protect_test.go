@@ -71,6 +71,13 @@ func TestEveryStateEveryOperation(t *testing.T) {
 	ops := []op{
 		{"forget young snapshot", func(s vault.VaultSettings) (Change, error) { return Change{}, Forget(s, young, now) }},
 		{"forget old snapshot", func(s vault.VaultSettings) (Change, error) { return Change{}, Forget(s, old, now) }},
+		{"prune a snapshot forgotten 10 days ago", func(s vault.VaultSettings) (Change, error) {
+			return Change{}, Prunable(s, vault.SnapshotRecord{Time: old.Time, Deleted: now.Add(-10 * day)}, now)
+		}},
+		{"prune a snapshot forgotten 40 days ago", func(s vault.VaultSettings) (Change, error) {
+			return Change{}, Prunable(s, vault.SnapshotRecord{Time: old.Time, Deleted: now.Add(-40 * day)}, now)
+		}},
+		{"prune a live snapshot", func(s vault.VaultSettings) (Change, error) { return Change{}, Prunable(s, old, now) }},
 		{"policy longer", set(func(n *vault.VaultSettings) {
 			n.Policy = policyJSON(t, retention.Policy{Daily: 14, Weekly: 5, Monthly: 12})
 		})},
@@ -94,6 +101,7 @@ func TestEveryStateEveryOperation(t *testing.T) {
 	want := map[string]map[string]string{
 		"disabled": {
 			"forget young snapshot": "immutable", "forget old snapshot": "ok",
+			"prune a snapshot forgotten 10 days ago": "immutable", "prune a snapshot forgotten 40 days ago": "ok", "prune a live snapshot": "immutable",
 			"policy longer": "ok", "policy shorter": "ok", "policy removed": "ok",
 			"soft delete longer": "ok", "soft delete shorter": "critical", "soft delete off": "critical",
 			"soft delete always-on": "ok", "soft delete on": "ok",
@@ -103,6 +111,7 @@ func TestEveryStateEveryOperation(t *testing.T) {
 		},
 		"disabled/always-on": {
 			"forget young snapshot": "immutable", "forget old snapshot": "ok",
+			"prune a snapshot forgotten 10 days ago": "immutable", "prune a snapshot forgotten 40 days ago": "ok", "prune a live snapshot": "immutable",
 			"policy longer": "ok", "policy shorter": "ok", "policy removed": "ok",
 			"soft delete longer": "ok", "soft delete shorter": "critical", "soft delete off": "immutable",
 			"soft delete always-on": "ok", "soft delete on": "immutable",
@@ -112,6 +121,7 @@ func TestEveryStateEveryOperation(t *testing.T) {
 		},
 		"enabled": {
 			"forget young snapshot": "immutable", "forget old snapshot": "ok",
+			"prune a snapshot forgotten 10 days ago": "immutable", "prune a snapshot forgotten 40 days ago": "ok", "prune a live snapshot": "immutable",
 			"policy longer": "ok", "policy shorter": "immutable", "policy removed": "ok",
 			"soft delete longer": "ok", "soft delete shorter": "immutable", "soft delete off": "immutable",
 			"soft delete always-on": "ok", "soft delete on": "ok",
@@ -121,6 +131,7 @@ func TestEveryStateEveryOperation(t *testing.T) {
 		},
 		"locked": {
 			"forget young snapshot": "immutable", "forget old snapshot": "ok",
+			"prune a snapshot forgotten 10 days ago": "immutable", "prune a snapshot forgotten 40 days ago": "ok", "prune a live snapshot": "immutable",
 			"policy longer": "ok", "policy shorter": "immutable", "policy removed": "ok",
 			"soft delete longer": "ok", "soft delete shorter": "immutable", "soft delete off": "immutable",
 			"soft delete always-on": "ok", "soft delete on": "immutable",
