@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -160,3 +161,10 @@ func newVersionCmd(a *app) *cobra.Command {
 }
 
 const version = "0.1.0-dev"
+
+// printJSON writes v to stdout as indented JSON, as every --json does.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -71,9 +71,7 @@ func newKeyStatusCmd(a *app) *cobra.Command {
 				}
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(st); err != nil {
+				if err := a.printJSON(st); err != nil {
 					return err
 				}
 			} else {

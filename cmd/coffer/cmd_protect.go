@@ -136,9 +136,7 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					}
 					out.Groups = append(out.Groups, og)
 				}
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return a.printJSON(out)
 			}
 			if hasPolicy {
 				for _, g := range groups {
@@ -288,9 +286,7 @@ the old pack is condemned.`,
 
 func printPrune(a *app, rep api.PruneReport, jsonOut bool) error {
 	if jsonOut {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return a.printJSON(rep)
 	}
 	verb := func(done, would string) string {
 		if rep.DryRun {
@@ -401,9 +397,7 @@ func (a *app) changeSettings(ctx context.Context, change api.SettingsChange, con
 		return err
 	}
 	if jsonOut {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return a.printJSON(res)
 	}
 	switch {
 	case res.Request != nil:
@@ -432,9 +426,7 @@ func settingsJSON(s vault.VaultSettings) map[string]any {
 }
 
 func printSettingsJSON(a *app, s vault.VaultSettings) error {
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(settingsJSON(s))
+	return a.printJSON(settingsJSON(s))
 }
 
 func newVaultLogCmd(a *app) *cobra.Command {
@@ -462,9 +454,7 @@ Key events are listed by "coffer key log".`,
 				if evs == nil {
 					evs = []api.VaultEvent{}
 				}
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(evs)
+				return a.printJSON(evs)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tPRINCIPAL\tDETAIL")
@@ -506,9 +496,7 @@ https://host:port/NAME lists one vault's requests, https://host:port all.`,
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rs)
+				return a.printJSON(rs)
 			}
 			if len(rs) == 0 {
 				fmt.Fprintln(a.stdout, "no requests waiting")
@@ -552,9 +540,7 @@ request must be someone else's.`,
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return a.printJSON(r)
 			}
 			fmt.Fprintf(a.stdout, "request %s (%s on %s, by %s) %s\n", r.ID, r.Summary, r.Vault, r.Requester, r.State)
 			if r.Result != "" {

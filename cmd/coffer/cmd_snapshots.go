@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -78,9 +77,7 @@ when "coffer undelete" can bring it back.`,
 				for _, s := range snaps {
 					out = append(out, toSnapshotJSON(s))
 				}
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return a.printJSON(out)
 			}
 			if len(snaps) == 0 {
 				fmt.Fprintln(a.stdout, "no snapshots yet")
@@ -131,9 +128,7 @@ func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
 		out = append(out, j)
 	}
 	if jsonOut {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return a.printJSON(out)
 	}
 	if len(out) == 0 {
 		fmt.Fprintln(a.stdout, "no forgotten snapshots")

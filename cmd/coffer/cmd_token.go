@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -71,9 +70,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(t)
+				return a.printJSON(t)
 			}
 			fmt.Fprintln(a.stdout, t.Secret)
 			scope := "server-wide"
@@ -110,9 +107,7 @@ func newTokenListCmd(a *app) *cobra.Command {
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(toks)
+				return a.printJSON(toks)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tROLE\tVAULT\tCREATED\tEXPIRES\tSTATE")
@@ -201,9 +196,7 @@ backup; create it here to choose what only creation can:
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(vi)
+				return a.printJSON(vi)
 			}
 			fmt.Fprintf(a.stdout, "vault %s created (%s, %s, DEK v%d)\n", vi.Name, vi.Algorithm, vi.KeySource, vi.DEKVersion)
 			return nil
@@ -245,9 +238,7 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser, json
 		}
 	}
 	if jsonOut {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"name": v.loc.name, "path": v.loc.dir, "id": v.Record().ID.String(), "single_user": singleUser})
+		return a.printJSON(map[string]any{"name": v.loc.name, "path": v.loc.dir, "id": v.Record().ID.String(), "single_user": singleUser})
 	}
 	mode := ""
 	if singleUser {
