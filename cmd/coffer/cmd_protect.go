@@ -633,7 +633,9 @@ func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
 		err = fmt.Errorf("%w: %s is a critical change: add --confirm to delete %s and its %d snapshots", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "), loc.dir, len(snaps))
 	}
 	if err != nil {
-		cat.AddEvent(ctx, vault.VaultEvent{Vault: rec.ID, Time: a.now().UTC(), Principal: a.principal(), Event: vault.EventVaultDelete, Detail: "refused: " + err.Error()})
+		if eerr := cat.AddEvent(ctx, vault.VaultEvent{Vault: rec.ID, Time: a.now().UTC(), Principal: a.principal(), Event: vault.EventVaultDelete, Detail: "refused: " + err.Error()}); eerr != nil {
+			fmt.Fprintf(a.stderr, "warning: could not record the refusal: %v\n", eerr)
+		}
 		cat.Close()
 		return err
 	}

@@ -270,7 +270,9 @@ func (s *Server) decide(q *request, state vault.RequestState) error {
 		return fmt.Errorf("%w: request %s is yours: a different principal must decide it", api.ErrForbidden, id)
 	}
 	if s.effectiveState(r) == vault.RequestExpired && r.State == vault.RequestPending {
-		s.cat.DecideRequest(q.ctx, id, vault.RequestExpired, "", s.opt.Now().UTC())
+		if err := s.cat.DecideRequest(q.ctx, id, vault.RequestExpired, "", s.opt.Now().UTC()); err != nil && !errors.Is(err, vault.ErrConflict) {
+			q.log.Warn("could not record that a request expired", "request", id, "err", err)
+		}
 		return fmt.Errorf("%w: request %s expired at %s; ask for it again", vault.ErrConflict, id, r.Expires.Format(time.RFC3339))
 	}
 	now := s.opt.Now().UTC()
