@@ -531,6 +531,12 @@ func ReadRecordHeader(r io.Reader, maxLen int) (ref Ref, rawLen, encLen int, fai
 	return ref, 0, 0, nil, fmt.Errorf("%w: unknown read record status %d", ErrBadRequest, st[0])
 }
 
+// HeaderSession carries a client's writer session: 32 lowercase hex
+// digits, random per backup. The server registers the session at the
+// first upload request that names it and ends it when the snapshot is
+// saved; prune waits for live sessions (docs/retention.md).
+const HeaderSession = "Coffer-Session"
+
 // Forget is the body of POST /v1/vaults/{vault}/forget.
 type Forget struct {
 	IDs []string `json:"ids"` // full snapshot IDs

@@ -13,7 +13,9 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +59,10 @@ type Client struct {
 	token string
 	hc    *http.Client
 	opt   Options
+	// session names this client's writer session on the server (one
+	// backup per client): the server registers it at the first upload
+	// request, so that a prune waits for it (docs/retention.md).
+	session string
 }
 
 // SplitVaultURL splits https://host:port/NAME into the server URL and the
@@ -113,7 +119,9 @@ func New(opt Options) (*Client, error) {
 		// 1.26 s against 1.75 s (docs/performance.md).
 		ForceAttemptHTTP2: false,
 	}
-	return &Client{base: u, token: opt.Token, hc: &http.Client{Transport: tr}, opt: opt}, nil
+	var sid [16]byte
+	rand.Read(sid[:])
+	return &Client{base: u, token: opt.Token, hc: &http.Client{Transport: tr}, opt: opt, session: hex.EncodeToString(sid[:])}, nil
 }
 
 // Close releases idle connections.
@@ -164,6 +172,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	req.Header.Set(api.HeaderSession, c.session)
 	for attempt := 0; ; attempt++ {
 		resp, err := c.send1(req)
 		if err == nil || !retryable(req) || attempt == len(retryDelays) || !transient(err) || req.Context().Err() != nil {

@@ -170,6 +170,7 @@ func (s *Server) Maintain(ctx context.Context) error {
 			}
 		}
 	}
+	s.reapWriters(s.opt.Now())
 	s.mu.Lock()
 	open := make([]*openVault, 0, len(s.vaults))
 	for _, ov := range s.vaults {

@@ -186,6 +186,11 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 			return err
 		}
 		q.vault = v
+		if rt.perm == authn.PermBackupWrite {
+			if err := s.touchWriter(q); err != nil {
+				return err
+			}
+		}
 	}
 	return rt.h(q)
 }
@@ -512,7 +517,9 @@ func (s *Server) saveSnapshot(q *request) error {
 	if err != nil {
 		return err
 	}
-	if !q.vault.Has(vault.TreeBlob, rec.Tree) {
+	// Lookup, not Has: a root tree in a pack prune has condemned is still
+	// stored, and this backup's session keeps prune from deleting it.
+	if _, ok := q.vault.Lookup(vault.TreeBlob, rec.Tree); !ok && !q.vault.Has(vault.TreeBlob, rec.Tree) {
 		return fmt.Errorf("%w: root tree %s is not stored (upload it first)", api.ErrBadRequest, rec.Tree.Short())
 	}
 	// A snapshot is recorded only once what it references is durable.
@@ -520,11 +527,17 @@ func (s *Server) saveSnapshot(q *request) error {
 		s.dropVault(q.name)
 		return err
 	}
+	// A backup whose session went quiet for longer than prune waits may
+	// reference packs deleted meanwhile: it must run again.
+	if err := s.writerAlive(q); err != nil {
+		return err
+	}
 	rec.ID = vault.ID{}
 	saved, err := q.vault.SaveSnapshot(q.ctx, rec)
 	if err != nil {
 		return err
 	}
+	s.endWriter(q.ctx, q)
 	q.log.Info("snapshot saved", "vault", q.name, "snapshot", saved.ID.Short(), "host", saved.Host, "token", q.tok.ID)
 	writeJSON(q.w, http.StatusCreated, api.FromSnapshot(saved))
 	return nil

@@ -68,6 +68,8 @@ type Server struct {
 	mu     sync.Mutex
 	vaults map[string]*openVault
 
+	writers writerSessions // remote backups' sessions (sessions.go)
+
 	reqSeq atomic.Uint64
 }
 
