@@ -146,7 +146,7 @@ then the server exits.`,
 	f.DurationVar(&keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
 	f.StringArrayVar(&pkcs11Modules, "pkcs11-module", nil, "a PKCS#11 module customer-key URIs may name (absolute path; repeatable)")
 	f.StringArrayVar(&keyDirs, "key-dir", nil, "a directory customer-key URIs may read key and PIN files from (repeatable)")
-	cmd.AddCommand(newApproverTokenCmd(a))
+	cmd.AddCommand(newApproverTokenCmd(a), newAssignApproverCmd(a))
 	return cmd
 }
 

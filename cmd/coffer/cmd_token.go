@@ -15,11 +15,26 @@ import (
 
 // serverClient returns a client for the server that --vault names, and the
 // vault name in it ("" when the URL names only the server).
+//
+// --vault NAME (not a URL) with COFFER_VAULT=https://host:port names vault
+// NAME on that server, as `coffer role assign --vault prod` reads.
 func (a *app) serverClient() (*client.Client, string, error) {
-	if !isRemote(a.vaultRef) {
-		return nil, "", errors.New("give the vault server with --vault https://host:port[/VAULT] (or COFFER_VAULT)")
+	ref := a.vaultRef
+	if !isRemote(ref) {
+		env := a.getenv("COFFER_VAULT")
+		if !isRemote(env) {
+			return nil, "", errors.New("give the vault server with --vault https://host:port[/VAULT] (or COFFER_VAULT)")
+		}
+		srv, _, err := client.SplitVaultURL(env)
+		if err != nil {
+			return nil, "", err
+		}
+		ref = srv + "/" + ref
+		if a.vaultRef == "" || a.vaultRef == env {
+			ref = env
+		}
 	}
-	srv, name, err := client.SplitVaultURL(a.vaultRef)
+	srv, name, err := client.SplitVaultURL(ref)
 	if err != nil {
 		return nil, "", err
 	}
@@ -43,14 +58,19 @@ hash. Revocation takes effect on the next request.`,
 }
 
 func newTokenCreateCmd(a *app) *cobra.Command {
-	var role, name string
+	var role, name, principal string
 	var expires time.Duration
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Issue a token (printed once)",
+		Long: `Issue a bearer token, printed once. A token either carries a role itself
+(--role, on the vault in --vault or server-wide), or is issued to a principal
+(--principal, a user or an agent made with "coffer user create") and acts with
+the principal's role assignments ("coffer role assign").`,
 		Example: `  coffer token create --vault https://backup.example.com:8443/prod --role backup-operator --name web01
-  coffer token create --vault https://backup.example.com:8443 --role owner --name alice --expires 720h`,
+  coffer token create --vault https://backup.example.com:8443 --role owner --name alice --expires 720h
+  coffer token create --vault https://backup.example.com:8443 --principal web01 --name web01-2026`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, vaultName, err := a.serverClient()
@@ -58,10 +78,17 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			if role == "" {
-				return errors.New("give the token's role with --role owner|backup-operator|backup-reader")
+			var req api.CreateToken
+			switch {
+			case principal != "" && role != "":
+				return errors.New("give --role or --principal, not both: a principal's token takes the principal's roles")
+			case principal != "":
+				req = api.CreateToken{Name: name, Principal: principal}
+			case role == "":
+				return errors.New("give the token's role with --role, or the principal it is for with --principal")
+			default:
+				req = api.CreateToken{Name: name, Role: role, Vault: vaultName}
 			}
-			req := api.CreateToken{Name: name, Role: role, Vault: vaultName}
 			if expires > 0 {
 				req.Expires = a.now().Add(expires).UTC()
 			}
@@ -77,12 +104,17 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 			if t.Vault != "" {
 				scope = "vault " + t.Vault
 			}
+			if principal != "" {
+				fmt.Fprintf(a.stderr, "token %s for principal %s created; it is shown only this once\n", t.ID, principal)
+				return nil
+			}
 			fmt.Fprintf(a.stderr, "token %s (%s, %s) created; it is shown only this once\n", t.ID, t.Role, scope)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&role, "role", "", "owner, backup-operator or backup-reader")
+	f.StringVar(&role, "role", "", "owner, backup-contributor, backup-operator, backup-reader or key-officer")
+	f.StringVar(&principal, "principal", "", "issue the token to this user or agent (it acts with their roles)")
 	f.StringVar(&name, "name", "", "a name to recognise the token by (the agent's host, a person)")
 	f.DurationVar(&expires, "expires", 0, "lifetime, e.g. 720h (default: no expiry)")
 	f.BoolVar(&jsonOut, "json", false, "print JSON (includes the token)")

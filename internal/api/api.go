@@ -59,6 +59,7 @@ const (
 	CodeConflict        = "conflict"
 	CodeApproval        = "approval_required"
 	CodeTooLarge        = "too_large"
+	CodeTooMany         = "too_many_requests"
 	CodeUnavailable     = "unavailable"
 	CodeInternal        = "internal"
 )
@@ -70,6 +71,9 @@ var (
 	ErrForbidden       = errors.New("forbidden")
 	ErrBadRequest      = errors.New("bad request")
 	ErrTooLarge        = errors.New("request too large")
+	// ErrTooManyRequests (429): too many failed authentications from the
+	// client's address; Retry-After says when to try again.
+	ErrTooManyRequests = errors.New("too many requests")
 	ErrUnavailable     = errors.New("server unavailable")
 )
 
@@ -79,6 +83,7 @@ var codeErrs = []struct {
 	err    error
 }{
 	{CodeUnauthenticated, http.StatusUnauthorized, ErrUnauthenticated},
+	{CodeTooMany, http.StatusTooManyRequests, ErrTooManyRequests},
 	{CodeForbidden, http.StatusForbidden, ErrForbidden},
 	{CodeNotFound, http.StatusNotFound, vault.ErrNotFound},
 	{CodeExists, http.StatusConflict, vault.ErrExists},
@@ -338,9 +343,12 @@ type CheckReport struct {
 // CreateToken is the body of POST /v1/tokens.
 type CreateToken struct {
 	Name    string    `json:"name"`
-	Role    string    `json:"role"`
+	Role    string    `json:"role,omitempty"`
 	Vault   string    `json:"vault,omitempty"`
 	Expires time.Time `json:"expires,omitzero"`
+	// Principal issues the token to a principal (by name), which then
+	// acts with the principal's roles; Role and Vault stay empty.
+	Principal string `json:"principal,omitempty"`
 }
 
 // Token describes a token; Secret is set only in the answer to its
@@ -354,7 +362,50 @@ type Token struct {
 	Expires   time.Time `json:"expires,omitzero"`
 	Revoked   time.Time `json:"revoked,omitzero"`
 	CreatedBy string    `json:"created_by,omitempty"`
+	Principal string    `json:"principal,omitempty"`
 	Secret    string    `json:"token,omitempty"`
+}
+
+// CreatePrincipal is the body of POST /v1/principals.
+type CreatePrincipal struct {
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`               // "user" (default) or "agent"
+	Password string `json:"password,omitempty"` // users may log in with it; never stored
+}
+
+// PrincipalInfo describes a principal and its roles.
+type PrincipalInfo struct {
+	ID          string           `json:"id"`
+	Name        string           `json:"name"`
+	Kind        string           `json:"kind"`
+	HasPassword bool             `json:"has_password"`
+	Created     time.Time        `json:"created"`
+	CreatedBy   string           `json:"created_by"`
+	Roles       []RoleAssignment `json:"roles"`
+}
+
+// RoleAssignment is one role of a principal, on the server (Vault "") or
+// one vault; the body of POST /v1/roles and DELETE /v1/roles.
+type RoleAssignment struct {
+	Principal string    `json:"principal"` // name (or ID)
+	Role      string    `json:"role"`
+	Vault     string    `json:"vault,omitempty"`
+	Created   time.Time `json:"created,omitzero"`
+	CreatedBy string    `json:"created_by,omitempty"`
+}
+
+// RoleResult answers a role assignment or revocation: done, or (a
+// critical change) a request for a security approver.
+type RoleResult struct {
+	Done    bool     `json:"done"`
+	Request *Request `json:"request,omitempty"`
+}
+
+// Login is the body of POST /v1/login.
+type Login struct {
+	Name     string        `json:"name"`
+	Password string        `json:"password"`
+	TTL      time.Duration `json:"ttl_ns,omitempty"` // default 12h, at most 7 days
 }
 
 // Binary records.

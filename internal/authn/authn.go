@@ -99,6 +99,8 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (vault.
 //     (an owner token naming a vault, a backup-reader token naming none),
 //     authorizes nothing.
 //
+// A token issued to a principal (role "principal") is authorized by
+// AuthorizeGrants with the principal's role assignments instead.
 // Callers authorize before looking the vault up, so that a 403 or 404
 // tells a token nothing about vaults it may not use.
 func Authorize(tok vault.TokenRecord, p Permission, vaultName string) error {
@@ -109,21 +111,45 @@ func Authorize(tok vault.TokenRecord, p Permission, vaultName string) error {
 	if tok.Vault != "" {
 		scope = fmt.Sprintf("vault %q", tok.Vault)
 	}
-	target := "the server"
-	if !serverWidePerm(p) {
-		target = fmt.Sprintf("vault %q", vaultName)
-	}
 	return fmt.Errorf("%w: token %s (role %q, %s) lacks permission %s on %s; ask the server owner for a token whose role grants it",
-		ErrForbidden, tok.ID, tok.Role, scope, p, target)
+		ErrForbidden, tok.ID, tok.Role, scope, p, target(p, vaultName))
+}
+
+func target(p Permission, vaultName string) string {
+	if serverWidePerm(p) {
+		return "the server"
+	}
+	return fmt.Sprintf("vault %q", vaultName)
 }
 
 func allowed(tok vault.TokenRecord, p Permission, vaultName string) bool {
 	role := Role(tok.Role)
-	if CheckScope(role, tok.Vault) != nil || !Allows(role, p) {
+	if role == RolePrincipal || CheckScope(role, tok.Vault) != nil {
 		return false
 	}
-	if serverWidePerm(p) {
-		return tok.Vault == ""
+	return grantAllows(Grant{Role: role, Vault: tok.Vault}, p, vaultName)
+}
+
+// AuthorizeGrants reports whether any of grants (a principal's role
+// assignments) allows p on vaultName; who names the principal in the
+// error. Deny by default: no grant, no access.
+func AuthorizeGrants(who string, grants []Grant, p Permission, vaultName string) error {
+	for _, g := range grants {
+		if CheckAssignment(g.Role, g.Vault) == nil && grantAllows(g, p, vaultName) {
+			return nil
+		}
 	}
-	return vaultName != "" && (tok.Vault == "" || tok.Vault == vaultName)
+	roles := make([]string, len(grants))
+	for i, g := range grants {
+		roles[i] = string(g.Role)
+		if g.Vault != "" {
+			roles[i] += " on " + g.Vault
+		}
+	}
+	held := "no roles"
+	if len(roles) > 0 {
+		held = "roles " + strings.Join(roles, ", ")
+	}
+	return fmt.Errorf("%w: %s (%s) lacks permission %s on %s; ask an owner to assign a role that grants it",
+		ErrForbidden, who, held, p, target(p, vaultName))
 }

@@ -26,6 +26,17 @@ const (
 	// machine (coffer server approver-token), never through the API, so
 	// that an owner cannot make one and approve their own request.
 	RoleSecurityApprover Role = "security-approver"
+	// RoleBackupContributor manages vaults, their policies and sources:
+	// creates vaults, backs up, restores, forgets, prunes, changes
+	// protection settings; it cannot delete a vault, touch keys or
+	// assign roles.
+	RoleBackupContributor Role = "backup-contributor"
+	// RoleKeyOfficer runs key operations only: key status, rotation,
+	// switching keys. No data, no listing.
+	RoleKeyOfficer Role = "key-officer"
+	// RolePrincipal is not a role: it marks a token issued to a principal,
+	// which acts with the principal's role assignments.
+	RolePrincipal Role = "principal"
 )
 
 // Permission is one thing a request may need. Server-wide permissions
@@ -63,6 +74,11 @@ const (
 	// PermVaultSettings: change a vault's deletion protection and its
 	// stored retention policy (critical changes still need approval).
 	PermVaultSettings Permission = "vault.settings"
+	// PermRoleManage: create principals, assign and revoke roles.
+	// Server-wide.
+	PermRoleManage Permission = "role.manage"
+	// PermAuditRead: read and export the audit log. Server-wide.
+	PermAuditRead Permission = "audit.read"
 	// PermRequestRead: list multi-user authorization requests.
 	// Server-wide.
 	PermRequestRead Permission = "request.read"
@@ -87,15 +103,20 @@ var rolePerms = map[Role][]Permission{
 	RoleOwner: {
 		PermVaultCreate, PermTokenManage, PermMetrics,
 		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
-		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete,
+		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete, PermRoleManage, PermAuditRead,
+	},
+	RoleBackupContributor: {
+		PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,
+		PermSnapshotDelete, PermVaultSettings, PermRequestRead,
 	},
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},
-	RoleSecurityApprover: {PermRequestRead, PermRequestDecide},
+	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide, PermAuditRead},
 }
 
 // roles lists the roles in the order help texts show them.
-var roles = []Role{RoleOwner, RoleBackupOperator, RoleBackupReader, RoleSecurityApprover}
+var roles = []Role{RoleOwner, RoleBackupContributor, RoleBackupOperator, RoleBackupReader, RoleKeyOfficer, RoleSecurityApprover}
 
 // Roles returns every role, owner first.
 func Roles() []Role { return slices.Clone(roles) }
@@ -119,14 +140,17 @@ func ParseRole(s string) (Role, error) {
 }
 
 // serverWideRole reports whether tokens of role r apply to the whole
-// server (Vault ""); tokens of every other role name one vault.
+// server (Vault ""), vaultRole whether they name one vault; tokens of the
+// other roles (backup-contributor, key-officer) may do either.
 func serverWideRole(r Role) bool { return r == RoleOwner || r == RoleSecurityApprover }
+
+func vaultRole(r Role) bool { return r == RoleBackupOperator || r == RoleBackupReader }
 
 // serverWidePerm reports whether p concerns the server rather than one
 // vault; only a server-wide token can hold it.
 func serverWidePerm(p Permission) bool {
 	switch p {
-	case PermVaultCreate, PermTokenManage, PermMetrics, PermRequestRead, PermRequestDecide:
+	case PermVaultCreate, PermTokenManage, PermMetrics, PermRequestRead, PermRequestDecide, PermRoleManage, PermAuditRead:
 		return true
 	}
 	return false
@@ -143,8 +167,40 @@ func CheckScope(role Role, vaultName string) error {
 	switch {
 	case serverWideRole(role) && vaultName != "":
 		return fmt.Errorf("role %s is server-wide: do not name a vault", role)
-	case !serverWideRole(role) && vaultName == "":
+	case vaultRole(role) && vaultName == "":
 		return fmt.Errorf("role %s applies to one vault: name the vault", role)
 	}
 	return nil
+}
+
+// Grant is one role on one scope: the whole server (Vault "") or one
+// vault. A token carrying its own role has one grant; a token issued to a
+// principal has the principal's role assignments.
+type Grant struct {
+	Role  Role
+	Vault string
+}
+
+// CheckAssignment reports whether role may be assigned on vaultName (""
+// for server-wide): every role may be server-wide; owner and
+// security-approver only server-wide.
+func CheckAssignment(role Role, vaultName string) error {
+	if _, err := ParseRole(string(role)); err != nil {
+		return err
+	}
+	if vaultName != "" && (role == RoleOwner || role == RoleSecurityApprover) {
+		return fmt.Errorf("role %s is server-wide: do not name a vault", role)
+	}
+	return nil
+}
+
+// grantAllows reports whether g allows p on vaultName.
+func grantAllows(g Grant, p Permission, vaultName string) bool {
+	if !Allows(g.Role, p) {
+		return false
+	}
+	if serverWidePerm(p) {
+		return g.Vault == ""
+	}
+	return vaultName != "" && (g.Vault == "" || g.Vault == vaultName)
 }

@@ -12,15 +12,22 @@ import (
 )
 
 var allPerms = []Permission{
-	PermVaultCreate, PermTokenManage, PermMetrics,
-	PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermVaultDelete,
+	PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide,
+	PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
+	PermSnapshotDelete, PermVaultSettings, PermVaultDelete,
 }
 
 // want is the documented table (docs/security.md, "Roles and tokens").
 var want = map[Role][]Permission{
-	RoleOwner:          allPerms,
-	RoleBackupOperator: {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
-	RoleBackupReader:   {PermVaultRead},
+	// Everything but deciding requests: an owner may not approve
+	// critical changes, its own or anyone's.
+	RoleOwner: slices.DeleteFunc(slices.Clone(allPerms), func(p Permission) bool { return p == PermRequestDecide }),
+	RoleBackupContributor: {PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,
+		PermSnapshotDelete, PermVaultSettings, PermRequestRead},
+	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
+	RoleBackupReader:     {PermVaultRead},
+	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide, PermAuditRead},
 }
 
 func TestAllows(t *testing.T) {
@@ -32,7 +39,7 @@ func TestAllows(t *testing.T) {
 		}
 	}
 	// Deny by default.
-	for _, r := range []Role{"", "Owner", "owner ", "admin", "backup-contributor", "key-officer"} {
+	for _, r := range []Role{"", "Owner", "owner ", "admin", "principal", "backup_contributor", "key officer"} {
 		for _, p := range allPerms {
 			if Allows(r, p) {
 				t.Errorf("unknown role %q allows %s", r, p)
@@ -172,7 +179,7 @@ func TestAuthorize(t *testing.T) {
 	owner := vault.TokenRecord{ID: "00000000000000aa", Role: string(RoleOwner)}
 	opA := vault.TokenRecord{ID: "00000000000000bb", Role: string(RoleBackupOperator), Vault: "a"}
 	readA := vault.TokenRecord{ID: "00000000000000cc", Role: string(RoleBackupReader), Vault: "a"}
-	serverWide := []Permission{PermVaultCreate, PermTokenManage, PermMetrics}
+	serverWide := []Permission{PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide}
 
 	// Every role and permission on the token's own vault (or, for
 	// server-wide permissions, the server) follows the table.
@@ -192,10 +199,10 @@ func TestAuthorize(t *testing.T) {
 		}
 	}
 
-	// The owner may do everything on every vault; vaultName does not
-	// matter to server-wide permissions.
+	// The owner may do everything but decide requests, on every vault;
+	// vaultName does not matter to server-wide permissions.
 	for _, v := range []string{"a", "b", "Ärchiv"} {
-		for _, p := range allPerms {
+		for _, p := range want[RoleOwner] {
 			if err := Authorize(owner, p, v); err != nil {
 				t.Errorf("owner: Authorize(%s, %q) = %v", p, v, err)
 			}

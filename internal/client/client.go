@@ -982,3 +982,58 @@ func (v *Vault) Check(ctx context.Context, readData bool, progress func(api.Chec
 		}
 	}
 }
+
+// CreatePrincipal creates a user or an agent.
+func (c *Client) CreatePrincipal(ctx context.Context, p api.CreatePrincipal) (api.PrincipalInfo, error) {
+	var out api.PrincipalInfo
+	err := c.doJSON(ctx, http.MethodPost, "/v1/principals", p, &out)
+	return out, err
+}
+
+// Principals lists principals with their roles.
+func (c *Client) Principals(ctx context.Context) ([]api.PrincipalInfo, error) {
+	var out []api.PrincipalInfo
+	err := c.doJSON(ctx, http.MethodGet, "/v1/principals", nil, &out)
+	return out, err
+}
+
+// AssignRole assigns a role; a critical assignment (security approver)
+// answers with a request.
+func (c *Client) AssignRole(ctx context.Context, a api.RoleAssignment) (api.RoleResult, error) {
+	var out api.RoleResult
+	err := c.doJSON(ctx, http.MethodPost, "/v1/roles", a, &out)
+	return out, err
+}
+
+// RevokeRole revokes a role; revoking the last owner answers with a
+// request.
+func (c *Client) RevokeRole(ctx context.Context, a api.RoleAssignment) (api.RoleResult, error) {
+	var out api.RoleResult
+	err := c.doJSON(ctx, http.MethodDelete, "/v1/roles", a, &out)
+	return out, err
+}
+
+// Roles lists role assignments, of one principal and/or on one vault.
+func (c *Client) Roles(ctx context.Context, principal, vaultName string) ([]api.RoleAssignment, error) {
+	q := url.Values{}
+	if principal != "" {
+		q.Set("principal", principal)
+	}
+	if vaultName != "" {
+		q.Set("vault", vaultName)
+	}
+	path := "/v1/roles"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []api.RoleAssignment
+	err := c.doJSON(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// Login exchanges a principal's password for a token.
+func (c *Client) Login(ctx context.Context, l api.Login) (api.Token, error) {
+	var out api.Token
+	err := c.doJSON(ctx, http.MethodPost, "/v1/login", l, &out)
+	return out, err
+}

@@ -123,7 +123,12 @@ func (s *Server) keyEvent(ctx context.Context, id vault.ID, principal, event, ke
 	}
 }
 
+// principal names who makes the request: a principal ("user:alice"), or
+// a token that carries its own role ("token:ID (name)").
 func (q *request) principal() string {
+	if q.who != "" {
+		return q.who
+	}
 	if q.tok.Name != "" {
 		return "token:" + q.tok.ID + " (" + q.tok.Name + ")"
 	}

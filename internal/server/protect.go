@@ -133,6 +133,9 @@ type requestParams struct {
 	Vault  string              `json:"vault,omitempty"`
 	Change *api.SettingsChange `json:"change,omitempty"`
 	Token  string              `json:"token,omitempty"` // token-revoke: the token's ID
+	// role-assign, role-revoke: the principal's ID and the role.
+	Principal string `json:"principal,omitempty"`
+	Role      string `json:"role,omitempty"`
 }
 
 // changeSettings changes the vault's settings; a critical change becomes
@@ -310,6 +313,19 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 	who := r.Requester + ", approved by " + r.Decider
 	if r.Op == "vault-delete" {
 		return s.removeVault(ctx, p.Vault, who)
+	}
+	switch r.Op {
+	case "role-assign":
+		a := vault.RoleAssignment{Principal: p.Principal, Role: p.Role, Created: s.opt.Now().UTC(), CreatedBy: who}
+		if err := s.cat.AssignRole(ctx, a); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("role %s assigned to %s", p.Role, p.Principal), nil
+	case "role-revoke":
+		if err := s.cat.RevokeRole(ctx, p.Principal, p.Role, ""); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("role %s of %s revoked", p.Role, p.Principal), nil
 	}
 	if r.Op == "token-revoke" {
 		if err := s.cat.RevokeToken(ctx, p.Token, s.opt.Now().UTC()); err != nil {

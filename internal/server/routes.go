@@ -61,6 +61,7 @@ type request struct {
 	r     *http.Request
 	ctx   context.Context
 	tok   vault.TokenRecord
+	who   string // the principal, or the token, that makes the request
 	name  string // vault name from the path, "" when none
 	vault *engine.Vault
 	log   *slog.Logger
@@ -101,6 +102,12 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/requests", perm: authn.PermRequestRead, h: s.listRequests},
 		{pattern: "POST /v1/requests/{id}/approve", perm: authn.PermRequestDecide, h: s.approve},
 		{pattern: "POST /v1/requests/{id}/reject", perm: authn.PermRequestDecide, h: s.reject},
+		{pattern: "POST /v1/login", public: true, h: s.login},
+		{pattern: "POST /v1/principals", perm: authn.PermRoleManage, h: s.createPrincipal},
+		{pattern: "GET /v1/principals", perm: authn.PermRoleManage, h: s.listPrincipals},
+		{pattern: "GET /v1/roles", perm: authn.PermRoleManage, h: s.listRoles},
+		{pattern: "POST /v1/roles", perm: authn.PermRoleManage, h: s.assignRole},
+		{pattern: "DELETE /v1/roles", perm: authn.PermRoleManage, h: s.revokeRole},
 		{pattern: "POST /v1/tokens", perm: authn.PermTokenManage, h: s.createToken},
 		{pattern: "GET /v1/tokens", perm: authn.PermTokenManage, h: s.listTokens},
 		{pattern: "DELETE /v1/tokens/{id}", perm: authn.PermTokenManage, h: s.revokeToken},
@@ -159,8 +166,19 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) authorizeAndRun(rt Route, q *request) error {
 	if !rt.public {
+		// An address that keeps failing is refused before its token is
+		// looked up.
+		src := sourceAddr(q.r)
+		if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
+			return tooMany(q, wait)
+		}
 		tok, err := s.auth.Authenticate(q.ctx, q.r.Header.Get("Authorization"))
 		if errors.Is(err, authn.ErrUnauthenticated) {
+			// Only a token presented and refused counts (a guess); a
+			// request with none tells nothing.
+			if q.r.Header.Get("Authorization") != "" {
+				s.limiter.fail(src, s.opt.Now())
+			}
 			q.w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
 			return classed{err, api.ErrUnauthenticated}
 		}
@@ -168,7 +186,17 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 			return err // the catalog failed: 500, not 401
 		}
 		q.tok = tok
-		if err := authn.Authorize(tok, rt.perm, q.name); err != nil {
+		grants, who, err := s.grantsOf(q.ctx, tok)
+		if err != nil {
+			return err
+		}
+		q.who = who
+		if authn.Role(tok.Role) == authn.RolePrincipal {
+			err = authn.AuthorizeGrants(who, grants, rt.perm, q.name)
+		} else {
+			err = authn.Authorize(tok, rt.perm, q.name)
+		}
+		if err != nil {
 			return classed{err, api.ErrForbidden}
 		}
 	}
@@ -594,13 +622,49 @@ func (s *Server) check(q *request) error {
 
 func tokenInfo(t vault.TokenRecord) api.Token {
 	return api.Token{ID: t.ID, Name: t.Name, Role: t.Role, Vault: t.Vault, Created: t.Created,
-		Expires: t.Expires, Revoked: t.Revoked, CreatedBy: t.CreatedBy}
+		Expires: t.Expires, Revoked: t.Revoked, CreatedBy: t.CreatedBy, Principal: t.Principal}
+}
+
+// createPrincipalToken issues a token to a principal (an agent's, or a
+// user's for scripts); it acts with the principal's roles.
+func (s *Server) createPrincipalToken(q *request, body api.CreateToken) error {
+	if body.Role != "" || body.Vault != "" {
+		return fmt.Errorf("%w: a principal's token takes its roles from the principal: give no role or vault", api.ErrBadRequest)
+	}
+	p, err := s.cat.Principal(q.ctx, body.Principal)
+	if err != nil {
+		return err
+	}
+	now := s.opt.Now().UTC()
+	if !body.Expires.IsZero() && !body.Expires.After(now) {
+		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, body.Expires.Format(time.RFC3339))
+	}
+	secret, hash, id, err := authn.Generate(rand.Reader)
+	if err != nil {
+		return err
+	}
+	rec := vault.TokenRecord{ID: id, Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Hash: hash,
+		Created: now, Expires: body.Expires.UTC(), CreatedBy: q.tok.ID}
+	if body.Expires.IsZero() {
+		rec.Expires = time.Time{}
+	}
+	if err := s.cat.AddToken(q.ctx, rec); err != nil {
+		return err
+	}
+	q.log.Info("token created", "id", id, "principal", p.Name, "by", q.principal())
+	out := tokenInfo(rec)
+	out.Secret = string(secret)
+	writeJSON(q.w, http.StatusCreated, out)
+	return nil
 }
 
 func (s *Server) createToken(q *request) error {
 	var body api.CreateToken
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
+	}
+	if body.Principal != "" {
+		return s.createPrincipalToken(q, body)
 	}
 	role, err := authn.ParseRole(body.Role)
 	if err != nil {
@@ -681,25 +745,23 @@ func (s *Server) revokeToken(q *request) error {
 	return nil
 }
 
-// lastOwner reports whether token id is the only owner token still
-// active (not revoked, not expired).
+// lastOwner reports whether token id is an active owner token and no
+// other owner (token or principal) is left.
 func (s *Server) lastOwner(ctx context.Context, id string) (bool, error) {
 	toks, err := s.cat.Tokens(ctx)
 	if err != nil {
 		return false, err
 	}
 	now := s.opt.Now()
-	active := func(t vault.TokenRecord) bool {
-		return t.Role == string(authn.RoleOwner) && t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
-	}
-	target, others := false, 0
 	for _, t := range toks {
-		switch {
-		case t.ID == id:
-			target = active(t)
-		case active(t):
-			others++
+		if t.ID == id {
+			active := t.Role == string(authn.RoleOwner) && t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
+			if !active {
+				return false, nil
+			}
+			owners, err := s.activeOwners(ctx)
+			return owners <= 1, err
 		}
 	}
-	return target && others == 0, nil
+	return false, nil
 }

@@ -69,6 +69,7 @@ type Server struct {
 	vaults map[string]*openVault
 
 	writers writerSessions // remote backups' sessions (sessions.go)
+	limiter limiter        // failed authentications per address (principals.go)
 
 	reqSeq atomic.Uint64
 }
@@ -300,10 +301,7 @@ func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
 // API never issues this role, so an owner cannot approve their own
 // requests. The secret is returned once and stored only as a hash.
 func IssueApproverToken(ctx context.Context, dataDir, name string, expires, now time.Time) (secret, id string, err error) {
-	if _, err := os.Stat(catalogFile(dataDir)); err != nil {
-		return "", "", fmt.Errorf("no vault server data in %s: %w", dataDir, err)
-	}
-	cat, err := sqlite.Open(catalogFile(dataDir))
+	cat, err := openCatalogOnly(dataDir)
 	if err != nil {
 		return "", "", err
 	}
@@ -320,4 +318,13 @@ func IssueApproverToken(ctx context.Context, dataDir, name string, expires, now 
 		return "", "", err
 	}
 	return string(sec), id, nil
+}
+
+// openCatalogOnly opens the catalog of an existing server data directory,
+// for the commands run on the server machine.
+func openCatalogOnly(dataDir string) (*sqlite.Catalog, error) {
+	if _, err := os.Stat(catalogFile(dataDir)); err != nil {
+		return nil, fmt.Errorf("no vault server data in %s: %w", dataDir, err)
+	}
+	return sqlite.Open(catalogFile(dataDir))
 }

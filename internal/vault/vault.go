@@ -327,6 +327,32 @@ type TokenRecord struct {
 	Expires   time.Time // zero: never expires
 	Revoked   time.Time // zero: not revoked
 	CreatedBy string    // ID of the token that created this one; "" for the initial owner token
+	// Principal is the ID of the principal (a user or an agent) the token
+	// was issued to; its roles come from the principal's role
+	// assignments, and Role and Vault are empty. "" for a token that
+	// carries its own role.
+	Principal string
+}
+
+// Principal is a user or an agent: tokens are issued to it and roles
+// assigned to it (authn: principals).
+type Principal struct {
+	ID        string // "usr_" or "agt_" and 16 hex digits
+	Name      string // unique, shown and logged
+	Kind      string // "user" or "agent"
+	Password  string // PHC-style argon2id hash; "" when the principal has none
+	Created   time.Time
+	CreatedBy string // the principal or token that created it
+}
+
+// RoleAssignment grants a role to a principal on the whole server (Vault
+// "") or on one vault.
+type RoleAssignment struct {
+	Principal string // principal ID
+	Role      string // authn.Role
+	Vault     string // vault name; "" for server-wide
+	Created   time.Time
+	CreatedBy string
 }
 
 // Key events, the values of KeyEvent.Event.
@@ -414,6 +440,24 @@ type Catalog interface {
 	// Revoking a revoked token succeeds and keeps the first revocation
 	// time. Tokens are never deleted.
 	RevokeToken(ctx context.Context, id string, at time.Time) error
+
+	// AddPrincipal records a principal; ErrExists if its ID or name is
+	// taken.
+	AddPrincipal(ctx context.Context, p Principal) error
+	// Principal returns the principal named name (or with ID name), or
+	// ErrNotFound.
+	Principal(ctx context.Context, name string) (Principal, error)
+	// Principals returns every principal, ordered by name.
+	Principals(ctx context.Context) ([]Principal, error)
+	// AssignRole records a role assignment; ErrExists if the principal
+	// holds that role on that scope already, ErrNotFound if the principal
+	// or the vault does not exist.
+	AssignRole(ctx context.Context, a RoleAssignment) error
+	// RevokeRole removes a role assignment; ErrNotFound if there is none.
+	RevokeRole(ctx context.Context, principal, role, vault string) error
+	// RoleAssignments returns the assignments of principal (every one when
+	// principal is ""), ordered by principal, role and vault.
+	RoleAssignments(ctx context.Context, principal string) ([]RoleAssignment, error)
 
 	// AddKeyEvent appends e to the key audit trail of vault e.Vault;
 	// ErrNotFound if there is no such vault. Event and Time must be set.

@@ -189,6 +189,9 @@ var migrations = [][]string{
 	{
 		`ALTER TABLE vaults ADD COLUMN deleted INTEGER`, // NULL: not deleted
 	},
+	// 6: principals (users and agents) and their role assignments; tokens
+	// issued to a principal (principals.go).
+	migrationPrincipals,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

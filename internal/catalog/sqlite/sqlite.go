@@ -566,23 +566,23 @@ func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
 		return fmt.Errorf("add token %s: revoked: %w", t.ID, err)
 	}
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, name, role, vault, created, expires, revoked, created_by)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.Hash[:], t.Name, t.Role, nullString(t.Vault), created, expires, revoked, nullString(t.CreatedBy))
+		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, name, role, vault, created, expires, revoked, created_by, principal)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Hash[:], t.Name, t.Role, nullString(t.Vault), created, expires, revoked, nullString(t.CreatedBy), nullString(t.Principal))
 		return err
 	})
 	switch {
 	case err == nil:
 		return nil
 	case isMissingVault(err):
-		return fmt.Errorf("add token %s: vault %q: %w", t.ID, t.Vault, vault.ErrNotFound)
+		return fmt.Errorf("add token %s: vault %q or principal %q: %w", t.ID, t.Vault, t.Principal, vault.ErrNotFound)
 	case isDuplicate(err):
 		return fmt.Errorf("add token %s: ID or hash: %w", t.ID, vault.ErrExists)
 	}
 	return fmt.Errorf("add token %s: %w", t.ID, err)
 }
 
-const tokenColumns = `id, hash, name, role, vault, created, expires, revoked, created_by`
+const tokenColumns = `id, hash, name, role, vault, created, expires, revoked, created_by, principal`
 
 // scanToken reads a row of tokenColumns.
 func scanToken(row interface{ Scan(...any) error }) (vault.TokenRecord, error) {
@@ -590,17 +590,18 @@ func scanToken(row interface{ Scan(...any) error }) (vault.TokenRecord, error) {
 		t                vault.TokenRecord
 		hash             []byte
 		vaultName, by    sql.NullString
+		principal        sql.NullString
 		created          int64
 		expires, revoked sql.NullInt64
 	)
-	if err := row.Scan(&t.ID, &hash, &t.Name, &t.Role, &vaultName, &created, &expires, &revoked, &by); err != nil {
+	if err := row.Scan(&t.ID, &hash, &t.Name, &t.Role, &vaultName, &created, &expires, &revoked, &by, &principal); err != nil {
 		return vault.TokenRecord{}, err
 	}
 	if len(hash) != len(t.Hash) {
 		return vault.TokenRecord{}, fmt.Errorf("token %s: stored hash has %d bytes, want %d", t.ID, len(hash), len(t.Hash))
 	}
 	copy(t.Hash[:], hash)
-	t.Vault, t.CreatedBy = vaultName.String, by.String
+	t.Vault, t.CreatedBy, t.Principal = vaultName.String, by.String, principal.String
 	t.Created = fromUnixNano(created)
 	t.Expires, t.Revoked = fromNullUnixNano(expires), fromNullUnixNano(revoked)
 	return t, nil
