@@ -192,6 +192,9 @@ var migrations = [][]string{
 	// 6: principals (users and agents) and their role assignments; tokens
 	// issued to a principal (principals.go).
 	migrationPrincipals,
+	// 7: the tamper-evident audit log: entries, their tree hashes and
+	// signed checkpoints (audit.go, docs/audit.md).
+	migrationAudit,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.
