@@ -722,3 +722,16 @@ type VaultEvent struct {
 	Detail    string    `json:"detail"`
 	OK        bool      `json:"ok"`
 }
+
+// AuditEntry is one entry of GET /v1/audit.
+type AuditEntry struct {
+	Index     int64             `json:"index"`
+	Time      time.Time         `json:"time"`
+	Principal string            `json:"principal,omitempty"`
+	Source    string            `json:"source,omitempty"`
+	Vault     string            `json:"vault,omitempty"`
+	Op        string            `json:"op"`
+	Params    map[string]string `json:"params,omitempty"`
+	Outcome   string            `json:"outcome"`
+	Detail    string            `json:"detail,omitempty"`
+}

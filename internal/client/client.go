@@ -1037,3 +1037,28 @@ func (c *Client) Login(ctx context.Context, l api.Login) (api.Token, error) {
 	err := c.doJSON(ctx, http.MethodPost, "/v1/login", l, &out)
 	return out, err
 }
+
+// AuditLog reads audit entries (query: vault, principal, op, outcome,
+// since, limit).
+func (c *Client) AuditLog(ctx context.Context, q url.Values) ([]api.AuditEntry, error) {
+	path := "/v1/audit"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []api.AuditEntry
+	err := c.doJSON(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// AuditExport writes the server's audit evidence archive to w.
+func (c *Client) AuditExport(ctx context.Context, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/audit/export", nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, io.LimitReader(resp.Body, 4<<30)); err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	return nil
+}

@@ -117,6 +117,9 @@ func (s *Server) keyOutcome(ctx context.Context, id vault.ID, kek string, err er
 // keyEvent records a key event; a failure to record it is logged, not
 // returned: the key operation it describes has happened.
 func (s *Server) keyEvent(ctx context.Context, id vault.ID, principal, event, kek, detail string, ok bool) {
+	if principal == serverPrincipal { // a request's own audit entry covers the others
+		s.auditServer(ctx, id.String(), "key."+event, kek+": "+detail, ok)
+	}
 	ev := vault.KeyEvent{Vault: id, Time: s.opt.Now().UTC(), Principal: principal, Event: event, KEK: kek, Detail: detail, OK: ok}
 	if err := s.cat.AddKeyEvent(ctx, ev); err != nil {
 		s.log.Error("could not record a key event", "event", event, "err", err)

@@ -213,6 +213,9 @@ func (s *Server) newRequest(q *request, op, summary string, params requestParams
 }
 
 func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool) {
+	if principal == policyPrincipal || principal == serverPrincipal {
+		s.auditServer(ctx, id.String(), "vault."+event, detail, ok)
+	}
 	if err := s.cat.AddEvent(ctx, vault.VaultEvent{Vault: id, Time: s.opt.Now().UTC(), Principal: principal, Event: event, Detail: detail, OK: ok}); err != nil {
 		s.log.Error("could not record a vault event", "event", event, "err", err)
 	}

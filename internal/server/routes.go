@@ -57,14 +57,17 @@ func (r Route) Public() bool { return r.public }
 // request is what a handler gets: the authenticated token, the vault
 // named in the path (opened), and the HTTP request and response.
 type request struct {
-	w     http.ResponseWriter
-	r     *http.Request
-	ctx   context.Context
-	tok   vault.TokenRecord
-	who   string // the principal, or the token, that makes the request
-	name  string // vault name from the path, "" when none
-	vault *engine.Vault
-	log   *slog.Logger
+	w   http.ResponseWriter
+	r   *http.Request
+	ctx context.Context
+	tok vault.TokenRecord
+	who string // the principal, or the token, that makes the request
+	// params are what the audit entry records of the request beyond its
+	// path (handlers add them; never secrets).
+	params map[string]string
+	name   string // vault name from the path, "" when none
+	vault  *engine.Vault
+	log    *slog.Logger
 }
 
 // Routes lists every endpoint with its permission; tests walk it.
@@ -108,6 +111,8 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/roles", perm: authn.PermRoleManage, h: s.listRoles},
 		{pattern: "POST /v1/roles", perm: authn.PermRoleManage, h: s.assignRole},
 		{pattern: "DELETE /v1/roles", perm: authn.PermRoleManage, h: s.revokeRole},
+		{pattern: "GET /v1/audit", perm: authn.PermAuditRead, h: s.auditLog},
+		{pattern: "GET /v1/audit/export", perm: authn.PermAuditRead, h: s.auditExport},
 		{pattern: "POST /v1/tokens", perm: authn.PermTokenManage, h: s.createToken},
 		{pattern: "GET /v1/tokens", perm: authn.PermTokenManage, h: s.listTokens},
 		{pattern: "DELETE /v1/tokens/{id}", perm: authn.PermTokenManage, h: s.revokeToken},
@@ -136,10 +141,15 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := fmt.Sprintf("%08x", s.reqSeq.Add(1))
 	w.Header().Set("X-Request-Id", reqID)
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
 	q := &request{w: w, r: r, ctx: r.Context(), name: r.PathValue("vault"),
 		log: s.log.With("req", reqID, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)}
 	err := s.authorizeAndRun(rt, q)
 	code, status := "", http.StatusOK
+	if sw.status != 0 {
+		status = sw.status
+	}
 	if err != nil && !errors.Is(err, errAnswered) {
 		code, status = api.Classify(err)
 		msg := err.Error()
@@ -150,6 +160,7 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, api.Error{Code: code, Message: msg})
 	}
 	s.metrics.observe(rt.pattern, status, time.Since(start))
+	s.auditRequest(rt, q, status, code, err)
 	// One line per request; the bulk requests of a backup or restore
 	// (thousands of them) only at debug level when they succeed.
 	lvl := slog.LevelInfo
@@ -765,3 +776,27 @@ func (s *Server) lastOwner(ctx context.Context, id string) (bool, error) {
 	}
 	return false, nil
 }
+
+// statusWriter remembers the status a handler answered with, for the
+// audit log and the metrics. Unwrap keeps http.ResponseController (flush,
+// deadlines) working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

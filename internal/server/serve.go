@@ -56,6 +56,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	mctx, stopMaintain := context.WithCancel(ctx)
 	defer stopMaintain()
 	go s.maintainLoop(mctx)
+	// Audit checkpoints every minute; the last one when Serve returns.
+	actx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	auditDone := make(chan struct{})
+	go func() { s.runAudit(actx); close(auditDone) }()
+	defer func() { stopAudit(); <-auditDone }()
 	select {
 	case err := <-errc:
 		return err

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
@@ -68,6 +69,8 @@ type Server struct {
 	mu     sync.Mutex
 	vaults map[string]*openVault
 
+	audit   *audit.Log     // the tamper-evident audit log (audit.go)
+	auditVK string         // its checkpoints' verifier key (public)
 	writers writerSessions // remote backups' sessions (sessions.go)
 	limiter limiter        // failed authentications per address (principals.go)
 
@@ -121,6 +124,10 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 		return nil, false, err
 	}
 	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics()}
+	if err := s.openAudit(ctx); err != nil {
+		cat.Close()
+		return nil, false, err
+	}
 	s.auth = &authn.Authenticator{Catalog: cat, Now: opt.Now}
 	first, err := s.ensureOwnerToken(ctx)
 	if err != nil {

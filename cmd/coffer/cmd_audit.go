@@ -1,0 +1,379 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
+	"github.com/coffer-backup/coffer/internal/fsutil"
+	"github.com/coffer-backup/coffer/internal/retention"
+)
+
+func newAuditCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Read, export and verify a vault server's tamper-evident audit log",
+		Long: `Every request to a vault server that changes state, reads data or is denied is
+an entry of its audit log, with principal, source address, vault, operation,
+parameters (secrets redacted), outcome and time. The entries form a Merkle tree
+log; the server signs a checkpoint of it every minute (Ed25519, Go's note
+format). "audit verify" recomputes the tree and checks every checkpoint:
+changing, removing or reordering an entry is detected, and rolling the log back
+is detected against the checkpoint your last verify saw (kept in
+$COFFER_HOME/audit/). docs/audit.md explains it.`,
+	}
+	cmd.AddCommand(newAuditLogCmd(a), newAuditExportCmd(a), newAuditVerifyCmd(a))
+	return cmd
+}
+
+func newAuditLogCmd(a *app) *cobra.Command {
+	var principal, since, op string
+	var limit int
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "log",
+		Short: "List audit entries",
+		Example: `  coffer audit log --vault prod --since 24h
+  coffer audit log --principal user:alice --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, vaultName, err := a.serverClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			q := url.Values{}
+			if vaultName != "" {
+				q.Set("vault", vaultName)
+			}
+			if principal != "" {
+				q.Set("principal", principal)
+			}
+			if op != "" {
+				q.Set("op", op)
+			}
+			if since != "" {
+				d, err := retention.ParseDuration(since)
+				if err != nil {
+					t, terr := time.Parse(time.RFC3339, since)
+					if terr != nil {
+						return fmt.Errorf("--since %q: want a duration (24h, 7d) or an RFC 3339 time", since)
+					}
+					q.Set("since", t.UTC().Format(time.RFC3339))
+				} else {
+					q.Set("since", a.now().Add(-d).UTC().Format(time.RFC3339))
+				}
+			}
+			if limit > 0 {
+				q.Set("limit", fmt.Sprint(limit))
+			}
+			es, err := c.AuditLog(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(es)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "#\tTIME\tOUTCOME\tPRINCIPAL\tSOURCE\tVAULT\tOPERATION\tDETAIL")
+			for _, e := range es {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format(time.RFC3339), e.Outcome,
+					e.Principal, e.Source, e.Vault, e.Op, oneLine(e.Detail, 80))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&principal, "principal", "", "only this principal (user:NAME, agent:NAME, token:ID (name), server)")
+	cmd.Flags().StringVar(&since, "since", "", "only entries since: a duration back from now (24h, 7d) or an RFC 3339 time")
+	cmd.Flags().StringVar(&op, "op", "", "only this operation (e.g. 'POST /v1/vaults/{vault}/forget')")
+	cmd.Flags().IntVar(&limit, "limit", 0, "only the newest N")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+func newAuditExportCmd(a *app) *cobra.Command {
+	var out, dataDir string
+	cmd := &cobra.Command{
+		Use:   "export --out FILE",
+		Short: "Export the audit log as evidence: entries, signed checkpoints, the public key",
+		Long: `Write the audit log up to a freshly signed checkpoint to a tar file, for an
+auditor: "coffer audit verify --export FILE" checks it offline, on any machine.
+From a server (--vault https://host:port, a token with audit.read), or on the
+server machine from its data directory (--data DIR).`,
+		Example: `  coffer audit export --out evidence.tar --vault https://backup.example.com:8443
+  coffer audit export --out evidence.tar --data /var/lib/coffer`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("give the file to write with --out")
+			}
+			var buf bytes.Buffer
+			if dataDir != "" {
+				cat, vkey, err := openAuditLocal(dataDir)
+				if err != nil {
+					return err
+				}
+				defer cat.Close()
+				if err := audit.Export(cmd.Context(), cat, vkey, &buf); err != nil {
+					return err
+				}
+			} else {
+				c, _, err := a.serverClient()
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if err := c.AuditExport(cmd.Context(), &buf); err != nil {
+					return err
+				}
+			}
+			// Check what is written, so that a broken download is not
+			// handed to an auditor as evidence.
+			rep, err := audit.VerifyExport(bytes.NewReader(buf.Bytes()), "", audit.VerifyOptions{})
+			if err != nil {
+				return err
+			}
+			if err := fsutil.WriteFileSync(out, buf.Bytes(), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "wrote %s: %d entries, %d signed checkpoints\n", out, rep.Entries, rep.Checkpoints)
+			if !rep.OK() {
+				return fmt.Errorf("the exported log does not verify: %w", rep.Err())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "the tar file to write")
+	cmd.Flags().StringVar(&dataDir, "data", "", "export from a server's data directory (on the server machine)")
+	return cmd
+}
+
+// openAuditLocal opens a server's catalog and audit verifier key on the
+// server machine.
+func openAuditLocal(dataDir string) (*sqlite.Catalog, string, error) {
+	vk, err := os.ReadFile(filepath.Join(dataDir, "audit", audit.VerifierKeyFile))
+	if err != nil {
+		return nil, "", fmt.Errorf("no audit log in %s: %w", dataDir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "catalog.db")); err != nil {
+		return nil, "", fmt.Errorf("no vault server catalog in %s: %w", dataDir, err)
+	}
+	cat, err := sqlite.Open(filepath.Join(dataDir, "catalog.db"))
+	if err != nil {
+		return nil, "", err
+	}
+	return cat, strings.TrimSpace(string(vk)), nil
+}
+
+func newAuditVerifyCmd(a *app) *cobra.Command {
+	var export, dataDir, vkey string
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Recompute the audit log's tree and check every signed checkpoint",
+		Long: `Verify the audit log: every entry's hash, the Merkle tree, every checkpoint's
+signature and that each is consistent with the entries. Three ways:
+
+  --export FILE      an exported archive, offline, with nothing else; give the
+                     server's --verifier-key to check it came from that server
+  --vault URL        download the log from a server and verify it here
+  --data DIR         on the server machine, straight from its catalog (also
+                     checks the stored tree hashes)
+
+A rollback (entries removed together with their checkpoints) cannot be seen
+inside the log: it is detected against the newest checkpoint an earlier verify
+of the same server saw, which is kept in $COFFER_HOME/audit/ with the server's
+verifier key (pinned on first use). Exit 1 when anything does not verify.`,
+		Example: `  coffer audit verify --vault https://backup.example.com:8443
+  coffer audit verify --export evidence.tar --verifier-key 'coffer-audit+…'
+  coffer audit verify --data /var/lib/coffer`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var rep *audit.Report
+			var err error
+			var pin *pinned
+			switch {
+			case export != "":
+				f, ferr := os.Open(export)
+				if ferr != nil {
+					return ferr
+				}
+				defer f.Close()
+				rep, err = audit.VerifyExport(f, vkey, audit.VerifyOptions{})
+			case dataDir != "":
+				cat, k, oerr := openAuditLocal(dataDir)
+				if oerr != nil {
+					return oerr
+				}
+				defer cat.Close()
+				if vkey != "" && vkey != k {
+					return errors.New("--verifier-key differs from the server's audit/verifier.key")
+				}
+				if pin, err = a.loadPin("local-" + filepath.Base(dataDir)); err != nil {
+					return err
+				}
+				rep, err = audit.Verify(ctx, cat, k, audit.VerifyOptions{Trusted: pin.trusted(k), Now: a.now()})
+				if err == nil {
+					pin.VerifierKey = k
+				}
+			default:
+				c, _, cerr := a.serverClient()
+				if cerr != nil {
+					return cerr
+				}
+				defer c.Close()
+				var buf bytes.Buffer
+				if err := c.AuditExport(ctx, &buf); err != nil {
+					return err
+				}
+				host := strings.NewReplacer(":", "_", "/", "_").Replace(strings.TrimPrefix(strings.TrimPrefix(a.serverURL(), "https://"), "http://"))
+				if pin, err = a.loadPin(host); err != nil {
+					return err
+				}
+				k := vkey
+				if k == "" {
+					k = pin.VerifierKey // pinned on first use
+				}
+				rep, err = audit.VerifyExport(bytes.NewReader(buf.Bytes()), k, audit.VerifyOptions{Trusted: pin.trusted(k)})
+				if err == nil && pin.VerifierKey == "" {
+					pin.VerifierKey = exportVerifierKey(buf.Bytes())
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				if err := a.printJSON(reportJSON(rep)); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(a.stdout, rep.String())
+			}
+			if !rep.OK() {
+				return fmt.Errorf("the audit log does not verify: %w", rep.Err())
+			}
+			if pin != nil && rep.Latest != nil {
+				pin.Checkpoint = rep.Latest
+				if err := pin.save(); err != nil {
+					fmt.Fprintf(a.stderr, "warning: could not keep the verified checkpoint: %v\n", err)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&export, "export", "", "verify this exported archive, offline")
+	cmd.Flags().StringVar(&dataDir, "data", "", "verify a server's log from its data directory (on the server machine)")
+	cmd.Flags().StringVar(&vkey, "verifier-key", "", "the server's audit verifier key (coffer-audit+…); default: pinned on first verify")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+// serverURL is the server part of --vault.
+func (a *app) serverURL() string {
+	ref := a.vaultRef
+	if !isRemote(ref) {
+		ref = a.getenv("COFFER_VAULT")
+	}
+	u, err := url.Parse(ref)
+	if err != nil {
+		return ref
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+func reportJSON(r *audit.Report) map[string]any {
+	problems := []string{}
+	for _, p := range r.Problems {
+		problems = append(problems, p.String())
+	}
+	out := map[string]any{"ok": r.OK(), "entries": r.Entries, "checkpoints": r.Checkpoints, "unsigned": r.Unproven,
+		"trusted_checkpoint_ok": r.TrustedOK, "notes": r.Notes, "problems": problems}
+	if r.Latest != nil {
+		out["latest_checkpoint_size"] = r.Latest.Size
+	}
+	return out
+}
+
+// exportVerifierKey reads the verifier key an export archive carries.
+func exportVerifierKey(tarball []byte) string {
+	tr := tar.NewReader(bytes.NewReader(tarball))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return ""
+		}
+		if h.Name == audit.VerifierKeyFile {
+			b, err := io.ReadAll(io.LimitReader(tr, 4096))
+			if err != nil {
+				return ""
+			}
+			return strings.TrimSpace(string(b))
+		}
+	}
+}
+
+// pinned is what an earlier verify of a server's log saw: its verifier key
+// and its newest checkpoint. A later verify must find a log that extends
+// that checkpoint (else the log was rolled back) and signed by that key.
+type pinned struct {
+	path        string
+	VerifierKey string            `json:"verifier_key"`
+	Checkpoint  *audit.Checkpoint `json:"checkpoint,omitempty"`
+}
+
+func (p *pinned) trusted(vkey string) *audit.Checkpoint {
+	if p == nil || p.VerifierKey == "" || p.VerifierKey != vkey {
+		return nil
+	}
+	return p.Checkpoint
+}
+
+func (a *app) loadPin(name string) (*pinned, error) {
+	home, err := a.cofferHome()
+	if err != nil {
+		return nil, err
+	}
+	p := &pinned{path: filepath.Join(home, "audit", name+".json")}
+	b, err := os.ReadFile(p.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.path, err)
+	}
+	return p, nil
+}
+
+func (p *pinned) save() error {
+	if err := os.MkdirAll(filepath.Dir(p.path), 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(p, "", "  ")
+	return fsutil.WriteFileSync(p.path, b, 0o600)
+}
