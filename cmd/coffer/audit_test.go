@@ -13,12 +13,13 @@ import (
 )
 
 type auditEntryJSON struct {
-	Index     int64  `json:"index"`
-	Principal string `json:"principal"`
-	Vault     string `json:"vault"`
-	Op        string `json:"op"`
-	Outcome   string `json:"outcome"`
-	Source    string `json:"source"`
+	Index     int64             `json:"index"`
+	Params    map[string]string `json:"params"`
+	Principal string            `json:"principal"`
+	Vault     string            `json:"vault"`
+	Op        string            `json:"op"`
+	Outcome   string            `json:"outcome"`
+	Source    string            `json:"source"`
 }
 
 // TestAuditTrail: a server's requests land in its audit log (changes,
@@ -61,6 +62,11 @@ func TestAuditTrail(t *testing.T) {
 	} {
 		if !has(want[0], want[1]) {
 			t.Errorf("no %s entry for %s in the audit log", want[1], want[0])
+		}
+	}
+	for _, x := range es {
+		if x.Op == "POST /v1/tokens" && (x.Params["role"] != "backup-reader" || x.Params["vault"] != "prod") {
+			t.Errorf("the token creation's parameters are not recorded: %+v", x)
 		}
 	}
 	raw := mustCoffer(t, e, "audit", "log", "--json")

@@ -352,6 +352,7 @@ func (s *Server) keyUseCMK(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
+	q.note("uri", keys.Redact(body.URI))
 	if err := s.checkKeyURI(body.URI); err != nil {
 		return err
 	}

@@ -64,6 +64,9 @@ func (s *Server) createPrincipal(q *request) error {
 	if body.Kind == "" {
 		body.Kind = "user"
 	}
+	q.note("name", body.Name)
+	q.note("kind", body.Kind)
+	q.note("has_password", fmt.Sprint(body.Password != ""))
 	if body.Kind != "user" && body.Kind != "agent" {
 		return fmt.Errorf("%w: kind %q: want user or agent", api.ErrBadRequest, body.Kind)
 	}
@@ -156,6 +159,9 @@ func (s *Server) assignRole(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
+	q.note("principal", body.Principal)
+	q.note("role", body.Role)
+	q.note("vault", body.Vault)
 	role, err := authn.ParseRole(body.Role)
 	if err == nil {
 		err = authn.CheckAssignment(role, body.Vault)
@@ -197,6 +203,9 @@ func (s *Server) revokeRole(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
+	q.note("principal", body.Principal)
+	q.note("role", body.Role)
+	q.note("vault", body.Vault)
 	p, err := s.cat.Principal(q.ctx, body.Principal)
 	if err != nil {
 		return err
@@ -287,6 +296,7 @@ func (s *Server) login(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
+	q.note("name", body.Name)
 	src := sourceAddr(q.r)
 	if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
 		return tooMany(q, wait)

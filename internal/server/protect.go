@@ -68,6 +68,7 @@ func (s *Server) forget(q *request) error {
 	if err != nil {
 		return err
 	}
+	q.note("snapshots", strings.Join(body.IDs, ","))
 	done, err := q.vault.Forget(q.ctx, ids, q.principal())
 	if err != nil {
 		return err
@@ -90,6 +91,7 @@ func (s *Server) undelete(q *request) error {
 	if err != nil {
 		return err
 	}
+	q.note("snapshot", body.ID)
 	sn, err := q.vault.Undelete(q.ctx, ids[0], q.principal())
 	if err != nil {
 		return err
@@ -103,10 +105,13 @@ func (s *Server) prune(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
+	q.note("dry_run", fmt.Sprint(body.DryRun))
 	rep, err := q.vault.Prune(context.WithoutCancel(q.ctx), engine.PruneOptions{DryRun: body.DryRun, Principal: q.principal()})
 	if err != nil {
 		return err
 	}
+	q.note("packs_deleted", fmt.Sprint(rep.Deleted))
+	q.note("snapshots_removed", fmt.Sprint(len(rep.Expired)))
 	writeJSON(q.w, http.StatusOK, wirePrune(rep))
 	return nil
 }
@@ -154,6 +159,9 @@ func (s *Server) changeSettings(q *request) error {
 			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
 		}
 	}
+	if b, err := json.Marshal(body); err == nil {
+		q.note("change", string(b))
+	}
 	old, nw, c, err := q.vault.ChangeSettings(q.ctx, body.Apply, q.principal(), false)
 	switch {
 	case errors.Is(err, vault.ErrApprovalRequired):
@@ -195,6 +203,7 @@ func (s *Server) newRequest(q *request, op, summary string, params requestParams
 		return api.Request{}, err
 	}
 	now := s.opt.Now().UTC()
+	q.note("request", "req_"+hex.EncodeToString(b[:]))
 	r := vault.Request{ID: "req_" + hex.EncodeToString(b[:]), Op: op, Params: string(pb), Summary: summary,
 		Requester: q.principal(), Created: now, Expires: now.Add(vault.DefaultRequestTTL), State: vault.RequestPending}
 	if q.vault != nil {
@@ -287,6 +296,8 @@ func (s *Server) decide(q *request, state vault.RequestState) error {
 	}
 	r.State, r.Decider, r.Decided = state, me, now
 	out := wireRequest(r)
+	q.note("request_op", r.Op)
+	q.note("requester", r.Requester)
 	ev := vault.EventReject
 	if state == vault.RequestApproved {
 		ev = vault.EventApprove

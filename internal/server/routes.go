@@ -259,6 +259,7 @@ func (s *Server) createVault(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
+	q.note("name", body.Name)
 	v, err := s.CreateVault(q.ctx, body.Name)
 	if err != nil {
 		return err
@@ -577,6 +578,8 @@ func (s *Server) saveSnapshot(q *request) error {
 		return err
 	}
 	s.endWriter(q.ctx, q)
+	q.note("snapshot", saved.ID.String())
+	q.note("host", saved.Host)
 	q.log.Info("snapshot saved", "vault", q.name, "snapshot", saved.ID.Short(), "host", saved.Host, "token", q.tok.ID)
 	writeJSON(q.w, http.StatusCreated, api.FromSnapshot(saved))
 	return nil
@@ -673,6 +676,13 @@ func (s *Server) createToken(q *request) error {
 	var body api.CreateToken
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
+	}
+	q.note("name", body.Name)
+	q.note("role", body.Role)
+	q.note("vault", body.Vault)
+	q.note("principal", body.Principal)
+	if !body.Expires.IsZero() {
+		q.note("expires", body.Expires.UTC().Format(time.RFC3339))
 	}
 	if body.Principal != "" {
 		return s.createPrincipalToken(q, body)
@@ -800,3 +810,12 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// note records a parameter of the request for its audit entry (never a
+// secret: callers pass names, IDs and redacted URIs).
+func (q *request) note(k, v string) {
+	if q.params == nil {
+		q.params = map[string]string{}
+	}
+	q.params[k] = v
+}
