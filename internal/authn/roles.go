@@ -112,7 +112,7 @@ var rolePerms = map[Role][]Permission{
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},
 	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},
-	RoleSecurityApprover: {PermRequestRead, PermRequestDecide, PermAuditRead},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide},
 }
 
 // roles lists the roles in the order help texts show them.

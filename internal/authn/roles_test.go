@@ -27,7 +27,7 @@ var want = map[Role][]Permission{
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},
 	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},
-	RoleSecurityApprover: {PermRequestRead, PermRequestDecide, PermAuditRead},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide},
 }
 
 func TestAllows(t *testing.T) {
