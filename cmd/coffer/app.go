@@ -102,7 +102,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newServerCmd(a), newTokenCmd(a), newDoctorCmd(a), newKeyCmd(a),
 		newForgetCmd(a), newUndeleteCmd(a), newPruneCmd(a), newPolicyCmd(a),
 		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
-		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a),
+		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
 	)
 	return root
 }

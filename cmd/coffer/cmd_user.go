@@ -308,3 +308,50 @@ critical changes.`,
 	cmd.Flags().StringVar(&principal, "principal", "", "the user to make an approver")
 	return cmd
 }
+
+func newSourceCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "source",
+		Short: "Add machines that back up into a vault on a server",
+	}
+	var expires time.Duration
+	var jsonOut bool
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Add a source: an agent with the backup-operator role on the vault, and its token",
+		Long: `Add a source to a vault on a server: the agent principal NAME (created when new)
+gets the backup-operator role on the vault, and a new token for it is printed
+once. Needs source.manage (owner or backup-contributor): a contributor can add
+machines without being able to make anything more powerful than an operator.`,
+		Example: "  coffer source add web01 --vault https://backup.example.com:8443/prod",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, vaultName, err := a.serverClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if vaultName == "" {
+				return errors.New("name the vault: --vault https://host:port/VAULT (or --vault VAULT with COFFER_VAULT=https://host:port)")
+			}
+			req := api.AddSource{Name: args[0]}
+			if expires > 0 {
+				req.Expires = a.now().Add(expires).UTC()
+			}
+			t, err := c.Vault(vaultName).AddSource(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(t)
+			}
+			fmt.Fprintln(a.stdout, t.Secret)
+			fmt.Fprintf(a.stderr, "source %s added to %s (backup-operator); token %s is shown only this once\n", args[0], vaultName, t.ID)
+			return nil
+		},
+	}
+	add.Flags().DurationVar(&expires, "expires", 0, "the token's lifetime, e.g. 8760h (default: no expiry)")
+	add.Flags().BoolVar(&jsonOut, "json", false, "print JSON (includes the token)")
+	cmd.AddCommand(add)
+	return cmd
+}

@@ -72,6 +72,12 @@ func TestUsersAndRoles(t *testing.T) {
 	webID := backupJSON(t, e, as(web, src, "--vault", srv.URL+"/prod")...)
 	failsWith(t, e, "forbidden", as(web, "forget", webID[:8], "--vault", srv.URL+"/prod")...)
 
+	// A backup-contributor adds sources, which back up but do no more.
+	src2 := strings.TrimSpace(mustCoffer(t, e, as(alice, "source", "add", "db01", "--vault", srv.URL+"/prod")...))
+	backupJSON(t, e, as(src2, src, "--vault", srv.URL+"/prod")...)
+	failsWith(t, e, "forbidden", as(src2, "vault", "set", "--soft-delete-days", "60", "--vault", srv.URL+"/prod")...)
+	failsWith(t, e, "forbidden", as(alice, "source", "add", "db02", "--vault", srv.URL+"/other")...)
+
 	// Revocation takes effect with the next request.
 	mustCoffer(t, e, "role", "revoke", "--principal", "web01", "--role", "backup-operator", "--vault", "prod")
 	failsWith(t, e, "forbidden", as(web, "snapshots", "--vault", srv.URL+"/prod")...)

@@ -735,3 +735,9 @@ type AuditEntry struct {
 	Outcome   string            `json:"outcome"`
 	Detail    string            `json:"detail,omitempty"`
 }
+
+// AddSource is the body of POST /v1/vaults/{vault}/sources.
+type AddSource struct {
+	Name    string    `json:"name"` // the agent's name (its host)
+	Expires time.Time `json:"expires,omitzero"`
+}

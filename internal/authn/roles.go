@@ -74,6 +74,10 @@ const (
 	// PermVaultSettings: change a vault's deletion protection and its
 	// stored retention policy (critical changes still need approval).
 	PermVaultSettings Permission = "vault.settings"
+	// PermSourceManage: add a source (an agent that backs up into the
+	// vault): an agent principal with the backup-operator role on the
+	// vault, and a token for it.
+	PermSourceManage Permission = "source.manage"
 	// PermRoleManage: create principals, assign and revoke roles.
 	// Server-wide.
 	PermRoleManage Permission = "role.manage"
@@ -104,10 +108,11 @@ var rolePerms = map[Role][]Permission{
 		PermVaultCreate, PermTokenManage, PermMetrics,
 		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
 		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete, PermRoleManage, PermAuditRead,
+		PermSourceManage,
 	},
 	RoleBackupContributor: {
 		PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,
-		PermSnapshotDelete, PermVaultSettings, PermRequestRead,
+		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermSourceManage,
 	},
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},

@@ -14,7 +14,7 @@ import (
 var allPerms = []Permission{
 	PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide,
 	PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
-	PermSnapshotDelete, PermVaultSettings, PermVaultDelete,
+	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage,
 }
 
 // want is the documented table (docs/security.md, "Roles and tokens").
@@ -23,7 +23,7 @@ var want = map[Role][]Permission{
 	// critical changes, its own or anyone's.
 	RoleOwner: slices.DeleteFunc(slices.Clone(allPerms), func(p Permission) bool { return p == PermRequestDecide }),
 	RoleBackupContributor: {PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,
-		PermSnapshotDelete, PermVaultSettings, PermRequestRead},
+		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermSourceManage},
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},
 	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},

@@ -1062,3 +1062,11 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer) error {
 	}
 	return nil
 }
+
+// AddSource adds an agent to the vault (backup-operator) and returns its
+// new token.
+func (v *Vault) AddSource(ctx context.Context, s api.AddSource) (api.Token, error) {
+	var out api.Token
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/sources", s, &out)
+	return out, err
+}

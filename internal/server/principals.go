@@ -426,3 +426,55 @@ func (l *limiter) succeed(src string) {
 		delete(l.m, src)
 	}
 }
+
+// addSource adds a source to the vault: the agent principal NAME (made
+// when new), the backup-operator role on this vault, and a token for it.
+// A backup-contributor manages sources without being able to make
+// anything more powerful than an operator.
+func (s *Server) addSource(q *request) error {
+	var body api.AddSource
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	q.note("name", body.Name)
+	if !principalNameRE.MatchString(body.Name) {
+		return fmt.Errorf("%w: source name %q: use 1-64 letters, digits, '.', '_', '@' or '-'", api.ErrBadRequest, body.Name)
+	}
+	now := s.opt.Now().UTC()
+	p, err := s.cat.Principal(q.ctx, body.Name)
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		p = vault.Principal{ID: newPrincipalID("agent"), Name: body.Name, Kind: "agent", Created: now, CreatedBy: q.principal()}
+		if err := s.cat.AddPrincipal(q.ctx, p); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case p.Kind != "agent":
+		return fmt.Errorf("%w: %s is a user, not an agent: a source is an agent", api.ErrBadRequest, p.Name)
+	}
+	err = s.cat.AssignRole(q.ctx, vault.RoleAssignment{Principal: p.ID, Role: string(authn.RoleBackupOperator), Vault: q.name, Created: now, CreatedBy: q.principal()})
+	if err != nil && !errors.Is(err, vault.ErrExists) {
+		return err
+	}
+	if !body.Expires.IsZero() && !body.Expires.After(now) {
+		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, body.Expires.Format(time.RFC3339))
+	}
+	secret, hash, id, err := authn.Generate(rand.Reader)
+	if err != nil {
+		return err
+	}
+	rec := vault.TokenRecord{ID: id, Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Hash: hash,
+		Created: now, Expires: body.Expires.UTC(), CreatedBy: q.tok.ID}
+	if body.Expires.IsZero() {
+		rec.Expires = time.Time{}
+	}
+	if err := s.cat.AddToken(q.ctx, rec); err != nil {
+		return err
+	}
+	q.log.Info("source added", "vault", q.name, "agent", p.Name, "token", id, "by", q.principal())
+	out := tokenInfo(rec)
+	out.Secret = string(secret)
+	writeJSON(q.w, http.StatusCreated, out)
+	return nil
+}

@@ -95,6 +95,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/key/rotate", perm: authn.PermKeyManage, h: s.keyRotate},
 		{pattern: "POST /v1/vaults/{vault}/key/use-cmk", perm: authn.PermKeyManage, noOpen: true, h: s.keyUseCMK},
 		{pattern: "POST /v1/vaults/{vault}/key/use-pmk", perm: authn.PermKeyManage, h: s.keyUsePMK},
+		{pattern: "POST /v1/vaults/{vault}/sources", perm: authn.PermSourceManage, noOpen: true, h: s.addSource},
 		{pattern: "GET /v1/vaults/{vault}/deleted", perm: authn.PermVaultRead, h: s.deletedSnapshots},
 		{pattern: "POST /v1/vaults/{vault}/forget", perm: authn.PermSnapshotDelete, h: s.forget},
 		{pattern: "POST /v1/vaults/{vault}/undelete", perm: authn.PermSnapshotDelete, h: s.undelete},
