@@ -323,21 +323,10 @@ func (s *Server) login(q *request) error {
 		ttl = defaultLoginTTL
 	}
 	ttl = min(ttl, maxLoginTTL)
-	secret, hash, id, err := authn.Generate(rand.Reader)
-	if err != nil {
-		return err
-	}
-	now := s.opt.Now().UTC()
-	rec := vault.TokenRecord{ID: id, Name: "login", Role: string(authn.RolePrincipal), Principal: p.ID, Hash: hash, Created: now, Expires: now.Add(ttl), CreatedBy: "login:" + p.Name}
-	if err := s.cat.AddToken(q.ctx, rec); err != nil {
-		return err
-	}
 	s.limiter.succeed(src)
-	q.log.Info("login", "principal", p.Name, "token", id)
-	out := tokenInfo(rec)
-	out.Secret = string(secret)
-	writeJSON(q.w, http.StatusCreated, out)
-	return nil
+	q.log.Info("login", "principal", p.Name)
+	return s.issueToken(q, vault.TokenRecord{Name: "login", Role: string(authn.RolePrincipal), Principal: p.ID,
+		Expires: s.opt.Now().Add(ttl), CreatedBy: "login:" + p.Name})
 }
 
 var dummyHash, _ = authn.HashPassword("not-a-real-password-for-timing")
@@ -440,6 +429,9 @@ func (s *Server) addSource(q *request) error {
 	if !principalNameRE.MatchString(body.Name) {
 		return fmt.Errorf("%w: source name %q: use 1-64 letters, digits, '.', '_', '@' or '-'", api.ErrBadRequest, body.Name)
 	}
+	if err := s.checkExpiry(body.Expires); err != nil {
+		return err
+	}
 	now := s.opt.Now().UTC()
 	p, err := s.cat.Principal(q.ctx, body.Name)
 	switch {
@@ -457,24 +449,6 @@ func (s *Server) addSource(q *request) error {
 	if err != nil && !errors.Is(err, vault.ErrExists) {
 		return err
 	}
-	if !body.Expires.IsZero() && !body.Expires.After(now) {
-		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, body.Expires.Format(time.RFC3339))
-	}
-	secret, hash, id, err := authn.Generate(rand.Reader)
-	if err != nil {
-		return err
-	}
-	rec := vault.TokenRecord{ID: id, Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Hash: hash,
-		Created: now, Expires: body.Expires.UTC(), CreatedBy: q.tok.ID}
-	if body.Expires.IsZero() {
-		rec.Expires = time.Time{}
-	}
-	if err := s.cat.AddToken(q.ctx, rec); err != nil {
-		return err
-	}
-	q.log.Info("source added", "vault", q.name, "agent", p.Name, "token", id, "by", q.principal())
-	out := tokenInfo(rec)
-	out.Secret = string(secret)
-	writeJSON(q.w, http.StatusCreated, out)
-	return nil
+	q.log.Info("source added", "vault", q.name, "agent", p.Name, "by", q.principal())
+	return s.issueToken(q, vault.TokenRecord{Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Expires: body.Expires, CreatedBy: q.tok.ID})
 }

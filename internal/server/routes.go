@@ -640,6 +640,36 @@ func tokenInfo(t vault.TokenRecord) api.Token {
 		Expires: t.Expires, Revoked: t.Revoked, CreatedBy: t.CreatedBy, Principal: t.Principal}
 }
 
+// checkExpiry refuses an expiry in the past (zero: never expires).
+func (s *Server) checkExpiry(expires time.Time) error {
+	if !expires.IsZero() && !expires.After(s.opt.Now()) {
+		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, expires.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// issueToken generates a token for rec (its ID, hash and creation time
+// are filled in here), stores it, and answers 201 with its description
+// and secret: the one time the secret is shown.
+func (s *Server) issueToken(q *request, rec vault.TokenRecord) error {
+	secret, hash, id, err := authn.Generate(rand.Reader)
+	if err != nil {
+		return err
+	}
+	rec.ID, rec.Hash, rec.Created = id, hash, s.opt.Now().UTC()
+	if !rec.Expires.IsZero() {
+		rec.Expires = rec.Expires.UTC()
+	}
+	if err := s.cat.AddToken(q.ctx, rec); err != nil {
+		return err
+	}
+	q.log.Info("token created", "id", id, "role", rec.Role, "vault", rec.Vault, "principal", rec.Principal, "by", q.principal())
+	out := tokenInfo(rec)
+	out.Secret = string(secret)
+	writeJSON(q.w, http.StatusCreated, out)
+	return nil
+}
+
 // createPrincipalToken issues a token to a principal (an agent's, or a
 // user's for scripts); it acts with the principal's roles.
 func (s *Server) createPrincipalToken(q *request, body api.CreateToken) error {
@@ -650,27 +680,10 @@ func (s *Server) createPrincipalToken(q *request, body api.CreateToken) error {
 	if err != nil {
 		return err
 	}
-	now := s.opt.Now().UTC()
-	if !body.Expires.IsZero() && !body.Expires.After(now) {
-		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, body.Expires.Format(time.RFC3339))
-	}
-	secret, hash, id, err := authn.Generate(rand.Reader)
-	if err != nil {
+	if err := s.checkExpiry(body.Expires); err != nil {
 		return err
 	}
-	rec := vault.TokenRecord{ID: id, Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Hash: hash,
-		Created: now, Expires: body.Expires.UTC(), CreatedBy: q.tok.ID}
-	if body.Expires.IsZero() {
-		rec.Expires = time.Time{}
-	}
-	if err := s.cat.AddToken(q.ctx, rec); err != nil {
-		return err
-	}
-	q.log.Info("token created", "id", id, "principal", p.Name, "by", q.principal())
-	out := tokenInfo(rec)
-	out.Secret = string(secret)
-	writeJSON(q.w, http.StatusCreated, out)
-	return nil
+	return s.issueToken(q, vault.TokenRecord{Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Expires: body.Expires, CreatedBy: q.tok.ID})
 }
 
 func (s *Server) createToken(q *request) error {
@@ -704,27 +717,10 @@ func (s *Server) createToken(q *request) error {
 			return fmt.Errorf("vault %q: %w", body.Vault, err)
 		}
 	}
-	now := s.opt.Now().UTC()
-	if !body.Expires.IsZero() && !body.Expires.After(now) {
-		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, body.Expires.Format(time.RFC3339))
-	}
-	secret, hash, id, err := authn.Generate(rand.Reader)
-	if err != nil {
+	if err := s.checkExpiry(body.Expires); err != nil {
 		return err
 	}
-	rec := vault.TokenRecord{ID: id, Name: body.Name, Role: string(role), Vault: body.Vault, Hash: hash,
-		Created: now, Expires: body.Expires.UTC(), CreatedBy: q.tok.ID}
-	if body.Expires.IsZero() {
-		rec.Expires = time.Time{}
-	}
-	if err := s.cat.AddToken(q.ctx, rec); err != nil {
-		return err
-	}
-	q.log.Info("token created", "id", id, "role", role, "vault", body.Vault, "by", q.tok.ID)
-	out := tokenInfo(rec)
-	out.Secret = string(secret)
-	writeJSON(q.w, http.StatusCreated, out)
-	return nil
+	return s.issueToken(q, vault.TokenRecord{Name: body.Name, Role: string(role), Vault: body.Vault, Expires: body.Expires, CreatedBy: q.tok.ID})
 }
 
 func (s *Server) listTokens(q *request) error {
