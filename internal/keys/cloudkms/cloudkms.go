@@ -1,3 +1,5 @@
+//go:build !nocloudkms
+
 // Package cloudkms provides a vault.KeyProvider whose key encryption key
 // (KEK) is a cloud KMS key reached through gocloud.dev/secrets: AWS KMS
 // (awskms://), Azure Key Vault (azurekeyvault://), Google Cloud KMS

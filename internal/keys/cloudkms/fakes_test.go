@@ -1,3 +1,5 @@
+//go:build !nocloudkms
+
 package cloudkms
 
 // Fakes of the four KMS services' wire protocols, so that the real SDKs,

@@ -1,3 +1,5 @@
+//go:build !nocloudkms
+
 package cloudkms
 
 import (

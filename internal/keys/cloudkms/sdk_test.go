@@ -1,3 +1,5 @@
+//go:build !nocloudkms
+
 package cloudkms
 
 // End-to-end error mapping: Open, gocloud's real driver and the real SDK,
