@@ -44,4 +44,3 @@ func TestOpenCloudKMS(t *testing.T) {
 		}
 	}
 }
-
