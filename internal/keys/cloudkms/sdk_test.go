@@ -235,9 +235,12 @@ func TestVaultSDK(t *testing.T) {
 	// answers for other things; the provider tries the key, which works,
 	// so the record is at fault.
 	w := mustWrap(t, p, make([]byte, 32), testAAD)
-	w.Data[3+20] ^= 1 // inside the base64 after "vault:v1:"
+	w.Data[3+20] ^= 1 // inside the KMS ciphertext
 	_, err = p.Unwrap(t.Context(), w, testAAD)
-	wantErr(t, "Unwrap of a damaged record", err, vault.ErrWrongKey, "does not decrypt the record's ciphertext", "message authentication failed")
+	// What transit says of it depends on where the flipped bit lands
+	// (the base64, or the sealed bytes under it); either way it is the
+	// record that is at fault.
+	wantErr(t, "Unwrap of a damaged record", err, vault.ErrWrongKey, "does not decrypt the record's ciphertext")
 }
 
 func TestVaultSDKDeletedKey(t *testing.T) {
