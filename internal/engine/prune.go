@@ -290,6 +290,23 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			return nil, fmt.Errorf("prune: %w", err)
 		}
 		defer v.opt.Catalog.EndSession(context.WithoutCancel(ctx), me.ID)
+		// A long prune stays alive, so that no second one starts.
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(vault.SessionTouch)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					if err := v.opt.Catalog.TouchSession(context.WithoutCancel(ctx), me.ID, v.opt.Now().UTC()); err != nil {
+						v.log.Warn("could not record that prune is alive", "err", err)
+					}
+				}
+			}
+		}()
 		ss, err := v.opt.Catalog.Sessions(ctx, v.rec.ID)
 		if err != nil {
 			return nil, err
