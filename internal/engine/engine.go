@@ -107,6 +107,8 @@ type Vault struct {
 	openers  map[vault.ID]*format.PackOpener
 
 	sess *session // the writer session, when Options.Session is set
+
+	settingsMu sync.Mutex // serialises settings changes through this vault
 }
 
 type packer struct {

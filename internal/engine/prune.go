@@ -150,6 +150,10 @@ func (v *Vault) FindDeleted(ctx context.Context, ref string) (vault.SnapshotReco
 // allowCritical (an approved request, or a confirmed single-user vault).
 // It returns the settings before and after.
 func (v *Vault) ChangeSettings(ctx context.Context, change func(*vault.VaultSettings), principal string, allowCritical bool) (old, new vault.VaultSettings, c protect.Change, err error) {
+	// One change at a time (a server has one engine per vault), so that
+	// two changes never both start from the same settings.
+	v.settingsMu.Lock()
+	defer v.settingsMu.Unlock()
 	old, err = v.Settings(ctx)
 	if err != nil {
 		return old, old, c, err
