@@ -43,7 +43,7 @@ func (s *Server) AuditVerifierKey() string { return s.auditVK }
 
 // auditRequest records the request q answered with status and code.
 func (s *Server) auditRequest(rt Route, q *request, status int, code string, err error) {
-	if status < 300 && (rt.bulk || rt.pattern == "GET /healthz" || rt.pattern == "GET /metrics") {
+	if q.quiet || status < 300 && (rt.bulk || rt.pattern == "GET /healthz" || rt.pattern == "GET /metrics") {
 		return
 	}
 	e := audit.Entry{Time: s.opt.Now().UTC(), Source: sourceAddr(q.r), Vault: q.name, Op: rt.pattern, Params: q.params}

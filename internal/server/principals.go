@@ -299,7 +299,7 @@ func (s *Server) login(q *request) error {
 	q.note("name", body.Name)
 	src := sourceAddr(q.r)
 	if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
-		return tooMany(q, wait)
+		return s.tooMany(q, wait)
 	}
 	fail := func() error {
 		s.limiter.fail(src, s.opt.Now())
@@ -340,12 +340,13 @@ func sourceAddr(r *http.Request) string {
 	return host
 }
 
-func tooMany(q *request, wait time.Duration) error {
+func (s *Server) tooMany(q *request, wait time.Duration) error {
 	secs := int(wait.Round(time.Second) / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
 	q.w.Header().Set("Retry-After", fmt.Sprint(secs))
+	q.quiet = !s.limiter.firstRefusal(sourceAddr(q.r))
 	return fmt.Errorf("%w: too many failed authentications from %s; try again in %ds", api.ErrTooManyRequests, sourceAddr(q.r), secs)
 }
 
@@ -359,9 +360,10 @@ type limiter struct {
 }
 
 type failures struct {
-	n     int
-	first time.Time
-	until time.Time
+	n        int
+	first    time.Time
+	until    time.Time
+	reported time.Time // the block (until) whose first refusal was audited
 }
 
 const (
@@ -378,6 +380,20 @@ func (l *limiter) blocked(src string, now time.Time) time.Duration {
 		return f.until.Sub(now)
 	}
 	return 0
+}
+
+// firstRefusal reports whether this is the first refusal of src's
+// current block: only that one is audited, so that a flood of refused
+// requests cannot flood the audit log.
+func (l *limiter) firstRefusal(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.m[src]
+	if f == nil || f.reported.Equal(f.until) {
+		return false
+	}
+	f.reported = f.until
+	return true
 }
 
 // fail counts a failure and reports whether src is now blocked.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
@@ -50,5 +51,40 @@ func TestNoSelfApproval(t *testing.T) {
 	}
 	if st, _ := eng.Settings(ctx); st.SoftDeleteDays != 30 {
 		t.Errorf("approved change not made: %+v", st)
+	}
+}
+
+// TestLimiterAuditsFirstRefusalOnly: a blocked address is refused until
+// its block ends, and only the first refusal of a block is reported.
+func TestLimiterAuditsFirstRefusalOnly(t *testing.T) {
+	var l limiter
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range failedLimit - 1 {
+		if l.fail("192.0.2.1", now) {
+			t.Fatalf("blocked after %d failures", i+1)
+		}
+	}
+	if !l.fail("192.0.2.1", now) {
+		t.Fatal("not blocked after the limit")
+	}
+	if w := l.blocked("192.0.2.1", now); w != baseBlock {
+		t.Errorf("blocked for %v, want %v", w, baseBlock)
+	}
+	if l.blocked("192.0.2.2", now) != 0 {
+		t.Error("another address is blocked too")
+	}
+	if !l.firstRefusal("192.0.2.1") || l.firstRefusal("192.0.2.1") {
+		t.Error("want exactly the first refusal of a block reported")
+	}
+	if l.blocked("192.0.2.1", now.Add(baseBlock)) != 0 {
+		t.Error("still blocked after the block ended")
+	}
+	// A further failure blocks for twice as long, and is reported again.
+	l.fail("192.0.2.1", now.Add(baseBlock))
+	if w := l.blocked("192.0.2.1", now.Add(baseBlock)); w != 2*baseBlock {
+		t.Errorf("second block %v, want %v", w, 2*baseBlock)
+	}
+	if !l.firstRefusal("192.0.2.1") {
+		t.Error("the first refusal of the second block is not reported")
 	}
 }

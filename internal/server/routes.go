@@ -65,6 +65,8 @@ type request struct {
 	// params are what the audit entry records of the request beyond its
 	// path (handlers add them; never secrets).
 	params map[string]string
+	// quiet: not audited (a repeated refusal of a blocked address).
+	quiet bool
 	name   string // vault name from the path, "" when none
 	vault  *engine.Vault
 	log    *slog.Logger
@@ -182,7 +184,7 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		// looked up.
 		src := sourceAddr(q.r)
 		if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
-			return tooMany(q, wait)
+			return s.tooMany(q, wait)
 		}
 		tok, err := s.auth.Authenticate(q.ctx, q.r.Header.Get("Authorization"))
 		if errors.Is(err, authn.ErrUnauthenticated) {
