@@ -67,9 +67,9 @@ type request struct {
 	params map[string]string
 	// quiet: not audited (a repeated refusal of a blocked address).
 	quiet bool
-	name   string // vault name from the path, "" when none
-	vault  *engine.Vault
-	log    *slog.Logger
+	name  string // vault name from the path, "" when none
+	vault *engine.Vault
+	log   *slog.Logger
 }
 
 // Routes lists every endpoint with its permission; tests walk it.
