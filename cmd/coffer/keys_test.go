@@ -326,6 +326,11 @@ func TestCustomerManagedKey(t *testing.T) {
 		t.Errorf("use-cmk said %q", out)
 	}
 	samePacks(before, "use-cmk")
+	// Crypto-shredding needs the platform key to open nothing any more:
+	// the older keyring generations, wrapped by it, are gone.
+	if gens, _ := os.ReadDir(filepath.Join(e.storeDir(), "keys")); len(gens) != 1 {
+		t.Errorf("keyring generations after use-cmk: %d, want only the newest", len(gens))
+	}
 	show := mustCoffer(t, e, "vault", "show")
 	if !strings.Contains(show, "customer-managed") || !strings.Contains(show, "rsa-file:"+keyFile) || strings.Contains(show, "key file:") {
 		t.Errorf("vault show after use-cmk:\n%s", show)

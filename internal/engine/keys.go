@@ -262,6 +262,35 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 		return fmt.Errorf("rewrap: %w", err)
 	}
 	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to, loaded: old.loaded})
+	// The older generations wrap the same DEKs under the previous KEK:
+	// left in the store, that key would still open the vault, and a
+	// revoked customer key would not shred anything while the platform
+	// key file that wrapped the vault before still exists. The new
+	// generation is durable, so they go now.
+	if err := v.removeKeyringsBefore(ctx, kr.Generation); err != nil {
+		v.log.Warn("older keyring generations could not all be removed; the previous key may still open them", "err", err)
+		return fmt.Errorf("rewrap: the vault's keys are rewrapped, but %w", err)
+	}
+	return nil
+}
+
+// removeKeyringsBefore deletes every keyring generation older than gen.
+func (v *Vault) removeKeyringsBefore(ctx context.Context, gen uint64) error {
+	var old []vault.Handle
+	err := v.opt.Store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+		if oi.Handle.Name < format.KeyringName(gen) {
+			old = append(old, oi.Handle)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list older keyring generations: %w", err)
+	}
+	for _, h := range old {
+		if err := v.opt.Store.Delete(ctx, h); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return fmt.Errorf("remove keyring generation %s: %w", h.Name, err)
+		}
+	}
 	return nil
 }
 

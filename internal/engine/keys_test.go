@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -137,6 +138,16 @@ func TestRewrapNeverReencrypts(t *testing.T) {
 	}
 	if _, err := engine.Open(ctx, e.opts()); !errors.Is(err, vault.ErrKeyUnavailable) && !errors.Is(err, vault.ErrWrongKey) {
 		t.Errorf("open with the old key after the switch: %v, want key unavailable or wrong key", err)
+	}
+	// Nothing left in the store opens with the old key: the older
+	// keyring generations, which wrapped the same DEKs under it, are gone.
+	var gens []string
+	e.store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+		gens = append(gens, oi.Handle.Name)
+		return nil
+	})
+	if len(gens) != 1 || gens[0] != format.KeyringName(3) {
+		t.Errorf("keyring generations after the switch: %v, want only the newest", gens)
 	}
 
 	// And back: the old key wraps again, packs still untouched.
