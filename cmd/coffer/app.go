@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/client"
+
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -90,7 +92,8 @@ func newRootCmd(a *app) *cobra.Command {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.vaultRef, "vault", a.getenv("COFFER_VAULT"), "vault: a name under $COFFER_HOME/vaults, a directory, or https://host:port/NAME on a vault server (default \"default\")")
+	pf.StringVar(&a.vaultRef, "vault", a.getenv("COFFER_VAULT"), "vault: a name under $COFFER_HOME/vaults, a directory, or https://host:port/NAME on a vault server; with COFFER_VAULT=https://host:port, a NAME is that server's vault (default \"default\")")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return a.resolveVaultRef() }
 	pf.StringVar(&a.keyFile, "key-file", a.getenv("COFFER_KEY_FILE"), "platform key file (default $COFFER_HOME/keys/platform.key)")
 	pf.BoolVar(&a.noProg, "no-progress", false, "never show the live progress display")
 	pf.StringVar(&a.remote.token, "token", "", "bearer token for a vault server, or @FILE holding it (default $COFFER_TOKEN)")
@@ -168,4 +171,21 @@ func (a *app) printJSON(v any) error {
 	enc := json.NewEncoder(a.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// resolveVaultRef makes --vault NAME name a vault on the server
+// COFFER_VAULT points at (https://host:port, no vault), so that one
+// setting serves every command; a directory (with a '/') stays local.
+func (a *app) resolveVaultRef() error {
+	env := a.getenv("COFFER_VAULT")
+	ref := a.vaultRef
+	if ref == "" || ref == env || isRemote(ref) || !isRemote(env) || strings.ContainsRune(ref, '/') || ref == "." || ref == ".." {
+		return nil
+	}
+	srv, name, err := client.SplitVaultURL(env)
+	if err != nil || name != "" {
+		return err // COFFER_VAULT names one vault: --vault NAME is local
+	}
+	a.vaultRef = srv + "/" + ref
+	return nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +52,16 @@ func TestUsersAndRoles(t *testing.T) {
 	writeFile(t, filepath.Join(src, "f"), []byte("data"), 0o644)
 	as := func(tok string, args ...string) []string { return append(args, "--token", tok) }
 	id := backupJSON(t, e, as(alice, src, "--vault", srv.URL+"/prod")...)
+	// With COFFER_VAULT naming the server, --vault prod is its vault
+	// prod, for data commands as for the others; a directory stays local.
+	backupJSON(t, e, as(alice, src, "--vault", "prod")...)
+	var snaps []snapshotJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, as(alice, "snapshots", "--json", "--vault", srv.URL+"/prod")...)), &snaps); err != nil || len(snaps) != 2 {
+		t.Errorf("after a backup with --vault prod the server's vault has %d snapshots (%v), want 2", len(snaps), err)
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "vaults", "prod")); !os.IsNotExist(err) {
+		t.Errorf("--vault prod made a local vault: %v", err)
+	}
 	mustCoffer(t, e, as(alice, "vault", "set", "--soft-delete-days", "30", "--vault", srv.URL+"/prod")...)
 	mustCoffer(t, e, as(alice, "forget", id[:8], "--vault", srv.URL+"/prod")...)
 	for _, args := range [][]string{
