@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,12 +98,22 @@ type openedVault struct {
 	created bool
 	// principal is who runs the command, for the vault's event trail.
 	principal string
+	provider  vault.KeyProvider // the KEK's provider, closed with the vault
 }
 
 func (o *openedVault) Close() error {
 	o.Vault.Close()
 	o.store.Close()
+	closeProvider(o.provider)
 	return o.catalog.Close()
+}
+
+// closeProvider releases what a key provider holds (a cloud KMS client's
+// connections), when it holds anything.
+func closeProvider(p vault.KeyProvider) {
+	if c, ok := p.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 func catalogPath(dir string) string { return filepath.Join(dir, "catalog.db") }
@@ -198,7 +209,7 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		st.Close()
 		return nil, err
 	}
-	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists}
+	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists, provider: provider}
 	if create && ks != nil {
 		// Backups keep the platform key fresh: rotate it when it is older
 		// than the rotation period, and rewrap a vault still wrapped by an

@@ -135,6 +135,9 @@ func (v *Vault) EnsureKeys(ctx context.Context) error {
 	return err
 }
 
+// KeyProvider is the provider whose KEK currently wraps the vault's keys.
+func (v *Vault) KeyProvider() vault.KeyProvider { return v.keys.Load().provider }
+
 // KeysExpired reports whether the vault's unwrapped keys have outlived
 // Options.KeyTTL (or were dropped already).
 func (v *Vault) KeysExpired() bool { return v.opt.KeyTTL > 0 && v.expired(v.keys.Load()) }

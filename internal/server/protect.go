@@ -517,8 +517,7 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 	s.mu.Lock()
 	if ov, ok := s.vaults[name]; ok {
 		delete(s.vaults, name)
-		ov.eng.Close()
-		ov.store.Close()
+		ov.close()
 	}
 	err = s.cat.DeleteVault(ctx, rec.ID, s.opt.Now().UTC())
 	s.mu.Unlock()

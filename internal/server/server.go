@@ -82,6 +82,17 @@ type openVault struct {
 	store *local.Store
 }
 
+// close closes the engine, its store and its key provider (a cloud KMS
+// client's connections), when nobody uses them any more.
+func (ov *openVault) close() {
+	p := ov.eng.KeyProvider()
+	ov.eng.Close()
+	ov.store.Close()
+	if c, ok := p.(io.Closer); ok {
+		c.Close()
+	}
+}
+
 // Paths under the data directory.
 func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
 func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
@@ -172,8 +183,7 @@ func (s *Server) Close() error {
 		if err := ov.eng.Flush(context.Background()); err != nil && first == nil {
 			first = fmt.Errorf("vault %s: %w", name, err)
 		}
-		ov.eng.Close()
-		ov.store.Close()
+		ov.close()
 		delete(s.vaults, name)
 	}
 	if err := s.cat.Close(); err != nil && first == nil {
