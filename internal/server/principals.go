@@ -299,7 +299,7 @@ func (s *Server) login(q *request) error {
 	q.note("name", body.Name)
 	src := sourceAddr(q.r)
 	if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
-		return s.tooMany(q, wait)
+		return s.tooMany(q, &s.limiter, wait)
 	}
 	fail := func() error {
 		s.limiter.fail(src, s.opt.Now())
@@ -340,14 +340,14 @@ func sourceAddr(r *http.Request) string {
 	return host
 }
 
-func (s *Server) tooMany(q *request, wait time.Duration) error {
+func (s *Server) tooMany(q *request, lim *limiter, wait time.Duration) error {
 	secs := int(wait.Round(time.Second) / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
 	q.w.Header().Set("Retry-After", fmt.Sprint(secs))
-	q.quiet = !s.limiter.firstRefusal(sourceAddr(q.r))
-	return fmt.Errorf("%w: too many failed authentications from %s; try again in %ds", api.ErrTooManyRequests, sourceAddr(q.r), secs)
+	q.quiet = !lim.firstRefusal(sourceAddr(q.r))
+	return fmt.Errorf("%w: too many failed or unauthenticated requests from %s; try again in %ds", api.ErrTooManyRequests, sourceAddr(q.r), secs)
 }
 
 // limiter slows down guessing: after failedLimit failed authentications
@@ -355,8 +355,9 @@ func (s *Server) tooMany(q *request, wait time.Duration) error {
 // while (doubling with each further failure, up to maxBlock), before its
 // token is even looked up.
 type limiter struct {
-	mu sync.Mutex
-	m  map[string]*failures
+	mu    sync.Mutex
+	m     map[string]*failures
+	limit int // failures within failWindow before a block; failedLimit when 0
 }
 
 type failures struct {
@@ -368,9 +369,12 @@ type failures struct {
 
 const (
 	failedLimit = 10
-	failWindow  = time.Minute
-	baseBlock   = 30 * time.Second
-	maxBlock    = 15 * time.Minute
+	// anonymousLimit: requests without any token, which guess nothing
+	// but cost an audit entry each, are allowed more before a block.
+	anonymousLimit = 120
+	failWindow     = time.Minute
+	baseBlock      = 30 * time.Second
+	maxBlock       = 15 * time.Minute
 )
 
 func (l *limiter) blocked(src string, now time.Time) time.Duration {
@@ -416,8 +420,12 @@ func (l *limiter) fail(src string, now time.Time) bool {
 		l.m[src] = f
 	}
 	f.n++
-	if f.n >= failedLimit {
-		block := baseBlock << min(f.n-failedLimit, 5)
+	limit := l.limit
+	if limit == 0 {
+		limit = failedLimit
+	}
+	if f.n >= limit {
+		block := baseBlock << min(f.n-limit, 5)
 		f.until = now.Add(min(block, maxBlock))
 		return true
 	}

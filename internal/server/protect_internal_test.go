@@ -88,3 +88,18 @@ func TestLimiterAuditsFirstRefusalOnly(t *testing.T) {
 		t.Error("the first refusal of the second block is not reported")
 	}
 }
+
+// TestAnonymousLimit: requests without a token are allowed more before a
+// block than refused tokens.
+func TestAnonymousLimit(t *testing.T) {
+	l := limiter{limit: anonymousLimit}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range anonymousLimit - 1 {
+		if l.fail("192.0.2.9", now) {
+			t.Fatalf("anonymous requests blocked after %d", i+1)
+		}
+	}
+	if !l.fail("192.0.2.9", now) || l.blocked("192.0.2.9", now) == 0 {
+		t.Error("not blocked after the anonymous limit")
+	}
+}

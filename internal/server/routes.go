@@ -183,16 +183,19 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		// An address that keeps failing is refused before its token is
 		// looked up.
 		src := sourceAddr(q.r)
-		if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
-			return s.tooMany(q, wait)
+		lim := &s.limiter
+		if q.r.Header.Get("Authorization") == "" {
+			lim = &s.anon
+		}
+		if wait := lim.blocked(src, s.opt.Now()); wait > 0 {
+			return s.tooMany(q, lim, wait)
 		}
 		tok, err := s.auth.Authenticate(q.ctx, q.r.Header.Get("Authorization"))
 		if errors.Is(err, authn.ErrUnauthenticated) {
-			// Only a token presented and refused counts (a guess); a
-			// request with none tells nothing.
-			if q.r.Header.Get("Authorization") != "" {
-				s.limiter.fail(src, s.opt.Now())
-			}
+			// A token presented and refused is a guess; a request with
+			// none guesses nothing but still costs an audit entry: it
+			// counts against a higher limit.
+			lim.fail(src, s.opt.Now())
 			q.w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
 			return classed{err, api.ErrUnauthenticated}
 		}

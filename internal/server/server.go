@@ -73,6 +73,7 @@ type Server struct {
 	auditVK string         // its checkpoints' verifier key (public)
 	writers writerSessions // remote backups' sessions (sessions.go)
 	limiter limiter        // failed authentications per address (principals.go)
+	anon    limiter        // requests without a token, per address
 
 	reqSeq atomic.Uint64
 }
@@ -134,7 +135,8 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics()}
+	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(),
+		anon: limiter{limit: anonymousLimit}}
 	if err := s.openAudit(ctx); err != nil {
 		cat.Close()
 		return nil, false, err
