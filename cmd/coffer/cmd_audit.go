@@ -294,9 +294,6 @@ verifier key (pinned on first use). Exit 1 when anything does not verify.`,
 // serverURL is the server part of --vault.
 func (a *app) serverURL() string {
 	ref := a.vaultRef
-	if !isRemote(ref) {
-		ref = a.getenv("COFFER_VAULT")
-	}
 	u, err := url.Parse(ref)
 	if err != nil {
 		return ref

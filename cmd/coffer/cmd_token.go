@@ -14,25 +14,13 @@ import (
 )
 
 // serverClient returns a client for the server that --vault names, and the
-// vault name in it ("" when the URL names only the server).
-//
-// --vault NAME (not a URL) with COFFER_VAULT=https://host:port names vault
-// NAME on that server, as `coffer role assign --vault prod` reads.
+// vault name in it ("" when the URL names only the server). --vault NAME
+// with COFFER_VAULT=https://host:port arrives here as that server's URL
+// already (resolveVaultRef).
 func (a *app) serverClient() (*client.Client, string, error) {
 	ref := a.vaultRef
 	if !isRemote(ref) {
-		env := a.getenv("COFFER_VAULT")
-		if !isRemote(env) {
-			return nil, "", errors.New("give the vault server with --vault https://host:port[/VAULT] (or COFFER_VAULT)")
-		}
-		srv, _, err := client.SplitVaultURL(env)
-		if err != nil {
-			return nil, "", err
-		}
-		ref = srv + "/" + ref
-		if a.vaultRef == "" || a.vaultRef == env {
-			ref = env
-		}
+		return nil, "", errors.New("give the vault server with --vault https://host:port[/VAULT] (or COFFER_VAULT)")
 	}
 	srv, name, err := client.SplitVaultURL(ref)
 	if err != nil {

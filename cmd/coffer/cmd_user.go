@@ -242,9 +242,6 @@ are slowed down.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref := a.vaultRef
 			if !isRemote(ref) {
-				ref = a.getenv("COFFER_VAULT")
-			}
-			if !isRemote(ref) {
 				return errors.New("give the vault server with --vault https://host:port (or COFFER_VAULT)")
 			}
 			srv, _, err := client.SplitVaultURL(ref)
