@@ -16,6 +16,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/keys"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -261,13 +262,18 @@ docs/operations.md for the least privilege each needs.`,
 }
 
 func newKeyUsePMKCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var confirm bool
+	cmd := &cobra.Command{
 		Use:   "use-pmk [VAULT]",
-		Short: "Wrap the vault's keys with the platform key again",
+		Short: "Wrap the vault's keys with the platform key again (needs a second person's approval)",
 		Long: `Rewrap the vault's root secret and data keys with the platform key file
 (created if missing). The customer-managed key must still be reachable, to
-unwrap them once. Nothing stored is re-encrypted.`,
-		Example: "  coffer key use-pmk\n  coffer key use-pmk prod",
+unwrap them once. Nothing stored is re-encrypted.
+
+Taking the key out of the customer's control is a critical change: on a vault
+server it becomes a request a security approver must approve; a local vault
+allows it only if it was created --single-user, and then with --confirm.`,
+		Example: "  coffer key use-pmk prod --vault https://backup.example.com:8443\n  coffer key use-pmk --confirm     # a single-user local vault",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := a.vaultArg(args, 0); err != nil {
@@ -301,6 +307,21 @@ unwrap them once. Nothing stored is re-encrypted.`,
 				fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by the platform key %s\n", before)
 				return nil
 			}
+			settings, err := v.Settings(ctx)
+			if err != nil {
+				return err
+			}
+			critical := strings.Join(protect.UsePMK().Critical, "; ")
+			switch {
+			case !settings.SingleUser:
+				err = fmt.Errorf("%w: %s needs a second person's approval, and a local vault has one principal; only a vault created with `coffer vault create --single-user` allows it here (with --confirm)", vault.ErrApprovalRequired, critical)
+			case !confirm:
+				err = fmt.Errorf("%w: %s is a critical change: add --confirm to make it on this single-user vault (it is recorded)", vault.ErrApprovalRequired, critical)
+			}
+			if err != nil {
+				a.keyEvent(ctx, v, vault.KeyEventUsePMK, before.String(), "refused: "+err.Error(), false)
+				return err
+			}
 			ks, err := a.platformKeys(v.loc, true)
 			if err != nil {
 				return err
@@ -310,11 +331,13 @@ unwrap them once. Nothing stored is re-encrypted.`,
 				return err
 			}
 			ki := v.KeyInfo()
-			a.keyEvent(ctx, v, vault.KeyEventUsePMK, ki.KEK.String(), "keys rewrapped from "+before.String(), true)
+			a.keyEvent(ctx, v, vault.KeyEventUsePMK, ki.KEK.String(), "keys rewrapped from "+before.String()+" (critical, confirmed on a single-user vault)", true)
 			fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (platform key file %s); nothing was re-encrypted\n", before, ki.KEK, ks.Path())
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&confirm, "confirm", false, "make this critical change on a single-user local vault")
+	return cmd
 }
 
 func newKeyLogCmd(a *app) *cobra.Command {

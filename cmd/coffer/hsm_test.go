@@ -96,6 +96,12 @@ func TestCustomerManagedKeyInHSM(t *testing.T) {
 	if log := mustCoffer(t, e, "key", "log"); strings.Contains(log, "pin-value=1234") || !strings.Contains(log, "use-cmk") || !strings.Contains(log, "key-recovered") {
 		t.Errorf("key log:\n%s", log)
 	}
+	// Leaving the customer's key is critical: a vault with one principal
+	// that is not single-user refuses it, and records the refusal.
+	failsWith(t, e, "second person", "key", "use-pmk", "--confirm")
+	if log := mustCoffer(t, e, "key", "log"); !strings.Contains(log, "refused") {
+		t.Errorf("the refused use-pmk is not in the key log:\n%s", log)
+	}
 	// The URI with its PIN is kept beside the platform key file, 0600.
 	matches, _ := filepath.Glob(filepath.Join(e.home, "keys", "cmk", "*.json"))
 	if len(matches) != 1 {

@@ -284,9 +284,11 @@ func TestKeyRotateAndStatus(t *testing.T) {
 // TestCustomerManagedKey: use-cmk rewraps with an RSA key file, leaving
 // every pack as it was; with the key file gone, restore fails closed and
 // vault show says so; with it back, everything works with no repair;
-// use-pmk goes back to the platform key.
+// use-pmk goes back to the platform key: refused on a vault with one
+// principal unless it is single-user and the change confirmed.
 func TestCustomerManagedKey(t *testing.T) {
 	e := newEnv(t)
+	mustCoffer(t, e, "vault", "create", "default", "--single-user")
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(src, 0o755)
 	os.WriteFile(filepath.Join(src, "a"), randBytes(1, 200_000), 0o644)
@@ -376,7 +378,8 @@ func TestCustomerManagedKey(t *testing.T) {
 	}
 
 	before = packs()
-	if out := mustCoffer(t, e, "key", "use-pmk"); !strings.Contains(out, "platform") {
+	failsWith(t, e, "--confirm", "key", "use-pmk")
+	if out := mustCoffer(t, e, "key", "use-pmk", "--confirm"); !strings.Contains(out, "platform") {
 		t.Errorf("use-pmk said %q", out)
 	}
 	samePacks(before, "use-pmk")
