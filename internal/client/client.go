@@ -121,7 +121,21 @@ func New(opt Options) (*Client, error) {
 	}
 	var sid [16]byte
 	rand.Read(sid[:])
-	return &Client{base: u, token: opt.Token, hc: &http.Client{Transport: tr}, opt: opt, session: hex.EncodeToString(sid[:])}, nil
+	hc := &http.Client{Transport: tr, CheckRedirect: refuseRedirect}
+	return &Client{base: u, token: opt.Token, hc: hc, opt: opt, session: hex.EncodeToString(sid[:])}, nil
+}
+
+// ErrRedirect reports a server that answered with a redirect.
+var ErrRedirect = errors.New("the server answered with a redirect")
+
+// refuseRedirect is the client's CheckRedirect. SECURITY: a redirect is
+// never followed: it is called before the next request is sent, so
+// nothing, and no token (net/http keeps the Authorization header for
+// the same host on any port, and would send it to http:// in
+// plaintext), goes to the target. A vault server never redirects; one
+// that does is misconfigured or not the server it claims to be.
+func refuseRedirect(req *http.Request, via []*http.Request) error {
+	return fmt.Errorf("%w to %s: coffer does not follow redirects (they could carry its token elsewhere); if the server has moved, use its new address", ErrRedirect, req.URL.Redacted())
 }
 
 // Close releases idle connections.
@@ -224,6 +238,9 @@ func transient(err error) bool {
 func (c *Client) send1(req *http.Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if errors.Is(err, ErrRedirect) {
+			return nil, permanent{fmt.Errorf("%s %s: %w", req.Method, c.base.Host, errors.Unwrap(err))}
+		}
 		// A TLS failure says how to trust the server (--cacert,
 		// --fingerprint) or why its TLS is refused.
 		if xe := tlsconf.ExplainError(err); xe != err {
