@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -189,7 +190,7 @@ func openAuditLocal(dataDir string) (*sqlite.Catalog, string, error) {
 
 func newAuditVerifyCmd(a *app) *cobra.Command {
 	var export, dataDir, vkey string
-	var jsonOut bool
+	var jsonOut, acceptNew bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute the audit log's tree and check every signed checkpoint",
@@ -205,7 +206,12 @@ signature and that each is consistent with the entries. Three ways:
 A rollback (entries removed together with their checkpoints) cannot be seen
 inside the log: it is detected against the newest checkpoint an earlier verify
 of the same server saw, which is kept in $COFFER_HOME/audit/ with the server's
-verifier key (pinned on first use). Exit 1 when anything does not verify.`,
+verifier key (pinned on first use). A log signed by another key than the pinned
+one fails: a replaced key can hide a rewritten log. If the server's audit key
+was rotated on purpose, confirm the new key with its operator out of band and
+verify once with --accept-new-key: the log must still extend the checkpoint
+verified before, and the new key is pinned. Exit 1 when anything does not
+verify.`,
 		Example: `  coffer audit verify --vault https://backup.example.com:8443
   coffer audit verify --export evidence.tar --verifier-key 'coffer-audit+…'
   coffer audit verify --data /var/lib/coffer`,
@@ -222,6 +228,9 @@ verifier key (pinned on first use). Exit 1 when anything does not verify.`,
 					return ferr
 				}
 				defer f.Close()
+				if acceptNew {
+					return errors.New("--accept-new-key is for --vault and --data, whose verifier key is pinned; --export checks with the --verifier-key you give")
+				}
 				rep, err = audit.VerifyExport(f, vkey, audit.VerifyOptions{})
 			case dataDir != "":
 				cat, k, oerr := openAuditLocal(dataDir)
@@ -235,10 +244,13 @@ verifier key (pinned on first use). Exit 1 when anything does not verify.`,
 				if pin, err = a.loadPin("local-" + filepath.Base(dataDir)); err != nil {
 					return err
 				}
-				rep, err = audit.Verify(ctx, cat, k, audit.VerifyOptions{Trusted: pin.trusted(k), Now: a.now()})
-				if err == nil {
-					pin.VerifierKey = k
+				opts, perr := pin.options(k, acceptNew)
+				if perr != nil {
+					return perr
 				}
+				opts.Now = a.now()
+				rep, err = audit.Verify(ctx, cat, k, opts)
+				pin.use(k)
 			default:
 				c, _, cerr := a.serverClient()
 				if cerr != nil {
@@ -253,14 +265,21 @@ verifier key (pinned on first use). Exit 1 when anything does not verify.`,
 				if pin, err = a.loadPin(host); err != nil {
 					return err
 				}
+				// The key the log must verify with: the one given, else the
+				// one the server's archive carries; either must be the
+				// pinned key (or an accepted rotation of it).
 				k := vkey
 				if k == "" {
-					k = pin.VerifierKey // pinned on first use
+					if k = exportVerifierKey(buf.Bytes()); k == "" {
+						return errors.New("the server's audit export holds no verifier key")
+					}
 				}
-				rep, err = audit.VerifyExport(bytes.NewReader(buf.Bytes()), k, audit.VerifyOptions{Trusted: pin.trusted(k)})
-				if err == nil && pin.VerifierKey == "" {
-					pin.VerifierKey = exportVerifierKey(buf.Bytes())
+				opts, perr := pin.options(k, acceptNew)
+				if perr != nil {
+					return perr
 				}
+				rep, err = audit.VerifyExport(bytes.NewReader(buf.Bytes()), k, opts)
+				pin.use(k)
 			}
 			if err != nil {
 				return err
@@ -275,8 +294,14 @@ verifier key (pinned on first use). Exit 1 when anything does not verify.`,
 			if !rep.OK() {
 				return fmt.Errorf("the audit log does not verify: %w", rep.Err())
 			}
-			if pin != nil && rep.Latest != nil {
-				pin.Checkpoint = rep.Latest
+			if pin != nil && pin.was != "" && pin.VerifierKey != pin.was {
+				fmt.Fprintf(a.stderr, "the new verifier key %s (key hash %s) is accepted and pinned, replacing %s (key hash %s)\n",
+					pin.VerifierKey, keyHash(pin.VerifierKey), pin.was, keyHash(pin.was))
+			}
+			if pin != nil && (rep.Latest != nil || pin.VerifierKey != pin.was) {
+				if rep.Latest != nil {
+					pin.Checkpoint = rep.Latest
+				}
 				if err := pin.save(); err != nil {
 					fmt.Fprintf(a.stderr, "warning: could not keep the verified checkpoint: %v\n", err)
 				}
@@ -287,6 +312,7 @@ verifier key (pinned on first use). Exit 1 when anything does not verify.`,
 	cmd.Flags().StringVar(&export, "export", "", "verify this exported archive, offline")
 	cmd.Flags().StringVar(&dataDir, "data", "", "verify a server's log from its data directory (on the server machine)")
 	cmd.Flags().StringVar(&vkey, "verifier-key", "", "the server's audit verifier key (coffer-audit+…); default: pinned on first verify")
+	cmd.Flags().BoolVar(&acceptNew, "accept-new-key", false, "accept a verifier key other than the pinned one (a rotation you confirmed out of band), and pin it")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
 }
@@ -322,7 +348,7 @@ func exportVerifierKey(tarball []byte) string {
 		if err != nil {
 			return ""
 		}
-		if h.Name == audit.VerifierKeyFile {
+		if h.Name == audit.ExportVerifierKeyPath {
 			b, err := io.ReadAll(io.LimitReader(tr, 4096))
 			if err != nil {
 				return ""
@@ -337,15 +363,50 @@ func exportVerifierKey(tarball []byte) string {
 // that checkpoint (else the log was rolled back) and signed by that key.
 type pinned struct {
 	path        string
+	was         string            // VerifierKey as loaded
 	VerifierKey string            `json:"verifier_key"`
 	Checkpoint  *audit.Checkpoint `json:"checkpoint,omitempty"`
+	// Previous are the keys the auditor accepted a rotation from: the
+	// log's older checkpoints are signed by them.
+	Previous []string `json:"previous_keys,omitempty"`
 }
 
-func (p *pinned) trusted(vkey string) *audit.Checkpoint {
-	if p == nil || p.VerifierKey == "" || p.VerifierKey != vkey {
-		return nil
+// options are the verify options for a log presented with verifier key
+// vkey. SECURITY: a key other than the pinned one is refused unless the
+// auditor accepts it (acceptNew): a new key is how a replaced or
+// rewritten log would present itself. Accepted, the pinned checkpoint is
+// still checked, under the previous key: a rotation does not license a
+// log that does not extend what was verified before.
+func (p *pinned) options(vkey string, acceptNew bool) (audit.VerifyOptions, error) {
+	if p.VerifierKey == "" || p.VerifierKey == vkey {
+		return audit.VerifyOptions{Trusted: p.Checkpoint, PreviousKeys: p.Previous}, nil
 	}
-	return p.Checkpoint
+	if !acceptNew {
+		return audit.VerifyOptions{}, fmt.Errorf("the audit log's verifier key changed: %s pins %s (key hash %s), but the log is signed with %s (key hash %s). "+
+			"A new key can hide a replaced or rewritten log. If the server's audit key was rotated on purpose, confirm the new key with its operator out of band, "+
+			"then run again with --accept-new-key (the log must still extend the checkpoint verified before)",
+			p.path, p.VerifierKey, keyHash(p.VerifierKey), vkey, keyHash(vkey))
+	}
+	return audit.VerifyOptions{Trusted: p.Checkpoint, PreviousKeys: append(slices.Clone(p.Previous), p.VerifierKey)}, nil
+}
+
+// use records vkey as the key to pin once the log verified; a replaced
+// key joins the previous ones.
+func (p *pinned) use(vkey string) {
+	if p.VerifierKey != "" && p.VerifierKey != vkey && !slices.Contains(p.Previous, p.VerifierKey) {
+		p.Previous = append(p.Previous, p.VerifierKey)
+	}
+	p.VerifierKey = vkey
+}
+
+// keyHash is the key hash field of a note verifier key
+// (NAME+HASH+KEY), which identifies it.
+func keyHash(vkey string) string {
+	f := strings.SplitN(vkey, "+", 3)
+	if len(f) < 3 {
+		return "?"
+	}
+	return f[1]
 }
 
 func (a *app) loadPin(name string) (*pinned, error) {
@@ -364,6 +425,7 @@ func (a *app) loadPin(name string) (*pinned, error) {
 	if err := json.Unmarshal(b, p); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.path, err)
 	}
+	p.was = p.VerifierKey
 	return p, nil
 }
 

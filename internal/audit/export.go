@@ -31,6 +31,10 @@ const (
 	exportEntries         = ExportDir + "/entries.jsonl"
 )
 
+// ExportVerifierKeyPath is where an export archive holds the verifier
+// key (which VerifyExport trusts only when given no other).
+const ExportVerifierKeyPath = exportVerifierKey
+
 // Limits on what VerifyExport reads from an archive (untrusted input).
 const (
 	maxReadme          = 1 << 20
@@ -280,11 +284,10 @@ func verifyExport(r io.Reader, vkey string, opts VerifyOptions) (*Report, error)
 	case archiveKey != vkey:
 		notes = append(notes, fmt.Sprintf("the archive's verifier.key (%q) is not the key given; checked with the key given", archiveKey))
 	}
-	v, err := note.NewVerifier(vkey)
+	vs, err := verifiers(vkey, opts.PreviousKeys)
 	if err != nil {
-		return nil, fmt.Errorf("verifier key: %w", err)
+		return nil, err
 	}
-	vs := note.VerifierList(v)
 
 	cutNote, err := readAll(exportCheckpoint, maxNote)
 	if err != nil {

@@ -153,6 +153,27 @@ type VerifyOptions struct {
 	// longer than UnprovenGrace (KindUnproven). VerifyExport ignores it:
 	// an export must be covered exactly by its checkpoint.
 	Now time.Time
+	// PreviousKeys are verifier keys the log was signed with before its
+	// key was rotated, which the auditor accepted: checkpoints (Trusted
+	// included) signed by one of them verify too. Without them, a
+	// checkpoint signed by any key but vkey is a problem.
+	PreviousKeys []string
+}
+
+// verifiers returns the verifiers of vkey and of the previous keys.
+func verifiers(vkey string, previous []string) (note.Verifiers, error) {
+	var vs []note.Verifier
+	for i, k := range append([]string{vkey}, previous...) {
+		v, err := note.NewVerifier(k)
+		if err != nil {
+			if i > 0 {
+				return nil, fmt.Errorf("previous verifier key %q: %w", k, err)
+			}
+			return nil, fmt.Errorf("verifier key: %w", err)
+		}
+		vs = append(vs, v)
+	}
+	return note.VerifierList(vs...), nil
 }
 
 // frontier is a tlog.HashReader holding, for each tree level, only the
@@ -587,15 +608,15 @@ const verifyBatch = 1000
 // It returns an error only when it could not run (the store failed, vkey
 // is not a verifier key); findings are in the Report.
 func Verify(ctx context.Context, store Store, vkey string, opts VerifyOptions) (*Report, error) {
-	v, err := note.NewVerifier(vkey)
+	vs, err := verifiers(vkey, opts.PreviousKeys)
 	if err != nil {
-		return nil, fmt.Errorf("verify audit log: verifier key: %w", err)
+		return nil, fmt.Errorf("verify audit log: %w", err)
 	}
 	size, err := store.AuditSize(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("verify audit log: %w", err)
 	}
-	c := newChecker(note.VerifierList(v), &storeCheckpoints{ctx: ctx, store: store})
+	c := newChecker(vs, &storeCheckpoints{ctx: ctx, store: store})
 	c.storeMode = true
 	c.sizeNow = func() (int64, error) { return store.AuditSize(ctx) }
 	c.setTrusted(opts.Trusted)

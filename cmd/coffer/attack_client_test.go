@@ -1,0 +1,282 @@
+package main
+
+// Attacks on what the CLI shows and trusts: a hostile or hijacked vault
+// server (or one whose disk was rewritten) answering the CLI, and values
+// other principals chose printed to this user's terminal. Each test plays
+// the attacker and asserts the promise it attacks (docs/security.md).
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/rand"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+)
+
+// fakeServer is a hostile vault server on loopback TLS: it answers every
+// request with whatever handler the test sets last.
+type fakeServer struct {
+	*httptest.Server
+	caFile string
+	mu     sync.Mutex
+	h      http.HandlerFunc
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	f := &fakeServer{}
+	f.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		h := f.h
+		f.mu.Unlock()
+		if h == nil {
+			http.NotFound(w, r)
+			return
+		}
+		h(w, r)
+	}))
+	t.Cleanup(f.Close)
+	f.caFile = filepath.Join(t.TempDir(), "fake-ca.pem")
+	writeFile(t, f.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.Certificate().Raw}), 0o644)
+	return f
+}
+
+func (f *fakeServer) set(h http.HandlerFunc) {
+	f.mu.Lock()
+	f.h = h
+	f.mu.Unlock()
+}
+
+// serveFile answers GET path with the file's bytes.
+func (f *fakeServer) serveFile(t *testing.T, path, file string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.set(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	})
+}
+
+// env returns a CLI environment that talks to f.
+func (f *fakeServer) env(t *testing.T) *testEnv {
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", f.caFile)
+	e.setenv("COFFER_TOKEN", "cft_stolen_if_you_see_this")
+	e.setenv("COFFER_VAULT", f.URL)
+	return e
+}
+
+// serverEnv returns a CLI environment for the real server srv (owner
+// token).
+func serverEnv(t *testing.T, srv *servertest.Env) *testEnv {
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL)
+	return e
+}
+
+// auditExport checkpoints srv's audit log and exports it to a file.
+func auditExport(t *testing.T, srv *servertest.Env, e *testEnv) string {
+	t.Helper()
+	if err := srv.Server.CheckpointAudit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "evidence.tar")
+	mustCoffer(t, e, "audit", "export", "--out", out)
+	return out
+}
+
+// TestAttackAuditRollbackThroughVault: a server that serves an older
+// (self-consistent, correctly signed) export of its log after the
+// auditor verified a newer one is caught by `audit verify --vault`: the
+// first verify pins the verifier key and the newest checkpoint.
+func TestAttackAuditRollbackThroughVault(t *testing.T) {
+	srv := servertest.Start(t)
+	se := serverEnv(t, srv)
+	mustCoffer(t, se, "vault", "create", "prod")
+	old := auditExport(t, srv, se)
+	for range 3 {
+		mustCoffer(t, se, "token", "create", "--role", "backup-reader", "--vault", srv.URL+"/prod")
+	}
+	cur := auditExport(t, srv, se)
+
+	f := newFakeServer(t)
+	e := f.env(t)
+	f.serveFile(t, "/v1/audit/export", cur)
+	mustCoffer(t, e, "audit", "verify")
+	f.serveFile(t, "/v1/audit/export", old)
+	failsWith(t, e, "does not verify", "audit", "verify")
+}
+
+// TestAttackAuditKeyChangeThroughVault: a server that answers with a log
+// signed by another key (a replaced server, or a rewritten log re-signed)
+// fails `audit verify --vault`, which names the pinned key and says how
+// to accept a genuine rotation; accepting it does not accept a log that
+// does not extend the pinned checkpoint.
+func TestAttackAuditKeyChangeThroughVault(t *testing.T) {
+	srvA, srvB := servertest.Start(t), servertest.Start(t)
+	ea, eb := serverEnv(t, srvA), serverEnv(t, srvB)
+	mustCoffer(t, ea, "vault", "create", "prod")
+	mustCoffer(t, eb, "vault", "create", "prod")
+	a, b := auditExport(t, srvA, ea), auditExport(t, srvB, eb)
+
+	f := newFakeServer(t)
+	e := f.env(t)
+	f.serveFile(t, "/v1/audit/export", a)
+	mustCoffer(t, e, "audit", "verify")
+	f.serveFile(t, "/v1/audit/export", b)
+	msg := failsWith(t, e, "--accept-new-key", "audit", "verify")
+	if !strings.Contains(msg, srvA.Server.AuditVerifierKey()) || !strings.Contains(msg, srvB.Server.AuditVerifierKey()) {
+		t.Errorf("the refusal does not name the pinned and the new key: %q", msg)
+	}
+	failsWith(t, e, "--accept-new-key", "audit", "verify", "--verifier-key", srvB.Server.AuditVerifierKey())
+	failsWith(t, e, "does not verify", "audit", "verify", "--accept-new-key")
+	// Nothing was re-pinned by the attempts.
+	f.serveFile(t, "/v1/audit/export", a)
+	mustCoffer(t, e, "audit", "verify")
+}
+
+// resignExport rewrites an export archive as a rotation of the server's
+// audit key would present it: the same entries and earlier checkpoints,
+// the cut signed by a new key, which the archive carries.
+func resignExport(t *testing.T, in string) (out, newKey string) {
+	t.Helper()
+	f, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	skey, vkey, err := note.GenerateKey(rand.Reader, audit.KeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch h.Name {
+		case audit.ExportVerifierKeyPath:
+			b = []byte(vkey + "\n")
+		case audit.ExportDir + "/checkpoint.note":
+			text, _, ok := strings.Cut(string(b), "\n\n")
+			if !ok {
+				t.Fatalf("checkpoint.note: %q", b)
+			}
+			if b, err = note.Sign(&note.Note{Text: text + "\n"}, signer); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.Size = int64(len(b))
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(b)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out = filepath.Join(t.TempDir(), "rotated.tar")
+	writeFile(t, out, buf.Bytes(), 0o644)
+	return out, vkey
+}
+
+// TestAttackAuditKeyRotationAccepted: a log that continues the pinned
+// one under a new key verifies only once the auditor accepts the key
+// (--accept-new-key), which is then pinned.
+func TestAttackAuditKeyRotationAccepted(t *testing.T) {
+	srv := servertest.Start(t)
+	se := serverEnv(t, srv)
+	mustCoffer(t, se, "vault", "create", "prod")
+	first := auditExport(t, srv, se)
+	mustCoffer(t, se, "token", "create", "--role", "backup-reader", "--vault", srv.URL+"/prod")
+	rotated, newKey := resignExport(t, auditExport(t, srv, se))
+
+	f := newFakeServer(t)
+	e := f.env(t)
+	f.serveFile(t, "/v1/audit/export", first)
+	mustCoffer(t, e, "audit", "verify")
+	f.serveFile(t, "/v1/audit/export", rotated)
+	failsWith(t, e, "--accept-new-key", "audit", "verify")
+	_, stderr, code := coffer(t, e, "audit", "verify", "--accept-new-key")
+	if code != exitOK || !strings.Contains(stderr, newKey) {
+		t.Fatalf("verify --accept-new-key of a rotated key: exit %d, %q", code, stderr)
+	}
+	mustCoffer(t, e, "audit", "verify") // the new key is pinned
+	f.serveFile(t, "/v1/audit/export", first)
+	failsWith(t, e, "", "audit", "verify") // signed by the old key, and older than the pinned checkpoint
+}
+
+// TestAttackAuditKeyChangeThroughData: `audit verify --data` no longer
+// re-pins a changed verifier key silently: another server's data (a
+// self-consistent log under another key) at the same place fails, even
+// with --accept-new-key (it does not extend the pinned checkpoint), and
+// the pin stays.
+func TestAttackAuditKeyChangeThroughData(t *testing.T) {
+	srvA, srvB := servertest.Start(t), servertest.Start(t)
+	ea, eb := serverEnv(t, srvA), serverEnv(t, srvB)
+	mustCoffer(t, ea, "vault", "create", "prod")
+	mustCoffer(t, eb, "vault", "create", "prod")
+	oldKey := srvA.Server.AuditVerifierKey()
+	for _, s := range []*servertest.Env{srvA, srvB} {
+		if err := s.Server.CheckpointAudit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "coffer-data")
+	point := func(dir string) {
+		os.Remove(link)
+		if err := os.Symlink(dir, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t)
+	point(srvA.DataDir)
+	mustCoffer(t, e, "audit", "verify", "--data", link)
+
+	point(srvB.DataDir)
+	msg := failsWith(t, e, "--accept-new-key", "audit", "verify", "--data", link)
+	if !strings.Contains(msg, oldKey) {
+		t.Errorf("the refusal does not name the pinned key %s: %q", oldKey, msg)
+	}
+	failsWith(t, e, "does not verify", "audit", "verify", "--data", link, "--accept-new-key")
+	failsWith(t, e, "--accept-new-key", "audit", "verify", "--data", link) // still the old pin
+	point(srvA.DataDir)
+	mustCoffer(t, e, "audit", "verify", "--data", link)
+}
