@@ -9,6 +9,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -22,6 +24,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
@@ -279,4 +282,60 @@ func TestAttackAuditKeyChangeThroughData(t *testing.T) {
 	failsWith(t, e, "--accept-new-key", "audit", "verify", "--data", link) // still the old pin
 	point(srvA.DataDir)
 	mustCoffer(t, e, "audit", "verify", "--data", link)
+}
+
+// rsaKeyFile writes a new RSA key to dir and returns its rsa-file URI.
+func rsaKeyFile(t *testing.T, dir string) string {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "cmk.pem")
+	writeFile(t, path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
+	return "rsa-file://" + path
+}
+
+// TestAttackUseCMKImmutable: `key use-cmk` on a vault with immutability
+// is a critical change: on a server the CLI files a request and says so
+// (nothing changes); on a local vault it is refused, unless the vault is
+// single-user and the change confirmed.
+func TestAttackUseCMKImmutable(t *testing.T) {
+	keyDir := t.TempDir()
+	uri := rsaKeyFile(t, keyDir)
+	srv := servertest.StartWith(t, servertest.Options{Configure: func(o *server.Options) { o.KeyDirs = []string{keyDir} }})
+	e := serverEnv(t, srv)
+	mustCoffer(t, e, "vault", "create", "prod")
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	mustCoffer(t, e, "vault", "set", "--immutability", "enabled")
+	out := mustCoffer(t, e, "key", "use-cmk", uri)
+	if !strings.Contains(out, "approval") || !strings.Contains(out, "coffer approve req_") || strings.Contains(out, "rewrapped") {
+		t.Errorf("use-cmk on an immutable vault said:\n%s", out)
+	}
+	if st := mustCoffer(t, e, "key", "status"); !strings.Contains(st, "platform-managed") {
+		t.Errorf("the key changed before approval:\n%s", st)
+	}
+
+	for _, single := range []bool{false, true} {
+		l := newEnv(t)
+		args := []string{"vault", "create", "default"}
+		if single {
+			args = append(args, "--single-user")
+		}
+		mustCoffer(t, l, args...)
+		mustCoffer(t, l, "vault", "set", "--immutability", "enabled")
+		luri := rsaKeyFile(t, t.TempDir())
+		failsWith(t, l, "approval", "key", "use-cmk", luri)
+		if st := mustCoffer(t, l, "key", "status"); !strings.Contains(st, "platform-managed") {
+			t.Errorf("single-user %v: the key changed after a refusal:\n%s", single, st)
+		}
+		if !single {
+			failsWith(t, l, "approval", "key", "use-cmk", luri, "--confirm")
+			continue
+		}
+		mustCoffer(t, l, "key", "use-cmk", luri, "--confirm")
+		if st := mustCoffer(t, l, "key", "status"); !strings.Contains(st, "customer-managed") {
+			t.Errorf("confirmed on a single-user vault, the key did not change:\n%s", st)
+		}
+	}
 }

@@ -167,7 +167,8 @@ func (a *app) vaultArg(args []string, want int) ([]string, error) {
 }
 
 func newKeyUseCMKCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var confirm bool
+	cmd := &cobra.Command{
 		Use:   "use-cmk [VAULT] URI",
 		Short: "Wrap the vault's keys with a customer-managed key instead",
 		Long: `Rewrap the vault's root secret and every data key (DEK) with a customer-managed
@@ -191,7 +192,13 @@ modules and key directories its operator allows (coffer server --pkcs11-module,
   hashivault://NAME             a HashiCorp Vault or OpenBao transit key
 Cloud keys are reached through gocloud.dev/secrets with each provider's
 standard credentials (environment, files, instance identity); see
-docs/operations.md for the least privilege each needs.`,
+docs/operations.md for the least privilege each needs.
+
+On a vault whose immutability is enabled or locked the switch is a critical
+change (whoever controls the new key could destroy every backup by deleting
+it): on a vault server it becomes a request a security approver must approve,
+and nothing changes until then; a local vault allows it only if it was created
+--single-user, and then with --confirm.`,
 		Example: `  coffer key use-cmk rsa-file:///etc/coffer/cmk.pem
   coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'
   coffer key use-cmk prod 'awskms://alias/coffer-backup?region=eu-west-2'`,
@@ -209,9 +216,13 @@ docs/operations.md for the least privilege each needs.`,
 					return err
 				}
 				defer rv.Close()
-				kc, err := rv.UseCMK(ctx, uri)
+				kc, req, err := rv.UseCMK(ctx, uri)
 				if err != nil {
 					return err
+				}
+				if req != nil {
+					printRequest(a, *req)
+					return nil
 				}
 				printKeyChange(a, kc, "on the server")
 				return nil
@@ -246,11 +257,30 @@ docs/operations.md for the least privilege each needs.`,
 				fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by %s; its URI is recorded\n", before)
 				return nil
 			}
+			settings, err := v.Settings(ctx)
+			if err != nil {
+				return err
+			}
+			how := ""
+			if c := protect.UseCMK(settings); c.NeedsApproval() {
+				critical := strings.Join(c.Critical, "; ")
+				switch {
+				case !settings.SingleUser:
+					err = fmt.Errorf("%w: %s needs a second person's approval, and a local vault has one principal; only a vault created with `coffer vault create --single-user` allows it here (with --confirm)", vault.ErrApprovalRequired, critical)
+				case !confirm:
+					err = fmt.Errorf("%w: %s is a critical change: add --confirm to make it on this single-user vault (it is recorded)", vault.ErrApprovalRequired, critical)
+				}
+				if err != nil {
+					a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "refused: "+err.Error(), false)
+					return err
+				}
+				how = ", critical, confirmed on a single-user vault"
+			}
 			if err := v.Rewrap(ctx, to); err != nil {
 				a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
 				return err
 			}
-			a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "keys rewrapped from "+before.String()+" ("+keys.Redact(uri)+")", true)
+			a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "keys rewrapped from "+before.String()+" ("+keys.Redact(uri)+how+")", true)
 			if err := cfg.Keep(id, to.Current()); err != nil {
 				fmt.Fprintf(a.stderr, "warning: %v\n", err)
 			}
@@ -259,6 +289,8 @@ docs/operations.md for the least privilege each needs.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&confirm, "confirm", false, "make this critical change (a vault with immutability) on a single-user local vault")
+	return cmd
 }
 
 func newKeyUsePMKCmd(a *app) *cobra.Command {

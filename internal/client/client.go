@@ -414,11 +414,16 @@ func (v *Vault) RotateKey(ctx context.Context) (api.KeyChange, error) {
 }
 
 // UseCMK wraps the vault's keys with the customer key uri reaches (from
-// the server).
-func (v *Vault) UseCMK(ctx context.Context, uri string) (api.KeyChange, error) {
-	var out api.KeyChange
+// the server). On a vault whose immutability is enabled or locked the
+// answer is a request for a security approver (the returned
+// *api.Request); nothing changes until it is approved.
+func (v *Vault) UseCMK(ctx context.Context, uri string) (api.KeyChange, *api.Request, error) {
+	var out struct {
+		api.KeyChange
+		Request *api.Request `json:"request"`
+	}
 	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/key/use-cmk", api.UseCMK{URI: uri}, &out)
-	return out, err
+	return out.KeyChange, out.Request, err
 }
 
 // UsePMK asks to wrap the vault's keys with the server's platform key

@@ -217,6 +217,17 @@ func UsePMK() Change {
 	return Change{Critical: []string{"switching from the customer-managed key to the platform key"}}
 }
 
+// UseCMK: switching the keys of a vault whose immutability is enabled or
+// locked to a customer-managed key puts every backup it promises to keep
+// in the hands of whoever controls that key (deleting it destroys them),
+// so it is critical there; elsewhere it is not.
+func UseCMK(s vault.VaultSettings) Change {
+	if !immutable(s) {
+		return Change{}
+	}
+	return Change{Critical: []string{fmt.Sprintf("switching the keys of a vault whose immutability is %s to a customer-managed key", s.Immutability)}}
+}
+
 // Shortens reports how policy n keeps less than policy o (a rule removed
 // or lowered, a shorter keep-within, a tag no longer kept, another
 // grouping), or "" when it keeps at least as much. oNone means o is no

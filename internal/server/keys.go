@@ -370,7 +370,9 @@ func (s *Server) keyUseCMK(q *request) error {
 	cfg := s.keyConfig()
 	// The URI first: a crash after the rewrap must find it. And a vault
 	// already wrapped by this key whose URI the server lost needs nothing
-	// more to open again.
+	// more to open again. Recording it changes nothing else: the vault's
+	// keyring, not this file, says which key opens it, so a URI recorded
+	// for a switch that waits for approval is inert until then.
 	if err := cfg.Set(rec.ID, to.Current(), body.URI); err != nil {
 		return err
 	}
@@ -380,24 +382,87 @@ func (s *Server) keyUseCMK(q *request) error {
 			DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, KeyringGen: ki.KeyringGen})
 		return nil
 	}
+	settings, err := s.cat.Settings(q.ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	// SECURITY: on an immutable vault the switch is a request for a
+	// security approver: nothing is rewrapped and no keyring generation
+	// removed before the approval (carryOut calls useCMK then).
+	if c := protect.UseCMK(settings); c.NeedsApproval() {
+		kek := to.Current()
+		req, err := s.newRequest(q, "use-cmk", fmt.Sprintf("%s (%s → %s, %s)", strings.Join(c.Critical, "; "), ki.KEK, kek, keys.Redact(body.URI)),
+			requestParams{Vault: q.name, KEK: &kek})
+		if err != nil {
+			return err
+		}
+		writeJSON(q.w, http.StatusAccepted, struct {
+			api.KeyChange
+			Request *api.Request `json:"request"`
+		}{api.KeyChange{Before: ki.KEK.String(), After: ki.KEK.String(), DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, KeyringGen: ki.KeyringGen}, &req})
+		return nil
+	}
 	eng, err := s.vault(q.ctx, q.name)
 	if err != nil {
 		return err
 	}
 	before := eng.KeyInfo().KEK
-	if err := eng.Rewrap(q.ctx, to); err != nil {
-		s.keyEvent(q.ctx, rec.ID, q.principal(), vault.KeyEventUseCMK, to.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
+	if err := s.useCMK(q.ctx, eng, to, body.URI, q.principal()); err != nil {
 		return err
-	}
-	s.keyEvent(q.ctx, rec.ID, q.principal(), vault.KeyEventUseCMK, to.Current().String(), "keys rewrapped from "+before.String()+" ("+keys.Redact(body.URI)+")", true)
-	if err := cfg.Keep(rec.ID, to.Current()); err != nil {
-		q.log.Warn("could not forget the previous key's URI", "vault", q.name, "err", err)
 	}
 	after := eng.KeyInfo()
 	q.log.Info("vault switched to a customer-managed key", "vault", q.name, "from", before.String(), "to", after.KEK.String(), "token", q.tok.ID)
 	writeJSON(q.w, http.StatusOK, api.KeyChange{Before: before.String(), After: after.KEK.String(), Changed: true,
 		DEKVersion: after.DEKVersion, DEKCount: after.DEKCount, KeyringGen: after.KeyringGen})
 	return nil
+}
+
+// useCMK rewraps the vault's keys under the customer key to, reached
+// through uri (already recorded), and forgets the previous key's URI.
+func (s *Server) useCMK(ctx context.Context, eng *engine.Vault, to vault.KeyProvider, uri, principal string) error {
+	id := eng.Record().ID
+	before := eng.KeyInfo().KEK
+	if err := eng.Rewrap(ctx, to); err != nil {
+		s.keyEvent(ctx, id, principal, vault.KeyEventUseCMK, to.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
+		return err
+	}
+	s.keyEvent(ctx, id, principal, vault.KeyEventUseCMK, to.Current().String(), "keys rewrapped from "+before.String()+" ("+keys.Redact(uri)+")", true)
+	if err := s.keyConfig().Keep(id, to.Current()); err != nil {
+		s.log.Warn("could not forget the previous key's URI", "vault", eng.Record().Name, "err", err)
+	}
+	return nil
+}
+
+// approvedCMK carries out an approved use-cmk request: the key is reached
+// through the URI recorded when it was requested, and must still be the
+// key the approver was shown, from a module or directory the operator
+// still allows.
+func (s *Server) approvedCMK(ctx context.Context, eng *engine.Vault, kek *vault.KeyRef, who string) (string, error) {
+	if kek == nil {
+		return "", errors.New("no key recorded in the request")
+	}
+	before := eng.KeyInfo().KEK
+	if before == *kek {
+		return "the vault's keys were already wrapped by " + kek.String(), nil
+	}
+	uri, err := s.keyConfig().URI(eng.Record().ID, *kek)
+	if err != nil {
+		return "", err
+	}
+	if err := s.checkKeyURI(uri); err != nil {
+		return "", err
+	}
+	to, err := keys.Open(uri)
+	if err != nil {
+		return "", err
+	}
+	if to.Current() != *kek {
+		return "", fmt.Errorf("the key's URI now reaches %s, not the approved %s: ask again", to.Current(), kek)
+	}
+	if err := s.useCMK(ctx, eng, to, uri, who); err != nil {
+		return "", err
+	}
+	return "keys rewrapped from " + before.String() + " to " + eng.KeyInfo().KEK.String(), nil
 }
 
 // keyUsePMK asks to switch the vault back to the platform key: taking

@@ -141,6 +141,9 @@ type requestParams struct {
 	// role-assign, role-revoke: the principal's ID and the role.
 	Principal string `json:"principal,omitempty"`
 	Role      string `json:"role,omitempty"`
+	// use-cmk: the customer key approved (its URI is in the server's key
+	// configuration, never in the catalog: it may hold a PIN).
+	KEK *vault.KeyRef `json:"kek,omitempty"`
 }
 
 // changeSettings changes the vault's settings; a critical change becomes
@@ -368,6 +371,8 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 			return "", err
 		}
 		return "keys rewrapped from " + before.String() + " to " + eng.KeyInfo().KEK.String(), nil
+	case "use-cmk":
+		return s.approvedCMK(ctx, eng, p.KEK, who)
 	}
 	return "", fmt.Errorf("request %s: unknown operation %q", r.ID, r.Op)
 }
