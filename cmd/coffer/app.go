@@ -33,8 +33,13 @@ func (e *partialError) Error() string { return e.msg }
 // app carries what every command needs: the streams, the environment and
 // the clock. Nothing here is global.
 type app struct {
-	stdin          io.Reader
+	stdin io.Reader
+	// stdout and stderr escape what would act on a terminal (termsafe.go);
+	// jsonOut is stdout for JSON, escaped as JSON; rawStderr is the
+	// process's stderr, for the progress line alone.
 	stdout, stderr io.Writer
+	jsonStdout     io.Writer
+	rawStderr      io.Writer
 	getenv         func(string) string
 	now            func() time.Time
 
@@ -88,6 +93,12 @@ func newRootCmd(a *app) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	if a.jsonStdout == nil { // an app made by a test, not by runWith
+		a.jsonStdout = a.stdout
+	}
+	if a.rawStderr == nil {
+		a.rawStderr = a.stderr
+	}
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
@@ -117,7 +128,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, now func() time.Time) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: now}
+	out, errw := &termWriter{w: stdout}, &termWriter{w: stderr}
+	jout := &termWriter{w: stdout, json: true}
+	defer func() {
+		out.Flush()
+		jout.Flush()
+		errw.Flush()
+	}()
+	a := &app{stdin: stdin, stdout: out, stderr: errw, jsonStdout: jout, rawStderr: stderr, getenv: getenv, now: now}
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -126,10 +144,10 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	var pe *partialError
 	if errors.As(err, &pe) {
-		fmt.Fprintf(stderr, "coffer: %s\n", pe.msg)
+		fmt.Fprintf(errw, "coffer: %s\n", pe.msg)
 		return exitPartial
 	}
-	fmt.Fprintf(stderr, "coffer: %s\n", userMessage(err))
+	fmt.Fprintf(errw, "coffer: %s\n", userMessage(err))
 	return exitFailure
 }
 
@@ -168,7 +186,7 @@ const version = "0.1.0-dev"
 
 // printJSON writes v to stdout as indented JSON, as every --json does.
 func (a *app) printJSON(v any) error {
-	enc := json.NewEncoder(a.stdout)
+	enc := json.NewEncoder(a.jsonStdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -20,9 +21,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
@@ -337,5 +340,122 @@ func TestAttackUseCMKImmutable(t *testing.T) {
 		if st := mustCoffer(t, l, "key", "status"); !strings.Contains(st, "customer-managed") {
 			t.Errorf("confirmed on a single-user vault, the key did not change:\n%s", st)
 		}
+	}
+}
+
+// evil is a value a hostile principal or server chooses: an ESC sequence
+// that erases the line, a carriage return, a forged line, a bidi override
+// and C1 controls, as a rune and as a raw byte.
+const evil = "\x1b[2K\rdeleting nothing\u202e\u2066\u009b31m\x9b\x7f\nforged line"
+
+// assertEscaped fails when out holds anything a terminal would act on
+// (but newline and tab) or the forged line at the start of a line, or
+// lacks the escaped form of evil.
+func assertEscaped(t *testing.T, what, out string) {
+	t.Helper()
+	for _, bad := range []string{"\x1b", "\r", "\u202e", "\u2066", "\u009b", "\x9b", "\x7f"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("%s prints %q raw:\n%q", what, bad, out)
+		}
+	}
+	if strings.Contains(out, "\nforged line") {
+		t.Errorf("%s prints a value's newline raw, forging a line:\n%q", what, out)
+	}
+	if !strings.Contains(out, `\x1b[2K\rdeleting nothing`) {
+		t.Errorf("%s does not show the value escaped:\n%q", what, out)
+	}
+}
+
+// TestAttackTerminalEscapesFromServer: values a hostile server (or the
+// principals behind it) chose are printed escaped by every listing, and
+// in the server's error messages; --json stays exact JSON, holding the
+// same value, with nothing raw that a terminal acts on.
+func TestAttackTerminalEscapesFromServer(t *testing.T) {
+	f := newFakeServer(t)
+	e := f.env(t)
+	e.setenv("COFFER_VAULT", f.URL+"/prod")
+	now := time.Now().UTC()
+	tree := strings.Repeat("ab", 32)
+	answers := map[string]any{
+		"/v1/requests": []api.Request{{ID: "req_0123456789abcdef", Vault: "prod", Op: "vault-delete", Summary: evil, Requester: evil,
+			Created: now, Expires: now.Add(time.Hour), State: "pending"}},
+		"/v1/tokens":                 []api.Token{{ID: "tok_1", Name: evil, Role: "owner", Created: now, Principal: evil}},
+		"/v1/vaults/prod/snapshots":  []api.Snapshot{{ID: strings.Repeat("cd", 32), Time: now, Host: evil, Paths: []string{"/" + evil}, Tags: []string{evil}, Tree: tree}},
+		"/v1/audit":                  []api.AuditEntry{{Index: 1, Time: now, Principal: evil, Source: evil, Vault: "prod", Op: evil, Outcome: "ok", Detail: evil}},
+		"/v1/principals":             []api.PrincipalInfo{{ID: "prn_1", Name: evil, Kind: "user"}},
+		"/v1/vaults/prod/events":     []api.VaultEvent{{Time: now, Principal: evil, Event: "request", Detail: evil, OK: true}},
+		"/v1/vaults/prod/key/events": []api.KeyEvent{{Time: now, Principal: evil, Event: "use-cmk", KEK: evil, Detail: evil, OK: true}},
+	}
+	f.set(func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := answers[r.URL.Path]; ok {
+			json.NewEncoder(w).Encode(v)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(api.Error{Code: "forbidden", Message: evil})
+	})
+	for _, args := range [][]string{
+		{"requests"}, {"token", "list"}, {"snapshots"}, {"audit", "log"}, {"user", "list"}, {"vault", "log"}, {"key", "log"},
+	} {
+		out, stderr, code := coffer(t, e, args...)
+		if code != exitOK {
+			t.Errorf("coffer %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+			continue
+		}
+		assertEscaped(t, "coffer "+strings.Join(args, " "), out)
+	}
+	// The server's error message.
+	_, stderr, code := coffer(t, e, "vault", "show")
+	if code != exitFailure {
+		t.Errorf("vault show against a refusing server: exit %d", code)
+	}
+	assertEscaped(t, "an error message from the server", stderr)
+
+	// --json: the exact value, and nothing raw.
+	for _, args := range [][]string{{"requests", "--json"}, {"snapshots", "--json"}, {"audit", "log", "--json"}} {
+		out := mustCoffer(t, e, args...)
+		for _, bad := range []string{"\x1b", "\r", "\u202e", "\u2066", "\u009b", "\x7f"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("coffer %s prints %q raw", strings.Join(args, " "), bad)
+			}
+		}
+		if !strings.Contains(out, `\u001b[2K\rdeleting nothing`) {
+			t.Errorf("coffer %s: the value is not in the JSON:\n%s", strings.Join(args, " "), out)
+		}
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("coffer %s: not JSON: %v", strings.Join(args, " "), err)
+		}
+	}
+	var rs []api.Request
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "requests", "--json")), &rs); err != nil || len(rs) != 1 || rs[0].Summary != strings.ToValidUTF8(evil, "\ufffd") {
+		t.Errorf("requests --json does not hold the exact value: %v %+v", err, rs)
+	}
+}
+
+// TestAttackTerminalEscapesInFileNames: file names are chosen by whoever
+// writes the backed-up directories; ls, ls -l, diff and the restore's
+// warnings print them escaped.
+func TestAttackTerminalEscapesInFileNames(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	name := strings.ReplaceAll(evil, "/", "_")
+	writeFile(t, filepath.Join(src, "plain"), []byte("x"), 0o644)
+	first := backupJSON(t, e, src)
+	writeFile(t, filepath.Join(src, name), []byte("x"), 0o644)
+	if err := os.Symlink(name, filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	second := backupJSON(t, e, src)
+	assertEscaped(t, "ls", mustCoffer(t, e, "ls", "latest"))
+	assertEscaped(t, "ls -l", mustCoffer(t, e, "ls", "-l", "latest"))
+	assertEscaped(t, "diff", mustCoffer(t, e, "diff", first[:8], second[:8]))
+	// A restore over an existing file warns, naming it.
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst)
+	_, stderr, _ := coffer(t, e, "restore", "latest", "--target", dst)
+	if strings.Contains(stderr, "deleting nothing") {
+		assertEscaped(t, "restore's warnings", stderr)
 	}
 }

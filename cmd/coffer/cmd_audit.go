@@ -15,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -92,8 +93,8 @@ func newAuditLogCmd(a *app) *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "#\tTIME\tOUTCOME\tPRINCIPAL\tSOURCE\tVAULT\tOPERATION\tDETAIL")
 			for _, e := range es {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format(time.RFC3339), e.Outcome,
-					e.Principal, e.Source, e.Vault, e.Op, oneLine(e.Detail, 80))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format(time.RFC3339), safeText(e.Outcome),
+					safeText(e.Principal), safeText(e.Source), safeText(e.Vault), safeText(e.Op), oneLine(e.Detail, 80))
 			}
 			return tw.Flush()
 		},
@@ -106,10 +107,16 @@ func newAuditLogCmd(a *app) *cobra.Command {
 	return cmd
 }
 
+// oneLine is s escaped for a table cell (safeText), cut to n bytes at a
+// rune boundary.
 func oneLine(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
+	s = safeText(s)
 	if len(s) > n {
-		return s[:n-1] + "…"
+		i := n - 1
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		return s[:i] + "…"
 	}
 	return s
 }

@@ -65,7 +65,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 				SkipDirs: skip, Now: a.now, Scan: prog != nil,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
-					prog.printAbove(a.stderr, "warning: %s\n", w)
+					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
 				},
 			})
 			prog.clear()
@@ -74,7 +74,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 			}
 			s := res.Snapshot
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
+				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(map[string]any{
 					"snapshot_id": s.ID.String(), "parent": idOrEmpty(s.Parent), "time": s.Time,

@@ -42,7 +42,7 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
+				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
 				errs, warns := rep.Errors, rep.Warnings
 				if errs == nil {
@@ -57,10 +57,10 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 				}
 			} else {
 				for _, w := range rep.Warnings {
-					fmt.Fprintf(a.stderr, "warning: %s\n", w)
+					fmt.Fprintf(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
 				}
 				for _, e := range rep.Errors {
-					fmt.Fprintf(a.stderr, "error: %s\n", e)
+					fmt.Fprintf(a.stderr, "error: %s\n", safeText(fmt.Sprint(e)))
 				}
 				what := "structure"
 				if readData {

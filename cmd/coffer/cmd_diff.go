@@ -34,13 +34,13 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 				return err
 			}
 			counts := map[byte]int{}
-			enc := json.NewEncoder(a.stdout)
+			enc := json.NewEncoder(a.jsonStdout)
 			err = agent.Diff(ctx, v, s1.Tree, s2.Tree, func(c agent.Change) error {
 				counts[c.Op]++
 				if jsonOut {
 					return enc.Encode(map[string]string{"op": string(c.Op), "path": c.Path})
 				}
-				_, err := fmt.Fprintf(a.stdout, "%c  %s\n", c.Op, c.Path)
+				_, err := fmt.Fprintf(a.stdout, "%c  %s\n", c.Op, safeText(c.Path))
 				return err
 			})
 			if err != nil {

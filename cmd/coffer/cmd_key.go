@@ -402,7 +402,7 @@ lives in the catalog and needs no key to read.`,
 				}
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
+				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
 				if evs == nil {
 					evs = []api.KeyEvent{}
@@ -416,7 +416,7 @@ lives in the catalog and needs no key to read.`,
 				if !e.OK {
 					outcome = "FAILED"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), e.Event, outcome, e.Principal, e.KEK, e.Detail)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), safeText(e.Event), outcome, safeText(e.Principal), safeText(e.KEK), safeText(e.Detail))
 			}
 			return tw.Flush()
 		},

@@ -80,7 +80,7 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 			if len(args) == 2 {
 				prefix = args[1]
 			}
-			enc := json.NewEncoder(a.stdout)
+			enc := json.NewEncoder(a.jsonStdout)
 			return agent.Walk(ctx, v, s.Tree, prefix, func(p string, n *format.Node) error {
 				if jsonOut {
 					j := nodeJSON{Path: p, Type: n.Kind.String(), Mode: modeString(n), Size: n.Size,
@@ -93,13 +93,13 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 				if long {
 					extra := ""
 					if n.Kind == format.KindSymlink {
-						extra = " -> " + string(n.Target)
+						extra = " -> " + safeText(string(n.Target))
 					}
 					_, err := fmt.Fprintf(a.stdout, "%s %5d %5d %12d %s %s%s\n", modeString(n), n.UID, n.GID, n.Size,
-						time.Unix(0, n.MTime).Local().Format("2006-01-02 15:04:05"), p, extra)
+						time.Unix(0, n.MTime).Local().Format("2006-01-02 15:04:05"), safeText(p), extra)
 					return err
 				}
-				_, err := fmt.Fprintln(a.stdout, p)
+				_, err := fmt.Fprintln(a.stdout, safeText(p))
 				return err
 			})
 		},

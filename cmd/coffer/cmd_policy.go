@@ -87,10 +87,10 @@ func newPolicyShowCmd(a *app) *cobra.Command {
 			}
 			if jsonOut {
 				if s.Policy == "" {
-					fmt.Fprintln(a.stdout, "null")
+					fmt.Fprintln(a.jsonStdout, "null")
 					return nil
 				}
-				fmt.Fprintln(a.stdout, s.Policy)
+				fmt.Fprintln(a.jsonStdout, s.Policy)
 				return nil
 			}
 			if s.Policy == "" {

@@ -140,7 +140,7 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 			}
 			if hasPolicy {
 				for _, g := range groups {
-					fmt.Fprintf(a.stdout, "%s:\n", g.Key)
+					fmt.Fprintf(a.stdout, "%s:\n", safeText(g.Key))
 					tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 					for _, d := range g.Decisions {
 						what := "forget"
@@ -242,7 +242,7 @@ since). "coffer snapshots --deleted" lists them.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "snapshot %s (%s, %s) is back\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), s.Host)
+				fmt.Fprintf(a.stdout, "snapshot %s (%s, %s) is back\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), safeText(s.Host))
 			}
 			return nil
 		},
@@ -412,8 +412,9 @@ func (a *app) changeSettings(ctx context.Context, change api.SettingsChange, con
 
 // printRequest says that a critical change waits for approval.
 func printRequest(a *app, r api.Request) {
-	fmt.Fprintf(a.stdout, "%s needs a second person's approval: request %s is waiting (expires %s).\n", r.Summary, r.ID, r.Expires.Local().Format("2006-01-02 15:04"))
-	fmt.Fprintf(a.stdout, "A security approver runs: coffer approve %s   (or coffer reject %s)\n", r.ID, r.ID)
+	id := safeText(r.ID)
+	fmt.Fprintf(a.stdout, "%s needs a second person's approval: request %s is waiting (expires %s).\n", safeText(r.Summary), id, r.Expires.Local().Format("2006-01-02 15:04"))
+	fmt.Fprintf(a.stdout, "A security approver runs: coffer approve %s   (or coffer reject %s)\n", id, id)
 }
 
 func settingsJSON(s vault.VaultSettings) map[string]any {
@@ -463,7 +464,7 @@ Key events are listed by "coffer key log".`,
 				if !e.OK {
 					outcome = "REFUSED"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), e.Event, outcome, e.Principal, e.Detail)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), safeText(e.Event), outcome, safeText(e.Principal), safeText(e.Detail))
 			}
 			return tw.Flush()
 		},
@@ -505,7 +506,7 @@ https://host:port/NAME lists one vault's requests, https://host:port all.`,
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tVAULT\tSTATE\tREQUESTED BY\tEXPIRES\tCHANGE")
 			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Vault, r.State, r.Requester, r.Expires.Local().Format("2006-01-02 15:04"), r.Summary)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", safeText(r.ID), safeText(r.Vault), safeText(r.State), safeText(r.Requester), r.Expires.Local().Format("2006-01-02 15:04"), safeText(r.Summary))
 			}
 			return tw.Flush()
 		},
@@ -542,9 +543,9 @@ request must be someone else's.`,
 			if jsonOut {
 				return a.printJSON(r)
 			}
-			fmt.Fprintf(a.stdout, "request %s (%s on %s, by %s) %s\n", r.ID, r.Summary, r.Vault, r.Requester, r.State)
+			fmt.Fprintf(a.stdout, "request %s (%s on %s, by %s) %s\n", safeText(r.ID), safeText(r.Summary), safeText(r.Vault), safeText(r.Requester), safeText(r.State))
 			if r.Result != "" {
-				fmt.Fprintf(a.stdout, "%s\n", r.Result)
+				fmt.Fprintf(a.stdout, "%s\n", safeText(r.Result))
 			}
 			if strings.HasPrefix(r.Result, "approved, but it failed") {
 				return errors.New("the approved change could not be made")

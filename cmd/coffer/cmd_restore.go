@@ -58,7 +58,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
-					prog.printAbove(a.stderr, "warning: %s\n", w)
+					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
 				},
 			})
 			prog.clear()
@@ -66,7 +66,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
+				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(map[string]any{"snapshot_id": s.ID.String(), "target": target, "files": res.Files,
 					"dirs": res.Dirs, "bytes": res.Bytes, "skipped_existing": res.Skipped, "warnings": len(res.Warnings)}); err != nil {

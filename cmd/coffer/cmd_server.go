@@ -63,7 +63,7 @@ then the server exits.`,
 			}
 			var h slog.Handler = slog.NewTextHandler(a.stderr, nil)
 			if logFormat == "json" {
-				h = slog.NewJSONHandler(a.stderr, nil)
+				h = slog.NewJSONHandler(&termWriter{w: a.rawStderr, json: true}, nil)
 			}
 			log := slog.New(h)
 			ctx := cmd.Context()

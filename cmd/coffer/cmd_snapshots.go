@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -87,7 +86,7 @@ when "coffer undelete" can bring it back.`,
 			fmt.Fprintln(tw, "ID\tTIME\tHOST\tPATHS\tTAGS\tFILES\tSIZE\tADDED")
 			for _, s := range snaps {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"),
-					s.Host, strings.Join(s.Paths, ","), strings.Join(s.Tags, ","), s.Files, humanBytes(s.Bytes), humanBytes(s.BytesAdded))
+					safeText(s.Host), safeList(s.Paths, ","), safeList(s.Tags, ","), s.Files, humanBytes(s.Bytes), humanBytes(s.BytesAdded))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -137,8 +136,8 @@ func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tHOST\tPATHS\tFORGOTTEN\tBY\tRECOVERABLE UNTIL")
 	for _, s := range out {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ShortID, s.Time.Local().Format("2006-01-02 15:04:05"), s.Host,
-			strings.Join(s.Paths, ","), s.Deleted.Local().Format("2006-01-02 15:04"), s.DeletedBy, s.Expires.Local().Format("2006-01-02 15:04"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ShortID, s.Time.Local().Format("2006-01-02 15:04:05"), safeText(s.Host),
+			safeList(s.Paths, ","), s.Deleted.Local().Format("2006-01-02 15:04"), safeText(s.DeletedBy), s.Expires.Local().Format("2006-01-02 15:04"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -147,7 +147,7 @@ func newTokenListCmd(a *app) *cobra.Command {
 				if v == "" {
 					v = "(server)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, v, t.Created.Local().Format(time.RFC3339), exp, state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", safeText(t.ID), safeText(t.Name), safeText(t.Role), safeText(v), t.Created.Local().Format(time.RFC3339), exp, state)
 			}
 			return tw.Flush()
 		},

@@ -110,7 +110,7 @@ func newUserListCmd(a *app) *cobra.Command {
 				if p.HasPassword {
 					pw = "yes"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.ID, pw, strings.Join(roles, ", "))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safeText(p.Name), safeText(p.Kind), safeText(p.ID), pw, safeList(roles, ", "))
 			}
 			return tw.Flush()
 		},
@@ -217,7 +217,7 @@ func newRoleListCmd(a *app) *cobra.Command {
 				if r.Vault != "" {
 					scope = "vault " + r.Vault
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Principal, r.Role, scope, r.Created.Local().Format(time.RFC3339), r.CreatedBy)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safeText(r.Principal), safeText(r.Role), safeText(scope), r.Created.Local().Format(time.RFC3339), safeText(r.CreatedBy))
 			}
 			return tw.Flush()
 		},

@@ -85,7 +85,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			kek := vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion}
 			now := a.now()
 			if jsonOut {
-				enc := json.NewEncoder(a.stdout)
+				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
 				encryption := map[string]any{
 					"algorithm": vi.Algorithm, "key_source": vi.KeySource, "kek": kek.String(),

@@ -28,7 +28,7 @@ func (a *app) newProgress(verb string) *progressLine {
 	if a.noProg {
 		return nil
 	}
-	f, ok := a.stderr.(*os.File)
+	f, ok := a.rawStderr.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
@@ -67,7 +67,7 @@ func (p *progressLine) update(s agent.Progress) {
 	}
 	line := b.String()
 	if room := p.width - len(line) - 3; s.Current != "" && room > 10 {
-		cur := s.Current
+		cur := safeText(s.Current) // a file name: the line is written raw
 		if len(cur) > room {
 			cur = "…" + cur[len(cur)-room+1:]
 		}

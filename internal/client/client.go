@@ -250,9 +250,29 @@ func (c *Client) send1(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		return nil, api.DecodeError(resp)
+		return nil, serverError(api.DecodeError(resp))
 	}
 	return resp, nil
+}
+
+// maxServerMessage bounds a server's error message as the client passes
+// it on.
+const maxServerMessage = 4 << 10
+
+// serverError keeps the message of a server's error on one line and
+// within maxServerMessage: it reaches the user's terminal, and a hostile
+// server could forge lines of coffer's own output with newlines (the CLI
+// escapes the other control characters of everything it prints).
+func serverError(err error) error {
+	var re *api.RemoteError
+	if errors.As(err, &re) {
+		m := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(re.Message)
+		if len(m) > maxServerMessage {
+			m = strings.ToValidUTF8(m[:maxServerMessage], "") + "…"
+		}
+		re.Message = m
+	}
+	return err
 }
 
 // doJSON sends in (when not nil) as JSON and decodes the answer into out
@@ -998,7 +1018,7 @@ func (v *Vault) Check(ctx context.Context, readData bool, progress func(api.Chec
 		case ev.Progress != nil:
 			progress(*ev.Progress)
 		case ev.Error != nil:
-			return out, api.ErrorFromBody(http.StatusOK, *ev.Error)
+			return out, serverError(api.ErrorFromBody(http.StatusOK, *ev.Error))
 		case ev.Report != nil:
 			return *ev.Report, nil
 		}
