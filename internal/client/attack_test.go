@@ -9,6 +9,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +18,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // hostile starts a TLS server on loopback answering with h, and a client
@@ -67,5 +72,75 @@ func TestAttackRedirectRefused(t *testing.T) {
 	}
 	if n := reached.Load(); n != 0 {
 		t.Fatalf("%d requests reached the redirect target (%d with an Authorization header)", n, withAuth.Load())
+	}
+}
+
+// TestAttackMissingAnswerBounded: the answer to "which of these blobs are
+// missing" may only name blobs of the batch; a server streaming others
+// (an endless list would grow the client's memory without bound) is an
+// error.
+func TestAttackMissingAnswerBounded(t *testing.T) {
+	var written atomic.Int64
+	_, c := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/missing"):
+			var id vault.ID
+			buf := make([]byte, 0, 64<<10)
+			for i := 0; i < 200_000; i++ {
+				binary.BigEndian.PutUint64(id[:], uint64(i)+1)
+				buf = api.AppendRef(buf, api.Ref{Type: vault.DataBlob, ID: id})
+				if len(buf) > 60<<10 {
+					if _, err := w.Write(buf); err != nil {
+						return
+					}
+					written.Add(int64(len(buf)))
+					buf = buf[:0]
+				}
+			}
+			w.Write(buf)
+		case strings.HasSuffix(r.URL.Path, "/blobs"):
+			w.Write([]byte(`{"stored":1,"bytes_added":1}`))
+		default:
+			w.Write([]byte(`{}`))
+		}
+	})
+	ctx := context.Background()
+	v := c.Vault("a")
+	var id vault.ID
+	id[0] = 0xee
+	if _, err := v.SaveBlob(ctx, vault.DataBlob, id, []byte{0, 'x'}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err == nil || !strings.Contains(err.Error(), "did not ask") {
+		t.Fatalf("a missing-list naming 200000 blobs never asked about: %v", err)
+	}
+}
+
+// TestAttackFindSnapshotSubstituted: asked for snapshot ab12…, a server
+// answering with another snapshot is caught.
+func TestAttackFindSnapshotSubstituted(t *testing.T) {
+	other := strings.Repeat("cd", 32)
+	_, c := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(api.Snapshot{ID: other, Host: "h", Tree: strings.Repeat("ef", 32)})
+	})
+	if s, err := c.Vault("a").FindSnapshot(context.Background(), "AB12"); err == nil {
+		t.Fatalf("asked for ab12, accepted snapshot %s", s.ID)
+	}
+	if _, err := c.Vault("a").FindSnapshot(context.Background(), "cd"); err != nil {
+		t.Fatalf("a matching answer refused: %v", err)
+	}
+}
+
+// TestAttackCheckEventBounded: one event of a check's progress stream is
+// at most 1 MiB; a server sending a larger one gets an error, not a
+// buffer that grows to a gigabyte.
+func TestAttackCheckEventBounded(t *testing.T) {
+	_, c := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"progress":{"phase":"` + strings.Repeat("x", 8<<20) + `"}}` + "\n"))
+		w.Write([]byte(`{"report":{"packs":1}}` + "\n"))
+	})
+	_, err := c.Vault("a").Check(context.Background(), false, func(api.CheckProgress) {})
+	if err == nil {
+		t.Fatal("an 8 MiB progress event was accepted")
 	}
 }

@@ -11,6 +11,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -721,6 +722,13 @@ func (v *Vault) upload(ctx context.Context, b *batch) error {
 	if err != nil {
 		return err
 	}
+	// SECURITY: the answer may name only blobs of this batch, each once;
+	// anything else (an endless list would grow the map without bound)
+	// is an error.
+	asked := make(map[api.Ref]bool, len(b.refs))
+	for _, r := range b.refs {
+		asked[r] = true
+	}
 	missing := map[api.Ref]bool{}
 	for {
 		r, err := api.ReadRef(resp.Body)
@@ -730,6 +738,10 @@ func (v *Vault) upload(ctx context.Context, b *batch) error {
 		if err != nil {
 			resp.Body.Close()
 			return fmt.Errorf("missing blobs: %w", err)
+		}
+		if !asked[r] || missing[r] {
+			resp.Body.Close()
+			return fmt.Errorf("missing blobs: %w: the server named %s blob %s, which the batch did not ask about (or twice)", vault.ErrCorrupt, r.Type, r.ID.Short())
 		}
 		missing[r] = true
 	}
@@ -979,13 +991,21 @@ func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
 }
 
 // FindSnapshot resolves "latest", an ID or a unique prefix on the server,
-// which authenticates the stored snapshot object.
+// which authenticates the stored snapshot object. An answer whose ID does
+// not start with the prefix asked for is refused.
 func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
 	var out api.Snapshot
 	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/snapshots/"+url.PathEscape(ref), nil, &out); err != nil {
 		return vault.SnapshotRecord{}, err
 	}
-	return out.Record()
+	s, err := out.Record()
+	if err != nil {
+		return s, err
+	}
+	if ref != "latest" && !strings.HasPrefix(s.ID.String(), strings.ToLower(ref)) {
+		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %q: %w: the server answered with snapshot %s", ref, vault.ErrCorrupt, s.ID.Short())
+	}
+	return s, nil
 }
 
 // Check runs a check on the server. With progress set, the server
@@ -1008,11 +1028,20 @@ func (v *Vault) Check(ctx context.Context, readData bool, progress func(api.Chec
 		return out, err
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<30))
+	// One event a line, each at most maxCheckEvent: a line is read whole
+	// before it is decoded, and a longer one is an error.
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
-		var ev api.CheckEvent
-		if err := dec.Decode(&ev); err != nil {
+		line, err := readEventLine(br, maxCheckEvent)
+		if err != nil {
 			return out, fmt.Errorf("check: the server's answer ended early: %w", err)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var ev api.CheckEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return out, fmt.Errorf("check: bad event from the server: %w", err)
 		}
 		switch {
 		case ev.Progress != nil:
@@ -1021,6 +1050,32 @@ func (v *Vault) Check(ctx context.Context, readData bool, progress func(api.Chec
 			return out, serverError(api.ErrorFromBody(http.StatusOK, *ev.Error))
 		case ev.Report != nil:
 			return *ev.Report, nil
+		}
+	}
+}
+
+// maxCheckEvent bounds one line of a check's progress stream.
+const maxCheckEvent = 1 << 20
+
+// readEventLine reads one line of br (without its newline), refusing one
+// longer than limit.
+func readEventLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > limit {
+			return nil, fmt.Errorf("an event longer than %d bytes", limit)
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return line[:len(line)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return line, nil
+		default:
+			return nil, err
 		}
 	}
 }
