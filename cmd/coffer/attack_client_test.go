@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -457,5 +458,39 @@ func TestAttackTerminalEscapesInFileNames(t *testing.T) {
 	_, stderr, _ := coffer(t, e, "restore", "latest", "--target", dst)
 	if strings.Contains(stderr, "deleting nothing") {
 		assertEscaped(t, "restore's warnings", stderr)
+	}
+}
+
+// TestAttackAuditExportNotInMemory: the audit export a server sends is
+// not held in memory (old: up to 4 GiB in a buffer): streaming 64 MiB of
+// garbage to `audit verify` and `audit export` allocates far less, and
+// fails as not being an export.
+func TestAttackAuditExportNotInMemory(t *testing.T) {
+	f := newFakeServer(t)
+	e := f.env(t)
+	chunk := bytes.Repeat([]byte("garbage!"), 8<<10)
+	f.set(func(w http.ResponseWriter, r *http.Request) {
+		for range (64 << 20) / len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	for _, args := range [][]string{{"audit", "verify"}, {"audit", "export", "--out", filepath.Join(t.TempDir(), "ev.tar")}} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, stderr, code := coffer(t, e, args...)
+		runtime.ReadMemStats(&after)
+		if code != exitFailure || !strings.Contains(stderr, "not an audit export") {
+			t.Errorf("coffer %s of 64 MiB of garbage: exit %d, %q", strings.Join(args, " "), code, stderr)
+		}
+		if n := after.TotalAlloc - before.TotalAlloc; n > 24<<20 {
+			t.Errorf("coffer %s allocated %d MiB for a 64 MiB answer", strings.Join(args, " "), n>>20)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "audit")); err == nil {
+		if es, _ := os.ReadDir(filepath.Join(e.home, "audit")); len(es) > 0 {
+			t.Errorf("a failed verify left a pin: %v", es)
+		}
 	}
 }

@@ -2,7 +2,7 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,14 +137,21 @@ server machine from its data directory (--data DIR).`,
 			if out == "" {
 				return errors.New("give the file to write with --out")
 			}
-			var buf bytes.Buffer
+			// The archive goes to a temporary file beside --out, never to
+			// memory (a log, or a hostile server's answer, may be large).
+			tmp, err := os.CreateTemp(filepath.Dir(out), ".coffer-audit-*.tar")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name())
+			defer tmp.Close()
 			if dataDir != "" {
 				cat, vkey, err := openAuditLocal(dataDir)
 				if err != nil {
 					return err
 				}
 				defer cat.Close()
-				if err := audit.Export(cmd.Context(), cat, vkey, &buf); err != nil {
+				if err := audit.Export(cmd.Context(), cat, vkey, tmp); err != nil {
 					return err
 				}
 			} else {
@@ -153,17 +160,32 @@ server machine from its data directory (--data DIR).`,
 					return err
 				}
 				defer c.Close()
-				if err := c.AuditExport(cmd.Context(), &buf); err != nil {
+				if err := c.AuditExport(cmd.Context(), tmp); err != nil {
 					return err
 				}
 			}
 			// Check what is written, so that a broken download is not
 			// handed to an auditor as evidence.
-			rep, err := audit.VerifyExport(bytes.NewReader(buf.Bytes()), "", audit.VerifyOptions{})
+			if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			rep, err := audit.VerifyExport(bufio.NewReader(tmp), "", audit.VerifyOptions{})
 			if err != nil {
 				return err
 			}
-			if err := fsutil.WriteFileSync(out, buf.Bytes(), 0o644); err != nil {
+			if err := tmp.Chmod(0o644); err != nil {
+				return err
+			}
+			if err := tmp.Sync(); err != nil {
+				return err
+			}
+			if err := tmp.Close(); err != nil {
+				return err
+			}
+			if err := os.Rename(tmp.Name(), out); err != nil {
+				return err
+			}
+			if err := fsutil.SyncDir(filepath.Dir(out)); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "wrote %s: %d entries, %d signed checkpoints\n", out, rep.Entries, rep.Checkpoints)
@@ -264,8 +286,14 @@ verify.`,
 					return cerr
 				}
 				defer c.Close()
-				var buf bytes.Buffer
-				if err := c.AuditExport(ctx, &buf); err != nil {
+				// The archive goes to a temporary file, never to memory.
+				tmp, err := os.CreateTemp("", "coffer-audit-*.tar")
+				if err != nil {
+					return err
+				}
+				defer os.Remove(tmp.Name())
+				defer tmp.Close()
+				if err := c.AuditExport(ctx, tmp); err != nil {
 					return err
 				}
 				host := strings.NewReplacer(":", "_", "/", "_").Replace(strings.TrimPrefix(strings.TrimPrefix(a.serverURL(), "https://"), "http://"))
@@ -277,15 +305,18 @@ verify.`,
 				// pinned key (or an accepted rotation of it).
 				k := vkey
 				if k == "" {
-					if k = exportVerifierKey(buf.Bytes()); k == "" {
-						return errors.New("the server's audit export holds no verifier key")
+					if k, err = exportVerifierKey(tmp); err != nil {
+						return err
 					}
 				}
 				opts, perr := pin.options(k, acceptNew)
 				if perr != nil {
 					return perr
 				}
-				rep, err = audit.VerifyExport(bytes.NewReader(buf.Bytes()), k, opts)
+				if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+					return err
+				}
+				rep, err = audit.VerifyExport(bufio.NewReader(tmp), k, opts)
 				pin.use(k)
 			}
 			if err != nil {
@@ -347,22 +378,27 @@ func reportJSON(r *audit.Report) map[string]any {
 	return out
 }
 
-// exportVerifierKey reads the verifier key an export archive carries.
-func exportVerifierKey(tarball []byte) string {
-	tr := tar.NewReader(bytes.NewReader(tarball))
-	for {
+// exportVerifierKey reads the verifier key an export archive carries
+// (its second file).
+func exportVerifierKey(f io.ReadSeeker) (string, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	tr := tar.NewReader(bufio.NewReader(f))
+	for range 2 {
 		h, err := tr.Next()
 		if err != nil {
-			return ""
+			return "", fmt.Errorf("the server's answer is not an audit export: %w", err)
 		}
 		if h.Name == audit.ExportVerifierKeyPath {
 			b, err := io.ReadAll(io.LimitReader(tr, 4096))
 			if err != nil {
-				return ""
+				return "", fmt.Errorf("the server's audit export: %w", err)
 			}
-			return strings.TrimSpace(string(b))
+			return strings.TrimSpace(string(b)), nil
 		}
 	}
+	return "", errors.New("the server's answer is not an audit export: it holds no verifier key")
 }
 
 // pinned is what an earlier verify of a server's log saw: its verifier key

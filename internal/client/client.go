@@ -1154,11 +1154,18 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(w, io.LimitReader(resp.Body, 4<<30)); err != nil {
+	n, err := io.Copy(w, io.LimitReader(resp.Body, maxAuditExport+1))
+	if err != nil {
 		return fmt.Errorf("audit export: %w", err)
+	}
+	if n > maxAuditExport {
+		return fmt.Errorf("audit export: the server's answer exceeds %d GiB", maxAuditExport>>30)
 	}
 	return nil
 }
+
+// maxAuditExport bounds an audit export download.
+const maxAuditExport = 4 << 30
 
 // AddSource adds an agent to the vault (backup-operator) and returns its
 // new token.
