@@ -144,3 +144,17 @@ func TestAttackCheckEventBounded(t *testing.T) {
 		t.Fatal("an 8 MiB progress event was accepted")
 	}
 }
+
+// TestAttackJSONAmplification: a JSON answer that would decode into
+// millions of empty records ("[{},{},…]": three bytes each, hundreds of
+// bytes decoded) is refused before decoding.
+func TestAttackJSONAmplification(t *testing.T) {
+	body := []byte("[" + strings.Repeat("{},", 1_500_000) + "{}]")
+	_, c := hostile(t, func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
+	if toks, err := c.Tokens(context.Background()); err == nil {
+		t.Fatalf("%d empty tokens from a %d MiB answer accepted", len(toks), len(body)>>20)
+	}
+	if o, v := countJSON([]byte(`[{"a":"{,[\"}"},{"b":[1,2]}]`)); o != 2 || v != 6 {
+		t.Errorf("countJSON: %d objects, %d values", o, v)
+	}
+}

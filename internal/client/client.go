@@ -297,10 +297,55 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) e
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return nil
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONAnswer+1))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if len(b) > maxJSONAnswer {
+		return fmt.Errorf("%s %s: bad answer: more than %d MiB", method, path, maxJSONAnswer>>20)
+	}
+	// SECURITY: decoding allocates per value, not per byte: "[{},{},…]"
+	// would make 64 MiB into gigabytes of empty records. Count first.
+	if objs, vals := countJSON(b); objs > maxJSONObjects || vals > maxJSONValues {
+		return fmt.Errorf("%s %s: bad answer: %d objects, %d values (at most %d, %d)", method, path, objs, vals, maxJSONObjects, maxJSONValues)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// Bounds of a JSON answer: its size, and the objects and values in it
+// (which is what decoding allocates for).
+const (
+	maxJSONAnswer  = 64 << 20
+	maxJSONObjects = 1 << 20
+	maxJSONValues  = 4 << 20
+)
+
+// countJSON counts the objects ('{') and the values (roughly: elements
+// and members, one more per ',') of JSON text b, outside strings.
+func countJSON(b []byte) (objects, values int) {
+	in, esc := false, false
+	for _, c := range b {
+		switch {
+		case in && esc:
+			esc = false
+		case in && c == '\\':
+			esc = true
+		case in && c == '"':
+			in = false
+		case in:
+		case c == '"':
+			in = true
+		case c == '{':
+			objects++
+			values++
+		case c == '[', c == ',':
+			values++
+		}
+	}
+	return objects, values
 }
 
 // CreateVault creates vault name on the server.
