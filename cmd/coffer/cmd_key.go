@@ -55,7 +55,7 @@ func newKeyStatusCmd(a *app) *cobra.Command {
 					return err
 				}
 				if !st.Reachable {
-					perr = fmt.Errorf("%w: %s", vault.ErrKeyUnavailable, st.Error)
+					perr = fmt.Errorf("%w: %s", vault.ErrKeyUnavailable, safeText(st.Error))
 				}
 			} else {
 				v, err := a.openVault(ctx, false)

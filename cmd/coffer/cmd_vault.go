@@ -134,7 +134,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			if vi.KeyError == "" {
 				fmt.Fprintf(a.stdout, "  key reachable: yes\n")
 			} else {
-				fmt.Fprintf(a.stdout, "  key reachable: NO: %s\n", vi.KeyError)
+				fmt.Fprintf(a.stdout, "  key reachable: NO: %s\n", safeText(vi.KeyError))
 			}
 			fmt.Fprintf(a.stdout, "  data key:      DEK v%d (%d in keyring)\n", vi.DEKVersion, vi.DEKCount)
 			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
