@@ -133,6 +133,25 @@ type Store interface {
 	Close() error
 }
 
+// KeyAnchor is the catalog's record of a vault's current keyring
+// generation: a store writer cannot roll it back, and a keyring that does
+// not match it is refused (docs/format.md §7.3).
+type KeyAnchor struct {
+	Generation uint64
+	MAC        [32]byte // the generation's keyring MAC
+	RootCommit [32]byte // HKDF of the root secret: fixes which secret is the vault's
+	KEK        KeyRef
+	Alg        string
+	Time       time.Time
+}
+
+// KeyProposal is a keyring generation a key holder is about to store.
+type KeyProposal struct {
+	Generation uint64
+	MAC        [32]byte
+	Time       time.Time
+}
+
 // Request is a multi-user authorization request: a critical change that
 // takes effect only when a different principal holding the
 // security-approver role approves it (docs/retention.md).
@@ -526,6 +545,22 @@ type Catalog interface {
 	// first checks it is still pending: ErrNotFound if there is no such
 	// request, ErrConflict if it is not pending (decided already).
 	DecideRequest(ctx context.Context, id string, state RequestState, by string, at time.Time) error
+
+	// KeyAnchor returns the anchor of vault's keyring (docs/format.md
+	// §7.3) and the proposed generations recorded since, ordered by
+	// generation. The error is ErrNotFound when the vault has no anchor
+	// (proposals are returned all the same).
+	KeyAnchor(ctx context.Context, vault ID) (KeyAnchor, []KeyProposal, error)
+	// ProposeKeyring records that a key holder is about to store keyring
+	// generation p.Generation with MAC p.MAC; ErrNotFound if there is no
+	// such vault. Recording the same proposal twice succeeds.
+	ProposeKeyring(ctx context.Context, vault ID, p KeyProposal) error
+	// SetKeyAnchor makes a the vault's anchor, in one transaction that
+	// first checks that the current anchor's generation is prev (0: the
+	// vault has no anchor) and that a.Generation is above prev, and then
+	// removes the proposals at or below a.Generation: ErrConflict when
+	// the check fails, ErrNotFound if there is no such vault.
+	SetKeyAnchor(ctx context.Context, vault ID, a KeyAnchor, prev uint64) error
 
 	// Close releases resources.
 	Close() error
