@@ -226,22 +226,39 @@ func (k *Keyring) macInput(vaultID vault.ID) []byte {
 	return le.AppendUint32(b, k.CurrentDEK)
 }
 
+// KeyringMACKey is K_mac of §7.1, derived from the root secret.
+func KeyringMACKey(root seal.Key, vaultID vault.ID) seal.Key {
+	return seal.Derive(root, vaultID[:], seal.LabelKeyringMAC)
+}
+
 // ComputeMAC returns the keyring MAC of k under root secret root (§7.1).
 // k must be a format-2 keyring with its config set.
 func (k *Keyring) ComputeMAC(root seal.Key, vaultID vault.ID) []byte {
-	key := seal.Derive(root, vaultID[:], seal.LabelKeyringMAC)
+	key := KeyringMACKey(root, vaultID)
 	defer key.Wipe()
-	m := hmac.New(sha256.New, key[:])
+	return k.MACWith(key, vaultID)
+}
+
+// MACWith returns the keyring MAC of k under K_mac macKey.
+func (k *Keyring) MACWith(macKey seal.Key, vaultID vault.ID) []byte {
+	m := hmac.New(sha256.New, macKey[:])
 	m.Write(k.macInput(vaultID))
 	return m.Sum(nil)
 }
 
 // Verify checks k's MAC under root secret root, in constant time.
 func (k *Keyring) Verify(root seal.Key, vaultID vault.ID) error {
+	key := KeyringMACKey(root, vaultID)
+	defer key.Wipe()
+	return k.VerifyWith(key, vaultID)
+}
+
+// VerifyWith checks k's MAC under K_mac macKey, in constant time.
+func (k *Keyring) VerifyWith(macKey seal.Key, vaultID vault.ID) error {
 	if k.Format != Format || k.Config == nil || len(k.MAC) != MACSize {
 		return fmt.Errorf("keyring %s: %w: not an authenticated (format 2) keyring", KeyringName(k.Generation), vault.ErrCorrupt)
 	}
-	if !hmac.Equal(k.ComputeMAC(root, vaultID), k.MAC) {
+	if !hmac.Equal(k.MACWith(macKey, vaultID), k.MAC) {
 		return fmt.Errorf("keyring %s: %w: its MAC does not verify under the vault's root secret: the keyring was written by someone who does not hold the vault's keys (a DEK or KEK reference added, removed or changed, the current DEK or the config edited)", KeyringName(k.Generation), vault.ErrCorrupt)
 	}
 	return nil

@@ -382,6 +382,7 @@ const (
 	KeyEventUsePMK         = "use-pmk"         // the vault was switched to the platform-managed KEK
 	KeyEventKeyUnavailable = "key-unavailable" // the KEK could not be reached or used
 	KeyEventKeyRecovered   = "key-recovered"   // the KEK was reached again after a failure
+	KeyEventAnchor         = "key-anchor"      // the catalog had no keyring anchor: the store's verified latest generation was anchored
 )
 
 // KeyEvent is one entry of a vault's key audit trail: who did what to
@@ -597,6 +598,14 @@ type KeyProvider interface {
 	Wrap(ctx context.Context, secret, aad []byte) (WrappedKey, error)
 	// Unwrap opens w, which must have been wrapped with the same aad.
 	Unwrap(ctx context.Context, w WrappedKey, aad []byte) ([]byte, error)
+}
+
+// SecretDropper is a KeyProvider that keeps key material in memory (a
+// parsed private key, a key file's versions) and can forget it: a vault
+// calls DropSecrets when it drops its own unwrapped keys (a key TTL), and
+// the provider reads the material again at its next Wrap or Unwrap.
+type SecretDropper interface {
+	DropSecrets()
 }
 
 // ChunkerParams are a vault's FastCDC sizes (docs/format.md §2).
