@@ -527,3 +527,45 @@ func TestKeyringCrashBeforeAnchor(t *testing.T) {
 		t.Errorf("DEK v%d in use after completing the rotation, want v2", ki.DEKVersion)
 	}
 }
+
+// TestKeyTTLDropsProviderSecrets: once a vault's keys outlive their TTL
+// and are dropped, the key provider's own material goes too: with the
+// key file removed meanwhile, nothing unwraps the vault's keys again
+// (the platform keystore used to keep every KEK version in memory).
+func TestKeyTTLDropsProviderSecrets(t *testing.T) {
+	for _, kind := range []string{"platform", "rsa-file"} {
+		t.Run(kind, func(t *testing.T) {
+			e, cmk, _, cmkPath := rsaEnv(t)
+			var p vault.KeyProvider = e.keys
+			keyFile := filepath.Join(e.dir, "platform.key")
+			if kind == "rsa-file" {
+				p, keyFile = cmk, cmkPath
+			}
+			o := e.opts()
+			o.Keys = p
+			v, err := engine.Create(ctx, o, engine.DefaultChunker())
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Close()
+			running := runningVault(t, e, p)
+			if err := running.EnsureKeys(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(keyFile); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.mu.Lock()
+			e.clock.t = e.clock.t.Add(2 * time.Hour)
+			e.clock.mu.Unlock()
+			if !running.ExpireKeys() {
+				t.Fatal("ExpireKeys dropped nothing past the TTL")
+			}
+			err = running.EnsureKeys(ctx)
+			if !errors.Is(err, vault.ErrKeyUnavailable) {
+				t.Fatalf("unwrap after the TTL with the key file removed: %v; want ErrKeyUnavailable", err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
