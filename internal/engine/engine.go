@@ -385,7 +385,7 @@ func latestKeyring(ctx context.Context, st vault.Store, id vault.ID) (*format.Ke
 // for `vault show` when the key encryption key cannot be reached. The
 // returned KeyInfo has no DEK material, only what the keyring names.
 func Inspect(ctx context.Context, st vault.Store) (format.Config, KeyInfo, error) {
-	cfg, err := readConfig(ctx, st)
+	cfg, _, err := readConfigOrKeyring(ctx, st)
 	if err != nil {
 		return cfg, KeyInfo{}, fmt.Errorf("inspect vault: %w", err)
 	}
