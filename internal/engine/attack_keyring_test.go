@@ -569,3 +569,59 @@ func TestKeyTTLDropsProviderSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestTreeIDChecked: a tree sealed under an ID that is not its content's
+// (a writer holding a DEK, or a bug) is refused by every reader: LoadTree
+// (local ls, diff, restore) and LoadEncoded (what a server sends to a
+// remote reader that holds no chunk-ID key to check it).
+func TestTreeIDChecked(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	realTree := &format.Tree{Nodes: []format.Node{{Kind: format.KindFile, Name: []byte("real"), Perm: 0o644}}}
+	other := &format.Tree{Nodes: []format.Node{{Kind: format.KindFile, Name: []byte("forged"), Perm: 0o644}}}
+	realID, err := v.SaveTree(ctx, realTree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := format.EncodeTree(nil, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongID := realID
+	wrongID[0] ^= 1
+	if _, err := v.SaveBlob(ctx, vault.TreeBlob, wrongID, v.Codec().Encode(nil, enc), len(enc)); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, v)
+	if _, err := v.LoadTree(ctx, realID); err != nil {
+		t.Fatalf("the real tree: %v", err)
+	}
+	if _, err := v.LoadTree(ctx, wrongID); !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("LoadTree of a tree under another ID: %v; want corrupt", err)
+	}
+	if _, _, err := v.LoadEncoded(ctx, vault.TreeBlob, wrongID, nil); !errors.Is(err, vault.ErrCorrupt) || !strings.Contains(err.Error(), "does not match its ID") {
+		t.Errorf("LoadEncoded of a tree under another ID: %v; want corrupt, naming the ID", err)
+	}
+}
+
+// TestPackSizeCountsHeader: blobs that fill a pack's body to exactly the
+// pack size must not make a pack larger than the pack size once its
+// header is added (docs/format.md §4; 16 MiB + 684 bytes before).
+func TestPackSizeCountsHeader(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	limit := v.Config().PackSize
+	// 15 blobs of 1,000,000 bytes and one that fills the body to the
+	// byte: each is stored raw (1 encoding byte) and sealed (16 bytes).
+	last := limit - format.PackPrefixSize - 15*(1+16+1_000_000) - (1 + 16)
+	for i := range 15 {
+		save(t, v, randBytes(uint64(1000+i), 1_000_000))
+	}
+	save(t, v, randBytes(2000, last))
+	flush(t, v)
+	for _, s := range packSizes(t, e.store) {
+		if s > int64(limit) {
+			t.Errorf("a pack of %d bytes, above the pack size %d", s, limit)
+		}
+	}
+}

@@ -527,9 +527,10 @@ func (v *Vault) saveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	need := len(p) + seal.Overhead
-	// A pack is closed before a blob would take it past the pack size, so
-	// data pack buffers are allocated once at that size and reused.
-	if pk.w != nil && pk.w.Count() > 0 && pk.w.Size()+need > v.cfg.PackSize {
+	// A pack is closed before a blob would take the finished pack (with
+	// its header) past the pack size, so data pack buffers are allocated
+	// once at that size and reused.
+	if pk.w != nil && pk.w.Count() > 0 && pk.w.SizeWith(need) > v.cfg.PackSize {
 		w := pk.w
 		pk.w = nil
 		if err := v.upload(ctx, w); err != nil {
@@ -906,8 +907,8 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 
 // LoadEncoded returns blob t/id unsealed but still encoded (the encoding
 // byte and the possibly compressed payload, as SaveBlob took it), appended
-// to dst[:0], and its raw length. The GCM tag is checked; the ID is not:
-// whoever decodes it (a remote agent) verifies it.
+// to dst[:0], and its raw length. The GCM tag is checked; a data blob's ID
+// is not (whoever decodes it, a remote agent, verifies it), a tree's is.
 func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, uint32, error) {
 	r, ok := v.Lookup(t, id)
 	if !ok {
@@ -924,6 +925,14 @@ func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, 
 	p, err := o.Open(sealed[:0], t, id, r.Offset, sealed)
 	if err != nil {
 		return nil, 0, err
+	}
+	if t == vault.TreeBlob {
+		// A tree's ID is checked here too (docs/format.md §5): a reader
+		// without the chunk-ID key (ls, diff, restore through a server)
+		// cannot check it, and trees are small.
+		if _, err := v.decodeVerify(r, t, id, p, nil); err != nil {
+			return nil, 0, err
+		}
 	}
 	return p, r.RawLen, nil
 }
