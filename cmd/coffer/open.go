@@ -116,6 +116,17 @@ func closeProvider(p vault.KeyProvider) {
 	}
 }
 
+// vaultExists reports whether dir holds a vault: its config, or, after an
+// upgrade cut short between removing the format-1 config and writing its
+// successor (docs/format.md §10), a keyring, from which Open restores it.
+func vaultExists(dir string) bool {
+	if _, err := os.Stat(filepath.Join(storePath(dir), "config")); err == nil {
+		return true
+	}
+	ents, err := os.ReadDir(filepath.Join(storePath(dir), "keys"))
+	return err == nil && len(ents) > 0
+}
+
 func catalogPath(dir string) string { return filepath.Join(dir, "catalog.db") }
 func storePath(dir string) string   { return filepath.Join(dir, "store") }
 
@@ -139,8 +150,7 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 	if err != nil {
 		return nil, err
 	}
-	_, statErr := os.Stat(filepath.Join(storePath(loc.dir), "config"))
-	exists := statErr == nil
+	exists := vaultExists(loc.dir)
 	if !exists && !create {
 		return nil, fmt.Errorf("no vault at %s: %w (a first `coffer backup` creates it)", loc.dir, vault.ErrNotFound)
 	}
@@ -286,7 +296,7 @@ func (a *app) localKEK(ctx context.Context) (location, vault.ID, vault.KeyRef, e
 	if err != nil {
 		return loc, vault.ID{}, vault.KeyRef{}, err
 	}
-	if _, err := os.Stat(filepath.Join(storePath(loc.dir), "config")); err != nil {
+	if !vaultExists(loc.dir) {
 		return loc, vault.ID{}, vault.KeyRef{}, fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
 	}
 	st, err := local.Open(storePath(loc.dir))

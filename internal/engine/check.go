@@ -74,6 +74,15 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		}
 	}
 
+	// The keyring: the store's latest generation must still be the one
+	// the catalog anchors, and authenticate (docs/format.md §7.3).
+	if ks, root, kerr := v.unwrapKeys(ctx, v.keys.Load().provider); kerr != nil {
+		sink.errorf("keys: %v", kerr)
+	} else {
+		root.Wipe()
+		ks.wipe()
+	}
+
 	stored := map[vault.ID]int64{}
 	err := v.opt.Store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {
 		id, err := vault.ParseID(oi.Handle.Name)

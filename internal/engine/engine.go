@@ -159,7 +159,10 @@ func Create(ctx context.Context, opt Options, chunking vault.ChunkerParams) (*Va
 	now := opt.Now().UTC()
 	var id vault.ID
 	rand.Read(id[:])
-	cfg := format.Config{Format: 1, ID: id.String(), Created: now, Chunker: chunking, PackSize: format.PackTargetSize}
+	cfg := format.Config{Format: format.Format, ID: id.String(), Created: now, Chunker: chunking, PackSize: format.PackTargetSize}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("create vault: %w", err)
+	}
 	cb, _ := json.MarshalIndent(cfg, "", "  ")
 	err := opt.Store.Put(ctx, configHandle(), bytes.NewReader(cb), int64(len(cb)))
 	if errors.Is(err, vault.ErrExists) {
@@ -173,26 +176,35 @@ func Create(ctx context.Context, opt Options, chunking vault.ChunkerParams) (*Va
 	} else if err != nil {
 		return nil, fmt.Errorf("create vault: write config: %w", err)
 	}
-	if err := ensureKeyring(ctx, opt, id, cfg.Created); err != nil {
+	anchor, err := ensureKeyring(ctx, opt, id, cfg)
+	if err != nil {
 		return nil, err
 	}
 	if err := ensureRecord(ctx, opt, id, cfg.Created); err != nil {
 		return nil, err
 	}
+	if anchor != nil {
+		// The first generation is this process's: anchor it (unless
+		// another creator's Open did).
+		if err := opt.Catalog.SetKeyAnchor(ctx, id, *anchor, 0); err != nil && !errors.Is(err, vault.ErrConflict) {
+			return nil, fmt.Errorf("create vault: %w", err)
+		}
+	}
 	return Open(ctx, opt)
 }
 
-// ensureKeyring stores keyring generation 1 unless one exists.
-func ensureKeyring(ctx context.Context, opt Options, id vault.ID, created time.Time) error {
+// ensureKeyring stores keyring generation 1 unless one exists, and
+// returns its anchor when it did.
+func ensureKeyring(ctx context.Context, opt Options, id vault.ID, cfg format.Config) (*vault.KeyAnchor, error) {
 	found := false
 	if err := opt.Store.List(ctx, vault.KeyObject, func(vault.ObjectInfo) error {
 		found = true
 		return nil
 	}); err != nil {
-		return fmt.Errorf("create vault: list keyrings: %w", err)
+		return nil, fmt.Errorf("create vault: list keyrings: %w", err)
 	}
 	if found {
-		return nil
+		return nil, nil
 	}
 	root := seal.NewRandomKey()
 	defer root.Wipe()
@@ -200,21 +212,28 @@ func ensureKeyring(ctx context.Context, opt Options, id vault.ID, created time.T
 	defer dek.Wipe()
 	wroot, err := opt.Keys.Wrap(ctx, root[:], rootAAD(id))
 	if err != nil {
-		return fmt.Errorf("create vault: wrap root secret: %w", err)
+		return nil, fmt.Errorf("create vault: wrap root secret: %w", err)
 	}
 	wdek, err := opt.Keys.Wrap(ctx, dek[:], dekAAD(id, 1))
 	if err != nil {
-		return fmt.Errorf("create vault: wrap DEK: %w", err)
+		return nil, fmt.Errorf("create vault: wrap DEK: %w", err)
 	}
-	kr := format.Keyring{Format: 1, Vault: id.String(), Generation: 1, Created: created,
+	kc := cfg
+	kr := format.Keyring{Format: format.Format, Vault: id.String(), Generation: 1, Created: cfg.Created, Config: &kc,
 		KEK:  format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg},
-		Root: wroot.Data, DEKs: []format.KeyringDEK{{Version: 1, Created: created, Wrapped: wdek.Data}}, CurrentDEK: 1}
-	kb, _ := json.MarshalIndent(kr, "", "  ")
+		Root: wroot.Data, DEKs: []format.KeyringDEK{{Version: 1, Created: cfg.Created, Wrapped: wdek.Data}}, CurrentDEK: 1}
+	kr.MAC = kr.ComputeMAC(root, id)
+	kb := kr.Encode()
 	err = opt.Store.Put(ctx, keyringHandle(1), bytes.NewReader(kb), int64(len(kb)))
-	if err != nil && !errors.Is(err, vault.ErrExists) { // ErrExists: another creator won; its keys count
-		return fmt.Errorf("create vault: write keyring: %w", err)
+	if errors.Is(err, vault.ErrExists) {
+		return nil, nil // another creator won; its keys count, and it anchors them
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("create vault: write keyring: %w", err)
+	}
+	a := vault.KeyAnchor{Generation: 1, RootCommit: format.RootCommit(root, id), KEK: wroot.KEK, Alg: wroot.Alg, Time: opt.Now()}
+	copy(a.MAC[:], kr.MAC)
+	return &a, nil
 }
 
 // ensureRecord records the vault in the catalog unless it is there.
@@ -244,6 +263,40 @@ func readConfig(ctx context.Context, s vault.Store) (format.Config, error) {
 	return format.ParseConfig(cb)
 }
 
+// readConfigOrKeyring reads the config, or, when it is missing, the copy
+// in the latest keyring generation (an upgrade cut short between deleting
+// the format-1 config and writing its successor, docs/format.md §10). The
+// copy is not trusted yet: unwrapKeys verifies it with the keyring. It
+// reports whether the config object must be (re)written.
+func readConfigOrKeyring(ctx context.Context, s vault.Store) (format.Config, bool, error) {
+	cfg, err := readConfig(ctx, s)
+	if err == nil || !errors.Is(err, vault.ErrNotFound) {
+		return cfg, err == nil && cfg.Format == 1, err
+	}
+	var gens []string
+	if lerr := s.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+		gens = append(gens, oi.Handle.Name)
+		return nil
+	}); lerr != nil || len(gens) == 0 {
+		return cfg, false, err
+	}
+	sort.Strings(gens)
+	kb, rerr := readAll(ctx, s, vault.Handle{Type: vault.KeyObject, Name: gens[len(gens)-1]}, 1<<20)
+	var head struct{ Vault string }
+	if rerr != nil || json.Unmarshal(kb, &head) != nil {
+		return cfg, false, err
+	}
+	id, perr := vault.ParseID(head.Vault)
+	if perr != nil {
+		return cfg, false, err
+	}
+	kr, kerr := format.ParseKeyring(gens[len(gens)-1], kb, id)
+	if kerr != nil || kr.Format != format.Format {
+		return cfg, false, err
+	}
+	return *kr.Config, true, nil
+}
+
 // Open opens an existing vault: it reads the config, unwraps the newest
 // keyring generation and loads the blob index from the catalog. A vault
 // the catalog does not know yet (its creator died before recording it) is
@@ -251,7 +304,7 @@ func readConfig(ctx context.Context, s vault.Store) (format.Config, error) {
 // truth; one without keys fails with ErrIncomplete.
 func Open(ctx context.Context, opt Options) (*Vault, error) {
 	opt.defaults()
-	cfg, err := readConfig(ctx, opt.Store)
+	cfg, rewriteConfig, err := readConfigOrKeyring(ctx, opt.Store)
 	if err != nil {
 		return nil, fmt.Errorf("open vault: %w", err)
 	}
@@ -285,6 +338,10 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 		v.packers[t] = &packer{}
 	}
 	if err := v.loadKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := v.upgrade(ctx, rewriteConfig); err != nil {
+		v.Close()
 		return nil, err
 	}
 	if err := v.beginSession(ctx); err != nil {
@@ -328,7 +385,7 @@ func latestKeyring(ctx context.Context, st vault.Store, id vault.ID) (*format.Ke
 // for `vault show` when the key encryption key cannot be reached. The
 // returned KeyInfo has no DEK material, only what the keyring names.
 func Inspect(ctx context.Context, st vault.Store) (format.Config, KeyInfo, error) {
-	cfg, err := readConfig(ctx, st)
+	cfg, _, err := readConfigOrKeyring(ctx, st)
 	if err != nil {
 		return cfg, KeyInfo{}, fmt.Errorf("inspect vault: %w", err)
 	}
@@ -470,9 +527,10 @@ func (v *Vault) saveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	need := len(p) + seal.Overhead
-	// A pack is closed before a blob would take it past the pack size, so
-	// data pack buffers are allocated once at that size and reused.
-	if pk.w != nil && pk.w.Count() > 0 && pk.w.Size()+need > v.cfg.PackSize {
+	// A pack is closed before a blob would take the finished pack (with
+	// its header) past the pack size, so data pack buffers are allocated
+	// once at that size and reused.
+	if pk.w != nil && pk.w.Count() > 0 && pk.w.SizeWith(need) > v.cfg.PackSize {
 		w := pk.w
 		pk.w = nil
 		if err := v.upload(ctx, w); err != nil {
@@ -849,8 +907,8 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 
 // LoadEncoded returns blob t/id unsealed but still encoded (the encoding
 // byte and the possibly compressed payload, as SaveBlob took it), appended
-// to dst[:0], and its raw length. The GCM tag is checked; the ID is not:
-// whoever decodes it (a remote agent) verifies it.
+// to dst[:0], and its raw length. The GCM tag is checked; a data blob's ID
+// is not (whoever decodes it, a remote agent, verifies it), a tree's is.
 func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, uint32, error) {
 	r, ok := v.Lookup(t, id)
 	if !ok {
@@ -867,6 +925,14 @@ func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, 
 	p, err := o.Open(sealed[:0], t, id, r.Offset, sealed)
 	if err != nil {
 		return nil, 0, err
+	}
+	if t == vault.TreeBlob {
+		// A tree's ID is checked here too (docs/format.md §5): a reader
+		// without the chunk-ID key (ls, diff, restore through a server)
+		// cannot check it, and trees are small.
+		if _, err := v.decodeVerify(r, t, id, p, nil); err != nil {
+			return nil, 0, err
+		}
 	}
 	return p, r.RawLen, nil
 }

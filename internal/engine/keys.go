@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,11 @@ type keyState struct {
 	cur      uint32              // the DEK new packs and snapshots use
 	provider vault.KeyProvider   // whose KEK wraps keyring
 	loaded   time.Time           // when deks were unwrapped
+	// macKey is K_mac of docs/format.md §7.1, which authenticates the
+	// next generation a key change writes; commit is the root
+	// commitment (§7.3). Both go with the DEKs.
+	macKey seal.Key
+	commit [format.MACSize]byte
 }
 
 // dek returns DEK version ver.
@@ -74,12 +80,50 @@ func (v *Vault) liveKeysLocked(ctx context.Context) (*keyState, error) {
 }
 
 // unwrapKeys unwraps the root secret and every DEK of the newest keyring
-// generation with p. The caller wipes the root secret.
+// generation with p, after checking the generation against the catalog's
+// anchor and its MAC (docs/format.md §7.3): a generation a store writer
+// planted, put back or left out is refused before any DEK it names is
+// used. A newer generation a key holder proposed is anchored; a vault
+// without an anchor is anchored at its verified latest generation. The
+// caller wipes the root secret.
 func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState, seal.Key, error) {
 	var root seal.Key
-	kr, err := latestKeyring(ctx, v.opt.Store, v.rec.ID)
+	id := v.rec.ID
+	kr, err := latestKeyring(ctx, v.opt.Store, id)
 	if err != nil {
 		return nil, root, err
+	}
+	anchor, props, aerr := v.opt.Catalog.KeyAnchor(ctx, id)
+	anchored := aerr == nil
+	if aerr != nil && !errors.Is(aerr, vault.ErrNotFound) {
+		return nil, root, fmt.Errorf("read the keyring anchor: %w", aerr)
+	}
+	name := format.KeyringName(kr.Generation)
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("%w: keyring generation %s: %s; the store's keys/ (or the catalog) was changed by someone who does not hold the vault's keys: run coffer check, and restore keys/ or the catalog from a copy you trust", vault.ErrCorrupt, name, fmt.Sprintf(format, args...))
+	}
+	var proposed bool
+	switch {
+	case !anchored && kr.Format == 1 && v.cfg.Format == 2:
+		return nil, root, refuse("a format-1 keyring in a format-2 vault")
+	case anchored && kr.Format != format.Format:
+		return nil, root, refuse("a format-%d keyring, but the catalog anchors format-2 generation %d", kr.Format, anchor.Generation)
+	case anchored && kr.Generation < anchor.Generation:
+		return nil, root, refuse("it is older than generation %d, which the catalog recorded as current: a newer generation was deleted or an old one put back", anchor.Generation)
+	case anchored && kr.Generation == anchor.Generation:
+		if keyRefOf(kr) != anchor.KEK || kr.KEK.Alg != anchor.Alg {
+			// Checked before the KEK is asked to unwrap anything.
+			return nil, root, refuse("it names key %s (%s), but the catalog recorded %s (%s) for it", keyRefOf(kr), kr.KEK.Alg, anchor.KEK, anchor.Alg)
+		}
+	case anchored:
+		for _, pr := range props {
+			if pr.Generation == kr.Generation && hmac.Equal(pr.MAC[:], kr.MAC) {
+				proposed = true
+			}
+		}
+		if !proposed {
+			return nil, root, refuse("it is newer than generation %d, which the catalog recorded as current, and no key holder proposed it", anchor.Generation)
+		}
 	}
 	kek := keyRefOf(kr)
 	unwrap := func(data, aad []byte, what string) (seal.Key, error) {
@@ -96,19 +140,100 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		clear(b)
 		return k, nil
 	}
-	if root, err = unwrap(kr.Root, rootAAD(v.rec.ID), "root secret"); err != nil {
+	if root, err = unwrap(kr.Root, rootAAD(id), "root secret"); err != nil {
 		return nil, root, err
+	}
+	fail := func(err error) (*keyState, seal.Key, error) {
+		root.Wipe()
+		return nil, root, err
+	}
+	macKey := format.KeyringMACKey(root, id)
+	commit := format.RootCommit(root, id)
+	ks := &keyState{keyring: kr, cur: kr.CurrentDEK, provider: p, loaded: v.opt.Now(), macKey: macKey, commit: commit}
+	if kr.Format == format.Format {
+		if anchored && !hmac.Equal(commit[:], anchor.RootCommit[:]) {
+			return fail(refuse("its root secret is not this vault's (the catalog's root commitment differs): someone wrapped a root secret of their own"))
+		}
+		if err := kr.VerifyWith(macKey, id); err != nil {
+			return fail(fmt.Errorf("%w; refused: run coffer check, and restore keys/ from a copy you trust", err))
+		}
+		if anchored && kr.Generation == anchor.Generation && !hmac.Equal(kr.MAC, anchor.MAC[:]) {
+			return fail(refuse("it is not the generation the catalog recorded (another MAC)"))
+		}
+		// The config is authenticated through the keyring's copy.
+		c := *kr.Config
+		c.Format = v.cfg.Format // a format-1 config: an upgrade cut short (§10)
+		if !c.Equal(v.cfg) {
+			return fail(fmt.Errorf("%w: the vault config was changed: it says chunk sizes %d/%d/%d and pack size %d, the authenticated keyring %d/%d/%d and %d; restore the config object from a copy you trust", vault.ErrCorrupt,
+				v.cfg.Chunker.Min, v.cfg.Chunker.Avg, v.cfg.Chunker.Max, v.cfg.PackSize, kr.Config.Chunker.Min, kr.Config.Chunker.Avg, kr.Config.Chunker.Max, kr.Config.PackSize))
+		}
 	}
 	deks := map[uint32]seal.Key{}
 	for _, d := range kr.DEKs {
-		k, err := unwrap(d.Wrapped, dekAAD(v.rec.ID, d.Version), fmt.Sprintf("DEK v%d", d.Version))
+		k, err := unwrap(d.Wrapped, dekAAD(id, d.Version), fmt.Sprintf("DEK v%d", d.Version))
 		if err != nil {
-			root.Wipe()
-			return nil, root, err
+			return fail(err)
 		}
 		deks[d.Version] = k
 	}
-	return &keyState{keyring: kr, deks: deks, cur: kr.CurrentDEK, provider: p, loaded: v.opt.Now()}, root, nil
+	ks.deks = deks
+	if kr.Format == format.Format && (!anchored || proposed) {
+		a := v.anchorOf(kr, commit)
+		prev := uint64(0)
+		if anchored {
+			prev = anchor.Generation
+		}
+		if err := v.setAnchor(ctx, a, prev); err != nil {
+			return fail(err)
+		}
+		if !anchored {
+			v.log.Warn("the catalog had no keyring anchor for this vault: anchored at the store's verified latest generation", "vault", v.opt.Name, "generation", kr.Generation)
+			v.opt.Catalog.AddKeyEvent(ctx, vault.KeyEvent{Vault: id, Time: v.opt.Now(), Principal: "system", Event: vault.KeyEventAnchor, KEK: kek.String(),
+				Detail: fmt.Sprintf("the catalog had no keyring anchor: anchored at generation %d from the store (a rebuilt catalog, or the anchor was deleted)", kr.Generation), OK: true})
+		}
+	}
+	return ks, root, nil
+}
+
+func (v *Vault) anchorOf(kr *format.Keyring, commit [format.MACSize]byte) vault.KeyAnchor {
+	a := vault.KeyAnchor{Generation: kr.Generation, RootCommit: commit, KEK: keyRefOf(kr), Alg: kr.KEK.Alg, Time: v.opt.Now()}
+	copy(a.MAC[:], kr.MAC)
+	return a
+}
+
+// setAnchor makes a the anchor if the catalog's is at prev; it succeeds
+// too when another process anchored the same generation first.
+func (v *Vault) setAnchor(ctx context.Context, a vault.KeyAnchor, prev uint64) error {
+	err := v.opt.Catalog.SetKeyAnchor(ctx, v.rec.ID, a, prev)
+	if errors.Is(err, vault.ErrConflict) {
+		if cur, _, rerr := v.opt.Catalog.KeyAnchor(ctx, v.rec.ID); rerr == nil && cur.Generation == a.Generation && cur.MAC == a.MAC {
+			return nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("anchor keyring generation %d in the catalog: %w", a.Generation, err)
+	}
+	return nil
+}
+
+// commitKeyring authenticates kr (a generation after prev) under macKey
+// and stores it as docs/format.md §7.2 says: proposal in the catalog,
+// write-once store, anchor.
+func (v *Vault) commitKeyring(ctx context.Context, kr *format.Keyring, macKey seal.Key, commit [format.MACSize]byte, prev uint64) error {
+	kr.Format = format.Format
+	kr.MAC = kr.MACWith(macKey, v.rec.ID)
+	pr := vault.KeyProposal{Generation: kr.Generation, Time: v.opt.Now()}
+	copy(pr.MAC[:], kr.MAC)
+	if err := v.opt.Catalog.ProposeKeyring(ctx, v.rec.ID, pr); err != nil {
+		return fmt.Errorf("propose keyring generation %d: %w", kr.Generation, err)
+	}
+	if err := v.storeKeyring(ctx, kr); err != nil {
+		return err
+	}
+	if err := v.setAnchor(ctx, v.anchorOf(kr, commit), prev); err != nil {
+		return fmt.Errorf("keyring generation %d is stored, but %w (the next open completes it)", kr.Generation, err)
+	}
+	return nil
 }
 
 // dropKeys replaces old with a state that holds no DEK, and empties the
@@ -118,6 +243,12 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 func (v *Vault) dropKeys(old *keyState) {
 	v.keys.Store(&keyState{keyring: old.keyring, cur: old.cur, provider: old.provider})
 	v.clearOpeners()
+	// What the key provider keeps in memory goes too (a parsed RSA key,
+	// the platform key file's versions): it is read again at the next
+	// unwrap.
+	if f, ok := old.provider.(vault.SecretDropper); ok {
+		f.DropSecrets()
+	}
 }
 
 func (v *Vault) clearOpeners() {
@@ -162,6 +293,7 @@ func (ks *keyState) wipe() {
 		d.Wipe()
 		ks.deks[k] = d
 	}
+	ks.macKey.Wipe()
 }
 
 // ErrKeyChanged reports that another process changed the vault's keys
@@ -206,19 +338,22 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 		deks[ver] = k
 	}
 	deks[next] = dek
-	if err := v.storeKeyring(ctx, &kr); err != nil {
+	if err := v.commitKeyring(ctx, &kr, old.macKey, old.commit, old.keyring.Generation); err != nil {
 		dek.Wipe()
 		return 0, fmt.Errorf("rotate DEK: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded})
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded, macKey: old.macKey, commit: old.commit})
 	return next, nil
 }
 
 // Rewrap stores the next keyring generation with the root secret and
-// every DEK wrapped by to's current KEK, and uses to from now on. Nothing
-// else changes: packs, trees and snapshots stay byte for byte as they are
-// (docs/keys.md: rewrap, never re-encrypt). The old KEK is needed once,
-// to unwrap the root secret.
+// every DEK wrapped by to's current KEK, plus a fresh DEK that new packs
+// and snapshots use from now on, and uses to from now on. Packs, trees
+// and snapshots stay byte for byte as they are (docs/keys.md: rewrap,
+// never re-encrypt). The old KEK is needed once, to unwrap the root
+// secret. The fresh DEK means that a copy of an older generation, which
+// the previous KEK still opens, opens nothing written after the switch
+// (docs/format.md §7.2).
 func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	v.keyMu.Lock()
 	defer v.keyMu.Unlock()
@@ -240,36 +375,61 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	kr.Created = v.opt.Now().UTC()
 	kr.KEK = format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg}
 	kr.Root = wroot.Data
-	kr.DEKs = make([]format.KeyringDEK, len(old.keyring.DEKs))
+	kr.DEKs = make([]format.KeyringDEK, len(old.keyring.DEKs), len(old.keyring.DEKs)+1)
+	wrap := func(k seal.Key, ver uint32) ([]byte, error) {
+		w, err := to.Wrap(ctx, k[:], dekAAD(v.rec.ID, ver))
+		if err != nil {
+			return nil, fmt.Errorf("rewrap: wrap DEK v%d with %s: %w", ver, to.Current(), err)
+		}
+		if w.KEK != wroot.KEK || w.Alg != wroot.Alg {
+			return nil, fmt.Errorf("rewrap: the key provider changed keys while wrapping (%s, then %s)", wroot.KEK, w.KEK)
+		}
+		return w.Data, nil
+	}
+	next := uint32(0)
 	for i, d := range old.keyring.DEKs {
 		k, ok := old.deks[d.Version]
 		if !ok {
 			return fmt.Errorf("rewrap: %w: DEK v%d is not loaded", vault.ErrKeyUnavailable, d.Version)
 		}
-		w, err := to.Wrap(ctx, k[:], dekAAD(v.rec.ID, d.Version))
+		w, err := wrap(k, d.Version)
 		if err != nil {
-			return fmt.Errorf("rewrap: wrap DEK v%d with %s: %w", d.Version, to.Current(), err)
+			return err
 		}
-		if w.KEK != wroot.KEK || w.Alg != wroot.Alg {
-			return fmt.Errorf("rewrap: the key provider changed keys while wrapping (%s, then %s)", wroot.KEK, w.KEK)
-		}
-		kr.DEKs[i] = format.KeyringDEK{Version: d.Version, Created: d.Created, Wrapped: w.Data}
+		kr.DEKs[i] = format.KeyringDEK{Version: d.Version, Created: d.Created, Wrapped: w}
+		next = max(next, d.Version)
 	}
+	next++
+	dek := seal.NewRandomKey()
+	w, err := wrap(dek, next)
+	if err != nil {
+		dek.Wipe()
+		return err
+	}
+	kr.DEKs = append(kr.DEKs, format.KeyringDEK{Version: next, Created: kr.Created, Wrapped: w})
+	kr.CurrentDEK = next
 	// Prove the new generation opens before it is stored.
 	back, err := to.Unwrap(ctx, wroot, rootAAD(v.rec.ID))
 	if err != nil || !bytes.Equal(back, rootB) {
+		dek.Wipe()
 		return fmt.Errorf("rewrap: the new key does not give the root secret back (%v); nothing was changed", err)
 	}
 	clear(back)
-	if err := v.storeKeyring(ctx, &kr); err != nil {
+	if err := v.commitKeyring(ctx, &kr, old.macKey, old.commit, old.keyring.Generation); err != nil {
+		dek.Wipe()
 		return fmt.Errorf("rewrap: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to, loaded: old.loaded})
+	deks := make(map[uint32]seal.Key, len(old.deks)+1)
+	for ver, k := range old.deks {
+		deks[ver] = k
+	}
+	deks[next] = dek
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: to, loaded: old.loaded, macKey: old.macKey, commit: old.commit})
 	// The older generations wrap the same DEKs under the previous KEK:
 	// left in the store, that key would still open the vault, and a
 	// revoked customer key would not shred anything while the platform
 	// key file that wrapped the vault before still exists. The new
-	// generation is durable, so they go now.
+	// generation is durable and anchored, so they go now.
 	if err := v.removeKeyringsBefore(ctx, kr.Generation); err != nil {
 		v.log.Warn("older keyring generations could not all be removed; the previous key may still open them", "err", err)
 		return fmt.Errorf("rewrap: the vault's keys are rewrapped, but %w", err)
@@ -299,11 +459,8 @@ func (v *Vault) removeKeyringsBefore(ctx context.Context, gen uint64) error {
 
 // storeKeyring writes keyring generation kr.Generation, write-once.
 func (v *Vault) storeKeyring(ctx context.Context, kr *format.Keyring) error {
-	kb, err := json.MarshalIndent(kr, "", "  ")
-	if err != nil {
-		return err
-	}
-	err = v.opt.Store.Put(ctx, keyringHandle(kr.Generation), bytes.NewReader(kb), int64(len(kb)))
+	kb := kr.Encode()
+	err := v.opt.Store.Put(ctx, keyringHandle(kr.Generation), bytes.NewReader(kb), int64(len(kb)))
 	if errors.Is(err, vault.ErrExists) {
 		return ErrKeyChanged
 	}
@@ -342,5 +499,58 @@ func (v *Vault) ProbeKey(ctx context.Context) error {
 	if !bytes.Equal(back, probe[:]) {
 		return fmt.Errorf("%w: the key provider %s gave back a different secret", vault.ErrWrongKey, w.KEK)
 	}
+	return nil
+}
+
+// upgrade brings a format-1 vault to format 2 (docs/format.md §10): it
+// writes the next keyring generation in format 2 (same KEK, root and
+// wrapped DEKs, with the config's copy and the MAC), anchors it, and
+// replaces the config object. With rewriteConfig, a format-2 keyring was
+// found beside a format-1 or missing config (an upgrade cut short), and
+// only the config is written.
+func (v *Vault) upgrade(ctx context.Context, rewriteConfig bool) error {
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	ks := v.keys.Load()
+	if ks.keyring.Format == 1 {
+		kr := *ks.keyring
+		cfg := v.cfg
+		cfg.Format = format.Format
+		kr.Config = &cfg
+		kr.Generation++
+		kr.Created = v.opt.Now().UTC()
+		err := v.commitKeyring(ctx, &kr, ks.macKey, ks.commit, 0)
+		if errors.Is(err, ErrKeyChanged) {
+			// Another process upgraded it at the same moment: use theirs.
+			nks, root, uerr := v.unwrapKeys(ctx, ks.provider)
+			root.Wipe()
+			if uerr != nil {
+				return fmt.Errorf("upgrade vault %q to format %d: %w", v.opt.Name, format.Format, uerr)
+			}
+			v.keys.Store(nks)
+			ks = nks
+		} else if err != nil {
+			return fmt.Errorf("upgrade vault %q to format %d: %w", v.opt.Name, format.Format, err)
+		} else {
+			v.keys.Store(&keyState{keyring: &kr, deks: ks.deks, cur: ks.cur, provider: ks.provider, loaded: ks.loaded, macKey: ks.macKey, commit: ks.commit})
+			v.log.Info("vault upgraded to storage format 2", "vault", v.opt.Name, "generation", kr.Generation)
+		}
+		rewriteConfig = true
+	}
+	if !rewriteConfig {
+		return nil
+	}
+	// The keyring now holds the authenticated config; the object is
+	// replaced (it is write-once: delete, then write). A crash in between
+	// leaves no config, which the next open restores from the keyring.
+	cfg := *v.keys.Load().keyring.Config
+	cb, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := v.opt.Store.Delete(ctx, configHandle()); err != nil && !errors.Is(err, vault.ErrNotFound) {
+		return fmt.Errorf("upgrade vault %q: replace the config: %w", v.opt.Name, err)
+	}
+	if err := v.opt.Store.Put(ctx, configHandle(), bytes.NewReader(cb), int64(len(cb))); err != nil && !errors.Is(err, vault.ErrExists) {
+		return fmt.Errorf("upgrade vault %q: write the format-%d config: %w", v.opt.Name, format.Format, err)
+	}
+	v.cfg = cfg
 	return nil
 }

@@ -121,7 +121,8 @@ func TestRewrapNeverReencrypts(t *testing.T) {
 			t.Errorf("pack %s changed in a rewrap", name[:8])
 		}
 	}
-	if ki := v.KeyInfo(); ki.KEK.KeyID != other.Current().KeyID || ki.KeyringGen != 3 || ki.DEKCount != 2 {
+	// A KEK switch also rotates the DEK (docs/format.md §7.2).
+	if ki := v.KeyInfo(); ki.KEK.KeyID != other.Current().KeyID || ki.KeyringGen != 3 || ki.DEKCount != 3 || ki.DEKVersion != 3 {
 		t.Errorf("after rewrap: %+v", ki)
 	}
 	v.Close()

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"os"
 	"testing"
 	"time"
 
@@ -199,13 +200,18 @@ func FuzzParseKeyring(f *testing.F) {
 	f.Add("0000000001", []byte(`{"format":1,"vault":"`+vid.String()+`","generation":1,"created":"2024-01-02T03:04:05Z",`+
 		`"kek":{"provider":"platform","key_id":"k","version":"1"},"root":"AQI=","deks":[{"version":1,"created":"2024-01-02T03:04:05Z","wrapped":"AQI="}],"current_dek":1}`))
 	f.Add("0000000002", []byte(`{"format":1,"generation":2}`))
+	if b, err := os.ReadFile("testdata/keyring/good.json"); err == nil {
+		var k struct{ Vault string }
+		json.Unmarshal(b, &k)
+		f.Add("0000000002", bytes.ReplaceAll(b, []byte(k.Vault), []byte(vid.String())))
+	}
 	f.Add("x", []byte(`null`))
 	f.Fuzz(func(t *testing.T, name string, b []byte) {
 		k, err := format.ParseKeyring(name, b, vid)
 		if err != nil {
 			return
 		}
-		if k.Format != 1 || format.KeyringName(k.Generation) != name || k.Vault != vid.String() {
+		if (k.Format != 1 && k.Format != 2) || k.Generation == 0 || format.KeyringName(k.Generation) != name || k.Vault != vid.String() {
 			t.Fatalf("accepted %+v as %q", k, name)
 		}
 		found := false
@@ -214,6 +220,9 @@ func FuzzParseKeyring(f *testing.F) {
 		}
 		if !found {
 			t.Fatalf("accepted a keyring without its current DEK")
+		}
+		if k.Format == 2 && (k.Config == nil || k.Config.Validate() != nil || len(k.MAC) != format.MACSize) {
+			t.Fatalf("accepted a format-2 keyring without a valid config and MAC")
 		}
 		// What parses re-marshals and parses to the same.
 		again, err := json.Marshal(k)
@@ -237,7 +246,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if c.Format != 1 || c.PackSize < 1<<20 || c.PackSize > 1<<30 {
+		if (c.Format != 1 && c.Format != 2) || c.Validate() != nil || c.PackSize < 1<<20 || c.PackSize > 64<<20 || c.Chunker.Min < 4096 {
 			t.Fatalf("accepted %+v", c)
 		}
 		if _, err := vault.ParseID(c.ID); err != nil {

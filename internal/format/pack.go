@@ -84,6 +84,13 @@ func (w *PackWriter) ID() vault.ID { return w.id }
 // Size is the number of bytes written so far.
 func (w *PackWriter) Size() int { return len(w.buf) }
 
+// SizeWith is the size the finished pack would have with one more blob
+// of sealed length sealedLen: prefix, sealed blobs, the sealed header with
+// every entry, and its 4-byte length (docs/format.md §4).
+func (w *PackWriter) SizeWith(sealedLen int) int {
+	return len(w.buf) + sealedLen + 8 + (len(w.entries)+1)*packEntrySize + seal.Overhead + 4
+}
+
 // Count is the number of blobs added.
 func (w *PackWriter) Count() int { return len(w.entries) }
 

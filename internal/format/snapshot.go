@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -113,91 +112,4 @@ func OpenSnapshot(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, error
 		}
 	}
 	return s, nil
-}
-
-// Config is the vault's plaintext config object (docs/format.md §6).
-type Config struct {
-	Format   int                 `json:"format"`
-	ID       string              `json:"id"`
-	Created  time.Time           `json:"created"`
-	Chunker  vault.ChunkerParams `json:"chunker"`
-	PackSize int                 `json:"pack_size"`
-}
-
-// ParseConfig decodes and validates a config object.
-func ParseConfig(b []byte) (Config, error) {
-	var c Config
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("config: %w: %v", vault.ErrCorrupt, err)
-	}
-	if c.Format != 1 {
-		return c, fmt.Errorf("config: unknown vault format %d (this coffer reads format 1; upgrade coffer)", c.Format)
-	}
-	if _, err := vault.ParseID(c.ID); err != nil {
-		return c, fmt.Errorf("config: %w: %v", vault.ErrCorrupt, err)
-	}
-	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
-		return c, fmt.Errorf("config: %w: pack size %d", vault.ErrCorrupt, c.PackSize)
-	}
-	return c, nil
-}
-
-// Keyring is one generation of the vault's wrapped keys (docs/format.md §7).
-type Keyring struct {
-	Format     int          `json:"format"`
-	Vault      string       `json:"vault"`
-	Generation uint64       `json:"generation"`
-	Created    time.Time    `json:"created"`
-	KEK        KeyringKEK   `json:"kek"`
-	Root       []byte       `json:"root"`
-	DEKs       []KeyringDEK `json:"deks"`
-	CurrentDEK uint32       `json:"current_dek"`
-}
-
-// KeyringKEK names the KEK that wrapped a keyring generation.
-type KeyringKEK struct {
-	Provider string `json:"provider"`
-	KeyID    string `json:"key_id"`
-	Version  string `json:"version"`
-	Alg      string `json:"alg"`
-}
-
-// KeyringDEK is one wrapped DEK.
-type KeyringDEK struct {
-	Version uint32    `json:"version"`
-	Created time.Time `json:"created"`
-	Wrapped []byte    `json:"wrapped"`
-}
-
-// KeyringName is the object name of generation g.
-func KeyringName(g uint64) string { return fmt.Sprintf("%010d", g) }
-
-// ParseKeyring decodes a keyring object named name and checks its shape.
-func ParseKeyring(name string, b []byte, vaultID vault.ID) (*Keyring, error) {
-	var k Keyring
-	if len(b) > 1<<20 {
-		return nil, fmt.Errorf("keyring %s: %w: too large", name, vault.ErrCorrupt)
-	}
-	if err := json.Unmarshal(b, &k); err != nil {
-		return nil, fmt.Errorf("keyring %s: %w: %v", name, vault.ErrCorrupt, err)
-	}
-	if k.Format != 1 {
-		return nil, fmt.Errorf("keyring %s: unknown format %d", name, k.Format)
-	}
-	if KeyringName(k.Generation) != name {
-		return nil, fmt.Errorf("keyring %s: %w: generation %d does not match its name", name, vault.ErrCorrupt, k.Generation)
-	}
-	if k.Vault != hex.EncodeToString(vaultID[:]) {
-		return nil, fmt.Errorf("keyring %s: %w: belongs to another vault", name, vault.ErrCorrupt)
-	}
-	found := false
-	for _, d := range k.DEKs {
-		if d.Version == k.CurrentDEK {
-			found = true
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("keyring %s: %w: current DEK %d not listed", name, vault.ErrCorrupt, k.CurrentDEK)
-	}
-	return &k, nil
 }

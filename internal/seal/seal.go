@@ -22,6 +22,9 @@ const (
 	LabelPack     = "coffer/v1/pack"
 	LabelSnapshot = "coffer/v1/snapshot"
 	LabelWrap     = "coffer/v1/wrap"
+	// Format 2 (docs/format.md §7.1, §7.3).
+	LabelKeyringMAC = "coffer/v2/keyring-mac"
+	LabelRootCommit = "coffer/v2/root-commit"
 )
 
 // KeySize is the size of every key and secret.

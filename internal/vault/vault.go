@@ -133,6 +133,25 @@ type Store interface {
 	Close() error
 }
 
+// KeyAnchor is the catalog's record of a vault's current keyring
+// generation: a store writer cannot roll it back, and a keyring that does
+// not match it is refused (docs/format.md §7.3).
+type KeyAnchor struct {
+	Generation uint64
+	MAC        [32]byte // the generation's keyring MAC
+	RootCommit [32]byte // HKDF of the root secret: fixes which secret is the vault's
+	KEK        KeyRef
+	Alg        string
+	Time       time.Time
+}
+
+// KeyProposal is a keyring generation a key holder is about to store.
+type KeyProposal struct {
+	Generation uint64
+	MAC        [32]byte
+	Time       time.Time
+}
+
 // Request is a multi-user authorization request: a critical change that
 // takes effect only when a different principal holding the
 // security-approver role approves it (docs/retention.md).
@@ -363,6 +382,7 @@ const (
 	KeyEventUsePMK         = "use-pmk"         // the vault was switched to the platform-managed KEK
 	KeyEventKeyUnavailable = "key-unavailable" // the KEK could not be reached or used
 	KeyEventKeyRecovered   = "key-recovered"   // the KEK was reached again after a failure
+	KeyEventAnchor         = "key-anchor"      // the catalog had no keyring anchor: the store's verified latest generation was anchored
 )
 
 // KeyEvent is one entry of a vault's key audit trail: who did what to
@@ -527,6 +547,22 @@ type Catalog interface {
 	// request, ErrConflict if it is not pending (decided already).
 	DecideRequest(ctx context.Context, id string, state RequestState, by string, at time.Time) error
 
+	// KeyAnchor returns the anchor of vault's keyring (docs/format.md
+	// §7.3) and the proposed generations recorded since, ordered by
+	// generation. The error is ErrNotFound when the vault has no anchor
+	// (proposals are returned all the same).
+	KeyAnchor(ctx context.Context, vault ID) (KeyAnchor, []KeyProposal, error)
+	// ProposeKeyring records that a key holder is about to store keyring
+	// generation p.Generation with MAC p.MAC; ErrNotFound if there is no
+	// such vault. Recording the same proposal twice succeeds.
+	ProposeKeyring(ctx context.Context, vault ID, p KeyProposal) error
+	// SetKeyAnchor makes a the vault's anchor, in one transaction that
+	// first checks that the current anchor's generation is prev (0: the
+	// vault has no anchor) and that a.Generation is above prev, and then
+	// removes the proposals at or below a.Generation: ErrConflict when
+	// the check fails, ErrNotFound if there is no such vault.
+	SetKeyAnchor(ctx context.Context, vault ID, a KeyAnchor, prev uint64) error
+
 	// Close releases resources.
 	Close() error
 }
@@ -562,6 +598,14 @@ type KeyProvider interface {
 	Wrap(ctx context.Context, secret, aad []byte) (WrappedKey, error)
 	// Unwrap opens w, which must have been wrapped with the same aad.
 	Unwrap(ctx context.Context, w WrappedKey, aad []byte) ([]byte, error)
+}
+
+// SecretDropper is a KeyProvider that keeps key material in memory (a
+// parsed private key, a key file's versions) and can forget it: a vault
+// calls DropSecrets when it drops its own unwrapped keys (a key TTL), and
+// the provider reads the material again at its next Wrap or Unwrap.
+type SecretDropper interface {
+	DropSecrets()
 }
 
 // ChunkerParams are a vault's FastCDC sizes (docs/format.md §2).

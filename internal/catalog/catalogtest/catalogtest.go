@@ -90,6 +90,9 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"RequestDecideInvalid", testRequestDecideInvalid},
 		{"RequestDecideConcurrent", testRequestDecideConcurrent},
 		{"VaultDelete", testVaultDelete},
+		{"KeyAnchorLifecycle", testKeyAnchorLifecycle},
+		{"KeyAnchorConflict", testKeyAnchorConflict},
+		{"KeyAnchorUnknownVault", testKeyAnchorUnknownVault},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

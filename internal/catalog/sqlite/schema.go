@@ -195,6 +195,8 @@ var migrations = [][]string{
 	// 7: the tamper-evident audit log: entries, their tree hashes and
 	// signed checkpoints (audit.go, docs/audit.md).
 	migrationAudit,
+	// 8: keyring anchors (keyring.go, docs/format.md §7.3).
+	migrationKeyAnchors,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

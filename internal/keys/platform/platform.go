@@ -221,6 +221,64 @@ func (ks *Keystore) Rotate(now time.Time) (vault.KeyRef, error) {
 	return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
 }
 
+// DropSecrets wipes every KEK version held in memory; the next Wrap or
+// Unwrap reads the key file again (and fails if it is gone). A vault
+// calls it when its unwrapped keys outlive their time to live.
+func (ks *Keystore) DropSecrets() {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	for v, k := range ks.keys {
+		k.Wipe()
+		ks.keys[v] = k
+	}
+	ks.keys = nil
+}
+
+var _ vault.SecretDropper = (*Keystore)(nil)
+
+// reload reads the key file again after DropSecrets. The caller holds
+// ks.mu for writing.
+func (ks *Keystore) reload() error {
+	if ks.keys != nil {
+		return nil
+	}
+	disk, err := Open(ks.path)
+	if err != nil {
+		return err
+	}
+	if disk.id != ks.id {
+		return fmt.Errorf("%w: key file %s now holds platform key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+	}
+	ks.keys, ks.info = disk.keys, disk.info
+	ks.cur = max(ks.cur, disk.cur)
+	return nil
+}
+
+// kek returns KEK version v (the current one when v is 0), reading the
+// key file again if the versions were dropped.
+func (ks *Keystore) kek(v int) (seal.Key, int, bool, error) {
+	ks.mu.RLock()
+	if ks.keys != nil {
+		if v == 0 {
+			v = ks.cur
+		}
+		k, ok := ks.keys[v]
+		ks.mu.RUnlock()
+		return k, v, ok, nil
+	}
+	ks.mu.RUnlock()
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if err := ks.reload(); err != nil {
+		return seal.Key{}, v, false, err
+	}
+	if v == 0 {
+		v = ks.cur
+	}
+	k, ok := ks.keys[v]
+	return k, v, ok, nil
+}
+
 // Wrap implements vault.KeyProvider.
 func (ks *Keystore) Wrap(_ context.Context, secret, aad []byte) (vault.WrappedKey, error) {
 	if len(secret) != seal.KeySize {
@@ -229,10 +287,16 @@ func (ks *Keystore) Wrap(_ context.Context, secret, aad []byte) (vault.WrappedKe
 	var s seal.Key
 	copy(s[:], secret)
 	defer s.Wipe()
-	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	ref := vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}
-	return vault.WrappedKey{KEK: ref, Alg: Alg, Data: seal.Wrap(ks.keys[ks.cur], s, aad)}, nil
+	kek, cur, ok, err := ks.kek(0)
+	if err != nil {
+		return vault.WrappedKey{}, fmt.Errorf("wrap: %w", err)
+	}
+	defer kek.Wipe()
+	if !ok {
+		return vault.WrappedKey{}, fmt.Errorf("wrap: %w: key file %s lacks its current version %d", vault.ErrKeyUnavailable, ks.path, cur)
+	}
+	ref := vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(cur)}
+	return vault.WrappedKey{KEK: ref, Alg: Alg, Data: seal.Wrap(kek, s, aad)}, nil
 }
 
 // Unwrap implements vault.KeyProvider.
@@ -247,9 +311,11 @@ func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad KEK version %q", vault.ErrCorrupt, w.KEK.Version)
 	}
-	ks.mu.RLock()
-	kek, ok := ks.keys[v]
-	ks.mu.RUnlock()
+	kek, _, ok, err := ks.kek(v)
+	if err != nil {
+		return nil, fmt.Errorf("unwrap: %w", err)
+	}
+	defer kek.Wipe()
 	if !ok {
 		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s", vault.ErrKeyUnavailable, ks.path, v, ks.id)
 	}

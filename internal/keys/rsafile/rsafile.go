@@ -161,6 +161,21 @@ func (p *Provider) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([]
 	return nil, fmt.Errorf("unwrap: %w: rsa-file key %s (version %s) does not open this wrapped key: it was wrapped for another vault or purpose, or altered", vault.ErrWrongKey, p.path, k.version)
 }
 
+// DropSecrets forgets the parsed private key and the file's bytes; the
+// next Wrap or Unwrap reads the file again. A vault calls it when its
+// unwrapped keys outlive their time to live, so that a key file removed
+// meanwhile leaves nothing of the key in this process (beyond what the
+// garbage collector has yet to reclaim: operations in flight may still
+// hold it, so it is released, not overwritten).
+func (p *Provider) DropSecrets() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.raw)
+	p.raw, p.key = nil, nil
+}
+
+var _ vault.SecretDropper = (*Provider)(nil)
+
 // load reads the key file, parsing it only when its bytes changed since
 // the last call. Every error wraps vault.ErrKeyUnavailable and names the
 // file; none contains its bytes.
