@@ -182,7 +182,7 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 	if !rt.public {
 		// An address that keeps failing is refused before its token is
 		// looked up.
-		src := sourceAddr(q.r)
+		src := sourceKey(q.r)
 		lim := &s.limiter
 		if q.r.Header.Get("Authorization") == "" {
 			lim = &s.anon

@@ -55,6 +55,10 @@ type Options struct {
 	// KeyDirs are the directories a customer-key URI may read files from
 	// (rsa-file keys, pin-source files).
 	KeyDirs []string
+	// CheckPassword checks a login's password against a stored hash
+	// (authn.CheckPassword when nil). Tests set it to watch the hashes
+	// logins compute.
+	CheckPassword func(phc, password string) error
 }
 
 // Server serves the vaults under one data directory.
@@ -69,11 +73,14 @@ type Server struct {
 	mu     sync.Mutex
 	vaults map[string]*openVault
 
-	audit   *audit.Log     // the tamper-evident audit log (audit.go)
-	auditVK string         // its checkpoints' verifier key (public)
-	writers writerSessions // remote backups' sessions (sessions.go)
-	limiter limiter        // failed authentications per address (principals.go)
-	anon    limiter        // requests without a token, per address
+	audit    *audit.Log     // the tamper-evident audit log (audit.go)
+	auditVK  string         // its checkpoints' verifier key (public)
+	writers  writerSessions // remote backups' sessions (sessions.go)
+	limiter  limiter        // failed authentications per address (limits.go)
+	anon     limiter        // requests without a token, per address
+	plimiter limiter        // failed logins per principal, from addresses it did not log in from
+	known    knownAddrs     // addresses each principal logged in from
+	pwSlots  chan struct{}  // password hashes running (limits.go)
 
 	reqSeq atomic.Uint64
 }
@@ -136,7 +143,9 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 		return nil, false, err
 	}
 	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(),
-		anon: limiter{limit: anonymousLimit}}
+		anon:     limiter{limit: anonymousLimit},
+		plimiter: limiter{limit: principalLimit, window: principalWindow, base: principalBlock, max: principalMaxBlock},
+		pwSlots:  make(chan struct{}, passwordSlots())}
 	if err := s.openAudit(ctx); err != nil {
 		cat.Close()
 		return nil, false, err

@@ -1,0 +1,302 @@
+package server_test
+
+// Floods and resource bounds: an attacker with no token (or a low-role
+// token) must not exhaust the server's memory, CPU or disk, hold its
+// connections, or grow its audit log without bound. Each test plays that
+// attacker over loopback TLS in a bounded loop; memory is measured by
+// counting the expensive operations through the server's hooks or with
+// runtime/metrics, never by a wall-clock assertion.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+)
+
+// hashWatch stands in for the server's password check: it counts the
+// checks, how many run at once, and the hashes they were given. While
+// gate is open (nil or closed) a check returns at once.
+type hashWatch struct {
+	good string // the one password that is checked for real
+
+	mu    sync.Mutex
+	cur   int
+	max   int
+	calls int
+	bad   int // checks of a password other than good
+	phcs  []string
+	gate  chan struct{}
+	real  bool // check every password with authn.CheckPassword
+}
+
+func (w *hashWatch) check(phc, password string) error {
+	w.mu.Lock()
+	w.cur++
+	w.calls++
+	if password != w.good {
+		w.bad++
+	}
+	w.max = max(w.max, w.cur)
+	w.phcs = append(w.phcs, phc)
+	gate, real := w.gate, w.real
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.cur--
+		w.mu.Unlock()
+	}()
+	if gate != nil {
+		<-gate
+	}
+	if real || password == w.good {
+		return authn.CheckPassword(phc, password)
+	}
+	return authn.ErrBadPassword
+}
+
+func (w *hashWatch) stats() (calls, bad, maxConc int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.calls, w.bad, w.max
+}
+
+func (w *hashWatch) reset() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.phcs
+	w.calls, w.bad, w.max, w.phcs = 0, 0, 0, nil
+	return p
+}
+
+// arenaWatching starts an arena whose password checks go through w.
+func arenaWatching(t *testing.T, w *hashWatch) *arena {
+	t.Helper()
+	return newArenaWith(t, servertest.Options{Configure: func(o *server.Options) { o.CheckPassword = w.check }})
+}
+
+// from returns an HTTP client whose connections come from the loopback
+// address ip (any of 127.0.0.0/8), as an attacker rotating addresses.
+func (a *arena) from(ip string) *http.Client {
+	a.t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := &http.Transport{TLSClientConfig: a.env.TLS, DialContext: d.DialContext}
+	hc := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	a.t.Cleanup(tr.CloseIdleConnections)
+	return hc
+}
+
+// answer is one raw call's outcome.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error
+}
+
+// send sends one request with hc (no t.Fatal: goroutines call it).
+func (a *arena) send(hc *http.Client, method, path, token string, body any) answer {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		p, err := json.Marshal(b)
+		if err != nil {
+			return answer{err: err}
+		}
+		rd = bytes.NewReader(p)
+	}
+	req, err := http.NewRequest(method, a.env.URL+path, rd)
+	if err != nil {
+		return answer{err: err}
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return answer{err: err}
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return answer{status: resp.StatusCode, header: resp.Header, body: out, err: err}
+}
+
+func (a *arena) login(hc *http.Client, name, password string) answer {
+	return a.send(hc, "POST", "/v1/login", "", api.Login{Name: name, Password: password})
+}
+
+// TestAttackLoginFloodBoundsHashes: 40 parallel logins with a wrong
+// password, from one address and without a token. Each password check
+// costs 64 MiB; the server must run no more of them at once than it has
+// cores, and no more in all than the address's failure limit (each
+// attempt counted before its hash, not after). The others are refused
+// with 429 or 503 and a Retry-After.
+func TestAttackLoginFloodBoundsHashes(t *testing.T) {
+	w := &hashWatch{good: "correct horse battery", gate: make(chan struct{})}
+	a := arenaWatching(t, w)
+	a.principal("alice", "user", w.good, "", "")
+	const n = 40
+	var answered atomic.Int32
+	res := make(chan answer, n)
+	for range n {
+		go func() {
+			r := a.login(a.hc, "alice", "wrong password 123")
+			answered.Add(1)
+			res <- r
+		}()
+	}
+	// Wait until every attempt is either hashing (held at the gate) or
+	// answered, then let the hashes finish.
+	for i := 0; i < 6000; i++ {
+		calls, _, _ := w.stats()
+		if calls+int(answered.Load()) >= n {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(w.gate)
+	statuses := map[int]int{}
+	for range n {
+		r := <-res
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		statuses[r.status]++
+		switch r.status {
+		case http.StatusUnauthorized:
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			if r.header.Get("Retry-After") == "" {
+				t.Errorf("%d without Retry-After: %s", r.status, r.body)
+			}
+		default:
+			t.Errorf("status %d: %s", r.status, r.body)
+		}
+	}
+	calls, _, maxConc := w.stats()
+	t.Logf("statuses %v, %d hashes, at most %d at once", statuses, calls, maxConc)
+	if limit := runtime.GOMAXPROCS(0); maxConc > limit {
+		t.Errorf("%d password hashes ran at once (64 MiB each), want at most %d (the cores)", maxConc, limit)
+	}
+	if calls > 10 {
+		t.Errorf("%d password hashes for one address's wrong guesses, want at most its limit of 10", calls)
+	}
+}
+
+// TestAttackLoginSameWorkForEveryName: a login spends one full-cost
+// password hash whatever the name: a user with a password, an unknown
+// name, a user without a password and an agent (which has none) must not
+// be told apart by timing.
+func TestAttackLoginSameWorkForEveryName(t *testing.T) {
+	w := &hashWatch{good: "correct horse battery", real: true}
+	a := arenaWatching(t, w)
+	a.principal("alice", "user", w.good, "", "")
+	a.principal("bob", "user", "", "", "")
+	a.principal("agent1", "agent", "", "", "")
+	ref, err := authn.HashPassword("a reference password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost := strings.Split(ref, "$")[1:4] // algorithm, version, m/t/p
+	for _, name := range []string{"alice", "nobody", "bob", "agent1"} {
+		w.reset()
+		r := a.login(a.hc, name, "wrong password 123")
+		if r.err != nil || r.status != http.StatusUnauthorized {
+			t.Fatalf("login %s: %d %v %s", name, r.status, r.err, r.body)
+		}
+		phcs := w.reset()
+		if len(phcs) != 1 {
+			t.Errorf("login %s: %d password hashes, want 1", name, len(phcs))
+			continue
+		}
+		if got := strings.Split(phcs[0], "$"); len(got) != 6 || strings.Join(got[1:4], "$") != strings.Join(cost, "$") {
+			t.Errorf("login %s: checked against %q, not a full-cost hash like %q", name, phcs[0], ref)
+		} else if err := authn.CheckPassword(phcs[0], "wrong password 123"); !errors.Is(err, authn.ErrBadPassword) {
+			t.Errorf("login %s: the check did not hash: %v", name, err)
+		}
+	}
+}
+
+// TestAttackLoginRotatingAddresses: guesses at one name spread over many
+// addresses, each below the per-address limit, are bounded by a
+// per-principal limit. The block is bounded: the real user still logs in
+// from an address it logged in from before, and anyone can again once
+// the block ends.
+func TestAttackLoginRotatingAddresses(t *testing.T) {
+	w := &hashWatch{good: "correct horse battery"}
+	a := arenaWatching(t, w)
+	a.principal("alice", "user", w.good, "", "")
+	home := a.from("127.0.0.1")
+	if r := a.login(home, "alice", w.good); r.status != http.StatusCreated {
+		t.Fatalf("alice's own login: %d %s", r.status, r.body)
+	}
+	w.reset()
+	refused := 0
+	for i := range 30 {
+		hc := a.from(fmt.Sprintf("127.0.0.%d", 2+i))
+		for range 5 {
+			r := a.login(hc, "alice", fmt.Sprintf("guess %d", i))
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.status == http.StatusTooManyRequests {
+				refused++
+			}
+		}
+	}
+	_, guesses, _ := w.stats()
+	t.Logf("150 guesses from 30 addresses: %d hashed, %d refused", guesses, refused)
+	if guesses > 20 {
+		t.Errorf("%d guesses at alice's password were checked from rotating addresses, want at most 20", guesses)
+	}
+	if r := a.login(home, "alice", w.good); r.status != http.StatusCreated {
+		t.Errorf("alice locked out of her usual address: %d %s", r.status, r.body)
+	}
+	fresh := a.from("127.0.0.99")
+	if r := a.login(fresh, "alice", w.good); r.status != http.StatusTooManyRequests {
+		t.Errorf("a new address during the block: %d %s", r.status, r.body)
+	}
+	a.env.Clock.Add(int64(16 * time.Minute))
+	if r := a.login(fresh, "alice", w.good); r.status != http.StatusCreated {
+		t.Errorf("alice still locked out after the block: %d %s", r.status, r.body)
+	}
+}
+
+// TestAttackLoginSuccessDoesNotResetGuesses: an attacker with an
+// account of its own logs in between guesses at another's password; a
+// success must not wipe the address's count of failures.
+func TestAttackLoginSuccessDoesNotResetGuesses(t *testing.T) {
+	w := &hashWatch{good: "correct horse battery"}
+	a := arenaWatching(t, w)
+	a.principal("alice", "user", "alice's secret password", "", "")
+	a.principal("mallory", "user", w.good, "", "")
+	hc := a.from("127.0.0.7")
+	for round := range 3 {
+		for i := range 9 {
+			a.login(hc, "alice", fmt.Sprintf("guess %d-%d", round, i))
+		}
+		a.login(hc, "mallory", w.good)
+	}
+	if _, guesses, _ := w.stats(); guesses > 10 {
+		t.Errorf("%d guesses checked from one address with successful logins in between, want at most 10", guesses)
+	}
+}
+
+var _ = context.Background
