@@ -299,4 +299,130 @@ func TestAttackLoginSuccessDoesNotResetGuesses(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+// auditEntries returns the audit entries whose source is not the
+// owner's address (127.0.0.1): the attacker's.
+func (a *arena) auditEntries() []api.AuditEntry {
+	a.t.Helper()
+	var es []api.AuditEntry
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "GET", "/v1/audit", a.env.OwnerToken, nil), &es); err != nil {
+		a.t.Fatal(err)
+	}
+	out := es[:0]
+	for _, e := range es {
+		if e.Source != "127.0.0.1" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// flushSummaries moves the server's clock past the minute and writes the
+// summaries of what was not audited one by one, as the server does every
+// minute and when it stops.
+func (a *arena) flushSummaries() {
+	a.t.Helper()
+	a.env.Clock.Add(int64(time.Minute))
+	if err := a.env.Server.FlushAuditSummaries(context.Background()); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// refusedIn sums what the entries say was refused: one per entry, or the
+// count a summary entry gives.
+func refusedIn(t *testing.T, es []api.AuditEntry) int {
+	t.Helper()
+	n := 0
+	for _, e := range es {
+		if e.Outcome == "ok" {
+			continue
+		}
+		if c, ok := e.Params["refused"]; ok {
+			var k int
+			if _, err := fmt.Sscan(c, &k); err != nil {
+				t.Fatalf("summary count %q: %v", c, err)
+			}
+			n += k
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// TestAttackAuditFloodOneAddress: without a token, an attacker sends
+// malformed logins carrying 4 KB each, and requests whose query string
+// holds 60 parameters of 1 KB. The audit log must not take an entry per
+// request, nor kilobytes per entry: past a few entries a minute, the
+// address's refusals are summed up in one entry, and echoed details are
+// capped.
+func TestAttackAuditFloodOneAddress(t *testing.T) {
+	a := newArena(t)
+	hc := a.from("127.0.0.5")
+	junk := strings.Repeat("A", 4000)
+	var q strings.Builder
+	for i := range 60 {
+		fmt.Fprintf(&q, "&p%d=%s", i, strings.Repeat("B", 1000))
+	}
+	const n = 300
+	for i := range n {
+		var r answer
+		switch i % 3 {
+		case 0:
+			r = a.send(hc, "POST", "/v1/login", "", []byte(`{"name":"`+junk+`","`+junk+`":1}`))
+		case 1:
+			r = a.send(hc, "POST", "/v1/login", "", []byte(`{"name":"`+junk+`","password":`))
+		default:
+			r = a.send(hc, "GET", "/v1/vaults/a?"+q.String()[1:], "", nil)
+		}
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.status < 400 {
+			t.Fatalf("request %d answered %d", i, r.status)
+		}
+	}
+	es := a.auditEntries()
+	t.Logf("%d requests: %d entries before the summary", n, len(es))
+	if len(es) > 20 {
+		t.Errorf("%d refused requests from one address made %d audit entries in a minute, want at most 20", n, len(es))
+	}
+	for _, e := range es {
+		if p, _ := json.Marshal(e); len(p) > 2048 {
+			t.Errorf("an audit entry of a refused request holds %d bytes, want at most 2 KiB: %.300s…", len(p), p)
+			break
+		}
+	}
+	a.flushSummaries()
+	es = a.auditEntries()
+	if got := refusedIn(t, es); got != n {
+		t.Errorf("the audit log accounts for %d refused requests, want %d", got, n)
+	}
+	if len(es) > 21 {
+		t.Errorf("%d entries after the summary, want at most 21", len(es))
+	}
+}
+
+// TestAttackAuditFloodManyAddresses: the same flood spread over 60
+// addresses. Per-address budgets are not enough: the entries of all
+// addresses in a minute, summaries included, are bounded.
+func TestAttackAuditFloodManyAddresses(t *testing.T) {
+	a := newArena(t)
+	const addrs, each = 60, 15
+	for i := range addrs {
+		hc := a.from(fmt.Sprintf("127.0.0.%d", 10+i))
+		for range each {
+			if r := a.send(hc, "POST", "/v1/login", "", []byte(`{"name":`)); r.err != nil || r.status != http.StatusBadRequest {
+				t.Fatalf("%d %v %s", r.status, r.err, r.body)
+			}
+		}
+	}
+	a.flushSummaries()
+	es := a.auditEntries()
+	t.Logf("%d requests from %d addresses: %d entries", addrs*each, addrs, len(es))
+	if len(es) > 130 {
+		t.Errorf("%d refused requests from %d addresses made %d audit entries, want at most 130", addrs*each, addrs, len(es))
+	}
+	if got := refusedIn(t, es); got != addrs*each {
+		t.Errorf("the audit log accounts for %d refused requests, want %d", got, addrs*each)
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -39,5 +40,41 @@ func TestLimiterAttemptCountsFirst(t *testing.T) {
 	l.refund("k")
 	if l.blocked("k", now) == 0 {
 		t.Error("a refund lifted the block")
+	}
+}
+
+// TestRefusalBookBounded: however many addresses a flood comes from,
+// a minute yields at most refusalsPerMinute entries one by one and
+// refusalSummaries+1 summaries, and the summaries account for every
+// refusal that was not recorded.
+func TestRefusalBookBounded(t *testing.T) {
+	var b refusalBook
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = 25_000
+	recorded := 0
+	for i := range n {
+		rec, due := b.admit(fmt.Sprintf("198.51.%d.%d", i/256, i%256), "POST /v1/login", false, false, now)
+		if len(due) > 0 {
+			t.Fatal("summaries due within the minute")
+		}
+		if rec {
+			recorded++
+		}
+	}
+	if recorded > refusalsPerMinute {
+		t.Errorf("%d recorded one by one, want at most %d", recorded, refusalsPerMinute)
+	}
+	_, due := b.admit("192.0.2.1", "GET /healthz", false, false, now.Add(time.Minute))
+	if len(due) > refusalSummaries+1 {
+		t.Errorf("%d summary entries, want at most %d", len(due), refusalSummaries+1)
+	}
+	counted := 0
+	for _, e := range due {
+		var k int
+		fmt.Sscan(e.Params["refused"], &k)
+		counted += k
+	}
+	if recorded+counted != n {
+		t.Errorf("%d recorded + %d summed up, want %d", recorded, counted, n)
 	}
 }

@@ -162,6 +162,11 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, status, api.Error{Code: code, Message: msg})
 	}
+	if rt.public && status >= 400 && code != api.CodeTooMany && code != api.CodeUnavailable {
+		// A refused request to a public route costs an audit entry (or a
+		// count) like one without a token to any other route.
+		s.anon.fail(sourceKey(r), s.opt.Now())
+	}
 	s.metrics.observe(rt.pattern, status, time.Since(start))
 	s.auditRequest(rt, q, status, code, err)
 	// One line per request; the bulk requests of a backup or restore
@@ -179,6 +184,11 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authorizeAndRun(rt Route, q *request) error {
+	if rt.public && rt.pattern != "GET /healthz" {
+		if wait := s.anon.blocked(sourceKey(q.r), s.opt.Now()); wait > 0 {
+			return s.tooMany(q, &s.anon, wait)
+		}
+	}
 	if !rt.public {
 		// An address that keeps failing is refused before its token is
 		// looked up.

@@ -61,6 +61,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	auditDone := make(chan struct{})
 	go func() { s.runAudit(actx); close(auditDone) }()
 	defer func() { stopAudit(); <-auditDone }()
+	go s.summaryLoop(actx)
 	select {
 	case err := <-errc:
 		return err
@@ -79,6 +80,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	if ferr := s.flushVaults(); ferr != nil && err == nil {
 		err = ferr
 	}
+	// The summaries go in before the audit log's last checkpoint.
+	s.FlushAuditSummaries(context.WithoutCancel(ctx))
 	return err
 }
 

@@ -81,6 +81,7 @@ type Server struct {
 	plimiter limiter        // failed logins per principal, from addresses it did not log in from
 	known    knownAddrs     // addresses each principal logged in from
 	pwSlots  chan struct{}  // password hashes running (limits.go)
+	refusals refusalBook    // refused requests counted for the audit log (auditsum.go)
 
 	reqSeq atomic.Uint64
 }
