@@ -17,16 +17,20 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // hashWatch stands in for the server's password check: it counts the
@@ -424,5 +428,123 @@ func TestAttackAuditFloodManyAddresses(t *testing.T) {
 	}
 	if got := refusedIn(t, es); got != addrs*each {
 		t.Errorf("the audit log accounts for %d refused requests, want %d", got, addrs*each)
+	}
+}
+
+// zeroFrame is one zstd frame of n zero bytes (a few KiB), written in
+// steps so that the test never holds n bytes.
+func zeroFrame(t *testing.T, n int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := make([]byte, 1<<20)
+	for i := 0; i < n; i += len(z) {
+		zw.Write(z[:min(len(z), n-i)])
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// uploadRecord is one upload record: header (raw and encoded lengths as
+// declared) and body (as sent, which may be shorter).
+func uploadRecord(t vault.BlobType, rawLen, encLen int, body []byte) []byte {
+	var id vault.ID
+	id[0] = byte(len(body))
+	return append(api.AppendUploadHeader(nil, api.Ref{Type: t, ID: id}, rawLen, encLen), body...)
+}
+
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestAttackUploadDeclaredLengths: an operator's upload records declare
+// lengths the bytes do not back: 128 MiB of raw data in a 4 KiB zstd
+// frame, 64 MiB of encoded data followed by 4 KiB and the end of the
+// body. The server must refuse data blobs longer than the vault's chunker
+// allows and allocate for a blob no more than a bound ahead of the bytes
+// that arrived: 48 such requests must not make it allocate gigabytes.
+func TestAttackUploadDeclaredLengths(t *testing.T) {
+	a := newArena(t)
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	const mib = 1 << 20
+	frame := append([]byte{1}, zeroFrame(t, 128*mib)...)
+	short := make([]byte, 4096)
+	bodies := [][]byte{
+		uploadRecord(vault.DataBlob, 128*mib, len(frame), frame),
+		uploadRecord(vault.DataBlob, 64*mib, 64*mib+1, short),
+		uploadRecord(vault.TreeBlob, 100*mib, 100*mib+1, short),
+	}
+	runtime.GC()
+	before := readMetric("/gc/heap/allocs:bytes")
+	for i := range 16 {
+		for j, b := range bodies {
+			r := a.send(a.hc, "POST", "/v1/vaults/a/blobs", op, b)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.status != http.StatusBadRequest && r.status != http.StatusRequestEntityTooLarge {
+				t.Fatalf("round %d body %d: status %d: %s", i, j, r.status, r.body)
+			}
+		}
+	}
+	allocated := readMetric("/gc/heap/allocs:bytes") - before
+	t.Logf("48 lying uploads: %d MiB allocated", allocated>>20)
+	if allocated > 256*mib {
+		t.Errorf("48 uploads of 4 KiB declaring large blobs made the server allocate %d MiB, want under 256 MiB", allocated>>20)
+	}
+}
+
+// TestAttackUploadTreeBombsBounded: a tree may legitimately decode to
+// tens of MiB, so a tree record declaring 128 MiB of raw data in a 4 KiB
+// frame is decoded; 16 of them in parallel must not multiply the memory
+// that takes: the live heap stays far below 16 × 128 MiB.
+func TestAttackUploadTreeBombsBounded(t *testing.T) {
+	a := newArena(t)
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	const mib = 1 << 20
+	frame := append([]byte{1}, zeroFrame(t, 128*mib)...)
+	body := uploadRecord(vault.TreeBlob, 128*mib, len(frame), frame)
+	runtime.GC()
+	base := readMetric("/memory/classes/heap/objects:bytes")
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if v := readMetric("/memory/classes/heap/objects:bytes"); v > peak.Load() {
+				peak.Store(v)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := a.send(a.hc, "POST", "/v1/vaults/a/blobs", op, body); r.err != nil || r.status != http.StatusBadRequest {
+				t.Errorf("tree bomb: %d %v %s", r.status, r.err, r.body)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	grew := int64(peak.Load()) - int64(base)
+	t.Logf("16 parallel tree bombs: heap grew by at most %d MiB", grew>>20)
+	if grew > 1024*mib {
+		t.Errorf("16 parallel tree bombs grew the heap by %d MiB, want under 1 GiB", grew>>20)
 	}
 }

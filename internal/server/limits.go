@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
@@ -276,4 +278,65 @@ func (s *Server) passwordSlot(q *request) (release func(), err error) {
 	}
 	var once sync.Once
 	return func() { once.Do(func() { <-s.pwSlots }) }, nil
+}
+
+// decodeBudget bounds the bytes that uploads in parallel may hold
+// decoding blobs: two of the largest trees the format allows, or 32 of the
+// largest chunks (more decodes at once than that would only share the
+// cores).
+const decodeBudget = 256 << 20
+
+// byteBudget is a weighted semaphore of bytes whose fast path is one
+// atomic add: taking bytes that fit costs no lock, and only a taker that
+// must wait does more.
+type byteBudget struct {
+	max     int64
+	used    atomic.Int64
+	waiters atomic.Int32
+	freed   chan struct{} // signalled, without blocking, when bytes are released and someone waits
+}
+
+func newByteBudget(max int64) *byteBudget {
+	return &byteBudget{max: max, freed: make(chan struct{}, 1)}
+}
+
+// acquire takes n bytes (at most the whole budget), waiting while they do
+// not fit; it returns what it took, for release.
+func (b *byteBudget) acquire(ctx context.Context, n int) (int64, error) {
+	m := min(int64(n), b.max)
+	if m <= 0 {
+		return 0, nil
+	}
+	for {
+		if b.used.Add(m) <= b.max {
+			return m, nil
+		}
+		b.used.Add(-m)
+		b.waiters.Add(1)
+		t := time.NewTimer(10 * time.Millisecond) // a missed signal costs at most this
+		select {
+		case <-b.freed:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		b.waiters.Add(-1)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// release gives back what acquire took.
+func (b *byteBudget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.used.Add(-n)
+	if b.waiters.Load() > 0 {
+		select {
+		case b.freed <- struct{}{}:
+		default:
+		}
+	}
 }

@@ -82,6 +82,7 @@ type Server struct {
 	known    knownAddrs     // addresses each principal logged in from
 	pwSlots  chan struct{}  // password hashes running (limits.go)
 	refusals refusalBook    // refused requests counted for the audit log (auditsum.go)
+	decodes  *byteBudget    // bytes uploads hold decoding blobs (limits.go)
 
 	reqSeq atomic.Uint64
 }
@@ -146,7 +147,8 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(),
 		anon:     limiter{limit: anonymousLimit},
 		plimiter: limiter{limit: principalLimit, window: principalWindow, base: principalBlock, max: principalMaxBlock},
-		pwSlots:  make(chan struct{}, passwordSlots())}
+		pwSlots:  make(chan struct{}, passwordSlots()),
+		decodes:  newByteBudget(decodeBudget)}
 	if err := s.openAudit(ctx); err != nil {
 		cat.Close()
 		return nil, false, err
