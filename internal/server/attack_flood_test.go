@@ -9,7 +9,9 @@ package server_test
 
 import (
 	"bytes"
+	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -546,5 +548,61 @@ func TestAttackUploadTreeBombsBounded(t *testing.T) {
 	t.Logf("16 parallel tree bombs: heap grew by at most %d MiB", grew>>20)
 	if grew > 1024*mib {
 		t.Errorf("16 parallel tree bombs grew the heap by %d MiB, want under 1 GiB", grew>>20)
+	}
+}
+
+// slowRequest opens a raw HTTP/1.1 connection, sends head and the first
+// bytes of a body it declares longer, and stalls. It returns what the
+// server answers before it closes the connection (within a generous
+// bound: the server's own timeout was 10 minutes).
+func (a *arena) slowRequest(head string, declared int) (status int, closed bool) {
+	a.t.Helper()
+	cfg := a.env.TLS.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(a.env.URL, "https://"), cfg)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "%sHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"name\":", head, declared)
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return 0, false
+		}
+		return 0, true // closed without an answer
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	_, err = br.ReadByte()
+	var ne net.Error
+	return resp.StatusCode, !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestAttackSlowBodies: without a token, an attacker starts requests
+// and never finishes their bodies. A login's body must arrive within a
+// short bound, and a request refused at authentication must be answered
+// at once and its connection closed, not held reading a body nobody will
+// read.
+func TestAttackSlowBodies(t *testing.T) {
+	a := newArenaWith(t, servertest.Options{Configure: func(o *server.Options) { o.BodyTimeout = 300 * time.Millisecond }})
+	if status, closed := a.slowRequest("POST /v1/login HTTP/1.1\r\n", 100); !closed {
+		t.Errorf("a login whose body never ends held its connection for 30 s (answer %d)", status)
+	}
+	for _, c := range []struct{ head, what string }{
+		{"POST /v1/vaults/a/blobs HTTP/1.1\r\n", "without a token"},
+		{"POST /v1/vaults/a/blobs HTTP/1.1\r\nAuthorization: Bearer cft_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n", "with a wrong token"},
+		{"POST /v1/vaults/a/blobs HTTP/1.1\r\nAuthorization: Bearer " + a.roleToken(authn.RoleBackupReader, "a") + "\r\n", "with a reader's token"},
+	} {
+		status, closed := a.slowRequest(c.head, 1000)
+		if status != http.StatusUnauthorized && status != http.StatusForbidden {
+			t.Errorf("an upload %s whose body never ends: answer %d, want 401 or 403 at once", c.what, status)
+		}
+		if !closed {
+			t.Errorf("an upload %s refused with %d held its connection for 30 s", c.what, status)
+		}
 	}
 }

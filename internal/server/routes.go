@@ -155,6 +155,13 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil && !errors.Is(err, errAnswered) {
 		code, status = api.Classify(err)
+		if r.ProtoMajor == 1 && r.ContentLength != 0 {
+			// The rest of a refused request's body is not read: the
+			// connection closes after the answer rather than wait for
+			// bytes a client may never send.
+			w.Header().Set("Connection", "close")
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
 		msg := err.Error()
 		if status == http.StatusInternalServerError && code == api.CodeInternal {
 			q.log.Error("request failed", "err", err)
@@ -188,6 +195,13 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		if wait := s.anon.blocked(sourceKey(q.r), s.opt.Now()); wait > 0 {
 			return s.tooMany(q, &s.anon, wait)
 		}
+		// Before anyone knows who sends it, a body gets seconds, not the
+		// minutes an upload may take.
+		timeout := s.opt.BodyTimeout
+		if timeout <= 0 {
+			timeout = DefaultBodyTimeout
+		}
+		http.NewResponseController(q.w).SetReadDeadline(time.Now().Add(timeout))
 	}
 	if !rt.public {
 		// An address that keeps failing is refused before its token is

@@ -20,6 +20,9 @@ const (
 	readTimeout       = 10 * time.Minute
 	writeTimeout      = 10 * time.Minute
 	idleTimeout       = 2 * time.Minute
+	// DefaultBodyTimeout bounds how long a request to a public route (a
+	// login) may take to send its body.
+	DefaultBodyTimeout = 10 * time.Second
 	// DrainTimeout is how long a stopping server lets requests in flight
 	// finish before it closes their connections.
 	DrainTimeout = 30 * time.Second

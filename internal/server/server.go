@@ -59,6 +59,10 @@ type Options struct {
 	// (authn.CheckPassword when nil). Tests set it to watch the hashes
 	// logins compute.
 	CheckPassword func(phc, password string) error
+	// BodyTimeout bounds the time a request to a public route (a login)
+	// may take to send its body, before anyone knows who sends it
+	// (DefaultBodyTimeout when 0).
+	BodyTimeout time.Duration
 }
 
 // Server serves the vaults under one data directory.
