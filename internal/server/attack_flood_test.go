@@ -18,6 +18,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"strings"
@@ -604,5 +606,54 @@ func TestAttackSlowBodies(t *testing.T) {
 		if !closed {
 			t.Errorf("an upload %s refused with %d held its connection for 30 s", c.what, status)
 		}
+	}
+}
+
+// TestAttackLooseDataDir: a data directory that other users of the
+// machine may read or write (0777, as a careless mkdir or a volume mount
+// leaves it), or a key directory or key file in it that they may read,
+// must keep the server from starting, saying how to fix it.
+func TestAttackLooseDataDir(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	open := func() error {
+		s, _, err := server.Open(ctx, server.Options{DataDir: dir})
+		if err == nil {
+			s.Close()
+		}
+		return err
+	}
+	if err := open(); err != nil { // creates it, private
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{dir, 0o777},
+		{dir, 0o750},
+		{filepath.Join(dir, "keys"), 0o755},
+		{filepath.Join(dir, "keys", "platform.key"), 0o644},
+		{filepath.Join(dir, "audit"), 0o755},
+		{filepath.Join(dir, "audit", "signing.key"), 0o640},
+		{filepath.Join(dir, "catalog.db"), 0o644},
+	} {
+		st, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(c.path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		err = open()
+		os.Chmod(c.path, st.Mode().Perm())
+		if err == nil {
+			t.Errorf("the server started with %s at mode %04o", c.path, c.mode)
+		} else if !strings.Contains(err.Error(), "chmod") {
+			t.Errorf("%s at mode %04o: the error does not say how to fix it: %v", c.path, c.mode, err)
+		}
+	}
+	if err := open(); err != nil {
+		t.Errorf("private again, the server does not start: %v", err)
 	}
 }

@@ -132,6 +132,9 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("data directory: %w", err)
 	}
+	if err := checkPrivate(opt.DataDir); err != nil {
+		return nil, false, err
+	}
 	ks, err := platform.Open(keyFile(opt.DataDir))
 	if errors.Is(err, vault.ErrKeyUnavailable) {
 		if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
