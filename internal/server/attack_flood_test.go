@@ -8,8 +8,8 @@ package server_test
 // runtime/metrics, never by a wall-clock assertion.
 
 import (
-	"bytes"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
