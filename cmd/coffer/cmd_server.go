@@ -42,6 +42,11 @@ rotates by itself every COFFER_KEK_ROTATION (default 90d). A customer key URI
 sent with "coffer key use-cmk" may only name the PKCS#11 modules given with
 --pkcs11-module and files inside the --key-dir directories.
 
+The data directory holds the server's keys and must be private to the
+user the server runs as: the server refuses to start when DIR, its keys,
+audit or tls directory (mode 0700) or a key or the catalog in them (mode
+0600) is open to other users, and says which to chmod.
+
 SIGTERM or Ctrl-C drains: requests in flight finish, open packs are stored,
 then the server exits.`,
 		Example: `  coffer server --data /var/lib/coffer

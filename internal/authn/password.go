@@ -78,3 +78,15 @@ func CheckPassword(phc, password string) error {
 	}
 	return nil
 }
+
+// TimingHash is a hash of no password, with the cost of HashPassword's:
+// checking a login for an unknown name, or for a principal without a
+// password, against it takes as long as checking a real one. Nothing
+// hashes to it (its key is not the hash of any known password).
+func TimingHash() string {
+	b64 := base64.RawStdEncoding
+	salt := []byte("coffer/timing/v1") // 16 bytes, like a real salt
+	key := []byte("coffer/timing-hash/no-password/1")
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		b64.EncodeToString(salt), b64.EncodeToString(key[:argonKeyLen]))
+}

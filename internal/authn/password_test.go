@@ -34,3 +34,18 @@ func TestPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestTimingHash: the hash checked for unknown names and principals
+// without a password costs a real check and matches no password.
+func TestTimingHash(t *testing.T) {
+	if err := CheckPassword(TimingHash(), "any password at all"); !errors.Is(err, ErrBadPassword) {
+		t.Errorf("check against the timing hash: %v, want ErrBadPassword", err)
+	}
+	ref, err := HashPassword("a reference password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Split(TimingHash(), "$")[1:4], strings.Split(ref, "$")[1:4]; strings.Join(got, "$") != strings.Join(want, "$") {
+		t.Errorf("timing hash costs %v, a real one %v", got, want)
+	}
+}

@@ -41,6 +41,10 @@ func NewCodec() *Codec {
 	}
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(0),
+		// DecodeAll never grows its output past dst's capacity: Decode
+		// gives it exactly the raw length, so that a small frame cannot
+		// decode to more than the length its blob declares.
+		zstd.WithDecodeAllCapLimit(true),
 		zstd.WithDecoderMaxMemory(MaxBlobRawSize),
 		zstd.WithDecoderMaxWindow(MaxBlobRawSize))
 	if err != nil {
@@ -113,15 +117,23 @@ func (c *Codec) Decode(dst, p []byte, rawLen uint32) ([]byte, error) {
 	var out []byte
 	switch p[0] {
 	case EncodingRaw:
+		if len(p)-1 != int(rawLen) {
+			return nil, fmt.Errorf("%w: blob decodes to %d bytes, index says %d", vault.ErrCorrupt, len(p)-1, rawLen)
+		}
 		out = append(dst[:0], p[1:]...)
 	case EncodingZstd:
 		if cap(dst) < int(rawLen) {
 			dst = make([]byte, 0, rawLen)
 		}
 		var err error
-		out, err = c.dec.DecodeAll(p[1:], dst[:0])
+		// At most rawLen bytes (the decoder is limited to the capacity
+		// it is given); the result keeps dst's capacity for reuse.
+		out, err = c.dec.DecodeAll(p[1:], dst[:0:rawLen])
 		if err != nil {
 			return nil, fmt.Errorf("%w: zstd: %v", vault.ErrCorrupt, err)
+		}
+		if len(out) > 0 && &out[0] == &dst[:1][0] {
+			out = dst[:len(out)]
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown blob encoding %d", vault.ErrCorrupt, p[0])

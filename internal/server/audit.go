@@ -41,28 +41,59 @@ func (s *Server) openAudit(ctx context.Context) error {
 // with.
 func (s *Server) AuditVerifierKey() string { return s.auditVK }
 
-// auditRequest records the request q answered with status and code.
+// auditRequest records the request q answered with status and code. A
+// refused request goes through the per-address budget (auditsum.go):
+// past it, it is counted for a summary entry instead, and what it echoes
+// of the client's input is cut short.
 func (s *Server) auditRequest(rt Route, q *request, status int, code string, err error) {
-	if q.quiet || status < 300 && (rt.bulk || rt.pattern == "GET /healthz" || rt.pattern == "GET /metrics") {
+	if status < 300 && (rt.bulk || rt.pattern == "GET /healthz" || rt.pattern == "GET /metrics") {
 		return
 	}
-	e := audit.Entry{Time: s.opt.Now().UTC(), Source: sourceAddr(q.r), Vault: q.name, Op: rt.pattern, Params: q.params}
+	refused := status >= 300
+	denied := code == api.CodeUnauthenticated || code == api.CodeForbidden || code == api.CodeTooMany
+	if refused || q.quiet {
+		record, due := s.refusals.admit(sourceKey(q.r), rt.pattern, denied, q.quiet, s.opt.Now())
+		for _, e := range due {
+			s.appendAudit(q.ctx, e)
+		}
+		if !record {
+			return
+		}
+	}
+	e := audit.Entry{Time: s.opt.Now().UTC(), Source: sourceAddr(q.r), Vault: q.name, Op: rt.pattern}
 	if q.tok.ID != "" {
 		e.Principal = q.principal()
 	}
+	params := map[string]string{}
+	for k, v := range q.params {
+		if refused {
+			if len(params) == maxRefusalParams {
+				break
+			}
+			v = cut(v, maxRefusalParam)
+		}
+		params[k] = v
+	}
 	for _, k := range []string{"id", "ref"} {
 		if v := q.r.PathValue(k); v != "" {
-			if e.Params == nil {
-				e.Params = map[string]string{}
-			}
-			e.Params[k] = v
+			params[k] = cut(v, maxRefusalParam)
 		}
 	}
-	for k, vs := range q.r.URL.Query() {
-		if e.Params == nil {
-			e.Params = map[string]string{}
+	qv := q.r.URL.Query()
+	keys := make([]string, 0, len(qv))
+	for k := range qv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		if i == maxQueryParams {
+			params["query.…"] = fmt.Sprintf("%d more query parameters not recorded", len(keys)-maxQueryParams)
+			break
 		}
-		e.Params["query."+k] = vs[0]
+		params["query."+cut(k, 32)] = cut(qv.Get(k), maxRefusalParam)
+	}
+	if len(params) > 0 {
+		e.Params = params
 	}
 	switch {
 	case status < 300:
@@ -70,15 +101,15 @@ func (s *Server) auditRequest(rt Route, q *request, status int, code string, err
 		if status == http.StatusAccepted {
 			e.Detail = "waits for a security approver"
 		}
-	case code == api.CodeUnauthenticated || code == api.CodeForbidden || code == api.CodeTooMany:
+	case denied:
 		e.Outcome = audit.OutcomeDenied
 	case status < 500:
 		e.Outcome = audit.OutcomeRefused
 	default:
 		e.Outcome = audit.OutcomeFailed
 	}
-	if err != nil && status >= 300 {
-		e.Detail = err.Error()
+	if err != nil && refused {
+		e.Detail = cut(err.Error(), maxRefusalDetail)
 	}
 	s.appendAudit(q.ctx, e)
 }

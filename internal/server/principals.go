@@ -6,10 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"regexp"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
@@ -72,7 +71,12 @@ func (s *Server) createPrincipal(q *request) error {
 	}
 	p := vault.Principal{ID: newPrincipalID(body.Kind), Name: body.Name, Kind: body.Kind, Created: s.opt.Now().UTC(), CreatedBy: q.principal()}
 	if body.Password != "" {
+		release, err := s.passwordSlot(q)
+		if err != nil {
+			return err
+		}
 		h, err := authn.HashPassword(body.Password)
+		release()
 		if err != nil {
 			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 		}
@@ -289,161 +293,78 @@ const (
 	maxLoginTTL     = 7 * 24 * time.Hour
 )
 
-// login issues a principal a token for its password. Failures count
-// against the client's address like any failed authentication.
+// login issues a principal a token for its password. Every attempt
+// counts against the client's address (and, once it reaches a hash,
+// against the principal) before the hash is computed, and a success
+// refunds only itself; at most passwordSlots hashes run at once.
 func (s *Server) login(q *request) error {
+	src := sourceKey(q.r)
+	if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
+		return s.tooMany(q, &s.limiter, wait)
+	}
 	var body api.Login
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
 	q.note("name", body.Name)
-	src := sourceAddr(q.r)
-	if wait := s.limiter.blocked(src, s.opt.Now()); wait > 0 {
+	// Counted before the hash: parallel attempts cannot all slip past a
+	// check made before the failures of the others are counted.
+	if wait := s.limiter.attempt(src, s.opt.Now()); wait > 0 {
 		return s.tooMany(q, &s.limiter, wait)
 	}
-	fail := func() error {
-		s.limiter.fail(src, s.opt.Now())
-		return classed{fmt.Errorf("%w: unknown principal or wrong password", authn.ErrUnauthenticated), api.ErrUnauthenticated}
-	}
 	p, err := s.cat.Principal(q.ctx, body.Name)
-	if errors.Is(err, vault.ErrNotFound) {
-		// Spend the time a password check takes, so that timing does not
-		// tell which names exist.
-		authn.CheckPassword(dummyHash(), body.Password)
-		return fail()
+	known := err == nil
+	if err != nil && !errors.Is(err, vault.ErrNotFound) {
+		return err
 	}
+	// Every path spends one full-cost hash, so that timing does not tell
+	// unknown names, agents and users without a password from users.
+	phc := p.Password
+	if !known || phc == "" {
+		phc, known = authn.TimingHash(), false
+	}
+	release, err := s.passwordSlot(q)
 	if err != nil {
 		return err
 	}
-	if err := authn.CheckPassword(p.Password, body.Password); err != nil {
-		return fail()
+	defer release()
+	// The principal's own limit, against guesses spread over many
+	// addresses; keyed by the name when there is no such principal, so
+	// that refusals do not tell which names exist.
+	pkey := "name:" + strings.ToLower(body.Name)
+	if p.ID != "" {
+		pkey = "id:" + p.ID
 	}
+	exempt := p.ID != "" && s.known.has(p.ID, src, s.opt.Now())
+	if !exempt {
+		if wait := s.plimiter.attempt(pkey, s.opt.Now()); wait > 0 {
+			return s.tooMany(q, &s.plimiter, wait, pkey)
+		}
+	}
+	if err := s.checkPassword(phc, body.Password); err != nil || !known {
+		return classed{fmt.Errorf("%w: unknown principal or wrong password", authn.ErrUnauthenticated), api.ErrUnauthenticated}
+	}
+	release()
+	s.limiter.refund(src)
+	if !exempt {
+		s.plimiter.refund(pkey)
+	}
+	s.known.add(p.ID, src, s.opt.Now())
 	ttl := body.TTL
 	if ttl <= 0 {
 		ttl = defaultLoginTTL
 	}
 	ttl = min(ttl, maxLoginTTL)
-	s.limiter.succeed(src)
 	q.log.Info("login", "principal", p.Name)
 	return s.issueToken(q, vault.TokenRecord{Name: "login", Role: string(authn.RolePrincipal), Principal: p.ID,
 		Expires: s.opt.Now().Add(ttl), CreatedBy: "login:" + p.Name})
 }
 
-// dummyHash is checked against for unknown names. Made on first use: an
-// argon2id hash costs 64 MiB and a noticeable fraction of a second, which
-// no process but a server answering a login should pay.
-var dummyHash = sync.OnceValue(func() string {
-	h, _ := authn.HashPassword("not-a-real-password-for-timing")
-	return h
-})
-
-// sourceAddr is the client's IP address.
-func sourceAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+func (s *Server) checkPassword(phc, password string) error {
+	if s.opt.CheckPassword != nil {
+		return s.opt.CheckPassword(phc, password)
 	}
-	return host
-}
-
-func (s *Server) tooMany(q *request, lim *limiter, wait time.Duration) error {
-	secs := int(wait.Round(time.Second) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	q.w.Header().Set("Retry-After", fmt.Sprint(secs))
-	q.quiet = !lim.firstRefusal(sourceAddr(q.r))
-	return fmt.Errorf("%w: too many failed or unauthenticated requests from %s; try again in %ds", api.ErrTooManyRequests, sourceAddr(q.r), secs)
-}
-
-// limiter slows down guessing: after failedLimit failed authentications
-// from one address within failWindow, that address is refused for a
-// while (doubling with each further failure, up to maxBlock), before its
-// token is even looked up.
-type limiter struct {
-	mu    sync.Mutex
-	m     map[string]*failures
-	limit int // failures within failWindow before a block; failedLimit when 0
-}
-
-type failures struct {
-	n        int
-	first    time.Time
-	until    time.Time
-	reported time.Time // the block (until) whose first refusal was audited
-}
-
-const (
-	failedLimit = 10
-	// anonymousLimit: requests without any token, which guess nothing
-	// but cost an audit entry each, are allowed more before a block.
-	anonymousLimit = 120
-	failWindow     = time.Minute
-	baseBlock      = 30 * time.Second
-	maxBlock       = 15 * time.Minute
-)
-
-func (l *limiter) blocked(src string, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if f := l.m[src]; f != nil && now.Before(f.until) {
-		return f.until.Sub(now)
-	}
-	return 0
-}
-
-// firstRefusal reports whether this is the first refusal of src's
-// current block: only that one is audited, so that a flood of refused
-// requests cannot flood the audit log.
-func (l *limiter) firstRefusal(src string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f := l.m[src]
-	if f == nil || f.reported.Equal(f.until) {
-		return false
-	}
-	f.reported = f.until
-	return true
-}
-
-// fail counts a failure and reports whether src is now blocked.
-func (l *limiter) fail(src string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.m == nil {
-		l.m = map[string]*failures{}
-	}
-	f := l.m[src]
-	if f == nil || now.Sub(f.first) > failWindow && now.After(f.until) {
-		if len(l.m) > 100_000 { // a flood of addresses: forget the old ones
-			for k, v := range l.m {
-				if now.After(v.until) && now.Sub(v.first) > failWindow {
-					delete(l.m, k)
-				}
-			}
-		}
-		f = &failures{first: now}
-		l.m[src] = f
-	}
-	f.n++
-	limit := l.limit
-	if limit == 0 {
-		limit = failedLimit
-	}
-	if f.n >= limit {
-		block := baseBlock << min(f.n-limit, 5)
-		f.until = now.Add(min(block, maxBlock))
-		return true
-	}
-	return false
-}
-
-func (l *limiter) succeed(src string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if f := l.m[src]; f != nil && f.until.IsZero() {
-		delete(l.m, src)
-	}
+	return authn.CheckPassword(phc, password)
 }
 
 // addSource adds a source to the vault: the agent principal NAME (made

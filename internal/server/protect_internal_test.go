@@ -17,7 +17,7 @@ import (
 // holding a token that may decide requests; another principal can.
 func TestNoSelfApproval(t *testing.T) {
 	ctx := context.Background()
-	s, _, err := Open(ctx, Options{DataDir: t.TempDir()})
+	s, _, err := Open(ctx, Options{DataDir: t.TempDir() + "/data"})
 	if err != nil {
 		t.Fatal(err)
 	}

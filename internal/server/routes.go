@@ -155,12 +155,24 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil && !errors.Is(err, errAnswered) {
 		code, status = api.Classify(err)
+		if r.ProtoMajor == 1 && r.ContentLength != 0 {
+			// The rest of a refused request's body is not read: the
+			// connection closes after the answer rather than wait for
+			// bytes a client may never send.
+			w.Header().Set("Connection", "close")
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
 		msg := err.Error()
 		if status == http.StatusInternalServerError && code == api.CodeInternal {
 			q.log.Error("request failed", "err", err)
 			msg = "internal error (request " + reqID + ")"
 		}
 		writeJSON(w, status, api.Error{Code: code, Message: msg})
+	}
+	if rt.public && status >= 400 && code != api.CodeTooMany && code != api.CodeUnavailable {
+		// A refused request to a public route costs an audit entry (or a
+		// count) like one without a token to any other route.
+		s.anon.fail(sourceKey(r), s.opt.Now())
 	}
 	s.metrics.observe(rt.pattern, status, time.Since(start))
 	s.auditRequest(rt, q, status, code, err)
@@ -179,10 +191,22 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authorizeAndRun(rt Route, q *request) error {
+	if rt.public && rt.pattern != "GET /healthz" {
+		if wait := s.anon.blocked(sourceKey(q.r), s.opt.Now()); wait > 0 {
+			return s.tooMany(q, &s.anon, wait)
+		}
+		// Before anyone knows who sends it, a body gets seconds, not the
+		// minutes an upload may take.
+		timeout := s.opt.BodyTimeout
+		if timeout <= 0 {
+			timeout = DefaultBodyTimeout
+		}
+		http.NewResponseController(q.w).SetReadDeadline(time.Now().Add(timeout))
+	}
 	if !rt.public {
 		// An address that keeps failing is refused before its token is
 		// looked up.
-		src := sourceAddr(q.r)
+		src := sourceKey(q.r)
 		lim := &s.limiter
 		if q.r.Header.Get("Authorization") == "" {
 			lim = &s.anon
@@ -369,6 +393,7 @@ func (s *Server) upload(q *request) error {
 			*rawp = raw[:0]
 		}
 	}()
+	maxData := q.vault.Dedup().Chunker.Max
 	var res api.UploadResult
 	for {
 		ref, rawLen, encLen, err := api.ReadUploadHeader(body, format.MaxBlobRawSize)
@@ -378,23 +403,33 @@ func (s *Server) upload(q *request) error {
 		if err != nil {
 			return uploadErr(err)
 		}
-		if cap(enc) < encLen {
-			enc = make([]byte, encLen)
+		// A data blob is one chunk: never longer than the vault's chunker
+		// makes them. A tree may be as long as the format allows.
+		if limit := maxBlobLen(ref.Type, maxData); rawLen > limit || encLen > limit+1 {
+			return fmt.Errorf("%w: blob %s: lengths %d/%d: a %s blob of this vault holds at most %d bytes", api.ErrBadRequest, ref.ID.Short(), rawLen, encLen, ref.Type, limit)
 		}
-		enc = enc[:encLen]
-		if _, err := io.ReadFull(body, enc); err != nil {
+		if enc, err = readBlob(body, enc, encLen); err != nil {
 			return uploadErr(err)
 		}
 		s.metrics.bytesIn.Add(float64(api.UploadHeaderLen + encLen))
 		plain := enc[1:] // a blob stored raw is its own plaintext: no copy
+		var held int64
 		if enc[0] != format.EncodingRaw || len(plain) != rawLen {
+			// Decoding holds rawLen bytes: uploads in parallel share a
+			// bounded budget for it.
+			if held, err = s.decodes.acquire(q.ctx, rawLen); err != nil {
+				return err
+			}
 			raw, err = codec.Decode(raw[:0], enc, uint32(rawLen))
 			if err != nil {
+				s.decodes.release(held)
 				return fmt.Errorf("%w: blob %s: %v", api.ErrBadRequest, ref.ID.Short(), err)
 			}
 			plain = raw
 		}
-		if got := hasher.ID(plain); got != ref.ID {
+		got := hasher.ID(plain)
+		s.decodes.release(held)
+		if got != ref.ID {
 			return fmt.Errorf("%w: blob %s: content does not match its ID", api.ErrBadRequest, ref.ID.Short())
 		}
 		// The engine packs blobs of many requests together and stores a
@@ -414,6 +449,51 @@ func (s *Server) upload(q *request) error {
 	}
 	writeJSON(q.w, http.StatusOK, res)
 	return nil
+}
+
+// maxBlobLen is the longest raw length a blob of type t may have in a
+// vault whose chunker makes chunks of at most maxData bytes.
+func maxBlobLen(t vault.BlobType, maxData int) int {
+	if t == vault.DataBlob && maxData > 0 {
+		return min(maxData, format.MaxBlobRawSize)
+	}
+	return format.MaxBlobRawSize
+}
+
+// blobReadAhead is how far a blob's buffer grows ahead of the bytes
+// received, when the pooled one is too small for its declared length.
+const blobReadAhead = 1 << 20
+
+// readBlob reads n bytes into buf (reused when it has room), growing it
+// at most blobReadAhead (or twice what arrived) ahead of the bytes
+// received, so that a declared length costs memory only as its bytes
+// arrive.
+func readBlob(r io.Reader, buf []byte, n int) ([]byte, error) {
+	if cap(buf) >= n {
+		buf = buf[:n]
+		_, err := io.ReadFull(r, buf)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return buf, err
+	}
+	buf = buf[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(n, max(2*cap(buf), blobReadAhead)))
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 func uploadErr(err error) error {

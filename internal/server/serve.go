@@ -20,6 +20,9 @@ const (
 	readTimeout       = 10 * time.Minute
 	writeTimeout      = 10 * time.Minute
 	idleTimeout       = 2 * time.Minute
+	// DefaultBodyTimeout bounds how long a request to a public route (a
+	// login) may take to send its body.
+	DefaultBodyTimeout = 10 * time.Second
 	// DrainTimeout is how long a stopping server lets requests in flight
 	// finish before it closes their connections.
 	DrainTimeout = 30 * time.Second
@@ -61,6 +64,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	auditDone := make(chan struct{})
 	go func() { s.runAudit(actx); close(auditDone) }()
 	defer func() { stopAudit(); <-auditDone }()
+	go s.summaryLoop(actx)
 	select {
 	case err := <-errc:
 		return err
@@ -79,6 +83,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	if ferr := s.flushVaults(); ferr != nil && err == nil {
 		err = ferr
 	}
+	// The summaries go in before the audit log's last checkpoint.
+	s.FlushAuditSummaries(context.WithoutCancel(ctx))
 	return err
 }
 

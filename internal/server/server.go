@@ -55,6 +55,14 @@ type Options struct {
 	// KeyDirs are the directories a customer-key URI may read files from
 	// (rsa-file keys, pin-source files).
 	KeyDirs []string
+	// CheckPassword checks a login's password against a stored hash
+	// (authn.CheckPassword when nil). Tests set it to watch the hashes
+	// logins compute.
+	CheckPassword func(phc, password string) error
+	// BodyTimeout bounds the time a request to a public route (a login)
+	// may take to send its body, before anyone knows who sends it
+	// (DefaultBodyTimeout when 0).
+	BodyTimeout time.Duration
 }
 
 // Server serves the vaults under one data directory.
@@ -69,11 +77,16 @@ type Server struct {
 	mu     sync.Mutex
 	vaults map[string]*openVault
 
-	audit   *audit.Log     // the tamper-evident audit log (audit.go)
-	auditVK string         // its checkpoints' verifier key (public)
-	writers writerSessions // remote backups' sessions (sessions.go)
-	limiter limiter        // failed authentications per address (principals.go)
-	anon    limiter        // requests without a token, per address
+	audit    *audit.Log     // the tamper-evident audit log (audit.go)
+	auditVK  string         // its checkpoints' verifier key (public)
+	writers  writerSessions // remote backups' sessions (sessions.go)
+	limiter  limiter        // failed authentications per address (limits.go)
+	anon     limiter        // requests without a token, per address
+	plimiter limiter        // failed logins per principal, from addresses it did not log in from
+	known    knownAddrs     // addresses each principal logged in from
+	pwSlots  chan struct{}  // password hashes running (limits.go)
+	refusals refusalBook    // refused requests counted for the audit log (auditsum.go)
+	decodes  *byteBudget    // bytes uploads hold decoding blobs (limits.go)
 
 	reqSeq atomic.Uint64
 }
@@ -119,6 +132,9 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("data directory: %w", err)
 	}
+	if err := checkPrivate(opt.DataDir); err != nil {
+		return nil, false, err
+	}
 	ks, err := platform.Open(keyFile(opt.DataDir))
 	if errors.Is(err, vault.ErrKeyUnavailable) {
 		if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
@@ -136,7 +152,10 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 		return nil, false, err
 	}
 	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(),
-		anon: limiter{limit: anonymousLimit}}
+		anon:     limiter{limit: anonymousLimit},
+		plimiter: limiter{limit: principalLimit, window: principalWindow, base: principalBlock, max: principalMaxBlock},
+		pwSlots:  make(chan struct{}, passwordSlots()),
+		decodes:  newByteBudget(decodeBudget)}
 	if err := s.openAudit(ctx); err != nil {
 		cat.Close()
 		return nil, false, err

@@ -60,6 +60,7 @@ func Start(t testing.TB) *Env {
 func StartWith(t testing.TB, opt Options) *Env {
 	t.Helper()
 	dir := t.TempDir()
+	os.Chmod(dir, 0o700) // a data directory must be private (t.TempDir makes it 0755)
 	var offset atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	ctx, cancel := context.WithCancel(context.Background())
