@@ -344,6 +344,7 @@ type Vault struct {
 	dedupMu sync.Mutex
 	dedup   *vault.DedupParams
 	hasher  *format.IDHasher // nil until dedup is loaded
+	host    string           // the host the server binds this token's snapshots to
 
 	mu       sync.Mutex
 	known    map[blobKey]struct{} // blobs stored or queued this session
@@ -551,7 +552,17 @@ func (v *Vault) LoadDedup(ctx context.Context) error {
 	copy(p.GearSeed[:], d.GearSeed)
 	v.dedup = p
 	v.hasher = format.NewIDHasher(p.ChunkIDKey)
+	v.host = d.Host
 	return nil
+}
+
+// BoundHost is the host the server records this token's snapshots under
+// (an agent's name), as LoadDedup learnt it; "" when the server takes the
+// host the client names.
+func (v *Vault) BoundHost() string {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	return v.host
 }
 
 // Dedup returns what LoadDedup fetched (zero before).
@@ -910,10 +921,13 @@ func (v *Vault) loadIndex(ctx context.Context) (map[blobKey]uint32, error) {
 	}
 }
 
-// SaveSnapshot records s; the server assigns its ID.
+// SaveSnapshot records s; the server assigns its ID and its time (when
+// it receives it: s.Time is not sent), and an agent's host.
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
 	var out api.Snapshot
-	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/snapshots", api.FromSnapshot(s), &out); err != nil {
+	w := api.FromSnapshot(s)
+	w.Time = time.Time{}
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/snapshots", w, &out); err != nil {
 		return s, err
 	}
 	return out.Record()
