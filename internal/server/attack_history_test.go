@@ -340,3 +340,49 @@ func TestAttackHistoryRecordFields(t *testing.T) {
 		t.Errorf("a 2 MiB snapshot body: status %d, want 413", got)
 	}
 }
+
+// TestAttackHistorySettingsRanges: every number of a settings or policy
+// change is checked for range and refused rather than wrapped: a minimum
+// retention of 18446744074 s was stored as 0.29 s, which let every
+// snapshot be forgotten at once.
+func TestAttackHistorySettingsRanges(t *testing.T) {
+	a := newArena(t)
+	contributor := a.roleToken(authn.RoleBackupContributor, "a")
+	for _, secs := range []int64{18446744074 / 2, 9223372037, 1 << 62, -1, math.MaxInt64, math.MinInt64} {
+		body := map[string]any{"min_retention_seconds": secs}
+		if got, out := a.call("POST", "/v1/vaults/a/settings", contributor, body); got != http.StatusBadRequest {
+			t.Errorf("min_retention_seconds %d: status %d, want 400: %s", secs, got, out)
+		}
+	}
+	// 18446744074 does not fit an int64 either: refused as JSON.
+	if got, out := a.call("POST", "/v1/vaults/a/settings", contributor, []byte(`{"min_retention_seconds":18446744074000000000}`)); got != http.StatusBadRequest {
+		t.Errorf("min_retention_seconds beyond int64: status %d, want 400: %s", got, out)
+	}
+	st, err := a.owner.Vault("a").Settings(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MinRetentionSeconds != 0 {
+		t.Errorf("after refused changes the minimum retention is %d s, want 0", st.MinRetentionSeconds)
+	}
+	// A long but representable minimum retention is stored exactly.
+	year := int64(365 * 24 * 3600)
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/settings", contributor, map[string]any{"min_retention_seconds": 10 * year})
+	if st, err = a.owner.Vault("a").Settings(context.Background()); err != nil || st.MinRetentionSeconds != 10*year {
+		t.Errorf("minimum retention of 10 years reads back as %d s (%v)", st.MinRetentionSeconds, err)
+	}
+
+	for _, policy := range []string{
+		`{"Last":3,"Lats":1}`,                           // a typo must not pass as some other policy
+		`{"Tags":["prod\u001b[2J"]}`,                    // a tag that rewrites the terminal
+		`{"Tags":["` + strings.Repeat("t", 300) + `"]}`, // over-long tag
+		`{"Within":-3600000000000}`,
+		`{"Last":-2}`,
+		`{"GroupBy":200,"Last":1}`,
+	} {
+		body := map[string]any{"policy": policy}
+		if got, out := a.call("POST", "/v1/vaults/a/settings", contributor, body); got != http.StatusBadRequest {
+			t.Errorf("policy %s: status %d, want 400: %s", policy, got, out)
+		}
+	}
+}

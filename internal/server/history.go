@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -8,6 +10,8 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/protect"
+	"github.com/coffer-backup/coffer/internal/retention"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -127,4 +131,31 @@ func (s *Server) boundHost(q *request) (string, error) {
 		return "", nil
 	}
 	return p.Name, nil
+}
+
+// checkSettingsChange checks the numbers of a settings change for range
+// before they are converted (a minimum retention in seconds times 10^9
+// must not wrap), and decodes a policy strictly: an unknown field (a
+// typo) is refused, not read as a policy without that rule.
+func checkSettingsChange(c api.SettingsChange) error {
+	if c.MinRetentionSeconds != nil {
+		if secs := *c.MinRetentionSeconds; secs < 0 || secs > int64(protect.MaxMinRetention/time.Second) {
+			return fmt.Errorf("%w: min_retention_seconds %d: want 0 to %d (%s)", api.ErrBadRequest, secs, int64(protect.MaxMinRetention/time.Second), protect.FormatDuration(protect.MaxMinRetention))
+		}
+	}
+	if c.Policy != nil && *c.Policy != "" {
+		var p retention.Policy
+		dec := json.NewDecoder(bytes.NewReader([]byte(*c.Policy)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
+		}
+		if dec.More() {
+			return fmt.Errorf("%w: policy: more than one JSON value", api.ErrBadRequest)
+		}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
+		}
+	}
+	return nil
 }
