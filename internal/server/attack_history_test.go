@@ -11,8 +11,10 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,8 @@ import (
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/retention"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -384,5 +388,140 @@ func TestAttackHistorySettingsRanges(t *testing.T) {
 		if got, out := a.call("POST", "/v1/vaults/a/settings", contributor, body); got != http.StatusBadRequest {
 			t.Errorf("policy %s: status %d, want 400: %s", policy, got, out)
 		}
+	}
+}
+
+// uploader stores crafted blobs in vault "a" as an operator's agent
+// would: IDs keyed with the vault's chunk-ID key (which any writer gets),
+// raw upload records.
+type uploader struct {
+	a      *arena
+	token  string
+	hasher *format.IDHasher
+	codec  *format.Codec
+}
+
+func (a *arena) uploader(token string) *uploader {
+	a.t.Helper()
+	v := a.client(token).Vault("a")
+	if err := v.LoadDedup(context.Background()); err != nil {
+		a.t.Fatal(err)
+	}
+	return &uploader{a: a, token: token, hasher: format.NewIDHasher(v.Dedup().ChunkIDKey), codec: format.NewCodec()}
+}
+
+// put uploads plain as a blob of type t under its true ID and returns
+// the ID and the status.
+func (u *uploader) put(t vault.BlobType, plain []byte) (vault.ID, int, []byte) {
+	id := u.hasher.ID(plain)
+	enc := u.codec.Encode(nil, plain)
+	body := api.AppendUploadHeader(nil, api.Ref{Type: t, ID: id}, len(plain), len(enc))
+	body = append(body, enc...)
+	got, out := u.a.call("POST", "/v1/vaults/a/blobs", u.token, body)
+	return id, got, out
+}
+
+// tree encodes nodes as a tree blob.
+func (u *uploader) tree(nodes ...format.Node) []byte {
+	u.a.t.Helper()
+	b, err := format.EncodeTree(nil, &format.Tree{Nodes: nodes})
+	if err != nil {
+		u.a.t.Fatal(err)
+	}
+	return b
+}
+
+// TestAttackHistoryGarbageTree: an operator stores, under a valid ID, a
+// tree blob that is not a tree, or a tree referencing blobs the vault
+// does not hold, and bases a snapshot on it. The server refuses such
+// trees on upload, so no snapshot can be based on them and prune and
+// check keep working; a tree whose children are stored is accepted.
+func TestAttackHistoryGarbageTree(t *testing.T) {
+	a := newArena(t)
+	operator := a.roleToken(authn.RoleBackupOperator, "a")
+	u := a.uploader(operator)
+	var missing vault.ID
+	missing[0] = 1
+
+	data, got, out := u.put(vault.DataBlob, []byte("file content"))
+	if got != http.StatusOK {
+		t.Fatalf("upload of a data blob: %d %s", got, out)
+	}
+	sub, got, out := u.put(vault.TreeBlob, u.tree(format.Node{Kind: format.KindFile, Name: []byte("f"), Content: []vault.ID{data}}))
+	if got != http.StatusOK {
+		t.Fatalf("upload of a valid tree: %d %s", got, out)
+	}
+	for _, c := range []struct {
+		name  string
+		plain []byte
+	}{
+		{"garbage", []byte("this is not a tree, but it hashes to its ID")},
+		{"bad magic", append([]byte("CFTX\x01"), 0)},
+		{"truncated", u.tree(format.Node{Kind: format.KindFile, Name: []byte("f"), Content: []vault.ID{data}})[:20]},
+		{"missing data", u.tree(format.Node{Kind: format.KindFile, Name: []byte("f"), Content: []vault.ID{data, missing}})},
+		{"missing subtree", u.tree(format.Node{Kind: format.KindDir, Name: []byte("d"), Subtree: missing})},
+		{"data blob as subtree", u.tree(format.Node{Kind: format.KindDir, Name: []byte("d"), Subtree: data})},
+		{"tree as data", u.tree(format.Node{Kind: format.KindFile, Name: []byte("f"), Content: []vault.ID{sub}})},
+	} {
+		id, got, out := u.put(vault.TreeBlob, c.plain)
+		if got != http.StatusBadRequest {
+			t.Errorf("%s tree: upload status %d, want 400: %s", c.name, got, out)
+		}
+		a.mustStatus(http.StatusNoContent, "POST", "/v1/vaults/a/flush", operator, nil)
+		snap := api.Snapshot{Host: "h", Paths: []string{"/x"}, Tree: id.String()}
+		if got, out := a.call("POST", "/v1/vaults/a/snapshots", operator, snap); got != http.StatusBadRequest {
+			t.Errorf("snapshot of the %s tree: status %d, want 400: %s", c.name, got, out)
+		}
+	}
+	root, got, out := u.put(vault.TreeBlob, u.tree(format.Node{Kind: format.KindDir, Name: []byte("d"), Subtree: sub}))
+	if got != http.StatusOK {
+		t.Fatalf("upload of a valid root tree: %d %s", got, out)
+	}
+	a.mustStatus(http.StatusNoContent, "POST", "/v1/vaults/a/flush", operator, nil)
+	a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", operator, api.Snapshot{Host: "h", Paths: []string{"/x"}, Tree: root.String()})
+
+	// Prune and check still work, and find the vault sound.
+	if _, err := a.owner.Vault("a").Prune(context.Background(), false); err != nil {
+		t.Errorf("prune: %v", err)
+	}
+	rep, err := a.owner.Vault("a").Check(context.Background(), true, nil)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Errorf("check: %v %v", err, rep.Errors)
+	}
+}
+
+// TestAttackHistoryTreeOrder: since the server refuses a tree whose
+// children it does not hold, the agent must store children first even
+// with many small batches in flight at once: backups of a deep, wide
+// directory succeed with tiny batches, one or several in flight, and
+// restore to the same files.
+func TestAttackHistoryTreeOrder(t *testing.T) {
+	a := newArena(t)
+	operator := a.roleToken(authn.RoleBackupOperator, "a")
+	src := t.TempDir()
+	files := map[string][]byte{}
+	for i := range 60 {
+		name := fmt.Sprintf("d%d/e%d/f%d", i%7, i%5, i)
+		files[name] = randomBytes(uint64(i), 100+i*37)
+	}
+	writeTree(t, src, files)
+	for _, inFlight := range []int{1, 4} {
+		c, err := client.New(client.Options{Server: a.env.URL, Token: operator, TLS: a.env.TLS, BatchBytes: 512, InFlight: inFlight,
+			Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := c.Vault("a")
+		if err := v.LoadDedup(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		files[fmt.Sprintf("new%d", inFlight)] = randomBytes(uint64(1000+inFlight), 5000)
+		writeTree(t, src, files)
+		res, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: []string{src}, Host: "h"})
+		if err != nil {
+			t.Fatalf("backup with %d batch(es) in flight: %v", inFlight, err)
+		}
+		restoreAndCompare(t, v, res.Snapshot, src)
+		c.Close()
 	}
 }

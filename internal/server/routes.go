@@ -401,6 +401,13 @@ func (s *Server) upload(q *request) error {
 		if got := hasher.ID(plain); got != ref.ID {
 			return fmt.Errorf("%w: blob %s: content does not match its ID", api.ErrBadRequest, ref.ID.Short())
 		}
+		// A tree must be a tree whose children the vault holds: garbage
+		// under a valid ID would block prune and check for good.
+		if ref.Type == vault.TreeBlob {
+			if err := q.vault.CheckNewTree(plain); err != nil {
+				return fmt.Errorf("%w: tree %s: %v", api.ErrBadRequest, ref.ID.Short(), err)
+			}
+		}
 		// The engine packs blobs of many requests together and stores a
 		// full pack in the background: that must not be cancelled when
 		// the request that happened to fill the pack ends.
