@@ -35,8 +35,8 @@ func CheckTree(b []byte, ref func(t vault.BlobType, id vault.ID) error) error {
 		for range 3 { // uid, gid, size
 			d.uvarint()
 		}
-		d.varint() // mtime
-		d.varint() // ctime
+		d.varint()    // mtime
+		d.varint()    // ctime
 		for range 3 { // inode, device, nlink
 			d.uvarint()
 		}
