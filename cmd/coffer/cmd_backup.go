@@ -53,6 +53,14 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 				if err := v.LoadDedup(ctx); err != nil {
 					return err
 				}
+				// An agent's snapshots are recorded under its own name:
+				// its parent is one of those.
+				if bound := v.BoundHost(); bound != "" {
+					if cmd.Flags().Changed("host") && host != bound {
+						return fmt.Errorf("--host %s: this token is the agent %s's, whose snapshots the server records as host %s: leave --host out", host, bound, bound)
+					}
+					host = bound
+				}
 			}
 			if _, remote := v.(*remoteVault); remote {
 				a.limitMemory(remoteBackupBudget)
@@ -98,7 +106,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 	f := cmd.Flags()
 	f.StringArrayVar(&tags, "tag", nil, "tag the snapshot (repeatable)")
 	f.StringArrayVar(&excludes, "exclude", nil, "skip files whose name or full path matches this glob (repeatable)")
-	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: this machine's)")
+	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: this machine's; with an agent's token the server records the agent's name)")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	return cmd
 }

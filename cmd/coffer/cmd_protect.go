@@ -356,6 +356,9 @@ with "coffer vault create --single-user", and then need --confirm.`,
 				if ret, err = retention.ParseDuration(minRet); err != nil {
 					return fmt.Errorf("--min-retention: %w", err)
 				}
+				if ret > protect.MaxMinRetention {
+					return fmt.Errorf("--min-retention %s: at most %s", minRet, protect.FormatDuration(protect.MaxMinRetention))
+				}
 			}
 			var change api.SettingsChange
 			if f.Changed("soft-delete") {

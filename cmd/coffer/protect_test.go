@@ -176,6 +176,9 @@ func TestVaultProtection(t *testing.T) {
 	failsWith(t, e, "14 to 180", "vault", "set", "--soft-delete-days", "200")
 	failsWith(t, e, "nothing to change", "vault", "set")
 	failsWith(t, e, "enable", "vault", "set", "--immutability", "locked")
+	// Refused, never wrapped into a short one (it once was: 0.29 s).
+	failsWith(t, e, "at most 36500d", "vault", "set", "--min-retention", "200y")
+	failsWith(t, e, "too long", "vault", "set", "--min-retention", "300y")
 
 	mustCoffer(t, e, "vault", "set", "--min-retention", "30d")
 	failsWith(t, e, "--min-retention 30d", "forget", id[:8])

@@ -236,6 +236,11 @@ type Dedup struct {
 	Min        int    `json:"chunk_min"`
 	Avg        int    `json:"chunk_avg"`
 	Max        int    `json:"chunk_max"`
+	// Host is the host the server records this token's snapshots under:
+	// an agent principal's name (whatever host the agent names), so that
+	// the agent picks its parent snapshot among its own. Empty when the
+	// server records the host the client names.
+	Host string `json:"host,omitempty"`
 }
 
 // Snapshot is a snapshot on the wire.

@@ -5,7 +5,11 @@
 //
 // Uploads are batched: SaveBlob copies each encoded blob into the batch
 // being filled; a full batch asks the server which of its blobs are
-// missing and uploads only those, several batches in flight. The agent
+// missing and uploads only those, several batches in flight. Trees go in
+// batches of their own, each sent only once every batch before it has
+// been stored: the server accepts a tree only when it holds everything
+// the tree references, and the agent saves a tree after its children, so
+// children always reach the server first. The agent
 // never holds a data key: it gets the chunk-ID key and the chunker seed,
 // sends encoded (compressed) blobs and verifies what it downloads.
 package client
@@ -427,10 +431,13 @@ type Vault struct {
 	dedupMu sync.Mutex
 	dedup   *vault.DedupParams
 	hasher  *format.IDHasher // nil until dedup is loaded
+	host    string           // the host the server binds this token's snapshots to
 
 	mu       sync.Mutex
 	known    map[blobKey]struct{} // blobs stored or queued this session
-	cur      *batch
+	cur      *batch               // data blobs
+	curTree  *batch               // tree blobs
+	order    sequence             // batches in the order they were closed
 	sem      chan struct{}
 	freeBufs chan []byte // batch buffers whose upload ended
 	uploads  sync.WaitGroup
@@ -639,7 +646,17 @@ func (v *Vault) LoadDedup(ctx context.Context) error {
 	copy(p.GearSeed[:], d.GearSeed)
 	v.dedup = p
 	v.hasher = format.NewIDHasher(p.ChunkIDKey)
+	v.host = d.Host
 	return nil
+}
+
+// BoundHost is the host the server records this token's snapshots under
+// (an agent's name), as LoadDedup learnt it; "" when the server takes the
+// host the client names.
+func (v *Vault) BoundHost() string {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	return v.host
 }
 
 // Dedup returns what LoadDedup fetched (zero before).
@@ -672,11 +689,79 @@ func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 }
 
 // batch is an upload batch: upload records back to back, and where each
-// begins.
+// begins. ticket is its place in the order batches were closed in; an
+// ordered batch (trees) is sent once every batch before it is stored.
 type batch struct {
-	buf  []byte
-	refs []api.Ref
-	offs []int
+	buf     []byte
+	refs    []api.Ref
+	offs    []int
+	ticket  uint64
+	ordered bool
+}
+
+// sequence hands out tickets in the order batches are closed and tracks
+// which are still being uploaded.
+type sequence struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	next uint64
+	open map[uint64]struct{}
+}
+
+func (q *sequence) lock() {
+	q.mu.Lock()
+	if q.cond == nil {
+		q.cond = sync.NewCond(&q.mu)
+		q.open = map[uint64]struct{}{}
+	}
+}
+
+// take returns the next ticket, open until done.
+func (q *sequence) take() uint64 {
+	q.lock()
+	defer q.mu.Unlock()
+	t := q.next
+	q.next++
+	q.open[t] = struct{}{}
+	return t
+}
+
+func (q *sequence) done(t uint64) {
+	q.lock()
+	defer q.mu.Unlock()
+	delete(q.open, t)
+	q.cond.Broadcast()
+}
+
+// waitBefore returns once no ticket below t is open.
+func (q *sequence) waitBefore(t uint64) {
+	q.lock()
+	defer q.mu.Unlock()
+	for {
+		busy := false
+		for o := range q.open {
+			if o < t {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		q.cond.Wait()
+	}
+}
+
+// closeBatch takes the batch *p (when it holds blobs) out of filling and
+// gives it its ticket; v.mu must be held.
+func (v *Vault) closeBatch(p **batch, ordered bool) *batch {
+	b := *p
+	*p = nil
+	if b == nil || len(b.refs) == 0 {
+		return nil
+	}
+	b.ticket, b.ordered = v.order.take(), ordered
+	return b
 }
 
 // SaveBlob queues an encoded blob for upload (p is copied). It reports
@@ -695,21 +780,35 @@ func (v *Vault) SaveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 		return false, nil
 	}
 	v.known[k] = struct{}{}
-	if v.cur == nil {
-		v.cur = &batch{buf: v.batchBuf(len(p))}
+	cur := &v.cur
+	if t == vault.TreeBlob {
+		cur = &v.curTree
 	}
-	b := v.cur
+	if *cur == nil {
+		*cur = &batch{buf: v.batchBuf(len(p))}
+	}
+	b := *cur
 	b.offs = append(b.offs, len(b.buf))
 	b.refs = append(b.refs, api.Ref{Type: t, ID: id})
 	b.buf = api.AppendUploadHeader(b.buf, api.Ref{Type: t, ID: id}, rawLen, len(p))
 	b.buf = append(b.buf, p...)
 	full := len(b.buf) >= v.c.opt.BatchBytes || len(b.refs) >= api.MaxMissingIDs
-	if full {
-		v.cur = nil
+	var data, trees *batch
+	switch {
+	case full && t == vault.TreeBlob:
+		// The data these trees reference may wait in the data batch:
+		// it goes first.
+		data = v.closeBatch(&v.cur, false)
+		trees = v.closeBatch(&v.curTree, true)
+	case full:
+		data = v.closeBatch(&v.cur, false)
 	}
 	v.mu.Unlock()
-	if full {
-		v.send(ctx, b)
+	if data != nil {
+		v.send(ctx, data)
+	}
+	if trees != nil {
+		v.send(ctx, trees)
 	}
 	return true, nil
 }
@@ -723,18 +822,40 @@ func (v *Vault) setErr(err error) {
 }
 
 // send uploads b in the background, waiting while InFlight batches are
-// already going (the agent's back pressure).
+// already going (the agent's back pressure). An ordered batch (trees)
+// waits in the background, without a slot, until every batch closed
+// before it is stored; it then takes a slot like the others. (Holding a
+// slot while waiting could starve the batches it waits for.)
 func (v *Vault) send(ctx context.Context, b *batch) {
-	select {
-	case v.sem <- struct{}{}:
-	case <-ctx.Done():
-		v.setErr(ctx.Err())
-		return
+	if !b.ordered {
+		select {
+		case v.sem <- struct{}{}:
+		case <-ctx.Done():
+			v.setErr(ctx.Err())
+			v.order.done(b.ticket)
+			return
+		}
 	}
 	v.uploads.Add(1)
 	go func() {
 		defer v.uploads.Done()
+		defer v.order.done(b.ticket)
+		if b.ordered {
+			v.order.waitBefore(b.ticket)
+			select {
+			case v.sem <- struct{}{}:
+			case <-ctx.Done():
+				v.setErr(ctx.Err())
+				return
+			}
+		}
 		defer func() { <-v.sem }()
+		v.mu.Lock()
+		failed := v.firstErr != nil
+		v.mu.Unlock()
+		if b.ordered && failed {
+			return // what its trees reference may not be stored
+		}
 		if err := v.upload(ctx, b); err != nil {
 			v.setErr(fmt.Errorf("upload to vault %s: %w", v.name, err))
 		}
@@ -827,11 +948,14 @@ func (v *Vault) upload(ctx context.Context, b *batch) error {
 // chunk workers have finished).
 func (v *Vault) Flush(ctx context.Context) error {
 	v.mu.Lock()
-	b := v.cur
-	v.cur = nil
+	data := v.closeBatch(&v.cur, false)
+	trees := v.closeBatch(&v.curTree, true)
 	v.mu.Unlock()
-	if b != nil && len(b.refs) > 0 {
-		v.send(ctx, b)
+	if data != nil {
+		v.send(ctx, data)
+	}
+	if trees != nil {
+		v.send(ctx, trees)
 	}
 	v.uploads.Wait()
 	v.mu.Lock()
@@ -1009,10 +1133,13 @@ func (v *Vault) loadIndex(ctx context.Context) (map[blobKey]uint32, error) {
 	}
 }
 
-// SaveSnapshot records s; the server assigns its ID.
+// SaveSnapshot records s; the server assigns its ID and its time (when
+// it receives it: s.Time is not sent), and an agent's host.
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
 	var out api.Snapshot
-	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/snapshots", api.FromSnapshot(s), &out); err != nil {
+	w := api.FromSnapshot(s)
+	w.Time = time.Time{}
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/snapshots", w, &out); err != nil {
 		return s, err
 	}
 	return out.Record()

@@ -973,7 +973,13 @@ func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
 
 // SaveSnapshot seals s into the store and records it in the catalog. The
 // caller must have flushed the blobs it references. s.ID is assigned.
+// s is checked first (format.CheckSnapshot), so that a record that may
+// not be stored leaves nothing behind; s.Time is taken as given (the
+// vault server sets it to its own clock before calling).
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
+	if err := format.CheckSnapshot(s); err != nil {
+		return s, err
+	}
 	if err := v.checkSession(); err != nil {
 		return s, err
 	}
@@ -990,6 +996,11 @@ func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault
 		return s, fmt.Errorf("store snapshot %s: %w", s.ID, err)
 	}
 	if err := v.opt.Catalog.AddSnapshot(ctx, v.rec.ID, s); err != nil {
+		// Not left as an orphan object that check would report. A store
+		// that refuses deletes (object lock) keeps it: harmless.
+		if derr := v.opt.Store.Delete(context.WithoutCancel(ctx), snapHandle(s.ID)); derr != nil {
+			v.log.Warn("could not remove the object of a snapshot the catalog refused", "snapshot", s.ID.Short(), "err", derr)
+		}
 		return s, fmt.Errorf("catalog snapshot %s: %w", s.ID, err)
 	}
 	return s, nil

@@ -21,6 +21,11 @@ import (
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
+// MaxMinRetention bounds the minimum retention: 100 years (36500 days),
+// far beyond any retention rule, and far below the 292 years a duration
+// can hold, so that no value wraps.
+const MaxMinRetention = 36500 * 24 * time.Hour
+
 // ErrInvalid reports a setting value out of range or a change that is
 // not a change (bad input rather than a protection refusal).
 var ErrInvalid = errors.New("invalid setting")
@@ -105,8 +110,8 @@ func validateValues(s vault.VaultSettings) error {
 	default:
 		return fmt.Errorf("%w: immutability %q: want disabled, enabled or locked", ErrInvalid, s.Immutability)
 	}
-	if s.MinRetention < 0 {
-		return fmt.Errorf("%w: --min-retention must not be negative", ErrInvalid)
+	if s.MinRetention < 0 || s.MinRetention > MaxMinRetention {
+		return fmt.Errorf("%w: --min-retention %s: want 0 to %s", ErrInvalid, FormatDuration(s.MinRetention), FormatDuration(MaxMinRetention))
 	}
 	if s.Policy != "" {
 		if _, err := ParsePolicy(s.Policy); err != nil {

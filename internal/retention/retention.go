@@ -55,6 +55,12 @@ import (
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
+// Bounds of a policy's tags: those of a snapshot's (format.CheckSnapshot).
+const (
+	MaxTags   = 64
+	MaxTagLen = 255
+)
+
 // Unlimited as a count keeps every snapshot (Last) or every period (the
 // calendar rules), like restic's "unlimited".
 const Unlimited = -1
@@ -135,6 +141,9 @@ func (p Policy) Validate() error {
 	if len(p.Tags) > 0 {
 		empty = false
 	}
+	if len(p.Tags) > MaxTags {
+		errs = append(errs, fmt.Errorf("--keep-tag given %d times: at most %d", len(p.Tags), MaxTags))
+	}
 	seen := make(map[string]bool, len(p.Tags))
 	for _, t := range p.Tags {
 		switch {
@@ -142,6 +151,9 @@ func (p Policy) Validate() error {
 			errs = append(errs, errors.New("--keep-tag: empty tag; give the tag to keep"))
 		case seen[t]:
 			errs = append(errs, fmt.Errorf("--keep-tag %q: given twice", t))
+		case len(t) > MaxTagLen || !utf8.ValidString(t) || strings.ContainsFunc(t, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }):
+			// As a snapshot's tags: no tag that could match is refused.
+			errs = append(errs, fmt.Errorf("--keep-tag %q: want printable UTF-8 of at most %d bytes", t, MaxTagLen))
 		}
 		seen[t] = true
 	}

@@ -153,14 +153,8 @@ func (s *Server) changeSettings(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
-	if body.Policy != nil && *body.Policy != "" {
-		var p retention.Policy
-		if err := json.Unmarshal([]byte(*body.Policy), &p); err != nil {
-			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
-		}
-		if err := p.Validate(); err != nil {
-			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
-		}
+	if err := checkSettingsChange(body); err != nil {
+		return err
 	}
 	if b, err := json.Marshal(body); err == nil {
 		q.note("change", string(b))

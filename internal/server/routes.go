@@ -339,8 +339,12 @@ func (s *Server) vaultInfo(q *request) error {
 
 func (s *Server) dedup(q *request) error {
 	d := q.vault.Dedup()
+	host, err := s.boundHost(q)
+	if err != nil {
+		return err
+	}
 	writeJSON(q.w, http.StatusOK, api.Dedup{ChunkIDKey: d.ChunkIDKey[:], GearSeed: d.GearSeed[:],
-		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max})
+		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max, Host: host})
 	return nil
 }
 
@@ -431,6 +435,13 @@ func (s *Server) upload(q *request) error {
 		s.decodes.release(held)
 		if got != ref.ID {
 			return fmt.Errorf("%w: blob %s: content does not match its ID", api.ErrBadRequest, ref.ID.Short())
+		}
+		// A tree must be a tree whose children the vault holds: garbage
+		// under a valid ID would block prune and check for good.
+		if ref.Type == vault.TreeBlob {
+			if err := q.vault.CheckNewTree(plain); err != nil {
+				return fmt.Errorf("%w: tree %s: %v", api.ErrBadRequest, ref.ID.Short(), err)
+			}
 		}
 		// The engine packs blobs of many requests together and stores a
 		// full pack in the background: that must not be cancelled when
@@ -632,14 +643,16 @@ func (s *Server) findSnapshot(q *request) error {
 	return nil
 }
 
-// saveSnapshot records a snapshot after checking that its root tree is
-// stored: an agent cannot record a snapshot of data the vault lacks.
+// saveSnapshot records a snapshot after checking every field
+// (newSnapshot: the server's time, the agent's own host) and that its
+// root tree is stored: an agent cannot record a snapshot of data the
+// vault lacks. Nothing is written before these checks pass.
 func (s *Server) saveSnapshot(q *request) error {
 	var body api.Snapshot
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
-	rec, err := body.Record()
+	rec, err := s.newSnapshot(q, body)
 	if err != nil {
 		return err
 	}
@@ -658,14 +671,18 @@ func (s *Server) saveSnapshot(q *request) error {
 	if err := s.writerAlive(q); err != nil {
 		return err
 	}
-	rec.ID = vault.ID{}
+	rec.Time = s.opt.Now().UTC() // when it is recorded, after the flush
 	saved, err := q.vault.SaveSnapshot(q.ctx, rec)
+	if errors.Is(err, format.ErrInvalidSnapshot) {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	if err != nil {
 		return err
 	}
 	s.endWriter(q.ctx, q)
 	q.note("snapshot", saved.ID.String())
 	q.note("host", saved.Host)
+	q.note("token", q.tok.ID)
 	q.log.Info("snapshot saved", "vault", q.name, "snapshot", saved.ID.Short(), "host", saved.Host, "token", q.tok.ID)
 	writeJSON(q.w, http.StatusCreated, api.FromSnapshot(saved))
 	return nil

@@ -1,0 +1,161 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/protect"
+	"github.com/coffer-backup/coffer/internal/retention"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// MaxClockSkew is how far ahead of the server's clock a client's
+// snapshot time may be. The server records its own time anyway; a time
+// further ahead means the client's clock is wrong (or forged), and the
+// client is told so rather than silently corrected.
+const MaxClockSkew = 5 * time.Minute
+
+// newSnapshot turns the body of POST …/snapshots into the record to save,
+// checking everything before anything is written. What the server owns
+// it sets itself and never takes from the client:
+//
+//   - the ID (the engine draws it), and the deletion time and deleter (a
+//     new snapshot is live): a body that sets them is refused;
+//   - the time: the server's clock when it receives the snapshot, so that
+//     "latest", retention, the agents' parent choice and the minimum
+//     retention never order by a client's clock. A client time more than
+//     MaxClockSkew ahead is refused (its clock is wrong); an earlier one
+//     (the backup's start) is fine but not recorded;
+//   - the host of an agent principal's snapshot: the agent's name, as
+//     `source add` created it, whatever host the agent claims. Other
+//     writers (user principals, role tokens) record the host they name,
+//     except an agent's name, which only that agent may record under;
+//     the audit entry of every saved snapshot names the token.
+//
+// The parent, when given, must be a snapshot of this vault with the
+// same host.
+func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecord, error) {
+	if body.ID != "" || body.Deleted != nil || body.DeletedBy != "" {
+		return vault.SnapshotRecord{}, fmt.Errorf("%w: a snapshot's id, deleted and deleted_by are set by the server: leave them out", api.ErrBadRequest)
+	}
+	rec, err := body.Record()
+	if err != nil {
+		return rec, err
+	}
+	now := s.opt.Now().UTC()
+	if !rec.Time.IsZero() {
+		end := rec.Time
+		if rec.Duration > 0 && end.Before(now) {
+			end = end.Add(rec.Duration)
+		}
+		if ahead := end.Sub(now); ahead > MaxClockSkew {
+			return rec, fmt.Errorf("%w: the snapshot's time %s is %s ahead of the server's clock (%s): fix this machine's clock (the server records the time it receives a snapshot, and refuses clients more than %s ahead)",
+				api.ErrBadRequest, end.Format(time.RFC3339), ahead.Round(time.Second), now.Format(time.RFC3339), MaxClockSkew)
+		}
+	}
+	rec.Time = now
+	if rec.Host, err = s.snapshotHost(q, rec.Host); err != nil {
+		return rec, err
+	}
+	if err := format.CheckSnapshot(rec); err != nil {
+		return rec, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if !rec.Parent.IsZero() {
+		all, err := q.vault.AllSnapshots(q.ctx)
+		if err != nil {
+			return rec, err
+		}
+		found := false
+		for _, sn := range all {
+			if sn.ID == rec.Parent {
+				if sn.Host != rec.Host {
+					return rec, fmt.Errorf("%w: parent snapshot %s is of host %q, not %q: a snapshot's parent is one of its own host", api.ErrBadRequest, rec.Parent.Short(), sn.Host, rec.Host)
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			return rec, fmt.Errorf("%w: parent snapshot %s is not in vault %s", api.ErrBadRequest, rec.Parent.Short(), q.name)
+		}
+	}
+	return rec, nil
+}
+
+// snapshotHost returns the host a snapshot saved by q's token records
+// (see newSnapshot).
+func (s *Server) snapshotHost(q *request, claimed string) (string, error) {
+	bound, err := s.boundHost(q)
+	if err != nil {
+		return "", err
+	}
+	if bound != "" {
+		if claimed != bound {
+			q.note("claimed_host", claimed)
+		}
+		return bound, nil
+	}
+	if claimed == "" {
+		return "", fmt.Errorf("%w: name the snapshot's host", api.ErrBadRequest)
+	}
+	p, err := s.cat.Principal(q.ctx, claimed)
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		return claimed, nil
+	case err != nil:
+		return "", err
+	case p.Kind == "agent":
+		return "", fmt.Errorf("%w: host %q is the agent %s: only its own token records snapshots of it (back up with that token, or name another host)", api.ErrForbidden, claimed, p.Name)
+	}
+	return claimed, nil
+}
+
+// boundHost returns the host q's token records snapshots under: its
+// agent's name for an agent principal's token, "" for other tokens
+// (which name their host).
+func (s *Server) boundHost(q *request) (string, error) {
+	if authn.Role(q.tok.Role) != authn.RolePrincipal {
+		return "", nil
+	}
+	p, err := s.cat.Principal(q.ctx, q.tok.Principal)
+	if err != nil {
+		return "", fmt.Errorf("principal of token %s: %w", q.tok.ID, err)
+	}
+	if p.Kind != "agent" {
+		return "", nil
+	}
+	return p.Name, nil
+}
+
+// checkSettingsChange checks the numbers of a settings change for range
+// before they are converted (a minimum retention in seconds times 10^9
+// must not wrap), and decodes a policy strictly: an unknown field (a
+// typo) is refused, not read as a policy without that rule.
+func checkSettingsChange(c api.SettingsChange) error {
+	if c.MinRetentionSeconds != nil {
+		if secs := *c.MinRetentionSeconds; secs < 0 || secs > int64(protect.MaxMinRetention/time.Second) {
+			return fmt.Errorf("%w: min_retention_seconds %d: want 0 to %d (%s)", api.ErrBadRequest, secs, int64(protect.MaxMinRetention/time.Second), protect.FormatDuration(protect.MaxMinRetention))
+		}
+	}
+	if c.Policy != nil && *c.Policy != "" {
+		var p retention.Policy
+		dec := json.NewDecoder(bytes.NewReader([]byte(*c.Policy)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
+		}
+		if dec.More() {
+			return fmt.Errorf("%w: policy: more than one JSON value", api.ErrBadRequest)
+		}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
+		}
+	}
+	return nil
+}
