@@ -55,7 +55,14 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 		Long: `Issue a bearer token, printed once. A token either carries a role itself
 (--role, on the vault in --vault or server-wide), or is issued to a principal
 (--principal, a user or an agent made with "coffer user create") and acts with
-the principal's role assignments ("coffer role assign").`,
+the principal's role assignments ("coffer role assign").
+
+A token never does more than the token that issued it: one whose role, or whose
+principal's roles, go beyond yours is refused, and if a role is later taken
+from you, the tokens you issued lose it too. No token made here approves
+requests: a security approver logs in ("coffer login"), or gets a token on the
+server machine ("coffer server approver-token"). Names are like principal
+names (letters, digits, '.', '_', '@', '-').`,
 		Example: `  coffer token create --vault https://backup.example.com:8443/prod --role backup-operator --name web01
   coffer token create --vault https://backup.example.com:8443 --role owner --name alice --expires 720h
   coffer token create --vault https://backup.example.com:8443 --principal web01 --name web01-2026`,
