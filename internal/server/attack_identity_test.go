@@ -601,3 +601,97 @@ func TestAttackPendingRequestOutlivesRequester(t *testing.T) {
 	a.mustStatus(http.StatusOK, "POST", "/v1/requests/"+req+"/approve", approver, nil)
 	a.mustStatus(http.StatusNotFound, "GET", "/v1/vaults/a", a.env.OwnerToken, nil)
 }
+
+// TestAttackIssuerLosesPower: what a token issued stops with its issuer:
+// a role taken from the issuer's principal is taken from the tokens it
+// issued, and revoking a token revokes every token it issued (down the
+// chain); its expiry does not (a login session's agents keep working).
+func TestAttackIssuerLosesPower(t *testing.T) {
+	a := newArena(t)
+	ctx := context.Background()
+	a.principal("mallory", "user", attackPassword, authn.RoleOwner, "")
+	m := a.login("mallory", attackPassword)
+	_, roleTok := a.mint(m.Secret, "POST", "/v1/tokens", api.CreateToken{Name: "persist", Role: "owner"})
+	_, srcTok := a.mint(m.Secret, "POST", "/v1/vaults/a/sources", api.AddSource{Name: "web1"})
+	_, grandchild := a.mint(roleTok.Secret, "POST", "/v1/tokens", api.CreateToken{Name: "deeper", Role: "owner"})
+	for _, tok := range []string{roleTok.Secret, grandchild.Secret} {
+		a.mustStatus(http.StatusOK, "GET", "/v1/tokens", tok, nil)
+	}
+	if _, err := a.owner.RevokeRole(ctx, api.RoleAssignment{Principal: "mallory", Role: "owner"}); err != nil {
+		t.Fatal(err)
+	}
+	for what, tok := range map[string]string{"minted owner token": roleTok.Secret, "its child": grandchild.Secret, "source token": srcTok.Secret} {
+		if st, _ := a.call("GET", "/v1/tokens", tok, nil); st != http.StatusForbidden {
+			t.Errorf("%s after its issuer lost owner: GET /v1/tokens %d, want 403", what, st)
+		}
+		if st, _ := a.call("GET", "/v1/vaults/a", tok, nil); st != http.StatusForbidden {
+			t.Errorf("%s after its issuer lost owner: GET /v1/vaults/a %d, want 403", what, st)
+		}
+	}
+
+	// Revocation: an owner token T mints T2, T2 mints T3; revoking T stops
+	// T2 and T3.
+	_, t1 := a.mint(a.env.OwnerToken, "POST", "/v1/tokens", api.CreateToken{Name: "t1", Role: "owner"})
+	_, t2 := a.mint(t1.Secret, "POST", "/v1/tokens", api.CreateToken{Name: "t2", Role: "owner"})
+	_, t3 := a.mint(t2.Secret, "POST", "/v1/vaults/a/sources", api.AddSource{Name: "web2"})
+	a.mustStatus(http.StatusNoContent, "DELETE", "/v1/tokens/"+t1.ID, a.env.OwnerToken, nil)
+	for what, tok := range map[string]string{"child of a revoked token": t2.Secret, "grandchild of a revoked token": t3.Secret} {
+		if st, _ := a.call("GET", "/v1/vaults/a", tok, nil); st != http.StatusUnauthorized {
+			t.Errorf("%s: status %d, want 401", what, st)
+		}
+	}
+
+	// Expiry does not cascade: an agent set up during a login keeps working.
+	a.principal("olive", "user", attackPassword, authn.RoleOwner, "")
+	o := a.login("olive", attackPassword)
+	_, agent := a.mint(o.Secret, "POST", "/v1/vaults/a/sources", api.AddSource{Name: "web3"})
+	a.env.Clock.Add(int64(13 * time.Hour))
+	a.mustStatus(http.StatusUnauthorized, "GET", "/v1/vaults/a", o.Secret, nil)
+	a.mustStatus(http.StatusOK, "GET", "/v1/vaults/a", agent.Secret, nil)
+}
+
+// TestAttackLastOwnerPaths: no revocation, of a token or of a role, leaves
+// the server without anyone able to act as an owner without a second
+// person's approval, however owner-looking tokens are counted.
+func TestAttackLastOwnerPaths(t *testing.T) {
+	t.Run("minted owner tokens do not keep a principal's owner role alive", func(t *testing.T) {
+		a := newArena(t)
+		ctx := context.Background()
+		a.principal("alice", "user", attackPassword, authn.RoleOwner, "")
+		at := a.login("alice", attackPassword)
+		// alice's tokens: owner tokens that live only through her role.
+		for i := 0; i < 3; i++ {
+			a.mint(at.Secret, "POST", "/v1/tokens", api.CreateToken{Name: fmt.Sprintf("a%d", i), Role: "owner"})
+		}
+		// The initial owner's token is revoked by alice (other owners
+		// seemingly left), then alice's role by alice herself.
+		toks, _ := a.owner.Tokens(ctx)
+		initial := toks[0].ID
+		if st, out := a.call("DELETE", "/v1/tokens/"+initial, at.Secret, nil); st != http.StatusNoContent {
+			t.Fatalf("revoking the initial token with alice an owner: %d %s", st, out)
+		}
+		st, out := a.call("DELETE", "/v1/roles", at.Secret, api.RoleAssignment{Principal: "alice", Role: "owner"})
+		if st != http.StatusAccepted {
+			t.Errorf("revoking the last owner's role: status %d, want 202 (a request): %s", st, out)
+		}
+		a.mustStatus(http.StatusOK, "GET", "/v1/tokens", at.Secret, nil)
+	})
+	t.Run("revoking the token every owner descends from", func(t *testing.T) {
+		a := newArena(t)
+		ctx := context.Background()
+		_, second := a.mint(a.env.OwnerToken, "POST", "/v1/tokens", api.CreateToken{Name: "second", Role: "owner"})
+		toks, _ := a.owner.Tokens(ctx)
+		st, out := a.call("DELETE", "/v1/tokens/"+toks[0].ID, second.Secret, nil)
+		if st != http.StatusAccepted {
+			t.Errorf("revoking the initial token that the only other owner descends from: status %d, want 202: %s", st, out)
+		}
+		a.mustStatus(http.StatusOK, "GET", "/v1/tokens", second.Secret, nil)
+	})
+	t.Run("a principal that can log in is an owner left", func(t *testing.T) {
+		a := newArena(t)
+		ctx := context.Background()
+		a.principal("bob", "user", attackPassword, authn.RoleOwner, "")
+		toks, _ := a.owner.Tokens(ctx)
+		a.mustStatus(http.StatusNoContent, "DELETE", "/v1/tokens/"+toks[0].ID, a.env.OwnerToken, nil)
+	})
+}

@@ -84,7 +84,7 @@ const maxIssuers = 32
 // was issued: security-approver only on a token made on the server
 // machine or a principal's own login. So no token the API issues ever
 // decides a request, whatever its principal holds now or later.
-func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord) ([]authn.Grant, *vault.Principal, error) {
+func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord, r *removal) ([]authn.Grant, *vault.Principal, error) {
 	o := originOf(tok)
 	if authn.Role(tok.Role) != authn.RolePrincipal {
 		if authn.Role(tok.Role) == authn.RoleSecurityApprover && o != originMachine {
@@ -105,6 +105,9 @@ func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord) ([]authn.
 		if authn.Role(a.Role) == authn.RoleSecurityApprover && o == originAPI {
 			continue
 		}
+		if r != nil && r.principal == p.ID && authn.Role(a.Role) == authn.RoleOwner {
+			continue
+		}
 		grants = append(grants, authn.Grant{Role: authn.Role(a.Role), Vault: a.Vault})
 	}
 	return grants, &p, nil
@@ -113,13 +116,28 @@ func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord) ([]authn.
 // access returns what tok may do now: its own grants (ownGrants), limited
 // by those of every token up the chain that issued it, so that a token
 // never does more than its issuers can do now (a role taken from an
-// issuer is taken from what it issued). An issuer's revocation or expiry
-// does not count: a login session's end must not stop the agents set up
-// during it. who names tok for messages and trails; people lists the
-// principals and tokens behind it (its own, then each issuer's), whom the
-// no-self-approval rule keeps from deciding what it asks.
+// issuer is taken from what it issued). Revoking a token revokes what it
+// issued, down the chain: access fails with authn.ErrUnauthenticated when
+// an issuer is revoked. An issuer's expiry does not count: the end of a
+// login session must not stop the agents set up during it. who names tok
+// for messages and trails; people lists the principals and tokens behind
+// it (its own, then each issuer's), whom the no-self-approval rule keeps
+// from deciding what it asks.
 func (s *Server) access(ctx context.Context, tok vault.TokenRecord) (acc authn.Access, who string, people []string, err error) {
-	grants, p, err := s.ownGrants(ctx, tok)
+	return s.accessAfter(ctx, tok, nil)
+}
+
+// removal is a revocation whose effect is weighed before it is made: of
+// the token with ID token, or of the owner role of the principal with ID
+// principal.
+type removal struct{ token, principal string }
+
+// errIssuerRevoked: a token up the chain that issued this one is revoked.
+var errIssuerRevoked = fmt.Errorf("%w: bearer token unknown, expired or revoked: a token that issued it was revoked, which revokes what it issued; ask the server owner for a new one", authn.ErrUnauthenticated)
+
+// accessAfter is access as it would be after r (nil: as it is).
+func (s *Server) accessAfter(ctx context.Context, tok vault.TokenRecord, r *removal) (acc authn.Access, who string, people []string, err error) {
+	grants, p, err := s.ownGrants(ctx, tok, r)
 	if err != nil {
 		return acc, "", nil, err
 	}
@@ -142,7 +160,10 @@ func (s *Server) access(ctx context.Context, tok vault.TokenRecord) (acc authn.A
 		if err != nil {
 			return acc, "", nil, err
 		}
-		g, ip, err := s.ownGrants(ctx, issuer)
+		if !issuer.Revoked.IsZero() || r != nil && r.token == issuer.ID {
+			return acc, "", nil, errIssuerRevoked
+		}
+		g, ip, err := s.ownGrants(ctx, issuer, r)
 		if err != nil {
 			return acc, "", nil, err
 		}
@@ -348,11 +369,11 @@ func (s *Server) revokeRole(q *request) error {
 		return err
 	}
 	if body.Role == string(authn.RoleOwner) {
-		owners, err := s.activeOwners(q.ctx)
+		owners, err := s.ownersLeft(q.ctx, removal{principal: p.ID})
 		if err != nil {
 			return err
 		}
-		if owners <= 1 {
+		if owners == 0 {
 			req, err := s.newRequest(q, "role-revoke", "removing the last owner ("+p.Name+")", requestParams{Principal: p.ID, Role: body.Role})
 			if err != nil {
 				return err
@@ -375,10 +396,57 @@ func (s *Server) approvers(ctx context.Context) (int, error) {
 	return s.countRole(ctx, authn.RoleSecurityApprover)
 }
 
-// activeOwners counts active owner tokens and principals holding the
-// owner role.
-func (s *Server) activeOwners(ctx context.Context) (int, error) {
-	return s.countRole(ctx, authn.RoleOwner)
+// ownersLeft counts who could still act as an owner after r: active
+// tokens whose access would still cover the owner role (so an owner token
+// living only through a role or a token being revoked does not count),
+// and principals that would still hold the owner role and can log in
+// (have a password).
+func (s *Server) ownersLeft(ctx context.Context, r removal) (int, error) {
+	as, err := s.cat.RoleAssignments(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	owners := map[string]bool{} // principal IDs holding owner after r
+	for _, a := range as {
+		if authn.Role(a.Role) == authn.RoleOwner && a.Vault == "" && a.Principal != r.principal {
+			owners[a.Principal] = true
+		}
+	}
+	n := 0
+	for id := range owners {
+		p, err := s.cat.PrincipalByID(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if p.Password != "" {
+			n++
+		}
+	}
+	toks, err := s.cat.Tokens(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := s.opt.Now()
+	owner := authn.Grant{Role: authn.RoleOwner}
+	for _, t := range toks {
+		if t.ID == r.token || !t.Revoked.IsZero() || !t.Expires.IsZero() && !now.Before(t.Expires) {
+			continue
+		}
+		if authn.Role(t.Role) != authn.RoleOwner && (authn.Role(t.Role) != authn.RolePrincipal || !owners[t.Principal]) {
+			continue
+		}
+		acc, _, _, err := s.accessAfter(ctx, t, &r)
+		if errors.Is(err, authn.ErrUnauthenticated) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if acc.Covers(owner) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (s *Server) countRole(ctx context.Context, role authn.Role) (int, error) {

@@ -389,6 +389,9 @@ func (s *Server) requestVoid(ctx context.Context, r vault.Request) (string, erro
 		return "the token that made it (" + tok.ID + ") has expired", nil
 	}
 	acc, who, _, err := s.access(ctx, tok)
+	if errors.Is(err, authn.ErrUnauthenticated) {
+		return "a token that issued the one that made it was revoked", nil
+	}
 	if errors.Is(err, vault.ErrNotFound) {
 		return "the principal of the token that made it no longer exists", nil
 	}

@@ -209,6 +209,11 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		}
 		q.tok, q.perm = tok, rt.perm
 		acc, who, people, err := s.access(q.ctx, tok)
+		if errors.Is(err, authn.ErrUnauthenticated) {
+			lim.fail(src, s.opt.Now())
+			q.w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
+			return classed{err, api.ErrUnauthenticated}
+		}
 		if err != nil {
 			return err
 		}
@@ -808,25 +813,21 @@ func (s *Server) revokeToken(q *request) error {
 	return nil
 }
 
-// lastOwner reports whether token id is an active owner token and no
-// other owner (token or principal) is left.
+// lastOwner reports whether token id is active and nobody could act as an
+// owner any more once it is revoked (with what it issued).
 func (s *Server) lastOwner(ctx context.Context, id string) (bool, error) {
-	toks, err := s.cat.Tokens(ctx)
+	t, err := s.cat.Token(ctx, id)
+	if errors.Is(err, vault.ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
-	now := s.opt.Now()
-	for _, t := range toks {
-		if t.ID == id {
-			active := t.Role == string(authn.RoleOwner) && t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
-			if !active {
-				return false, nil
-			}
-			owners, err := s.activeOwners(ctx)
-			return owners <= 1, err
-		}
+	if !t.Revoked.IsZero() || !t.Expires.IsZero() && !s.opt.Now().Before(t.Expires) {
+		return false, nil
 	}
-	return false, nil
+	owners, err := s.ownersLeft(ctx, removal{token: id})
+	return owners == 0, err
 }
 
 // statusWriter remembers the status a handler answered with, for the
