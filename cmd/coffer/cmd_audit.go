@@ -43,14 +43,15 @@ $COFFER_HOME/audit/). docs/audit.md explains it.`,
 }
 
 func newAuditLogCmd(a *app) *cobra.Command {
-	var principal, since, op string
+	var principal, tokenID, since, op string
 	var limit int
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "log",
 		Short: "List audit entries",
 		Example: `  coffer audit log --vault prod --since 24h
-  coffer audit log --principal user:alice --json`,
+  coffer audit log --principal user:alice --json
+  coffer audit log --token-id 0123456789abcdef`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, vaultName, err := a.serverClient()
@@ -64,6 +65,9 @@ func newAuditLogCmd(a *app) *cobra.Command {
 			}
 			if principal != "" {
 				q.Set("principal", principal)
+			}
+			if tokenID != "" {
+				q.Set("token", tokenID)
 			}
 			if op != "" {
 				q.Set("op", op)
@@ -91,15 +95,16 @@ func newAuditLogCmd(a *app) *cobra.Command {
 				return a.printJSON(es)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "#\tTIME\tOUTCOME\tPRINCIPAL\tSOURCE\tVAULT\tOPERATION\tDETAIL")
+			fmt.Fprintln(tw, "#\tTIME\tOUTCOME\tPRINCIPAL\tTOKEN\tSOURCE\tVAULT\tOPERATION\tDETAIL")
 			for _, e := range es {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format(time.RFC3339), safeText(e.Outcome),
-					safeText(e.Principal), safeText(e.Source), safeText(e.Vault), safeText(e.Op), oneLine(e.Detail, 80))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format(time.RFC3339), safeText(e.Outcome),
+					safeText(e.Principal), safeText(e.Token), safeText(e.Source), safeText(e.Vault), safeText(e.Op), oneLine(e.Detail, 80))
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().StringVar(&principal, "principal", "", "only this principal (user:NAME, agent:NAME, token:ID (name), server)")
+	cmd.Flags().StringVar(&tokenID, "token-id", "", "only what the token with this ID did (its ID, from coffer token list)")
 	cmd.Flags().StringVar(&since, "since", "", "only entries since: a duration back from now (24h, 7d) or an RFC 3339 time")
 	cmd.Flags().StringVar(&op, "op", "", "only this operation (e.g. 'POST /v1/vaults/{vault}/forget')")
 	cmd.Flags().IntVar(&limit, "limit", 0, "only the newest N")

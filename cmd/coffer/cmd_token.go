@@ -55,7 +55,17 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 		Long: `Issue a bearer token, printed once. A token either carries a role itself
 (--role, on the vault in --vault or server-wide), or is issued to a principal
 (--principal, a user or an agent made with "coffer user create") and acts with
-the principal's role assignments ("coffer role assign").`,
+the principal's role assignments ("coffer role assign").
+
+A token never does more than the token that issued it: one whose role, or whose
+principal's roles, go beyond yours is refused, and if a role is later taken
+from you, the tokens you issued lose it too. Revoking a token revokes the tokens
+it issued (its expiry does not: agents added during a login outlive it). To
+retire the initial owner token, make an owner who logs in ("coffer user create
+--password-stdin", "coffer role assign --role owner") first. No token made here approves
+requests: a security approver logs in ("coffer login"), or gets a token on the
+server machine ("coffer server approver-token"). Names are like principal
+names (letters, digits, '.', '_', '@', '-').`,
 		Example: `  coffer token create --vault https://backup.example.com:8443/prod --role backup-operator --name web01
   coffer token create --vault https://backup.example.com:8443 --role owner --name alice --expires 720h
   coffer token create --vault https://backup.example.com:8443 --principal web01 --name web01-2026`,
@@ -158,8 +168,11 @@ func newTokenListCmd(a *app) *cobra.Command {
 
 func newTokenRevokeCmd(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:     "revoke ID",
-		Short:   "Revoke a token at once",
+		Use:   "revoke ID",
+		Short: "Revoke a token at once",
+		Long: `Revoke a token at once, and with it every token it issued (and those they
+issued). Revoking a token after which nobody could act as an owner is a
+critical change: it waits for a security approver.`,
 		Example: "  coffer token revoke 3f9a1c0d2b7e4a65 --vault https://backup.example.com:8443",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -33,7 +33,10 @@ func newUserCmd(a *app) *cobra.Command {
 		Long: `A principal is a user or an agent of a vault server. Roles are assigned to it
 ("coffer role assign"), and tokens are issued to it ("coffer token create
 --principal", or "coffer login" with its password); a principal's token may do
-what any of its roles allows. Needs the role.manage permission (owner).`,
+what any of its roles allows, never more than the token that issued it. Names
+are 1-64 letters, digits, '.', '_', '@' or '-', unique without regard to case,
+and may not start with usr_ or agt_ (the form of IDs, which any command taking
+a principal also accepts). Needs the role.manage permission (owner).`,
 	}
 	cmd.AddCommand(newUserCreateCmd(a), newUserListCmd(a))
 	return cmd
@@ -319,7 +322,9 @@ func newSourceCmd(a *app) *cobra.Command {
 		Long: `Add a source to a vault on a server: the agent principal NAME (created when new)
 gets the backup-operator role on the vault, and a new token for it is printed
 once. Needs source.manage (owner or backup-contributor): a contributor can add
-machines without being able to make anything more powerful than an operator.`,
+machines without being able to make anything more powerful than an operator.
+An existing agent is reused only when its one role is backup-operator on this
+vault; for any other, choose a new name.`,
 		Example: "  coffer source add web01 --vault https://backup.example.com:8443/prod",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -445,16 +445,29 @@ func TestLastOwnerNeedsApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "owner", "--name", "second"))
-	// With a second owner, revoking the first is ordinary...
+	// An owner token issued by the first one is no second owner: revoking
+	// the first revokes it too.
+	minted := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "owner", "--name", "minted"))
+	if out := mustCoffer(t, e, "token", "revoke", first, "--token", minted); !strings.Contains(out, "last owner") {
+		t.Errorf("revoke with only a token it issued left: %q", out)
+	}
+	// An owner who logs in is one...
+	cofferIn(t, e, "bob's long passphrase\n", "user", "create", "bob", "--password-stdin")
+	mustCoffer(t, e, "role", "assign", "--principal", "bob", "--role", "owner")
+	out, errOut, code := cofferIn(t, e, "bob's long passphrase\n", "login", "bob")
+	if code != exitOK {
+		t.Fatalf("login: %s", errOut)
+	}
+	second := strings.TrimSpace(out)
+	// ...with whom revoking the first is ordinary...
 	if out := mustCoffer(t, e, "token", "revoke", first, "--token", second); !strings.Contains(out, "revoked") {
 		t.Errorf("revoke with another owner left: %q", out)
 	}
 	failsWith(t, e, "unknown, expired or revoked", "token", "list")
-	// ...and the pending request, approved now, changes nothing more.
-	if out := mustCoffer(t, e, "approve", req, "--token", approver); !strings.Contains(out, "approved") {
-		t.Errorf("approve: %q", out)
-	}
+	failsWith(t, e, "unknown, expired or revoked", "token", "list", "--token", minted)
+	// ...and the pending request, made by the token now revoked, is void:
+	// approving it does nothing.
+	failsWith(t, e, "void", "approve", req, "--token", approver)
 	mustCoffer(t, e, "token", "list", "--token", second)
 }
 

@@ -733,6 +733,7 @@ type AuditEntry struct {
 	Index     int64             `json:"index"`
 	Time      time.Time         `json:"time"`
 	Principal string            `json:"principal,omitempty"`
+	Token     string            `json:"token,omitempty"` // the public ID of the token that acted
 	Source    string            `json:"source,omitempty"`
 	Vault     string            `json:"vault,omitempty"`
 	Op        string            `json:"op"`

@@ -60,6 +60,7 @@ var (
 type Entry struct {
 	Time      time.Time         // when it happened; Append sets it when zero
 	Principal string            // token ID, "system", or "" when unauthenticated
+	Token     string            // the public ID of the token that acted, "" when none
 	Source    string            // client address
 	Vault     string            // vault name, "" for server-wide operations
 	Op        string            // operation, e.g. "snapshot.forget"; required
@@ -75,6 +76,7 @@ type Entry struct {
 type wireEntry struct {
 	Time      string            `json:"time"`
 	Principal string            `json:"principal"`
+	Token     string            `json:"token,omitempty"`
 	Source    string            `json:"source"`
 	Vault     string            `json:"vault"`
 	Op        string            `json:"op"`
@@ -111,7 +113,7 @@ func (e Entry) MarshalRecord() ([]byte, error) {
 		return nil, fmt.Errorf("audit entry: time %v out of range", e.Time)
 	}
 	w := wireEntry{
-		Time: e.Time.UTC().Format(time.RFC3339Nano), Principal: e.Principal, Source: e.Source, Vault: e.Vault,
+		Time: e.Time.UTC().Format(time.RFC3339Nano), Principal: e.Principal, Token: e.Token, Source: e.Source, Vault: e.Vault,
 		Op: e.Op, Params: e.Params, Outcome: e.Outcome, Detail: e.Detail,
 	}
 	if len(w.Params) == 0 {
@@ -137,7 +139,7 @@ func (e Entry) MarshalRecord() ([]byte, error) {
 
 // strings returns every string of e, params' keys and values included.
 func (e *Entry) strings() []string {
-	ss := []string{e.Principal, e.Source, e.Vault, e.Op, e.Outcome, e.Detail}
+	ss := []string{e.Principal, e.Token, e.Source, e.Vault, e.Op, e.Outcome, e.Detail}
 	for k, v := range e.Params {
 		ss = append(ss, k, v)
 	}
@@ -161,7 +163,7 @@ func ParseRecord(r []byte) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("audit record: time: %w", err)
 	}
-	e := Entry{Time: t.UTC(), Principal: w.Principal, Source: w.Source, Vault: w.Vault,
+	e := Entry{Time: t.UTC(), Principal: w.Principal, Token: w.Token, Source: w.Source, Vault: w.Vault,
 		Op: w.Op, Params: w.Params, Outcome: w.Outcome, Detail: w.Detail}
 	again, err := e.MarshalRecord()
 	if err != nil {
@@ -209,6 +211,7 @@ func secretParam(k string) bool {
 // redacted, and long fields truncated; it never changes e's maps.
 func clean(e Entry) Entry {
 	e.Principal = truncate(Scrub(e.Principal), maxField)
+	e.Token = truncate(Scrub(e.Token), maxField)
 	e.Source = truncate(Scrub(e.Source), maxField)
 	e.Vault = truncate(Scrub(e.Vault), maxField)
 	e.Op = truncate(Scrub(e.Op), maxField)

@@ -10,6 +10,7 @@ import (
 type Filter struct {
 	Vault     string    // exact vault name
 	Principal string    // exact principal
+	Token     string    // exact token ID
 	Op        string    // exact operation
 	Outcome   string    // exact outcome
 	Since     time.Time // entries at or after
@@ -20,6 +21,7 @@ type Filter struct {
 func (f *Filter) match(e *Entry) bool {
 	return (f.Vault == "" || e.Vault == f.Vault) &&
 		(f.Principal == "" || e.Principal == f.Principal) &&
+		(f.Token == "" || e.Token == f.Token) &&
 		(f.Op == "" || e.Op == f.Op) &&
 		(f.Outcome == "" || e.Outcome == f.Outcome) &&
 		(f.Since.IsZero() || !e.Time.Before(f.Since)) &&

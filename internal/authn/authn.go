@@ -153,3 +153,91 @@ func AuthorizeGrants(who string, grants []Grant, p Permission, vaultName string)
 	return fmt.Errorf("%w: %s (%s) lacks permission %s on %s; ask an owner to assign a role that grants it",
 		ErrForbidden, who, held, p, target(p, vaultName))
 }
+
+// Access is what a token may do now: the grants it carries, narrowed by
+// the grants of each token up the chain that issued it (its issuer, the
+// issuer's issuer, …). A token can never do more than every token before
+// it can do now: a permission is allowed only when Grants allows it and so
+// does each of Limits. The server builds it for every request; a token
+// made on the server machine or by a principal's own login has no Limits.
+type Access struct {
+	Grants []Grant
+	Limits [][]Grant
+}
+
+// RoleGrants returns the grant of a token carrying role on vaultName
+// itself, or none when the pair does not fit (CheckScope): such a token
+// authorizes nothing.
+func RoleGrants(role Role, vaultName string) []Grant {
+	if role == RolePrincipal || CheckScope(role, vaultName) != nil {
+		return nil
+	}
+	return []Grant{{Role: role, Vault: vaultName}}
+}
+
+// Allows reports whether a allows p on vaultName.
+func (a Access) Allows(p Permission, vaultName string) bool {
+	if !grantsAllow(a.Grants, p, vaultName) {
+		return false
+	}
+	for _, l := range a.Limits {
+		if !grantsAllow(l, p, vaultName) {
+			return false
+		}
+	}
+	return true
+}
+
+func grantsAllow(grants []Grant, p Permission, vaultName string) bool {
+	for _, g := range grants {
+		if CheckAssignment(g.Role, g.Vault) == nil && grantAllows(g, p, vaultName) {
+			return true
+		}
+	}
+	return false
+}
+
+// Covers reports whether a allows everything g grants: each permission of
+// g's role on g's whole scope, every vault when g.Vault is "". Whoever
+// issues a token checks that the issuing token's Access covers each grant
+// the new token would carry.
+func (a Access) Covers(g Grant) bool {
+	if CheckAssignment(g.Role, g.Vault) != nil {
+		return false
+	}
+	for _, layer := range append([][]Grant{a.Grants}, a.Limits...) {
+		for _, p := range rolePerms[g.Role] {
+			if !layerCovers(layer, p, g.Vault) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// layerCovers reports whether grants allow p on vaultName, or on every
+// vault when vaultName is "" and p is a vault permission.
+func layerCovers(grants []Grant, p Permission, vaultName string) bool {
+	if serverWidePerm(p) || vaultName != "" {
+		return grantsAllow(grants, p, vaultName)
+	}
+	for _, g := range grants {
+		if g.Vault == "" && CheckAssignment(g.Role, "") == nil && Allows(g.Role, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// AuthorizeAccess reports whether a allows p on vaultName, and fails with
+// ErrForbidden if not; who names the token in the error.
+func AuthorizeAccess(who string, a Access, p Permission, vaultName string) error {
+	if err := AuthorizeGrants(who, a.Grants, p, vaultName); err != nil {
+		return err
+	}
+	if a.Allows(p, vaultName) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s holds permission %s on %s, but the token that issued this one (or one before it) does not any more, and a token never does more than its issuer; ask someone who holds it for a new token",
+		ErrForbidden, who, p, target(p, vaultName))
+}

@@ -266,3 +266,66 @@ func TestAuthorize(t *testing.T) {
 	}
 	t.Logf("%v", err)
 }
+
+// TestAccessLimits: a token's access is its own grants narrowed by every
+// issuer's; Covers tells whether an issuer may hand out a grant.
+func TestAccessLimits(t *testing.T) {
+	owner := []Grant{{Role: RoleOwner}}
+	contribA := []Grant{{Role: RoleBackupContributor, Vault: "a"}}
+	opA := Grant{Role: RoleBackupOperator, Vault: "a"}
+
+	// An owner grant limited by a contributor on a: only the contributor's
+	// permissions, only on a.
+	acc := Access{Grants: owner, Limits: [][]Grant{contribA}}
+	for _, c := range []struct {
+		p     Permission
+		vault string
+		want  bool
+	}{
+		{PermBackupWrite, "a", true}, {PermBackupWrite, "b", false}, {PermVaultDelete, "a", false},
+		{PermTokenManage, "", false}, {PermKeyManage, "a", false}, {PermSourceManage, "a", true},
+	} {
+		if got := acc.Allows(c.p, c.vault); got != c.want {
+			t.Errorf("owner limited by contributor on a: Allows(%s, %q) = %v, want %v", c.p, c.vault, got, c.want)
+		}
+	}
+	if err := AuthorizeAccess("x", acc, PermVaultDelete, "a"); !errors.Is(err, ErrForbidden) {
+		t.Errorf("AuthorizeAccess beyond the limit: %v", err)
+	}
+	// A limit of nothing (an issuer that cannot be found) allows nothing.
+	if (Access{Grants: owner, Limits: [][]Grant{nil}}).Allows(PermVaultRead, "a") {
+		t.Error("a nil limit allowed something")
+	}
+
+	for _, c := range []struct {
+		what string
+		acc  Access
+		g    Grant
+		want bool
+	}{
+		{"owner covers owner", Access{Grants: owner}, Grant{Role: RoleOwner}, true},
+		{"owner covers operator on a", Access{Grants: owner}, opA, true},
+		{"owner does not cover approver", Access{Grants: owner}, Grant{Role: RoleSecurityApprover}, false},
+		{"contributor on a covers operator on a", Access{Grants: contribA}, opA, true},
+		{"contributor on a does not cover operator on b", Access{Grants: contribA}, Grant{Role: RoleBackupOperator, Vault: "b"}, false},
+		{"contributor on a does not cover operator everywhere", Access{Grants: contribA}, Grant{Role: RoleBackupOperator}, false},
+		{"contributor on a does not cover owner", Access{Grants: contribA}, Grant{Role: RoleOwner}, false},
+		{"contributor on a does not cover key-officer on a", Access{Grants: contribA}, Grant{Role: RoleKeyOfficer, Vault: "a"}, false},
+		{"contributor everywhere covers operator everywhere", Access{Grants: []Grant{{Role: RoleBackupContributor}}}, Grant{Role: RoleBackupOperator}, true},
+		{"operator on a and on b does not cover operator everywhere", Access{Grants: []Grant{opA, {Role: RoleBackupOperator, Vault: "b"}}}, Grant{Role: RoleBackupOperator}, false},
+		{"owner limited by contributor on a does not cover owner", Access{Grants: owner, Limits: [][]Grant{contribA}}, Grant{Role: RoleOwner}, false},
+		{"owner limited by contributor on a covers operator on a", Access{Grants: owner, Limits: [][]Grant{contribA}}, opA, true},
+		{"an invalid grant is never covered", Access{Grants: owner}, Grant{Role: RoleOwner, Vault: "a"}, false},
+		{"an unknown role is never covered", Access{Grants: owner}, Grant{Role: "root"}, false},
+	} {
+		if got := c.acc.Covers(c.g); got != c.want {
+			t.Errorf("%s: Covers = %v, want %v", c.what, got, c.want)
+		}
+	}
+	if g := RoleGrants(RoleOwner, "a"); g != nil {
+		t.Errorf("RoleGrants(owner, a) = %v, want none", g)
+	}
+	if g := RoleGrants(RolePrincipal, ""); g != nil {
+		t.Errorf("RoleGrants(principal) = %v, want none", g)
+	}
+}

@@ -147,7 +147,7 @@ func (a *arena) send(hc *http.Client, method, path, token string, body any) answ
 	return answer{status: resp.StatusCode, header: resp.Header, body: out, err: err}
 }
 
-func (a *arena) login(hc *http.Client, name, password string) answer {
+func (a *arena) tryLogin(hc *http.Client, name, password string) answer {
 	return a.send(hc, "POST", "/v1/login", "", api.Login{Name: name, Password: password})
 }
 
@@ -166,7 +166,7 @@ func TestAttackLoginFloodBoundsHashes(t *testing.T) {
 	res := make(chan answer, n)
 	for range n {
 		go func() {
-			r := a.login(a.hc, "alice", "wrong password 123")
+			r := a.tryLogin(a.hc, "alice", "wrong password 123")
 			answered.Add(1)
 			res <- r
 		}()
@@ -225,7 +225,7 @@ func TestAttackLoginSameWorkForEveryName(t *testing.T) {
 	cost := strings.Split(ref, "$")[1:4] // algorithm, version, m/t/p
 	for _, name := range []string{"alice", "nobody", "bob", "agent1"} {
 		w.reset()
-		r := a.login(a.hc, name, "wrong password 123")
+		r := a.tryLogin(a.hc, name, "wrong password 123")
 		if r.err != nil || r.status != http.StatusUnauthorized {
 			t.Fatalf("login %s: %d %v %s", name, r.status, r.err, r.body)
 		}
@@ -252,7 +252,7 @@ func TestAttackLoginRotatingAddresses(t *testing.T) {
 	a := arenaWatching(t, w)
 	a.principal("alice", "user", w.good, "", "")
 	home := a.from("127.0.0.1")
-	if r := a.login(home, "alice", w.good); r.status != http.StatusCreated {
+	if r := a.tryLogin(home, "alice", w.good); r.status != http.StatusCreated {
 		t.Fatalf("alice's own login: %d %s", r.status, r.body)
 	}
 	w.reset()
@@ -260,7 +260,7 @@ func TestAttackLoginRotatingAddresses(t *testing.T) {
 	for i := range 30 {
 		hc := a.from(fmt.Sprintf("127.0.0.%d", 2+i))
 		for range 5 {
-			r := a.login(hc, "alice", fmt.Sprintf("guess %d", i))
+			r := a.tryLogin(hc, "alice", fmt.Sprintf("guess %d", i))
 			if r.err != nil {
 				t.Fatal(r.err)
 			}
@@ -274,15 +274,15 @@ func TestAttackLoginRotatingAddresses(t *testing.T) {
 	if guesses > 20 {
 		t.Errorf("%d guesses at alice's password were checked from rotating addresses, want at most 20", guesses)
 	}
-	if r := a.login(home, "alice", w.good); r.status != http.StatusCreated {
+	if r := a.tryLogin(home, "alice", w.good); r.status != http.StatusCreated {
 		t.Errorf("alice locked out of her usual address: %d %s", r.status, r.body)
 	}
 	fresh := a.from("127.0.0.99")
-	if r := a.login(fresh, "alice", w.good); r.status != http.StatusTooManyRequests {
+	if r := a.tryLogin(fresh, "alice", w.good); r.status != http.StatusTooManyRequests {
 		t.Errorf("a new address during the block: %d %s", r.status, r.body)
 	}
 	a.env.Clock.Add(int64(16 * time.Minute))
-	if r := a.login(fresh, "alice", w.good); r.status != http.StatusCreated {
+	if r := a.tryLogin(fresh, "alice", w.good); r.status != http.StatusCreated {
 		t.Errorf("alice still locked out after the block: %d %s", r.status, r.body)
 	}
 }
@@ -298,9 +298,9 @@ func TestAttackLoginSuccessDoesNotResetGuesses(t *testing.T) {
 	hc := a.from("127.0.0.7")
 	for round := range 3 {
 		for i := range 9 {
-			a.login(hc, "alice", fmt.Sprintf("guess %d-%d", round, i))
+			a.tryLogin(hc, "alice", fmt.Sprintf("guess %d-%d", round, i))
 		}
-		a.login(hc, "mallory", w.good)
+		a.tryLogin(hc, "mallory", w.good)
 	}
 	if _, guesses, _ := w.stats(); guesses > 10 {
 		t.Errorf("%d guesses checked from one address with successful logins in between, want at most 10", guesses)

@@ -62,7 +62,9 @@ func (s *Server) auditRequest(rt Route, q *request, status int, code string, err
 	}
 	e := audit.Entry{Time: s.opt.Now().UTC(), Source: sourceAddr(q.r), Vault: q.name, Op: rt.pattern}
 	if q.tok.ID != "" {
-		e.Principal = q.principal()
+		// The principal says who, the token which of their credentials:
+		// one person may hold several tokens (logins, minted ones).
+		e.Principal, e.Token = q.principal(), q.tok.ID
 	}
 	params := map[string]string{}
 	for k, v := range q.params {
@@ -148,10 +150,10 @@ func (s *Server) CheckpointAudit(ctx context.Context) error {
 }
 
 // auditLog answers GET /v1/audit: entries, newest last, filtered by
-// vault, principal, op, outcome, since (RFC 3339) and limit.
+// vault, principal, token, op, outcome, since (RFC 3339) and limit.
 func (s *Server) auditLog(q *request) error {
 	qv := q.r.URL.Query()
-	f := audit.Filter{Vault: qv.Get("vault"), Principal: qv.Get("principal"), Op: qv.Get("op"), Outcome: qv.Get("outcome")}
+	f := audit.Filter{Vault: qv.Get("vault"), Principal: qv.Get("principal"), Token: qv.Get("token"), Op: qv.Get("op"), Outcome: qv.Get("outcome")}
 	if v := qv.Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
@@ -178,7 +180,7 @@ func (s *Server) auditLog(q *request) error {
 			params = append(params, k)
 		}
 		sort.Strings(params)
-		ae := api.AuditEntry{Index: ie.Index, Time: e.Time, Principal: e.Principal, Source: e.Source, Vault: e.Vault, Op: e.Op, Outcome: e.Outcome, Detail: e.Detail}
+		ae := api.AuditEntry{Index: ie.Index, Time: e.Time, Principal: e.Principal, Token: e.Token, Source: e.Source, Vault: e.Vault, Op: e.Op, Outcome: e.Outcome, Detail: e.Detail}
 		if len(params) > 0 {
 			ae.Params = e.Params
 		}

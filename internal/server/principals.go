@@ -18,28 +18,185 @@ import (
 
 var principalNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
-// grantsOf returns what a token may do: its own role, or its principal's
-// role assignments; who names it for messages and trails.
-func (s *Server) grantsOf(ctx context.Context, tok vault.TokenRecord) (grants []authn.Grant, who string, err error) {
+// principalIDRE is the form of a principal's ID (newPrincipalID): a
+// reference in this form is looked up by ID only, never by name.
+var principalIDRE = regexp.MustCompile(`^(usr|agt)_[0-9a-f]{16}$`)
+
+// checkName refuses a principal's (or token's) name that is not 1-64
+// letters, digits, '.', '_', '@' or '-', or that starts like a principal's
+// ID (usr_, agt_, in any case): a name must never be mistaken for an ID.
+func checkName(what, name string) error {
+	if !principalNameRE.MatchString(name) {
+		return fmt.Errorf("%w: %s %q: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit", api.ErrBadRequest, what, name)
+	}
+	if l := strings.ToLower(name); strings.HasPrefix(l, "usr_") || strings.HasPrefix(l, "agt_") {
+		return fmt.Errorf("%w: %s %q: names starting usr_ or agt_ are reserved for principal IDs; choose another", api.ErrBadRequest, what, name)
+	}
+	return nil
+}
+
+// resolvePrincipal finds the principal ref names: by ID when ref has the
+// form of an ID, else by name (without regard to case). The two never
+// cross, so a principal named like another's ID (refused since, but an
+// older catalog may hold one) cannot stand in for it.
+func (s *Server) resolvePrincipal(ctx context.Context, ref string) (vault.Principal, error) {
+	if principalIDRE.MatchString(ref) {
+		return s.cat.PrincipalByID(ctx, ref)
+	}
+	return s.cat.Principal(ctx, ref)
+}
+
+// How a token was issued, read from its CreatedBy.
+type origin int
+
+const (
+	// originMachine: on the server machine (the initial owner token, "" in
+	// CreatedBy, and approver tokens, createdByMachine).
+	originMachine origin = iota
+	// originLogin: a principal's own login with its password.
+	originLogin
+	// originAPI: minted through the API by the token whose ID is CreatedBy.
+	originAPI
+)
+
+const (
+	createdByMachine = "server-machine"
+	createdByLogin   = "login:"
+)
+
+func originOf(t vault.TokenRecord) origin {
+	switch {
+	case t.CreatedBy == "" || t.CreatedBy == createdByMachine:
+		return originMachine
+	case strings.HasPrefix(t.CreatedBy, createdByLogin):
+		return originLogin
+	}
+	return originAPI
+}
+
+// maxIssuers bounds the walk up a token's issuers (a chain is never
+// longer than the tokens that made each other; this is a safety net).
+const maxIssuers = 32
+
+// ownGrants returns the grants tok carries by itself, filtered by how it
+// was issued: security-approver only on a token made on the server
+// machine or a principal's own login. So no token the API issues ever
+// decides a request, whatever its principal holds now or later.
+func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord, r *removal) ([]authn.Grant, *vault.Principal, error) {
+	o := originOf(tok)
 	if authn.Role(tok.Role) != authn.RolePrincipal {
+		if authn.Role(tok.Role) == authn.RoleSecurityApprover && o != originMachine {
+			return nil, nil, nil
+		}
+		return authn.RoleGrants(authn.Role(tok.Role), tok.Vault), nil, nil
+	}
+	p, err := s.cat.PrincipalByID(ctx, tok.Principal)
+	if err != nil {
+		return nil, nil, fmt.Errorf("principal of token %s: %w", tok.ID, err)
+	}
+	as, err := s.cat.RoleAssignments(ctx, p.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var grants []authn.Grant
+	for _, a := range as {
+		if authn.Role(a.Role) == authn.RoleSecurityApprover && o == originAPI {
+			continue
+		}
+		if r != nil && r.principal == p.ID && authn.Role(a.Role) == authn.RoleOwner {
+			continue
+		}
+		grants = append(grants, authn.Grant{Role: authn.Role(a.Role), Vault: a.Vault})
+	}
+	return grants, &p, nil
+}
+
+// access returns what tok may do now: its own grants (ownGrants), limited
+// by those of every token up the chain that issued it, so that a token
+// never does more than its issuers can do now (a role taken from an
+// issuer is taken from what it issued). Revoking a token revokes what it
+// issued, down the chain: access fails with authn.ErrUnauthenticated when
+// an issuer is revoked. An issuer's expiry does not count: the end of a
+// login session must not stop the agents set up during it. who names tok
+// for messages and trails; people lists the principals and tokens behind
+// it (its own, then each issuer's), whom the no-self-approval rule keeps
+// from deciding what it asks.
+func (s *Server) access(ctx context.Context, tok vault.TokenRecord) (acc authn.Access, who string, people []string, err error) {
+	return s.accessAfter(ctx, tok, nil)
+}
+
+// removal is a revocation whose effect is weighed before it is made: of
+// the token with ID token, or of the owner role of the principal with ID
+// principal.
+type removal struct{ token, principal string }
+
+// errIssuerRevoked: a token up the chain that issued this one is revoked.
+var errIssuerRevoked = fmt.Errorf("%w: bearer token unknown, expired or revoked: a token that issued it was revoked, which revokes what it issued; ask the server owner for a new one", authn.ErrUnauthenticated)
+
+// accessAfter is access as it would be after r (nil: as it is).
+func (s *Server) accessAfter(ctx context.Context, tok vault.TokenRecord, r *removal) (acc authn.Access, who string, people []string, err error) {
+	grants, p, err := s.ownGrants(ctx, tok, r)
+	if err != nil {
+		return acc, "", nil, err
+	}
+	acc.Grants = grants
+	if p != nil {
+		who = p.Kind + ":" + p.Name
+	} else {
 		who = "token:" + tok.ID
 		if tok.Name != "" {
 			who += " (" + tok.Name + ")"
 		}
-		return []authn.Grant{{Role: authn.Role(tok.Role), Vault: tok.Vault}}, who, nil
 	}
-	p, err := s.cat.Principal(ctx, tok.Principal)
-	if err != nil {
-		return nil, "", fmt.Errorf("principal of token %s: %w", tok.ID, err)
+	people = appendPeople(people, tok, p)
+	for cur, n := tok, 0; originOf(cur) == originAPI; n++ {
+		issuer, err := s.cat.Token(ctx, cur.CreatedBy)
+		if errors.Is(err, vault.ErrNotFound) || n == maxIssuers {
+			acc.Limits = append(acc.Limits, nil) // an issuer that cannot be found allows nothing
+			break
+		}
+		if err != nil {
+			return acc, "", nil, err
+		}
+		if !issuer.Revoked.IsZero() || r != nil && r.token == issuer.ID {
+			return acc, "", nil, errIssuerRevoked
+		}
+		g, ip, err := s.ownGrants(ctx, issuer, r)
+		if err != nil {
+			return acc, "", nil, err
+		}
+		acc.Limits = append(acc.Limits, g)
+		people = appendPeople(people, issuer, ip)
+		cur = issuer
 	}
-	as, err := s.cat.RoleAssignments(ctx, p.ID)
-	if err != nil {
-		return nil, "", err
+	return acc, who, people, nil
+}
+
+func appendPeople(people []string, tok vault.TokenRecord, p *vault.Principal) []string {
+	people = append(people, "token:"+tok.ID)
+	if p != nil {
+		people = append(people, "principal:"+p.ID)
 	}
-	for _, a := range as {
-		grants = append(grants, authn.Grant{Role: authn.Role(a.Role), Vault: a.Vault})
+	return people
+}
+
+// mayIssue refuses a token that would carry grants beyond the issuing
+// request's own access: no token carries a role or scope its issuer
+// lacks, and none issued through the API carries security-approver.
+func (s *Server) mayIssue(q *request, what string, grants []authn.Grant) error {
+	for _, g := range grants {
+		scope := "server-wide"
+		if g.Vault != "" {
+			scope = "on vault " + g.Vault
+		}
+		if g.Role == authn.RoleSecurityApprover {
+			return fmt.Errorf("%w: %s holds security-approver, which no token issued through the API carries: an approver logs in (coffer login), or gets a token on the server machine (coffer server approver-token)", api.ErrForbidden, what)
+		}
+		if !q.acc.Covers(g) {
+			return fmt.Errorf("%w: %s would carry role %s %s, which the issuing token (%s) does not hold: a token never carries more than its issuer", api.ErrForbidden, what, g.Role, scope, q.principal())
+		}
 	}
-	return grants, p.Kind + ":" + p.Name, nil
+	return nil
 }
 
 func newPrincipalID(kind string) string {
@@ -57,8 +214,8 @@ func (s *Server) createPrincipal(q *request) error {
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
-	if !principalNameRE.MatchString(body.Name) {
-		return fmt.Errorf("%w: principal name %q: use 1-64 letters, digits, '.', '_', '@' or '-'", api.ErrBadRequest, body.Name)
+	if err := checkName("principal name", body.Name); err != nil {
+		return err
 	}
 	if body.Kind == "" {
 		body.Kind = "user"
@@ -132,7 +289,7 @@ func (s *Server) listRoles(q *request) error {
 	}
 	var only string
 	if name := q.r.URL.Query().Get("principal"); name != "" {
-		p, err := s.cat.Principal(q.ctx, name)
+		p, err := s.resolvePrincipal(q.ctx, name)
 		if err != nil {
 			return err
 		}
@@ -173,7 +330,7 @@ func (s *Server) assignRole(q *request) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
-	p, err := s.cat.Principal(q.ctx, body.Principal)
+	p, err := s.resolvePrincipal(q.ctx, body.Principal)
 	if err != nil {
 		return err
 	}
@@ -210,16 +367,16 @@ func (s *Server) revokeRole(q *request) error {
 	q.note("principal", body.Principal)
 	q.note("role", body.Role)
 	q.note("vault", body.Vault)
-	p, err := s.cat.Principal(q.ctx, body.Principal)
+	p, err := s.resolvePrincipal(q.ctx, body.Principal)
 	if err != nil {
 		return err
 	}
 	if body.Role == string(authn.RoleOwner) {
-		owners, err := s.activeOwners(q.ctx)
+		owners, err := s.ownersLeft(q.ctx, removal{principal: p.ID})
 		if err != nil {
 			return err
 		}
-		if owners <= 1 {
+		if owners == 0 {
 			req, err := s.newRequest(q, "role-revoke", "removing the last owner ("+p.Name+")", requestParams{Principal: p.ID, Role: body.Role})
 			if err != nil {
 				return err
@@ -242,10 +399,57 @@ func (s *Server) approvers(ctx context.Context) (int, error) {
 	return s.countRole(ctx, authn.RoleSecurityApprover)
 }
 
-// activeOwners counts active owner tokens and principals holding the
-// owner role.
-func (s *Server) activeOwners(ctx context.Context) (int, error) {
-	return s.countRole(ctx, authn.RoleOwner)
+// ownersLeft counts who could still act as an owner after r: active
+// tokens whose access would still cover the owner role (so an owner token
+// living only through a role or a token being revoked does not count),
+// and principals that would still hold the owner role and can log in
+// (have a password).
+func (s *Server) ownersLeft(ctx context.Context, r removal) (int, error) {
+	as, err := s.cat.RoleAssignments(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	owners := map[string]bool{} // principal IDs holding owner after r
+	for _, a := range as {
+		if authn.Role(a.Role) == authn.RoleOwner && a.Vault == "" && a.Principal != r.principal {
+			owners[a.Principal] = true
+		}
+	}
+	n := 0
+	for id := range owners {
+		p, err := s.cat.PrincipalByID(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if p.Password != "" {
+			n++
+		}
+	}
+	toks, err := s.cat.Tokens(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := s.opt.Now()
+	owner := authn.Grant{Role: authn.RoleOwner}
+	for _, t := range toks {
+		if t.ID == r.token || !t.Revoked.IsZero() || !t.Expires.IsZero() && !now.Before(t.Expires) {
+			continue
+		}
+		if authn.Role(t.Role) != authn.RoleOwner && (authn.Role(t.Role) != authn.RolePrincipal || !owners[t.Principal]) {
+			continue
+		}
+		acc, _, _, err := s.accessAfter(ctx, t, &r)
+		if errors.Is(err, authn.ErrUnauthenticated) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if acc.Covers(owner) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (s *Server) countRole(ctx context.Context, role authn.Role) (int, error) {
@@ -280,11 +484,16 @@ func AssignApprover(ctx context.Context, dataDir, principal string, now time.Tim
 		return err
 	}
 	defer cat.Close()
-	p, err := cat.Principal(ctx, principal)
+	var p vault.Principal
+	if principalIDRE.MatchString(principal) {
+		p, err = cat.PrincipalByID(ctx, principal)
+	} else {
+		p, err = cat.Principal(ctx, principal)
+	}
 	if err != nil {
 		return err
 	}
-	return cat.AssignRole(ctx, vault.RoleAssignment{Principal: p.ID, Role: string(authn.RoleSecurityApprover), Created: now.UTC(), CreatedBy: "server-machine"})
+	return cat.AssignRole(ctx, vault.RoleAssignment{Principal: p.ID, Role: string(authn.RoleSecurityApprover), Created: now.UTC(), CreatedBy: createdByMachine})
 }
 
 // defaultLoginTTL and maxLoginTTL bound the tokens login issues.
@@ -312,7 +521,7 @@ func (s *Server) login(q *request) error {
 	if wait := s.limiter.attempt(src, s.opt.Now()); wait > 0 {
 		return s.tooMany(q, &s.limiter, wait)
 	}
-	p, err := s.cat.Principal(q.ctx, body.Name)
+	p, err := s.resolvePrincipal(q.ctx, body.Name)
 	known := err == nil
 	if err != nil && !errors.Is(err, vault.ErrNotFound) {
 		return err
@@ -357,7 +566,7 @@ func (s *Server) login(q *request) error {
 	ttl = min(ttl, maxLoginTTL)
 	q.log.Info("login", "principal", p.Name)
 	return s.issueToken(q, vault.TokenRecord{Name: "login", Role: string(authn.RolePrincipal), Principal: p.ID,
-		Expires: s.opt.Now().Add(ttl), CreatedBy: "login:" + p.Name})
+		Expires: s.opt.Now().Add(ttl), CreatedBy: createdByLogin + p.Name})
 }
 
 func (s *Server) checkPassword(phc, password string) error {
@@ -370,36 +579,54 @@ func (s *Server) checkPassword(phc, password string) error {
 // addSource adds a source to the vault: the agent principal NAME (made
 // when new), the backup-operator role on this vault, and a token for it.
 // A backup-contributor manages sources without being able to make
-// anything more powerful than an operator.
+// anything more powerful than an operator: an existing agent is reused
+// only when its one grant is backup-operator on this vault, so that
+// source add never hands out a token for an agent that holds more (an
+// owner, an approver, another vault).
 func (s *Server) addSource(q *request) error {
 	var body api.AddSource
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err
 	}
 	q.note("name", body.Name)
-	if !principalNameRE.MatchString(body.Name) {
-		return fmt.Errorf("%w: source name %q: use 1-64 letters, digits, '.', '_', '@' or '-'", api.ErrBadRequest, body.Name)
+	if err := checkName("source name", body.Name); err != nil {
+		return err
 	}
 	if err := s.checkExpiry(body.Expires); err != nil {
 		return err
 	}
 	now := s.opt.Now().UTC()
+	operator := authn.Grant{Role: authn.RoleBackupOperator, Vault: q.name}
 	p, err := s.cat.Principal(q.ctx, body.Name)
 	switch {
 	case errors.Is(err, vault.ErrNotFound):
+		if err := s.mayIssue(q, "source "+body.Name, []authn.Grant{operator}); err != nil {
+			return err
+		}
 		p = vault.Principal{ID: newPrincipalID("agent"), Name: body.Name, Kind: "agent", Created: now, CreatedBy: q.principal()}
 		if err := s.cat.AddPrincipal(q.ctx, p); err != nil {
+			return err
+		}
+		err = s.cat.AssignRole(q.ctx, vault.RoleAssignment{Principal: p.ID, Role: string(authn.RoleBackupOperator), Vault: q.name, Created: now, CreatedBy: q.principal()})
+		if err != nil {
 			return err
 		}
 	case err != nil:
 		return err
 	case p.Kind != "agent":
 		return fmt.Errorf("%w: %s is a user, not an agent: a source is an agent", api.ErrBadRequest, p.Name)
-	}
-	err = s.cat.AssignRole(q.ctx, vault.RoleAssignment{Principal: p.ID, Role: string(authn.RoleBackupOperator), Vault: q.name, Created: now, CreatedBy: q.principal()})
-	if err != nil && !errors.Is(err, vault.ErrExists) {
-		return err
+	default:
+		grants, err := s.principalGrants(q.ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		if len(grants) != 1 || grants[0] != operator {
+			return fmt.Errorf("%w: agent %s exists and holds other roles than backup-operator on vault %s: source add reuses only such an agent; choose a new name, or ask an owner to issue its token (coffer token create --principal %s)", api.ErrForbidden, p.Name, q.name, p.Name)
+		}
+		if err := s.mayIssue(q, "source "+p.Name, grants); err != nil {
+			return err
+		}
 	}
 	q.log.Info("source added", "vault", q.name, "agent", p.Name, "by", q.principal())
-	return s.issueToken(q, vault.TokenRecord{Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Expires: body.Expires, CreatedBy: q.tok.ID})
+	return s.issueToken(q, vault.TokenRecord{Name: p.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Expires: body.Expires, CreatedBy: q.tok.ID})
 }

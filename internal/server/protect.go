@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/retention"
@@ -144,6 +146,14 @@ type requestParams struct {
 	// use-cmk: the customer key approved (its URI is in the server's key
 	// configuration, never in the catalog: it may hold a PIN).
 	KEK *vault.KeyRef `json:"kek,omitempty"`
+	// ByToken is the ID of the token that made the request and Perm the
+	// permission its route needed: when the request is approved, that
+	// token must still be valid and still hold Perm, or the request is
+	// void. People are the principals and tokens behind the requesting
+	// token (Server.access), none of whom may decide it.
+	ByToken string   `json:"by_token,omitempty"`
+	Perm    string   `json:"perm,omitempty"`
+	People  []string `json:"people,omitempty"`
 }
 
 // changeSettings changes the vault's settings; a critical change becomes
@@ -195,6 +205,10 @@ func (s *Server) vaultEvents(q *request) error {
 func (s *Server) newRequest(q *request, op, summary string, params requestParams) (api.Request, error) {
 	var b [8]byte
 	rand.Read(b[:])
+	if params.Vault == "" {
+		params.Vault = q.name
+	}
+	params.ByToken, params.Perm, params.People = q.tok.ID, string(q.perm), q.people
 	pb, err := json.Marshal(params)
 	if err != nil {
 		return api.Request{}, err
@@ -253,6 +267,15 @@ func (s *Server) listRequests(q *request) error {
 	for _, r := range rs {
 		w := wireRequest(r)
 		w.State = string(s.effectiveState(r))
+		if w.State == string(vault.RequestPending) {
+			void, err := s.requestVoid(q.ctx, r)
+			if err != nil {
+				return err
+			}
+			if void != "" {
+				w.State, w.Result = stateVoid, void
+			}
+		}
 		if want != "" && w.Vault != want {
 			continue
 		}
@@ -278,8 +301,10 @@ func (s *Server) decide(q *request, state vault.RequestState) error {
 		return fmt.Errorf("request %s: %w", id, err)
 	}
 	me := q.principal()
-	if r.Requester == me {
-		return fmt.Errorf("%w: request %s is yours: a different principal must decide it", api.ErrForbidden, id)
+	var params requestParams
+	json.Unmarshal([]byte(r.Params), &params)
+	if r.Requester == me || shareAny(params.People, q.people) {
+		return fmt.Errorf("%w: request %s is yours (made by you, as you, or through a token you issued): a different person must decide it", api.ErrForbidden, id)
 	}
 	if s.effectiveState(r) == vault.RequestExpired && r.State == vault.RequestPending {
 		if err := s.cat.DecideRequest(q.ctx, id, vault.RequestExpired, "", s.opt.Now().UTC()); err != nil && !errors.Is(err, vault.ErrConflict) {
@@ -288,6 +313,23 @@ func (s *Server) decide(q *request, state vault.RequestState) error {
 		return fmt.Errorf("%w: request %s expired at %s; ask for it again", vault.ErrConflict, id, r.Expires.Format(time.RFC3339))
 	}
 	now := s.opt.Now().UTC()
+	if state == vault.RequestApproved && r.State == vault.RequestPending {
+		void, err := s.requestVoid(q.ctx, r)
+		if err != nil {
+			return err
+		}
+		if void != "" {
+			// Recorded as rejected by the server, with the reason: the
+			// catalog has no state of its own for it.
+			if err := s.cat.DecideRequest(q.ctx, id, vault.RequestRejected, "server: void, "+void, now); err != nil && !errors.Is(err, vault.ErrConflict) {
+				return fmt.Errorf("request %s: %w", id, err)
+			}
+			if !r.Vault.IsZero() {
+				s.vaultEvent(q.ctx, r.Vault, serverPrincipal, vault.EventReject, fmt.Sprintf("%s: %s (%s) requested by %s: void, %s", r.ID, r.Op, r.Summary, r.Requester, void), true)
+			}
+			return fmt.Errorf("%w: request %s is void and was not carried out: %s; the requester must ask again", vault.ErrConflict, id, void)
+		}
+	}
 	if err := s.cat.DecideRequest(q.ctx, id, state, me, now); err != nil {
 		return fmt.Errorf("request %s: %w", id, err)
 	}
@@ -313,6 +355,60 @@ func (s *Server) decide(q *request, state vault.RequestState) error {
 	q.log.Info("request decided", "request", id, "state", state, "token", q.tok.ID)
 	writeJSON(q.w, http.StatusOK, out)
 	return nil
+}
+
+// stateVoid is the state a pending request is listed in when it can no
+// longer be carried out (requestVoid); approving it records it rejected
+// by the server.
+const stateVoid = "void"
+
+// requestVoid says why request r may no longer be carried out, "" when
+// it may: the token that made it must still be active (not revoked, not
+// expired) and still hold the permission the request needed, on its vault.
+// A request that did not record its token (made by an older server) is
+// void too.
+func (s *Server) requestVoid(ctx context.Context, r vault.Request) (string, error) {
+	var p requestParams
+	if err := json.Unmarshal([]byte(r.Params), &p); err != nil || p.ByToken == "" || p.Perm == "" {
+		return "it does not record the token that made it", nil
+	}
+	tok, err := s.cat.Token(ctx, p.ByToken)
+	if errors.Is(err, vault.ErrNotFound) {
+		return "the token that made it (" + p.ByToken + ") no longer exists", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !tok.Revoked.IsZero() {
+		return "the token that made it (" + tok.ID + ") was revoked", nil
+	}
+	if !tok.Expires.IsZero() && !s.opt.Now().Before(tok.Expires) {
+		return "the token that made it (" + tok.ID + ") has expired", nil
+	}
+	acc, who, _, err := s.access(ctx, tok)
+	if errors.Is(err, authn.ErrUnauthenticated) {
+		return "a token that issued the one that made it was revoked", nil
+	}
+	if errors.Is(err, vault.ErrNotFound) {
+		return "the principal of the token that made it no longer exists", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !acc.Allows(authn.Permission(p.Perm), p.Vault) {
+		return who + " no longer holds permission " + p.Perm, nil
+	}
+	return "", nil
+}
+
+// shareAny reports whether a and b have an element in common.
+func shareAny(a, b []string) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
 }
 
 // carryOut does what an approved request asked.

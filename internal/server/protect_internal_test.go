@@ -26,12 +26,26 @@ func TestNoSelfApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mallory := vault.TokenRecord{ID: "00000000000000aa", Name: "mallory", Role: string(authn.RoleSecurityApprover)}
-	alice := vault.TokenRecord{ID: "00000000000000bb", Name: "alice", Role: string(authn.RoleSecurityApprover)}
+	// Both hold the roles to ask and to decide (approver tokens are made
+	// on the server machine: "" origin is the initial owner's, which the
+	// test borrows for them).
+	mallory := vault.TokenRecord{ID: "00000000000000aa", Name: "mallory", Role: string(authn.RoleOwner), Created: time.Now()}
+	alice := vault.TokenRecord{ID: "00000000000000bb", Name: "alice", Role: string(authn.RoleSecurityApprover), Created: time.Now()}
+	for i, tok := range []*vault.TokenRecord{&mallory, &alice} {
+		tok.Hash[0] = byte(i + 1)
+		if err := s.cat.AddToken(ctx, *tok); err != nil {
+			t.Fatal(err)
+		}
+	}
 	q := func(tok vault.TokenRecord, id string) *request {
 		r := httptest.NewRequest("POST", "/v1/requests/"+id+"/approve", nil)
 		r.SetPathValue("id", id)
-		return &request{w: httptest.NewRecorder(), r: r, ctx: ctx, tok: tok, name: "prod", vault: eng, log: slog.New(slog.DiscardHandler)}
+		acc, who, people, err := s.access(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &request{w: httptest.NewRecorder(), r: r, ctx: ctx, tok: tok, acc: acc, who: who, people: people,
+			perm: authn.PermVaultSettings, name: "prod", vault: eng, log: slog.New(slog.DiscardHandler)}
 	}
 	days := 30
 	req, err := s.newRequest(q(mallory, ""), "vault-set", "test", requestParams{Vault: "prod", Change: &api.SettingsChange{SoftDeleteDays: &days}})

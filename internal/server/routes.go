@@ -62,6 +62,11 @@ type request struct {
 	ctx context.Context
 	tok vault.TokenRecord
 	who string // the principal, or the token, that makes the request
+	// acc is what tok may do now (Server.access); people are the
+	// principals and tokens behind it; perm is what the route needs.
+	acc    authn.Access
+	people []string
+	perm   authn.Permission
 	// params are what the audit entry records of the request beyond its
 	// path (handlers add them; never secrets).
 	params map[string]string
@@ -226,18 +231,18 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		if err != nil {
 			return err // the catalog failed: 500, not 401
 		}
-		q.tok = tok
-		grants, who, err := s.grantsOf(q.ctx, tok)
+		q.tok, q.perm = tok, rt.perm
+		acc, who, people, err := s.access(q.ctx, tok)
+		if errors.Is(err, authn.ErrUnauthenticated) {
+			lim.fail(src, s.opt.Now())
+			q.w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
+			return classed{err, api.ErrUnauthenticated}
+		}
 		if err != nil {
 			return err
 		}
-		q.who = who
-		if authn.Role(tok.Role) == authn.RolePrincipal {
-			err = authn.AuthorizeGrants(who, grants, rt.perm, q.name)
-		} else {
-			err = authn.Authorize(tok, rt.perm, q.name)
-		}
-		if err != nil {
+		q.acc, q.who, q.people = acc, who, people
+		if err := authn.AuthorizeAccess(who, acc, rt.perm, q.name); err != nil {
 			return classed{err, api.ErrForbidden}
 		}
 	}
@@ -765,6 +770,7 @@ func (s *Server) issueToken(q *request, rec vault.TokenRecord) error {
 	if err := s.cat.AddToken(q.ctx, rec); err != nil {
 		return err
 	}
+	q.note("issued_token", id)
 	q.log.Info("token created", "id", id, "role", rec.Role, "vault", rec.Vault, "principal", rec.Principal, "by", q.principal())
 	out := tokenInfo(rec)
 	out.Secret = string(secret)
@@ -773,19 +779,52 @@ func (s *Server) issueToken(q *request, rec vault.TokenRecord) error {
 }
 
 // createPrincipalToken issues a token to a principal (an agent's, or a
-// user's for scripts); it acts with the principal's roles.
+// user's for scripts); it acts with the principal's roles, never more than
+// the issuing token may do, and never as a security approver.
 func (s *Server) createPrincipalToken(q *request, body api.CreateToken) error {
 	if body.Role != "" || body.Vault != "" {
 		return fmt.Errorf("%w: a principal's token takes its roles from the principal: give no role or vault", api.ErrBadRequest)
 	}
-	p, err := s.cat.Principal(q.ctx, body.Principal)
+	p, err := s.resolvePrincipal(q.ctx, body.Principal)
 	if err != nil {
 		return err
 	}
 	if err := s.checkExpiry(body.Expires); err != nil {
 		return err
 	}
+	grants, err := s.principalGrants(q.ctx, p.ID)
+	if err != nil {
+		return err
+	}
+	if err := s.mayIssue(q, "principal "+p.Name, grants); err != nil {
+		return err
+	}
 	return s.issueToken(q, vault.TokenRecord{Name: body.Name, Role: string(authn.RolePrincipal), Principal: p.ID, Expires: body.Expires, CreatedBy: q.tok.ID})
+}
+
+// principalGrants returns every role assignment of the principal with ID
+// id, as grants.
+func (s *Server) principalGrants(ctx context.Context, id string) ([]authn.Grant, error) {
+	as, err := s.cat.RoleAssignments(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	grants := make([]authn.Grant, len(as))
+	for i, a := range as {
+		grants[i] = authn.Grant{Role: authn.Role(a.Role), Vault: a.Vault}
+	}
+	return grants, nil
+}
+
+// checkTokenName refuses a token name that a principal could not have
+// (an empty name is allowed): names are shown to other users, in token
+// lists and requests, and must not carry control characters or pose as
+// an ID.
+func checkTokenName(name string) error {
+	if name == "" {
+		return nil
+	}
+	return checkName("token name", name)
 }
 
 func (s *Server) createToken(q *request) error {
@@ -799,6 +838,9 @@ func (s *Server) createToken(q *request) error {
 	q.note("principal", body.Principal)
 	if !body.Expires.IsZero() {
 		q.note("expires", body.Expires.UTC().Format(time.RFC3339))
+	}
+	if err := checkTokenName(body.Name); err != nil {
+		return err
 	}
 	if body.Principal != "" {
 		return s.createPrincipalToken(q, body)
@@ -820,6 +862,9 @@ func (s *Server) createToken(q *request) error {
 		}
 	}
 	if err := s.checkExpiry(body.Expires); err != nil {
+		return err
+	}
+	if err := s.mayIssue(q, "the token", authn.RoleGrants(role, body.Vault)); err != nil {
 		return err
 	}
 	return s.issueToken(q, vault.TokenRecord{Name: body.Name, Role: string(role), Vault: body.Vault, Expires: body.Expires, CreatedBy: q.tok.ID})
@@ -865,25 +910,21 @@ func (s *Server) revokeToken(q *request) error {
 	return nil
 }
 
-// lastOwner reports whether token id is an active owner token and no
-// other owner (token or principal) is left.
+// lastOwner reports whether token id is active and nobody could act as an
+// owner any more once it is revoked (with what it issued).
 func (s *Server) lastOwner(ctx context.Context, id string) (bool, error) {
-	toks, err := s.cat.Tokens(ctx)
+	t, err := s.cat.Token(ctx, id)
+	if errors.Is(err, vault.ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
-	now := s.opt.Now()
-	for _, t := range toks {
-		if t.ID == id {
-			active := t.Role == string(authn.RoleOwner) && t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
-			if !active {
-				return false, nil
-			}
-			owners, err := s.activeOwners(ctx)
-			return owners <= 1, err
-		}
+	if !t.Revoked.IsZero() || !t.Expires.IsZero() && !s.opt.Now().Before(t.Expires) {
+		return false, nil
 	}
-	return false, nil
+	owners, err := s.ownersLeft(ctx, removal{token: id})
+	return owners == 0, err
 }
 
 // statusWriter remembers the status a handler answered with, for the

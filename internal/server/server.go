@@ -339,6 +339,9 @@ func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
 // API never issues this role, so an owner cannot approve their own
 // requests. The secret is returned once and stored only as a hash.
 func IssueApproverToken(ctx context.Context, dataDir, name string, expires, now time.Time) (secret, id string, err error) {
+	if err := checkTokenName(name); err != nil {
+		return "", "", err
+	}
 	cat, err := openCatalogOnly(dataDir)
 	if err != nil {
 		return "", "", err
@@ -348,7 +351,7 @@ func IssueApproverToken(ctx context.Context, dataDir, name string, expires, now 
 	if err != nil {
 		return "", "", err
 	}
-	rec := vault.TokenRecord{ID: id, Name: name, Role: string(authn.RoleSecurityApprover), Hash: hash, Created: now.UTC(), CreatedBy: "server-machine"}
+	rec := vault.TokenRecord{ID: id, Name: name, Role: string(authn.RoleSecurityApprover), Hash: hash, Created: now.UTC(), CreatedBy: createdByMachine}
 	if !expires.IsZero() {
 		rec.Expires = expires.UTC()
 	}

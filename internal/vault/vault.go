@@ -455,18 +455,30 @@ type Catalog interface {
 	// Tokens returns every token, revoked and expired ones included,
 	// ordered by Created, then ID; none in a new catalog.
 	Tokens(ctx context.Context) ([]TokenRecord, error)
+	// Token returns the token whose ID is id, revoked and expired ones
+	// included, or ErrNotFound.
+	Token(ctx context.Context, id string) (TokenRecord, error)
 	// RevokeToken records that the token with ID id was revoked at at (a
 	// time that must be set); ErrNotFound if there is no such token.
 	// Revoking a revoked token succeeds and keeps the first revocation
 	// time. Tokens are never deleted.
 	RevokeToken(ctx context.Context, id string, at time.Time) error
 
-	// AddPrincipal records a principal; ErrExists if its ID or name is
-	// taken.
+	// AddPrincipal records a principal; ErrExists if its ID or its name
+	// is taken. Names are compared without regard to ASCII case, and a
+	// name may not equal (in any case) another principal's ID, nor an ID
+	// another's name: "Alice" is taken by "alice", and "usr_0123…" by the
+	// principal with that ID.
 	AddPrincipal(ctx context.Context, p Principal) error
-	// Principal returns the principal named name (or with ID name), or
-	// ErrNotFound.
+	// Principal returns the principal named name, compared without regard
+	// to ASCII case, or ErrNotFound. It never matches an ID. A catalog
+	// written before names were compared that way may hold names that
+	// differ only in case: then the exact spelling wins, and a name that
+	// matches several without one spelled exactly is ErrAmbiguous.
 	Principal(ctx context.Context, name string) (Principal, error)
+	// PrincipalByID returns the principal whose ID is id, exactly, or
+	// ErrNotFound. It never matches a name.
+	PrincipalByID(ctx context.Context, id string) (Principal, error)
 	// Principals returns every principal, ordered by name.
 	Principals(ctx context.Context) ([]Principal, error)
 	// AssignRole records a role assignment; ErrExists if the principal

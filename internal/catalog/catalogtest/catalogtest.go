@@ -64,6 +64,8 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"TokenRevoke", testTokenRevoke},
 		{"TokenRevokeUnknown", testTokenRevokeUnknown},
 		{"TokenExpiry", testTokenExpiry},
+		{"TokenByID", testTokenByID},
+		{"PrincipalNames", testPrincipalNames},
 		{"KeyEventRoundTrip", testKeyEventRoundTrip},
 		{"KeyEventOrder", testKeyEventOrder},
 		{"KeyEventUnknownVault", testKeyEventUnknownVault},
@@ -1118,5 +1120,70 @@ func testLastKeyEvent(t *testing.T, c vault.Catalog) {
 
 	if got, err := c.LastKeyEvent(ctx, empty.ID); !errors.Is(err, vault.ErrNotFound) {
 		t.Errorf("LastKeyEvent of another vault: got %+v, %v; want ErrNotFound", got, err)
+	}
+}
+
+func testTokenByID(t *testing.T, c vault.Catalog) {
+	createVault(t, c, "v")
+	tok := newToken(t, "v", base)
+	tok.Expires = base.Add(time.Hour)
+	addToken(t, c, tok)
+	if err := c.RevokeToken(t.Context(), tok.ID, base.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Token(t.Context(), tok.ID)
+	if err != nil {
+		t.Fatalf("Token(%s): %v", tok.ID, err)
+	}
+	tok.Revoked = base.Add(time.Minute)
+	equal(t, "Token", normTokens(got)[0], normTokens(tok)[0])
+	for _, id := range []string{"", strings.ToUpper(tok.ID), tok.ID + " ", "0000000000000000"} {
+		if _, err := c.Token(t.Context(), id); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("Token(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+// testPrincipalNames: names are unique without regard to case, a name
+// never equals another's ID, and lookups by name and by ID never cross.
+func testPrincipalNames(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	add := func(id, name string) error {
+		return c.AddPrincipal(ctx, vault.Principal{ID: id, Name: name, Kind: "user", Created: base})
+	}
+	if err := add("usr_00000000000000a1", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ id, name string }{
+		{"usr_00000000000000b1", "alice"},                // same name
+		{"usr_00000000000000b2", "Alice"},                // case variant
+		{"usr_00000000000000b3", "ALICE"},                // case variant
+		{"usr_00000000000000b4", "usr_00000000000000a1"}, // another's ID as a name
+		{"usr_00000000000000b5", "USR_00000000000000A1"}, // …in another case
+		{"alice", "bob"},                                 // another's name as an ID
+		{"usr_00000000000000a1", "bob"},                  // the same ID
+	} {
+		if err := add(tc.id, tc.name); !errors.Is(err, vault.ErrExists) {
+			t.Errorf("AddPrincipal(%s, %q) = %v, want ErrExists", tc.id, tc.name, err)
+		}
+	}
+	for _, name := range []string{"alice", "ALICE", "aLiCe"} {
+		if p, err := c.Principal(ctx, name); err != nil || p.ID != "usr_00000000000000a1" {
+			t.Errorf("Principal(%q) = %v, %v; want alice", name, p, err)
+		}
+	}
+	if _, err := c.Principal(ctx, "usr_00000000000000a1"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("Principal(alice's ID) = %v, want ErrNotFound: names and IDs never cross", err)
+	}
+	if p, err := c.PrincipalByID(ctx, "usr_00000000000000a1"); err != nil || p.Name != "alice" {
+		t.Errorf("PrincipalByID = %v, %v; want alice", p, err)
+	}
+	for _, id := range []string{"alice", "USR_00000000000000A1", "usr_00000000000000a", ""} {
+		if _, err := c.PrincipalByID(ctx, id); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("PrincipalByID(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+	if ps, err := c.Principals(ctx); err != nil || len(ps) != 1 {
+		t.Errorf("Principals = %v, %v; want alice alone", ps, err)
 	}
 }

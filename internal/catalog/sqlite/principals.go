@@ -32,22 +32,36 @@ var migrationPrincipals = []string{
 	`ALTER TABLE tokens ADD COLUMN principal TEXT REFERENCES principals (id)`,
 }
 
-// AddPrincipal implements vault.Catalog.
+// AddPrincipal implements vault.Catalog. Names are unique without regard
+// to ASCII case (SQLite's NOCASE), and no name equals another's ID: the
+// check runs in the write transaction, so two concurrent adds cannot both
+// pass it. It is not a UNIQUE index, because a catalog written before
+// this rule may already hold names that differ only in case, and opening
+// it must not fail.
 func (c *Catalog) AddPrincipal(ctx context.Context, p vault.Principal) error {
 	created, err := unixNano(p.Created)
 	if err != nil {
 		return fmt.Errorf("add principal %q: %w", p.Name, err)
 	}
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO principals (id, name, kind, password, created, created_by) VALUES (?, ?, ?, ?, ?, ?)`,
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM principals
+			WHERE name = ?1 COLLATE NOCASE OR id = ?1 COLLATE NOCASE OR name = ?2 COLLATE NOCASE OR id = ?2`, p.Name, p.ID).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return vault.ErrExists
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO principals (id, name, kind, password, created, created_by) VALUES (?, ?, ?, ?, ?, ?)`,
 			p.ID, p.Name, p.Kind, p.Password, created, p.CreatedBy)
 		return err
 	})
 	switch {
 	case err == nil:
 		return nil
-	case isDuplicate(err):
-		return fmt.Errorf("add principal %q: %w", p.Name, vault.ErrExists)
+	case errors.Is(err, vault.ErrExists) || isDuplicate(err):
+		return fmt.Errorf("add principal %q: the name (in any case) or the ID is taken: %w", p.Name, vault.ErrExists)
 	}
 	return fmt.Errorf("add principal %q: %w", p.Name, err)
 }
@@ -64,14 +78,48 @@ func scanPrincipal(row interface{ Scan(...any) error }) (vault.Principal, error)
 	return p, nil
 }
 
-// Principal implements vault.Catalog.
+// Principal implements vault.Catalog: by name only, without regard to
+// ASCII case; an exact spelling wins over case variants an older catalog
+// may hold.
 func (c *Catalog) Principal(ctx context.Context, name string) (vault.Principal, error) {
-	p, err := scanPrincipal(c.db.QueryRowContext(ctx, `SELECT `+principalColumns+` FROM principals WHERE name = ? OR id = ?`, name, name))
+	rows, err := c.db.QueryContext(ctx, `SELECT `+principalColumns+` FROM principals WHERE name = ? COLLATE NOCASE ORDER BY name`, name)
+	if err != nil {
+		return vault.Principal{}, fmt.Errorf("principal %q: %w", name, err)
+	}
+	defer rows.Close()
+	var found []vault.Principal
+	for rows.Next() {
+		p, err := scanPrincipal(rows)
+		if err != nil {
+			return vault.Principal{}, fmt.Errorf("principal %q: %w", name, err)
+		}
+		found = append(found, p)
+	}
+	if err := rows.Err(); err != nil {
+		return vault.Principal{}, fmt.Errorf("principal %q: %w", name, err)
+	}
+	switch len(found) {
+	case 0:
+		return vault.Principal{}, fmt.Errorf("principal %q: %w", name, vault.ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	for _, p := range found {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return vault.Principal{}, fmt.Errorf("principal %q: %d principals have this name in another case; name it by its ID: %w", name, len(found), vault.ErrAmbiguous)
+}
+
+// PrincipalByID implements vault.Catalog.
+func (c *Catalog) PrincipalByID(ctx context.Context, id string) (vault.Principal, error) {
+	p, err := scanPrincipal(c.db.QueryRowContext(ctx, `SELECT `+principalColumns+` FROM principals WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return p, fmt.Errorf("principal %q: %w", name, vault.ErrNotFound)
+		return p, fmt.Errorf("principal %s: %w", id, vault.ErrNotFound)
 	}
 	if err != nil {
-		return p, fmt.Errorf("principal %q: %w", name, err)
+		return p, fmt.Errorf("principal %s: %w", id, err)
 	}
 	return p, nil
 }

@@ -621,6 +621,18 @@ func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRe
 	return t, nil
 }
 
+// Token implements vault.Catalog.
+func (c *Catalog) Token(ctx context.Context, id string) (vault.TokenRecord, error) {
+	t, err := scanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, err)
+	}
+	return t, nil
+}
+
 // Tokens returns every token, revoked and expired ones included, ordered
 // by creation time, then ID.
 func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {

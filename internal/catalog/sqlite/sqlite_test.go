@@ -609,3 +609,39 @@ func BenchmarkBlobs(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*total), "ns/blob")
 }
+
+// TestPrincipalLegacyNames: a catalog written before names were compared
+// without regard to case (or before names like IDs were refused) may hold
+// such names. It still opens, each such principal is reached by its exact
+// name or its ID, a case-insensitive match of several is ambiguous, and
+// no new name may join them.
+func TestPrincipalLegacyNames(t *testing.T) {
+	c, path := openTemp(t)
+	ctx := t.Context()
+	for _, row := range [][2]string{{"usr_00000000000000a1", "bob"}, {"usr_00000000000000a2", "Bob"}, {"usr_00000000000000a3", "usr_00000000000000a1"}} {
+		if _, err := c.db.ExecContext(ctx, `INSERT INTO principals (id, name, kind, password, created, created_by) VALUES (?, ?, 'user', '', 1, 'test')`, row[0], row[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	c, err := Open(path)
+	if err != nil {
+		t.Fatalf("a catalog holding legacy names does not open: %v", err)
+	}
+	defer c.Close()
+	for name, id := range map[string]string{"bob": "usr_00000000000000a1", "Bob": "usr_00000000000000a2", "usr_00000000000000a1": "usr_00000000000000a3"} {
+		if p, err := c.Principal(ctx, name); err != nil || p.ID != id {
+			t.Errorf("Principal(%q) = %s, %v; want %s", name, p.ID, err, id)
+		}
+	}
+	if _, err := c.Principal(ctx, "BOB"); !errors.Is(err, vault.ErrAmbiguous) {
+		t.Errorf("Principal(BOB) = %v, want ErrAmbiguous", err)
+	}
+	// The ID lookup is never fooled by the principal named after an ID.
+	if p, err := c.PrincipalByID(ctx, "usr_00000000000000a1"); err != nil || p.Name != "bob" {
+		t.Errorf("PrincipalByID = %v, %v; want bob", p, err)
+	}
+	if err := c.AddPrincipal(ctx, vault.Principal{ID: "usr_00000000000000a4", Name: "BOB", Kind: "user", Created: time.Now()}); !errors.Is(err, vault.ErrExists) {
+		t.Errorf("adding BOB beside bob and Bob: %v, want ErrExists", err)
+	}
+}
