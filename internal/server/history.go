@@ -123,7 +123,7 @@ func (s *Server) boundHost(q *request) (string, error) {
 	if authn.Role(q.tok.Role) != authn.RolePrincipal {
 		return "", nil
 	}
-	p, err := s.cat.Principal(q.ctx, q.tok.Principal)
+	p, err := s.cat.PrincipalByID(q.ctx, q.tok.Principal)
 	if err != nil {
 		return "", fmt.Errorf("principal of token %s: %w", q.tok.ID, err)
 	}
