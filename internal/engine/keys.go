@@ -22,6 +22,7 @@ type keyState struct {
 	cur      uint32              // the DEK new packs and snapshots use
 	provider vault.KeyProvider   // whose KEK wraps keyring
 	loaded   time.Time           // when deks were unwrapped
+	chain    seal.Key            // the snapshot-chain key (format 2, chain.go); zero once dropped
 }
 
 // dek returns DEK version ver.
@@ -108,7 +109,9 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		}
 		deks[d.Version] = k
 	}
-	return &keyState{keyring: kr, deks: deks, cur: kr.CurrentDEK, provider: p, loaded: v.opt.Now()}, root, nil
+	ks := &keyState{keyring: kr, deks: deks, cur: kr.CurrentDEK, provider: p, loaded: v.opt.Now()}
+	ks.chain = format.ChainKey(root, v.rec.ID)
+	return ks, root, nil
 }
 
 // dropKeys replaces old with a state that holds no DEK, and empties the
@@ -162,6 +165,7 @@ func (ks *keyState) wipe() {
 		d.Wipe()
 		ks.deks[k] = d
 	}
+	ks.chain.Wipe()
 }
 
 // ErrKeyChanged reports that another process changed the vault's keys
@@ -210,7 +214,7 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 		dek.Wipe()
 		return 0, fmt.Errorf("rotate DEK: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded})
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded, chain: old.chain})
 	return next, nil
 }
 
@@ -264,7 +268,7 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	if err := v.storeKeyring(ctx, &kr); err != nil {
 		return fmt.Errorf("rewrap: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to, loaded: old.loaded})
+	v.keys.Store(&keyState{keyring: &kr, deks: old.deks, cur: old.cur, provider: to, loaded: old.loaded, chain: old.chain})
 	// The older generations wrap the same DEKs under the previous KEK:
 	// left in the store, that key would still open the vault, and a
 	// revoked customer key would not shred anything while the platform

@@ -90,6 +90,11 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"RequestDecideInvalid", testRequestDecideInvalid},
 		{"RequestDecideConcurrent", testRequestDecideConcurrent},
 		{"VaultDelete", testVaultDelete},
+		{"ChainAppend", testChainAppend},
+		{"ChainStateRules", testChainStateRules},
+		{"ChainConsistentRead", testChainConsistentRead},
+		{"ChainConcurrent", testChainConcurrent},
+		{"PackHeader", testPackHeader},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -195,6 +195,9 @@ var migrations = [][]string{
 	// 7: the tamper-evident audit log: entries, their tree hashes and
 	// signed checkpoints (audit.go, docs/audit.md).
 	migrationAudit,
+	// 8: format 2's snapshot chain and sealed pack headers (chain.go,
+	// docs/format.md §4.1, §8.1).
+	migrationChain,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.
