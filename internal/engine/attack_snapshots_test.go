@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,8 @@ import (
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -484,4 +487,126 @@ func saveSnapshotErr(v *engine.Vault, data []byte) (vault.SnapshotRecord, error)
 		return vault.SnapshotRecord{}, err
 	}
 	return v.SaveSnapshot(ctx, vault.SnapshotRecord{Time: testStart, Host: "h", Paths: []string{"/f"}, Tree: root, Files: 1})
+}
+
+// v1Env copies the golden format 1 vault (testdata/vault-v1) and returns
+// an env on the copy.
+func v1Env(t *testing.T) *env {
+	t.Helper()
+	home := t.TempDir()
+	if err := os.CopyFS(home, os.DirFS("testdata/vault-v1")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(home, "vaults", "default")
+	st, err := local.Open(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := sqlite.Open(filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	ks, err := platform.Open(filepath.Join(home, "keys", "platform.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{dir: dir, store: st, cat: cat, keys: ks, clock: &clock{t: time.Now()}}
+}
+
+func (e *env) v1Opts() engine.Options {
+	o := e.opts()
+	o.Name = "local" // the CLI's name for its vault in its own catalog
+	return o
+}
+
+// A format 1 vault upgrades in place on its first open by a key holder:
+// its snapshots enter the chain from their sealed objects, its packs'
+// blob rows give way to sealed header copies, and nothing of the old
+// sizes is left in the catalog.
+func TestUpgradeFormat1(t *testing.T) {
+	e := v1Env(t)
+	db := attackerSQL(t, e)
+	var rows int
+	if err := db.QueryRow(`SELECT count(*) FROM blobs`).Scan(&rows); err != nil || rows == 0 {
+		t.Fatalf("the golden vault has %d blob rows (%v): not a format 1 catalog", rows, err)
+	}
+	v, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	head, err := v.VerifyChain(ctx)
+	if err != nil || head.Seq != 3 {
+		t.Fatalf("VerifyChain after the upgrade = %d, %v; want 3 entries", head.Seq, err)
+	}
+	live, err := v.Snapshots(ctx)
+	if err != nil || len(live) != 2 || live[0].Tags[0] != "first" || live[1].Tags[0] != "second" {
+		t.Fatalf("Snapshots after the upgrade = %+v, %v", live, err)
+	}
+	latest, err := v.FindSnapshot(ctx, "latest")
+	if err != nil || latest.ID != live[1].ID {
+		t.Errorf("latest = %s, %v; want %s", latest.ID.Short(), err, live[1].ID.Short())
+	}
+	all, _ := v.AllSnapshots(ctx)
+	if len(all) != 3 || all[2].Deleted.IsZero() || all[2].Tags[0] != "third" {
+		t.Errorf("AllSnapshots = %+v", all)
+	}
+	if rep := checkClean(t, v); rep.Snapshots != 3 || rep.Blobs != 14 {
+		t.Errorf("check after the upgrade saw %d snapshots, %d blobs", rep.Snapshots, rep.Blobs)
+	}
+	rep, err := v.Check(ctx, engine.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Errorf("check --read-data after the upgrade: %v %+v", err, rep)
+	}
+	db.QueryRow(`SELECT count(*) FROM blobs`).Scan(&rows)
+	var legacy int
+	db.QueryRow(`SELECT count(*) FROM packs WHERE header IS NULL`).Scan(&legacy)
+	var free int
+	db.QueryRow(`PRAGMA freelist_count`).Scan(&free)
+	if rows != 0 || legacy != 0 || free != 0 {
+		t.Errorf("after the upgrade: %d blob rows, %d packs without a header copy, %d free pages (may hold the old rows)", rows, legacy, free)
+	}
+	// New snapshots go on the imported chain; the next open upgrades
+	// nothing and verifies all.
+	s := snapshotOf(t, v, "h", []byte("after the upgrade"))
+	v.Close()
+	w, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.FindSnapshot(ctx, s.ID.String()); err != nil {
+		t.Error(err)
+	}
+	if head, err := w.VerifyChain(ctx); err != nil || head.Seq != 4 {
+		t.Errorf("VerifyChain = %d, %v; want 4", head.Seq, err)
+	}
+}
+
+// The upgrade takes the snapshots' fields from their sealed objects: a
+// catalog edited before the upgrade is caught right after it.
+func TestUpgradeFormat1EditedBefore(t *testing.T) {
+	e := v1Env(t)
+	execSQL(t, attackerSQL(t, e), `UPDATE snapshots SET time = time + 1000000000000000 WHERE id = (SELECT id FROM snapshots ORDER BY time LIMIT 1)`)
+	v, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	wantDetected(t, v, "time", "sealed")
+}
+
+// Deleting the chain to make the vault look like format 1 (and so have
+// its edited records imported as they are) is refused: the store holds
+// snapshots sealed into a chain.
+func TestAttackChainDeletedForReimport(t *testing.T) {
+	e, old, _ := twoSnapshots(t)
+	db := attackerSQL(t, e)
+	execSQL(t, db, `UPDATE snapshots SET time = ? WHERE id = ?`, testStart.Add(1000*time.Hour).UnixNano(), old.ID[:])
+	execSQL(t, db, `DELETE FROM snapshot_chain`)
+	_, err := engine.Open(ctx, e.opts())
+	if err == nil || !strings.Contains(err.Error(), "chain was deleted") || !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("Open with the chain deleted: %v; want ErrCorrupt saying the chain was deleted", err)
+	}
 }

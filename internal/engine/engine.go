@@ -578,6 +578,9 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	buf, entries := w.Finish()
 	size := len(buf)
 	id := w.ID()
+	// Copied now: buf goes back to the pool, to be refilled, as soon as
+	// the store has read it.
+	header := bytes.Clone(format.PackHeader(buf))
 	rd := &consumedReader{r: bytes.NewReader(buf), done: func() {
 		if len(entries) > 0 && entries[0].Type == vault.DataBlob && cap(buf) >= v.cfg.PackSize {
 			select {
@@ -603,7 +606,7 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	// The catalog lists the pack's blobs only in a copy of its sealed
 	// header, never their sizes in plaintext (docs/format.md §4.1).
 	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: w.DEKVersion(), Blobs: len(entries), Created: v.opt.Now().UTC(),
-		Header: bytes.Clone(format.PackHeader(buf))}
+		Header: header}
 	recs := make([]vault.BlobRecord, len(entries))
 	for i, e := range entries {
 		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: id, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
