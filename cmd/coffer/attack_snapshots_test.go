@@ -7,11 +7,14 @@ package main
 
 import (
 	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
 func catalogSQL(t *testing.T, e *testEnv) *sql.DB {
@@ -123,5 +126,43 @@ func TestUpgradeFormat1CLI(t *testing.T) {
 	var v int
 	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 8 {
 		t.Errorf("schema version %d, %v", v, err)
+	}
+}
+
+// On a server, each snapshot saved or forgotten records the chain's new
+// head in the audit log, so that the log's signed checkpoints (and the
+// CLI's pins of them) also fix the snapshot list.
+func TestServerAuditRecordsChainHead(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL)
+	mustCoffer(t, e, "vault", "create", "prod")
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "f"), []byte("data"), 0o644)
+	id := backupJSON(t, e, src, "--vault", srv.URL+"/prod")
+	mustCoffer(t, e, "forget", id[:12], "--vault", srv.URL+"/prod")
+	var es []auditEntryJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "audit", "log", "--json")), &es); err != nil {
+		t.Fatal(err)
+	}
+	heads := map[string]string{}
+	for _, x := range es {
+		if x.Outcome == "ok" && x.Vault == "prod" && x.Params["chain"] != "" {
+			heads[x.Op] = x.Params["chain"]
+		}
+	}
+	if h := heads["POST /v1/vaults/{vault}/snapshots"]; !strings.HasPrefix(h, "1:") || len(h) != 2+64 {
+		t.Errorf("snapshot save's audit entry records chain head %q, want 1:<64 hex>", h)
+	}
+	forgot := ""
+	for op, h := range heads {
+		if strings.Contains(op, "forget") {
+			forgot = h
+		}
+	}
+	if !strings.HasPrefix(forgot, "2:") {
+		t.Errorf("forget's audit entry records chain head %q (entries %v), want 2:…", forgot, heads)
 	}
 }

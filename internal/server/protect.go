@@ -73,6 +73,7 @@ func (s *Server) forget(q *request) error {
 	if err != nil {
 		return err
 	}
+	q.note("chain", q.vault.LastChainHead().String())
 	settings, err := q.vault.Settings(q.ctx)
 	if err != nil {
 		return err
@@ -96,6 +97,7 @@ func (s *Server) undelete(q *request) error {
 	if err != nil {
 		return err
 	}
+	q.note("chain", q.vault.LastChainHead().String())
 	writeJSON(q.w, http.StatusOK, api.FromSnapshot(sn))
 	return nil
 }
