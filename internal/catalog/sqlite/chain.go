@@ -191,28 +191,28 @@ func chainEntries(ctx context.Context, q interface {
 }
 
 // SnapshotChain returns vault's chain and snapshot records as of one
-// moment: it reads the chain, the records, then the chain's head again,
-// and starts over when an append came in between (appends change both in
-// one transaction and only ever raise the head).
+// moment: both are read in one read transaction (BEGIN DEFERRED on a
+// connection of its own), which in WAL mode sees one snapshot of the
+// file and does not hold off writers.
 func (c *Catalog) SnapshotChain(ctx context.Context, vaultID vault.ID) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
-	for range 50 {
-		es, err := chainEntries(ctx, c.db, vaultID, `ORDER BY seq`)
-		if err != nil {
-			return nil, nil, err
-		}
-		ss, err := c.Snapshots(ctx, vaultID)
-		if err != nil {
-			return nil, nil, err
-		}
-		head, err := chainHead(ctx, c.db, vaultID)
-		if err != nil {
-			return nil, nil, err
-		}
-		if (len(es) == 0 && head.Seq == 0) || (len(es) > 0 && es[len(es)-1].Seq == head.Seq && es[len(es)-1].MAC == head.MAC) {
-			return es, ss, nil
-		}
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the snapshot chain: %w", err)
 	}
-	return nil, nil, fmt.Errorf("read the snapshot chain: it kept changing while being read; try again")
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return nil, nil, fmt.Errorf("read the snapshot chain: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+	es, err := chainEntries(ctx, conn, vaultID, `ORDER BY seq`)
+	if err != nil {
+		return nil, nil, err
+	}
+	ss, err := snapshotRows(ctx, conn, vaultID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return es, ss, nil
 }
 
 // SetPackHeader stores pack id's sealed header and deletes its per-blob

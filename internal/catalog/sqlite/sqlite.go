@@ -482,7 +482,13 @@ func jsonStrings(ss []string) (string, error) {
 // Snapshots returns every snapshot of vault, soft-deleted ones included,
 // oldest first (by time, then ID). Empty Paths and Tags are nil.
 func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by
+	return snapshotRows(ctx, c.db, vaultID)
+}
+
+func snapshotRows(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by
 		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
