@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"io/fs"
 	"os"
@@ -32,17 +31,24 @@ func newDamageFixture(t *testing.T) *damageFixture {
 	v := openTestVault(t, e)
 	defer v.Close()
 	types := map[string]map[vault.BlobType]bool{}
-	err := v.catalog.Blobs(context.Background(), v.Record().ID, func(b vault.BlobRecord) error {
+	// The index the vault loaded (the catalog keeps it sealed).
+	type key struct {
+		t  vault.BlobType
+		id vault.ID
+	}
+	var keys []key
+	v.EachBlob(func(bt vault.BlobType, id vault.ID, _ uint32) bool {
+		keys = append(keys, key{bt, id})
+		return true
+	})
+	for _, k := range keys {
+		b, _ := v.Lookup(k.t, k.id)
 		p := b.Pack.String()
 		if types[p] == nil {
 			types[p] = map[vault.BlobType]bool{}
 		}
 		types[p][b.Type] = true
 		f.blobs[p] = append(f.blobs[p], b)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	for p, ts := range types {
 		if len(ts) != 1 {

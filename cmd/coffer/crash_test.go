@@ -221,6 +221,9 @@ func TestCrashDuringVaultCreation(t *testing.T) {
 			for i := len(remove) - 1; i >= 0; i-- {
 				os.RemoveAll(remove[i])
 			}
+			// A killed creation saved no snapshot, so pinned no
+			// snapshot chain (the real backup above did).
+			os.RemoveAll(filepath.Join(e.home, "chain"))
 			if !keep[filepath.Join(e.vaultDir(), "catalog.db")] {
 				os.Remove(filepath.Join(e.vaultDir(), "catalog.db"))
 			} else {

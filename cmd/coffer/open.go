@@ -203,6 +203,11 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		}
 	}
 	opt := engine.Options{Store: st, Catalog: cat, Keys: provider, Name: localCatalogName, Now: a.now}
+	if opt.Pin, err = a.chainPin(); err != nil {
+		cat.Close()
+		st.Close()
+		return nil, err
+	}
 	if create {
 		// A backup: registered as a writer, so that a prune running at
 		// the same time waits for it before deleting what it may use.

@@ -97,19 +97,39 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		return nil, fmt.Errorf("check: list packs: %w", err)
 	}
 	var packs []vault.PackRecord
+	anyLegacy := false
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
 		packs = append(packs, p)
+		anyLegacy = anyLegacy || p.Header == nil
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("check: catalog packs: %w", err)
 	}
+	var legacy map[vault.ID][]vault.BlobRecord
+	if anyLegacy {
+		legacy = map[vault.ID][]vault.BlobRecord{}
+		if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
+			legacy[b.Pack] = append(legacy[b.Pack], b)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("check: catalog blobs: %w", err)
+		}
+	}
+	deks, err := v.dekFor(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	// The catalog's blob lists: each pack's sealed header copy
+	// (docs/format.md §4.1).
 	byPack := map[vault.ID][]vault.BlobRecord{}
-	if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
-		byPack[b.Pack] = append(byPack[b.Pack], b)
-		rep.Blobs++
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("check: catalog blobs: %w", err)
+	for _, p := range packs {
+		recs, err := packBlobs(p, deks, legacy)
+		if err != nil {
+			sink.errorf("%v", err)
+			continue
+		}
+		byPack[p.ID] = recs
+		rep.Blobs += len(recs)
 	}
 	catalogued := map[vault.ID]bool{}
 	for _, p := range packs {
@@ -157,35 +177,71 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	}
 
 	// Snapshots and their trees, soft-deleted ones too: undelete
-	// promises them intact.
-	snaps, err := v.AllSnapshots(ctx)
+	// promises them intact. The chain is checked first (docs/format.md
+	// §8.2), every problem reported.
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	entries, snaps, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil {
 		return nil, fmt.Errorf("check: catalog snapshots: %w", err)
+	}
+	chain := v.verifyChain(ks, entries, snaps, v.describeRecord(ctx))
+	v.checkPin(chain)
+	for _, p := range chain.problems {
+		sink.errorf("%s", p)
 	}
 	rep.Snapshots = len(snaps)
 	inCatalog := map[vault.ID]bool{}
 	for _, s := range snaps {
 		inCatalog[s.ID] = true
 	}
+	var orphans []vault.ID
 	if err := v.opt.Store.List(ctx, vault.SnapshotObject, func(oi vault.ObjectInfo) error {
-		if id, err := vault.ParseID(oi.Handle.Name); err != nil || !inCatalog[id] {
+		id, err := vault.ParseID(oi.Handle.Name)
+		switch {
+		case err != nil:
 			sink.warnf("snapshot object %s is not in the catalog", oi.Handle.Name)
+		case !inCatalog[id]:
+			orphans = append(orphans, id)
 		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("check: list snapshots: %w", err)
 	}
+	head := chain.head()
+	for _, id := range orphans {
+		_, link, err := v.loadSnapshotLinked(ctx, id)
+		switch {
+		case err != nil:
+			sink.warnf("snapshot object %s is not in the catalog, and does not open: %v", id, err)
+		case link.Seq > head.Seq+1:
+			// Sealed after entry link.Seq-1 was written: the chain was
+			// longer once (docs/format.md §8.2).
+			sink.errorf("snapshot %s: its object was sealed as chain entry %d, but the catalog's chain proves only %d entries: entries were removed from the catalog (the snapshot list was rolled back)", id.Short(), link.Seq, head.Seq)
+		case link.Seq > 0:
+			sink.warnf("snapshot object %s (sealed as chain entry %d) is not in the catalog: left by an interrupted backup, or the newest entries were removed from the catalog", id.Short(), link.Seq)
+		default:
+			sink.warnf("snapshot object %s is not in the catalog", id)
+		}
+	}
+	if len(chain.problems) == 0 {
+		v.advancePin(head)
+	}
 	seen := map[vault.ID]bool{}
 	for i, s := range snaps {
 		progress(CheckProgress{Phase: "snapshots", Done: i, Total: len(snaps), Current: s.ID.Short()})
-		obj, err := v.LoadSnapshot(ctx, s.ID)
+		obj, link, err := v.loadSnapshotLinked(ctx, s.ID)
 		if err != nil {
 			sink.errorf("snapshot %s: %v", s.ID.Short(), err)
 			continue
 		}
-		if obj.Tree != s.Tree {
-			sink.errorf("snapshot %s: the catalog's root tree %s differs from the stored snapshot's %s", s.ID.Short(), s.Tree.Short(), obj.Tree.Short())
-			continue
+		if d := chain.checkObject(s, obj, link); d != "" {
+			sink.errorf("snapshot %s: %s", s.ID.Short(), d)
+			if obj.Tree != s.Tree {
+				continue
+			}
 		}
 		v.checkTree(ctx, s, s.Tree, "/", seen, stored, sink)
 	}
@@ -263,6 +319,16 @@ func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[va
 	if err != nil {
 		sink.errorf("%v", err)
 		return int64(len(whole))
+	}
+	if p.Header != nil {
+		// The catalog's copy must be the pack's own sealed header.
+		h := int64(len(p.Header))
+		got := make([]byte, h)
+		if h > size-4 {
+			sink.errorf("pack %s: the catalog's copy of its header is longer than the pack", p.ID)
+		} else if _, err := ra.ReadAt(got, size-4-h); err != nil || !bytes.Equal(got, p.Header) {
+			sink.errorf("pack %s: the catalog's copy of its header differs from the pack's", p.ID)
+		}
 	}
 	want := map[format.PackEntry]bool{}
 	for _, b := range blobs {

@@ -54,6 +54,10 @@ type Options struct {
 	// Uploads is how many finished packs may be in flight to the store at
 	// once (default 1); it bounds memory at about (Uploads+1) × 17 MiB.
 	Uploads int
+	// Pin, when set, remembers the newest snapshot-chain entry this
+	// verifier has seen, so that a rolled-back snapshot list is detected
+	// (docs/format.md §8.2).
+	Pin ChainPin
 }
 
 // DefaultChunker is the chunking a new vault gets (docs/performance.md).
@@ -109,6 +113,9 @@ type Vault struct {
 	sess *session // the writer session, when Options.Session is set
 
 	settingsMu sync.Mutex // serialises settings changes through this vault
+
+	chainMu  sync.Mutex
+	lastHead ChainHead // the chain's head after this vault's last append
 }
 
 type packer struct {
@@ -348,6 +355,10 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 		v.Close()
 		return nil, err
 	}
+	if err := v.upgradeCatalog(ctx); err != nil {
+		v.Close()
+		return nil, err
+	}
 	if err := v.loadIndex(ctx); err != nil {
 		v.Close()
 		return nil, err
@@ -414,28 +425,6 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 	}
 	v.hasher = format.NewIDHasher(v.dedup.ChunkIDKey)
 	return nil
-}
-
-func (v *Vault) loadIndex(ctx context.Context) error {
-	condemned := map[vault.ID]bool{}
-	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
-		if !p.Condemned.IsZero() {
-			condemned[p.ID] = true
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
-		if condemned[b.Pack] {
-			v.condemned[blobKey{b.ID, b.Type}] = b
-		} else {
-			v.index[blobKey{b.ID, b.Type}] = b
-		}
-		return nil
-	})
 }
 
 // Close flushes nothing: call Flush first. It wipes the keys and ends
@@ -647,6 +636,9 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	buf, entries := w.Finish()
 	size := len(buf)
 	id := w.ID()
+	// Copied now: buf goes back to the pool, to be refilled, as soon as
+	// the store has read it.
+	header := bytes.Clone(format.PackHeader(buf))
 	rd := &consumedReader{r: bytes.NewReader(buf), done: func() {
 		if len(entries) > 0 && entries[0].Type == vault.DataBlob && cap(buf) >= v.cfg.PackSize {
 			select {
@@ -669,12 +661,15 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	if err := v.opt.Store.Put(ctx, packHandle(id), rd, int64(size)); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
 	}
-	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: w.DEKVersion(), Blobs: len(entries), Created: v.opt.Now().UTC()}
+	// The catalog lists the pack's blobs only in a copy of its sealed
+	// header, never their sizes in plaintext (docs/format.md §4.1).
+	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: w.DEKVersion(), Blobs: len(entries), Created: v.opt.Now().UTC(),
+		Header: header}
 	recs := make([]vault.BlobRecord, len(entries))
 	for i, e := range entries {
 		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: id, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
 	}
-	if err := v.opt.Catalog.AddPack(ctx, v.rec.ID, pr, recs); err != nil {
+	if err := v.opt.Catalog.AddPack(ctx, v.rec.ID, pr, nil); err != nil {
 		return fmt.Errorf("catalog pack %s: %w", id, err)
 	}
 	v.mu.Lock()
@@ -984,44 +979,37 @@ func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault
 		return s, err
 	}
 	rand.Read(s.ID[:])
-	ks, err := v.liveKeys(ctx)
-	if err != nil {
+	if err := v.recordSnapshot(ctx, s); err != nil {
 		return s, err
-	}
-	b, err := format.SealSnapshot(s, ks.deks[ks.cur], ks.cur)
-	if err != nil {
-		return s, err
-	}
-	if err := v.opt.Store.Put(ctx, snapHandle(s.ID), bytes.NewReader(b), int64(len(b))); err != nil {
-		return s, fmt.Errorf("store snapshot %s: %w", s.ID, err)
-	}
-	if err := v.opt.Catalog.AddSnapshot(ctx, v.rec.ID, s); err != nil {
-		// Not left as an orphan object that check would report. A store
-		// that refuses deletes (object lock) keeps it: harmless.
-		if derr := v.opt.Store.Delete(context.WithoutCancel(ctx), snapHandle(s.ID)); derr != nil {
-			v.log.Warn("could not remove the object of a snapshot the catalog refused", "snapshot", s.ID.Short(), "err", derr)
-		}
-		return s, fmt.Errorf("catalog snapshot %s: %w", s.ID, err)
 	}
 	return s, nil
 }
 
 // LoadSnapshot reads and authenticates the snapshot object id.
 func (v *Vault) LoadSnapshot(ctx context.Context, id vault.ID) (vault.SnapshotRecord, error) {
+	s, _, err := v.loadSnapshotLinked(ctx, id)
+	return s, err
+}
+
+// loadSnapshotLinked is LoadSnapshot that also returns the object's chain
+// link.
+func (v *Vault) loadSnapshotLinked(ctx context.Context, id vault.ID) (vault.SnapshotRecord, format.SnapshotLink, error) {
 	b, err := readAll(ctx, v.opt.Store, snapHandle(id), format.MaxSnapshotSize)
 	if err != nil {
-		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w", id, err)
+		return vault.SnapshotRecord{}, format.SnapshotLink{}, fmt.Errorf("snapshot %s: %w", id, err)
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
-		return vault.SnapshotRecord{}, err
+		return vault.SnapshotRecord{}, format.SnapshotLink{}, err
 	}
-	return format.OpenSnapshot(id, b, deks)
+	return format.OpenSnapshotLinked(id, b, deks)
 }
 
-// Snapshots lists the vault's live snapshots (not soft-deleted), oldest first.
+// Snapshots lists the vault's live snapshots (not soft-deleted), oldest
+// first, once the snapshot chain proves the catalog's list
+// (docs/format.md §8.2).
 func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
-	all, err := v.opt.Catalog.Snapshots(ctx, v.rec.ID)
+	all, err := v.AllSnapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -1035,29 +1023,44 @@ func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
 }
 
 // AllSnapshots lists every snapshot, soft-deleted ones included (with
-// Deleted set), oldest first.
+// Deleted set), oldest first, once the snapshot chain proves the list.
 func (v *Vault) AllSnapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
-	return v.opt.Catalog.Snapshots(ctx, v.rec.ID)
+	all, _, err := v.verifiedList(ctx)
+	return all, err
 }
 
 // FindSnapshot resolves "latest", a full ID or a unique hex prefix, and
 // authenticates the snapshot object: the catalog is only an index, so a
 // damaged, missing or altered snapshot object fails here, naming it.
 func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
-	snaps, err := v.Snapshots(ctx)
+	all, chain, err := v.verifiedList(ctx)
+	// "latest" needs the whole list proven; a snapshot named by its ID
+	// only its own entries (so that an intact snapshot stays restorable
+	// from a vault whose list was tampered with).
+	if err != nil && (ref == "latest" || chain == nil) {
+		return vault.SnapshotRecord{}, err
+	}
+	var snaps []vault.SnapshotRecord
+	for _, s := range all {
+		if s.Deleted.IsZero() {
+			snaps = append(snaps, s)
+		}
+	}
+	s, ferr := FindSnapshot(snaps, ref)
+	if ferr != nil {
+		return s, errors.Join(ferr, err)
+	}
+	if err != nil {
+		if d := chain.liveRecordOK(s); d != "" {
+			return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w: %s", s.ID.Short(), vault.ErrCorrupt, d)
+		}
+	}
+	stored, link, err := v.loadSnapshotLinked(ctx, s.ID)
 	if err != nil {
 		return vault.SnapshotRecord{}, err
 	}
-	s, err := FindSnapshot(snaps, ref)
-	if err != nil {
-		return s, err
-	}
-	stored, err := v.LoadSnapshot(ctx, s.ID)
-	if err != nil {
-		return vault.SnapshotRecord{}, err
-	}
-	if stored.Tree != s.Tree {
-		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w: the catalog's root tree %s differs from the stored snapshot's %s", s.ID, vault.ErrCorrupt, s.Tree.Short(), stored.Tree.Short())
+	if d := chain.checkObject(s, stored, link); d != "" {
+		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w: %s", s.ID.Short(), vault.ErrCorrupt, d)
 	}
 	return s, nil
 }

@@ -279,16 +279,8 @@ func TestSaveBlobDedup(t *testing.T) {
 	if sizes[0] < 100_000 || sizes[0] > 100_000+200 {
 		t.Errorf("a 100 kB incompressible blob made a %d-byte pack", sizes[0])
 	}
-	var n int
-	e.cat.Blobs(ctx, v.Record().ID, func(b vault.BlobRecord) error {
-		n++
-		if b.ID != id || b.RawLen != 100_000 {
-			t.Errorf("catalog blob %+v", b)
-		}
-		return nil
-	})
-	if n != 1 {
-		t.Errorf("catalog holds %d blobs, want 1", n)
+	if n := catalogBlobs(t, e); len(n) != 1 || n[0].ID != id || n[0].RawLen != 100_000 {
+		t.Errorf("catalog holds blobs %+v, want just %s", n, id.Short())
 	}
 
 	// Another handle on the same vault knows it too, and adds nothing.
@@ -353,9 +345,7 @@ func TestSaveBlobConcurrent(t *testing.T) {
 			t.Fatal("a concurrently saved blob loads wrong")
 		}
 	}
-	var n int
-	e.cat.Blobs(ctx, v.Record().ID, func(vault.BlobRecord) error { n++; return nil })
-	if n != len(blobs) {
+	if n := len(catalogBlobs(t, e)); n != len(blobs) {
 		t.Errorf("catalog holds %d blobs, want %d", n, len(blobs))
 	}
 }
@@ -573,14 +563,40 @@ type treeSwapCatalog struct {
 	tree vault.ID
 }
 
-func (c treeSwapCatalog) Snapshots(ctx context.Context, v vault.ID) ([]vault.SnapshotRecord, error) {
-	snaps, err := c.Catalog.Snapshots(ctx, v)
+func (c treeSwapCatalog) SnapshotChain(ctx context.Context, v vault.ID) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
+	es, snaps, err := c.Catalog.SnapshotChain(ctx, v)
 	for i := range snaps {
 		if snaps[i].ID == c.id {
 			snaps[i].Tree = c.tree
 		}
 	}
-	return snaps, err
+	return es, snaps, err
+}
+
+// catalogBlobs opens the vault in e afresh and lists the blobs its index
+// loaded from the catalog.
+func catalogBlobs(t *testing.T, e *env) []vault.BlobRecord {
+	t.Helper()
+	w, err := engine.Open(ctx, e.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	type key struct {
+		t  vault.BlobType
+		id vault.ID
+	}
+	var keys []key
+	w.EachBlob(func(bt vault.BlobType, id vault.ID, _ uint32) bool {
+		keys = append(keys, key{bt, id})
+		return true
+	})
+	var out []vault.BlobRecord
+	for _, k := range keys {
+		r, _ := w.Lookup(k.t, k.id)
+		out = append(out, r)
+	}
+	return out
 }
 
 func TestCheckClean(t *testing.T) {

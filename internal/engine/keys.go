@@ -28,6 +28,7 @@ type keyState struct {
 	// commitment (§7.3). Both go with the DEKs.
 	macKey seal.Key
 	commit [format.MACSize]byte
+	chain  seal.Key // the snapshot-chain key (format 2, chain.go); zero once dropped
 }
 
 // dek returns DEK version ver.
@@ -177,6 +178,7 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		deks[d.Version] = k
 	}
 	ks.deks = deks
+	ks.chain = format.ChainKey(root, v.rec.ID)
 	if kr.Format == format.Format && (!anchored || proposed) {
 		a := v.anchorOf(kr, commit)
 		prev := uint64(0)
@@ -294,6 +296,7 @@ func (ks *keyState) wipe() {
 		ks.deks[k] = d
 	}
 	ks.macKey.Wipe()
+	ks.chain.Wipe()
 }
 
 // ErrKeyChanged reports that another process changed the vault's keys
@@ -342,7 +345,7 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 		dek.Wipe()
 		return 0, fmt.Errorf("rotate DEK: %w", err)
 	}
-	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded, macKey: old.macKey, commit: old.commit})
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: old.provider, loaded: old.loaded, macKey: old.macKey, commit: old.commit, chain: old.chain})
 	return next, nil
 }
 
@@ -424,7 +427,7 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 		deks[ver] = k
 	}
 	deks[next] = dek
-	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: to, loaded: old.loaded, macKey: old.macKey, commit: old.commit})
+	v.keys.Store(&keyState{keyring: &kr, deks: deks, cur: next, provider: to, loaded: old.loaded, macKey: old.macKey, commit: old.commit, chain: old.chain})
 	// The older generations wrap the same DEKs under the previous KEK:
 	// left in the store, that key would still open the vault, and a
 	// revoked customer key would not shred anything while the platform
@@ -532,7 +535,7 @@ func (v *Vault) upgrade(ctx context.Context, rewriteConfig bool) error {
 		} else if err != nil {
 			return fmt.Errorf("upgrade vault %q to format %d: %w", v.opt.Name, format.Format, err)
 		} else {
-			v.keys.Store(&keyState{keyring: &kr, deks: ks.deks, cur: ks.cur, provider: ks.provider, loaded: ks.loaded, macKey: ks.macKey, commit: ks.commit})
+			v.keys.Store(&keyState{keyring: &kr, deks: ks.deks, cur: ks.cur, provider: ks.provider, loaded: ks.loaded, macKey: ks.macKey, commit: ks.commit, chain: ks.chain})
 			v.log.Info("vault upgraded to storage format 2", "vault", v.opt.Name, "generation", kr.Generation)
 		}
 		rewriteConfig = true

@@ -77,12 +77,17 @@ func (v *Vault) Forget(ctx context.Context, ids []vault.ID, principal string) ([
 		v.event(ctx, principal, vault.EventForget, detail, false)
 		return nil, fmt.Errorf("nothing was forgotten: %w", errors.Join(errs...))
 	}
+	// One chain append forgets them all, or none (docs/format.md §8.1).
+	changes := make([]chainChange, len(todo))
+	for i, s := range todo {
+		changes[i] = chainChange{kind: vault.ChainForget, snapshot: s.ID, at: now, by: principal}
+	}
+	if err := v.appendChanges(ctx, changes); err != nil {
+		v.event(ctx, principal, vault.EventForget, fmt.Sprintf("failed to forget %s: %v", shortIDs(todo), err), false)
+		return nil, fmt.Errorf("nothing was forgotten: %w", err)
+	}
 	var done []vault.SnapshotRecord
 	for _, s := range todo {
-		if err := v.opt.Catalog.SetSnapshotDeleted(ctx, v.rec.ID, s.ID, now, principal); err != nil {
-			v.event(ctx, principal, vault.EventForget, fmt.Sprintf("forgot %s, then failed: %v", shortIDs(done), err), false)
-			return done, err
-		}
 		s.Deleted, s.DeletedBy = now, principal
 		done = append(done, s)
 	}
@@ -115,7 +120,7 @@ func (v *Vault) Undelete(ctx context.Context, id vault.ID, principal string) (va
 		if s.Deleted.IsZero() {
 			return s, fmt.Errorf("snapshot %s is not deleted", id.Short())
 		}
-		if err := v.opt.Catalog.SetSnapshotDeleted(ctx, v.rec.ID, id, time.Time{}, ""); err != nil {
+		if err := v.appendChanges(ctx, []chainChange{{kind: vault.ChainUndelete, snapshot: id, at: v.opt.Now(), by: principal}}); err != nil {
 			return s, err
 		}
 		s.Deleted, s.DeletedBy = time.Time{}, ""
@@ -339,11 +344,15 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			keep = append(keep, s)
 		}
 	}
-	if !opt.DryRun {
+	if !opt.DryRun && len(rep.Expired) > 0 {
+		changes := make([]chainChange, len(rep.Expired))
+		for i, s := range rep.Expired {
+			changes[i] = chainChange{kind: vault.ChainRemove, snapshot: s.ID, at: now, by: opt.Principal}
+		}
+		if err := v.appendChanges(ctx, changes); err != nil {
+			return rep, fmt.Errorf("prune: remove expired snapshots %s: %w", shortIDs(rep.Expired), err)
+		}
 		for _, s := range rep.Expired {
-			if err := v.opt.Catalog.RemoveSnapshot(ctx, v.rec.ID, s.ID); err != nil {
-				return rep, fmt.Errorf("prune: remove snapshot %s: %w", s.ID.Short(), err)
-			}
 			if err := v.opt.Store.Delete(ctx, snapHandle(s.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
 				return rep, fmt.Errorf("prune: delete snapshot object %s: %w", s.ID.Short(), err)
 			}
@@ -637,21 +646,11 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 
 // packsAndBlobs reads the catalog's packs (oldest first) and their blobs.
 func (v *Vault) packsAndBlobs(ctx context.Context) ([]vault.PackRecord, map[vault.ID][]vault.BlobRecord, error) {
-	var packs []vault.PackRecord
-	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
-		packs = append(packs, p)
-		return nil
-	}); err != nil {
+	packs, blobsOf, err := v.packsWithBlobs(ctx)
+	if err != nil {
 		return nil, nil, err
 	}
 	slices.SortStableFunc(packs, func(a, b vault.PackRecord) int { return a.Created.Compare(b.Created) })
-	blobsOf := map[vault.ID][]vault.BlobRecord{}
-	if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
-		blobsOf[b.Pack] = append(blobsOf[b.Pack], b)
-		return nil
-	}); err != nil {
-		return nil, nil, err
-	}
 	return packs, blobsOf, nil
 }
 

@@ -273,3 +273,82 @@ func readErr(err error) error {
 	}
 	return err
 }
+
+// PackHeader returns the sealed header of a finished pack: the H bytes
+// before its last 4 (docs/format.md §4), which the catalog keeps as the
+// pack's blob list (§4.1). It returns nil for bytes that are no pack.
+func PackHeader(pack []byte) []byte {
+	if len(pack) < minPackSize {
+		return nil
+	}
+	h := uint64(binary.LittleEndian.Uint32(pack[len(pack)-4:]))
+	if h > uint64(len(pack)-PackPrefixSize-4) {
+		return nil
+	}
+	return pack[len(pack)-4-int(h) : len(pack)-4]
+}
+
+// ReadSealedPackHeader is ReadPackHeader that also returns the sealed
+// header's bytes, for the catalog's copy (docs/format.md §4.1).
+func ReadSealedPackHeader(id vault.ID, r io.ReaderAt, size int64, keys DEKs) ([]PackEntry, []byte, error) {
+	if size < minPackSize {
+		return nil, nil, fmt.Errorf("pack %s: %w: %d bytes", id, vault.ErrTruncated, size)
+	}
+	var lb [4]byte
+	if _, err := r.ReadAt(lb[:], size-4); err != nil {
+		return nil, nil, fmt.Errorf("pack %s: read header length: %w", id, readErr(err))
+	}
+	h := int64(binary.LittleEndian.Uint32(lb[:]))
+	if h > size-PackPrefixSize-4 || h > MaxPackHeader || h < seal.Overhead+8 {
+		return nil, nil, fmt.Errorf("pack %s: %w: header length %d does not fit a %d-byte pack", id, vault.ErrCorrupt, h, size)
+	}
+	prefix := make([]byte, PackPrefixSize)
+	if _, err := r.ReadAt(prefix, 0); err != nil {
+		return nil, nil, fmt.Errorf("pack %s: read prefix: %w", id, readErr(err))
+	}
+	sealed := make([]byte, h)
+	if _, err := r.ReadAt(sealed, size-4-h); err != nil {
+		return nil, nil, fmt.Errorf("pack %s: read header: %w", id, readErr(err))
+	}
+	if _, err := NewPackOpener(id, prefix, keys); err != nil {
+		return nil, nil, err
+	}
+	entries, err := OpenPackHeader(id, binary.LittleEndian.Uint32(prefix[8:12]), size, sealed, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return entries, sealed, nil
+}
+
+// OpenPackHeader authenticates and parses the catalog's copy of the
+// sealed header of pack id (docs/format.md §4.1), whose record gives its
+// DEK version and size, and returns the pack's entries with their
+// offsets. The prefix it authenticates against is rebuilt from the
+// record, so a header opens only as the pack it was written for.
+func OpenPackHeader(id vault.ID, dekVersion uint32, size int64, sealed []byte, keys DEKs) ([]PackEntry, error) {
+	h := int64(len(sealed))
+	if size < minPackSize || h > size-PackPrefixSize-4 || h > MaxPackHeader || h < seal.Overhead+8 {
+		return nil, fmt.Errorf("pack %s: %w: a %d-byte header copy does not fit a %d-byte pack", id, vault.ErrCorrupt, h, size)
+	}
+	var prefix [PackPrefixSize]byte
+	copy(prefix[:], PackMagic)
+	prefix[4] = PackVersion
+	binary.LittleEndian.PutUint32(prefix[8:12], dekVersion)
+	copy(prefix[12:], id[:])
+	dek, err := keys(dekVersion)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: DEK version %d: %w", id, dekVersion, err)
+	}
+	k := seal.Derive(dek, id[:], seal.LabelPack)
+	aead := seal.NewAEAD(k)
+	k.Wipe()
+	hdr, err := aead.Open(nil, headerNonce, sealed, headerAAD(prefix[:]))
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w: the catalog's copy of its header does not authenticate", id, vault.ErrCorrupt)
+	}
+	entries, err := parsePackHeader(hdr, uint64(size-4-h))
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: the catalog's copy of its header: %w", id, err)
+	}
+	return entries, nil
+}

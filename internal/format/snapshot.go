@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -15,9 +16,12 @@ import (
 // Snapshot object constants (docs/format.md §8).
 const (
 	SnapshotMagic   = "CFSN"
-	SnapshotVersion = 0x01
-	MaxSnapshotSize = 16 << 20
-	objPrefixSize   = 44
+	SnapshotVersion = 0x01 // format 1: no chain link; read for imported snapshots only
+	// SnapshotVersion2 is what format 2 writes: the JSON also holds the
+	// snapshot's place in the snapshot chain (docs/format.md §8, §8.1).
+	SnapshotVersion2 = 0x02
+	MaxSnapshotSize  = 16 << 20
+	objPrefixSize    = 44
 )
 
 // snapshotJSON is the sealed plaintext of a snapshot.
@@ -33,10 +37,30 @@ type snapshotJSON struct {
 	Bytes      uint64    `json:"bytes"`
 	BytesAdded uint64    `json:"bytes_added"`
 	DurationNS int64     `json:"duration_ns"`
+	// Version 0x02 only (pointers, so that their absence is seen).
+	Seq  *uint64 `json:"seq,omitempty"`
+	Prev *string `json:"prev,omitempty"`
 }
 
-// SealSnapshot encodes and seals s under dek; the object's name is s.ID.
+// SealSnapshot encodes and seals s under dek as a format 1 (0x01) object;
+// the object's name is s.ID. Writers use SealSnapshotLinked; this one is
+// kept for test vectors and upgrade tests.
 func SealSnapshot(s vault.SnapshotRecord, dek seal.Key, dekVersion uint32) ([]byte, error) {
+	return sealSnapshot(s, nil, dek, dekVersion)
+}
+
+// SealSnapshotLinked encodes and seals s under dek as a format 2 (0x02)
+// object that records its place in the snapshot chain; link.Seq must be
+// at least 1.
+func SealSnapshotLinked(s vault.SnapshotRecord, link SnapshotLink, dek seal.Key, dekVersion uint32) ([]byte, error) {
+	if link.Seq == 0 {
+		return nil, fmt.Errorf("encode snapshot: chain entry number 0")
+	}
+	return sealSnapshot(s, &link, dek, dekVersion)
+}
+
+func sealSnapshot(s vault.SnapshotRecord, link *SnapshotLink, dek seal.Key, dekVersion uint32) ([]byte, error) {
+	version := byte(SnapshotVersion)
 	j := snapshotJSON{
 		Time: s.Time.UTC(), Host: s.Host, Paths: s.Paths, Tags: s.Tags,
 		Tree: s.Tree.String(), Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes,
@@ -45,13 +69,18 @@ func SealSnapshot(s vault.SnapshotRecord, dek seal.Key, dekVersion uint32) ([]by
 	if !s.Parent.IsZero() {
 		j.Parent = s.Parent.String()
 	}
+	if link != nil {
+		version = SnapshotVersion2
+		prev := hex.EncodeToString(link.Prev[:])
+		j.Seq, j.Prev = &link.Seq, &prev
+	}
 	pt, err := json.Marshal(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
 	out := make([]byte, 0, objPrefixSize+len(pt)+seal.Overhead)
 	out = append(out, SnapshotMagic...)
-	out = append(out, SnapshotVersion, 0, 0, 0)
+	out = append(out, version, 0, 0, 0)
 	out = binary.LittleEndian.AppendUint32(out, dekVersion)
 	var salt [32]byte
 	rand.Read(salt[:])
@@ -67,39 +96,72 @@ func snapshotAAD(prefix []byte, id vault.ID) []byte {
 	return append(append(aad, prefix...), id[:]...)
 }
 
-// OpenSnapshot authenticates and decodes the snapshot object named id.
+// OpenSnapshot authenticates and decodes the snapshot object named id, of
+// either version, without its chain link.
 func OpenSnapshot(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, error) {
+	s, _, err := OpenSnapshotLinked(id, b, keys)
+	return s, err
+}
+
+// OpenSnapshotLinked authenticates and decodes the snapshot object named
+// id and returns its chain link (Seq 0 for a format 1 object).
+func OpenSnapshotLinked(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, SnapshotLink, error) {
 	var s vault.SnapshotRecord
+	var link SnapshotLink
 	if len(b) > MaxSnapshotSize {
-		return s, fmt.Errorf("snapshot %s: %w: %d bytes", id, vault.ErrCorrupt, len(b))
+		return s, link, fmt.Errorf("snapshot %s: %w: %d bytes", id, vault.ErrCorrupt, len(b))
 	}
 	if len(b) < objPrefixSize+seal.Overhead {
-		return s, fmt.Errorf("snapshot %s: %w: %d bytes", id, vault.ErrTruncated, len(b))
+		return s, link, fmt.Errorf("snapshot %s: %w: %d bytes", id, vault.ErrTruncated, len(b))
 	}
-	if string(b[:4]) != SnapshotMagic || b[4] != SnapshotVersion || b[5]|b[6]|b[7] != 0 {
-		return s, fmt.Errorf("snapshot %s: %w: bad magic, version or reserved bytes", id, vault.ErrCorrupt)
+	if string(b[:4]) != SnapshotMagic || (b[4] != SnapshotVersion && b[4] != SnapshotVersion2) || b[5]|b[6]|b[7] != 0 {
+		return s, link, fmt.Errorf("snapshot %s: %w: bad magic, version or reserved bytes", id, vault.ErrCorrupt)
 	}
+	s, j, err := openSnapshotBody(id, b, keys)
+	if err != nil {
+		return vault.SnapshotRecord{}, link, err
+	}
+	// The version byte is authenticated (AAD): a 0x02 object carries its
+	// link, a 0x01 object carries none.
+	if b[4] == SnapshotVersion2 {
+		if j.Seq == nil || j.Prev == nil || *j.Seq == 0 {
+			return vault.SnapshotRecord{}, link, fmt.Errorf("snapshot %s: %w: version 2 object without its chain link", id, vault.ErrCorrupt)
+		}
+		p, err := hex.DecodeString(*j.Prev)
+		if err != nil || len(p) != len(link.Prev) || hex.EncodeToString(p) != *j.Prev {
+			return vault.SnapshotRecord{}, link, fmt.Errorf("snapshot %s: %w: bad chain value %q", id, vault.ErrCorrupt, *j.Prev)
+		}
+		link.Seq = *j.Seq
+		copy(link.Prev[:], p)
+	} else if j.Seq != nil || j.Prev != nil {
+		return vault.SnapshotRecord{}, link, fmt.Errorf("snapshot %s: %w: version 1 object with a chain link", id, vault.ErrCorrupt)
+	}
+	return s, link, nil
+}
+
+func openSnapshotBody(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, snapshotJSON, error) {
+	var s vault.SnapshotRecord
+	var j snapshotJSON
 	ver := binary.LittleEndian.Uint32(b[8:12])
 	dek, err := keys(ver)
 	if err != nil {
-		return s, fmt.Errorf("snapshot %s: DEK version %d: %w", id, ver, err)
+		return s, j, fmt.Errorf("snapshot %s: DEK version %d: %w", id, ver, err)
 	}
 	k := seal.Derive(dek, b[12:44], seal.LabelSnapshot)
 	defer k.Wipe()
 	var nonce [seal.NonceSize]byte
 	pt, err := seal.NewAEAD(k).Open(nil, nonce[:], b[objPrefixSize:], snapshotAAD(b[:objPrefixSize], id))
 	if err != nil {
-		return s, fmt.Errorf("snapshot %s: %w: authentication failed", id, vault.ErrCorrupt)
+		return s, j, fmt.Errorf("snapshot %s: %w: authentication failed", id, vault.ErrCorrupt)
 	}
-	var j snapshotJSON
 	dec := json.NewDecoder(bytes.NewReader(pt))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&j); err != nil {
-		return s, fmt.Errorf("snapshot %s: %w: %v", id, vault.ErrCorrupt, err)
+		return s, j, fmt.Errorf("snapshot %s: %w: %v", id, vault.ErrCorrupt, err)
 	}
 	tree, err := vault.ParseID(j.Tree)
 	if err != nil {
-		return s, fmt.Errorf("snapshot %s: %w: tree: %v", id, vault.ErrCorrupt, err)
+		return s, j, fmt.Errorf("snapshot %s: %w: tree: %v", id, vault.ErrCorrupt, err)
 	}
 	s = vault.SnapshotRecord{
 		ID: id, Time: j.Time, Host: j.Host, Paths: j.Paths, Tags: j.Tags, Tree: tree,
@@ -108,8 +170,8 @@ func OpenSnapshot(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, error
 	}
 	if j.Parent != "" {
 		if s.Parent, err = vault.ParseID(j.Parent); err != nil {
-			return s, fmt.Errorf("snapshot %s: %w: parent: %v", id, vault.ErrCorrupt, err)
+			return s, j, fmt.Errorf("snapshot %s: %w: parent: %v", id, vault.ErrCorrupt, err)
 		}
 	}
-	return s, nil
+	return s, j, nil
 }

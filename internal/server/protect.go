@@ -75,6 +75,7 @@ func (s *Server) forget(q *request) error {
 	if err != nil {
 		return err
 	}
+	q.note("chain", q.vault.LastChainHead().String())
 	settings, err := q.vault.Settings(q.ctx)
 	if err != nil {
 		return err
@@ -98,6 +99,7 @@ func (s *Server) undelete(q *request) error {
 	if err != nil {
 		return err
 	}
+	q.note("chain", q.vault.LastChainHead().String())
 	writeJSON(q.w, http.StatusOK, api.FromSnapshot(sn))
 	return nil
 }

@@ -688,6 +688,9 @@ func (s *Server) saveSnapshot(q *request) error {
 	q.note("snapshot", saved.ID.String())
 	q.note("host", saved.Host)
 	q.note("token", q.tok.ID)
+	// The snapshot chain's head, so that the audit log's own pins
+	// cover the snapshot list (docs/format.md §8.2).
+	q.note("chain", q.vault.LastChainHead().String())
 	q.log.Info("snapshot saved", "vault", q.name, "snapshot", saved.ID.Short(), "host", saved.Host, "token", q.tok.ID)
 	writeJSON(q.w, http.StatusCreated, api.FromSnapshot(saved))
 	return nil

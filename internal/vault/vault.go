@@ -292,6 +292,11 @@ type PackRecord struct {
 	DEKVersion uint32
 	Blobs      int
 	Created    time.Time
+	// Header is a copy of the pack's sealed header (docs/format.md §4.1),
+	// the only place the catalog lists its blobs (sealed, like the
+	// sizes they reveal). Nil for a pack recorded by format 1, whose
+	// blobs Blobs lists until a key holder upgrades the vault.
+	Header []byte
 	// Condemned is when prune found no snapshot needing the pack; zero
 	// for a pack in use. A condemned pack's blobs are left out of the
 	// index a vault opened later loads, and the pack is deleted once
@@ -332,6 +337,52 @@ type SnapshotRecord struct {
 	// it (docs/retention.md).
 	Deleted   time.Time
 	DeletedBy string // who forgot it; "" while live
+}
+
+// ChainKind says what a snapshot-chain entry records (docs/format.md §8.1).
+type ChainKind uint8
+
+const (
+	ChainAdd      ChainKind = 1 // a snapshot was recorded
+	ChainImport   ChainKind = 2 // a format 1 snapshot entered the chain at the upgrade
+	ChainForget   ChainKind = 3 // a snapshot was soft-deleted
+	ChainUndelete ChainKind = 4 // a soft-deleted snapshot was brought back
+	ChainRemove   ChainKind = 5 // prune removed a soft-deleted snapshot
+	// ChainImportForgotten: a soft-deleted format 1 snapshot entered the
+	// chain at the upgrade.
+	ChainImportForgotten ChainKind = 6
+)
+
+func (k ChainKind) String() string {
+	switch k {
+	case ChainAdd:
+		return "add"
+	case ChainImport:
+		return "import"
+	case ChainForget:
+		return "forget"
+	case ChainUndelete:
+		return "undelete"
+	case ChainRemove:
+		return "remove"
+	case ChainImportForgotten:
+		return "import-forgotten"
+	}
+	return fmt.Sprintf("chainkind(%d)", uint8(k))
+}
+
+// ChainEntry is one entry of a vault's snapshot chain: an append-only,
+// MAC'd record of every change to its snapshot list (docs/format.md
+// §8.1). The catalog stores it; only the engine, which holds the chain
+// key, can make or check MAC.
+type ChainEntry struct {
+	Seq       uint64 // 1, 2, …
+	Kind      ChainKind
+	Snapshot  ID
+	Time      time.Time // when; for a forget, the soft-delete time
+	Principal string    // who; for a forget, who forgot it
+	Digest    [32]byte  // add and import: the digest of the snapshot's record; zero otherwise
+	MAC       [32]byte  // h[Seq]
 }
 
 // TokenRecord is a bearer token's row in the catalog. The token itself is
@@ -501,6 +552,34 @@ type Catalog interface {
 	// KeyEvents, or ErrNotFound if it has none. A caller tells a
 	// recovery (a success after a failure) by it.
 	LastKeyEvent(ctx context.Context, vault ID) (KeyEvent, error)
+
+	// AppendChain appends to vault's snapshot chain (docs/format.md §8.1)
+	// in one write transaction: it calls fn with the newest entry (a zero
+	// entry, Seq 0, when the chain is empty), and stores the entries fn
+	// returns, which must be numbered from head.Seq+1 without gaps, and
+	// applies to the snapshot records the change each describes: an add
+	// inserts the record of rows with its Snapshot ID (ErrExists if
+	// present); an import needs the record present and live, an
+	// import-forgotten present and soft-deleted; a forget sets its
+	// Deleted and DeletedBy to the entry's Time and Principal, an
+	// undelete clears them, a remove deletes the record. ErrNotFound if
+	// the record is not there, ErrConflict if it is not in the state the
+	// entry needs (live for a forget, soft-deleted for an undelete or a
+	// remove). Any error, fn's included, leaves nothing changed.
+	// fn may do I/O (a writer stores the snapshot object in it) but must
+	// not call the catalog. ErrNotFound if there is no such vault.
+	AppendChain(ctx context.Context, vault ID, fn func(head ChainEntry) ([]ChainEntry, []SnapshotRecord, error)) error
+	// SnapshotChain returns vault's chain entries, ordered by Seq, and
+	// its snapshot records (as Snapshots), both as of one moment: never
+	// a record changed by an entry that is not in the list, nor the
+	// reverse.
+	SnapshotChain(ctx context.Context, vault ID) ([]ChainEntry, []SnapshotRecord, error)
+	// SetPackHeader stores the sealed header of pack id (a pack recorded
+	// with per-blob rows by format 1) and deletes those rows, in one
+	// transaction; ErrNotFound if there is no such pack. Once no vault
+	// has rows left, it compacts the catalog so that the deleted rows do
+	// not linger in free pages.
+	SetPackHeader(ctx context.Context, vault, id ID, header []byte) error
 
 	// RemoveSnapshot deletes snapshot id's record (prune, after its
 	// soft-delete period); ErrNotFound if there is none.

@@ -95,6 +95,11 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"KeyAnchorLifecycle", testKeyAnchorLifecycle},
 		{"KeyAnchorConflict", testKeyAnchorConflict},
 		{"KeyAnchorUnknownVault", testKeyAnchorUnknownVault},
+		{"ChainAppend", testChainAppend},
+		{"ChainStateRules", testChainStateRules},
+		{"ChainConsistentRead", testChainConsistentRead},
+		{"ChainConcurrent", testChainConcurrent},
+		{"PackHeader", testPackHeader},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

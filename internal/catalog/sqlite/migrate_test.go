@@ -121,7 +121,7 @@ func checkFixture(t *testing.T, c *Catalog, f fixture) {
 	}
 	var packs []vault.PackRecord
 	err := c.Packs(ctx, f.vault.ID, func(p vault.PackRecord) error { packs = append(packs, p); return nil })
-	if err != nil || !slices.Equal(packs, f.packs) {
+	if err != nil || !slices.EqualFunc(packs, f.packs, func(a, b vault.PackRecord) bool { return reflect.DeepEqual(a, b) }) {
 		t.Errorf("Packs(%s) = %+v, %v; want %+v", f.vault.Name, packs, err, f.packs)
 	}
 	var blobs []vault.BlobRecord

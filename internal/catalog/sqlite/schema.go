@@ -197,6 +197,9 @@ var migrations = [][]string{
 	migrationAudit,
 	// 8: keyring anchors (keyring.go, docs/format.md §7.3).
 	migrationKeyAnchors,
+	// 8: format 2's snapshot chain and sealed pack headers (chain.go,
+	// docs/format.md §4.1, §8.1).
+	migrationChain,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

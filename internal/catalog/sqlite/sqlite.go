@@ -134,7 +134,7 @@ func (c *Catalog) init() error {
 		return err
 	}
 	var err error
-	c.insertPack, err = c.db.PrepareContext(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created, condemned) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	c.insertPack, err = c.db.PrepareContext(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created, condemned, header) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
@@ -316,7 +316,7 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 	vid, pid := vaultID[:], p.ID[:]
 	var failed *vault.BlobRecord
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned)
+		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned, nullBytes(p.Header))
 		if err != nil {
 			return err
 		}
@@ -349,7 +349,7 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 // Packs calls fn for every pack of vault, ordered by ID, condemned ones
 // included. An error from fn stops the iteration and is returned as is.
 func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, size, dek_version, blobs, created, condemned FROM packs WHERE vault = ? ORDER BY id`, vaultID[:])
+	rows, err := c.db.QueryContext(ctx, `SELECT id, size, dek_version, blobs, created, condemned, header FROM packs WHERE vault = ? ORDER BY id`, vaultID[:])
 	if err != nil {
 		return fmt.Errorf("list packs: %w", err)
 	}
@@ -358,12 +358,13 @@ func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.Pac
 		id                       sql.RawBytes
 		size, dek, nblob, create int64
 		condemned                sql.NullInt64
+		header                   []byte
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned); err != nil {
+		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned, &header); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
-		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned)}
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned), Header: header}
 		if err := scanID(&p.ID, id); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
@@ -414,6 +415,21 @@ func (c *Catalog) Blobs(ctx context.Context, vaultID vault.ID, fn func(vault.Blo
 // vault, ErrNotFound if the vault is not. s.Deleted and s.DeletedBy are
 // recorded as given (DeletedBy only with Deleted).
 func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.SnapshotRecord) error {
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		return insertSnapshot(ctx, tx, vaultID, s)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrExists):
+		return err
+	}
+	return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+}
+
+// insertSnapshot inserts s in tx; ErrExists if its ID is present in the
+// vault, ErrNotFound if the vault is not.
+func insertSnapshot(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.SnapshotRecord) error {
 	tm, err := unixNano(s.Time)
 	if err != nil {
 		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
@@ -438,14 +454,11 @@ func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.Sna
 	if !s.Deleted.IsZero() {
 		deletedBy = nullString(s.DeletedBy)
 	}
-	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO snapshots
-			(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
-			int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy)
-		return err
-	})
+	_, err = tx.ExecContext(ctx, `INSERT INTO snapshots
+		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
+		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy)
 	switch {
 	case err == nil:
 		return nil
@@ -454,7 +467,7 @@ func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.Sna
 	case isDuplicate(err):
 		return fmt.Errorf("add snapshot %s: %w", s.ID, vault.ErrExists)
 	}
-	return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	return err
 }
 
 // jsonStrings encodes ss as a JSON array, [] when empty.
@@ -469,7 +482,13 @@ func jsonStrings(ss []string) (string, error) {
 // Snapshots returns every snapshot of vault, soft-deleted ones included,
 // oldest first (by time, then ID). Empty Paths and Tags are nil.
 func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by
+	return snapshotRows(ctx, c.db, vaultID)
+}
+
+func snapshotRows(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by
 		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
@@ -779,6 +798,7 @@ func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Tim
 			`DELETE FROM blobs WHERE vault = ?`,
 			`DELETE FROM packs WHERE vault = ?`,
 			`DELETE FROM snapshots WHERE vault = ?`,
+			`DELETE FROM snapshot_chain WHERE vault = ?`,
 			`DELETE FROM sessions WHERE vault = ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, vaultID[:]); err != nil {

@@ -1,0 +1,267 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// This file holds format 2's part of the catalog (docs/format.md §4.1,
+// §8.1): the snapshot chain and the packs' sealed headers.
+
+var migrationChain = []string{
+	// One row per chain entry; rows are only ever added (and removed with
+	// their vault). The engine makes and checks mac; the catalog only
+	// keeps entries numbered without gaps.
+	`CREATE TABLE snapshot_chain (
+		vault     BLOB    NOT NULL REFERENCES vaults (id),
+		seq       INTEGER NOT NULL CHECK (seq >= 1),
+		kind      INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 6),
+		snapshot  BLOB    NOT NULL CHECK (length(snapshot) = 32),
+		time      INTEGER NOT NULL,
+		principal TEXT    NOT NULL,
+		digest    BLOB    NOT NULL CHECK (length(digest) = 32),
+		mac       BLOB    NOT NULL CHECK (length(mac) = 32),
+		PRIMARY KEY (vault, seq)
+	) STRICT, WITHOUT ROWID`,
+	// The pack's sealed header: its blob list, sealed; NULL for a pack
+	// recorded by format 1, whose blobs have rows in blobs until the
+	// vault is upgraded.
+	`ALTER TABLE packs ADD COLUMN header BLOB`,
+}
+
+// nullBytes returns b, or NULL for nil.
+func nullBytes(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// AppendChain appends entries to vault's snapshot chain and applies the
+// changes they describe, in one write transaction (see vault.Catalog).
+func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(head vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error)) error {
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM vaults WHERE id = ? AND deleted IS NULL`, vaultID[:]).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("vault %s: %w", vaultID, vault.ErrNotFound)
+		}
+		head, err := chainHead(ctx, tx, vaultID)
+		if err != nil {
+			return err
+		}
+		entries, rows, err := fn(head)
+		if err != nil {
+			return err
+		}
+		byID := map[vault.ID]vault.SnapshotRecord{}
+		for _, r := range rows {
+			byID[r.ID] = r
+		}
+		next := head.Seq + 1
+		for _, e := range entries {
+			if e.Seq != next {
+				return fmt.Errorf("chain entry %d: want entry %d next: %w", e.Seq, next, vault.ErrConflict)
+			}
+			next++
+			if err := applyEntry(ctx, tx, vaultID, e, byID); err != nil {
+				return fmt.Errorf("chain entry %d (%s of snapshot %s): %w", e.Seq, e.Kind, e.Snapshot, err)
+			}
+			tm, err := unixNano(e.Time)
+			if err != nil {
+				return fmt.Errorf("chain entry %d: %w", e.Seq, err)
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO snapshot_chain (vault, seq, kind, snapshot, time, principal, digest, mac)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, vaultID[:], int64(e.Seq), int64(e.Kind), e.Snapshot[:], tm, e.Principal, e.Digest[:], e.MAC[:])
+			if err != nil {
+				return fmt.Errorf("chain entry %d: %w", e.Seq, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append to the snapshot chain: %w", err)
+	}
+	return nil
+}
+
+// applyEntry makes the change e describes to the snapshot records.
+func applyEntry(ctx context.Context, tx *sql.Tx, vaultID vault.ID, e vault.ChainEntry, rows map[vault.ID]vault.SnapshotRecord) error {
+	var err error
+	switch e.Kind {
+	case vault.ChainAdd:
+		s, ok := rows[e.Snapshot]
+		if !ok {
+			return errors.New("no record given for the snapshot added")
+		}
+		return insertSnapshot(ctx, tx, vaultID, s)
+	case vault.ChainImport, vault.ChainImportForgotten, vault.ChainForget, vault.ChainUndelete, vault.ChainRemove:
+	default:
+		return fmt.Errorf("unknown kind %d", e.Kind)
+	}
+	// The record's state, read in this transaction: the entry must find
+	// it as its kind needs, so that racing writers cannot both forget
+	// (or undelete, or remove) one snapshot.
+	var deleted sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT deleted FROM snapshots WHERE vault = ? AND id = ?`, vaultID[:], e.Snapshot[:]).Scan(&deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	wantDeleted := e.Kind != vault.ChainImport && e.Kind != vault.ChainForget
+	if deleted.Valid != wantDeleted {
+		state := "live"
+		if deleted.Valid {
+			state = "soft-deleted"
+		}
+		return fmt.Errorf("the snapshot is %s: %w", state, vault.ErrConflict)
+	}
+	switch e.Kind {
+	case vault.ChainImport, vault.ChainImportForgotten:
+		return nil
+	case vault.ChainForget:
+		at, err := unixNano(e.Time)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE snapshots SET deleted = ?, deleted_by = ? WHERE vault = ? AND id = ?`,
+			at, nullString(e.Principal), vaultID[:], e.Snapshot[:])
+		return err
+	case vault.ChainUndelete:
+		_, err = tx.ExecContext(ctx, `UPDATE snapshots SET deleted = NULL, deleted_by = NULL WHERE vault = ? AND id = ?`, vaultID[:], e.Snapshot[:])
+		return err
+	case vault.ChainRemove:
+		_, err = tx.ExecContext(ctx, `DELETE FROM snapshots WHERE vault = ? AND id = ?`, vaultID[:], e.Snapshot[:])
+		return err
+	}
+	return fmt.Errorf("unknown kind %d", e.Kind)
+}
+
+func chainHead(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, vaultID vault.ID) (vault.ChainEntry, error) {
+	es, err := chainEntries(ctx, q, vaultID, `ORDER BY seq DESC LIMIT 1`)
+	if err != nil || len(es) == 0 {
+		return vault.ChainEntry{}, err
+	}
+	return es[0], nil
+}
+
+func chainEntries(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, vaultID vault.ID, order string) ([]vault.ChainEntry, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain WHERE vault = ? `+order, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("read the snapshot chain: %w", err)
+	}
+	defer rows.Close()
+	var es []vault.ChainEntry
+	for rows.Next() {
+		var (
+			e                 vault.ChainEntry
+			seq, kind, tm     int64
+			snap, digest, mac sql.RawBytes
+		)
+		if err := rows.Scan(&seq, &kind, &snap, &tm, &e.Principal, &digest, &mac); err != nil {
+			return nil, fmt.Errorf("read the snapshot chain: %w", err)
+		}
+		if len(digest) != 32 || len(mac) != 32 {
+			return nil, fmt.Errorf("read the snapshot chain: entry %d: bad digest or MAC length", seq)
+		}
+		if err := scanID(&e.Snapshot, snap); err != nil {
+			return nil, fmt.Errorf("read the snapshot chain: entry %d: %w", seq, err)
+		}
+		e.Seq, e.Kind, e.Time = uint64(seq), vault.ChainKind(kind), fromUnixNano(tm)
+		copy(e.Digest[:], digest)
+		copy(e.MAC[:], mac)
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the snapshot chain: %w", err)
+	}
+	return es, nil
+}
+
+// SnapshotChain returns vault's chain and snapshot records as of one
+// moment: both are read in one read transaction (BEGIN DEFERRED on a
+// connection of its own), which in WAL mode sees one snapshot of the
+// file and does not hold off writers.
+func (c *Catalog) SnapshotChain(ctx context.Context, vaultID vault.ID) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the snapshot chain: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return nil, nil, fmt.Errorf("read the snapshot chain: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+	es, err := chainEntries(ctx, conn, vaultID, `ORDER BY seq`)
+	if err != nil {
+		return nil, nil, err
+	}
+	ss, err := snapshotRows(ctx, conn, vaultID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return es, ss, nil
+}
+
+// SetPackHeader stores pack id's sealed header and deletes its per-blob
+// rows (the upgrade from format 1); once no blob rows remain, it compacts
+// the file so that their contents do not linger in free pages or the
+// write-ahead log.
+func (c *Catalog) SetPackHeader(ctx context.Context, vaultID, id vault.ID, header []byte) error {
+	if len(header) == 0 {
+		return fmt.Errorf("set header of pack %s: empty header", id)
+	}
+	var left bool
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE packs SET header = ? WHERE vault = ? AND id = ?`, header, vaultID[:], id[:])
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return vault.ErrNotFound
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE vault = ? AND pack = ?`, vaultID[:], id[:]); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM blobs)`).Scan(&left)
+	})
+	if err != nil {
+		return fmt.Errorf("set header of pack %s: %w", id, err)
+	}
+	if !left {
+		if err := c.compact(ctx); err != nil {
+			return fmt.Errorf("compact the catalog after removing blob sizes: %w", err)
+		}
+	}
+	return nil
+}
+
+// compact rewrites the file without free pages and truncates the
+// write-ahead log.
+func (c *Catalog) compact(ctx context.Context) error {
+	select {
+	case c.writeLock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.writeLock }()
+	if _, err := c.db.ExecContext(ctx, `VACUUM`); err != nil {
+		return err
+	}
+	_, err := c.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+	return err
+}

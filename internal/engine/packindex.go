@@ -1,0 +1,145 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// This file holds the blob index as format 2 keeps it in the catalog
+// (docs/format.md §4.1): a copy of each pack's sealed header, opened
+// under the pack's key when the index loads, so that the catalog shows
+// no blob's size or position in plaintext.
+
+// upgradeCatalog brings a format 1 vault's catalog to format 2
+// (docs/format.md §8.3): the snapshot chain, then the packs' sealed
+// headers.
+func (v *Vault) upgradeCatalog(ctx context.Context) error {
+	if err := v.upgradeChain(ctx); err != nil {
+		return err
+	}
+	return v.upgradePacks(ctx)
+}
+
+// upgradePacks copies the sealed header of every pack recorded with
+// per-blob rows into its record, and drops the rows. A pack missing from
+// the store keeps its rows (check reports it).
+func (v *Vault) upgradePacks(ctx context.Context) error {
+	var legacy []vault.PackRecord
+	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+		if p.Header == nil {
+			legacy = append(legacy, p)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(legacy) == 0 {
+		return nil
+	}
+	deks, err := v.dekFor(ctx)
+	if err != nil {
+		return err
+	}
+	done := 0
+	for _, p := range legacy {
+		oi, err := v.opt.Store.Stat(ctx, packHandle(p.ID))
+		if err != nil {
+			v.log.Warn("cannot seal the blob list of a pack missing from the store; run coffer check", "pack", p.ID.Short(), "err", err)
+			continue
+		}
+		ra := &storeReaderAt{ctx: ctx, s: v.opt.Store, h: packHandle(p.ID)}
+		_, sealed, err := format.ReadSealedPackHeader(p.ID, ra, oi.Size, deks)
+		if err != nil {
+			return fmt.Errorf("upgrade the blob index: %w (run coffer check)", err)
+		}
+		if err := v.opt.Catalog.SetPackHeader(ctx, v.rec.ID, p.ID, sealed); err != nil {
+			return fmt.Errorf("upgrade the blob index: %w", err)
+		}
+		done++
+	}
+	v.log.Info("upgraded the vault's blob index to format 2", "packs", done)
+	return nil
+}
+
+// packBlobs returns the blobs of pack p, from the catalog's sealed copy
+// of its header (or, for a pack not upgraded yet, from legacy).
+func packBlobs(p vault.PackRecord, deks format.DEKs, legacy map[vault.ID][]vault.BlobRecord) ([]vault.BlobRecord, error) {
+	if p.Header == nil {
+		return legacy[p.ID], nil
+	}
+	entries, err := format.OpenPackHeader(p.ID, p.DEKVersion, p.Size, p.Header, deks)
+	if err != nil {
+		return nil, err
+	}
+	recs := make([]vault.BlobRecord, len(entries))
+	for i, e := range entries {
+		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: p.ID, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
+	}
+	return recs, nil
+}
+
+// eachPack calls fn for every catalogued pack with its blobs, opening the
+// pack's sealed header. A header that does not open fails the whole read,
+// naming the pack: the index would otherwise silently lack its blobs.
+func (v *Vault) eachPack(ctx context.Context, fn func(vault.PackRecord, []vault.BlobRecord)) error {
+	var packs []vault.PackRecord
+	anyLegacy := false
+	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+		packs = append(packs, p)
+		anyLegacy = anyLegacy || p.Header == nil
+		return nil
+	}); err != nil {
+		return err
+	}
+	var legacy map[vault.ID][]vault.BlobRecord
+	if anyLegacy {
+		legacy = map[vault.ID][]vault.BlobRecord{}
+		if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
+			legacy[b.Pack] = append(legacy[b.Pack], b)
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	deks, err := v.dekFor(ctx)
+	if err != nil {
+		return err
+	}
+	for i, p := range packs {
+		recs, err := packBlobs(p, deks, legacy)
+		if err != nil {
+			return fmt.Errorf("load the blob index: %w", err)
+		}
+		packs[i].Header = nil // done with it: let it go
+		fn(p, recs)
+	}
+	return nil
+}
+
+// packsWithBlobs returns the catalog's packs and their blobs.
+func (v *Vault) packsWithBlobs(ctx context.Context) ([]vault.PackRecord, map[vault.ID][]vault.BlobRecord, error) {
+	var packs []vault.PackRecord
+	blobsOf := map[vault.ID][]vault.BlobRecord{}
+	err := v.eachPack(ctx, func(p vault.PackRecord, recs []vault.BlobRecord) {
+		packs = append(packs, p)
+		blobsOf[p.ID] = recs
+	})
+	return packs, blobsOf, err
+}
+
+func (v *Vault) loadIndex(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.eachPack(ctx, func(p vault.PackRecord, recs []vault.BlobRecord) {
+		m := v.index
+		if !p.Condemned.IsZero() {
+			m = v.condemned
+		}
+		for _, b := range recs {
+			m[blobKey{b.ID, b.Type}] = b
+		}
+	})
+}
