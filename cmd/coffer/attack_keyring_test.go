@@ -138,6 +138,10 @@ func TestAttackCLIAttackerDEK(t *testing.T) {
 			os.Remove(target)
 			writeFile(t, target, nb, 0o600)
 			wantAllRefuse(t, e, src, "keyring")
+			// The refusal is on the vault's record: key log shows it.
+			if out := mustCoffer(t, e, "key", "log"); !strings.Contains(out, "keyring-refused") {
+				t.Errorf("key log does not show the refused keyring:\n%s", out)
+			}
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/user"
 
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
+	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -43,7 +44,11 @@ func (a *app) keyOutcome(ctx context.Context, loc location, o *openedVault, open
 		}
 		return
 	}
-	if !errors.Is(openErr, vault.ErrKeyUnavailable) && !errors.Is(openErr, vault.ErrWrongKey) {
+	event := vault.KeyEventKeyUnavailable
+	switch {
+	case errors.Is(openErr, engine.ErrKeyringRefused):
+		event = vault.KeyEventKeyringRefused
+	case !errors.Is(openErr, vault.ErrKeyUnavailable) && !errors.Is(openErr, vault.ErrWrongKey):
 		return
 	}
 	if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
@@ -66,7 +71,7 @@ func (a *app) keyOutcome(ctx context.Context, loc location, o *openedVault, open
 	if _, id, ref, err := a.localKEK(ctx); err == nil && id == rec.ID {
 		kek = ref.String()
 	}
-	ev := vault.KeyEvent{Vault: rec.ID, Time: a.now().UTC(), Principal: a.principal(), Event: vault.KeyEventKeyUnavailable,
+	ev := vault.KeyEvent{Vault: rec.ID, Time: a.now().UTC(), Principal: a.principal(), Event: event,
 		KEK: kek, Detail: openErr.Error(), OK: false}
 	if err := cat.AddKeyEvent(ctx, ev); err != nil {
 		fmt.Fprintf(a.stderr, "warning: could not record the key event: %v\n", err)

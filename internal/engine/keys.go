@@ -101,7 +101,7 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 	}
 	name := format.KeyringName(kr.Generation)
 	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%w: keyring generation %s: %s; the store's keys/ (or the catalog) was changed by someone who does not hold the vault's keys: run coffer check, and restore keys/ or the catalog from a copy you trust", vault.ErrCorrupt, name, fmt.Sprintf(format, args...))
+		return refusedKeyring{fmt.Errorf("%w: keyring generation %s: %s; the store's keys/ (or the catalog) was changed by someone who does not hold the vault's keys: run coffer check, and restore keys/ or the catalog from a copy you trust", vault.ErrCorrupt, name, fmt.Sprintf(format, args...))}
 	}
 	var proposed bool
 	switch {
@@ -156,7 +156,7 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 			return fail(refuse("its root secret is not this vault's (the catalog's root commitment differs): someone wrapped a root secret of their own"))
 		}
 		if err := kr.VerifyWith(macKey, id); err != nil {
-			return fail(fmt.Errorf("%w; refused: run coffer check, and restore keys/ from a copy you trust", err))
+			return fail(refusedKeyring{fmt.Errorf("%w; refused: run coffer check, and restore keys/ from a copy you trust", err)})
 		}
 		if anchored && kr.Generation == anchor.Generation && !hmac.Equal(kr.MAC, anchor.MAC[:]) {
 			return fail(refuse("it is not the generation the catalog recorded (another MAC)"))
@@ -302,6 +302,19 @@ func (ks *keyState) wipe() {
 // ErrKeyChanged reports that another process changed the vault's keys
 // (wrote the next keyring generation) at the same moment: run the
 // operation again.
+// ErrKeyringRefused reports a keyring generation that failed its MAC, its
+// anchor or its root commitment: the store or the catalog was changed by
+// someone who does not hold the vault's keys.
+var ErrKeyringRefused = errors.New("keyring refused")
+
+// refusedKeyring is the error of a keyring generation that does not
+// verify (docs/format.md §7.1, §7.3): corruption, and ErrKeyringRefused,
+// so that callers record it as a key event.
+type refusedKeyring struct{ error }
+
+func (e refusedKeyring) Unwrap() error        { return e.error }
+func (e refusedKeyring) Is(target error) bool { return target == ErrKeyringRefused }
+
 var ErrKeyChanged = errors.New("the vault's keys were changed at the same moment by another process; run the command again")
 
 // RotateDEK stores the next keyring generation with a fresh DEK, which new

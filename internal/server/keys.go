@@ -109,6 +109,8 @@ func (s *Server) keyOutcome(ctx context.Context, id vault.ID, kek string, err er
 	switch {
 	case err == nil && outage:
 		s.keyEvent(ctx, id, serverPrincipal, vault.KeyEventKeyRecovered, kek, "the key encryption key is reachable again", true)
+	case err != nil && errors.Is(err, engine.ErrKeyringRefused):
+		s.keyEvent(ctx, id, serverPrincipal, vault.KeyEventKeyringRefused, kek, err.Error(), false)
 	case err != nil && !outage && (errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey)):
 		s.keyEvent(ctx, id, serverPrincipal, vault.KeyEventKeyUnavailable, kek, err.Error(), false)
 	}

@@ -433,6 +433,7 @@ const (
 	KeyEventUsePMK         = "use-pmk"         // the vault was switched to the platform-managed KEK
 	KeyEventKeyUnavailable = "key-unavailable" // the KEK could not be reached or used
 	KeyEventKeyRecovered   = "key-recovered"   // the KEK was reached again after a failure
+	KeyEventKeyringRefused = "keyring-refused" // a keyring generation failed its MAC, anchor or root commitment
 	KeyEventAnchor         = "key-anchor"      // the catalog had no keyring anchor: the store's verified latest generation was anchored
 )
 
