@@ -657,3 +657,79 @@ func TestAttackLooseDataDir(t *testing.T) {
 		t.Errorf("private again, the server does not start: %v", err)
 	}
 }
+
+// TestAttackReadsAudited: an operator dumps blobs one by one and in
+// batches, another operator token probes which blobs the vault holds (the dedup
+// oracle). Neither may leave the audit log without a trace: each
+// minute's reads and probes of a token on a vault are summed up in one
+// entry (requests, blobs, bytes; IDs probed).
+func TestAttackReadsAudited(t *testing.T) {
+	a := newArena(t)
+	ctx := context.Background()
+	eng, err := a.env.Server.Engine(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []api.Ref
+	for i := range 4 {
+		data := bytes.Repeat([]byte{byte(i)}, 1000+i)
+		id := eng.BlobID(data)
+		if _, err := eng.SaveBlob(ctx, vault.DataBlob, id, eng.Codec().Encode(nil, data), len(data)); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, api.Ref{Type: vault.DataBlob, ID: id})
+	}
+	if err := eng.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reader := a.roleToken(authn.RoleBackupOperator, "a")
+	for _, r := range refs[:3] {
+		a.mustStatus(http.StatusOK, "GET", "/v1/vaults/a/data/"+r.ID.String(), reader, nil)
+	}
+	var batch []byte
+	for _, r := range refs[2:] {
+		batch = api.AppendRef(batch, r)
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/read", reader, batch)
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	var probe []byte
+	for i := range 5 {
+		var id vault.ID
+		id[0] = byte(i)
+		probe = api.AppendRef(probe, api.Ref{Type: vault.DataBlob, ID: id})
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/missing", op, probe)
+	a.flushSummaries()
+	var es []api.AuditEntry
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "GET", "/v1/audit", a.env.OwnerToken, nil), &es); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]string{
+		"reader":   {"requests": "4", "data_blobs": "5"},
+		"operator": {"requests": "1", "ids_probed": "5", "ids_missing": "5"},
+	}
+	found := map[string]bool{}
+	for _, e := range es {
+		if e.Op != "reads.summary" || e.Vault != "a" {
+			continue
+		}
+		who := "reader"
+		if e.Params["ids_probed"] != "" {
+			who = "operator"
+		}
+		found[who] = true
+		for k, v := range want[who] {
+			if e.Params[k] != v {
+				t.Errorf("%s's summary: %s = %q, want %q (%v)", who, k, e.Params[k], v, e.Params)
+			}
+		}
+		if who == "reader" && (e.Params["bytes"] == "" || e.Params["bytes"] == "0") {
+			t.Errorf("reader's summary counts no bytes: %v", e.Params)
+		}
+	}
+	for who := range want {
+		if !found[who] {
+			t.Errorf("no audit entry sums up the %s's reads", who)
+		}
+	}
+}

@@ -367,6 +367,7 @@ func (s *Server) missing(q *request) error {
 			out = api.AppendRef(out, ref)
 		}
 	}
+	s.reads.add(q, readCounts{requests: 1, probes: 1, probed: int64(len(body) / api.RefSize), missing: int64(len(out) / api.RefSize)})
 	q.w.Header().Set("Content-Type", api.ContentBinary)
 	q.w.Write(out)
 	return nil
@@ -555,6 +556,11 @@ func (s *Server) blob(q *request, t vault.BlobType) error {
 	q.w.Header().Set("Content-Length", strconv.Itoa(len(p)))
 	q.w.Write(p)
 	s.metrics.bytesOut.Add(float64(len(p)))
+	c := readCounts{requests: 1, data: 1, bytes: int64(len(p))}
+	if t == vault.TreeBlob {
+		c.trees, c.data = 1, 0
+	}
+	s.reads.add(q, c)
 	return nil
 }
 
@@ -584,6 +590,13 @@ func (s *Server) readBlobs(q *request) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	hdr := make([]byte, 0, 64)
+	// Counted whatever way the answer ends (a client gone mid-batch has
+	// still read what was sent).
+	var c readCounts
+	defer func() {
+		c.requests = 1
+		s.reads.add(q, c)
+	}()
 	for _, ref := range refs {
 		if q.ctx.Err() != nil {
 			return errAnswered
@@ -605,6 +618,12 @@ func (s *Server) readBlobs(q *request) error {
 		if _, err := q.w.Write(p); err != nil {
 			return errAnswered
 		}
+		if ref.Type == vault.TreeBlob {
+			c.trees++
+		} else {
+			c.data++
+		}
+		c.bytes += int64(len(p))
 		s.metrics.bytesOut.Add(float64(len(p)))
 	}
 	return nil
