@@ -733,3 +733,50 @@ func TestAttackReadsAudited(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackManySessions: an operator token opens backup sessions
+// without end (a new Coffer-Session on every request). Each is a catalog
+// row that prune must respect; a token may hold only a bounded number at
+// once, and a session that went quiet frees its place.
+func TestAttackManySessions(t *testing.T) {
+	a := newArena(t)
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	refused := 0
+	for i := range 40 {
+		req, err := http.NewRequest("POST", a.env.URL+"/v1/vaults/a/missing", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+op)
+		req.Header.Set(api.HeaderSession, fmt.Sprintf("%032x", i+1))
+		resp, err := a.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("session %d: status %d", i, resp.StatusCode)
+		}
+	}
+	if refused < 40-16 {
+		t.Errorf("one token opened %d backup sessions at once, want at most 16", 40-refused)
+	}
+	// Sessions gone quiet make room again.
+	a.env.Clock.Add(int64(20 * time.Minute))
+	req, _ := http.NewRequest("POST", a.env.URL+"/v1/vaults/a/missing", nil)
+	req.Header.Set("Authorization", "Bearer "+op)
+	req.Header.Set(api.HeaderSession, fmt.Sprintf("%032x", 1000))
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a new session after the others went quiet: %d", resp.StatusCode)
+	}
+}
