@@ -780,3 +780,38 @@ func TestAttackManySessions(t *testing.T) {
 		t.Errorf("a new session after the others went quiet: %d", resp.StatusCode)
 	}
 }
+
+// TestAttackAuditGrowthOnSuccess: a reader's token polls what it may
+// read (the snapshot list) in a tight loop. Each success used to be an
+// audit entry; past a few a minute they are summed up in the token's
+// reads.summary entry instead, which accounts for every one.
+func TestAttackAuditGrowthOnSuccess(t *testing.T) {
+	a := newArena(t)
+	reader := a.roleToken(authn.RoleBackupReader, "a")
+	hc := a.from("127.0.0.42")
+	const n = 200
+	for range n {
+		if r := a.send(hc, "GET", "/v1/vaults/a/snapshots", reader, nil); r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("%d %v %s", r.status, r.err, r.body)
+		}
+	}
+	a.flushSummaries()
+	es := a.auditEntries()
+	counted := 0
+	for _, e := range es {
+		if e.Op == "reads.summary" {
+			var k int
+			fmt.Sscan(e.Params["other_reads"], &k)
+			counted += k
+		} else {
+			counted++
+		}
+	}
+	t.Logf("%d polls: %d entries", n, len(es))
+	if len(es) > 40 {
+		t.Errorf("%d successful polls by one token made %d audit entries in a minute, want at most 40", n, len(es))
+	}
+	if counted != n {
+		t.Errorf("the audit log accounts for %d polls, want %d", counted, n)
+	}
+}

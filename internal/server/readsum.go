@@ -17,6 +17,10 @@ import (
 // read, bytes sent, IDs probed and found missing. Counting costs a
 // request a lock-free map lookup and a few atomic adds; the entries are
 // written by the flush, never on the request's path.
+//
+// Other successful reads (GET requests) are recorded one by one up to
+// readsPerToken a minute per token; past that they are counted in the
+// same entry (other_reads), so that polling cannot grow the log faster.
 
 const opReadsSummary = "reads.summary"
 
@@ -24,6 +28,7 @@ type readKey struct{ token, vault string }
 
 type readCounts struct {
 	requests, trees, data, bytes, probes, probed, missing int64
+	other                                                 int64 // successful reads past the token's budget of entries
 }
 
 func (c readCounts) zero() bool { return c == readCounts{} }
@@ -31,6 +36,7 @@ func (c readCounts) zero() bool { return c == readCounts{} }
 type readEntry struct {
 	who, src                                              string // the principal, and the address of the first request
 	requests, trees, data, bytes, probes, probed, missing atomic.Int64
+	other                                                 atomic.Int64
 	idle                                                  int // flushes in a row with nothing counted (the flush's own)
 	dead                                                  atomic.Bool
 }
@@ -51,12 +57,15 @@ func (e *readEntry) add(c readCounts) {
 		e.probed.Add(c.probed)
 		e.missing.Add(c.missing)
 	}
+	if c.other != 0 {
+		e.other.Add(c.other)
+	}
 }
 
 // take returns the counts and zeroes them; each count is taken once.
 func (e *readEntry) take() readCounts {
 	return readCounts{requests: e.requests.Swap(0), trees: e.trees.Swap(0), data: e.data.Swap(0), bytes: e.bytes.Swap(0),
-		probes: e.probes.Swap(0), probed: e.probed.Swap(0), missing: e.missing.Swap(0)}
+		probes: e.probes.Swap(0), probed: e.probed.Swap(0), missing: e.missing.Swap(0), other: e.other.Swap(0)}
 }
 
 type readBook struct {
@@ -125,7 +134,31 @@ func readEntryOf(now, since time.Time, k readKey, e *readEntry, c readCounts) au
 	if c.probes != 0 {
 		p["missing_queries"], p["ids_probed"], p["ids_missing"] = fmt.Sprint(c.probes), fmt.Sprint(c.probed), fmt.Sprint(c.missing)
 	}
+	if c.other != 0 {
+		p["other_reads"] = fmt.Sprint(c.other)
+	}
 	return audit.Entry{Time: now.UTC(), Principal: e.who, Source: e.src, Vault: k.vault, Op: opReadsSummary,
 		Outcome: audit.OutcomeOK, Params: p,
 		Detail: fmt.Sprintf("%d bulk reads and probes, summed up", c.requests)}
+}
+
+// readsPerToken successful GET requests of one token are recorded one by
+// one each minute; further ones are counted in its reads.summary.
+const readsPerToken = 30
+
+type tokenBudget struct {
+	mu     sync.Mutex
+	minute time.Time
+	n      map[string]int
+}
+
+// admit reports whether token's successful read is recorded one by one.
+func (b *tokenBudget) admit(token string, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m := now.Truncate(time.Minute); !m.Equal(b.minute) || b.n == nil {
+		b.minute, b.n = m, map[string]int{}
+	}
+	b.n[token]++
+	return b.n[token] <= readsPerToken
 }
