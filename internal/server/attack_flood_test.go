@@ -815,3 +815,28 @@ func TestAttackAuditGrowthOnSuccess(t *testing.T) {
 		t.Errorf("the audit log accounts for %d polls, want %d", counted, n)
 	}
 }
+
+// TestAttackConnectionsPerAddress: without a token, one address opens
+// connections and holds them without a word. Past a bound per address
+// the server closes further ones at once; another address is served.
+func TestAttackConnectionsPerAddress(t *testing.T) {
+	a := newArena(t)
+	addr := strings.TrimPrefix(a.env.URL, "https://")
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.77")}}
+	for range server.MaxConnsPerAddr {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // let the server accept them all
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: a.env.TLS, DialContext: d.DialContext}}
+	defer hc.CloseIdleConnections()
+	if r := a.send(hc, "GET", "/healthz", "", nil); r.err == nil {
+		t.Errorf("connection %d from one address served (%d)", server.MaxConnsPerAddr+1, r.status)
+	}
+	if r := a.send(a.from("127.0.0.78"), "GET", "/healthz", "", nil); r.err != nil || r.status != http.StatusOK {
+		t.Errorf("another address refused: %d %v", r.status, r.err)
+	}
+}
