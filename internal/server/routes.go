@@ -156,11 +156,12 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 	if err != nil && !errors.Is(err, errAnswered) {
 		code, status = api.Classify(err)
 		if r.ProtoMajor == 1 && r.ContentLength != 0 {
-			// The rest of a refused request's body is not read: the
-			// connection closes after the answer rather than wait for
-			// bytes a client may never send.
+			// The rest of a refused request's body gets a second to
+			// arrive (so that a client still sending it reads the answer,
+			// not a reset), then the connection closes rather than wait
+			// for bytes a client may never send.
 			w.Header().Set("Connection", "close")
-			http.NewResponseController(w).SetReadDeadline(time.Now())
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(refusedBodyGrace))
 		}
 		msg := err.Error()
 		if status == http.StatusInternalServerError && code == api.CodeInternal {

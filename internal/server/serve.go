@@ -23,6 +23,9 @@ const (
 	// DefaultBodyTimeout bounds how long a request to a public route (a
 	// login) may take to send its body.
 	DefaultBodyTimeout = 10 * time.Second
+	// refusedBodyGrace is how long the rest of a refused request's body
+	// may take to arrive before its connection is closed.
+	refusedBodyGrace = time.Second
 	// MaxConnsPerAddr bounds the connections one address (an IPv4
 	// address, an IPv6 /64) holds open at once; further ones are closed
 	// as soon as they are accepted.
