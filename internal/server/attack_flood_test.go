@@ -324,6 +324,14 @@ func (a *arena) auditEntries() []api.AuditEntry {
 	return out
 }
 
+// startOfMinute moves the server's clock to just after the start of a
+// minute, so that a test's requests fall in one minute's budgets.
+func (a *arena) startOfMinute() {
+	now := time.Now().Add(time.Duration(a.env.Clock.Load()))
+	next := now.Truncate(time.Minute).Add(time.Minute + 100*time.Millisecond)
+	a.env.Clock.Add(int64(next.Sub(now)))
+}
+
 // flushSummaries moves the server's clock past the minute and writes the
 // summaries of what was not audited one by one, as the server does every
 // minute and when it stops.
@@ -365,6 +373,7 @@ func refusedIn(t *testing.T, es []api.AuditEntry) int {
 // capped.
 func TestAttackAuditFloodOneAddress(t *testing.T) {
 	a := newArena(t)
+	a.startOfMinute()
 	hc := a.from("127.0.0.5")
 	junk := strings.Repeat("A", 4000)
 	var q strings.Builder
@@ -415,6 +424,7 @@ func TestAttackAuditFloodOneAddress(t *testing.T) {
 // addresses in a minute, summaries included, are bounded.
 func TestAttackAuditFloodManyAddresses(t *testing.T) {
 	a := newArena(t)
+	a.startOfMinute()
 	const addrs, each = 60, 15
 	for i := range addrs {
 		hc := a.from(fmt.Sprintf("127.0.0.%d", 10+i))
@@ -655,5 +665,189 @@ func TestAttackLooseDataDir(t *testing.T) {
 	}
 	if err := open(); err != nil {
 		t.Errorf("private again, the server does not start: %v", err)
+	}
+}
+
+// TestAttackReadsAudited: an operator dumps blobs one by one and in
+// batches, another operator token probes which blobs the vault holds (the dedup
+// oracle). Neither may leave the audit log without a trace: each
+// minute's reads and probes of a token on a vault are summed up in one
+// entry (requests, blobs, bytes; IDs probed).
+func TestAttackReadsAudited(t *testing.T) {
+	a := newArena(t)
+	ctx := context.Background()
+	eng, err := a.env.Server.Engine(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []api.Ref
+	for i := range 4 {
+		data := bytes.Repeat([]byte{byte(i)}, 1000+i)
+		id := eng.BlobID(data)
+		if _, err := eng.SaveBlob(ctx, vault.DataBlob, id, eng.Codec().Encode(nil, data), len(data)); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, api.Ref{Type: vault.DataBlob, ID: id})
+	}
+	if err := eng.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reader := a.roleToken(authn.RoleBackupOperator, "a")
+	for _, r := range refs[:3] {
+		a.mustStatus(http.StatusOK, "GET", "/v1/vaults/a/data/"+r.ID.String(), reader, nil)
+	}
+	var batch []byte
+	for _, r := range refs[2:] {
+		batch = api.AppendRef(batch, r)
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/read", reader, batch)
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	var probe []byte
+	for i := range 5 {
+		var id vault.ID
+		id[0] = byte(i)
+		probe = api.AppendRef(probe, api.Ref{Type: vault.DataBlob, ID: id})
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/missing", op, probe)
+	a.flushSummaries()
+	var es []api.AuditEntry
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "GET", "/v1/audit", a.env.OwnerToken, nil), &es); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]string{
+		"reader":   {"requests": "4", "data_blobs": "5"},
+		"operator": {"requests": "1", "ids_probed": "5", "ids_missing": "5"},
+	}
+	found := map[string]bool{}
+	for _, e := range es {
+		if e.Op != "reads.summary" || e.Vault != "a" {
+			continue
+		}
+		who := "reader"
+		if e.Params["ids_probed"] != "" {
+			who = "operator"
+		}
+		found[who] = true
+		for k, v := range want[who] {
+			if e.Params[k] != v {
+				t.Errorf("%s's summary: %s = %q, want %q (%v)", who, k, e.Params[k], v, e.Params)
+			}
+		}
+		if who == "reader" && (e.Params["bytes"] == "" || e.Params["bytes"] == "0") {
+			t.Errorf("reader's summary counts no bytes: %v", e.Params)
+		}
+	}
+	for who := range want {
+		if !found[who] {
+			t.Errorf("no audit entry sums up the %s's reads", who)
+		}
+	}
+}
+
+// TestAttackManySessions: an operator token opens backup sessions
+// without end (a new Coffer-Session on every request). Each is a catalog
+// row that prune must respect; a token may hold only a bounded number at
+// once, and a session that went quiet frees its place.
+func TestAttackManySessions(t *testing.T) {
+	a := newArena(t)
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	refused := 0
+	for i := range 40 {
+		req, err := http.NewRequest("POST", a.env.URL+"/v1/vaults/a/missing", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+op)
+		req.Header.Set(api.HeaderSession, fmt.Sprintf("%032x", i+1))
+		resp, err := a.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("session %d: status %d", i, resp.StatusCode)
+		}
+	}
+	if refused < 40-16 {
+		t.Errorf("one token opened %d backup sessions at once, want at most 16", 40-refused)
+	}
+	// Sessions gone quiet make room again.
+	a.env.Clock.Add(int64(20 * time.Minute))
+	req, _ := http.NewRequest("POST", a.env.URL+"/v1/vaults/a/missing", nil)
+	req.Header.Set("Authorization", "Bearer "+op)
+	req.Header.Set(api.HeaderSession, fmt.Sprintf("%032x", 1000))
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a new session after the others went quiet: %d", resp.StatusCode)
+	}
+}
+
+// TestAttackAuditGrowthOnSuccess: a reader's token polls what it may
+// read (the snapshot list) in a tight loop. Each success used to be an
+// audit entry; past a few a minute they are summed up in the token's
+// reads.summary entry instead, which accounts for every one.
+func TestAttackAuditGrowthOnSuccess(t *testing.T) {
+	a := newArena(t)
+	a.startOfMinute()
+	reader := a.roleToken(authn.RoleBackupReader, "a")
+	hc := a.from("127.0.0.42")
+	const n = 200
+	for range n {
+		if r := a.send(hc, "GET", "/v1/vaults/a/snapshots", reader, nil); r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("%d %v %s", r.status, r.err, r.body)
+		}
+	}
+	a.flushSummaries()
+	es := a.auditEntries()
+	counted := 0
+	for _, e := range es {
+		if e.Op == "reads.summary" {
+			var k int
+			fmt.Sscan(e.Params["other_reads"], &k)
+			counted += k
+		} else {
+			counted++
+		}
+	}
+	t.Logf("%d polls: %d entries", n, len(es))
+	if len(es) > 40 {
+		t.Errorf("%d successful polls by one token made %d audit entries in a minute, want at most 40", n, len(es))
+	}
+	if counted != n {
+		t.Errorf("the audit log accounts for %d polls, want %d", counted, n)
+	}
+}
+
+// TestAttackConnectionsPerAddress: without a token, one address opens
+// connections and holds them without a word. Past a bound per address
+// the server closes further ones at once; another address is served.
+func TestAttackConnectionsPerAddress(t *testing.T) {
+	a := newArena(t)
+	addr := strings.TrimPrefix(a.env.URL, "https://")
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.77")}}
+	for range server.MaxConnsPerAddr {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // let the server accept them all
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: a.env.TLS, DialContext: d.DialContext}}
+	defer hc.CloseIdleConnections()
+	if r := a.send(hc, "GET", "/healthz", "", nil); r.err == nil {
+		t.Errorf("connection %d from one address served (%d)", server.MaxConnsPerAddr+1, r.status)
+	}
+	if r := a.send(a.from("127.0.0.78"), "GET", "/healthz", "", nil); r.err != nil || r.status != http.StatusOK {
+		t.Errorf("another address refused: %d %v", r.status, r.err)
 	}
 }

@@ -50,6 +50,10 @@ func (s *Server) auditRequest(rt Route, q *request, status int, code string, err
 		return
 	}
 	refused := status >= 300
+	if !refused && q.r.Method == http.MethodGet && q.tok.ID != "" && !s.getQuota.admit(q.tok.ID, s.opt.Now()) {
+		s.reads.add(q, readCounts{requests: 1, other: 1}) // polling: summed up
+		return
+	}
 	denied := code == api.CodeUnauthenticated || code == api.CodeForbidden || code == api.CodeTooMany
 	if refused || q.quiet {
 		record, due := s.refusals.admit(sourceKey(q.r), rt.pattern, denied, q.quiet, s.opt.Now())

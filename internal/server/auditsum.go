@@ -187,10 +187,13 @@ func refusalEntry(now, since time.Time, src, detail string, c *refusalCount) aud
 }
 
 // FlushAuditSummaries writes the summaries of what was counted rather
-// than recorded one by one; the server does every minute and when it
+// than recorded one by one (bulk reads and probes, refused floods); the server does every minute and when it
 // stops.
 func (s *Server) FlushAuditSummaries(ctx context.Context) error {
 	now := s.opt.Now()
+	for _, e := range s.reads.take(now) {
+		s.appendAudit(ctx, e)
+	}
 	for _, e := range s.refusals.take(now) {
 		s.appendAudit(ctx, e)
 	}

@@ -340,3 +340,54 @@ func (b *byteBudget) release(n int64) {
 		}
 	}
 }
+
+// connLimit is a listener that holds at most max connections open per
+// address key at once: further ones are closed as soon as accepted,
+// before the TLS handshake costs anything.
+type connLimit struct {
+	net.Listener
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		key := addrKey(host)
+		l.mu.Lock()
+		if l.n[key] >= l.max {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		if l.n == nil {
+			l.n = map[string]int{}
+		}
+		l.n[key]++
+		l.mu.Unlock()
+		return &limitedConn{Conn: c, l: l, key: key}, nil
+	}
+}
+
+type limitedConn struct {
+	net.Conn
+	l    *connLimit
+	key  string
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.n[c.key]--; c.l.n[c.key] <= 0 {
+			delete(c.l.n, c.key)
+		}
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

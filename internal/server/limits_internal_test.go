@@ -2,8 +2,12 @@ package server
 
 import (
 	"fmt"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // TestAddrKey: IPv4 addresses are limited one by one, IPv6 ones by their
@@ -76,5 +80,53 @@ func TestRefusalBookBounded(t *testing.T) {
 	}
 	if recorded+counted != n {
 		t.Errorf("%d recorded + %d summed up, want %d", recorded, counted, n)
+	}
+}
+
+// TestReadBookCountsEveryRead: reads counted while summaries are taken
+// and idle entries retired are each summed up exactly once.
+func TestReadBookCountsEveryRead(t *testing.T) {
+	var b readBook
+	q := &request{tok: vault.TokenRecord{ID: "tok"}, name: "a", r: httptest.NewRequest("GET", "/", nil)}
+	const workers, each = 4, 5000
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				b.add(q, readCounts{requests: 1, data: 1, bytes: 10})
+				if i%500 == 0 {
+					time.Sleep(time.Millisecond) // let entries go idle and be retired
+				}
+			}
+		}()
+	}
+	var total int64
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for stop := false; !stop; {
+		select {
+		case <-done:
+			stop = true
+		default:
+		}
+		now = now.Add(time.Minute)
+		for _, e := range b.take(now) {
+			var n int64
+			fmt.Sscan(e.Params["data_blobs"], &n)
+			total += n
+		}
+	}
+	for range 3 {
+		for _, e := range b.take(now) {
+			var n int64
+			fmt.Sscan(e.Params["data_blobs"], &n)
+			total += n
+		}
+	}
+	if total != workers*each {
+		t.Errorf("summaries count %d reads, want %d", total, workers*each)
 	}
 }

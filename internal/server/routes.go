@@ -161,11 +161,12 @@ func (s *Server) handle(rt Route, w http.ResponseWriter, r *http.Request) {
 	if err != nil && !errors.Is(err, errAnswered) {
 		code, status = api.Classify(err)
 		if r.ProtoMajor == 1 && r.ContentLength != 0 {
-			// The rest of a refused request's body is not read: the
-			// connection closes after the answer rather than wait for
-			// bytes a client may never send.
+			// The rest of a refused request's body gets a second to
+			// arrive (so that a client still sending it reads the answer,
+			// not a reset), then the connection closes rather than wait
+			// for bytes a client may never send.
 			w.Header().Set("Connection", "close")
-			http.NewResponseController(w).SetReadDeadline(time.Now())
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(refusedBodyGrace))
 		}
 		msg := err.Error()
 		if status == http.StatusInternalServerError && code == api.CodeInternal {
@@ -376,6 +377,7 @@ func (s *Server) missing(q *request) error {
 			out = api.AppendRef(out, ref)
 		}
 	}
+	s.reads.add(q, readCounts{requests: 1, probes: 1, probed: int64(len(body) / api.RefSize), missing: int64(len(out) / api.RefSize)})
 	q.w.Header().Set("Content-Type", api.ContentBinary)
 	q.w.Write(out)
 	return nil
@@ -571,6 +573,11 @@ func (s *Server) blob(q *request, t vault.BlobType) error {
 	q.w.Header().Set("Content-Length", strconv.Itoa(len(p)))
 	q.w.Write(p)
 	s.metrics.bytesOut.Add(float64(len(p)))
+	c := readCounts{requests: 1, data: 1, bytes: int64(len(p))}
+	if t == vault.TreeBlob {
+		c.trees, c.data = 1, 0
+	}
+	s.reads.add(q, c)
 	return nil
 }
 
@@ -600,6 +607,13 @@ func (s *Server) readBlobs(q *request) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	hdr := make([]byte, 0, 64)
+	// Counted whatever way the answer ends (a client gone mid-batch has
+	// still read what was sent).
+	var c readCounts
+	defer func() {
+		c.requests = 1
+		s.reads.add(q, c)
+	}()
 	for _, ref := range refs {
 		if q.ctx.Err() != nil {
 			return errAnswered
@@ -621,6 +635,12 @@ func (s *Server) readBlobs(q *request) error {
 		if _, err := q.w.Write(p); err != nil {
 			return errAnswered
 		}
+		if ref.Type == vault.TreeBlob {
+			c.trees++
+		} else {
+			c.data++
+		}
+		c.bytes += int64(len(p))
 		s.metrics.bytesOut.Add(float64(len(p)))
 	}
 	return nil

@@ -23,6 +23,13 @@ const (
 	// DefaultBodyTimeout bounds how long a request to a public route (a
 	// login) may take to send its body.
 	DefaultBodyTimeout = 10 * time.Second
+	// refusedBodyGrace is how long the rest of a refused request's body
+	// may take to arrive before its connection is closed.
+	refusedBodyGrace = time.Second
+	// MaxConnsPerAddr bounds the connections one address (an IPv4
+	// address, an IPv6 /64) holds open at once; further ones are closed
+	// as soon as they are accepted.
+	MaxConnsPerAddr = 256
 	// DrainTimeout is how long a stopping server lets requests in flight
 	// finish before it closes their connections.
 	DrainTimeout = 30 * time.Second
@@ -55,7 +62,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(tls.NewListener(ln, cfg)) }()
+	go func() { errc <- hs.Serve(tls.NewListener(&connLimit{Listener: ln, max: MaxConnsPerAddr}, cfg)) }()
 	mctx, stopMaintain := context.WithCancel(ctx)
 	defer stopMaintain()
 	go s.maintainLoop(mctx)

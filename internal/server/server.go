@@ -87,6 +87,8 @@ type Server struct {
 	pwSlots  chan struct{}  // password hashes running (limits.go)
 	refusals refusalBook    // refused requests counted for the audit log (auditsum.go)
 	decodes  *byteBudget    // bytes uploads hold decoding blobs (limits.go)
+	reads    readBook       // bulk reads and probes counted for the audit log (readsum.go)
+	getQuota tokenBudget    // successful reads audited one by one, per token (readsum.go)
 
 	reqSeq atomic.Uint64
 }

@@ -31,9 +31,15 @@ type writerSessions struct {
 
 type writer struct {
 	vault   string
+	token   string // the token that opened it
 	touched time.Time
 	expired bool
 }
+
+// maxSessionsPerToken bounds the backup sessions one token keeps open at
+// once (each is a catalog row prune must respect); a session quiet for
+// vault.SessionStale no longer counts.
+const maxSessionsPerToken = 16
 
 // sessionID is the catalog ID of the request's writer session: the
 // client's header, or one per token for a client that sends none.
@@ -69,7 +75,18 @@ func (s *Server) touchWriter(q *request) error {
 		}
 		return nil
 	}
-	w = &writer{vault: q.name, touched: now}
+	open := 0
+	for _, o := range s.writers.m {
+		if o.token == q.tok.ID && !o.expired && now.Sub(o.touched) <= vault.SessionStale {
+			open++
+		}
+	}
+	if open >= maxSessionsPerToken {
+		s.writers.mu.Unlock()
+		q.w.Header().Set("Retry-After", "60")
+		return fmt.Errorf("%w: this token has %d backups in progress; finish one, or wait %v for a stopped one to expire", api.ErrTooManyRequests, open, vault.SessionStale)
+	}
+	w = &writer{vault: q.name, token: q.tok.ID, touched: now}
 	s.writers.m[id] = w
 	s.writers.mu.Unlock()
 	err := s.cat.BeginSession(q.ctx, q.vault.Record().ID, vault.Session{ID: id, Kind: "backup", Principal: q.principal(), Started: now, Touched: now})
