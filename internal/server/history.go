@@ -156,6 +156,24 @@ func checkSettingsChange(c api.SettingsChange) error {
 		if err := p.Validate(); err != nil {
 			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
 		}
+		if g := p.GroupBy; g != 0 && g&retention.GroupByHost == 0 {
+			return fmt.Errorf("%w: policy: --group-by %s: a stored policy groups by host, so that one machine's snapshots never count against another's (add host: --group-by host,%s)", api.ErrBadRequest, g, g)
+		}
 	}
 	return nil
+}
+
+// hostGrouped returns p grouped by host as well: the server applies a
+// stored policy so (policies stored before this was checked included),
+// since agents cannot write into another host's group, but could into a
+// group that ignores hosts.
+func hostGrouped(p retention.Policy) retention.Policy {
+	switch {
+	case p.GroupBy == 0:
+	case p.GroupBy == retention.GroupByNone:
+		p.GroupBy = retention.GroupByHost
+	default:
+		p.GroupBy |= retention.GroupByHost
+	}
+	return p
 }

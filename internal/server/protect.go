@@ -419,6 +419,7 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	p = hostGrouped(p)
 	eng, err := s.vault(ctx, name)
 	if err != nil {
 		return err
