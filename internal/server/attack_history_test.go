@@ -209,8 +209,11 @@ func TestAttackHistoryAgentHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, out := a.call("POST", "/v1/vaults/a/snapshots", ann.Secret, body); got != http.StatusForbidden {
-		t.Errorf("user ann claiming agent web01's host: status %d, want 403: %s", got, out)
+	for _, host := range []string{"web01", "WEB01", "Web01"} {
+		body.Host = host
+		if got, out := a.call("POST", "/v1/vaults/a/snapshots", ann.Secret, body); got != http.StatusForbidden {
+			t.Errorf("user ann claiming agent web01's host as %q: status %d, want 403: %s", host, got, out)
+		}
 	}
 	body.Host = "ann-laptop"
 	out := a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", ann.Secret, body)
