@@ -11,6 +11,7 @@ import (
 
 func newDiffCmd(a *app) *cobra.Command {
 	var jsonOut bool
+	var host string
 	cmd := &cobra.Command{
 		Use:   "diff SNAPSHOT1 SNAPSHOT2",
 		Short: "Show what changed between two snapshots",
@@ -25,11 +26,11 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 				return err
 			}
 			defer v.Close()
-			s1, err := v.FindSnapshot(ctx, args[0])
+			s1, err := findSnapshot(ctx, v, args[0], host)
 			if err != nil {
 				return err
 			}
-			s2, err := v.FindSnapshot(ctx, args[1])
+			s2, err := findSnapshot(ctx, v, args[1], host)
 			if err != nil {
 				return err
 			}
@@ -54,5 +55,6 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
+	latestHostFlag(cmd, &host)
 	return cmd
 }

@@ -58,6 +58,7 @@ func modeString(n *format.Node) string {
 
 func newLsCmd(a *app) *cobra.Command {
 	var jsonOut, long bool
+	var host string
 	cmd := &cobra.Command{
 		Use:   "ls SNAPSHOT [PATH]",
 		Short: "List the files in a snapshot",
@@ -72,7 +73,7 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 				return err
 			}
 			defer v.Close()
-			s, err := v.FindSnapshot(ctx, args[0])
+			s, err := findSnapshot(ctx, v, args[0], host)
 			if err != nil {
 				return err
 			}
@@ -105,6 +106,7 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
+	latestHostFlag(cmd, &host)
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "show mode, owner, size and time")
 	return cmd
 }

@@ -18,7 +18,9 @@ func newPolicyCmd(a *app) *cobra.Command {
 		Long: `A vault can store a retention policy (the --keep-* rules of coffer forget). A
 vault server applies it every day; on a local vault "coffer forget" with the
 same flags, or a scheduled job, applies it. An immutable vault's policy can be
-lengthened but not shortened.`,
+lengthened but not shortened. A vault server stores only policies grouped by
+host (--group-by host, host,paths or host,tags; the default is host,paths), so
+that one machine's backups never count against another's.`,
 	}
 	cmd.AddCommand(newPolicySetCmd(a), newPolicyShowCmd(a))
 	return cmd

@@ -286,7 +286,10 @@ the old pack is condemned.`,
 
 func printPrune(a *app, rep api.PruneReport, jsonOut bool) error {
 	if jsonOut {
-		return a.printJSON(rep)
+		if err := a.printJSON(rep); err != nil {
+			return err
+		}
+		return pruneProblems(a, rep)
 	}
 	verb := func(done, would string) string {
 		if rep.DryRun {
@@ -309,6 +312,21 @@ func printPrune(a *app, rep api.PruneReport, jsonOut bool) error {
 	}
 	if rep.PartlyUsed > 0 {
 		fmt.Fprintf(a.stdout, "%d pack(s) kept whole: %s unused inside them, under the repacking threshold\n", rep.PartlyUsed, humanBytes(uint64(rep.UnusedBytes)))
+	}
+	return pruneProblems(a, rep)
+}
+
+// pruneProblems reports the snapshots prune could not walk: a damaged
+// vault ends the command with the partial-success exit code.
+func pruneProblems(a *app, rep api.PruneReport) error {
+	for _, u := range rep.Unwalkable {
+		fmt.Fprintf(a.stderr, "warning: snapshot %s\n", u)
+	}
+	switch {
+	case rep.Incomplete:
+		return &partialError{"nothing was condemned or deleted: a snapshot's tree cannot be read, so no pack can be proved unneeded; run coffer check, then forget the snapshots it names"}
+	case len(rep.Unwalkable) > 0:
+		return &partialError{fmt.Sprintf("%d snapshot(s) hold trees that are not trees and cannot be restored in full; forget them", len(rep.Unwalkable))}
 	}
 	return nil
 }

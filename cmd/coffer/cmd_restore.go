@@ -16,6 +16,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var target string
 	var include []string
 	var overwrite, jsonOut bool
+	var host string
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR",
 		Short: "Restore a snapshot into a directory",
@@ -37,7 +38,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 				return err
 			}
 			defer v.Close()
-			s, err := v.FindSnapshot(ctx, args[0])
+			s, err := findSnapshot(ctx, v, args[0], host)
 			if err != nil {
 				return err
 			}
@@ -85,6 +86,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 		},
 	}
 	f := cmd.Flags()
+	latestHostFlag(cmd, &host)
 	f.StringVar(&target, "target", "", "directory to restore into (created if missing)")
 	f.StringArrayVar(&include, "include", nil, "restore only this path of the snapshot (repeatable)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")

@@ -88,7 +88,8 @@ func (o *openedVault) prune(ctx context.Context, dryRun bool) (api.PruneReport, 
 	}
 	w := api.PruneReport{DryRun: rep.DryRun, StillDeleted: rep.StillDeleted, Condemned: rep.Condemned, CondemnedBytes: rep.CondemnedBytes,
 		Deleted: rep.Deleted, DeletedBytes: rep.DeletedBytes, Waiting: rep.Waiting, WaitingBytes: rep.WaitingBytes, Sessions: len(rep.Sessions),
-		Reprieved: rep.Reprieved, Repacked: rep.Repacked, RepackedBytes: rep.RepackedBytes, PartlyUsed: rep.PartlyUsed, UnusedBytes: rep.UnusedBytes, Expired: []api.Snapshot{}}
+		Reprieved: rep.Reprieved, Repacked: rep.Repacked, RepackedBytes: rep.RepackedBytes, PartlyUsed: rep.PartlyUsed, UnusedBytes: rep.UnusedBytes, Expired: []api.Snapshot{},
+		Unwalkable: engine.UnwalkableStrings(rep.Unwalkable), Incomplete: rep.Incomplete}
 	for _, s := range rep.Expired {
 		w.Expired = append(w.Expired, api.FromSnapshot(s))
 	}

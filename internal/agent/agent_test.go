@@ -629,3 +629,24 @@ func TestRestoreIncludeMissing(t *testing.T) {
 		t.Fatalf("restore of a missing path wrote %v", entries)
 	}
 }
+
+// TestBackupChecksLabelsFirst: a tag or host the vault would refuse
+// fails the backup before anything is read or stored.
+func TestBackupChecksLabelsFirst(t *testing.T) {
+	v := newVault(t, small)
+	src := t.TempDir()
+	write(t, filepath.Join(src, "f"), randBytes(1, 1000))
+	for _, opt := range []agent.BackupOptions{
+		{Paths: []string{src}, Host: "h", Tags: []string{"bad\x1b[2J"}},
+		{Paths: []string{src}, Host: "h\n"},
+		{Paths: []string{src}, Host: "h", Tags: []string{"t", "t"}},
+	} {
+		_, err := agent.Backup(context.Background(), v.repo, opt)
+		if !errors.Is(err, format.ErrInvalidSnapshot) {
+			t.Errorf("backup with host %q tags %q: %v, want an invalid snapshot", opt.Host, opt.Tags, err)
+		}
+	}
+	if snaps, err := v.repo.Snapshots(context.Background()); err != nil || len(snaps) != 0 {
+		t.Errorf("refused backups left %d snapshots (%v)", len(snaps), err)
+	}
+}

@@ -270,6 +270,10 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if err != nil {
 		return nil, err
 	}
+	// What the snapshot will say is checked now, not after the upload.
+	if err := format.CheckSnapshot(vault.SnapshotRecord{Time: start.UTC(), Host: opt.Host, Paths: paths, Tags: opt.Tags, Tree: vault.ID{1}}); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	b := &backup{
 		repo: repo, opt: opt, params: params, gear: chunker.Gear(dp.GearSeed),
 		codec: format.NewCodec(), hasher: format.NewIDHasher(dp.ChunkIDKey),

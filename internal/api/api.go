@@ -631,6 +631,11 @@ type PruneReport struct {
 	RepackedBytes  int64      `json:"bytes_repacked"`
 	PartlyUsed     int        `json:"packs_partly_used"`
 	UnusedBytes    int64      `json:"bytes_unused_in_kept_packs"`
+	// Unwalkable: snapshots whose trees prune could not walk in full,
+	// each "ID: why". Incomplete: one of them could not be read, so
+	// nothing was condemned or deleted.
+	Unwalkable []string `json:"snapshots_unwalkable,omitempty"`
+	Incomplete bool     `json:"condemned_nothing,omitempty"`
 }
 
 // Settings are a vault's deletion-protection settings on the wire.

@@ -230,6 +230,7 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		v.advancePin(head)
 	}
 	seen := map[vault.ID]bool{}
+	bad := map[vault.ID]string{}
 	for i, s := range snaps {
 		progress(CheckProgress{Phase: "snapshots", Done: i, Total: len(snaps), Current: s.ID.Short()})
 		obj, link, err := v.loadSnapshotLinked(ctx, s.ID)
@@ -243,27 +244,46 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 				continue
 			}
 		}
-		v.checkTree(ctx, s, s.Tree, "/", seen, stored, sink)
+		v.checkTree(ctx, s, s.Tree, "/", seen, bad, stored, sink)
 	}
 	rep.Trees = len(seen)
 	return rep, nil
 }
 
-func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.ID, path string, seen map[vault.ID]bool, stored map[vault.ID]int64, sink *reportSink) {
-	if seen[id] || ctx.Err() != nil {
+// checkTree checks tree id of snapshot s and what it references. A
+// tree found bad is reported for every snapshot that reaches it (bad
+// remembers why), so that check names each snapshot that cannot be
+// restored in full.
+func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.ID, path string, seen map[vault.ID]bool, bad map[vault.ID]string, stored map[vault.ID]int64, sink *reportSink) {
+	if ctx.Err() != nil {
+		return
+	}
+	if seen[id] {
+		if why, ok := bad[id]; ok {
+			sink.errorf("snapshot %s: tree %s (%s) %s", s.ID.Short(), id.Short(), path, why)
+		}
 		return
 	}
 	seen[id] = true
-	t, err := v.LoadTree(ctx, id)
+	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
 	if err != nil {
+		bad[id] = fmt.Sprintf("cannot be read: %v", err)
 		sink.errorf("snapshot %s: tree %s (%s): %v", s.ID.Short(), id.Short(), path, err)
+		return
+	}
+	t, err := format.DecodeTree(b)
+	if err != nil {
+		// Read intact and matching its ID: it was stored this way (a
+		// writer sent garbage), it was not damaged since.
+		bad[id] = fmt.Sprintf("is not a valid tree, as its writer stored it (its content matches its ID): %v; the snapshot cannot be restored below it: forget the snapshot", err)
+		sink.errorf("snapshot %s: tree %s (%s) %s", s.ID.Short(), id.Short(), path, bad[id])
 		return
 	}
 	for _, n := range t.Nodes {
 		p := path + string(n.Name)
 		switch n.Kind {
 		case format.KindDir:
-			v.checkTree(ctx, s, n.Subtree, p+"/", seen, stored, sink)
+			v.checkTree(ctx, s, n.Subtree, p+"/", seen, bad, stored, sink)
 		case format.KindFile:
 			for _, c := range n.Content {
 				r, ok := v.Lookup(vault.DataBlob, c)

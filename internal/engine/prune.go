@@ -269,6 +269,35 @@ type PruneReport struct {
 	UnusedBytes int64 `json:"bytes_unused_in_kept_packs"`
 	// Sessions are the writers that held deletions back.
 	Sessions []vault.Session `json:"-"`
+	// Unwalkable lists the snapshots (live or soft-deleted) whose trees
+	// prune could not walk in full, and why. A tree that is stored intact
+	// but is not a tree (garbage under its ID) references nothing, so
+	// prune goes on; a tree it cannot read at all (missing, damaged)
+	// might reference anything, so Incomplete is set.
+	Unwalkable []Unwalkable `json:"-"`
+	// Incomplete: a snapshot's tree could not be read, so prune could
+	// not prove any pack unneeded: it condemned, repacked and deleted
+	// nothing (it still removed the expired snapshots). Run coffer check,
+	// then forget the snapshots it names.
+	Incomplete bool `json:"condemned_nothing"`
+}
+
+// Unwalkable is a snapshot prune could not walk in full.
+type Unwalkable struct {
+	Snapshot vault.ID
+	Reason   string
+}
+
+// String is "ID: reason".
+func (u Unwalkable) String() string { return u.Snapshot.String() + ": " + u.Reason }
+
+// UnwalkableStrings renders us with String.
+func UnwalkableStrings(us []Unwalkable) []string {
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = u.String()
+	}
+	return out
 }
 
 // Prune removes what no snapshot needs any more: soft-deleted snapshots
@@ -366,8 +395,12 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 	}
 	used := map[blobKey]bool{}
 	marked := map[vault.ID]bool{}
-	if err := v.mark(ctx, keep, used, marked); err != nil {
+	if err := v.mark(ctx, keep, used, marked, rep); err != nil {
 		return rep, err
+	}
+	if rep.Incomplete {
+		// Nothing can be proved unneeded: keep every pack, and say why.
+		return rep, v.pruneEvent(ctx, opt, rep)
 	}
 
 	// 3. Which packs hold nothing needed. A needed blob stored twice (two
@@ -539,8 +572,12 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			if err := v.loadIndex(ctx); err != nil { // their trees
 				return rep, err
 			}
-			if err := v.mark(ctx, fresh, used, marked); err != nil {
+			if err := v.mark(ctx, fresh, used, marked, rep); err != nil {
 				return rep, err
+			}
+			if rep.Incomplete {
+				// A new snapshot cannot be walked: delete nothing.
+				deletable = nil
 			}
 		}
 	}
@@ -588,14 +625,27 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		}
 		v.forgetCondemned(blobsOf[p.ID])
 	}
-	if !opt.DryRun {
-		detail := fmt.Sprintf("removed %d expired snapshot(s)%s; %d pack(s) repacked (%d bytes copied), %d condemned, %d deleted (%d bytes), %d waiting for running backups, %d reprieved",
-			len(rep.Expired), listIDs(rep.Expired), rep.Repacked, rep.RepackedBytes, rep.Condemned, rep.Deleted, rep.DeletedBytes, rep.Waiting, rep.Reprieved)
-		if err := v.event(ctx, opt.Principal, vault.EventPrune, detail, true); err != nil {
-			return rep, err
-		}
+	return rep, v.pruneEvent(ctx, opt, rep)
+}
+
+// pruneEvent records what a prune (not a dry run) did.
+func (v *Vault) pruneEvent(ctx context.Context, opt PruneOptions, rep *PruneReport) error {
+	if opt.DryRun {
+		return nil
 	}
-	return rep, nil
+	detail := fmt.Sprintf("removed %d expired snapshot(s)%s; %d pack(s) repacked (%d bytes copied), %d condemned, %d deleted (%d bytes), %d waiting for running backups, %d reprieved",
+		len(rep.Expired), listIDs(rep.Expired), rep.Repacked, rep.RepackedBytes, rep.Condemned, rep.Deleted, rep.DeletedBytes, rep.Waiting, rep.Reprieved)
+	if len(rep.Unwalkable) > 0 {
+		ids := make([]string, len(rep.Unwalkable))
+		for i, u := range rep.Unwalkable {
+			ids[i] = u.Snapshot.Short()
+		}
+		detail += fmt.Sprintf("; %d snapshot(s) could not be walked in full (%s)", len(ids), strings.Join(ids, ", "))
+	}
+	if rep.Incomplete {
+		detail += "; nothing condemned or deleted: a snapshot's tree cannot be read (run coffer check)"
+	}
+	return v.event(ctx, opt.Principal, vault.EventPrune, detail, true)
 }
 
 func listIDs(ss []vault.SnapshotRecord) string {
@@ -606,11 +656,29 @@ func listIDs(ss []vault.SnapshotRecord) string {
 }
 
 // mark walks the trees of snaps, adding every tree and data blob they
-// reference to used; marked holds the trees walked already.
-func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map[blobKey]bool, marked map[vault.ID]bool) error {
-	var walk func(id vault.ID) error
-	walk = func(id vault.ID) error {
+// reference to used; marked holds the trees walked already. A snapshot
+// whose trees cannot all be walked does not stop it (one bad snapshot
+// must not block prune for good): it goes into rep.Unwalkable. A tree
+// read intact (its content matches its ID) that does not decode is
+// garbage that references nothing, so the walk is complete without it;
+// a tree that cannot be read at all might reference anything, so
+// rep.Incomplete is set and the caller must not condemn or delete
+// anything. Only a cancelled walk or an unusable key stops it.
+func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map[blobKey]bool, marked map[vault.ID]bool, rep *PruneReport) error {
+	var problem string           // the first problem in the current snapshot
+	bad := map[vault.ID]string{} // trees found bad, shared by snapshots
+	fail := func(id vault.ID, why string) {
+		bad[id] = why
+		if problem == "" {
+			problem = why
+		}
+	}
+	var walk func(id vault.ID, path string) error
+	walk = func(id vault.ID, path string) error {
 		if marked[id] {
+			if why, ok := bad[id]; ok && problem == "" {
+				problem = why
+			}
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -618,14 +686,24 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 		}
 		marked[id] = true
 		used[blobKey{id, vault.TreeBlob}] = true
-		t, err := v.LoadTree(ctx, id)
+		b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+		switch {
+		case errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey) || ctx.Err() != nil:
+			return fmt.Errorf("prune: read tree %s: %w", id.Short(), err)
+		case err != nil:
+			rep.Incomplete = true
+			fail(id, fmt.Sprintf("tree %s (%q) cannot be read: %v", id.Short(), path, err))
+			return nil
+		}
+		t, err := format.DecodeTree(b)
 		if err != nil {
-			return fmt.Errorf("prune: read tree %s: %w (run coffer check; prune removes nothing while a tree cannot be read)", id.Short(), err)
+			fail(id, fmt.Sprintf("tree %s (%q) is not a valid tree (stored that way under its ID, so it references nothing): %v", id.Short(), path, err))
+			return nil
 		}
 		for _, n := range t.Nodes {
 			switch n.Kind {
 			case format.KindDir:
-				if err := walk(n.Subtree); err != nil {
+				if err := walk(n.Subtree, path+string(n.Name)+"/"); err != nil {
 					return err
 				}
 			case format.KindFile:
@@ -637,8 +715,13 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 		return nil
 	}
 	for _, s := range snaps {
-		if err := walk(s.Tree); err != nil {
+		problem = ""
+		if err := walk(s.Tree, "/"); err != nil {
 			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
+		}
+		if problem != "" {
+			rep.Unwalkable = append(rep.Unwalkable, Unwalkable{Snapshot: s.ID, Reason: problem})
+			v.log.Warn("prune: a snapshot cannot be walked in full", "snapshot", s.ID.Short(), "problem", problem)
 		}
 	}
 	return nil

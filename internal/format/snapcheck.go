@@ -18,7 +18,7 @@ import (
 // field set by its writer. The server answers it with 400.
 var ErrInvalidSnapshot = errors.New("invalid snapshot")
 
-// Bounds of a snapshot record's fields (docs/format.md §8).
+// Bounds of a snapshot record's fields (docs/openapi.yaml, saveSnapshot).
 const (
 	MaxSnapshotHost  = 255  // bytes
 	MaxSnapshotPaths = 1024 // paths per snapshot

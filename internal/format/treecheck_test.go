@@ -89,3 +89,16 @@ func TestCheckTreeRefs(t *testing.T) {
 		t.Errorf("CheckTree allocates %v times per tree, want 0", allocs)
 	}
 }
+
+// BenchmarkCheckTree: the check the server runs on every uploaded tree,
+// against BenchmarkDecodeTree on the same tree.
+func BenchmarkCheckTree(b *testing.B) {
+	enc, _ := format.EncodeTree(nil, benchTree(1000))
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := format.CheckTree(enc, func(vault.BlobType, vault.ID) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

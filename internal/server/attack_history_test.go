@@ -24,6 +24,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/retention"
@@ -208,8 +209,11 @@ func TestAttackHistoryAgentHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, out := a.call("POST", "/v1/vaults/a/snapshots", ann.Secret, body); got != http.StatusForbidden {
-		t.Errorf("user ann claiming agent web01's host: status %d, want 403: %s", got, out)
+	for _, host := range []string{"web01", "WEB01", "Web01"} {
+		body.Host = host
+		if got, out := a.call("POST", "/v1/vaults/a/snapshots", ann.Secret, body); got != http.StatusForbidden {
+			t.Errorf("user ann claiming agent web01's host as %q: status %d, want 403: %s", host, got, out)
+		}
 	}
 	body.Host = "ann-laptop"
 	out := a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", ann.Secret, body)
@@ -523,5 +527,105 @@ func TestAttackHistoryTreeOrder(t *testing.T) {
 		}
 		restoreAndCompare(t, v, res.Snapshot, src)
 		c.Close()
+	}
+}
+
+// TestAttackHistoryPolicyGroups: an agent can only write into its own
+// host's group, so a stored policy must group by host: with --group-by
+// none (or paths, or tags) one agent's fresh backups would push every
+// other machine's snapshots out of --keep-last. The server refuses to
+// store such a policy, and applies one stored before as if grouped by
+// host too.
+func TestAttackHistoryPolicyGroups(t *testing.T) {
+	a := newArena(t)
+	dir, evilDir := t.TempDir(), t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("genuine")})
+	writeTree(t, evilDir, map[string][]byte{"f": []byte("evil")})
+	web, evil := a.addSource("web01"), a.addSource("evil")
+	var genuine []vault.SnapshotRecord
+	for range 2 {
+		a.advance(time.Hour)
+		genuine = append(genuine, a.backupAs(web, dir, "web01"))
+	}
+	for _, g := range []retention.GroupBy{retention.GroupByNone, retention.GroupByPaths, retention.GroupByTags} {
+		b, _ := json.Marshal(retention.Policy{Last: 2, GroupBy: g})
+		if got, out := a.call("POST", "/v1/vaults/a/settings", a.env.OwnerToken, map[string]any{"policy": string(b)}); got != http.StatusBadRequest {
+			t.Errorf("policy grouped by %s: status %d, want 400: %s", g, got, out)
+		}
+	}
+	for range 3 {
+		a.advance(time.Hour)
+		a.backupAs(evil, evilDir, "evil")
+	}
+	// A policy stored before the check: written to the catalog directly.
+	cat, err := sqlite.Open(filepath.Join(a.env.DataDir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := cat.Vault(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cat.Settings(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(retention.Policy{Last: 2, GroupBy: retention.GroupByNone})
+	st.Policy, st.Updated = string(b), time.Now()
+	if err := cat.SetSettings(context.Background(), rec.ID, st); err != nil {
+		t.Fatal(err)
+	}
+	cat.Close()
+	a.advance(25 * time.Hour)
+	if err := a.env.Server.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	live := map[vault.ID]bool{}
+	for _, s := range a.liveSnapshots() {
+		live[s.ID] = true
+	}
+	for _, g := range genuine {
+		if !live[g.ID] {
+			t.Errorf("web01's snapshot %s was forgotten because agent evil backed up more often", g.ID.Short())
+		}
+	}
+}
+
+// TestAttackHistoryOperatorCannotDelete: an operator (role token or
+// agent) backs up, restores and checks, but cannot forget, undelete or
+// prune snapshots, nor change the settings or policy that decide what is
+// kept.
+func TestAttackHistoryOperatorCannotDelete(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("x")})
+	web := a.addSource("web01")
+	s := a.backupAs(web, dir, "web01")
+	if _, _, err := a.owner.Vault("a").Forget(context.Background(), []vault.ID{s.ID}); err != nil {
+		t.Fatal(err)
+	}
+	a.principal("olga", "user", "", authn.RoleBackupOperator, "a")
+	olga, err := a.owner.CreateToken(context.Background(), api.CreateToken{Name: "olga", Principal: "olga"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := `{"Last":1}`
+	for name, tok := range map[string]string{"role token": a.roleToken(authn.RoleBackupOperator, "a"), "agent": web, "user": olga.Secret} {
+		for _, c := range []struct {
+			path string
+			body any
+		}{
+			{"/v1/vaults/a/forget", api.Forget{IDs: []string{s.ID.String()}}},
+			{"/v1/vaults/a/undelete", api.Undelete{ID: s.ID.String()}},
+			{"/v1/vaults/a/prune", api.Prune{}},
+			{"/v1/vaults/a/settings", api.SettingsChange{Policy: &policy}},
+		} {
+			if got, out := a.call("POST", c.path, tok, c.body); got != http.StatusForbidden {
+				t.Errorf("operator (%s) POST %s: status %d, want 403: %s", name, c.path, got, out)
+			}
+		}
+	}
+	if del, err := a.owner.Vault("a").Deleted(context.Background()); err != nil || len(del) != 1 {
+		t.Errorf("the forgotten snapshot: %v (%v)", del, err)
 	}
 }

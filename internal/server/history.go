@@ -3,8 +3,8 @@ package server
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
@@ -104,14 +104,16 @@ func (s *Server) snapshotHost(q *request, claimed string) (string, error) {
 	if claimed == "" {
 		return "", fmt.Errorf("%w: name the snapshot's host", api.ErrBadRequest)
 	}
-	p, err := s.cat.Principal(q.ctx, claimed)
-	switch {
-	case errors.Is(err, vault.ErrNotFound):
-		return claimed, nil
-	case err != nil:
+	// An agent's name in any case (or its ID): "WEB01" would sit next to
+	// web01 in every listing.
+	ps, err := s.cat.Principals(q.ctx)
+	if err != nil {
 		return "", err
-	case p.Kind == "agent":
-		return "", fmt.Errorf("%w: host %q is the agent %s: only its own token records snapshots of it (back up with that token, or name another host)", api.ErrForbidden, claimed, p.Name)
+	}
+	for _, p := range ps {
+		if p.Kind == "agent" && (strings.EqualFold(p.Name, claimed) || strings.EqualFold(p.ID, claimed)) {
+			return "", fmt.Errorf("%w: host %q is the agent %s: only its own token records snapshots of it (back up with that token, or name another host)", api.ErrForbidden, claimed, p.Name)
+		}
 	}
 	return claimed, nil
 }
@@ -156,6 +158,24 @@ func checkSettingsChange(c api.SettingsChange) error {
 		if err := p.Validate(); err != nil {
 			return fmt.Errorf("%w: policy: %v", api.ErrBadRequest, err)
 		}
+		if g := p.GroupBy; g != 0 && g&retention.GroupByHost == 0 {
+			return fmt.Errorf("%w: policy: --group-by %s: a stored policy groups by host, so that one machine's snapshots never count against another's (add host: --group-by host,%s)", api.ErrBadRequest, g, g)
+		}
 	}
 	return nil
+}
+
+// hostGrouped returns p grouped by host as well: the server applies a
+// stored policy so (policies stored before this was checked included),
+// since agents cannot write into another host's group, but could into a
+// group that ignores hosts.
+func hostGrouped(p retention.Policy) retention.Policy {
+	switch {
+	case p.GroupBy == 0:
+	case p.GroupBy == retention.GroupByNone:
+		p.GroupBy = retention.GroupByHost
+	default:
+		p.GroupBy |= retention.GroupByHost
+	}
+	return p
 }

@@ -124,7 +124,8 @@ func wirePrune(r *engine.PruneReport) api.PruneReport {
 	return api.PruneReport{DryRun: r.DryRun, Expired: wireSnapshots(r.Expired), StillDeleted: r.StillDeleted,
 		Condemned: r.Condemned, CondemnedBytes: r.CondemnedBytes, Deleted: r.Deleted, DeletedBytes: r.DeletedBytes,
 		Waiting: r.Waiting, WaitingBytes: r.WaitingBytes, Sessions: len(r.Sessions), Reprieved: r.Reprieved,
-		Repacked: r.Repacked, RepackedBytes: r.RepackedBytes, PartlyUsed: r.PartlyUsed, UnusedBytes: r.UnusedBytes}
+		Repacked: r.Repacked, RepackedBytes: r.RepackedBytes, PartlyUsed: r.PartlyUsed, UnusedBytes: r.UnusedBytes,
+		Unwalkable: engine.UnwalkableStrings(r.Unwalkable), Incomplete: r.Incomplete}
 }
 
 func (s *Server) settings(q *request) error {
@@ -521,6 +522,7 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	p = hostGrouped(p)
 	eng, err := s.vault(ctx, name)
 	if err != nil {
 		return err
