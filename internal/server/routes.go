@@ -219,7 +219,7 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		}
 		q.acc, q.who, q.people = acc, who, people
 		if err := authn.AuthorizeAccess(who, acc, rt.perm, q.name); err != nil {
-			return classed{err, api.ErrForbidden}
+			return classed{s.approverHint(q.ctx, tok, rt.perm, err), api.ErrForbidden}
 		}
 	}
 	switch {

@@ -195,6 +195,8 @@ var migrations = [][]string{
 	// 7: the tamper-evident audit log: entries, their tree hashes and
 	// signed checkpoints (audit.go, docs/audit.md).
 	migrationAudit,
+	// 8: who set a principal's password (principals.go).
+	migrationPasswordBy,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.
