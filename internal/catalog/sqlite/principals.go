@@ -33,7 +33,7 @@ var migrationPrincipals = []string{
 }
 
 // migrationPasswordBy is the schema step that records who set a
-// principal's password: '' through the API (or not known), or
+// principal's password: ” through the API (or not known), or
 // 'server-machine'. An approver's login approves only with the latter.
 var migrationPasswordBy = []string{
 	`ALTER TABLE principals ADD COLUMN password_by TEXT NOT NULL DEFAULT ''`,
