@@ -370,9 +370,10 @@ func TestAttackTokenWithinIssuer(t *testing.T) {
 			}
 		}
 	}
-	if len(mades) == 0 {
-		t.Fatal("no path issued any token: the test proves nothing")
+	if len(mades) < 20 {
+		t.Fatalf("only %d tokens issued: the test proves little", len(mades))
 	}
+	t.Logf("%d tokens issued by %d issuers", len(mades), len(issuers))
 	ps := grantProbes()
 	check := func(when string) {
 		t.Helper()
