@@ -733,3 +733,32 @@ func TestAttackOwnerKnowsApproverPassword(t *testing.T) {
 	id := a.requestDelete(a.env.OwnerToken, "a")
 	a.mustStatus(http.StatusOK, "POST", "/v1/requests/"+id+"/reject", carol.Secret, nil)
 }
+
+// TestAttackOwnerRemovesApprovers: an owner must not take the second
+// person away alone: revoking a principal's security-approver role, or an
+// approver token, is a request an approver decides.
+func TestAttackOwnerRemovesApprovers(t *testing.T) {
+	a := newArena(t)
+	a.principal("carol", "user", attackPassword, authn.RoleSecurityApprover, "")
+	st, out := a.call("DELETE", "/v1/roles", a.env.OwnerToken, api.RoleAssignment{Principal: "carol", Role: "security-approver"})
+	if st != http.StatusAccepted {
+		t.Errorf("owner revoking carol's approver role: status %d, want 202: %s", st, out)
+	}
+	tok, id, err := server.IssueApproverToken(context.Background(), a.env.DataDir, "dan", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, out := a.call("DELETE", "/v1/tokens/"+id, a.env.OwnerToken, nil); st != http.StatusAccepted {
+		t.Errorf("owner revoking an approver token: status %d, want 202: %s", st, out)
+	}
+	a.mustStatus(http.StatusOK, "GET", "/v1/requests", tok, nil)
+	// An approver may approve it; then it is done.
+	var r struct{ Request api.Request }
+	json.Unmarshal(out, &r)
+	if r.Request.ID != "" {
+		a.mustStatus(http.StatusOK, "POST", "/v1/requests/"+r.Request.ID+"/approve", tok, nil)
+		if rs, _ := a.owner.Roles(context.Background(), "carol", ""); len(rs) != 0 {
+			t.Errorf("carol still holds %v after the approved revocation", rs)
+		}
+	}
+}

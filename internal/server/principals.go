@@ -376,7 +376,8 @@ func (s *Server) assignRole(q *request) error {
 	return nil
 }
 
-// revokeRole revokes a role. Revoking the last owner is critical.
+// revokeRole revokes a role. Revoking the last owner, or a security
+// approver, is critical.
 func (s *Server) revokeRole(q *request) error {
 	var body api.RoleAssignment
 	if err := readJSON(q.w, q.r, &body); err != nil {
@@ -389,19 +390,33 @@ func (s *Server) revokeRole(q *request) error {
 	if err != nil {
 		return err
 	}
-	if body.Role == string(authn.RoleOwner) {
+	// Critical: removing the last owner, and removing a security approver
+	// (else an owner could take the second person away alone).
+	grants, err := s.principalGrants(q.ctx, p.ID)
+	if err != nil {
+		return err
+	}
+	critical := ""
+	switch g := (authn.Grant{Role: authn.Role(body.Role), Vault: body.Vault}); {
+	case !slices.Contains(grants, g):
+	case g == authn.Grant{Role: authn.RoleOwner}:
 		owners, err := s.ownersLeft(q.ctx, removal{principal: p.ID})
 		if err != nil {
 			return err
 		}
 		if owners == 0 {
-			req, err := s.newRequest(q, "role-revoke", "removing the last owner ("+p.Name+")", requestParams{Principal: p.ID, Role: body.Role})
-			if err != nil {
-				return err
-			}
-			writeJSON(q.w, http.StatusAccepted, api.RoleResult{Request: &req})
-			return nil
+			critical = "removing the last owner (" + p.Name + ")"
 		}
+	case g == authn.Grant{Role: authn.RoleSecurityApprover}:
+		critical = "removing security approver " + p.Name
+	}
+	if critical != "" {
+		req, err := s.newRequest(q, "role-revoke", critical, requestParams{Principal: p.ID, Role: body.Role})
+		if err != nil {
+			return err
+		}
+		writeJSON(q.w, http.StatusAccepted, api.RoleResult{Request: &req})
+		return nil
 	}
 	if err := s.cat.RevokeRole(q.ctx, p.ID, body.Role, body.Vault); err != nil {
 		return err
