@@ -14,6 +14,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/tlsconf"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // readPassword reads one line from stdin, for --password-stdin.
@@ -283,6 +284,7 @@ are slowed down.`,
 
 func newAssignApproverCmd(a *app) *cobra.Command {
 	var dataDir, principal string
+	var passwordStdin bool
 	cmd := &cobra.Command{
 		Use:   "assign-approver",
 		Short: "Make a principal a security approver (on the server machine only)",
@@ -290,22 +292,42 @@ func newAssignApproverCmd(a *app) *cobra.Command {
 catalog. Only someone with the server machine's data directory can: the API
 refuses the first approver, and further ones need an existing approver's
 approval, so that an owner cannot make an approver and approve their own
-critical changes.`,
-		Example: "  coffer server assign-approver --data /var/lib/coffer --principal alice",
+critical changes.
+
+An approver's login approves only with a password set here, on the server
+machine (--password-stdin, typed by the approver): a password given when the
+user was created through the API was chosen by whoever created it, typically
+an owner. Run it again with --password-stdin for an approver made through an
+approved request, or to change an approver's password.`,
+		Example: "  coffer server assign-approver --data /var/lib/coffer --principal alice --password-stdin",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" || principal == "" {
 				return errors.New("give the server's data directory with --data and the principal with --principal")
 			}
-			if err := server.AssignApprover(cmd.Context(), dataDir, principal, a.now()); err != nil {
+			if passwordStdin {
+				pw, err := a.readPassword()
+				if err != nil {
+					return err
+				}
+				if err := server.SetPassword(cmd.Context(), dataDir, principal, pw, a.now()); err != nil {
+					return err
+				}
+			}
+			err := server.AssignApprover(cmd.Context(), dataDir, principal, a.now())
+			if err != nil && !(passwordStdin && errors.Is(err, vault.ErrExists)) {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "%s is a security approver\n", principal)
+			if !passwordStdin {
+				fmt.Fprintf(a.stderr, "its logins approve only once its password is set here: run again with --password-stdin\n")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "", "the server's data directory")
 	cmd.Flags().StringVar(&principal, "principal", "", "the user to make an approver")
+	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "set the approver's password (12 characters or more) from standard input, on the server machine")
 	return cmd
 }
 

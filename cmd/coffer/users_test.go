@@ -100,7 +100,14 @@ func TestUsersAndRoles(t *testing.T) {
 	cofferIn(t, e, "carol's long passphrase\n", "user", "create", "carol", "--password-stdin")
 	mustCoffer(t, e, "server", "assign-approver", "--data", srv.DataDir, "--principal", "carol")
 	req := requestID(t, mustCoffer(t, e, "role", "assign", "--principal", "alice", "--role", "security-approver"))
+	// The password the owner gave carol does not make her logins approve:
+	// only one set on the server machine does.
 	out, _, _ = cofferIn(t, e, "carol's long passphrase\n", "login", "carol")
+	failsWith(t, e, "server machine", as(strings.TrimSpace(out), "approve", req)...)
+	if _, errOut, code := cofferIn(t, e, "carol's own passphrase\n", "server", "assign-approver", "--data", srv.DataDir, "--principal", "carol", "--password-stdin"); code != exitOK {
+		t.Fatalf("assign-approver --password-stdin: %s", errOut)
+	}
+	out, _, _ = cofferIn(t, e, "carol's own passphrase\n", "login", "carol")
 	carol := strings.TrimSpace(out)
 	if out := mustCoffer(t, e, as(carol, "approve", req)...); !strings.Contains(out, "approved") {
 		t.Errorf("approve: %s", out)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,8 +81,11 @@ const maxIssuers = 32
 
 // ownGrants returns the grants tok carries by itself, filtered by how it
 // was issued: security-approver only on a token made on the server
-// machine or a principal's own login. So no token the API issues ever
-// decides a request, whatever its principal holds now or later.
+// machine or a principal's own login, and on a login only when the
+// principal's password was set on the server machine (an owner who
+// created the principal through the API chose its password, and may know
+// it). So no token the API issues ever decides a request, whatever its
+// principal holds now or later.
 func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord, r *removal) ([]authn.Grant, *vault.Principal, error) {
 	o := originOf(tok)
 	if authn.Role(tok.Role) != authn.RolePrincipal {
@@ -100,7 +104,7 @@ func (s *Server) ownGrants(ctx context.Context, tok vault.TokenRecord, r *remova
 	}
 	var grants []authn.Grant
 	for _, a := range as {
-		if authn.Role(a.Role) == authn.RoleSecurityApprover && o == originAPI {
+		if authn.Role(a.Role) == authn.RoleSecurityApprover && (o == originAPI || o == originLogin && p.PasswordBy != createdByMachine) {
 			continue
 		}
 		if r != nil && r.principal == p.ID && authn.Role(a.Role) == authn.RoleOwner {
@@ -178,6 +182,23 @@ func appendPeople(people []string, tok vault.TokenRecord, p *vault.Principal) []
 		people = append(people, "principal:"+p.ID)
 	}
 	return people
+}
+
+// approverHint adds to err, a refusal of perm to tok, why tok does not
+// approve when its principal holds security-approver.
+func (s *Server) approverHint(ctx context.Context, tok vault.TokenRecord, perm authn.Permission, err error) error {
+	if perm != authn.PermRequestDecide && perm != authn.PermRequestRead || authn.Role(tok.Role) != authn.RolePrincipal {
+		return err
+	}
+	grants, gerr := s.principalGrants(ctx, tok.Principal)
+	if gerr != nil || !slices.Contains(grants, authn.Grant{Role: authn.RoleSecurityApprover}) {
+		return err
+	}
+	how := "a token issued through the API never carries it; log in"
+	if originOf(tok) == originLogin {
+		how = "a login carries it only with a password set on the server machine (coffer server assign-approver --principal NAME --password-stdin there)"
+	}
+	return fmt.Errorf("%w; the principal holds security-approver, but this token does not carry it: %s", err, how)
 }
 
 // mayIssue refuses a token that would carry grants beyond the issuing
@@ -358,7 +379,8 @@ func (s *Server) assignRole(q *request) error {
 	return nil
 }
 
-// revokeRole revokes a role. Revoking the last owner is critical.
+// revokeRole revokes a role. Revoking the last owner, or a security
+// approver, is critical.
 func (s *Server) revokeRole(q *request) error {
 	var body api.RoleAssignment
 	if err := readJSON(q.w, q.r, &body); err != nil {
@@ -371,19 +393,33 @@ func (s *Server) revokeRole(q *request) error {
 	if err != nil {
 		return err
 	}
-	if body.Role == string(authn.RoleOwner) {
+	// Critical: removing the last owner, and removing a security approver
+	// (else an owner could take the second person away alone).
+	grants, err := s.principalGrants(q.ctx, p.ID)
+	if err != nil {
+		return err
+	}
+	critical := ""
+	switch g := (authn.Grant{Role: authn.Role(body.Role), Vault: body.Vault}); {
+	case !slices.Contains(grants, g):
+	case g == authn.Grant{Role: authn.RoleOwner}:
 		owners, err := s.ownersLeft(q.ctx, removal{principal: p.ID})
 		if err != nil {
 			return err
 		}
 		if owners == 0 {
-			req, err := s.newRequest(q, "role-revoke", "removing the last owner ("+p.Name+")", requestParams{Principal: p.ID, Role: body.Role})
-			if err != nil {
-				return err
-			}
-			writeJSON(q.w, http.StatusAccepted, api.RoleResult{Request: &req})
-			return nil
+			critical = "removing the last owner (" + p.Name + ")"
 		}
+	case g == authn.Grant{Role: authn.RoleSecurityApprover}:
+		critical = "removing security approver " + p.Name
+	}
+	if critical != "" {
+		req, err := s.newRequest(q, "role-revoke", critical, requestParams{Principal: p.ID, Role: body.Role})
+		if err != nil {
+			return err
+		}
+		writeJSON(q.w, http.StatusAccepted, api.RoleResult{Request: &req})
+		return nil
 	}
 	if err := s.cat.RevokeRole(q.ctx, p.ID, body.Role, body.Vault); err != nil {
 		return err
@@ -494,6 +530,33 @@ func AssignApprover(ctx context.Context, dataDir, principal string, now time.Tim
 		return err
 	}
 	return cat.AssignRole(ctx, vault.RoleAssignment{Principal: p.ID, Role: string(authn.RoleSecurityApprover), Created: now.UTC(), CreatedBy: createdByMachine})
+}
+
+// SetPassword sets the password of principal (a name or an ID) straight
+// in the catalog under dataDir, as only someone on the server machine
+// can. Only a password set this way makes a security approver's login
+// approve: one set through the API was chosen by whoever created the
+// principal, typically an owner.
+func SetPassword(ctx context.Context, dataDir, principal, password string, now time.Time) error {
+	h, err := authn.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	cat, err := openCatalogOnly(dataDir)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	var p vault.Principal
+	if principalIDRE.MatchString(principal) {
+		p, err = cat.PrincipalByID(ctx, principal)
+	} else {
+		p, err = cat.Principal(ctx, principal)
+	}
+	if err != nil {
+		return err
+	}
+	return cat.SetPassword(ctx, p.ID, h, createdByMachine)
 }
 
 // defaultLoginTTL and maxLoginTTL bound the tokens login issues.

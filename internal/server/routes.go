@@ -244,7 +244,7 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 		}
 		q.acc, q.who, q.people = acc, who, people
 		if err := authn.AuthorizeAccess(who, acc, rt.perm, q.name); err != nil {
-			return classed{err, api.ErrForbidden}
+			return classed{s.approverHint(q.ctx, tok, rt.perm, err), api.ErrForbidden}
 		}
 	}
 	switch {
@@ -907,16 +907,25 @@ func (s *Server) listTokens(q *request) error {
 }
 
 // revokeToken revokes a token. Revoking the last active owner token
-// would leave nobody to administer the server, so it is critical: it
-// becomes a request for a security approver (202).
+// would leave nobody to administer the server, and revoking an approver's
+// token would take the second person away, so both are critical: they
+// become a request for a security approver (202).
 func (s *Server) revokeToken(q *request) error {
 	id := q.r.PathValue("id")
 	last, err := s.lastOwner(q.ctx, id)
 	if err != nil {
 		return err
 	}
+	critical := ""
 	if last {
-		req, err := s.newRequest(q, "token-revoke", "removing the last owner (token "+id+")", requestParams{Token: id})
+		critical = "removing the last owner (token " + id + ")"
+	} else if approver, err := s.activeApproverToken(q.ctx, id); err != nil {
+		return err
+	} else if approver {
+		critical = "removing a security approver (token " + id + ")"
+	}
+	if critical != "" {
+		req, err := s.newRequest(q, "token-revoke", critical, requestParams{Token: id})
 		if err != nil {
 			return err
 		}
@@ -931,6 +940,21 @@ func (s *Server) revokeToken(q *request) error {
 	q.log.Info("token revoked", "id", id, "by", q.tok.ID)
 	q.w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// activeApproverToken reports whether token id is an active token that
+// carries the security-approver role itself (one made on the server
+// machine): revoking it takes a second person away.
+func (s *Server) activeApproverToken(ctx context.Context, id string) (bool, error) {
+	t, err := s.cat.Token(ctx, id)
+	if errors.Is(err, vault.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	active := t.Revoked.IsZero() && (t.Expires.IsZero() || s.opt.Now().Before(t.Expires))
+	return active && authn.Role(t.Role) == authn.RoleSecurityApprover && originOf(t) == originMachine, nil
 }
 
 // lastOwner reports whether token id is active and nobody could act as an

@@ -174,6 +174,9 @@ func TestRoutesDeclarePermissions(t *testing.T) {
 			if err := server.AssignApprover(ctx, env.DataDir, name, time.Now()); err != nil {
 				t.Fatal(err)
 			}
+			if err := server.SetPassword(ctx, env.DataDir, name, "approver-password", time.Now()); err != nil {
+				t.Fatal(err)
+			}
 			lt, err := env.Client(t, "").Login(ctx, api.Login{Name: name, Password: "approver-password"})
 			if err != nil {
 				t.Fatal(err)

@@ -407,12 +407,17 @@ type TokenRecord struct {
 // Principal is a user or an agent: tokens are issued to it and roles
 // assigned to it (authn: principals).
 type Principal struct {
-	ID        string // "usr_" or "agt_" and 16 hex digits
-	Name      string // unique, shown and logged
-	Kind      string // "user" or "agent"
-	Password  string // PHC-style argon2id hash; "" when the principal has none
-	Created   time.Time
-	CreatedBy string // the principal or token that created it
+	ID       string // "usr_" or "agt_" and 16 hex digits
+	Name     string // unique, shown and logged
+	Kind     string // "user" or "agent"
+	Password string // PHC-style argon2id hash; "" when the principal has none
+	// PasswordBy says who set Password: "server-machine" when it was set
+	// on the server machine, "" when through the API (by whoever created
+	// the principal) or not known. Only the first makes a login an
+	// approver's own: an owner may know a password it set.
+	PasswordBy string
+	Created    time.Time
+	CreatedBy  string // the principal or token that created it
 }
 
 // RoleAssignment grants a role to a principal on the whole server (Vault
@@ -531,6 +536,10 @@ type Catalog interface {
 	// PrincipalByID returns the principal whose ID is id, exactly, or
 	// ErrNotFound. It never matches a name.
 	PrincipalByID(ctx context.Context, id string) (Principal, error)
+	// SetPassword replaces the password hash of the principal with ID id
+	// and records who set it (Principal.PasswordBy); ErrNotFound if there
+	// is no such principal.
+	SetPassword(ctx context.Context, id, hash, by string) error
 	// Principals returns every principal, ordered by name.
 	Principals(ctx context.Context) ([]Principal, error)
 	// AssignRole records a role assignment; ErrExists if the principal

@@ -1191,4 +1191,17 @@ func testPrincipalNames(t *testing.T, c vault.Catalog) {
 	if ps, err := c.Principals(ctx); err != nil || len(ps) != 1 {
 		t.Errorf("Principals = %v, %v; want alice alone", ps, err)
 	}
+	// A password set later records who set it.
+	if p, _ := c.PrincipalByID(ctx, "usr_00000000000000a1"); p.Password != "" || p.PasswordBy != "" {
+		t.Errorf("new principal: password %q by %q, want none", p.Password, p.PasswordBy)
+	}
+	if err := c.SetPassword(ctx, "usr_00000000000000a1", "$argon2id$x", "server-machine"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := c.Principal(ctx, "alice"); p.Password != "$argon2id$x" || p.PasswordBy != "server-machine" {
+		t.Errorf("after SetPassword: password %q by %q", p.Password, p.PasswordBy)
+	}
+	if err := c.SetPassword(ctx, "alice", "h", "x"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("SetPassword by name: %v, want ErrNotFound", err)
+	}
 }

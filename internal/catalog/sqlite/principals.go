@@ -32,6 +32,13 @@ var migrationPrincipals = []string{
 	`ALTER TABLE tokens ADD COLUMN principal TEXT REFERENCES principals (id)`,
 }
 
+// migrationPasswordBy is the schema step that records who set a
+// principal's password: ” through the API (or not known), or
+// 'server-machine'. An approver's login approves only with the latter.
+var migrationPasswordBy = []string{
+	`ALTER TABLE principals ADD COLUMN password_by TEXT NOT NULL DEFAULT ''`,
+}
+
 // AddPrincipal implements vault.Catalog. Names are unique without regard
 // to ASCII case (SQLite's NOCASE), and no name equals another's ID: the
 // check runs in the write transaction, so two concurrent adds cannot both
@@ -53,8 +60,8 @@ func (c *Catalog) AddPrincipal(ctx context.Context, p vault.Principal) error {
 		if n > 0 {
 			return vault.ErrExists
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO principals (id, name, kind, password, created, created_by) VALUES (?, ?, ?, ?, ?, ?)`,
-			p.ID, p.Name, p.Kind, p.Password, created, p.CreatedBy)
+		_, err = tx.ExecContext(ctx, `INSERT INTO principals (id, name, kind, password, created, created_by, password_by) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			p.ID, p.Name, p.Kind, p.Password, created, p.CreatedBy, p.PasswordBy)
 		return err
 	})
 	switch {
@@ -66,12 +73,12 @@ func (c *Catalog) AddPrincipal(ctx context.Context, p vault.Principal) error {
 	return fmt.Errorf("add principal %q: %w", p.Name, err)
 }
 
-const principalColumns = `id, name, kind, password, created, created_by`
+const principalColumns = `id, name, kind, password, created, created_by, password_by`
 
 func scanPrincipal(row interface{ Scan(...any) error }) (vault.Principal, error) {
 	var p vault.Principal
 	var created int64
-	if err := row.Scan(&p.ID, &p.Name, &p.Kind, &p.Password, &created, &p.CreatedBy); err != nil {
+	if err := row.Scan(&p.ID, &p.Name, &p.Kind, &p.Password, &created, &p.CreatedBy, &p.PasswordBy); err != nil {
 		return p, err
 	}
 	p.Created = fromUnixNano(created)
@@ -122,6 +129,24 @@ func (c *Catalog) PrincipalByID(ctx context.Context, id string) (vault.Principal
 		return p, fmt.Errorf("principal %s: %w", id, err)
 	}
 	return p, nil
+}
+
+// SetPassword implements vault.Catalog.
+func (c *Catalog) SetPassword(ctx context.Context, id, hash, by string) error {
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE principals SET password = ?, password_by = ? WHERE id = ?`, hash, by, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return vault.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set password of principal %s: %w", id, err)
+	}
+	return nil
 }
 
 // Principals implements vault.Catalog.

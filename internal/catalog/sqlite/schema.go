@@ -197,9 +197,11 @@ var migrations = [][]string{
 	migrationAudit,
 	// 8: keyring anchors (keyring.go, docs/format.md §7.3).
 	migrationKeyAnchors,
-	// 8: format 2's snapshot chain and sealed pack headers (chain.go,
+	// 9: format 2's snapshot chain and sealed pack headers (chain.go,
 	// docs/format.md §4.1, §8.1).
 	migrationChain,
+	// 10: who set a principal's password (principals.go).
+	migrationPasswordBy,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.
