@@ -39,7 +39,7 @@ const MaxClockSkew = 5 * time.Minute
 //     the audit entry of every saved snapshot names the token.
 //
 // The parent, when given, must be a snapshot of this vault with the
-// same host.
+// same host and, for an agent, made since the agent was created.
 func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecord, error) {
 	if body.ID != "" || body.Deleted != nil || body.DeletedBy != "" {
 		return vault.SnapshotRecord{}, fmt.Errorf("%w: a snapshot's id, deleted and deleted_by are set by the server: leave them out", api.ErrBadRequest)
