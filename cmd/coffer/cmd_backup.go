@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -43,6 +44,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 			}
 			defer v.Close()
 			var skip []string
+			var parentSince time.Time
 			switch v := v.(type) {
 			case *openedVault:
 				if v.created && !jsonOut {
@@ -60,6 +62,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 						return fmt.Errorf("--host %s: this token is the agent %s's, whose snapshots the server records as host %s: leave --host out", host, bound, bound)
 					}
 					host = bound
+					parentSince = v.BoundHostSince()
 				}
 			}
 			if _, remote := v.(*remoteVault); remote {
@@ -70,7 +73,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 			prog := a.newProgress("backup")
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
 				Paths: args, Tags: tags, Host: host, Excludes: excludes,
-				SkipDirs: skip, Now: a.now, Scan: prog != nil,
+				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -69,12 +70,12 @@ that would escape it, or lead through a symlink, stops the restore.`,
 			if jsonOut {
 				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(map[string]any{"snapshot_id": s.ID.String(), "target": target, "files": res.Files,
+				if err := enc.Encode(map[string]any{"snapshot_id": s.ID.String(), "host": s.Host, "target": target, "files": res.Files,
 					"dirs": res.Dirs, "bytes": res.Bytes, "skipped_existing": res.Skipped, "warnings": len(res.Warnings)}); err != nil {
 					return err
 				}
 			} else {
-				fmt.Fprintf(a.stdout, "restored snapshot %s to %s: %d files, %d dirs, %s\n", s.ID.Short(), target, res.Files, res.Dirs, humanBytes(res.Bytes))
+				fmt.Fprintf(a.stdout, "restored snapshot %s (host %q, %s) to %s: %d files, %d dirs, %s\n", s.ID.Short(), s.Host, s.Time.UTC().Format(time.RFC3339), target, res.Files, res.Dirs, humanBytes(res.Bytes))
 			}
 			if res.Skipped > 0 {
 				return fmt.Errorf("%d existing files were left untouched (listed above); use --overwrite to replace them", res.Skipped)

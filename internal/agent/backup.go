@@ -61,6 +61,11 @@ type BackupOptions struct {
 	// Scan, when set, walks the paths once more in parallel to learn the
 	// totals that progress needs for an ETA.
 	Scan bool
+	// ParentSince: a snapshot older than this is never the parent. An
+	// agent's host name is reserved from its creation on; older
+	// snapshots of that host were made by other writers, and a parent's
+	// unchanged files are reused without being read.
+	ParentSince time.Time
 }
 
 // Warning is a problem that did not stop a backup or restore.
@@ -396,7 +401,7 @@ func (b *backup) findParent(ctx context.Context, paths []string) *vault.Snapshot
 	var best *vault.SnapshotRecord
 	for i := range snaps {
 		s := &snaps[i]
-		if s.Host == b.opt.Host && slices.Equal(s.Paths, paths) && (best == nil || s.Time.After(best.Time)) {
+		if s.Host == b.opt.Host && slices.Equal(s.Paths, paths) && !s.Time.Before(b.opt.ParentSince) && (best == nil || s.Time.After(best.Time)) {
 			best = s
 		}
 	}

@@ -241,6 +241,10 @@ type Dedup struct {
 	// the agent picks its parent snapshot among its own. Empty when the
 	// server records the host the client names.
 	Host string `json:"host,omitempty"`
+	// HostSince is when that agent was created: snapshots of its host
+	// older than this were made by other writers, and are never its
+	// parent (the server refuses them as such).
+	HostSince time.Time `json:"host_since,omitzero"`
 }
 
 // Snapshot is a snapshot on the wire.

@@ -432,6 +432,8 @@ type Vault struct {
 	dedup   *vault.DedupParams
 	hasher  *format.IDHasher // nil until dedup is loaded
 	host    string           // the host the server binds this token's snapshots to
+	// hostSince: when that agent was created
+	hostSince time.Time
 
 	mu       sync.Mutex
 	known    map[blobKey]struct{} // blobs stored or queued this session
@@ -646,8 +648,16 @@ func (v *Vault) LoadDedup(ctx context.Context) error {
 	copy(p.GearSeed[:], d.GearSeed)
 	v.dedup = p
 	v.hasher = format.NewIDHasher(p.ChunkIDKey)
-	v.host = d.Host
+	v.host, v.hostSince = d.Host, d.HostSince
 	return nil
+}
+
+// BoundHostSince is when the agent BoundHost names was created (zero
+// for other tokens): older snapshots of its host are never its parent.
+func (v *Vault) BoundHostSince() time.Time {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	return v.hostSince
 }
 
 // BoundHost is the host the server records this token's snapshots under

@@ -629,3 +629,47 @@ func TestAttackHistoryOperatorCannotDelete(t *testing.T) {
 		t.Errorf("the forgotten snapshot: %v (%v)", del, err)
 	}
 }
+
+// TestAttackHistoryParentBeforeAgent: snapshots recorded under a host
+// name before an agent of that name existed were made by other writers
+// (any operator could name that host then). A backup reuses its parent's
+// unchanged files unread, so such a snapshot must never become the
+// agent's parent: the agent skips it and the server refuses it.
+func TestAttackHistoryParentBeforeAgent(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("web02's file")})
+	operator := a.roleToken(authn.RoleBackupOperator, "a")
+	planted := a.backupAs(operator, dir, "web02") // before the agent exists
+	a.advance(time.Minute)
+
+	web := a.addSource("web02")
+	v := a.client(web).Vault("a")
+	if err := v.LoadDedup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	since := v.BoundHostSince()
+	if since.IsZero() || since.Before(planted.Time) {
+		t.Fatalf("agent web02's host is bound since %s, want after the planted snapshot (%s)", since, planted.Time)
+	}
+	res, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: []string{dir}, Host: v.BoundHost(), ParentSince: since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Snapshot.Parent == planted.ID {
+		t.Errorf("agent web02's first backup took the snapshot another writer planted under its name as its parent")
+	}
+	// Told to, the server refuses it.
+	body := api.Snapshot{Host: "web02", Paths: planted.Paths, Tree: res.Snapshot.Tree.String(), Parent: planted.ID.String()}
+	if got, out := a.call("POST", "/v1/vaults/a/snapshots", web, body); got != http.StatusBadRequest {
+		t.Errorf("agent naming a parent from before it existed: status %d, want 400: %s", got, out)
+	}
+	// Its own snapshots are its parents.
+	second, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: []string{dir}, Host: v.BoundHost(), ParentSince: since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Snapshot.Parent != res.Snapshot.ID {
+		t.Errorf("agent web02's second backup has parent %s, want its first %s", second.Snapshot.Parent.Short(), res.Snapshot.ID.Short())
+	}
+}

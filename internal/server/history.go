@@ -39,7 +39,7 @@ const MaxClockSkew = 5 * time.Minute
 //     the audit entry of every saved snapshot names the token.
 //
 // The parent, when given, must be a snapshot of this vault with the
-// same host.
+// same host and, for an agent, made since the agent was created.
 func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecord, error) {
 	if body.ID != "" || body.Deleted != nil || body.DeletedBy != "" {
 		return vault.SnapshotRecord{}, fmt.Errorf("%w: a snapshot's id, deleted and deleted_by are set by the server: leave them out", api.ErrBadRequest)
@@ -71,11 +71,18 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 		if err != nil {
 			return rec, err
 		}
+		since, err := s.agentSince(q)
+		if err != nil {
+			return rec, err
+		}
 		found := false
 		for _, sn := range all {
 			if sn.ID == rec.Parent {
 				if sn.Host != rec.Host {
 					return rec, fmt.Errorf("%w: parent snapshot %s is of host %q, not %q: a snapshot's parent is one of its own host", api.ErrBadRequest, rec.Parent.Short(), sn.Host, rec.Host)
+				}
+				if sn.Time.Before(since) {
+					return rec, fmt.Errorf("%w: parent snapshot %s predates agent %s (created %s): another writer made it, so the agent must not reuse its files (update coffer on the agent, which skips such parents)", api.ErrBadRequest, rec.Parent.Short(), rec.Host, since.Format(time.RFC3339))
 				}
 				found = true
 				break
@@ -178,4 +185,24 @@ func hostGrouped(p retention.Policy) retention.Policy {
 		p.GroupBy |= retention.GroupByHost
 	}
 	return p
+}
+
+// agentSince returns when the agent of q's token was created, zero for
+// tokens that are not an agent's. Snapshots of its host older than that
+// were made by other writers (its name was not reserved yet): they are
+// never its parent, whose unchanged files a backup reuses unread.
+func (s *Server) agentSince(q *request) (time.Time, error) {
+	if authn.Role(q.tok.Role) != authn.RolePrincipal {
+		return time.Time{}, nil
+	}
+	ps, err := s.cat.Principals(q.ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, p := range ps {
+		if p.ID == q.tok.Principal && p.Kind == "agent" {
+			return p.Created, nil
+		}
+	}
+	return time.Time{}, nil
 }

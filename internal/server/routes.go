@@ -349,8 +349,12 @@ func (s *Server) dedup(q *request) error {
 	if err != nil {
 		return err
 	}
+	since, err := s.agentSince(q)
+	if err != nil {
+		return err
+	}
 	writeJSON(q.w, http.StatusOK, api.Dedup{ChunkIDKey: d.ChunkIDKey[:], GearSeed: d.GearSeed[:],
-		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max, Host: host})
+		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max, Host: host, HostSince: since})
 	return nil
 }
 
