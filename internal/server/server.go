@@ -89,6 +89,7 @@ type Server struct {
 	decodes  *byteBudget    // bytes uploads hold decoding blobs (limits.go)
 
 	reqSeq atomic.Uint64
+	retire retireState // platform key versions to delete (kekretire.go)
 }
 
 type openVault struct {
@@ -161,6 +162,9 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 		return nil, false, err
 	}
 	s.auth = &authn.Authenticator{Catalog: cat, Now: opt.Now}
+	if len(ks.Versions()) > 1 {
+		s.markRetire() // a key file rotated before versions were retired
+	}
 	first, err := s.ensureOwnerToken(ctx)
 	if err != nil {
 		cat.Close()
