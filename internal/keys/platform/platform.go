@@ -240,6 +240,12 @@ func (ks *Keystore) Versions() []Version {
 	return out
 }
 
+// Lock takes the lock that serialises changes to the key file at path
+// (Rotate and Retire take it) and returns its release: a caller keeping
+// state beside the key file that retirement depends on (the CLI's list
+// of vaults) changes it under the same lock.
+func Lock(path string) (func(), error) { return lockFile(path + ".lock") }
+
 // ID is the platform key's identifier, the KeyID of its key references.
 func (ks *Keystore) ID() string { return ks.id }
 
