@@ -467,7 +467,7 @@ func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([
 	}
 	defer kek.Wipe()
 	if !ok {
-		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s", vault.ErrKeyUnavailable, ks.path, v, ks.id)
+		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s: the version was retired once no vault needed it (this keyring is from a copy of the vault made before its keys were rewrapped: use the copy of the key file from the same time), or the key file is an older copy", vault.ErrKeyUnavailable, ks.path, v, ks.id)
 	}
 	s, err := seal.Unwrap(kek, w.Data, aad)
 	if err != nil {
