@@ -280,3 +280,60 @@ func TestKEKRetireHomeVaults(t *testing.T) {
 		mustCoffer(t, e, "check", "--read-data", "--vault", v)
 	}
 }
+
+// TestKEKRetireListedVaults: a key file shared by two homes (--key-file)
+// keeps a version the other home's vault needs, and key retire rewraps
+// that vault before deleting it; a listed directory that now holds
+// another vault (the listed one moved) blocks until the moved one is
+// opened where it is and the stale entry forgotten, and --forget never
+// drops the vault that is there now.
+func TestKEKRetireListedVaults(t *testing.T) {
+	e := newEnv(t)
+	data := smallData(t)
+	home1 := e.home
+	home2 := t.TempDir()
+	mustCoffer(t, e, "backup", data)
+	e.setenv("COFFER_HOME", home2)
+	mustCoffer(t, e, "backup", "--key-file", e.keyFile(), data)
+	e.setenv("COFFER_HOME", home1)
+	mustCoffer(t, e, "key", "rotate", "--kek")
+	if got := keyVersions(t, e.keyFile()); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("key file versions while the other home's vault is under v1: %v", got)
+	}
+	other := filepath.Join(home2, "vaults", "default")
+	rep, _, code := retireJSON(t, e)
+	if code != exitOK || !slices.Equal(rep.Deleted, []int{1}) || !slices.Contains(rep.Rewrapped, other) {
+		t.Fatalf("key retire: exit %d %+v", code, rep)
+	}
+	e.setenv("COFFER_HOME", home2)
+	mustCoffer(t, e, "check", "--read-data", "--key-file", e.keyFile())
+	e.setenv("COFFER_HOME", home1)
+
+	p := filepath.Join(t.TempDir(), "p")
+	moved := filepath.Join(t.TempDir(), "moved")
+	mustCoffer(t, e, "backup", "--vault", p, data)
+	if err := os.Rename(p, moved); err != nil {
+		t.Fatal(err)
+	}
+	mustCoffer(t, e, "backup", "--vault", p, data) // another vault at the listed path
+	mustCoffer(t, e, "key", "rotate", "--kek", "--vault", p)
+	rep, _, code = retireJSON(t, e)
+	if code != exitFailure || len(rep.Blocked) != 1 || rep.Blocked[0].Vault != p || !strings.Contains(rep.Blocked[0].Error, "was listed there") {
+		t.Fatalf("key retire with a listed vault replaced: exit %d %+v", code, rep)
+	}
+	if got := keyVersions(t, e.keyFile()); !slices.Equal(got, []int{2, 3}) {
+		t.Fatalf("key file versions with a listed vault replaced: %v, want [2 3]", got)
+	}
+	mustCoffer(t, e, "snapshots", "--vault", moved) // opened where it is now: listed
+	rep, _, code = retireJSON(t, e, "--forget", p)
+	if code != exitOK || len(rep.Forgotten) != 1 || !slices.Equal(rep.Deleted, []int{2}) || !slices.Contains(rep.Rewrapped, moved) {
+		t.Fatalf("key retire --forget the stale entry: exit %d %+v", code, rep)
+	}
+	l, _, err := loadVaultList(e.keyFile())
+	if err != nil || !slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == p }) {
+		t.Errorf("--forget dropped the vault that is at %s now: %+v %v", p, l.Vaults, err)
+	}
+	for _, v := range []string{p, moved, "default"} {
+		mustCoffer(t, e, "check", "--read-data", "--vault", v)
+	}
+}

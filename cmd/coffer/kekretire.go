@@ -24,9 +24,10 @@ import (
 
 // The list of vaults beside the platform key file (docs/keys.md,
 // "Retiring platform key versions"): every vault directory opened with
-// the key file from outside $COFFER_HOME/vaults, so that coffer key retire
-// knows every vault whose keyring a version may wrap before it deletes
-// that version. Vaults under $COFFER_HOME/vaults are found by listing it.
+// the key file, so that coffer key retire knows every vault whose keyring
+// a version may wrap before it deletes that version. Vaults under
+// $COFFER_HOME/vaults not opened since the list began are found by
+// listing that directory.
 
 const vaultListKind = "coffer-platform-key-vaults"
 
@@ -108,18 +109,13 @@ func updateVaultList(keyFile string, ks *platform.Keystore, fresh bool, change f
 	return writeVaultList(keyFile, l)
 }
 
-// inHomeVaults reports whether dir is a vault under $COFFER_HOME/vaults,
-// which coffer key retire finds without a list.
-func (a *app) inHomeVaults(dir string) bool {
-	home, err := a.cofferHome()
-	return err == nil && filepath.Dir(dir) == filepath.Join(home, "vaults")
-}
-
 // listVault records the vault in loc, opened with the platform key file
-// ks, in the list beside the key file (once).
+// ks, in the list beside the key file (once). Vaults under
+// $COFFER_HOME/vaults are listed too: the same key file may serve
+// several homes (--key-file).
 func (a *app) listVault(loc location, ks *platform.Keystore, id vault.ID) error {
 	listed := func(l *vaultList) bool {
-		return a.inHomeVaults(loc.dir) || slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == loc.dir && v.ID == id.String() })
+		return slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == loc.dir && v.ID == id.String() })
 	}
 	if l, exists, err := loadVaultList(loc.keyFile); err == nil && exists && listed(&l) {
 		return nil // a read, no write
@@ -187,30 +183,28 @@ type retireBlocker struct {
 	Error string `json:"error"`
 }
 
-// retireVaultsDir lists the vault directories to ask: every vault under
-// $COFFER_HOME/vaults, and every listed one (by its listed path, so that a
-// missing one is noticed).
+// retireVaultsDir lists the vault directories to ask: every listed one
+// (by its listed path and ID, so that a missing or replaced one is
+// noticed), and every vault under $COFFER_HOME/vaults not listed (one
+// not opened since the list began).
 func (a *app) retireVaultsDir(l vaultList) ([]listedVault, error) {
 	home, err := a.cofferHome()
 	if err != nil {
 		return nil, err
 	}
-	var out []listedVault
+	out := slices.Clone(l.Vaults)
 	seen := map[string]bool{}
+	for _, v := range l.Vaults {
+		seen[v.Path] = true
+	}
 	ents, err := os.ReadDir(filepath.Join(home, "vaults"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("list %s: %w", filepath.Join(home, "vaults"), err)
 	}
 	for _, e := range ents {
 		dir := filepath.Join(home, "vaults", e.Name())
-		if e.IsDir() && vaultExists(dir) {
+		if e.IsDir() && !seen[dir] && vaultExists(dir) {
 			out = append(out, listedVault{Path: dir})
-			seen[dir] = true
-		}
-	}
-	for _, v := range l.Vaults {
-		if !seen[v.Path] {
-			out = append(out, v)
 		}
 	}
 	return out, nil
@@ -310,9 +304,18 @@ func (a *app) retirePlatform(ctx context.Context, keyFile string, opt retireOpti
 		}
 		forget = append(forget, abs)
 	}
+	// SECURITY: --forget DIR drops what was listed at DIR but is not
+	// there any more; a vault that is there now stays listed.
+	gone := func(v listedVault) bool {
+		if !slices.Contains(forget, v.Path) {
+			return false
+		}
+		_, id, err := platformVersionsOf(ctx, v.Path, ks.ID())
+		return err != nil || id.String() != v.ID
+	}
 	l.Vaults = slices.DeleteFunc(l.Vaults, func(v listedVault) bool {
-		if slices.Contains(forget, v.Path) {
-			rep.Forgotten = append(rep.Forgotten, v.Path)
+		if gone(v) {
+			rep.Forgotten = append(rep.Forgotten, v.Path+" (vault "+v.ID+")")
 			return true
 		}
 		return false
@@ -375,7 +378,7 @@ func (a *app) retirePlatform(ctx context.Context, keyFile string, opt retireOpti
 			if opt.allListed {
 				cur.UnlistedUpTo = 0
 			}
-			cur.Vaults = slices.DeleteFunc(cur.Vaults, func(v listedVault) bool { return slices.Contains(forget, v.Path) })
+			cur.Vaults = slices.DeleteFunc(cur.Vaults, gone)
 			return true
 		}); err != nil {
 			return rep, err

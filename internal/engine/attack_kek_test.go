@@ -8,6 +8,7 @@ package engine_test
 // it: version 1 must be gone from it once nothing needs it.
 
 import (
+	"encoding/base64"
 	"errors"
 	"io/fs"
 	"os"
@@ -247,10 +248,31 @@ func TestKEKsInUseKeepsWhatIsNeeded(t *testing.T) {
 	if refs, err := engine.KEKsInUse(ctx, st, nil, k.id); err != nil || !slices.Equal(versions(refs), []string{"1", "2"}) {
 		t.Errorf("without a catalog: %v %v, want [1 2]", versions(refs), err)
 	}
-	// A generation above the anchor (a key change in flight) counts.
+	// A generation above the anchor that no key holder proposed is
+	// refused on open: it needs nothing (a store writer cannot keep v1
+	// alive by planting one).
 	plantKeyring(t, st, gen+1, v1Keyring)
+	if got := versions(k.inUse(t)); !slices.Equal(got, []string{"2"}) {
+		t.Errorf("with an unproposed v1 generation above the anchor: %v, want [2]", got)
+	}
+	// One a key holder proposed (a key change in flight, anchored by the
+	// next open) counts.
+	cat, err := sqlite.Open(filepath.Join(k.dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := vault.KeyProposal{Generation: gen + 1, Time: testStart}
+	mac, err := base64.StdEncoding.DecodeString(v1Keyring["mac"].(string))
+	if err != nil || len(mac) != len(pr.MAC) {
+		t.Fatalf("the keyring's MAC: %v %d bytes", err, len(mac))
+	}
+	copy(pr.MAC[:], mac)
+	if err := cat.ProposeKeyring(ctx, k.id, pr); err != nil {
+		t.Fatal(err)
+	}
+	cat.Close()
 	if got := versions(k.inUse(t)); !slices.Equal(got, []string{"1", "2"}) {
-		t.Errorf("with a v1 generation above the anchor: %v, want [1 2]", got)
+		t.Errorf("with a proposed v1 generation above the anchor: %v, want [1 2]", got)
 	}
 	// One that does not parse is an error.
 	plant(t, st, vault.Handle{Type: vault.KeyObject, Name: "9999999999"}, []byte("{"))
@@ -258,7 +280,7 @@ func TestKEKsInUseKeepsWhatIsNeeded(t *testing.T) {
 		t.Errorf("a damaged generation: %v, nil error", refs)
 	}
 	// A catalog that cannot be read is an error.
-	cat, err := sqlite.Open(filepath.Join(k.dir, "catalog.db"))
+	cat, err = sqlite.Open(filepath.Join(k.dir, "catalog.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -14,8 +16,9 @@ import (
 // open vault id, read from its store and catalog without unwrapping
 // anything: the KEK of the generation the catalog anchors as current
 // (docs/format.md §7.3), and the KEK of every generation in the store
-// newer than the anchor (one a key holder may be about to anchor), or,
-// for a vault without an anchor, of every generation in the store.
+// newer than the anchor that a key holder proposed (one about to be
+// anchored: the next open anchors it), or, for a vault without an anchor,
+// of every generation in the store.
 // Generations older than the anchor are not counted: opening the vault
 // refuses them whatever key wraps them. cat may be nil (a vault whose
 // catalog is gone): every generation then counts.
@@ -41,8 +44,10 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 		}
 	}
 	from := ""
+	var props []vault.KeyProposal
 	if cat != nil {
-		anchor, _, err := cat.KeyAnchor(ctx, id)
+		anchor, ps, err := cat.KeyAnchor(ctx, id)
+		props = ps
 		switch {
 		case err == nil:
 			add(anchor.KEK)
@@ -62,6 +67,14 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 		kr, err := format.ParseKeyring(name, kb, id)
 		if err != nil {
 			return nil, err
+		}
+		if from != "" && !slices.ContainsFunc(props, func(p vault.KeyProposal) bool {
+			return p.Generation == kr.Generation && hmac.Equal(p.MAC[:], kr.MAC)
+		}) {
+			// Newer than the anchor and proposed by no key holder: opening
+			// refuses it (keys.go), so it needs nothing, and a store
+			// writer cannot keep an old version alive by planting one.
+			continue
 		}
 		add(keyRefOf(kr))
 	}
