@@ -337,3 +337,29 @@ func TestKEKRetireListedVaults(t *testing.T) {
 		mustCoffer(t, e, "check", "--read-data", "--vault", v)
 	}
 }
+
+// TestKEKRetireAfterVaultDelete: a vault deleted with coffer vault delete
+// leaves the list, so it blocks nothing; a vault directory removed by hand
+// blocks until forgotten (TestKEKRetireForget).
+func TestKEKRetireAfterVaultDelete(t *testing.T) {
+	e := newEnv(t)
+	data := smallData(t)
+	mustCoffer(t, e, "backup", data)
+	p := filepath.Join(t.TempDir(), "p")
+	mustCoffer(t, e, "vault", "create", p, "--single-user")
+	mustCoffer(t, e, "backup", "--vault", p, data)
+	if l, _, _ := loadVaultList(e.keyFile()); !slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == p }) {
+		t.Fatalf("vault %s not listed after a backup: %+v", p, l.Vaults)
+	}
+	mustCoffer(t, e, "vault", "delete", "--vault", p, "--confirm")
+	if l, _, _ := loadVaultList(e.keyFile()); slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == p }) {
+		t.Fatalf("vault %s still listed after vault delete: %+v", p, l.Vaults)
+	}
+	_, errOut, code := coffer(t, e, "key", "rotate", "--kek")
+	if code != exitOK || !strings.Contains(errOut, "retired") {
+		t.Fatalf("key rotate --kek after the other vault was deleted: exit %d %q", code, errOut)
+	}
+	if got := keyVersions(t, e.keyFile()); !slices.Equal(got, []int{2}) {
+		t.Fatalf("key file versions: %v, want [2]", got)
+	}
+}
