@@ -91,6 +91,9 @@ func TestAttackKEKRollbackAfterRetire(t *testing.T) {
 	mustCoffer(t, e, "backup", data)
 	saved := filepath.Join(t.TempDir(), "saved")
 	copyDir(t, dir, saved)
+	if fi, err := os.Stat(vaultListPath(e.keyFile())); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the list of vaults beside the key file: %v, mode %v; want 0600", err, fi.Mode())
+	}
 
 	out, errOut, code := coffer(t, e, "key", "rotate", "--kek")
 	if code != exitOK || !strings.Contains(out, "rewrapped") || !strings.Contains(errOut, "retired") {
