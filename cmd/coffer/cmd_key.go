@@ -29,7 +29,7 @@ key (KEK: the platform key file, or a customer-managed key) wraps them.
 docs/keys.md explains the hierarchy. Every key command works on local vaults
 and on a vault server (--vault https://host:port/NAME, with an owner token).`,
 	}
-	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a), newKeyLogCmd(a))
+	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a), newKeyLogCmd(a), newKeyRetireCmd(a))
 	return cmd
 }
 
@@ -95,16 +95,26 @@ func newKeyStatusCmd(a *app) *cobra.Command {
 }
 
 func newKeyRotateCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var kek bool
+	cmd := &cobra.Command{
 		Use:   "rotate",
 		Short: "Start a new data key (DEK) for new data; old data keeps its key",
 		Long: `Create a new data encryption key (DEK) and use it for everything stored from
 now on. Nothing stored is re-encrypted: old packs keep the DEK they name, which
-stays in the keyring, wrapped by the same key encryption key.`,
-		Example: "  coffer key rotate",
+stays in the keyring, wrapped by the same key encryption key.
+
+With --kek (local vaults on the platform key): add a new version to the
+platform key file now, as a backup does once the key is older than
+COFFER_KEK_ROTATION, rewrap this vault's keys under it, and then delete the
+versions no vault needs any more (coffer key retire). A vault server rotates
+its own platform key (coffer server --kek-rotation).`,
+		Example: "  coffer key rotate\n  coffer key rotate --kek --vault /mnt/usb/vault",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if kek {
+				return a.rotateKEKNow(ctx)
+			}
 			if isRemote(a.vaultRef) {
 				rv, err := a.openRemote(ctx, a.vaultRef)
 				if err != nil {
@@ -134,6 +144,38 @@ stays in the keyring, wrapped by the same key encryption key.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&kek, "kek", false, "rotate the platform key (KEK) instead, rewrap this vault and retire unneeded versions")
+	return cmd
+}
+
+// rotateKEKNow is coffer key rotate --kek on a local vault.
+func (a *app) rotateKEKNow(ctx context.Context) error {
+	if isRemote(a.vaultRef) {
+		return fmt.Errorf("%w: a vault server rotates its own platform key (coffer server --kek-rotation); key rotate --kek works on local vaults", api.ErrBadRequest)
+	}
+	v, err := a.openVault(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	before := v.KeyInfo().KEK
+	if v.keys == nil || before.Provider != platform.Provider {
+		return fmt.Errorf("the vault's keys are wrapped by %s, not the platform key: rotate that key where it lives", before)
+	}
+	ref, err := v.keys.Rotate(a.now())
+	if err != nil {
+		a.keyEvent(ctx, v, vault.KeyEventKEKRotate, before.String(), "platform key rotation failed: "+err.Error(), false)
+		return err
+	}
+	if err := v.Rewrap(ctx, v.keys); err != nil {
+		a.keyEvent(ctx, v, vault.KeyEventKEKRotate, before.String(), "rewrap under the rotated platform key failed: "+err.Error(), false)
+		return fmt.Errorf("platform key rotated to %s, but the rewrap failed: %w", ref, err)
+	}
+	a.keyEvent(ctx, v, vault.KeyEventKEKRotate, ref.String(), "platform key rotated (coffer key rotate --kek); vault keys rewrapped from "+before.String(), true)
+	ki := v.KeyInfo()
+	fmt.Fprintf(a.stdout, "platform key rotated and vault keys rewrapped: %s → %s (keyring generation %d); nothing was re-encrypted\n", before, ki.KEK, ki.KeyringGen)
+	a.autoRetire(ctx, v.loc.keyFile)
+	return nil
 }
 
 // vaultArg lets the key commands name the vault as their first argument,
@@ -286,6 +328,10 @@ and nothing changes until then; a local vault allows it only if it was created
 			}
 			ki := v.KeyInfo()
 			fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (keyring generation %d, %d DEKs); nothing was re-encrypted\n", before, ki.KEK, ki.KeyringGen, ki.DEKCount)
+			if before.Provider == platform.Provider {
+				// The platform key versions it used may be needed no more.
+				a.autoRetire(ctx, v.loc.keyFile)
+			}
 			return nil
 		},
 	}
@@ -462,4 +508,113 @@ func printKeyChange(a *app, kc api.KeyChange, what string) {
 		return
 	}
 	fmt.Fprintf(a.stdout, "keys rewrapped: %s → %s (keyring generation %d, %d DEKs); nothing was re-encrypted\n", kc.Before, kc.After, kc.KeyringGen, kc.DEKCount)
+}
+
+func newKeyRetireCmd(a *app) *cobra.Command {
+	var opt retireOptions
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "retire",
+		Short: "Delete the platform key versions no vault needs any more",
+		Long: `Delete from the platform key file every older version that no vault needs:
+after a rotation, the vaults are rewrapped under the new version, and the old
+one then only opens old copies of them. A copy of a vault's directory (its
+store and catalog) saved while it was wrapped under a retired version never
+opens again: that is what makes putting back an old copy useless to whoever
+can write the vault directory. Keep no copy of the key file beside copies of
+the vault you would not want opened.
+
+A version stays while any vault still needs it: every vault under
+$COFFER_HOME/vaults, and every vault directory opened with this key file
+(listed in platform.vaults beside it). Before deleting, coffer key retire
+rewraps each vault still wrapped under an older version (as its next backup
+would). It deletes nothing while any of those vaults cannot be read (a
+missing or damaged directory, an unmounted disk): it names it, and you mount
+it, repair it, or, if it is gone for good, name it with --forget.
+
+Versions made before this machine listed its vaults (coffer before the list
+existed) may wrap a vault opened only by path and never since: they stay
+until you open each such vault once (coffer snapshots --vault DIR) and confirm
+with --all-listed that the list is complete. The current version always stays.
+
+Backups run it after they rotate the platform key, and key use-cmk after a
+switch. A vault server retires its own key file's versions (docs/keys.md).`,
+		Example: `  coffer key retire --dry-run
+  coffer key retire
+  coffer key retire --forget /mnt/old-disk/vault
+  coffer key retire --all-listed --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if isRemote(a.vaultRef) {
+				return fmt.Errorf("%w: a vault server retires its own platform key versions; key retire works on this machine's key file", api.ErrBadRequest)
+			}
+			loc, err := a.locate()
+			if err != nil {
+				return err
+			}
+			opt.rewrap = true
+			rep, err := a.retirePlatform(ctx, loc.keyFile, opt)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				if err := a.printJSON(rep); err != nil {
+					return err
+				}
+			} else {
+				printRetire(a, rep)
+			}
+			if len(rep.Blocked) > 0 {
+				return fmt.Errorf("every platform key version kept: %d vault(s) could not be read (listed above)", len(rep.Blocked))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&opt.dryRun, "dry-run", false, "say what would be deleted and what needs each version; change nothing")
+	cmd.Flags().BoolVar(&opt.allListed, "all-listed", false, "confirm that every vault using this key file is under $COFFER_HOME/vaults or listed, so versions older than the list can go too")
+	cmd.Flags().StringArrayVar(&opt.forget, "forget", nil, "remove a listed vault `DIR` that is gone for good (repeatable)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+// printRetire prints a retire report for people.
+func printRetire(a *app, rep retireReport) {
+	fmt.Fprintf(a.stdout, "platform key %s (%s), current version v%d\n", rep.KeyID, rep.KeyFile, rep.Current)
+	for _, p := range rep.Forgotten {
+		fmt.Fprintf(a.stdout, "forgotten: %s\n", safeText(p))
+	}
+	for _, p := range rep.Rewrapped {
+		fmt.Fprintf(a.stdout, "rewrapped under v%d: %s\n", rep.Current, safeText(p))
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tCREATED\tSTATE\tNEEDED BY")
+	for _, v := range rep.Versions {
+		state := v.State
+		switch state {
+		case "unlisted":
+			state = "kept (older than the list of vaults: --all-listed)"
+		case "kept":
+			state = "kept (a vault could not be read)"
+		}
+		by := make([]string, len(v.NeededBy))
+		for i, p := range v.NeededBy {
+			by[i] = safeText(p)
+		}
+		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\n", v.Version, v.Created.Local().Format(time.RFC3339), state, strings.Join(by, ", "))
+	}
+	tw.Flush()
+	for _, b := range rep.Blocked {
+		fmt.Fprintf(a.stdout, "cannot read %s: %s\n", safeText(b.Vault), safeText(b.Error))
+	}
+	switch {
+	case len(rep.Blocked) > 0:
+		fmt.Fprintln(a.stdout, "nothing deleted: a vault that cannot be read may need any version")
+	case rep.DryRun:
+		fmt.Fprintln(a.stdout, "dry run: nothing deleted")
+	case len(rep.Deleted) > 0:
+		fmt.Fprintf(a.stdout, "deleted from the key file: %s\n", versionList(rep.Deleted))
+	default:
+		fmt.Fprintln(a.stdout, "nothing to delete")
+	}
 }

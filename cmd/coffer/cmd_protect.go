@@ -665,6 +665,9 @@ func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
 	if err := os.RemoveAll(loc.dir); err != nil {
 		return fmt.Errorf("delete %s: %w (run the command again to finish)", loc.dir, err)
 	}
+	if err := a.unlistVault(loc.keyFile, loc.dir); err != nil {
+		fmt.Fprintf(a.stderr, "warning: could not remove %s from the list of vaults beside the key file: %v (coffer key retire --forget %s does it)\n", loc.dir, err, loc.dir)
+	}
 	fmt.Fprintf(a.stdout, "vault %s deleted with its %d snapshots (%s removed, its event log with it)\n", loc.name, len(snaps), loc.dir)
 	return nil
 }

@@ -38,7 +38,9 @@ logged.
 Keys: a vault's unwrapped keys stay in memory for --key-ttl; after it the
 server unwraps them again with the vault's key encryption key, which is when a
 revoked customer key takes effect. The platform key (DATA/keys/platform.key)
-rotates by itself every COFFER_KEK_ROTATION (default 90d). A customer key URI
+rotates by itself every COFFER_KEK_ROTATION (default 90d); the server then
+rewraps every vault and deletes the versions no vault needs any more (a vault
+that cannot be read keeps them all, and its key log says so). A customer key URI
 sent with "coffer key use-cmk" may only name the PKCS#11 modules given with
 --pkcs11-module and files inside the --key-dir directories.
 

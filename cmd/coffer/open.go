@@ -225,6 +225,19 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		return nil, err
 	}
 	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists, provider: provider}
+	if ks != nil {
+		// SECURITY: coffer key retire deletes a platform key version only
+		// when no vault it knows needs it; this is how it knows a vault
+		// outside $COFFER_HOME/vaults.
+		if err := a.listVault(loc, ks, v.Record().ID); err != nil {
+			err = fmt.Errorf("list vault %s beside the key file (coffer key retire must know it): %w", loc.dir, err)
+			if create {
+				o.Close()
+				return nil, err
+			}
+			fmt.Fprintf(a.stderr, "warning: %v\n", err)
+		}
+	}
 	if create && ks != nil {
 		// Backups keep the platform key fresh: rotate it when it is older
 		// than the rotation period, and rewrap a vault still wrapped by an
@@ -290,6 +303,8 @@ func (a *app) rotatePlatformKey(ctx context.Context, o *openedVault) error {
 		}
 		fmt.Fprintf(a.stderr, "vault keys rewrapped: %s → %s; nothing was re-encrypted\n", kek, o.keys.Current())
 		a.keyEvent(ctx, o, vault.KeyEventKEKRotate, o.keys.Current().String(), "vault keys rewrapped from "+kek.String(), true)
+		// The older version may be needed by no vault now.
+		a.autoRetire(ctx, o.loc.keyFile)
 	}
 	return nil
 }
@@ -322,15 +337,27 @@ func (a *app) localKEK(ctx context.Context) (location, vault.ID, vault.KeyRef, e
 // the same at the same moment.
 func (a *app) platformKeys(loc location, create bool) (*platform.Keystore, error) {
 	ks, err := platform.Open(loc.keyFile)
+	fresh := false
 	if create && errors.Is(err, vault.ErrKeyUnavailable) {
 		if _, serr := os.Stat(loc.keyFile); errors.Is(serr, fs.ErrNotExist) {
 			ks, err = platform.Create(loc.keyFile, a.now())
+			fresh = err == nil
 			if errors.Is(err, vault.ErrExists) { // another process won the race
 				ks, err = platform.Open(loc.keyFile)
 			}
 		} else if serr == nil {
 			// Another process created it since our Open: use it.
 			ks, err = platform.Open(loc.keyFile)
+		}
+	}
+	if err == nil {
+		// The list of vaults beside the key file starts with the key file;
+		// one made later marks the versions before it as possibly used by
+		// vaults it never saw (coffer key retire).
+		if _, exists, lerr := loadVaultList(loc.keyFile); lerr == nil && !exists {
+			if lerr := updateVaultList(loc.keyFile, ks, fresh, nil); lerr != nil {
+				fmt.Fprintf(a.stderr, "warning: could not start the list of vaults beside %s: %v\n", loc.keyFile, lerr)
+			}
 		}
 	}
 	return ks, err

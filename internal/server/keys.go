@@ -163,9 +163,11 @@ func (s *Server) rewrapPlatform(ctx context.Context, eng *engine.Vault) error {
 
 // Maintain does the server's periodic key work: it rotates the platform
 // key once it is older than the rotation period and rewraps the open
-// vaults it wraps (the others are rewrapped when next opened), and it
-// drops the keys of vaults idle for longer than the key time to live,
-// after storing their half-filled packs. Serve runs it every minute (or
+// vaults it wraps, it drops the keys of vaults idle for longer than the
+// key time to live, after storing their half-filled packs, and after a
+// rotation (or a switch to a customer key) it rewraps every other vault
+// too and deletes the platform key versions no vault needs
+// (RetirePlatformKeys). Serve runs it every minute (or
 // more often with a short key TTL); tests call it with a moved clock.
 func (s *Server) Maintain(ctx context.Context) error {
 	var errs []error
@@ -177,6 +179,7 @@ func (s *Server) Maintain(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("rotate the platform key: %w", err))
 			} else if ref != before {
 				s.log.Info("platform key rotated", "from", before.String(), "to", ref.String(), "age", age.Round(time.Hour).String())
+				s.markRetire()
 			}
 		}
 	}
@@ -205,6 +208,12 @@ func (s *Server) Maintain(ctx context.Context) error {
 				s.log.Debug("keys dropped after their time to live", "vault", ov.eng.Record().Name)
 			}
 		}
+	}
+	// After a rotation, the versions no vault needs any more are deleted
+	// from the key file (every vault rewrapped first): a saved copy of a
+	// vault's store and catalog wrapped under one then opens nothing.
+	if err := s.maybeRetire(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -432,6 +441,7 @@ func (s *Server) useCMK(ctx context.Context, eng *engine.Vault, to vault.KeyProv
 	if err := s.keyConfig().Keep(id, to.Current()); err != nil {
 		s.log.Warn("could not forget the previous key's URI", "vault", eng.Record().Name, "err", err)
 	}
+	s.markRetire() // the platform key versions it used may be needed no more
 	return nil
 }
 

@@ -91,6 +91,7 @@ type Server struct {
 	getQuota tokenBudget    // successful reads audited one by one, per token (readsum.go)
 
 	reqSeq atomic.Uint64
+	retire retireState // platform key versions to delete (kekretire.go)
 }
 
 type openVault struct {
@@ -163,6 +164,9 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 		return nil, false, err
 	}
 	s.auth = &authn.Authenticator{Catalog: cat, Now: opt.Now}
+	if len(ks.Versions()) > 1 {
+		s.markRetire() // a key file rotated before versions were retired
+	}
 	first, err := s.ensureOwnerToken(ctx)
 	if err != nil {
 		cat.Close()

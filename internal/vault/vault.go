@@ -440,6 +440,7 @@ const (
 	KeyEventKeyRecovered   = "key-recovered"   // the KEK was reached again after a failure
 	KeyEventKeyringRefused = "keyring-refused" // a keyring generation failed its MAC, anchor or root commitment
 	KeyEventAnchor         = "key-anchor"      // the catalog had no keyring anchor: the store's verified latest generation was anchored
+	KeyEventKEKRetire      = "kek-retire"      // older platform KEK versions could not be deleted from the key file because of this vault
 )
 
 // KeyEvent is one entry of a vault's key audit trail: who did what to

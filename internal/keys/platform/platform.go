@@ -221,6 +221,115 @@ func (ks *Keystore) Rotate(now time.Time) (vault.KeyRef, error) {
 	return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
 }
 
+// Version describes one KEK version in the key file.
+type Version struct {
+	Version int
+	Created time.Time
+}
+
+// Versions lists the KEK versions in the key file as this keystore last
+// read it, oldest first.
+func (ks *Keystore) Versions() []Version {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	out := make([]Version, 0, len(ks.info))
+	for v, c := range ks.info {
+		out = append(out, Version{Version: v, Created: c})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out
+}
+
+// Lock takes the lock that serialises changes to the key file at path
+// (Rotate and Retire take it) and returns its release: a caller keeping
+// state beside the key file that retirement depends on (the CLI's list
+// of vaults) changes it under the same lock.
+func Lock(path string) (func(), error) { return lockFile(path + ".lock") }
+
+// ID is the platform key's identifier, the KeyID of its key references.
+func (ks *Keystore) ID() string { return ks.id }
+
+// Retire deletes the KEK versions in drop from the key file and from
+// memory, and returns those it deleted, in order. The current version is
+// never deleted (it is skipped, as is a version the file no longer
+// holds). It is the caller's duty to know that nothing needs a version
+// any more: whatever a deleted version wrapped can never be unwrapped
+// again (docs/keys.md, "Retiring platform key versions").
+//
+// The file is rewritten atomically (a synced temporary file renamed over
+// it, then the directory synced) under the lock that Rotate takes, from
+// the file as it is on disk then: a crash leaves either the old file or
+// the new one, and a version another process added meanwhile is kept.
+func (ks *Keystore) Retire(drop []int) ([]int, error) {
+	if len(drop) == 0 {
+		return nil, nil
+	}
+	unlock, err := lockFile(ks.path + ".lock")
+	if err != nil {
+		return nil, fmt.Errorf("retire platform key versions: %w", err)
+	}
+	defer unlock()
+	disk, err := Open(ks.path)
+	if err != nil {
+		return nil, fmt.Errorf("retire platform key versions: %w", err)
+	}
+	if disk.id != ks.id {
+		return nil, fmt.Errorf("retire platform key versions: %w: key file %s now holds key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+	}
+	gone := map[int]bool{}
+	for _, v := range drop {
+		// SECURITY: the current version wraps every keyring written from
+		// now on; it is never deleted, whatever the caller asks.
+		if _, ok := disk.keys[v]; ok && v != disk.cur {
+			gone[v] = true
+		}
+	}
+	var deleted []int
+	kf := keyFile{Kind: fileKind, Format: 1, ID: ks.id, Current: disk.cur}
+	for v, k := range disk.keys {
+		if gone[v] {
+			deleted = append(deleted, v)
+			continue
+		}
+		kf.Keys = append(kf.Keys, fileKey{Version: v, Created: disk.info[v], Key: append([]byte(nil), k[:]...)})
+	}
+	sort.Ints(deleted)
+	if len(deleted) > 0 {
+		sort.Slice(kf.Keys, func(i, j int) bool { return kf.Keys[i].Version < kf.Keys[j].Version })
+		b, err := json.MarshalIndent(kf, "", "  ")
+		for i := range kf.Keys {
+			clear(kf.Keys[i].Key)
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = fsutil.WriteFileSync(ks.path, append(b, '\n'), 0o600)
+		clear(b)
+		if err != nil {
+			return nil, fmt.Errorf("retire platform key versions: %w", err)
+		}
+	}
+	for v := range gone {
+		wipeVersion(disk.keys, v)
+		delete(disk.info, v)
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.keys != nil { // loaded: hold what the file holds now
+		for v := range ks.keys {
+			wipeVersion(ks.keys, v)
+		}
+		ks.keys = disk.keys
+	} else { // dropped (key TTL): stay dropped
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+	}
+	ks.info = disk.info
+	ks.cur = max(ks.cur, disk.cur)
+	return deleted, nil
+}
+
 // DropSecrets wipes every KEK version held in memory; the next Wrap or
 // Unwrap reads the key file again (and fails if it is gone). A vault
 // calls it when its unwrapped keys outlive their time to live.
@@ -235,6 +344,46 @@ func (ks *Keystore) DropSecrets() {
 }
 
 var _ vault.SecretDropper = (*Keystore)(nil)
+
+// wipeVersion overwrites version v's key in m and removes it.
+func wipeVersion(m map[int]seal.Key, v int) {
+	k := m[v]
+	k.Wipe()
+	m[v] = k
+	delete(m, v)
+}
+
+// adoptNewer reads the key file and, when another process rotated it
+// since this keystore read it, makes its newer current version this
+// keystore's: a long-lived process then never wraps anything under a
+// version that stopped being current (and that coffer key retire may
+// delete once nothing it knows of needs it). A file that cannot be read
+// changes nothing here; Wrap then fails or works as before.
+func (ks *Keystore) adoptNewer() {
+	disk, err := Open(ks.path)
+	if err != nil || disk.id != ks.id {
+		return
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if disk.cur <= ks.cur {
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+		return
+	}
+	if ks.keys != nil {
+		for v := range ks.keys {
+			wipeVersion(ks.keys, v)
+		}
+		ks.keys = disk.keys
+	} else {
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+	}
+	ks.info, ks.cur = disk.info, disk.cur
+}
 
 // reload reads the key file again after DropSecrets. The caller holds
 // ks.mu for writing.
@@ -287,6 +436,7 @@ func (ks *Keystore) Wrap(_ context.Context, secret, aad []byte) (vault.WrappedKe
 	var s seal.Key
 	copy(s[:], secret)
 	defer s.Wipe()
+	ks.adoptNewer()
 	kek, cur, ok, err := ks.kek(0)
 	if err != nil {
 		return vault.WrappedKey{}, fmt.Errorf("wrap: %w", err)
@@ -317,7 +467,7 @@ func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([
 	}
 	defer kek.Wipe()
 	if !ok {
-		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s", vault.ErrKeyUnavailable, ks.path, v, ks.id)
+		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s: the version was retired once no vault needed it (this keyring is from a copy of the vault made before its keys were rewrapped: use the copy of the key file from the same time), or the key file is an older copy", vault.ErrKeyUnavailable, ks.path, v, ks.id)
 	}
 	s, err := seal.Unwrap(kek, w.Data, aad)
 	if err != nil {
