@@ -220,6 +220,9 @@ func DescribeSettingsChange(old, new vault.VaultSettings) string {
 		}
 		parts = append(parts, fmt.Sprintf("policy %s → %s", o, n))
 	}
+	if old.DedupScope.OrDefault() != new.DedupScope.OrDefault() {
+		parts = append(parts, fmt.Sprintf("dedup scope %s → %s", old.DedupScope.OrDefault(), new.DedupScope.OrDefault()))
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -435,7 +438,10 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 				if home[blobKey{b.ID, b.Type}] != p.ID {
 					continue
 				}
-				enc, rawLen, err := v.LoadEncoded(ctx, b.Type, b.ID, buf)
+				// No ID check here: every tree copied is one mark
+				// loaded, checked in its snapshot's dedup domain, and
+				// the copy is the sealed content as it was.
+				enc, rawLen, err := v.LoadEncoded(ctx, b.Type, b.ID, buf, nil)
 				if err != nil {
 					return rep, fmt.Errorf("prune: repack pack %s: %w (nothing was condemned; run coffer check --read-data)", p.ID.Short(), err)
 				}
@@ -608,6 +614,9 @@ func listIDs(ss []vault.SnapshotRecord) string {
 // mark walks the trees of snaps, adding every tree and data blob they
 // reference to used; marked holds the trees walked already.
 func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map[blobKey]bool, marked map[vault.ID]bool) error {
+	var trees interface {
+		LoadTree(context.Context, vault.ID) (*format.Tree, error)
+	}
 	var walk func(id vault.ID) error
 	walk = func(id vault.ID) error {
 		if marked[id] {
@@ -618,7 +627,7 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 		}
 		marked[id] = true
 		used[blobKey{id, vault.TreeBlob}] = true
-		t, err := v.LoadTree(ctx, id)
+		t, err := trees.LoadTree(ctx, id)
 		if err != nil {
 			return fmt.Errorf("prune: read tree %s: %w (run coffer check; prune removes nothing while a tree cannot be read)", id.Short(), err)
 		}
@@ -637,6 +646,12 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 		return nil
 	}
 	for _, s := range snaps {
+		// Each snapshot's trees are read in its own dedup domain.
+		l, err := v.treeLoader(s.Domain)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
+		}
+		trees = l
 		if err := walk(s.Tree); err != nil {
 			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
 		}

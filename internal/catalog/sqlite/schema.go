@@ -200,6 +200,12 @@ var migrations = [][]string{
 	// 8: format 2's snapshot chain and sealed pack headers (chain.go,
 	// docs/format.md §4.1, §8.1).
 	migrationChain,
+	// 10: dedup domains (docs/format.md §1.3): each snapshot's domain
+	// ('' for the vault-wide one) and each vault's dedup scope.
+	{
+		`ALTER TABLE snapshots ADD COLUMN domain TEXT NOT NULL DEFAULT '' CHECK (length(domain) <= 64)`,
+		`ALTER TABLE vault_settings ADD COLUMN dedup_scope TEXT NOT NULL DEFAULT 'vault' CHECK (dedup_scope IN ('vault', 'source'))`,
+	},
 }
 
 // currentVersion is the catalog schema version this code reads and writes.
