@@ -34,9 +34,18 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 			if err != nil {
 				return err
 			}
+			if s1.Domain != s2.Domain {
+				// Blob IDs of two dedup domains differ for the same
+				// content: every file would compare as modified.
+				return fmt.Errorf("snapshots %s and %s are of two sources of a vault whose dedup scope is \"source\" (dedup domains %s and %s): their contents cannot be compared; compare each with a snapshot of its own source", s1.ID.Short(), s2.ID.Short(), domainName(s1.Domain), domainName(s2.Domain))
+			}
+			repo, err := v.ForSnapshot(ctx, s1)
+			if err != nil {
+				return err
+			}
 			counts := map[byte]int{}
 			enc := json.NewEncoder(a.jsonStdout)
-			err = agent.Diff(ctx, v, s1.Tree, s2.Tree, func(c agent.Change) error {
+			err = agent.Diff(ctx, repo, s1.Tree, s2.Tree, func(c agent.Change) error {
 				counts[c.Op]++
 				if jsonOut {
 					return enc.Encode(map[string]string{"op": string(c.Op), "path": c.Path})
@@ -57,4 +66,12 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
 	latestHostFlag(cmd, &host)
 	return cmd
+}
+
+// domainName names a dedup domain for messages.
+func domainName(d string) string {
+	if d == "" {
+		return "vault-wide"
+	}
+	return safeText(d)
 }

@@ -81,8 +81,12 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 			if len(args) == 2 {
 				prefix = args[1]
 			}
+			repo, err := v.ForSnapshot(ctx, s)
+			if err != nil {
+				return err
+			}
 			enc := json.NewEncoder(a.jsonStdout)
-			return agent.Walk(ctx, v, s.Tree, prefix, func(p string, n *format.Node) error {
+			return agent.Walk(ctx, repo, s.Tree, prefix, func(p string, n *format.Node) error {
 				if jsonOut {
 					j := nodeJSON{Path: p, Type: n.Kind.String(), Mode: modeString(n), Size: n.Size,
 						MTime: time.Unix(0, n.MTime).UTC(), UID: n.UID, GID: n.GID, Target: string(n.Target), Chunks: len(n.Content)}

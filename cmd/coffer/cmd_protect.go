@@ -332,7 +332,7 @@ func pruneProblems(a *app, rep api.PruneReport) error {
 }
 
 func newVaultSetCmd(a *app) *cobra.Command {
-	var softDelete, immut, minRet string
+	var softDelete, immut, minRet, scope string
 	var days int
 	var confirm, jsonOut bool
 	cmd := &cobra.Command{
@@ -351,22 +351,31 @@ func newVaultSetCmd(a *app) *cobra.Command {
                                    and soft delete becomes always-on
   --min-retention D                no snapshot may be forgotten before it is
                                    this old (30d, 12w, 1y)
+  --dedup-scope vault|source       vault: backups of every source deduplicate
+                                   against each other, and every agent can
+                                   probe (and read) the whole vault. source:
+                                   each source (coffer source add) has its own
+                                   dedup domain and lists, probes and reads only
+                                   its own backups; identical files of two
+                                   sources are stored twice (docs/operations.md)
 
 Critical changes (turning soft delete off or shortening it, disabling
-immutability, lowering the minimum retention) need a second person's approval.
+immutability, lowering the minimum retention, widening the dedup scope from
+source to vault) need a second person's approval.
 A local vault has one principal: they are refused unless the vault was created
 with "coffer vault create --single-user", and then need --confirm.`,
 		Example: `  coffer vault set --soft-delete-days 30
   coffer vault set prod --immutability enabled --min-retention 30d
-  coffer vault set --immutability locked      # irreversible`,
+  coffer vault set --immutability locked      # irreversible
+  coffer vault set prod --dedup-scope source`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := a.vaultArg(args, 0); err != nil {
 				return err
 			}
 			f := cmd.Flags()
-			if !f.Changed("soft-delete") && !f.Changed("soft-delete-days") && !f.Changed("immutability") && !f.Changed("min-retention") {
-				return errors.New("nothing to change: give --soft-delete, --soft-delete-days, --immutability or --min-retention")
+			if !f.Changed("soft-delete") && !f.Changed("soft-delete-days") && !f.Changed("immutability") && !f.Changed("min-retention") && !f.Changed("dedup-scope") {
+				return errors.New("nothing to change: give --soft-delete, --soft-delete-days, --immutability, --min-retention or --dedup-scope")
 			}
 			var ret time.Duration
 			if f.Changed("min-retention") {
@@ -392,6 +401,12 @@ with "coffer vault create --single-user", and then need --confirm.`,
 				secs := int64(ret / time.Second)
 				change.MinRetentionSeconds = &secs
 			}
+			if f.Changed("dedup-scope") {
+				if err := checkDedupScope(scope); err != nil {
+					return err
+				}
+				change.DedupScope = &scope
+			}
 			return a.changeSettings(cmd.Context(), change, confirm, jsonOut)
 		},
 	}
@@ -400,6 +415,7 @@ with "coffer vault create --single-user", and then need --confirm.`,
 	f.IntVar(&days, "soft-delete-days", 0, "how long forgotten snapshots are kept: 14 to 180 days")
 	f.StringVar(&immut, "immutability", "", "enabled, disabled or locked (irreversible)")
 	f.StringVar(&minRet, "min-retention", "", "no snapshot may be forgotten before it is this old: 30d, 12w, 1y")
+	f.StringVar(&scope, "dedup-scope", "", "vault (dedup across all sources) or source (a dedup domain per source)")
 	f.BoolVar(&confirm, "confirm", false, "make a critical change on a single-user local vault")
 	f.BoolVar(&jsonOut, "json", false, "print the settings as JSON")
 	return cmd
@@ -438,9 +454,18 @@ func printRequest(a *app, r api.Request) {
 	fmt.Fprintf(a.stdout, "A security approver runs: coffer approve %s   (or coffer reject %s)\n", id, id)
 }
 
+// checkDedupScope checks a --dedup-scope value.
+func checkDedupScope(s string) error {
+	if s != string(vault.DedupScopeVault) && s != string(vault.DedupScopeSource) {
+		return fmt.Errorf("--dedup-scope %q: want vault or source", s)
+	}
+	return nil
+}
+
 func settingsJSON(s vault.VaultSettings) map[string]any {
 	m := map[string]any{"soft_delete": s.SoftDelete, "soft_delete_days": s.SoftDeleteDays, "immutability": s.Immutability,
-		"min_retention_seconds": int64(s.MinRetention / time.Second), "min_retention": protect.FormatDuration(s.MinRetention), "single_user": s.SingleUser}
+		"min_retention_seconds": int64(s.MinRetention / time.Second), "min_retention": protect.FormatDuration(s.MinRetention), "single_user": s.SingleUser,
+		"dedup_scope": s.DedupScope.OrDefault()}
 	if s.Policy != "" {
 		m["policy"] = json.RawMessage(s.Policy)
 	}

@@ -55,8 +55,15 @@ that would escape it, or lead through a symlink, stops the restore.`,
 					return err
 				}
 			}
+			// The snapshot's trees and data are read, and verified, in its
+			// dedup domain (a source's, in a vault whose dedup scope is
+			// "source").
+			repo, err := v.ForSnapshot(ctx, s)
+			if err != nil {
+				return err
+			}
 			prog := a.newProgress("restore")
-			res, err := agent.Restore(ctx, v, s.Tree, agent.RestoreOptions{
+			res, err := agent.Restore(ctx, repo, s.Tree, agent.RestoreOptions{
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -197,6 +198,7 @@ critical change: it waits for a security approver.`,
 
 func newVaultCreateCmd(a *app) *cobra.Command {
 	var jsonOut, singleUser bool
+	var scope string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a vault, locally or on a vault server",
@@ -208,13 +210,24 @@ backup; create it here to choose what only creation can:
                   changes (shortening soft delete, lowering the minimum
                   retention, disabling immutability) are allowed with --confirm
                   rather than refused for want of a second person to approve
-                  them. It cannot be changed later.`,
+                  them. It cannot be changed later.
+  --dedup-scope   vault (default): the backups of every source deduplicate
+                  against each other. source: each source has its own dedup
+                  domain and can neither probe nor read another's backups
+                  (see coffer vault set --help). Choose source at creation
+                  to have no data that agents could ever probe vault-wide.`,
 		Example: `  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token
+  coffer vault create shared --dedup-scope source --vault https://backup.example.com:8443
   coffer vault create laptop --single-user`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("dedup-scope") {
+				if err := checkDedupScope(scope); err != nil {
+					return err
+				}
+			}
 			if !isRemote(a.vaultRef) {
-				return a.createLocalVault(cmd, args[0], singleUser, jsonOut)
+				return a.createLocalVault(cmd, args[0], singleUser, vault.DedupScope(scope), jsonOut)
 			}
 			if singleUser {
 				return errors.New("--single-user is for local vaults: a vault server has several principals, and a security approver approves critical changes")
@@ -228,6 +241,12 @@ backup; create it here to choose what only creation can:
 			if err != nil {
 				return err
 			}
+			if scope != "" && scope != string(vault.DedupScopeVault) {
+				// Narrowing the scope is never critical: applied at once.
+				if _, err := c.Vault(args[0]).ChangeSettings(cmd.Context(), api.SettingsChange{DedupScope: &scope}); err != nil {
+					return fmt.Errorf("vault %s created, but setting its dedup scope failed (run coffer vault set --dedup-scope %s): %w", args[0], scope, err)
+				}
+			}
 			if jsonOut {
 				return a.printJSON(vi)
 			}
@@ -237,11 +256,24 @@ backup; create it here to choose what only creation can:
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&singleUser, "single-user", false, "local vaults: allow critical protection changes with --confirm (fixed at creation)")
+	cmd.Flags().StringVar(&scope, "dedup-scope", "", "vault (dedup across all sources, the default) or source (a dedup domain per source)")
 	return cmd
 }
 
+// createdDetail describes the settings a vault was created with.
+func createdDetail(singleUser bool, scope vault.DedupScope) string {
+	var parts []string
+	if singleUser {
+		parts = append(parts, "single-user: critical changes allowed with --confirm")
+	}
+	if scope.OrDefault() != vault.DedupScopeVault {
+		parts = append(parts, "dedup scope "+string(scope))
+	}
+	return "created " + strings.Join(parts, ", ")
+}
+
 // createLocalVault creates local vault name (a name or a directory).
-func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser, jsonOut bool) error {
+func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool, scope vault.DedupScope, jsonOut bool) error {
 	if a.vaultRef != "" && a.vaultRef != name {
 		return fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
 	}
@@ -255,18 +287,21 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser, json
 	if !v.created {
 		return fmt.Errorf("vault %s: %w at %s", name, vault.ErrExists, v.loc.dir)
 	}
-	if singleUser {
+	if singleUser || scope != "" {
 		s, err := v.Settings(ctx)
 		if err != nil {
 			return err
 		}
-		s.SingleUser = true
+		s.SingleUser = singleUser
+		if scope != "" {
+			s.DedupScope = scope
+		}
 		s.Updated = a.now().UTC()
 		if err := v.catalog.SetSettings(ctx, v.Record().ID, s); err != nil {
 			return err
 		}
 		if err := v.catalog.AddEvent(ctx, vault.VaultEvent{Vault: v.Record().ID, Time: a.now().UTC(), Principal: a.principal(),
-			Event: vault.EventSettings, Detail: "created single-user: critical changes allowed with --confirm", OK: true}); err != nil {
+			Event: vault.EventSettings, Detail: createdDetail(singleUser, s.DedupScope), OK: true}); err != nil {
 			return err
 		}
 	}

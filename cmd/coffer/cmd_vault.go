@@ -172,5 +172,10 @@ func printProtection(a *app, s vault.VaultSettings) {
 	if s.SingleUser {
 		fmt.Fprintf(a.stdout, "  single-user:   yes (critical changes with --confirm)\n")
 	}
+	if s.DedupScope.OrDefault() == vault.DedupScopeSource {
+		fmt.Fprintf(a.stdout, "  dedup scope:   source (each source deduplicates, lists and reads only its own backups)\n")
+	} else {
+		fmt.Fprintf(a.stdout, "  dedup scope:   vault (every source's agent can probe and read the whole vault)\n")
+	}
 	fmt.Fprintf(a.stdout, "  enforced by:   coffer (this store has no object retention of its own)\n")
 }

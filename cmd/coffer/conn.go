@@ -26,6 +26,9 @@ type conn interface {
 	agent.BackupRepo
 	agent.RestoreRepo
 	FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error)
+	// ForSnapshot reads snapshot s's trees and data in its dedup domain
+	// (docs/format.md §1.3).
+	ForSnapshot(ctx context.Context, s vault.SnapshotRecord) (agent.RestoreRepo, error)
 	CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error)
 	Info(ctx context.Context) (vaultInfo, error)
 	Close() error
@@ -72,6 +75,20 @@ func (o *openedVault) Info(ctx context.Context) (vaultInfo, error) {
 		return nil
 	})
 	return vi, err
+}
+
+// ForSnapshot returns the engine's view of s's dedup domain: the local
+// CLI holds the root secret and derives any domain's keys.
+func (o *openedVault) ForSnapshot(ctx context.Context, s vault.SnapshotRecord) (agent.RestoreRepo, error) {
+	if s.Domain == "" {
+		return o.Vault, nil
+	}
+	return o.InDomain(s.Domain)
+}
+
+// ForSnapshot returns the client's view of s's dedup domain.
+func (r *remoteVault) ForSnapshot(ctx context.Context, s vault.SnapshotRecord) (agent.RestoreRepo, error) {
+	return r.Vault.ForSnapshot(ctx, s)
 }
 
 // remoteVault is a vault on a server.

@@ -398,10 +398,16 @@ func (b *backup) findParent(ctx context.Context, paths []string) *vault.Snapshot
 	if err != nil {
 		return nil
 	}
+	// A parent's trees are read in the repository's dedup domain, so it
+	// must be a snapshot of that domain (docs/format.md §1.3).
+	domain := ""
+	if d, ok := b.repo.(interface{ Domain() string }); ok {
+		domain = d.Domain()
+	}
 	var best *vault.SnapshotRecord
 	for i := range snaps {
 		s := &snaps[i]
-		if s.Host == b.opt.Host && slices.Equal(s.Paths, paths) && !s.Time.Before(b.opt.ParentSince) && (best == nil || s.Time.After(best.Time)) {
+		if s.Host == b.opt.Host && s.Domain == domain && slices.Equal(s.Paths, paths) && !s.Time.Before(b.opt.ParentSince) && (best == nil || s.Time.After(best.Time)) {
 			best = s
 		}
 	}

@@ -245,6 +245,11 @@ type Dedup struct {
 	// older than this were made by other writers, and are never its
 	// parent (the server refuses them as such).
 	HostSince time.Time `json:"host_since,omitzero"`
+	// Domain is the dedup domain the keys belong to (docs/format.md
+	// §1.3): empty for the vault-wide domain, a source's principal ID in
+	// a vault whose dedup scope is "source". Snapshots saved with these
+	// keys carry it, and reads name it (?domain=).
+	Domain string `json:"domain,omitempty"`
 }
 
 // Snapshot is a snapshot on the wire.
@@ -261,6 +266,9 @@ type Snapshot struct {
 	Bytes      uint64    `json:"bytes"`
 	BytesAdded uint64    `json:"bytes_added"`
 	DurationNS int64     `json:"duration_ns"`
+	// Domain is the dedup domain of the snapshot's blobs, empty for the
+	// vault-wide one. Set by the server, never by the writer.
+	Domain string `json:"domain,omitempty"`
 	// Soft-deleted snapshots only (GET …/deleted): when, by whom.
 	Deleted   *time.Time `json:"deleted,omitempty"`
 	DeletedBy string     `json:"deleted_by,omitempty"`
@@ -269,7 +277,7 @@ type Snapshot struct {
 // FromSnapshot converts a record for the wire.
 func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 	w := Snapshot{Time: s.Time, Host: s.Host, Paths: s.Paths, Tags: s.Tags, Tree: s.Tree.String(),
-		Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes, BytesAdded: s.BytesAdded, DurationNS: int64(s.Duration)}
+		Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes, BytesAdded: s.BytesAdded, DurationNS: int64(s.Duration), Domain: s.Domain}
 	if !s.ID.IsZero() {
 		w.ID = s.ID.String()
 	}
@@ -286,7 +294,7 @@ func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 // Record converts a wire snapshot back, validating its IDs.
 func (w Snapshot) Record() (vault.SnapshotRecord, error) {
 	s := vault.SnapshotRecord{Time: w.Time, Host: w.Host, Paths: w.Paths, Tags: w.Tags,
-		Files: w.Files, Dirs: w.Dirs, Bytes: w.Bytes, BytesAdded: w.BytesAdded, Duration: time.Duration(w.DurationNS)}
+		Files: w.Files, Dirs: w.Dirs, Bytes: w.Bytes, BytesAdded: w.BytesAdded, Duration: time.Duration(w.DurationNS), Domain: w.Domain}
 	if w.Deleted != nil {
 		s.Deleted, s.DeletedBy = *w.Deleted, w.DeletedBy
 	}
@@ -650,7 +658,10 @@ type Settings struct {
 	MinRetentionSeconds int64           `json:"min_retention_seconds"`
 	SingleUser          bool            `json:"single_user"`
 	Policy              json.RawMessage `json:"policy,omitempty"`
-	Updated             time.Time       `json:"updated"`
+	// DedupScope is "vault" (one dedup domain for the vault) or "source"
+	// (one per source; docs/format.md §1.3).
+	DedupScope string    `json:"dedup_scope"`
+	Updated    time.Time `json:"updated"`
 	// StoreEnforcesRetention says whether the store itself keeps objects
 	// for their retention (object lock), or only coffer does.
 	StoreEnforcesRetention bool `json:"store_enforces_retention"`
@@ -659,7 +670,8 @@ type Settings struct {
 // FromSettings converts settings for the wire.
 func FromSettings(s vault.VaultSettings) Settings {
 	w := Settings{SoftDelete: string(s.SoftDelete), SoftDeleteDays: s.SoftDeleteDays, Immutability: string(s.Immutability),
-		MinRetentionSeconds: int64(s.MinRetention / time.Second), SingleUser: s.SingleUser, Updated: s.Updated}
+		MinRetentionSeconds: int64(s.MinRetention / time.Second), SingleUser: s.SingleUser, Updated: s.Updated,
+		DedupScope: string(s.DedupScope.OrDefault())}
 	if s.Policy != "" {
 		w.Policy = json.RawMessage(s.Policy)
 	}
@@ -670,7 +682,7 @@ func FromSettings(s vault.VaultSettings) Settings {
 func (w Settings) Record() vault.VaultSettings {
 	return vault.VaultSettings{SoftDelete: vault.SoftDelete(w.SoftDelete), SoftDeleteDays: w.SoftDeleteDays,
 		Immutability: vault.Immutability(w.Immutability), MinRetention: time.Duration(w.MinRetentionSeconds) * time.Second,
-		SingleUser: w.SingleUser, Policy: string(w.Policy), Updated: w.Updated}
+		SingleUser: w.SingleUser, Policy: string(w.Policy), Updated: w.Updated, DedupScope: vault.DedupScope(w.DedupScope)}
 }
 
 // SettingsChange is the body of POST /v1/vaults/{vault}/settings: only
@@ -682,6 +694,8 @@ type SettingsChange struct {
 	MinRetentionSeconds *int64  `json:"min_retention_seconds,omitempty"`
 	// Policy is the retention policy as JSON text; "" removes it.
 	Policy *string `json:"policy,omitempty"`
+	// DedupScope is "vault" or "source"; source → vault is critical.
+	DedupScope *string `json:"dedup_scope,omitempty"`
 }
 
 // Apply makes the change to s.
@@ -700,6 +714,9 @@ func (c SettingsChange) Apply(s *vault.VaultSettings) {
 	}
 	if c.Policy != nil {
 		s.Policy = *c.Policy
+	}
+	if c.DedupScope != nil {
+		s.DedupScope = vault.DedupScope(*c.DedupScope)
 	}
 }
 

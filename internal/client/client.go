@@ -434,6 +434,7 @@ type Vault struct {
 	host    string           // the host the server binds this token's snapshots to
 	// hostSince: when that agent was created
 	hostSince time.Time
+	domain  string           // the dedup domain of the loaded keys ("" vault-wide)
 
 	mu       sync.Mutex
 	known    map[blobKey]struct{} // blobs stored or queued this session
@@ -646,9 +647,13 @@ func (v *Vault) LoadDedup(ctx context.Context) error {
 	p := &vault.DedupParams{Chunker: vault.ChunkerParams{Min: d.Min, Avg: d.Avg, Max: d.Max}}
 	copy(p.ChunkIDKey[:], d.ChunkIDKey)
 	copy(p.GearSeed[:], d.GearSeed)
+	if err := format.CheckDomain(d.Domain); err != nil {
+		return fmt.Errorf("vault %s: dedup parameters: %w: %v", v.name, vault.ErrCorrupt, err)
+	}
 	v.dedup = p
 	v.hasher = format.NewIDHasher(p.ChunkIDKey)
 	v.host, v.hostSince = d.Host, d.HostSince
+	v.domain = d.Domain
 	return nil
 }
 
@@ -658,6 +663,51 @@ func (v *Vault) BoundHostSince() time.Time {
 	v.dedupMu.Lock()
 	defer v.dedupMu.Unlock()
 	return v.hostSince
+}
+
+// domainHasher fetches the ID hasher of dedup domain d (GET …/dedup?domain=),
+// for verifying what is read of a snapshot of that domain; nil when the
+// token may not have the domain's keys (it then relies on the server's
+// checks, as a token without backup rights always did).
+func (v *Vault) domainHasher(ctx context.Context, d string) (*format.IDHasher, error) {
+	v.dedupMu.Lock()
+	if v.hasher != nil && v.domain == d {
+		h := v.hasher.Clone()
+		v.dedupMu.Unlock()
+		return h, nil
+	}
+	v.dedupMu.Unlock()
+	var out api.Dedup
+	err := v.c.doJSON(ctx, http.MethodGet, v.path+"/dedup?domain="+url.QueryEscape(d), nil, &out)
+	if errors.Is(err, api.ErrForbidden) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(out.ChunkIDKey) != seal.KeySize || out.Domain != d {
+		return nil, fmt.Errorf("vault %s: dedup parameters of domain %s: %w: the server answered with another domain or key size", v.name, d, vault.ErrCorrupt)
+	}
+	var k seal.Key
+	copy(k[:], out.ChunkIDKey)
+	return format.NewIDHasher(k), nil
+}
+
+// readQuery is the query string naming dedup domain d on a read ("" for
+// the vault-wide domain).
+func readQuery(d string) string {
+	if d == "" {
+		return ""
+	}
+	return "?domain=" + url.QueryEscape(d)
+}
+
+// Domain is the dedup domain of the keys LoadDedup fetched ("" for the
+// vault-wide one).
+func (v *Vault) Domain() string {
+	v.dedupMu.Lock()
+	defer v.dedupMu.Unlock()
+	return v.domain
 }
 
 // BoundHost is the host the server records this token's snapshots under
@@ -987,11 +1037,16 @@ var encBufs = sync.Pool{New: func() any { return new([]byte) }}
 // decodes it into dst and, when the dedup parameters are loaded, verifies
 // it against its ID. A blob stored raw is read straight into dst.
 func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error) {
+	return v.loadBlob(ctx, t, id, dst, v.Domain(), v.newHasher())
+}
+
+// loadBlob is LoadBlob in dedup domain d, verifying with h when set.
+func (v *Vault) loadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte, d string, h *format.IDHasher) ([]byte, error) {
 	kind := "data"
 	if t == vault.TreeBlob {
 		kind = "trees"
 	}
-	resp, err := v.c.do(ctx, http.MethodGet, v.path+"/"+kind+"/"+id.String(), nil, "")
+	resp, err := v.c.do(ctx, http.MethodGet, v.path+"/"+kind+"/"+id.String()+readQuery(d), nil, "")
 	if err != nil {
 		return nil, err
 	}
@@ -1034,7 +1089,7 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 			return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
 		}
 	}
-	if h := v.newHasher(); h != nil && h.ID(out) != id {
+	if h != nil && h.ID(out) != id {
 		return nil, fmt.Errorf("%s blob %s: %w: content does not match its ID", t, id.Short(), vault.ErrCorrupt)
 	}
 	return out, nil
@@ -1045,6 +1100,11 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 // during the call. A blob the server cannot read ends the batch with its
 // error.
 func (v *Vault) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error {
+	return v.loadBlobs(ctx, t, ids, fn, v.Domain(), v.newHasher())
+}
+
+// loadBlobs is LoadBlobs in dedup domain d, verifying with h when set.
+func (v *Vault) loadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error, d string, h *format.IDHasher) error {
 	if len(ids) > api.MaxReadRefs {
 		return fmt.Errorf("load blobs: %d in one batch, at most %d", len(ids), api.MaxReadRefs)
 	}
@@ -1052,12 +1112,11 @@ func (v *Vault) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID,
 	for _, id := range ids {
 		body = api.AppendRef(body, api.Ref{Type: t, ID: id})
 	}
-	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/read", bytes.NewReader(body), api.ContentBinary)
+	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/read"+readQuery(d), bytes.NewReader(body), api.ContentBinary)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	h := v.newHasher()
 	bp := encBufs.Get().(*[]byte)
 	defer encBufs.Put(bp)
 	var out []byte
@@ -1125,7 +1184,11 @@ func (v *Vault) BlobSize(t vault.BlobType, id vault.ID) (uint32, error) {
 }
 
 func (v *Vault) loadIndex(ctx context.Context) (map[blobKey]uint32, error) {
-	resp, err := v.c.do(ctx, http.MethodGet, v.path+"/index", nil, "")
+	return v.loadIndexOf(ctx, v.path+"/index")
+}
+
+func (v *Vault) loadIndexOf(ctx context.Context, path string) (map[blobKey]uint32, error) {
+	resp, err := v.c.do(ctx, http.MethodGet, path, nil, "")
 	if err != nil {
 		return nil, err
 	}

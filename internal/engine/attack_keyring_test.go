@@ -599,7 +599,7 @@ func TestTreeIDChecked(t *testing.T) {
 	if _, err := v.LoadTree(ctx, wrongID); !errors.Is(err, vault.ErrCorrupt) {
 		t.Errorf("LoadTree of a tree under another ID: %v; want corrupt", err)
 	}
-	if _, _, err := v.LoadEncoded(ctx, vault.TreeBlob, wrongID, nil); !errors.Is(err, vault.ErrCorrupt) || !strings.Contains(err.Error(), "does not match its ID") {
+	if _, _, err := v.LoadEncoded(ctx, vault.TreeBlob, wrongID, nil, v.NewHasher()); !errors.Is(err, vault.ErrCorrupt) || !strings.Contains(err.Error(), "does not match its ID") {
 		t.Errorf("LoadEncoded of a tree under another ID: %v; want corrupt, naming the ID", err)
 	}
 }

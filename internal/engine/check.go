@@ -143,6 +143,26 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	sort.Slice(packs, func(i, j int) bool { return bytes.Compare(packs[i].ID[:], packs[j].ID[:]) < 0 })
 	rep.Packs = len(packs)
 
+	// The dedup domains a blob may be identified in (docs/format.md §1.3):
+	// the vault-wide one and every snapshot's. A pack may mix them (a
+	// server packs the blobs of several sources together), so a blob is
+	// checked with the domain that identified the one before it first,
+	// then with the others.
+	domains := []string{""}
+	if opt.ReadData {
+		recs, err := v.opt.Catalog.Snapshots(ctx, v.rec.ID)
+		if err != nil {
+			return nil, fmt.Errorf("check: catalog snapshots: %w", err)
+		}
+		seenDomain := map[string]bool{"": true}
+		for _, s := range recs {
+			if !seenDomain[s.Domain] && format.CheckDomain(s.Domain) == nil {
+				seenDomain[s.Domain] = true
+				domains = append(domains, s.Domain)
+			}
+		}
+	}
+
 	// Packs: several at once, each read once.
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	jobs := make(chan vault.PackRecord)
@@ -153,7 +173,15 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := v.NewHasher()
+			h := make([]*format.IDHasher, 0, len(domains))
+			for _, d := range domains {
+				dh, err := v.DomainHasher(d)
+				if err != nil {
+					sink.errorf("dedup domain %q: %v", d, err)
+					continue
+				}
+				h = append(h, dh)
+			}
 			for p := range jobs {
 				read := v.checkPack(ctx, p, stored, byPack[p.ID], opt.ReadData, h, sink)
 				done.Lock()
@@ -244,7 +272,12 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 				continue
 			}
 		}
-		v.checkTree(ctx, s, s.Tree, "/", seen, bad, stored, sink)
+		trees, err := v.treeLoader(s.Domain)
+		if err != nil {
+			sink.errorf("snapshot %s: %v", s.ID.Short(), err)
+			continue
+		}
+		v.checkTree(ctx, trees, s, s.Tree, "/", seen, bad, stored, sink)
 	}
 	rep.Trees = len(seen)
 	return rep, nil
@@ -254,7 +287,7 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 // tree found bad is reported for every snapshot that reaches it (bad
 // remembers why), so that check names each snapshot that cannot be
 // restored in full.
-func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.ID, path string, seen map[vault.ID]bool, bad map[vault.ID]string, stored map[vault.ID]int64, sink *reportSink) {
+func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.SnapshotRecord, id vault.ID, path string, seen map[vault.ID]bool, bad map[vault.ID]string, stored map[vault.ID]int64, sink *reportSink) {
 	if ctx.Err() != nil {
 		return
 	}
@@ -265,7 +298,7 @@ func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.
 		return
 	}
 	seen[id] = true
-	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+	b, err := trees.LoadBlob(ctx, vault.TreeBlob, id, nil)
 	if err != nil {
 		bad[id] = fmt.Sprintf("cannot be read: %v", err)
 		sink.errorf("snapshot %s: tree %s (%s): %v", s.ID.Short(), id.Short(), path, err)
@@ -283,7 +316,7 @@ func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.
 		p := path + string(n.Name)
 		switch n.Kind {
 		case format.KindDir:
-			v.checkTree(ctx, s, n.Subtree, p+"/", seen, bad, stored, sink)
+			v.checkTree(ctx, trees, s, n.Subtree, p+"/", seen, bad, stored, sink)
 		case format.KindFile:
 			for _, c := range n.Content {
 				r, ok := v.Lookup(vault.DataBlob, c)
@@ -301,7 +334,7 @@ func (v *Vault) checkTree(ctx context.Context, s vault.SnapshotRecord, id vault.
 }
 
 // checkPack checks one catalogued pack and returns the bytes it read.
-func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[vault.ID]int64, blobs []vault.BlobRecord, readData bool, h *format.IDHasher, sink *reportSink) int64 {
+func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[vault.ID]int64, blobs []vault.BlobRecord, readData bool, h []*format.IDHasher, sink *reportSink) int64 {
 	size, ok := stored[p.ID]
 	switch {
 	case !ok && !p.Condemned.IsZero():
@@ -381,11 +414,26 @@ func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[va
 			continue
 		}
 		data = d
-		if h.ID(d) != e.ID {
-			sink.errorf("pack %s: blob %s: %v: content does not match its ID", p.ID, e.ID, vault.ErrCorrupt)
+		if !matchID(h, d, e.ID) {
+			sink.errorf("pack %s: blob %s: %v: content does not match its ID in any dedup domain of the vault", p.ID, e.ID, vault.ErrCorrupt)
 		}
 	}
 	return int64(len(whole))
+}
+
+// matchID reports whether data hashes to id with one of hs, and moves
+// the one that matched to the front: neighbouring blobs usually share a
+// domain, so most blobs cost one hash.
+func matchID(hs []*format.IDHasher, data []byte, id vault.ID) bool {
+	for i, h := range hs {
+		if h.ID(data) == id {
+			if i > 0 {
+				hs[0], hs[i] = hs[i], hs[0]
+			}
+			return true
+		}
+	}
+	return false
 }
 
 type storeReaderAt struct {

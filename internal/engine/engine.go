@@ -114,6 +114,12 @@ type Vault struct {
 
 	settingsMu sync.Mutex // serialises settings changes through this vault
 
+	// domainBase derives the keys of dedup domains other than the
+	// vault-wide one (domain.go); domains caches them.
+	domMu      sync.Mutex
+	domainBase seal.Key
+	domains    map[string]*domainKeys
+
 	chainMu  sync.Mutex
 	lastHead ChainHead // the chain's head after this vault's last append
 }
@@ -424,6 +430,7 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 		Chunker:    v.cfg.Chunker,
 	}
 	v.hasher = format.NewIDHasher(v.dedup.ChunkIDKey)
+	v.keepDomainBase(root)
 	return nil
 }
 
@@ -436,6 +443,7 @@ func (v *Vault) Close() error {
 	}
 	v.dedup.ChunkIDKey.Wipe()
 	v.dedup.GearSeed.Wipe()
+	v.wipeDomains()
 	return nil
 }
 
@@ -875,6 +883,11 @@ func (v *Vault) opener(ctx context.Context, pack vault.ID) (*format.PackOpener, 
 // LoadBlob reads, authenticates, decodes and verifies blob t/id, appending
 // its data to dst[:0].
 func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, error) {
+	return v.loadBlob(ctx, t, id, dst, v.id)
+}
+
+// loadBlob is LoadBlob checking the ID with idOf.
+func (v *Vault) loadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte, idOf func([]byte) vault.ID) ([]byte, error) {
 	r, ok := v.Lookup(t, id)
 	if !ok {
 		return nil, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
@@ -897,14 +910,24 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 	if err != nil {
 		return nil, err
 	}
-	return v.decodeVerify(r, t, id, p, dst)
+	return v.decodeVerify(r, id, p, dst, idOf)
 }
 
 // LoadEncoded returns blob t/id unsealed but still encoded (the encoding
 // byte and the possibly compressed payload, as SaveBlob took it), appended
-// to dst[:0], and its raw length. The GCM tag is checked; a data blob's ID
-// is not (whoever decodes it, a remote agent, verifies it), a tree's is.
-func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte) ([]byte, uint32, error) {
+// to dst[:0], and its raw length. The GCM tag is checked. With h set, a
+// tree's ID is checked with h (the hasher of the dedup domain the reader
+// names); a data blob's is not (whoever decodes it, a remote agent,
+// verifies it) unless LoadEncodedVerified asks for it.
+func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte, h *format.IDHasher) ([]byte, uint32, error) {
+	return v.LoadEncodedVerified(ctx, t, id, dst, h, nil)
+}
+
+// LoadEncodedVerified is LoadEncoded that, with scratch set, checks a
+// data blob's ID with h too, decoding it into *scratch (grown as needed):
+// the one way to prove that a blob belongs to h's dedup domain, whose
+// key alone makes its content hash to its ID (docs/format.md §1.3).
+func (v *Vault) LoadEncodedVerified(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte, h *format.IDHasher, scratch *[]byte) ([]byte, uint32, error) {
 	r, ok := v.Lookup(t, id)
 	if !ok {
 		return nil, 0, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
@@ -921,31 +944,48 @@ func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, 
 	if err != nil {
 		return nil, 0, err
 	}
-	if t == vault.TreeBlob {
+	switch {
+	case h == nil:
+	case t == vault.TreeBlob || scratch != nil:
 		// A tree's ID is checked here too (docs/format.md §5): a reader
 		// without the chunk-ID key (ls, diff, restore through a server)
-		// cannot check it, and trees are small.
-		if _, err := v.decodeVerify(r, t, id, p, nil); err != nil {
+		// cannot check it, and trees are small. A data blob's only when
+		// asked (a source's reader, whose domain must be proven).
+		var buf []byte
+		if scratch != nil {
+			buf = (*scratch)[:0]
+		}
+		out, err := v.decodeVerify(r, id, p, buf, h.ID)
+		if scratch != nil && out != nil {
+			*scratch = out
+		}
+		if err != nil {
 			return nil, 0, err
 		}
 	}
 	return p, r.RawLen, nil
 }
 
-// decodeVerify decodes the unsealed blob p into dst and checks its ID.
-func (v *Vault) decodeVerify(r vault.BlobRecord, t vault.BlobType, id vault.ID, p, dst []byte) ([]byte, error) {
-	out, err := v.codec.Decode(dst, p, r.RawLen)
-	if err != nil {
-		return nil, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)
-	}
+// id computes a blob ID in the vault-wide domain, for any goroutine.
+func (v *Vault) id(data []byte) vault.ID {
 	h, _ := v.hashers.Get().(*format.IDHasher)
 	if h == nil {
 		h = v.hasher.Clone()
 	}
-	got := h.ID(out)
+	got := h.ID(data)
 	v.hashers.Put(h)
-	if got != id {
-		return nil, fmt.Errorf("pack %s: blob %s: %w: content does not match its ID", r.Pack, id, vault.ErrCorrupt)
+	return got
+}
+
+// decodeVerify decodes the unsealed blob p into dst and checks its ID
+// with idOf.
+func (v *Vault) decodeVerify(r vault.BlobRecord, id vault.ID, p, dst []byte, idOf func([]byte) vault.ID) ([]byte, error) {
+	out, err := v.codec.Decode(dst, p, r.RawLen)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: blob %s: %w", r.Pack, id, err)
+	}
+	if idOf(out) != id {
+		return out, fmt.Errorf("pack %s: blob %s: %w: content does not match its ID", r.Pack, id, vault.ErrCorrupt)
 	}
 	return out, nil
 }
@@ -1033,6 +1073,13 @@ func (v *Vault) AllSnapshots(ctx context.Context) ([]vault.SnapshotRecord, error
 // authenticates the snapshot object: the catalog is only an index, so a
 // damaged, missing or altered snapshot object fails here, naming it.
 func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRecord, error) {
+	return v.FindSnapshotWhere(ctx, ref, nil)
+}
+
+// FindSnapshotWhere is FindSnapshot among the snapshots keep accepts (all
+// when keep is nil): "latest" is the newest of them, and a snapshot it
+// refuses is not found, as if it did not exist.
+func (v *Vault) FindSnapshotWhere(ctx context.Context, ref string, keep func(vault.SnapshotRecord) bool) (vault.SnapshotRecord, error) {
 	all, chain, err := v.verifiedList(ctx)
 	// "latest" needs the whole list proven; a snapshot named by its ID
 	// only its own entries (so that an intact snapshot stays restorable
@@ -1042,7 +1089,7 @@ func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRec
 	}
 	var snaps []vault.SnapshotRecord
 	for _, s := range all {
-		if s.Deleted.IsZero() {
+		if s.Deleted.IsZero() && (keep == nil || keep(s)) {
 			snaps = append(snaps, s)
 		}
 	}

@@ -220,6 +220,9 @@ func DescribeSettingsChange(old, new vault.VaultSettings) string {
 		}
 		parts = append(parts, fmt.Sprintf("policy %s → %s", o, n))
 	}
+	if old.DedupScope.OrDefault() != new.DedupScope.OrDefault() {
+		parts = append(parts, fmt.Sprintf("dedup scope %s → %s", old.DedupScope.OrDefault(), new.DedupScope.OrDefault()))
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -468,7 +471,10 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 				if home[blobKey{b.ID, b.Type}] != p.ID {
 					continue
 				}
-				enc, rawLen, err := v.LoadEncoded(ctx, b.Type, b.ID, buf)
+				// No ID check here: every tree copied is one mark
+				// loaded, checked in its snapshot's dedup domain, and
+				// the copy is the sealed content as it was.
+				enc, rawLen, err := v.LoadEncoded(ctx, b.Type, b.ID, buf, nil)
 				if err != nil {
 					return rep, fmt.Errorf("prune: repack pack %s: %w (nothing was condemned; run coffer check --read-data)", p.ID.Short(), err)
 				}
@@ -673,6 +679,7 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 			problem = why
 		}
 	}
+	var trees domainReader // the dedup domain of the snapshot being walked
 	var walk func(id vault.ID, path string) error
 	walk = func(id vault.ID, path string) error {
 		if marked[id] {
@@ -686,7 +693,7 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 		}
 		marked[id] = true
 		used[blobKey{id, vault.TreeBlob}] = true
-		b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+		b, err := trees.LoadBlob(ctx, vault.TreeBlob, id, nil)
 		switch {
 		case errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey) || ctx.Err() != nil:
 			return fmt.Errorf("prune: read tree %s: %w", id.Short(), err)
@@ -716,6 +723,12 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 	}
 	for _, s := range snaps {
 		problem = ""
+		// Each snapshot's trees are read in its own dedup domain.
+		l, err := v.treeLoader(s.Domain)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
+		}
+		trees = l
 		if err := walk(s.Tree, "/"); err != nil {
 			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
 		}

@@ -57,6 +57,13 @@ func SnapshotDigest(s vault.SnapshotRecord) [32]byte {
 	b = binary.LittleEndian.AppendUint64(b, s.Bytes)
 	b = binary.LittleEndian.AppendUint64(b, s.BytesAdded)
 	b = binary.LittleEndian.AppendUint64(b, uint64(int64(s.Duration)))
+	if s.Domain != "" {
+		// Only when set, so that the digests of snapshots of the
+		// vault-wide domain are those format 2 always wrote; the fields
+		// before are fixed-size or length-prefixed, so the two forms
+		// cannot be confused.
+		b = appendStr(b, s.Domain)
+	}
 	return sha256.Sum256(b)
 }
 

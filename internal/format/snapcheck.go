@@ -85,6 +85,9 @@ func CheckSnapshot(s vault.SnapshotRecord) error {
 	if s.Tree.IsZero() {
 		return bad("no root tree")
 	}
+	if err := CheckDomain(s.Domain); err != nil {
+		return bad("%v", err)
+	}
 	for _, c := range []struct {
 		name string
 		n    uint64

@@ -37,6 +37,9 @@ type snapshotJSON struct {
 	Bytes      uint64    `json:"bytes"`
 	BytesAdded uint64    `json:"bytes_added"`
 	DurationNS int64     `json:"duration_ns"`
+	// Domain is the dedup domain of the snapshot's blobs (docs/format.md
+	// §1.3), absent for the vault-wide domain.
+	Domain string `json:"domain,omitempty"`
 	// Version 0x02 only (pointers, so that their absence is seen).
 	Seq  *uint64 `json:"seq,omitempty"`
 	Prev *string `json:"prev,omitempty"`
@@ -64,7 +67,10 @@ func sealSnapshot(s vault.SnapshotRecord, link *SnapshotLink, dek seal.Key, dekV
 	j := snapshotJSON{
 		Time: s.Time.UTC(), Host: s.Host, Paths: s.Paths, Tags: s.Tags,
 		Tree: s.Tree.String(), Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes,
-		BytesAdded: s.BytesAdded, DurationNS: int64(s.Duration),
+		BytesAdded: s.BytesAdded, DurationNS: int64(s.Duration), Domain: s.Domain,
+	}
+	if err := CheckDomain(s.Domain); err != nil {
+		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
 	if !s.Parent.IsZero() {
 		j.Parent = s.Parent.String()
@@ -166,7 +172,10 @@ func openSnapshotBody(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, s
 	s = vault.SnapshotRecord{
 		ID: id, Time: j.Time, Host: j.Host, Paths: j.Paths, Tags: j.Tags, Tree: tree,
 		Files: j.Files, Dirs: j.Dirs, Bytes: j.Bytes, BytesAdded: j.BytesAdded,
-		Duration: time.Duration(j.DurationNS),
+		Duration: time.Duration(j.DurationNS), Domain: j.Domain,
+	}
+	if err := CheckDomain(j.Domain); err != nil {
+		return s, j, fmt.Errorf("snapshot %s: %w: %v", id, vault.ErrCorrupt, err)
 	}
 	if j.Parent != "" {
 		if s.Parent, err = vault.ParseID(j.Parent); err != nil {

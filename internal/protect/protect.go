@@ -118,6 +118,11 @@ func validateValues(s vault.VaultSettings) error {
 			return err
 		}
 	}
+	switch s.DedupScope {
+	case "", vault.DedupScopeVault, vault.DedupScopeSource:
+	default:
+		return fmt.Errorf("%w: dedup scope %q: want vault or source", ErrInvalid, s.DedupScope)
+	}
 	return nil
 }
 
@@ -182,6 +187,14 @@ func Settings(old, new vault.VaultSettings) (Change, error) {
 			return c, forbid("the vault's immutability is %s: the minimum retention cannot be lowered (%s → %s)", old.Immutability, FormatDuration(old.MinRetention), FormatDuration(new.MinRetention))
 		}
 		c.Critical = append(c.Critical, fmt.Sprintf("lowering the minimum retention from %s to %s", FormatDuration(old.MinRetention), FormatDuration(new.MinRetention)))
+	}
+
+	// The dedup scope. Narrowing it to "source" takes nothing away (new
+	// backups of a source simply stop deduplicating against other
+	// sources); widening it back hands every agent the vault-wide
+	// chunk-ID key and every source's snapshots to read: critical.
+	if old.DedupScope.OrDefault() == vault.DedupScopeSource && new.DedupScope.OrDefault() == vault.DedupScopeVault {
+		c.Critical = append(c.Critical, "widening the dedup scope from source to vault (every agent could then probe and read every source's backups)")
 	}
 
 	// The stored retention policy. Removing it is not shortening: the

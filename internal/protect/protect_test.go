@@ -222,3 +222,37 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("soft delete off: expiry %v", got)
 	}
 }
+
+// TestDedupScope: narrowing the dedup scope to source is never critical;
+// widening it back to vault always is (it hands every agent every
+// source's data to probe and read), whatever the immutability; an
+// unknown scope is invalid.
+func TestDedupScope(t *testing.T) {
+	for _, immut := range []vault.Immutability{vault.ImmutabilityDisabled, vault.ImmutabilityEnabled, vault.ImmutabilityLocked} {
+		base := vault.DefaultSettings()
+		base.Immutability = immut
+		if immut == vault.ImmutabilityLocked {
+			base = Lock(base)
+		}
+		to := func(from, to vault.DedupScope) (Change, error) {
+			o, n := base, base
+			o.DedupScope, n.DedupScope = from, to
+			return Settings(o, n)
+		}
+		if c, err := to(vault.DedupScopeVault, vault.DedupScopeSource); err != nil || c.NeedsApproval() {
+			t.Errorf("%s: vault → source: %v, %v; want allowed, not critical", immut, c.Critical, err)
+		}
+		if c, err := to("", vault.DedupScopeSource); err != nil || c.NeedsApproval() {
+			t.Errorf("%s: unset → source: %v, %v; want allowed, not critical", immut, c.Critical, err)
+		}
+		if c, err := to(vault.DedupScopeSource, vault.DedupScopeVault); err != nil || !c.NeedsApproval() {
+			t.Errorf("%s: source → vault: %v, %v; want critical", immut, c.Critical, err)
+		}
+		if c, err := to(vault.DedupScopeSource, ""); err != nil || !c.NeedsApproval() {
+			t.Errorf("%s: source → unset (vault): %v, %v; want critical", immut, c.Critical, err)
+		}
+		if _, err := to(vault.DedupScopeVault, "host"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: vault → host: %v; want invalid", immut, err)
+		}
+	}
+}

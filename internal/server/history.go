@@ -63,6 +63,15 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 	if rec.Host, err = s.snapshotHost(q, rec.Host); err != nil {
 		return rec, err
 	}
+	// The dedup domain is the writer's own, never the one it names.
+	da, err := s.domains(q)
+	if err != nil {
+		return rec, err
+	}
+	if rec.Domain != "" && rec.Domain != da.own {
+		return rec, fmt.Errorf("%w: a snapshot's domain is the dedup domain of the token that saves it: leave it out", api.ErrBadRequest)
+	}
+	rec.Domain = da.own
 	if err := format.CheckSnapshot(rec); err != nil {
 		return rec, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
@@ -83,6 +92,9 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 				}
 				if sn.Time.Before(since) {
 					return rec, fmt.Errorf("%w: parent snapshot %s predates agent %s (created %s): another writer made it, so the agent must not reuse its files (update coffer on the agent, which skips such parents)", api.ErrBadRequest, rec.Parent.Short(), rec.Host, since.Format(time.RFC3339))
+				}
+				if sn.Domain != rec.Domain {
+					return rec, fmt.Errorf("%w: parent snapshot %s is of another dedup domain: a snapshot's parent is one of its own source", api.ErrBadRequest, rec.Parent.Short())
 				}
 				found = true
 				break

@@ -32,13 +32,17 @@ func wireSnapshots(ss []vault.SnapshotRecord) []api.Snapshot {
 
 // deletedSnapshots lists the vault's soft-deleted snapshots.
 func (s *Server) deletedSnapshots(q *request) error {
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
 	all, err := q.vault.AllSnapshots(q.ctx)
 	if err != nil {
 		return err
 	}
 	var del []vault.SnapshotRecord
 	for _, sn := range all {
-		if !sn.Deleted.IsZero() {
+		if !sn.Deleted.IsZero() && da.ownSnapshot(sn) {
 			del = append(del, sn)
 		}
 	}
@@ -71,6 +75,9 @@ func (s *Server) forget(q *request) error {
 		return err
 	}
 	q.note("snapshots", strings.Join(body.IDs, ","))
+	if err := s.ownSnapshots(q, ids); err != nil {
+		return err
+	}
 	done, err := q.vault.Forget(q.ctx, ids, q.principal())
 	if err != nil {
 		return err
@@ -95,6 +102,9 @@ func (s *Server) undelete(q *request) error {
 		return err
 	}
 	q.note("snapshot", body.ID)
+	if err := s.ownSnapshots(q, ids); err != nil {
+		return err
+	}
 	sn, err := q.vault.Undelete(q.ctx, ids[0], q.principal())
 	if err != nil {
 		return err
@@ -110,6 +120,9 @@ func (s *Server) prune(q *request) error {
 		return err
 	}
 	q.note("dry_run", fmt.Sprint(body.DryRun))
+	if err := s.notConfined(q, "prune"); err != nil {
+		return err
+	}
 	rep, err := q.vault.Prune(context.WithoutCancel(q.ctx), engine.PruneOptions{DryRun: body.DryRun, Principal: q.principal()})
 	if err != nil {
 		return err
@@ -191,6 +204,9 @@ func (s *Server) changeSettings(q *request) error {
 }
 
 func (s *Server) vaultEvents(q *request) error {
+	if err := s.notConfined(q, "the event trail"); err != nil {
+		return err
+	}
 	evs, err := q.vault.Events(q.ctx)
 	if err != nil {
 		return err

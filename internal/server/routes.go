@@ -75,6 +75,7 @@ type request struct {
 	name  string // vault name from the path, "" when none
 	vault *engine.Vault
 	log   *slog.Logger
+	dom   *domainAccess // what the token may do with dedup domains, once looked up (domain.go)
 }
 
 // Routes lists every endpoint with its permission; tests walk it.
@@ -331,6 +332,21 @@ func (s *Server) vaultInfo(q *request) error {
 	if err != nil {
 		return err
 	}
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
+	if da.confined {
+		// A source sees its own snapshots, not the vault's size, which
+		// grows with every other source's backups.
+		for _, sn := range snaps {
+			if da.ownSnapshot(sn) {
+				vi.Snapshots++
+			}
+		}
+		writeJSON(q.w, http.StatusOK, vi)
+		return nil
+	}
 	vi.Snapshots = len(snaps)
 	if err := s.cat.Packs(q.ctx, id, func(p vault.PackRecord) error {
 		vi.Packs++
@@ -343,8 +359,18 @@ func (s *Server) vaultInfo(q *request) error {
 	return nil
 }
 
+// dedup sends the chunk-ID key and gear seed of the token's dedup
+// domain (a source's own in a vault whose dedup scope is "source"), or of
+// the domain ?domain= names for a token that may read it.
 func (s *Server) dedup(q *request) error {
-	d := q.vault.Dedup()
+	_, dom, err := s.readDomain(q)
+	if err != nil {
+		return err
+	}
+	d, err := q.vault.DomainDedup(dom)
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	host, err := s.boundHost(q)
 	if err != nil {
 		return err
@@ -353,8 +379,11 @@ func (s *Server) dedup(q *request) error {
 	if err != nil {
 		return err
 	}
+	if dom != "" {
+		q.note("domain", dom)
+	}
 	writeJSON(q.w, http.StatusOK, api.Dedup{ChunkIDKey: d.ChunkIDKey[:], GearSeed: d.GearSeed[:],
-		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max, Host: host, HostSince: since})
+		Min: d.Chunker.Min, Avg: d.Chunker.Avg, Max: d.Chunker.Max, Host: host, HostSince: since, Domain: dom})
 	return nil
 }
 
@@ -395,7 +424,16 @@ func (s *Server) upload(q *request) error {
 	defer s.metrics.activeUploads.Dec()
 	body := http.MaxBytesReader(q.w, q.r.Body, api.MaxUploadBody)
 	codec := q.vault.Codec()
-	hasher := q.vault.NewHasher()
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
+	// Blobs are identified in the token's own dedup domain: a source's
+	// upload can only ever add blobs of its own domain.
+	hasher, err := q.vault.DomainHasher(da.own)
+	if err != nil {
+		return err
+	}
 	encp, rawp := bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)
 	defer bufPool.Put(encp)
 	defer bufPool.Put(rawp)
@@ -542,6 +580,17 @@ func (s *Server) flush(q *request) error {
 // entries are copied out under the engine's lock, then written, so a slow
 // client never holds up backups.
 func (s *Server) index(q *request) error {
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
+	if ref := q.r.URL.Query().Get("snapshot"); ref != "" {
+		return s.snapshotIndex(q, da, ref)
+	}
+	if da.confined {
+		// The whole index lists every source's blobs and their sizes.
+		return fmt.Errorf("%w: vault %s's dedup scope is \"source\": a source's token reads the index of one of its snapshots (?snapshot=ID)", api.ErrForbidden, q.name)
+	}
 	var buf []byte
 	q.vault.EachBlob(func(t vault.BlobType, id vault.ID, rawLen uint32) bool {
 		buf = api.AppendIndexEntry(buf, api.Ref{Type: t, ID: id}, rawLen)
@@ -563,10 +612,26 @@ func (s *Server) blob(q *request, t vault.BlobType) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
+	da, dom, err := s.readDomain(q)
+	if err != nil {
+		return err
+	}
+	h, err := q.vault.DomainHasher(dom)
+	if err != nil {
+		return err
+	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	p, rawLen, err := q.vault.LoadEncoded(q.ctx, t, id, *bp)
+	var scratch *[]byte
+	if da.confined {
+		scratch = bufPool.Get().(*[]byte)
+		defer putScratch(scratch)
+	}
+	p, rawLen, err := q.vault.LoadEncodedVerified(q.ctx, t, id, *bp, h, scratch)
 	if err != nil {
+		if da.confined {
+			return confinedErr(err, t, id, da.own)
+		}
 		return err
 	}
 	if cap(p) <= maxPooled {
@@ -607,9 +672,22 @@ func (s *Server) readBlobs(q *request) error {
 		}
 		refs = append(refs, ref)
 	}
+	da, dom, err := s.readDomain(q)
+	if err != nil {
+		return err
+	}
+	h, err := q.vault.DomainHasher(dom)
+	if err != nil {
+		return err
+	}
 	q.w.Header().Set("Content-Type", api.ContentBinary)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
+	var scratch *[]byte
+	if da.confined {
+		scratch = bufPool.Get().(*[]byte)
+		defer putScratch(scratch)
+	}
 	hdr := make([]byte, 0, 64)
 	// Counted whatever way the answer ends (a client gone mid-batch has
 	// still read what was sent).
@@ -622,7 +700,10 @@ func (s *Server) readBlobs(q *request) error {
 		if q.ctx.Err() != nil {
 			return errAnswered
 		}
-		p, rawLen, err := q.vault.LoadEncoded(q.ctx, ref.Type, ref.ID, *bp)
+		p, rawLen, err := q.vault.LoadEncodedVerified(q.ctx, ref.Type, ref.ID, *bp, h, scratch)
+		if err != nil && da.confined {
+			err = confinedErr(err, ref.Type, ref.ID, da.own)
+		}
 		if err != nil {
 			code, _ := api.Classify(err)
 			if _, werr := q.w.Write(api.AppendReadFailed(hdr[:0], ref, code, err.Error())); werr != nil {
@@ -651,20 +732,30 @@ func (s *Server) readBlobs(q *request) error {
 }
 
 func (s *Server) snapshots(q *request) error {
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
 	snaps, err := q.vault.Snapshots(q.ctx)
 	if err != nil {
 		return err
 	}
-	out := make([]api.Snapshot, len(snaps))
-	for i, sn := range snaps {
-		out[i] = api.FromSnapshot(sn)
+	out := make([]api.Snapshot, 0, len(snaps))
+	for _, sn := range snaps {
+		if da.ownSnapshot(sn) {
+			out = append(out, api.FromSnapshot(sn))
+		}
 	}
 	writeJSON(q.w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Server) findSnapshot(q *request) error {
-	sn, err := q.vault.FindSnapshot(q.ctx, q.r.PathValue("ref"))
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
+	sn, err := q.vault.FindSnapshotWhere(q.ctx, q.r.PathValue("ref"), da.keep())
 	if err != nil {
 		return err
 	}
@@ -695,6 +786,12 @@ func (s *Server) saveSnapshot(q *request) error {
 		s.dropVault(q.name)
 		return err
 	}
+	// The root tree must be of the writer's own dedup domain (it hashes
+	// to its ID under that domain's key): a source cannot record a
+	// snapshot of another source's tree and then read it as its own.
+	if err := s.checkRootTree(q, rec); err != nil {
+		return err
+	}
 	// A backup whose session went quiet for longer than prune waits may
 	// reference packs deleted meanwhile: it must run again.
 	if err := s.writerAlive(q); err != nil {
@@ -721,6 +818,9 @@ func (s *Server) saveSnapshot(q *request) error {
 }
 
 func (s *Server) check(q *request) error {
+	if err := s.notConfined(q, "check"); err != nil {
+		return err
+	}
 	var body api.CheckRequest
 	if err := readJSON(q.w, q.r, &body); err != nil {
 		return err

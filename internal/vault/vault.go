@@ -233,8 +233,33 @@ type VaultSettings struct {
 	// Policy is the stored retention policy (JSON of retention.Policy),
 	// empty when none; the server applies it daily.
 	Policy string
+	// DedupScope is where deduplication reaches (docs/format.md §1.3):
+	// across the whole vault, or within each source only. "" reads as
+	// DedupScopeVault.
+	DedupScope DedupScope
 	// Updated is when the settings last changed; zero for defaults.
 	Updated time.Time
+}
+
+// DedupScope says across which data a vault deduplicates, and so which
+// data an agent's chunk-ID key can probe (docs/security.md).
+type DedupScope string
+
+const (
+	// DedupScopeVault: one dedup domain for the whole vault; every
+	// agent gets its chunk-ID key.
+	DedupScopeVault DedupScope = "vault"
+	// DedupScopeSource: a dedup domain per source; an agent gets its own
+	// domain's keys and reads only its own source's snapshots.
+	DedupScopeSource DedupScope = "source"
+)
+
+// OrDefault is s, or DedupScopeVault when s is unset.
+func (s DedupScope) OrDefault() DedupScope {
+	if s == "" {
+		return DedupScopeVault
+	}
+	return s
 }
 
 // Soft-delete period bounds and default, in days.
@@ -247,7 +272,7 @@ const (
 // DefaultSettings are a new vault's settings: soft delete on for 14
 // days, immutability disabled, no minimum retention, no policy.
 func DefaultSettings() VaultSettings {
-	return VaultSettings{SoftDelete: SoftDeleteOn, SoftDeleteDays: DefaultSoftDeleteDays, Immutability: ImmutabilityDisabled}
+	return VaultSettings{SoftDelete: SoftDeleteOn, SoftDeleteDays: DefaultSoftDeleteDays, Immutability: ImmutabilityDisabled, DedupScope: DedupScopeVault}
 }
 
 // VaultEvent is one entry of a vault's event trail: a deletion, an
@@ -337,6 +362,10 @@ type SnapshotRecord struct {
 	// it (docs/retention.md).
 	Deleted   time.Time
 	DeletedBy string // who forgot it; "" while live
+	// Domain is the dedup domain its blobs were identified in
+	// (docs/format.md §1.3): "" for the vault-wide domain, else the
+	// source's principal ID in a vault whose dedup scope is "source".
+	Domain string
 }
 
 // ChainKind says what a snapshot-chain entry records (docs/format.md §8.1).
@@ -613,7 +642,8 @@ type Catalog interface {
 	// ErrNotFound if there is no such vault.
 	Settings(ctx context.Context, vault ID) (VaultSettings, error)
 	// SetSettings replaces vault's settings; ErrNotFound if there is no
-	// such vault.
+	// such vault. A DedupScope of "" is stored (and read back) as
+	// DedupScopeVault; any other value but DedupScopeSource is an error.
 	SetSettings(ctx context.Context, vault ID, s VaultSettings) error
 
 	// AddEvent appends e to the vault's event trail (deletions,

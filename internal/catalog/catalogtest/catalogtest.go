@@ -508,6 +508,7 @@ func testSnapshotRoundTrip(t *testing.T, c vault.Catalog) {
 		Bytes:      5 << 40,
 		BytesAdded: 3 << 30,
 		Duration:   1*time.Hour + 23*time.Minute + 45*time.Second + 678901234,
+		Domain:     "agt_0123456789abcdef",
 	}
 	second := vault.SnapshotRecord{
 		ID:         newID(),

@@ -314,6 +314,7 @@ func setSettings(t *testing.T, c vault.Catalog, v vault.ID, s vault.VaultSetting
 // normSettings puts Updated in UTC.
 func normSettings(s vault.VaultSettings) vault.VaultSettings {
 	s.Updated = s.Updated.UTC()
+	s.DedupScope = s.DedupScope.OrDefault() // "" is stored as "vault"
 	return s
 }
 
@@ -353,6 +354,7 @@ func testSettingsRoundTrip(t *testing.T, c vault.Catalog) {
 		MinRetention:   30*24*time.Hour + time.Microsecond,
 		SingleUser:     true,
 		Policy:         `{"keep_daily":7,"keep_monthly":12,"note":"täglich – 日本語 \"quoted\""}`,
+		DedupScope:     vault.DedupScopeSource,
 		Updated:        base.Add(123456 * time.Microsecond).In(time.FixedZone("UTC-3", -3*3600)),
 	}
 	setSettings(t, c, v.ID, every)
@@ -402,6 +404,7 @@ func testSettingsUnstorable(t *testing.T, c vault.Catalog) {
 		{"no immutability", func(s *vault.VaultSettings) { s.Immutability = "" }},
 		{"an unknown immutability", func(s *vault.VaultSettings) { s.Immutability = "frozen" }},
 		{"a negative minimum retention", func(s *vault.VaultSettings) { s.MinRetention = -time.Nanosecond }},
+		{"an unknown dedup scope", func(s *vault.VaultSettings) { s.DedupScope = "host" }},
 	} {
 		s := good
 		s.Updated = base.Add(time.Hour)

@@ -130,13 +130,13 @@ func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSe
 	// One query, so that the vault's existence and its settings are read
 	// from the same snapshot of the catalog.
 	var (
-		softDelete, immutability, policy                  sql.NullString
+		softDelete, immutability, policy, scope           sql.NullString
 		days, minRetention, singleUser, updated, settings sql.NullInt64
 	)
 	err := c.db.QueryRowContext(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
-			s.single_user, s.policy, s.updated, s.vault IS NOT NULL
+			s.single_user, s.policy, s.updated, s.dedup_scope, s.vault IS NOT NULL
 		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = ?`, vaultID[:]).
-		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &settings)
+		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &scope, &settings)
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, vault.ErrNotFound)
 	}
@@ -153,6 +153,7 @@ func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSe
 		MinRetention:   time.Duration(minRetention.Int64),
 		SingleUser:     singleUser.Int64 != 0,
 		Policy:         policy.String,
+		DedupScope:     vault.DedupScope(scope.String),
 		Updated:        fromUnixNano(updated.Int64),
 	}, nil
 }
@@ -172,22 +173,23 @@ func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.Vau
 		single = 1
 	}
 	_, err = c.update(ctx, `INSERT INTO vault_settings
-			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated, dedup_scope)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (vault) DO UPDATE SET
 			soft_delete = excluded.soft_delete, soft_delete_days = excluded.soft_delete_days,
 			immutability = excluded.immutability, min_retention_ns = excluded.min_retention_ns,
-			single_user = excluded.single_user, policy = excluded.policy, updated = excluded.updated`,
+			single_user = excluded.single_user, policy = excluded.policy, updated = excluded.updated,
+			dedup_scope = excluded.dedup_scope`,
 		vaultID[:], string(s.SoftDelete), int64(s.SoftDeleteDays), string(s.Immutability), int64(s.MinRetention),
-		single, s.Policy, updated)
+		single, s.Policy, updated, string(s.DedupScope.OrDefault()))
 	switch {
 	case err == nil:
 		return nil
 	case isMissingVault(err):
 		return fmt.Errorf("set settings of vault %s: %w", vaultID, vault.ErrNotFound)
 	case isCheck(err):
-		return fmt.Errorf("set settings of vault %s: invalid settings (soft delete %q for %d days, immutability %q, minimum retention %v): %w",
-			vaultID, s.SoftDelete, s.SoftDeleteDays, s.Immutability, s.MinRetention, err)
+		return fmt.Errorf("set settings of vault %s: invalid settings (soft delete %q for %d days, immutability %q, minimum retention %v, dedup scope %q): %w",
+			vaultID, s.SoftDelete, s.SoftDeleteDays, s.Immutability, s.MinRetention, s.DedupScope, err)
 	}
 	return fmt.Errorf("set settings of vault %s: %w", vaultID, err)
 }

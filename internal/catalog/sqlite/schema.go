@@ -202,6 +202,12 @@ var migrations = [][]string{
 	migrationChain,
 	// 10: who set a principal's password (principals.go).
 	migrationPasswordBy,
+	// 11: dedup domains (docs/format.md §1.3): each snapshot's domain
+	// ('' for the vault-wide one) and each vault's dedup scope.
+	{
+		`ALTER TABLE snapshots ADD COLUMN domain TEXT NOT NULL DEFAULT '' CHECK (length(domain) <= 64)`,
+		`ALTER TABLE vault_settings ADD COLUMN dedup_scope TEXT NOT NULL DEFAULT 'vault' CHECK (dedup_scope IN ('vault', 'source'))`,
+	},
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

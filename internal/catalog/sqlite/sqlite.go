@@ -455,10 +455,10 @@ func insertSnapshot(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.S
 		deletedBy = nullString(s.DeletedBy)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO snapshots
-		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
-		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy)
+		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy, s.Domain)
 	switch {
 	case err == nil:
 		return nil
@@ -488,7 +488,7 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 func snapshotRows(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by
+	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain
 		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
@@ -503,7 +503,7 @@ func snapshotRows(ctx context.Context, q interface {
 			deleted                               sql.NullInt64
 			deletedBy                             sql.NullString
 		)
-		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy)
+		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy, &s.Domain)
 		if err != nil {
 			return nil, fmt.Errorf("list snapshots: %w", err)
 		}
