@@ -434,7 +434,7 @@ type Vault struct {
 	host    string           // the host the server binds this token's snapshots to
 	// hostSince: when that agent was created
 	hostSince time.Time
-	domain  string           // the dedup domain of the loaded keys ("" vault-wide)
+	domain    string // the dedup domain of the loaded keys ("" vault-wide)
 
 	mu       sync.Mutex
 	known    map[blobKey]struct{} // blobs stored or queued this session
