@@ -203,17 +203,36 @@ func (s *Server) vaultEvents(q *request) error {
 	return nil
 }
 
+// MaxPendingRequests is how many pending requests one requester may hold
+// at once: approvers read every pending request, and a flood of them
+// would hide the one that matters (and fill the catalog).
+const MaxPendingRequests = 16
+
 // newRequest records a multi-user authorization request for a critical
-// operation, and the request event.
+// operation, and the request event. Asking again for what the requester
+// already has pending answers that request; a requester with
+// MaxPendingRequests pending is refused (429) until some are decided or
+// expire.
 func (s *Server) newRequest(q *request, op, summary string, params requestParams) (api.Request, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	if params.Vault == "" {
 		params.Vault = q.name
 	}
+	same, err := json.Marshal(params) // what is asked, before who asks
+	if err != nil {
+		return api.Request{}, err
+	}
 	params.ByToken, params.Perm, params.People = q.tok.ID, string(q.perm), q.people
 	pb, err := json.Marshal(params)
 	if err != nil {
+		return api.Request{}, err
+	}
+	if prev, err := s.pendingOf(q, op, summary, string(same)); err != nil || prev != nil {
+		if prev != nil {
+			q.note("request", prev.ID)
+			return *prev, nil
+		}
 		return api.Request{}, err
 	}
 	now := s.opt.Now().UTC()
@@ -233,6 +252,44 @@ func (s *Server) newRequest(q *request, op, summary string, params requestParams
 	}
 	q.log.Info("approval requested", "request", r.ID, "op", op, "vault", params.Vault, "token", q.tok.ID)
 	return wireRequest(r), nil
+}
+
+// pendingOf returns the requester's pending request for the same
+// operation (op, summary and what params record of it, same), or nil
+// when there is none; it refuses a requester who holds
+// MaxPendingRequests pending requests already. Void requests do not
+// count.
+func (s *Server) pendingOf(q *request, op, summary, same string) (*api.Request, error) {
+	rs, err := s.cat.Requests(q.ctx)
+	if err != nil {
+		return nil, err
+	}
+	me := q.principal()
+	pending := 0
+	for _, r := range rs {
+		if r.Requester != me || s.effectiveState(r) != vault.RequestPending {
+			continue
+		}
+		if void, err := s.requestVoid(q.ctx, r); err != nil {
+			return nil, err
+		} else if void != "" {
+			continue
+		}
+		var p requestParams
+		if json.Unmarshal([]byte(r.Params), &p) == nil && r.Op == op && r.Summary == summary {
+			p.ByToken, p.Perm, p.People = "", "", nil
+			if b, err := json.Marshal(p); err == nil && string(b) == same {
+				w := wireRequest(r)
+				return &w, nil
+			}
+		}
+		pending++
+	}
+	if pending >= MaxPendingRequests {
+		q.w.Header().Set("Retry-After", "3600")
+		return nil, fmt.Errorf("%w: %s has %d requests pending approval, the most one requester may have: wait until a security approver decides them or they expire, or ask them to reject those no longer wanted", api.ErrTooManyRequests, me, pending)
+	}
+	return nil, nil
 }
 
 func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool) {

@@ -1,0 +1,62 @@
+package server_test
+
+// Second-round attacker tests (redteam): what the first round's fixes of
+// issues 11 and 12 still let through, each played over loopback TLS.
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/server"
+)
+
+// A backup-contributor floods the approvers' queue with critical
+// settings changes: each call was a new pending request (a catalog row,
+// a vault event, and up to 1 MiB of recorded change), without limit, so
+// the one request that matters drowned in the approvers' `coffer
+// requests` view. One requester holds a bounded number of pending
+// requests, and asking again for the same change answers the pending
+// request instead of a new one.
+func TestAttackRedteamRequestFlood(t *testing.T) {
+	a := newArena(t)
+	contrib := a.roleToken(authn.RoleBackupContributor, "a")
+	long := 180
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/settings", contrib, api.SettingsChange{SoftDeleteDays: &long})
+	accepted, refused := 0, 0
+	for i := range 40 {
+		days := 14 + i%30 // shortening soft delete: critical, needs approval
+		st, out := a.call("POST", "/v1/vaults/a/settings", contrib, api.SettingsChange{SoftDeleteDays: &days})
+		switch st {
+		case http.StatusAccepted:
+			accepted++
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("critical change %d: status %d: %s", i, st, out)
+		}
+	}
+	approver := a.roleToken(authn.RoleSecurityApprover, "")
+	var rs []api.Request
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "GET", "/v1/requests", approver, nil), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) > server.MaxPendingRequests || refused == 0 {
+		t.Errorf("one contributor holds %d pending requests (%d accepted, %d refused); want at most %d", len(rs), accepted, refused, server.MaxPendingRequests)
+	}
+	// The same change asked twice is one request.
+	seen := map[string]bool{}
+	for _, r := range rs {
+		if seen[r.Summary] {
+			t.Errorf("the same change is pending twice: %q", r.Summary)
+		}
+		seen[r.Summary] = true
+	}
+	// Another requester is not held back by the flood.
+	days := 20
+	if st, out := a.call("POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{SoftDeleteDays: &days}); st != http.StatusAccepted {
+		t.Errorf("the owner's own critical change after the flood: status %d: %s", st, out)
+	}
+}
