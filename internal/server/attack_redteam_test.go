@@ -4,12 +4,16 @@ package server_test
 // issues 11 and 12 still let through, each played over loopback TLS.
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/retention"
 	"github.com/coffer-backup/coffer/internal/server"
 )
 
@@ -58,5 +62,58 @@ func TestAttackRedteamRequestFlood(t *testing.T) {
 	days := 20
 	if st, out := a.call("POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{SoftDeleteDays: &days}); st != http.StatusAccepted {
 		t.Errorf("the owner's own critical change after the flood: status %d: %s", st, out)
+	}
+}
+
+// docs/security.md: "On a server, every audit entry of a snapshot change
+// records the chain head", so that the audit log's signed checkpoints pin
+// the snapshot list. The daily policy's forgets and prune's removals
+// changed the list without recording it: a later catalog writer could
+// cut those entries off the chain and no audit pin would say otherwise.
+func TestAttackRedteamAuditPinsEveryChainChange(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	for i := range 2 {
+		writeTree(t, dir, map[string][]byte{"f": []byte(strings.Repeat("x", i+1))})
+		a.backupAs(a.env.OwnerToken, dir, "h")
+		a.advance(time.Hour)
+	}
+	a.storePolicy(retention.Policy{Last: 1})
+	a.advance(25 * time.Hour)
+	if err := a.env.Server.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.liveSnapshots()); n != 1 {
+		t.Fatalf("%d live snapshots after the policy, want 1", n)
+	}
+	a.advance(15 * 24 * time.Hour) // past soft delete
+	var rep api.PruneReport
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/prune", a.env.OwnerToken, api.Prune{}), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Expired) != 1 {
+		t.Fatalf("prune removed %d snapshots, want 1", len(rep.Expired))
+	}
+	var es []api.AuditEntry
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "GET", "/v1/audit", a.env.OwnerToken, nil), &es); err != nil {
+		t.Fatal(err)
+	}
+	var policy, prune bool
+	for _, e := range es {
+		switch {
+		case strings.Contains(e.Op, "policy-applied") && e.Outcome == "ok":
+			policy = true
+			if e.Params["chain"] == "" {
+				t.Errorf("the policy's forget is audited without the chain head: %+v", e)
+			}
+		case strings.Contains(e.Op, "prune") && e.Outcome == "ok":
+			prune = true
+			if e.Params["chain"] == "" {
+				t.Errorf("prune's removal is audited without the chain head: %+v", e)
+			}
+		}
+	}
+	if !policy || !prune {
+		t.Errorf("audit entries found: policy %v, prune %v; want both", policy, prune)
 	}
 }

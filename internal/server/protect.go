@@ -116,6 +116,10 @@ func (s *Server) prune(q *request) error {
 	}
 	q.note("packs_deleted", fmt.Sprint(rep.Deleted))
 	q.note("snapshots_removed", fmt.Sprint(len(rep.Expired)))
+	if len(rep.Expired) > 0 && !rep.DryRun {
+		// The removals are chain entries: the audit log pins them too.
+		q.note("chain", q.vault.LastChainHead().String())
+	}
 	writeJSON(q.w, http.StatusOK, wirePrune(rep))
 	return nil
 }
@@ -292,9 +296,11 @@ func (s *Server) pendingOf(q *request, op, summary, same string) (*api.Request, 
 	return nil, nil
 }
 
-func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool) {
+// vaultEvent records a vault event; one the server causes by itself is
+// also an audit entry, with params (when given) besides the vault's ID.
+func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool, params ...map[string]string) {
 	if principal == policyPrincipal || principal == serverPrincipal {
-		s.auditServer(ctx, id.String(), "vault."+event, detail, ok)
+		s.auditServer(ctx, id.String(), "vault."+event, detail, ok, params...)
 	}
 	if err := s.cat.AddEvent(ctx, vault.VaultEvent{Vault: id, Time: s.opt.Now().UTC(), Principal: principal, Event: event, Detail: detail, OK: ok}); err != nil {
 		s.log.Error("could not record a vault event", "event", event, "err", err)
@@ -607,14 +613,17 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 			ids = append(ids, d.Snapshot.ID)
 		}
 	}
+	var chain map[string]string
 	if len(ids) > 0 {
 		if _, err := eng.Forget(ctx, ids, policyPrincipal); err != nil {
 			s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "failed: "+err.Error(), false)
 			return err
 		}
+		// The forgets are chain entries: the audit log pins them too.
+		chain = map[string]string{"chain": eng.LastChainHead().String()}
 	}
 	s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied,
-		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true)
+		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true, chain)
 	return nil
 }
 
