@@ -117,3 +117,24 @@ func TestAttackRedteamAuditPinsEveryChainChange(t *testing.T) {
 		t.Errorf("audit entries found: policy %v, prune %v; want both", policy, prune)
 	}
 }
+
+// A token's expiry beyond what the catalog can store (year 2300) was
+// accepted by the checks and failed in the catalog: a 500 and an internal
+// error logged for a request any owner (or contributor, through source
+// add) can send. It is a 400 that says what to do.
+func TestAttackRedteamTokenExpiryOutOfRange(t *testing.T) {
+	a := newArena(t)
+	contrib := a.roleToken(authn.RoleBackupContributor, "a")
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		tok, path string
+		body      any
+	}{
+		{a.env.OwnerToken, "/v1/tokens", api.CreateToken{Name: "far", Role: string(authn.RoleBackupReader), Vault: "a", Expires: far}},
+		{contrib, "/v1/vaults/a/sources", api.AddSource{Name: "far-agent", Expires: far}},
+	} {
+		if st, out := a.call("POST", c.path, c.tok, c.body); st != http.StatusBadRequest {
+			t.Errorf("POST %s expiring in %d: status %d, want 400: %s", c.path, far.Year(), st, out)
+		}
+	}
+}
