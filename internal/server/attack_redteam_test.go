@@ -138,3 +138,66 @@ func TestAttackRedteamTokenExpiryOutOfRange(t *testing.T) {
 		}
 	}
 }
+
+// An operator token keeps one backup session alive for ever (a missing
+// query every few minutes, never a snapshot): prune waits for every
+// session that began before a pack was condemned, so the data of a
+// snapshot the owner forgot stayed in the store for good, whatever the
+// owner pruned. A writer session is bounded in age (vault.SessionMaxAge):
+// past it, prune no longer waits for it, and its snapshot is refused.
+func TestAttackRedteamImmortalSession(t *testing.T) {
+	a := newArena(t)
+	approver := a.roleToken(authn.RoleSecurityApprover, "")
+	off := "off"
+	var res api.SettingsResult
+	if err := json.Unmarshal(a.mustStatus(http.StatusAccepted, "POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{SoftDelete: &off}), &res); err != nil {
+		t.Fatal(err)
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/requests/"+res.Request.ID+"/approve", approver, nil)
+
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"secret": []byte("to be shredded")})
+	snap := a.backupAs(a.env.OwnerToken, dir, "h")
+
+	operator := a.roleToken(authn.RoleBackupOperator, "a")
+	hold := func() {
+		t.Helper()
+		req, err := http.NewRequest("POST", a.env.URL+"/v1/vaults/a/missing", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+operator)
+		req.Header.Set(api.HeaderSession, strings.Repeat("ab", 16))
+		resp, err := a.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("missing: status %d", resp.StatusCode)
+		}
+	}
+	hold()
+	a.advance(time.Minute)
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/forget", a.env.OwnerToken, api.Forget{IDs: []string{snap.ID.String()}})
+	prune := func() api.PruneReport {
+		t.Helper()
+		var rep api.PruneReport
+		if err := json.Unmarshal(a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/prune", a.env.OwnerToken, api.Prune{}), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := prune(); rep.Waiting == 0 {
+		t.Fatalf("prune did not wait for the operator's session: %+v", rep)
+	}
+	// Eight days of a session kept alive every ten minutes.
+	for range 8 * 24 * 6 {
+		a.advance(10 * time.Minute)
+		hold()
+	}
+	rep := prune()
+	if rep.Waiting != 0 || rep.Deleted == 0 {
+		t.Errorf("after 8 days, the forgotten snapshot's packs still wait for the operator's session: %d waiting, %d deleted", rep.Waiting, rep.Deleted)
+	}
+}
