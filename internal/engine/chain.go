@@ -334,14 +334,10 @@ func (r *chainReport) checkObject(rec, sealed vault.SnapshotRecord, link format.
 // recordSnapshot seals s (its ID assigned) into the store and appends its
 // add entry to the chain, in one catalog transaction (docs/format.md
 // §8.1): SaveSnapshot's last step.
-func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord) error {
+func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, principal string) error {
 	ks, err := v.liveKeys(ctx)
 	if err != nil {
 		return err
-	}
-	var principal string
-	if v.opt.Session != nil {
-		principal = v.opt.Session.Principal
 	}
 	pin, err := v.pinnedPrefix(ctx, ks)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/retention"
@@ -200,4 +201,62 @@ func TestAttackRedteamImmortalSession(t *testing.T) {
 	if rep.Waiting != 0 || rep.Deleted == 0 {
 		t.Errorf("after 8 days, the forgotten snapshot's packs still wait for the operator's session: %d waiting, %d deleted", rep.Waiting, rep.Deleted)
 	}
+}
+
+// The agents' fix of issue 11 binds an agent's snapshots to its name; a
+// machine backed up with a user's or a role token named its host freely,
+// and so did every other writer: an operator's role token saved three
+// snapshots of host db01 (server-stamped, so the newest), and the stored
+// --keep-last 3 forgot every genuine db01 snapshot, while `restore latest
+// --host db01` restored the operator's tree. A host's newest snapshot now
+// names its writer (in its chain entry), and an operator records only
+// hosts nobody else writes; a writer that may forget snapshots anyway,
+// and a token taking over from a revoked one, may.
+func TestAttackRedteamOperatorCrowdsNonAgentHost(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("genuine")})
+	st, mt := a.mint(a.env.OwnerToken, "POST", "/v1/tokens", api.CreateToken{Name: "db01-machine", Role: string(authn.RoleBackupOperator), Vault: "a"})
+	if st != http.StatusCreated {
+		t.Fatalf("token for db01: status %d", st)
+	}
+	machine := mt.Secret
+	var genuine []string
+	for range 3 {
+		a.advance(time.Hour)
+		genuine = append(genuine, a.backupAs(machine, dir, "db01").ID.String())
+	}
+	// The same paths, the attacker's content (on its own machine).
+	writeTree(t, dir, map[string][]byte{"f": []byte("evil")})
+	attacker := a.roleToken(authn.RoleBackupOperator, "a")
+	for _, host := range []string{"db01", "DB01"} {
+		a.advance(time.Hour)
+		v := a.client(attacker).Vault("a")
+		if err := v.LoadDedup(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		_, err := agent.Backup(context.Background(), v, agent.BackupOptions{Paths: []string{dir}, Host: host})
+		if host == "db01" && (err == nil || !strings.Contains(err.Error(), "forbidden")) {
+			t.Errorf("another operator's backup of host db01: %v, want forbidden", err)
+		}
+	}
+	a.storePolicy(retention.Policy{Last: 3})
+	a.advance(25 * time.Hour)
+	if err := a.env.Server.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	live := map[string]bool{}
+	for _, s := range a.liveSnapshots() {
+		live[s.ID.String()] = true
+	}
+	for _, id := range genuine {
+		if !live[id] {
+			t.Errorf("genuine snapshot %s of db01 was pushed out by another operator's snapshots", id[:8])
+		}
+	}
+	// The machine's token revoked (replaced), a new one takes the host
+	// over; the owner may write any host.
+	a.mustStatus(http.StatusNoContent, "DELETE", "/v1/tokens/"+mt.ID, a.env.OwnerToken, nil)
+	a.backupAs(attacker, dir, "db01")
+	a.backupAs(a.env.OwnerToken, dir, "db01")
 }

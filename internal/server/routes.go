@@ -697,7 +697,7 @@ func (s *Server) saveSnapshot(q *request) error {
 		return err
 	}
 	rec.Time = s.opt.Now().UTC() // when it is recorded, after the flush
-	saved, err := q.vault.SaveSnapshot(q.ctx, rec)
+	saved, err := q.vault.SaveSnapshotBy(q.ctx, rec, q.principal())
 	if errors.Is(err, format.ErrInvalidSnapshot) {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
