@@ -177,7 +177,59 @@ func (v *Vault) checkPin(r *chainReport) {
 	}
 }
 
-// advancePin pins h if it is newer than the pin.
+// pinnedPrefix checks, before an append, that the chain extends this
+// machine's pin (rule 6): an append to a chain that was rolled back or
+// rewritten would otherwise carry it past the pin's entry number, and the
+// pin would move to the forked chain, burying the rollback. It returns
+// the pin (zero when there is none).
+func (v *Vault) pinnedPrefix(ctx context.Context, ks *keyState) (ChainHead, error) {
+	if v.opt.Pin == nil {
+		return ChainHead{}, nil
+	}
+	seq, pinMAC, ok, err := v.opt.Pin.Load(v.rec.ID)
+	if err != nil {
+		return ChainHead{}, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
+	}
+	if !ok {
+		return ChainHead{}, nil
+	}
+	entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+	if err != nil {
+		return ChainHead{}, err
+	}
+	mac := format.NewChainMAC(ks.chain, v.rec.ID)
+	var h [32]byte
+	n := uint64(0)
+	for i, e := range entries {
+		if uint64(i) == seq || e.Seq != uint64(i+1) || !format.ValidChainKind(e.Kind) || !mac.Verify(h, e) {
+			break
+		}
+		h, n = e.MAC, e.Seq
+	}
+	pin := ChainHead{Seq: seq, MAC: pinMAC}
+	if err := pin.extendedBy(ChainHead{Seq: n, MAC: h}); err != nil {
+		return ChainHead{}, err
+	}
+	return pin, nil
+}
+
+// extendedBy refuses an append after head, the newest entry of a chain
+// whose first pin.Seq entries verify, when that chain does not reach or
+// does not match the pin.
+func (pin ChainHead) extendedBy(head ChainHead) error {
+	switch {
+	case pin.Seq == 0:
+		return nil
+	case head.Seq < pin.Seq:
+		return fmt.Errorf("%w: snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back); nothing was recorded, run coffer check", vault.ErrCorrupt, pin.Seq, head.Seq)
+	case head.Seq == pin.Seq && head.MAC != pin.MAC:
+		return fmt.Errorf("%w: snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten; nothing was recorded, run coffer check", vault.ErrCorrupt, pin.Seq)
+	}
+	return nil
+}
+
+// advancePin pins h if it is newer than the pin. Callers have verified
+// that h's chain extends the pin (checkPin, pinnedPrefix).
 func (v *Vault) advancePin(h ChainHead) {
 	if v.opt.Pin == nil || h.Seq == 0 {
 		return
@@ -282,18 +334,24 @@ func (r *chainReport) checkObject(rec, sealed vault.SnapshotRecord, link format.
 // recordSnapshot seals s (its ID assigned) into the store and appends its
 // add entry to the chain, in one catalog transaction (docs/format.md
 // §8.1): SaveSnapshot's last step.
-func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord) error {
+func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, principal string) error {
 	ks, err := v.liveKeys(ctx)
 	if err != nil {
 		return err
 	}
-	var principal string
-	if v.opt.Session != nil {
-		principal = v.opt.Session.Principal
+	pin, err := v.pinnedPrefix(ctx, ks)
+	if err != nil {
+		return fmt.Errorf("record snapshot %s: %w", s.ID, err)
 	}
 	var head ChainHead
 	stored := false
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
+		// Again inside the transaction: the chain did not shrink meanwhile.
+		if prev.Seq <= pin.Seq {
+			if err := pin.extendedBy(ChainHead{Seq: prev.Seq, MAC: prev.MAC}); err != nil {
+				return nil, nil, err
+			}
+		}
 		link := format.SnapshotLink{Seq: prev.Seq + 1, Prev: prev.MAC}
 		b, err := format.SealSnapshotLinked(s, link, ks.deks[ks.cur], ks.cur)
 		if err != nil {
@@ -346,8 +404,17 @@ func (v *Vault) appendChanges(ctx context.Context, changes []chainChange) error 
 	if err != nil {
 		return err
 	}
+	pin, err := v.pinnedPrefix(ctx, ks)
+	if err != nil {
+		return err
+	}
 	var head ChainHead
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
+		if prev.Seq <= pin.Seq {
+			if err := pin.extendedBy(ChainHead{Seq: prev.Seq, MAC: prev.MAC}); err != nil {
+				return nil, nil, err
+			}
+		}
 		mac := format.NewChainMAC(ks.chain, v.rec.ID)
 		es := make([]vault.ChainEntry, len(changes))
 		h := prev.MAC

@@ -1012,6 +1012,17 @@ func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
 // not be stored leaves nothing behind; s.Time is taken as given (the
 // vault server sets it to its own clock before calling).
 func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.SnapshotRecord, error) {
+	var principal string
+	if v.opt.Session != nil {
+		principal = v.opt.Session.Principal
+	}
+	return v.SaveSnapshotBy(ctx, s, principal)
+}
+
+// SaveSnapshotBy is SaveSnapshot for a writer other than the vault's
+// session (a server saving a client's snapshot): principal is recorded
+// in the snapshot's chain entry (SnapshotWriters).
+func (v *Vault) SaveSnapshotBy(ctx context.Context, s vault.SnapshotRecord, principal string) (vault.SnapshotRecord, error) {
 	if err := format.CheckSnapshot(s); err != nil {
 		return s, err
 	}
@@ -1019,10 +1030,26 @@ func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault
 		return s, err
 	}
 	rand.Read(s.ID[:])
-	if err := v.recordSnapshot(ctx, s); err != nil {
+	if err := v.recordSnapshot(ctx, s, principal); err != nil {
 		return s, err
 	}
 	return s, nil
+}
+
+// SnapshotWriters returns, once the snapshot chain proves the list, every
+// snapshot (soft-deleted ones included, oldest first) and who recorded
+// each (its chain entry's principal; "" when not recorded, as for an
+// imported or a local snapshot).
+func (v *Vault) SnapshotWriters(ctx context.Context) ([]vault.SnapshotRecord, map[vault.ID]string, error) {
+	all, r, err := v.verifiedList(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	by := make(map[vault.ID]string, len(r.states))
+	for id, st := range r.states {
+		by[id] = st.first.Principal
+	}
+	return all, by, nil
 }
 
 // LoadSnapshot reads and authenticates the snapshot object id.

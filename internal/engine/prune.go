@@ -533,6 +533,9 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 					return rep, err
 				}
 			}
+		case now.Sub(s.Started) >= vault.SessionMaxAge:
+			// Kept alive for longer than any backup runs: it no longer
+			// holds deletions back (its own snapshot will be refused).
 		case s.Kind != "prune" && (v.sess == nil || s.ID != v.sess.rec.ID):
 			live = append(live, s)
 		}

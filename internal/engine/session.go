@@ -26,7 +26,14 @@ type session struct {
 // of life for longer than vault.SessionStale (a process suspended or cut
 // off from its catalog): prune may have deleted packs it relies on, so
 // its snapshot is not saved.
-var ErrSessionExpired = errors.New("this backup's session went without a sign of life for too long (prune may have removed data it relies on): run the backup again")
+var ErrSessionExpired = errors.New("this backup's session went without a sign of life for too long, or ran for longer than vault.SessionMaxAge (prune may have removed data it relies on): run the backup again")
+
+// SessionTooOld reports whether a writer session that started at started
+// must no longer save a snapshot at now: prune stops waiting for it at
+// vault.SessionMaxAge, and a margin keeps the two from racing.
+func SessionTooOld(started, now time.Time) bool {
+	return now.Sub(started) > vault.SessionMaxAge-vault.SessionStale
+}
 
 func newSessionID() string {
 	var b [12]byte
@@ -86,7 +93,7 @@ func (v *Vault) checkSession() error {
 	last := s.touched
 	s.mu.Unlock()
 	// A margin of two touch periods: a touch may be late.
-	if v.opt.Now().Sub(last) > vault.SessionStale-2*vault.SessionTouch {
+	if v.opt.Now().Sub(last) > vault.SessionStale-2*vault.SessionTouch || SessionTooOld(s.rec.Started, v.opt.Now()) {
 		return ErrSessionExpired
 	}
 	return nil

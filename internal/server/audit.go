@@ -130,13 +130,19 @@ func (s *Server) appendAudit(ctx context.Context, e audit.Entry) {
 
 // auditServer records an action the server took by itself (a key
 // rotation, a key found unreachable, a stored policy applied).
-func (s *Server) auditServer(ctx context.Context, vaultID, op, detail string, ok bool) {
+func (s *Server) auditServer(ctx context.Context, vaultID, op, detail string, ok bool, extra ...map[string]string) {
 	outcome := audit.OutcomeOK
 	if !ok {
 		outcome = audit.OutcomeFailed
 	}
+	params := map[string]string{"vault_id": vaultID}
+	for _, m := range extra {
+		for k, v := range m {
+			params[k] = v
+		}
+	}
 	s.appendAudit(ctx, audit.Entry{Time: s.opt.Now().UTC(), Principal: serverPrincipal, Op: op, Outcome: outcome,
-		Params: map[string]string{"vault_id": vaultID}, Detail: detail})
+		Params: params, Detail: detail})
 }
 
 // RunAudit writes audit checkpoints every minute while entries arrive,

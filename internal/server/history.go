@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -72,6 +73,9 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 		return rec, fmt.Errorf("%w: a snapshot's domain is the dedup domain of the token that saves it: leave it out", api.ErrBadRequest)
 	}
 	rec.Domain = da.own
+	if err := s.checkHostWriter(q, rec.Host); err != nil {
+		return rec, err
+	}
 	if err := format.CheckSnapshot(rec); err != nil {
 		return rec, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
@@ -135,6 +139,57 @@ func (s *Server) snapshotHost(q *request, claimed string) (string, error) {
 		}
 	}
 	return claimed, nil
+}
+
+// checkHostWriter refuses a snapshot of host from a writer that may not
+// forget snapshots (an operator) when the host's newest live snapshot was
+// recorded by someone else: otherwise any operator's token could save
+// snapshots of a machine that is not an agent (backed up with a user's or
+// a role token) and push its genuine ones out of --keep-last, or become
+// its `latest`. An agent's own name is bound already (snapshotHost). A
+// host whose newest snapshot names no writer (recorded before writers
+// were) or a writer token since revoked or expired is free to claim.
+func (s *Server) checkHostWriter(q *request, host string) error {
+	if bound, err := s.boundHost(q); err != nil || bound != "" {
+		return err
+	}
+	if q.acc.Allows(authn.PermSnapshotDelete, q.name) {
+		return nil // it may forget (and so replace) any snapshot anyway
+	}
+	all, writers, err := q.vault.SnapshotWriters(q.ctx)
+	if err != nil {
+		return err
+	}
+	var newest *vault.SnapshotRecord
+	for i := range all {
+		sn := &all[i]
+		if sn.Host == host && sn.Deleted.IsZero() && (newest == nil || !sn.Time.Before(newest.Time)) {
+			newest = sn
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	w, me := writers[newest.ID], q.principal()
+	if w == "" || w == me || s.writerGone(q.ctx, w) {
+		return nil
+	}
+	return fmt.Errorf("%w: host %q is backed up by %s (snapshot %s): only that writer records it, so that another operator cannot push its snapshots out of retention or become its latest; name this machine's own host, back it up as an agent (coffer source add), or have an owner forget %s's snapshots first", api.ErrForbidden, host, w, newest.ID.Short(), host)
+}
+
+// writerGone reports whether writer (a chain entry's principal) is a
+// role token that is revoked or expired: its hosts are free again.
+func (s *Server) writerGone(ctx context.Context, writer string) bool {
+	rest, ok := strings.CutPrefix(writer, "token:")
+	if !ok {
+		return false
+	}
+	id, _, _ := strings.Cut(rest, " ")
+	t, err := s.cat.Token(ctx, id)
+	if err != nil {
+		return false
+	}
+	return !t.Revoked.IsZero() || !t.Expires.IsZero() && !s.opt.Now().Before(t.Expires)
 }
 
 // boundHost returns the host q's token records snapshots under: its

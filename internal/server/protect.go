@@ -129,6 +129,10 @@ func (s *Server) prune(q *request) error {
 	}
 	q.note("packs_deleted", fmt.Sprint(rep.Deleted))
 	q.note("snapshots_removed", fmt.Sprint(len(rep.Expired)))
+	if len(rep.Expired) > 0 && !rep.DryRun {
+		// The removals are chain entries: the audit log pins them too.
+		q.note("chain", q.vault.LastChainHead().String())
+	}
 	writeJSON(q.w, http.StatusOK, wirePrune(rep))
 	return nil
 }
@@ -219,17 +223,36 @@ func (s *Server) vaultEvents(q *request) error {
 	return nil
 }
 
+// MaxPendingRequests is how many pending requests one requester may hold
+// at once: approvers read every pending request, and a flood of them
+// would hide the one that matters (and fill the catalog).
+const MaxPendingRequests = 16
+
 // newRequest records a multi-user authorization request for a critical
-// operation, and the request event.
+// operation, and the request event. Asking again for what the requester
+// already has pending answers that request; a requester with
+// MaxPendingRequests pending is refused (429) until some are decided or
+// expire.
 func (s *Server) newRequest(q *request, op, summary string, params requestParams) (api.Request, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	if params.Vault == "" {
 		params.Vault = q.name
 	}
+	same, err := json.Marshal(params) // what is asked, before who asks
+	if err != nil {
+		return api.Request{}, err
+	}
 	params.ByToken, params.Perm, params.People = q.tok.ID, string(q.perm), q.people
 	pb, err := json.Marshal(params)
 	if err != nil {
+		return api.Request{}, err
+	}
+	if prev, err := s.pendingOf(q, op, summary, string(same)); err != nil || prev != nil {
+		if prev != nil {
+			q.note("request", prev.ID)
+			return *prev, nil
+		}
 		return api.Request{}, err
 	}
 	now := s.opt.Now().UTC()
@@ -251,9 +274,49 @@ func (s *Server) newRequest(q *request, op, summary string, params requestParams
 	return wireRequest(r), nil
 }
 
-func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool) {
+// pendingOf returns the requester's pending request for the same
+// operation (op, summary and what params record of it, same), or nil
+// when there is none; it refuses a requester who holds
+// MaxPendingRequests pending requests already. Void requests do not
+// count.
+func (s *Server) pendingOf(q *request, op, summary, same string) (*api.Request, error) {
+	rs, err := s.cat.Requests(q.ctx)
+	if err != nil {
+		return nil, err
+	}
+	me := q.principal()
+	pending := 0
+	for _, r := range rs {
+		if r.Requester != me || s.effectiveState(r) != vault.RequestPending {
+			continue
+		}
+		if void, err := s.requestVoid(q.ctx, r); err != nil {
+			return nil, err
+		} else if void != "" {
+			continue
+		}
+		var p requestParams
+		if json.Unmarshal([]byte(r.Params), &p) == nil && r.Op == op && r.Summary == summary {
+			p.ByToken, p.Perm, p.People = "", "", nil
+			if b, err := json.Marshal(p); err == nil && string(b) == same {
+				w := wireRequest(r)
+				return &w, nil
+			}
+		}
+		pending++
+	}
+	if pending >= MaxPendingRequests {
+		q.w.Header().Set("Retry-After", "3600")
+		return nil, fmt.Errorf("%w: %s has %d requests pending approval, the most one requester may have: wait until a security approver decides them or they expire, or ask them to reject those no longer wanted", api.ErrTooManyRequests, me, pending)
+	}
+	return nil, nil
+}
+
+// vaultEvent records a vault event; one the server causes by itself is
+// also an audit entry, with params (when given) besides the vault's ID.
+func (s *Server) vaultEvent(ctx context.Context, id vault.ID, principal, event, detail string, ok bool, params ...map[string]string) {
 	if principal == policyPrincipal || principal == serverPrincipal {
-		s.auditServer(ctx, id.String(), "vault."+event, detail, ok)
+		s.auditServer(ctx, id.String(), "vault."+event, detail, ok, params...)
 	}
 	if err := s.cat.AddEvent(ctx, vault.VaultEvent{Vault: id, Time: s.opt.Now().UTC(), Principal: principal, Event: event, Detail: detail, OK: ok}); err != nil {
 		s.log.Error("could not record a vault event", "event", event, "err", err)
@@ -566,14 +629,17 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 			ids = append(ids, d.Snapshot.ID)
 		}
 	}
+	var chain map[string]string
 	if len(ids) > 0 {
 		if _, err := eng.Forget(ctx, ids, policyPrincipal); err != nil {
 			s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "failed: "+err.Error(), false)
 			return err
 		}
+		// The forgets are chain entries: the audit log pins them too.
+		chain = map[string]string{"chain": eng.LastChainHead().String()}
 	}
 	s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied,
-		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true)
+		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true, chain)
 	return nil
 }
 

@@ -798,7 +798,7 @@ func (s *Server) saveSnapshot(q *request) error {
 		return err
 	}
 	rec.Time = s.opt.Now().UTC() // when it is recorded, after the flush
-	saved, err := q.vault.SaveSnapshot(q.ctx, rec)
+	saved, err := q.vault.SaveSnapshotBy(q.ctx, rec, q.principal())
 	if errors.Is(err, format.ErrInvalidSnapshot) {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
@@ -874,10 +874,20 @@ func tokenInfo(t vault.TokenRecord) api.Token {
 		Expires: t.Expires, Revoked: t.Revoked, CreatedBy: t.CreatedBy, Principal: t.Principal}
 }
 
-// checkExpiry refuses an expiry in the past (zero: never expires).
+// maxTokenLife bounds a token's expiry; a token meant to live longer is
+// one that never expires.
+const maxTokenLife = 100 * 365 * 24 * time.Hour
+
+// checkExpiry refuses an expiry in the past (zero: never expires), and
+// one further ahead than maxTokenLife (the catalog could not store one
+// past 2262; checked before anything is written).
 func (s *Server) checkExpiry(expires time.Time) error {
-	if !expires.IsZero() && !expires.After(s.opt.Now()) {
+	now := s.opt.Now()
+	if !expires.IsZero() && !expires.After(now) {
 		return fmt.Errorf("%w: expiry %s is in the past", api.ErrBadRequest, expires.Format(time.RFC3339))
+	}
+	if expires.After(now.Add(maxTokenLife)) {
+		return fmt.Errorf("%w: expiry %s is more than 100 years ahead: give no expiry for a token that never expires", api.ErrBadRequest, expires.Format(time.RFC3339))
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ type writerSessions struct {
 type writer struct {
 	vault   string
 	token   string // the token that opened it
+	started time.Time
 	touched time.Time
 	expired bool
 }
@@ -60,7 +61,7 @@ func (s *Server) touchWriter(q *request) error {
 	}
 	w, ok := s.writers.m[id]
 	if ok {
-		if now.Sub(w.touched) > vault.SessionStale-2*vault.SessionTouch {
+		if now.Sub(w.touched) > vault.SessionStale-2*vault.SessionTouch || engine.SessionTooOld(w.started, now) {
 			w.expired = true
 		}
 		due := now.Sub(w.touched) >= vault.SessionTouch
@@ -86,7 +87,7 @@ func (s *Server) touchWriter(q *request) error {
 		q.w.Header().Set("Retry-After", "60")
 		return fmt.Errorf("%w: this token has %d backups in progress; finish one, or wait %v for a stopped one to expire", api.ErrTooManyRequests, open, vault.SessionStale)
 	}
-	w = &writer{vault: q.name, token: q.tok.ID, touched: now}
+	w = &writer{vault: q.name, token: q.tok.ID, started: now, touched: now}
 	s.writers.m[id] = w
 	s.writers.mu.Unlock()
 	err := s.cat.BeginSession(q.ctx, q.vault.Record().ID, vault.Session{ID: id, Kind: "backup", Principal: q.principal(), Started: now, Touched: now})
@@ -98,13 +99,15 @@ func (s *Server) touchWriter(q *request) error {
 			return lerr
 		}
 		expired := true
+		started := now
 		for _, cs := range ss {
-			if cs.ID == id && now.Sub(cs.Touched) <= vault.SessionStale-2*vault.SessionTouch {
+			if cs.ID == id && now.Sub(cs.Touched) <= vault.SessionStale-2*vault.SessionTouch && !engine.SessionTooOld(cs.Started, now) {
 				expired = false
+				started = cs.Started
 			}
 		}
 		s.writers.mu.Lock()
-		w.expired = expired
+		w.expired, w.started = expired, started
 		s.writers.mu.Unlock()
 		if !expired {
 			return s.cat.TouchSession(q.ctx, id, now)

@@ -200,6 +200,13 @@ const (
 	SessionStale = 15 * time.Minute
 )
 
+// SessionMaxAge bounds how long one writer session holds prune back,
+// however often it is touched: a writer (a remote token) could otherwise
+// keep a session alive for ever and keep every pack condemned since from
+// being deleted. A backup that runs longer is refused at its end and runs
+// again (what it stored deduplicates).
+const SessionMaxAge = 7 * 24 * time.Hour
+
 // SoftDelete is whether forgotten snapshots are kept for a while.
 type SoftDelete string
 
