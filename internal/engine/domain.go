@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -139,29 +138,12 @@ func (w *View) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst 
 
 // LoadTree loads and decodes tree id of the domain.
 func (w *View) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
-	b, err := w.LoadBlob(ctx, vault.TreeBlob, id, nil)
-	if err != nil {
-		return nil, err
-	}
-	t, err := format.DecodeTree(b)
-	if err != nil {
-		return nil, fmt.Errorf("tree %s: %w", id, err)
-	}
-	return t, nil
+	return loadTree(ctx, w, id)
 }
 
 // SaveTree encodes, identifies (in the domain) and stores t.
 func (w *View) SaveTree(ctx context.Context, t *format.Tree) (vault.ID, error) {
-	enc, err := format.EncodeTree(nil, t)
-	if err != nil {
-		return vault.ID{}, err
-	}
-	id := w.BlobID(enc)
-	if w.Has(vault.TreeBlob, id) {
-		return id, nil
-	}
-	_, err = w.SaveBlob(ctx, vault.TreeBlob, id, w.codec.Encode(nil, enc), len(enc))
-	return id, err
+	return saveTree(ctx, w.Vault, w.BlobID, t)
 }
 
 // SaveSnapshot saves s as a snapshot of the domain.

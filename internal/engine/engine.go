@@ -806,11 +806,17 @@ func (v *Vault) BytesAdded() uint64 { return v.added.Load() }
 
 // SaveTree encodes, identifies and stores t, returning its ID.
 func (v *Vault) SaveTree(ctx context.Context, t *format.Tree) (vault.ID, error) {
+	return saveTree(ctx, v, v.BlobID, t)
+}
+
+// saveTree encodes t, identifies it with idOf (the dedup domain's key)
+// and stores it in v unless it is there already.
+func saveTree(ctx context.Context, v *Vault, idOf func([]byte) vault.ID, t *format.Tree) (vault.ID, error) {
 	enc, err := format.EncodeTree(nil, t)
 	if err != nil {
 		return vault.ID{}, err
 	}
-	id := v.BlobID(enc)
+	id := idOf(enc)
 	if v.Has(vault.TreeBlob, id) {
 		return id, nil
 	}
@@ -995,7 +1001,15 @@ func (v *Vault) NewHasher() *format.IDHasher { return v.hasher.Clone() }
 
 // LoadTree loads and decodes tree id.
 func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
-	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+	return loadTree(ctx, v, id)
+}
+
+// loadTree loads tree id through r (which checks its ID in r's dedup
+// domain) and decodes it.
+func loadTree(ctx context.Context, r interface {
+	LoadBlob(context.Context, vault.BlobType, vault.ID, []byte) ([]byte, error)
+}, id vault.ID) (*format.Tree, error) {
+	b, err := r.LoadBlob(ctx, vault.TreeBlob, id, nil)
 	if err != nil {
 		return nil, err
 	}
