@@ -41,10 +41,19 @@ func checkName(what, name string) error {
 // cross, so a principal named like another's ID (refused since, but an
 // older catalog may hold one) cannot stand in for it.
 func (s *Server) resolvePrincipal(ctx context.Context, ref string) (vault.Principal, error) {
+	return lookupPrincipal(ctx, s.cat, ref)
+}
+
+// lookupPrincipal finds the principal ref names in cat: by ID when ref
+// has an ID's form, else by name.
+func lookupPrincipal(ctx context.Context, cat interface {
+	Principal(context.Context, string) (vault.Principal, error)
+	PrincipalByID(context.Context, string) (vault.Principal, error)
+}, ref string) (vault.Principal, error) {
 	if principalIDRE.MatchString(ref) {
-		return s.cat.PrincipalByID(ctx, ref)
+		return cat.PrincipalByID(ctx, ref)
 	}
-	return s.cat.Principal(ctx, ref)
+	return cat.Principal(ctx, ref)
 }
 
 // How a token was issued, read from its CreatedBy.
@@ -520,12 +529,7 @@ func AssignApprover(ctx context.Context, dataDir, principal string, now time.Tim
 		return err
 	}
 	defer cat.Close()
-	var p vault.Principal
-	if principalIDRE.MatchString(principal) {
-		p, err = cat.PrincipalByID(ctx, principal)
-	} else {
-		p, err = cat.Principal(ctx, principal)
-	}
+	p, err := lookupPrincipal(ctx, cat, principal)
 	if err != nil {
 		return err
 	}
@@ -547,12 +551,7 @@ func SetPassword(ctx context.Context, dataDir, principal, password string, now t
 		return err
 	}
 	defer cat.Close()
-	var p vault.Principal
-	if principalIDRE.MatchString(principal) {
-		p, err = cat.PrincipalByID(ctx, principal)
-	} else {
-		p, err = cat.Principal(ctx, principal)
-	}
+	p, err := lookupPrincipal(ctx, cat, principal)
 	if err != nil {
 		return err
 	}
