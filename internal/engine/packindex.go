@@ -65,10 +65,17 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 }
 
 // packBlobs returns the blobs of pack p, from the catalog's sealed copy
-// of its header (or, for a pack not upgraded yet, from legacy).
-func packBlobs(p vault.PackRecord, deks format.DEKs, legacy map[vault.ID][]vault.BlobRecord) ([]vault.BlobRecord, error) {
+// of its header; none for a pack without one.
+//
+// SECURITY: a pack recorded by format 1 without a header copy (left so by
+// the upgrade only when the pack was missing from the store) lists no
+// blob. Its plaintext blob rows are never read: nothing authenticates
+// them, and a catalog writer who knows a blob ID could otherwise make
+// backups deduplicate against a pack that does not exist, or shadow a
+// blob that does (docs/format.md §4.1).
+func packBlobs(p vault.PackRecord, deks format.DEKs) ([]vault.BlobRecord, error) {
 	if p.Header == nil {
-		return legacy[p.ID], nil
+		return nil, nil
 	}
 	entries, err := format.OpenPackHeader(p.ID, p.DEKVersion, p.Size, p.Header, deks)
 	if err != nil {
@@ -86,30 +93,18 @@ func packBlobs(p vault.PackRecord, deks format.DEKs, legacy map[vault.ID][]vault
 // naming the pack: the index would otherwise silently lack its blobs.
 func (v *Vault) eachPack(ctx context.Context, fn func(vault.PackRecord, []vault.BlobRecord)) error {
 	var packs []vault.PackRecord
-	anyLegacy := false
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
 		packs = append(packs, p)
-		anyLegacy = anyLegacy || p.Header == nil
 		return nil
 	}); err != nil {
 		return err
-	}
-	var legacy map[vault.ID][]vault.BlobRecord
-	if anyLegacy {
-		legacy = map[vault.ID][]vault.BlobRecord{}
-		if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
-			legacy[b.Pack] = append(legacy[b.Pack], b)
-			return nil
-		}); err != nil {
-			return err
-		}
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
 		return err
 	}
 	for i, p := range packs {
-		recs, err := packBlobs(p, deks, legacy)
+		recs, err := packBlobs(p, deks)
 		if err != nil {
 			return fmt.Errorf("load the blob index: %w", err)
 		}
