@@ -7,8 +7,10 @@ package main
 
 import (
 	"database/sql"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +56,45 @@ func TestAttackRetireTrustsEditedAnchor(t *testing.T) {
 			mustExec(t, db, `UPDATE key_anchors SET kek_version = '1', generation = 1`)
 			mustCoffer(t, e, "check", "--read-data", "--vault", victim)
 		})
+	}
+}
+
+// TestAttackPinOvertakenByBackups: the pin in $COFFER_HOME/chain is what
+// tells this machine that the snapshot list was rolled back. A backup
+// does not refuse a list that fails to verify (it only loses its parent),
+// and every append advanced the pin to the new head without checking it
+// against the pin: after a rollback of two entries, three backups carried
+// the chain past the pinned entry and the pin moved onto the attacker's
+// chain, so snapshots, restore and check went quiet for good. Now an
+// append moves the pin only along a chain that extends it, and a backup
+// onto a chain the pin proves rolled back fails, saying so.
+func TestAttackPinOvertakenByBackups(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	var ids []string
+	for i := range 4 {
+		writeFile(t, filepath.Join(src, "f"), []byte{byte(i)}, 0o644)
+		ids = append(ids, backupJSON(t, e, src))
+	}
+	mustCoffer(t, e, "snapshots")
+	db := catalogSQL(t, e)
+	for _, id := range ids[2:] {
+		mustExec(t, db, `DELETE FROM snapshots WHERE hex(id) = upper(?)`, id)
+		if err := os.Remove(filepath.Join(e.storeDir(), "snapshots", id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustExec(t, db, `DELETE FROM snapshot_chain WHERE seq > 2`)
+	for i := range 3 {
+		writeFile(t, filepath.Join(src, "f"), []byte{byte(10 + i)}, 0o644)
+		coffer(t, e, "backup", src) // cron does not read the output
+	}
+	wantRefused(t, e, []string{"rolled back"},
+		[]string{"snapshots"},
+		[]string{"restore", "latest", "--target", t.TempDir()},
+		[]string{"check"})
+	out, errOut, code := coffer(t, e, "backup", src)
+	if code == exitOK || !strings.Contains(errOut, "rolled back") {
+		t.Errorf("backup onto a rolled-back snapshot list: exit %d, %s%s; want a failure saying so", code, out, errOut)
 	}
 }

@@ -177,6 +177,33 @@ func (v *Vault) checkPin(r *chainReport) {
 	}
 }
 
+// pinBeforeAppend compares the pin with prev, the chain's head that an
+// append is about to extend (read in the append's transaction). It fails
+// when the pin proves the chain rolled back or rewritten, and reports
+// whether the pin may then move to the new head: only when the pin is
+// prev itself, or there is none. SECURITY: a chain the pin cannot vouch
+// for (other writers appended since it was set, or the catalog was
+// rolled back and grown again) never moves it: appending is not
+// verifying, and a pin moved onto a rolled-back chain would forget the
+// rollback for good (docs/format.md §8.2, rule 6).
+func (v *Vault) pinBeforeAppend(prev vault.ChainEntry) (advance bool, err error) {
+	if v.opt.Pin == nil {
+		return false, nil
+	}
+	seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
+	case !ok:
+		return true, nil
+	case seq > prev.Seq:
+		return false, fmt.Errorf("%w: snapshot chain: this machine saw %d entries of the vault's snapshot list before, but the catalog now holds %d: entries were removed (the snapshot list was rolled back); nothing was recorded: run coffer check, and restore the vault's catalog from a copy you trust", vault.ErrCorrupt, seq, prev.Seq)
+	case seq == prev.Seq && mac != prev.MAC:
+		return false, fmt.Errorf("%w: snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten (rolled back); nothing was recorded: run coffer check, and restore the vault's catalog from a copy you trust", vault.ErrCorrupt, seq)
+	}
+	return seq == prev.Seq, nil
+}
+
 // advancePin pins h if it is newer than the pin.
 func (v *Vault) advancePin(h ChainHead) {
 	if v.opt.Pin == nil || h.Seq == 0 {
@@ -292,8 +319,12 @@ func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord) erro
 		principal = v.opt.Session.Principal
 	}
 	var head ChainHead
-	stored := false
+	stored, advance := false, false
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
+		var err error
+		if advance, err = v.pinBeforeAppend(prev); err != nil {
+			return nil, nil, err
+		}
 		link := format.SnapshotLink{Seq: prev.Seq + 1, Prev: prev.MAC}
 		b, err := format.SealSnapshotLinked(s, link, ks.deks[ks.cur], ks.cur)
 		if err != nil {
@@ -323,7 +354,9 @@ func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord) erro
 		return fmt.Errorf("record snapshot %s: %w", s.ID, err)
 	}
 	v.setLastHead(head)
-	v.advancePin(head)
+	if advance {
+		v.advancePin(head)
+	}
 	return nil
 }
 
@@ -347,7 +380,12 @@ func (v *Vault) appendChanges(ctx context.Context, changes []chainChange) error 
 		return err
 	}
 	var head ChainHead
+	advance := false
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
+		var err error
+		if advance, err = v.pinBeforeAppend(prev); err != nil {
+			return nil, nil, err
+		}
 		mac := format.NewChainMAC(ks.chain, v.rec.ID)
 		es := make([]vault.ChainEntry, len(changes))
 		h := prev.MAC
@@ -364,7 +402,9 @@ func (v *Vault) appendChanges(ctx context.Context, changes []chainChange) error 
 		return err
 	}
 	v.setLastHead(head)
-	v.advancePin(head)
+	if advance {
+		v.advancePin(head)
+	}
 	return nil
 }
 
