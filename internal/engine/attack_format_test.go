@@ -6,6 +6,9 @@ package engine_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/engine"
@@ -91,4 +94,82 @@ func TestAttackHeaderlessPackPruned(t *testing.T) {
 	if b := load(t, w, w.BlobID(data)); !bytes.Equal(b, data) {
 		t.Error("data differs")
 	}
+}
+
+// TestAttackReimportUpgradedVault: a vault upgraded from format 1 whose
+// snapshots are all imported holds no version 2 object, so deleting its
+// chain from the catalog made the next open take it for a format 1 vault
+// and import the snapshot list again, with the soft-delete marks the
+// catalog writer chose: the newest snapshot hidden (latest restored old
+// data), a forgotten one brought back, and everything verified. Now the
+// import runs only while the keyring is format 1 (it comes before the
+// format 2 keyring is written), so a format 2 vault with records and no
+// chain is refused.
+func TestAttackReimportUpgradedVault(t *testing.T) {
+	e := v1Env(t)
+	v, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest, err := v.FindSnapshot(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	db := attackerSQL(t, e)
+	execSQL(t, db, `DELETE FROM snapshot_chain`)
+	execSQL(t, db, `UPDATE snapshots SET deleted = NULL, deleted_by = NULL WHERE deleted IS NOT NULL`)
+	execSQL(t, db, `UPDATE snapshots SET deleted = ?, deleted_by = 'owner' WHERE id = ?`, testStart.UnixNano(), latest.ID[:])
+
+	w, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Logf("open refused: %v", err)
+		return
+	}
+	defer w.Close()
+	if s, err := w.FindSnapshot(ctx, "latest"); err == nil {
+		t.Errorf("latest = %s (%s) after the chain was deleted and the list re-imported as the catalog writer left it; the real latest is %s", s.ID.Short(), s.Tags, latest.ID.Short())
+	}
+	if _, err := w.Snapshots(ctx); err == nil {
+		t.Error("the snapshot list verifies after the chain was deleted")
+	}
+}
+
+// keyringFails is a store whose keyring writes fail: an upgrade cut short
+// after its catalog part.
+type keyringFails struct{ vault.Store }
+
+func (s keyringFails) Put(ctx context.Context, h vault.Handle, r io.Reader, n int64) error {
+	if h.Type == vault.KeyObject {
+		return errInjected
+	}
+	return s.Store.Put(ctx, h, r, n)
+}
+
+// The upgrade builds the chain before it writes the format 2 keyring; cut
+// short in between, the next open finds the chain beside a format 1
+// keyring and finishes.
+func TestUpgradeCutShortAfterChain(t *testing.T) {
+	e := v1Env(t)
+	opt := e.v1Opts()
+	opt.Store = keyringFails{e.store}
+	if _, err := engine.Open(ctx, opt); !errors.Is(err, errInjected) {
+		t.Fatalf("Open with keyring writes failing: %v", err)
+	}
+	var n int
+	if err := attackerSQL(t, e).QueryRow(`SELECT count(*) FROM snapshot_chain`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("chain entries after the cut-short upgrade: %d, %v", n, err)
+	}
+	v, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if v.KeyInfo().KeyringGen < 2 {
+		t.Errorf("keyring generation %d: the upgrade did not finish", v.KeyInfo().KeyringGen)
+	}
+	if head, err := v.VerifyChain(ctx); err != nil || head.Seq != 3 {
+		t.Errorf("VerifyChain = %d, %v", head.Seq, err)
+	}
+	checkClean(t, v)
 }

@@ -61,6 +61,11 @@ func (r *chainReport) add(format string, a ...any) {
 // whose digest does not match (it reads the sealed object).
 func (v *Vault) verifyChain(ks *keyState, entries []vault.ChainEntry, rows []vault.SnapshotRecord, describe func(vault.SnapshotRecord) string) *chainReport {
 	r := &chainReport{states: map[vault.ID]*chainState{}, macs: make([][32]byte, 1, len(entries)+1)}
+	if len(entries) == 0 && len(rows) > 0 {
+		// Open imports a format 1 vault's list before its keyring becomes
+		// format 2; a format 2 vault's chain is never imported again.
+		r.add("snapshot chain: the catalog holds %d snapshot records but no snapshot chain: the chain was deleted from the catalog (restore the catalog from a copy you trust)", len(rows))
+	}
 	mac := format.NewChainMAC(ks.chain, v.rec.ID)
 	// Rule 1: numbered 1, 2, … and each MAC verifies.
 	for i, e := range entries {
@@ -429,7 +434,8 @@ func (h ChainHead) String() string { return fmt.Sprintf("%d:%x", h.Seq, h.MAC) }
 
 // upgradeChain builds the chain of a format 1 vault from its sealed
 // snapshot objects (docs/format.md §8.3); nothing when the chain exists
-// or the vault has no snapshots.
+// or the vault has no snapshots. Open calls it only while the keyring is
+// format 1.
 func (v *Vault) upgradeChain(ctx context.Context) error {
 	entries, rows, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil || len(entries) > 0 {
@@ -483,6 +489,11 @@ func (v *Vault) upgradeChain(ctx context.Context) error {
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
 		if prev.Seq != 0 {
 			return nil, nil, nil // another process upgraded it meanwhile
+		}
+		// A pin means this machine saw a chain: it was deleted, and the
+		// vault rolled back to format 1 (a writer of store and catalog).
+		if _, err := v.pinBeforeAppend(prev); err != nil {
+			return nil, nil, err
 		}
 		mac := format.NewChainMAC(ks.chain, v.rec.ID)
 		es := make([]vault.ChainEntry, len(imps))

@@ -13,19 +13,11 @@ import (
 // under the pack's key when the index loads, so that the catalog shows
 // no blob's size or position in plaintext.
 
-// upgradeCatalog brings a format 1 vault's catalog to format 2
-// (docs/format.md §8.3): the snapshot chain, then the packs' sealed
-// headers.
-func (v *Vault) upgradeCatalog(ctx context.Context) error {
-	if err := v.upgradeChain(ctx); err != nil {
-		return err
-	}
-	return v.upgradePacks(ctx)
-}
-
-// upgradePacks copies the sealed header of every pack recorded with
-// per-blob rows into its record, and drops the rows. A pack missing from
-// the store keeps its rows (check reports it).
+// upgradePacks copies the sealed header of every pack recorded without
+// one (by format 1, or a copy a catalog writer removed) from the pack in
+// the store into its record, and drops the pack's rows, if any. A pack
+// missing from the store stays without one (it lists no blob; check
+// reports it).
 func (v *Vault) upgradePacks(ctx context.Context) error {
 	var legacy []vault.PackRecord
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
