@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -172,4 +174,40 @@ func TestUpgradeCutShortAfterChain(t *testing.T) {
 		t.Errorf("VerifyChain = %d, %v", head.Seq, err)
 	}
 	checkClean(t, v)
+}
+
+// TestRotateDEKAfterKeyFileRotated: another process rotated the platform
+// key file while this one held the vault open. RotateDEK compared the
+// keyring's KEK with the key provider's idea of the current version (the
+// old one) but the wrap itself went to the file's new current version, so
+// the new generation named v1 while its new DEK was wrapped under v2: the
+// vault no longer opened ("wrong key"). Now the new DEK must be wrapped
+// by the keyring's own KEK, or nothing is written.
+func TestRotateDEKAfterKeyFileRotated(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	snapshotOf(t, v, "h", []byte("before"))
+	other, err := platform.Open(filepath.Join(e.dir, "platform.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Rotate(testStart.Add(day)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.RotateDEK(ctx); err != nil {
+		t.Logf("RotateDEK refused: %v", err)
+	}
+	v.Close()
+	ks, err := platform.Open(filepath.Join(e.dir, "platform.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := e.opts()
+	opt.Keys = ks
+	w, err := engine.Open(ctx, opt)
+	if err != nil {
+		t.Fatalf("the vault no longer opens after a DEK rotation that raced a key file rotation: %v", err)
+	}
+	defer w.Close()
+	checkClean(t, w)
 }

@@ -225,6 +225,11 @@ func ensureKeyring(ctx context.Context, opt Options, id vault.ID, cfg format.Con
 	if err != nil {
 		return nil, fmt.Errorf("create vault: wrap DEK: %w", err)
 	}
+	if wdek.KEK != wroot.KEK || wdek.Alg != wroot.Alg {
+		// The keyring names one KEK for all it wraps (the platform key
+		// file was rotated between the two wraps).
+		return nil, fmt.Errorf("create vault: the key provider changed keys while wrapping (%s, then %s): run the command again", wroot.KEK, wdek.KEK)
+	}
 	kc := cfg
 	kr := format.Keyring{Format: format.Format, Vault: id.String(), Generation: 1, Created: cfg.Created, Config: &kc,
 		KEK:  format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg},
