@@ -7,11 +7,15 @@ package main
 
 import (
 	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/keys"
 )
 
 func vaultSQL(t *testing.T, dir string) *sql.DB {
@@ -96,5 +100,47 @@ func TestAttackPinOvertakenByBackups(t *testing.T) {
 	out, errOut, code := coffer(t, e, "backup", src)
 	if code == exitOK || !strings.Contains(errOut, "rolled back") {
 		t.Errorf("backup onto a rolled-back snapshot list: exit %d, %s%s; want a failure saying so", code, out, errOut)
+	}
+}
+
+// TestAttackUseCMKAlreadyWrappedLie: key use-cmk took the store's latest
+// keyring generation, unverified, for the truth: a store writer who
+// planted a generation naming the customer key (its reference is public:
+// the key file's path and a hash of its public key) made use-cmk print
+// "the vault's keys are already wrapped by" it and exit 0, while the
+// vault stayed under the platform key. Now the vault is opened (and its
+// keyring verified against the anchor) before anything is said about it.
+func TestAttackUseCMKAlreadyWrappedLie(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "a"), []byte("data\n"), 0o644)
+	backupJSON(t, e, src)
+	keyFile := rsaKeyFile(t, t.TempDir())
+	cmk, err := keys.Open(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := cmk.Current()
+	names := keyringFiles(t, e)
+	b, err := os.ReadFile(filepath.Join(e.storeDir(), "keys", names[len(names)-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kr map[string]any
+	if err := json.Unmarshal(b, &kr); err != nil {
+		t.Fatal(err)
+	}
+	gen := uint64(kr["generation"].(float64)) + 1
+	kr["generation"] = gen
+	kr["kek"] = map[string]any{"provider": ref.Provider, "key_id": ref.KeyID, "version": ref.Version, "alg": "rsa-oaep-sha256"}
+	nb, _ := json.Marshal(kr)
+	writeFile(t, filepath.Join(e.storeDir(), "keys", format.KeyringName(gen)), nb, 0o600)
+
+	out, errOut, code := coffer(t, e, "key", "use-cmk", keyFile)
+	if code == exitOK {
+		t.Errorf("key use-cmk believed a planted keyring and switched nothing: exit 0\n%s%s", out, errOut)
+	}
+	if !strings.Contains(errOut, "keyring") {
+		t.Errorf("key use-cmk does not name the refused keyring:\n%s", errOut)
 	}
 }
