@@ -211,3 +211,42 @@ func TestRotateDEKAfterKeyFileRotated(t *testing.T) {
 	defer w.Close()
 	checkClean(t, w)
 }
+
+// TestUpgradeMissingPackLeavesNoSizes: a format 1 vault with a pack
+// missing from its store kept that pack's plaintext blob rows after the
+// upgrade, and because rows were left the catalog was never compacted:
+// the exact sizes of every upgraded pack's blobs lingered in free pages.
+// Now the rows of a pack missing from the store go too (nothing reads
+// them any more), and the catalog is compacted.
+func TestUpgradeMissingPackLeavesNoSizes(t *testing.T) {
+	e := v1Env(t)
+	var packs []vault.Handle
+	if err := e.store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {
+		packs = append(packs, oi.Handle)
+		return nil
+	}); err != nil || len(packs) < 2 {
+		t.Fatalf("%d packs, %v", len(packs), err)
+	}
+	if err := e.store.Delete(ctx, packs[0]); err != nil {
+		t.Fatal(err)
+	}
+	v, err := engine.Open(ctx, e.v1Opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	db := attackerSQL(t, e)
+	var rows, free int
+	db.QueryRow(`SELECT count(*) FROM blobs`).Scan(&rows)
+	db.QueryRow(`PRAGMA freelist_count`).Scan(&free)
+	if rows != 0 || free != 0 {
+		t.Errorf("after the upgrade: %d plaintext blob rows, %d free pages (may hold the old rows)", rows, free)
+	}
+	rep, err := v.Check(ctx, engine.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !containsAll(rep.Errors, packs[0].Name, "missing from the store") {
+		t.Errorf("check errors %q; want the missing pack named", rep.Errors)
+	}
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -38,8 +39,18 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 	done := 0
 	for _, p := range legacy {
 		oi, err := v.opt.Store.Stat(ctx, packHandle(p.ID))
+		if errors.Is(err, vault.ErrNotFound) {
+			// Its blobs are lost with it, and its rows are read by nothing
+			// (packBlobs): they go, so that they neither show its sizes
+			// nor keep the catalog from being compacted.
+			v.log.Warn("a pack recorded by format 1 is missing from the store; run coffer check", "pack", p.ID.Short())
+			if err := v.opt.Catalog.SetPackHeader(ctx, v.rec.ID, p.ID, nil); err != nil {
+				return fmt.Errorf("upgrade the blob index: %w", err)
+			}
+			continue
+		}
 		if err != nil {
-			v.log.Warn("cannot seal the blob list of a pack missing from the store; run coffer check", "pack", p.ID.Short(), "err", err)
+			v.log.Warn("cannot read the sealed header of a pack; its blobs are not indexed; run coffer check", "pack", p.ID.Short(), "err", err)
 			continue
 		}
 		ra := &storeReaderAt{ctx: ctx, s: v.opt.Store, h: packHandle(p.ID)}
