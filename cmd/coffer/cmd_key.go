@@ -275,13 +275,14 @@ and nothing changes until then; a local vault allows it only if it was created
 			}
 			// A vault already wrapped by this key whose URI this machine
 			// lost (a new machine, a restored vault): record it, which is
-			// all it needs to open again.
+			// all it needs to open again. SECURITY: the store's latest
+			// keyring is not verified here (a store writer can name any
+			// key in one): the open below verifies it against the
+			// catalog's anchor before anything is said about the vault.
 			if loc, id, kek, err := a.localKEK(ctx); err == nil && kek == to.Current() {
 				if err := a.keyConfig(loc).Set(id, kek, uri); err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "the vault's keys are already wrapped by %s; its URI is recorded\n", kek)
-				return nil
 			}
 			v, err := a.openVault(ctx, false)
 			if err != nil {

@@ -61,6 +61,11 @@ func (r *chainReport) add(format string, a ...any) {
 // whose digest does not match (it reads the sealed object).
 func (v *Vault) verifyChain(ks *keyState, entries []vault.ChainEntry, rows []vault.SnapshotRecord, describe func(vault.SnapshotRecord) string) *chainReport {
 	r := &chainReport{states: map[vault.ID]*chainState{}, macs: make([][32]byte, 1, len(entries)+1)}
+	if len(entries) == 0 && len(rows) > 0 {
+		// Open imports a format 1 vault's list before its keyring becomes
+		// format 2; a format 2 vault's chain is never imported again.
+		r.add("snapshot chain: the catalog holds %d snapshot records but no snapshot chain: the chain was deleted from the catalog (restore the catalog from a copy you trust)", len(rows))
+	}
 	mac := format.NewChainMAC(ks.chain, v.rec.ID)
 	// Rule 1: numbered 1, 2, … and each MAC verifies.
 	for i, e := range entries {
@@ -344,7 +349,7 @@ func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, prin
 		return fmt.Errorf("record snapshot %s: %w", s.ID, err)
 	}
 	var head ChainHead
-	stored := false
+	stored, advance := false, false
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
 		// Again inside the transaction: the chain did not shrink meanwhile.
 		if prev.Seq <= pin.Seq {
@@ -352,6 +357,11 @@ func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, prin
 				return nil, nil, err
 			}
 		}
+		// SECURITY: the pin moves with an append only when it is prev
+		// itself (or there is none): entries other writers appended since
+		// were not verified here, and appending is not verifying. A
+		// listing that verifies the whole chain moves it (checkPin).
+		advance = pin.Seq == 0 || pin.Seq == prev.Seq
 		link := format.SnapshotLink{Seq: prev.Seq + 1, Prev: prev.MAC}
 		b, err := format.SealSnapshotLinked(s, link, ks.deks[ks.cur], ks.cur)
 		if err != nil {
@@ -381,7 +391,9 @@ func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, prin
 		return fmt.Errorf("record snapshot %s: %w", s.ID, err)
 	}
 	v.setLastHead(head)
-	v.advancePin(head)
+	if advance {
+		v.advancePin(head)
+	}
 	return nil
 }
 
@@ -409,12 +421,18 @@ func (v *Vault) appendChanges(ctx context.Context, changes []chainChange) error 
 		return err
 	}
 	var head ChainHead
+	advance := false
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {
 		if prev.Seq <= pin.Seq {
 			if err := pin.extendedBy(ChainHead{Seq: prev.Seq, MAC: prev.MAC}); err != nil {
 				return nil, nil, err
 			}
 		}
+		// SECURITY: the pin moves with an append only when it is prev
+		// itself (or there is none): entries other writers appended since
+		// were not verified here, and appending is not verifying. A
+		// listing that verifies the whole chain moves it (checkPin).
+		advance = pin.Seq == 0 || pin.Seq == prev.Seq
 		mac := format.NewChainMAC(ks.chain, v.rec.ID)
 		es := make([]vault.ChainEntry, len(changes))
 		h := prev.MAC
@@ -431,7 +449,9 @@ func (v *Vault) appendChanges(ctx context.Context, changes []chainChange) error 
 		return err
 	}
 	v.setLastHead(head)
-	v.advancePin(head)
+	if advance {
+		v.advancePin(head)
+	}
 	return nil
 }
 
@@ -456,7 +476,8 @@ func (h ChainHead) String() string { return fmt.Sprintf("%d:%x", h.Seq, h.MAC) }
 
 // upgradeChain builds the chain of a format 1 vault from its sealed
 // snapshot objects (docs/format.md §8.3); nothing when the chain exists
-// or the vault has no snapshots.
+// or the vault has no snapshots. Open calls it only while the keyring is
+// format 1.
 func (v *Vault) upgradeChain(ctx context.Context) error {
 	entries, rows, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil || len(entries) > 0 {
@@ -505,6 +526,11 @@ func (v *Vault) upgradeChain(ctx context.Context) error {
 	ks, err := v.liveKeys(ctx)
 	if err != nil {
 		return err
+	}
+	// A pin means this machine saw a chain: it was deleted, and the vault
+	// rolled back to format 1 (a writer of store and catalog).
+	if _, err := v.pinnedPrefix(ctx, ks); err != nil {
+		return fmt.Errorf("upgrade the snapshot list: %w", err)
 	}
 	now := v.opt.Now().UTC()
 	err = v.opt.Catalog.AppendChain(ctx, v.rec.ID, func(prev vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error) {

@@ -231,6 +231,11 @@ func ensureKeyring(ctx context.Context, opt Options, id vault.ID, cfg format.Con
 	if err != nil {
 		return nil, fmt.Errorf("create vault: wrap DEK: %w", err)
 	}
+	if wdek.KEK != wroot.KEK || wdek.Alg != wroot.Alg {
+		// The keyring names one KEK for all it wraps (the platform key
+		// file was rotated between the two wraps).
+		return nil, fmt.Errorf("create vault: the key provider changed keys while wrapping (%s, then %s): run the command again", wroot.KEK, wdek.KEK)
+	}
 	kc := cfg
 	kr := format.Keyring{Format: format.Format, Vault: id.String(), Generation: 1, Created: cfg.Created, Config: &kc,
 		KEK:  format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg},
@@ -353,15 +358,27 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 	if err := v.loadKeys(ctx); err != nil {
 		return nil, err
 	}
-	if err := v.upgrade(ctx, rewriteConfig); err != nil {
-		v.Close()
-		return nil, err
-	}
 	if err := v.beginSession(ctx); err != nil {
 		v.Close()
 		return nil, err
 	}
-	if err := v.upgradeCatalog(ctx); err != nil {
+	// SECURITY: the catalog's part of the upgrade (the snapshot chain
+	// imported from format 1 objects, the packs' header copies) runs
+	// only while the keyring is format 1, and before the format 2
+	// keyring is written: so a vault whose keyring is format 2 has its
+	// chain, and a chain deleted from its catalog is never imported
+	// again from records a catalog writer chose (docs/format.md §10).
+	if v.keys.Load().keyring.Format == 1 {
+		if err := v.upgradeChain(ctx); err != nil {
+			v.Close()
+			return nil, err
+		}
+	}
+	if err := v.upgradePacks(ctx); err != nil {
+		v.Close()
+		return nil, err
+	}
+	if err := v.upgrade(ctx, rewriteConfig); err != nil {
 		v.Close()
 		return nil, err
 	}

@@ -20,8 +20,10 @@ import (
 // anchored: the next open anchors it), or, for a vault without an anchor,
 // of every generation in the store.
 // Generations older than the anchor are not counted: opening the vault
-// refuses them whatever key wraps them. cat may be nil (a vault whose
-// catalog is gone): every generation then counts.
+// refuses them whatever key wraps them. The anchor counts only when the
+// store holds the anchored generation with the anchor's MAC and KEK (an
+// error otherwise: the vault does not open). cat may be nil (a vault
+// whose catalog is gone): every generation then counts.
 //
 // A platform key version that no vault's KEKsInUse names can be deleted
 // (coffer key retire). Any error means that the answer is unknown, and
@@ -50,6 +52,20 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 		props = ps
 		switch {
 		case err == nil:
+			// SECURITY: the anchor is a plaintext catalog row that nothing
+			// authenticates without the keys. Taken alone, whoever can
+			// edit the catalog could name the current version in it and
+			// have the version that really wraps the keyring deleted. So
+			// the anchored generation must be in the store, with the MAC
+			// and KEK the anchor records; otherwise the vault does not
+			// open (keys.go), and the answer is unknown.
+			kr, err := readGeneration(ctx, st, id, format.KeyringName(anchor.Generation))
+			if err != nil {
+				return nil, fmt.Errorf("the catalog anchors keyring generation %d: %w", anchor.Generation, err)
+			}
+			if kr.Format != format.Format || !hmac.Equal(kr.MAC, anchor.MAC[:]) || keyRefOf(kr) != anchor.KEK || kr.KEK.Alg != anchor.Alg {
+				return nil, fmt.Errorf("%w: keyring generation %d in the store is not the one the catalog anchors (it names key %s, the anchor %s, or their MACs differ): the vault does not open until the store or the catalog is restored", vault.ErrCorrupt, anchor.Generation, keyRefOf(kr), anchor.KEK)
+			}
 			add(anchor.KEK)
 			from = format.KeyringName(anchor.Generation)
 		case !errors.Is(err, vault.ErrNotFound):
@@ -60,11 +76,7 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 		if from != "" && name <= from {
 			continue // refused on open: older than the anchor (or the anchored one, counted above)
 		}
-		kb, err := readAll(ctx, st, vault.Handle{Type: vault.KeyObject, Name: name}, 1<<20)
-		if err != nil {
-			return nil, fmt.Errorf("read keyring generation %s: %w", name, err)
-		}
-		kr, err := format.ParseKeyring(name, kb, id)
+		kr, err := readGeneration(ctx, st, id, name)
 		if err != nil {
 			return nil, err
 		}
@@ -82,4 +94,13 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 		return nil, fmt.Errorf("%w: no keyring generation in the store and no anchor in the catalog", vault.ErrNotFound)
 	}
 	return refs, nil
+}
+
+// readGeneration reads and parses keyring generation name of vault id.
+func readGeneration(ctx context.Context, st vault.Store, id vault.ID, name string) (*format.Keyring, error) {
+	kb, err := readAll(ctx, st, vault.Handle{Type: vault.KeyObject, Name: name}, 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("read keyring generation %s: %w", name, err)
+	}
+	return format.ParseKeyring(name, kb, id)
 }

@@ -344,6 +344,14 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 		dek.Wipe()
 		return 0, fmt.Errorf("rotate DEK: wrap DEK v%d: %w", next, err)
 	}
+	if w.KEK != keyRefOf(old.keyring) || w.Alg != old.keyring.KEK.Alg {
+		// The provider wraps under its current key, which another process
+		// may have changed since the check above (a platform key file
+		// rotated meanwhile): the generation would name one KEK and hold a
+		// DEK wrapped by another, and not open again.
+		dek.Wipe()
+		return 0, fmt.Errorf("rotate DEK: the key provider's current key became %s while the keyring is wrapped by %s: rewrap first (a backup does), then rotate", w.KEK, keyRefOf(old.keyring))
+	}
 	kr := *old.keyring
 	kr.Generation++
 	kr.Created = v.opt.Now().UTC()

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -13,19 +14,11 @@ import (
 // under the pack's key when the index loads, so that the catalog shows
 // no blob's size or position in plaintext.
 
-// upgradeCatalog brings a format 1 vault's catalog to format 2
-// (docs/format.md §8.3): the snapshot chain, then the packs' sealed
-// headers.
-func (v *Vault) upgradeCatalog(ctx context.Context) error {
-	if err := v.upgradeChain(ctx); err != nil {
-		return err
-	}
-	return v.upgradePacks(ctx)
-}
-
-// upgradePacks copies the sealed header of every pack recorded with
-// per-blob rows into its record, and drops the rows. A pack missing from
-// the store keeps its rows (check reports it).
+// upgradePacks copies the sealed header of every pack recorded without
+// one (by format 1, or a copy a catalog writer removed) from the pack in
+// the store into its record, and drops the pack's rows, if any. A pack
+// missing from the store stays without one (it lists no blob; check
+// reports it).
 func (v *Vault) upgradePacks(ctx context.Context) error {
 	var legacy []vault.PackRecord
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
@@ -46,8 +39,18 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 	done := 0
 	for _, p := range legacy {
 		oi, err := v.opt.Store.Stat(ctx, packHandle(p.ID))
+		if errors.Is(err, vault.ErrNotFound) {
+			// Its blobs are lost with it, and its rows are read by nothing
+			// (packBlobs): they go, so that they neither show its sizes
+			// nor keep the catalog from being compacted.
+			v.log.Warn("a pack recorded by format 1 is missing from the store; run coffer check", "pack", p.ID.Short())
+			if err := v.opt.Catalog.SetPackHeader(ctx, v.rec.ID, p.ID, nil); err != nil {
+				return fmt.Errorf("upgrade the blob index: %w", err)
+			}
+			continue
+		}
 		if err != nil {
-			v.log.Warn("cannot seal the blob list of a pack missing from the store; run coffer check", "pack", p.ID.Short(), "err", err)
+			v.log.Warn("cannot read the sealed header of a pack; its blobs are not indexed; run coffer check", "pack", p.ID.Short(), "err", err)
 			continue
 		}
 		ra := &storeReaderAt{ctx: ctx, s: v.opt.Store, h: packHandle(p.ID)}
@@ -65,10 +68,17 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 }
 
 // packBlobs returns the blobs of pack p, from the catalog's sealed copy
-// of its header (or, for a pack not upgraded yet, from legacy).
-func packBlobs(p vault.PackRecord, deks format.DEKs, legacy map[vault.ID][]vault.BlobRecord) ([]vault.BlobRecord, error) {
+// of its header; none for a pack without one.
+//
+// SECURITY: a pack recorded by format 1 without a header copy (left so by
+// the upgrade only when the pack was missing from the store) lists no
+// blob. Its plaintext blob rows are never read: nothing authenticates
+// them, and a catalog writer who knows a blob ID could otherwise make
+// backups deduplicate against a pack that does not exist, or shadow a
+// blob that does (docs/format.md §4.1).
+func packBlobs(p vault.PackRecord, deks format.DEKs) ([]vault.BlobRecord, error) {
 	if p.Header == nil {
-		return legacy[p.ID], nil
+		return nil, nil
 	}
 	entries, err := format.OpenPackHeader(p.ID, p.DEKVersion, p.Size, p.Header, deks)
 	if err != nil {
@@ -86,30 +96,18 @@ func packBlobs(p vault.PackRecord, deks format.DEKs, legacy map[vault.ID][]vault
 // naming the pack: the index would otherwise silently lack its blobs.
 func (v *Vault) eachPack(ctx context.Context, fn func(vault.PackRecord, []vault.BlobRecord)) error {
 	var packs []vault.PackRecord
-	anyLegacy := false
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
 		packs = append(packs, p)
-		anyLegacy = anyLegacy || p.Header == nil
 		return nil
 	}); err != nil {
 		return err
-	}
-	var legacy map[vault.ID][]vault.BlobRecord
-	if anyLegacy {
-		legacy = map[vault.ID][]vault.BlobRecord{}
-		if err := v.opt.Catalog.Blobs(ctx, v.rec.ID, func(b vault.BlobRecord) error {
-			legacy[b.Pack] = append(legacy[b.Pack], b)
-			return nil
-		}); err != nil {
-			return err
-		}
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
 		return err
 	}
 	for i, p := range packs {
-		recs, err := packBlobs(p, deks, legacy)
+		recs, err := packBlobs(p, deks)
 		if err != nil {
 			return fmt.Errorf("load the blob index: %w", err)
 		}

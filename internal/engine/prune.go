@@ -749,6 +749,10 @@ func (v *Vault) packsAndBlobs(ctx context.Context) ([]vault.PackRecord, map[vaul
 	if err != nil {
 		return nil, nil, err
 	}
+	// SECURITY: a pack without a sealed header copy lists no blob (its
+	// plaintext rows are not trusted), so prune cannot know what it
+	// holds: it is never condemned nor deleted (check reports it).
+	packs = slices.DeleteFunc(packs, func(p vault.PackRecord) bool { return p.Header == nil })
 	slices.SortStableFunc(packs, func(a, b vault.PackRecord) int { return a.Created.Compare(b.Created) })
 	return packs, blobsOf, nil
 }

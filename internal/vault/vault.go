@@ -623,9 +623,10 @@ type Catalog interface {
 	SnapshotChain(ctx context.Context, vault ID) ([]ChainEntry, []SnapshotRecord, error)
 	// SetPackHeader stores the sealed header of pack id (a pack recorded
 	// with per-blob rows by format 1) and deletes those rows, in one
-	// transaction; ErrNotFound if there is no such pack. Once no vault
-	// has rows left, it compacts the catalog so that the deleted rows do
-	// not linger in free pages.
+	// transaction; with a nil header it only deletes the rows (the pack
+	// is missing from the store, and keeps no header); ErrNotFound if
+	// there is no such pack. Once no vault has rows left, it compacts the
+	// catalog so that the deleted rows do not linger in free pages.
 	SetPackHeader(ctx context.Context, vault, id ID, header []byte) error
 
 	// RemoveSnapshot deletes snapshot id's record (prune, after its

@@ -227,4 +227,18 @@ func testPackHeader(t *testing.T, c vault.Catalog) {
 	if err := c.SetPackHeader(t.Context(), v.ID, newID(), []byte("x")); !errors.Is(err, vault.ErrNotFound) {
 		t.Errorf("SetPackHeader of an unknown pack: %v, want ErrNotFound", err)
 	}
+	// A nil header drops the rows of a pack missing from the store; the
+	// pack keeps no header.
+	m, mblobs := newPack(t, 2)
+	addPack(t, c, v.ID, m, mblobs)
+	if err := c.SetPackHeader(t.Context(), v.ID, m.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if bs := allBlobs(t, c, v.ID); len(bs) != 0 {
+		t.Errorf("SetPackHeader(nil) left %d blob rows", len(bs))
+	}
+	got = allPacks(t, c, v.ID)
+	if j := slices.IndexFunc(got, func(r vault.PackRecord) bool { return r.ID == m.ID }); j < 0 || got[j].Header != nil {
+		t.Errorf("after SetPackHeader(nil): %+v", got)
+	}
 }

@@ -216,16 +216,22 @@ func (c *Catalog) SnapshotChain(ctx context.Context, vaultID vault.ID) ([]vault.
 }
 
 // SetPackHeader stores pack id's sealed header and deletes its per-blob
-// rows (the upgrade from format 1); once no blob rows remain, it compacts
-// the file so that their contents do not linger in free pages or the
-// write-ahead log.
+// rows (the upgrade from format 1); with a nil header it only deletes the
+// rows (a pack missing from the store). Once no blob rows remain, it
+// compacts the file so that their contents do not linger in free pages
+// or the write-ahead log.
 func (c *Catalog) SetPackHeader(ctx context.Context, vaultID, id vault.ID, header []byte) error {
-	if len(header) == 0 {
+	if header != nil && len(header) == 0 {
 		return fmt.Errorf("set header of pack %s: empty header", id)
 	}
 	var left bool
+	var deleted int64
 	err := c.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE packs SET header = ? WHERE vault = ? AND id = ?`, header, vaultID[:], id[:])
+		q, args := `UPDATE packs SET header = ? WHERE vault = ? AND id = ?`, []any{header, vaultID[:], id[:]}
+		if header == nil {
+			q, args = `UPDATE packs SET header = header WHERE vault = ? AND id = ?`, []any{vaultID[:], id[:]}
+		}
+		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
@@ -234,7 +240,11 @@ func (c *Catalog) SetPackHeader(ctx context.Context, vaultID, id vault.ID, heade
 		} else if n == 0 {
 			return vault.ErrNotFound
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE vault = ? AND pack = ?`, vaultID[:], id[:]); err != nil {
+		res, err = tx.ExecContext(ctx, `DELETE FROM blobs WHERE vault = ? AND pack = ?`, vaultID[:], id[:])
+		if err != nil {
+			return err
+		}
+		if deleted, err = res.RowsAffected(); err != nil {
 			return err
 		}
 		return tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM blobs)`).Scan(&left)
@@ -242,7 +252,7 @@ func (c *Catalog) SetPackHeader(ctx context.Context, vaultID, id vault.ID, heade
 	if err != nil {
 		return fmt.Errorf("set header of pack %s: %w", id, err)
 	}
-	if !left {
+	if !left && deleted > 0 {
 		if err := c.compact(ctx); err != nil {
 			return fmt.Errorf("compact the catalog after removing blob sizes: %w", err)
 		}
