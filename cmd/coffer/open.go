@@ -127,6 +127,46 @@ func vaultExists(dir string) bool {
 	return err == nil && len(ents) > 0
 }
 
+// vaultDirEntries are the entries a vault's directory holds, or holds
+// part of when its creation was cut short.
+var vaultDirEntries = map[string]bool{
+	"store": true, "catalog.db": true, "catalog.db-wal": true, "catalog.db-shm": true, "catalog.db-journal": true,
+}
+
+// checkVaultDirFree refuses to make a vault in a directory that holds
+// anything but a vault's own entries: --vault . in a project directory
+// would otherwise mix the vault into it.
+func checkVaultDirFree(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vault directory %s: %w", dir, err)
+	}
+	refuse := func(name string) error {
+		return fmt.Errorf("%s is not empty and holds no vault (it has %q): choose an empty or new directory for the vault (coffer creates it), or the directory of an existing vault", dir, name)
+	}
+	for _, e := range ents {
+		if !vaultDirEntries[e.Name()] {
+			return refuse(e.Name())
+		}
+	}
+	// A "store" that is someone else's directory is not adopted either.
+	ents, err = os.ReadDir(storePath(dir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return refuse("store")
+	}
+	for _, e := range ents {
+		switch n := e.Name(); {
+		case strings.HasPrefix(n, ".tmp-"), n == string(vault.ConfigObject) || n == string(vault.PackObject) || n == string(vault.SnapshotObject) || n == string(vault.KeyObject):
+		default:
+			return refuse(filepath.Join("store", n))
+		}
+	}
+	return nil
+}
+
 func catalogPath(dir string) string { return filepath.Join(dir, "catalog.db") }
 func storePath(dir string) string   { return filepath.Join(dir, "store") }
 
@@ -153,6 +193,11 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 	exists := vaultExists(loc.dir)
 	if !exists && !create {
 		return nil, fmt.Errorf("no vault at %s: %w (a first `coffer backup` creates it)", loc.dir, vault.ErrNotFound)
+	}
+	if !exists {
+		if err := checkVaultDirFree(loc.dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(loc.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create vault directory: %w", err)
