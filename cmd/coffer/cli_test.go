@@ -280,7 +280,7 @@ func (n *normaliser) addSnapshot(id, name string) {
 }
 
 var (
-	reTime     = regexp.MustCompile(`\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?`)
+	reTime     = regexp.MustCompile(`\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d| [A-Z]{2,5}\b| [+-]\d{2,4}\b)?`)
 	reHexID    = regexp.MustCompile(`\b[0-9a-f]{64}\b`)
 	reSize     = regexp.MustCompile(`\b\d+(\.\d)? (B|KiB|MiB|GiB)\b`)
 	reSealedNo = regexp.MustCompile(`"(bytes_added|stored_bytes|bytes_read)": \d+`)

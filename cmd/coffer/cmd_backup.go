@@ -113,8 +113,8 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 				}
 			} else {
 				fmt.Fprintf(a.stdout, "snapshot %s saved\n", s.ID.Short())
-				fmt.Fprintf(a.stdout, "  %d files, %d dirs, %s processed (%d files unchanged), %s added to the vault in %s\n",
-					s.Files, s.Dirs, humanBytes(s.Bytes), res.Reused, humanBytes(s.BytesAdded), s.Duration.Round(1e6))
+				fmt.Fprintf(a.stdout, "  %s, %s, %s processed (%s unchanged), %s added to the vault in %s\n",
+					plural(s.Files, "file", "files"), plural(s.Dirs, "dir", "dirs"), humanBytes(s.Bytes), plural(res.Reused, "file", "files"), humanBytes(s.BytesAdded), humanDuration(s.Duration))
 			}
 			if n := res.Unreadable + len(missing); n > 0 {
 				return &partialError{fmt.Sprintf("snapshot %s saved, but %s could not be read (listed above)", s.ID.Short(), plural(n, "file or directory", "files or directories"))}

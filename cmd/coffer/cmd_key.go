@@ -566,7 +566,7 @@ switch. A vault server retires its own key file's versions (docs/keys.md).`,
 				printRetire(a, rep)
 			}
 			if len(rep.Blocked) > 0 {
-				return fmt.Errorf("every platform key version kept: %d vault(s) could not be read (listed above)", len(rep.Blocked))
+				return fmt.Errorf("every platform key version kept: %s could not be read (listed above)", plural(len(rep.Blocked), "vault", "vaults"))
 			}
 			return nil
 		},

@@ -78,7 +78,7 @@ that would escape it, or lead through a symlink, stops the restore.`,
 					return err
 				}
 			} else {
-				fmt.Fprintf(a.stdout, "restored snapshot %s (host %q, %s) to %s: %d files, %d dirs, %s\n", s.ID.Short(), s.Host, s.Time.UTC().Format(time.RFC3339), target, res.Files, res.Dirs, humanBytes(res.Bytes))
+				fmt.Fprintf(a.stdout, "restored snapshot %s (host %q, %s) to %s: %s, %s, %s\n", s.ID.Short(), s.Host, s.Time.UTC().Format(time.RFC3339), target, plural(res.Files, "file", "files"), plural(res.Dirs, "dir", "dirs"), humanBytes(res.Bytes))
 			}
 			// One rule for every per-file problem: a warning, and exit 3.
 			var why []string

@@ -277,7 +277,7 @@ are slowed down.`,
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", 12*time.Hour, "how long the token lasts (at most 168h)")
+	durationFlag(cmd.Flags(), &ttl, "ttl", 12*time.Hour, "how long the token lasts (at most 168h)")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON (includes the token)")
 	return cmd
 }

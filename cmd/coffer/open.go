@@ -337,8 +337,8 @@ func (a *app) rotatePlatformKey(ctx context.Context, o *openedVault) error {
 			return err
 		}
 		if ref != before {
-			fmt.Fprintf(a.stderr, "platform key rotated: %s → %s (it was %s old; COFFER_KEK_ROTATION=%s)\n", before, ref, age.Round(time.Hour), period)
-			a.keyEvent(ctx, o, vault.KeyEventKEKRotate, ref.String(), fmt.Sprintf("platform key %s was %s old (rotation period %s)", before, age.Round(time.Hour), period), true)
+			fmt.Fprintf(a.stderr, "platform key rotated: %s → %s (it was %s old; rotation period %s, COFFER_KEK_ROTATION)\n", before, ref, humanDuration(age.Round(time.Hour)), humanDuration(period))
+			a.keyEvent(ctx, o, vault.KeyEventKEKRotate, ref.String(), fmt.Sprintf("platform key %s was %s old (rotation period %s)", before, humanDuration(age.Round(time.Hour)), humanDuration(period)), true)
 		}
 	}
 	if kek := o.KeyInfo().KEK; kek != o.keys.Current() {
