@@ -50,6 +50,10 @@ type app struct {
 	noProg   bool
 	remote   remoteOpts
 
+	// explicitCreate: the vault is made by `coffer vault create`, which
+	// chooses single-user itself, not by a first backup.
+	explicitCreate bool
+
 	// onListen, when set (by tests), learns the address `coffer server`
 	// listens on.
 	onListen func(addr string)

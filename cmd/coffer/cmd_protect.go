@@ -354,8 +354,15 @@ func newVaultSetCmd(a *app) *cobra.Command {
 
 Critical changes (turning soft delete off or shortening it, disabling
 immutability, lowering the minimum retention) need a second person's approval.
-A local vault has one principal: they are refused unless the vault was created
-with "coffer vault create --single-user", and then need --confirm.`,
+A local vault has one principal: they need --confirm on a single-user vault
+(the one a first backup makes, or "coffer vault create --single-user"), and are
+refused on any other.
+
+A change that can never be undone is announced first and needs a yes on a
+terminal, or --confirm: locking immutability or making soft delete always-on
+(on any vault), and on a local vault that is not single-user, anything whose
+undoing would be a critical change (enabling immutability, a longer soft
+delete or minimum retention).`,
 		Example: `  coffer vault set --soft-delete-days 30
   coffer vault set prod --immutability enabled --min-retention 30d
   coffer vault set --immutability locked      # irreversible`,
@@ -400,7 +407,7 @@ with "coffer vault create --single-user", and then need --confirm.`,
 	f.IntVar(&days, "soft-delete-days", 0, "how long forgotten snapshots are kept: 14 to 180 days")
 	f.StringVar(&immut, "immutability", "", "enabled, disabled or locked (irreversible)")
 	f.StringVar(&minRet, "min-retention", "", "no snapshot may be forgotten before it is this old: 30d, 12w, 1y")
-	f.BoolVar(&confirm, "confirm", false, "make a critical change on a single-user local vault")
+	f.BoolVar(&confirm, "confirm", false, "make a critical change on a single-user local vault, or a change that cannot be undone")
 	f.BoolVar(&jsonOut, "json", false, "print the settings as JSON")
 	return cmd
 }
@@ -413,6 +420,27 @@ func (a *app) changeSettings(ctx context.Context, change api.SettingsChange, con
 		return err
 	}
 	defer closer.Close()
+	// A change that could never be undone is announced, and needs a yes
+	// on a terminal or --confirm.
+	cur, err := v.settings(ctx)
+	if err != nil {
+		return err
+	}
+	next := cur
+	change.Apply(&next)
+	_, remote := v.(*remoteVault)
+	if why := oneWay(cur, next, !remote && !cur.SingleUser); why != "" {
+		what := "this change"
+		if d := engine.DescribeSettingsChange(cur, next); d != "" {
+			what = d
+		}
+		if err := a.confirmOneWay(what, why, confirm); err != nil {
+			return err
+		}
+		if remote {
+			confirm = false // consent given here; the server's approvals are its own
+		}
+	}
 	res, err := v.changeSettings(ctx, change, confirm)
 	if err != nil {
 		return err

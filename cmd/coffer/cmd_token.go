@@ -202,13 +202,17 @@ func newVaultCreateCmd(a *app) *cobra.Command {
 		Short: "Create a vault, locally or on a vault server",
 		Long: `Create a vault. On a vault server (--vault https://host:port, an owner token)
 this is the only way to make one. A local vault is also made by its first
-backup; create it here to choose what only creation can:
+backup, and is then single-user; create it here to choose what only creation
+can:
 
   --single-user   the vault has one principal, so critical deletion-protection
-                  changes (shortening soft delete, lowering the minimum
-                  retention, disabling immutability) are allowed with --confirm
-                  rather than refused for want of a second person to approve
-                  them. It cannot be changed later.`,
+                  and key changes (shortening soft delete, lowering the minimum
+                  retention, disabling immutability, coffer key use-pmk) are
+                  allowed with --confirm rather than refused for want of a
+                  second person to approve them. Without it, a local vault
+                  refuses them: whatever strengthens its protection can never
+                  be undone (coffer asks, or wants --confirm, before such a
+                  change). It cannot be changed later.`,
 		Example: `  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token
   coffer vault create laptop --single-user`,
 		Args: cobra.ExactArgs(1),
@@ -246,6 +250,7 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser, json
 		return fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
 	}
 	a.vaultRef = name
+	a.explicitCreate = true
 	ctx := cmd.Context()
 	v, err := a.openVault(ctx, true)
 	if err != nil {
@@ -256,17 +261,7 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser, json
 		return fmt.Errorf("vault %s: %w at %s", name, vault.ErrExists, v.loc.dir)
 	}
 	if singleUser {
-		s, err := v.Settings(ctx)
-		if err != nil {
-			return err
-		}
-		s.SingleUser = true
-		s.Updated = a.now().UTC()
-		if err := v.catalog.SetSettings(ctx, v.Record().ID, s); err != nil {
-			return err
-		}
-		if err := v.catalog.AddEvent(ctx, vault.VaultEvent{Vault: v.Record().ID, Time: a.now().UTC(), Principal: a.principal(),
-			Event: vault.EventSettings, Detail: "created single-user: critical changes allowed with --confirm", OK: true}); err != nil {
+		if err := a.setSingleUser(ctx, v, singleUserExplicit); err != nil {
 			return err
 		}
 	}

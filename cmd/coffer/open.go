@@ -181,6 +181,11 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 		// The audit trail of the vault's key: a failure to reach it, and
 		// the first success after one.
 		a.keyOutcome(ctx, loc, o, err)
+		if errors.Is(err, vault.ErrKeyUnavailable) {
+			if _, _, kek, kerr := a.localKEK(ctx); kerr == nil && kek.Provider != platform.Provider {
+				err = fmt.Errorf("%w%s", err, keyAdvice(ctx, loc.dir))
+			}
+		}
 	}
 	return o, err
 }
@@ -270,6 +275,16 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		return nil, err
 	}
 	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists, provider: provider}
+	if create && !exists && !a.explicitCreate {
+		// SECURITY: a vault made by a first backup is one person's: it is
+		// single-user, so that nothing done to it is a one-way door
+		// (oneway.go). A crash before this leaves it not single-user, the
+		// stricter way. Vaults that exist already keep what they are.
+		if err := a.setSingleUser(ctx, o, singleUserImplicit); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("record the new vault as single-user: %w", err)
+		}
+	}
 	if ks != nil {
 		// SECURITY: coffer key retire deletes a platform key version only
 		// when no vault it knows needs it; this is how it knows a vault
