@@ -76,7 +76,8 @@ Environment:
   COFFER_VAULT         default for --vault
   COFFER_KEY_FILE      default for --key-file
   COFFER_KEK_ROTATION  age at which a backup rotates the platform key (default 90d; off)
-  COFFER_TOKEN         default for --token (vault servers)
+  COFFER_TOKEN         default for --token (vault servers); without either, the
+                       token coffer login --save kept for that server
   COFFER_CACERT        default for --cacert
   COFFER_FINGERPRINT   default for --fingerprint
   HTTPS_PROXY          proxy for vault servers (NO_PROXY lists exceptions)`
