@@ -4,6 +4,7 @@
 # ~/.local/share/coffer), restore it, and prove the copy is identical.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "building coffer (the first build downloads and compiles dependencies: a few minutes)…" >&2
 go build -o ./coffer ./cmd/coffer
 work=$(mktemp -d /tmp/coffer-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT

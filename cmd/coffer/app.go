@@ -50,6 +50,10 @@ type app struct {
 	noProg   bool
 	remote   remoteOpts
 
+	// explicitCreate: the vault is made by `coffer vault create`, which
+	// chooses single-user itself, not by a first backup.
+	explicitCreate bool
+
 	// onListen, when set (by tests), learns the address `coffer server`
 	// listens on.
 	onListen func(addr string)
@@ -72,7 +76,8 @@ Environment:
   COFFER_VAULT         default for --vault
   COFFER_KEY_FILE      default for --key-file
   COFFER_KEK_ROTATION  age at which a backup rotates the platform key (default 90d; off)
-  COFFER_TOKEN         default for --token (vault servers)
+  COFFER_TOKEN         default for --token (vault servers); without either, the
+                       token coffer login --save kept for that server
   COFFER_CACERT        default for --cacert
   COFFER_FINGERPRINT   default for --fingerprint
   HTTPS_PROXY          proxy for vault servers (NO_PROXY lists exceptions)`
@@ -118,7 +123,34 @@ func newRootCmd(a *app) *cobra.Command {
 		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
 		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
 	)
+	root.Version = version
+	root.Flags().Bool("version", false, "print coffer's version")
+	root.SetVersionTemplate("coffer {{.Version}}\n")
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (coffer key, coffer
+// vault, …) fail on a subcommand it does not have: cobra would print the
+// group's help and exit 0, and a script would carry on as if `coffer key
+// lst` had worked. A group alone still prints its help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if c.HasParent() && c.HasSubCommands() && !c.Runnable() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return errors.New(msg)
+		}
+	}
 }
 
 // run is the whole program: main only wires the process to it, so tests
@@ -138,7 +170,7 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	a := &app{stdin: stdin, stdout: out, stderr: errw, jsonStdout: jout, rawStderr: stderr, getenv: getenv, now: now}
 	root := newRootCmd(a)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -147,12 +179,17 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(errw, "coffer: %s\n", pe.msg)
 		return exitPartial
 	}
-	fmt.Fprintf(errw, "coffer: %s\n", userMessage(err))
+	fmt.Fprintf(errw, "coffer: %s\n", userMessage(err, cmd))
 	return exitFailure
 }
 
-// userMessage adds what to do next to errors users meet.
-func userMessage(err error) string {
+// usageErrors start the messages cobra (and refuseUnknownSubcommands)
+// gives for a command line it cannot run.
+var usageErrors = []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires ", "invalid argument", "flag needs an argument", "required flag"}
+
+// userMessage adds what to do next to errors users meet; cmd is the
+// command that failed (for a usage error, its help is where to look).
+func userMessage(err error, cmd *cobra.Command) string {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, vault.ErrWrongKey) && strings.Contains(msg, "platform"):
@@ -164,8 +201,14 @@ func userMessage(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "interrupted; nothing half-written is visible in the vault"
 	}
-	if strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") || strings.Contains(msg, "accepts") {
-		return msg + "\n(see `coffer help`)"
+	for _, u := range usageErrors {
+		if strings.HasPrefix(msg, u) {
+			path := "coffer"
+			if cmd != nil {
+				path = cmd.CommandPath()
+			}
+			return msg + "\n(see `" + path + " --help`)"
+		}
 	}
 	return msg
 }

@@ -327,7 +327,7 @@ func TestAttackUseCMKImmutable(t *testing.T) {
 			args = append(args, "--single-user")
 		}
 		mustCoffer(t, l, args...)
-		mustCoffer(t, l, "vault", "set", "--immutability", "enabled")
+		mustCoffer(t, l, "vault", "set", "--immutability", "enabled", "--confirm") // one-way unless single-user
 		luri := rsaKeyFile(t, t.TempDir())
 		failsWith(t, l, "approval", "key", "use-cmk", luri)
 		if st := mustCoffer(t, l, "key", "status"); !strings.Contains(st, "platform-managed") {

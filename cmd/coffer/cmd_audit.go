@@ -193,7 +193,7 @@ server machine from its data directory (--data DIR).`,
 			if err := fsutil.SyncDir(filepath.Dir(out)); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "wrote %s: %d entries, %d signed checkpoints\n", out, rep.Entries, rep.Checkpoints)
+			fmt.Fprintf(a.stdout, "wrote %s: %s, %s\n", out, plural(rep.Entries, "entry", "entries"), plural(rep.Checkpoints, "signed checkpoint", "signed checkpoints"))
 			if !rep.OK() {
 				return fmt.Errorf("the exported log does not verify: %w", rep.Err())
 			}

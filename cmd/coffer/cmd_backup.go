@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +25,10 @@ platform key file) on first use. Files unchanged since the last snapshot of
 the same host and paths (same size, mtime, ctime and inode) are not read
 again. Prints the new snapshot's ID.
 
+Paths are checked first: one that does not exist is a warning when others do
+(the backup goes on without it and exits 3), and when none exists nothing is
+created and the exit code is 1.
+
 The snapshot keeps the absolute paths: backing up ~/Documents stores
 /home/you/Documents, and a restore recreates that path under its target.`,
 		Example: `  coffer backup ~/Documents
@@ -36,6 +42,16 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 					return fmt.Errorf("cannot read the host name, give --host: %w", err)
 				}
 				host = h
+			}
+			// Paths first, before a vault or key file is created: a path
+			// that does not exist among several is a warning (exit 3), and
+			// no path at all is an error.
+			args, missing, err := checkBackupPaths(args)
+			if err != nil {
+				return err
+			}
+			for _, m := range missing {
+				fmt.Fprintf(a.stderr, "warning: %s\n", safeText(m.Error()))
 			}
 			ctx := cmd.Context()
 			v, err := a.open(ctx, true)
@@ -97,11 +113,11 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 				}
 			} else {
 				fmt.Fprintf(a.stdout, "snapshot %s saved\n", s.ID.Short())
-				fmt.Fprintf(a.stdout, "  %d files, %d dirs, %s processed (%d files unchanged), %s added to the vault in %s\n",
-					s.Files, s.Dirs, humanBytes(s.Bytes), res.Reused, humanBytes(s.BytesAdded), s.Duration.Round(1e6))
+				fmt.Fprintf(a.stdout, "  %s, %s, %s processed (%s unchanged), %s added to the vault in %s\n",
+					plural(s.Files, "file", "files"), plural(s.Dirs, "dir", "dirs"), humanBytes(s.Bytes), plural(res.Reused, "file", "files"), humanBytes(s.BytesAdded), humanDuration(s.Duration))
 			}
-			if res.Unreadable > 0 {
-				return &partialError{fmt.Sprintf("snapshot %s saved, but %d files or directories could not be read (listed above)", s.ID.Short(), res.Unreadable)}
+			if n := res.Unreadable + len(missing); n > 0 {
+				return &partialError{fmt.Sprintf("snapshot %s saved, but %s could not be read (listed above)", s.ID.Short(), plural(n, "file or directory", "files or directories"))}
 			}
 			return nil
 		},
@@ -112,4 +128,26 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: this machine's; with an agent's token the server records the agent's name)")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// checkBackupPaths splits paths into those that exist and a warning for
+// each that does not (or cannot be looked at); none existing is an error
+// naming every one.
+func checkBackupPaths(paths []string) (exist []string, missing []error, err error) {
+	var why []string
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err != nil {
+			if pe, ok := err.(*fs.PathError); ok {
+				err = pe.Err // the path is named once
+			}
+			missing = append(missing, fmt.Errorf("%s: %w (not backed up)", p, err))
+			why = append(why, fmt.Sprintf("%s: %v", p, err))
+			continue
+		}
+		exist = append(exist, p)
+	}
+	if len(exist) == 0 {
+		return nil, nil, fmt.Errorf("nothing to back up: %s", strings.Join(why, "; "))
+	}
+	return exist, missing, nil
 }

@@ -66,14 +66,14 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 				if readData {
 					what = "structure and data"
 				}
-				fmt.Fprintf(a.stdout, "checked %s: %d packs, %d blobs, %d snapshots, %d trees", what, rep.Packs, rep.Blobs, rep.Snapshots, rep.Trees)
+				fmt.Fprintf(a.stdout, "checked %s: %s, %s, %s, %s", what, plural(rep.Packs, "pack", "packs"), plural(rep.Blobs, "blob", "blobs"), plural(rep.Snapshots, "snapshot", "snapshots"), plural(rep.Trees, "tree", "trees"))
 				if readData {
 					fmt.Fprintf(a.stdout, ", %s read", humanBytes(uint64(rep.BytesRead)))
 				}
 				fmt.Fprintln(a.stdout)
 			}
 			if !rep.OK() {
-				return fmt.Errorf("check found %d errors: the vault is damaged (each is listed above)", len(rep.Errors))
+				return fmt.Errorf("check found %s: the vault is damaged (each is listed above)", plural(len(rep.Errors), "error", "errors"))
 			}
 			if !jsonOut {
 				fmt.Fprintln(a.stdout, "no errors found")

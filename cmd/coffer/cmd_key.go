@@ -239,8 +239,12 @@ docs/operations.md for the least privilege each needs.
 On a vault whose immutability is enabled or locked the switch is a critical
 change (whoever controls the new key could destroy every backup by deleting
 it): on a vault server it becomes a request a security approver must approve,
-and nothing changes until then; a local vault allows it only if it was created
---single-user, and then with --confirm.`,
+and nothing changes until then; a local vault allows it only if it is
+single-user, and then with --confirm.
+
+On a local vault that is not single-user (made by "coffer vault create"
+without --single-user) the switch cannot be undone, since use-pmk would be
+refused: it is announced and needs a yes on a terminal, or --confirm.`,
 		Example: `  coffer key use-cmk rsa-file:///etc/coffer/cmk.pem
   coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'
   coffer key use-cmk prod 'awskms://alias/coffer-backup?region=eu-west-2'`,
@@ -319,6 +323,11 @@ and nothing changes until then; a local vault allows it only if it was created
 				}
 				how = ", critical, confirmed on a single-user vault"
 			}
+			if !settings.SingleUser {
+				if err := a.confirmOneWay("switching to the customer-managed key "+to.Current().String(), useCMKOneWay, confirm); err != nil {
+					return err
+				}
+			}
 			if err := v.Rewrap(ctx, to); err != nil {
 				a.keyEvent(ctx, v, vault.KeyEventUseCMK, to.Current().String(), "switch from "+before.String()+" failed: "+err.Error(), false)
 				return err
@@ -336,7 +345,7 @@ and nothing changes until then; a local vault allows it only if it was created
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&confirm, "confirm", false, "make this critical change (a vault with immutability) on a single-user local vault")
+	cmd.Flags().BoolVar(&confirm, "confirm", false, "make this critical change (a vault with immutability) on a single-user local vault, or a switch that cannot be undone")
 	return cmd
 }
 
@@ -351,7 +360,8 @@ unwrap them once. Nothing stored is re-encrypted.
 
 Taking the key out of the customer's control is a critical change: on a vault
 server it becomes a request a security approver must approve; a local vault
-allows it only if it was created --single-user, and then with --confirm.`,
+allows it only if it is single-user (made by a first backup, or by
+coffer vault create --single-user), and then with --confirm.`,
 		Example: "  coffer key use-pmk prod --vault https://backup.example.com:8443\n  coffer key use-pmk --confirm     # a single-user local vault",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -567,7 +577,7 @@ switch. A vault server retires its own key file's versions (docs/keys.md).`,
 				printRetire(a, rep)
 			}
 			if len(rep.Blocked) > 0 {
-				return fmt.Errorf("every platform key version kept: %d vault(s) could not be read (listed above)", len(rep.Blocked))
+				return fmt.Errorf("every platform key version kept: %s could not be read (listed above)", plural(len(rep.Blocked), "vault", "vaults"))
 			}
 			return nil
 		},

@@ -101,7 +101,7 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 						extra = " -> " + safeText(string(n.Target))
 					}
 					_, err := fmt.Fprintf(a.stdout, "%s %5d %5d %12d %s %s%s\n", modeString(n), n.UID, n.GID, n.Size,
-						time.Unix(0, n.MTime).Local().Format("2006-01-02 15:04:05"), safeText(p), extra)
+						tableTime(time.Unix(0, n.MTime)), safeText(p), extra)
 					return err
 				}
 				_, err := fmt.Fprintln(a.stdout, safeText(p))

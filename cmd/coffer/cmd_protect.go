@@ -147,7 +147,7 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 						if d.Keep {
 							what = "keep"
 						}
-						fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Snapshot.ID.Short(), d.Snapshot.Time.Local().Format("2006-01-02 15:04:05"), what, strings.Join(d.Reasons, ", "))
+						fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Snapshot.ID.Short(), tableTime(d.Snapshot.Time), what, strings.Join(d.Reasons, ", "))
 					}
 					tw.Flush()
 				}
@@ -160,10 +160,10 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 			case len(done) == 0:
 				fmt.Fprintf(a.stdout, "%s no snapshots\n", verb)
 			case settings.SoftDelete == vault.SoftDeleteOff:
-				fmt.Fprintf(a.stdout, "%s %d snapshot(s); soft delete is off, so prune may reclaim them at once\n", verb, len(done))
+				fmt.Fprintf(a.stdout, "%s %s; soft delete is off, so prune may reclaim %s at once\n", verb, plural(len(done), "snapshot", "snapshots"), pick(len(done), "it", "them"))
 			default:
-				fmt.Fprintf(a.stdout, "%s %d snapshot(s): recoverable with `coffer undelete ID` until %s (soft delete, %d days)\n",
-					verb, len(done), expiry.Local().Format("2006-01-02 15:04"), settings.SoftDeleteDays)
+				fmt.Fprintf(a.stdout, "%s %s: recoverable with `coffer undelete ID` until %s (soft delete, %s)\n",
+					verb, plural(len(done), "snapshot", "snapshots"), shortTime(expiry), plural(settings.SoftDeleteDays, "day", "days"))
 			}
 			return nil
 		},
@@ -242,7 +242,7 @@ since). "coffer snapshots --deleted" lists them.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "snapshot %s (%s, %s) is back\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), safeText(s.Host))
+				fmt.Fprintf(a.stdout, "snapshot %s (%s, %s) is back\n", s.ID.Short(), tableTime(s.Time), safeText(s.Host))
 			}
 			return nil
 		},
@@ -297,21 +297,21 @@ func printPrune(a *app, rep api.PruneReport, jsonOut bool) error {
 		}
 		return done
 	}
-	fmt.Fprintf(a.stdout, "%s %d expired snapshot(s); %d forgotten snapshot(s) kept until their soft-delete period ends\n",
-		verb("removed", "would remove"), len(rep.Expired), rep.StillDeleted)
-	fmt.Fprintf(a.stdout, "%s %d unused pack(s) (%s)\n", verb("condemned", "would condemn"), rep.Condemned, humanBytes(uint64(rep.CondemnedBytes)))
-	fmt.Fprintf(a.stdout, "%s %d pack(s), %s reclaimed\n", verb("deleted", "would delete"), rep.Deleted, humanBytes(uint64(rep.DeletedBytes)))
+	fmt.Fprintf(a.stdout, "%s %s; %s kept until %s soft-delete period ends\n",
+		verb("removed", "would remove"), plural(len(rep.Expired), "expired snapshot", "expired snapshots"), plural(rep.StillDeleted, "forgotten snapshot", "forgotten snapshots"), pick(rep.StillDeleted, "its", "their"))
+	fmt.Fprintf(a.stdout, "%s %s (%s)\n", verb("condemned", "would condemn"), plural(rep.Condemned, "unused pack", "unused packs"), humanBytes(uint64(rep.CondemnedBytes)))
+	fmt.Fprintf(a.stdout, "%s %s, %s reclaimed\n", verb("deleted", "would delete"), plural(rep.Deleted, "pack", "packs"), humanBytes(uint64(rep.DeletedBytes)))
 	if rep.Waiting > 0 {
-		fmt.Fprintf(a.stdout, "%d condemned pack(s) (%s) wait for %d running backup(s) to finish; run prune again later\n", rep.Waiting, humanBytes(uint64(rep.WaitingBytes)), rep.Sessions)
+		fmt.Fprintf(a.stdout, "%s (%s) %s for %s to finish; run prune again later\n", plural(rep.Waiting, "condemned pack", "condemned packs"), humanBytes(uint64(rep.WaitingBytes)), pick(rep.Waiting, "waits", "wait"), plural(rep.Sessions, "running backup", "running backups"))
 	}
 	if rep.Reprieved > 0 {
-		fmt.Fprintf(a.stdout, "%d condemned pack(s) kept: a snapshot saved meanwhile needs them\n", rep.Reprieved)
+		fmt.Fprintf(a.stdout, "%s kept: a snapshot saved meanwhile needs %s\n", plural(rep.Reprieved, "condemned pack", "condemned packs"), pick(rep.Reprieved, "it", "them"))
 	}
 	if rep.Repacked > 0 {
-		fmt.Fprintf(a.stdout, "%s %d partly used pack(s): %s still needed %s into new packs\n", verb("repacked", "would repack"), rep.Repacked, humanBytes(uint64(rep.RepackedBytes)), verb("copied", "would be copied"))
+		fmt.Fprintf(a.stdout, "%s %s: %s still needed %s into new packs\n", verb("repacked", "would repack"), plural(rep.Repacked, "partly used pack", "partly used packs"), humanBytes(uint64(rep.RepackedBytes)), verb("copied", "would be copied"))
 	}
 	if rep.PartlyUsed > 0 {
-		fmt.Fprintf(a.stdout, "%d pack(s) kept whole: %s unused inside them, under the repacking threshold\n", rep.PartlyUsed, humanBytes(uint64(rep.UnusedBytes)))
+		fmt.Fprintf(a.stdout, "%s kept whole: %s unused inside, under the repacking threshold\n", plural(rep.PartlyUsed, "pack", "packs"), humanBytes(uint64(rep.UnusedBytes)))
 	}
 	return pruneProblems(a, rep)
 }
@@ -326,7 +326,7 @@ func pruneProblems(a *app, rep api.PruneReport) error {
 	case rep.Incomplete:
 		return &partialError{"nothing was condemned or deleted: a snapshot's tree cannot be read, so no pack can be proved unneeded; run coffer check, then forget the snapshots it names"}
 	case len(rep.Unwalkable) > 0:
-		return &partialError{fmt.Sprintf("%d snapshot(s) hold trees that are not trees and cannot be restored in full; forget them", len(rep.Unwalkable))}
+		return &partialError{fmt.Sprintf("%s %s trees that are not trees and cannot be restored in full; forget %s", plural(len(rep.Unwalkable), "snapshot", "snapshots"), pick(len(rep.Unwalkable), "holds", "hold"), pick(len(rep.Unwalkable), "it", "them"))}
 	}
 	return nil
 }
@@ -362,8 +362,15 @@ func newVaultSetCmd(a *app) *cobra.Command {
 Critical changes (turning soft delete off or shortening it, disabling
 immutability, lowering the minimum retention, widening the dedup scope from
 source to vault) need a second person's approval.
-A local vault has one principal: they are refused unless the vault was created
-with "coffer vault create --single-user", and then need --confirm.`,
+A local vault has one principal: they need --confirm on a single-user vault
+(the one a first backup makes, or "coffer vault create --single-user"), and are
+refused on any other.
+
+A change that can never be undone is announced first and needs a yes on a
+terminal, or --confirm: locking immutability or making soft delete always-on
+(on any vault), and on a local vault that is not single-user, anything whose
+undoing would be a critical change (enabling immutability, a longer soft
+delete or minimum retention).`,
 		Example: `  coffer vault set --soft-delete-days 30
   coffer vault set prod --immutability enabled --min-retention 30d
   coffer vault set --immutability locked      # irreversible
@@ -416,7 +423,7 @@ with "coffer vault create --single-user", and then need --confirm.`,
 	f.StringVar(&immut, "immutability", "", "enabled, disabled or locked (irreversible)")
 	f.StringVar(&minRet, "min-retention", "", "no snapshot may be forgotten before it is this old: 30d, 12w, 1y")
 	f.StringVar(&scope, "dedup-scope", "", "vault (dedup across all sources) or source (a dedup domain per source)")
-	f.BoolVar(&confirm, "confirm", false, "make a critical change on a single-user local vault")
+	f.BoolVar(&confirm, "confirm", false, "make a critical change on a single-user local vault, or a change that cannot be undone")
 	f.BoolVar(&jsonOut, "json", false, "print the settings as JSON")
 	return cmd
 }
@@ -429,6 +436,27 @@ func (a *app) changeSettings(ctx context.Context, change api.SettingsChange, con
 		return err
 	}
 	defer closer.Close()
+	// A change that could never be undone is announced, and needs a yes
+	// on a terminal or --confirm.
+	cur, err := v.settings(ctx)
+	if err != nil {
+		return err
+	}
+	next := cur
+	change.Apply(&next)
+	_, remote := v.(*remoteVault)
+	if why := oneWay(cur, next, !remote && !cur.SingleUser); why != "" {
+		what := "this change"
+		if d := engine.DescribeSettingsChange(cur, next); d != "" {
+			what = d
+		}
+		if err := a.confirmOneWay(what, why, confirm); err != nil {
+			return err
+		}
+		if remote {
+			confirm = false // consent given here; the server's approvals are its own
+		}
+	}
 	res, err := v.changeSettings(ctx, change, confirm)
 	if err != nil {
 		return err
@@ -450,7 +478,7 @@ func (a *app) changeSettings(ctx context.Context, change api.SettingsChange, con
 // printRequest says that a critical change waits for approval.
 func printRequest(a *app, r api.Request) {
 	id := safeText(r.ID)
-	fmt.Fprintf(a.stdout, "%s needs a second person's approval: request %s is waiting (expires %s).\n", safeText(r.Summary), id, r.Expires.Local().Format("2006-01-02 15:04"))
+	fmt.Fprintf(a.stdout, "%s needs a second person's approval: request %s is waiting (expires %s).\n", safeText(r.Summary), id, shortTime(r.Expires))
 	fmt.Fprintf(a.stdout, "A security approver runs: coffer approve %s   (or coffer reject %s)\n", id, id)
 }
 
@@ -552,7 +580,7 @@ https://host:port/NAME lists one vault's requests, https://host:port all.`,
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tVAULT\tSTATE\tREQUESTED BY\tEXPIRES\tCHANGE")
 			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", safeText(r.ID), safeText(r.Vault), safeText(r.State), safeText(r.Requester), r.Expires.Local().Format("2006-01-02 15:04"), safeText(r.Summary))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", safeText(r.ID), safeText(r.Vault), safeText(r.State), safeText(r.Requester), shortTime(r.Expires), safeText(r.Summary))
 			}
 			return tw.Flush()
 		},
@@ -677,7 +705,7 @@ func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
 		err = fmt.Errorf("%w: deleting a vault needs a second person's approval, and a local vault has one principal; only a vault created with `coffer vault create --single-user` can be deleted here (with --confirm)", vault.ErrApprovalRequired)
 	}
 	if err == nil && !confirm {
-		err = fmt.Errorf("%w: %s is a critical change: add --confirm to delete %s and its %d snapshots", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "), loc.dir, len(snaps))
+		err = fmt.Errorf("%w: %s is a critical change: add --confirm to delete %s and its %s", vault.ErrApprovalRequired, strings.Join(c.Critical, "; "), loc.dir, plural(len(snaps), "snapshot", "snapshots"))
 	}
 	if err != nil {
 		if eerr := cat.AddEvent(ctx, vault.VaultEvent{Vault: rec.ID, Time: a.now().UTC(), Principal: a.principal(), Event: vault.EventVaultDelete, Detail: "refused: " + err.Error()}); eerr != nil {
@@ -693,6 +721,6 @@ func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
 	if err := a.unlistVault(loc.keyFile, loc.dir); err != nil {
 		fmt.Fprintf(a.stderr, "warning: could not remove %s from the list of vaults beside the key file: %v (coffer key retire --forget %s does it)\n", loc.dir, err, loc.dir)
 	}
-	fmt.Fprintf(a.stdout, "vault %s deleted with its %d snapshots (%s removed, its event log with it)\n", loc.name, len(snaps), loc.dir)
+	fmt.Fprintf(a.stdout, "vault %s deleted with its %s (%s removed, its event log with it)\n", loc.name, plural(len(snaps), "snapshot", "snapshots"), loc.dir)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,7 +24,9 @@ func newRestoreCmd(a *app) *cobra.Command {
 		Short: "Restore a snapshot into a directory",
 		Long: `Restore a snapshot (or the parts named by --include) into DIR, recreating the
 snapshot's absolute paths below it. Existing files are left untouched unless
---overwrite is given. Nothing is ever written outside DIR: a snapshot entry
+--overwrite is given. A file or directory that cannot be written (or that
+exists, without --overwrite) is a warning: everything else is restored, and
+the exit code is 3. Nothing is ever written outside DIR: a snapshot entry
 that would escape it, or lead through a symlink, stops the restore.`,
 		Example: `  coffer restore latest --target /tmp/restored
   coffer restore 1a2b3c4d --target /tmp/r --include /home/ann/Documents/report.odt
@@ -82,13 +85,18 @@ that would escape it, or lead through a symlink, stops the restore.`,
 					return err
 				}
 			} else {
-				fmt.Fprintf(a.stdout, "restored snapshot %s (host %q, %s) to %s: %d files, %d dirs, %s\n", s.ID.Short(), s.Host, s.Time.UTC().Format(time.RFC3339), target, res.Files, res.Dirs, humanBytes(res.Bytes))
+				fmt.Fprintf(a.stdout, "restored snapshot %s (host %q, %s) to %s: %s, %s, %s\n", s.ID.Short(), s.Host, s.Time.UTC().Format(time.RFC3339), target, plural(res.Files, "file", "files"), plural(res.Dirs, "dir", "dirs"), humanBytes(res.Bytes))
+			}
+			// One rule for every per-file problem: a warning, and exit 3.
+			var why []string
+			if n := len(res.Warnings) - res.Skipped; n > 0 {
+				why = append(why, plural(n, "entry", "entries")+" could not be written as they were")
 			}
 			if res.Skipped > 0 {
-				return fmt.Errorf("%d existing files were left untouched (listed above); use --overwrite to replace them", res.Skipped)
+				why = append(why, plural(res.Skipped, "existing entry was", "existing entries were")+" left untouched (use --overwrite to replace them)")
 			}
-			if len(res.Warnings) > 0 {
-				return &partialError{fmt.Sprintf("restored, but %d entries could not be written as they were (listed above)", len(res.Warnings))}
+			if len(why) > 0 {
+				return &partialError{"restored, but " + strings.Join(why, ", and ") + " (listed above)"}
 			}
 			return nil
 		},

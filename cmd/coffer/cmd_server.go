@@ -150,7 +150,7 @@ then the server exits.`,
 	f.StringVar(&tlsMin, "tls-min", "1.2", "minimum TLS version: 1.2 or 1.3")
 	f.StringArrayVar(&hosts, "host", nil, "extra DNS name or IP for the local CA's server certificate (repeatable)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	f.DurationVar(&keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
+	durationFlag(f, &keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
 	f.StringArrayVar(&pkcs11Modules, "pkcs11-module", nil, "a PKCS#11 module customer-key URIs may name (absolute path; repeatable)")
 	f.StringArrayVar(&keyDirs, "key-dir", nil, "a directory customer-key URIs may read key and PIN files from (repeatable)")
 	cmd.AddCommand(newApproverTokenCmd(a), newAssignApproverCmd(a))

@@ -85,13 +85,13 @@ when "coffer undelete" can bring it back.`,
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tHOST\tPATHS\tTAGS\tFILES\tSIZE\tADDED")
 			for _, s := range snaps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID.Short(), tableTime(s.Time),
 					safeText(s.Host), safeList(s.Paths, ","), safeList(s.Tags, ","), s.Files, humanBytes(s.Bytes), humanBytes(s.BytesAdded))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "%d snapshots\n", len(snaps))
+			fmt.Fprintln(a.stdout, plural(len(snaps), "snapshot", "snapshots"))
 			return nil
 		},
 	}
@@ -136,12 +136,12 @@ func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tHOST\tPATHS\tFORGOTTEN\tBY\tRECOVERABLE UNTIL")
 	for _, s := range out {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ShortID, s.Time.Local().Format("2006-01-02 15:04:05"), safeText(s.Host),
-			safeList(s.Paths, ","), s.Deleted.Local().Format("2006-01-02 15:04"), safeText(s.DeletedBy), s.Expires.Local().Format("2006-01-02 15:04"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ShortID, tableTime(s.Time), safeText(s.Host),
+			safeList(s.Paths, ","), shortTime(*s.Deleted), safeText(s.DeletedBy), shortTime(*s.Expires))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d forgotten snapshots (coffer undelete ID brings one back)\n", len(out))
+	fmt.Fprintf(a.stdout, "%s (coffer undelete ID brings one back)\n", plural(len(out), "forgotten snapshot", "forgotten snapshots"))
 	return nil
 }

@@ -204,13 +204,17 @@ func newVaultCreateCmd(a *app) *cobra.Command {
 		Short: "Create a vault, locally or on a vault server",
 		Long: `Create a vault. On a vault server (--vault https://host:port, an owner token)
 this is the only way to make one. A local vault is also made by its first
-backup; create it here to choose what only creation can:
+backup, and is then single-user; create it here to choose what only creation
+can:
 
   --single-user   the vault has one principal, so critical deletion-protection
-                  changes (shortening soft delete, lowering the minimum
-                  retention, disabling immutability) are allowed with --confirm
-                  rather than refused for want of a second person to approve
-                  them. It cannot be changed later.
+                  and key changes (shortening soft delete, lowering the minimum
+                  retention, disabling immutability, coffer key use-pmk) are
+                  allowed with --confirm rather than refused for want of a
+                  second person to approve them. Without it, a local vault
+                  refuses them: whatever strengthens its protection can never
+                  be undone (coffer asks, or wants --confirm, before such a
+                  change). It cannot be changed later.
   --dedup-scope   vault (default): the backups of every source deduplicate
                   against each other. source: each source has its own dedup
                   domain and can neither probe nor read another's backups
@@ -278,6 +282,7 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool,
 		return fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
 	}
 	a.vaultRef = name
+	a.explicitCreate = true
 	ctx := cmd.Context()
 	v, err := a.openVault(ctx, true)
 	if err != nil {

@@ -233,15 +233,21 @@ func newRoleListCmd(a *app) *cobra.Command {
 
 func newLoginCmd(a *app) *cobra.Command {
 	var ttl time.Duration
-	var jsonOut bool
+	var jsonOut, save bool
 	cmd := &cobra.Command{
 		Use:   "login NAME",
-		Short: "Exchange a user's password (on stdin) for a token",
-		Long: `Log in to a vault server as user NAME: the password is read from standard input,
-and a token acting with the user's roles is printed once (use it with --token
-or COFFER_TOKEN). It expires after --ttl. Repeated failures from one address
-are slowed down.`,
-		Example: "  coffer login alice --vault https://backup.example.com:8443 < ~/.coffer-pass",
+		Short: "Exchange a user's password for a token",
+		Long: `Log in to a vault server as user NAME. On a terminal the password is asked for
+and not echoed; otherwise it is the first line of standard input. The token,
+acting with the user's roles, expires after --ttl; repeated failures from one
+address are slowed down.
+
+With --save (or a yes when asked on a terminal) the token is kept in
+$COFFER_HOME/tokens (mode 0600) for this server alone: later commands against
+the same https://host:port use it when neither --token nor COFFER_TOKEN is
+given, until it expires. Without it, the token is printed once on stdout, for
+--token or COFFER_TOKEN.`,
+		Example: "  coffer login alice --vault https://backup.example.com:8443 --save\n  coffer login alice --vault https://backup.example.com:8443 < ~/.coffer-pass",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref := a.vaultRef
@@ -252,7 +258,7 @@ are slowed down.`,
 			if err != nil {
 				return err
 			}
-			pw, err := a.readPassword()
+			pw, err := a.loginPassword(args[0])
 			if err != nil {
 				return err
 			}
@@ -269,6 +275,23 @@ are slowed down.`,
 			if err != nil {
 				return err
 			}
+			if !save && !jsonOut && a.interactive() {
+				fmt.Fprintf(a.stderr, "Save the token for later commands against %s (in $COFFER_HOME/tokens, mode 0600)? [y/N] ", srv)
+				ans := strings.ToLower(strings.TrimSpace(readLine(a.stdin, 64)))
+				save = ans == "y" || ans == "yes"
+			}
+			if save {
+				p, err := a.saveToken(savedToken{Server: srv, Principal: args[0], ID: t.ID, Expires: t.Expires, Secret: t.Secret})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stderr, "logged in as %s: token %s saved in %s for %s; it expires %s\n", safeText(args[0]), safeText(t.ID), p, srv, t.Expires.Local().Format(time.RFC3339))
+				if jsonOut {
+					t.Secret = "" // saved, not printed
+					return a.printJSON(t)
+				}
+				return nil
+			}
 			if jsonOut {
 				return a.printJSON(t)
 			}
@@ -277,8 +300,9 @@ are slowed down.`,
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", 12*time.Hour, "how long the token lasts (at most 168h)")
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON (includes the token)")
+	durationFlag(cmd.Flags(), &ttl, "ttl", 12*time.Hour, "how long the token lasts (at most 168h)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON (includes the token, unless --save)")
+	cmd.Flags().BoolVar(&save, "save", false, "keep the token (0600, under $COFFER_HOME) for later commands against this server")
 	return cmd
 }
 

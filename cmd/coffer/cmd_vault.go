@@ -81,6 +81,15 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 				if st, serr := p.settings(ctx); serr == nil {
 					prot = &st
 				}
+			} else if keyErr != nil && !isRemote(a.vaultRef) {
+				// Plaintext in the catalog: shown with the key out of
+				// reach too, for whether the vault is single-user says
+				// what can be done about it.
+				if loc, lerr := a.locate(); lerr == nil {
+					if st, serr := localSettings(ctx, loc.dir); serr == nil {
+						prot = &st
+					}
+				}
 			}
 			kek := vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion}
 			now := a.now()
@@ -140,7 +149,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			fmt.Fprintf(a.stdout, "  created:       %s\n", vi.Created.Local().Format(time.RFC3339))
 			fmt.Fprintf(a.stdout, "  last rotated:  %s (%s)\n", vi.LastRotated.Local().Format(time.RFC3339), ago(now, vi.LastRotated))
 			if prot != nil {
-				printProtection(a, *prot)
+				printProtection(a, *prot, isRemote(a.vaultRef))
 			}
 			return keyErr
 		},
@@ -150,7 +159,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 }
 
 // printProtection prints the Deletion Protection section of vault show.
-func printProtection(a *app, s vault.VaultSettings) {
+func printProtection(a *app, s vault.VaultSettings, remote bool) {
 	fmt.Fprintf(a.stdout, "Deletion Protection\n")
 	switch s.SoftDelete {
 	case vault.SoftDeleteOff:
@@ -169,8 +178,13 @@ func printProtection(a *app, s vault.VaultSettings) {
 	} else {
 		fmt.Fprintf(a.stdout, "  policy:        none (snapshots are kept until forgotten)\n")
 	}
-	if s.SingleUser {
+	switch {
+	case s.SingleUser:
 		fmt.Fprintf(a.stdout, "  single-user:   yes (critical changes with --confirm)\n")
+	case remote:
+		fmt.Fprintf(a.stdout, "  single-user:   no (critical changes wait for a security approver)\n")
+	default:
+		fmt.Fprintf(a.stdout, "  single-user:   no (critical changes are refused: no second person can approve them here)\n")
 	}
 	if s.DedupScope.OrDefault() == vault.DedupScopeSource {
 		fmt.Fprintf(a.stdout, "  dedup scope:   source (each source deduplicates, lists and reads only its own backups)\n")

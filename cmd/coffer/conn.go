@@ -185,7 +185,13 @@ func (a *app) newClient(server string) (*client.Client, error) {
 		return nil, err
 	}
 	if tok == "" {
-		return nil, fmt.Errorf("vault server %s: give a token with --token or COFFER_TOKEN", server)
+		// The token coffer login --save kept for this server, and only it.
+		if tok, err = a.loadToken(server); err != nil {
+			return nil, err
+		}
+	}
+	if tok == "" {
+		return nil, fmt.Errorf("vault server %s: give a token with --token or COFFER_TOKEN, or run coffer login NAME --save", server)
 	}
 	return client.New(client.Options{Server: server, Token: tok, TLS: cfg, Proxy: a.proxyFunc()})
 }

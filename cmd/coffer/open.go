@@ -127,6 +127,46 @@ func vaultExists(dir string) bool {
 	return err == nil && len(ents) > 0
 }
 
+// vaultDirEntries are the entries a vault's directory holds, or holds
+// part of when its creation was cut short.
+var vaultDirEntries = map[string]bool{
+	"store": true, "catalog.db": true, "catalog.db-wal": true, "catalog.db-shm": true, "catalog.db-journal": true,
+}
+
+// checkVaultDirFree refuses to make a vault in a directory that holds
+// anything but a vault's own entries: --vault . in a project directory
+// would otherwise mix the vault into it.
+func checkVaultDirFree(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vault directory %s: %w", dir, err)
+	}
+	refuse := func(name string) error {
+		return fmt.Errorf("%s is not empty and holds no vault (it has %q): choose an empty or new directory for the vault (coffer creates it), or the directory of an existing vault", dir, name)
+	}
+	for _, e := range ents {
+		if !vaultDirEntries[e.Name()] {
+			return refuse(e.Name())
+		}
+	}
+	// A "store" that is someone else's directory is not adopted either.
+	ents, err = os.ReadDir(storePath(dir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return refuse("store")
+	}
+	for _, e := range ents {
+		switch n := e.Name(); {
+		case strings.HasPrefix(n, ".tmp-"), n == string(vault.ConfigObject) || n == string(vault.PackObject) || n == string(vault.SnapshotObject) || n == string(vault.KeyObject):
+		default:
+			return refuse(filepath.Join("store", n))
+		}
+	}
+	return nil
+}
+
 func catalogPath(dir string) string { return filepath.Join(dir, "catalog.db") }
 func storePath(dir string) string   { return filepath.Join(dir, "store") }
 
@@ -141,6 +181,11 @@ func (a *app) openVault(ctx context.Context, create bool) (*openedVault, error) 
 		// The audit trail of the vault's key: a failure to reach it, and
 		// the first success after one.
 		a.keyOutcome(ctx, loc, o, err)
+		if errors.Is(err, vault.ErrKeyUnavailable) {
+			if _, _, kek, kerr := a.localKEK(ctx); kerr == nil && kek.Provider != platform.Provider {
+				err = fmt.Errorf("%w%s", err, keyAdvice(ctx, loc.dir))
+			}
+		}
 	}
 	return o, err
 }
@@ -153,6 +198,11 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 	exists := vaultExists(loc.dir)
 	if !exists && !create {
 		return nil, fmt.Errorf("no vault at %s: %w (a first `coffer backup` creates it)", loc.dir, vault.ErrNotFound)
+	}
+	if !exists {
+		if err := checkVaultDirFree(loc.dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(loc.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create vault directory: %w", err)
@@ -225,6 +275,16 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		return nil, err
 	}
 	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists, provider: provider}
+	if create && !exists && !a.explicitCreate {
+		// SECURITY: a vault made by a first backup is one person's: it is
+		// single-user, so that nothing done to it is a one-way door
+		// (oneway.go). A crash before this leaves it not single-user, the
+		// stricter way. Vaults that exist already keep what they are.
+		if err := a.setSingleUser(ctx, o, singleUserImplicit); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("record the new vault as single-user: %w", err)
+		}
+	}
 	if ks != nil {
 		// SECURITY: coffer key retire deletes a platform key version only
 		// when no vault it knows needs it; this is how it knows a vault
@@ -292,8 +352,8 @@ func (a *app) rotatePlatformKey(ctx context.Context, o *openedVault) error {
 			return err
 		}
 		if ref != before {
-			fmt.Fprintf(a.stderr, "platform key rotated: %s → %s (it was %s old; COFFER_KEK_ROTATION=%s)\n", before, ref, age.Round(time.Hour), period)
-			a.keyEvent(ctx, o, vault.KeyEventKEKRotate, ref.String(), fmt.Sprintf("platform key %s was %s old (rotation period %s)", before, age.Round(time.Hour), period), true)
+			fmt.Fprintf(a.stderr, "platform key rotated: %s → %s (it was %s old; rotation period %s, COFFER_KEK_ROTATION)\n", before, ref, humanDuration(age.Round(time.Hour)), humanDuration(period))
+			a.keyEvent(ctx, o, vault.KeyEventKEKRotate, ref.String(), fmt.Sprintf("platform key %s was %s old (rotation period %s)", before, humanDuration(age.Round(time.Hour)), humanDuration(period)), true)
 		}
 	}
 	if kek := o.KeyInfo().KEK; kek != o.keys.Current() {

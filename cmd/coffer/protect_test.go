@@ -189,7 +189,8 @@ func TestVaultProtection(t *testing.T) {
 	failsWith(t, e, "immutability is enabled", "vault", "set", "--min-retention", "7d")
 	failsWith(t, e, "cannot be shortened", "policy", "set", "--keep-daily", "3", "--keep-weekly", "4")
 	mustCoffer(t, e, "policy", "set", "--keep-daily", "14", "--keep-weekly", "4")
-	mustCoffer(t, e, "vault", "set", "--immutability", "locked")
+	failsWith(t, e, "cannot be undone", "vault", "set", "--immutability", "locked")
+	mustCoffer(t, e, "vault", "set", "--immutability", "locked", "--confirm")
 	failsWith(t, e, "locked", "vault", "set", "--immutability", "disabled")
 	failsWith(t, e, "always-on", "vault", "set", "--soft-delete", "on")
 
@@ -393,7 +394,8 @@ func TestRemoteProtection(t *testing.T) {
 
 	// Immutability is one way once locked.
 	mustCoffer(t, e, "vault", "set", "--immutability", "enabled")
-	mustCoffer(t, e, "vault", "set", "--immutability", "locked")
+	failsWith(t, e, "cannot be undone", "vault", "set", "--immutability", "locked")
+	mustCoffer(t, e, "vault", "set", "--immutability", "locked", "--confirm")
 	failsWith(t, e, "locked", "vault", "set", "--immutability", "disabled")
 	failsWith(t, e, "always-on", "vault", "set", "--soft-delete", "off")
 	if p := settings(); p["immutability"] != "locked" || p["soft_delete"] != "always-on" {

@@ -250,36 +250,53 @@ func (r *restorer) ensureDir(dir *os.Root, name, rel string) (*os.Root, error) {
 	}
 	sub, err := dir.OpenRoot(name)
 	if err != nil {
-		return nil, fmt.Errorf("restore: open directory %s: %w", displayRel(rel), err)
+		return nil, fmt.Errorf("open directory: %w", unwrapPath(err))
 	}
 	return sub, nil
 }
 
+// mkdir's errors other than ErrUnsafePath are about this one directory:
+// the caller warns and goes on without it.
 func (r *restorer) mkdir(dir *os.Root, name, rel string) error {
 	err := dir.Mkdir(name, 0o700)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("restore: create directory %s: %w", displayRel(rel), err)
+		return fmt.Errorf("create directory: %w", unwrapPath(err))
 	}
 	fi, lerr := dir.Lstat(name)
 	if lerr != nil {
-		return fmt.Errorf("restore: %s: %w", displayRel(rel), lerr)
+		return unwrapPath(lerr)
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		return fmt.Errorf("restore: %w: %s is a symlink in the target; refusing to restore below it", ErrUnsafePath, displayRel(rel))
 	}
 	if !fi.IsDir() {
 		if !r.opt.Overwrite {
-			return fmt.Errorf("restore: %s exists and is not a directory (use --overwrite to replace it)", displayRel(rel))
+			r.mu.Lock()
+			r.skipped++
+			r.mu.Unlock()
+			return errors.New("exists and is not a directory, left untouched (use --overwrite)")
 		}
 		if err := dir.Remove(name); err != nil {
-			return fmt.Errorf("restore: replace %s: %w", displayRel(rel), err)
+			return fmt.Errorf("replace: %w", unwrapPath(err))
 		}
-		return dir.Mkdir(name, 0o700)
+		if err := dir.Mkdir(name, 0o700); err != nil {
+			return fmt.Errorf("create directory: %w", unwrapPath(err))
+		}
 	}
 	return nil
+}
+
+// unwrapPath drops an *fs.PathError's path: warnings name the entry by its
+// path in the snapshot, once.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // walk restores tree id, which belongs at rel, into dir. Every entry is
@@ -303,8 +320,14 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 		switch n.Kind {
 		case format.KindDir:
 			sub, err := r.ensureDir(dir, name, p)
+			if errors.Is(err, ErrUnsafePath) {
+				return err // never written through: the restore stops
+			}
 			if err != nil {
-				return err
+				// A problem with one directory is a warning (exit 3), like
+				// one with a file: the rest is restored.
+				r.warn(Warning{Path: displayRel(p), Err: fmt.Errorf("%w; nothing below it was restored", err)})
+				continue
 			}
 			r.nDirs.Add(1)
 			r.dirMeta = append(r.dirMeta, dirMeta{p, n})

@@ -304,7 +304,7 @@ func keyStatusOf(ki engine.KeyInfo) api.KeyStatus {
 func (s *Server) inspect(ctx context.Context, name string) (vault.VaultRecord, engine.KeyInfo, error) {
 	rec, err := s.cat.Vault(ctx, name)
 	if err != nil {
-		return rec, engine.KeyInfo{}, fmt.Errorf("vault %q: %w", name, err)
+		return rec, engine.KeyInfo{}, vaultErr(name, err)
 	}
 	st, err := local.Open(vaultStore(s.opt.DataDir, name))
 	if err != nil {
@@ -522,7 +522,7 @@ func (s *Server) usePMK(ctx context.Context, eng *engine.Vault, principal string
 func (s *Server) keyEvents(q *request) error {
 	rec, err := s.cat.Vault(q.ctx, q.name)
 	if err != nil {
-		return fmt.Errorf("vault %q: %w", q.name, err)
+		return vaultErr(q.name, err)
 	}
 	evs, err := s.cat.KeyEvents(q.ctx, rec.ID)
 	if err != nil {

@@ -649,7 +649,7 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 func (s *Server) deleteVault(q *request) error {
 	rec, err := s.cat.Vault(q.ctx, q.name)
 	if err != nil {
-		return fmt.Errorf("vault %q: %w", q.name, err)
+		return vaultErr(q.name, err)
 	}
 	settings, err := s.cat.Settings(q.ctx, rec.ID)
 	if err != nil {
@@ -682,7 +682,7 @@ func (s *Server) deleteVault(q *request) error {
 func (s *Server) removeVault(ctx context.Context, name, who string) (string, error) {
 	rec, err := s.cat.Vault(ctx, name)
 	if err != nil {
-		return "", fmt.Errorf("vault %q: %w", name, err)
+		return "", vaultErr(name, err)
 	}
 	settings, err := s.cat.Settings(ctx, rec.ID)
 	if err != nil {

@@ -254,7 +254,7 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 			return fmt.Errorf("vault %q: %w", q.name, vault.ErrNotFound)
 		}
 		if _, err := s.cat.Vault(q.ctx, q.name); err != nil {
-			return fmt.Errorf("vault %q: %w", q.name, err)
+			return vaultErr(q.name, err)
 		}
 	case q.name != "":
 		v, err := s.vault(q.ctx, q.name)
@@ -995,7 +995,7 @@ func (s *Server) createToken(q *request) error {
 	}
 	if body.Vault != "" {
 		if _, err := s.cat.Vault(q.ctx, body.Vault); err != nil {
-			return fmt.Errorf("vault %q: %w", body.Vault, err)
+			return vaultErr(body.Vault, err)
 		}
 	}
 	if err := s.checkExpiry(body.Expires); err != nil {

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,6 +222,16 @@ func (s *Server) Close() error {
 
 var vaultName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
+// vaultErr names vault name in err once: the catalog's own errors name it
+// already (`vault "nope": not found`), and saying it twice reads as two
+// failures.
+func vaultErr(name string, err error) error {
+	if strings.HasPrefix(err.Error(), fmt.Sprintf("vault %q", name)) {
+		return err
+	}
+	return fmt.Errorf("vault %q: %w", name, err)
+}
+
 // vault returns the open engine of vault name, opening it on first use.
 func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) {
 	if !vaultName.MatchString(name) {
@@ -233,7 +244,7 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	}
 	rec, err := s.cat.Vault(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("vault %q: %w", name, err)
+		return nil, vaultErr(name, err)
 	}
 	st, err := local.Open(vaultStore(s.opt.DataDir, name))
 	if err != nil {

@@ -236,7 +236,7 @@ func unreachable(path string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		what = "is missing"
 	}
-	return fmt.Errorf("%w: rsa-file key %s %s (%w): the vault's keys cannot be opened without it; restore the key file (once it is back, `coffer key use-pmk` switches the vault back to the platform key)", vault.ErrKeyUnavailable, path, what, err)
+	return fmt.Errorf("%w: rsa-file key %s %s (%w): the vault's keys cannot be opened without it; restore the key file", vault.ErrKeyUnavailable, path, what, err)
 }
 
 // parse returns the key in the PEM file b read from path.
