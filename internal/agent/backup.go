@@ -663,6 +663,10 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 					} else {
 						j.node.Content = first.content
 						j.node.Size = first.size
+						// The record's Bytes is the logical size of every
+						// file in the tree, links included, as the server
+						// counts it (engine.CheckCounts).
+						b.bytes.Add(first.size)
 					}
 					b.filesDone.Add(1)
 					close(j.done)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -209,4 +210,15 @@ func TestRecordCountsBoundGenuineSnapshot(t *testing.T) {
 		t.Errorf("record counts %d dirs, the tree holds %d directories (want 4 below the path)", rec.Dirs, dirs)
 	}
 	restore(t, v, rec.Tree, agent.RestoreOptions{Target: t.TempDir(), MaxEntries: agent.MaxEntries(rec)})
+	// What the server checks a saved record against.
+	got, err := engine.ExpandTree(context.Background(), v.Vault, rec.Tree, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.CheckCounts(rec, got); err != nil {
+		t.Errorf("a genuine backup's record is refused: %v", err)
+	}
+	if got.Bytes != 15 || rec.Bytes != 15 {
+		t.Errorf("bytes: trees %d, record %d; want 15 (hello, world and its hard link)", got.Bytes, rec.Bytes)
+	}
 }
