@@ -53,6 +53,13 @@ func (p filePin) Load(id vault.ID) (uint64, [32]byte, bool, error) {
 }
 
 func (p filePin) Save(id vault.ID, seq uint64, mac [32]byte) error {
+	if seq == 0 {
+		err := os.Remove(p.path(id))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return err
 	}

@@ -12,11 +12,14 @@ import (
 func newDiffCmd(a *app) *cobra.Command {
 	var jsonOut bool
 	var host string
+	var maxEntries uint64
 	cmd := &cobra.Command{
 		Use:   "diff SNAPSHOT1 SNAPSHOT2",
 		Short: "Show what changed between two snapshots",
 		Long: `Show the paths added (+), removed (-), modified (M), changed type (T) or
-changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
+changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2. It visits no more
+entries than the two snapshots' records count, and stops with an error at a
+snapshot whose trees expand to more (--max-entries overrides the sum).`,
 		Example: "  coffer diff 1a2b3c4d latest\n  coffer diff 1a2b 5e6f --json",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,7 +48,14 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 			}
 			counts := map[byte]int{}
 			enc := json.NewEncoder(a.jsonStdout)
-			err = agent.Diff(ctx, repo, s1.Tree, s2.Tree, func(c agent.Change) error {
+			bound := maxEntries
+			if bound == 0 {
+				bound = entryBound(s1, 0) + entryBound(s2, 0)
+				if bound < entryBound(s1, 0) {
+					bound = ^uint64(0)
+				}
+			}
+			err = agent.Diff(ctx, repo, s1.Tree, s2.Tree, bound, func(c agent.Change) error {
 				counts[c.Op]++
 				if jsonOut {
 					return enc.Encode(map[string]string{"op": string(c.Op), "path": c.Path})
@@ -65,6 +75,7 @@ changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2.`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
 	latestHostFlag(cmd, &host)
+	maxEntriesFlag(cmd, &maxEntries)
 	return cmd
 }
 

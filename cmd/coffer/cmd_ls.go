@@ -59,11 +59,14 @@ func modeString(n *format.Node) string {
 func newLsCmd(a *app) *cobra.Command {
 	var jsonOut, long bool
 	var host string
+	var maxEntries uint64
 	cmd := &cobra.Command{
 		Use:   "ls SNAPSHOT [PATH]",
 		Short: "List the files in a snapshot",
 		Long: `List the files in a snapshot, below PATH if given. SNAPSHOT is a full ID, a
-unique prefix of one, or "latest". With --json, prints one JSON object per line.`,
+unique prefix of one, or "latest". With --json, prints one JSON object per line.
+It visits no more entries than the snapshot's record counts, and stops with an
+error at a snapshot whose trees expand to more.`,
 		Example: "  coffer ls latest\n  coffer ls 1a2b3c4d /home/ann/Documents -l\n  coffer ls latest --json",
 		Args:    cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -86,7 +89,7 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 				return err
 			}
 			enc := json.NewEncoder(a.jsonStdout)
-			return agent.Walk(ctx, repo, s.Tree, prefix, func(p string, n *format.Node) error {
+			return agent.Walk(ctx, repo, s.Tree, prefix, entryBound(s, maxEntries), func(p string, n *format.Node) error {
 				if jsonOut {
 					j := nodeJSON{Path: p, Type: n.Kind.String(), Mode: modeString(n), Size: n.Size,
 						MTime: time.Unix(0, n.MTime).UTC(), UID: n.UID, GID: n.GID, Target: string(n.Target), Chunks: len(n.Content)}
@@ -112,5 +115,6 @@ unique prefix of one, or "latest". With --json, prints one JSON object per line.
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
 	latestHostFlag(cmd, &host)
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "show mode, owner, size and time")
+	maxEntriesFlag(cmd, &maxEntries)
 	return cmd
 }

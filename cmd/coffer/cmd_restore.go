@@ -19,6 +19,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var include []string
 	var overwrite, jsonOut bool
 	var host string
+	var maxEntries uint64
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR",
 		Short: "Restore a snapshot into a directory",
@@ -27,10 +28,16 @@ snapshot's absolute paths below it. Existing files are left untouched unless
 --overwrite is given. A file or directory that cannot be written (or that
 exists, without --overwrite) is a warning: everything else is restored, and
 the exit code is 3. Nothing is ever written outside DIR: a snapshot entry
-that would escape it, or lead through a symlink, stops the restore.`,
+that would escape it, or lead through a symlink, stops the restore.
+
+A snapshot's record counts its files and directories (coffer snapshots shows
+them); a restore visits no more entries than that, so a snapshot whose trees
+name the same subtrees over and over (a "tree bomb") stops with an error
+before anything is written instead of filling the disk and memory.`,
 		Example: `  coffer restore latest --target /tmp/restored
   coffer restore 1a2b3c4d --target /tmp/r --include /home/ann/Documents/report.odt
-  coffer restore latest --target / --overwrite     # put everything back in place`,
+  coffer restore latest --target / --overwrite     # put everything back in place
+  coffer restore 1a2b3c4d --target /tmp/r --max-entries 2000000   # a trusted old snapshot that undercounts`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if target == "" {
@@ -68,7 +75,8 @@ that would escape it, or lead through a symlink, stops the restore.`,
 			prog := a.newProgress("restore")
 			res, err := agent.Restore(ctx, repo, s.Tree, agent.RestoreOptions{
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,
-				Progress: prog.fn(),
+				MaxEntries: entryBound(s, maxEntries),
+				Progress:   prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
 				},
@@ -107,5 +115,6 @@ that would escape it, or lead through a symlink, stops the restore.`,
 	f.StringArrayVar(&include, "include", nil, "restore only this path of the snapshot (repeatable)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	maxEntriesFlag(cmd, &maxEntries)
 	return cmd
 }

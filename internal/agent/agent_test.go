@@ -374,7 +374,7 @@ func TestIncremental(t *testing.T) {
 func chunksOf(t *testing.T, v *testVault, root vault.ID, p string) []vault.ID {
 	t.Helper()
 	var ids []vault.ID
-	err := agent.Walk(context.Background(), v.repo, root, p, func(q string, n *format.Node) error {
+	err := agent.Walk(context.Background(), v.repo, root, p, 0, func(q string, n *format.Node) error {
 		if q == p {
 			ids = n.Content
 		}
@@ -389,7 +389,7 @@ func chunksOf(t *testing.T, v *testVault, root vault.ID, p string) []vault.ID {
 func subtree(t *testing.T, v *testVault, root vault.ID, p string) vault.ID {
 	t.Helper()
 	var id vault.ID
-	err := agent.Walk(context.Background(), v.repo, root, p, func(q string, n *format.Node) error {
+	err := agent.Walk(context.Background(), v.repo, root, p, 0, func(q string, n *format.Node) error {
 		if q == p {
 			id = n.Subtree
 		}
@@ -576,7 +576,7 @@ func TestDiff(t *testing.T) {
 	write(t, filepath.Join(src, "new"), []byte("n"))
 	b := backup(t, v, src)
 	got := map[string]byte{}
-	if err := agent.Diff(context.Background(), v.repo, a.Snapshot.Tree, b.Snapshot.Tree, func(c agent.Change) error {
+	if err := agent.Diff(context.Background(), v.repo, a.Snapshot.Tree, b.Snapshot.Tree, 0, func(c agent.Change) error {
 		got[c.Path] = c.Op
 		return nil
 	}); err != nil {

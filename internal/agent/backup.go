@@ -625,6 +625,9 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 		}
 		return chainSubtree(b.dir(ctx, path, pt), n)
 	case format.KindSymlink:
+		// The record's Files counts every entry that is not a directory,
+		// so that Files+Dirs bound what a restore of it walks (MaxEntries).
+		b.files.Add(1)
 		target, err := os.Readlink(path)
 		if err != nil {
 			b.warn(Warning{Path: path, Err: err, Unreadable: true})
@@ -660,6 +663,10 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 					} else {
 						j.node.Content = first.content
 						j.node.Size = first.size
+						// The record's Bytes is the logical size of every
+						// file in the tree, links included, as the server
+						// counts it (engine.CheckCounts).
+						b.bytes.Add(first.size)
 					}
 					b.filesDone.Add(1)
 					close(j.done)
@@ -676,7 +683,8 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 			close(j.done)
 		}
 		return &treeFuture{done: j.done}
-	default:
+	default: // FIFOs and devices: entries a restore creates, counted as files
+		b.files.Add(1)
 		return nil
 	}
 }

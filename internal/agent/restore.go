@@ -38,6 +38,12 @@ type RestoreOptions struct {
 	Owners    bool // restore uid/gid (needs root)
 	Progress  func(Progress)
 	Warn      func(Warning)
+	// MaxEntries bounds the entries the restore visits (MaxEntries of the
+	// snapshot's record; 0: no bound): past it, the restore stops with
+	// ErrTooManyEntries before it writes anything. What the restore keeps
+	// per entry (directory times applied at the end, hard-link names,
+	// loaded trees) is then bounded by the record too.
+	MaxEntries uint64
 }
 
 // RestoreResult describes a finished restore.
@@ -125,9 +131,11 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		incl = append(incl, strings.TrimPrefix(p, "/"))
 	}
 
-	// Pass 1: load every tree once, validate it, and count for progress.
+	// Pass 1: load every tree once, validate it, and count for progress
+	// and against the record: pass 2 walks the same trees the same way,
+	// so it visits no more entries than pass 1 counted.
 	matched := map[string]bool{}
-	if err := r.scan(ctx, rootID, "", incl, matched); err != nil {
+	if err := r.scan(ctx, rootID, "", incl, matched, &entryBudget{max: opt.MaxEntries}); err != nil {
 		return nil, err
 	}
 	for i, p := range incl {
@@ -188,7 +196,10 @@ func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, err
 	return t, nil
 }
 
-func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []string, matched map[string]bool) error {
+func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []string, matched map[string]bool, b *entryBudget) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	t, err := r.loadTree(ctx, id)
 	if err != nil {
 		return fmt.Errorf("restore: %s: %w", displayRel(rel), err)
@@ -199,6 +210,9 @@ func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []str
 			return fmt.Errorf("restore: %w: %q in %s", ErrUnsafePath, n.Name, displayRel(rel))
 		}
 		p := joinRel(rel, string(n.Name))
+		if err := b.take("/" + p); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
 		if !included(p, incl) {
 			continue
 		}
@@ -209,7 +223,7 @@ func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []str
 		}
 		switch n.Kind {
 		case format.KindDir:
-			if err := r.scan(ctx, n.Subtree, p, incl, matched); err != nil {
+			if err := r.scan(ctx, n.Subtree, p, incl, matched, b); err != nil {
 				return err
 			}
 		case format.KindFile:

@@ -19,8 +19,12 @@ type TreeLoader interface {
 // Walk calls fn for every node below root, depth first in name order, with
 // its absolute path in the snapshot. With prefix set ("/home/ann") only that
 // node and what lies below it are visited; a prefix that does not exist is
-// an error wrapping vault.ErrNotFound.
-func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, fn func(p string, n *format.Node) error) error {
+// an error wrapping vault.ErrNotFound. With max > 0 (MaxEntries of the
+// snapshot's record) the walk stops with ErrTooManyEntries once it has
+// visited max entries; its memory is the depth of the tree, whatever the
+// trees expand to.
+func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, max uint64, fn func(p string, n *format.Node) error) error {
+	b := &entryBudget{max: max}
 	prefix = path.Clean("/" + prefix)
 	id := root
 	dir := "/"
@@ -36,6 +40,9 @@ func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, fn
 				return fmt.Errorf("%s: %w in the snapshot", prefix, vault.ErrNotFound)
 			}
 			p := path.Join(dir, part)
+			if err := b.take(p); err != nil {
+				return err
+			}
 			if i == len(parts)-1 {
 				if err := fn(p, n); err != nil {
 					return err
@@ -49,10 +56,10 @@ func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, fn
 			id, dir = n.Subtree, p
 		}
 	}
-	return walk(ctx, repo, id, dir, fn)
+	return walk(ctx, repo, id, dir, b, fn)
 }
 
-func walk(ctx context.Context, repo TreeLoader, id vault.ID, dir string, fn func(string, *format.Node) error) error {
+func walk(ctx context.Context, repo TreeLoader, id vault.ID, dir string, b *entryBudget, fn func(string, *format.Node) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -63,11 +70,14 @@ func walk(ctx context.Context, repo TreeLoader, id vault.ID, dir string, fn func
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		p := path.Join(dir, string(n.Name))
+		if err := b.take(p); err != nil {
+			return err
+		}
 		if err := fn(p, n); err != nil {
 			return err
 		}
 		if n.Kind == format.KindDir {
-			if err := walk(ctx, repo, n.Subtree, p, fn); err != nil {
+			if err := walk(ctx, repo, n.Subtree, p, b, fn); err != nil {
 				return err
 			}
 		}
@@ -81,12 +91,14 @@ type Change struct {
 	Op   byte // '+' added, '-' removed, 'M' content changed, 'T' type changed, 'U' metadata only
 }
 
-// Diff compares two snapshot trees.
-func Diff(ctx context.Context, repo TreeLoader, a, b vault.ID, fn func(Change) error) error {
-	return diffTrees(ctx, repo, a, b, "/", fn)
+// Diff compares two snapshot trees. With max > 0 (the sum of both
+// snapshots' MaxEntries) it stops with ErrTooManyEntries once it has
+// visited max entries of the two.
+func Diff(ctx context.Context, repo TreeLoader, a, b vault.ID, max uint64, fn func(Change) error) error {
+	return diffTrees(ctx, repo, a, b, "/", &entryBudget{max: max}, fn)
 }
 
-func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, fn func(Change) error) error {
+func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, bud *entryBudget, fn func(Change) error) error {
 	if a == b {
 		return nil // identical subtrees: nothing below differs
 	}
@@ -111,18 +123,25 @@ func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, 
 		}
 		switch {
 		case c < 0:
-			if err := emitAll(ctx, repo, &ta.Nodes[i], dir, '-', fn); err != nil {
+			if err := emitAll(ctx, repo, &ta.Nodes[i], dir, '-', bud, fn); err != nil {
 				return err
 			}
 			i++
 		case c > 0:
-			if err := emitAll(ctx, repo, &tb.Nodes[j], dir, '+', fn); err != nil {
+			if err := emitAll(ctx, repo, &tb.Nodes[j], dir, '+', bud, fn); err != nil {
 				return err
 			}
 			j++
 		default:
 			na, nb := &ta.Nodes[i], &tb.Nodes[j]
 			p := path.Join(dir, string(na.Name))
+			// Both sides' entries count: each is an entry of its snapshot.
+			if err := bud.take(p); err != nil {
+				return err
+			}
+			if err := bud.take(p); err != nil {
+				return err
+			}
 			if na.Kind != nb.Kind {
 				if err := fn(Change{p, 'T'}); err != nil {
 					return err
@@ -133,7 +152,7 @@ func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, 
 						return err
 					}
 				}
-				if err := diffTrees(ctx, repo, na.Subtree, nb.Subtree, p, fn); err != nil {
+				if err := diffTrees(ctx, repo, na.Subtree, nb.Subtree, p, bud, fn); err != nil {
 					return err
 				}
 			} else if contentDiffers(na, nb) {
@@ -152,15 +171,18 @@ func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, 
 	return nil
 }
 
-func emitAll(ctx context.Context, repo TreeLoader, n *format.Node, dir string, op byte, fn func(Change) error) error {
+func emitAll(ctx context.Context, repo TreeLoader, n *format.Node, dir string, op byte, bud *entryBudget, fn func(Change) error) error {
 	p := path.Join(dir, string(n.Name))
+	if err := bud.take(p); err != nil {
+		return err
+	}
 	if err := fn(Change{p, op}); err != nil {
 		return err
 	}
 	if n.Kind != format.KindDir {
 		return nil
 	}
-	return walk(ctx, repo, n.Subtree, p, func(q string, _ *format.Node) error { return fn(Change{q, op}) })
+	return walk(ctx, repo, n.Subtree, p, bud, func(q string, _ *format.Node) error { return fn(Change{q, op}) })
 }
 
 func contentDiffers(a, b *format.Node) bool {

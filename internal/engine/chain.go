@@ -25,7 +25,8 @@ type ChainPin interface {
 	// Load returns the pinned entry number and MAC of vault; ok is false
 	// when nothing is pinned yet.
 	Load(vault vault.ID) (seq uint64, mac [32]byte, ok bool, err error)
-	// Save pins entry seq with MAC mac, replacing an older pin.
+	// Save pins entry seq with MAC mac, replacing an older pin (or a
+	// newer one: AcceptRollback); seq 0 forgets the pin.
 	Save(vault vault.ID, seq uint64, mac [32]byte) error
 }
 
@@ -176,9 +177,9 @@ func (v *Vault) checkPin(r *chainReport) {
 	}
 	switch {
 	case seq > uint64(len(r.verified)):
-		r.add("snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back)", seq, len(r.verified))
+		r.add("snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back)%s", seq, len(r.verified), rollbackHint)
 	case seq > 0 && r.macs[seq] != mac:
-		r.add("snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten", seq)
+		r.add("snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten%s", seq, rollbackHint)
 	}
 }
 
@@ -226,11 +227,85 @@ func (pin ChainHead) extendedBy(head ChainHead) error {
 	case pin.Seq == 0:
 		return nil
 	case head.Seq < pin.Seq:
-		return fmt.Errorf("%w: snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back); nothing was recorded, run coffer check", vault.ErrCorrupt, pin.Seq, head.Seq)
+		return fmt.Errorf("%w: snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back); nothing was recorded%s", vault.ErrCorrupt, pin.Seq, head.Seq, rollbackHint)
 	case head.Seq == pin.Seq && head.MAC != pin.MAC:
-		return fmt.Errorf("%w: snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten; nothing was recorded, run coffer check", vault.ErrCorrupt, pin.Seq)
+		return fmt.Errorf("%w: snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten; nothing was recorded%s", vault.ErrCorrupt, pin.Seq, rollbackHint)
 	}
 	return nil
+}
+
+// rollbackHint ends the messages of a pin the chain no longer extends:
+// the pin is the only record of what was lost, so only an explicit
+// command moves it back.
+const rollbackHint = ". If you restored an older copy of this vault on purpose, run coffer vault accept-rollback to accept that these snapshots are gone (it prints what is lost and pins the vault's list as it is now); otherwise someone rolled the vault back: run coffer check and do not accept it"
+
+// Rollback describes what accepting a rolled-back or rewritten snapshot
+// list loses against this machine's pin.
+type Rollback struct {
+	// Pinned is the entry number this machine saw before (0: no pin);
+	// Head is the newest entry the vault's list proves now.
+	Pinned, Head uint64
+	// Rewritten is set when the list proves the pin's entry number but
+	// with another entry there: entries up to Pinned were replaced.
+	Rewritten bool
+}
+
+// Lost is how many entries the pin saw that the list no longer holds.
+func (r Rollback) Lost() uint64 {
+	if r.Head >= r.Pinned {
+		return 0
+	}
+	return r.Pinned - r.Head
+}
+
+// Accepted reports whether there was anything to accept.
+func (r Rollback) Accepted() bool { return r.Rewritten || r.Head < r.Pinned }
+
+// AcceptRollback re-pins this machine's view of the snapshot list at the
+// list's head as it is now, after a deliberate restore of an older copy
+// of the vault: the list must verify by itself (every rule but the pin),
+// so a list that was tampered with otherwise is still refused. It
+// returns what the pin saw that the list no longer holds.
+func (v *Vault) AcceptRollback(ctx context.Context) (Rollback, error) {
+	if v.opt.Pin == nil {
+		return Rollback{}, errors.New("this vault keeps no snapshot-chain pin on this machine: there is nothing to accept")
+	}
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return Rollback{}, err
+	}
+	entries, rows, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+	if err != nil {
+		return Rollback{}, err
+	}
+	r := v.verifyChain(ks, entries, rows, v.describeRecord(ctx))
+	if len(r.problems) > 0 {
+		return Rollback{}, fmt.Errorf("%w: the vault's snapshot list does not verify by itself (%s): a rollback is accepted only for a list that is sound apart from being older; run coffer check", vault.ErrCorrupt, r.problems[0])
+	}
+	head := r.head()
+	seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
+	if err != nil {
+		return Rollback{}, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
+	}
+	rb := Rollback{Head: head.Seq}
+	if ok {
+		rb.Pinned = seq
+		rb.Rewritten = seq <= head.Seq && r.macs[seq] != mac
+	}
+	if !rb.Accepted() {
+		return rb, nil
+	}
+	if head.Seq == 0 {
+		// An empty list: no entry to pin; forget the pin instead.
+		if err := v.opt.Pin.Save(v.rec.ID, 0, [32]byte{}); err != nil {
+			return rb, err
+		}
+		return rb, nil
+	}
+	if err := v.opt.Pin.Save(v.rec.ID, head.Seq, head.MAC); err != nil {
+		return rb, fmt.Errorf("snapshot chain: pin the accepted list: %w", err)
+	}
+	return rb, nil
 }
 
 // advancePin pins h if it is newer than the pin. Callers have verified

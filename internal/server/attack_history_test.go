@@ -115,7 +115,7 @@ func TestAttackHistoryFutureSnapshots(t *testing.T) {
 	}
 
 	future := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
-	forged := api.Snapshot{Time: future, Host: "web01", Paths: genuine[0].Paths, Tree: evil.Tree.String()}
+	forged := api.Snapshot{Time: future, Host: "web01", Paths: genuine[0].Paths, Tree: evil.Tree.String(), Files: evil.Files, Dirs: evil.Dirs, Bytes: evil.Bytes}
 	// The same forgery from the operator's role token, and from another
 	// agent (its own token from source add).
 	other := a.addSource("other")
@@ -166,7 +166,7 @@ func TestAttackHistoryAgentHost(t *testing.T) {
 	genuine := a.backupAs(web, dir, "web01")
 
 	evilTok := a.addSource("evil")
-	claim := api.Snapshot{Host: "web01", Paths: genuine.Paths, Tree: genuine.Tree.String()}
+	claim := api.Snapshot{Host: "web01", Paths: genuine.Paths, Tree: genuine.Tree.String(), Files: genuine.Files, Dirs: genuine.Dirs, Bytes: genuine.Bytes}
 	var evil api.Snapshot
 	if err := json.Unmarshal(a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", evilTok, claim), &evil); err != nil {
 		t.Fatal(err)
@@ -200,7 +200,7 @@ func TestAttackHistoryAgentHost(t *testing.T) {
 
 	// A role token or a user may name hosts, but not an agent's.
 	operator := a.roleToken(authn.RoleBackupOperator, "a")
-	body := api.Snapshot{Host: "web01", Paths: genuine.Paths, Tree: genuine.Tree.String()}
+	body := api.Snapshot{Host: "web01", Paths: genuine.Paths, Tree: genuine.Tree.String(), Files: genuine.Files, Dirs: genuine.Dirs, Bytes: genuine.Bytes}
 	if got, out := a.call("POST", "/v1/vaults/a/snapshots", operator, body); got != http.StatusForbidden {
 		t.Errorf("operator token claiming agent web01's host: status %d, want 403: %s", got, out)
 	}
@@ -223,7 +223,7 @@ func TestAttackHistoryAgentHost(t *testing.T) {
 	}
 
 	// A parent must be a snapshot of the writer's own host.
-	body = api.Snapshot{Host: "x", Paths: genuine.Paths, Tree: genuine.Tree.String(), Parent: genuine.ID.String()}
+	body = api.Snapshot{Host: "x", Paths: genuine.Paths, Tree: genuine.Tree.String(), Parent: genuine.ID.String(), Files: genuine.Files, Dirs: genuine.Dirs, Bytes: genuine.Bytes}
 	if got, out := a.call("POST", "/v1/vaults/a/snapshots", operator, body); got != http.StatusBadRequest {
 		t.Errorf("parent of another host: status %d, want 400: %s", got, out)
 	}
@@ -241,7 +241,7 @@ func TestAttackHistoryClientTime(t *testing.T) {
 	first := a.backupAs(operator, dir, "h")
 	a.advance(time.Hour)
 
-	body := api.Snapshot{Host: "h", Paths: first.Paths, Tree: first.Tree.String()}
+	body := api.Snapshot{Host: "h", Paths: first.Paths, Tree: first.Tree.String(), Files: first.Files, Dirs: first.Dirs, Bytes: first.Bytes}
 	body.Time = time.Now().Add(time.Hour + 15*time.Minute)
 	got, out := a.call("POST", "/v1/vaults/a/snapshots", operator, body)
 	if got != http.StatusBadRequest || !strings.Contains(string(out), "clock") {
@@ -278,7 +278,7 @@ func TestAttackHistoryRecordFields(t *testing.T) {
 	first := a.backupAs(operator, dir, "h")
 	deleted := time.Now()
 	good := func() api.Snapshot {
-		return api.Snapshot{Host: "h", Paths: []string{"/srv"}, Tree: first.Tree.String(), Files: 1}
+		return api.Snapshot{Host: "h", Paths: []string{"/srv"}, Tree: first.Tree.String(), Files: 1, Dirs: first.Dirs + 16, Bytes: first.Bytes}
 	}
 	cases := []struct {
 		name string
@@ -482,7 +482,7 @@ func TestAttackHistoryGarbageTree(t *testing.T) {
 		t.Fatalf("upload of a valid root tree: %d %s", got, out)
 	}
 	a.mustStatus(http.StatusNoContent, "POST", "/v1/vaults/a/flush", operator, nil)
-	a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", operator, api.Snapshot{Host: "h", Paths: []string{"/x"}, Tree: root.String()})
+	a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", operator, api.Snapshot{Host: "h", Paths: []string{"/x"}, Tree: root.String(), Files: 1})
 
 	// Prune and check still work, and find the vault sound.
 	if _, err := a.owner.Vault("a").Prune(context.Background(), false); err != nil {
@@ -660,7 +660,7 @@ func TestAttackHistoryParentBeforeAgent(t *testing.T) {
 		t.Errorf("agent web02's first backup took the snapshot another writer planted under its name as its parent")
 	}
 	// Told to, the server refuses it.
-	body := api.Snapshot{Host: "web02", Paths: planted.Paths, Tree: res.Snapshot.Tree.String(), Parent: planted.ID.String()}
+	body := api.Snapshot{Host: "web02", Paths: planted.Paths, Tree: res.Snapshot.Tree.String(), Parent: planted.ID.String(), Files: res.Snapshot.Files, Dirs: res.Snapshot.Dirs, Bytes: res.Snapshot.Bytes}
 	if got, out := a.call("POST", "/v1/vaults/a/snapshots", web, body); got != http.StatusBadRequest {
 		t.Errorf("agent naming a parent from before it existed: status %d, want 400: %s", got, out)
 	}

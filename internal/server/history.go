@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/protect"
 	"github.com/coffer-backup/coffer/internal/retention"
@@ -272,4 +275,58 @@ func (s *Server) agentSince(q *request) (time.Time, error) {
 		}
 	}
 	return time.Time{}, nil
+}
+
+// treeCountCache remembers what trees expand to (engine.ExpandTree), so
+// that a backup's snapshot, which mostly names trees its parent named,
+// costs a load only of its new trees. Trees are immutable, so an entry
+// never goes stale; the cache is emptied when full.
+type treeCountCache struct {
+	mu sync.Mutex
+	m  map[treeCountKey]engine.TreeCounts
+}
+
+type treeCountKey struct {
+	vault, domain string
+	tree          vault.ID
+}
+
+const maxTreeCounts = 1 << 17
+
+// checkCounts refuses a snapshot whose record counts fewer files,
+// directories or bytes than its trees expand to (engine.CheckCounts): a
+// writer could otherwise record a few entries over trees that name one
+// subtree many times over (a "tree bomb", 2^40 paths from 40 trees), and
+// whoever lists or restores it would walk without end. The record is
+// what `coffer snapshots` shows and what bounds the client's walks.
+func (s *Server) checkCounts(q *request, rec vault.SnapshotRecord) error {
+	w, err := q.vault.InDomain(rec.Domain)
+	if err != nil {
+		return err
+	}
+	c := &s.counts
+	key := func(id vault.ID) treeCountKey { return treeCountKey{q.name, rec.Domain, id} }
+	got, err := engine.ExpandTree(q.ctx, w, rec.Tree, func(id vault.ID) (engine.TreeCounts, bool) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		tc, ok := c.m[key(id)]
+		return tc, ok
+	}, func(id vault.ID, tc engine.TreeCounts) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.m == nil || len(c.m) >= maxTreeCounts {
+			c.m = map[treeCountKey]engine.TreeCounts{}
+		}
+		c.m[key(id)] = tc
+	})
+	if errors.Is(err, vault.ErrCorrupt) {
+		return fmt.Errorf("%w: snapshot of tree %s: %v", api.ErrBadRequest, rec.Tree.Short(), err)
+	}
+	if err != nil {
+		return err
+	}
+	if err := engine.CheckCounts(rec, got); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	return nil
 }

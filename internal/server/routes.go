@@ -792,6 +792,9 @@ func (s *Server) saveSnapshot(q *request) error {
 	if err := s.checkRootTree(q, rec); err != nil {
 		return err
 	}
+	if err := s.checkCounts(q, rec); err != nil {
+		return err
+	}
 	// A backup whose session went quiet for longer than prune waits may
 	// reference packs deleted meanwhile: it must run again.
 	if err := s.writerAlive(q); err != nil {

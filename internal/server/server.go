@@ -78,6 +78,8 @@ type Server struct {
 	mu     sync.Mutex
 	vaults map[string]*openVault
 
+	counts treeCountCache // what trees expand to (history.go checkCounts)
+
 	audit    *audit.Log     // the tamper-evident audit log (audit.go)
 	auditVK  string         // its checkpoints' verifier key (public)
 	writers  writerSessions // remote backups' sessions (sessions.go)

@@ -356,10 +356,10 @@ type SnapshotRecord struct {
 	Host       string
 	Paths      []string
 	Tags       []string
-	Tree       ID // root tree blob
-	Parent     ID // zero when none
-	Files      uint64
-	Dirs       uint64
+	Tree       ID     // root tree blob
+	Parent     ID     // zero when none
+	Files      uint64 // entries that are not directories: files, symlinks, devices, FIFOs
+	Dirs       uint64 // directories below the backed-up paths
 	Bytes      uint64 // logical size of the files
 	BytesAdded uint64 // sealed bytes this backup added to the store
 	Duration   time.Duration

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newVaultAcceptRollbackCmd(a *app) *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "accept-rollback",
+		Short: "Accept that a local vault's snapshot list is older than this machine saw",
+		Long: `This machine pins the newest entry of each local vault's snapshot list it has
+seen ($COFFER_HOME/chain/<vault ID>.json), so that a list rolled back or
+rewritten by someone who can change the vault's directory is noticed: listings,
+backups and restores then refuse the vault. When you restored an older copy of
+the vault on purpose (from a disk image, a file-system snapshot or a backup of
+the vault directory), accept it with this command: it checks that the list
+verifies by itself (only its age differs), prints how many entries this machine
+saw that are gone, and pins the list as it is now. The snapshots it lost are
+not recovered. Do not run it when you did not restore the vault yourself: then
+someone rolled it back; run coffer check.`,
+		Example: "  coffer vault accept-rollback\n  coffer vault accept-rollback --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			v, err := a.open(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			o, ok := v.(*openedVault)
+			if !ok {
+				return errors.New("accept-rollback is for a local vault (--vault DIR): a vault server keeps its own snapshot list, and no machine pins it")
+			}
+			rb, err := o.AcceptRollback(ctx)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(map[string]any{"pinned": rb.Pinned, "head": rb.Head, "lost": rb.Lost(), "rewritten": rb.Rewritten, "accepted": rb.Accepted()})
+			}
+			switch {
+			case !rb.Accepted():
+				fmt.Fprintf(a.stdout, "the vault's snapshot list (%d entries) extends what this machine saw (%d): nothing to accept\n", rb.Head, rb.Pinned)
+			case rb.Rewritten:
+				fmt.Fprintf(a.stdout, "accepted: the vault's snapshot list (%d entries) replaces the one this machine saw (%d entries), which it does not extend: what the old list recorded after the two diverged is lost. Now pinned at entry %d\n", rb.Head, rb.Pinned, rb.Head)
+			default:
+				fmt.Fprintf(a.stdout, "accepted: this machine saw %d entries of the vault's snapshot list; it now holds %d: %d entries (snapshots saved, forgotten or restored since the copy was made) are lost. Now pinned at entry %d\n", rb.Pinned, rb.Head, rb.Lost(), rb.Head)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print what was accepted as JSON")
+	return cmd
+}
