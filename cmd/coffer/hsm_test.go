@@ -47,10 +47,12 @@ func TestCustomerManagedKeyInHSM(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(src, 0o755)
 	os.WriteFile(filepath.Join(src, "a"), randBytes(3, 150_000), 0o644)
+	mustCoffer(t, e, "vault", "create", "default") // not single-user
 	backupJSON(t, e, src)
 
 	uri := "pkcs11:token=coffer;object=backup-kek?module-path=" + softhsmModule + "&pin-value=1234"
-	out := mustCoffer(t, e, "key", "use-cmk", uri)
+	failsWith(t, e, "cannot be undone", "key", "use-cmk", uri) // use-pmk would be refused
+	out := mustCoffer(t, e, "key", "use-cmk", uri, "--confirm")
 	if !strings.Contains(out, "pkcs11:token=coffer;object=backup-kek") || strings.Contains(out, "pin-value=1234") {
 		t.Errorf("use-cmk said %q", out)
 	}
