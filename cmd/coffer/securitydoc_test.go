@@ -23,12 +23,12 @@ func TestSecurityDocNamesRealTests(t *testing.T) {
 	if !ok {
 		t.Fatal("docs/security.md has no section listing promises and their tests")
 	}
-	named := regexp.MustCompile("`(Test[A-Za-z0-9_]+)`").FindAllStringSubmatch(promises, -1)
+	named := regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z0-9_]+)`").FindAllStringSubmatch(promises, -1)
 	if len(named) < 20 {
 		t.Fatalf("docs/security.md names only %d tests", len(named))
 	}
 	defined := map[string]bool{}
-	decl := regexp.MustCompile(`(?m)^func (Test[A-Za-z0-9_]+)\(`)
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)[A-Za-z0-9_]+)\(`)
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
