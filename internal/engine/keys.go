@@ -161,6 +161,12 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		if anchored && kr.Generation == anchor.Generation && !hmac.Equal(kr.MAC, anchor.MAC[:]) {
 			return fail(refuse("it is not the generation the catalog recorded (another MAC)"))
 		}
+		// The catalog's anchor cannot see a rollback of store and
+		// catalog together (a local vault's directory): this machine's
+		// pin can.
+		if err := v.checkKeyPin(kr, commit); err != nil {
+			return fail(err)
+		}
 		// The config is authenticated through the keyring's copy.
 		c := *kr.Config
 		c.Format = v.cfg.Format // a format-1 config: an upgrade cut short (§10)
@@ -194,6 +200,7 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 				Detail: fmt.Sprintf("the catalog had no keyring anchor: anchored at generation %d from the store (a rebuilt catalog, or the anchor was deleted)", kr.Generation), OK: true})
 		}
 	}
+	v.advanceKeyPin(kr, commit)
 	return ks, root, nil
 }
 
@@ -235,6 +242,7 @@ func (v *Vault) commitKeyring(ctx context.Context, kr *format.Keyring, macKey se
 	if err := v.setAnchor(ctx, v.anchorOf(kr, commit), prev); err != nil {
 		return fmt.Errorf("keyring generation %d is stored, but %w (the next open completes it)", kr.Generation, err)
 	}
+	v.advanceKeyPin(kr, commit)
 	return nil
 }
 
