@@ -42,7 +42,7 @@ func pinnedOf(kr *format.Keyring, commit [format.MACSize]byte) PinnedKeyring {
 // keyRollbackHint ends the refusal of a keyring older than the pin.
 const keyRollbackHint = ". If you restored an older copy of this vault's directory on purpose, run coffer vault accept-rollback to accept it (it prints which generation it accepts and pins the vault's keyring as it is now); otherwise someone rolled the vault back to keys it had before: do not accept it, and restore the vault directory from a copy you trust"
 
-// checkKeyPin compares a verified format-2 generation with the pin
+// checkKeyPin compares a verified generation with the pin
 // (docs/format.md §7.3): SECURITY: an older generation, the pin's
 // generation with another MAC, or another root commitment at any
 // generation is refused before any DEK it names is unwrapped. With
@@ -65,14 +65,20 @@ func (v *Vault) checkKeyPin(kr *format.Keyring, commit [format.MACSize]byte) err
 		// Not an older copy of this vault: another root secret under its
 		// ID. Never accepted by accept-rollback.
 		return refusedKeyring{fmt.Errorf("%w: keyring generation %s: its root secret is not the one this machine saw for this vault before (the root commitment differs): the vault's keyring was replaced by someone who can write its directory; restore the vault directory from a copy you trust", vault.ErrCorrupt, name)}
+	case kr.Format != format.Format:
+		// SECURITY: the pin is of a format-2 generation; a format-1
+		// keyring is a copy from before the upgrade, whatever its number.
 	case kr.Generation > p.Generation:
 		return nil
 	case kr.Generation == p.Generation && hmac.Equal(p.MAC[:], kr.MAC):
 		return nil
 	}
 	if v.opt.AcceptKeyringRollback {
-		v.keyRollback = &KeyringRollback{Pinned: p.Generation, Head: kr.Generation, Rewritten: kr.Generation == p.Generation}
+		v.keyRollback = &KeyringRollback{Pinned: p.Generation, Head: kr.Generation, Rewritten: kr.Generation >= p.Generation}
 		return nil
+	}
+	if kr.Format != format.Format {
+		return refusedKeyring{fmt.Errorf("%w: keyring generation %s is a format-1 keyring, but this machine saw format-2 generation %d of the vault's keyring before: the keyring was rolled back to a copy from before the vault's upgrade%s", vault.ErrCorrupt, name, p.Generation, keyRollbackHint)}
 	}
 	if kr.Generation == p.Generation {
 		return refusedKeyring{fmt.Errorf("%w: keyring generation %s differs from the generation %d this machine saw before (another MAC): the keyring was rolled back or rewritten%s", vault.ErrCorrupt, name, p.Generation, keyRollbackHint)}

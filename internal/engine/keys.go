@@ -161,12 +161,6 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		if anchored && kr.Generation == anchor.Generation && !hmac.Equal(kr.MAC, anchor.MAC[:]) {
 			return fail(refuse("it is not the generation the catalog recorded (another MAC)"))
 		}
-		// The catalog's anchor cannot see a rollback of store and
-		// catalog together (a local vault's directory): this machine's
-		// pin can.
-		if err := v.checkKeyPin(kr, commit); err != nil {
-			return fail(err)
-		}
 		// The config is authenticated through the keyring's copy.
 		c := *kr.Config
 		c.Format = v.cfg.Format // a format-1 config: an upgrade cut short (§10)
@@ -174,6 +168,12 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 			return fail(fmt.Errorf("%w: the vault config was changed: it says chunk sizes %d/%d/%d and pack size %d, the authenticated keyring %d/%d/%d and %d; restore the config object from a copy you trust", vault.ErrCorrupt,
 				v.cfg.Chunker.Min, v.cfg.Chunker.Avg, v.cfg.Chunker.Max, v.cfg.PackSize, kr.Config.Chunker.Min, kr.Config.Chunker.Avg, kr.Config.Chunker.Max, kr.Config.PackSize))
 		}
+	}
+	// The catalog's anchor cannot see a rollback of store and catalog
+	// together (a local vault's directory), a format-1 copy made before
+	// the upgrade included: this machine's pin can.
+	if err := v.checkKeyPin(kr, commit); err != nil {
+		return fail(err)
 	}
 	deks := map[uint32]seal.Key{}
 	for _, d := range kr.DEKs {
