@@ -53,6 +53,9 @@ type app struct {
 	// explicitCreate: the vault is made by `coffer vault create`, which
 	// chooses single-user itself, not by a first backup.
 	explicitCreate bool
+	// acceptKeyRollback: coffer vault accept-rollback opens a vault whose
+	// keyring is older than this machine's pin, to accept it.
+	acceptKeyRollback bool
 
 	// onListen, when set (by tests), learns the address `coffer server`
 	// listens on.

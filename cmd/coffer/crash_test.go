@@ -224,6 +224,11 @@ func TestCrashDuringVaultCreation(t *testing.T) {
 			// A killed creation saved no snapshot, so pinned no
 			// snapshot chain (the real backup above did).
 			os.RemoveAll(filepath.Join(e.home, "chain"))
+			// Nor a keyring it did not store (the pin follows the
+			// keyring's store write and its anchor).
+			if !keep[filepath.Join(e.vaultDir(), "store/keys/0000000001")] {
+				os.RemoveAll(filepath.Join(e.home, "keyring"))
+			}
 			if !keep[filepath.Join(e.vaultDir(), "catalog.db")] {
 				os.Remove(filepath.Join(e.vaultDir(), "catalog.db"))
 			} else {

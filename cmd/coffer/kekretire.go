@@ -117,14 +117,38 @@ func (a *app) listVault(loc location, ks *platform.Keystore, id vault.ID) error 
 	listed := func(l *vaultList) bool {
 		return slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == loc.dir && v.ID == id.String() })
 	}
-	if l, exists, err := loadVaultList(loc.keyFile); err == nil && exists && listed(&l) {
+	pending := func(l *vaultList) bool {
+		return slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == loc.dir && v.ID == "" })
+	}
+	if l, exists, err := loadVaultList(loc.keyFile); err == nil && exists && listed(&l) && !pending(&l) {
 		return nil // a read, no write
 	}
 	return updateVaultList(loc.keyFile, ks, false, func(l *vaultList) bool {
-		if listed(l) {
+		if listed(l) && !pending(l) {
 			return false
 		}
-		l.Vaults = append(l.Vaults, listedVault{Path: loc.dir, ID: id.String(), Added: a.now().UTC()})
+		// The vault's ID replaces the pending entry (listPendingVault).
+		l.Vaults = slices.DeleteFunc(l.Vaults, func(v listedVault) bool { return v.Path == loc.dir && v.ID == "" })
+		if !listed(l) {
+			l.Vaults = append(l.Vaults, listedVault{Path: loc.dir, ID: id.String(), Added: a.now().UTC()})
+		}
+		return true
+	})
+}
+
+// listPendingVault lists loc's directory beside the key file with no ID
+// yet, before a vault is created there: SECURITY: the list must name the
+// directory before any key is wrapped under a platform key version, or a
+// key retire in another process between the wrap and the listing could
+// delete that version. Retire treats a pending entry as needing what the
+// directory's keyring names, and every version while the directory holds
+// no readable vault (being created, or cut short: --forget drops it).
+func (a *app) listPendingVault(loc location, ks *platform.Keystore) error {
+	return updateVaultList(loc.keyFile, ks, false, func(l *vaultList) bool {
+		if slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == loc.dir }) {
+			return false
+		}
+		l.Vaults = append(l.Vaults, listedVault{Path: loc.dir, Added: a.now().UTC()})
 		return true
 	})
 }
@@ -337,8 +361,15 @@ func (a *app) retirePlatform(ctx context.Context, keyFile string, opt retireOpti
 		}
 		if err != nil {
 			msg := err.Error()
-			if lv.ID != "" {
+			switch {
+			case lv.ID != "":
 				msg += "; if it is gone for good, run coffer key retire --forget " + lv.Path
+			case slices.ContainsFunc(l.Vaults, func(v listedVault) bool { return v.Path == lv.Path }):
+				// SECURITY: a pending entry (listPendingVault) with no
+				// readable vault: one is being created there, or its
+				// creation was cut short; every version stays until a
+				// vault is there or the user drops the entry.
+				msg += " (listed when a vault was being created there: its creation is under way or was cut short); if no vault will be made there, run coffer key retire --forget " + lv.Path
 			}
 			rep.Blocked = append(rep.Blocked, retireBlocker{Vault: lv.Path, Error: msg})
 			continue
@@ -384,7 +415,22 @@ func (a *app) retirePlatform(ctx context.Context, keyFile string, opt retireOpti
 			return rep, err
 		}
 	}
-	if rep.Deleted, err = ks.Retire(drop); err != nil {
+	// SECURITY: under the key file's lock, the list must still be the one
+	// decided on: a vault listed since (one being created, listed before
+	// its keys are wrapped) may need what would be deleted.
+	decided := slices.Clone(l.Vaults)
+	if rep.Deleted, err = ks.RetireChecked(drop, func() error {
+		cur, _, err := loadVaultList(keyFile)
+		if err != nil {
+			return err
+		}
+		for _, v := range cur.Vaults {
+			if !slices.ContainsFunc(decided, func(d listedVault) bool { return d.Path == v.Path && d.ID == v.ID }) {
+				return fmt.Errorf("vault %s was listed beside the key file meanwhile (being created?): nothing deleted; run coffer key retire again", v.Path)
+			}
+		}
+		return nil
+	}); err != nil {
 		return rep, err
 	}
 	if rep.Deleted == nil {

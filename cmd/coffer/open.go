@@ -238,6 +238,20 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 			st.Close()
 			return nil, err
 		}
+		if create && !exists {
+			// SECURITY: listed before anything is wrapped (key retire must
+			// know the directory), and the key file read again after: a
+			// retire that ran before the listing may have deleted the
+			// version this process read as current.
+			if err := a.listPendingVault(loc, ks); err != nil {
+				st.Close()
+				return nil, fmt.Errorf("list vault %s beside the key file (coffer key retire must know it): %w", loc.dir, err)
+			}
+			if ks, err = platform.Open(loc.keyFile); err != nil {
+				st.Close()
+				return nil, err
+			}
+		}
 		provider = ks
 	}
 	cat, err := sqlite.Open(catalogPath(loc.dir))
@@ -258,6 +272,12 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		st.Close()
 		return nil, err
 	}
+	if opt.KeyPin, err = a.keyringPin(); err != nil {
+		cat.Close()
+		st.Close()
+		return nil, err
+	}
+	opt.AcceptKeyringRollback = a.acceptKeyRollback
 	if create {
 		// A backup: registered as a writer, so that a prune running at
 		// the same time waits for it before deleting what it may use.
@@ -275,6 +295,9 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 		return nil, err
 	}
 	o := &openedVault{Vault: v, loc: loc, keys: ks, store: st, catalog: cat, created: !exists, provider: provider}
+	if !exists && testHookVaultCreated != nil {
+		testHookVaultCreated(loc.dir)
+	}
 	if create && !exists && !a.explicitCreate {
 		// SECURITY: a vault made by a first backup is one person's: it is
 		// single-user, so that nothing done to it is a one-way door
@@ -309,6 +332,11 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 	}
 	return o, nil
 }
+
+// testHookVaultCreated, set by tests only, runs after a vault's keys
+// were wrapped and stored and before it is listed by ID beside the key
+// file: the window in which a concurrent key retire must keep them.
+var testHookVaultCreated func(dir string)
 
 // defaultKEKRotation is how old the platform KEK may get before a backup
 // rotates it (COFFER_KEK_ROTATION overrides; "off" disables).

@@ -58,6 +58,14 @@ type Options struct {
 	// verifier has seen, so that a rolled-back snapshot list is detected
 	// (docs/format.md §8.2).
 	Pin ChainPin
+	// KeyPin, when set, remembers the newest keyring generation this
+	// verifier has seen, so that a keyring rolled back together with the
+	// catalog's anchor is detected (docs/format.md §7.3).
+	KeyPin KeyringPin
+	// AcceptKeyringRollback opens a vault whose keyring is older than
+	// KeyPin's (same root secret) instead of refusing it, for
+	// AcceptKeyringRollback (coffer vault accept-rollback).
+	AcceptKeyringRollback bool
 }
 
 // DefaultChunker is the chunking a new vault gets (docs/performance.md).
@@ -122,6 +130,10 @@ type Vault struct {
 
 	chainMu  sync.Mutex
 	lastHead ChainHead // the chain's head after this vault's last append
+
+	// keyRollback is the keyring rollback let through at open by
+	// Options.AcceptKeyringRollback, until AcceptKeyringRollback pins it.
+	keyRollback *KeyringRollback
 }
 
 type packer struct {

@@ -169,6 +169,12 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 				v.cfg.Chunker.Min, v.cfg.Chunker.Avg, v.cfg.Chunker.Max, v.cfg.PackSize, kr.Config.Chunker.Min, kr.Config.Chunker.Avg, kr.Config.Chunker.Max, kr.Config.PackSize))
 		}
 	}
+	// The catalog's anchor cannot see a rollback of store and catalog
+	// together (a local vault's directory), a format-1 copy made before
+	// the upgrade included: this machine's pin can.
+	if err := v.checkKeyPin(kr, commit); err != nil {
+		return fail(err)
+	}
 	deks := map[uint32]seal.Key{}
 	for _, d := range kr.DEKs {
 		k, err := unwrap(d.Wrapped, dekAAD(id, d.Version), fmt.Sprintf("DEK v%d", d.Version))
@@ -194,6 +200,7 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 				Detail: fmt.Sprintf("the catalog had no keyring anchor: anchored at generation %d from the store (a rebuilt catalog, or the anchor was deleted)", kr.Generation), OK: true})
 		}
 	}
+	v.advanceKeyPin(kr, commit)
 	return ks, root, nil
 }
 
@@ -235,6 +242,7 @@ func (v *Vault) commitKeyring(ctx context.Context, kr *format.Keyring, macKey se
 	if err := v.setAnchor(ctx, v.anchorOf(kr, commit), prev); err != nil {
 		return fmt.Errorf("keyring generation %d is stored, but %w (the next open completes it)", kr.Generation, err)
 	}
+	v.advanceKeyPin(kr, commit)
 	return nil
 }
 

@@ -260,7 +260,15 @@ func (ks *Keystore) ID() string { return ks.id }
 // it, then the directory synced) under the lock that Rotate takes, from
 // the file as it is on disk then: a crash leaves either the old file or
 // the new one, and a version another process added meanwhile is kept.
-func (ks *Keystore) Retire(drop []int) ([]int, error) {
+func (ks *Keystore) Retire(drop []int) ([]int, error) { return ks.RetireChecked(drop, nil) }
+
+// RetireChecked is Retire, but calls check (when not nil) under the key
+// file's lock before deleting anything, and deletes nothing when it
+// fails: the caller re-reads there the state beside the key file it
+// decided on (the CLI's list of vaults), which its writers change under
+// the same lock (Lock), so that nothing it did not see is listed
+// between its decision and the deletion.
+func (ks *Keystore) RetireChecked(drop []int, check func() error) ([]int, error) {
 	if len(drop) == 0 {
 		return nil, nil
 	}
@@ -269,6 +277,11 @@ func (ks *Keystore) Retire(drop []int) ([]int, error) {
 		return nil, fmt.Errorf("retire platform key versions: %w", err)
 	}
 	defer unlock()
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, fmt.Errorf("retire platform key versions: %w", err)
+		}
+	}
 	disk, err := Open(ks.path)
 	if err != nil {
 		return nil, fmt.Errorf("retire platform key versions: %w", err)

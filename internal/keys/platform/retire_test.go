@@ -145,3 +145,55 @@ func TestRetireStaleKeystore(t *testing.T) {
 		t.Errorf("v2 after the stale keystore retired: %v", err)
 	}
 }
+
+// TestRetireCheckedUnderLock: the caller's check runs under the key
+// file's lock (a writer of the state beside the key file, such as the
+// CLI's list of vaults, waits for it), and when it fails nothing is
+// deleted.
+func TestRetireCheckedUnderLock(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "platform.key")
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ks, err := Create(path, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, _ := ks.Wrap(ctx, make([]byte, 32), nil)
+	if _, err := ks.Rotate(t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	locked := false
+	got, err := ks.RetireChecked([]int{1}, func() error {
+		// The lock is held: another Lock would wait; probe it without
+		// blocking through the lock file's holder.
+		done := make(chan struct{})
+		go func() {
+			if unlock, err := Lock(path); err == nil {
+				unlock()
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(200 * time.Millisecond):
+			locked = true
+		}
+		return errors.New("the list changed")
+	})
+	if err == nil || len(got) != 0 {
+		t.Fatalf("RetireChecked with a failing check: %v, %v", got, err)
+	}
+	if !locked {
+		t.Error("the check ran without the key file's lock held")
+	}
+	if _, err := ks.Unwrap(ctx, w1, nil); err != nil {
+		t.Errorf("v1 was deleted although the check failed: %v", err)
+	}
+	again, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.Unwrap(ctx, w1, nil); err != nil {
+		t.Errorf("v1 is gone from the key file although the check failed: %v", err)
+	}
+}
