@@ -33,6 +33,24 @@ var migrationChain = []string{
 	`ALTER TABLE packs ADD COLUMN header BLOB`,
 }
 
+var migrationChainSettings = []string{
+	`CREATE TABLE snapshot_chain_new (
+		vault     BLOB    NOT NULL REFERENCES vaults (id),
+		seq       INTEGER NOT NULL CHECK (seq >= 1),
+		kind      INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 7),
+		snapshot  BLOB    NOT NULL CHECK (length(snapshot) = 32),
+		time      INTEGER NOT NULL,
+		principal TEXT    NOT NULL,
+		digest    BLOB    NOT NULL CHECK (length(digest) = 32),
+		mac       BLOB    NOT NULL CHECK (length(mac) = 32),
+		PRIMARY KEY (vault, seq)
+	) STRICT, WITHOUT ROWID`,
+	`INSERT INTO snapshot_chain_new (vault, seq, kind, snapshot, time, principal, digest, mac)
+		SELECT vault, seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain`,
+	`DROP TABLE snapshot_chain`,
+	`ALTER TABLE snapshot_chain_new RENAME TO snapshot_chain`,
+}
+
 // nullBytes returns b, or NULL for nil.
 func nullBytes(b []byte) any {
 	if b == nil {
@@ -101,6 +119,14 @@ func applyEntry(ctx context.Context, tx *sql.Tx, vaultID vault.ID, e vault.Chain
 			return errors.New("no record given for the snapshot added")
 		}
 		return insertSnapshot(ctx, tx, vaultID, s)
+	case vault.ChainSettings:
+		// The settings the entry's digest binds, written in the entry's
+		// transaction so that the row and the chain never disagree after
+		// a crash (docs/format.md §8.4).
+		if e.Settings == nil {
+			return errors.New("no settings given for the settings entry")
+		}
+		return setSettings(ctx, tx, vaultID, *e.Settings)
 	case vault.ChainImport, vault.ChainImportForgotten, vault.ChainForget, vault.ChainUndelete, vault.ChainRemove:
 	default:
 		return fmt.Errorf("unknown kind %d", e.Kind)

@@ -164,6 +164,12 @@ func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSe
 // days, a minimum retention of zero or more); whether a change is allowed
 // is the caller's business. s.Updated must be set.
 func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.VaultSettings) error {
+	return c.write(ctx, func(tx *sql.Tx) error { return setSettings(ctx, tx, vaultID, s) })
+}
+
+// setSettings is SetSettings inside tx (AppendChain writes the settings
+// of a settings entry in its own transaction).
+func setSettings(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.VaultSettings) error {
 	updated, err := unixNano(s.Updated)
 	if err != nil {
 		return fmt.Errorf("set settings of vault %s: updated: %w", vaultID, err)
@@ -172,7 +178,7 @@ func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.Vau
 	if s.SingleUser {
 		single = 1
 	}
-	_, err = c.update(ctx, `INSERT INTO vault_settings
+	_, err = tx.ExecContext(ctx, `INSERT INTO vault_settings
 			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated, dedup_scope)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (vault) DO UPDATE SET
