@@ -19,28 +19,9 @@ import (
 // vault.ErrCorrupt: every decision that reads them (forget, prune, a
 // settings change, the dedup scope) fails closed, deleting nothing.
 func (v *Vault) Settings(ctx context.Context) (vault.VaultSettings, error) {
-	// The row and the chain are two reads; a writer commits both at once
-	// (docs/format.md §8.4). A row read the same before and after the
-	// chain is the row of that chain (a change in between would differ,
-	// Updated included); otherwise read again, a bounded number of times.
-	var (
-		s      vault.VaultSettings
-		latest *vault.ChainEntry
-	)
-	for try := 0; ; try++ {
-		before, err := v.opt.Catalog.Settings(ctx, v.rec.ID)
-		if err != nil {
-			return before, err
-		}
-		if latest, err = v.settingsEntry(ctx); err != nil {
-			return before, err
-		}
-		if s, err = v.opt.Catalog.Settings(ctx, v.rec.ID); err != nil {
-			return s, err
-		}
-		if s == before || try == 4 {
-			break
-		}
+	s, latest, err := v.settingsAndEntry(ctx)
+	if err != nil {
+		return s, err
 	}
 	if latest == nil {
 		return s, fmt.Errorf("%w: the vault's settings are not authenticated: the snapshot chain holds no settings entry (it was cut back, or the vault was never opened by a key holder since the upgrade): restore the catalog from a copy you trust", vault.ErrCorrupt)
@@ -55,24 +36,73 @@ func (v *Vault) Settings(ctx context.Context) (vault.VaultSettings, error) {
 	return s, nil
 }
 
-// settingsEntry returns the newest settings entry of the chain, nil when
+// settingsChainReader is a catalog that reads a vault's settings and its
+// chain entries (not its snapshot records) in one read transaction.
+type settingsChainReader interface {
+	SettingsChain(ctx context.Context, vault vault.ID) (vault.VaultSettings, []vault.ChainEntry, error)
+}
+
+// settingsAndEntry reads the settings row and the chain as of one moment
+// and returns the row and the chain's newest settings entry (nil when
+// there is none), verified (settingsEntry).
+func (v *Vault) settingsAndEntry(ctx context.Context) (vault.VaultSettings, *vault.ChainEntry, error) {
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return vault.VaultSettings{}, nil, err
+	}
+	if r, ok := v.opt.Catalog.(settingsChainReader); ok {
+		s, entries, err := r.SettingsChain(ctx, v.rec.ID)
+		if err != nil {
+			return s, nil, err
+		}
+		latest, err := v.settingsEntry(ks, entries)
+		return s, latest, err
+	}
+	// Two reads; a writer commits the row and its entry at once
+	// (docs/format.md §8.4). A row read the same before and after the
+	// chain is that chain's (a change in between would differ, Updated
+	// included); otherwise read again, a bounded number of times.
+	for try := 0; ; try++ {
+		before, err := v.opt.Catalog.Settings(ctx, v.rec.ID)
+		if err != nil {
+			return before, nil, err
+		}
+		entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+		if err != nil {
+			return before, nil, err
+		}
+		latest, err := v.settingsEntry(ks, entries)
+		if err != nil {
+			return before, nil, err
+		}
+		s, err := v.opt.Catalog.Settings(ctx, v.rec.ID)
+		if err != nil {
+			return s, nil, err
+		}
+		if s == before || try == 4 {
+			return s, latest, nil
+		}
+	}
+}
+
+// settingsEntry returns the newest settings entry of entries, nil when
 // there is none, after verifying every entry's MAC up to the head and
 // that the chain extends this machine's pin (a chain cut back to an older
 // settings entry is a rollback, docs/format.md §8.2 rule 6).
-func (v *Vault) settingsEntry(ctx context.Context) (*vault.ChainEntry, error) {
-	ks, err := v.liveKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := v.pinnedPrefix(ctx, ks); err != nil {
-		return nil, err // a rollback of the chain, named as such
-	}
-	entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
-	if err != nil {
-		return nil, err
+func (v *Vault) settingsEntry(ks *keyState, entries []vault.ChainEntry) (*vault.ChainEntry, error) {
+	var pin ChainHead
+	if v.opt.Pin != nil {
+		seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
+		}
+		if ok {
+			pin = ChainHead{Seq: seq, MAC: mac}
+		}
 	}
 	mac := format.NewChainMAC(ks.chain, v.rec.ID)
 	var h [32]byte
+	var atPin ChainHead
 	var latest *vault.ChainEntry
 	for i, e := range entries {
 		// Every entry up to the head must verify: a settings entry after
@@ -82,8 +112,17 @@ func (v *Vault) settingsEntry(ctx context.Context) (*vault.ChainEntry, error) {
 			return nil, fmt.Errorf("%w: the vault's settings cannot be trusted: snapshot chain entry %d does not verify (the catalog was altered outside coffer): restore the catalog from a copy you trust", vault.ErrCorrupt, e.Seq)
 		}
 		h = e.MAC
+		if e.Seq <= pin.Seq {
+			atPin = ChainHead{Seq: e.Seq, MAC: h}
+		}
 		if e.Kind == vault.ChainSettings {
 			latest = &entries[i]
+		}
+	}
+	if pin.Seq > 0 {
+		// As pinnedPrefix: the chain must reach the pin and match it.
+		if err := pin.extendedBy(atPin); err != nil {
+			return nil, err
 		}
 	}
 	return latest, nil
@@ -123,7 +162,7 @@ func (v *Vault) writeSettings(ctx context.Context, s vault.VaultSettings, princi
 // first open by a key holder after the upgrade trusts what it finds, as
 // the format 1 upgrade trusts its soft-delete marks.
 func (v *Vault) upgradeSettings(ctx context.Context) error {
-	latest, err := v.settingsEntry(ctx)
+	_, latest, err := v.settingsAndEntry(ctx)
 	if errors.Is(err, vault.ErrCorrupt) {
 		// A chain that does not verify or was rolled back: nothing is
 		// bound to it; every reader of the list or the settings refuses

@@ -241,6 +241,30 @@ func (c *Catalog) SnapshotChain(ctx context.Context, vaultID vault.ID) ([]vault.
 	return es, ss, nil
 }
 
+// SettingsChain returns vault's settings and its chain entries read in
+// one read transaction, without the snapshot records: what the engine
+// needs to verify the settings (docs/format.md §8.4) on every decision.
+func (c *Catalog) SettingsChain(ctx context.Context, vaultID vault.ID) (vault.VaultSettings, []vault.ChainEntry, error) {
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return vault.VaultSettings{}, nil, fmt.Errorf("read the settings: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return vault.VaultSettings{}, nil, fmt.Errorf("read the settings: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+	s, err := readSettings(ctx, conn, vaultID)
+	if err != nil {
+		return s, nil, err
+	}
+	es, err := chainEntries(ctx, conn, vaultID, `ORDER BY seq`)
+	if err != nil {
+		return s, nil, err
+	}
+	return s, es, nil
+}
+
 // SetPackHeader stores pack id's sealed header and deletes its per-blob
 // rows (the upgrade from format 1); with a nil header it only deletes the
 // rows (a pack missing from the store). Once no blob rows remain, it

@@ -127,13 +127,21 @@ func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
 // (with a zero Updated) if it never set any; ErrNotFound if there is no
 // such vault.
 func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSettings, error) {
+	return readSettings(ctx, c.db, vaultID)
+}
+
+// readSettings is Settings through q (a connection inside a read
+// transaction, for SettingsChain).
+func readSettings(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, vaultID vault.ID) (vault.VaultSettings, error) {
 	// One query, so that the vault's existence and its settings are read
 	// from the same snapshot of the catalog.
 	var (
 		softDelete, immutability, policy, scope           sql.NullString
 		days, minRetention, singleUser, updated, settings sql.NullInt64
 	)
-	err := c.db.QueryRowContext(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
+	err := q.QueryRowContext(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
 			s.single_user, s.policy, s.updated, s.dedup_scope, s.vault IS NOT NULL
 		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = ?`, vaultID[:]).
 		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &scope, &settings)
