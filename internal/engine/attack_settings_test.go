@@ -9,6 +9,7 @@ package engine_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,11 @@ func settingsRefused(t *testing.T, e *env, snap vault.ID, pin engine.ChainPin, w
 	v := reopen(t, e, pin)
 	_, err := v.Settings(ctx)
 	named("Settings", err)
+	if rep, err := v.Check(ctx, engine.CheckOptions{}); err != nil || rep.OK() {
+		t.Errorf("check after the settings attack: %v, %v; want errors", rep, err)
+	} else if !slices.ContainsFunc(rep.Errors, func(m string) bool { return strings.Contains(m, words[0]) }) {
+		t.Errorf("check errors %q; want one naming %q", rep.Errors, words[0])
+	}
 	_, err = v.Forget(ctx, []vault.ID{snap}, "mallory")
 	named("Forget", err)
 	e.clock.advance(400 * 24 * time.Hour)
