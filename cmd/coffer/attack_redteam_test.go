@@ -28,7 +28,7 @@ func TestAttackRedteamBackupBuriesRollback(t *testing.T) {
 	mustCoffer(t, e, "snapshots")
 	db := catalogSQL(t, e)
 	mustExec(t, db, `DELETE FROM snapshots WHERE hex(id) = upper(?)`, ids[2])
-	mustExec(t, db, `DELETE FROM snapshot_chain WHERE seq = 3`)
+	mustExec(t, db, `DELETE FROM snapshot_chain WHERE hex(snapshot) = upper(?)`, ids[2]) // the newest entry
 	if err := os.Remove(filepath.Join(e.storeDir(), "snapshots", ids[2])); err != nil {
 		t.Fatal(err)
 	}

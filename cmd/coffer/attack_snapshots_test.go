@@ -91,7 +91,7 @@ func TestAttackCLINewestSnapshotRemoved(t *testing.T) {
 	mustCoffer(t, e, "snapshots")
 	db := catalogSQL(t, e)
 	mustExec(t, db, `DELETE FROM snapshots WHERE hex(id) = upper(?)`, ids[2])
-	mustExec(t, db, `DELETE FROM snapshot_chain WHERE seq = 3`)
+	mustExec(t, db, `DELETE FROM snapshot_chain WHERE hex(snapshot) = upper(?)`, ids[2]) // the newest entry
 	if err := os.Remove(filepath.Join(e.storeDir(), "snapshots", ids[2])); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestUpgradeFormat1CLI(t *testing.T) {
 		t.Errorf("check after the upgrade:\n%s", out)
 	}
 	var v int
-	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 11 {
+	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 12 {
 		t.Errorf("schema version %d, %v", v, err)
 	}
 }
@@ -153,8 +153,8 @@ func TestServerAuditRecordsChainHead(t *testing.T) {
 			heads[x.Op] = x.Params["chain"]
 		}
 	}
-	if h := heads["POST /v1/vaults/{vault}/snapshots"]; !strings.HasPrefix(h, "1:") || len(h) != 2+64 {
-		t.Errorf("snapshot save's audit entry records chain head %q, want 1:<64 hex>", h)
+	if h := heads["POST /v1/vaults/{vault}/snapshots"]; !strings.HasPrefix(h, "2:") || len(h) != 2+64 { // entry 1 binds the settings
+		t.Errorf("snapshot save's audit entry records chain head %q, want 2:<64 hex>", h)
 	}
 	forgot := ""
 	for op, h := range heads {
@@ -162,7 +162,7 @@ func TestServerAuditRecordsChainHead(t *testing.T) {
 			forgot = h
 		}
 	}
-	if !strings.HasPrefix(forgot, "2:") {
-		t.Errorf("forget's audit entry records chain head %q (entries %v), want 2:…", forgot, heads)
+	if !strings.HasPrefix(forgot, "3:") {
+		t.Errorf("forget's audit entry records chain head %q (entries %v), want 3:…", forgot, heads)
 	}
 }

@@ -683,6 +683,25 @@ func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
 	if _, err := os.Stat(catalogPath(loc.dir)); err != nil {
 		return fmt.Errorf("no vault at %s: %w", loc.dir, vault.ErrNotFound)
 	}
+	// SECURITY: the settings that allow the deletion are the ones the
+	// vault's key holders wrote (docs/format.md §8.4), checked with the
+	// vault's keys; settings that do not verify refuse the deletion.
+	// Only with the key out of reach (ErrKeyUnavailable, ErrWrongKey)
+	// does it go by the catalog's row as it stands, unverified.
+	var verified *vault.VaultSettings
+	switch o, oerr := a.openVault(ctx, false); {
+	case oerr == nil:
+		st, serr := o.Settings(ctx)
+		o.Close()
+		if serr != nil {
+			return serr
+		}
+		verified = &st
+	case errors.Is(oerr, vault.ErrKeyUnavailable) || errors.Is(oerr, vault.ErrWrongKey):
+		fmt.Fprintf(a.stderr, "warning: the vault's key is out of reach (%v): its deletion protection is read from the catalog unverified\n", oerr)
+	default:
+		return oerr
+	}
 	cat, err := sqlite.Open(catalogPath(loc.dir))
 	if err != nil {
 		return err
@@ -692,6 +711,9 @@ func (a *app) deleteLocalVault(ctx context.Context, confirm bool) error {
 	var snaps []vault.SnapshotRecord
 	if err == nil {
 		settings, err = cat.Settings(ctx, rec.ID)
+	}
+	if err == nil && verified != nil {
+		settings = *verified
 	}
 	if err == nil {
 		snaps, err = cat.Snapshots(ctx, rec.ID)

@@ -302,7 +302,7 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool,
 			s.DedupScope = scope
 		}
 		s.Updated = a.now().UTC()
-		if err := v.catalog.SetSettings(ctx, v.Record().ID, s); err != nil {
+		if err := v.InitSettings(ctx, s, a.principal()); err != nil {
 			return err
 		}
 		if err := v.catalog.AddEvent(ctx, vault.VaultEvent{Vault: v.Record().ID, Time: a.now().UTC(), Principal: a.principal(),

@@ -80,6 +80,10 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 			if p, ok := v.(protection); ok && keyErr == nil {
 				if st, serr := p.settings(ctx); serr == nil {
 					prot = &st
+				} else {
+					// Settings that do not verify (docs/format.md §8.4) are
+					// not shown as if they were the vault's.
+					fmt.Fprintf(a.stderr, "warning: deletion protection not shown: %v\n", serr)
 				}
 			} else if keyErr != nil && !isRemote(a.vaultRef) {
 				// Plaintext in the catalog: shown with the key out of
@@ -88,6 +92,7 @@ file, the data key (DEK) version and when it was created and last rotated.`,
 				if loc, lerr := a.locate(); lerr == nil {
 					if st, serr := localSettings(ctx, loc.dir); serr == nil {
 						prot = &st
+						fmt.Fprintln(a.stderr, "warning: deletion protection as the catalog holds it, unverified without the vault's key")
 					}
 				}
 			}

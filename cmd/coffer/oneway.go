@@ -41,7 +41,7 @@ func (a *app) setSingleUser(ctx context.Context, o *openedVault, detail string) 
 	}
 	s.SingleUser = true
 	s.Updated = a.now().UTC()
-	if err := o.catalog.SetSettings(ctx, o.Record().ID, s); err != nil {
+	if err := o.InitSettings(ctx, s, a.principal()); err != nil {
 		return err
 	}
 	return o.catalog.AddEvent(ctx, vault.VaultEvent{Vault: o.Record().ID, Time: a.now().UTC(), Principal: a.principal(),

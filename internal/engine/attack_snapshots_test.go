@@ -215,7 +215,7 @@ func TestAttackChainEntryForged(t *testing.T) {
 	db := attackerSQL(t, e)
 	execSQL(t, db, `UPDATE snapshots SET time = ? WHERE id = ?`, testStart.Add(1000*time.Hour).UnixNano(), old.ID[:])
 	execSQL(t, db, `UPDATE snapshot_chain SET digest = zeroblob(32), time = time + 1 WHERE snapshot = ?`, old.ID[:])
-	wantDetected(t, reopen(t, e, nil), "entry 1", "does not verify")
+	wantDetected(t, reopen(t, e, nil), "entry 2", "does not verify") // entry 1 binds the settings
 }
 
 // Removing the newest snapshots from the catalog, chain entries
@@ -238,7 +238,7 @@ func TestAttackChainRolledBack(t *testing.T) {
 	v.Close()
 	db := attackerSQL(t, e)
 	execSQL(t, db, `DELETE FROM snapshots WHERE id IN (?, ?)`, ss[2].ID[:], ss[3].ID[:])
-	execSQL(t, db, `DELETE FROM snapshot_chain WHERE seq > 2`)
+	execSQL(t, db, `DELETE FROM snapshot_chain WHERE seq > 3`) // entry 1 binds the settings
 
 	// Without a pin, check finds the store's objects sealed beyond the
 	// chain's end.
@@ -256,7 +256,7 @@ func TestAttackChainRolledBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantDetected(t, reopen(t, e, pin), "saw 4 entries", "rolled back")
+	wantDetected(t, reopen(t, e, pin), "saw 5 entries", "rolled back")
 }
 
 func containsAll(msgs []string, words ...string) bool {
@@ -447,7 +447,7 @@ func TestSnapshotChainConcurrent(t *testing.T) {
 	}
 	v := reopen(t, e, nil)
 	head, err := v.VerifyChain(ctx)
-	if want := uint64(writers * (each + (each+1)/2)); err != nil || head.Seq != want {
+	if want := uint64(writers*(each+(each+1)/2)) + 1; err != nil || head.Seq != want {
 		t.Errorf("VerifyChain = %d, %v; want %d entries", head.Seq, err, want)
 	}
 	if rep := checkClean(t, v); rep.Snapshots != writers*each {
@@ -537,8 +537,8 @@ func TestUpgradeFormat1(t *testing.T) {
 	}
 	defer v.Close()
 	head, err := v.VerifyChain(ctx)
-	if err != nil || head.Seq != 3 {
-		t.Fatalf("VerifyChain after the upgrade = %d, %v; want 3 entries", head.Seq, err)
+	if err != nil || head.Seq != 4 { // 3 imported snapshots, then the settings' entry
+		t.Fatalf("VerifyChain after the upgrade = %d, %v; want 4 entries", head.Seq, err)
 	}
 	live, err := v.Snapshots(ctx)
 	if err != nil || len(live) != 2 || live[0].Tags[0] != "first" || live[1].Tags[0] != "second" {
@@ -579,8 +579,8 @@ func TestUpgradeFormat1(t *testing.T) {
 	if _, err := w.FindSnapshot(ctx, s.ID.String()); err != nil {
 		t.Error(err)
 	}
-	if head, err := w.VerifyChain(ctx); err != nil || head.Seq != 4 {
-		t.Errorf("VerifyChain = %d, %v; want 4", head.Seq, err)
+	if head, err := w.VerifyChain(ctx); err != nil || head.Seq != 5 { // 3 imports, the settings' entry, the new one
+		t.Errorf("VerifyChain = %d, %v; want 5", head.Seq, err)
 	}
 }
 

@@ -83,6 +83,14 @@ func (v *Vault) verifyChain(ks *keyState, entries []vault.ChainEntry, rows []vau
 	}
 	// Rule 2: each snapshot's entries follow its states.
 	for _, e := range r.verified {
+		if e.Kind == vault.ChainSettings {
+			// Not about a snapshot: the settings' entries (§8.4), which
+			// Settings checks against the catalog's row.
+			if !e.Snapshot.IsZero() {
+				r.add("snapshot chain: entry %d (settings) names snapshot %s", e.Seq, e.Snapshot.Short())
+			}
+			continue
+		}
 		st := r.states[e.Snapshot]
 		bad := false
 		switch e.Kind {
@@ -149,6 +157,9 @@ func (v *Vault) verifyChain(ks *keyState, entries []vault.ChainEntry, rows []vau
 	}
 	for _, e := range r.verified {
 		st := r.states[e.Snapshot]
+		if st == nil {
+			continue // a settings entry
+		}
 		if st.first.Seq == e.Seq && !st.removed && !inRows[e.Snapshot] {
 			r.add("snapshot %s, recorded at chain entry %d, is missing from the catalog: it was deleted outside coffer", e.Snapshot.Short(), e.Seq)
 		}
@@ -478,6 +489,8 @@ type chainChange struct {
 	snapshot vault.ID
 	at       time.Time
 	by       string
+	// settings, for a settings entry: what the catalog writes with it.
+	settings *vault.VaultSettings
 }
 
 // appendChanges appends changes to the chain in one transaction; the
@@ -513,6 +526,10 @@ func (v *Vault) appendChanges(ctx context.Context, changes []chainChange) error 
 		h := prev.MAC
 		for i, c := range changes {
 			e := vault.ChainEntry{Seq: prev.Seq + 1 + uint64(i), Kind: c.kind, Snapshot: c.snapshot, Time: c.at.UTC(), Principal: c.by}
+			if c.settings != nil {
+				e.Settings = c.settings
+				e.Digest = format.SettingsDigest(v.rec.ID, *c.settings)
+			}
 			e.MAC = mac.Sum(h, e)
 			h = e.MAC
 			es[i] = e

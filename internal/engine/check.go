@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -210,6 +211,15 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	v.checkPin(chain)
 	for _, p := range chain.problems {
 		sink.errorf("%s", p)
+	}
+	if len(chain.problems) == 0 {
+		// The settings, bound to the chain (§8.4); with problems in the
+		// chain they cannot be verified, and those are reported already.
+		if _, err := v.Settings(ctx); errors.Is(err, vault.ErrCorrupt) {
+			sink.errorf("%s", strings.TrimPrefix(err.Error(), vault.ErrCorrupt.Error()+": "))
+		} else if err != nil {
+			return nil, fmt.Errorf("check: settings: %w", err)
+		}
 	}
 	rep.Snapshots = len(snaps)
 	inCatalog := map[vault.ID]bool{}

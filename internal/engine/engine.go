@@ -390,6 +390,10 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 		v.Close()
 		return nil, err
 	}
+	if err := v.upgradeSettings(ctx); err != nil {
+		v.Close()
+		return nil, err
+	}
 	if err := v.upgrade(ctx, rewriteConfig); err != nil {
 		v.Close()
 		return nil, err

@@ -13,9 +13,181 @@ import (
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
-// Settings returns the vault's deletion-protection settings.
+// Settings returns the vault's deletion-protection settings, after
+// checking them against the newest settings entry of the snapshot chain
+// (docs/format.md §8.4). Settings that do not verify are refused with
+// vault.ErrCorrupt: every decision that reads them (forget, prune, a
+// settings change, the dedup scope) fails closed, deleting nothing.
 func (v *Vault) Settings(ctx context.Context) (vault.VaultSettings, error) {
-	return v.opt.Catalog.Settings(ctx, v.rec.ID)
+	s, latest, err := v.settingsAndEntry(ctx)
+	if err != nil {
+		return s, err
+	}
+	if latest == nil {
+		return s, fmt.Errorf("%w: the vault's settings are not authenticated: the snapshot chain holds no settings entry (it was cut back, or the vault was never opened by a key holder since the upgrade): restore the catalog from a copy you trust", vault.ErrCorrupt)
+	}
+	// SECURITY: the row must be exactly what the newest settings entry
+	// binds: an edited row, or an older row put back (whose entry is not
+	// the newest), is refused.
+	if format.SettingsDigest(v.rec.ID, s) != latest.Digest {
+		return s, fmt.Errorf("%w: the vault's settings in the catalog (%s) are not the ones the vault recorded at chain entry %d (%s by %q): they were changed outside coffer; restore the catalog from a copy you trust",
+			vault.ErrCorrupt, describeSettings(s), latest.Seq, latest.Time.UTC().Format(time.RFC3339), latest.Principal)
+	}
+	return s, nil
+}
+
+// settingsChainReader is a catalog that reads a vault's settings and its
+// chain entries (not its snapshot records) in one read transaction.
+type settingsChainReader interface {
+	SettingsChain(ctx context.Context, vault vault.ID) (vault.VaultSettings, []vault.ChainEntry, error)
+}
+
+// settingsAndEntry reads the settings row and the chain as of one moment
+// and returns the row and the chain's newest settings entry (nil when
+// there is none), verified (settingsEntry).
+func (v *Vault) settingsAndEntry(ctx context.Context) (vault.VaultSettings, *vault.ChainEntry, error) {
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return vault.VaultSettings{}, nil, err
+	}
+	if r, ok := v.opt.Catalog.(settingsChainReader); ok {
+		s, entries, err := r.SettingsChain(ctx, v.rec.ID)
+		if err != nil {
+			return s, nil, err
+		}
+		latest, err := v.settingsEntry(ks, entries)
+		return s, latest, err
+	}
+	// Two reads; a writer commits the row and its entry at once
+	// (docs/format.md §8.4). A row read the same before and after the
+	// chain is that chain's (a change in between would differ, Updated
+	// included); otherwise read again, a bounded number of times.
+	for try := 0; ; try++ {
+		before, err := v.opt.Catalog.Settings(ctx, v.rec.ID)
+		if err != nil {
+			return before, nil, err
+		}
+		entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+		if err != nil {
+			return before, nil, err
+		}
+		latest, err := v.settingsEntry(ks, entries)
+		if err != nil {
+			return before, nil, err
+		}
+		s, err := v.opt.Catalog.Settings(ctx, v.rec.ID)
+		if err != nil {
+			return s, nil, err
+		}
+		if s == before || try == 4 {
+			return s, latest, nil
+		}
+	}
+}
+
+// settingsEntry returns the newest settings entry of entries, nil when
+// there is none, after verifying every entry's MAC up to the head and
+// that the chain extends this machine's pin (a chain cut back to an older
+// settings entry is a rollback, docs/format.md §8.2 rule 6).
+func (v *Vault) settingsEntry(ks *keyState, entries []vault.ChainEntry) (*vault.ChainEntry, error) {
+	var pin ChainHead
+	if v.opt.Pin != nil {
+		seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
+		}
+		if ok {
+			pin = ChainHead{Seq: seq, MAC: mac}
+		}
+	}
+	mac := format.NewChainMAC(ks.chain, v.rec.ID)
+	var h [32]byte
+	var atPin ChainHead
+	var latest *vault.ChainEntry
+	for i, e := range entries {
+		// Every entry up to the head must verify: a settings entry after
+		// a bad one proves nothing, and a good one before a bad one may
+		// not be the newest.
+		if e.Seq != uint64(i+1) || !format.ValidChainKind(e.Kind) || !mac.Verify(h, e) {
+			return nil, fmt.Errorf("%w: the vault's settings cannot be trusted: snapshot chain entry %d does not verify (the catalog was altered outside coffer): restore the catalog from a copy you trust", vault.ErrCorrupt, e.Seq)
+		}
+		h = e.MAC
+		if e.Seq <= pin.Seq {
+			atPin = ChainHead{Seq: e.Seq, MAC: h}
+		}
+		if e.Kind == vault.ChainSettings {
+			latest = &entries[i]
+		}
+	}
+	if pin.Seq > 0 {
+		// As pinnedPrefix: the chain must reach the pin and match it.
+		if err := pin.extendedBy(atPin); err != nil {
+			return nil, err
+		}
+	}
+	return latest, nil
+}
+
+// describeSettings names the settings a decision reads.
+func describeSettings(s vault.VaultSettings) string {
+	single := ""
+	if s.SingleUser {
+		single = ", single-user"
+	}
+	return fmt.Sprintf("soft delete %s for %d days, immutability %s, minimum retention %v, dedup scope %s%s",
+		s.SoftDelete, s.SoftDeleteDays, s.Immutability, s.MinRetention, s.DedupScope.OrDefault(), single)
+}
+
+// InitSettings records s as the vault's settings without judging the
+// change (a vault being created chooses them: single-user, dedup scope),
+// with a settings entry of the chain (docs/format.md §8.4).
+func (v *Vault) InitSettings(ctx context.Context, s vault.VaultSettings, principal string) error {
+	v.settingsMu.Lock()
+	defer v.settingsMu.Unlock()
+	return v.writeSettings(ctx, s, principal)
+}
+
+// writeSettings appends a settings entry binding s; the catalog writes s
+// in the entry's transaction.
+func (v *Vault) writeSettings(ctx context.Context, s vault.VaultSettings, principal string) error {
+	if s.Updated.IsZero() {
+		s.Updated = v.opt.Now().UTC()
+	}
+	s.Updated = s.Updated.UTC()
+	return v.appendChanges(ctx, []chainChange{{kind: vault.ChainSettings, at: s.Updated, by: principal, settings: &s}})
+}
+
+// upgradeSettings gives a vault whose chain holds no settings entry one
+// binding the settings its catalog holds now (docs/format.md §8.4): the
+// first open by a key holder after the upgrade trusts what it finds, as
+// the format 1 upgrade trusts its soft-delete marks.
+func (v *Vault) upgradeSettings(ctx context.Context) error {
+	_, latest, err := v.settingsAndEntry(ctx)
+	if errors.Is(err, vault.ErrCorrupt) {
+		// A chain that does not verify or was rolled back: nothing is
+		// bound to it; every reader of the list or the settings refuses
+		// the vault, naming what is wrong.
+		return nil
+	}
+	if err != nil || latest != nil {
+		return err
+	}
+	entries, rows, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 && len(rows) > 0 {
+		// A chain deleted from the catalog (§8.2): no settings entry
+		// would make it look less deleted; listing refuses the vault.
+		return nil
+	}
+	s, err := v.opt.Catalog.Settings(ctx, v.rec.ID)
+	if err != nil {
+		return err
+	}
+	v.settingsMu.Lock()
+	defer v.settingsMu.Unlock()
+	return v.writeSettings(ctx, s, "")
 }
 
 // event records a vault event; a failure to record it is logged and
@@ -39,11 +211,13 @@ func (v *Vault) Events(ctx context.Context) ([]vault.VaultEvent, error) {
 // soft-delete period ends. Every snapshot is checked against the vault's
 // protection first; if any may not be forgotten, none is.
 func (v *Vault) Forget(ctx context.Context, ids []vault.ID, principal string) ([]vault.SnapshotRecord, error) {
-	settings, err := v.Settings(ctx)
+	// The list first, so that a list that does not verify is named as
+	// such; then the settings, which the same chain authenticates.
+	all, err := v.AllSnapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
-	all, err := v.AllSnapshots(ctx)
+	settings, err := v.Settings(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +355,7 @@ func (v *Vault) ChangeSettings(ctx context.Context, change func(*vault.VaultSett
 		return old, old, c, nil
 	}
 	new.Updated = v.opt.Now().UTC()
-	if err := v.opt.Catalog.SetSettings(ctx, v.rec.ID, new); err != nil {
+	if err := v.writeSettings(ctx, new, principal); err != nil {
 		return old, old, c, err
 	}
 	ev := vault.EventSettings

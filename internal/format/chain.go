@@ -113,7 +113,7 @@ func (m *ChainMAC) Verify(prev [32]byte, e vault.ChainEntry) bool {
 
 // ValidChainKind reports whether k is a kind of docs/format.md §8.1.
 func ValidChainKind(k vault.ChainKind) bool {
-	return k >= vault.ChainAdd && k <= vault.ChainImportForgotten
+	return k >= vault.ChainAdd && k <= vault.ChainSettings
 }
 
 // DiffSnapshot names the fields in which a catalog record differs from the

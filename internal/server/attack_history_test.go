@@ -24,7 +24,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
-	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/retention"
@@ -557,25 +556,22 @@ func TestAttackHistoryPolicyGroups(t *testing.T) {
 		a.advance(time.Hour)
 		a.backupAs(evil, evilDir, "evil")
 	}
-	// A policy stored before the check: written to the catalog directly.
-	cat, err := sqlite.Open(filepath.Join(a.env.DataDir, "catalog.db"))
+	// A policy stored before the check (by an older server): written by a
+	// key holder without the check (the settings are authenticated,
+	// docs/format.md §8.4, so a plain catalog write would be refused).
+	eng, err := a.env.Server.VaultEngine(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := cat.Vault(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := cat.Settings(context.Background(), rec.ID)
+	st, err := eng.Settings(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(retention.Policy{Last: 2, GroupBy: retention.GroupByNone})
 	st.Policy, st.Updated = string(b), time.Now()
-	if err := cat.SetSettings(context.Background(), rec.ID, st); err != nil {
+	if err := eng.InitSettings(context.Background(), st, "owner"); err != nil {
 		t.Fatal(err)
 	}
-	cat.Close()
 	a.advance(25 * time.Hour)
 	if err := a.env.Server.Maintain(context.Background()); err != nil {
 		t.Fatal(err)

@@ -44,11 +44,12 @@ func (s *Server) domains(q *request) (domainAccess, error) {
 			return da, fmt.Errorf("principal of token %s: %w", q.tok.ID, err)
 		}
 		if p.Kind == "agent" {
-			rec, err := s.cat.Vault(q.ctx, q.name)
-			if err != nil {
+			if _, err := s.cat.Vault(q.ctx, q.name); err != nil {
 				return da, fmt.Errorf("vault %q: %w", q.name, err)
 			}
-			st, err := s.cat.Settings(q.ctx, rec.ID)
+			// SECURITY: the scope a key holder chose, not what the
+			// catalog says now (docs/format.md §8.4).
+			st, err := s.verifiedSettings(q.ctx, q.name)
 			if err != nil {
 				return da, err
 			}

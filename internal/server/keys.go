@@ -393,7 +393,7 @@ func (s *Server) keyUseCMK(q *request) error {
 			DEKVersion: ki.DEKVersion, DEKCount: ki.DEKCount, KeyringGen: ki.KeyringGen})
 		return nil
 	}
-	settings, err := s.cat.Settings(q.ctx, rec.ID)
+	settings, err := s.verifiedSettings(q.ctx, q.name)
 	if err != nil {
 		return err
 	}

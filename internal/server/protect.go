@@ -580,8 +580,20 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 	if err != nil {
 		return nil // a directory without a vault: not ours to judge here
 	}
+	// Unverified, only to skip vaults without a policy without opening
+	// them: a policy removed by a catalog writer deletes nothing.
 	settings, err := s.cat.Settings(ctx, rec.ID)
 	if err != nil || settings.Policy == "" {
+		return err
+	}
+	eng, err := s.vault(ctx, name)
+	if err != nil {
+		return err
+	}
+	// SECURITY: the policy and the protection it is checked against are
+	// the ones the vault's key holders wrote (docs/format.md §8.4).
+	if settings, err = eng.Settings(ctx); err != nil {
+		s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "not applied: "+err.Error(), false)
 		return err
 	}
 	now := s.opt.Now().UTC()
@@ -602,10 +614,6 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 		return err
 	}
 	p = hostGrouped(p)
-	eng, err := s.vault(ctx, name)
-	if err != nil {
-		return err
-	}
 	snaps, err := eng.Snapshots(ctx)
 	if err != nil {
 		return err
@@ -651,7 +659,7 @@ func (s *Server) deleteVault(q *request) error {
 	if err != nil {
 		return vaultErr(q.name, err)
 	}
-	settings, err := s.cat.Settings(q.ctx, rec.ID)
+	settings, err := s.verifiedSettings(q.ctx, q.name)
 	if err != nil {
 		return err
 	}
@@ -684,7 +692,7 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 	if err != nil {
 		return "", vaultErr(name, err)
 	}
-	settings, err := s.cat.Settings(ctx, rec.ID)
+	settings, err := s.verifiedSettings(ctx, name)
 	if err != nil {
 		return "", err
 	}
@@ -711,4 +719,15 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 	}
 	s.log.Info("vault deleted", "vault", name, "by", who)
 	return fmt.Sprintf("vault %q deleted (%d snapshots)", name, len(snaps)), nil
+}
+
+// verifiedSettings returns vault name's settings as its key holders wrote
+// them (docs/format.md §8.4), opening its engine: a decision that deletes
+// fails closed when they do not verify or the vault cannot be opened.
+func (s *Server) verifiedSettings(ctx context.Context, name string) (vault.VaultSettings, error) {
+	eng, err := s.vault(ctx, name)
+	if err != nil {
+		return vault.VaultSettings{}, err
+	}
+	return eng.Settings(ctx)
 }

@@ -387,6 +387,9 @@ const (
 	// ChainImportForgotten: a soft-deleted format 1 snapshot entered the
 	// chain at the upgrade.
 	ChainImportForgotten ChainKind = 6
+	// ChainSettings: the vault's settings changed (or were first
+	// authenticated); its digest binds every field (docs/format.md §8.4).
+	ChainSettings ChainKind = 7
 )
 
 func (k ChainKind) String() string {
@@ -403,6 +406,8 @@ func (k ChainKind) String() string {
 		return "remove"
 	case ChainImportForgotten:
 		return "import-forgotten"
+	case ChainSettings:
+		return "settings"
 	}
 	return fmt.Sprintf("chainkind(%d)", uint8(k))
 }
@@ -419,6 +424,10 @@ type ChainEntry struct {
 	Principal string    // who; for a forget, who forgot it
 	Digest    [32]byte  // add and import: the digest of the snapshot's record; zero otherwise
 	MAC       [32]byte  // h[Seq]
+	// Settings, for a settings entry being appended only, are the
+	// settings the catalog writes in the same transaction; not stored
+	// with the entry (its digest binds them).
+	Settings *VaultSettings
 }
 
 // TokenRecord is a bearer token's row in the catalog. The token itself is

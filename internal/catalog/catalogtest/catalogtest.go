@@ -99,6 +99,7 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"ChainStateRules", testChainStateRules},
 		{"ChainConsistentRead", testChainConsistentRead},
 		{"ChainConcurrent", testChainConcurrent},
+		{"ChainSettings", testChainSettings},
 		{"PackHeader", testPackHeader},
 	}
 	for _, tt := range tests {

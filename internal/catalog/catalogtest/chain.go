@@ -242,3 +242,41 @@ func testPackHeader(t *testing.T, c vault.Catalog) {
 		t.Errorf("after SetPackHeader(nil): %+v", got)
 	}
 }
+
+// testChainSettings: a settings entry (docs/format.md §8.4) writes the
+// settings it carries in its own transaction; one without settings, or
+// whose settings the catalog cannot store, is refused and changes
+// nothing.
+func testChainSettings(t *testing.T, c vault.Catalog) {
+	v := createVault(t, c, "a")
+	base := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
+	s := vault.VaultSettings{SoftDelete: vault.SoftDeleteAlwaysOn, SoftDeleteDays: 30, Immutability: vault.ImmutabilityLocked,
+		MinRetention: time.Hour, SingleUser: true, Policy: `{"last":3}`, DedupScope: vault.DedupScopeSource, Updated: base}
+	e := chainEntry(1, vault.ChainSettings, vault.ID{}, base, "ann")
+	e.Settings = &s
+	if err := appendOne(t, c, v.ID, 0, []vault.ChainEntry{e}, nil); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "settings", normSettings(settings(t, c, v.ID)), normSettings(s))
+	es, _ := readChain(t, c, v.ID)
+	e.Settings = nil // not stored with the entry
+	equal(t, "chain", es, []vault.ChainEntry{e})
+
+	bad := s
+	bad.SoftDeleteDays = 1
+	for name, entry := range map[string]vault.ChainEntry{
+		"no settings": chainEntry(2, vault.ChainSettings, vault.ID{}, base, "mallory"),
+		"unstorable settings": func() vault.ChainEntry {
+			x := chainEntry(2, vault.ChainSettings, vault.ID{}, base, "mallory")
+			x.Settings = &bad
+			return x
+		}(),
+	} {
+		if err := appendOne(t, c, v.ID, 1, []vault.ChainEntry{entry}, nil); err == nil {
+			t.Errorf("a settings entry with %s was appended", name)
+		}
+	}
+	es, _ = readChain(t, c, v.ID)
+	equal(t, "chain after the refused entries", es, []vault.ChainEntry{e})
+	equal(t, "settings after the refused entries", normSettings(settings(t, c, v.ID)), normSettings(s))
+}

@@ -33,6 +33,24 @@ var migrationChain = []string{
 	`ALTER TABLE packs ADD COLUMN header BLOB`,
 }
 
+var migrationChainSettings = []string{
+	`CREATE TABLE snapshot_chain_new (
+		vault     BLOB    NOT NULL REFERENCES vaults (id),
+		seq       INTEGER NOT NULL CHECK (seq >= 1),
+		kind      INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 7),
+		snapshot  BLOB    NOT NULL CHECK (length(snapshot) = 32),
+		time      INTEGER NOT NULL,
+		principal TEXT    NOT NULL,
+		digest    BLOB    NOT NULL CHECK (length(digest) = 32),
+		mac       BLOB    NOT NULL CHECK (length(mac) = 32),
+		PRIMARY KEY (vault, seq)
+	) STRICT, WITHOUT ROWID`,
+	`INSERT INTO snapshot_chain_new (vault, seq, kind, snapshot, time, principal, digest, mac)
+		SELECT vault, seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain`,
+	`DROP TABLE snapshot_chain`,
+	`ALTER TABLE snapshot_chain_new RENAME TO snapshot_chain`,
+}
+
 // nullBytes returns b, or NULL for nil.
 func nullBytes(b []byte) any {
 	if b == nil {
@@ -101,6 +119,14 @@ func applyEntry(ctx context.Context, tx *sql.Tx, vaultID vault.ID, e vault.Chain
 			return errors.New("no record given for the snapshot added")
 		}
 		return insertSnapshot(ctx, tx, vaultID, s)
+	case vault.ChainSettings:
+		// The settings the entry's digest binds, written in the entry's
+		// transaction so that the row and the chain never disagree after
+		// a crash (docs/format.md §8.4).
+		if e.Settings == nil {
+			return errors.New("no settings given for the settings entry")
+		}
+		return setSettings(ctx, tx, vaultID, *e.Settings)
 	case vault.ChainImport, vault.ChainImportForgotten, vault.ChainForget, vault.ChainUndelete, vault.ChainRemove:
 	default:
 		return fmt.Errorf("unknown kind %d", e.Kind)
@@ -213,6 +239,30 @@ func (c *Catalog) SnapshotChain(ctx context.Context, vaultID vault.ID) ([]vault.
 		return nil, nil, err
 	}
 	return es, ss, nil
+}
+
+// SettingsChain returns vault's settings and its chain entries read in
+// one read transaction, without the snapshot records: what the engine
+// needs to verify the settings (docs/format.md §8.4) on every decision.
+func (c *Catalog) SettingsChain(ctx context.Context, vaultID vault.ID) (vault.VaultSettings, []vault.ChainEntry, error) {
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return vault.VaultSettings{}, nil, fmt.Errorf("read the settings: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return vault.VaultSettings{}, nil, fmt.Errorf("read the settings: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+	s, err := readSettings(ctx, conn, vaultID)
+	if err != nil {
+		return s, nil, err
+	}
+	es, err := chainEntries(ctx, conn, vaultID, `ORDER BY seq`)
+	if err != nil {
+		return s, nil, err
+	}
+	return s, es, nil
 }
 
 // SetPackHeader stores pack id's sealed header and deletes its per-blob

@@ -127,13 +127,21 @@ func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
 // (with a zero Updated) if it never set any; ErrNotFound if there is no
 // such vault.
 func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSettings, error) {
+	return readSettings(ctx, c.db, vaultID)
+}
+
+// readSettings is Settings through q (a connection inside a read
+// transaction, for SettingsChain).
+func readSettings(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, vaultID vault.ID) (vault.VaultSettings, error) {
 	// One query, so that the vault's existence and its settings are read
 	// from the same snapshot of the catalog.
 	var (
 		softDelete, immutability, policy, scope           sql.NullString
 		days, minRetention, singleUser, updated, settings sql.NullInt64
 	)
-	err := c.db.QueryRowContext(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
+	err := q.QueryRowContext(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
 			s.single_user, s.policy, s.updated, s.dedup_scope, s.vault IS NOT NULL
 		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = ?`, vaultID[:]).
 		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &scope, &settings)
@@ -164,6 +172,12 @@ func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSe
 // days, a minimum retention of zero or more); whether a change is allowed
 // is the caller's business. s.Updated must be set.
 func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.VaultSettings) error {
+	return c.write(ctx, func(tx *sql.Tx) error { return setSettings(ctx, tx, vaultID, s) })
+}
+
+// setSettings is SetSettings inside tx (AppendChain writes the settings
+// of a settings entry in its own transaction).
+func setSettings(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.VaultSettings) error {
 	updated, err := unixNano(s.Updated)
 	if err != nil {
 		return fmt.Errorf("set settings of vault %s: updated: %w", vaultID, err)
@@ -172,7 +186,7 @@ func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.Vau
 	if s.SingleUser {
 		single = 1
 	}
-	_, err = c.update(ctx, `INSERT INTO vault_settings
+	_, err = tx.ExecContext(ctx, `INSERT INTO vault_settings
 			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated, dedup_scope)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (vault) DO UPDATE SET

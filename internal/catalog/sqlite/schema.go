@@ -208,6 +208,9 @@ var migrations = [][]string{
 		`ALTER TABLE snapshots ADD COLUMN domain TEXT NOT NULL DEFAULT '' CHECK (length(domain) <= 64)`,
 		`ALTER TABLE vault_settings ADD COLUMN dedup_scope TEXT NOT NULL DEFAULT 'vault' CHECK (dedup_scope IN ('vault', 'source'))`,
 	},
+	// 12: settings entries in the snapshot chain (kind 7, docs/format.md
+	// §8.4); SQLite cannot alter a CHECK, so the table is rebuilt.
+	migrationChainSettings,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

@@ -1,0 +1,13 @@
+package server
+
+import (
+	"context"
+
+	"github.com/coffer-backup/coffer/internal/engine"
+)
+
+// VaultEngine gives tests the server's open engine of vault name, to
+// write as a key holder would (an older server, for instance).
+func (s *Server) VaultEngine(ctx context.Context, name string) (*engine.Vault, error) {
+	return s.vault(ctx, name)
+}
