@@ -204,3 +204,47 @@ func lock(t *testing.T, v *engine.Vault) {
 		}
 	}
 }
+
+// A long-lived vault without a pin (a server's) verifies only the chain
+// entries added since its last verification of the settings: edits of
+// the row and entries appended since are still checked, and a chain cut
+// back behind what it verified is refused as a rollback, as a pin would
+// refuse it.
+func TestAttackSettingsCutBackUnderRunningServer(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	defer v.Close()
+	snapshotOf(t, v, "h", []byte("keep me"))
+	db := attackerSQL(t, e)
+	var soft, imm string
+	var days, updated int64
+	if err := db.QueryRow(`SELECT soft_delete, soft_delete_days, immutability, updated FROM vault_settings`).Scan(&soft, &days, &imm, &updated); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Settings(ctx); err != nil { // the first, full verification
+		t.Fatal(err)
+	}
+	// Appends through the vault are read incrementally and verify.
+	snapshotOf(t, v, "h", []byte("more"))
+	lock(t, v)
+	s, err := v.Settings(ctx)
+	if err != nil || s.Immutability != vault.ImmutabilityLocked {
+		t.Fatalf("settings after lock: %+v, %v", s, err)
+	}
+	// An edited row is refused on the incremental path too.
+	execSQL(t, db, `UPDATE vault_settings SET immutability = 'disabled', soft_delete = 'on'`)
+	if _, err := v.Settings(ctx); !errors.Is(err, vault.ErrCorrupt) || !strings.Contains(err.Error(), "changed outside coffer") {
+		t.Fatalf("edited row under a running vault: %v", err)
+	}
+	// Cut the chain back to before the lock and put the older row back:
+	// a fresh verification would accept it; this vault saw the newer head.
+	var head int64
+	if err := db.QueryRow(`SELECT max(seq) FROM snapshot_chain`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, db, `DELETE FROM snapshot_chain WHERE seq = ? AND kind = 7`, head)
+	execSQL(t, db, `UPDATE vault_settings SET soft_delete = ?, soft_delete_days = ?, immutability = ?, updated = ?`, soft, days, imm, updated)
+	if _, err := v.Settings(ctx); !errors.Is(err, vault.ErrCorrupt) || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("chain cut back under a running vault: %v; want a refusal naming the rollback", err)
+	}
+}

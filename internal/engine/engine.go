@@ -131,6 +131,13 @@ type Vault struct {
 	chainMu  sync.Mutex
 	lastHead ChainHead // the chain's head after this vault's last append
 
+	// settingsSeen is what the last verification of the settings found
+	// (prune.go): the chain's head then and its newest settings entry.
+	// Later reads verify only the entries after it, and a chain that no
+	// longer holds that head was rolled back.
+	seenMu       sync.Mutex
+	settingsSeen *settingsSeen
+
 	// keyRollback is the keyring rollback let through at open by
 	// Options.AcceptKeyringRollback, until AcceptKeyringRollback pins it.
 	keyRollback *KeyringRollback

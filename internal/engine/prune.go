@@ -42,6 +42,81 @@ type settingsChainReader interface {
 	SettingsChain(ctx context.Context, vault vault.ID) (vault.VaultSettings, []vault.ChainEntry, error)
 }
 
+// settingsChainSinceReader reads a vault's settings and its chain entries
+// from a given number on, in one read transaction.
+type settingsChainSinceReader interface {
+	SettingsChainSince(ctx context.Context, vault vault.ID, from uint64) (vault.VaultSettings, []vault.ChainEntry, error)
+}
+
+// settingsSeen is a verified chain head and its newest settings entry.
+type settingsSeen struct {
+	head   vault.ChainEntry
+	latest *vault.ChainEntry
+}
+
+// rememberSettings keeps what a full verification of entries found, for
+// settingsSince. Only a process without a pin (a vault server, where
+// every agent request reads the settings) uses it.
+func (v *Vault) rememberSettings(entries []vault.ChainEntry, latest *vault.ChainEntry) {
+	if v.opt.Pin != nil || len(entries) == 0 {
+		return
+	}
+	seen := &settingsSeen{head: entries[len(entries)-1]}
+	if latest != nil {
+		l := *latest
+		seen.latest = &l
+	}
+	v.seenMu.Lock()
+	if old := v.settingsSeen; old == nil || old.head.Seq <= seen.head.Seq {
+		v.settingsSeen = seen
+	}
+	v.seenMu.Unlock()
+}
+
+// settingsSince verifies the settings reading only the chain entries from
+// the head the last verification saw (settingsSeen) on, so that a server
+// answering many requests does not read and verify the whole chain for
+// each. done is false when there is nothing to start from; the caller
+// then verifies the whole chain. SECURITY: the head seen before must
+// still be in the chain, unchanged: entries are only ever appended, so a
+// chain without it was rolled back or rewritten, which this process
+// refuses as a pin would.
+func (v *Vault) settingsSince(ctx context.Context, ks *keyState, r settingsChainSinceReader) (vault.VaultSettings, *vault.ChainEntry, bool, error) {
+	v.seenMu.Lock()
+	seen := v.settingsSeen
+	v.seenMu.Unlock()
+	if seen == nil {
+		return vault.VaultSettings{}, nil, false, nil
+	}
+	s, es, err := r.SettingsChainSince(ctx, v.rec.ID, seen.head.Seq)
+	if err != nil {
+		return s, nil, true, err
+	}
+	if len(es) == 0 || es[0].Seq != seen.head.Seq || es[0].MAC != seen.head.MAC {
+		return s, nil, true, fmt.Errorf("%w: the vault's settings cannot be trusted: snapshot chain entry %d, which this server verified before, is gone or changed (the catalog was rolled back or altered outside coffer): restore the catalog from a copy you trust", vault.ErrCorrupt, seen.head.Seq)
+	}
+	mac := format.NewChainMAC(ks.chain, v.rec.ID)
+	h, latest := seen.head.MAC, seen.latest
+	for i, e := range es[1:] {
+		if e.Seq != seen.head.Seq+1+uint64(i) || !format.ValidChainKind(e.Kind) || !mac.Verify(h, e) {
+			return s, nil, true, fmt.Errorf("%w: the vault's settings cannot be trusted: snapshot chain entry %d does not verify (the catalog was altered outside coffer): restore the catalog from a copy you trust", vault.ErrCorrupt, e.Seq)
+		}
+		h = e.MAC
+		if e.Kind == vault.ChainSettings {
+			latest = &es[1+i]
+		}
+	}
+	if len(es) > 1 {
+		next := &settingsSeen{head: es[len(es)-1], latest: latest}
+		v.seenMu.Lock()
+		if cur := v.settingsSeen; cur == nil || cur.head.Seq <= next.head.Seq {
+			v.settingsSeen = next
+		}
+		v.seenMu.Unlock()
+	}
+	return s, latest, true, nil
+}
+
 // settingsAndEntry reads the settings row and the chain as of one moment
 // and returns the row and the chain's newest settings entry (nil when
 // there is none), verified (settingsEntry).
@@ -50,12 +125,20 @@ func (v *Vault) settingsAndEntry(ctx context.Context) (vault.VaultSettings, *vau
 	if err != nil {
 		return vault.VaultSettings{}, nil, err
 	}
+	if r, ok := v.opt.Catalog.(settingsChainSinceReader); ok && v.opt.Pin == nil {
+		if s, latest, done, err := v.settingsSince(ctx, ks, r); done {
+			return s, latest, err
+		}
+	}
 	if r, ok := v.opt.Catalog.(settingsChainReader); ok {
 		s, entries, err := r.SettingsChain(ctx, v.rec.ID)
 		if err != nil {
 			return s, nil, err
 		}
 		latest, err := v.settingsEntry(ks, entries)
+		if err == nil {
+			v.rememberSettings(entries, latest)
+		}
 		return s, latest, err
 	}
 	// Two reads; a writer commits the row and its entry at once

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -183,8 +184,8 @@ func chainHead(ctx context.Context, q interface {
 
 func chainEntries(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, vaultID vault.ID, order string) ([]vault.ChainEntry, error) {
-	rows, err := q.QueryContext(ctx, `SELECT seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain WHERE vault = ? `+order, vaultID[:])
+}, vaultID vault.ID, order string, args ...any) ([]vault.ChainEntry, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain WHERE vault = ? `+order, append([]any{vaultID[:]}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read the snapshot chain: %w", err)
 	}
@@ -259,6 +260,30 @@ func (c *Catalog) SettingsChain(ctx context.Context, vaultID vault.ID) (vault.Va
 		return s, nil, err
 	}
 	es, err := chainEntries(ctx, conn, vaultID, `ORDER BY seq`)
+	if err != nil {
+		return s, nil, err
+	}
+	return s, es, nil
+}
+
+// SettingsChainSince is SettingsChain with only the chain entries from
+// number from on: a reader that verified the entries before from (the
+// engine's cache of its last verification) reads only what is new.
+func (c *Catalog) SettingsChainSince(ctx context.Context, vaultID vault.ID, from uint64) (vault.VaultSettings, []vault.ChainEntry, error) {
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return vault.VaultSettings{}, nil, fmt.Errorf("read the settings: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return vault.VaultSettings{}, nil, fmt.Errorf("read the settings: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+	s, err := readSettings(ctx, conn, vaultID)
+	if err != nil {
+		return s, nil, err
+	}
+	es, err := chainEntries(ctx, conn, vaultID, `AND seq >= ? ORDER BY seq`, int64(min(from, math.MaxInt64)))
 	if err != nil {
 		return s, nil, err
 	}
