@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -351,14 +350,8 @@ func (a *app) kekRotation() (time.Duration, error) {
 		return defaultKEKRotation, nil
 	case s == "off" || s == "0":
 		return 0, nil
-	case strings.HasSuffix(s, "d"):
-		n, err := strconv.Atoi(strings.TrimSuffix(s, "d"))
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("COFFER_KEK_ROTATION=%q: want a number of days (90d), a duration (2160h) or off", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := parseDaysOrDuration(s)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("COFFER_KEK_ROTATION=%q: want a number of days (90d), a duration (2160h) or off", s)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -81,20 +82,29 @@ func (v durationValue) String() string {
 }
 
 func (v durationValue) Set(s string) error {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil {
-			return fmt.Errorf("want a duration such as 12h or 30d")
-		}
-		*v.d = time.Duration(days) * 24 * time.Hour
-		return nil
-	}
-	d, err := time.ParseDuration(s)
+	d, err := parseDaysOrDuration(s)
 	if err != nil {
 		return fmt.Errorf("want a duration such as 12h or 30d")
 	}
 	*v.d = d
 	return nil
+}
+
+// parseDaysOrDuration parses a number of days ("30d") or a Go duration
+// ("12h"); a number of days too large for a duration is an error, never
+// a wrapped value.
+func parseDaysOrDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, err
+		}
+		if int64(days) > math.MaxInt64/int64(24*time.Hour) || int64(days) < math.MinInt64/int64(24*time.Hour) {
+			return 0, fmt.Errorf("%s: out of range", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 func (v durationValue) Type() string { return "duration" }

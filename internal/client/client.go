@@ -1158,7 +1158,15 @@ func (v *Vault) loadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID,
 
 // LoadTree downloads and decodes tree id.
 func (v *Vault) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
-	b, err := v.LoadBlob(ctx, vault.TreeBlob, id, nil)
+	return loadTree(ctx, v, id)
+}
+
+// loadTree downloads tree id through r (which checks it against its ID
+// in r's dedup domain) and decodes it.
+func loadTree(ctx context.Context, r interface {
+	LoadBlob(context.Context, vault.BlobType, vault.ID, []byte) ([]byte, error)
+}, id vault.ID) (*format.Tree, error) {
+	b, err := r.LoadBlob(ctx, vault.TreeBlob, id, nil)
 	if err != nil {
 		return nil, err
 	}

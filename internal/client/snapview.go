@@ -60,15 +60,7 @@ func (w *SnapshotView) LoadBlobs(ctx context.Context, t vault.BlobType, ids []va
 
 // LoadTree downloads and decodes tree id of the snapshot's domain.
 func (w *SnapshotView) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
-	b, err := w.LoadBlob(ctx, vault.TreeBlob, id, nil)
-	if err != nil {
-		return nil, err
-	}
-	t, err := format.DecodeTree(b)
-	if err != nil {
-		return nil, fmt.Errorf("tree %s: %w", id, err)
-	}
-	return t, nil
+	return loadTree(ctx, w, id)
 }
 
 // BlobSize returns a blob's raw length. A snapshot of a source's domain
