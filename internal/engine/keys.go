@@ -196,8 +196,11 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		}
 		if !anchored {
 			v.log.Warn("the catalog had no keyring anchor for this vault: anchored at the store's verified latest generation", "vault", v.opt.Name, "generation", kr.Generation)
-			v.opt.Catalog.AddKeyEvent(ctx, vault.KeyEvent{Vault: id, Time: v.opt.Now(), Principal: "system", Event: vault.KeyEventAnchor, KEK: kek.String(),
-				Detail: fmt.Sprintf("the catalog had no keyring anchor: anchored at generation %d from the store (a rebuilt catalog, or the anchor was deleted)", kr.Generation), OK: true})
+			if err := v.opt.Catalog.AddKeyEvent(ctx, vault.KeyEvent{Vault: id, Time: v.opt.Now(), Principal: "system", Event: vault.KeyEventAnchor, KEK: kek.String(),
+				Detail: fmt.Sprintf("the catalog had no keyring anchor: anchored at generation %d from the store (a rebuilt catalog, or the anchor was deleted)", kr.Generation), OK: true}); err != nil {
+				// The anchor is written; only its record in key log is lost.
+				v.log.Error("could not record the re-anchored keyring in the key log", "vault", v.opt.Name, "generation", kr.Generation, "err", err)
+			}
 		}
 	}
 	v.advanceKeyPin(kr, commit)
