@@ -41,7 +41,8 @@ else echo "skipping kopia: no kopia binary found; set KOPIA or PATH" >&2; fi
 
 W=$(mktemp -d /tmp/coffer-bench-peers.XXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
+KSRV=   # the current round's kopia server, if one is running
+cleanup() { for p in "${PIDS[@]}" $KSRV; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 HZ=$(getconf CLK_TCK)
 BASEPORT=$((20000 + RANDOM % 20000))
@@ -75,7 +76,8 @@ FINGERPRINT=$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha256 | cut -
 CPORT=$BASEPORT
 "$COFFER" server --data "$W/c-srv" --listen "127.0.0.1:$CPORT" >"$W/c-srv.out" 2>"$W/c-srv.log" &
 CSRV=$!; PIDS+=("$CSRV")
-for _ in $(seq 100); do [ -s "$W/c-srv/initial-owner-token" ] && grep -q listening "$W/c-srv.out" && break; sleep 0.1; done
+for _ in $(seq 200); do [ -s "$W/c-srv/initial-owner-token" ] && grep -q listening "$W/c-srv.out" && break; sleep 0.1; done
+grep -q listening "$W/c-srv.out" || { echo "coffer server did not start: $(tail -3 "$W/c-srv.log")" >&2; exit 1; }
 export COFFER_CACERT="$W/c-srv/tls/ca.pem" COFFER_TOKEN="$(cat "$W/c-srv/initial-owner-token")"
 run_coffer() { # round
   local url="https://127.0.0.1:$CPORT"
@@ -127,7 +129,7 @@ run_kopia() { # round
     || { echo "kopia server users add FAILED: $(tail -3 "$s/out")" >&2; exit 1; }
   KOPIA_SERVER_PASSWORD=ui KOPIA_SERVER_CONTROL_PASSWORD=control "$KOPIA" server start "${sflags[@]}" --cache-directory="$s/cache" --no-ui \
     --address="https://127.0.0.1:$kport" --tls-cert-file="$W/cert.pem" --tls-key-file="$W/key.pem" >"$s/server.log" 2>&1 &
-  KSRV=$!; PIDS+=("$KSRV")
+  KSRV=$!
   wait_for "$s/server.log" "SERVER ADDRESS"
   local cflags=(--config-file="$c/repository.config" --log-dir="$c/logs")
   "$KOPIA" repository connect server --url="https://127.0.0.1:$kport" --server-cert-fingerprint="$FINGERPRINT" \
@@ -141,7 +143,7 @@ run_kopia() { # round
   timed kopia restore "$KOPIA" snapshot restore "$sid" "$W/out" "${cflags[@]}"
   check_restore kopia "$W/out"
   local p; p=$(peak "$KSRV"); [ "${p:-0}" -gt "$KPEAK" ] && KPEAK=$p
-  kill "$KSRV"; wait "$KSRV" 2>/dev/null || true
+  kill "$KSRV"; wait "$KSRV" 2>/dev/null || true; KSRV=
   rm -rf "$W/out" "$W/k-repo"
 }
 
