@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Local vault against vault server over loopback TLS, same binary, same data.
 # Usage: scripts/bench-remote.sh COFFER_BINARY [DATASET_DIR]   (RUNS=5 by default)
-# Prints the median wall time and peak RSS of each phase and the ratio
-# remote/local. Each run starts from an empty vault on both sides and the
+# Prints the median wall time and peak RSS of each phase (first backup,
+# unchanged re-run: a second backup of the same data into the same vault,
+# restore) and the ratio remote/local. Each round starts from an empty vault
+# and an empty agent home ($COFFER_HOME: pins, tokens) on both sides, and the
 # two modes alternate, so both see the same cache and memory conditions.
+# Nothing is dropped from the page cache; the data set is read once first.
 set -euo pipefail
 COFFER=$(readlink -f "${1:?path to a built coffer binary}")
 DATA=${2:-/tmp/coffer-bench-data/mixed}
@@ -24,19 +27,23 @@ timed() { # label cmd...
   cat "$W/t" >>"$W/$1"
 }
 for i in $(seq "$RUNS"); do
-  rm -rf "$W/home" "$W/out-l" "$W/out-r" "$W/srv/vaults"/*/store/packs
-  timed local.backup env COFFER_HOME="$W/home" "$COFFER" backup "$DATA"
-  timed local.restore env COFFER_HOME="$W/home" "$COFFER" restore latest --target "$W/out-l"
+  rm -rf "$W/home" "$W/rhome" "$W/out-l" "$W/out-r" "$W/srv/vaults"/*/store/packs
+  export COFFER_HOME="$W/home"
+  timed local.backup "$COFFER" backup "$DATA"
+  timed local.rerun "$COFFER" backup "$DATA"
+  timed local.restore "$COFFER" restore latest --target "$W/out-l"
   rm -rf "$W/home" "$W/out-l"
+  export COFFER_HOME="$W/rhome"   # the agent's own state, kept out of the user's home
   "$COFFER" vault create "b$i" --vault "$URL" >/dev/null
   timed remote.backup "$COFFER" backup "$DATA" --vault "$URL/b$i"
+  timed remote.rerun "$COFFER" backup "$DATA" --vault "$URL/b$i"
   timed remote.restore "$COFFER" restore latest --vault "$URL/b$i" --target "$W/out-r"
   rm -rf "$W/out-r"
 done
 median() { sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-for p in backup restore; do
+for p in backup rerun restore; do
   l=$(cut -d' ' -f1 "$W/local.$p" | median); r=$(cut -d' ' -f1 "$W/remote.$p" | median)
   lm=$(cut -d' ' -f2 "$W/local.$p" | median); rm_=$(cut -d' ' -f2 "$W/remote.$p" | median)
-  echo "local $p ${l}s ${lm}KB | remote $p ${r}s ${rm_}KB (agent) | ratio remote/local $(awk -v a="$r" -v b="$l" 'BEGIN{printf "%.2f", a/b}')"
+  echo "local $p ${l}s ${lm}KB | remote $p ${r}s ${rm_}KB (agent) | ratio remote/local $(awk -v a="$r" -v b="$l" 'BEGIN{if (b>0) printf "%.2f", a/b; else printf "n/a"}')"
 done
-echo "server peak RSS: $(ps -o rss= -p "$SRV" 2>/dev/null || echo ?) KB now"
+echo "server RSS: $(ps -o rss= -p "$SRV" 2>/dev/null | tr -d ' ' || echo ?) KB now, $(awk '/VmHWM/{print $2}' "/proc/$SRV/status" 2>/dev/null || echo ?) KB peak"
