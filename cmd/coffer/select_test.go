@@ -250,6 +250,10 @@ func TestForgetSelection(t *testing.T) {
 	if got := snapshotIDs(t, e, "--host", "web01"); !slices.Equal(got, web01[1:]) {
 		t.Errorf("after forget ID --host web01: %v, want %v", got, web01[1:])
 	}
+	// The forgotten ones, filtered the same way.
+	if got := snapshotIDs(t, e, "--deleted", "--host", "web01"); !slices.Equal(got, web01[:1]) {
+		t.Errorf("snapshots --deleted --host web01: %v, want %v", got, web01[:1])
+	}
 }
 
 // TestBackupParentChoice: the parent is the newest snapshot of the same
@@ -457,13 +461,26 @@ func TestRemoteSelection(t *testing.T) {
 	if got := snapshotIDs(t, e, "--host", "web02"); len(got) != 2 {
 		t.Errorf("remote snapshots --host web02: %v", got)
 	}
+	// An agent's latest is its own, whatever COFFER_HOST says.
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	agentTok := strings.TrimSpace(mustCoffer(t, e, "source", "add", "db01"))
+	db01 := filepath.Join(t.TempDir(), "db01")
+	writeFile(t, filepath.Join(db01, "f"), []byte("db01's data"), 0o644)
+	e.setenv("COFFER_TOKEN", agentTok)
+	idDB := backupJSON(t, e, db01)
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	backupJSON(t, e, web01) // web01's, newer
+	e.setenv("COFFER_TOKEN", agentTok)
+	if got, id := restoredFrom(t, e, []string{web01, web02, db01}, "latest"); got != db01 || id != idDB {
+		t.Errorf("agent db01's restore latest with COFFER_HOST=web01: %s (%s), want its own %s", got, id, idDB)
+	}
 	e.setenv("COFFER_TOKEN", srv.OwnerToken)
 	mustCoffer(t, e, "forget", "--host", "web02", "--keep-last", "1")
 	var hosts []string
 	for _, s := range listSnapshots(t, e) {
 		hosts = append(hosts, s.Host)
 	}
-	if !slices.Equal(hosts, []string{"web01", "web02"}) {
-		t.Errorf("after remote forget --host web02 --keep-last 1: hosts %v, want web01 web02", hosts)
+	if !slices.Equal(hosts, []string{"web01", "web02", "db01", "web01"}) {
+		t.Errorf("after remote forget --host web02 --keep-last 1: hosts %v, want web01 web02 db01 web01", hosts)
 	}
 }
