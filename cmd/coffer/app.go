@@ -78,6 +78,8 @@ Environment:
   COFFER_HOME          where local vaults and the platform key file live
   COFFER_VAULT         default for --vault
   COFFER_KEY_FILE      default for --key-file
+  COFFER_HOST          this machine's host name for backups and "latest"
+                       (default: the system's host name)
   COFFER_KEK_ROTATION  age at which a backup rotates the platform key (default 90d; off)
   COFFER_TOKEN         default for --token (vault servers); without either, the
                        token coffer login --save kept for that server

@@ -116,6 +116,7 @@ func TestUpgradeFormat1CLI(t *testing.T) {
 		t.Fatalf("snapshots after the upgrade: %+v", snaps)
 	}
 	target := t.TempDir()
+	e.setenv("COFFER_HOST", snaps[1].Host) // latest is this host's
 	mustCoffer(t, e, "restore", "latest", "--target", target)
 	if b, err := os.ReadFile(filepath.Join(target, "tmp", "v1src", "a.txt")); err != nil || string(b) != "alpha two\n" {
 		t.Errorf("restored a.txt = %q, %v", b, err)

@@ -556,7 +556,8 @@ func TestSnapshotsListing(t *testing.T) {
 func TestLs(t *testing.T) {
 	e := newEnv(t)
 	data := sampleData(t)
-	id := backupJSON(t, e, data, "--host", "h")
+	e.setenv("COFFER_HOST", "h") // the host of backups and of "latest"
+	id := backupJSON(t, e, data)
 
 	out := mustCoffer(t, e, "ls", "latest")
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,19 +12,22 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 func newBackupCmd(a *app) *cobra.Command {
 	var tags, excludes []string
-	var host string
-	var jsonOut bool
+	var host, parentRef string
+	var jsonOut, force bool
 	cmd := &cobra.Command{
 		Use:   "backup PATH...",
 		Short: "Back up files and directories into the vault",
 		Long: `Back up files and directories into the vault, creating the vault (and its
-platform key file) on first use. Files unchanged since the last snapshot of
-the same host and paths (same size, mtime, ctime and inode) are not read
-again. Prints the new snapshot's ID.
+platform key file) on first use. Files unchanged since the parent snapshot
+(same size, mtime, ctime and inode) are not read again. The parent is the
+newest snapshot of the same host and the same set of paths, whatever its tags;
+--parent SNAPSHOT chooses another of this host's, and --force reads every file.
+Prints the new snapshot's ID.
 
 Paths are checked first: one that does not exist is a warning when others do
 (the backup goes on without it and exits 3), and when none exists nothing is
@@ -33,13 +37,17 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 /home/you/Documents, and a restore recreates that path under its target.`,
 		Example: `  coffer backup ~/Documents
   coffer backup /etc /srv --tag nightly --exclude '*.tmp' --exclude /srv/cache
-  coffer backup ~/Documents --json`,
+  coffer backup ~/Documents --json
+  coffer backup /srv --force                 # read every file again, however unchanged it looks`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if force && parentRef != "" {
+				return errors.New("give --parent or --force, not both: --force reads every file, with no parent")
+			}
 			if host == "" {
-				h, err := os.Hostname()
+				h, err := a.thisHost()
 				if err != nil {
-					return fmt.Errorf("cannot read the host name, give --host: %w", err)
+					return err
 				}
 				host = h
 			}
@@ -81,6 +89,20 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 					parentSince = v.BoundHostSince()
 				}
 			}
+			var parent *vault.SnapshotRecord
+			if parentRef != "" {
+				// "latest" is this backup's host's newest; an ID is checked
+				// by the agent (same host and source).
+				var sel selection
+				if parentRef == "latest" {
+					sel.Hosts = []string{host}
+				}
+				p, err := a.findSnapshot(ctx, v, parentRef, sel)
+				if err != nil {
+					return fmt.Errorf("--parent %s: %w", parentRef, err)
+				}
+				parent = &p
+			}
 			if _, remote := v.(*remoteVault); remote {
 				a.limitMemory(remoteBackupBudget)
 			} else {
@@ -90,6 +112,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
 				Paths: args, Tags: tags, Host: host, Excludes: excludes,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
+				Parent: parent, Force: force,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
@@ -125,7 +148,9 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 	f := cmd.Flags()
 	f.StringArrayVar(&tags, "tag", nil, "tag the snapshot (repeatable)")
 	f.StringArrayVar(&excludes, "exclude", nil, "skip files whose name or full path matches this glob (repeatable)")
-	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: this machine's; with an agent's token the server records the agent's name)")
+	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: $COFFER_HOST, else this machine's; with an agent's token the server records the agent's name)")
+	f.StringVar(&parentRef, "parent", "", `reuse unchanged files of this snapshot of the same host (ID, prefix or "latest") instead of the newest of the same paths`)
+	f.BoolVar(&force, "force", false, "read every file, with no parent snapshot to reuse unchanged files from")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	return cmd
 }

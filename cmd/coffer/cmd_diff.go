@@ -11,7 +11,7 @@ import (
 
 func newDiffCmd(a *app) *cobra.Command {
 	var jsonOut bool
-	var host string
+	var sf selectFlags
 	var maxEntries uint64
 	cmd := &cobra.Command{
 		Use:   "diff SNAPSHOT1 SNAPSHOT2",
@@ -19,21 +19,30 @@ func newDiffCmd(a *app) *cobra.Command {
 		Long: `Show the paths added (+), removed (-), modified (M), changed type (T) or
 changed only in metadata (U) from SNAPSHOT1 to SNAPSHOT2. It visits no more
 entries than the two snapshots' records count, and stops with an error at a
-snapshot whose trees expand to more (--max-entries overrides the sum).`,
-		Example: "  coffer diff 1a2b3c4d latest\n  coffer diff 1a2b 5e6f --json",
+snapshot whose trees expand to more (--max-entries overrides the sum).
+
+"latest" is this host's newest snapshot ($COFFER_HOST or this machine's host
+name; with an agent's token, the agent's); --host, --path and --tag narrow the
+choice, --any-host widens it to every host. A snapshot named by ID is used whatever its
+host, but refused when filters given exclude it.`,
+		Example: "  coffer diff 1a2b3c4d latest\n  coffer diff 1a2b 5e6f --json\n  coffer diff 1a2b3c4d latest --path /srv",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			sel, err := sf.selection()
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			v, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			s1, err := findSnapshot(ctx, v, args[0], host)
+			s1, err := a.findSnapshot(ctx, v, args[0], sel)
 			if err != nil {
 				return err
 			}
-			s2, err := findSnapshot(ctx, v, args[1], host)
+			s2, err := a.findSnapshot(ctx, v, args[1], sel)
 			if err != nil {
 				return err
 			}
@@ -74,7 +83,7 @@ snapshot whose trees expand to more (--max-entries overrides the sum).`,
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per line")
-	latestHostFlag(cmd, &host)
+	sf.register(cmd, true)
 	maxEntriesFlag(cmd, &maxEntries)
 	return cmd
 }

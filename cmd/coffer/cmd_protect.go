@@ -24,6 +24,7 @@ import (
 func newForgetCmd(a *app) *cobra.Command {
 	var jsonOut, dryRun bool
 	var pf policyFlags
+	var sf selectFlags
 	cmd := &cobra.Command{
 		Use:   "forget [SNAPSHOT...]",
 		Short: "Soft-delete snapshots, by ID or by a retention policy",
@@ -36,13 +37,23 @@ Name snapshots by ID (or unique prefix), or give a policy with --keep-* flags:
 every snapshot the policy does not keep is forgotten, per group of snapshots
 with the same host and paths (--group-by). --dry-run shows what would go.
 
+--host, --path and --tag (as for coffer snapshots) limit a policy to the
+snapshots they select: the others are neither kept nor forgotten, whatever the
+policy says. With no filter the policy applies to every host's snapshots. With
+IDs, filters given must select every snapshot named, or nothing is forgotten.
+
 A snapshot younger than the vault's minimum retention (--min-retention of
 coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 		Example: `  coffer forget 1a2b3c4d
   coffer forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
-  coffer forget --keep-last 3 --keep-within 30d --keep-tag monthly --group-by host`,
+  coffer forget --keep-last 3 --keep-within 30d --keep-tag monthly --group-by host
+  coffer forget --host web01 --path /srv --keep-daily 14 --dry-run`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			sel, err := sf.selection()
+			if err != nil {
+				return err
+			}
 			policy, hasPolicy, err := pf.policy(cmd)
 			if err != nil {
 				return err
@@ -65,7 +76,9 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 			var ids []vault.ID
 			var groups []retention.Group
 			if hasPolicy {
-				if groups, err = retention.Apply(policy, snaps, a.now()); err != nil {
+				// The policy sees only the selected snapshots: it keeps or
+				// forgets those, and never one the filters leave out.
+				if groups, err = retention.Apply(policy, sel.Select(snaps), a.now()); err != nil {
 					return err
 				}
 				for _, g := range groups {
@@ -80,6 +93,9 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					s, err := engine.FindSnapshot(snaps, ref)
 					if err != nil {
 						return fmt.Errorf("nothing was forgotten: %w", err)
+					}
+					if !sel.Match(s) {
+						return notSelected(s, sel.snapshotFilter)
 					}
 					ids = append(ids, s.ID)
 				}
@@ -171,6 +187,7 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be forgotten; change nothing")
 	pf.register(cmd, true)
+	sf.register(cmd, false)
 	return cmd
 }
 

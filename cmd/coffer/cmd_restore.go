@@ -18,7 +18,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var target string
 	var include []string
 	var overwrite, jsonOut bool
-	var host string
+	var sf selectFlags
 	var maxEntries uint64
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR",
@@ -30,6 +30,14 @@ exists, without --overwrite) is a warning: everything else is restored, and
 the exit code is 3. Nothing is ever written outside DIR: a snapshot entry
 that would escape it, or lead through a symlink, stops the restore.
 
+"latest" is the newest snapshot of this host: of $COFFER_HOST or this
+machine's host name, or with an agent's token of the agent's own. Another
+machine's newer backup is never restored by accident. --host NAME restores
+another host's, --any-host the newest of any; --path and --tag narrow the
+choice (a host that backs up several sets of paths: --path picks the set). A
+snapshot named by ID is restored whatever its host, but refused when filters
+given exclude it.
+
 A snapshot's record counts its files and directories (coffer snapshots shows
 them); a restore visits no more entries than that, so a snapshot whose trees
 name the same subtrees over and over (a "tree bomb") stops with an error
@@ -37,11 +45,16 @@ before anything is written instead of filling the disk and memory.`,
 		Example: `  coffer restore latest --target /tmp/restored
   coffer restore 1a2b3c4d --target /tmp/r --include /home/ann/Documents/report.odt
   coffer restore latest --target / --overwrite     # put everything back in place
+  coffer restore latest --host web02 --path /srv --target /tmp/r   # another machine's newest backup of /srv
   coffer restore 1a2b3c4d --target /tmp/r --max-entries 2000000   # a trusted old snapshot that undercounts`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if target == "" {
 				return fmt.Errorf("give the directory to restore into with --target DIR")
+			}
+			sel, err := sf.selection()
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			v, err := a.open(ctx, false)
@@ -49,7 +62,7 @@ before anything is written instead of filling the disk and memory.`,
 				return err
 			}
 			defer v.Close()
-			s, err := findSnapshot(ctx, v, args[0], host)
+			s, err := a.findSnapshot(ctx, v, args[0], sel)
 			if err != nil {
 				return err
 			}
@@ -110,7 +123,7 @@ before anything is written instead of filling the disk and memory.`,
 		},
 	}
 	f := cmd.Flags()
-	latestHostFlag(cmd, &host)
+	sf.register(cmd, true)
 	f.StringVar(&target, "target", "", "directory to restore into (created if missing)")
 	f.StringArrayVar(&include, "include", nil, "restore only this path of the snapshot (repeatable)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")

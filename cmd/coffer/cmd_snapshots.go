@@ -50,17 +50,26 @@ func toSnapshotJSON(s vault.SnapshotRecord) snapshotJSON {
 
 func newSnapshotsCmd(a *app) *cobra.Command {
 	var jsonOut, deleted bool
+	var sf selectFlags
 	cmd := &cobra.Command{
 		Use:   "snapshots",
 		Short: "List the vault's snapshots",
-		Long: `List the vault's snapshots, oldest first. With --deleted, list the forgotten
-(soft-deleted) ones instead, with when each was forgotten, by whom, and until
-when "coffer undelete" can bring it back.`,
-		Example: "  coffer snapshots\n  coffer snapshots --json | jq '.[].id'\n  coffer snapshots --deleted",
+		Long: `List the vault's snapshots, of every host, oldest first. --host, --path and
+--tag list only some: --host (repeatable) those of any of the hosts named,
+--path (repeatable) those that include every path named among their backed-up
+paths, --tag a,b those tagged both a and b (repeatable: any of the lists; ''
+for the untagged). With --deleted, list the forgotten (soft-deleted) ones
+instead, with when each was forgotten, by whom, and until when "coffer
+undelete" can bring it back.`,
+		Example: "  coffer snapshots\n  coffer snapshots --host web01 --path /srv --tag nightly\n  coffer snapshots --json | jq '.[].id'\n  coffer snapshots --deleted",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			sel, err := sf.selection()
+			if err != nil {
+				return err
+			}
 			if deleted {
-				return a.deletedSnapshots(cmd, jsonOut)
+				return a.deletedSnapshots(cmd, jsonOut, sel.snapshotFilter)
 			}
 			v, err := a.open(cmd.Context(), false)
 			if err != nil {
@@ -71,6 +80,8 @@ when "coffer undelete" can bring it back.`,
 			if err != nil {
 				return err
 			}
+			all := len(snaps)
+			snaps = sel.Select(snaps)
 			if jsonOut {
 				out := make([]snapshotJSON, 0, len(snaps))
 				for _, s := range snaps {
@@ -79,6 +90,10 @@ when "coffer undelete" can bring it back.`,
 				return a.printJSON(out)
 			}
 			if len(snaps) == 0 {
+				if all > 0 {
+					fmt.Fprintf(a.stdout, "no snapshot matches %s (of %s)\n", safeText(sel.String()), plural(all, "snapshot", "snapshots"))
+					return nil
+				}
 				fmt.Fprintln(a.stdout, "no snapshots yet")
 				return nil
 			}
@@ -97,11 +112,12 @@ when "coffer undelete" can bring it back.`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the forgotten (soft-deleted) snapshots")
+	sf.register(cmd, false)
 	return cmd
 }
 
 // deletedSnapshots lists the soft-deleted snapshots.
-func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
+func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool, f snapshotFilter) error {
 	ctx := cmd.Context()
 	v, closer, err := a.openProtection(ctx)
 	if err != nil {
@@ -118,7 +134,7 @@ func (a *app) deletedSnapshots(cmd *cobra.Command, jsonOut bool) error {
 	}
 	out := []snapshotJSON{}
 	for _, s := range all {
-		if s.Deleted.IsZero() {
+		if s.Deleted.IsZero() || !f.Match(s) {
 			continue
 		}
 		j := toSnapshotJSON(s)

@@ -175,7 +175,7 @@ func TestCrashDuringBackup(t *testing.T) {
 			// first, a middle and the last run are enough.
 			if i == 0 || i == runs/2 || i == runs-1 {
 				target := t.TempDir()
-				mustCoffer(t, e, "restore", "latest", "--target", target)
+				mustCoffer(t, e, "restore", "latest", "--host", "crash", "--target", target)
 				assertSameTree(t, data, filepath.Join(target, data))
 			}
 		})

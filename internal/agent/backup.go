@@ -66,6 +66,13 @@ type BackupOptions struct {
 	// snapshots of that host were made by other writers, and a parent's
 	// unchanged files are reused without being read.
 	ParentSince time.Time
+	// Parent, when set, is the parent snapshot instead of the one
+	// findParent picks (coffer backup --parent). It must be of Host, of
+	// the repository's dedup domain and not older than ParentSince, or
+	// the backup fails before it reads a file; its paths may differ.
+	Parent *vault.SnapshotRecord
+	// Force: no parent, so every file is read (coffer backup --force).
+	Force bool
 }
 
 // Warning is a problem that did not stop a backup or restore.
@@ -303,7 +310,10 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 			b.skip[a] = true
 		}
 	}
-	parent := b.findParent(ctx, paths)
+	parent, err := b.chooseParent(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -390,6 +400,35 @@ func absPaths(in []string) ([]string, error) {
 		}
 	}
 	return kept, nil
+}
+
+// chooseParent is the backup's parent: none with Force, the one the
+// options name when they do (if it may be one), else findParent's.
+func (b *backup) chooseParent(ctx context.Context, paths []string) (*vault.SnapshotRecord, error) {
+	p := b.opt.Parent
+	switch {
+	case b.opt.Force && p != nil:
+		return nil, errors.New("backup: a parent and force exclude each other: force reads every file, a parent's unchanged files are not read")
+	case b.opt.Force:
+		return nil, nil
+	case p == nil:
+		return b.findParent(ctx, paths), nil
+	}
+	domain := ""
+	if d, ok := b.repo.(interface{ Domain() string }); ok {
+		domain = d.Domain()
+	}
+	// SECURITY: a parent's unchanged files are reused without being read,
+	// so a chosen parent passes the rules findParent (and a server) apply.
+	switch {
+	case p.Host != b.opt.Host:
+		return nil, fmt.Errorf("backup: parent snapshot %s is of host %q, not of this backup's host %q: a snapshot's parent is one of its own host", p.ID.Short(), p.Host, b.opt.Host)
+	case p.Domain != domain:
+		return nil, fmt.Errorf("backup: parent snapshot %s is of another source's dedup domain: a snapshot's parent is one of its own source", p.ID.Short())
+	case p.Time.Before(b.opt.ParentSince):
+		return nil, fmt.Errorf("backup: parent snapshot %s predates agent %s (created %s): another writer made it, so its files must not be reused", p.ID.Short(), b.opt.Host, b.opt.ParentSince.UTC().Format(time.RFC3339))
+	}
+	return p, nil
 }
 
 // findParent picks the newest snapshot of the same host and paths.

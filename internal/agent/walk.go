@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"strings"
 
@@ -22,7 +24,8 @@ type TreeLoader interface {
 // an error wrapping vault.ErrNotFound. With max > 0 (MaxEntries of the
 // snapshot's record) the walk stops with ErrTooManyEntries once it has
 // visited max entries; its memory is the depth of the tree, whatever the
-// trees expand to.
+// trees expand to. When fn returns fs.SkipDir for a directory, Walk does
+// not descend into it.
 func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, max uint64, fn func(p string, n *format.Node) error) error {
 	b := &entryBudget{max: max}
 	prefix = path.Clean("/" + prefix)
@@ -44,7 +47,9 @@ func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, ma
 				return err
 			}
 			if i == len(parts)-1 {
-				if err := fn(p, n); err != nil {
+				if err := fn(p, n); errors.Is(err, fs.SkipDir) {
+					return nil
+				} else if err != nil {
 					return err
 				}
 				if n.Kind != format.KindDir {
@@ -73,7 +78,11 @@ func walk(ctx context.Context, repo TreeLoader, id vault.ID, dir string, b *entr
 		if err := b.take(p); err != nil {
 			return err
 		}
-		if err := fn(p, n); err != nil {
+		err := fn(p, n)
+		if errors.Is(err, fs.SkipDir) {
+			continue
+		}
+		if err != nil {
 			return err
 		}
 		if n.Kind == format.KindDir {
