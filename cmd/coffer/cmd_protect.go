@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -446,8 +445,8 @@ func settingsJSON(s vault.VaultSettings) map[string]any {
 	m := map[string]any{"soft_delete": s.SoftDelete, "soft_delete_days": s.SoftDeleteDays, "immutability": s.Immutability,
 		"min_retention_seconds": int64(s.MinRetention / time.Second), "min_retention": protect.FormatDuration(s.MinRetention), "single_user": s.SingleUser,
 		"dedup_scope": s.DedupScope.OrDefault()}
-	if s.Policy != "" {
-		m["policy"] = json.RawMessage(s.Policy)
+	if p, err := storedPolicyJSON(s.Policy); err == nil && p != nil {
+		m["policy"] = p // the flags' object, never the stored Go struct
 	}
 	return m
 }

@@ -50,7 +50,21 @@ func TestPolicyShownAsFlags(t *testing.T) {
 	if !reflect.DeepEqual(got, wantJSON) {
 		t.Errorf("policy show --json:\n got %v\nwant %v", got, wantJSON)
 	}
-	// The event log and vault show say it as flags too.
+	var show struct {
+		Protection struct {
+			Policy map[string]any `json:"policy"`
+		} `json:"protection"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "vault", "show", "--json")), &show); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(show.Protection.Policy, wantJSON["policy"]) {
+		t.Errorf("vault show --json policy: %v", show.Protection.Policy)
+	}
+	if out := mustCoffer(t, e, "vault", "show"); !strings.Contains(out, want) {
+		t.Errorf("vault show:\n%s", out)
+	}
+	// The event log says it as flags too.
 	if log := mustCoffer(t, e, "vault", "log"); !strings.Contains(log, "policy none → "+want) || strings.Contains(log, "Daily") {
 		t.Errorf("vault log:\n%s", log)
 	}

@@ -92,12 +92,12 @@ func printForget(a *app, r forgetResult, jsonOut bool) error {
 			Decisions []decision `json:"snapshots"`
 		}
 		out := struct {
-			DryRun    bool           `json:"dry_run"`
-			Policy    *policyJSON    `json:"policy,omitempty"`
-			Forgotten []snapshotJSON `json:"forgotten"`
+			DryRun    bool            `json:"dry_run"`
+			Policy    *policyJSON     `json:"policy,omitempty"`
+			Forgotten []snapshotJSON  `json:"forgotten"`
 			Protected *[]snapshotJSON `json:"protected,omitempty"` // with a stored or proposed policy: always there
-			Until     time.Time      `json:"recoverable_until"`
-			Groups    []group        `json:"groups,omitempty"`
+			Until     time.Time       `json:"recoverable_until"`
+			Groups    []group         `json:"groups,omitempty"`
 		}{DryRun: r.DryRun, Forgotten: []snapshotJSON{}, Until: r.Expiry}
 		if r.Policy != nil {
 			out.Policy = toPolicyJSON(*r.Policy)
