@@ -21,9 +21,11 @@ func newPolicyCmd(a *app) *cobra.Command {
 A vault server applies it once a day, at its daily run (coffer server
 --retention-at, 03:00 server time by default): what the policy does not keep
 is forgotten (soft delete), except snapshots younger than the minimum
-retention. A policy is first applied at the run after the day it was stored,
-never at once: "coffer policy set --dry-run" before storing it, or "coffer
-forget --policy --dry-run" after, shows what it would forget and keep.
+retention. A policy is never applied at once: a run applies only what was
+stored at least an hour before it (with 03:00, a policy stored after 02:00 is
+first applied at 03:00 the next day). "coffer policy set --dry-run" before
+storing it, or "coffer forget --policy --dry-run" after, shows what it would
+forget and keep.
 
 A local vault has no daily run: "coffer forget --policy" applies the stored
 policy (run it from cron or a systemd timer to apply it every day).
@@ -146,7 +148,7 @@ func (a *app) setPolicy(cmd *cobra.Command, change api.SettingsChange, jsonOut b
 	}
 	fmt.Fprintf(a.stdout, "policy: %s\n", pol.Flags)
 	if remote {
-		fmt.Fprintln(a.stdout, `the server applies it at its daily run, from tomorrow's on; "coffer forget --policy --dry-run" shows what it would forget`)
+		fmt.Fprintln(a.stdout, `the server applies it at its daily run (coffer server --retention-at, 03:00 by default), not now, and not within the hour; "coffer forget --policy --dry-run" shows what it would forget`)
 	} else {
 		fmt.Fprintln(a.stdout, `"coffer forget --policy" applies it (--dry-run: show what it would forget)`)
 	}

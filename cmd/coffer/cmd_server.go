@@ -47,9 +47,9 @@ sent with "coffer key use-cmk" may only name the PKCS#11 modules given with
 Stored retention policies (coffer policy set) are applied once a day, at
 --retention-at (default 03:00) in this machine's time zone (TZ), or, when the
 server was not running then, within a minute of its next start that day. A
-policy is never applied at the run of the day it was stored, nor before:
-after a policy set (or any settings change) the vault waits for the next
-day's run, which leaves time for "coffer forget --policy --dry-run".
+run applies only settings stored at least an hour before its time: a policy
+stored (or any settings change made) later waits for the next day's run,
+which leaves time for "coffer forget --policy --dry-run".
 
 The data directory holds the server's keys and must be private to the
 user the server runs as: the server refuses to start when DIR, its keys,

@@ -388,7 +388,7 @@ func TestRemoteProtection(t *testing.T) {
 	if snaps := listSnapshots(t, e); len(snaps) != 3 {
 		t.Errorf("the stored policy was applied before the daily run: %d snapshots live", len(snaps))
 	}
-	srv.Clock.Add(int64(25 * time.Hour))
+	srv.Clock.Add(int64(26 * time.Hour))
 	if err := srv.Server.Maintain(t.Context()); err != nil {
 		t.Fatal(err)
 	}

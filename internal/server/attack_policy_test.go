@@ -135,6 +135,37 @@ func TestAttackPolicyDailyRunAtItsTime(t *testing.T) {
 	}
 }
 
+// TestAttackPolicyStoredJustBeforeTheRun: a policy stored at 02:30 is
+// not applied at 03:00, half an hour later, but at 03:00 the next day.
+func TestAttackPolicyStoredJustBeforeTheRun(t *testing.T) {
+	a := newArena(t) // the run at 03:00 UTC by default
+	ctx := context.Background()
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, 1)
+	a.setClock(day.Add(time.Hour))
+	dir := t.TempDir()
+	for i := range 2 {
+		writeTree(t, dir, map[string][]byte{"f": []byte(strings.Repeat("x", i+1))})
+		a.backupAs(a.env.OwnerToken, dir, "h")
+		a.advance(time.Minute)
+	}
+	a.setClock(day.Add(2*time.Hour + 30*time.Minute))
+	a.storePolicy(retention.Policy{Last: 1})
+	a.setClock(day.Add(3 * time.Hour))
+	if err := a.env.Server.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.liveSnapshots()); n != 2 || len(a.policyRuns()) != 0 {
+		t.Fatalf("a policy stored at 02:30 was applied at 03:00: %d snapshots live, runs %+v", n, a.policyRuns())
+	}
+	a.setClock(day.AddDate(0, 0, 1).Add(3 * time.Hour))
+	if err := a.env.Server.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.liveSnapshots()); n != 1 || len(a.policyRuns()) != 1 {
+		t.Errorf("at 03:00 the next day: %d snapshots live, want 1; runs %+v", n, a.policyRuns())
+	}
+}
+
 // TestAttackPolicyOnlyManagersSetIt: tokens without the vault.settings
 // permission on the vault (backup operator, reader, key officer, an agent,
 // and a contributor of another vault) cannot store a policy, and those

@@ -18,6 +18,12 @@ import (
 // Options.RetentionAt is empty.
 const DefaultRetentionAt = "03:00"
 
+// PolicyGrace is how long before a daily run settings must have been
+// stored for that run to apply them: a policy stored at 02:59 waits for
+// the next day's 03:00 run, not one minute, so that whoever stored it has
+// time to see what it does and change it.
+const PolicyGrace = time.Hour
+
 // ParseTimeOfDay reads a time of day "HH:MM" (00:00 to 23:59) as the
 // time since midnight.
 func ParseTimeOfDay(s string) (time.Duration, error) {
@@ -58,10 +64,10 @@ func (s *Server) policySlot(now time.Time) time.Time {
 // snapshots the policy does not keep are forgotten (soft delete), except
 // those the minimum retention still protects.
 //
-// A policy is never applied at the run time of the day it was stored
-// (any settings change after that time counts): whoever set it gets until
-// the next run to see what it does (coffer forget --policy --dry-run) and
-// change or remove it.
+// A run applies only settings stored at least PolicyGrace before its time
+// (any settings change counts): whoever stored a policy gets until a later
+// run to see what it does (coffer forget --policy --dry-run) and change or
+// remove it.
 func (s *Server) applyPolicies(ctx context.Context) error {
 	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -96,7 +102,7 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 	// and one whose change time a catalog writer moved can only apply the
 	// policy the key holders stored (verified below), at another run.
 	settings, err := s.cat.Settings(ctx, rec.ID)
-	if err != nil || settings.Policy == "" || !settings.Updated.Before(slot) {
+	if err != nil || settings.Policy == "" || !settings.Updated.Before(slot.Add(-PolicyGrace)) {
 		return err
 	}
 	evs, err := s.cat.Events(ctx, rec.ID)
@@ -123,7 +129,7 @@ func (s *Server) applyPolicy(ctx context.Context, name string) error {
 		s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "not applied: "+err.Error(), false)
 		return err
 	}
-	if settings.Policy == "" || !settings.Updated.Before(slot) {
+	if settings.Policy == "" || !settings.Updated.Before(slot.Add(-PolicyGrace)) {
 		return nil
 	}
 	p, err := protect.ParsePolicy(settings.Policy)
