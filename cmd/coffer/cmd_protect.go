@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,7 +21,7 @@ import (
 )
 
 func newForgetCmd(a *app) *cobra.Command {
-	var jsonOut, dryRun bool
+	var jsonOut, dryRun, usePolicy bool
 	var pf policyFlags
 	var sf selectFlags
 	cmd := &cobra.Command{
@@ -41,13 +40,17 @@ with the same host and paths (--group-by). --dry-run shows what would go.
 snapshots they select: the others are neither kept nor forgotten, whatever the
 policy says. With no filter the policy applies to every host's snapshots. With
 IDs, filters given must select every snapshot named, or nothing is forgotten.
+--policy applies the vault's stored policy (coffer policy set) now, as a vault
+server's daily run would: what it does not keep is forgotten, except snapshots
+younger than the minimum retention, which stay and are listed.
 
 A snapshot younger than the vault's minimum retention (--min-retention of
 coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 		Example: `  coffer forget 1a2b3c4d
   coffer forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
   coffer forget --keep-last 3 --keep-within 30d --keep-tag monthly --group-by host
-  coffer forget --host web01 --path /srv --keep-daily 14 --dry-run`,
+  coffer forget --host web01 --path /srv --keep-daily 14 --dry-run
+  coffer forget --policy --dry-run`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			sel, err := sf.selection()
@@ -58,11 +61,20 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 			if err != nil {
 				return err
 			}
+			if usePolicy {
+				if hasPolicy || len(args) > 0 {
+					return errors.New("--policy applies the stored policy: give no snapshot IDs or --keep-* flags with it")
+				}
+				if !sel.snapshotFilter.Empty() {
+					return errors.New("--policy applies the stored policy to the whole vault, as the daily run does: give no --host, --path or --tag with it (or give the --keep-* flags instead of --policy)")
+				}
+				return a.forgetStoredPolicy(ctx, dryRun, jsonOut)
+			}
 			switch {
 			case hasPolicy && len(args) > 0:
 				return errors.New("give snapshot IDs or --keep-* flags, not both")
 			case !hasPolicy && len(args) == 0:
-				return errors.New("name the snapshots to forget, or give a policy with --keep-* flags (coffer forget --help)")
+				return errors.New("name the snapshots to forget, give a policy with --keep-* flags, or apply the stored policy with --policy (coffer forget --help)")
 			}
 			v, closer, err := a.openProtection(ctx)
 			if err != nil {
@@ -121,71 +133,12 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					return err
 				}
 			}
-			if jsonOut {
-				type decision struct {
-					ID      string   `json:"id"`
-					Time    string   `json:"time"`
-					Keep    bool     `json:"keep"`
-					Reasons []string `json:"reasons"`
-				}
-				type group struct {
-					Key       string     `json:"group"`
-					Decisions []decision `json:"snapshots"`
-				}
-				out := struct {
-					DryRun    bool           `json:"dry_run"`
-					Forgotten []snapshotJSON `json:"forgotten"`
-					Until     time.Time      `json:"recoverable_until"`
-					Groups    []group        `json:"groups,omitempty"`
-				}{DryRun: dryRun, Forgotten: []snapshotJSON{}, Until: expiry}
-				for _, s := range done {
-					out.Forgotten = append(out.Forgotten, toSnapshotJSON(s))
-				}
-				for _, g := range groups {
-					og := group{Key: g.Key}
-					for _, d := range g.Decisions {
-						r := d.Reasons
-						if r == nil {
-							r = []string{}
-						}
-						og.Decisions = append(og.Decisions, decision{ID: d.Snapshot.ID.String(), Time: d.Snapshot.Time.Format(time.RFC3339), Keep: d.Keep, Reasons: r})
-					}
-					out.Groups = append(out.Groups, og)
-				}
-				return a.printJSON(out)
-			}
-			if hasPolicy {
-				for _, g := range groups {
-					fmt.Fprintf(a.stdout, "%s:\n", safeText(g.Key))
-					tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-					for _, d := range g.Decisions {
-						what := "forget"
-						if d.Keep {
-							what = "keep"
-						}
-						fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Snapshot.ID.Short(), tableTime(d.Snapshot.Time), what, strings.Join(d.Reasons, ", "))
-					}
-					tw.Flush()
-				}
-			}
-			verb := "forgot"
-			if dryRun {
-				verb = "would forget"
-			}
-			switch {
-			case len(done) == 0:
-				fmt.Fprintf(a.stdout, "%s no snapshots\n", verb)
-			case settings.SoftDelete == vault.SoftDeleteOff:
-				fmt.Fprintf(a.stdout, "%s %s; soft delete is off, so prune may reclaim %s at once\n", verb, plural(len(done), "snapshot", "snapshots"), pick(len(done), "it", "them"))
-			default:
-				fmt.Fprintf(a.stdout, "%s %s: recoverable with `coffer undelete ID` until %s (soft delete, %s)\n",
-					verb, plural(len(done), "snapshot", "snapshots"), shortTime(expiry), plural(settings.SoftDeleteDays, "day", "days"))
-			}
-			return nil
+			return printForget(a, forgetResult{DryRun: dryRun, Groups: groups, Done: done, Expiry: expiry, Settings: settings}, jsonOut)
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be forgotten; change nothing")
+	cmd.Flags().BoolVar(&usePolicy, "policy", false, "apply the vault's stored policy (coffer policy show) now, as a vault server's daily run does")
 	pf.register(cmd, true)
 	sf.register(cmd, false)
 	return cmd
@@ -511,8 +464,8 @@ func settingsJSON(s vault.VaultSettings) map[string]any {
 	m := map[string]any{"soft_delete": s.SoftDelete, "soft_delete_days": s.SoftDeleteDays, "immutability": s.Immutability,
 		"min_retention_seconds": int64(s.MinRetention / time.Second), "min_retention": protect.FormatDuration(s.MinRetention), "single_user": s.SingleUser,
 		"dedup_scope": s.DedupScope.OrDefault()}
-	if s.Policy != "" {
-		m["policy"] = json.RawMessage(s.Policy)
+	if p, err := storedPolicyJSON(s.Policy); err == nil && p != nil {
+		m["policy"] = p // the flags' object, never the stored Go struct
 	}
 	return m
 }

@@ -18,7 +18,7 @@ import (
 )
 
 func newServerCmd(a *app) *cobra.Command {
-	var dataDir, listen, certFile, keyFile, tlsMin, logFormat string
+	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt string
 	var hosts, pkcs11Modules, keyDirs []string
 	var keyTTL time.Duration
 	cmd := &cobra.Command{
@@ -44,6 +44,13 @@ that cannot be read keeps them all, and its key log says so). A customer key URI
 sent with "coffer key use-cmk" may only name the PKCS#11 modules given with
 --pkcs11-module and files inside the --key-dir directories.
 
+Stored retention policies (coffer policy set) are applied once a day, at
+--retention-at (default 03:00) in this machine's time zone (TZ), or, when the
+server was not running then, within a minute of its next start that day. A
+run applies only settings stored at least an hour before its time: a policy
+stored (or any settings change made) later waits for the next day's run,
+which leaves time for "coffer forget --policy --dry-run".
+
 The data directory holds the server's keys and must be private to the
 user the server runs as: the server refuses to start when DIR, its keys,
 audit or tls directory (mode 0700) or a key or the catalog in them (mode
@@ -52,7 +59,7 @@ audit or tls directory (mode 0700) or a key or the catalog in them (mode
 SIGTERM or Ctrl-C drains: requests in flight finish, open packs are stored,
 then the server exits.`,
 		Example: `  coffer server --data /var/lib/coffer
-  coffer server --data /var/lib/coffer --listen :8443 --host backup.example.com
+  coffer server --data /var/lib/coffer --listen :8443 --host backup.example.com --retention-at 01:30
   coffer server --data /var/lib/coffer --tls-cert /etc/coffer/cert.pem --tls-key /etc/coffer/key.pem --tls-min 1.3
   coffer server --data /var/lib/coffer --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --key-dir /etc/coffer/keys --key-ttl 5m`,
 		Args: cobra.NoArgs,
@@ -78,8 +85,11 @@ then the server exits.`,
 			if err != nil {
 				return err
 			}
+			if _, err := server.ParseTimeOfDay(retentionAt); err != nil {
+				return fmt.Errorf("--retention-at: %w", err)
+			}
 			opt := server.Options{DataDir: dir, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
-				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs}
+				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs, RetentionAt: retentionAt, Location: time.Local}
 			switch {
 			case keyTTL < 0:
 				return errors.New("--key-ttl: give a positive duration, or 0 to keep keys while a vault is open")
@@ -150,6 +160,7 @@ then the server exits.`,
 	f.StringVar(&tlsMin, "tls-min", "1.2", "minimum TLS version: 1.2 or 1.3")
 	f.StringArrayVar(&hosts, "host", nil, "extra DNS name or IP for the local CA's server certificate (repeatable)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&retentionAt, "retention-at", server.DefaultRetentionAt, "time of day (HH:MM, this machine's time zone) of the daily run that applies stored retention policies")
 	durationFlag(f, &keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
 	f.StringArrayVar(&pkcs11Modules, "pkcs11-module", nil, "a PKCS#11 module customer-key URIs may name (absolute path; repeatable)")
 	f.StringArrayVar(&keyDirs, "key-dir", nil, "a directory customer-key URIs may read key and PIN files from (repeatable)")

@@ -379,8 +379,16 @@ func TestRemoteProtection(t *testing.T) {
 		t.Errorf("an expired request took effect: %v", sd)
 	}
 
-	// The stored policy, applied by the server once a day.
+	// The stored policy, applied by the server at its daily run (03:00
+	// UTC), not at once.
 	mustCoffer(t, e, "policy", "set", "--keep-last", "1")
+	if err := srv.Server.Maintain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if snaps := listSnapshots(t, e); len(snaps) != 3 {
+		t.Errorf("the stored policy was applied before the daily run: %d snapshots live", len(snaps))
+	}
+	srv.Clock.Add(int64(26 * time.Hour))
 	if err := srv.Server.Maintain(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -339,17 +339,24 @@ func DescribeSettingsChange(old, new vault.VaultSettings) string {
 		parts = append(parts, fmt.Sprintf("minimum retention %s → %s", protect.FormatDuration(old.MinRetention), protect.FormatDuration(new.MinRetention)))
 	}
 	if old.Policy != new.Policy {
-		o, n := old.Policy, new.Policy
-		if o == "" {
-			o = "none"
-		}
-		if n == "" {
-			n = "none"
-		}
-		parts = append(parts, fmt.Sprintf("policy %s → %s", o, n))
+		parts = append(parts, fmt.Sprintf("policy %s → %s", PolicyFlags(old.Policy), PolicyFlags(new.Policy)))
 	}
 	if old.DedupScope.OrDefault() != new.DedupScope.OrDefault() {
 		parts = append(parts, fmt.Sprintf("dedup scope %s → %s", old.DedupScope.OrDefault(), new.DedupScope.OrDefault()))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// PolicyFlags describes a stored policy as the flags that set it
+// ("--keep-daily 7 --group-by host,paths"), "none" when there is none:
+// events, audit entries and logs never show the stored JSON.
+func PolicyFlags(stored string) string {
+	if stored == "" {
+		return "none"
+	}
+	p, err := protect.ParsePolicy(stored)
+	if err != nil {
+		return "an unreadable policy"
+	}
+	return p.String()
 }

@@ -173,7 +173,7 @@ func (p Policy) String() string {
 	for _, r := range p.counts() {
 		switch {
 		case r.n == Unlimited:
-			parts = append(parts, r.flag+" unlimited")
+			parts = append(parts, r.flag+" -1") // the flags take -1 for unlimited
 		case r.n != 0:
 			parts = append(parts, r.flag+" "+strconv.Itoa(r.n))
 		}
@@ -189,6 +189,22 @@ func (p Policy) String() string {
 		parts = append(parts, "(calendar "+p.Location.String()+")")
 	}
 	return strings.Join(parts, " ")
+}
+
+// HostGrouped returns p grouped by host as well as by what it names
+// ("none" becomes "host"). A vault server applies every stored policy so
+// (policies stored before it refused others included): an agent can write
+// only into its own host's group, but could crowd a group that ignores
+// hosts.
+func (p Policy) HostGrouped() Policy {
+	switch {
+	case p.GroupBy == 0:
+	case p.GroupBy == GroupByNone:
+		p.GroupBy = GroupByHost
+	default:
+		p.GroupBy |= GroupByHost
+	}
+	return p
 }
 
 // GroupBy is a set of snapshot fields; snapshots with equal values in all

@@ -679,7 +679,7 @@ func TestPolicyString(t *testing.T) {
 	}{
 		{Policy{Last: 3}, "--keep-last 3 --group-by host,paths"},
 		{Policy{Daily: 7, Yearly: Unlimited, Within: 720 * time.Hour, Tags: []string{"prod", "two words"}, GroupBy: GroupByNone, Location: london},
-			`--keep-daily 7 --keep-yearly unlimited --keep-within 30d --keep-tag prod --keep-tag "two words" --group-by none (calendar Europe/London)`},
+			`--keep-daily 7 --keep-yearly -1 --keep-within 30d --keep-tag prod --keep-tag "two words" --group-by none (calendar Europe/London)`},
 	}
 	for _, tt := range tests {
 		if got := tt.p.String(); got != tt.want {

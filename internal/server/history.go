@@ -242,21 +242,6 @@ func checkSettingsChange(c api.SettingsChange) error {
 	return nil
 }
 
-// hostGrouped returns p grouped by host as well: the server applies a
-// stored policy so (policies stored before this was checked included),
-// since agents cannot write into another host's group, but could into a
-// group that ignores hosts.
-func hostGrouped(p retention.Policy) retention.Policy {
-	switch {
-	case p.GroupBy == 0:
-	case p.GroupBy == retention.GroupByNone:
-		p.GroupBy = retention.GroupByHost
-	default:
-		p.GroupBy |= retention.GroupByHost
-	}
-	return p
-}
-
 // agentSince returns when the agent of q's token was created, zero for
 // tokens that are not an agent's. Snapshots of its host older than that
 // were made by other writers (its name was not reserved yet): they are

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/protect"
-	"github.com/coffer-backup/coffer/internal/retention"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -186,7 +184,14 @@ func (s *Server) changeSettings(q *request) error {
 	if err := checkSettingsChange(body); err != nil {
 		return err
 	}
-	if b, err := json.Marshal(body); err == nil {
+	// The audit entry shows a policy as the flags that set it, never as
+	// its stored JSON.
+	note := body
+	if body.Policy != nil {
+		q.note("policy", engine.PolicyFlags(*body.Policy))
+		note.Policy = nil
+	}
+	if b, err := json.Marshal(note); err == nil && string(b) != "{}" {
 		q.note("change", string(b))
 	}
 	old, nw, c, err := q.vault.ChangeSettings(q.ctx, body.Apply, q.principal(), false)
@@ -547,108 +552,6 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 		return s.approvedCMK(ctx, eng, p.KEK, who)
 	}
 	return "", fmt.Errorf("request %s: unknown operation %q", r.ID, r.Op)
-}
-
-// applyPolicies applies each vault's stored retention policy once a day
-// (Maintain calls it): the snapshots the policy does not keep are
-// forgotten (soft delete), except those the minimum retention still
-// protects.
-func (s *Server) applyPolicies(ctx context.Context) error {
-	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if !e.IsDir() || !vaultName.MatchString(e.Name()) {
-			continue
-		}
-		if err := s.applyPolicy(ctx, e.Name()); err != nil {
-			errs = append(errs, fmt.Errorf("vault %s: %w", e.Name(), err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-const policyPrincipal = "server (stored policy)"
-
-func (s *Server) applyPolicy(ctx context.Context, name string) error {
-	rec, err := s.cat.Vault(ctx, name)
-	if err != nil {
-		return nil // a directory without a vault: not ours to judge here
-	}
-	// Unverified, only to skip vaults without a policy without opening
-	// them: a policy removed by a catalog writer deletes nothing.
-	settings, err := s.cat.Settings(ctx, rec.ID)
-	if err != nil || settings.Policy == "" {
-		return err
-	}
-	eng, err := s.vault(ctx, name)
-	if err != nil {
-		return err
-	}
-	// SECURITY: the policy and the protection it is checked against are
-	// the ones the vault's key holders wrote (docs/format.md §8.4).
-	if settings, err = eng.Settings(ctx); err != nil {
-		s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "not applied: "+err.Error(), false)
-		return err
-	}
-	now := s.opt.Now().UTC()
-	evs, err := s.cat.Events(ctx, rec.ID)
-	if err != nil {
-		return err
-	}
-	for i := len(evs) - 1; i >= 0; i-- {
-		if evs[i].Event == vault.EventPolicyApplied {
-			if now.Sub(evs[i].Time) < 24*time.Hour {
-				return nil
-			}
-			break
-		}
-	}
-	p, err := protect.ParsePolicy(settings.Policy)
-	if err != nil {
-		return err
-	}
-	p = hostGrouped(p)
-	snaps, err := eng.Snapshots(ctx)
-	if err != nil {
-		return err
-	}
-	groups, err := retention.Apply(p, snaps, now)
-	if err != nil {
-		s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "not applied: "+err.Error(), false)
-		return err
-	}
-	var ids []vault.ID
-	protected := 0
-	for _, g := range groups {
-		for _, d := range g.Decisions {
-			if d.Keep {
-				continue
-			}
-			if protect.Forget(settings, d.Snapshot, now) != nil {
-				protected++
-				continue
-			}
-			ids = append(ids, d.Snapshot.ID)
-		}
-	}
-	var chain map[string]string
-	if len(ids) > 0 {
-		if _, err := eng.Forget(ctx, ids, policyPrincipal); err != nil {
-			s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied, "failed: "+err.Error(), false)
-			return err
-		}
-		// The forgets are chain entries: the audit log pins them too.
-		chain = map[string]string{"chain": eng.LastChainHead().String()}
-	}
-	s.vaultEvent(ctx, rec.ID, policyPrincipal, vault.EventPolicyApplied,
-		fmt.Sprintf("%s: forgot %d snapshot(s); %d more not kept by the policy are still within the minimum retention", p, len(ids), protected), true, chain)
-	return nil
 }
 
 // deleteVault asks to delete the vault: forbidden while its immutability

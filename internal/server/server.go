@@ -64,6 +64,13 @@ type Options struct {
 	// may take to send its body, before anyone knows who sends it
 	// (DefaultBodyTimeout when 0).
 	BodyTimeout time.Duration
+	// RetentionAt is the time of day ("HH:MM", in Location) of the daily
+	// run that applies the vaults' stored retention policies
+	// (DefaultRetentionAt when empty).
+	RetentionAt string
+	// Location is the server's time zone for RetentionAt: UTC when nil,
+	// never time.Local implicitly (coffer server passes time.Local).
+	Location *time.Location
 }
 
 // Server serves the vaults under one data directory.
@@ -94,7 +101,9 @@ type Server struct {
 	getQuota tokenBudget    // successful reads audited one by one, per token (readsum.go)
 
 	reqSeq atomic.Uint64
-	retire retireState // platform key versions to delete (kekretire.go)
+
+	retentionAt time.Duration // Options.RetentionAt parsed: since midnight
+	retire      retireState   // platform key versions to delete (kekretire.go)
 }
 
 type openVault struct {
@@ -135,6 +144,13 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opt.RetentionAt == "" {
+		opt.RetentionAt = DefaultRetentionAt
+	}
+	retentionAt, err := ParseTimeOfDay(opt.RetentionAt)
+	if err != nil {
+		return nil, false, fmt.Errorf("daily policy run: %w", err)
+	}
 	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("data directory: %w", err)
 	}
@@ -157,7 +173,7 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(),
+	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(), retentionAt: retentionAt,
 		anon:     limiter{limit: anonymousLimit},
 		plimiter: limiter{limit: principalLimit, window: principalWindow, base: principalBlock, max: principalMaxBlock},
 		pwSlots:  make(chan struct{}, passwordSlots()),
