@@ -19,7 +19,11 @@ func newCheckCmd(a *app) *cobra.Command {
 authentic header matching the index, every snapshot object is authentic, and
 every tree of every snapshot decodes and references only stored blobs. With
 --read-data every blob is also decrypted, decompressed and checked against its
-ID. Exits 1 and names each damaged object when anything is wrong.`,
+ID. Exits 1 and names each damaged object when anything is wrong, and for
+each damaged blob the snapshots and files that use it: the path in the
+snapshot and the file's byte range lost (offset–end), or the directory
+whose listing is lost. A restore of such a snapshot restores the rest and
+lists the same files (coffer restore --help).`,
 		Example: "  coffer check\n  coffer check --read-data --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,8 +55,14 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 				if warns == nil {
 					warns = []string{}
 				}
+				damaged := []map[string]any{}
+				for _, u := range rep.Damaged {
+					damaged = append(damaged, map[string]any{"snapshot_id": u.Snapshot.String(), "path": u.Path, "tree": u.Tree,
+						"offset": u.Offset, "end": u.End, "blob": u.Blob.String()})
+				}
 				if err := enc.Encode(map[string]any{"ok": rep.OK(), "read_data": readData, "packs": rep.Packs, "blobs": rep.Blobs,
-					"snapshots": rep.Snapshots, "trees": rep.Trees, "bytes_read": rep.BytesRead, "errors": errs, "warnings": warns}); err != nil {
+					"snapshots": rep.Snapshots, "trees": rep.Trees, "bytes_read": rep.BytesRead, "errors": errs, "warnings": warns,
+					"damaged": damaged, "damaged_more": rep.DamagedMore}); err != nil {
 					return err
 				}
 			} else {
@@ -61,6 +71,12 @@ ID. Exits 1 and names each damaged object when anything is wrong.`,
 				}
 				for _, e := range rep.Errors {
 					fmt.Fprintf(a.stderr, "error: %s\n", safeText(fmt.Sprint(e)))
+				}
+				for _, u := range rep.Damaged {
+					fmt.Fprintf(a.stderr, "damaged: %s\n", safeText(u.String()))
+				}
+				if rep.DamagedMore > 0 {
+					fmt.Fprintf(a.stderr, "damaged: and %s of damaged blobs not listed (the first %d are)\n", plural(rep.DamagedMore, "more use", "more uses"), engine.MaxDamageUses)
 				}
 				what := "structure"
 				if readData {

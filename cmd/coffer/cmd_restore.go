@@ -19,6 +19,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var include []string
 	var overwrite, jsonOut bool
 	var sf selectFlags
+	var deleteDamaged bool
 	var maxEntries uint64
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR",
@@ -38,6 +39,17 @@ choice (a host that backs up several sets of paths: --path picks the set). A
 snapshot named by ID is restored whatever its host, but refused when filters
 given exclude it.
 
+Damage in the vault (a pack missing, truncated or failing authentication, a
+chunk of the wrong length) does not stop a restore: every file it can
+restore is restored, and a file that lost chunks is written with the good
+chunks in place and zeros (holes) where data was lost, with mode 0600 and
+none of its other metadata, so it is never taken for the original. Each
+damaged file is listed at the end with the byte ranges lost (offset–end),
+and each directory whose listing could not be read is listed as lost; the
+exit code is 3. With --delete-damaged damaged files are removed instead.
+A fault that is not damage (a key that cannot be reached, a network or
+server failure, Ctrl-C) stops the restore with exit code 1.
+
 A snapshot's record counts its files and directories (coffer snapshots shows
 them); a restore visits no more entries than that, so a snapshot whose trees
 name the same subtrees over and over (a "tree bomb") stops with an error
@@ -46,6 +58,7 @@ before anything is written instead of filling the disk and memory.`,
   coffer restore 1a2b3c4d --target /tmp/r --include /home/ann/Documents/report.odt
   coffer restore latest --target / --overwrite     # put everything back in place
   coffer restore latest --host web02 --path /srv --target /tmp/r   # another machine's newest backup of /srv
+  coffer restore latest --target /tmp/r --delete-damaged   # a damaged vault: keep only intact files
   coffer restore 1a2b3c4d --target /tmp/r --max-entries 2000000   # a trusted old snapshot that undercounts`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -88,8 +101,8 @@ before anything is written instead of filling the disk and memory.`,
 			prog := a.newProgress("restore")
 			res, err := agent.Restore(ctx, repo, s.Tree, agent.RestoreOptions{
 				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,
-				MaxEntries: entryBound(s, maxEntries),
-				Progress:   prog.fn(),
+				MaxEntries: entryBound(s, maxEntries), DeleteDamaged: deleteDamaged,
+				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
 				},
@@ -101,15 +114,21 @@ before anything is written instead of filling the disk and memory.`,
 			if jsonOut {
 				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
+				damaged, lostDirs, lostBytes := damageReport(res)
 				if err := enc.Encode(map[string]any{"snapshot_id": s.ID.String(), "host": s.Host, "target": target, "files": res.Files,
-					"dirs": res.Dirs, "bytes": res.Bytes, "skipped_existing": res.Skipped, "warnings": len(res.Warnings)}); err != nil {
+					"dirs": res.Dirs, "bytes": res.Bytes, "skipped_existing": res.Skipped, "warnings": len(res.Warnings),
+					"damaged": damaged, "lost_dirs": lostDirs, "lost_bytes": lostBytes}); err != nil {
 					return err
 				}
 			} else {
+				printDamage(a.stderr, res)
 				fmt.Fprintf(a.stdout, "restored snapshot %s (host %q, %s) to %s: %s, %s, %s\n", s.ID.Short(), s.Host, s.Time.UTC().Format(time.RFC3339), target, plural(res.Files, "file", "files"), plural(res.Dirs, "dir", "dirs"), humanBytes(res.Bytes))
 			}
 			// One rule for every per-file problem: a warning, and exit 3.
 			var why []string
+			if d := damageSummary(res, deleteDamaged); d != "" {
+				why = append(why, d)
+			}
 			if n := len(res.Warnings) - res.Skipped; n > 0 {
 				why = append(why, plural(n, "entry", "entries")+" could not be written as they were")
 			}
@@ -128,6 +147,7 @@ before anything is written instead of filling the disk and memory.`,
 	f.StringArrayVar(&include, "include", nil, "restore only this path of the snapshot (repeatable)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	f.BoolVar(&deleteDamaged, "delete-damaged", false, "remove files that lost data to damage in the vault instead of keeping them with zeros")
 	maxEntriesFlag(cmd, &maxEntries)
 	return cmd
 }

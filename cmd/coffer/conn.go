@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -109,8 +110,18 @@ func (r *remoteVault) CheckVault(ctx context.Context, readData bool, progress fu
 	if err != nil {
 		return nil, err
 	}
-	return &engine.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots, Trees: rep.Trees,
-		BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings}, nil
+	out := &engine.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots, Trees: rep.Trees,
+		BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
+	for _, u := range rep.Damaged {
+		// The server's IDs are parsed, not passed on as text.
+		snap, err1 := vault.ParseID(u.Snapshot)
+		blob, err2 := vault.ParseID(u.Blob)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("check: the server's report: %w", err)
+		}
+		out.Damaged = append(out.Damaged, engine.DamageUse{Snapshot: snap, Path: u.Path, Tree: u.Tree, Offset: u.Offset, End: u.End, Blob: blob})
+	}
+	return out, nil
 }
 
 func (r *remoteVault) Info(ctx context.Context) (vaultInfo, error) {

@@ -228,10 +228,19 @@ func TestDamagedObjects(t *testing.T) {
 						t.Logf("check without --read-data noticed damage inside a blob: %s", r.check)
 					}
 					if pos.restoreNeed {
+						// Damage to data, or to a tree below the root, is
+						// restored around (exit 3, the damage listed); a
+						// lost root tree leaves nothing to restore and a
+						// DEK version the keyring lacks reads as a key
+						// problem: both stop the restore (exit 1).
+						code := exitPartial
+						if strings.Contains(pos.name, "DEK version") || p.kind == "tree pack" && !strings.HasPrefix(pos.name, "first blob") {
+							code = exitFailure
+						}
 						if r.restoreCode == exitOK {
 							t.Errorf("restore of a snapshot whose %s is damaged exited 0:\n%s", p.kind, r.restore)
 						} else {
-							assertDamageReported(t, "restore", r.restore, r.restoreCode, p.id, damageWords(pos)...)
+							assertDamageReportedCode(t, "restore", r.restore, r.restoreCode, code, p.id, damageWords(pos)...)
 						}
 					} else {
 						if r.restoreCode != exitOK {
@@ -275,8 +284,14 @@ func TestDamagedObjects(t *testing.T) {
 // on a line holding one of what ("corrupt", "truncated", ...).
 func assertDamageReported(t *testing.T, cmd, out string, code int, id string, what ...string) {
 	t.Helper()
-	if code != exitFailure {
-		t.Errorf("%s: exit %d, want 1:\n%s", cmd, code, out)
+	assertDamageReportedCode(t, cmd, out, code, exitFailure, id, what...)
+}
+
+// assertDamageReportedCode is assertDamageReported with exit code want.
+func assertDamageReportedCode(t *testing.T, cmd, out string, code, want int, id string, what ...string) {
+	t.Helper()
+	if code != want {
+		t.Errorf("%s: exit %d, want %d:\n%s", cmd, code, want, out)
 		return
 	}
 	var line string

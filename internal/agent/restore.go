@@ -44,6 +44,9 @@ type RestoreOptions struct {
 	// per entry (directory times applied at the end, hard-link names,
 	// loaded trees) is then bounded by the record too.
 	MaxEntries uint64
+	// DeleteDamaged removes files that lost data to damage (with their
+	// hard links) instead of leaving them with holes (damaged.go).
+	DeleteDamaged bool
 }
 
 // RestoreResult describes a finished restore.
@@ -52,6 +55,10 @@ type RestoreResult struct {
 	Warnings           []Warning
 	// Skipped counts existing files left alone without --overwrite.
 	Skipped int
+	// Damaged lists the files that lost data to damaged blobs, and
+	// LostDirs the directories whose listing could not be read, by path.
+	Damaged  []DamagedFile
+	LostDirs []LostDir
 }
 
 // ErrUnsafePath reports a snapshot entry that would be written outside the
@@ -73,7 +80,11 @@ type restorer struct {
 	warnings []Warning
 	skipped  int
 	hard     map[[2]uint64]string
+	links    map[string][]string // a hard-linked file's first name: its other names
 	dirMeta  []dirMeta
+	damaged  []DamagedFile      // under mu
+	lostDirs []LostDir          // walker only
+	badTrees map[vault.ID]error // walker only
 
 	nFiles, nDirs, nBytes atomic.Uint64
 	totFiles, totBytes    uint64
@@ -91,6 +102,7 @@ type restoreFile struct {
 	node    *format.Node
 	pending atomic.Int64
 	failed  atomic.Bool
+	damage  fileDamage // ranges lost to damaged blobs (damaged.go)
 	// writeMu serialises writes to the file: the kernel does anyway (the
 	// inode lock), and parked goroutines are cheaper than writers spinning
 	// on that lock, which cost seconds of system time on large files.
@@ -124,7 +136,7 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	defer root.Close()
 	target, _ := filepath.Abs(opt.Target)
 	r := &restorer{repo: repo, opt: opt, root: root, target: target, trees: map[vault.ID]*format.Tree{},
-		jobs: make(chan chunkTask, 64), files: make(chan struct{}, 256), hard: map[[2]uint64]string{}}
+		jobs: make(chan chunkTask, 64), files: make(chan struct{}, 256), hard: map[[2]uint64]string{}, links: map[string][]string{}}
 	var incl []string
 	for _, p := range opt.Include {
 		p = path.Clean("/" + filepath.ToSlash(p))
@@ -139,7 +151,7 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		return nil, err
 	}
 	for i, p := range incl {
-		if p != "" && !matched[p] {
+		if p != "" && !matched[p] && !r.underLost(p) {
 			return nil, fmt.Errorf("restore: --include %s: %w in the snapshot", opt.Include[i], vault.ErrNotFound)
 		}
 	}
@@ -162,12 +174,14 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	if err := r.firstErr(); err != nil {
 		return nil, err
 	}
+	r.finishDamaged()
 	// Directories last, deepest first, so their times stick.
 	for i := len(r.dirMeta) - 1; i >= 0; i-- {
 		d := r.dirMeta[i]
 		r.applyMeta(d.rel, d.node, nil)
 	}
-	return &RestoreResult{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(), Warnings: r.warnings, Skipped: r.skipped}, nil
+	return &RestoreResult{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(), Warnings: r.warnings, Skipped: r.skipped,
+		Damaged: r.damaged, LostDirs: r.lostDirs}, nil
 }
 
 // included reports whether rel is selected, and whether it is only on the
@@ -200,8 +214,18 @@ func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []str
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err, bad := r.badTrees[id]; bad {
+		r.loseTree(id, rel, err)
+		return nil
+	}
 	t, err := r.loadTree(ctx, id)
 	if err != nil {
+		// A damaged directory below the root is lost, and the rest goes
+		// on; without the root tree there is nothing to restore.
+		if rel != "" && IsDamage(ctx, err) {
+			r.loseTree(id, rel, err)
+			return nil
+		}
 		return fmt.Errorf("restore: %s: %w", displayRel(rel), err)
 	}
 	for i := range t.Nodes {
@@ -333,6 +357,9 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 		}
 		switch n.Kind {
 		case format.KindDir:
+			if _, bad := r.badTrees[n.Subtree]; bad {
+				continue // reported as lost, not created
+			}
 			sub, err := r.ensureDir(dir, name, p)
 			if errors.Is(err, ErrUnsafePath) {
 				return err // never written through: the restore stops
@@ -433,6 +460,8 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 			}
 			if err := r.root.Link(first, rel); err != nil {
 				r.warn(Warning{Path: displayRel(rel), Err: err})
+			} else {
+				r.links[first] = append(r.links[first], rel)
 			}
 			r.nFiles.Add(1)
 			return nil
@@ -459,14 +488,32 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 	}
 	rf := &restoreFile{rel: rel, f: f, node: n}
 	rf.pending.Store(1) // the walker's token
-	var off int64
-	for _, id := range n.Content {
+	// The chunks' sizes first: they place each chunk in the file. One
+	// whose size is unknown (not in the index: damage) is placed by
+	// placeRest; sizes that do not add up to the file's leave no layout.
+	var sum int64
+	end, sizeErr := len(n.Content), error(nil)
+	for i, id := range n.Content {
 		size, err := r.repo.BlobSize(vault.DataBlob, id)
 		if err != nil {
-			rf.failed.Store(true)
-			r.done(rf)
-			return fmt.Errorf("restore %s: %w", displayRel(rel), err)
+			if !IsDamage(ctx, err) {
+				rf.failed.Store(true)
+				r.done(rf)
+				return fmt.Errorf("restore %s: %w", displayRel(rel), err)
+			}
+			end, sizeErr = i, err
+			break
 		}
+		sum += int64(size)
+	}
+	if sizeErr == nil && uint64(sum) != n.Size {
+		sizeMismatch(rf, n, sum)
+		r.done(rf)
+		return nil
+	}
+	var off int64
+	for _, id := range n.Content[:end] {
+		size, _ := r.repo.BlobSize(vault.DataBlob, id)
 		rf.pending.Add(1)
 		select {
 		case r.jobs <- chunkTask{file: rf, off: off, id: id, size: uint64(size)}:
@@ -478,10 +525,12 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 		}
 		off += int64(size)
 	}
-	if uint64(off) != n.Size {
-		rf.failed.Store(true)
-		r.done(rf)
-		return fmt.Errorf("restore %s: %w: chunks add up to %d bytes, the tree says %d", displayRel(rel), vault.ErrCorrupt, off, n.Size)
+	if sizeErr != nil {
+		if err := r.placeRest(ctx, rf, n, end, off, sizeErr); err != nil {
+			rf.failed.Store(true)
+			r.done(rf)
+			return err
+		}
 	}
 	r.done(rf)
 	return nil
@@ -492,7 +541,11 @@ func (r *restorer) done(rf *restoreFile) {
 		return
 	}
 	defer func() { <-r.files }()
-	if !rf.failed.Load() {
+	switch {
+	case rf.failed.Load():
+	case rf.damage.any():
+		r.damagedDone(rf)
+	default:
 		if err := rf.f.Truncate(int64(rf.node.Size)); err != nil {
 			r.warn(Warning{Path: displayRel(rf.rel), Err: err})
 		}
@@ -565,8 +618,7 @@ func (r *restorer) one(ctx context.Context, t chunkTask, buf []byte) []byte {
 	}
 	data, err := r.repo.LoadBlob(ctx, vault.DataBlob, t.id, buf)
 	if err != nil {
-		t.file.failed.Store(true)
-		r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
+		r.chunkFailed(ctx, t, err)
 		r.done(t.file)
 		return buf
 	}
@@ -609,19 +661,14 @@ func (r *restorer) many(ctx context.Context, bl BatchLoader, batch []chunkTask) 
 		err = fmt.Errorf("%w: %d of %d chunks came back", vault.ErrTruncated, next, len(todo))
 	}
 	if err != nil {
-		for _, t := range todo[next:] {
-			t.file.failed.Store(true)
-			r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
-			r.done(t.file)
-		}
+		r.batchFailed(ctx, bl, todo[next:], err)
 	}
 }
 
 // put writes a loaded chunk into its file and releases the file's token.
 func (r *restorer) put(t chunkTask, data []byte) {
 	if uint64(len(data)) != t.size {
-		t.file.failed.Store(true)
-		r.fail(fmt.Errorf("restore %s: chunk %s: %w: %d bytes, index says %d", displayRel(t.file.rel), t.id.Short(), vault.ErrCorrupt, len(data), t.size))
+		r.chunkFailed(context.Background(), t, fmt.Errorf("%w: %d bytes, the index says %d", vault.ErrCorrupt, len(data), t.size))
 		r.done(t.file)
 		return
 	}

@@ -355,6 +355,21 @@ type CheckReport struct {
 	BytesRead int64    `json:"bytes_read"`
 	Errors    []string `json:"errors"`
 	Warnings  []string `json:"warnings"`
+	// Damaged: the snapshots' files and directories that use a damaged
+	// blob (at most engine.MaxDamageUses); DamagedMore counts the rest.
+	Damaged     []DamageUse `json:"damaged,omitempty"`
+	DamagedMore int         `json:"damaged_more,omitempty"`
+}
+
+// DamageUse is a file (its bytes [Offset, End)) or a directory (Tree:
+// its listing) of a snapshot that uses a damaged blob.
+type DamageUse struct {
+	Snapshot string `json:"snapshot_id"`
+	Path     string `json:"path"`
+	Tree     bool   `json:"tree,omitempty"`
+	Offset   uint64 `json:"offset"`
+	End      uint64 `json:"end"`
+	Blob     string `json:"blob"`
 }
 
 // CreateToken is the body of POST /v1/tokens.

@@ -38,14 +38,20 @@ type CheckReport struct {
 	BytesRead                      int64
 	Errors                         []string
 	Warnings                       []string
+	// Damaged names the snapshots' files and directories that use a
+	// damaged blob (checkmap.go), at most MaxDamageUses; DamagedMore
+	// counts the others.
+	Damaged     []DamageUse
+	DamagedMore int
 }
 
 // OK reports whether no errors were found.
 func (r *CheckReport) OK() bool { return len(r.Errors) == 0 }
 
 type reportSink struct {
-	mu sync.Mutex
-	r  *CheckReport
+	mu      sync.Mutex
+	r       *CheckReport
+	damaged map[blobKey]bool // blobs found damaged (checkmap.go)
 }
 
 func (s *reportSink) errorf(format string, a ...any) {
@@ -281,6 +287,14 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		v.checkTree(ctx, trees, s, s.Tree, "/", seen, bad, stored, sink)
 	}
 	rep.Trees = len(seen)
+	// Only once damage is found: which files it touches.
+	if sink.anyDataLost() {
+		progress(CheckProgress{Phase: "damage", Done: 0, Total: len(snaps)})
+		v.mapDamage(ctx, snaps, sink)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	return rep, nil
 }
 
@@ -295,6 +309,7 @@ func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.Snaps
 	if seen[id] {
 		if why, ok := bad[id]; ok {
 			sink.errorf("snapshot %s: tree %s (%s) %s", s.ID.Short(), id.Short(), path, why)
+			sink.use(DamageUse{Snapshot: s.ID, Path: path, Tree: true, Blob: id})
 		}
 		return
 	}
@@ -303,10 +318,12 @@ func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.Snaps
 	if err != nil {
 		bad[id] = fmt.Sprintf("cannot be read: %v", err)
 		sink.errorf("snapshot %s: tree %s (%s): %v", s.ID.Short(), id.Short(), path, err)
+		sink.use(DamageUse{Snapshot: s.ID, Path: path, Tree: true, Blob: id})
 		return
 	}
 	t, err := format.DecodeTree(b)
 	if err != nil {
+		sink.use(DamageUse{Snapshot: s.ID, Path: path, Tree: true, Blob: id})
 		// Read intact and matching its ID: it was stored this way (a
 		// writer sent garbage), it was not damaged since.
 		bad[id] = fmt.Sprintf("is not a valid tree, as its writer stored it (its content matches its ID): %v; the snapshot cannot be restored below it: forget the snapshot", err)
@@ -323,6 +340,7 @@ func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.Snaps
 				r, ok := v.Lookup(vault.DataBlob, c)
 				if !ok {
 					sink.errorf("snapshot %s: %s: data blob %s is missing from the index", s.ID.Short(), p, c.Short())
+					sink.lost(vault.DataBlob, c)
 					break
 				}
 				if _, ok := stored[r.Pack]; !ok {
@@ -347,10 +365,20 @@ func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[va
 		return 0
 	case !ok:
 		sink.errorf("pack %s: missing from the store (%d blobs lost)", p.ID, len(blobs))
+		for _, b := range blobs {
+			sink.lost(b.Type, b.ID)
+		}
 		return 0
 	}
 	if size != p.Size {
 		sink.errorf("pack %s: %v: the store holds %d bytes, the catalog expects %d", p.ID, vault.ErrTruncated, size, p.Size)
+		// The blobs it still holds whole may be intact (a restore reads
+		// them); those cut off are lost.
+		for _, b := range blobs {
+			if int64(b.Offset)+int64(b.Length) > size {
+				sink.lost(b.Type, b.ID)
+			}
+		}
 		return 0
 	}
 	var ra io.ReaderAt = &storeReaderAt{ctx: ctx, s: v.opt.Store, h: packHandle(p.ID)}
@@ -372,6 +400,11 @@ func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[va
 	o, entries, err := format.ReadPackHeader(p.ID, ra, size, deks)
 	if err != nil {
 		sink.errorf("%v", err)
+		if readData {
+			// A restore reads blobs where the catalog says, not through
+			// the header: which of them are intact?
+			v.checkBlobsWithoutHeader(p, whole, blobs, deks, h, sink)
+		}
 		return int64(len(whole))
 	}
 	if p.Header != nil {
@@ -409,17 +442,20 @@ func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[va
 		pt, err := o.Open(plain[:0], e.Type, e.ID, e.Offset, sealed)
 		if err != nil {
 			sink.errorf("%v", err)
+			sink.lost(e.Type, e.ID)
 			continue
 		}
 		plain = pt
 		d, err := v.codec.Decode(data, pt, e.RawLen)
 		if err != nil {
 			sink.errorf("pack %s: blob %s: %v", p.ID, e.ID, err)
+			sink.lost(e.Type, e.ID)
 			continue
 		}
 		data = d
 		if !matchID(h, d, e.ID) {
 			sink.errorf("pack %s: blob %s: %v: content does not match its ID in any dedup domain of the vault", p.ID, e.ID, vault.ErrCorrupt)
+			sink.lost(e.Type, e.ID)
 		}
 	}
 	return int64(len(whole))

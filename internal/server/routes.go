@@ -863,7 +863,10 @@ func (s *Server) check(q *request) error {
 		return errAnswered
 	}
 	out := api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
-		Trees: rep.Trees, BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings}
+		Trees: rep.Trees, BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
+	for _, u := range rep.Damaged {
+		out.Damaged = append(out.Damaged, api.DamageUse{Snapshot: u.Snapshot.String(), Path: u.Path, Tree: u.Tree, Offset: u.Offset, End: u.End, Blob: u.Blob.String()})
+	}
 	if stream {
 		enc.Encode(api.CheckEvent{Report: &out})
 		return nil
