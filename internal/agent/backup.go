@@ -376,7 +376,17 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if parent != nil {
 		rec.Parent = parent.ID
 	}
-	rec, err = repo.SaveSnapshot(ctx, rec)
+	saved, err := repo.SaveSnapshot(ctx, rec)
+	if err != nil && parent != nil && errors.Is(err, vault.ErrNotFound) && b.parentGone(ctx, parent.ID) {
+		// The parent was forgotten and pruned while this backup ran. What
+		// it reused of it is stored all the same (the vault said so, and
+		// keeps it for this backup), so the snapshot stands without it;
+		// a refused save recorded nothing, so saving again is safe.
+		b.warn(Warning{Path: "(parent snapshot " + parent.ID.Short() + ")", Err: errors.New("deleted while this backup ran: the snapshot is saved without a parent")})
+		rec.Parent = vault.ID{}
+		saved, err = repo.SaveSnapshot(ctx, rec)
+	}
+	rec = saved
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -434,6 +444,16 @@ func (b *backup) findParent(ctx context.Context, paths []string) *vault.Snapshot
 		}
 	}
 	return best
+}
+
+// parentGone reports whether snapshot id is no longer listed (false when
+// the list cannot be read).
+func (b *backup) parentGone(ctx context.Context, id vault.ID) bool {
+	snaps, err := b.repo.Snapshots(ctx)
+	if err != nil {
+		return false
+	}
+	return !slices.ContainsFunc(snaps, func(s vault.SnapshotRecord) bool { return s.ID == id })
 }
 
 // firstError keeps the first of the errors set on it; safe for concurrent

@@ -11,7 +11,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -298,5 +301,179 @@ func TestRemoteIncremental(t *testing.T) {
 			}
 			sameTree(t, src, dst)
 		})
+	}
+}
+
+// pruneAtFlush is a backup's repository that runs hook once, when the
+// agent has walked its files (and asked which of its parent's chunks are
+// stored) and is about to flush: a prune racing the backup's end.
+type pruneAtFlush struct {
+	*client.Vault
+	hook func()
+}
+
+func (p *pruneAtFlush) Flush(ctx context.Context) error {
+	if p.hook != nil {
+		p.hook()
+		p.hook = nil
+	}
+	return p.Vault.Flush(ctx)
+}
+
+// softDeleteOff turns soft delete off in vault "a" (a critical change,
+// approved), so that prune removes a forgotten snapshot at once.
+func (a *arena) softDeleteOff() {
+	a.t.Helper()
+	approver := a.roleToken(authn.RoleSecurityApprover, "")
+	off := "off"
+	var res api.SettingsResult
+	if err := json.Unmarshal(a.mustStatus(http.StatusAccepted, "POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{SoftDelete: &off}), &res); err != nil {
+		a.t.Fatal(err)
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/requests/"+res.Request.ID+"/approve", approver, nil)
+}
+
+// pruneNow prunes vault "a" as the owner.
+func (a *arena) pruneNow() api.PruneReport {
+	a.t.Helper()
+	var rep api.PruneReport
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/prune", a.env.OwnerToken, api.Prune{}), &rep); err != nil {
+		a.t.Fatal(err)
+	}
+	return rep
+}
+
+// checkAndRestore fails t unless check --read-data finds vault "a" sound
+// and snapshot sn restores to src's content.
+func (a *arena) checkAndRestore(sn vault.SnapshotRecord, src string) {
+	a.t.Helper()
+	ctx := context.Background()
+	rep, err := a.owner.Vault("a").Check(ctx, true, nil)
+	if err != nil || len(rep.Errors) > 0 {
+		a.t.Fatalf("check --read-data: %v %v", err, rep.Errors)
+	}
+	view, err := a.owner.Vault("a").ForSnapshot(ctx, sn)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	dst := a.t.TempDir()
+	if _, err := agent.Restore(ctx, view, sn.Tree, agent.RestoreOptions{Target: dst}); err != nil {
+		a.t.Fatalf("restore %s: %v", sn.ID.Short(), err)
+	}
+	sameTree(a.t, src, dst)
+}
+
+// TestAttackIncrementalPruneMidBackup: the owner forgets a re-run's
+// parent and prunes while the re-run, which reuses every file of that
+// parent unread, is about to save its snapshot. The packs the re-run
+// relies on wait for its session; the server refuses the vanished parent
+// (as not found) and the agent saves its snapshot without one, saying
+// why; and the snapshot is complete: check --read-data and a restore
+// agree, before and after a second prune.
+func TestAttackIncrementalPruneMidBackup(t *testing.T) {
+	a := newArena(t)
+	a.setScope("source")
+	a.softDeleteOff()
+	tok := a.addSource("web")
+	src := filepath.Join(t.TempDir(), "src")
+	const files = 300
+	manySmallFiles(t, src, 6, files)
+	first, _, err := a.remoteBackup(tok, src, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	v := a.client(tok).Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rep api.PruneReport
+	repo := &pruneAtFlush{Vault: v, hook: func() {
+		a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/forget", a.env.OwnerToken, api.Forget{IDs: []string{first.Snapshot.ID.String()}})
+		rep = a.pruneNow()
+	}}
+	var warned []string
+	res, err := agent.Backup(ctx, repo, agent.BackupOptions{Paths: []string{src}, Host: v.BoundHost(), ParentSince: v.BoundHostSince(),
+		Warn: func(w agent.Warning) { warned = append(warned, w.String()) }})
+	if err != nil {
+		t.Fatalf("re-run while its parent was pruned: %v", err)
+	}
+	if len(rep.Expired) != 1 || rep.Condemned == 0 || rep.Waiting == 0 {
+		t.Fatalf("prune: %d expired, %d condemned, %d waiting: want the parent removed and its packs held for the running backup", len(rep.Expired), rep.Condemned, rep.Waiting)
+	}
+	if res.Reused != files {
+		t.Errorf("re-run reused %d of %d files", res.Reused, files)
+	}
+	if !res.Snapshot.Parent.IsZero() {
+		t.Errorf("snapshot names parent %s, which was pruned", res.Snapshot.Parent.Short())
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "deleted while this backup ran") {
+		t.Errorf("warnings %q, want one saying the parent was deleted meanwhile", warned)
+	}
+	a.checkAndRestore(res.Snapshot, src)
+	// The session has ended: the next prune finds the new snapshot needs
+	// the condemned packs, and keeps them.
+	if rep := a.pruneNow(); rep.Reprieved == 0 {
+		t.Errorf("second prune: %d reprieved, %d deleted, want the held packs reprieved", rep.Reprieved, rep.Deleted)
+	}
+	a.checkAndRestore(res.Snapshot, src)
+}
+
+// TestAttackIncrementalParentNamesNothing: with dedup scope "source", an
+// agent names as its snapshot's parent another source's snapshot, a
+// snapshot that was pruned, and an ID that names nothing: each is refused
+// alike (404, the same message but for the ID), nothing is recorded, and
+// the answer says nothing of the other source (its host). Nor can it
+// read the other source's trees to reuse them.
+func TestAttackIncrementalParentNamesNothing(t *testing.T) {
+	a := newArena(t)
+	a.setScope("source")
+	a.softDeleteOff()
+	ts := a.twoSources()
+	webDir := t.TempDir()
+	writeTree(t, webDir, map[string][]byte{"gone": []byte("a snapshot soon pruned")})
+	gone := a.backupAs(ts.web, webDir, "web")
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/forget", a.env.OwnerToken, api.Forget{IDs: []string{gone.ID.String()}})
+	a.pruneNow()
+
+	good := func(parent vault.ID) api.Snapshot {
+		return api.Snapshot{Host: "web", Paths: ts.webSnap.Paths, Tree: ts.webSnap.Tree.String(), Parent: parent.String(),
+			Files: ts.webSnap.Files, Dirs: ts.webSnap.Dirs, Bytes: ts.webSnap.Bytes}
+	}
+	objects, rows := a.snapshotObjects(), len(a.liveSnapshots())
+	var madeUp vault.ID
+	madeUp[0], madeUp[31] = 0xcd, 0x01
+	answer := func(parent vault.ID) (int, string) {
+		st, out := a.call("POST", "/v1/vaults/a/snapshots", ts.web, good(parent))
+		return st, strings.ReplaceAll(string(out), parent.Short(), "ID")
+	}
+	wantSt, want := answer(madeUp)
+	if wantSt != http.StatusNotFound {
+		t.Fatalf("made-up parent: status %d, want 404: %s", wantSt, want)
+	}
+	for name, id := range map[string]vault.ID{"another source's": ts.dbSnap.ID, "pruned": gone.ID} {
+		st, got := answer(id)
+		if st != wantSt || got != want {
+			t.Errorf("%s snapshot as parent: %d %s\nwant as for a made-up ID: %d %s", name, st, got, wantSt, want)
+		}
+		if strings.Contains(got, `"db"`) || strings.Contains(got, "agt_") {
+			t.Errorf("%s snapshot as parent: the answer names the other source: %s", name, got)
+		}
+	}
+	if n := a.snapshotObjects(); n != objects {
+		t.Errorf("the store holds %d snapshot objects after refused saves, want %d", n, objects)
+	}
+	if n := len(a.liveSnapshots()); n != rows {
+		t.Errorf("the catalog lists %d snapshots after refused saves, want %d", n, rows)
+	}
+	// Its own live snapshot is still a parent it may name.
+	a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", ts.web, good(ts.webSnap.ID))
+	// Reusing db's files would need db's trees: refused like a tree that
+	// does not exist.
+	st1, out1 := a.call("GET", "/v1/vaults/a/trees/"+ts.dbSnap.Tree.String(), ts.web, nil)
+	st2, out2 := a.call("GET", "/v1/vaults/a/trees/"+madeUp.String(), ts.web, nil)
+	if st1 != http.StatusNotFound || st2 != st1 || strings.ReplaceAll(string(out1), ts.dbSnap.Tree.String(), "ID") != strings.ReplaceAll(string(out2), madeUp.String(), "ID") {
+		t.Errorf("web reads db's root tree: %d %s; a made-up tree: %d %s", st1, out1, st2, out2)
 	}
 }
