@@ -39,6 +39,16 @@ type BackupRepo interface {
 	BytesAdded() uint64
 }
 
+// storedProber is the optional capability of a BackupRepo whose Has knows
+// only the blobs of this backup (the HTTPS client): it asks the vault
+// about many blobs at once, and each blob it reports stored stays stored
+// until the snapshot is saved. A backup asks it about the chunks of the
+// parent's unchanged files in batches, so that a re-run reuses them
+// without reading them and without a request per file.
+type storedProber interface {
+	Stored(ctx context.Context, t vault.BlobType, ids []vault.ID) ([]bool, error)
+}
+
 // BackupOptions configure one backup.
 type BackupOptions struct {
 	Paths    []string
@@ -180,6 +190,9 @@ type backup struct {
 	current                          atomic.Pointer[string]
 	skip                             map[string]bool
 	addedBefore                      uint64
+	// reuse batches the checks of unchanged files when the repository's
+	// Has does not know what the vault holds (nil for a local vault).
+	reuse *reuseBatch
 }
 
 type fileJob struct {
@@ -310,6 +323,9 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 			b.skip[a] = true
 		}
 	}
+	if p, ok := repo.(storedProber); ok {
+		b.reuse = &reuseBatch{b: b, repo: p}
+	}
 	parent, err := b.chooseParent(ctx, paths)
 	if err != nil {
 		return nil, err
@@ -340,7 +356,13 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	}
 	root := buildVirtualRoot(paths)
 	rootFut := b.virtualDir(ctx, root, parentRoot)
+	if b.reuse != nil {
+		b.reuse.flush(ctx)
+	}
 	<-rootFut.done
+	if b.reuse != nil {
+		b.reuse.wg.Wait() // they may still queue files to read
+	}
 	close(b.fileJobs)
 	readers.Wait()
 	close(b.chunkJobs)
@@ -364,7 +386,17 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if parent != nil {
 		rec.Parent = parent.ID
 	}
-	rec, err = repo.SaveSnapshot(ctx, rec)
+	saved, err := repo.SaveSnapshot(ctx, rec)
+	if err != nil && parent != nil && errors.Is(err, vault.ErrNotFound) && b.parentGone(ctx, parent.ID) {
+		// The parent was forgotten and pruned while this backup ran. What
+		// it reused of it is stored all the same (the vault said so, and
+		// keeps it for this backup), so the snapshot stands without it;
+		// a refused save recorded nothing, so saving again is safe.
+		b.warn(Warning{Path: "(parent snapshot " + parent.ID.Short() + ")", Err: errors.New("deleted while this backup ran: the snapshot is saved without a parent")})
+		rec.Parent = vault.ID{}
+		saved, err = repo.SaveSnapshot(ctx, rec)
+	}
+	rec = saved
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -451,6 +483,16 @@ func (b *backup) findParent(ctx context.Context, paths []string) *vault.Snapshot
 		}
 	}
 	return best
+}
+
+// parentGone reports whether snapshot id is no longer listed (false when
+// the list cannot be read).
+func (b *backup) parentGone(ctx context.Context, id vault.ID) bool {
+	snaps, err := b.repo.Snapshots(ctx)
+	if err != nil {
+		return false
+	}
+	return !slices.ContainsFunc(snaps, func(s vault.SnapshotRecord) bool { return s.ID == id })
 }
 
 // firstError keeps the first of the errors set on it; safe for concurrent
@@ -675,57 +717,73 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 		return nil
 	case format.KindFile:
 		b.files.Add(1)
-		if pn := findNode(parent, string(n.Name)); pn != nil && b.unchanged(pn, n) {
-			n.Content = pn.Content
-			b.bytes.Add(n.Size)
-			b.reused.Add(1)
-			b.filesDone.Add(1)
-			return nil
-		}
-		j := &fileJob{path: path, node: n, st: st, done: make(chan struct{})}
-		if n.NLink > 1 {
-			key := [2]uint64{n.Device, n.Inode}
-			b.hardMu.Lock()
-			first := b.hard[key]
-			if first == nil {
-				b.hard[key] = j
+		if pn := findNode(parent, string(n.Name)); pn != nil && sameFile(pn, n) {
+			if b.reuse != nil && len(pn.Content) > 0 {
+				return b.reuse.add(ctx, path, n, st, pn.Content)
 			}
-			b.hardMu.Unlock()
-			if first != nil {
-				go func() {
-					<-first.done
-					// One inode, one content: link nodes share the first's.
-					// Read from the job, not its node: the first's directory
-					// may be building its tree from its nodes by now.
-					if first.failed.Load() {
-						j.node.Kind = 0
-					} else {
-						j.node.Content = first.content
-						j.node.Size = first.size
-						// The record's Bytes is the logical size of every
-						// file in the tree, links included, as the server
-						// counts it (engine.CheckCounts).
-						b.bytes.Add(first.size)
-					}
-					b.filesDone.Add(1)
-					close(j.done)
-				}()
-				return &treeFuture{done: j.done}
+			if b.stored(pn.Content) {
+				b.reuseFile(n, pn.Content)
+				return nil
 			}
 		}
-		b.prefetch(j)
-		select {
-		case b.fileJobs <- j:
-		case <-ctx.Done():
-			j.closeFile()
-			j.node.Kind = 0
-			close(j.done)
-		}
-		return &treeFuture{done: j.done}
+		return b.readLater(ctx, path, n, st, make(chan struct{}))
 	default: // FIFOs and devices: entries a restore creates, counted as files
 		b.files.Add(1)
 		return nil
 	}
+}
+
+// reuseFile takes file node n's content from its parent node, unread.
+func (b *backup) reuseFile(n *format.Node, content []vault.ID) {
+	n.Content = content
+	b.bytes.Add(n.Size)
+	b.reused.Add(1)
+	b.filesDone.Add(1)
+}
+
+// readLater queues file n to be read; done closes when its node is
+// complete (or dropped).
+func (b *backup) readLater(ctx context.Context, path string, n *format.Node, st *unix.Stat_t, done chan struct{}) *treeFuture {
+	j := &fileJob{path: path, node: n, st: st, done: done}
+	if n.NLink > 1 {
+		key := [2]uint64{n.Device, n.Inode}
+		b.hardMu.Lock()
+		first := b.hard[key]
+		if first == nil {
+			b.hard[key] = j
+		}
+		b.hardMu.Unlock()
+		if first != nil {
+			go func() {
+				<-first.done
+				// One inode, one content: link nodes share the first's.
+				// Read from the job, not its node: the first's directory
+				// may be building its tree from its nodes by now.
+				if first.failed.Load() {
+					j.node.Kind = 0
+				} else {
+					j.node.Content = first.content
+					j.node.Size = first.size
+					// The record's Bytes is the logical size of every
+					// file in the tree, links included, as the server
+					// counts it (engine.CheckCounts).
+					b.bytes.Add(first.size)
+				}
+				b.filesDone.Add(1)
+				close(j.done)
+			}()
+			return &treeFuture{done: j.done}
+		}
+	}
+	b.prefetch(j)
+	select {
+	case b.fileJobs <- j:
+	case <-ctx.Done():
+		j.closeFile()
+		j.node.Kind = 0
+		close(j.done)
+	}
+	return &treeFuture{done: j.done}
 }
 
 // chainSubtree resolves when sub does, copying the subtree ID into n.
@@ -740,14 +798,16 @@ func chainSubtree(sub *treeFuture, n *format.Node) *treeFuture {
 	return out
 }
 
-// unchanged reports whether a file node equals its parent-snapshot node in
-// everything that signals a change, and all its chunks are still stored.
-func (b *backup) unchanged(old, cur *format.Node) bool {
-	if old.Kind != format.KindFile || old.Size != cur.Size || old.MTime != cur.MTime ||
-		old.CTime != cur.CTime || old.Inode != cur.Inode {
-		return false
-	}
-	for _, id := range old.Content {
+// sameFile reports whether a file node equals its parent-snapshot node in
+// everything that signals a change.
+func sameFile(old, cur *format.Node) bool {
+	return old.Kind == format.KindFile && old.Size == cur.Size && old.MTime == cur.MTime &&
+		old.CTime == cur.CTime && old.Inode == cur.Inode
+}
+
+// stored reports whether the repository holds every chunk of content.
+func (b *backup) stored(content []vault.ID) bool {
+	for _, id := range content {
 		if !b.repo.Has(vault.DataBlob, id) {
 			return false
 		}

@@ -739,13 +739,104 @@ func (v *Vault) newHasher() *format.IDHasher {
 }
 
 // Has reports whether blob t/id is known to be stored or queued in this
-// session; blobs the vault had before are found by the batch's missing
-// query instead, so the agent may encode a blob the vault already has.
+// session (uploaded, queued, or found by Stored); other blobs the vault
+// had before are found by the batch's missing query instead, so the agent
+// may encode a blob the vault already has.
 func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	_, ok := v.known[blobKey{t, id}]
 	return ok
+}
+
+// Stored asks the server which of blobs ids (of type t) it holds, at most
+// api.MaxMissingIDs to a request, and reports for each whether it does.
+// This is how an incremental backup learns that its parent's chunks are
+// still stored without reading the vault's index (which a source's token
+// may not): the agent asks only about IDs it read in its own parent's
+// trees, and the endpoint is the one every upload asks already.
+//
+// SECURITY: a blob the server says it holds may be referenced by this
+// backup's snapshot, so it must stay stored until that snapshot is saved.
+// It does: the server registered this client's writer session (at the
+// first backup request, LoadDedup) before answering, and answers from the
+// index writers deduplicate against, which leaves out condemned packs; a
+// pack condemned later waits for the session to end (docs/retention.md).
+// The blobs it holds are then known to this session like uploaded ones
+// (Has reports them, SaveBlob skips them).
+func (v *Vault) Stored(ctx context.Context, t vault.BlobType, ids []vault.ID) ([]bool, error) {
+	held := make([]bool, len(ids))
+	pos := map[blobKey][]int{} // where each blob asked about is in ids
+	var ask []api.Ref
+	v.mu.Lock()
+	for i, id := range ids {
+		k := blobKey{t, id}
+		if _, ok := v.known[k]; ok {
+			held[i] = true
+			continue
+		}
+		if _, ok := pos[k]; !ok {
+			ask = append(ask, api.Ref{Type: t, ID: id})
+		}
+		pos[k] = append(pos[k], i)
+	}
+	v.mu.Unlock()
+	for len(ask) > 0 {
+		n := min(len(ask), api.MaxMissingIDs)
+		missing, err := v.missing(ctx, ask[:n])
+		if err != nil {
+			return nil, err
+		}
+		v.mu.Lock()
+		for _, r := range ask[:n] {
+			if missing[r] {
+				continue
+			}
+			k := blobKey{r.Type, r.ID}
+			v.known[k] = struct{}{}
+			for _, i := range pos[k] {
+				held[i] = true
+			}
+		}
+		v.mu.Unlock()
+		ask = ask[n:]
+	}
+	return held, nil
+}
+
+// missing asks the server which of refs (distinct, at most
+// api.MaxMissingIDs) the vault lacks.
+func (v *Vault) missing(ctx context.Context, refs []api.Ref) (map[api.Ref]bool, error) {
+	body := make([]byte, 0, len(refs)*api.RefSize)
+	for _, r := range refs {
+		body = api.AppendRef(body, r)
+	}
+	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/missing", bytes.NewReader(body), api.ContentBinary)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	// SECURITY: the answer may name only blobs asked about, each once;
+	// anything else (an endless list would grow the map without bound)
+	// is an error.
+	asked := make(map[api.Ref]bool, len(refs))
+	for _, r := range refs {
+		asked[r] = true
+	}
+	missing := map[api.Ref]bool{}
+	for {
+		r, err := api.ReadRef(resp.Body)
+		if err == io.EOF {
+			return missing, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("missing blobs: %w", err)
+		}
+		if !asked[r] || missing[r] {
+			return nil, fmt.Errorf("missing blobs: %w: the server named %s blob %s, which the client did not ask about (or twice)", vault.ErrCorrupt, r.Type, r.ID.Short())
+		}
+		missing[r] = true
+	}
 }
 
 // batch is an upload batch: upload records back to back, and where each
@@ -940,38 +1031,10 @@ func (v *Vault) batchBuf(first int) []byte {
 
 // upload asks which of b's blobs the vault lacks and uploads those.
 func (v *Vault) upload(ctx context.Context, b *batch) error {
-	refs := make([]byte, 0, len(b.refs)*api.RefSize)
-	for _, r := range b.refs {
-		refs = api.AppendRef(refs, r)
-	}
-	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/missing", bytes.NewReader(refs), api.ContentBinary)
+	missing, err := v.missing(ctx, b.refs)
 	if err != nil {
 		return err
 	}
-	// SECURITY: the answer may name only blobs of this batch, each once;
-	// anything else (an endless list would grow the map without bound)
-	// is an error.
-	asked := make(map[api.Ref]bool, len(b.refs))
-	for _, r := range b.refs {
-		asked[r] = true
-	}
-	missing := map[api.Ref]bool{}
-	for {
-		r, err := api.ReadRef(resp.Body)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			resp.Body.Close()
-			return fmt.Errorf("missing blobs: %w", err)
-		}
-		if !asked[r] || missing[r] {
-			resp.Body.Close()
-			return fmt.Errorf("missing blobs: %w: the server named %s blob %s, which the batch did not ask about (or twice)", vault.ErrCorrupt, r.Type, r.ID.Short())
-		}
-		missing[r] = true
-	}
-	resp.Body.Close()
 	if len(missing) == 0 {
 		return nil
 	}
@@ -990,7 +1053,7 @@ func (v *Vault) upload(ctx context.Context, b *batch) error {
 		}
 	}
 	var res api.UploadResult
-	resp, err = v.c.do(ctx, http.MethodPost, v.path+"/blobs", bytes.NewReader(body), api.ContentBinary)
+	resp, err := v.c.do(ctx, http.MethodPost, v.path+"/blobs", bytes.NewReader(body), api.ContentBinary)
 	if err != nil {
 		return err
 	}
@@ -1223,6 +1286,12 @@ func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault
 	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/snapshots", w, &out); err != nil {
 		return s, err
 	}
+	// SECURITY: saving the snapshot ended the server's writer session, and
+	// with it the hold on the blobs it knew of; a next backup through this
+	// Vault starts a new session and must ask again (Has, Stored).
+	v.mu.Lock()
+	clear(v.known)
+	v.mu.Unlock()
 	return out.Record()
 }
 

@@ -311,7 +311,8 @@ func TestAttackHistoryRecordFields(t *testing.T) {
 		{"negative duration", func(s *api.Snapshot) { s.DurationNS = -1 }},
 		{"year 10000", func(s *api.Snapshot) { s.Time = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) }}, // made 10000 below
 		{"year 3000", func(s *api.Snapshot) { s.Time = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC) }},
-		{"unknown parent", func(s *api.Snapshot) { s.Parent = strings.Repeat("cd", 32) }},
+		// An unknown parent is refused as not found (404):
+		// TestAttackIncrementalParentNamesNothing.
 		{"bad parent", func(s *api.Snapshot) { s.Parent = "zz" }},
 		{"unknown tree", func(s *api.Snapshot) { s.Tree = strings.Repeat("ef", 32) }},
 		{"zero tree", func(s *api.Snapshot) { s.Tree = strings.Repeat("00", 32) }},

@@ -93,7 +93,10 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 		}
 		found := false
 		for _, sn := range all {
-			if sn.ID == rec.Parent {
+			// SECURITY: a source's token sees only its own domain's
+			// snapshots: another source's, named as parent, is answered
+			// like an ID that names nothing (its host stays unsaid).
+			if sn.ID == rec.Parent && da.ownSnapshot(sn) {
 				if sn.Host != rec.Host {
 					return rec, fmt.Errorf("%w: parent snapshot %s is of host %q, not %q: a snapshot's parent is one of its own host", api.ErrBadRequest, rec.Parent.Short(), sn.Host, rec.Host)
 				}
@@ -108,7 +111,10 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 			}
 		}
 		if !found {
-			return rec, fmt.Errorf("%w: parent snapshot %s is not in vault %s", api.ErrBadRequest, rec.Parent.Short(), q.name)
+			// Not found (404), not a bad request: an agent whose parent
+			// was forgotten and pruned while it ran saves its snapshot
+			// again without a parent (agent.Backup).
+			return rec, fmt.Errorf("parent snapshot %s: %w among the snapshots of vault %s this token may see (forgotten and pruned while the backup ran?)", rec.Parent.Short(), vault.ErrNotFound, q.name)
 		}
 	}
 	return rec, nil
