@@ -41,10 +41,11 @@ type BackupRepo interface {
 
 // BackupOptions configure one backup.
 type BackupOptions struct {
-	Paths    []string
-	Tags     []string
-	Host     string
-	Excludes []string // glob patterns matched against the base name and the full path
+	Paths []string
+	Tags  []string
+	Host  string
+	// Exclude chooses what is left out (exclude.go).
+	Exclude ExcludeRules
 	// SkipDirs are absolute directories never descended into (the vault's
 	// own directory, so that a backup of $HOME does not read its vault).
 	SkipDirs []string
@@ -173,6 +174,7 @@ type backup struct {
 	current                          atomic.Pointer[string]
 	skip                             map[string]bool
 	addedBefore                      uint64
+	exclude                          *excluder
 }
 
 type fileJob struct {
@@ -259,11 +261,6 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if opt.ChunkWorkers <= 0 {
 		opt.ChunkWorkers = runtime.GOMAXPROCS(0)
 	}
-	for _, p := range opt.Excludes {
-		if _, err := filepath.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("bad --exclude pattern %q: %w", p, err)
-		}
-	}
 	start := opt.Now()
 	addedBefore := repo.BytesAdded()
 	dp := repo.Dedup()
@@ -272,6 +269,10 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		return nil, fmt.Errorf("vault chunker parameters: %w", err)
 	}
 	paths, err := absPaths(opt.Paths)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := compileExcludes(opt.Exclude, opt.Paths)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +291,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
 		addedBefore: addedBefore,
+		exclude:     ex,
 	}
 	for range chunkers {
 		c, err := chunker.NewOwned(nil, b.gear, params, windowAlloc{b}, chunkWindow)
@@ -343,6 +345,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if rootFut.err != nil {
 		return nil, rootFut.err
 	}
+	b.exclude.warnUnmatched(b.warn)
 	if err := repo.Flush(ctx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -452,18 +455,6 @@ func (b *backup) warn(w Warning) {
 	}
 }
 
-func (b *backup) excluded(path, name string) bool {
-	for _, p := range b.opt.Excludes {
-		if ok, _ := filepath.Match(p, name); ok {
-			return true
-		}
-		if ok, _ := filepath.Match(p, path); ok {
-			return true
-		}
-	}
-	return false
-}
-
 // vnode is a directory on the way to a backed-up path: only the chosen
 // children are listed.
 type vnode struct {
@@ -508,6 +499,7 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 	sort.Strings(names)
 	nodes := make([]format.Node, 0, len(names))
 	sts := make([]*unix.Stat_t, 0, len(names))
+	kept := names[:0]
 	for _, name := range names {
 		c := v.children[name]
 		st, err := lstat(c.path)
@@ -517,9 +509,15 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 			close(f.done)
 			return f
 		}
-		nodes = append(nodes, statNode(name, st))
+		n := statNode(name, st)
+		if b.exclude.excluded(c.path, &n) {
+			continue // a given path (or a directory above one) excluded
+		}
+		kept = append(kept, name)
+		nodes = append(nodes, n)
 		sts = append(sts, st)
 	}
+	names = kept
 	// nodes no longer grows: pointers into it are stable from here.
 	subs := make([]*treeFuture, 0, len(names))
 	for i, name := range names {
@@ -564,12 +562,14 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *tre
 		b.warn(Warning{Path: path, Err: err, Unreadable: true})
 	}
 	sort.Strings(names)
+	names = b.exclude.contents(path, names)
 	nodes := make([]format.Node, 0, len(names))
 	subs := make([]*treeFuture, 0, len(names))
 	type pend struct {
-		idx  int
-		path string
-		st   *unix.Stat_t
+		idx   int
+		path  string
+		st    *unix.Stat_t
+		mount bool // another file system's mount point, with OneFileSystem
 	}
 	var todo []pend
 	for _, name := range names {
@@ -577,19 +577,26 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *tre
 			break
 		}
 		p := filepath.Join(path, name)
-		if b.excluded(p, name) {
-			continue
-		}
 		if !format.ValidName([]byte(name)) {
 			b.warn(Warning{Path: p, Err: errors.New("name cannot be stored, skipped"), Unreadable: true})
 			continue
 		}
 		st, err := lstat(p)
 		if err != nil {
-			b.warn(Warning{Path: p, Err: err, Unreadable: true})
+			// Gone already: no warning if it was excluded anyway.
+			if !b.exclude.match(p, false) && !b.exclude.match(p, true) {
+				b.warn(Warning{Path: p, Err: err, Unreadable: true})
+			}
 			continue
 		}
 		n := statNode(name, st)
+		if b.exclude.excluded(p, &n) {
+			continue
+		}
+		mount := b.exclude.foreign(st)
+		if mount && n.Kind != format.KindDir {
+			continue // a file mounted over another: not this file system's
+		}
 		if n.Kind == format.KindSocket {
 			b.warn(Warning{Path: p, Err: errors.New("socket skipped")})
 			continue
@@ -598,10 +605,14 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *tre
 			continue
 		}
 		nodes = append(nodes, n)
-		todo = append(todo, pend{len(nodes) - 1, p, st})
+		todo = append(todo, pend{len(nodes) - 1, p, st, mount})
 	}
 	// nodes no longer grows: pointers into it are stable from here.
 	for _, t := range todo {
+		if t.mount {
+			subs = append(subs, b.mountPoint(ctx, t.path, &nodes[t.idx]))
+			continue
+		}
 		subs = append(subs, b.entry(ctx, t.path, &nodes[t.idx], t.st, parent))
 	}
 	return b.finishDir(ctx, path, nodes, subs)
@@ -1066,7 +1077,7 @@ func (b *backup) scan(ctx context.Context, paths []string, stop chan struct{}) {
 			if err != nil || ctx.Err() != nil {
 				return nil
 			}
-			if b.excluded(p, d.Name()) || (d.IsDir() && b.skip[p]) {
+			if b.exclude.match(p, d.IsDir()) || (d.IsDir() && b.skip[p]) {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
