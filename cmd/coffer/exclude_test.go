@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
 // --- backup: what is left out -------------------------------------------
@@ -337,4 +339,27 @@ func TestBackupOneFileSystem(t *testing.T) {
 	wantListing(t, lsRel(t, e, data), "a.txt", "mnt")
 	mustCoffer(t, e, "backup", data, mnt, "-x")
 	wantListing(t, lsRel(t, e, data), "a.txt", "mnt", "mnt/other-fs.txt")
+}
+
+// TestBackupExcludeRemote: excludes are the agent's; a backup into a vault
+// server leaves out the same entries and warns the same way.
+func TestBackupExcludeRemote(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+
+	data := tree(t, "a.txt", "b.log", "keep.log", "app/node_modules/x.js", "cache/blob", "big")
+	writeFile(t, filepath.Join(data, "cache", "CACHEDIR.TAG"), []byte("Signature: 8a477f597d28d172789f06886806bc55"), 0o644)
+	writeFile(t, filepath.Join(data, "big"), make([]byte, 2<<10), 0o644)
+	_, errOut, code := coffer(t, e, "backup", data, "-e", "**/node_modules/", "-e", "*.log", "-e", "!keep.log", "-e", "/nowhere", "--exclude-caches", "--exclude-larger-than", "1K")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, `warning: --exclude "/nowhere": matched nothing`) {
+		t.Errorf("no warning for the pattern that matched nothing:\n%s", errOut)
+	}
+	wantListing(t, lsRel(t, e, data), "a.txt", "keep.log", "app", "cache", "cache/CACHEDIR.TAG")
 }
