@@ -16,10 +16,10 @@ import (
 	"github.com/coffer-backup/coffer/internal/agent"
 )
 
-// selectFlags are backup's flags that choose what is backed up: the
+// excludeFlags are backup's flags that choose what is backed up: the
 // excludes and the lists of paths (docs/operations.md, "Choosing what to
 // back up").
-type selectFlags struct {
+type excludeFlags struct {
 	exclude, iexclude, excludeFile, iexcludeFile []string
 	ifPresent                                    []string
 	caches, oneFS                                bool
@@ -27,7 +27,7 @@ type selectFlags struct {
 	filesFrom, filesVerbatim, filesRaw           []string
 }
 
-func (x *selectFlags) register(f *pflag.FlagSet) {
+func (x *excludeFlags) register(f *pflag.FlagSet) {
 	f.StringArrayVarP(&x.exclude, "exclude", "e", nil, "leave out what matches this pattern (gitignore-style, see above; repeatable)")
 	f.StringArrayVar(&x.iexclude, "iexclude", nil, "like --exclude, ignoring case")
 	f.StringArrayVar(&x.excludeFile, "exclude-file", nil, "read --exclude patterns from FILE, one a line (# comments; repeatable)")
@@ -42,12 +42,12 @@ func (x *selectFlags) register(f *pflag.FlagSet) {
 }
 
 // listsPaths reports whether a --files-from flag gives paths.
-func (x *selectFlags) listsPaths() bool {
+func (x *excludeFlags) listsPaths() bool {
 	return len(x.filesFrom)+len(x.filesVerbatim)+len(x.filesRaw) > 0
 }
 
 // rules reads the pattern files and returns what the agent needs.
-func (x *selectFlags) rules(a *app) (agent.ExcludeRules, error) {
+func (x *excludeFlags) rules(a *app) (agent.ExcludeRules, error) {
 	r := agent.ExcludeRules{IfPresent: x.ifPresent, Caches: x.caches, OneFileSystem: x.oneFS}
 	for _, p := range x.exclude {
 		r.Patterns = append(r.Patterns, agent.ExcludePattern{Pattern: p, Source: "--exclude"})
@@ -134,7 +134,7 @@ func trimPatternLine(line string) string {
 
 // listedPaths reads the --files-from, --files-from-verbatim and
 // --files-from-raw lists. "-" is standard input (read once).
-func (x *selectFlags) listedPaths(a *app) ([]string, error) {
+func (x *excludeFlags) listedPaths(a *app) ([]string, error) {
 	var stdin []byte
 	stdinRead := false
 	read := func(flag, name string) ([]byte, error) {

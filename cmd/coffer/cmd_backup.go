@@ -16,7 +16,7 @@ import (
 
 func newBackupCmd(a *app) *cobra.Command {
 	var tags []string
-	var sel selectFlags
+	var sel excludeFlags
 	var host string
 	var jsonOut bool
 	cmd := &cobra.Command{
