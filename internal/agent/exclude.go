@@ -113,7 +113,6 @@ type pattern struct {
 	dirOnly  bool // pattern/
 	anchored bool // /pattern: from the root, not at any depth
 	deep     bool // has a ** segment
-	minComps int  // components a path needs to match: segments other than **
 	// With **: "/name" for each literal segment, which the path must
 	// contain, and whether the last segment must match the base name.
 	lits     []string
@@ -139,6 +138,7 @@ func compilePattern(p ExcludePattern) (*pattern, error) {
 		s = strings.ToLower(s)
 	}
 	pt := &pattern{src: p}
+	names := 0 // segments other than **
 	if strings.HasPrefix(s, "!") {
 		pt.negate = true
 		s = s[1:]
@@ -161,16 +161,15 @@ func compilePattern(p ExcludePattern) (*pattern, error) {
 				continue // "**/**" is "**"
 			}
 			pt.segs = append(pt.segs, segment{kind: segAnyDepth})
-			pt.deep = true
 			continue
 		}
 		if _, err := filepath.Match(part, ""); err != nil {
 			return nil, bad(`a [ without its ], or a \ at the end (write \[ or \\ for the character itself)`)
 		}
 		pt.segs = append(pt.segs, classify(part))
-		pt.minComps++
+		names++
 	}
-	if pt.minComps == 0 && !pt.deep {
+	if len(pt.segs) == 0 {
 		return nil, bad("it names no file")
 	}
 	// A leading ** is what a pattern without / does anyway.
@@ -178,10 +177,10 @@ func compilePattern(p ExcludePattern) (*pattern, error) {
 		pt.anchored = false
 		pt.segs = pt.segs[1:]
 		if len(pt.segs) == 0 { // "**": everything below the given paths
-			pt.segs = []segment{{kind: segAny}}
-			pt.minComps, pt.deep = 1, false
+			pt.segs, names = []segment{{kind: segAny}}, 1
 		}
 	}
+	pt.deep = len(pt.segs) > names
 	if pt.deep && !pt.anchored {
 		// Matching at any depth is an anchored match after a leading **.
 		pt.segs = append([]segment{{kind: segAnyDepth}}, pt.segs...)

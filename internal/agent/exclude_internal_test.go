@@ -349,3 +349,27 @@ func FuzzExcludeSegment(f *testing.F) {
 		}
 	})
 }
+
+// TestExcludeCompiledForm: patterns that need no ** matching are compiled
+// to the fast form (compared from the path's end, nothing split).
+func TestExcludeCompiledForm(t *testing.T) {
+	for _, c := range []struct {
+		pat            string
+		deep, anchored bool
+		segs           int
+	}{
+		{"*.log", false, false, 1},
+		{"**/node_modules", false, false, 1},
+		{"/**/node_modules/", false, false, 1},
+		{"**", false, false, 1},
+		{"/home/*/cache", false, true, 3},
+		{"a/**/b", true, true, 4}, // ** a ** b
+		{"/a/**", true, true, 2},
+	} {
+		x := compileT(t, pats(c.pat))
+		pt := x.pats[0]
+		if pt.deep != c.deep || pt.anchored != c.anchored || len(pt.segs) != c.segs {
+			t.Errorf("%q: deep %v anchored %v %d segments, want %v %v %d", c.pat, pt.deep, pt.anchored, len(pt.segs), c.deep, c.anchored, c.segs)
+		}
+	}
+}
