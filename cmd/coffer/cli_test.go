@@ -1088,7 +1088,7 @@ func TestBackupExclude(t *testing.T) {
 	}
 
 	_, errOut, code := coffer(t, e, "backup", data, "--exclude", "[")
-	if code != exitFailure || !strings.Contains(errOut, "bad --exclude pattern") {
+	if code != exitFailure || !strings.Contains(errOut, `--exclude: bad pattern "["`) {
 		t.Errorf("backup with a malformed pattern: exit %d, %q", code, errOut)
 	}
 }

@@ -16,7 +16,8 @@ import (
 )
 
 func newBackupCmd(a *app) *cobra.Command {
-	var tags, excludes []string
+	var tags []string
+	var sel excludeFlags
 	var host, parentRef string
 	var jsonOut, force bool
 	cmd := &cobra.Command{
@@ -34,12 +35,37 @@ Paths are checked first: one that does not exist is a warning when others do
 created and the exit code is 1.
 
 The snapshot keeps the absolute paths: backing up ~/Documents stores
-/home/you/Documents, and a restore recreates that path under its target.`,
+/home/you/Documents, and a restore recreates that path under its target.
+
+Excludes (--exclude, --iexclude, --exclude-file, --iexclude-file) are
+gitignore-style patterns matched against each entry's absolute path, the
+given paths included, as restic does:
+  *.log          a name, at any depth (* ? [a-z] match within one name; \ escapes)
+  cache/tmp      tmp directly inside a directory named cache, at any depth
+  /srv/cache     anchored: a leading / starts at the root
+  **/build/**    ** is any number of directories (at the end: what is inside)
+  node_modules/  a trailing / matches directories only
+  !keep.log      ! puts back what an earlier pattern left out; the last
+                 match wins (what is inside an excluded directory stays out)
+An excluded directory is not read. A pattern that matched nothing is a
+warning (the exit code stays the same). Exclude files take one pattern a line,
+with # comments, and expand $VAR ($$ is a $).
+
+--files-from reads paths to back up, one a line, with the same rules as
+paths given here (one missing among several is a warning, exit 3).`,
 		Example: `  coffer backup ~/Documents
   coffer backup /etc /srv --tag nightly --exclude '*.tmp' --exclude /srv/cache
+  coffer backup ~ --exclude '**/node_modules/' --exclude '*.log' --exclude '!keep.log' --exclude-caches
+  coffer backup / --one-file-system --exclude-file /etc/coffer/excludes --exclude-larger-than 1G
+  find /srv -name '*.db' -print0 | coffer backup --files-from-raw -
   coffer backup ~/Documents --json
   coffer backup /srv --force                 # read every file again, however unchanged it looks`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && !sel.listsPaths() {
+				return errors.New("requires at least 1 arg(s), only received 0: give the paths to back up (or --files-from FILE)")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if force && parentRef != "" {
 				return errors.New("give --parent or --force, not both: --force reads every file, with no parent")
@@ -50,6 +76,23 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 					return err
 				}
 				host = h
+			}
+			// What to back up and leave out is read before anything is
+			// opened: a bad pattern or list changes nothing.
+			listed, err := sel.listedPaths(a)
+			if err != nil {
+				return err
+			}
+			args = append(args, listed...)
+			if len(args) == 0 {
+				return errors.New("nothing to back up: the --files-from lists are empty")
+			}
+			exclude, err := sel.rules(a)
+			if err != nil {
+				return err
+			}
+			if err := exclude.Check(); err != nil {
+				return err
 			}
 			// Paths first, before a vault or key file is created: a path
 			// that does not exist among several is a warning (exit 3), and
@@ -110,7 +153,7 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 			}
 			prog := a.newProgress("backup")
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
-				Paths: args, Tags: tags, Host: host, Excludes: excludes,
+				Paths: args, Tags: tags, Host: host, Exclude: exclude,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
 				Parent: parent, Force: force,
 				Progress: prog.fn(),
@@ -147,11 +190,11 @@ The snapshot keeps the absolute paths: backing up ~/Documents stores
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&tags, "tag", nil, "tag the snapshot (repeatable)")
-	f.StringArrayVar(&excludes, "exclude", nil, "skip files whose name or full path matches this glob (repeatable)")
 	f.StringVar(&host, "host", "", "host name recorded in the snapshot (default: $COFFER_HOST, else this machine's; with an agent's token the server records the agent's name)")
 	f.StringVar(&parentRef, "parent", "", `reuse unchanged files of this snapshot of the same host (ID, prefix or "latest") instead of the newest of the same paths`)
 	f.BoolVar(&force, "force", false, "read every file, with no parent snapshot to reuse unchanged files from")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	sel.register(f)
 	return cmd
 }
 

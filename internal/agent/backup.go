@@ -51,10 +51,11 @@ type storedProber interface {
 
 // BackupOptions configure one backup.
 type BackupOptions struct {
-	Paths    []string
-	Tags     []string
-	Host     string
-	Excludes []string // glob patterns matched against the base name and the full path
+	Paths []string
+	Tags  []string
+	Host  string
+	// Exclude chooses what is left out (exclude.go).
+	Exclude ExcludeRules
 	// SkipDirs are absolute directories never descended into (the vault's
 	// own directory, so that a backup of $HOME does not read its vault).
 	SkipDirs []string
@@ -192,7 +193,8 @@ type backup struct {
 	addedBefore                      uint64
 	// reuse batches the checks of unchanged files when the repository's
 	// Has does not know what the vault holds (nil for a local vault).
-	reuse *reuseBatch
+	reuse   *reuseBatch
+	exclude *excluder
 }
 
 type fileJob struct {
@@ -279,11 +281,6 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if opt.ChunkWorkers <= 0 {
 		opt.ChunkWorkers = runtime.GOMAXPROCS(0)
 	}
-	for _, p := range opt.Excludes {
-		if _, err := filepath.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("bad --exclude pattern %q: %w", p, err)
-		}
-	}
 	start := opt.Now()
 	addedBefore := repo.BytesAdded()
 	dp := repo.Dedup()
@@ -292,6 +289,10 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		return nil, fmt.Errorf("vault chunker parameters: %w", err)
 	}
 	paths, err := absPaths(opt.Paths)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := compileExcludes(opt.Exclude, opt.Paths)
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +311,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
 		addedBefore: addedBefore,
+		exclude:     ex,
 	}
 	for range chunkers {
 		c, err := chunker.NewOwned(nil, b.gear, params, windowAlloc{b}, chunkWindow)
@@ -375,6 +377,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if rootFut.err != nil {
 		return nil, rootFut.err
 	}
+	b.exclude.warnUnmatched(b.warn)
 	if err := repo.Flush(ctx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -533,18 +536,6 @@ func (b *backup) warn(w Warning) {
 	}
 }
 
-func (b *backup) excluded(path, name string) bool {
-	for _, p := range b.opt.Excludes {
-		if ok, _ := filepath.Match(p, name); ok {
-			return true
-		}
-		if ok, _ := filepath.Match(p, path); ok {
-			return true
-		}
-	}
-	return false
-}
-
 // vnode is a directory on the way to a backed-up path: only the chosen
 // children are listed.
 type vnode struct {
@@ -589,6 +580,7 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 	sort.Strings(names)
 	nodes := make([]format.Node, 0, len(names))
 	sts := make([]*unix.Stat_t, 0, len(names))
+	kept := names[:0]
 	for _, name := range names {
 		c := v.children[name]
 		st, err := lstat(c.path)
@@ -598,9 +590,15 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 			close(f.done)
 			return f
 		}
-		nodes = append(nodes, statNode(name, st))
+		n := statNode(name, st)
+		if b.exclude.excluded(c.path, &n) {
+			continue // a given path (or a directory above one) excluded
+		}
+		kept = append(kept, name)
+		nodes = append(nodes, n)
 		sts = append(sts, st)
 	}
+	names = kept
 	// nodes no longer grows: pointers into it are stable from here.
 	subs := make([]*treeFuture, 0, len(names))
 	for i, name := range names {
@@ -645,12 +643,14 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *tre
 		b.warn(Warning{Path: path, Err: err, Unreadable: true})
 	}
 	sort.Strings(names)
+	names = b.exclude.contents(path, names)
 	nodes := make([]format.Node, 0, len(names))
 	subs := make([]*treeFuture, 0, len(names))
 	type pend struct {
-		idx  int
-		path string
-		st   *unix.Stat_t
+		idx   int
+		path  string
+		st    *unix.Stat_t
+		mount bool // another file system's mount point, with OneFileSystem
 	}
 	var todo []pend
 	for _, name := range names {
@@ -658,19 +658,26 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *tre
 			break
 		}
 		p := filepath.Join(path, name)
-		if b.excluded(p, name) {
-			continue
-		}
 		if !format.ValidName([]byte(name)) {
 			b.warn(Warning{Path: p, Err: errors.New("name cannot be stored, skipped"), Unreadable: true})
 			continue
 		}
 		st, err := lstat(p)
 		if err != nil {
-			b.warn(Warning{Path: p, Err: err, Unreadable: true})
+			// Gone already: no warning if it was excluded anyway.
+			if !b.exclude.match(p, false) && !b.exclude.match(p, true) {
+				b.warn(Warning{Path: p, Err: err, Unreadable: true})
+			}
 			continue
 		}
 		n := statNode(name, st)
+		if b.exclude.excluded(p, &n) {
+			continue
+		}
+		mount := b.exclude.foreign(st)
+		if mount && n.Kind != format.KindDir {
+			continue // a file mounted over another: not this file system's
+		}
 		if n.Kind == format.KindSocket {
 			b.warn(Warning{Path: p, Err: errors.New("socket skipped")})
 			continue
@@ -679,10 +686,14 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree) *tre
 			continue
 		}
 		nodes = append(nodes, n)
-		todo = append(todo, pend{len(nodes) - 1, p, st})
+		todo = append(todo, pend{len(nodes) - 1, p, st, mount})
 	}
 	// nodes no longer grows: pointers into it are stable from here.
 	for _, t := range todo {
+		if t.mount {
+			subs = append(subs, b.mountPoint(ctx, t.path, &nodes[t.idx]))
+			continue
+		}
 		subs = append(subs, b.entry(ctx, t.path, &nodes[t.idx], t.st, parent))
 	}
 	return b.finishDir(ctx, path, nodes, subs)
@@ -1165,7 +1176,7 @@ func (b *backup) scan(ctx context.Context, paths []string, stop chan struct{}) {
 			if err != nil || ctx.Err() != nil {
 				return nil
 			}
-			if b.excluded(p, d.Name()) || (d.IsDir() && b.skip[p]) {
+			if b.exclude.match(p, d.IsDir()) || (d.IsDir() && b.skip[p]) {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
