@@ -460,7 +460,7 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 		// one that was there before and left untouched.
 		r.hard[[2]uint64{n.Device, n.Inode}] = rel
 	}
-	rf := &restoreFile{rel: rel, f: f, node: n, holeBlock: holeBlock(f)}
+	rf := &restoreFile{rel: rel, f: f, node: n, holeBlock: holeBlock(f, n.Size)}
 	rf.pending.Store(1) // the walker's token
 	var off int64
 	for _, id := range n.Content {

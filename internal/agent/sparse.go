@@ -18,10 +18,20 @@ import (
 // tell its block size.
 const defaultHoleBlock = 4096
 
+// askBlockFrom is the smallest file whose file system is asked for its
+// block size. Smaller files, most files in real trees, use 4 KiB: the
+// fstat would cost more (2 µs, 30 ms over the 15,000 files of the tree
+// set) than a finer or coarser grid could matter in a few blocks.
+const askBlockFrom = 64 << 10
+
 // holeBlock is the granularity at which a restore leaves zeros as holes in
-// f: its file system's block size (st_blksize), or 4 KiB when that is
-// unknown or not a power of two. Only whole blocks of zeros can be holes.
-func holeBlock(f *os.File) int {
+// f, a file of size bytes: its file system's block size (st_blksize), or 4
+// KiB when that is unknown or not a power of two, or the file is small.
+// Only whole blocks of zeros can be holes.
+func holeBlock(f *os.File, size uint64) int {
+	if size < askBlockFrom {
+		return defaultHoleBlock
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return defaultHoleBlock
@@ -63,10 +73,10 @@ func writeSparse(f *os.File, data []byte, off int64, blk int) error {
 	return nil
 }
 
-// allZero reports whether b holds only zeros. Data that is not zero is
-// told apart in its first word, so the common case costs a few
-// nanoseconds a block; zeros are checked 32 bytes a step (about 30 GB/s
-// on the project's machine, BenchmarkAllZero).
+// allZero reports whether b holds only zeros. Data is nearly always told
+// apart by its first 32 bytes, so the common case costs a few nanoseconds
+// a block (1 MiB of data in about 2 µs); zeros are read 32 bytes a step
+// (15–25 GB/s on the project's machine; BenchmarkAllZero).
 func allZero(b []byte) bool {
 	for len(b) >= 32 {
 		if binary.LittleEndian.Uint64(b)|binary.LittleEndian.Uint64(b[8:])|

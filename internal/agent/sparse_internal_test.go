@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -238,5 +239,31 @@ func BenchmarkWriteChunk(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestHoleBlock(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	want := int(st.Blksize)
+	if want <= 0 || want&(want-1) != 0 {
+		want = defaultHoleBlock
+	}
+	if got := holeBlock(f, 1<<30); got != want {
+		t.Errorf("large file: hole block %d, want st_blksize %d", got, want)
+	}
+	if got := holeBlock(f, askBlockFrom-1); got != defaultHoleBlock {
+		t.Errorf("small file: hole block %d, want %d", got, defaultHoleBlock)
+	}
+	f.Close()
+	if got := holeBlock(f, 1<<30); got != defaultHoleBlock {
+		t.Errorf("closed file: hole block %d, want %d", got, defaultHoleBlock)
 	}
 }
