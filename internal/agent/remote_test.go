@@ -54,6 +54,7 @@ func TestRemote(t *testing.T) {
 		{"Diff", TestDiff},
 		{"RestoreHardLinkNotToExistingFile", TestRestoreHardLinkNotToExistingFile},
 		{"RestoreIncludeMissing", TestRestoreIncludeMissing},
+		{"RestoreSparse", TestRestoreSparse},
 	} {
 		t.Run(tc.name, tc.f)
 	}

@@ -107,6 +107,9 @@ type restoreFile struct {
 	// inode lock), and parked goroutines are cheaper than writers spinning
 	// on that lock, which cost seconds of system time on large files.
 	writeMu sync.Mutex
+	// holeBlock is the size of the blocks of zeros left as holes
+	// (writeSparse).
+	holeBlock int
 }
 
 type chunkTask struct {
@@ -486,7 +489,7 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 		// one that was there before and left untouched.
 		r.hard[[2]uint64{n.Device, n.Inode}] = rel
 	}
-	rf := &restoreFile{rel: rel, f: f, node: n}
+	rf := &restoreFile{rel: rel, f: f, node: n, holeBlock: holeBlock(f, n.Size)}
 	rf.pending.Store(1) // the walker's token
 	// The chunks' sizes first: they place each chunk in the file. One
 	// whose size is unknown (not in the index: damage) is placed by
@@ -672,9 +675,11 @@ func (r *restorer) put(t chunkTask, data []byte) {
 		r.done(t.file)
 		return
 	}
-	if !allZero(data) { // zero runs stay holes: sparse files restore sparse
+	// Zeros stay holes, so sparse files restore sparse (sparse.go); a chunk
+	// of nothing but zeros does not even take the file's lock.
+	if !allZero(data) {
 		t.file.writeMu.Lock()
-		err := writePieces(t.file.f, data, t.off)
+		err := writeSparse(t.file.f, data, t.off, t.file.holeBlock)
 		t.file.writeMu.Unlock()
 		if err != nil {
 			t.file.failed.Store(true)
@@ -683,21 +688,6 @@ func (r *restorer) put(t chunkTask, data []byte) {
 	}
 	r.nBytes.Add(uint64(len(data)))
 	r.done(t.file)
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // applyMeta restores ownership, permissions, xattrs and times. f is the
