@@ -45,7 +45,8 @@ server's daily run would: what it does not keep is forgotten, except snapshots
 younger than the minimum retention, which stay and are listed.
 
 A snapshot younger than the vault's minimum retention (--min-retention of
-coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
+coffer vault set) cannot be forgotten: if any snapshot named by ID cannot,
+none is; a policy leaves such snapshots in place and lists them.`,
 		Example: `  coffer forget 1a2b3c4d
   coffer forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
   coffer forget --keep-last 3 --keep-within 30d --keep-tag monthly --group-by host
@@ -85,21 +86,24 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 			if err != nil {
 				return err
 			}
+			settings, err := v.settings(ctx)
+			if err != nil {
+				return err
+			}
+			now := a.now()
 			var ids []vault.ID
 			var groups []retention.Group
+			var protected []vault.SnapshotRecord
 			if hasPolicy {
 				// The policy sees only the selected snapshots: it keeps or
-				// forgets those, and never one the filters leave out.
-				if groups, err = retention.Apply(policy, sel.Select(snaps), a.now()); err != nil {
+				// forgets those, and never one the filters leave out. As at
+				// the daily run, what the minimum retention protects stays
+				// and is listed.
+				plan, err := protect.PlanPolicy(settings, policy, sel.Select(snaps), now)
+				if err != nil {
 					return err
 				}
-				for _, g := range groups {
-					for _, d := range g.Decisions {
-						if !d.Keep {
-							ids = append(ids, d.Snapshot.ID)
-						}
-					}
-				}
+				groups, protected, ids = plan.Groups, plan.Protected, protect.IDs(plan.Forget)
 			} else {
 				for _, ref := range args {
 					s, err := engine.FindSnapshot(snaps, ref)
@@ -112,17 +116,13 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					ids = append(ids, s.ID)
 				}
 			}
-			settings, err := v.settings(ctx)
-			if err != nil {
-				return err
-			}
 			var done []vault.SnapshotRecord
-			expiry := protect.Expiry(settings, a.now())
+			expiry := protect.Expiry(settings, now)
 			if dryRun {
 				// What the protection would refuse; nothing changes.
 				for _, s := range snaps {
 					if slices.Contains(ids, s.ID) {
-						if err := protect.Forget(settings, s, a.now()); err != nil {
+						if err := protect.Forget(settings, s, now); err != nil {
 							return fmt.Errorf("--dry-run: %w", err)
 						}
 						done = append(done, s)
@@ -133,7 +133,11 @@ coffer vault set) cannot be forgotten; if any named snapshot cannot, none is.`,
 					return err
 				}
 			}
-			return printForget(a, forgetResult{DryRun: dryRun, Groups: groups, Done: done, Expiry: expiry, Settings: settings}, jsonOut)
+			r := forgetResult{DryRun: dryRun, Groups: groups, Done: done, Protected: protected, Expiry: expiry, Settings: settings}
+			if hasPolicy {
+				r.Policy = &policy
+			}
+			return printForget(a, r, jsonOut)
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

@@ -535,3 +535,55 @@ func TestVaultDelete(t *testing.T) {
 		t.Errorf("the local vault is still there: %v", err)
 	}
 }
+
+// TestForgetPolicyKeepsProtected: a policy given with --keep-* flags
+// treats snapshots younger than the minimum retention as the daily run and
+// forget --policy do: they stay and are listed, and the others the policy
+// does not keep are forgotten (a dry run shows the same and changes
+// nothing).
+func TestForgetPolicyKeepsProtected(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "f"), []byte("data"), 0o644)
+	old := backupJSON(t, e, src)
+	e.advance(40 * 24 * time.Hour)
+	writeFile(t, filepath.Join(src, "f"), []byte("data 2"), 0o644)
+	young := backupJSON(t, e, src)
+	e.advance(time.Hour)
+	writeFile(t, filepath.Join(src, "f"), []byte("data 3"), 0o644)
+	newest := backupJSON(t, e, src)
+	mustCoffer(t, e, "vault", "set", "--min-retention", "30d")
+
+	for _, dry := range []bool{true, false} {
+		args := []string{"forget", "--keep-last", "1", "--json"}
+		if dry {
+			args = append(args, "--dry-run")
+		}
+		var r struct {
+			DryRun    bool                  `json:"dry_run"`
+			Forgotten []struct{ ID string } `json:"forgotten"`
+			Protected []struct{ ID string } `json:"protected"`
+		}
+		if err := json.Unmarshal([]byte(mustCoffer(t, e, args...)), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.DryRun != dry || len(r.Forgotten) != 1 || r.Forgotten[0].ID != old || len(r.Protected) != 1 || r.Protected[0].ID != young {
+			t.Fatalf("dry run %v: forgot %v, protected %v; want forgot %s, protected %s", dry, r.Forgotten, r.Protected, old, young)
+		}
+		var list []struct{ ID string }
+		if err := json.Unmarshal([]byte(mustCoffer(t, e, "snapshots", "--json")), &list); err != nil {
+			t.Fatal(err)
+		}
+		listed := map[string]bool{}
+		for _, s := range list {
+			listed[s.ID] = true
+		}
+		if listed[old] != dry || !listed[young] || !listed[newest] {
+			t.Errorf("dry run %v: listed %v (oldest %s, young %s, newest %s)", dry, listed, old, young, newest)
+		}
+	}
+	out := mustCoffer(t, e, "forget", "--keep-last", "1", "--dry-run")
+	if !strings.Contains(out, "minimum retention") || !strings.Contains(out, "would forget no snapshots") {
+		t.Errorf("forget --dry-run said %q", out)
+	}
+}
