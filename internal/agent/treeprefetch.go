@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"sync"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// Loading the parent snapshot's trees ahead of the walk. The walk visits
+// directories one after the other and needs each one's parent tree
+// before it can compare its files; through a vault server that was one
+// round trip per directory, in sequence, which dominated an unchanged
+// re-run. With a BatchLoader (the HTTPS client) the trees are loaded
+// breadth first instead, many per request and a few requests at once, as
+// soon as the tree naming them has arrived, so the walk mostly finds its
+// parent trees loaded. A local vault reads a tree from its own pack
+// cache faster than a goroutine hand-off; it does not use this.
+//
+// Nothing is trusted more than before: each tree comes through the same
+// client as LoadTree (checked against its ID with the domain's key), and
+// a tree that could not be loaded ahead is loaded again with LoadTree
+// when the walk asks for it, so its outcome is exactly LoadTree's.
+
+// Prefetch bounds: trees a request (the server's batched read takes up
+// to 1024 references), requests in flight, and trees loaded or loading
+// that the walk has not taken yet, in number and raw bytes. Past the
+// last two, subtrees are not loaded ahead; the walk loads them itself
+// when it gets there, and loads their subtrees ahead.
+const (
+	prefetchBatch   = 256
+	prefetchFlights = 4
+	prefetchHeld    = 2048
+	prefetchBytes   = 16 << 20
+)
+
+type treeLoader interface {
+	LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
+}
+
+type treePrefetch struct {
+	ctx  context.Context // the backup's: its end stops the loads
+	bl   BatchLoader
+	repo treeLoader
+	sem  chan struct{} // requests in flight
+
+	mu    sync.Mutex
+	slots map[vault.ID]*treeSlot // loaded or loading, not taken
+	bytes int                    // raw bytes of the loaded slots
+	wg    sync.WaitGroup
+}
+
+type treeSlot struct {
+	done chan struct{}
+	t    *format.Tree
+	size int
+	err  error
+}
+
+func newTreePrefetch(ctx context.Context, bl BatchLoader, repo treeLoader) *treePrefetch {
+	return &treePrefetch{ctx: ctx, bl: bl, repo: repo, sem: make(chan struct{}, prefetchFlights), slots: map[vault.ID]*treeSlot{}}
+}
+
+// ahead starts loading the subtrees that trees name, as far as the
+// bounds allow.
+func (p *treePrefetch) ahead(trees ...*format.Tree) {
+	var ids []vault.ID
+	var slots []*treeSlot
+	p.mu.Lock()
+	for _, t := range trees {
+		if t == nil {
+			continue
+		}
+		for i := range t.Nodes {
+			n := &t.Nodes[i]
+			if n.Kind != format.KindDir || n.Subtree.IsZero() {
+				continue
+			}
+			if _, ok := p.slots[n.Subtree]; ok {
+				continue
+			}
+			if len(p.slots) >= prefetchHeld || p.bytes >= prefetchBytes {
+				break
+			}
+			s := &treeSlot{done: make(chan struct{})}
+			p.slots[n.Subtree] = s
+			ids = append(ids, n.Subtree)
+			slots = append(slots, s)
+		}
+	}
+	p.mu.Unlock()
+	for len(ids) > 0 {
+		k := min(len(ids), prefetchBatch)
+		p.send(ids[:k], slots[:k])
+		ids, slots = ids[k:], slots[k:]
+	}
+}
+
+// send loads trees ids into slots in the background, then loads ahead
+// the subtrees they name.
+func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		got := make([]*format.Tree, 0, len(ids))
+		var err error
+		select {
+		case p.sem <- struct{}{}:
+			err = p.bl.LoadBlobs(p.ctx, vault.TreeBlob, ids, func(i int, data []byte) error {
+				// data is the client's buffer: the tree's names must not
+				// alias it.
+				t, err := format.DecodeTree(bytes.Clone(data))
+				if err != nil {
+					return err
+				}
+				p.mu.Lock()
+				slots[i].t, slots[i].size = t, len(data)
+				p.bytes += len(data)
+				p.mu.Unlock()
+				close(slots[i].done)
+				got = append(got, t)
+				return nil
+			})
+			<-p.sem
+		case <-p.ctx.Done():
+			err = p.ctx.Err()
+		}
+		// The trees after a failed one are not loaded: the walk asks
+		// LoadTree for them, which answers as it would have.
+		for _, s := range slots[len(got):] {
+			s.err = err
+			if s.err == nil {
+				s.err = vault.ErrNotFound // an answer that ended early
+			}
+			close(s.done)
+		}
+		if p.ctx.Err() == nil {
+			p.ahead(got...)
+		}
+	}()
+}
+
+// load returns tree id: the one loaded ahead if there is one, else
+// through LoadTree; either way its subtrees are loaded ahead.
+func (p *treePrefetch) load(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	p.mu.Lock()
+	s := p.slots[id]
+	if s != nil {
+		delete(p.slots, id)
+	}
+	p.mu.Unlock()
+	if s != nil {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
+		p.bytes -= s.size
+		p.mu.Unlock()
+		if s.err == nil {
+			return s.t, nil
+		}
+	}
+	t, err := p.repo.LoadTree(ctx, id)
+	if err == nil {
+		p.ahead(t)
+	}
+	return t, err
+}
+
+// wait returns once no load is running (the backup's context has ended
+// or every load has).
+func (p *treePrefetch) wait() { p.wg.Wait() }
