@@ -1,0 +1,162 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// batchRepo is sessionRepo with a batched read, as the HTTPS client has:
+// it counts single tree loads and batches, and the most batches running
+// at once. failBatch makes every batch fail after its first tree (as an
+// answer that ends early); failTree makes LoadTree fail for one tree.
+type batchRepo struct {
+	*sessionRepo
+	bmu                  sync.Mutex
+	singles, batches     int
+	running, maxRunning  int
+	maxIDs, treesInBatch int
+	failBatch            bool
+	failTree             vault.ID
+}
+
+func (r *batchRepo) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	r.bmu.Lock()
+	r.singles++
+	fail := id == r.failTree
+	r.bmu.Unlock()
+	if fail {
+		return nil, fmt.Errorf("tree %s: %w", id.Short(), vault.ErrCorrupt)
+	}
+	return r.sessionRepo.LoadTree(ctx, id)
+}
+
+func (r *batchRepo) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error {
+	r.bmu.Lock()
+	r.batches++
+	r.running++
+	r.maxRunning = max(r.maxRunning, r.running)
+	r.maxIDs = max(r.maxIDs, len(ids))
+	r.treesInBatch += len(ids)
+	fail := r.failBatch
+	r.bmu.Unlock()
+	defer func() { r.bmu.Lock(); r.running--; r.bmu.Unlock() }()
+	if t != vault.TreeBlob {
+		return errors.New("a backup asked the batched read for data blobs")
+	}
+	for i, id := range ids {
+		if fail && i > 0 {
+			return fmt.Errorf("tree %s: %w: the answer ended early", id.Short(), vault.ErrTruncated)
+		}
+		if id == r.failTree {
+			return fmt.Errorf("tree %s: %w", id.Short(), vault.ErrCorrupt)
+		}
+		b, err := r.sessionRepo.LoadBlob(ctx, t, id, nil)
+		if err != nil {
+			return err
+		}
+		// The caller must not keep data past the call: scribble on it.
+		if err := fn(i, b); err != nil {
+			return err
+		}
+		for j := range b {
+			b[j] = 0xA5
+		}
+	}
+	return nil
+}
+
+// TestTreePrefetch: through a repository that reads many blobs a request
+// (the HTTPS client), an unchanged re-run loads its parent's trees in a
+// few batches, not one request per directory, within the bounds (trees a
+// batch, batches at once), and gets the very snapshot tree a re-run
+// loading them one by one gets. Trees that a batch could not bring are
+// loaded one by one, with the same outcome as before; a parent tree that
+// cannot be loaded at all makes its directory's files be read.
+func TestTreePrefetch(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	const top, sub, perDir = 30, 10, 2 // 300 leaf dirs, 341 dirs with src
+	var files uint64
+	for i := range top {
+		for j := range sub {
+			for k := range perDir {
+				write(t, filepath.Join(src, fmt.Sprintf("t%d", i), fmt.Sprintf("s%d", j), fmt.Sprintf("f%d", k)), randBytes(files, 50+int(files%700)))
+				files++
+			}
+		}
+	}
+	v := newVault(t, small)
+	eng, ok := v.repo.(*engine.Vault)
+	if !ok {
+		t.Skip("needs the local engine underneath")
+	}
+	newRepo := func() *batchRepo {
+		return &batchRepo{sessionRepo: &sessionRepo{Vault: eng, mine: map[vault.ID]bool{}, lost: map[vault.ID]bool{}}}
+	}
+	run := func(r agent.BackupRepo) *agent.BackupResult {
+		t.Helper()
+		res, err := agent.Backup(context.Background(), r, agent.BackupOptions{Paths: []string{src}, Host: "h"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	// The first run and a re-run without batches: the reference.
+	run(&sessionRepo{Vault: eng, mine: map[vault.ID]bool{}, lost: map[vault.ID]bool{}})
+	ref := run(&sessionRepo{Vault: eng, mine: map[vault.ID]bool{}, lost: map[vault.ID]bool{}})
+	if ref.Reused != files {
+		t.Fatalf("re-run without batches reused %d of %d files", ref.Reused, files)
+	}
+
+	r := newRepo()
+	res := run(r)
+	if res.Reused != files {
+		t.Errorf("re-run with batches reused %d of %d files", res.Reused, files)
+	}
+	if res.Snapshot.Tree != ref.Snapshot.Tree {
+		t.Error("re-run with batches saved another tree than the re-run without")
+	}
+	dirs := 1 + top + top*sub
+	t.Logf("%d dirs: %d single tree loads, %d batches for %d trees, at most %d at once, at most %d a batch",
+		dirs, r.singles, r.batches, r.treesInBatch, r.maxRunning, r.maxIDs)
+	// The root is loaded alone (the walk needs it first), its
+	// subdirectories in one batch, theirs in a few more.
+	if r.singles > 3 || r.batches > 10 {
+		t.Errorf("%d dirs cost %d single tree loads and %d batches; want the trees loaded ahead in a few batches", dirs, r.singles, r.batches)
+	}
+	if r.maxIDs > 256 || r.maxRunning > 4 {
+		t.Errorf("batches of up to %d trees, up to %d at once; want at most 256 and 4", r.maxIDs, r.maxRunning)
+	}
+
+	// Every batch breaks after its first tree: the rest are loaded one by
+	// one, and nothing changes.
+	r = newRepo()
+	r.failBatch = true
+	res = run(r)
+	if res.Reused != files || res.Snapshot.Tree != ref.Snapshot.Tree {
+		t.Errorf("with broken batches: reused %d of %d, same tree %v", res.Reused, files, res.Snapshot.Tree == ref.Snapshot.Tree)
+	}
+	if r.singles < dirs/2 {
+		t.Errorf("with broken batches only %d single tree loads for %d dirs: trees were lost, not loaded again", r.singles, dirs)
+	}
+
+	// One parent tree (t7's) cannot be loaded, in a batch or alone: its
+	// directory has no parent, so its files are read, the others reused.
+	r = newRepo()
+	r.failTree = subtree(t, v, ref.Snapshot.Tree, filepath.Join(src, "t7"))
+	res = run(r)
+	if want := files - uint64(sub*perDir); res.Reused != want {
+		t.Errorf("with t7's parent tree unreadable: reused %d, want %d (every file but t7's)", res.Reused, want)
+	}
+	if res.Snapshot.Tree != ref.Snapshot.Tree {
+		t.Error("with t7's parent tree unreadable the snapshot's tree differs")
+	}
+}
