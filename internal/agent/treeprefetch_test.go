@@ -112,6 +112,10 @@ func TestTreePrefetch(t *testing.T) {
 	// The first run and a re-run without batches: the reference.
 	run(&sessionRepo{Vault: eng, mine: map[vault.ID]bool{}, lost: map[vault.ID]bool{}})
 	ref := run(&sessionRepo{Vault: eng, mine: map[vault.ID]bool{}, lost: map[vault.ID]bool{}})
+	// The tree of src: the snapshot's root holds /tmp's times, which
+	// other tests change.
+	want := subtree(t, v, ref.Snapshot.Tree, src)
+	same := func(res *agent.BackupResult) bool { return subtree(t, v, res.Snapshot.Tree, src) == want }
 	if ref.Reused != files {
 		t.Fatalf("re-run without batches reused %d of %d files", ref.Reused, files)
 	}
@@ -121,7 +125,7 @@ func TestTreePrefetch(t *testing.T) {
 	if res.Reused != files {
 		t.Errorf("re-run with batches reused %d of %d files", res.Reused, files)
 	}
-	if res.Snapshot.Tree != ref.Snapshot.Tree {
+	if !same(res) {
 		t.Error("re-run with batches saved another tree than the re-run without")
 	}
 	dirs := 1 + top + top*sub
@@ -141,8 +145,8 @@ func TestTreePrefetch(t *testing.T) {
 	r = newRepo()
 	r.failBatch = true
 	res = run(r)
-	if res.Reused != files || res.Snapshot.Tree != ref.Snapshot.Tree {
-		t.Errorf("with broken batches: reused %d of %d, same tree %v", res.Reused, files, res.Snapshot.Tree == ref.Snapshot.Tree)
+	if res.Reused != files || !same(res) {
+		t.Errorf("with broken batches: reused %d of %d, same tree %v", res.Reused, files, same(res))
 	}
 	if r.singles < dirs/2 {
 		t.Errorf("with broken batches only %d single tree loads for %d dirs: trees were lost, not loaded again", r.singles, dirs)
@@ -153,10 +157,10 @@ func TestTreePrefetch(t *testing.T) {
 	r = newRepo()
 	r.failTree = subtree(t, v, ref.Snapshot.Tree, filepath.Join(src, "t7"))
 	res = run(r)
-	if want := files - uint64(sub*perDir); res.Reused != want {
-		t.Errorf("with t7's parent tree unreadable: reused %d, want %d (every file but t7's)", res.Reused, want)
+	if n := files - uint64(sub*perDir); res.Reused != n {
+		t.Errorf("with t7's parent tree unreadable: reused %d, want %d (every file but t7's)", res.Reused, n)
 	}
-	if res.Snapshot.Tree != ref.Snapshot.Tree {
+	if !same(res) {
 		t.Error("with t7's parent tree unreadable the snapshot's tree differs")
 	}
 }
