@@ -66,9 +66,17 @@ func newTreePrefetch(ctx context.Context, bl BatchLoader, repo treeLoader) *tree
 // ahead starts loading the subtrees that trees name, as far as the
 // bounds allow.
 func (p *treePrefetch) ahead(trees ...*format.Tree) {
+	p.dispatch(p.reserve(trees...))
+}
+
+// reserve makes a slot for each subtree trees name that has none, as far
+// as the bounds allow, and returns the new ones to load. A walk that gets
+// to a reserved tree waits for it rather than load it alone.
+func (p *treePrefetch) reserve(trees ...*format.Tree) ([]vault.ID, []*treeSlot) {
 	var ids []vault.ID
 	var slots []*treeSlot
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, t := range trees {
 		if t == nil {
 			continue
@@ -82,7 +90,7 @@ func (p *treePrefetch) ahead(trees ...*format.Tree) {
 				continue
 			}
 			if len(p.slots) >= prefetchHeld || p.bytes >= prefetchBytes {
-				break
+				return ids, slots
 			}
 			s := &treeSlot{done: make(chan struct{})}
 			p.slots[n.Subtree] = s
@@ -90,7 +98,11 @@ func (p *treePrefetch) ahead(trees ...*format.Tree) {
 			slots = append(slots, s)
 		}
 	}
-	p.mu.Unlock()
+	return ids, slots
+}
+
+// dispatch loads reserved slots, prefetchBatch trees a request.
+func (p *treePrefetch) dispatch(ids []vault.ID, slots []*treeSlot) {
 	for len(ids) > 0 {
 		k := min(len(ids), prefetchBatch)
 		p.send(ids[:k], slots[:k])
@@ -98,13 +110,15 @@ func (p *treePrefetch) ahead(trees ...*format.Tree) {
 	}
 }
 
-// send loads trees ids into slots in the background, then loads ahead
-// the subtrees they name.
+// send loads trees ids into slots in the background. The subtrees of
+// each tree are reserved as it arrives and loaded once the batch ends.
 func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		got := make([]*format.Tree, 0, len(ids))
+		var next []vault.ID
+		var nextSlots []*treeSlot
+		loaded := 0
 		var err error
 		select {
 		case p.sem <- struct{}{}:
@@ -115,12 +129,14 @@ func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 				if err != nil {
 					return err
 				}
+				n, ns := p.reserve(t)
+				next, nextSlots = append(next, n...), append(nextSlots, ns...)
 				p.mu.Lock()
 				slots[i].t, slots[i].size = t, len(data)
 				p.bytes += len(data)
 				p.mu.Unlock()
 				close(slots[i].done)
-				got = append(got, t)
+				loaded = i + 1
 				return nil
 			})
 			<-p.sem
@@ -129,16 +145,21 @@ func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 		}
 		// The trees after a failed one are not loaded: the walk asks
 		// LoadTree for them, which answers as it would have.
-		for _, s := range slots[len(got):] {
+		if err == nil {
+			err = vault.ErrNotFound // an answer that ended early
+		}
+		for _, s := range slots[loaded:] {
 			s.err = err
-			if s.err == nil {
-				s.err = vault.ErrNotFound // an answer that ended early
-			}
 			close(s.done)
 		}
-		if p.ctx.Err() == nil {
-			p.ahead(got...)
+		if p.ctx.Err() != nil {
+			for _, s := range nextSlots {
+				s.err = p.ctx.Err()
+				close(s.done)
+			}
+			return
 		}
+		p.dispatch(next, nextSlots)
 	}()
 }
 
