@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -35,6 +36,9 @@ const (
 	prefetchHeld    = 2048
 	prefetchBytes   = 16 << 20
 )
+
+// errPrefetchFull ends a batch whose trees fill the byte bound.
+var errPrefetchFull = errors.New("trees loaded ahead fill their budget")
 
 type treeLoader interface {
 	LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error)
@@ -134,9 +138,16 @@ func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 				p.mu.Lock()
 				slots[i].t, slots[i].size = t, len(data)
 				p.bytes += len(data)
+				full := p.bytes >= prefetchBytes
 				p.mu.Unlock()
 				close(slots[i].done)
 				loaded = i + 1
+				if full {
+					// The bound holds for what is loaded, not only for
+					// what is asked: the rest of the batch is left to the
+					// walk, one tree at a time as without prefetching.
+					return errPrefetchFull
+				}
 				return nil
 			})
 			<-p.sem
