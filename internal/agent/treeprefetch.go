@@ -29,7 +29,8 @@ import (
 // to 1024 references), requests in flight, and trees loaded or loading
 // that the walk has not taken yet, in number and raw bytes. Past the
 // last two, subtrees are not loaded ahead; the walk loads them itself
-// when it gets there, and loads their subtrees ahead.
+// when it gets there, and loads their subtrees ahead. (The tree that
+// crosses the byte bound is kept.)
 const (
 	prefetchBatch   = 256
 	prefetchFlights = 4
@@ -126,6 +127,14 @@ func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 		var err error
 		select {
 		case p.sem <- struct{}{}:
+			p.mu.Lock()
+			full := p.bytes >= prefetchBytes
+			p.mu.Unlock()
+			if full {
+				<-p.sem
+				err = errPrefetchFull
+				break
+			}
 			err = p.bl.LoadBlobs(p.ctx, vault.TreeBlob, ids, func(i int, data []byte) error {
 				// data is the client's buffer: the tree's names must not
 				// alias it.
@@ -133,21 +142,22 @@ func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 				if err != nil {
 					return err
 				}
-				n, ns := p.reserve(t)
-				next, nextSlots = append(next, n...), append(nextSlots, ns...)
 				p.mu.Lock()
-				slots[i].t, slots[i].size = t, len(data)
-				p.bytes += len(data)
-				full := p.bytes >= prefetchBytes
-				p.mu.Unlock()
-				close(slots[i].done)
-				loaded = i + 1
-				if full {
-					// The bound holds for what is loaded, not only for
-					// what is asked: the rest of the batch is left to the
-					// walk, one tree at a time as without prefetching.
+				if p.bytes >= prefetchBytes {
+					// The bound holds for what is kept, not only for what
+					// is asked: this tree and the rest of the batch are
+					// left to the walk, one at a time as without
+					// prefetching.
+					p.mu.Unlock()
 					return errPrefetchFull
 				}
+				slots[i].t, slots[i].size = t, len(data)
+				p.bytes += len(data)
+				p.mu.Unlock()
+				n, ns := p.reserve(t)
+				next, nextSlots = append(next, n...), append(nextSlots, ns...)
+				close(slots[i].done)
+				loaded = i + 1
 				return nil
 			})
 			<-p.sem

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -162,5 +163,89 @@ func TestTreePrefetch(t *testing.T) {
 	}
 	if !same(res) {
 		t.Error("with t7's parent tree unreadable the snapshot's tree differs")
+	}
+}
+
+// wideBomb serves a root tree naming n distinct subtrees of one file
+// each, single and in batches (as the HTTPS client), counting the trees
+// it serves.
+type wideBomb struct {
+	mu     sync.Mutex
+	trees  map[vault.ID]*format.Tree
+	served int
+}
+
+func newWideBomb(n int) (*wideBomb, vault.ID) {
+	r := &wideBomb{trees: map[vault.ID]*format.Tree{}}
+	root := &format.Tree{}
+	for i := range n {
+		var id vault.ID
+		id[0], id[1], id[2] = 3, byte(i>>8), byte(i)
+		r.trees[id] = &format.Tree{Nodes: []format.Node{{Name: []byte("f"), Kind: format.KindFile, Perm: 0o600}}}
+		root.Nodes = append(root.Nodes, format.Node{Name: []byte(fmt.Sprintf("d%05d", i)), Kind: format.KindDir, Perm: 0o700, Subtree: id})
+	}
+	var rid vault.ID
+	rid[0] = 4
+	r.trees[rid] = root
+	return r, rid
+}
+
+func (r *wideBomb) LoadTree(_ context.Context, id vault.ID) (*format.Tree, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.served++
+	t, ok := r.trees[id]
+	if !ok {
+		return nil, vault.ErrNotFound
+	}
+	return t, nil
+}
+
+func (r *wideBomb) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error {
+	for i, id := range ids {
+		tr, err := r.LoadTree(ctx, id)
+		if err != nil {
+			return err
+		}
+		enc, err := format.EncodeTree(nil, tr)
+		if err != nil {
+			return err
+		}
+		if err := fn(i, enc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *wideBomb) LoadBlob(context.Context, vault.BlobType, vault.ID, []byte) ([]byte, error) {
+	return nil, vault.ErrNotFound
+}
+
+func (r *wideBomb) BlobSize(vault.BlobType, vault.ID) (uint32, error) { return 0, vault.ErrNotFound }
+
+// TestAttackTreePrefetchBounded: a snapshot whose record claims a few
+// entries but whose root names 5,000 directories, restored through a
+// repository that loads trees in batches: the restore still stops with
+// ErrTooManyEntries, writes nothing, and loading ahead fetched no more
+// than its bound of trees (2,048), not every tree the bomb names.
+func TestAttackTreePrefetchBounded(t *testing.T) {
+	const n = 5000
+	repo, root := newWideBomb(n)
+	max := agent.MaxEntries(vault.SnapshotRecord{Files: 10, Dirs: 10})
+	dst := t.TempDir()
+	_, err := agent.Restore(context.Background(), repo, root, agent.RestoreOptions{Target: dst, MaxEntries: max})
+	if !errors.Is(err, agent.ErrTooManyEntries) {
+		t.Fatalf("restore of a wide tree bomb: %v, want ErrTooManyEntries", err)
+	}
+	if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+		t.Errorf("restore of a wide tree bomb wrote %d entries", len(ents))
+	}
+	repo.mu.Lock()
+	served := repo.served
+	repo.mu.Unlock()
+	t.Logf("%d trees served for a bound of %d entries", served, max)
+	if served > 1+2048+int(max) {
+		t.Errorf("restore of a wide tree bomb loaded %d of its %d trees; loading ahead must stop at 2048", served, n+1)
 	}
 }
