@@ -162,6 +162,9 @@ type backup struct {
 	codec  *format.Codec
 	hasher *format.IDHasher
 	hashMu sync.Mutex
+	// trees loads the parent's trees ahead of the walk when the
+	// repository reads many blobs a request (nil otherwise).
+	trees *treePrefetch
 
 	fileJobs  chan *fileJob
 	chunkJobs chan *chunkJob
@@ -193,9 +196,6 @@ type backup struct {
 	// reuse batches the checks of unchanged files when the repository's
 	// Has does not know what the vault holds (nil for a local vault).
 	reuse *reuseBatch
-	// trees loads the parent's trees ahead of the walk when the
-	// repository reads many blobs a request (nil otherwise).
-	trees *treePrefetch
 }
 
 type fileJob struct {
