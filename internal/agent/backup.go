@@ -163,6 +163,9 @@ type backup struct {
 	codec  *format.Codec
 	hasher *format.IDHasher
 	hashMu sync.Mutex
+	// trees loads the parent's trees ahead of the walk when the
+	// repository reads many blobs a request (nil otherwise).
+	trees *treePrefetch
 
 	fileJobs  chan *fileJob
 	chunkJobs chan *chunkJob
@@ -348,8 +351,13 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	stopProgress := b.startProgress(ctx, start, paths)
 
 	var parentRoot *format.Tree
+	pctx, stopPrefetch := context.WithCancel(ctx)
+	defer stopPrefetch()
+	if bl, ok := repo.(BatchLoader); ok && parent != nil {
+		b.trees = newTreePrefetch(pctx, bl, repo)
+	}
 	if parent != nil {
-		if t, err := repo.LoadTree(ctx, parent.Tree); err == nil {
+		if t, err := b.loadTree(ctx, parent.Tree); err == nil {
 			parentRoot = t
 		} else {
 			b.warn(Warning{Path: "(parent snapshot " + parent.ID.Short() + ")", Err: fmt.Errorf("not used: %w", err)})
@@ -362,6 +370,10 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		b.reuse.flush(ctx)
 	}
 	<-rootFut.done
+	if b.trees != nil {
+		stopPrefetch() // what is still loading, the walk does not need
+		b.trees.wait()
+	}
 	if b.reuse != nil {
 		b.reuse.wg.Wait() // they may still queue files to read
 	}
@@ -621,7 +633,7 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 		}
 		var pt *format.Tree
 		if pn := findNode(parent, name); pn != nil && pn.Kind == format.KindDir {
-			pt, _ = b.repo.LoadTree(ctx, pn.Subtree)
+			pt, _ = b.loadTree(ctx, pn.Subtree)
 		}
 		subs = append(subs, chainSubtree(b.virtualDir(ctx, c, pt), n))
 	}
@@ -711,7 +723,7 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 	case format.KindDir:
 		var pt *format.Tree
 		if pn := findNode(parent, string(n.Name)); pn != nil && pn.Kind == format.KindDir {
-			if t, err := b.repo.LoadTree(ctx, pn.Subtree); err == nil {
+			if t, err := b.loadTree(ctx, pn.Subtree); err == nil {
 				pt = t
 			}
 		}
@@ -742,6 +754,14 @@ func (b *backup) entry(ctx context.Context, path string, n *format.Node, st *uni
 		b.files.Add(1)
 		return nil
 	}
+}
+
+// loadTree loads a tree of the parent snapshot.
+func (b *backup) loadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	if b.trees != nil {
+		return b.trees.load(ctx, id)
+	}
+	return b.repo.LoadTree(ctx, id)
 }
 
 // reuseFile takes file node n's content from its parent node, unread.

@@ -76,6 +76,9 @@ func (f *faultyRepo) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vaul
 		if err == nil {
 			err = f.blob[id]
 		}
+		if err == nil && t == vault.TreeBlob {
+			err = f.tree[id] // a damaged tree is damaged in a batch too
+		}
 		f.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("%s blob %s: %w", t, id.Short(), err)

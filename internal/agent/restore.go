@@ -71,6 +71,7 @@ type restorer struct {
 	root   *os.Root
 	target string
 	trees  map[vault.ID]*format.Tree
+	pre    *treePrefetch // loads trees ahead of pass 1 (treeprefetch.go), or nil
 
 	jobs  chan chunkTask
 	files chan struct{} // bounds open files
@@ -150,7 +151,19 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	// and against the record: pass 2 walks the same trees the same way,
 	// so it visits no more entries than pass 1 counted.
 	matched := map[string]bool{}
-	if err := r.scan(ctx, rootID, "", incl, matched, &entryBudget{max: opt.MaxEntries}); err != nil {
+	pctx, stopPrefetch := context.WithCancel(ctx)
+	if bl, ok := repo.(BatchLoader); ok && len(incl) == 0 {
+		// Only for a whole snapshot: with --include, pass 1 loads only
+		// the trees on the way, and loading the others would waste.
+		r.pre = newTreePrefetch(pctx, bl, repo)
+	}
+	err = r.scan(ctx, rootID, "", incl, matched, &entryBudget{max: opt.MaxEntries})
+	stopPrefetch()
+	if r.pre != nil {
+		r.pre.wait()
+		r.pre = nil
+	}
+	if err != nil {
 		return nil, err
 	}
 	for i, p := range incl {
@@ -205,7 +218,11 @@ func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, err
 	if t, ok := r.trees[id]; ok {
 		return t, nil
 	}
-	t, err := r.repo.LoadTree(ctx, id)
+	load := r.repo.LoadTree
+	if r.pre != nil {
+		load = r.pre.load
+	}
+	t, err := load(ctx, id)
 	if err != nil {
 		return nil, err
 	}

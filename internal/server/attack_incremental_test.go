@@ -242,19 +242,20 @@ func TestRemoteIncremental(t *testing.T) {
 			if s1, s2 := a.subtree(first.Snapshot, src), a.subtree(second.Snapshot, src); s1 != s2 || second.Snapshot.BytesAdded > 4<<10 {
 				t.Errorf("unchanged re-run: tree of src %s (want %s), %d bytes added", s2.Short(), s1.Short(), second.Snapshot.BytesAdded)
 			}
-			// The parent's trees are read once each (the directories, src
-			// and the directories above it); everything else is a handful.
+			// The parent's trees are read (the directories, src and the
+			// directories above it) in batches of up to 256 through
+			// POST …/read, the root alone; everything else is a handful.
 			depth := strings.Count(src, "/")
-			trees := reqs["GET /v1/vaults/{vault}/trees/{id}"]
+			trees := reqs["GET /v1/vaults/{vault}/trees/{id}"] + reqs["POST /v1/vaults/{vault}/read"]
 			other := 0
 			for r, n := range reqs {
-				if r != "GET /v1/vaults/{vault}/trees/{id}" && r != "GET /metrics" {
+				if r != "GET /v1/vaults/{vault}/trees/{id}" && r != "POST /v1/vaults/{vault}/read" && r != "GET /metrics" {
 					other += n
 				}
 			}
 			t.Logf("unchanged re-run of %d files: requests %v", files, reqs)
-			if trees > dirs+depth+1 {
-				t.Errorf("%d tree loads for %d directories", trees, dirs+depth+1)
+			if want := 2 * (depth + 3); trees > want {
+				t.Errorf("%d requests loaded the trees of %d directories; want them batched, at most %d", trees, dirs+depth+1, want)
 			}
 			if other > 10 {
 				t.Errorf("%d requests besides the tree loads, want a handful: %v", other, reqs)

@@ -262,7 +262,13 @@ func (s *Server) authorizeAndRun(rt Route, q *request) error {
 			return err
 		}
 		q.vault = v
-		if rt.perm == authn.PermBackupWrite {
+		// GET …/dedup only hands out keys: restore, ls and diff fetch them
+		// to verify what they read, and must not open a writer session
+		// (16 of them lock the token out of backing up for 15 minutes,
+		// and each holds condemned packs from prune). A backup's session
+		// begins with its first upload request, before the server says
+		// which blobs it holds (docs/retention.md).
+		if rt.perm == authn.PermBackupWrite && rt.pattern != "GET /v1/vaults/{vault}/dedup" {
 			if err := s.touchWriter(q); err != nil {
 				return err
 			}
