@@ -1,0 +1,385 @@
+package main
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// runRaw runs the CLI with stdout given as is (a file, a terminal), as
+// main does.
+func runRaw(t *testing.T, e *testEnv, stdout io.Writer, args ...string) (stderr string, code int) {
+	t.Helper()
+	e.tick()
+	var errb bytes.Buffer
+	code = runWith(context.Background(), args, strings.NewReader(""), stdout, &errb, e.getenv, e.now)
+	return errb.String(), code
+}
+
+// readSource is a small tree with a file in two snapshots, one added
+// in the second, a symlink, an executable and an empty directory.
+func readSource(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "docs", "Report.TXT"), []byte("quarterly report\n"), 0o644)
+	writeFile(t, filepath.Join(src, "docs", "notes.txt"), randBytes(7, 3<<20), 0o640)
+	writeFile(t, filepath.Join(src, "bin", "run.sh"), []byte("#!/bin/sh\necho hi\n"), 0o755)
+	if err := os.Symlink("../docs/notes.txt", filepath.Join(src, "bin", "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(src, "empty"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(src, "docs", "Report.TXT"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func findJSON(t *testing.T, e *testEnv, args ...string) []findMatchJSON {
+	t.Helper()
+	out := mustCoffer(t, e, append([]string{"find", "--json"}, args...)...)
+	var ms []findMatchJSON
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var m findMatchJSON
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("find --json line %q: %v", line, err)
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// TestFind: restic's find semantics: a name glob, a path glob (absolute
+// or trailing components), -i, per-snapshot reports, the snapshot
+// filters, --snapshot, and the mtime bounds.
+func TestFind(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("COFFER_HOST", "web01")
+	src := readSource(t)
+	first := backupJSON(t, e, src)
+	writeFile(t, filepath.Join(src, "docs", "later.txt"), []byte("later"), 0o644)
+	second := backupJSON(t, e, src, "--tag", "daily")
+
+	ms := findJSON(t, e, "*.txt")
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.SnapshotID[:8]+" "+strings.TrimPrefix(m.Path, src))
+		if m.Host != "web01" || m.Type != "file" || m.SnapshotTime.IsZero() {
+			t.Errorf("find --json match %+v", m)
+		}
+	}
+	want := []string{first[:8] + " /docs/notes.txt", second[:8] + " /docs/later.txt", second[:8] + " /docs/notes.txt"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("find '*.txt':\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if ms[0].Size != 3<<20 || ms[0].Mode != "-rw-r-----" {
+		t.Errorf("find --json: size %d mode %s", ms[0].Size, ms[0].Mode)
+	}
+
+	cases := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"case-sensitive misses", []string{"*.txt", "--snapshot", first}, 1},
+		{"-i", []string{"-i", "*.txt", "--snapshot", first}, 2},
+		{"absolute path glob", []string{src + "/docs/*", "--snapshot", first}, 2},
+		{"trailing components", []string{"docs/n*", "--snapshot", first}, 1},
+		{"directory by name", []string{"empty"}, 2},
+		{"symlink", []string{"bin/link", "--snapshot", "latest"}, 1},
+		{"several patterns", []string{"run.sh", "later.txt"}, 3},
+		{"tag filter", []string{"notes.txt", "--tag", "daily"}, 1},
+		{"host filter excludes", []string{"notes.txt", "--host", "web02"}, 0},
+		{"newest bound", []string{"*", "--newest", "2021-01-01", "--snapshot", first}, 1},
+		{"oldest bound", []string{"-i", "*.txt", "--oldest", "2021-01-01", "--snapshot", first}, 1},
+		{"no partial name match", []string{"notes"}, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := findJSON(t, e, c.args...); len(got) != c.want {
+				t.Errorf("find %v: %d matches, want %d: %+v", c.args, len(got), c.want, got)
+			}
+		})
+	}
+
+	out := mustCoffer(t, e, "find", "notes.txt")
+	if strings.Count(out, "Found matching entries in snapshot") != 2 || !strings.Contains(out, first[:8]) || !strings.Contains(out, "3145728") {
+		t.Errorf("find text output:\n%s", out)
+	}
+	for _, bad := range [][]string{{"find", "["}, {"find", ""}, {"find", "x", "--newest", "yesterday"}, {"find", "x", "--host", ""}} {
+		if _, errOut, code := coffer(t, e, bad...); code != exitFailure || errOut == "" {
+			t.Errorf("%q: exit %d, %q", bad, code, errOut)
+		}
+	}
+}
+
+// TestFindUntrustedNamesEscaped: a name that carries terminal escapes is
+// printed escaped, never raw, by find's text output.
+func TestFindUntrustedNamesEscaped(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "evil\x1b]0;owned\x07.txt"), []byte("x"), 0o644)
+	backupJSON(t, e, src)
+	out := mustCoffer(t, e, "find", "evil*")
+	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, "evil") {
+		t.Errorf("find printed a raw escape: %q", out)
+	}
+}
+
+// TestDump: a file's bytes to stdout; a directory as tar and zip with
+// modes, times, symlinks and contents; --target writes a new file and
+// refuses one that exists; a missing path fails.
+func TestDump(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("COFFER_HOST", "web01")
+	src := readSource(t)
+	backupJSON(t, e, src)
+	notes, _ := os.ReadFile(filepath.Join(src, "docs", "notes.txt"))
+
+	if out := mustCoffer(t, e, "dump", "latest", filepath.Join(src, "docs", "notes.txt")); out != string(notes) {
+		t.Errorf("dump of a file: %d bytes, want %d", len(out), len(notes))
+	}
+
+	tarOut := mustCoffer(t, e, "dump", "latest", src)
+	tr := tar.NewReader(strings.NewReader(tarOut))
+	seen := map[string]*tar.Header{}
+	contents := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("dump tar: %v", err)
+		}
+		seen[h.Name] = h
+		contents[h.Name], _ = io.ReadAll(tr)
+	}
+	for name, check := range map[string]func(h *tar.Header) bool{
+		"src/":                func(h *tar.Header) bool { return h.Typeflag == tar.TypeDir },
+		"src/empty/":          func(h *tar.Header) bool { return h.Typeflag == tar.TypeDir && h.Mode == 0o700 },
+		"src/bin/run.sh":      func(h *tar.Header) bool { return h.Typeflag == tar.TypeReg && h.Mode == 0o755 },
+		"src/bin/link":        func(h *tar.Header) bool { return h.Typeflag == tar.TypeSymlink && h.Linkname == "../docs/notes.txt" },
+		"src/docs/notes.txt":  func(h *tar.Header) bool { return h.Mode == 0o640 && h.Size == 3<<20 },
+		"src/docs/Report.TXT": func(h *tar.Header) bool { return h.ModTime.Equal(time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)) },
+	} {
+		if h := seen[name]; h == nil || !check(h) {
+			t.Errorf("dump tar entry %s: %+v", name, h)
+		}
+	}
+	if !bytes.Equal(contents["src/docs/notes.txt"], notes) || string(contents["src/bin/run.sh"]) != "#!/bin/sh\necho hi\n" {
+		t.Errorf("dump tar contents differ")
+	}
+	if len(seen) != 8 {
+		t.Errorf("dump tar has %d entries, want 8: %v", len(seen), seen)
+	}
+	for name := range seen {
+		if strings.HasPrefix(name, "/") || strings.Contains(name, "..") {
+			t.Errorf("dump tar entry %q is not relative", name)
+		}
+	}
+
+	// The whole snapshot: entries relative to the root.
+	whole := mustCoffer(t, e, "dump", "latest", "/")
+	if h, err := tar.NewReader(strings.NewReader(whole)).Next(); err != nil || strings.HasPrefix(h.Name, "/") {
+		t.Errorf("dump latest /: first entry %+v, %v", h, err)
+	}
+
+	zipFile := filepath.Join(t.TempDir(), "docs.zip")
+	mustCoffer(t, e, "dump", "latest", filepath.Join(src, "bin"), "--archive", "zip", "--target", zipFile)
+	zr, err := zip.OpenReader(zipFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	zseen := map[string]string{}
+	for _, f := range zr.File {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		zseen[f.Name] = f.Mode().String() + " " + string(b)
+	}
+	if zseen["bin/run.sh"] != "-rwxr-xr-x #!/bin/sh\necho hi\n" || zseen["bin/link"] != "Lrwxrwxrwx ../docs/notes.txt" || !strings.HasPrefix(zseen["bin/"], "d") {
+		t.Errorf("dump zip: %q", zseen)
+	}
+
+	if _, errOut, code := coffer(t, e, "dump", "latest", filepath.Join(src, "bin"), "--target", zipFile); code != exitFailure || !strings.Contains(errOut, "exists") {
+		t.Errorf("dump --target over an existing file: exit %d, %s", code, errOut)
+	}
+	if st, err := os.Stat(zipFile); err != nil || st.Size() == 0 {
+		t.Errorf("the existing target was touched: %v", err)
+	}
+	missing := filepath.Join(t.TempDir(), "m.tar")
+	if _, errOut, code := coffer(t, e, "dump", "latest", filepath.Join(src, "nope"), "--target", missing); code != exitFailure || !strings.Contains(errOut, "not found") {
+		t.Errorf("dump of a missing path: exit %d, %s", code, errOut)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed dump left its target behind: %v", err)
+	}
+	if _, _, code := coffer(t, e, "dump", "latest", src, "--archive", "rar"); code != exitFailure {
+		t.Errorf("dump --archive rar: exit %d", code)
+	}
+}
+
+// TestDumpRefusesTerminal: dump writes no file bytes (which could be
+// escape sequences) to a terminal; redirected, it writes them.
+func TestDumpRefusesTerminal(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), []byte("\x1b]0;owned\x07"), 0o644)
+	backupJSON(t, e, src)
+	_, tty := openPTY(t)
+	errOut, code := runRaw(t, e, tty, "dump", "latest", filepath.Join(src, "f"))
+	if code != exitFailure || !strings.Contains(errOut, "terminal") {
+		t.Errorf("dump to a terminal: exit %d, %s", code, errOut)
+	}
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if errOut, code := runRaw(t, e, out, "dump", "latest", filepath.Join(src, "f")); code != exitOK {
+		t.Fatalf("dump to a file: exit %d, %s", code, errOut)
+	}
+	if b, _ := os.ReadFile(out.Name()); string(b) != "\x1b]0;owned\x07" {
+		t.Errorf("dump to a file wrote %q, want the bytes unchanged", b)
+	}
+}
+
+// saveBombSnapshot records in e's local vault (as someone with the
+// vault directory could) a snapshot of a tree bomb: levels trees, each
+// directory naming the one below twice, over one file, 2^levels files
+// in all, while the record claims one file and one directory.
+func saveBombSnapshot(t *testing.T, e *testEnv, levels int) vault.ID {
+	t.Helper()
+	v := openTestVault(t, e)
+	defer v.Close()
+	ctx := context.Background()
+	content := []byte("bomb")
+	id := v.BlobID(content)
+	if _, err := v.SaveBlob(ctx, vault.DataBlob, id, v.Codec().Encode(nil, content), len(content)); err != nil {
+		t.Fatal(err)
+	}
+	tid, err := v.SaveTree(ctx, &format.Tree{Nodes: []format.Node{{Kind: format.KindFile, Name: []byte("f"), Perm: 0o600, Size: 4, Content: []vault.ID{id}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range levels {
+		if tid, err = v.SaveTree(ctx, &format.Tree{Nodes: []format.Node{
+			{Kind: format.KindDir, Name: []byte("a"), Perm: 0o700, Subtree: tid},
+			{Kind: format.KindDir, Name: []byte("b"), Perm: 0o700, Subtree: tid}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := v.SaveSnapshot(ctx, vault.SnapshotRecord{Time: e.now(), Host: "bomber", Paths: []string{"/b"}, Tree: tid, Files: 1, Dirs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.ID
+}
+
+// TestAttackDumpFindTreeBomb: a snapshot whose 41 trees expand to 2^40
+// files but whose record claims two entries: dump (tar and zip), find and
+// stats stop at the record's bound with an error, having written a bounded
+// archive, instead of streaming without end.
+func TestAttackDumpFindTreeBomb(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), []byte("x"), 0o644)
+	backupJSON(t, e, src)
+	id := saveBombSnapshot(t, e, 40)
+	for _, args := range [][]string{
+		{"dump", id.String(), "/"},
+		{"dump", id.String(), "/a", "--archive", "zip"},
+		{"find", "f", "--snapshot", id.String()},
+	} {
+		out, errOut, code := coffer(t, e, args...)
+		if code != exitFailure || !strings.Contains(errOut, "tree bomb") {
+			t.Errorf("%v on a tree bomb: exit %d, %s", args, code, errOut)
+		}
+		if len(out) > 1<<20 {
+			t.Errorf("%v wrote %d bytes before stopping", args, len(out))
+		}
+	}
+	// A larger --max-entries is honoured, and still a bound.
+	if _, errOut, code := coffer(t, e, "dump", id.String(), "/", "--max-entries", "1000"); code != exitFailure || !strings.Contains(errOut, "stopped after 1000 entries") {
+		t.Errorf("dump --max-entries 1000 of a tree bomb: exit %d, %s", code, errOut)
+	}
+}
+
+// TestRemoteFindDump: through a vault server, a backup-reader finds
+// files (names and metadata) but may not dump their contents; an
+// operator dumps.
+func TestRemoteFindDump(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_HOST", "web01")
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	op := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-operator", "--name", "web01"))
+	reader := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-reader", "--name", "dash"))
+	e.setenv("COFFER_TOKEN", op)
+	src := readSource(t)
+	id := backupJSON(t, e, src)
+	notes, _ := os.ReadFile(filepath.Join(src, "docs", "notes.txt"))
+
+	e.setenv("COFFER_TOKEN", reader)
+	ms := findJSON(t, e, "*.txt")
+	if len(ms) != 1 || ms[0].SnapshotID != id || ms[0].Path != filepath.Join(src, "docs", "notes.txt") {
+		t.Errorf("remote find as a reader: %+v", ms)
+	}
+	if _, errOut, code := coffer(t, e, "dump", "latest", filepath.Join(src, "docs", "notes.txt")); code != exitFailure || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("remote dump as a backup-reader: exit %d, %s", code, errOut)
+	}
+
+	e.setenv("COFFER_TOKEN", op)
+	if out := mustCoffer(t, e, "dump", "latest", filepath.Join(src, "docs", "notes.txt")); out != string(notes) {
+		t.Errorf("remote dump of a file: %d bytes, want %d", len(out), len(notes))
+	}
+	tr := tar.NewReader(strings.NewReader(mustCoffer(t, e, "dump", id[:8], filepath.Join(src, "docs"))))
+	n := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == "docs/notes.txt" {
+			if b, _ := io.ReadAll(tr); !bytes.Equal(b, notes) {
+				t.Errorf("remote dump tar: notes.txt differs")
+			}
+		}
+		n++
+	}
+	if n != 3 {
+		t.Errorf("remote dump tar: %d entries, want 3", n)
+	}
+}
