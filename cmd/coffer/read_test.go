@@ -316,6 +316,8 @@ func TestAttackDumpFindTreeBomb(t *testing.T) {
 		{"dump", id.String(), "/"},
 		{"dump", id.String(), "/a", "--archive", "zip"},
 		{"find", "f", "--snapshot", id.String()},
+		{"stats", id.String()},
+		{"stats", id.String(), "--mode", "raw-data"},
 	} {
 		out, errOut, code := coffer(t, e, args...)
 		if code != exitFailure || !strings.Contains(errOut, "tree bomb") {
@@ -381,5 +383,88 @@ func TestRemoteFindDump(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("remote dump tar: %d entries, want 3", n)
+	}
+}
+
+func statsOf(t *testing.T, e *testEnv, args ...string) statsJSON {
+	t.Helper()
+	var s statsJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, append([]string{"stats", "--json"}, args...)...)), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStats: restore-size counts every snapshot's files; raw-data counts
+// each blob once, with stored sizes and both ratios on a local vault.
+func TestStats(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("COFFER_HOST", "web01")
+	src := t.TempDir()
+	text := bytes.Repeat([]byte("all work and no play makes jack a dull boy\n"), 50_000) // compressible
+	writeFile(t, filepath.Join(src, "a", "text"), text, 0o644)
+	writeFile(t, filepath.Join(src, "a", "rand"), randBytes(3, 1<<20), 0o644)
+	first := backupJSON(t, e, src)
+	writeFile(t, filepath.Join(src, "b"), []byte("new"), 0o644)
+	backupJSON(t, e, src)
+
+	rs := statsOf(t, e)
+	wantOne := uint64(len(text) + 1<<20)
+	if rs.Mode != "restore-size" || rs.Snapshots != 2 || rs.Total.Files != 5 || rs.Total.TotalSize != 2*wantOne+3 || len(rs.Each) != 2 ||
+		rs.Each[0].ID != first || rs.Each[0].TotalSize != wantOne || rs.Total.Blobs != 0 {
+		t.Errorf("stats restore-size: %+v", rs)
+	}
+	rd := statsOf(t, e, "--mode", "raw-data")
+	tot := rd.Total
+	if tot.StoredSize == nil || tot.DataBlobs == 0 || tot.TreeBlobs == 0 || tot.RawSize < wantOne || tot.RawSize > wantOne+4096 {
+		t.Fatalf("stats raw-data: %+v", tot)
+	}
+	// Both snapshots hold the same 3 MiB: stored once, restored twice.
+	if tot.DedupRatio < 1.9 || tot.CompressionRatio < 1.5 || *tot.StoredSize >= tot.RawSize {
+		t.Errorf("stats raw-data ratios: dedup %.2f compression %.2f stored %d raw %d", tot.DedupRatio, tot.CompressionRatio, *tot.StoredSize, tot.RawSize)
+	}
+	if rd.Each[0].RawSize >= tot.RawSize+1 || rd.Each[1].Blobs <= rd.Each[0].Blobs {
+		t.Errorf("stats raw-data per snapshot: %+v", rd.Each)
+	}
+	if one := statsOf(t, e, first[:8], "--mode", "raw-data"); one.Snapshots != 1 || one.Total.DedupRatio > 1.01 {
+		t.Errorf("stats of one snapshot: %+v", one)
+	}
+	if out := mustCoffer(t, e, "stats", "--mode", "raw-data"); !strings.Contains(out, "Dedup ratio") || !strings.Contains(out, "Compression ratio") {
+		t.Errorf("stats text:\n%s", out)
+	}
+	if _, _, code := coffer(t, e, "stats", "--mode", "blobs"); code != exitFailure {
+		t.Errorf("stats --mode blobs: exit %d", code)
+	}
+}
+
+// TestRemoteStatsRoles: through a server a backup-reader gets the
+// restore size (names and metadata) but not blob sizes, which tell about
+// contents; an operator gets raw data without stored sizes.
+func TestRemoteStatsRoles(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_HOST", "web01")
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	op := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-operator", "--name", "web01"))
+	reader := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-reader", "--name", "dash"))
+	e.setenv("COFFER_TOKEN", op)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), randBytes(1, 100_000), 0o644)
+	backupJSON(t, e, src)
+
+	e.setenv("COFFER_TOKEN", reader)
+	if rs := statsOf(t, e); rs.Total.Files != 1 || rs.Total.TotalSize != 100_000 {
+		t.Errorf("remote stats as a reader: %+v", rs)
+	}
+	if _, errOut, code := coffer(t, e, "stats", "--mode", "raw-data"); code != exitFailure || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("remote stats raw-data as a reader: exit %d, %s", code, errOut)
+	}
+	e.setenv("COFFER_TOKEN", op)
+	rd := statsOf(t, e, "--mode", "raw-data")
+	if rd.Total.RawSize < 100_000 || rd.Total.StoredSize != nil || rd.Total.DataBlobs == 0 {
+		t.Errorf("remote stats raw-data as an operator: %+v", rd.Total)
 	}
 }
