@@ -5,9 +5,12 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -466,5 +469,176 @@ func TestRemoteStatsRoles(t *testing.T) {
 	rd := statsOf(t, e, "--mode", "raw-data")
 	if rd.Total.RawSize < 100_000 || rd.Total.StoredSize != nil || rd.Total.DataBlobs == 0 {
 		t.Errorf("remote stats raw-data as an operator: %+v", rd.Total)
+	}
+}
+
+// secretStrings are the encodings in which key bytes could appear in
+// output: raw, base64 (as encoding/json writes []byte) and hex.
+func secretStrings(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return []string{string(b), base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b), hex.EncodeToString(b)}
+}
+
+// vaultSecrets reads, as a test may, every secret of e's local vault that
+// cat could leak: the platform key file, and each keyring generation's
+// root secret, wrapped DEKs and MAC.
+func vaultSecrets(t *testing.T, e *testEnv) []string {
+	t.Helper()
+	kf, err := os.ReadFile(e.keyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keyFile struct {
+		Keys []struct {
+			Key []byte `json:"key"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(kf, &keyFile); err != nil || len(keyFile.Keys) == 0 || len(keyFile.Keys[0].Key) == 0 {
+		t.Fatalf("key file does not decode as the test expects: %v", err)
+	}
+	var out []string
+	for _, k := range keyFile.Keys {
+		out = append(out, secretStrings(k.Key)...)
+	}
+	n := 0
+	filepath.WalkDir(e.storeDir(), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Base(filepath.Dir(p)) != string(vault.KeyObject) {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var kr format.Keyring
+		if json.Unmarshal(b, &kr) != nil || len(kr.Root) == 0 || len(kr.DEKs) == 0 {
+			t.Fatalf("keyring %s does not decode as the test expects", p)
+		}
+		n++
+		out = append(out, secretStrings(kr.Root)...)
+		out = append(out, secretStrings(kr.MAC)...)
+		for _, d := range kr.DEKs {
+			out = append(out, secretStrings(d.Wrapped)...)
+		}
+		return nil
+	})
+	if n == 0 {
+		t.Fatal("no keyring found in the store")
+	}
+	return out
+}
+
+// TestCatLocal: cat shows the decoded config, keyring, snapshot and tree,
+// and never key material: not the key file, not the keyring's root
+// secret, wrapped DEKs or MAC, even after a DEK rotation.
+func TestCatLocal(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("COFFER_HOST", "web01")
+	src := readSource(t)
+	id := backupJSON(t, e, src, "--tag", "t1")
+	mustCoffer(t, e, "key", "rotate")
+
+	var cfg format.Config
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "cat", "config")), &cfg); err != nil || cfg.Format == 0 || cfg.Chunker.Avg == 0 || cfg.ID == "" {
+		t.Errorf("cat config: %+v, %v", cfg, err)
+	}
+	kout := mustCoffer(t, e, "cat", "keyring")
+	var kr format.KeyringInfo
+	if err := json.Unmarshal([]byte(kout), &kr); err != nil || len(kr.DEKs) != 2 || kr.CurrentDEK != 2 || kr.KEK.Provider == "" {
+		t.Errorf("cat keyring: %+v, %v\n%s", kr, err, kout)
+	}
+	var fields map[string]any
+	json.Unmarshal([]byte(kout), &fields)
+	for _, k := range []string{"root", "mac", "wrapped"} {
+		if _, ok := fields[k]; ok || strings.Contains(kout, `"`+k+`"`) {
+			t.Errorf("cat keyring has a %q field:\n%s", k, kout)
+		}
+	}
+	var all strings.Builder
+	for _, args := range [][]string{{"cat", "config"}, {"cat", "keyring"}, {"cat", "snapshot", "latest"}, {"cat", "tree", "latest"},
+		{"cat", "tree", id[:8] + ":" + filepath.Join(src, "docs")}} {
+		all.WriteString(mustCoffer(t, e, args...))
+	}
+	for _, s := range vaultSecrets(t, e) {
+		if strings.Contains(all.String(), s) {
+			t.Errorf("cat printed key material %q", s)
+		}
+	}
+
+	var snap catSnapshotJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "cat", "snapshot", id[:8])), &snap); err != nil || snap.ID != id || snap.Host != "web01" || snap.Tags[0] != "t1" {
+		t.Errorf("cat snapshot: %+v, %v", snap, err)
+	}
+	var tree catTreeJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "cat", "tree", id+":"+filepath.Join(src, "docs"))), &tree); err != nil ||
+		len(tree.Nodes) != 2 || tree.Nodes[1].Name != "notes.txt" || len(tree.Nodes[1].Content) == 0 || tree.Nodes[1].Size != 3<<20 {
+		t.Errorf("cat tree: %+v, %v", tree, err)
+	}
+	for _, bad := range [][]string{{"cat", "index"}, {"cat", "config", "x"}, {"cat", "tree"}, {"cat", "tree", "latest:" + filepath.Join(src, "docs", "notes.txt")},
+		{"cat", "tree", "latest:/nope"}, {"cat", "snapshot", "latest:/x"}} {
+		if _, errOut, code := coffer(t, e, bad...); code != exitFailure || errOut == "" {
+			t.Errorf("%q: exit %d, %s", bad, code, errOut)
+		}
+	}
+}
+
+// TestAttackCatRoles: through a server, a backup-reader's and an
+// operator's tokens are refused the vault's key metadata (cat config,
+// cat keyring); a key-officer's and the owner's get it without key
+// material; a key-officer, who lists nothing, is refused snapshots and
+// trees.
+func TestAttackCatRoles(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	e.setenv("COFFER_HOST", "web01")
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	tok := map[string]string{"owner": srv.OwnerToken}
+	for _, role := range []string{"backup-operator", "backup-reader", "key-officer", "backup-contributor"} {
+		tok[role] = strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", role, "--name", role))
+	}
+	e.setenv("COFFER_TOKEN", tok["backup-operator"])
+	src := readSource(t)
+	backupJSON(t, e, src)
+
+	for _, role := range []string{"backup-operator", "backup-reader", "backup-contributor"} {
+		e.setenv("COFFER_TOKEN", tok[role])
+		for _, kind := range []string{"config", "keyring"} {
+			out, errOut, code := coffer(t, e, "cat", kind)
+			if code != exitFailure || !strings.Contains(errOut, "forbidden") || out != "" {
+				t.Errorf("%s: cat %s: exit %d, stdout %q, %s", role, kind, code, out, errOut)
+			}
+		}
+	}
+	for _, role := range []string{"owner", "key-officer"} {
+		e.setenv("COFFER_TOKEN", tok[role])
+		var kr format.KeyringInfo
+		kout := mustCoffer(t, e, "cat", "keyring")
+		if err := json.Unmarshal([]byte(kout), &kr); err != nil || len(kr.DEKs) != 1 || kr.Generation == 0 {
+			t.Errorf("%s: cat keyring: %+v, %v", role, kr, err)
+		}
+		for _, k := range []string{`"root"`, `"wrapped"`, `"mac"`} {
+			if strings.Contains(kout, k) {
+				t.Errorf("%s: remote cat keyring shows %s:\n%s", role, k, kout)
+			}
+		}
+		var cfg format.Config
+		if err := json.Unmarshal([]byte(mustCoffer(t, e, "cat", "config")), &cfg); err != nil || cfg.ID == "" {
+			t.Errorf("%s: cat config: %+v, %v", role, cfg, err)
+		}
+	}
+	e.setenv("COFFER_TOKEN", tok["key-officer"])
+	for _, kind := range []string{"snapshot", "tree"} {
+		if out, errOut, code := coffer(t, e, "cat", kind, "latest", "--any-host"); code != exitFailure || !strings.Contains(errOut, "forbidden") || out != "" {
+			t.Errorf("key-officer: cat %s: exit %d, %q, %s", kind, code, out, errOut)
+		}
+	}
+	e.setenv("COFFER_TOKEN", tok["backup-reader"])
+	var tree catTreeJSON
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "cat", "tree", "latest:"+filepath.Join(src, "docs"))), &tree); err != nil || len(tree.Nodes) != 2 {
+		t.Errorf("reader: cat tree: %+v, %v", tree, err)
 	}
 }
