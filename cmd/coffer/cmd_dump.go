@@ -193,7 +193,8 @@ for restore. Through a vault server it needs a token that may restore.`,
 					if cerr := f.Close(); err == nil && cerr != nil {
 						err = cerr
 					}
-					if err != nil {
+					var partial *partialError
+					if err != nil && !errors.As(err, &partial) {
 						os.Remove(target) // no half-written archive left behind as if whole
 					}
 				}()

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -242,6 +244,41 @@ func TestDump(t *testing.T) {
 	}
 	if _, _, code := coffer(t, e, "dump", "latest", src, "--archive", "rar"); code != exitFailure {
 		t.Errorf("dump --archive rar: exit %d", code)
+	}
+}
+
+// TestDumpLeavesOutWhatZipCannotHold: a FIFO goes into tar, not into
+// zip, which says so on stderr and exits 3; the archive written to
+// --target is whole and kept.
+func TestDumpLeavesOutWhatZipCannotHold(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), []byte("x"), 0o644)
+	if err := unix.Mkfifo(filepath.Join(src, "pipe"), 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	backupJSON(t, e, src)
+	tarOut := mustCoffer(t, e, "dump", "latest", src)
+	tr := tar.NewReader(strings.NewReader(tarOut))
+	fifo := false
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		fifo = fifo || (h.Typeflag == tar.TypeFifo && strings.HasSuffix(h.Name, "/pipe"))
+	}
+	if !fifo {
+		t.Errorf("dump tar has no FIFO entry")
+	}
+	target := filepath.Join(t.TempDir(), "out.zip")
+	_, errOut, code := coffer(t, e, "dump", "latest", src, "--archive", "zip", "--target", target)
+	if code != exitPartial || !strings.Contains(errOut, "left out") || !strings.Contains(errOut, "pipe") {
+		t.Errorf("dump zip of a FIFO: exit %d, %s", code, errOut)
+	}
+	zr, err := zip.OpenReader(target)
+	if err != nil {
+		t.Fatalf("the zip archive with an entry left out was not kept whole: %v", err)
+	}
+	defer zr.Close()
+	if len(zr.File) != 2 { // the directory and f
+		t.Errorf("zip holds %d entries, want 2", len(zr.File))
 	}
 }
 
