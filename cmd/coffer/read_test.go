@@ -679,3 +679,52 @@ func TestAttackCatRoles(t *testing.T) {
 		t.Errorf("reader: cat tree: %+v, %v", tree, err)
 	}
 }
+
+// TestAttackSourceReadsOwnOnly: in a vault whose dedup scope is "source",
+// one source's token learns nothing of another's through find, dump,
+// stats or cat: not its file names, not its contents, not its blob
+// sizes, even naming the other's snapshot by ID.
+func TestAttackSourceReadsOwnOnly(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	mustCoffer(t, e, "vault", "create", "shared", "--dedup-scope", "source", "--vault", srv.URL, "--token", srv.OwnerToken)
+	e.setenv("COFFER_VAULT", srv.URL+"/shared")
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	web := strings.TrimSpace(mustCoffer(t, e, "source", "add", "web"))
+	db := strings.TrimSpace(mustCoffer(t, e, "source", "add", "db"))
+	webSrc, dbSrc := filepath.Join(t.TempDir(), "web"), filepath.Join(t.TempDir(), "db")
+	writeFile(t, filepath.Join(webSrc, "index.html"), []byte("<h1>web</h1>\n"), 0o644)
+	writeFile(t, filepath.Join(dbSrc, "payroll.csv"), randBytes(9, 200_000), 0o644)
+	e.setenv("COFFER_TOKEN", web)
+	backupJSON(t, e, webSrc)
+	e.setenv("COFFER_TOKEN", db)
+	dbID := backupJSON(t, e, dbSrc)
+
+	e.setenv("COFFER_TOKEN", web)
+	ms := findJSON(t, e, "*")
+	for _, m := range ms {
+		if strings.Contains(m.Path, "payroll") || strings.HasPrefix(m.Path, dbSrc) || m.SnapshotID == dbID {
+			t.Errorf("web's find * sees db's %+v", m)
+		}
+	}
+	if len(ms) == 0 || !strings.HasSuffix(ms[len(ms)-1].Path, "index.html") {
+		t.Errorf("web's find * misses its own index.html: %+v", ms)
+	}
+	rd := statsOf(t, e, "--mode", "raw-data")
+	if rd.Snapshots != 1 || rd.Total.RawSize >= 200_000 {
+		t.Errorf("web's stats raw-data counts another source's data: %+v", rd.Total)
+	}
+	for _, args := range [][]string{
+		{"find", "*", "--snapshot", dbID},
+		{"dump", dbID, "/"},
+		{"stats", dbID, "--mode", "raw-data"},
+		{"cat", "snapshot", dbID},
+		{"cat", "tree", dbID},
+	} {
+		out, errOut, code := coffer(t, e, args...)
+		if code != exitFailure || strings.Contains(out, "payroll") || strings.Contains(errOut, "payroll") || strings.Contains(out, "200000") {
+			t.Errorf("web's %v on db's snapshot: exit %d, %q, %s", args, code, out, errOut)
+		}
+	}
+}
