@@ -207,7 +207,24 @@ for restore. Through a vault server it needs a token that may restore.`,
 			var skipped []string
 			found := top == "/"
 			buf := make([]byte, 0, 1<<20)
+			// The record's size bounds what the files add up to, as its
+			// counts bound the entries: a hostile tree that names one chunk
+			// a million times in a file stops here, not after terabytes.
+			var total uint64
+			budget := func(p string, n *format.Node) error {
+				if n.Kind != format.KindFile || maxEntries > 0 {
+					return nil
+				}
+				if total += n.Size; total < n.Size || total > s.Bytes {
+					return fmt.Errorf("%s: the snapshot's files add up to more than the %d bytes its record says: its trees were altered or are hostile; nothing more is written (with --max-entries, a trusted snapshot is dumped without this bound): %w",
+						safeText(p), s.Bytes, agent.ErrTooManyEntries)
+				}
+				return nil
+			}
 			visit := func(p string, n *format.Node) error {
+				if err := budget(p, n); err != nil {
+					return err
+				}
 				if !found { // the first node: PATH itself
 					found = true
 					if n.Kind != format.KindDir {

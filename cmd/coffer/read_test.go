@@ -335,7 +335,7 @@ func saveBombSnapshot(t *testing.T, e *testEnv, levels int) vault.ID {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s, err := v.SaveSnapshot(ctx, vault.SnapshotRecord{Time: e.now(), Host: "bomber", Paths: []string{"/b"}, Tree: tid, Files: 1, Dirs: 1})
+	s, err := v.SaveSnapshot(ctx, vault.SnapshotRecord{Time: e.now(), Host: "bomber", Paths: []string{"/b"}, Tree: tid, Files: 1, Dirs: 1, Bytes: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +360,9 @@ func TestAttackDumpFindTreeBomb(t *testing.T) {
 		{"stats", id.String(), "--mode", "raw-data"},
 	} {
 		out, errOut, code := coffer(t, e, args...)
-		if code != exitFailure || !strings.Contains(errOut, "tree bomb") {
+		// Stopped by the entry bound, or by dump's byte bound (the second
+		// file already exceeds the 4 bytes the record says).
+		if code != exitFailure || !strings.Contains(errOut, "tree bomb") && !strings.Contains(errOut, "more than the 4 bytes its record says") {
 			t.Errorf("%v on a tree bomb: exit %d, %s", args, code, errOut)
 		}
 		if len(out) > 1<<20 {
@@ -370,6 +372,46 @@ func TestAttackDumpFindTreeBomb(t *testing.T) {
 	// A larger --max-entries is honoured, and still a bound.
 	if _, errOut, code := coffer(t, e, "dump", id.String(), "/", "--max-entries", "1000"); code != exitFailure || !strings.Contains(errOut, "stopped after 1000 entries") {
 		t.Errorf("dump --max-entries 1000 of a tree bomb: exit %d, %s", code, errOut)
+	}
+}
+
+// TestAttackDumpContentBomb: a file whose node names one chunk a
+// thousand times (and claims the matching size) in a snapshot whose
+// record says 4 bytes: dump stops before writing what the record does not
+// account for.
+func TestAttackDumpContentBomb(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), []byte("x"), 0o644)
+	backupJSON(t, e, src)
+	v := openTestVault(t, e)
+	ctx := context.Background()
+	chunk := randBytes(5, 64<<10)
+	id := v.BlobID(chunk)
+	if _, err := v.SaveBlob(ctx, vault.DataBlob, id, v.Codec().Encode(nil, chunk), len(chunk)); err != nil {
+		t.Fatal(err)
+	}
+	n := format.Node{Kind: format.KindFile, Name: []byte("big"), Perm: 0o600, Size: 1000 * uint64(len(chunk))}
+	for range 1000 {
+		n.Content = append(n.Content, id)
+	}
+	tid, err := v.SaveTree(ctx, &format.Tree{Nodes: []format.Node{n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := v.SaveSnapshot(ctx, vault.SnapshotRecord{Time: e.now(), Host: "bomber", Paths: []string{"/big"}, Tree: tid, Files: 1, Bytes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	for _, args := range [][]string{{"dump", s.ID.String(), "/"}, {"dump", s.ID.String(), "/big"}} {
+		out, errOut, code := coffer(t, e, args...)
+		if code != exitFailure || !strings.Contains(errOut, "more than the 4 bytes its record says") || len(out) > len(chunk) {
+			t.Errorf("%v of a content bomb: exit %d, %d bytes written, %s", args, code, len(out), errOut)
+		}
 	}
 }
 
