@@ -40,8 +40,11 @@ type app struct {
 	stdout, stderr io.Writer
 	jsonStdout     io.Writer
 	rawStderr      io.Writer
-	getenv         func(string) string
-	now            func() time.Time
+	// rawStdout is the process's stdout unescaped, for the bytes coffer
+	// dump writes (file contents, archives) and nothing else.
+	rawStdout io.Writer
+	getenv    func(string) string
+	now       func() time.Time
 
 	vaultRef string
 	keyFile  string
@@ -109,6 +112,9 @@ func newRootCmd(a *app) *cobra.Command {
 	if a.rawStderr == nil {
 		a.rawStderr = a.stderr
 	}
+	if a.rawStdout == nil {
+		a.rawStdout = a.stdout
+	}
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
@@ -128,6 +134,10 @@ func newRootCmd(a *app) *cobra.Command {
 		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
 		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
 	)
+	root.AddCommand(newFindCmd(a))
+	root.AddCommand(newDumpCmd(a))
+	root.AddCommand(newCatCmd(a))
+	root.AddCommand(newStatsCmd(a))
 	root.Version = version
 	root.Flags().Bool("version", false, "print coffer's version")
 	root.SetVersionTemplate("coffer {{.Version}}\n")
@@ -172,7 +182,7 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		jout.Flush()
 		errw.Flush()
 	}()
-	a := &app{stdin: stdin, stdout: out, stderr: errw, jsonStdout: jout, rawStderr: stderr, getenv: getenv, now: now}
+	a := &app{stdin: stdin, stdout: out, stderr: errw, jsonStdout: jout, rawStderr: stderr, rawStdout: stdout, getenv: getenv, now: now}
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)

@@ -100,6 +100,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/check", perm: authn.PermCheck, h: s.check},
 		{pattern: "GET /v1/vaults/{vault}/key", perm: authn.PermKeyRead, noOpen: true, h: s.keyStatus},
 		{pattern: "GET /v1/vaults/{vault}/key/events", perm: authn.PermKeyRead, noOpen: true, h: s.keyEvents},
+		{pattern: "GET /v1/vaults/{vault}/cat/{kind}", perm: authn.PermKeyRead, h: s.catObject},
 		{pattern: "POST /v1/vaults/{vault}/key/rotate", perm: authn.PermKeyManage, h: s.keyRotate},
 		{pattern: "POST /v1/vaults/{vault}/key/use-cmk", perm: authn.PermKeyManage, noOpen: true, h: s.keyUseCMK},
 		{pattern: "POST /v1/vaults/{vault}/key/use-pmk", perm: authn.PermKeyManage, h: s.keyUsePMK},
