@@ -85,6 +85,11 @@ Environment:
                        token coffer login --save kept for that server
   COFFER_CACERT        default for --cacert
   COFFER_FINGERPRINT   default for --fingerprint
+  COFFER_PASSWORD_FILE, COFFER_PASSWORD_COMMAND
+                       a passphrase vault's passphrase: a file's first line, or
+                       a command's (run with sh -c); else it is typed. Never argv
+  COFFER_NEW_PASSWORD_FILE, COFFER_NEW_PASSWORD_COMMAND
+                       a new passphrase (key add --passphrase)
   COFFER_LIMIT_UPLOAD, COFFER_LIMIT_DOWNLOAD
                        defaults for --limit-upload, --limit-download (bytes per
                        second to and from a vault server: 20M, 512K)
