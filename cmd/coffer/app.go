@@ -88,6 +88,14 @@ Environment:
                        token coffer login --save kept for that server
   COFFER_CACERT        default for --cacert
   COFFER_FINGERPRINT   default for --fingerprint
+  COFFER_PASSWORD_FILE, COFFER_PASSWORD_COMMAND
+                       a passphrase vault's passphrase: a file's first line, or
+                       a command's (run with sh -c); else it is typed. Never argv
+  COFFER_NEW_PASSWORD_FILE, COFFER_NEW_PASSWORD_COMMAND
+                       a new passphrase (key add --passphrase)
+  COFFER_LIMIT_UPLOAD, COFFER_LIMIT_DOWNLOAD
+                       defaults for --limit-upload, --limit-download (bytes per
+                       second to and from a vault server: 20M, 512K)
   HTTPS_PROXY          proxy for vault servers (NO_PROXY lists exceptions)`
 
 const rootExample = `  coffer backup ~/Documents --tag daily
@@ -120,11 +128,26 @@ func newRootCmd(a *app) *cobra.Command {
 	root.SetErr(a.stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.vaultRef, "vault", a.getenv("COFFER_VAULT"), "vault: a name under $COFFER_HOME/vaults, a directory, or https://host:port/NAME on a vault server; with COFFER_VAULT=https://host:port, a NAME is that server's vault (default \"default\")")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return a.resolveVaultRef() }
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if err := a.resolveVaultRef(); err != nil {
+			return err
+		}
+		up, down, err := a.limits()
+		if err != nil {
+			return err
+		}
+		if (up > 0 || down > 0) && !isRemote(a.vaultRef) {
+			// Not silently: the limits pace HTTPS to a vault server only.
+			fmt.Fprintln(a.stderr, "note: --limit-upload and --limit-download apply to vault servers (https://); a local vault is read and written at full speed")
+		}
+		return nil
+	}
 	pf.StringVar(&a.keyFile, "key-file", a.getenv("COFFER_KEY_FILE"), "platform key file (default $COFFER_HOME/keys/platform.key)")
 	pf.BoolVar(&a.noProg, "no-progress", false, "never show the live progress display")
 	pf.StringVar(&a.remote.token, "token", "", "bearer token for a vault server, or @FILE holding it (default $COFFER_TOKEN)")
 	pf.StringVar(&a.remote.cacert, "cacert", "", "also trust this CA (PEM) for a vault server: its DATA/tls/ca.pem, or a TLS-inspecting proxy's CA (default $COFFER_CACERT)")
+	pf.StringVar(&a.remote.limitUp, "limit-upload", "", "vault servers: send at most this many bytes per second, e.g. 20M (default $COFFER_LIMIT_UPLOAD; none)")
+	pf.StringVar(&a.remote.limitDown, "limit-download", "", "vault servers: receive at most this many bytes per second, e.g. 50M (default $COFFER_LIMIT_DOWNLOAD; none)")
 	pf.StringVar(&a.remote.fingerprint, "fingerprint", "", "trust exactly the server certificate with this SHA-256 fingerprint, SHA256:<hex> (default $COFFER_FINGERPRINT)")
 	root.AddCommand(
 		newBackupCmd(a), newSnapshotsCmd(a), newLsCmd(a), newRestoreCmd(a),
@@ -133,6 +156,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newForgetCmd(a), newUndeleteCmd(a), newPruneCmd(a), newPolicyCmd(a),
 		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
 		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
+		newScheduleCmd(a),
 	)
 	root.AddCommand(newFindCmd(a))
 	root.AddCommand(newDumpCmd(a))

@@ -20,6 +20,7 @@ func newBackupCmd(a *app) *cobra.Command {
 	var sel excludeFlags
 	var host, parentRef string
 	var jsonOut, force bool
+	var in stdinFlags
 	cmd := &cobra.Command{
 		Use:   "backup PATH...",
 		Short: "Back up files and directories into the vault",
@@ -52,15 +53,29 @@ warning (the exit code stays the same). Exclude files take one pattern a line,
 with # comments, and expand $VAR ($$ is a $).
 
 --files-from reads paths to back up, one a line, with the same rules as
-paths given here (one missing among several is a warning, exit 3).`,
+paths given here (one missing among several is a warning, exit 3).
+
+--stdin backs up standard input as one file, --stdin-filename NAME (default
+"stdin") at /NAME in the snapshot, mode 0600, owned by you and dated now; it
+is chunked like a file, so an unchanged dump adds almost nothing the next
+time. Its parent is the newest snapshot of the same host and NAME. In a
+pipeline coffer cannot see the producing command fail: pg_dump dying halfway
+is a short stream that looks complete. Use --stdin-from-command instead,
+which runs the command itself and saves no snapshot when it exits non-zero
+(or at least set -o pipefail and check the exit code).`,
 		Example: `  coffer backup ~/Documents
   coffer backup /etc /srv --tag nightly --exclude '*.tmp' --exclude /srv/cache
   coffer backup ~ --exclude '**/node_modules/' --exclude '*.log' --exclude '!keep.log' --exclude-caches
   coffer backup / --one-file-system --exclude-file /etc/coffer/excludes --exclude-larger-than 1G
   find /srv -name '*.db' -print0 | coffer backup --files-from-raw -
   coffer backup ~/Documents --json
-  coffer backup /srv --force                 # read every file again, however unchanged it looks`,
+  coffer backup /srv --force                 # read every file again, however unchanged it looks
+  coffer backup --stdin-from-command --stdin-filename mydb.sql -- pg_dump mydb
+  set -o pipefail; pg_dump mydb | coffer backup --stdin --stdin-filename mydb.sql`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if in.set() {
+				return in.checkArgs(args, sel)
+			}
 			if len(args) == 0 && !sel.listsPaths() {
 				return errors.New("requires at least 1 arg(s), only received 0: give the paths to back up (or --files-from FILE)")
 			}
@@ -77,29 +92,35 @@ paths given here (one missing among several is a warning, exit 3).`,
 				}
 				host = h
 			}
-			// What to back up and leave out is read before anything is
-			// opened: a bad pattern or list changes nothing.
-			listed, err := sel.listedPaths(a)
-			if err != nil {
-				return err
-			}
-			args = append(args, listed...)
-			if len(args) == 0 {
-				return errors.New("nothing to back up: the --files-from lists are empty")
-			}
-			exclude, err := sel.rules(a)
-			if err != nil {
-				return err
-			}
-			if err := exclude.Check(); err != nil {
-				return err
-			}
-			// Paths first, before a vault or key file is created: a path
-			// that does not exist among several is a warning (exit 3), and
-			// no path at all is an error.
-			args, missing, err := checkBackupPaths(args)
-			if err != nil {
-				return err
+			var exclude agent.ExcludeRules
+			var missing []error
+			if in.set() {
+				if err := in.checkInput(a); err != nil {
+					return err
+				}
+			} else {
+				// What to back up and leave out is read before anything is
+				// opened: a bad pattern or list changes nothing.
+				listed, err := sel.listedPaths(a)
+				if err != nil {
+					return err
+				}
+				args = append(args, listed...)
+				if len(args) == 0 {
+					return errors.New("nothing to back up: the --files-from lists are empty")
+				}
+				if exclude, err = sel.rules(a); err != nil {
+					return err
+				}
+				if err := exclude.Check(); err != nil {
+					return err
+				}
+				// Paths first, before a vault or key file is created: a path
+				// that does not exist among several is a warning (exit 3), and
+				// no path at all is an error.
+				if args, missing, err = checkBackupPaths(args); err != nil {
+					return err
+				}
 			}
 			for _, m := range missing {
 				fmt.Fprintf(a.stderr, "warning: %s\n", safeText(m.Error()))
@@ -151,9 +172,18 @@ paths given here (one missing among several is a warning, exit 3).`,
 			} else {
 				a.limitMemory(backupBudget)
 			}
+			opts := agent.BackupOptions{Paths: args}
+			if in.set() {
+				r, stop, err := in.open(ctx, a, args)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				opts = agent.BackupOptions{Stdin: r, StdinPath: in.filename}
+			}
 			prog := a.newProgress("backup")
 			res, err := agent.Backup(ctx, v, agent.BackupOptions{
-				Paths: args, Tags: tags, Host: host, Exclude: exclude,
+				Paths: opts.Paths, Stdin: opts.Stdin, StdinPath: opts.StdinPath, Tags: tags, Host: host, Exclude: exclude,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
 				Parent: parent, Force: force,
 				Progress: prog.fn(),
@@ -195,6 +225,7 @@ paths given here (one missing among several is a warning, exit 3).`,
 	f.BoolVar(&force, "force", false, "read every file, with no parent snapshot to reuse unchanged files from")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	sel.register(f)
+	in.register(f)
 	return cmd
 }
 

@@ -29,7 +29,8 @@ key (KEK: the platform key file, or a customer-managed key) wraps them.
 docs/keys.md explains the hierarchy. Every key command works on local vaults
 and on a vault server (--vault https://host:port/NAME, with an owner token).`,
 	}
-	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a), newKeyLogCmd(a), newKeyRetireCmd(a))
+	cmd.AddCommand(newKeyStatusCmd(a), newKeyRotateCmd(a), newKeyUseCMKCmd(a), newKeyUsePMKCmd(a), newKeyLogCmd(a), newKeyRetireCmd(a),
+		newKeyAddCmd(a), newKeyRemoveCmd(a), newKeySlotsCmd(a))
 	return cmd
 }
 
@@ -232,6 +233,10 @@ modules and key directories its operator allows (coffer server --pkcs11-module,
   gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K
                                 a Google Cloud KMS key
   hashivault://NAME             a HashiCorp Vault or OpenBao transit key
+  passphrase:                   passphrases (local vaults): the first from
+                                $COFFER_NEW_PASSWORD_FILE or $COFFER_PASSWORD_FILE
+                                (or _COMMAND), else typed twice; more with
+                                coffer key add --passphrase
 Cloud keys are reached through gocloud.dev/secrets with each provider's
 standard credentials (environment, files, instance identity); see
 docs/operations.md for the least privilege each needs.
@@ -247,7 +252,8 @@ without --single-user) the switch cannot be undone, since use-pmk would be
 refused: it is announced and needs a yes on a terminal, or --confirm.`,
 		Example: `  coffer key use-cmk rsa-file:///etc/coffer/cmk.pem
   coffer key use-cmk prod 'pkcs11:token=coffer;object=backup-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/coffer/pin'
-  coffer key use-cmk prod 'awskms://alias/coffer-backup?region=eu-west-2'`,
+  coffer key use-cmk prod 'awskms://alias/coffer-backup?region=eu-west-2'
+  coffer key use-cmk laptop passphrase:`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rest, err := a.vaultArg(args, 1)
@@ -256,6 +262,9 @@ refused: it is announced and needs a yes on a terminal, or --confirm.`,
 			}
 			uri := rest[0]
 			ctx := cmd.Context()
+			if isPassphraseURI(uri) {
+				return a.useKeyPassphrase(ctx, confirm)
+			}
 			if isRemote(a.vaultRef) {
 				rv, err := a.openRemote(ctx, a.vaultRef)
 				if err != nil {

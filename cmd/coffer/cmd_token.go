@@ -11,6 +11,8 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/keys/passphrase"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -198,7 +200,7 @@ critical change: it waits for a security approver.`,
 
 func newVaultCreateCmd(a *app) *cobra.Command {
 	var jsonOut, singleUser bool
-	var scope string
+	var scope, keyURI string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a vault, locally or on a vault server",
@@ -219,10 +221,19 @@ can:
                   against each other. source: each source has its own dedup
                   domain and can neither probe nor read another's backups
                   (see coffer vault set --help). Choose source at creation
-                  to have no data that agents could ever probe vault-wide.`,
+                  to have no data that agents could ever probe vault-wide.
+  --key passphrase:
+                  local vaults: the vault's keys are wrapped by passphrases
+                  instead of the platform key file (docs/keys.md): the first
+                  is read from $COFFER_NEW_PASSWORD_FILE or
+                  $COFFER_PASSWORD_FILE (or _COMMAND), else typed twice; every
+                  later command reads it from $COFFER_PASSWORD_FILE,
+                  $COFFER_PASSWORD_COMMAND or the terminal. Add more with
+                  coffer key add --passphrase. Never on the command line.`,
 		Example: `  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token
   coffer vault create shared --dedup-scope source --vault https://backup.example.com:8443
-  coffer vault create laptop --single-user`,
+  coffer vault create laptop --single-user
+  coffer vault create laptop --single-user --key passphrase:`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("dedup-scope") {
@@ -231,7 +242,10 @@ can:
 				}
 			}
 			if !isRemote(a.vaultRef) {
-				return a.createLocalVault(cmd, args[0], singleUser, vault.DedupScope(scope), jsonOut)
+				return a.createLocalVault(cmd, args[0], singleUser, vault.DedupScope(scope), keyURI, jsonOut)
+			}
+			if keyURI != "" {
+				return errors.New("--key is for local vaults: a vault server wraps a new vault with its platform key; switch it with coffer key use-cmk")
 			}
 			if singleUser {
 				return errors.New("--single-user is for local vaults: a vault server has several principals, and a security approver approves critical changes")
@@ -260,6 +274,7 @@ can:
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&singleUser, "single-user", false, "local vaults: allow critical protection changes with --confirm (fixed at creation)")
+	cmd.Flags().StringVar(&keyURI, "key", "", "local vaults: passphrase: to wrap the vault's keys with passphrases (see above)")
 	cmd.Flags().StringVar(&scope, "dedup-scope", "", "vault (dedup across all sources, the default) or source (a dedup domain per source)")
 	return cmd
 }
@@ -277,9 +292,24 @@ func createdDetail(singleUser bool, scope vault.DedupScope) string {
 }
 
 // createLocalVault creates local vault name (a name or a directory).
-func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool, scope vault.DedupScope, jsonOut bool) error {
+func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool, scope vault.DedupScope, keyURI string, jsonOut bool) error {
 	if a.vaultRef != "" && a.vaultRef != name {
 		return fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
+	}
+	var pass *passphrase.Provider
+	if keyURI != "" {
+		if !isPassphraseURI(keyURI) {
+			return fmt.Errorf("--key %s: vault create takes passphrase: (a customer-managed key is set with coffer key use-cmk after creation)", keys.Redact(keyURI))
+		}
+		// The passphrase before the vault: without one, nothing is made.
+		if loc, err := a.locate(); err == nil && vaultExists(loc.dir) {
+			return fmt.Errorf("vault %s: %w at %s", name, vault.ErrExists, loc.dir)
+		}
+		p, err := a.createPassphraseProvider(cmd.Context(), name)
+		if err != nil {
+			return err
+		}
+		pass = p
 	}
 	a.vaultRef = name
 	a.explicitCreate = true
@@ -291,6 +321,14 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool,
 	defer v.Close()
 	if !v.created {
 		return fmt.Errorf("vault %s: %w at %s", name, vault.ErrExists, v.loc.dir)
+	}
+	if pass != nil {
+		// Created under the platform key and rewrapped at once: the
+		// rewrap deletes that first generation (docs/keys.md).
+		if err := v.Rewrap(ctx, pass); err != nil {
+			return fmt.Errorf("vault %s was created, but wrapping its keys with the passphrase failed (run coffer key use-cmk passphrase:): %w", name, err)
+		}
+		a.keyEvent(ctx, v, vault.KeyEventUseCMK, pass.Current().String(), "created with a passphrase", true)
 	}
 	if singleUser || scope != "" {
 		s, err := v.Settings(ctx)

@@ -139,6 +139,35 @@ type remoteOpts struct {
 	token       string
 	cacert      string
 	fingerprint string
+	// limitUp, limitDown: --limit-upload, --limit-download (sizes per
+	// second), defaults from COFFER_LIMIT_UPLOAD, COFFER_LIMIT_DOWNLOAD.
+	limitUp, limitDown string
+}
+
+// limits parses --limit-upload and --limit-download (bytes per second; 0
+// or empty: none).
+func (a *app) limits() (up, down int64, err error) {
+	parse := func(flag, v, env string) (int64, error) {
+		if v == "" {
+			v = a.getenv(env)
+		}
+		if v == "" {
+			return 0, nil
+		}
+		n, err := parseSize(strings.TrimSuffix(strings.TrimSuffix(v, "/s"), "ps"))
+		if err != nil {
+			return 0, fmt.Errorf("--%s: %w (per second: 20M, 512K; default $%s)", flag, err, env)
+		}
+		if n > 1<<50 {
+			return 0, fmt.Errorf("--%s %s: too large", flag, v)
+		}
+		return int64(n), nil
+	}
+	if up, err = parse("limit-upload", a.remote.limitUp, "COFFER_LIMIT_UPLOAD"); err != nil {
+		return 0, 0, err
+	}
+	down, err = parse("limit-download", a.remote.limitDown, "COFFER_LIMIT_DOWNLOAD")
+	return up, down, err
 }
 
 // tokenValue returns the token from --token or COFFER_TOKEN; a value
@@ -204,7 +233,11 @@ func (a *app) newClient(server string) (*client.Client, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("vault server %s: give a token with --token or COFFER_TOKEN, or run coffer login NAME --save", server)
 	}
-	return client.New(client.Options{Server: server, Token: tok, TLS: cfg, Proxy: a.proxyFunc()})
+	up, down, err := a.limits()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Options{Server: server, Token: tok, TLS: cfg, Proxy: a.proxyFunc(), LimitUpload: up, LimitDownload: down})
 }
 
 // openRemote opens vault URL ref (https://host:port/NAME).

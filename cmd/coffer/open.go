@@ -16,6 +16,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/keys/passphrase"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -216,7 +217,16 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 	var ks *platform.Keystore
 	if exists {
 		cfg, ki, ierr := engine.Inspect(ctx, st)
-		if ierr == nil && ki.KEK.Provider != platform.Provider {
+		if ierr == nil && ki.KEK.Provider == passphrase.Name {
+			// Passphrase slots travel in the keyring: the store and a
+			// passphrase open the vault, no URI is kept.
+			p, err := a.passphraseProvider(ctx, st, loc.name)
+			if err != nil {
+				st.Close()
+				return nil, err
+			}
+			provider = p
+		} else if ierr == nil && ki.KEK.Provider != platform.Provider {
 			id, perr := vault.ParseID(cfg.ID)
 			if perr != nil {
 				st.Close()

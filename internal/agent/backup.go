@@ -84,6 +84,13 @@ type BackupOptions struct {
 	Parent *vault.SnapshotRecord
 	// Force: no parent, so every file is read (coffer backup --force).
 	Force bool
+	// Stdin, when set, is backed up instead of Paths: its bytes, read to
+	// the end, are one file at StdinPath (an absolute path from
+	// StdinPath, which is the snapshot's one path and selects its parent).
+	// A read error (such as a command that failed, coffer backup
+	// --stdin-from-command) fails the backup.
+	Stdin     io.Reader
+	StdinPath string
 }
 
 // Warning is a problem that did not stop a backup or restore.
@@ -272,8 +279,14 @@ type treeFuture struct {
 
 // Backup runs one backup and records a snapshot.
 func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupResult, error) {
-	if len(opt.Paths) == 0 {
+	if len(opt.Paths) == 0 && opt.Stdin == nil {
 		return nil, errors.New("nothing to back up: give at least one path")
+	}
+	if opt.Stdin != nil {
+		if len(opt.Paths) > 0 {
+			return nil, errors.New("backup: standard input and paths exclude each other: back them up in two snapshots")
+		}
+		opt.Scan = false // nothing to walk
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -291,8 +304,16 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if err := params.Validate(); err != nil {
 		return nil, fmt.Errorf("vault chunker parameters: %w", err)
 	}
-	paths, err := absPaths(opt.Paths)
-	if err != nil {
+	var paths []string
+	var err error
+	if opt.Stdin != nil {
+		// A virtual path: nothing on this machine's disk is looked at.
+		p, perr := StdinPath(strings.TrimPrefix(opt.StdinPath, "/"))
+		if perr != nil {
+			return nil, perr
+		}
+		paths = []string{p}
+	} else if paths, err = absPaths(opt.Paths); err != nil {
 		return nil, err
 	}
 	ex, err := compileExcludes(opt.Exclude, opt.Paths)
@@ -353,10 +374,12 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	var parentRoot *format.Tree
 	pctx, stopPrefetch := context.WithCancel(ctx)
 	defer stopPrefetch()
-	if bl, ok := repo.(BatchLoader); ok && parent != nil {
+	// A stream is read whole: its parent's tree is of no use.
+	useParent := parent != nil && opt.Stdin == nil
+	if bl, ok := repo.(BatchLoader); ok && useParent {
 		b.trees = newTreePrefetch(pctx, bl, repo)
 	}
-	if parent != nil {
+	if useParent {
 		if t, err := b.loadTree(ctx, parent.Tree); err == nil {
 			parentRoot = t
 		} else {
@@ -364,8 +387,12 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 			parent = nil
 		}
 	}
-	root := buildVirtualRoot(paths)
-	rootFut := b.virtualDir(ctx, root, parentRoot)
+	var rootFut *treeFuture
+	if opt.Stdin != nil {
+		rootFut = b.stdinTree(ctx, paths[0], start)
+	} else {
+		rootFut = b.virtualDir(ctx, buildVirtualRoot(paths), parentRoot)
+	}
 	if b.reuse != nil {
 		b.reuse.flush(ctx)
 	}

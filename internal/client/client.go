@@ -56,6 +56,10 @@ type Options struct {
 	// BatchBytes is the size at which an upload batch is sent (default
 	// 4 MiB), InFlight how many batches may be uploading (default 4).
 	BatchBytes, InFlight int
+	// LimitUpload and LimitDownload cap what the client sends and receives,
+	// in bytes per second summed over its concurrent requests (request and
+	// response bodies; headers and TLS are not counted). 0: no limit.
+	LimitUpload, LimitDownload int64
 }
 
 // Client talks to one vault server.
@@ -126,7 +130,11 @@ func New(opt Options) (*Client, error) {
 	}
 	var sid [16]byte
 	rand.Read(sid[:])
-	hc := &http.Client{Transport: tr, CheckRedirect: refuseRedirect}
+	var rt http.RoundTripper = tr
+	if up, down := newLimiter(opt.LimitUpload), newLimiter(opt.LimitDownload); up != nil || down != nil {
+		rt = &limitTransport{next: tr, up: up, down: down}
+	}
+	hc := &http.Client{Transport: rt, CheckRedirect: refuseRedirect}
 	return &Client{base: u, token: opt.Token, hc: hc, opt: opt, session: hex.EncodeToString(sid[:])}, nil
 }
 

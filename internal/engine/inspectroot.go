@@ -1,0 +1,29 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// InspectRoot returns the wrapped root secret of the store's latest
+// keyring generation, for a key provider that opens from its own record
+// (passphrase slots travel in it: docs/format.md §1.1d). Nothing is
+// verified: the keyring's MAC and the catalog's anchor are checked when
+// the vault is opened with the provider, before anything is wrapped.
+func InspectRoot(ctx context.Context, st vault.Store) (vault.WrappedKey, error) {
+	cfg, _, err := readConfigOrKeyring(ctx, st)
+	if err != nil {
+		return vault.WrappedKey{}, fmt.Errorf("inspect vault: %w", err)
+	}
+	id, err := vault.ParseID(cfg.ID)
+	if err != nil {
+		return vault.WrappedKey{}, fmt.Errorf("inspect vault: %w", err)
+	}
+	kr, err := latestKeyring(ctx, st, id)
+	if err != nil {
+		return vault.WrappedKey{}, err
+	}
+	return vault.WrappedKey{KEK: keyRefOf(kr), Alg: kr.KEK.Alg, Data: kr.Root}, nil
+}
