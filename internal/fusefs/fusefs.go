@@ -52,6 +52,10 @@ type Options struct {
 	MaxEntries func(s vault.SnapshotRecord) uint64
 	// CacheBytes bounds the chunk cache (default DefaultCacheBytes).
 	CacheBytes int64
+	// Denied reports whether err means the token may not read what was
+	// asked (a backup reader's token and file contents): the kernel then
+	// gets EACCES instead of EIO.
+	Denied func(error) bool
 	// Log receives errors the file system turns into EIO, so the user
 	// learns why a read failed. Messages hold untrusted text (paths,
 	// names): the caller makes them safe for a terminal.
@@ -78,6 +82,7 @@ type FS struct {
 	root   *rootDir
 	logged atomic.Int64
 	log    func(string)
+	denied func(error) bool
 }
 
 // New lays out the snapshots of opt.
@@ -91,7 +96,7 @@ func New(opt Options) (*FS, error) {
 	if opt.CacheBytes <= 0 {
 		opt.CacheBytes = DefaultCacheBytes
 	}
-	f := &FS{log: opt.Log}
+	f := &FS{log: opt.Log, denied: opt.Denied}
 	chunks := newLRU[cacheKey, []byte](opt.CacheBytes, func(b []byte) int64 { return int64(len(b)) })
 	trees := newLRU[cacheKey, *format.Tree](treeCacheNodes, func(t *format.Tree) int64 { return int64(len(t.Nodes)) + 1 })
 	snaps := make([]*snap, 0, len(opt.Snapshots))
@@ -195,6 +200,9 @@ func (s *snap) fail(p string, err error) syscall.Errno {
 		return syscall.EINTR
 	}
 	s.fs.report(fmt.Sprintf("snapshot %s: %s: %v", s.rec.ID.Short(), short(p), err))
+	if s.fs.denied != nil && s.fs.denied(err) {
+		return syscall.EACCES
+	}
 	if errors.Is(err, agent.ErrPathTooLong) {
 		return syscall.ENAMETOOLONG
 	}
