@@ -57,8 +57,11 @@ errors, and a line on stderr says why.`,
 			if err != nil {
 				return err
 			}
-			if cacheMiB < 1 || cacheMiB > 1<<16 {
-				return fmt.Errorf("--cache %d: give a size in MiB from 1 to 65536", cacheMiB)
+			// At least 32 MiB: a chunk is kept only when it is at most a
+			// quarter of the cache, and chunks reach 8 MiB; a smaller cache
+			// would load a large chunk again for every read of it.
+			if cacheMiB < 32 || cacheMiB > 1<<16 {
+				return fmt.Errorf("--cache %d: give a size in MiB from 32 to 65536", cacheMiB)
 			}
 			dir := args[0]
 			if err := checkMountPoint(dir); err != nil {

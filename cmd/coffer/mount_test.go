@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,6 +143,9 @@ func TestMountLocal(t *testing.T) {
 	e := newEnv(t)
 	e.setenv("COFFER_HOST", "web01")
 	src := sampleData(t)
+	for i := range 150 { // more entries than a record's slack
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%03d", i)), []byte{byte(i)}, 0o644)
+	}
 	id := backupJSON(t, e, src)
 	e.setenv("COFFER_HOST", "db01")
 	other := t.TempDir()
@@ -156,6 +160,16 @@ func TestMountLocal(t *testing.T) {
 	assertSameTree(t, src, filepath.Join(dir, "ids", id[:8], src))
 	if _, err := os.Stat(filepath.Join(dir, "snapshots", "latest", other, "only-db01")); err != nil {
 		t.Errorf("snapshots/latest is not the newest snapshot: %v", err)
+	}
+	// A walk of the whole mount meets each snapshot at several places
+	// (snapshots/, hosts/, ids/, latest): each is whole, none runs into
+	// the bound on entries a snapshot holds.
+	walked := 0
+	if err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		walked++
+		return err
+	}); err != nil || walked < 3*160 {
+		t.Errorf("a walk of the mount: %d entries, %v", walked, err)
 	}
 	ents, err := os.ReadDir(filepath.Join(dir, "snapshots"))
 	if err != nil || len(ents) != 3 {

@@ -151,7 +151,6 @@ func (f *FS) report(msg string) {
 type snap struct {
 	rec    vault.SnapshotRecord
 	max    uint64
-	live   atomic.Uint64
 	open   func(context.Context, vault.SnapshotRecord) (Repo, error)
 	fs     *FS
 	chunks *lru[cacheKey, []byte]
@@ -182,16 +181,25 @@ func (s *snap) getRepo(ctx context.Context) (Repo, error) {
 	return r, nil
 }
 
+// budget counts the entries of one of a snapshot's directories
+// (snapshots/<time>, hosts/<host>/<time>, …) alive in the kernel: each
+// place a snapshot appears has its own, so that find over the whole mount
+// sees every snapshot in full at each place.
+type budget struct {
+	max  uint64
+	live atomic.Uint64
+}
+
 // take counts one more entry alive in the kernel; false past the bound.
-func (s *snap) take() bool {
-	if s.live.Add(1) > s.max && s.max > 0 {
-		s.live.Add(^uint64(0))
+func (b *budget) take() bool {
+	if b.live.Add(1) > b.max && b.max > 0 {
+		b.live.Add(^uint64(0))
 		return false
 	}
 	return true
 }
 
-func (s *snap) release() { s.live.Add(^uint64(0)) }
+func (b *budget) release() { b.live.Add(^uint64(0)) }
 
 // fail reports err on path p of the snapshot and returns the errno the
 // kernel gets.
@@ -288,7 +296,7 @@ func (d *dirSpec) build(ctx context.Context, parent *fs.Inode) {
 			ch = parent.NewPersistentInode(ctx, &staticDir{mtime: e.dir.mtime}, fs.StableAttr{Mode: fuse.S_IFDIR})
 			e.dir.build(ctx, ch)
 		case e.snap != nil:
-			ch = parent.NewPersistentInode(ctx, &dirNode{snap: e.snap, tree: e.snap.rec.Tree, root: true}, fs.StableAttr{Mode: fuse.S_IFDIR})
+			ch = parent.NewPersistentInode(ctx, &dirNode{snap: e.snap, budget: &budget{max: e.snap.max}, tree: e.snap.rec.Tree, root: true}, fs.StableAttr{Mode: fuse.S_IFDIR})
 		default:
 			ch = parent.NewPersistentInode(ctx, &linkNode{target: []byte(e.link), mtime: d.mtime}, fs.StableAttr{Mode: fuse.S_IFLNK})
 		}

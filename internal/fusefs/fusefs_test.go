@@ -542,3 +542,33 @@ func TestMountLayoutHostileHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestLayoutDistinctNames: snapshots a hostile server lists with one time
+// and one ID each get a name of their own in every listing (none hides
+// another), without mounting.
+func TestLayoutDistinctNames(t *testing.T) {
+	tm := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+	a := record(newID(), "h", tm, 1, 0, "t")
+	b := a // the same ID, time, host and tag
+	c := a
+	c.ID[31] ^= 1 // the same short ID
+	layout := newLayout([]*snap{{rec: a}, {rec: b}, {rec: c}})
+	var check func(where string, d *dirSpec)
+	check = func(where string, d *dirSpec) {
+		seen := map[string]bool{}
+		for _, e := range d.entries {
+			if seen[e.name] || !format.ValidName([]byte(e.name)) {
+				t.Errorf("%s: name %q twice or invalid", where, e.name)
+			}
+			seen[e.name] = true
+			if e.dir != nil {
+				check(where+"/"+e.name, e.dir)
+			}
+		}
+	}
+	check("", layout)
+	snapshots := layout.entries[2]
+	if snapshots.name != "snapshots" || len(snapshots.dir.entries) != 4 {
+		t.Fatalf("snapshots/ holds %d entries, want 3 snapshots and latest", len(snapshots.dir.entries))
+	}
+}

@@ -21,11 +21,12 @@ import (
 // It loads its tree when it is looked into, not before.
 type dirNode struct {
 	fs.Inode
-	snap *snap
-	tree vault.ID
-	path string // from the snapshot's root, for messages and the length bound
-	root bool   // the snapshot's root: part of the fixed layout
-	node format.Node
+	snap   *snap
+	budget *budget // of the snapshot's directory it lies in
+	tree   vault.ID
+	path   string // from the snapshot's root, for messages and the length bound
+	root   bool   // the snapshot's root: part of the fixed layout
+	node   format.Node
 }
 
 var (
@@ -53,7 +54,7 @@ func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAtt
 
 func (d *dirNode) OnForget() {
 	if !d.root {
-		d.snap.release()
+		d.budget.release()
 	}
 }
 
@@ -102,19 +103,17 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	// record says it holds (released when the kernel forgets it): trees
 	// that name one subtree many times over (a tree bomb) run into it
 	// instead of into this machine's memory.
-	if !d.snap.take() {
+	if !d.budget.take() {
 		return nil, d.snap.fail(p, fmt.Errorf("%w: more than %d of its entries are open at once", agent.ErrTooManyEntries, d.snap.max))
 	}
 	var op fs.InodeEmbedder
 	switch n.Kind {
 	case format.KindDir:
-		op = &dirNode{snap: d.snap, tree: n.Subtree, path: p, node: *n}
+		op = &dirNode{snap: d.snap, budget: d.budget, tree: n.Subtree, path: p, node: *n}
 	case format.KindFile:
-		op = &fileNode{snap: d.snap, path: p, node: *n}
-	case format.KindSymlink:
-		op = &leafNode{snap: d.snap, node: *n}
+		op = &fileNode{snap: d.snap, budget: d.budget, path: p, node: *n}
 	default:
-		op = &leafNode{snap: d.snap, node: *n}
+		op = &leafNode{snap: d.snap, budget: d.budget, node: *n}
 	}
 	fillAttr(&out.Attr, n)
 	return d.NewInode(ctx, op, fs.StableAttr{Mode: mode}), 0
@@ -184,8 +183,9 @@ func fillAttr(a *fuse.Attr, n *format.Node) {
 // leafNode is a symlink, FIFO, socket or device of a snapshot.
 type leafNode struct {
 	fs.Inode
-	snap *snap
-	node format.Node
+	snap   *snap
+	budget *budget
+	node   format.Node
 }
 
 func (l *leafNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -208,15 +208,16 @@ func (l *leafNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	return nil, 0, syscall.EROFS // a FIFO or device: never opened through the mount
 }
 
-func (l *leafNode) OnForget() { l.snap.release() }
+func (l *leafNode) OnForget() { l.budget.release() }
 
 // fileNode is a regular file of a snapshot. Its chunks are loaded when
 // they are read, through the chunk cache.
 type fileNode struct {
 	fs.Inode
-	snap *snap
-	path string
-	node format.Node
+	snap   *snap
+	budget *budget
+	path   string
+	node   format.Node
 
 	mu   sync.Mutex
 	offs []int64 // offs[i] is where chunk i starts; offs[len] the end
@@ -236,7 +237,7 @@ func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	return syscall.EROFS
 }
 
-func (f *fileNode) OnForget() { f.snap.release() }
+func (f *fileNode) OnForget() { f.budget.release() }
 
 const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC | syscall.O_APPEND | syscall.O_CREAT
 
