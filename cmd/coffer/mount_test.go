@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/fusefs"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // requireFUSE skips t when this machine cannot mount FUSE file systems,
@@ -287,5 +289,66 @@ func TestMountPointErrors(t *testing.T) {
 	}
 	if err := mountError("/mnt/x", syscall.ENOTCONN); !strings.Contains(err.Error(), "fusermount -u /mnt/x") {
 		t.Errorf("mount error %q lacks the fusermount hint", err)
+	}
+}
+
+// TestMountHelperProcess is not a test: TestMountStaleMountPoint runs the
+// test binary with it to mount a file system in a process it then kills.
+func TestMountHelperProcess(t *testing.T) {
+	dir := os.Getenv("COFFER_TEST_MOUNT_HELPER")
+	if dir == "" {
+		t.Skip("helper process for TestMountStaleMountPoint")
+	}
+	f, err := fusefs.New(fusefs.Options{Open: func(context.Context, vault.SnapshotRecord) (fusefs.Repo, error) {
+		return nil, errors.New("no snapshots")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fusefs.Mount(dir, f); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("mounted")
+	time.Sleep(5 * time.Minute) // until killed
+}
+
+// TestMountStaleMountPoint: a mount whose process was killed (SIGKILL, a
+// crash) leaves a stale mount point; coffer mount refuses it and says to
+// run fusermount -u.
+func TestMountStaleMountPoint(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMountHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "COFFER_TEST_MOUNT_HELPER="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 64)
+	n, _ := out.Read(line)
+	if !strings.Contains(string(line[:n]), "mounted") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the helper process said %q", line[:n])
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	t.Cleanup(func() {
+		for _, fm := range []string{"fusermount3", "fusermount"} {
+			if exec.Command(fm, "-u", dir).Run() == nil {
+				return
+			}
+		}
+	})
+	if _, err := os.Stat(dir); !errors.Is(err, syscall.ENOTCONN) {
+		t.Skipf("killing the mounting process did not leave a stale mount here (%v)", err)
+	}
+	e := newEnv(t)
+	_, errOut, code := coffer(t, e, "mount", dir)
+	if code == exitOK || !strings.Contains(errOut, "stale mount") || !strings.Contains(errOut, "fusermount -u "+dir) {
+		t.Errorf("mount on a stale mount point: exit %d, %q", code, errOut)
 	}
 }
