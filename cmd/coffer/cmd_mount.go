@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -78,6 +79,7 @@ errors, and a line on stderr says why.`,
 				return err
 			}
 			snaps := sel.Select(all)
+			var logMu sync.Mutex
 			f, err := fusefs.New(fusefs.Options{
 				Snapshots: snaps,
 				Open: func(ctx context.Context, s vault.SnapshotRecord) (fusefs.Repo, error) {
@@ -87,6 +89,9 @@ errors, and a line on stderr says why.`,
 				CacheBytes: cacheMiB << 20,
 				Denied:     func(err error) bool { return errors.Is(err, api.ErrForbidden) },
 				Log: func(msg string) {
+					// Called from the file system's goroutines at once.
+					logMu.Lock()
+					defer logMu.Unlock()
 					fmt.Fprintf(a.stderr, "coffer mount: %s\n", safeText(msg))
 				},
 			})

@@ -56,6 +56,8 @@ type Options struct {
 	// asked (a backup reader's token and file contents): the kernel then
 	// gets EACCES instead of EIO.
 	Denied func(error) bool
+	// treeNodes overrides treeCacheNodes (tests).
+	treeNodes int64
 	// Log receives errors the file system turns into EIO, so the user
 	// learns why a read failed. Messages hold untrusted text (paths,
 	// names): the caller makes them safe for a terminal.
@@ -66,8 +68,18 @@ type Options struct {
 const DefaultCacheBytes = 64 << 20
 
 // treeCacheNodes bounds the entries of the loaded trees kept for later
-// lookups; a tree larger than this is loaded each time it is needed.
+// lookups. A larger tree (a directory of more entries) is kept alone, in
+// FS.bigTree, until another such tree takes its place: ls -l in a huge
+// directory looks up each entry in the one tree loaded, not in a tree
+// loaded again per entry.
 const treeCacheNodes = 1 << 18
+
+func treeWeight(t *format.Tree) int64 { return int64(len(t.Nodes)) + 1 }
+
+type bigTree struct {
+	key  cacheKey
+	tree *format.Tree
+}
 
 // maxLogged is how many errors a mount reports before it goes quiet: a
 // tool walking a damaged snapshot must not flood the terminal.
@@ -83,6 +95,8 @@ type FS struct {
 	logged atomic.Int64
 	log    func(string)
 	denied func(error) bool
+	// bigTree is the one tree too large for the tree cache kept.
+	bigTree atomic.Pointer[bigTree]
 }
 
 // New lays out the snapshots of opt.
@@ -97,8 +111,13 @@ func New(opt Options) (*FS, error) {
 		opt.CacheBytes = DefaultCacheBytes
 	}
 	f := &FS{log: opt.Log, denied: opt.Denied}
-	chunks := newLRU[cacheKey, []byte](opt.CacheBytes, func(b []byte) int64 { return int64(len(b)) })
-	trees := newLRU[cacheKey, *format.Tree](treeCacheNodes, func(t *format.Tree) int64 { return int64(len(t.Nodes)) + 1 })
+	// A chunk larger than a quarter of the cache is not kept: it would
+	// push out most of the rest.
+	chunks := newLRU[cacheKey, []byte](opt.CacheBytes, opt.CacheBytes/4, func(b []byte) int64 { return int64(len(b)) })
+	if opt.treeNodes <= 0 {
+		opt.treeNodes = treeCacheNodes
+	}
+	trees := newLRU[cacheKey, *format.Tree](opt.treeNodes, opt.treeNodes, treeWeight)
 	snaps := make([]*snap, 0, len(opt.Snapshots))
 	for _, s := range opt.Snapshots {
 		snaps = append(snaps, &snap{rec: s, max: opt.MaxEntries(s), open: opt.Open, fs: f, chunks: chunks, trees: trees})
@@ -220,8 +239,12 @@ func (s *snap) fail(p string, err error) syscall.Errno {
 // tree loads tree id, from the cache when it is there, and checks that it
 // may be shown: every name valid, no more entries than the snapshot holds.
 func (s *snap) tree(ctx context.Context, id vault.ID) (*format.Tree, error) {
-	if t, ok := s.trees.get(s.key(id)); ok {
+	k := s.key(id)
+	if t, ok := s.trees.get(k); ok {
 		return t, nil
+	}
+	if b := s.fs.bigTree.Load(); b != nil && b.key == k {
+		return b.tree, nil
 	}
 	r, err := s.getRepo(ctx)
 	if err != nil {
@@ -245,7 +268,11 @@ func (s *snap) tree(ctx context.Context, id vault.ID) (*format.Tree, error) {
 			return nil, fmt.Errorf("tree %s is not sorted by name or names an entry twice", id.Short())
 		}
 	}
-	s.trees.put(s.key(id), t)
+	if treeWeight(t) > s.trees.max {
+		s.fs.bigTree.Store(&bigTree{key: k, tree: t})
+	} else {
+		s.trees.put(k, t)
+	}
 	return t, nil
 }
 

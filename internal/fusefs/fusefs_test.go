@@ -172,9 +172,16 @@ func (l *logSink) text() string {
 // test ends.
 func mountFake(t *testing.T, r Repo, snaps ...vault.SnapshotRecord) mounted {
 	t.Helper()
+	return mountFakeWith(t, r, Options{Snapshots: snaps})
+}
+
+func mountFakeWith(t *testing.T, r Repo, opt Options) mounted {
+	t.Helper()
 	requireFUSE(t)
 	logs := &logSink{}
-	f, err := New(Options{Snapshots: snaps, Open: func(context.Context, vault.SnapshotRecord) (Repo, error) { return r, nil }, Log: logs.add})
+	opt.Open = func(context.Context, vault.SnapshotRecord) (Repo, error) { return r, nil }
+	opt.Log = logs.add
+	f, err := New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,5 +577,35 @@ func TestLayoutDistinctNames(t *testing.T) {
 	snapshots := layout.entries[2]
 	if snapshots.name != "snapshots" || len(snapshots.dir.entries) != 4 {
 		t.Fatalf("snapshots/ holds %d entries, want 3 snapshots and latest", len(snapshots.dir.entries))
+	}
+}
+
+// TestMountHugeDirectory: ls -l in a directory larger than the tree cache
+// loads its tree once, not once per entry.
+func TestMountHugeDirectory(t *testing.T) {
+	r := newFakeRepo()
+	var nodes []format.Node
+	for i := range 2000 {
+		nodes = append(nodes, format.Node{Kind: format.KindFile, Name: []byte(fmt.Sprintf("f%04d", i)), Perm: 0o644})
+	}
+	huge := r.addTree(nodes...)
+	root := r.addTree(dirNodeOf("huge", huge))
+	m := mountFakeWith(t, r, Options{treeNodes: 100,
+		Snapshots: []vault.SnapshotRecord{record(root, "h", time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), 2000, 1)}})
+	dir := filepath.Join(m.dir, "snapshots", "latest", "huge")
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 2000 {
+		t.Fatalf("listed %d entries: %v", len(ents), err)
+	}
+	for _, e := range ents {
+		if _, err := os.Lstat(filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.mu.Lock()
+	loads := r.treeLoads
+	r.mu.Unlock()
+	if loads > 3 {
+		t.Fatalf("ls -l of a directory of 2000 entries loaded trees %d times, want its tree once (and the root)", loads)
 	}
 }

@@ -6,14 +6,15 @@ import (
 )
 
 // lru is a cache of values that weigh at most max in all, least recently
-// used out first. A value heavier than a quarter of max is not kept.
+// used out first. A value heavier than maxItem is not kept.
 type lru[K comparable, V any] struct {
-	mu     sync.Mutex
-	max    int64
-	used   int64
-	weight func(V) int64
-	order  *list.List // front: most recent; of *lruItem
-	items  map[K]*list.Element
+	mu      sync.Mutex
+	max     int64
+	maxItem int64
+	used    int64
+	weight  func(V) int64
+	order   *list.List // front: most recent; of *lruItem
+	items   map[K]*list.Element
 }
 
 type lruItem[K comparable, V any] struct {
@@ -22,8 +23,8 @@ type lruItem[K comparable, V any] struct {
 	w   int64
 }
 
-func newLRU[K comparable, V any](max int64, weight func(V) int64) *lru[K, V] {
-	return &lru[K, V]{max: max, weight: weight, order: list.New(), items: map[K]*list.Element{}}
+func newLRU[K comparable, V any](max, maxItem int64, weight func(V) int64) *lru[K, V] {
+	return &lru[K, V]{max: max, maxItem: maxItem, weight: weight, order: list.New(), items: map[K]*list.Element{}}
 }
 
 func (c *lru[K, V]) get(k K) (V, bool) {
@@ -40,7 +41,7 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 
 func (c *lru[K, V]) put(k K, v V) {
 	w := c.weight(v)
-	if w > c.max/4 {
+	if w > c.maxItem {
 		return
 	}
 	c.mu.Lock()
