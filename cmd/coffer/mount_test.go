@@ -352,3 +352,29 @@ func TestMountStaleMountPoint(t *testing.T) {
 		t.Errorf("mount on a stale mount point: exit %d, %q", code, errOut)
 	}
 }
+
+// TestMountCtrlCWhileBusy: Ctrl-C while a file in the mount is open says
+// the mount point is busy, keeps trying, and unmounts once it is closed.
+func TestMountCtrlCWhileBusy(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	src := smallData(t)
+	backupJSON(t, e, src)
+	dir := t.TempDir()
+	stop := runMount(t, e, dir)
+	h, err := os.Open(filepath.Join(dir, "snapshots", "latest", src, "a.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		h.Close()
+	}()
+	out, errOut := stop()
+	if !strings.Contains(errOut, "is busy") {
+		t.Errorf("Ctrl-C with a file open did not say the mount is busy: %q", errOut)
+	}
+	if !strings.Contains(out, "Unmounted") {
+		t.Errorf("mount said %q at the end", out)
+	}
+}
