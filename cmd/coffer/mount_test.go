@@ -378,3 +378,54 @@ func TestMountCtrlCWhileBusy(t *testing.T) {
 		t.Errorf("mount said %q at the end", out)
 	}
 }
+
+// TestMountDedupScopeSource: in a vault whose dedup scope is "source", a
+// source's token mounts its own snapshots only (no other source's host
+// appears), and the owner's mount reads each source's files in its own
+// dedup domain, the same file of both byte for byte.
+func TestMountDedupScopeSource(t *testing.T) {
+	requireFUSE(t)
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	url := srv.URL + "/shared"
+	mustCoffer(t, e, "vault", "create", "shared", "--dedup-scope", "source", "--vault", srv.URL, "--token", srv.OwnerToken)
+	owner := func(args ...string) []string { return append(args, "--vault", url, "--token", srv.OwnerToken) }
+	web := strings.TrimSpace(mustCoffer(t, e, owner("source", "add", "web")...))
+	db := strings.TrimSpace(mustCoffer(t, e, owner("source", "add", "db")...))
+	common := bytes.Repeat([]byte("a file both sources hold\n"), 4000)
+	webSrc, dbSrc := filepath.Join(t.TempDir(), "web"), filepath.Join(t.TempDir(), "db")
+	writeFile(t, filepath.Join(webSrc, "common.txt"), common, 0o644)
+	writeFile(t, filepath.Join(dbSrc, "common.txt"), common, 0o644)
+	writeFile(t, filepath.Join(dbSrc, "payroll.csv"), []byte("alice,100\n"), 0o600)
+	backupJSON(t, e, webSrc, "--vault", url, "--token", web)
+	backupJSON(t, e, dbSrc, "--vault", url, "--token", db)
+
+	dir := t.TempDir()
+	stop := runMount(t, e, dir, "--vault", url, "--token", web)
+	hosts, err := os.ReadDir(filepath.Join(dir, "hosts"))
+	if err != nil || len(hosts) != 1 {
+		t.Fatalf("source web's mount shows hosts %v (%v), want its own only", hosts, err)
+	}
+	assertSameTree(t, webSrc, filepath.Join(dir, "snapshots", "latest", webSrc))
+	if _, err := os.Stat(filepath.Join(dir, "snapshots", "latest", dbSrc)); err == nil {
+		t.Error("source web's mount shows source db's files")
+	}
+	stop()
+
+	stop = runMount(t, e, dir, "--vault", url, "--token", srv.OwnerToken)
+	for _, src := range []string{webSrc, dbSrc} {
+		var found string
+		ents, _ := os.ReadDir(filepath.Join(dir, "ids"))
+		for _, en := range ents {
+			if _, err := os.Stat(filepath.Join(dir, "ids", en.Name(), src)); err == nil {
+				found = filepath.Join(dir, "ids", en.Name(), src)
+			}
+		}
+		if found == "" {
+			t.Fatalf("the owner's mount lacks %s", src)
+		}
+		assertSameTree(t, src, found)
+	}
+	stop()
+}
