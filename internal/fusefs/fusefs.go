@@ -64,6 +64,13 @@ type Options struct {
 	Log func(msg string)
 }
 
+// maxPlaces bounds the directories of the fixed layout: each snapshot's
+// under snapshots/, hosts/ and ids/, and one under tags/ per tag.
+const maxPlaces = 1 << 20
+
+// ErrTooManySnapshots reports a selection of snapshots too large to mount.
+var ErrTooManySnapshots = errors.New("too many snapshots to mount")
+
 // DefaultCacheBytes is the chunk cache's default size.
 const DefaultCacheBytes = 64 << 20
 
@@ -121,6 +128,16 @@ func New(opt Options) (*FS, error) {
 	snaps := make([]*snap, 0, len(opt.Snapshots))
 	for _, s := range opt.Snapshots {
 		snaps = append(snaps, &snap{rec: s, max: opt.MaxEntries(s), open: opt.Open, fs: f, chunks: chunks, trees: trees})
+	}
+	places := 0
+	for _, s := range snaps {
+		places += 3 + len(s.rec.Tags)
+	}
+	if places > maxPlaces {
+		// Each place is a directory the mount keeps while mounted (and
+		// each has its own entry bound): a hostile server listing
+		// millions of snapshots or tags must not make the mount hold them.
+		return nil, fmt.Errorf("%w: %d snapshots with their tags need %d directories, more than a mount shows (%d): narrow them with --host, --path or --tag", ErrTooManySnapshots, len(snaps), places, maxPlaces)
 	}
 	f.root = &rootDir{layout: newLayout(snaps)}
 	return f, nil

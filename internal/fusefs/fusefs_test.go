@@ -609,3 +609,18 @@ func TestMountHugeDirectory(t *testing.T) {
 		t.Fatalf("ls -l of a directory of 2000 entries loaded trees %d times, want its tree once (and the root)", loads)
 	}
 }
+
+// TestNewRefusesHugeLayouts: a server listing a snapshot with a million
+// tags (or a million snapshots) is refused at mount, before the layout is
+// built.
+func TestNewRefusesHugeLayouts(t *testing.T) {
+	s := record(newID(), "h", time.Now(), 1, 0)
+	s.Tags = make([]string, maxPlaces)
+	for i := range s.Tags {
+		s.Tags[i] = "t"
+	}
+	_, err := New(Options{Snapshots: []vault.SnapshotRecord{s}, Open: func(context.Context, vault.SnapshotRecord) (Repo, error) { return nil, nil }})
+	if !errors.Is(err, ErrTooManySnapshots) {
+		t.Fatalf("New with %d tags: %v, want ErrTooManySnapshots", len(s.Tags), err)
+	}
+}
