@@ -6,11 +6,12 @@
 // Snapshot trees are untrusted (a hostile server or vault directory can
 // serve any tree that decodes), so the file system is bounded like the
 // walkers of ls and restore: a directory is loaded only when it is looked
-// at, one tree at a time; the entries a snapshot has alive in the kernel at
-// once never exceed what its record counts (a tree bomb gets EIO, not the
-// machine's memory); no path is longer than agent.MaxPathBytes; loaded
-// trees and file chunks sit in caches of fixed size. Every write fails with
-// EROFS, and the mount is read-only, nodev and nosuid.
+// at, one tree at a time; the entries each place a snapshot appears has
+// alive in the kernel at once never exceed what its record counts (a tree
+// bomb gets EIO, not the machine's memory); no path is longer than
+// agent.MaxPathBytes; loaded trees and file chunks sit in caches of fixed
+// size. Every write fails with EROFS, and the mount is read-only, nodev and
+// nosuid.
 package fusefs
 
 import (
