@@ -9,6 +9,7 @@ require (
 	github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys v1.5.0
 	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/aws/smithy-go v1.28.1
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/vault/api v1.22.0
 	github.com/klauspost/compress v1.20.4
 	github.com/miekg/pkcs11 v1.1.2

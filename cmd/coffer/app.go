@@ -157,6 +157,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
 		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
 		newScheduleCmd(a),
+		newMountCmd(a),
 	)
 	root.AddCommand(newFindCmd(a))
 	root.AddCommand(newDumpCmd(a))
