@@ -19,6 +19,9 @@ import (
 type CheckOptions struct {
 	// ReadData decrypts every blob of every pack and verifies its ID.
 	ReadData bool
+	// Subset, when set, limits ReadData to some packs (and implies
+	// ReadData); the structure of every pack is checked still.
+	Subset ReadSubset
 	// Progress, when set, is called as packs are checked.
 	Progress func(CheckProgress)
 }
@@ -36,8 +39,12 @@ type CheckProgress struct {
 type CheckReport struct {
 	Packs, Blobs, Snapshots, Trees int
 	BytesRead                      int64
-	Errors                         []string
-	Warnings                       []string
+	// Subset is the subset of packs whose data was read ("" for all
+	// of them, or none without ReadData), PacksRead how many were.
+	Subset    string
+	PacksRead int
+	Errors    []string
+	Warnings  []string
 	// Damaged names the snapshots' files and directories that use a
 	// damaged blob (checkmap.go), at most MaxDamageUses; DamagedMore
 	// counts the others.
@@ -75,6 +82,10 @@ func (s *reportSink) warnf(format string, a ...any) {
 func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, error) {
 	rep := &CheckReport{}
 	sink := &reportSink{r: rep}
+	if !opt.Subset.IsZero() {
+		opt.ReadData = true
+		rep.Subset = opt.Subset.String()
+	}
 	progress := func(p CheckProgress) {
 		if opt.Progress != nil {
 			opt.Progress(p)
@@ -140,6 +151,10 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	}
 	sort.Slice(packs, func(i, j int) bool { return bytes.Compare(packs[i].ID[:], packs[j].ID[:]) < 0 })
 	rep.Packs = len(packs)
+	var readPack map[vault.ID]bool // nil: every pack
+	if !opt.Subset.IsZero() {
+		readPack = opt.Subset.selectPacks(packs)
+	}
 
 	// The dedup domains a blob may be identified in (docs/format.md §1.3):
 	// the vault-wide one and every snapshot's. A pack may mix them (a
@@ -181,9 +196,13 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 				h = append(h, dh)
 			}
 			for p := range jobs {
-				read := v.checkPack(ctx, p, stored, byPack[p.ID], opt.ReadData, h, sink)
+				readThis := opt.ReadData && (readPack == nil || readPack[p.ID])
+				read := v.checkPack(ctx, p, stored, byPack[p.ID], readThis, h, sink)
 				done.Lock()
 				n++
+				if readThis {
+					rep.PacksRead++
+				}
 				rep.BytesRead += read
 				progress(CheckProgress{Phase: "packs", Done: n, Total: len(packs), Bytes: rep.BytesRead, Current: p.ID.Short()})
 				done.Unlock()
