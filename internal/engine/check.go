@@ -285,25 +285,22 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	}
 	seen := map[vault.ID]bool{}
 	bad := map[vault.ID]string{}
+	replaced := repairedOriginals(snaps)
 	for i, s := range snaps {
 		progress(CheckProgress{Phase: "snapshots", Done: i, Total: len(snaps), Current: s.ID.Short()})
-		obj, link, err := v.loadSnapshotLinked(ctx, s.ID)
-		if err != nil {
-			sink.errorf("snapshot %s: %v", s.ID.Short(), err)
-			continue
-		}
-		if d := chain.checkObject(s, obj, link); d != "" {
-			sink.errorf("snapshot %s: %s", s.ID.Short(), d)
-			if obj.Tree != s.Tree {
-				continue
+		n := len(rep.Errors)
+		v.checkSnapshot(ctx, s, chain, seen, bad, stored, sink)
+		if by, ok := replaced[s.ID]; ok {
+			// A forgotten snapshot that coffer repair replaced: its damage
+			// is known and its repaired copy is checked in full; it is
+			// listed, as warnings, until prune removes it.
+			sink.mu.Lock()
+			for _, e := range rep.Errors[n:] {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("forgotten snapshot %s, replaced by repaired snapshot %s: %s", s.ID.Short(), by.Short(), e))
 			}
+			rep.Errors = rep.Errors[:n]
+			sink.mu.Unlock()
 		}
-		trees, err := v.treeLoader(s.Domain)
-		if err != nil {
-			sink.errorf("snapshot %s: %v", s.ID.Short(), err)
-			continue
-		}
-		v.checkTree(ctx, trees, s, s.Tree, "/", seen, bad, stored, sink)
 	}
 	rep.Trees = len(seen)
 	// Only once damage is found: which files it touches.
@@ -315,6 +312,48 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		return nil, err
 	}
 	return rep, nil
+}
+
+// checkSnapshot checks snapshot s's object and its trees.
+func (v *Vault) checkSnapshot(ctx context.Context, s vault.SnapshotRecord, chain *chainReport, seen map[vault.ID]bool, bad map[vault.ID]string, stored map[vault.ID]int64, sink *reportSink) {
+	obj, link, err := v.loadSnapshotLinked(ctx, s.ID)
+	if err != nil {
+		sink.errorf("snapshot %s: %v", s.ID.Short(), err)
+		return
+	}
+	if d := chain.checkObject(s, obj, link); d != "" {
+		sink.errorf("snapshot %s: %s", s.ID.Short(), d)
+		if obj.Tree != s.Tree {
+			return
+		}
+	}
+	trees, err := v.treeLoader(s.Domain)
+	if err != nil {
+		sink.errorf("snapshot %s: %v", s.ID.Short(), err)
+		return
+	}
+	v.checkTree(ctx, trees, s, s.Tree, "/", seen, bad, stored, sink)
+}
+
+// repairedOriginals maps each forgotten snapshot that coffer repair
+// replaced to its repaired snapshot: one that names it as its Parent and
+// has its time, host and domain. A backup's parent is always older than
+// the backup, so only a repair makes such a pair; and only a key holder
+// seals snapshot objects with a time of its choosing (a server stamps
+// its own).
+func repairedOriginals(snaps []vault.SnapshotRecord) map[vault.ID]vault.ID {
+	byID := map[vault.ID]vault.SnapshotRecord{}
+	for _, s := range snaps {
+		byID[s.ID] = s
+	}
+	out := map[vault.ID]vault.ID{}
+	for _, r := range snaps {
+		o, ok := byID[r.Parent]
+		if ok && r.ID != o.ID && !o.Deleted.IsZero() && r.Time.Equal(o.Time) && r.Host == o.Host && r.Domain == o.Domain {
+			out[o.ID] = r.ID
+		}
+	}
+	return out
 }
 
 // checkTree checks tree id of snapshot s and what it references. A
