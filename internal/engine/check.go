@@ -285,7 +285,16 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	}
 	seen := map[vault.ID]bool{}
 	bad := map[vault.ID]string{}
-	replaced := repairedOriginals(snaps)
+	// Which forgotten snapshots a repair replaced, from the sealed
+	// objects that match the chain, never from catalog rows alone.
+	var sealed []vault.SnapshotRecord
+	for _, s := range snaps {
+		if obj, link, err := v.loadSnapshotLinked(ctx, s.ID); err == nil && chain.checkObject(s, obj, link) == "" {
+			obj.ID, obj.Deleted = s.ID, s.Deleted // the chain proves the state (verifyChain)
+			sealed = append(sealed, obj)
+		}
+	}
+	replaced := repairedOriginals(sealed)
 	for i, s := range snaps {
 		progress(CheckProgress{Phase: "snapshots", Done: i, Total: len(snaps), Current: s.ID.Short()})
 		n := len(rep.Errors)
