@@ -161,7 +161,9 @@ func (v *Vault) RepairIndex(ctx context.Context, dryRun bool, principal string) 
 	if err := v.reloadIndex(ctx); err != nil {
 		return nil, err
 	}
-	v.event(ctx, principal, vault.EventRepair, fmt.Sprintf("repair index: %d packs added, %d records fixed, %d records of missing packs removed", len(res.Added), len(res.Fixed), len(res.Removed)), true)
+	if err := v.event(ctx, principal, vault.EventRepair, fmt.Sprintf("repair index: %d packs added, %d records fixed, %d records of missing packs removed", len(res.Added), len(res.Fixed), len(res.Removed)), true); err != nil {
+		return res, fmt.Errorf("the index was repaired, but: %w", err)
+	}
 	return res, nil
 }
 
@@ -315,7 +317,9 @@ func (v *Vault) RepairSnapshots(ctx context.Context, dryRun bool, principal stri
 			out[i].Forgotten = true
 		}
 	}
-	v.event(ctx, principal, vault.EventRepair, fmt.Sprintf("repair snapshots: %s", repairSummary(out)), true)
+	if err := v.event(ctx, principal, vault.EventRepair, fmt.Sprintf("repair snapshots: %s", repairSummary(out)), true); err != nil {
+		return out, fmt.Errorf("the snapshots were repaired, but: %w", err)
+	}
 	return out, nil
 }
 

@@ -36,6 +36,9 @@ func ParseReadSubset(s string) (ReadSubset, error) {
 	bad := func(why string) (ReadSubset, error) {
 		return ReadSubset{}, fmt.Errorf("read-data subset %q: %s (want a percentage such as 10%%, a group n/m such as 1/5, or a size such as 2G)", s, why)
 	}
+	if len(s) > 64 {
+		return ReadSubset{}, fmt.Errorf("read-data subset: %d characters, at most 64", len(s))
+	}
 	s = strings.TrimSpace(s)
 	switch {
 	case s == "":

@@ -192,7 +192,7 @@ func TestParseReadSubset(t *testing.T) {
 			t.Errorf("ParseReadSubset(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0%", "101%", "-1%", "NaN%", "0/5", "6/5", "1/0", "a/b", "1/2/3", "0", "-5G", "x", "1e30T", "NaN", "Inf", "1/99999999999"} {
+	for _, in := range []string{"", "0%", "101%", "-1%", "NaN%", "0/5", "6/5", "1/0", "a/b", "1/2/3", "0", "-5G", "x", "1e30T", "NaN", "Inf", "1/99999999999", strings.Repeat("1", 65) + "%"} {
 		if got, err := engine.ParseReadSubset(in); err == nil {
 			t.Errorf("ParseReadSubset(%q) = %+v, want an error", in, got)
 		}
