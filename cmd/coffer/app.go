@@ -158,6 +158,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
 		newScheduleCmd(a),
 		newMountCmd(a),
+		newRepairCmd(a),
 	)
 	root.AddCommand(newFindCmd(a))
 	root.AddCommand(newDumpCmd(a))

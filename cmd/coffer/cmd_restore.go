@@ -12,6 +12,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/format"
 )
 
 func newRestoreCmd(a *app) *cobra.Command {
@@ -21,6 +22,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var sf selectFlags
 	var deleteDamaged bool
 	var maxEntries uint64
+	var extra restoreExtra
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR",
 		Short: "Restore a snapshot into a directory",
@@ -53,13 +55,36 @@ server failure, Ctrl-C) stops the restore with exit code 1.
 A snapshot's record counts its files and directories (coffer snapshots shows
 them); a restore visits no more entries than that, so a snapshot whose trees
 name the same subtrees over and over (a "tree bomb") stops with an error
-before anything is written instead of filling the disk and memory.`,
+before anything is written instead of filling the disk and memory.
+
+--exclude and --iexclude leave out what their patterns match, with backup's
+matcher (gitignore-style; the last pattern that matches decides, ! puts back)
+applied to each entry's path in the snapshot (/home/ann/x.log); a directory
+left out takes everything below it. With --include, an entry must be
+included and not excluded.
+
+--dry-run reads the snapshot's trees, lists every entry that would be
+restored and counts files, directories and bytes; it writes nothing and does
+not look at the target (files there that would be left alone or replaced are
+not predicted). It reads no file data, so damage to data is not found
+(coffer check --read-data does).
+
+--verify reads every file the restore wrote back from the target and checks
+each chunk against the snapshot (its chunk ID, computed with the vault's key;
+with a server token that may not back up, the chunk fetched again). A file
+that differs (or cannot be read back, say one restored with mode 0000 by a
+user who is not root) is listed and the exit code is 3. Damaged files are
+already listed as damaged and are not verified; files left untouched in the
+target are not either.`,
 		Example: `  coffer restore latest --target /tmp/restored
   coffer restore 1a2b3c4d --target /tmp/r --include /home/ann/Documents/report.odt
   coffer restore latest --target / --overwrite     # put everything back in place
   coffer restore latest --host web02 --path /srv --target /tmp/r   # another machine's newest backup of /srv
   coffer restore latest --target /tmp/r --delete-damaged   # a damaged vault: keep only intact files
-  coffer restore 1a2b3c4d --target /tmp/r --max-entries 2000000   # a trusted old snapshot that undercounts`,
+  coffer restore 1a2b3c4d --target /tmp/r --max-entries 2000000   # a trusted old snapshot that undercounts
+  coffer restore latest --target /tmp/r --exclude '*.iso' --iexclude '/home/*/cache'
+  coffer restore latest --target /tmp/r --include /srv --dry-run   # what would come back, nothing written
+  coffer restore latest --target /srv-new --verify                 # read it all back and compare`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if target == "" {
@@ -67,6 +92,10 @@ before anything is written instead of filling the disk and memory.`,
 			}
 			sel, err := sf.selection()
 			if err != nil {
+				return err
+			}
+			var ropt agent.RestoreOptions
+			if err := extra.apply(a, &ropt); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -98,26 +127,38 @@ before anything is written instead of filling the disk and memory.`,
 			if err != nil {
 				return err
 			}
+			var entries []dryRunEntry
+			if ropt.DryRun {
+				ropt.Entry = func(p string, n *format.Node) {
+					entries = append(entries, dryRunEntry{Path: p, Type: kindName(n.Kind), Size: n.Size})
+				}
+			}
 			prog := a.newProgress("restore")
-			res, err := agent.Restore(ctx, repo, s.Tree, agent.RestoreOptions{
-				Target: target, Include: include, Overwrite: overwrite, Owners: os.Geteuid() == 0,
-				MaxEntries: entryBound(s, maxEntries), DeleteDamaged: deleteDamaged,
-				Progress: prog.fn(),
-				Warn: func(w agent.Warning) {
-					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
-				},
-			})
+			ropt.Target, ropt.Include, ropt.Overwrite, ropt.Owners = target, include, overwrite, os.Geteuid() == 0
+			ropt.MaxEntries, ropt.DeleteDamaged = entryBound(s, maxEntries), deleteDamaged
+			ropt.Progress = prog.fn()
+			ropt.Warn = func(w agent.Warning) {
+				prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
+			}
+			res, err := agent.Restore(ctx, repo, s.Tree, ropt)
 			prog.clear()
 			if err != nil {
 				return err
+			}
+			if ropt.DryRun {
+				return printDryRun(a, s, target, res, entries, jsonOut)
 			}
 			if jsonOut {
 				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
 				damaged, lostDirs, lostBytes := damageReport(res)
-				if err := enc.Encode(map[string]any{"snapshot_id": s.ID.String(), "host": s.Host, "target": target, "files": res.Files,
+				out := map[string]any{"snapshot_id": s.ID.String(), "host": s.Host, "target": target, "files": res.Files,
 					"dirs": res.Dirs, "bytes": res.Bytes, "skipped_existing": res.Skipped, "warnings": len(res.Warnings),
-					"damaged": damaged, "lost_dirs": lostDirs, "lost_bytes": lostBytes}); err != nil {
+					"damaged": damaged, "lost_dirs": lostDirs, "lost_bytes": lostBytes}
+				if ropt.Verify {
+					out["verified"], out["mismatched"] = res.Verified, verifyJSON(res)
+				}
+				if err := enc.Encode(out); err != nil {
 					return err
 				}
 			} else {
@@ -128,6 +169,11 @@ before anything is written instead of filling the disk and memory.`,
 			var why []string
 			if d := damageSummary(res, deleteDamaged); d != "" {
 				why = append(why, d)
+			}
+			if ropt.Verify {
+				if v := printVerify(a, res, jsonOut); v != "" {
+					why = append(why, v)
+				}
 			}
 			if n := len(res.Warnings) - res.Skipped; n > 0 {
 				why = append(why, plural(n, "entry", "entries")+" could not be written as they were")
@@ -148,6 +194,7 @@ before anything is written instead of filling the disk and memory.`,
 	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	f.BoolVar(&deleteDamaged, "delete-damaged", false, "remove files that lost data to damage in the vault instead of keeping them with zeros")
+	extra.register(f)
 	maxEntriesFlag(cmd, &maxEntries)
 	return cmd
 }

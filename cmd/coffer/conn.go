@@ -30,7 +30,8 @@ type conn interface {
 	// ForSnapshot reads snapshot s's trees and data in its dedup domain
 	// (docs/format.md §1.3).
 	ForSnapshot(ctx context.Context, s vault.SnapshotRecord) (agent.RestoreRepo, error)
-	CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error)
+	// CheckVault checks the vault; opt.Progress is ignored (progress is).
+	CheckVault(ctx context.Context, opt engine.CheckOptions, progress func(engine.CheckProgress)) (*engine.CheckReport, error)
 	Info(ctx context.Context) (vaultInfo, error)
 	Close() error
 }
@@ -49,9 +50,10 @@ func isRemote(ref string) bool {
 }
 
 // CheckVault runs Check on the local engine.
-func (o *openedVault) CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error) {
-	o.store.DropReadCache(readData)
-	return o.Check(ctx, engine.CheckOptions{ReadData: readData, Progress: progress})
+func (o *openedVault) CheckVault(ctx context.Context, opt engine.CheckOptions, progress func(engine.CheckProgress)) (*engine.CheckReport, error) {
+	o.store.DropReadCache(opt.ReadData || !opt.Subset.IsZero())
+	opt.Progress = progress
+	return o.Check(ctx, opt)
 }
 
 // Info describes the local vault.
@@ -99,19 +101,28 @@ type remoteVault struct {
 	url string
 }
 
-func (r *remoteVault) CheckVault(ctx context.Context, readData bool, progress func(engine.CheckProgress)) (*engine.CheckReport, error) {
+func (r *remoteVault) CheckVault(ctx context.Context, opt engine.CheckOptions, progress func(engine.CheckProgress)) (*engine.CheckReport, error) {
 	var fn func(api.CheckProgress)
 	if progress != nil {
 		fn = func(p api.CheckProgress) {
 			progress(engine.CheckProgress{Phase: p.Phase, Done: p.Done, Total: p.Total, Bytes: p.Bytes, Current: p.Current})
 		}
 	}
-	rep, err := r.Check(ctx, readData, fn)
+	body := api.CheckRequest{ReadData: opt.ReadData}
+	if !opt.Subset.IsZero() {
+		body.ReadDataSubset = opt.Subset.String()
+	}
+	rep, err := r.CheckWith(ctx, body, fn)
 	if err != nil {
 		return nil, err
 	}
+	if !opt.Subset.IsZero() && rep.Subset != opt.Subset.String() {
+		// An older server ignores the field and reads everything, or
+		// nothing: say so rather than print a subset it did not read.
+		return nil, fmt.Errorf("check: the server did not read the subset %s (it answered %q): it may be older than this coffer; run check --read-data instead", opt.Subset, rep.Subset)
+	}
 	out := &engine.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots, Trees: rep.Trees,
-		BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
+		BytesRead: rep.BytesRead, Subset: rep.Subset, PacksRead: rep.PacksRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
 	for _, u := range rep.Damaged {
 		// The server's IDs are parsed, not passed on as text.
 		snap, err1 := vault.ParseID(u.Snapshot)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -47,6 +46,18 @@ type RestoreOptions struct {
 	// DeleteDamaged removes files that lost data to damage (with their
 	// hard links) instead of leaving them with holes (damaged.go).
 	DeleteDamaged bool
+	// Exclude leaves out what its Patterns match, by the entry's path in
+	// the snapshot, as backup does (restore_select.go); its other rules
+	// are about a file system being read and are refused.
+	Exclude ExcludeRules
+	// DryRun reads the trees and counts what would be restored, writing
+	// nothing (the target is not even created); Entry, when set, is
+	// called with each entry that would be.
+	DryRun bool
+	Entry  func(path string, n *format.Node)
+	// Verify reads every file the restore wrote back from the target and
+	// checks its content against the snapshot's chunks (restore_verify.go).
+	Verify bool
 }
 
 // RestoreResult describes a finished restore.
@@ -59,6 +70,10 @@ type RestoreResult struct {
 	// LostDirs the directories whose listing could not be read, by path.
 	Damaged  []DamagedFile
 	LostDirs []LostDir
+	// Verified counts the files Verify read back, and Mismatched lists
+	// those whose content differs from the snapshot's.
+	Verified   uint64
+	Mismatched []Mismatch
 }
 
 // ErrUnsafePath reports a snapshot entry that would be written outside the
@@ -72,6 +87,7 @@ type restorer struct {
 	target string
 	trees  map[vault.ID]*format.Tree
 	pre    *treePrefetch // loads trees ahead of pass 1 (treeprefetch.go), or nil
+	excl   *excluder     // nil: nothing excluded
 
 	jobs  chan chunkTask
 	files chan struct{} // bounds open files
@@ -86,6 +102,7 @@ type restorer struct {
 	damaged  []DamagedFile      // under mu
 	lostDirs []LostDir          // walker only
 	badTrees map[vault.ID]error // walker only
+	written  []writtenFile      // under mu, with Verify
 
 	nFiles, nDirs, nBytes atomic.Uint64
 	totFiles, totBytes    uint64
@@ -130,6 +147,13 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	if opt.Workers <= 0 {
 		opt.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
+	excl, err := restoreExcluder(opt.Exclude)
+	if err != nil {
+		return nil, err
+	}
+	if opt.DryRun {
+		return dryRun(ctx, repo, rootID, opt, excl)
+	}
 	if err := os.MkdirAll(opt.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("restore: create target: %w", err)
 	}
@@ -139,13 +163,9 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	}
 	defer root.Close()
 	target, _ := filepath.Abs(opt.Target)
-	r := &restorer{repo: repo, opt: opt, root: root, target: target, trees: map[vault.ID]*format.Tree{},
+	r := &restorer{repo: repo, opt: opt, root: root, target: target, trees: map[vault.ID]*format.Tree{}, excl: excl,
 		jobs: make(chan chunkTask, 64), files: make(chan struct{}, 256), hard: map[[2]uint64]string{}, links: map[string][]string{}}
-	var incl []string
-	for _, p := range opt.Include {
-		p = path.Clean("/" + filepath.ToSlash(p))
-		incl = append(incl, strings.TrimPrefix(p, "/"))
-	}
+	incl := cleanIncludes(opt.Include)
 
 	// Pass 1: load every tree once, validate it, and count for progress
 	// and against the record: pass 2 walks the same trees the same way,
@@ -166,10 +186,8 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	if err != nil {
 		return nil, err
 	}
-	for i, p := range incl {
-		if p != "" && !matched[p] && !r.underLost(p) {
-			return nil, fmt.Errorf("restore: --include %s: %w in the snapshot", opt.Include[i], vault.ErrNotFound)
-		}
+	if err := r.checkIncludes(incl, matched); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -196,8 +214,14 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		d := r.dirMeta[i]
 		r.applyMeta(d.rel, d.node, nil)
 	}
-	return &RestoreResult{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(), Warnings: r.warnings, Skipped: r.skipped,
-		Damaged: r.damaged, LostDirs: r.lostDirs}, nil
+	res := &RestoreResult{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(), Warnings: r.warnings, Skipped: r.skipped,
+		Damaged: r.damaged, LostDirs: r.lostDirs}
+	if opt.Verify {
+		if err := r.verify(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 // included reports whether rel is selected, and whether it is only on the
@@ -264,6 +288,9 @@ func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []str
 			if p == in {
 				matched[in] = true
 			}
+		}
+		if r.excluded(p, n) {
+			continue
 		}
 		switch n.Kind {
 		case format.KindDir:
@@ -372,7 +399,7 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 		n := &t.Nodes[i]
 		name := string(n.Name)
 		p := joinRel(rel, name)
-		if !included(p, incl) {
+		if !included(p, incl) || r.excluded(p, n) {
 			continue
 		}
 		switch n.Kind {
@@ -568,6 +595,10 @@ func (r *restorer) done(rf *restoreFile) {
 	default:
 		if err := rf.f.Truncate(int64(rf.node.Size)); err != nil {
 			r.warn(Warning{Path: displayRel(rf.rel), Err: err})
+		} else if r.opt.Verify {
+			r.mu.Lock()
+			r.written = append(r.written, writtenFile{rf.rel, rf.node})
+			r.mu.Unlock()
 		}
 		r.applyMeta(rf.rel, rf.node, rf.f)
 	}

@@ -324,6 +324,9 @@ type UploadResult struct {
 // CheckRequest is the body of POST /v1/vaults/{vault}/check.
 type CheckRequest struct {
 	ReadData bool `json:"read_data"`
+	// ReadDataSubset reads some packs only: "10%", "1/5" or "2G"
+	// (engine.ParseReadSubset).
+	ReadDataSubset string `json:"read_data_subset,omitempty"`
 }
 
 // ContentNDJSON asks for (and marks) a check answer streamed as lines.
@@ -348,11 +351,15 @@ type CheckProgress struct {
 
 // CheckReport answers a check.
 type CheckReport struct {
-	Packs     int      `json:"packs"`
-	Blobs     int      `json:"blobs"`
-	Snapshots int      `json:"snapshots"`
-	Trees     int      `json:"trees"`
-	BytesRead int64    `json:"bytes_read"`
+	Packs     int   `json:"packs"`
+	Blobs     int   `json:"blobs"`
+	Snapshots int   `json:"snapshots"`
+	Trees     int   `json:"trees"`
+	BytesRead int64 `json:"bytes_read"`
+	// Subset is the subset of packs whose data was read ("" for all, or
+	// none); PacksRead counts them.
+	Subset    string   `json:"subset,omitempty"`
+	PacksRead int      `json:"packs_read"`
 	Errors    []string `json:"errors"`
 	Warnings  []string `json:"warnings"`
 	// Damaged: the snapshots' files and directories that use a damaged

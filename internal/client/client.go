@@ -1341,12 +1341,18 @@ func (v *Vault) FindSnapshot(ctx context.Context, ref string) (vault.SnapshotRec
 // Check runs a check on the server. With progress set, the server
 // streams its progress, and progress is called with each update.
 func (v *Vault) Check(ctx context.Context, readData bool, progress func(api.CheckProgress)) (api.CheckReport, error) {
+	return v.CheckWith(ctx, api.CheckRequest{ReadData: readData}, progress)
+}
+
+// CheckWith runs a check on the server as body asks (a subset of the
+// packs' data, say).
+func (v *Vault) CheckWith(ctx context.Context, body api.CheckRequest, progress func(api.CheckProgress)) (api.CheckReport, error) {
 	var out api.CheckReport
 	if progress == nil {
-		err := v.c.doJSON(ctx, http.MethodPost, v.path+"/check", api.CheckRequest{ReadData: readData}, &out)
+		err := v.c.doJSON(ctx, http.MethodPost, v.path+"/check", body, &out)
 		return out, err
 	}
-	b, _ := json.Marshal(api.CheckRequest{ReadData: readData})
+	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.c.base.String()+v.path+"/check", bytes.NewReader(b))
 	if err != nil {
 		return out, err

@@ -82,3 +82,13 @@ func (w *SnapshotView) BlobSize(t vault.BlobType, id vault.ID) (uint32, error) {
 	}
 	return n, nil
 }
+
+// ChunkID is data's chunk ID in the snapshot's domain; false when the
+// token may not have the domain's chunk-ID key.
+func (w *SnapshotView) ChunkID(data []byte) (vault.ID, bool) {
+	h := w.newHasher()
+	if h == nil {
+		return vault.ID{}, false
+	}
+	return h.ID(data), true
+}

@@ -839,6 +839,13 @@ func (s *Server) check(q *request) error {
 	rc := http.NewResponseController(q.w)
 	rc.SetWriteDeadline(time.Time{})
 	opt := engine.CheckOptions{ReadData: body.ReadData}
+	if body.ReadDataSubset != "" {
+		sub, err := engine.ParseReadSubset(body.ReadDataSubset)
+		if err != nil {
+			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		opt.Subset = sub
+	}
 	stream := strings.Contains(q.r.Header.Get("Accept"), api.ContentNDJSON)
 	var enc *json.Encoder
 	if stream {
@@ -870,7 +877,7 @@ func (s *Server) check(q *request) error {
 		return errAnswered
 	}
 	out := api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
-		Trees: rep.Trees, BytesRead: rep.BytesRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
+		Trees: rep.Trees, BytesRead: rep.BytesRead, Subset: rep.Subset, PacksRead: rep.PacksRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
 	for _, u := range rep.Damaged {
 		out.Damaged = append(out.Damaged, api.DamageUse{Snapshot: u.Snapshot.String(), Path: u.Path, Tree: u.Tree, Offset: u.Offset, End: u.End, Blob: u.Blob.String()})
 	}

@@ -299,6 +299,7 @@ type VaultEvent struct {
 // Vault events, the values of VaultEvent.Event.
 const (
 	EventForget        = "forget"         // snapshots soft-deleted
+	EventRepair        = "repair"         // the index or snapshots repaired (coffer repair)
 	EventUndelete      = "undelete"       // a soft-deleted snapshot brought back
 	EventPrune         = "prune"          // expired snapshots and unused packs removed
 	EventSettings      = "settings"       // deletion-protection settings changed
