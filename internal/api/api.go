@@ -636,6 +636,25 @@ type Undelete struct {
 	ID string `json:"id"` // full snapshot ID
 }
 
+// Retag is the body of POST /v1/vaults/{vault}/retag: the snapshot is
+// replaced by one with the changed tags and the same time, host, paths
+// and tree, and is forgotten (docs/format.md §8.5). Set, when present,
+// replaces all tags; then Remove and Add apply.
+type Retag struct {
+	ID     string    `json:"id"` // full snapshot ID
+	Set    *[]string `json:"set,omitempty"`
+	Add    []string  `json:"add,omitempty"`
+	Remove []string  `json:"remove,omitempty"`
+}
+
+// Replaced answers a retag or rewrite: the new snapshot and the
+// original, now forgotten.
+type Replaced struct {
+	Snapshot         Snapshot  `json:"snapshot"`
+	Original         Snapshot  `json:"original"`
+	RecoverableUntil time.Time `json:"recoverable_until"`
+}
+
 // Prune is the body of POST /v1/vaults/{vault}/prune.
 type Prune struct {
 	DryRun bool `json:"dry_run"`

@@ -1,0 +1,116 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// TestAttackRetagOperatorsRefused: a retag forgets the original, so no
+// one without snapshot.delete (an agent, an operator's role or user
+// token, a reader) may retag, not even its own snapshots.
+func TestAttackRetagOperatorsRefused(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("x")})
+	web := a.addSource("web01")
+	s := a.backupAs(web, dir, "web01")
+	a.principal("olga", "user", "", authn.RoleBackupOperator, "a")
+	olga, err := a.owner.CreateToken(context.Background(), api.CreateToken{Name: "olga", Principal: "olga"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := api.Retag{ID: s.ID.String(), Add: []string{"x"}}
+	for name, tok := range map[string]string{"agent": web, "operator": a.roleToken(authn.RoleBackupOperator, "a"), "user": olga.Secret, "reader": a.roleToken(authn.RoleBackupReader, "a")} {
+		if got, out := a.call("POST", "/v1/vaults/a/retag", tok, body); got != http.StatusForbidden {
+			t.Errorf("%s: status %d, want 403: %s", name, got, out)
+		}
+	}
+	if live := a.liveSnapshots(); len(live) != 1 || live[0].ID != s.ID || len(live[0].Tags) != 0 {
+		t.Errorf("the list changed: %v", live)
+	}
+}
+
+// TestAttackRetagKeepsTimeAndHost: a retag made long after the backup by
+// an owner who also names a time and a host keeps the original's time
+// and host (the server copies them), is not the host's writer (the
+// operator that backs the host up still may), and the agent's latest
+// stays its own.
+func TestAttackRetagKeepsTimeAndHost(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("x")})
+	web := a.addSource("web01")
+	sw := a.backupAs(web, dir, "web01")
+	op := a.roleToken(authn.RoleBackupOperator, "a")
+	sd := a.backupAs(op, dir, "db01")
+	a.advance(400 * 24 * time.Hour)
+
+	// Fields beyond the tags are refused outright, not ignored.
+	for _, raw := range []string{
+		`{"id":"` + sw.ID.String() + `","add":["x"],"time":"2099-01-01T00:00:00Z"}`,
+		`{"id":"` + sw.ID.String() + `","add":["x"],"host":"db01"}`,
+		`{"id":"` + sw.ID.String() + `","add":["x"],"tree":"` + sd.Tree.String() + `"}`,
+	} {
+		if got, out := a.call("POST", "/v1/vaults/a/retag", a.env.OwnerToken, []byte(raw)); got != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400: %s", raw, got, out)
+		}
+	}
+	contributor := a.client(a.roleToken(authn.RoleBackupContributor, "a")).Vault("a")
+	for _, s := range []vault.SnapshotRecord{sw, sd} {
+		n, old, err := contributor.Retag(context.Background(), s.ID, api.Retag{Add: []string{"keep"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !n.Time.Equal(s.Time) || n.Host != s.Host || n.Tree != s.Tree || !slices.Equal(n.Paths, s.Paths) || !slices.Equal(n.Tags, []string{"keep"}) {
+			t.Errorf("retag of %s gave %+v", s.ID.Short(), n)
+		}
+		if old.ID != s.ID || old.Deleted.IsZero() {
+			t.Errorf("original %+v not forgotten", old)
+		}
+	}
+	live := a.liveSnapshots()
+	if len(live) != 2 {
+		t.Fatalf("live %v", live)
+	}
+	// The operator still backs db01 up: the retag did not take the host.
+	a.backupAs(op, dir, "db01")
+	// web01's snapshots are still the agent's own and one: its newest (its
+	// latest) is the retagged one, at the backup's time.
+	var webs []vault.SnapshotRecord
+	for _, s := range a.liveSnapshots() {
+		if s.Host == "web01" {
+			webs = append(webs, s)
+		}
+	}
+	if len(webs) != 1 || !webs[0].Time.Equal(sw.Time) || !slices.Equal(webs[0].Tags, []string{"keep"}) {
+		t.Errorf("web01's snapshots: %+v", webs)
+	}
+}
+
+// TestAttackRetagMinimumRetention: within the minimum retention a retag,
+// which forgets the original, is refused like forget; nothing changes.
+func TestAttackRetagMinimumRetention(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("x")})
+	secs := int64(30 * 24 * 3600)
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{MinRetentionSeconds: &secs})
+	s := a.backupAs(a.roleToken(authn.RoleBackupOperator, "a"), dir, "db01")
+	got, out := a.call("POST", "/v1/vaults/a/retag", a.env.OwnerToken, api.Retag{ID: s.ID.String(), Set: &[]string{"x"}})
+	if got != http.StatusForbidden || !strings.Contains(string(out), "minimum retention") {
+		t.Errorf("status %d, want 403: %s", got, out)
+	}
+	if live := a.liveSnapshots(); len(live) != 1 || live[0].ID != s.ID {
+		t.Errorf("the list changed: %v", live)
+	}
+	a.advance(31 * 24 * time.Hour)
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/retag", a.env.OwnerToken, api.Retag{ID: s.ID.String(), Set: &[]string{"x"}})
+}
