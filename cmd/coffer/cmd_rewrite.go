@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -27,7 +28,9 @@ goes only when prune removes it afterwards.
 
 This needs the permission to forget, and a snapshot younger than the vault's
 minimum retention cannot be rewritten. A snapshot the patterns do not touch is
-left as it is. Vaults on a server are not supported yet.`,
+left as it is.
+On a vault server the server rewrites the trees (it is sent the patterns);
+--dry-run works on local vaults only.`,
 		Example: `  coffer rewrite --exclude '*.key' 1a2b3c4d
   coffer rewrite --exclude-file secrets.txt --dry-run 1a2b3c4d 5e6f7a8b`,
 		Args: cobra.MinimumNArgs(1),
@@ -47,16 +50,12 @@ left as it is. Vaults on a server are not supported yet.`,
 			if err != nil {
 				return err
 			}
-			if isRemote(a.vaultRef) {
-				return errors.New("rewrite works on local vaults only for now: run it on the vault server's machine against its vault directory, or use coffer tag and forget")
-			}
-			v, err := a.openVault(ctx, false)
+			p, closer, err := a.openProtection(ctx)
 			if err != nil {
 				return err
 			}
-			defer v.Close()
-			v.principal = a.principal()
-			snaps, err := v.Snapshots(ctx)
+			defer closer.Close()
+			snaps, err := p.Snapshots(ctx)
 			if err != nil {
 				return err
 			}
@@ -70,6 +69,33 @@ left as it is. Vaults on a server are not supported yet.`,
 					todo = append(todo, s)
 				}
 			}
+			if rv, ok := p.(*remoteVault); ok {
+				// The server rewrites the trees itself: it takes patterns,
+				// never a tree (docs/format.md §8.5).
+				if dryRun {
+					return errors.New("--dry-run works on local vaults only")
+				}
+				var pats []api.ExcludePattern
+				for _, pt := range rules.Patterns {
+					pats = append(pats, api.ExcludePattern{Pattern: pt.Pattern, IgnoreCase: pt.IgnoreCase})
+				}
+				var out []replacedJSON
+				for _, s := range todo {
+					n, _, err := rv.Rewrite(ctx, s.ID, pats)
+					if err != nil {
+						return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
+					}
+					out = append(out, replacedJSON{Original: s.ID.String(), Snapshot: toSnapshotJSON(n)})
+					if !jsonOut {
+						fmt.Fprintf(a.stdout, "snapshot %s is now %s (%d files, was %d); the original is forgotten (coffer undelete %s brings it back)\n", s.ID.Short(), n.ID.Short(), n.Files, s.Files, s.ID.Short())
+					}
+				}
+				if jsonOut {
+					return a.printJSON(out)
+				}
+				return nil
+			}
+			v := p.(*openedVault)
 			var out []replacedJSON
 			for _, s := range todo {
 				root, changed, err := v.RewriteTree(ctx, s, match)

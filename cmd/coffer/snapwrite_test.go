@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
 // tag and rewrite on a local vault: the new snapshot keeps the original's
@@ -74,5 +76,42 @@ func TestTagRefusedWithinMinimumRetention(t *testing.T) {
 	}
 	if snaps := listSnapshots(t, e); len(snaps) != 1 || snaps[0].ID != id {
 		t.Fatalf("list changed: %+v", snaps)
+	}
+}
+
+// tag and rewrite through a vault server: an owner's token may, an
+// operator's may not; the new snapshot keeps the original's time.
+func TestTagAndRewriteRemote(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	tokOut := mustCoffer(t, e, "token", "create", "--vault", srv.URL+"/prod", "--role", "backup-operator", "--name", "web01", "--token", srv.OwnerToken)
+	op := strings.TrimSpace(tokOut)
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", op)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "keep.txt"), []byte("keep"), 0o644)
+	os.WriteFile(filepath.Join(src, "secret.key"), []byte("secret"), 0o600)
+	id := backupJSON(t, e, src)
+	before := listSnapshots(t, e)[0]
+	for _, args := range [][]string{{"tag", "--add", "x", id[:8]}, {"rewrite", "--exclude", "*.key", id[:8]}} {
+		if _, errOut, code := coffer(t, e, args...); code == 0 || !strings.Contains(errOut, "forbidden") {
+			t.Errorf("operator %v: exit %d: %s", args, code, errOut)
+		}
+	}
+	e.setenv("COFFER_TOKEN", srv.OwnerToken)
+	mustCoffer(t, e, "tag", "--add", "keep", id[:8])
+	cur := listSnapshots(t, e)[0]
+	mustCoffer(t, e, "rewrite", "--exclude", "*.key", cur.ID[:8])
+	after := listSnapshots(t, e)
+	if len(after) != 1 || !after[0].Time.Equal(before.Time) || !slices.Equal(after[0].Tags, []string{"keep"}) || after[0].Files != before.Files-1 {
+		t.Fatalf("after tag and rewrite: %+v (before %+v)", after, before)
+	}
+	if ls := mustCoffer(t, e, "ls", after[0].ID[:8]); strings.Contains(ls, "secret.key") {
+		t.Fatalf("ls:\n%s", ls)
+	}
+	if del := mustCoffer(t, e, "snapshots", "--deleted"); !strings.Contains(del, id[:8]) {
+		t.Fatalf("snapshots --deleted:\n%s", del)
 	}
 }

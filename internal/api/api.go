@@ -647,6 +647,23 @@ type Retag struct {
 	Remove []string  `json:"remove,omitempty"`
 }
 
+// Rewrite is the body of POST /v1/vaults/{vault}/rewrite: the snapshot
+// is replaced by one whose trees leave out what the patterns match (the
+// patterns of backup --exclude; docs/operations.md).
+type Rewrite struct {
+	ID       string           `json:"id"` // full snapshot ID
+	Patterns []ExcludePattern `json:"patterns"`
+}
+
+// ExcludePattern is one --exclude (or --iexclude) pattern.
+type ExcludePattern struct {
+	Pattern    string `json:"pattern"`
+	IgnoreCase bool   `json:"ignore_case,omitempty"`
+}
+
+// MaxRewritePatterns bounds the patterns of one rewrite request.
+const MaxRewritePatterns = 1024
+
 // Replaced answers a retag or rewrite: the new snapshot and the
 // original, now forgotten.
 type Replaced struct {

@@ -586,6 +586,22 @@ func (v *Vault) Retag(ctx context.Context, id vault.ID, c api.Retag) (vault.Snap
 	return n, o, err
 }
 
+// Rewrite replaces snapshot id by one without what patterns match (the
+// server rewrites the trees) and returns the new snapshot and the
+// forgotten original.
+func (v *Vault) Rewrite(ctx context.Context, id vault.ID, patterns []api.ExcludePattern) (vault.SnapshotRecord, vault.SnapshotRecord, error) {
+	var out api.Replaced
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/rewrite", api.Rewrite{ID: id.String(), Patterns: patterns}, &out); err != nil {
+		return vault.SnapshotRecord{}, vault.SnapshotRecord{}, err
+	}
+	n, err := out.Snapshot.Record()
+	if err != nil {
+		return n, n, err
+	}
+	o, err := out.Original.Record()
+	return n, o, err
+}
+
 // Prune runs prune on the server.
 func (v *Vault) Prune(ctx context.Context, dryRun bool) (api.PruneReport, error) {
 	var out api.PruneReport

@@ -4,12 +4,15 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/authn"
+	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -31,6 +34,10 @@ func TestAttackRetagOperatorsRefused(t *testing.T) {
 	for name, tok := range map[string]string{"agent": web, "operator": a.roleToken(authn.RoleBackupOperator, "a"), "user": olga.Secret, "reader": a.roleToken(authn.RoleBackupReader, "a")} {
 		if got, out := a.call("POST", "/v1/vaults/a/retag", tok, body); got != http.StatusForbidden {
 			t.Errorf("%s: status %d, want 403: %s", name, got, out)
+		}
+		rw := api.Rewrite{ID: s.ID.String(), Patterns: []api.ExcludePattern{{Pattern: "f"}}}
+		if got, out := a.call("POST", "/v1/vaults/a/rewrite", tok, rw); got != http.StatusForbidden {
+			t.Errorf("%s: rewrite: status %d, want 403: %s", name, got, out)
 		}
 	}
 	if live := a.liveSnapshots(); len(live) != 1 || live[0].ID != s.ID || len(live[0].Tags) != 0 {
@@ -113,4 +120,66 @@ func TestAttackRetagMinimumRetention(t *testing.T) {
 	}
 	a.advance(31 * 24 * time.Hour)
 	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/retag", a.env.OwnerToken, api.Retag{ID: s.ID.String(), Set: &[]string{"x"}})
+}
+
+// TestAttackRewriteServer: the server rewrites the trees itself from the
+// verified original; a body naming a tree, a time or a host is refused;
+// the result keeps the original's time and host and only lacks what the
+// patterns matched; within the minimum retention nothing is written.
+func TestAttackRewriteServer(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"keep": []byte("keep"), "secret.key": []byte("secret")})
+	web := a.addSource("web01")
+	s := a.backupAs(web, dir, "web01")
+	other := a.backupAs(a.roleToken(authn.RoleBackupOperator, "a"), t.TempDir(), "db01")
+	a.advance(100 * 24 * time.Hour)
+	for _, raw := range []string{
+		`{"id":"` + s.ID.String() + `","patterns":[{"pattern":"*.key"}],"tree":"` + other.Tree.String() + `"}`,
+		`{"id":"` + s.ID.String() + `","patterns":[{"pattern":"*.key"}],"time":"2099-01-01T00:00:00Z"}`,
+		`{"id":"` + s.ID.String() + `","patterns":[]}`,
+		`{"id":"` + s.ID.String() + `","patterns":[{"pattern":"nothing-matches"}]}`,
+	} {
+		if got, out := a.call("POST", "/v1/vaults/a/rewrite", a.env.OwnerToken, []byte(raw)); got != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400: %s", raw, got, out)
+		}
+	}
+	n, old, err := a.owner.Vault("a").Rewrite(context.Background(), s.ID, []api.ExcludePattern{{Pattern: "*.key"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.Time.Equal(s.Time) || n.Host != "web01" || !slices.Equal(n.Paths, s.Paths) || n.Files != s.Files-1 || n.Tree == s.Tree || old.Deleted.IsZero() {
+		t.Fatalf("rewrite of %+v gave %+v (original %+v)", s, n, old)
+	}
+	if got, err := a.owner.Vault("a").FindSnapshot(context.Background(), n.ID.String()); err != nil || got.Tree != n.Tree {
+		t.Fatalf("the rewritten snapshot does not verify: %v", err)
+	}
+
+	secs := int64(30 * 24 * 3600)
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{MinRetentionSeconds: &secs})
+	young := a.backupAs(web, dir, "web01")
+	packs := a.packObjects()
+	got, out := a.call("POST", "/v1/vaults/a/rewrite", a.env.OwnerToken, api.Rewrite{ID: young.ID.String(), Patterns: []api.ExcludePattern{{Pattern: "*.key"}}})
+	if got != http.StatusForbidden || !strings.Contains(string(out), "minimum retention") {
+		t.Errorf("young snapshot: status %d, want 403: %s", got, out)
+	}
+	if after := a.packObjects(); after != packs {
+		t.Errorf("a refused rewrite wrote packs: %d, then %d", packs, after)
+	}
+}
+
+// packObjects counts the packs in vault "a"'s store.
+func (a *arena) packObjects() int {
+	a.t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(server.VaultDir(a.env.DataDir, "a"), "packs"), func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil && !os.IsNotExist(err) {
+		a.t.Fatal(err)
+	}
+	return n
 }

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
+	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/format"
@@ -51,6 +53,71 @@ func (s *Server) retag(q *request) error {
 		return err
 	}
 	return s.replaced(q, n2, old)
+}
+
+// rewrite replaces a snapshot by one without what the patterns match.
+// The server rewrites the trees itself from the verified original (the
+// client sends patterns, never a tree), and engine.Replace checks again
+// that the new tree is part of the original. It forgets the original:
+// snapshot.delete and the minimum retention, as for retag.
+func (s *Server) rewrite(q *request) error {
+	var body api.Rewrite
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	ids, err := parseIDs([]string{body.ID})
+	if err != nil {
+		return err
+	}
+	if len(body.Patterns) == 0 || len(body.Patterns) > api.MaxRewritePatterns {
+		return fmt.Errorf("%w: %d patterns: give 1 to %d", api.ErrBadRequest, len(body.Patterns), api.MaxRewritePatterns)
+	}
+	rules := agent.ExcludeRules{}
+	for _, p := range body.Patterns {
+		rules.Patterns = append(rules.Patterns, agent.ExcludePattern{Pattern: p.Pattern, IgnoreCase: p.IgnoreCase, Source: "--exclude"})
+	}
+	match, err := rules.Matcher()
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	q.note("snapshot", body.ID)
+	q.note("patterns", fmt.Sprint(len(body.Patterns)))
+	if err := s.ownSnapshots(q, ids); err != nil {
+		return err
+	}
+	orig, err := q.vault.FindSnapshot(q.ctx, body.ID)
+	if err != nil {
+		return err
+	}
+	// The rule of forget first, so that a refused rewrite writes no tree.
+	settings, err := q.vault.Settings(q.ctx)
+	if err != nil {
+		return err
+	}
+	if err := protect.Forget(settings, orig, s.opt.Now().UTC()); err != nil {
+		return err
+	}
+	root, changed, err := q.vault.RewriteTree(q.ctx, orig, match)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		return fmt.Errorf("%w: snapshot %s: no entry matches the patterns: %v", api.ErrBadRequest, orig.ID.Short(), engine.ErrUnchanged)
+	}
+	if err := q.vault.Flush(context.WithoutCancel(q.ctx)); err != nil {
+		s.dropVault(q.name)
+		return err
+	}
+	n, old, err := q.vault.Replace(q.ctx, orig.ID, func(o vault.SnapshotRecord) (engine.Derived, error) {
+		return engine.Derived{Tags: o.Tags, Tree: root}, nil
+	}, q.principal())
+	switch {
+	case errors.Is(err, format.ErrInvalidSnapshot), errors.Is(err, engine.ErrUnchanged):
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	case err != nil:
+		return err
+	}
+	return s.replaced(q, n, old)
 }
 
 // replaced answers a replacement and records it in the audit entry.
