@@ -61,6 +61,11 @@ On a vault server the server rewrites the trees (it is sent the patterns);
 			}
 			var todo []vault.SnapshotRecord
 			for _, ref := range args {
+				if ref == "latest" {
+					// "latest" is a host's newest (selectflags.go); a change
+					// of history names its snapshots exactly.
+					return fmt.Errorf("%s: name snapshots by ID (coffer snapshots lists them), not latest", "nothing was rewritten")
+				}
 				s, err := engine.FindSnapshot(snaps, ref)
 				if err != nil {
 					return fmt.Errorf("nothing was rewritten: %w", err)

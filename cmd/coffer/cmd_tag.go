@@ -81,6 +81,11 @@ is left as it is.`,
 			}
 			var todo []vault.SnapshotRecord
 			for _, ref := range args {
+				if ref == "latest" {
+					// "latest" is a host's newest (selectflags.go); a change
+					// of history names its snapshots exactly.
+					return fmt.Errorf("%s: name snapshots by ID (coffer snapshots lists them), not latest", "no tags were changed")
+				}
 				s, err := engine.FindSnapshot(snaps, ref)
 				if err != nil {
 					return fmt.Errorf("no tags were changed: %w", err)

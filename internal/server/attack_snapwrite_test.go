@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -70,6 +71,23 @@ func TestAttackRetagKeepsTimeAndHost(t *testing.T) {
 			t.Errorf("%s: status %d, want 400: %s", raw, got, out)
 		}
 	}
+	// Tags are checked as at backup: no control bytes for another
+	// user's terminal, no more than a snapshot may hold.
+	many := make([]string, 1000)
+	for i := range many {
+		many[i] = strings.Repeat("t", i%7+1) + string(rune('a'+i%26))
+	}
+	for _, bad := range []api.Retag{
+		{ID: sw.ID.String(), Add: []string{"\x1b]52;c;evil\x07"}},
+		{ID: sw.ID.String(), Add: []string{"a\nb"}},
+		{ID: sw.ID.String(), Set: &many},
+		{ID: sw.ID.String()},
+		{ID: "latest", Add: []string{"x"}},
+	} {
+		if got, out := a.call("POST", "/v1/vaults/a/retag", a.env.OwnerToken, bad); got != http.StatusBadRequest {
+			t.Errorf("%+v: status %d, want 400: %s", bad, got, out)
+		}
+	}
 	contributor := a.client(a.roleToken(authn.RoleBackupContributor, "a")).Vault("a")
 	for _, s := range []vault.SnapshotRecord{sw, sd} {
 		n, old, err := contributor.Retag(context.Background(), s.ID, api.Retag{Add: []string{"keep"}})
@@ -89,6 +107,23 @@ func TestAttackRetagKeepsTimeAndHost(t *testing.T) {
 	}
 	// The operator still backs db01 up: the retag did not take the host.
 	a.backupAs(op, dir, "db01")
+	// Every change of the list is pinned in the audit log.
+	var es []api.AuditEntry
+	if err := json.Unmarshal(a.mustStatus(http.StatusOK, "GET", "/v1/audit", a.env.OwnerToken, nil), &es); err != nil {
+		t.Fatal(err)
+	}
+	pinned := 0
+	for _, e := range es {
+		if strings.HasSuffix(e.Op, "/retag") && e.Outcome == "ok" {
+			if e.Params["chain"] == "" || e.Params["new_snapshot"] == "" {
+				t.Errorf("retag audited without the chain head or the new snapshot: %+v", e)
+			}
+			pinned++
+		}
+	}
+	if pinned != 2 {
+		t.Errorf("%d retags audited, want 2", pinned)
+	}
 	// web01's snapshots are still the agent's own and one: its newest (its
 	// latest) is the retagged one, at the backup's time.
 	var webs []vault.SnapshotRecord
