@@ -127,7 +127,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newForgetCmd(a), newUndeleteCmd(a), newPruneCmd(a), newPolicyCmd(a),
 		newRequestsCmd(a), newDecideCmd(a, true), newDecideCmd(a, false),
 		newUserCmd(a), newRoleCmd(a), newLoginCmd(a), newAuditCmd(a), newSourceCmd(a),
-		newTagCmd(a), newRewriteCmd(a),
+		newTagCmd(a), newRewriteCmd(a), newCopyCmd(a),
 	)
 	root.Version = version
 	root.Flags().Bool("version", false, "print coffer's version")

@@ -269,9 +269,20 @@ type Snapshot struct {
 	// Domain is the dedup domain of the snapshot's blobs, empty for the
 	// vault-wide one. Set by the server, never by the writer.
 	Domain string `json:"domain,omitempty"`
+	// CopiedFrom marks a copy of another vault's snapshot (coffer copy,
+	// docs/format.md §8.6): what the writer claims of the original. The
+	// snapshot's own time is still the server's.
+	CopiedFrom *SnapshotCopy `json:"copied_from,omitempty"`
 	// Soft-deleted snapshots only (GET …/deleted): when, by whom.
 	Deleted   *time.Time `json:"deleted,omitempty"`
 	DeletedBy string     `json:"deleted_by,omitempty"`
+}
+
+// SnapshotCopy is vault.SnapshotCopy on the wire.
+type SnapshotCopy struct {
+	Vault    string    `json:"vault"`
+	Snapshot string    `json:"snapshot"`
+	Time     time.Time `json:"time"`
 }
 
 // FromSnapshot converts a record for the wire.
@@ -288,6 +299,9 @@ func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 		d := s.Deleted
 		w.Deleted, w.DeletedBy = &d, s.DeletedBy
 	}
+	if c := s.Copy; c != nil {
+		w.CopiedFrom = &SnapshotCopy{Vault: c.Vault.String(), Snapshot: c.Snapshot.String(), Time: c.Time}
+	}
 	return w
 }
 
@@ -299,6 +313,16 @@ func (w Snapshot) Record() (vault.SnapshotRecord, error) {
 		s.Deleted, s.DeletedBy = *w.Deleted, w.DeletedBy
 	}
 	var err error
+	if c := w.CopiedFrom; c != nil {
+		sc := &vault.SnapshotCopy{Time: c.Time}
+		if sc.Vault, err = vault.ParseID(c.Vault); err != nil {
+			return s, fmt.Errorf("%w: copied_from vault: %v", ErrBadRequest, err)
+		}
+		if sc.Snapshot, err = vault.ParseID(c.Snapshot); err != nil {
+			return s, fmt.Errorf("%w: copied_from snapshot: %v", ErrBadRequest, err)
+		}
+		s.Copy = sc
+	}
 	if w.ID != "" {
 		if s.ID, err = vault.ParseID(w.ID); err != nil {
 			return s, fmt.Errorf("%w: snapshot id: %v", ErrBadRequest, err)
