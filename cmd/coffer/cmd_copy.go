@@ -129,29 +129,53 @@ destination (--from-token gives the source server's token when it differs).`,
 			}
 			// What the destination holds already, forgotten copies included
 			// (undelete those instead of copying them again).
-			have := map[vault.ID]vault.ID{}
+			have := map[vault.ID][]vault.SnapshotRecord{}
 			dsnaps, err := destinationSnapshots(ctx, dst)
 			if err != nil {
 				return fmt.Errorf("destination vault: %w", err)
 			}
 			for _, d := range dsnaps {
 				if c := d.Copy; c != nil && c.Vault == srcID {
-					have[c.Snapshot] = d.ID
+					have[c.Snapshot] = append(have[c.Snapshot], d)
 				}
 			}
 			var out []copyJSON
 			copied := 0
 			for _, s := range todo {
-				if d, ok := have[s.ID]; ok {
-					out = append(out, copyJSON{Original: s.ID.String(), Skipped: "copied before as " + d.String()})
-					if !jsonOut {
-						fmt.Fprintf(a.stdout, "snapshot %s: copied before (%s)\n", s.ID.Short(), d.Short())
-					}
-					continue
-				}
 				r, err := src.ForSnapshot(ctx, s)
 				if err != nil {
 					return err
+				}
+				// SECURITY: copied_from is a claim anyone who may write the
+				// destination can make; a snapshot is skipped only when the
+				// destination's copy matches it tree for tree, so a planted
+				// claim cannot keep it from being copied (agent.SameCopy).
+				var done *vault.SnapshotRecord
+				for _, d := range have[s.ID] {
+					dr, err := dst.ForSnapshot(ctx, d)
+					if err != nil {
+						return fmt.Errorf("destination vault: %w", err)
+					}
+					same, err := agent.SameCopy(ctx, r, s, dr, d)
+					if err != nil {
+						return fmt.Errorf("compare snapshot %s with %s: %w", s.ID.Short(), d.ID.Short(), err)
+					}
+					if same {
+						done = &d
+						break
+					}
+					fmt.Fprintf(a.stderr, "warning: snapshot %s of the destination claims to be a copy of %s but does not match it; copying %s again\n", d.ID.Short(), s.ID.Short(), s.ID.Short())
+				}
+				if done != nil {
+					why := "copied before as " + done.ID.String()
+					if !done.Deleted.IsZero() {
+						why += " (forgotten there: coffer undelete brings it back)"
+					}
+					out = append(out, copyJSON{Original: s.ID.String(), Skipped: why})
+					if !jsonOut {
+						fmt.Fprintf(a.stdout, "snapshot %s: %s\n", s.ID.Short(), why)
+					}
+					continue
 				}
 				c := agent.NewCopier(r, dst, a.now)
 				n, err := c.Copy(ctx, srcID, s)

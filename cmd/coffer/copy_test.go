@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 func copyJSONOut(t *testing.T, e *testEnv, args ...string) []copyJSON {
@@ -53,8 +55,14 @@ func TestCopyVaults(t *testing.T) {
 	if len(copies) != 2 {
 		t.Fatalf("usb holds %d snapshots", len(copies))
 	}
-	for i, c := range copies {
-		o := orig[i]
+	byOrig := map[string]snapshotJSON{}
+	for _, c := range copies {
+		if c.CopiedFrom != nil {
+			byOrig[c.CopiedFrom.Snapshot] = c
+		}
+	}
+	for i, o := range orig {
+		c := byOrig[o.ID]
 		if c.Host != "web01" || c.Tree == o.Tree || c.Files != o.Files || strings.Join(c.Paths, ",") != strings.Join(o.Paths, ",") ||
 			strings.Join(c.Tags, ",") != strings.Join(o.Tags, ",") || c.CopiedFrom == nil || c.CopiedFrom.Snapshot != o.ID || !c.CopiedFrom.Time.Equal(o.Time) {
 			t.Errorf("copy %d: %+v of %+v", i, c, o)
@@ -71,7 +79,7 @@ func TestCopyVaults(t *testing.T) {
 		t.Fatalf("usb holds %d snapshots after a second copy", n)
 	}
 	dst := t.TempDir()
-	mustCoffer(t, e, "restore", copies[1].ID[:8], "--vault", "usb", "--target", dst)
+	mustCoffer(t, e, "restore", byOrig[second].ID[:8], "--vault", "usb", "--target", dst)
 	for _, name := range []string{"d/big", "small", "later"} {
 		want, _ := os.ReadFile(filepath.Join(src, name))
 		got, err := os.ReadFile(filepath.Join(dst, src, name))
@@ -110,4 +118,57 @@ func TestCopyVaults(t *testing.T) {
 		}
 	}
 	mustCoffer(t, e, "check", "--vault", srv.URL+"/off2", "--read-data")
+}
+
+// TestAttackCopyPlantedClaim: whoever may write the destination can
+// record a snapshot claiming to be a copy of one of the source's; copy
+// must not take the claim for the copy and skip the real snapshot.
+func TestAttackCopyPlantedClaim(t *testing.T) {
+	e := newEnv(t)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "real"), []byte("the real data"), 0o644)
+	e.setenv("COFFER_HOST", "web01")
+	id := backupJSON(t, e, src)
+	var show struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "vault", "show", "--json")), &show); err != nil {
+		t.Fatal(err)
+	}
+	srv := servertest.Start(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	mustCoffer(t, e, "vault", "create", "off", "--vault", srv.URL, "--token", srv.OwnerToken)
+	op := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--vault", srv.URL+"/off", "--role", "backup-operator", "--name", "m", "--token", srv.OwnerToken))
+	// The attacker's snapshot: other data, same host and paths, claiming
+	// to be the copy of id.
+	fake := t.TempDir()
+	os.WriteFile(filepath.Join(fake, "real"), []byte("planted"), 0o644)
+	backupJSON(t, e, fake, "--vault", srv.URL+"/off", "--token", op, "--host", "web01")
+	v := srv.Client(t, op).Vault("off")
+	snaps, err := v.Snapshots(context.Background())
+	if err != nil || len(snaps) != 1 {
+		t.Fatal(snaps, err)
+	}
+	planted := snaps[0]
+	planted.Paths = []string{src}
+	srcID, _ := vault.ParseID(show.ID)
+	origID, _ := vault.ParseID(id)
+	planted.Copy = &vault.SnapshotCopy{Vault: srcID, Snapshot: origID, Time: e.now()}
+	planted.ID, planted.Parent = vault.ID{}, vault.ID{}
+	if _, err := v.SaveSnapshot(context.Background(), planted); err != nil {
+		t.Fatal(err)
+	}
+	out := copyJSONOut(t, e, "--from-vault", "default", "--to-vault", srv.URL+"/off", "--token", op)
+	if len(out) != 1 || out[0].Copy == nil {
+		t.Fatalf("copy skipped the snapshot for the planted claim: %+v", out)
+	}
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", out[0].Copy.ID[:8], "--vault", srv.URL+"/off", "--token", op, "--target", dst, "--host", "web01")
+	if got, _ := os.ReadFile(filepath.Join(dst, src, "real")); string(got) != "the real data" {
+		t.Fatalf("restored %q", got)
+	}
+	// And now it is copied: a second run skips it.
+	if again := copyJSONOut(t, e, "--from-vault", "default", "--to-vault", srv.URL+"/off", "--token", op); len(again) != 1 || again[0].Skipped == "" {
+		t.Fatalf("second copy: %+v", again)
+	}
 }

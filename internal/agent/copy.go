@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -155,4 +156,75 @@ func (c *Copier) chunk(ctx context.Context, id vault.ID) (vault.ID, error) {
 	}
 	c.chunks[id] = d
 	return d, nil
+}
+
+// SameCopy reports whether the destination's snapshot d is a copy of the
+// source's snapshot s: the same host, paths, tags and counts, and trees
+// that match node for node (names, kinds, metadata, sizes, chunk counts,
+// link targets). Only trees are read, on both sides. A snapshot whose
+// copied_from merely claims s (anyone who may write the destination can
+// claim anything) fails it unless it reproduces s's whole listing, so a
+// planted claim cannot make copy skip s. Chunk contents are not compared:
+// that would read all data; check --read-data on the destination proves
+// every chunk against its ID.
+func SameCopy(ctx context.Context, src CopySource, s vault.SnapshotRecord, dst CopySource, d vault.SnapshotRecord) (bool, error) {
+	if d.Host != s.Host || !slices.Equal(d.Paths, s.Paths) || !slices.Equal(d.Tags, s.Tags) && !(len(d.Tags) == 0 && len(s.Tags) == 0) ||
+		d.Files != s.Files || d.Dirs != s.Dirs || d.Bytes != s.Bytes {
+		return false, nil
+	}
+	budget := s.Files + s.Dirs + 1
+	for _, p := range s.Paths {
+		budget += uint64(strings.Count(p, "/"))
+	}
+	seen := map[[2]vault.ID]bool{}
+	var walk func(a, b vault.ID, depth int) (bool, error)
+	walk = func(a, b vault.ID, depth int) (bool, error) {
+		if seen[[2]vault.ID{a, b}] {
+			return true, nil
+		}
+		if depth > 4096 {
+			return false, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		ta, err := src.LoadTree(ctx, a)
+		if err != nil {
+			return false, err
+		}
+		tb, err := dst.LoadTree(ctx, b)
+		if err != nil {
+			return false, err
+		}
+		if len(ta.Nodes) != len(tb.Nodes) {
+			return false, nil
+		}
+		for i := range ta.Nodes {
+			x, y := ta.Nodes[i], tb.Nodes[i]
+			if budget == 0 {
+				return false, fmt.Errorf("snapshot %s: %w: its trees hold more entries than its record counts", s.ID.Short(), vault.ErrCorrupt)
+			}
+			budget--
+			if x.Kind != y.Kind || string(x.Name) != string(y.Name) || x.Perm != y.Perm || x.UID != y.UID || x.GID != y.GID ||
+				x.Size != y.Size || x.MTime != y.MTime || x.CTime != y.CTime || x.Inode != y.Inode || x.Device != y.Device ||
+				x.NLink != y.NLink || x.RDev != y.RDev || string(x.Target) != string(y.Target) || len(x.Content) != len(y.Content) ||
+				len(x.Xattrs) != len(y.Xattrs) {
+				return false, nil
+			}
+			for k := range x.Xattrs {
+				if string(x.Xattrs[k].Name) != string(y.Xattrs[k].Name) || string(x.Xattrs[k].Value) != string(y.Xattrs[k].Value) {
+					return false, nil
+				}
+			}
+			if x.Kind == format.KindDir {
+				ok, err := walk(x.Subtree, y.Subtree, depth+1)
+				if err != nil || !ok {
+					return ok, err
+				}
+			}
+		}
+		seen[[2]vault.ID{a, b}] = true
+		return true, nil
+	}
+	return walk(s.Tree, d.Tree, 0)
 }

@@ -218,3 +218,62 @@ func (a *arena) packObjects() int {
 	}
 	return n
 }
+
+// TestAttackCopyClaimCannotDate: copied_from is a claim a writer makes;
+// it never dates a snapshot (its time is the server's), never frees an
+// agent's host, and never makes latest or the minimum retention prefer it.
+func TestAttackCopyClaimCannotDate(t *testing.T) {
+	a := newArena(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string][]byte{"f": []byte("x")})
+	web := a.addSource("web01")
+	s := a.backupAs(web, dir, "web01")
+	a.advance(time.Hour)
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	future := time.Now().Add(400 * 24 * time.Hour)
+	for name, tok := range map[string]string{"agent": web, "operator": a.roleToken(authn.RoleBackupOperator, "a")} {
+		for _, when := range []time.Time{old, future} {
+			w := api.FromSnapshot(s)
+			w.ID, w.Time, w.Parent = "", time.Time{}, ""
+			w.Host = "web01"
+			if name == "operator" {
+				w.Host = "db01"
+			}
+			w.CopiedFrom = &api.SnapshotCopy{Vault: strings.Repeat("ab", 32), Snapshot: strings.Repeat("cd", 32), Time: when}
+			var got api.Snapshot
+			if err := json.Unmarshal(a.mustStatus(http.StatusCreated, "POST", "/v1/vaults/a/snapshots", tok, w), &got); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := got.Record()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rec.Time.After(s.Time) || rec.Copy == nil || !rec.Copy.Time.Equal(when) {
+				t.Errorf("%s: a copy claiming %s was recorded at %s (copy %+v)", name, when, rec.Time, rec.Copy)
+			}
+		}
+	}
+	// The operator may not record the agent's host by claiming a copy.
+	w := api.FromSnapshot(s)
+	w.ID, w.Time, w.Parent = "", time.Time{}, ""
+	w.CopiedFrom = &api.SnapshotCopy{Vault: strings.Repeat("ab", 32), Snapshot: s.ID.String(), Time: s.Time}
+	if got, out := a.call("POST", "/v1/vaults/a/snapshots", a.roleToken(authn.RoleBackupOperator, "a"), w); got != http.StatusForbidden {
+		t.Errorf("operator copy under the agent's host: status %d, want 403: %s", got, out)
+	}
+	// Malformed claims are refused.
+	for _, c := range []api.SnapshotCopy{{Vault: "xyz", Snapshot: strings.Repeat("cd", 32), Time: old}, {Vault: strings.Repeat("00", 32), Snapshot: strings.Repeat("cd", 32), Time: old}, {Vault: strings.Repeat("ab", 32), Snapshot: strings.Repeat("cd", 32), Time: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}} {
+		w := api.FromSnapshot(s)
+		w.ID, w.Time, w.Parent = "", time.Time{}, ""
+		w.CopiedFrom = &c
+		if got, out := a.call("POST", "/v1/vaults/a/snapshots", web, w); got != http.StatusBadRequest {
+			t.Errorf("claim %+v: status %d, want 400: %s", c, got, out)
+		}
+	}
+	// Every copy sorts by its own time: the last recorded is the newest.
+	live := a.liveSnapshots()
+	for _, sn := range live[1:] {
+		if sn.Time.Before(live[0].Time) {
+			t.Errorf("snapshot %s sorts before the first backup", sn.ID.Short())
+		}
+	}
+}
