@@ -159,6 +159,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newScheduleCmd(a),
 		newMountCmd(a),
 		newRepairCmd(a),
+		newTagCmd(a), newRewriteCmd(a), newCopyCmd(a),
 	)
 	root.AddCommand(newFindCmd(a))
 	root.AddCommand(newDumpCmd(a))

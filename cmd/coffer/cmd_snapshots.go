@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/coffer-backup/coffer/internal/api"
 	"text/tabwriter"
 	"time"
 
@@ -25,6 +26,9 @@ type snapshotJSON struct {
 	Bytes      uint64    `json:"bytes"`
 	BytesAdded uint64    `json:"bytes_added"`
 	Duration   float64   `json:"duration_seconds"`
+	// CopiedFrom marks a copy (coffer copy): the source vault, the
+	// original's ID and time, as the copier claimed them.
+	CopiedFrom *api.SnapshotCopy `json:"copied_from,omitempty"`
 	// Soft-deleted snapshots (snapshots --deleted) only:
 	Deleted   *time.Time `json:"deleted,omitempty"`
 	DeletedBy string     `json:"deleted_by,omitempty"`
@@ -45,7 +49,7 @@ func toSnapshotJSON(s vault.SnapshotRecord) snapshotJSON {
 	}
 	return snapshotJSON{ID: s.ID.String(), ShortID: s.ID.Short(), Time: s.Time, Host: s.Host, Paths: s.Paths,
 		Tags: tags, Parent: idOrEmpty(s.Parent), Tree: s.Tree.String(), Files: s.Files, Dirs: s.Dirs,
-		Bytes: s.Bytes, BytesAdded: s.BytesAdded, Duration: s.Duration.Seconds()}
+		Bytes: s.Bytes, BytesAdded: s.BytesAdded, Duration: s.Duration.Seconds(), CopiedFrom: api.FromSnapshot(s).CopiedFrom}
 }
 
 func newSnapshotsCmd(a *app) *cobra.Command {

@@ -269,9 +269,20 @@ type Snapshot struct {
 	// Domain is the dedup domain of the snapshot's blobs, empty for the
 	// vault-wide one. Set by the server, never by the writer.
 	Domain string `json:"domain,omitempty"`
+	// CopiedFrom marks a copy of another vault's snapshot (coffer copy,
+	// docs/format.md §8.6): what the writer claims of the original. The
+	// snapshot's own time is still the server's.
+	CopiedFrom *SnapshotCopy `json:"copied_from,omitempty"`
 	// Soft-deleted snapshots only (GET …/deleted): when, by whom.
 	Deleted   *time.Time `json:"deleted,omitempty"`
 	DeletedBy string     `json:"deleted_by,omitempty"`
+}
+
+// SnapshotCopy is vault.SnapshotCopy on the wire.
+type SnapshotCopy struct {
+	Vault    string    `json:"vault"`
+	Snapshot string    `json:"snapshot"`
+	Time     time.Time `json:"time"`
 }
 
 // FromSnapshot converts a record for the wire.
@@ -288,6 +299,9 @@ func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 		d := s.Deleted
 		w.Deleted, w.DeletedBy = &d, s.DeletedBy
 	}
+	if c := s.Copy; c != nil {
+		w.CopiedFrom = &SnapshotCopy{Vault: c.Vault.String(), Snapshot: c.Snapshot.String(), Time: c.Time}
+	}
 	return w
 }
 
@@ -299,6 +313,16 @@ func (w Snapshot) Record() (vault.SnapshotRecord, error) {
 		s.Deleted, s.DeletedBy = *w.Deleted, w.DeletedBy
 	}
 	var err error
+	if c := w.CopiedFrom; c != nil {
+		sc := &vault.SnapshotCopy{Time: c.Time}
+		if sc.Vault, err = vault.ParseID(c.Vault); err != nil {
+			return s, fmt.Errorf("%w: copied_from vault: %v", ErrBadRequest, err)
+		}
+		if sc.Snapshot, err = vault.ParseID(c.Snapshot); err != nil {
+			return s, fmt.Errorf("%w: copied_from snapshot: %v", ErrBadRequest, err)
+		}
+		s.Copy = sc
+	}
 	if w.ID != "" {
 		if s.ID, err = vault.ParseID(w.ID); err != nil {
 			return s, fmt.Errorf("%w: snapshot id: %v", ErrBadRequest, err)
@@ -641,6 +665,42 @@ type Forgotten struct {
 // Undelete is the body of POST /v1/vaults/{vault}/undelete.
 type Undelete struct {
 	ID string `json:"id"` // full snapshot ID
+}
+
+// Retag is the body of POST /v1/vaults/{vault}/retag: the snapshot is
+// replaced by one with the changed tags and the same time, host, paths
+// and tree, and is forgotten (docs/format.md §8.5). Set, when present,
+// replaces all tags; then Remove and Add apply.
+type Retag struct {
+	ID     string    `json:"id"` // full snapshot ID
+	Set    *[]string `json:"set,omitempty"`
+	Add    []string  `json:"add,omitempty"`
+	Remove []string  `json:"remove,omitempty"`
+}
+
+// Rewrite is the body of POST /v1/vaults/{vault}/rewrite: the snapshot
+// is replaced by one whose trees leave out what the patterns match (the
+// patterns of backup --exclude; docs/operations.md).
+type Rewrite struct {
+	ID       string           `json:"id"` // full snapshot ID
+	Patterns []ExcludePattern `json:"patterns"`
+}
+
+// ExcludePattern is one --exclude (or --iexclude) pattern.
+type ExcludePattern struct {
+	Pattern    string `json:"pattern"`
+	IgnoreCase bool   `json:"ignore_case,omitempty"`
+}
+
+// MaxRewritePatterns bounds the patterns of one rewrite request.
+const MaxRewritePatterns = 1024
+
+// Replaced answers a retag or rewrite: the new snapshot and the
+// original, now forgotten.
+type Replaced struct {
+	Snapshot         Snapshot  `json:"snapshot"`
+	Original         Snapshot  `json:"original"`
+	RecoverableUntil time.Time `json:"recoverable_until"`
 }
 
 // Prune is the body of POST /v1/vaults/{vault}/prune.

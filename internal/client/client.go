@@ -577,6 +577,39 @@ func (v *Vault) Undelete(ctx context.Context, id vault.ID) (vault.SnapshotRecord
 	return out.Record()
 }
 
+// Retag replaces snapshot id by one with the changed tags (the server
+// applies c to the tags it holds) and returns the new snapshot and the
+// forgotten original.
+func (v *Vault) Retag(ctx context.Context, id vault.ID, c api.Retag) (vault.SnapshotRecord, vault.SnapshotRecord, error) {
+	c.ID = id.String()
+	var out api.Replaced
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/retag", c, &out); err != nil {
+		return vault.SnapshotRecord{}, vault.SnapshotRecord{}, err
+	}
+	n, err := out.Snapshot.Record()
+	if err != nil {
+		return n, n, err
+	}
+	o, err := out.Original.Record()
+	return n, o, err
+}
+
+// Rewrite replaces snapshot id by one without what patterns match (the
+// server rewrites the trees) and returns the new snapshot and the
+// forgotten original.
+func (v *Vault) Rewrite(ctx context.Context, id vault.ID, patterns []api.ExcludePattern) (vault.SnapshotRecord, vault.SnapshotRecord, error) {
+	var out api.Replaced
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/rewrite", api.Rewrite{ID: id.String(), Patterns: patterns}, &out); err != nil {
+		return vault.SnapshotRecord{}, vault.SnapshotRecord{}, err
+	}
+	n, err := out.Snapshot.Record()
+	if err != nil {
+		return n, n, err
+	}
+	o, err := out.Original.Record()
+	return n, o, err
+}
+
 // Prune runs prune on the server.
 func (v *Vault) Prune(ctx context.Context, dryRun bool) (api.PruneReport, error) {
 	var out api.PruneReport

@@ -426,6 +426,13 @@ func (r *chainReport) checkObject(rec, sealed vault.SnapshotRecord, link format.
 // add entry to the chain, in one catalog transaction (docs/format.md
 // §8.1): SaveSnapshot's last step.
 func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, principal string) error {
+	return v.recordSnapshotWith(ctx, s, principal, nil)
+}
+
+// recordSnapshotWith is recordSnapshot that appends after the add entry,
+// in the same transaction, the changes in then (a replacement's forget of
+// the snapshot it replaces: replace.go).
+func (v *Vault) recordSnapshotWith(ctx context.Context, s vault.SnapshotRecord, principal string, then []chainChange) error {
 	ks, err := v.liveKeys(ctx)
 	if err != nil {
 		return err
@@ -460,9 +467,17 @@ func (v *Vault) recordSnapshot(ctx context.Context, s vault.SnapshotRecord, prin
 		}
 		stored = true
 		e := vault.ChainEntry{Seq: link.Seq, Kind: vault.ChainAdd, Snapshot: s.ID, Time: v.opt.Now().UTC(), Principal: principal, Digest: format.SnapshotDigest(s)}
-		e.MAC = format.NewChainMAC(ks.chain, v.rec.ID).Sum(prev.MAC, e)
-		head = ChainHead{Seq: e.Seq, MAC: e.MAC}
-		return []vault.ChainEntry{e}, []vault.SnapshotRecord{s}, nil
+		mac := format.NewChainMAC(ks.chain, v.rec.ID)
+		e.MAC = mac.Sum(prev.MAC, e)
+		es := []vault.ChainEntry{e}
+		for _, c := range then {
+			n := vault.ChainEntry{Seq: es[len(es)-1].Seq + 1, Kind: c.kind, Snapshot: c.snapshot, Time: c.at.UTC(), Principal: c.by}
+			n.MAC = mac.Sum(es[len(es)-1].MAC, n)
+			es = append(es, n)
+		}
+		last := es[len(es)-1]
+		head = ChainHead{Seq: last.Seq, MAC: last.MAC}
+		return es, []vault.SnapshotRecord{s}, nil
 	})
 	if err != nil {
 		// The catalog refused the entry (its transaction rolled back): the

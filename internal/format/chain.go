@@ -33,6 +33,9 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// copyMarker starts the copy part of a snapshot digest (§8.6).
+const copyMarker = 0xFFFFFFFF
+
 // SnapshotDigest is D(s) of docs/format.md §8.1: a hash of every field of
 // the catalog's record of a snapshot (not its soft-delete state, which
 // forget entries carry).
@@ -63,6 +66,14 @@ func SnapshotDigest(s vault.SnapshotRecord) [32]byte {
 		// before are fixed-size or length-prefixed, so the two forms
 		// cannot be confused.
 		b = appendStr(b, s.Domain)
+	}
+	if c := s.Copy; c != nil {
+		// Only for copies (§8.6). The marker 0xFFFFFFFF is no domain's
+		// length (at most 64), so this part cannot be read as a domain.
+		b = binary.LittleEndian.AppendUint32(b, copyMarker)
+		b = append(b, c.Vault[:]...)
+		b = append(b, c.Snapshot[:]...)
+		b = binary.LittleEndian.AppendUint64(b, uint64(c.Time.UnixNano()))
 	}
 	return sha256.Sum256(b)
 }
@@ -153,6 +164,9 @@ func DiffSnapshot(catalog, sealed vault.SnapshotRecord) string {
 		catalog.BytesAdded != sealed.BytesAdded || catalog.Duration != sealed.Duration {
 		d = append(d, "statistics (files, dirs, bytes, bytes added or duration)")
 	}
+	if !sameCopy(catalog.Copy, sealed.Copy) {
+		d = append(d, "copy of (source vault, snapshot or time)")
+	}
 	if len(d) == 0 {
 		return ""
 	}
@@ -161,4 +175,11 @@ func DiffSnapshot(catalog, sealed vault.SnapshotRecord) string {
 		out += ", " + s
 	}
 	return out
+}
+
+func sameCopy(a, b *vault.SnapshotCopy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Vault == b.Vault && a.Snapshot == b.Snapshot && a.Time.Equal(b.Time)
 }

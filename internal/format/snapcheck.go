@@ -88,6 +88,14 @@ func CheckSnapshot(s vault.SnapshotRecord) error {
 	if err := CheckDomain(s.Domain); err != nil {
 		return bad("%v", err)
 	}
+	if c := s.Copy; c != nil {
+		if c.Vault.IsZero() || c.Snapshot.IsZero() {
+			return bad("a copy names its source vault and snapshot")
+		}
+		if c.Time.Before(minSnapshotTime) || c.Time.After(maxSnapshotTime) {
+			return bad("copied snapshot's time %s out of range", c.Time.UTC().Format(time.RFC3339))
+		}
+	}
 	for _, c := range []struct {
 		name string
 		n    uint64

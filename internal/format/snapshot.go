@@ -40,9 +40,18 @@ type snapshotJSON struct {
 	// Domain is the dedup domain of the snapshot's blobs (docs/format.md
 	// §1.3), absent for the vault-wide domain.
 	Domain string `json:"domain,omitempty"`
+	// CopiedFrom is set on copies only (docs/format.md §8.6).
+	CopiedFrom *copyJSON `json:"copied_from,omitempty"`
 	// Version 0x02 only (pointers, so that their absence is seen).
 	Seq  *uint64 `json:"seq,omitempty"`
 	Prev *string `json:"prev,omitempty"`
+}
+
+// copyJSON is the sealed form of vault.SnapshotCopy.
+type copyJSON struct {
+	Vault    string    `json:"vault"`
+	Snapshot string    `json:"snapshot"`
+	Time     time.Time `json:"time"`
 }
 
 // SealSnapshot encodes and seals s under dek as a format 1 (0x01) object;
@@ -74,6 +83,12 @@ func sealSnapshot(s vault.SnapshotRecord, link *SnapshotLink, dek seal.Key, dekV
 	}
 	if !s.Parent.IsZero() {
 		j.Parent = s.Parent.String()
+	}
+	if c := s.Copy; c != nil {
+		if link == nil {
+			return nil, fmt.Errorf("encode snapshot: a copy is a format 2 object")
+		}
+		j.CopiedFrom = &copyJSON{Vault: c.Vault.String(), Snapshot: c.Snapshot.String(), Time: c.Time.UTC()}
 	}
 	if link != nil {
 		version = SnapshotVersion2
@@ -181,6 +196,19 @@ func openSnapshotBody(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, s
 		if s.Parent, err = vault.ParseID(j.Parent); err != nil {
 			return s, j, fmt.Errorf("snapshot %s: %w: parent: %v", id, vault.ErrCorrupt, err)
 		}
+	}
+	if c := j.CopiedFrom; c != nil {
+		if b[4] != SnapshotVersion2 {
+			return s, j, fmt.Errorf("snapshot %s: %w: version 1 object with copied_from", id, vault.ErrCorrupt)
+		}
+		sc := &vault.SnapshotCopy{Time: c.Time}
+		if sc.Vault, err = vault.ParseID(c.Vault); err != nil {
+			return s, j, fmt.Errorf("snapshot %s: %w: copied_from vault: %v", id, vault.ErrCorrupt, err)
+		}
+		if sc.Snapshot, err = vault.ParseID(c.Snapshot); err != nil {
+			return s, j, fmt.Errorf("snapshot %s: %w: copied_from snapshot: %v", id, vault.ErrCorrupt, err)
+		}
+		s.Copy = sc
 	}
 	return s, j, nil
 }

@@ -64,6 +64,10 @@ func (s *Server) newSnapshot(q *request, body api.Snapshot) (vault.SnapshotRecor
 		}
 	}
 	rec.Time = now
+	// A copy's claim of its original (docs/format.md §8.6) is recorded as
+	// claimed (format.CheckSnapshot checks its form and range) and never
+	// orders anything: the copy's time is now, as above. Its time may be
+	// ahead of this clock (another machine stamped it).
 	if rec.Host, err = s.snapshotHost(q, rec.Host); err != nil {
 		return rec, err
 	}

@@ -108,6 +108,8 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/vaults/{vault}/deleted", perm: authn.PermVaultRead, h: s.deletedSnapshots},
 		{pattern: "POST /v1/vaults/{vault}/forget", perm: authn.PermSnapshotDelete, h: s.forget},
 		{pattern: "POST /v1/vaults/{vault}/undelete", perm: authn.PermSnapshotDelete, h: s.undelete},
+		{pattern: "POST /v1/vaults/{vault}/retag", perm: authn.PermSnapshotDelete, h: s.retag},
+		{pattern: "POST /v1/vaults/{vault}/rewrite", perm: authn.PermSnapshotDelete, h: s.rewrite},
 		{pattern: "POST /v1/vaults/{vault}/prune", perm: authn.PermSnapshotDelete, h: s.prune},
 		{pattern: "GET /v1/vaults/{vault}/settings", perm: authn.PermVaultRead, h: s.settings},
 		{pattern: "POST /v1/vaults/{vault}/settings", perm: authn.PermVaultSettings, h: s.changeSettings},

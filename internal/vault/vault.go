@@ -374,6 +374,18 @@ type SnapshotRecord struct {
 	// (docs/format.md §1.3): "" for the vault-wide domain, else the
 	// source's principal ID in a vault whose dedup scope is "source".
 	Domain string
+	// Copy, when set, says the snapshot is a copy of another vault's
+	// snapshot (coffer copy, docs/format.md §8.6). Time is still when this
+	// vault recorded it; Copy holds what the copier claims of the
+	// original, which this vault cannot verify.
+	Copy *SnapshotCopy
+}
+
+// SnapshotCopy describes the original of a copied snapshot.
+type SnapshotCopy struct {
+	Vault    ID        // the source vault's ID
+	Snapshot ID        // the original snapshot's ID in that vault
+	Time     time.Time // the original's time, as the copier read it
 }
 
 // ChainKind says what a snapshot-chain entry records (docs/format.md §8.1).

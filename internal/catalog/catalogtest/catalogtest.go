@@ -510,6 +510,8 @@ func testSnapshotRoundTrip(t *testing.T, c vault.Catalog) {
 		BytesAdded: 3 << 30,
 		Duration:   1*time.Hour + 23*time.Minute + 45*time.Second + 678901234,
 		Domain:     "agt_0123456789abcdef",
+		// A copy (docs/format.md §8.6): its original's vault, ID and time.
+		Copy: &vault.SnapshotCopy{Vault: newID(), Snapshot: newID(), Time: time.Date(2021, 3, 4, 5, 6, 7, 890123456, time.UTC)},
 	}
 	second := vault.SnapshotRecord{
 		ID:         newID(),

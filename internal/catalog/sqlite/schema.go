@@ -211,6 +211,11 @@ var migrations = [][]string{
 	// 12: settings entries in the snapshot chain (kind 7, docs/format.md
 	// §8.4); SQLite cannot alter a CHECK, so the table is rebuilt.
 	migrationChainSettings,
+	// 13: copied snapshots (docs/format.md §8.6): source vault ID (32),
+	// original snapshot ID (32) and original time (i64, little-endian).
+	{
+		`ALTER TABLE snapshots ADD COLUMN copy BLOB CHECK (copy IS NULL OR length(copy) = 72)`,
+	},
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

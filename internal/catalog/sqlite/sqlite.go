@@ -10,6 +10,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -454,11 +455,15 @@ func insertSnapshot(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.S
 	if !s.Deleted.IsZero() {
 		deletedBy = nullString(s.DeletedBy)
 	}
+	var cp []byte // NULL unless a copy
+	if c := s.Copy; c != nil {
+		cp = append(append(append(cp, c.Vault[:]...), c.Snapshot[:]...), binary.LittleEndian.AppendUint64(nil, uint64(c.Time.UnixNano()))...)
+	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO snapshots
-		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
-		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy, s.Domain)
+		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy, s.Domain, cp)
 	switch {
 	case err == nil:
 		return nil
@@ -488,7 +493,7 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 func snapshotRows(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain
+	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy
 		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
@@ -498,14 +503,23 @@ func snapshotRows(ctx context.Context, q interface {
 	for rows.Next() {
 		var (
 			s                                     vault.SnapshotRecord
-			id, tree, parent, paths, tags         []byte
+			id, tree, parent, paths, tags, cp     []byte
 			tm, files, dirs, nbytes, added, durNS int64
 			deleted                               sql.NullInt64
 			deletedBy                             sql.NullString
 		)
-		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy, &s.Domain)
+		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy, &s.Domain, &cp)
 		if err != nil {
 			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		if cp != nil {
+			if len(cp) != 72 {
+				return nil, fmt.Errorf("list snapshots: copy of %d bytes", len(cp))
+			}
+			c := &vault.SnapshotCopy{Time: fromUnixNano(int64(binary.LittleEndian.Uint64(cp[64:])))}
+			copy(c.Vault[:], cp[:32])
+			copy(c.Snapshot[:], cp[32:64])
+			s.Copy = c
 		}
 		if err := scanID(&s.ID, id); err != nil {
 			return nil, fmt.Errorf("list snapshots: %w", err)
