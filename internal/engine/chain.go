@@ -173,24 +173,46 @@ func (r *chainReport) head() ChainHead {
 	return ChainHead{Seq: uint64(n), MAC: r.macs[n]}
 }
 
-// checkPin applies rule 6 against the pin, if any.
-func (v *Vault) checkPin(r *chainReport) {
+// loadPin returns this machine's pin of the vault's chain, zero when
+// there is none (or no pin is kept).
+//
+// SECURITY: a verifier loads the pin before it reads the chain it checks
+// against it, never after. The pin only ever names an entry that was
+// committed before the pin was written, and entries are only appended,
+// so a pin loaded first names an entry that any read of the chain begun
+// after it must hold: a shorter or different chain is a rollback. A pin
+// loaded after the read may name an entry another process (a second
+// backup, on this machine) appended and pinned in between, which the
+// older read cannot hold: that is a race, not a rollback, and it must not
+// fail the vault. Entries pinned after the pin was loaded are checked by
+// the next verification.
+func (v *Vault) loadPin() (ChainHead, error) {
 	if v.opt.Pin == nil {
-		return
+		return ChainHead{}, nil
 	}
 	seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
 	if err != nil {
-		r.add("snapshot chain: read the pin of what this machine saw before: %v", err)
-		return
+		return ChainHead{}, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
 	}
 	if !ok {
+		return ChainHead{}, nil
+	}
+	return ChainHead{Seq: seq, MAC: mac}, nil
+}
+
+// checkPin applies rule 6 against pin, what loadPin returned (pinErr its
+// error) before the chain that r verified was read.
+func (v *Vault) checkPin(r *chainReport, pin ChainHead, pinErr error) {
+	if pinErr != nil {
+		r.add("%v", pinErr)
 		return
 	}
 	switch {
-	case seq > uint64(len(r.verified)):
-		r.add("snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back)%s", seq, len(r.verified), rollbackHint)
-	case seq > 0 && r.macs[seq] != mac:
-		r.add("snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten%s", seq, rollbackHint)
+	case pin.Seq == 0:
+	case pin.Seq > uint64(len(r.verified)):
+		r.add("snapshot chain: this machine saw %d entries of the vault's snapshot list before, but it now proves only %d: entries were removed (the snapshot list was rolled back)%s", pin.Seq, len(r.verified), rollbackHint)
+	case r.macs[pin.Seq] != pin.MAC:
+		r.add("snapshot chain: entry %d differs from the one this machine saw before: the snapshot list was rewritten%s", pin.Seq, rollbackHint)
 	}
 }
 
@@ -200,16 +222,11 @@ func (v *Vault) checkPin(r *chainReport) {
 // pin would move to the forked chain, burying the rollback. It returns
 // the pin (zero when there is none).
 func (v *Vault) pinnedPrefix(ctx context.Context, ks *keyState) (ChainHead, error) {
-	if v.opt.Pin == nil {
-		return ChainHead{}, nil
+	pin, err := v.loadPin() // before the chain is read (loadPin)
+	if err != nil || pin.Seq == 0 {
+		return ChainHead{}, err
 	}
-	seq, pinMAC, ok, err := v.opt.Pin.Load(v.rec.ID)
-	if err != nil {
-		return ChainHead{}, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
-	}
-	if !ok {
-		return ChainHead{}, nil
-	}
+	seq := pin.Seq
 	entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil {
 		return ChainHead{}, err
@@ -223,7 +240,6 @@ func (v *Vault) pinnedPrefix(ctx context.Context, ks *keyState) (ChainHead, erro
 		}
 		h, n = e.MAC, e.Seq
 	}
-	pin := ChainHead{Seq: seq, MAC: pinMAC}
 	if err := pin.extendedBy(ChainHead{Seq: n, MAC: h}); err != nil {
 		return ChainHead{}, err
 	}
@@ -285,6 +301,10 @@ func (v *Vault) AcceptRollback(ctx context.Context) (Rollback, error) {
 	if err != nil {
 		return Rollback{}, err
 	}
+	pin, err := v.loadPin() // before the chain is read (loadPin)
+	if err != nil {
+		return Rollback{}, err
+	}
 	entries, rows, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil {
 		return Rollback{}, err
@@ -294,14 +314,9 @@ func (v *Vault) AcceptRollback(ctx context.Context) (Rollback, error) {
 		return Rollback{}, fmt.Errorf("%w: the vault's snapshot list does not verify by itself (%s): a rollback is accepted only for a list that is sound apart from being older; run coffer check", vault.ErrCorrupt, r.problems[0])
 	}
 	head := r.head()
-	seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
-	if err != nil {
-		return Rollback{}, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
-	}
-	rb := Rollback{Head: head.Seq}
-	if ok {
-		rb.Pinned = seq
-		rb.Rewritten = seq <= head.Seq && r.macs[seq] != mac
+	rb := Rollback{Head: head.Seq, Pinned: pin.Seq}
+	if pin.Seq > 0 {
+		rb.Rewritten = pin.Seq <= head.Seq && r.macs[pin.Seq] != pin.MAC
 	}
 	if !rb.Accepted() {
 		return rb, nil
@@ -354,12 +369,13 @@ func (v *Vault) verifiedList(ctx context.Context) ([]vault.SnapshotRecord, *chai
 	if err != nil {
 		return nil, nil, err
 	}
+	pin, pinErr := v.loadPin() // before the chain is read (loadPin)
 	entries, rows, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil {
 		return nil, nil, err
 	}
 	r := v.verifyChain(ks, entries, rows, v.describeRecord(ctx))
-	v.checkPin(r)
+	v.checkPin(r, pin, pinErr)
 	if len(r.problems) > 0 {
 		more := ""
 		if n := len(r.problems) - 1; n > 0 {

@@ -228,12 +228,13 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
+	pin, pinErr := v.loadPin() // before the chain is read (loadPin)
 	entries, snaps, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
 	if err != nil {
 		return nil, fmt.Errorf("check: catalog snapshots: %w", err)
 	}
 	chain := v.verifyChain(ks, entries, snaps, v.describeRecord(ctx))
-	v.checkPin(chain)
+	v.checkPin(chain, pin, pinErr)
 	for _, p := range chain.problems {
 		sink.errorf("%s", p)
 	}

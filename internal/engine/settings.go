@@ -133,12 +133,16 @@ func (v *Vault) settingsAndEntry(ctx context.Context) (vault.VaultSettings, *vau
 			return s, latest, err
 		}
 	}
+	pin, err := v.loadPin() // before the chain is read (loadPin)
+	if err != nil {
+		return vault.VaultSettings{}, nil, err
+	}
 	if r, ok := v.opt.Catalog.(settingsChainReader); ok {
 		s, entries, err := r.SettingsChain(ctx, v.rec.ID)
 		if err != nil {
 			return s, nil, err
 		}
-		latest, err := v.settingsEntry(ks, entries)
+		latest, err := v.settingsEntry(ks, pin, entries)
 		if err == nil {
 			v.rememberSettings(entries, latest)
 		}
@@ -157,7 +161,7 @@ func (v *Vault) settingsAndEntry(ctx context.Context) (vault.VaultSettings, *vau
 		if err != nil {
 			return before, nil, err
 		}
-		latest, err := v.settingsEntry(ks, entries)
+		latest, err := v.settingsEntry(ks, pin, entries)
 		if err != nil {
 			return before, nil, err
 		}
@@ -173,19 +177,10 @@ func (v *Vault) settingsAndEntry(ctx context.Context) (vault.VaultSettings, *vau
 
 // settingsEntry returns the newest settings entry of entries, nil when
 // there is none, after verifying every entry's MAC up to the head and
-// that the chain extends this machine's pin (a chain cut back to an older
-// settings entry is a rollback, docs/format.md §8.2 rule 6).
-func (v *Vault) settingsEntry(ks *keyState, entries []vault.ChainEntry) (*vault.ChainEntry, error) {
-	var pin ChainHead
-	if v.opt.Pin != nil {
-		seq, mac, ok, err := v.opt.Pin.Load(v.rec.ID)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot chain: read the pin of what this machine saw before: %w", err)
-		}
-		if ok {
-			pin = ChainHead{Seq: seq, MAC: mac}
-		}
-	}
+// that the chain extends pin, this machine's pin loaded before entries
+// were read (a chain cut back to an older settings entry is a rollback,
+// docs/format.md §8.2 rule 6).
+func (v *Vault) settingsEntry(ks *keyState, pin ChainHead, entries []vault.ChainEntry) (*vault.ChainEntry, error) {
 	mac := format.NewChainMAC(ks.chain, v.rec.ID)
 	var h [32]byte
 	var atPin ChainHead
