@@ -13,7 +13,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/format"
-	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // findMatcher decides whether an entry matches one of the patterns of
@@ -157,25 +156,9 @@ record counts (--max-entries), as ls does.`,
 				return err
 			}
 			defer v.Close()
-			var snaps []vault.SnapshotRecord
-			if len(snapRefs) > 0 {
-				seen := map[vault.ID]bool{}
-				for _, ref := range snapRefs {
-					s, err := a.findSnapshot(ctx, v, ref, sel)
-					if err != nil {
-						return err
-					}
-					if !seen[s.ID] {
-						seen[s.ID] = true
-						snaps = append(snaps, s)
-					}
-				}
-			} else {
-				all, err := v.Snapshots(ctx)
-				if err != nil {
-					return err
-				}
-				snaps = sel.Select(all)
+			snaps, err := a.selectSnapshots(ctx, v, snapRefs, sel)
+			if err != nil {
+				return err
 			}
 			owners := newOwnerNames()
 			enc := json.NewEncoder(a.jsonStdout)

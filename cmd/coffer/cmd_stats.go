@@ -166,25 +166,9 @@ a snapshot than its record counts (--max-entries), as ls does.`,
 				return err
 			}
 			defer v.Close()
-			var snaps []vault.SnapshotRecord
-			if len(args) > 0 {
-				seen := map[vault.ID]bool{}
-				for _, ref := range args {
-					s, err := a.findSnapshot(ctx, v, ref, sel)
-					if err != nil {
-						return err
-					}
-					if !seen[s.ID] {
-						seen[s.ID] = true
-						snaps = append(snaps, s)
-					}
-				}
-			} else {
-				all, err := v.Snapshots(ctx)
-				if err != nil {
-					return err
-				}
-				snaps = sel.Select(all)
+			snaps, err := a.selectSnapshots(ctx, v, args, sel)
+			if err != nil {
+				return err
 			}
 			out := statsJSON{Mode: mode, Snapshots: len(snaps), Each: []statsSnapshotJSON{}}
 			bc := &blobCounter{seen: map[statsBlobKey]bool{}, stored: true}

@@ -325,3 +325,29 @@ func listSome(vs []string, n int) string {
 	}
 	return s
 }
+
+// selectSnapshots is the snapshots a command that takes several works on:
+// those refs names (each resolved as findSnapshot does, each once), or
+// with no refs every snapshot sel selects.
+func (a *app) selectSnapshots(ctx context.Context, v conn, refs []string, sel selection) ([]vault.SnapshotRecord, error) {
+	if len(refs) == 0 {
+		all, err := v.Snapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return sel.Select(all), nil
+	}
+	var snaps []vault.SnapshotRecord
+	seen := map[vault.ID]bool{}
+	for _, ref := range refs {
+		s, err := a.findSnapshot(ctx, v, ref, sel)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[s.ID] {
+			seen[s.ID] = true
+			snaps = append(snaps, s)
+		}
+	}
+	return snaps, nil
+}
