@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // TestAttackRepairIndexPlantedPacks: someone with write access to the
@@ -117,6 +114,4 @@ func TestRepairUnderDeletionProtection(t *testing.T) {
 	if _, _, code := coffer(t, e, "check"); code != exitFailure {
 		t.Errorf("check passes with damaged originals live")
 	}
-	_ = vault.ID{}
-	_ = context.Background()
 }
