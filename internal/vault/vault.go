@@ -379,6 +379,49 @@ type SnapshotRecord struct {
 	// vault recorded it; Copy holds what the copier claims of the
 	// original, which this vault cannot verify.
 	Copy *SnapshotCopy
+	// Source, when set, is what the agent that wrote the snapshot found
+	// about its own machine at backup time: the encryption of the volume
+	// each backed-up path lives on, and its encrypted local copies. It is
+	// the writer's report, bound to the snapshot (and so to its host,
+	// writer and server-stamped time), not a fact the vault checked.
+	Source *SourceFacts
+}
+
+// SourceFacts is an agent's report about its own machine, carried by a
+// snapshot.
+type SourceFacts struct {
+	Volumes     []SourceVolume
+	LocalCopies *LocalCopyStatus // nil: the agent keeps no local copies
+}
+
+// Volume encryption states (SourceVolume.Encryption).
+const (
+	VolumeEncrypted   = "encrypted"
+	VolumeUnencrypted = "unencrypted"
+	VolumeUnknown     = "unknown"
+)
+
+// SourceVolume is the volume one backed-up path lives on.
+type SourceVolume struct {
+	Path       string // the path given to backup
+	Mount      string // its mount point
+	Device     string // the block device or file system source, e.g. /dev/mapper/root
+	FSType     string // e.g. ext4, btrfs, tmpfs
+	Encryption string // VolumeEncrypted, VolumeUnencrypted or VolumeUnknown
+	// Method names the encryption layer when encrypted: luks1, luks2,
+	// dm-crypt, fscrypt, ecryptfs, bitlocker, filevault.
+	Method string
+	// Detail says how the answer was found (the device-mapper chain read),
+	// or, when unknown, why it could not be.
+	Detail string
+}
+
+// LocalCopyStatus is an agent's fast-restore cache as it reports it.
+type LocalCopyStatus struct {
+	Keep      int    // snapshots the agent is set to keep locally
+	Held      int    // snapshots held now
+	Encrypted bool   // sealed under a key the vault wraps
+	Cipher    string // e.g. AES-256-GCM
 }
 
 // SnapshotCopy describes the original of a copied snapshot.
