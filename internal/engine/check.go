@@ -82,6 +82,10 @@ func (s *reportSink) warnf(format string, a ...any) {
 func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, error) {
 	rep := &CheckReport{}
 	sink := &reportSink{r: rep}
+	// Check reads every pack's header: it holds the whole index.
+	if err := v.ensureFull(ctx); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
 	if !opt.Subset.IsZero() {
 		opt.ReadData = true
 		rep.Subset = opt.Subset.String()

@@ -30,7 +30,7 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 		return err
 	}
 	if len(legacy) == 0 {
-		return nil
+		return v.keyNewPacks(ctx)
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
@@ -64,6 +64,18 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 		done++
 	}
 	v.log.Info("upgraded the vault's blob index to format 2", "packs", done)
+	return v.keyNewPacks(ctx)
+}
+
+// keyNewPacks records the lookup keys of the packs that have none (keyPacks).
+func (v *Vault) keyNewPacks(ctx context.Context) error {
+	n, err := v.keyPacks(ctx, false, false)
+	if err != nil {
+		return fmt.Errorf("index the vault's packs: %w", err)
+	}
+	if n > 0 {
+		v.log.Info("recorded the lookup keys of the vault's packs", "packs", n)
+	}
 	return nil
 }
 
@@ -128,9 +140,12 @@ func (v *Vault) packsWithBlobs(ctx context.Context) ([]vault.PackRecord, map[vau
 	return packs, blobsOf, err
 }
 
+// loadIndex loads the whole index into v.index and v.condemned, adding
+// to what they hold, and from then on answers lookups from them (v.full).
 func (v *Vault) loadIndex(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.full = true
 	return v.eachPack(ctx, func(p vault.PackRecord, recs []vault.BlobRecord) {
 		m := v.index
 		if !p.Condemned.IsZero() {
