@@ -20,7 +20,11 @@ const backupBudget = 80<<20 + indexBudget
 // MiB). A fixed sum: the heap no longer grows with each blob a backup
 // stores, which made the collector run thousands of times against a limit
 // set from the heap after opening (issue 15).
-const indexBudget = 26 << 20
+const indexBudget = 19<<20 + indexCacheBudget
+
+// indexCacheBudget is the blob index cache's share of indexBudget, all a
+// restore needs of it (it builds no filter).
+const indexCacheBudget = 7 << 20
 
 // remoteBackupBudget is backupBudget's counterpart for a backup into a
 // vault server: no pack buffers (the server packs), but up to five 4 MiB
@@ -32,10 +36,10 @@ const remoteBackupBudget = 110 << 20
 
 // restoreBudget covers a restore's workers: a sealed and a plain buffer
 // each, about two average chunks; and the blob index's cache (the filter
-// is not built for reads), within indexBudget. At 64 MiB the tree set's restore peaked
+// is not built for reads): indexCacheBudget. At 64 MiB the tree set's restore peaked
 // at 83-91 MB RSS, above restic's 78-83 MB; at 52 MiB it peaks at 75 MB
 // and the mixed set's restore is as fast (docs/performance.md).
-const restoreBudget = 52<<20 + indexBudget
+const restoreBudget = 52<<20 + indexCacheBudget
 
 // limitMemory sets a soft heap limit of what is live now (the open vault:
 // keys and settings, no blob index) plus budget, so the garbage collector
