@@ -11,6 +11,8 @@ package engine_test
 import (
 	"bytes"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/engine"
@@ -113,6 +115,15 @@ func TestAttackIndexKeyRedirect(t *testing.T) {
 	v.Close()
 
 	w := reopen(t, f.e, nil)
+	rep, err := w.Check(ctx, engine.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(rep.Errors, func(s string) bool { return strings.Contains(s, "lookup keys of 2 packs") }) {
+		t.Errorf("check does not report the redirected keys: %q", rep.Errors)
+	}
+	w.Close()
+	w = reopen(t, f.e, nil)
 	res, err := w.RepairIndex(ctx, false, "")
 	if err != nil {
 		t.Fatal(err)

@@ -373,6 +373,11 @@ func (v *Vault) keyPacks(ctx context.Context, all, dry bool) (int, error) {
 	}); err != nil {
 		return 0, err
 	}
+	return v.keyPackList(ctx, todo, all, dry)
+}
+
+// keyPackList is keyPacks for the packs todo.
+func (v *Vault) keyPackList(ctx context.Context, todo []vault.ID, all, dry bool) (int, error) {
 	if len(todo) == 0 {
 		return 0, nil
 	}

@@ -20,17 +20,22 @@ import (
 // missing from the store stays without one (it lists no blob; check
 // reports it).
 func (v *Vault) upgradePacks(ctx context.Context) error {
-	var legacy []vault.PackRecord
+	var (
+		legacy  []vault.PackRecord
+		unkeyed []vault.ID
+	)
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
 		if p.Header == nil {
 			legacy = append(legacy, p)
+		} else if !p.Keyed {
+			unkeyed = append(unkeyed, p.ID)
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	if len(legacy) == 0 {
-		return v.keyNewPacks(ctx)
+		return v.keyNewPacks(ctx, unkeyed)
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
@@ -61,15 +66,19 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 		if err := v.opt.Catalog.SetPackHeader(ctx, v.rec.ID, p.ID, sealed); err != nil {
 			return fmt.Errorf("upgrade the blob index: %w", err)
 		}
+		unkeyed = append(unkeyed, p.ID)
 		done++
 	}
 	v.log.Info("upgraded the vault's blob index to format 2", "packs", done)
-	return v.keyNewPacks(ctx)
+	return v.keyNewPacks(ctx, unkeyed)
 }
 
-// keyNewPacks records the lookup keys of the packs that have none (keyPacks).
-func (v *Vault) keyNewPacks(ctx context.Context) error {
-	n, err := v.keyPacks(ctx, false, false)
+// keyNewPacks records the lookup keys of packs ids, which have none.
+func (v *Vault) keyNewPacks(ctx context.Context, ids []vault.ID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	n, err := v.keyPackList(ctx, ids, false, false)
 	if err != nil {
 		return fmt.Errorf("index the vault's packs: %w", err)
 	}
