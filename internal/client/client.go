@@ -1336,6 +1336,17 @@ func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault
 	return out.Record()
 }
 
+// Sources lists each source (host) of the vault with its newest snapshot
+// and newest report about its machine (GET /v1/vaults/{vault}/sources).
+// The strings in it are the agents' own: escape them before showing them.
+func (v *Vault) Sources(ctx context.Context) ([]api.SourceReport, error) {
+	var out []api.SourceReport
+	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/sources", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Snapshots lists the vault's snapshots, oldest first.
 func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
 	var out []api.Snapshot

@@ -105,6 +105,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/key/use-cmk", perm: authn.PermKeyManage, noOpen: true, h: s.keyUseCMK},
 		{pattern: "POST /v1/vaults/{vault}/key/use-pmk", perm: authn.PermKeyManage, h: s.keyUsePMK},
 		{pattern: "POST /v1/vaults/{vault}/sources", perm: authn.PermSourceManage, noOpen: true, h: s.addSource},
+		{pattern: "GET /v1/vaults/{vault}/sources", perm: authn.PermVaultRead, h: s.sources},
 		{pattern: "GET /v1/vaults/{vault}/deleted", perm: authn.PermVaultRead, h: s.deletedSnapshots},
 		{pattern: "POST /v1/vaults/{vault}/forget", perm: authn.PermSnapshotDelete, h: s.forget},
 		{pattern: "POST /v1/vaults/{vault}/undelete", perm: authn.PermSnapshotDelete, h: s.undelete},
@@ -769,6 +770,27 @@ func (s *Server) findSnapshot(q *request) error {
 		return err
 	}
 	writeJSON(q.w, http.StatusOK, api.FromSnapshot(sn))
+	return nil
+}
+
+// sources answers each source (host) of the vault with its newest
+// snapshot and newest report (engine.Sources): what the posture report
+// reads to flag unencrypted and silent sources. A source's token in a
+// vault whose dedup scope is "source" sees only its own.
+func (s *Server) sources(q *request) error {
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
+	states, err := q.vault.Sources(q.ctx, da.keep())
+	if err != nil {
+		return err
+	}
+	out := make([]api.SourceReport, 0, len(states))
+	for _, st := range states {
+		out = append(out, api.NewSourceReport(st.Host, st.Last, st.Report, st.Writer))
+	}
+	writeJSON(q.w, http.StatusOK, out)
 	return nil
 }
 
