@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/authn"
@@ -33,6 +36,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -71,6 +75,10 @@ type Options struct {
 	// Location is the server's time zone for RetentionAt: UTC when nil,
 	// never time.Local implicitly (coffer server passes time.Local).
 	Location *time.Location
+	// Posture is the policy posture reports hold the vaults to (the
+	// recovery point objective, key and check ages); zero fields take
+	// posture's defaults (docs/posture.md).
+	Posture posture.Policy
 }
 
 // Server serves the vaults under one data directory.
@@ -89,6 +97,12 @@ type Server struct {
 
 	audit    *audit.Log     // the tamper-evident audit log (audit.go)
 	auditVK  string         // its checkpoints' verifier key (public)
+	// auditSigner signs the audit checkpoints and the posture reports.
+	auditSigner note.Signer
+	// tlsConfig is the configuration Serve runs with, for the posture
+	// report's TLS checks.
+	tlsConfig  atomic.Pointer[tls.Config]
+	postureDay dayBook // the day each vault's posture was last recorded
 	writers  writerSessions // remote backups' sessions (sessions.go)
 	limiter  limiter        // failed authentications per address (limits.go)
 	anon     limiter        // requests without a token, per address
