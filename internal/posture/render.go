@@ -163,14 +163,14 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 }
 
 var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"v":    visible,
-	"up":   statusWord,
-	"time": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"date": func(t *time.Time) string { return t.UTC().Format("2006-01-02") },
-	"held": heldFor,
-	"join": strings.Join,
-	"cls":  func(s Status) string { return map[Status]string{Pass: "pass", Warn: "warn", Fail: "fail"}[s] + "" },
-	"n":    func(v Vault, s string) int { return v.Counts()[Status(s)] },
+	"v":      visible,
+	"up":     statusWord,
+	"time":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"date":   func(t *time.Time) string { return t.UTC().Format("2006-01-02") },
+	"held":   heldFor,
+	"join":   strings.Join,
+	"cls":    func(s Status) string { return map[Status]string{Pass: "pass", Warn: "warn", Fail: "fail"}[s] + "" },
+	"n":      func(v Vault, s string) int { return v.Counts()[Status(s)] },
 	"signed": signedLine,
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
@@ -190,12 +190,12 @@ th{background:#eee}
 </head>
 <body>
 <h1>Coffer posture report</h1>
-<p class="small">Generated {{time .Generated}} · {{v .Mode}} mode · producer {{v .Producer}}<br>Signature: {{v (signed .)}}</p>
+<p class="small">Generated {{time .Generated}} · {{v .Mode}} mode · producer {{v .Producer}}<br>Signature: {{v (signed .R)}}</p>
 <section id="summary">
 <h2>Summary</h2>
 <table>
 <tr><th>vault</th><th>status</th><th>pass</th><th>warn</th><th>fail</th><th>n/a</th></tr>
-{{range .Vaults}}<tr><td><a href="#vault-{{.ID}}">{{v .Name}}</a></td><td class="{{cls .Status}}"><span class="badge">{{up .Status}}</span></td><td>{{n . "pass"}}</td><td>{{n . "warn"}}</td><td>{{n . "fail"}}</td><td>{{n . "n/a"}}</td></tr>
+{{range .Vaults}}<tr><td><a href="#vault-{{v .ID}}">{{v .Name}}</a></td><td class="{{cls .Status}}"><span class="badge">{{up .Status}}</span></td><td>{{n . "pass"}}</td><td>{{n . "warn"}}</td><td>{{n . "fail"}}</td><td>{{n . "n/a"}}</td></tr>
 {{end}}</table>
 </section>
 <section id="scope">
@@ -203,7 +203,7 @@ th{background:#eee}
 {{range .Scope}}<h3>{{.Layer}}</h3><p>{{.Text}}</p>
 {{end}}</section>
 {{$r := .R}}{{range .Vaults}}
-<section class="vault" id="vault-{{.ID}}">
+<section class="vault" id="vault-{{v .ID}}">
 <h2>Vault {{v .Name}}</h2>
 <p class="small">ID {{v .ID}} · status <span class="badge {{cls .Status}}">{{up .Status}}</span></p>
 <table>

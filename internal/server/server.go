@@ -10,8 +10,8 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,24 +95,24 @@ type Server struct {
 
 	counts treeCountCache // what trees expand to (history.go checkCounts)
 
-	audit    *audit.Log     // the tamper-evident audit log (audit.go)
-	auditVK  string         // its checkpoints' verifier key (public)
+	audit   *audit.Log // the tamper-evident audit log (audit.go)
+	auditVK string     // its checkpoints' verifier key (public)
 	// auditSigner signs the audit checkpoints and the posture reports.
 	auditSigner note.Signer
 	// tlsConfig is the configuration Serve runs with, for the posture
 	// report's TLS checks.
 	tlsConfig  atomic.Pointer[tls.Config]
-	postureDay dayBook // the day each vault's posture was last recorded
-	writers  writerSessions // remote backups' sessions (sessions.go)
-	limiter  limiter        // failed authentications per address (limits.go)
-	anon     limiter        // requests without a token, per address
-	plimiter limiter        // failed logins per principal, from addresses it did not log in from
-	known    knownAddrs     // addresses each principal logged in from
-	pwSlots  chan struct{}  // password hashes running (limits.go)
-	refusals refusalBook    // refused requests counted for the audit log (auditsum.go)
-	decodes  *byteBudget    // bytes uploads hold decoding blobs (limits.go)
-	reads    readBook       // bulk reads and probes counted for the audit log (readsum.go)
-	getQuota tokenBudget    // successful reads audited one by one, per token (readsum.go)
+	postureDay dayBook        // the day each vault's posture was last recorded
+	writers    writerSessions // remote backups' sessions (sessions.go)
+	limiter    limiter        // failed authentications per address (limits.go)
+	anon       limiter        // requests without a token, per address
+	plimiter   limiter        // failed logins per principal, from addresses it did not log in from
+	known      knownAddrs     // addresses each principal logged in from
+	pwSlots    chan struct{}  // password hashes running (limits.go)
+	refusals   refusalBook    // refused requests counted for the audit log (auditsum.go)
+	decodes    *byteBudget    // bytes uploads hold decoding blobs (limits.go)
+	reads      readBook       // bulk reads and probes counted for the audit log (readsum.go)
+	getQuota   tokenBudget    // successful reads audited one by one, per token (readsum.go)
 
 	reqSeq atomic.Uint64
 
