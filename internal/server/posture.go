@@ -240,7 +240,10 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	}
 	for _, e := range checks {
 		p := e.Entry.Params
-		if p["read_data"] != "true" {
+		// Only a check that read all the data and ran to its end counts:
+		// a subset is partial evidence, and a run cut short (a client
+		// that hangs up) must not replace the last complete one.
+		if p["read_data"] != "true" || p["subset"] != "" || p["completed"] != "true" {
 			continue
 		}
 		run := &posture.CheckRun{Time: e.Entry.Time, ReadData: true, Subset: p["subset"], Errors: -1, OK: p["completed"] == "true",
