@@ -102,9 +102,19 @@ func (s *Server) PostureReport(ctx context.Context, name string, since time.Dura
 	s.recordPosture(ctx, rec, now, checks, hist)
 	start := now.Add(-since)
 	r := &posture.Report{Generated: now, Mode: "server", Producer: s.producer(),
-		Policy: posture.ReportPolicy(s.opt.Posture), HistorySince: &start,
+		Policy: posture.ReportPolicy(s.posturePolicy()), HistorySince: &start,
 		Vaults: []posture.Vault{posture.NewVault(rec.Name, rec.ID.String(), checks, hist, now)}}
 	return posture.Seal(r, s.auditSigner)
+}
+
+// posturePolicy is the policy reports hold vaults to: Options.Posture,
+// and for the platform key's age the rotation period the server keeps.
+func (s *Server) posturePolicy() posture.Policy {
+	p := s.opt.Posture
+	if p.KEKMaxAge <= 0 && s.kekRotation() > 0 {
+		p.KEKMaxAge = s.kekRotation()
+	}
+	return p.OrDefaults()
 }
 
 // producer names the server: its certificate's fingerprint.
@@ -150,7 +160,7 @@ func (s *Server) tlsFacts(now time.Time) *posture.TLSFacts {
 // postureFacts reads the facts of vault rec, and its kept records since
 // from.
 func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, from time.Time) (posture.Facts, []posture.Record, error) {
-	f := posture.Facts{Now: now, Policy: s.opt.Posture, Mode: "server", TLS: s.tlsFacts(now), ChecksSrc: posture.SrcAudit + " (check runs)"}
+	f := posture.Facts{Now: now, Policy: s.posturePolicy(), Mode: "server", TLS: s.tlsFacts(now), ChecksSrc: posture.SrcAudit + " (check runs)"}
 	if f.TLS == nil {
 		f.TLSErr = "the server is not serving TLS"
 	}

@@ -2,10 +2,10 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/url"
