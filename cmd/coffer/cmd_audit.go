@@ -370,7 +370,6 @@ verify.`,
 	}
 	cmd.Flags().StringVar(&export, "export", "", "verify this exported archive, offline")
 	cmd.Flags().StringVar(&report, "report", "", "verify this posture report's signature (coffer posture --format json), offline")
-	cmd.Flags().StringVar(&report, "report", "", "verify this posture report's signature (coffer posture --format json), offline")
 	cmd.Flags().StringVar(&dataDir, "data", "", "verify a server's log from its data directory (on the server machine)")
 	cmd.Flags().StringVar(&vkey, "verifier-key", "", "the server's audit verifier key (coffer-audit+…); default: pinned on first verify")
 	cmd.Flags().BoolVar(&acceptNew, "accept-new-key", false, "accept a verifier key other than the pinned one (a rotation you confirmed out of band), and pin it")

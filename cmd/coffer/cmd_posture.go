@@ -77,39 +77,22 @@ Exit 0 when the report was made, whatever its checks say.`,
 			if err != nil {
 				return err
 			}
-			rep, _, err := posture.Open(env)
-			if err != nil {
-				return fmt.Errorf("the server's posture report: %w", err)
-			}
-			var buf bytes.Buffer
-			switch format {
-			case "json":
-				buf.Write(env)
-				if !bytes.HasSuffix(env, []byte("\n")) {
-					buf.WriteByte('\n')
-				}
-			case "html":
-				err = posture.WriteHTML(&buf, rep)
-			case "md":
-				err = posture.WriteMarkdown(&buf, rep)
-			default:
-				err = posture.WriteText(&buf, rep, safeText)
-			}
+			buf, rep, err := renderPosture(format, env)
 			if err != nil {
 				return err
 			}
 			if out != "" {
-				if err := fsutil.WriteFileSync(out, buf.Bytes(), 0o600); err != nil {
+				if err := fsutil.WriteFileSync(out, buf, 0o600); err != nil {
 					return fmt.Errorf("write report: %w", err)
 				}
 				fmt.Fprintf(a.stderr, "posture report (%s) written to %s: %s\n", format, out, strings.ToUpper(string(rep.Worst())))
 				return nil
 			}
 			if format == "json" {
-				_, err = a.jsonStdout.Write(buf.Bytes())
+				_, err = a.jsonStdout.Write(buf)
 				return err
 			}
-			_, err = a.stdout.Write(buf.Bytes())
+			_, err = a.stdout.Write(buf)
 			return err
 		},
 	}
@@ -117,6 +100,32 @@ Exit 0 when the report was made, whatever its checks say.`,
 	cmd.Flags().StringVar(&out, "out", "", "write the report to this file (mode 0600) instead of standard output")
 	cmd.Flags().StringVar(&since, "since", "90d", "history window on a server: when each check changed state, how long each control has held (e.g. 30d, at most 400d)")
 	return cmd
+}
+
+// renderPosture renders the report envelope env in format. The report
+// may come from a hostile server: every value it holds is escaped for
+// the format (text through safeText, HTML by html/template, Markdown by
+// posture's escaper); JSON is the envelope as received.
+func renderPosture(format string, env []byte) ([]byte, *posture.Report, error) {
+	rep, _, err := posture.Open(env)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the posture report: %w", err)
+	}
+	var buf bytes.Buffer
+	switch format {
+	case "json":
+		buf.Write(env)
+		if !bytes.HasSuffix(env, []byte("\n")) {
+			buf.WriteByte('\n')
+		}
+	case "html":
+		err = posture.WriteHTML(&buf, rep)
+	case "md":
+		err = posture.WriteMarkdown(&buf, rep)
+	default:
+		err = posture.WriteText(&buf, rep, safeText)
+	}
+	return buf.Bytes(), rep, err
 }
 
 // localPosture computes the selected local vault's report, unsigned.

@@ -111,7 +111,10 @@ func md(s string) string {
 			b.WriteString("&gt;")
 		case '&':
 			b.WriteString("&amp;")
-		case '\\', '`', '*', '_', '{', '}', '[', ']', '(', ')', '#', '+', '-', '.', '!', '|', '~', '"', '\'', ':', '=':
+		case '\\', '`', '*', '_', '{', '}', '[', ']', '(', ')', '!', '|', '~', '.', ':':
+			// '.' and ':' too: GFM turns www.x and http://x into links.
+			// A value never starts a line (line breaks are escaped), so
+			// the line-start marks (#, -, +, 1.) need nothing.
 			b.WriteByte('\\')
 			b.WriteRune(r)
 		default:
