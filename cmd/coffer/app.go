@@ -166,6 +166,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.AddCommand(newCatCmd(a))
 	root.AddCommand(newStatsCmd(a))
 	root.AddCommand(newAgentCmd(a))
+	root.AddCommand(newPostureCmd(a))
 	root.Version = version
 	root.Flags().Bool("version", false, "print coffer's version")
 	root.SetVersionTemplate("coffer {{.Version}}\n")

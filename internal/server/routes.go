@@ -115,6 +115,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/vaults/{vault}/settings", perm: authn.PermVaultRead, h: s.settings},
 		{pattern: "POST /v1/vaults/{vault}/settings", perm: authn.PermVaultSettings, h: s.changeSettings},
 		{pattern: "GET /v1/vaults/{vault}/events", perm: authn.PermVaultRead, h: s.vaultEvents},
+		{pattern: "GET /v1/vaults/{vault}/posture", perm: authn.PermPostureRead, noOpen: true, h: s.posture},
 		{pattern: "GET /v1/requests", perm: authn.PermRequestRead, h: s.listRequests},
 		{pattern: "POST /v1/requests/{id}/approve", perm: authn.PermRequestDecide, h: s.approve},
 		{pattern: "POST /v1/requests/{id}/reject", perm: authn.PermRequestDecide, h: s.reject},
@@ -863,6 +864,12 @@ func (s *Server) check(q *request) error {
 	rc := http.NewResponseController(q.w)
 	rc.SetWriteDeadline(time.Time{})
 	opt := engine.CheckOptions{ReadData: body.ReadData}
+	// What the posture report reads of a check run (posture.go): whether
+	// it read the data, which subset, whether it finished, what it found.
+	q.note("read_data", strconv.FormatBool(body.ReadData || body.ReadDataSubset != ""))
+	if body.ReadDataSubset != "" {
+		q.note("subset", body.ReadDataSubset)
+	}
 	if body.ReadDataSubset != "" {
 		sub, err := engine.ParseReadSubset(body.ReadDataSubset)
 		if err != nil {
@@ -900,6 +907,8 @@ func (s *Server) check(q *request) error {
 		enc.Encode(api.CheckEvent{Error: &api.Error{Code: code, Message: err.Error()}})
 		return errAnswered
 	}
+	q.note("completed", "true")
+	q.note("errors", strconv.Itoa(len(rep.Errors)))
 	out := api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
 		Trees: rep.Trees, BytesRead: rep.BytesRead, Subset: rep.Subset, PacksRead: rep.PacksRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
 	for _, u := range rep.Damaged {
