@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"io/fs"
 	"os"
@@ -37,10 +38,12 @@ func newDamageFixture(t *testing.T) *damageFixture {
 		id vault.ID
 	}
 	var keys []key
-	v.EachBlob(func(bt vault.BlobType, id vault.ID, _ uint32) bool {
+	if err := v.EachBlob(context.Background(), func(bt vault.BlobType, id vault.ID, _ uint32) bool {
 		keys = append(keys, key{bt, id})
 		return true
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, k := range keys {
 		b, _ := v.Lookup(k.t, k.id)
 		p := b.Pack.String()

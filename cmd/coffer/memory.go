@@ -5,12 +5,26 @@ import (
 	"runtime/debug"
 )
 
-// backupBudget is the memory a backup's pipeline needs beyond what the
-// open vault holds (its blob index): two 17 MiB pack buffers (one filling,
-// one being written or spare), four 3.25 MiB chunk buffers held by or kept
-// for the two chunkers, 16 MiB of chunks in flight and zstd state. See
-// docs/performance.md.
-const backupBudget = 80 << 20
+// backupBudget is the memory a backup needs beyond what the open vault
+// holds: the pipeline's 80 MiB (two 17 MiB pack buffers, one filling, one
+// being written or spare; four 3.25 MiB chunk buffers held by or kept for
+// the two chunkers; 16 MiB of chunks in flight and zstd state) and the
+// blob index's (indexBudget). See docs/performance.md.
+const backupBudget = 80<<20 + indexBudget
+
+// indexBudget is what the blob index of a local vault may take while a
+// backup or restore runs: it is not loaded when the vault opens but
+// queried, through a filter of 1.25 bytes a blob built on the first dedup
+// probe (19 MiB at 10 million blobs, 10 TB of 1 MiB chunks, with room for
+// half as many again) and a cache of at most 65,536 records (about 6.5
+// MiB). A fixed sum: the heap no longer grows with each blob a backup
+// stores, which made the collector run thousands of times against a limit
+// set from the heap after opening (issue 15).
+const indexBudget = 19<<20 + indexCacheBudget
+
+// indexCacheBudget is the blob index cache's share of indexBudget, all a
+// restore needs of it (it builds no filter).
+const indexCacheBudget = 7 << 20
 
 // remoteBackupBudget is backupBudget's counterpart for a backup into a
 // vault server: no pack buffers (the server packs), but up to five 4 MiB
@@ -21,14 +35,15 @@ const backupBudget = 80 << 20
 const remoteBackupBudget = 110 << 20
 
 // restoreBudget covers a restore's workers: a sealed and a plain buffer
-// each, about two average chunks. At 64 MiB the tree set's restore peaked
+// each, about two average chunks; and the blob index's cache (the filter
+// is not built for reads): indexCacheBudget. At 64 MiB the tree set's restore peaked
 // at 83-91 MB RSS, above restic's 78-83 MB; at 52 MiB it peaks at 75 MB
 // and the mixed set's restore is as fast (docs/performance.md).
-const restoreBudget = 52 << 20
+const restoreBudget = 52<<20 + indexCacheBudget
 
-// limitMemory sets a soft heap limit of what is live now plus budget, so
-// the garbage collector runs before the heap doubles (GOGC's default)
-// instead of after. Users override it with GOMEMLIMIT. The
+// limitMemory sets a soft heap limit of what is live now (the open vault:
+// keys and settings, no blob index) plus budget, so the garbage collector
+// runs before the heap doubles (GOGC's default) instead of after. Users override it with GOMEMLIMIT. The
 // runtime caps the GC's CPU share if the live heap outgrows the limit, so a
 // low limit costs time, never failure.
 func (a *app) limitMemory(budget int64) {

@@ -6,6 +6,7 @@ package engine_test
 // would, and the vault must notice and say what is wrong.
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -372,10 +373,13 @@ func integerCells(t *testing.T, db *sql.DB) []cell {
 func TestAttackPackHeaderCopy(t *testing.T) {
 	e := newEnv(t, nil)
 	v := create(t, e)
-	save(t, v, randBytes(1, 1000))
-	flush(t, v)
-	save(t, v, randBytes(2, 2000))
-	flush(t, v)
+	data := [][]byte{randBytes(1, 1000), randBytes(2, 2000)}
+	var blobs []vault.ID
+	for _, d := range data {
+		id, _ := save(t, v, d)
+		blobs = append(blobs, id)
+		flush(t, v)
+	}
 	v.Close()
 	db := attackerSQL(t, e)
 	var ids [][]byte
@@ -393,9 +397,31 @@ func TestAttackPackHeaderCopy(t *testing.T) {
 		t.Fatalf("%d packs", len(ids))
 	}
 	execSQL(t, db, `UPDATE packs SET header = (SELECT header FROM packs WHERE id = ?) WHERE id = ?`, ids[1], ids[0])
-	_, err = engine.Open(ctx, e.opts())
-	if want := fmt.Sprintf("pack %x", ids[0]); err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, vault.ErrCorrupt) {
-		t.Errorf("Open with a swapped header copy: %v; want ErrCorrupt naming %s", err, want)
+	// The index is not loaded at open (it is queried): the swapped copy
+	// is found out by whatever reads the blobs it lists, which fails
+	// naming the pack, and by check; the other pack's blob still reads.
+	w, err := engine.Open(ctx, e.opts())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer w.Close()
+	want := fmt.Sprintf("pack %x", ids[0])
+	failed := 0
+	for i, id := range blobs {
+		got, err := w.LoadBlob(ctx, vault.DataBlob, id, nil)
+		switch {
+		case err == nil && bytes.Equal(got, data[i]):
+		case err != nil && strings.Contains(err.Error(), want) && errors.Is(err, vault.ErrCorrupt):
+			failed++
+		default:
+			t.Errorf("LoadBlob(%s) with a swapped header copy: %v; want its bytes or ErrCorrupt naming %s", id.Short(), err, want)
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d blobs failed to load, want the one of pack %x", failed, ids[0])
+	}
+	if _, err := w.Check(ctx, engine.CheckOptions{}); err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("Check with a swapped header copy: %v; want ErrCorrupt naming %s", err, want)
 	}
 }
 

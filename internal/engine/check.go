@@ -82,6 +82,18 @@ func (s *reportSink) warnf(format string, a ...any) {
 func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, error) {
 	rep := &CheckReport{}
 	sink := &reportSink{r: rep}
+	// Check reads every pack's header: it holds the whole index.
+	if err := v.ensureFull(ctx); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	// Every blob must be found by its lookup key (docs/format.md §4.2):
+	// a missing or misdirected key makes it unreadable to a reader that
+	// queries the index.
+	if n, err := v.keyPacks(ctx, true, true); err != nil {
+		sink.errorf("index: %v", err)
+	} else if n > 0 {
+		sink.errorf("index: the catalog's lookup keys of %d packs do not match their sealed headers, so some of their blobs cannot be found; run coffer repair index", n)
+	}
 	if !opt.Subset.IsZero() {
 		opt.ReadData = true
 		rep.Subset = opt.Subset.String()

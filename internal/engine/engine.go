@@ -10,6 +10,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -95,8 +96,21 @@ type Vault struct {
 	sealedBufs sync.Pool // *[]byte for sealed blobs being read
 	log        *slog.Logger
 
-	mu    sync.Mutex
+	// idxBlock is the index key (blobindex.go's lookupKey).
+	idxBlock cipher.Block
+
+	mu sync.Mutex
+	// index holds the whole index once full is set (loadIndex, for
+	// prune, check and repair); until then blobs are found through the
+	// catalog's lookup keys, filter and cache (blobindex.go).
 	index map[blobKey]vault.BlobRecord
+	full  bool
+	// filter answers "not stored" without a query once built;
+	// filterFresh collects the keys stored while it is (re)built.
+	filter      *blobFilter
+	filterFresh []uint64
+	filterMu    sync.Mutex // serialises filter builds
+	cache       recordCache
 	// condemned holds the blobs of packs prune found unused: readable
 	// (a snapshot saved meanwhile may name them, and prune then reprieves
 	// the pack), but never deduplicated against, so that nothing new
@@ -405,10 +419,9 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 		v.Close()
 		return nil, err
 	}
-	if err := v.loadIndex(ctx); err != nil {
-		v.Close()
-		return nil, err
-	}
+	// The blob index is not loaded: lookups query the catalog
+	// (blobindex.go), so that listing snapshots or a tree costs memory
+	// bounded by the work, not by the vault (docs/performance.md).
 	return v, nil
 }
 
@@ -470,6 +483,7 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 		Chunker:    v.cfg.Chunker,
 	}
 	v.hasher = format.NewIDHasher(v.dedup.ChunkIDKey)
+	v.idxBlock = newIndexBlock(root, v.rec.ID)
 	v.keepDomainBase(root)
 	return nil
 }
@@ -516,16 +530,35 @@ func (v *Vault) dekFor(ctx context.Context) (func(uint32) (seal.Key, error), err
 	return ks.dek, nil
 }
 
-// Has reports whether the vault holds (or is storing) blob t/id.
+// Has reports whether the vault holds (or is storing) blob t/id in a
+// pack that is not condemned: whether a backup may deduplicate against
+// it. A catalog that cannot be read, or a header copy that does not
+// open, makes it report false and fails the vault's next write (the
+// error is sticky): a blob stored again is a duplicate, never a loss.
 func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 	k := blobKey{id, t}
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.index[k]; ok {
+	if _, ok := v.pending[k]; ok {
+		v.mu.Unlock()
 		return true
 	}
-	_, ok := v.pending[k]
-	return ok
+	if v.full {
+		_, ok := v.index[k]
+		v.mu.Unlock()
+		return ok
+	}
+	v.mu.Unlock()
+	ctx := context.Background()
+	if err := v.ensureFilter(ctx); err != nil {
+		v.setErr(err)
+		return false
+	}
+	_, condemned, ok, err := v.lookupIndex(ctx, t, id, true)
+	if err != nil {
+		v.setErr(err)
+		return false
+	}
+	return ok && !condemned
 }
 
 // SaveBlob stores a blob given its plaintext p as made by Codec.Encode
@@ -548,11 +581,10 @@ func (v *Vault) saveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 		return false, fmt.Errorf("save blob: %d bytes exceeds the %d-byte blob limit", rawLen, format.MaxBlobRawSize)
 	}
 	k := blobKey{id, t}
-	v.mu.Lock()
-	if _, ok := v.index[k]; ok && !again {
-		v.mu.Unlock()
+	if !again && v.Has(t, id) {
 		return false, nil
 	}
+	v.mu.Lock()
 	if _, ok := v.pending[k]; ok {
 		v.mu.Unlock()
 		return false, nil
@@ -711,19 +743,20 @@ func (v *Vault) storePack(ctx context.Context, w *format.PackWriter, released fu
 	}
 	// The catalog lists the pack's blobs only in a copy of its sealed
 	// header, never their sizes in plaintext (docs/format.md §4.1).
-	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: w.DEKVersion(), Blobs: len(entries), Created: v.opt.Now().UTC(),
-		Header: header}
 	recs := make([]vault.BlobRecord, len(entries))
 	for i, e := range entries {
 		recs[i] = vault.BlobRecord{ID: e.ID, Type: e.Type, Pack: id, Offset: e.Offset, Length: e.Length, RawLen: e.RawLen}
 	}
+	// With its blobs' lookup keys (docs/format.md §4.2), in the same
+	// transaction: readers find the blobs by them.
+	keys := v.keysOf(recs)
+	pr := vault.PackRecord{ID: id, Size: int64(size), DEKVersion: w.DEKVersion(), Blobs: len(entries), Created: v.opt.Now().UTC(),
+		Header: header, Keys: keys}
 	if err := v.opt.Catalog.AddPack(ctx, v.rec.ID, pr, nil); err != nil {
 		return fmt.Errorf("catalog pack %s: %w", id, err)
 	}
 	v.mu.Lock()
-	for _, r := range recs {
-		v.index[blobKey{r.ID, r.Type}] = r
-	}
+	v.noteStored(recs, keys)
 	v.mu.Unlock()
 	v.added.Add(uint64(size))
 	return nil
@@ -864,34 +897,65 @@ func saveTree(ctx context.Context, v *Vault, idOf func([]byte) vault.ID, t *form
 	return id, err
 }
 
-// EachBlob calls fn for every indexed blob until fn returns false. The
+// EachBlob calls fn for every indexed blob until fn returns false,
+// loading the whole index first (its memory grows with the vault). The
 // index lock is held meanwhile: fn must not call the vault.
-func (v *Vault) EachBlob(fn func(t vault.BlobType, id vault.ID, rawLen uint32) bool) {
+func (v *Vault) EachBlob(ctx context.Context, fn func(t vault.BlobType, id vault.ID, rawLen uint32) bool) error {
+	if err := v.ensureFull(ctx); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for k, r := range v.index {
 		if !fn(k.t, k.id, r.RawLen) {
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
-// Lookup returns where blob t/id is stored.
+// Lookup returns where blob t/id is stored (in a live pack if it is in
+// one, else in a condemned one). A lookup that fails (the catalog cannot
+// be read, a header copy does not open) reports it absent; lookup says
+// why.
 func (v *Vault) Lookup(t vault.BlobType, id vault.ID) (vault.BlobRecord, bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	r, ok := v.index[blobKey{id, t}]
-	if !ok {
-		r, ok = v.condemned[blobKey{id, t}]
-	}
+	r, ok, _ := v.lookup(context.Background(), t, id)
 	return r, ok
+}
+
+// lookup is Lookup with the error that made it fail.
+func (v *Vault) lookup(ctx context.Context, t vault.BlobType, id vault.ID) (vault.BlobRecord, bool, error) {
+	v.mu.Lock()
+	if v.full {
+		defer v.mu.Unlock()
+		r, ok := v.index[blobKey{id, t}]
+		if !ok {
+			r, ok = v.condemned[blobKey{id, t}]
+		}
+		return r, ok, nil
+	}
+	v.mu.Unlock()
+	r, _, ok, err := v.lookupIndex(ctx, t, id, false)
+	return r, ok, err
+}
+
+// mustLookup is lookup that reports a blob it does not find as an error.
+func (v *Vault) mustLookup(ctx context.Context, t vault.BlobType, id vault.ID) (vault.BlobRecord, error) {
+	r, ok, err := v.lookup(ctx, t, id)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return r, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	}
+	return r, nil
 }
 
 // BlobSize returns the raw length of blob t/id.
 func (v *Vault) BlobSize(t vault.BlobType, id vault.ID) (uint32, error) {
-	r, ok := v.Lookup(t, id)
-	if !ok {
-		return 0, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	r, err := v.mustLookup(context.Background(), t, id)
+	if err != nil {
+		return 0, err
 	}
 	return r.RawLen, nil
 }
@@ -934,9 +998,9 @@ func (v *Vault) LoadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 
 // loadBlob is LoadBlob checking the ID with idOf.
 func (v *Vault) loadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte, idOf func([]byte) vault.ID) ([]byte, error) {
-	r, ok := v.Lookup(t, id)
-	if !ok {
-		return nil, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	r, err := v.mustLookup(ctx, t, id)
+	if err != nil {
+		return nil, err
 	}
 	o, err := v.opener(ctx, r.Pack)
 	if err != nil {
@@ -974,9 +1038,9 @@ func (v *Vault) LoadEncoded(ctx context.Context, t vault.BlobType, id vault.ID, 
 // the one way to prove that a blob belongs to h's dedup domain, whose
 // key alone makes its content hash to its ID (docs/format.md §1.3).
 func (v *Vault) LoadEncodedVerified(ctx context.Context, t vault.BlobType, id vault.ID, dst []byte, h *format.IDHasher, scratch *[]byte) ([]byte, uint32, error) {
-	r, ok := v.Lookup(t, id)
-	if !ok {
-		return nil, 0, fmt.Errorf("%s blob %s: %w in the index", t, id, vault.ErrNotFound)
+	r, err := v.mustLookup(ctx, t, id)
+	if err != nil {
+		return nil, 0, err
 	}
 	o, err := v.opener(ctx, r.Pack)
 	if err != nil {

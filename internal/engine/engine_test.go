@@ -587,10 +587,12 @@ func catalogBlobs(t *testing.T, e *env) []vault.BlobRecord {
 		id vault.ID
 	}
 	var keys []key
-	w.EachBlob(func(bt vault.BlobType, id vault.ID, _ uint32) bool {
+	if err := w.EachBlob(ctx, func(bt vault.BlobType, id vault.ID, _ uint32) bool {
 		keys = append(keys, key{bt, id})
 		return true
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	var out []vault.BlobRecord
 	for _, k := range keys {
 		r, _ := w.Lookup(k.t, k.id)

@@ -20,17 +20,22 @@ import (
 // missing from the store stays without one (it lists no blob; check
 // reports it).
 func (v *Vault) upgradePacks(ctx context.Context) error {
-	var legacy []vault.PackRecord
+	var (
+		legacy  []vault.PackRecord
+		unkeyed []vault.ID
+	)
 	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
 		if p.Header == nil {
 			legacy = append(legacy, p)
+		} else if !p.Keyed {
+			unkeyed = append(unkeyed, p.ID)
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	if len(legacy) == 0 {
-		return nil
+		return v.keyNewPacks(ctx, unkeyed)
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
@@ -61,9 +66,25 @@ func (v *Vault) upgradePacks(ctx context.Context) error {
 		if err := v.opt.Catalog.SetPackHeader(ctx, v.rec.ID, p.ID, sealed); err != nil {
 			return fmt.Errorf("upgrade the blob index: %w", err)
 		}
+		unkeyed = append(unkeyed, p.ID)
 		done++
 	}
 	v.log.Info("upgraded the vault's blob index to format 2", "packs", done)
+	return v.keyNewPacks(ctx, unkeyed)
+}
+
+// keyNewPacks records the lookup keys of packs ids, which have none.
+func (v *Vault) keyNewPacks(ctx context.Context, ids []vault.ID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	n, err := v.keyPackList(ctx, ids, false, false)
+	if err != nil {
+		return fmt.Errorf("index the vault's packs: %w", err)
+	}
+	if n > 0 {
+		v.log.Info("recorded the lookup keys of the vault's packs", "packs", n)
+	}
 	return nil
 }
 
@@ -128,9 +149,12 @@ func (v *Vault) packsWithBlobs(ctx context.Context) ([]vault.PackRecord, map[vau
 	return packs, blobsOf, err
 }
 
+// loadIndex loads the whole index into v.index and v.condemned, adding
+// to what they hold, and from then on answers lookups from them (v.full).
 func (v *Vault) loadIndex(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.full = true
 	return v.eachPack(ctx, func(p vault.PackRecord, recs []vault.BlobRecord) {
 		m := v.index
 		if !p.Condemned.IsZero() {

@@ -31,11 +31,14 @@ type RepairIndexResult struct {
 	// Left: packs whose own header does not open (truncated, damaged):
 	// nothing is changed for them; check names them.
 	Left []string
+	// Rekeyed: packs whose lookup keys in the catalog (docs/format.md
+	// §4.2) differed from their sealed header's and were written again.
+	Rekeyed int
 }
 
 // Changed reports whether the index needed (or got) a change.
 func (r *RepairIndexResult) Changed() bool {
-	return len(r.Added)+len(r.Fixed)+len(r.Removed) > 0
+	return len(r.Added)+len(r.Fixed)+len(r.Removed)+r.Rekeyed > 0
 }
 
 // packHeaderInStore reads pack id's own sealed header from the store and
@@ -52,7 +55,11 @@ func (v *Vault) packHeaderInStore(ctx context.Context, id vault.ID, size int64, 
 	if _, err := ra.ReadAt(pre[:], 0); err != nil {
 		return vault.PackRecord{}, fmt.Errorf("pack %s: read prefix: %w", id, err)
 	}
-	return vault.PackRecord{ID: id, Size: size, DEKVersion: binary.LittleEndian.Uint32(pre[8:12]), Blobs: len(entries), Header: sealed}, nil
+	keys := make([]uint64, len(entries))
+	for i, e := range entries {
+		keys[i] = v.lookupKey(e.Type, e.ID)
+	}
+	return vault.PackRecord{ID: id, Size: size, DEKVersion: binary.LittleEndian.Uint32(pre[8:12]), Blobs: len(entries), Header: sealed, Keys: keys}, nil
 }
 
 // RepairIndex rebuilds the catalog's blob index from the packs in the
@@ -138,8 +145,22 @@ func (v *Vault) RepairIndex(ctx context.Context, dryRun bool, principal string) 
 		sort.Slice(l, func(i, j int) bool { return bytes.Compare(l[i][:], l[j][:]) < 0 })
 	}
 	sort.Strings(res.Left)
-	if dryRun || !res.Changed() {
+	if dryRun {
+		n, err := v.keyPacks(ctx, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("repair index: %w", err)
+		}
+		res.Rekeyed = n
 		return res, nil
+	}
+	if !res.Changed() {
+		n, err := v.keyPacks(ctx, true, false)
+		if err != nil {
+			return nil, fmt.Errorf("repair index: %w", err)
+		}
+		if res.Rekeyed = n; n == 0 {
+			return res, nil
+		}
 	}
 	for id, c := range changes {
 		if c.remove {
@@ -158,10 +179,17 @@ func (v *Vault) RepairIndex(ctx context.Context, dryRun bool, principal string) 
 			}
 		}
 	}
+	if res.Rekeyed == 0 {
+		n, err := v.keyPacks(ctx, true, false)
+		if err != nil {
+			return nil, fmt.Errorf("repair index: %w", err)
+		}
+		res.Rekeyed = n
+	}
 	if err := v.reloadIndex(ctx); err != nil {
 		return nil, err
 	}
-	if err := v.event(ctx, principal, vault.EventRepair, fmt.Sprintf("repair index: %d packs added, %d records fixed, %d records of missing packs removed", len(res.Added), len(res.Fixed), len(res.Removed)), true); err != nil {
+	if err := v.event(ctx, principal, vault.EventRepair, fmt.Sprintf("repair index: %d packs added, %d records fixed, %d records of missing packs removed, lookup keys of %d packs rewritten", len(res.Added), len(res.Fixed), len(res.Removed), res.Rekeyed), true); err != nil {
 		return res, fmt.Errorf("the index was repaired, but: %w", err)
 	}
 	return res, nil

@@ -13,14 +13,12 @@ import (
 func (v *Vault) Stored(t vault.BlobType, id vault.ID) bool {
 	k := blobKey{id, t}
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.index[k]; ok {
+	_, ok := v.pending[k]
+	v.mu.Unlock()
+	if ok {
 		return true
 	}
-	if _, ok := v.pending[k]; ok {
-		return true
-	}
-	_, ok := v.condemned[k]
+	_, ok = v.Lookup(t, id)
 	return ok
 }
 

@@ -25,6 +25,8 @@ const (
 	// Format 2 (docs/format.md §7.1, §7.3).
 	LabelKeyringMAC = "coffer/v2/keyring-mac"
 	LabelRootCommit = "coffer/v2/root-commit"
+	// The key of the blobs' lookup keys in the catalog (§4.2).
+	LabelIndexKey = "coffer/v2/index-key"
 )
 
 // KeySize is the size of every key and secret.

@@ -75,6 +75,9 @@ func TestLabels(t *testing.T) {
 		{seal.LabelPack, "coffer/v1/pack"},
 		{seal.LabelSnapshot, "coffer/v1/snapshot"},
 		{seal.LabelWrap, specLabelWrap},
+		{seal.LabelKeyringMAC, "coffer/v2/keyring-mac"},
+		{seal.LabelRootCommit, "coffer/v2/root-commit"},
+		{seal.LabelIndexKey, "coffer/v2/index-key"},
 	} {
 		if c.got != c.want {
 			t.Errorf("label %q, spec says %q", c.got, c.want)

@@ -603,10 +603,12 @@ func (s *Server) index(q *request) error {
 		return fmt.Errorf("%w: vault %s's dedup scope is \"source\": a source's token reads the index of one of its snapshots (?snapshot=ID)", api.ErrForbidden, q.name)
 	}
 	var buf []byte
-	q.vault.EachBlob(func(t vault.BlobType, id vault.ID, rawLen uint32) bool {
+	if err := q.vault.EachBlob(q.ctx, func(t vault.BlobType, id vault.ID, rawLen uint32) bool {
 		buf = api.AppendIndexEntry(buf, api.Ref{Type: t, ID: id}, rawLen)
 		return true
-	})
+	}); err != nil {
+		return err
+	}
 	q.w.Header().Set("Content-Type", api.ContentBinary)
 	q.w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
 	q.w.Write(buf)

@@ -330,6 +330,14 @@ type PackRecord struct {
 	// sizes they reveal). Nil for a pack recorded by format 1, whose
 	// blobs Blobs lists until a key holder upgrades the vault.
 	Header []byte
+	// Keys are the lookup keys of the pack's blobs (docs/format.md §4.2):
+	// a keyed pseudo-random function of each blob's type and ID that
+	// tells neither, by which a reader finds the packs that may hold a
+	// blob without loading the whole index. AddPack stores them with the
+	// pack when set; Packs and Pack leave them nil and report Keyed.
+	Keys []uint64
+	// Keyed reports that the catalog holds the pack's lookup keys.
+	Keyed bool
 	// Condemned is when prune found no snapshot needing the pack; zero
 	// for a pack in use. A condemned pack's blobs are left out of the
 	// index a vault opened later loads, and the pack is deleted once
@@ -595,6 +603,21 @@ type Catalog interface {
 	// Blobs calls fn for every blob of vault. A blob may appear more than
 	// once (in different packs) when concurrent backups stored it twice.
 	Blobs(ctx context.Context, vault ID, fn func(BlobRecord) error) error
+	// Pack returns pack id of vault (Header, Keyed and Condemned set), or
+	// ErrNotFound.
+	Pack(ctx context.Context, vault, id ID) (PackRecord, error)
+	// PacksByKey calls fn once for every pair of one of keys and a pack
+	// of vault recorded with that lookup key, in no particular order;
+	// nothing for a key no pack has. Duplicate keys are allowed. It is
+	// how a reader finds a blob without loading the index: the pairs are
+	// hints, which the reader checks against the pack's sealed header.
+	PacksByKey(ctx context.Context, vault ID, keys []uint64, fn func(key uint64, pack ID) error) error
+	// PackKeys calls fn with the lookup keys of every keyed pack of
+	// vault (the order of the keys within a pack is the order given).
+	PackKeys(ctx context.Context, vault ID, fn func(pack ID, keys []uint64) error) error
+	// SetPackKeys records the lookup keys of pack id, replacing any it
+	// has; ErrNotFound if there is no such pack.
+	SetPackKeys(ctx context.Context, vault, id ID, keys []uint64) error
 
 	// AddSnapshot records a snapshot; ErrExists if its ID is present.
 	AddSnapshot(ctx context.Context, vault ID, s SnapshotRecord) error
@@ -706,8 +729,8 @@ type Catalog interface {
 	// CondemnPack marks pack id as unused since at (zero: in use again);
 	// ErrNotFound if there is no such pack. Packs reports it.
 	CondemnPack(ctx context.Context, vault, id ID, at time.Time) error
-	// RemovePack deletes pack id's record and its blobs' records, in one
-	// transaction; ErrNotFound if there is no such pack.
+	// RemovePack deletes pack id's record, its blobs' records and its
+	// lookup keys, in one transaction; ErrNotFound if there is no such pack.
 	RemovePack(ctx context.Context, vault, id ID) error
 
 	// Settings returns vault's deletion-protection settings; the

@@ -49,6 +49,7 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"VaultNotFound", testVaultNotFound},
 		{"PackRoundTrip", testPackRoundTrip},
 		{"BlobInTwoPacks", testBlobInTwoPacks},
+		{"PackKeys", testPackKeys},
 		{"DuplicatePack", testDuplicatePack},
 		{"VaultScoping", testVaultScoping},
 		{"SnapshotRoundTrip", testSnapshotRoundTrip},

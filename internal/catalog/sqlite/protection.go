@@ -100,7 +100,10 @@ func (c *Catalog) CondemnPack(ctx context.Context, vaultID, id vault.ID, at time
 // ErrNotFound if there is no such pack.
 func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
 	err := c.write(ctx, func(tx *sql.Tx) error {
-		// Blobs first: they reference the pack.
+		// Blobs and keys first: they reference the pack.
+		if err := deleteKeys(ctx, tx, vaultID, id, false); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE vault = ? AND pack = ?`, vaultID[:], id[:]); err != nil {
 			return err
 		}

@@ -216,6 +216,9 @@ var migrations = [][]string{
 	{
 		`ALTER TABLE snapshots ADD COLUMN copy BLOB CHECK (copy IS NULL OR length(copy) = 72)`,
 	},
+	// 14: the packs' lookup keys, by which a reader finds a blob without
+	// loading the index (packkeys.go, docs/format.md §4.2).
+	migrationPackKeys,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

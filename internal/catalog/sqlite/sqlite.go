@@ -330,6 +330,9 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 				return err
 			}
 		}
+		if p.Keys != nil {
+			return insertKeys(ctx, tx, vaultID, p.ID, p.Keys)
+		}
 		return nil
 	})
 	switch {
@@ -350,7 +353,8 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 // Packs calls fn for every pack of vault, ordered by ID, condemned ones
 // included. An error from fn stops the iteration and is returned as is.
 func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, size, dek_version, blobs, created, condemned, header FROM packs WHERE vault = ? ORDER BY id`, vaultID[:])
+	rows, err := c.db.QueryContext(ctx, `SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, k.num IS NOT NULL
+		FROM packs p LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id WHERE p.vault = ? ORDER BY p.id`, vaultID[:])
 	if err != nil {
 		return fmt.Errorf("list packs: %w", err)
 	}
@@ -360,12 +364,13 @@ func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.Pac
 		size, dek, nblob, create int64
 		condemned                sql.NullInt64
 		header                   []byte
+		keyed                    bool
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned, &header); err != nil {
+		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned, &header, &keyed); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
-		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned), Header: header}
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned), Header: header, Keyed: keyed}
 		if err := scanID(&p.ID, id); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
@@ -809,6 +814,8 @@ func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Tim
 			return vault.ErrNotFound
 		}
 		for _, q := range []string{
+			`DELETE FROM blob_keys WHERE num IN (SELECT num FROM pack_keys WHERE vault = ?)`,
+			`DELETE FROM pack_keys WHERE vault = ?`,
 			`DELETE FROM blobs WHERE vault = ?`,
 			`DELETE FROM packs WHERE vault = ?`,
 			`DELETE FROM snapshots WHERE vault = ?`,

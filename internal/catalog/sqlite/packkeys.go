@@ -1,0 +1,252 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// This file holds the packs' lookup keys (docs/format.md §4.2): for each
+// keyed pack a row of pack_keys numbering it and holding its keys, and
+// one row of blob_keys per key, clustered by key, so that finding the
+// packs that may hold a blob is one index probe and building a vault's
+// filter is one scan of pack_keys.
+//
+// Packs are referred to by an explicit INTEGER PRIMARY KEY, which VACUUM
+// (SetPackHeader compacts the file) keeps, unlike an implicit rowid.
+var migrationPackKeys = []string{
+	`CREATE TABLE pack_keys (
+		num   INTEGER PRIMARY KEY,
+		vault BLOB    NOT NULL,
+		pack  BLOB    NOT NULL,
+		keys  BLOB    NOT NULL CHECK (length(keys) % 8 = 0),
+		UNIQUE (vault, pack),
+		FOREIGN KEY (vault, pack) REFERENCES packs (vault, id)
+	) STRICT`,
+	`CREATE TABLE blob_keys (
+		key INTEGER NOT NULL,
+		num INTEGER NOT NULL,
+		PRIMARY KEY (key, num)
+	) STRICT, WITHOUT ROWID`,
+}
+
+func encodeKeys(keys []uint64) []byte {
+	b := make([]byte, 8*len(keys))
+	for i, k := range keys {
+		binary.LittleEndian.PutUint64(b[8*i:], k)
+	}
+	return b
+}
+
+func decodeKeys(b []byte) ([]uint64, error) {
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("stored keys have %d bytes, not a multiple of 8", len(b))
+	}
+	keys := make([]uint64, len(b)/8)
+	for i := range keys {
+		keys[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	return keys, nil
+}
+
+// insertKeys records keys for pack id in tx (which has none).
+func insertKeys(ctx context.Context, tx *sql.Tx, vaultID, id vault.ID, keys []uint64) error {
+	var num int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO pack_keys (vault, pack, keys) VALUES (?, ?, ?) RETURNING num`,
+		vaultID[:], id[:], encodeKeys(keys)).Scan(&num)
+	if err != nil {
+		return err
+	}
+	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO blob_keys (key, num) VALUES (?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
+	for _, k := range keys {
+		if _, err := ins.ExecContext(ctx, int64(k), num); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteKeys removes pack id's keys in tx, if it has any: the rows of
+// the keys it lists, or with every, every row that names it (a scan of
+// all keys, for SetPackKeys, which repairs rows a catalog writer moved).
+func deleteKeys(ctx context.Context, tx *sql.Tx, vaultID, id vault.ID, every bool) error {
+	var (
+		num int64
+		kb  []byte
+	)
+	err := tx.QueryRowContext(ctx, `SELECT num, keys FROM pack_keys WHERE vault = ? AND pack = ?`, vaultID[:], id[:]).Scan(&num, &kb)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if every {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM blob_keys WHERE num = ?`, num); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM pack_keys WHERE num = ?`, num)
+		return err
+	}
+	keys, err := decodeKeys(kb)
+	if err != nil {
+		return err
+	}
+	del, err := tx.PrepareContext(ctx, `DELETE FROM blob_keys WHERE key = ? AND num = ?`)
+	if err != nil {
+		return err
+	}
+	defer del.Close()
+	for _, k := range keys {
+		if _, err := del.ExecContext(ctx, int64(k), num); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM pack_keys WHERE num = ?`, num)
+	return err
+}
+
+// Pack implements vault.Catalog.
+func (c *Catalog) Pack(ctx context.Context, vaultID, id vault.ID) (vault.PackRecord, error) {
+	var (
+		size, dek, nblob, create int64
+		condemned                sql.NullInt64
+		header                   []byte
+		keyed                    bool
+	)
+	err := c.db.QueryRowContext(ctx, `SELECT p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, k.num IS NOT NULL
+		FROM packs p LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id
+		WHERE p.vault = ? AND p.id = ?`, vaultID[:], id[:]).Scan(&size, &dek, &nblob, &create, &condemned, &header, &keyed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.PackRecord{}, fmt.Errorf("pack %s: %w", id, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.PackRecord{}, fmt.Errorf("read pack %s: %w", id, err)
+	}
+	return vault.PackRecord{ID: id, Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create),
+		Condemned: fromNullUnixNano(condemned), Header: header, Keyed: keyed}, nil
+}
+
+// maxKeysPerQuery bounds the parameters of one PacksByKey query (SQLite
+// allows 32,766).
+const maxKeysPerQuery = 500
+
+// PacksByKey implements vault.Catalog.
+func (c *Catalog) PacksByKey(ctx context.Context, vaultID vault.ID, keys []uint64, fn func(uint64, vault.ID) error) error {
+	seen := make(map[uint64]struct{}, len(keys))
+	uniq := make([]uint64, 0, len(keys))
+	for _, k := range keys {
+		if _, ok := seen[k]; !ok {
+			seen[k] = struct{}{}
+			uniq = append(uniq, k)
+		}
+	}
+	for len(uniq) > 0 {
+		batch := uniq[:min(len(uniq), maxKeysPerQuery)]
+		uniq = uniq[len(batch):]
+		var q string
+		args := make([]any, 0, len(batch)+1)
+		args = append(args, vaultID[:])
+		if len(batch) == 1 {
+			q = `SELECT b.key, k.pack FROM blob_keys b JOIN pack_keys k ON k.num = b.num WHERE k.vault = ? AND b.key = ?`
+		} else {
+			q = `SELECT b.key, k.pack FROM blob_keys b JOIN pack_keys k ON k.num = b.num WHERE k.vault = ? AND b.key IN (?` +
+				strings.Repeat(",?", len(batch)-1) + `)`
+		}
+		for _, k := range batch {
+			args = append(args, int64(k))
+		}
+		if err := c.packsByKey(ctx, q, args, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Catalog) packsByKey(ctx context.Context, q string, args []any, fn func(uint64, vault.ID) error) error {
+	rows, err := c.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("look up blob keys: %w", err)
+	}
+	defer rows.Close()
+	var (
+		key  int64
+		pack sql.RawBytes
+	)
+	for rows.Next() {
+		if err := rows.Scan(&key, &pack); err != nil {
+			return fmt.Errorf("look up blob keys: %w", err)
+		}
+		var id vault.ID
+		if err := scanID(&id, pack); err != nil {
+			return fmt.Errorf("look up blob keys: %w", err)
+		}
+		if err := fn(uint64(key), id); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("look up blob keys: %w", err)
+	}
+	return nil
+}
+
+// PackKeys implements vault.Catalog.
+func (c *Catalog) PackKeys(ctx context.Context, vaultID vault.ID, fn func(vault.ID, []uint64) error) error {
+	rows, err := c.db.QueryContext(ctx, `SELECT pack, keys FROM pack_keys WHERE vault = ?`, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list pack keys: %w", err)
+	}
+	defer rows.Close()
+	var pack, kb sql.RawBytes
+	for rows.Next() {
+		if err := rows.Scan(&pack, &kb); err != nil {
+			return fmt.Errorf("list pack keys: %w", err)
+		}
+		var id vault.ID
+		if err := scanID(&id, pack); err != nil {
+			return fmt.Errorf("list pack keys: %w", err)
+		}
+		keys, err := decodeKeys(kb)
+		if err != nil {
+			return fmt.Errorf("list pack keys: pack %s: %w", id, err)
+		}
+		if err := fn(id, keys); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list pack keys: %w", err)
+	}
+	return nil
+}
+
+// SetPackKeys implements vault.Catalog.
+func (c *Catalog) SetPackKeys(ctx context.Context, vaultID, id vault.ID, keys []uint64) error {
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM packs WHERE vault = ? AND id = ?`, vaultID[:], id[:]).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return vault.ErrNotFound
+		}
+		if err := deleteKeys(ctx, tx, vaultID, id, true); err != nil {
+			return err
+		}
+		return insertKeys(ctx, tx, vaultID, id, keys)
+	})
+	if err != nil {
+		return fmt.Errorf("set keys of pack %s: %w", id, err)
+	}
+	return nil
+}
