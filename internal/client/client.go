@@ -1543,3 +1543,20 @@ func (v *Vault) AddSource(ctx context.Context, s api.AddSource) (api.Token, erro
 	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/sources", s, &out)
 	return out, err
 }
+
+// LocalCopyKey asks the vault for this agent's local-copy key: a new one
+// when wrapped is empty, else the one wrapped holds (POST
+// /v1/vaults/{vault}/local-copy-key). It returns the key and its wrapped
+// form.
+func (v *Vault) LocalCopyKey(ctx context.Context, wrapped []byte) (key [32]byte, wrappedOut []byte, err error) {
+	var out api.LocalCopyKey
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/local-copy-key", api.LocalCopyKeyRequest{Wrapped: wrapped}, &out); err != nil {
+		return key, nil, err
+	}
+	defer clear(out.Key)
+	if len(out.Key) != len(key) || len(out.Wrapped) == 0 || len(out.Wrapped) > api.MaxLocalCopyWrapped {
+		return key, nil, fmt.Errorf("vault %s: local-copy key: %w: bad answer", v.name, vault.ErrCorrupt)
+	}
+	copy(key[:], out.Key)
+	return key, out.Wrapped, nil
+}
