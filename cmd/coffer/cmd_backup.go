@@ -100,6 +100,9 @@ and the exit code is 3.`,
 			if localCopies < 0 || localCopies > maxLocalCopies {
 				return fmt.Errorf("--local-copies %d: want 0 (none) to %d", localCopies, maxLocalCopies)
 			}
+			if localLease < localcopy.MinLease || localLease > localcopy.MaxLease {
+				return fmt.Errorf("--local-lease %s: want %s to %s", localLease, localcopy.MinLease, localcopy.MaxLease)
+			}
 			if force && parentRef != "" {
 				return errors.New("give --parent or --force, not both: --force reads every file, with no parent")
 			}

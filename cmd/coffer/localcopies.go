@@ -139,7 +139,9 @@ func (a *app) openLocalCopies(ctx context.Context) (*localcopy.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := localcopy.OpenOffline(ctx, opt)
+	c, err := localcopy.OpenOffline(ctx, opt, func() {
+		fmt.Fprintln(a.stderr, "waiting for the backup that is updating the local copies...")
+	})
 	switch {
 	case errors.Is(err, localcopy.ErrLeaseExpired):
 		return nil, fmt.Errorf("%w: the local copies of %s cannot be read without the vault: %s", err, opt.Vault, leaseHelp)
@@ -210,7 +212,7 @@ network; once it has ended they can be read only after the vault renews it.`,
 			return nil
 		},
 	}
-	renew.Flags().DurationVar(&lease, "local-lease", localcopy.DefaultLease, "how long the local copies stay readable without the vault")
+	renew.Flags().DurationVar(&lease, "local-lease", localcopy.DefaultLease, "how long the local copies stay readable without the vault (1m to 2160h)")
 	var jsonOut bool
 	list := &cobra.Command{
 		Use:   "list",

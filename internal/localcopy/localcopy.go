@@ -163,6 +163,7 @@ type Cache struct {
 	v     *engine.Vault
 	st    *local.Store
 	cat   *sqlite.Catalog
+	unlock func()
 	// Expires is when the lease written or read ends.
 	Expires time.Time
 }
@@ -181,6 +182,10 @@ func (c *Cache) Close() error {
 	c.key.Wipe()
 	c.dedup.ChunkIDKey.Wipe()
 	c.dedup.GearSeed.Wipe()
+	if c.unlock != nil {
+		c.unlock()
+		c.unlock = nil
+	}
 	return nil
 }
 
@@ -206,6 +211,20 @@ func OpenForBackup(ctx context.Context, opt Options, ks KeySource, dp vault.Dedu
 	if err := opt.defaults(); err != nil {
 		return nil, "", err
 	}
+	unlock, err := lock(opt.Dir, true, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	c, reset, err = openForBackup(ctx, opt, ks, dp)
+	if err != nil {
+		unlock()
+		return nil, reset, err
+	}
+	c.unlock = unlock
+	return c, reset, nil
+}
+
+func openForBackup(ctx context.Context, opt Options, ks KeySource, dp vault.DedupParams) (c *Cache, reset string, err error) {
 	c = &Cache{opt: opt}
 	rec, err := readKeyRecord(opt.Dir)
 	switch {
@@ -246,7 +265,7 @@ func OpenForBackup(ctx context.Context, opt Options, ks KeySource, dp vault.Dedu
 		// Blobs were identified with other keys (the vault's dedup scope
 		// changed): start again rather than mix two ID spaces.
 		c.Close()
-		c2, _, err := OpenForBackup(ctx, opt, resetSource{ks}, dp)
+		c2, _, err := openForBackup(ctx, opt, resetSource{ks}, dp)
 		return c2, "the vault's dedup parameters changed", err
 	}
 	if c.man.ChunkIDKey == nil {
@@ -352,10 +371,27 @@ func (c *Cache) openVault(ctx context.Context, withDedup bool) error {
 // OpenOffline opens the cache of opt.Vault with the key its lease holds,
 // without the vault: ErrLeaseExpired when the lease's time has passed or
 // it cannot be read, ErrNoCache when there is no cache.
-func OpenOffline(ctx context.Context, opt Options) (*Cache, error) {
+func OpenOffline(ctx context.Context, opt Options, waiting func()) (*Cache, error) {
 	if err := opt.defaults(); err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(filepath.Join(opt.Dir, keyFile)); errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoCache
+	}
+	unlock, err := lock(opt.Dir, false, waiting)
+	if err != nil {
+		return nil, err
+	}
+	c, err := openOffline(ctx, opt)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	c.unlock = unlock
+	return c, nil
+}
+
+func openOffline(ctx context.Context, opt Options) (*Cache, error) {
 	rec, err := readKeyRecord(opt.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoCache
@@ -534,6 +570,9 @@ func (c *Cache) readLease() error {
 	// SECURITY: the expiry is authenticated with the key (AAD): it cannot
 	// be moved without the machine secret. An honest agent honours it.
 	if !c.opt.Now().Before(c.Expires) {
+		// Of no use to an honest agent any more, and of use only to
+		// someone who also has the machine secret: gone.
+		os.Remove(filepath.Join(c.opt.Dir, leaseFile))
 		return fmt.Errorf("%w at %s", ErrLeaseExpired, c.Expires.Format(time.RFC3339))
 	}
 	copy(c.key[:], pt)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func (t *Tee) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault.S
 	if s.Source != nil {
 		src = *s.Source
 	}
-	src.LocalCopies = &vault.LocalCopyStatus{Keep: t.keep, Held: min(t.keep, len(t.c.man.Entries)+1), Encrypted: true, Cipher: Cipher}
+	src.LocalCopies = &vault.LocalCopyStatus{Keep: t.keep, Held: min(t.keep, t.c.held(s)+1), Encrypted: true, Cipher: Cipher}
 	s.Source = &src
 	saved, err := t.repo.SaveSnapshot(ctx, s)
 	if err == nil {
@@ -152,16 +153,41 @@ func (t *Tee) Commit(ctx context.Context) (int, error) {
 	}
 	rec := s
 	rec.Source = nil
-	c.man.Entries = append(c.man.Entries, Entry{Snapshot: rec, Local: loc.ID})
-	var drop []Entry
-	if n := len(c.man.Entries) - t.keep; n > 0 {
-		drop = append(drop, c.man.Entries[:n]...)
-		c.man.Entries = append([]Entry(nil), c.man.Entries[n:]...)
+	before := c.man.Entries
+	// Keep the newest keep-1 of the same host and paths, and this one;
+	// the snapshots of other paths are not this backup's to drop.
+	var kept []Entry
+	same := c.held(s)
+	for _, e := range c.man.Entries {
+		if sameSet(e.Snapshot, s) && same >= t.keep {
+			same--
+			continue
+		}
+		kept = append(kept, e)
 	}
+	c.man.Entries = append(kept, Entry{Snapshot: rec, Local: loc.ID})
 	if err := c.writeManifest(); err != nil {
-		return len(c.man.Entries) - 1, err
+		c.man.Entries = before
+		return c.held(s), err
 	}
-	return len(c.man.Entries), c.prune(ctx)
+	return c.held(s), c.prune(ctx)
+}
+
+// sameSet reports whether a and b are snapshots of the same host and
+// paths (what --local-copies N counts).
+func sameSet(a, b vault.SnapshotRecord) bool {
+	return a.Host == b.Host && slices.Equal(a.Paths, b.Paths)
+}
+
+// held counts the snapshots held of s's host and paths.
+func (c *Cache) held(s vault.SnapshotRecord) int {
+	n := 0
+	for _, e := range c.man.Entries {
+		if sameSet(e.Snapshot, s) {
+			n++
+		}
+	}
+	return n
 }
 
 // prune removes from the cache's vault every snapshot the manifest does
