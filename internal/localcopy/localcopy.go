@@ -155,14 +155,14 @@ type manifest struct {
 
 // Cache is an open cache.
 type Cache struct {
-	opt   Options
-	rec   keyRecord
-	key   seal.Key
-	man   manifest
-	dedup vault.DedupParams
-	v     *engine.Vault
-	st    *local.Store
-	cat   *sqlite.Catalog
+	opt    Options
+	rec    keyRecord
+	key    seal.Key
+	man    manifest
+	dedup  vault.DedupParams
+	v      *engine.Vault
+	st     *local.Store
+	cat    *sqlite.Catalog
 	unlock func()
 	// Expires is when the lease written or read ends.
 	Expires time.Time
