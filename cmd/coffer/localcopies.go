@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/localcopy"
@@ -73,8 +74,13 @@ func (r remoteCacheKeys) NewKey(ctx context.Context) (seal.Key, []byte, error) {
 
 func (r remoteCacheKeys) Unwrap(ctx context.Context, wrapped []byte) (seal.Key, error) {
 	k, _, err := r.v.LocalCopyKey(ctx, wrapped)
-	if errors.Is(err, vault.ErrConflict) {
+	switch {
+	case errors.Is(err, vault.ErrConflict):
 		return seal.Key{}, fmt.Errorf("%w: %v", localcopy.ErrReset, err)
+	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden), errors.Is(err, api.ErrBadRequest),
+		errors.Is(err, vault.ErrKeyUnavailable), errors.Is(err, vault.ErrWrongKey):
+		// The server answered: it will not unwrap the key for this token.
+		return seal.Key{}, fmt.Errorf("%w: %v", localcopy.ErrRefused, err)
 	}
 	return seal.Key(k), err
 }
@@ -102,10 +108,13 @@ func (l localCacheKeys) Unwrap(ctx context.Context, wrapped []byte) (seal.Key, e
 	if err := json.Unmarshal(wrapped, &w); err != nil {
 		return seal.Key{}, fmt.Errorf("%w: %v", localcopy.ErrReset, err)
 	}
+	if cur := l.o.provider.Current(); w.KEK.Provider != cur.Provider || w.KEK.KeyID != cur.KeyID {
+		return seal.Key{}, fmt.Errorf("%w: it was wrapped under %s, which the vault no longer uses", localcopy.ErrReset, w.KEK)
+	}
 	b, err := l.o.provider.Unwrap(ctx, w, l.aad())
 	if err != nil {
 		if errors.Is(err, vault.ErrKeyUnavailable) {
-			return seal.Key{}, fmt.Errorf("unwrap local-copy key: %w", err)
+			return seal.Key{}, fmt.Errorf("%w: unwrap local-copy key: %w", localcopy.ErrRefused, err)
 		}
 		return seal.Key{}, fmt.Errorf("%w: %v", localcopy.ErrReset, err)
 	}

@@ -86,11 +86,19 @@ var (
 	// identity, or a key encryption key it no longer has): a backup
 	// starts a new cache.
 	ErrReset = errors.New("local-copy key no longer opens")
+	// ErrRefused: the vault answered that it will not unwrap the key
+	// (token revoked or without the right, key encryption key revoked or
+	// unreachable). Unlike a vault that cannot be reached, a refusal
+	// deletes the lease at once.
+	ErrRefused = errors.New("the vault refused the local-copy key")
 )
 
 // KeySource is the vault's side of the key: it makes a new wrapped key
 // and unwraps one it made. Unwrap fails with an error wrapping ErrReset
-// when the wrapped key is not (any more) one it opens for this caller.
+// when the wrapped key is not (any more) one it opens for this caller
+// (another identity's, or wrapped under a key encryption key the vault
+// no longer uses), and with one wrapping ErrRefused when the vault
+// refuses to unwrap it.
 type KeySource interface {
 	NewKey(ctx context.Context) (seal.Key, []byte, error)
 	Unwrap(ctx context.Context, wrapped []byte) (seal.Key, error)
@@ -204,9 +212,9 @@ func (c *Cache) cacheID() []byte {
 // OpenForBackup opens (or creates) the cache of opt.Vault for a backup
 // whose vault has dedup parameters dp, renewing the lease through ks. A
 // cache the vault no longer opens, or kept with other dedup parameters,
-// is started again: reset then says why. An error from ks other than
-// ErrReset deletes the lease (the vault refused to renew it) and is
-// returned.
+// is started again: reset then says why. An error from ks wrapping
+// ErrRefused deletes the lease (the vault refused to renew it); any other
+// (the vault cannot be reached) leaves it to run out; both are returned.
 func OpenForBackup(ctx context.Context, opt Options, ks KeySource, dp vault.DedupParams) (c *Cache, reset string, err error) {
 	if err := opt.defaults(); err != nil {
 		return nil, "", err
@@ -241,9 +249,13 @@ func openForBackup(ctx context.Context, opt Options, ks KeySource, dp vault.Dedu
 			break
 		}
 		if uerr != nil {
-			// SECURITY: renewal refused (token revoked, key revoked or
-			// unreachable): the key is no longer kept on this disk.
-			os.Remove(filepath.Join(opt.Dir, leaseFile))
+			if errors.Is(uerr, ErrRefused) {
+				// SECURITY: renewal refused (token revoked, key revoked or
+				// unreachable for the vault): the key is no longer kept on
+				// this disk. A vault that cannot be reached at all leaves
+				// the lease to run out: that is when the copies are needed.
+				os.Remove(filepath.Join(opt.Dir, leaseFile))
+			}
 			return nil, "", fmt.Errorf("renew the local-copy key lease: %w", uerr)
 		}
 		c.rec, c.key = rec, k
@@ -424,7 +436,8 @@ func openOffline(ctx context.Context, opt Options) (*Cache, error) {
 }
 
 // Renew unwraps the cache key through ks and writes a fresh lease. A
-// refusal deletes the lease.
+// refusal (ErrRefused) or a key the vault no longer opens (ErrReset)
+// deletes the lease; a vault that cannot be reached leaves it to run out.
 func Renew(ctx context.Context, opt Options, ks KeySource) (time.Time, error) {
 	if err := opt.defaults(); err != nil {
 		return time.Time{}, err
@@ -441,7 +454,12 @@ func Renew(ctx context.Context, opt Options, ks KeySource) (time.Time, error) {
 	}
 	k, err := ks.Unwrap(ctx, rec.Wrapped)
 	if err != nil {
-		os.Remove(filepath.Join(opt.Dir, leaseFile))
+		if errors.Is(err, ErrRefused) || errors.Is(err, ErrReset) {
+			// SECURITY: as in OpenForBackup (where a reset starts a new
+			// cache, lease and all): the vault will not give this key
+			// back, so this disk no longer keeps it either.
+			os.Remove(filepath.Join(opt.Dir, leaseFile))
+		}
 		return time.Time{}, fmt.Errorf("renew the local-copy key lease: %w", err)
 	}
 	c := &Cache{opt: opt, rec: rec, key: k}

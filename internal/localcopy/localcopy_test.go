@@ -25,6 +25,7 @@ type fakeKeys struct {
 	mu      sync.Mutex
 	kek     seal.Key
 	revoked bool
+	down    bool // unreachable
 }
 
 func (f *fakeKeys) NewKey(context.Context) (seal.Key, []byte, error) {
@@ -40,8 +41,11 @@ func (f *fakeKeys) NewKey(context.Context) (seal.Key, []byte, error) {
 func (f *fakeKeys) Unwrap(_ context.Context, w []byte) (seal.Key, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return seal.Key{}, errors.New("connection refused")
+	}
 	if f.revoked {
-		return seal.Key{}, vault.ErrKeyUnavailable
+		return seal.Key{}, errors.Join(ErrRefused, vault.ErrKeyUnavailable)
 	}
 	k, err := seal.Unwrap(f.kek, w, []byte("test"))
 	if err != nil {
@@ -338,6 +342,17 @@ func TestAttackLeaseRules(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.opt.Dir, leaseFile)); err == nil {
 		t.Error("the expired lease is still on disk")
 	}
+	// Renewed; the vault unreachable: no renewal, and the lease stays
+	// (the copies are for when the vault cannot be reached).
+	if _, err := Renew(context.Background(), f.opt, f.keys); err != nil {
+		t.Fatal(err)
+	}
+	f.keys.down = true
+	if _, _, err := OpenForBackup(context.Background(), f.opt, f.keys, f.v.Dedup()); err == nil {
+		t.Fatal("renewed with the vault down")
+	}
+	f.restore(s)
+	f.keys.down = false
 	// Renewed, then the vault's key is revoked: renewal refused, lease
 	// deleted, nothing readable even though its time has not passed.
 	if _, err := Renew(context.Background(), f.opt, f.keys); err != nil {
@@ -353,6 +368,21 @@ func TestAttackLeaseRules(t *testing.T) {
 	}
 	if _, _, err := OpenForBackup(context.Background(), f.opt, f.keys, f.v.Dedup()); err == nil {
 		t.Fatal("a backup renewed the lease with the key revoked")
+	}
+	// Renewed, then the vault answers that the key is no longer one it
+	// opens for this agent (its key encryption key was given up): the
+	// lease goes at once too.
+	f.keys.revoked = false
+	if _, err := Renew(context.Background(), f.opt, f.keys); err != nil {
+		t.Fatal(err)
+	}
+	f.restore(s)
+	f.keys.kek = seal.NewRandomKey()
+	if _, err := Renew(context.Background(), f.opt, f.keys); !errors.Is(err, ErrReset) {
+		t.Fatalf("renewal of a key the vault no longer opens: %v, want ErrReset", err)
+	}
+	if _, err := OpenOffline(context.Background(), f.opt, nil); !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("after the vault gave the key up: %v, want ErrLeaseExpired", err)
 	}
 	// The key record does not hold the key in the clear.
 	kb, _ := os.ReadFile(filepath.Join(f.opt.Dir, keyFile))

@@ -63,6 +63,11 @@ func (s *Server) localCopyKey(q *request) error {
 	if err := json.Unmarshal(in.Wrapped, &w); err != nil {
 		return fmt.Errorf("%w: wrapped key: %v", api.ErrBadRequest, err)
 	}
+	if cur := prov.Current(); w.KEK.Provider != cur.Provider || w.KEK.KeyID != cur.KeyID {
+		// The vault's KEK was replaced (a customer key taken into use, or
+		// given up): the agent starts a new cache under the current one.
+		return fmt.Errorf("%w: this local-copy key was wrapped under %s, which vault %s no longer uses: the agent's next backup with --local-copies starts a new cache", vault.ErrConflict, w.KEK, q.name)
+	}
 	key, err := prov.Unwrap(q.ctx, w, aad)
 	if err != nil {
 		if errors.Is(err, vault.ErrKeyUnavailable) {
