@@ -274,3 +274,78 @@ func TestAttackLocalCopiesStolenCache(t *testing.T) {
 	os.WriteFile(man, b, 0o600)
 	failsWith(t, e, "manifest", "restore", "latest", "--target", t.TempDir(), "--from", "local")
 }
+
+// TestAttackLocalCopiesLeaseCLI: the lease as a user meets it. Its length
+// is the user's (--local-lease); another agent that copies this agent's
+// cache and asks the vault for the key with its own token gets nothing;
+// with the vault unreachable, renew fails but the lease is kept, so the
+// local copies still restore; once the lease's time has passed they are
+// refused, saying how to renew.
+func TestAttackLocalCopiesLeaseCLI(t *testing.T) {
+	srv := servertest.Start(t)
+	e := newEnv(t)
+	e.setenv("COFFER_CACERT", srv.CAFile)
+	mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+	owner := srv.Client(t, srv.OwnerToken).Vault("prod")
+	web, err := owner.AddSource(context.Background(), api.AddSource{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := owner.AddSource(context.Background(), api.AddSource{Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	e.setenv("COFFER_TOKEN", web.Secret)
+	src := filepath.Join(t.TempDir(), "src")
+	localSource(t, src, 0)
+	r := backupLocal(t, e, src, "--local-copies", "1", "--local-lease", "2h")
+	if want := e.now().Add(2 * time.Hour); r.Local.Lease.Before(want.Add(-2*time.Minute)) || r.Local.Lease.After(want) {
+		t.Errorf("lease until %s, want about %s (--local-lease 2h)", r.Local.Lease, want)
+	}
+
+	// Another agent (its own token, its own machine) copies the cache
+	// directory, without the lease, and asks the vault to renew it.
+	thief := newEnv(t)
+	thief.setenv("COFFER_CACERT", srv.CAFile)
+	thief.setenv("COFFER_VAULT", srv.URL+"/prod")
+	thief.setenv("COFFER_TOKEN", db.Secret)
+	if err := os.CopyFS(filepath.Join(thief.home, "local-copies"), os.DirFS(filepath.Join(e.home, "local-copies"))); err != nil {
+		t.Fatal(err)
+	}
+	leases, _ := filepath.Glob(filepath.Join(thief.home, "local-copies", "*", "lease"))
+	if len(leases) != 1 {
+		t.Fatalf("leases copied: %v", leases)
+	}
+	os.Remove(leases[0])
+	failsWith(t, thief, "does not open this cache's key for this identity", "local-copies", "renew")
+	failsWith(t, thief, "lease", "restore", "latest", "--target", t.TempDir(), "--from", "local")
+	failsWith(t, thief, "lease", "local-copies", "list")
+	// A backup of its own starts a cache of its own: it does not adopt
+	// the copied one (whose key it never got).
+	mustCoffer(t, thief, "backup", src, "--local-copies", "1")
+	if _, errOut, _ := coffer(t, thief, "local-copies", "list"); errOut != "" {
+		t.Errorf("the thief's own cache: %s", errOut)
+	}
+
+	// The vault cannot be reached: renew fails, the lease stays.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := coffer(t, e, "local-copies", "renew"); code == exitOK {
+		t.Fatal("renew succeeded with the server stopped")
+	}
+	dst := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", dst, "--from", "local")
+	assertSameTree(t, src, filepath.Join(dst, src))
+
+	// The 2 hours pass: refused, saying how to renew.
+	e.mu.Lock()
+	e.clock = e.clock.Add(2 * time.Hour)
+	e.mu.Unlock()
+	msg := failsWith(t, e, "lease expired", "restore", "latest", "--target", t.TempDir(), "--from", "local")
+	if !strings.Contains(msg, "coffer local-copies renew") {
+		t.Errorf("the expired-lease refusal does not say how to renew: %s", msg)
+	}
+	failsWith(t, e, "lease expired", "local-copies", "list")
+}
