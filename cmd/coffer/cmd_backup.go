@@ -13,6 +13,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/localcopy"
+	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -229,6 +230,9 @@ and the exit code is 3.`,
 				Paths: opts.Paths, Stdin: opts.Stdin, StdinPath: opts.StdinPath, Tags: tags, Host: host, Exclude: exclude,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
 				Parent: parent, Force: force,
+				// Each path's volume and its encryption, sealed with the
+				// snapshot (coffer source list, coffer agent status).
+				Source:   srcvol.Detector{}.Report,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))
