@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
@@ -348,4 +349,76 @@ func TestAttackLocalCopiesLeaseCLI(t *testing.T) {
 		t.Errorf("the expired-lease refusal does not say how to renew: %s", msg)
 	}
 	failsWith(t, e, "lease expired", "local-copies", "list")
+}
+
+// TestPostureLocalCopies: the posture check source.local-copies reads
+// what backups report. Through a server, an agent that keeps no local
+// copies makes it not applicable; once it backs up with --local-copies,
+// its snapshot carries the cache's facts (kept, held, sealed with
+// AES-256-GCM under a key the vault wraps) and the check passes, naming
+// the agent. A local vault reads the same from its own snapshots.
+func TestPostureLocalCopies(t *testing.T) {
+	const check = "source.local-copies"
+	evidence := func(t *testing.T, c posture.Check, fact, want string) {
+		t.Helper()
+		for _, ev := range c.Evidence {
+			if ev.Fact == fact {
+				if !strings.Contains(ev.Value, want) {
+					t.Errorf("%s: evidence %q = %q, want %q in it", check, fact, ev.Value, want)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: no evidence %q in %+v", check, fact, c.Evidence)
+	}
+	t.Run("server", func(t *testing.T) {
+		srv := servertest.Start(t)
+		e := newEnv(t)
+		e.setenv("COFFER_CACERT", srv.CAFile)
+		mustCoffer(t, e, "vault", "create", "prod", "--vault", srv.URL, "--token", srv.OwnerToken)
+		web, err := srv.Client(t, srv.OwnerToken).Vault("prod").AddSource(context.Background(), api.AddSource{Name: "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.setenv("COFFER_VAULT", srv.URL+"/prod")
+		e.setenv("COFFER_TOKEN", web.Secret)
+		src := filepath.Join(t.TempDir(), "src")
+		localSource(t, src, 0)
+
+		mustCoffer(t, e, "backup", src)
+		r := postureJSON(t, e, "--token", srv.OwnerToken)
+		c := wantStatus(t, r, check, posture.NA, "")
+		evidence(t, c, "source web local copies", "none kept")
+
+		for round := range 2 {
+			localSource(t, src, round+1)
+			backupLocal(t, e, src, "--local-copies", "2")
+		}
+		r = postureJSON(t, e, "--token", srv.OwnerToken)
+		if !r.Signed {
+			t.Error("the server's report is not signed")
+		}
+		c = wantStatus(t, r, check, posture.Pass, "")
+		if !strings.Contains(c.Summary, "web") {
+			t.Errorf("%s: summary %q does not name the agent", check, c.Summary)
+		}
+		evidence(t, c, "source web local copies", "keeps 2, holds 2, encrypted true (AES-256-GCM)")
+
+		// The agent's next backup keeps none: the newest report rules.
+		mustCoffer(t, e, "backup", src)
+		wantStatus(t, postureJSON(t, e, "--token", srv.OwnerToken), check, posture.NA, "")
+	})
+	t.Run("local vault", func(t *testing.T) {
+		e := newEnv(t)
+		src := filepath.Join(t.TempDir(), "src")
+		localSource(t, src, 0)
+		mustCoffer(t, e, "backup", src)
+		wantStatus(t, postureJSON(t, e), check, posture.NA, "")
+		backupLocal(t, e, src, "--local-copies", "3")
+		r := postureJSON(t, e)
+		c := wantStatus(t, r, check, posture.Pass, "")
+		if len(c.Evidence) != 1 || !strings.Contains(c.Evidence[0].Value, "keeps 3, holds 1, encrypted true (AES-256-GCM)") {
+			t.Errorf("%s: evidence %+v", check, c.Evidence)
+		}
+	})
 }
