@@ -188,18 +188,19 @@ func TestTeeReportsLocalCopies(t *testing.T) {
 	}
 	defer c.Close()
 	tee, _ := c.Tee(rec, 2)
-	vols := []vault.SourceVolume{{Path: "/x", Encryption: vault.VolumeEncrypted}}
 	s, err := agent.Backup(context.Background(), f.v, agent.BackupOptions{Paths: []string{f.src}, Host: "h", Now: f.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := s.Snapshot
+	// The vault checks a report names only the snapshot's paths.
+	vols := []vault.SourceVolume{{Path: r.Paths[0], Mount: "/", Device: "/dev/mapper/root", FSType: "ext4", Encryption: vault.VolumeEncrypted, Method: "luks2"}}
 	r.Source = &vault.SourceFacts{Volumes: vols}
 	if _, err := tee.SaveSnapshot(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	got := rec.saved[len(rec.saved)-1].Source
-	if len(got.Volumes) != 1 || got.Volumes[0].Path != "/x" || got.LocalCopies == nil || r.Source.LocalCopies != nil {
+	if len(got.Volumes) != 1 || got.Volumes[0] != vols[0] || got.LocalCopies == nil || r.Source.LocalCopies != nil {
 		t.Fatalf("Source %+v: want the volumes kept, local copies added, the caller's record untouched", got)
 	}
 }
