@@ -420,5 +420,14 @@ func TestPostureLocalCopies(t *testing.T) {
 		if len(c.Evidence) != 1 || !strings.Contains(c.Evidence[0].Value, "keeps 3, holds 1, encrypted true (AES-256-GCM)") {
 			t.Errorf("%s: evidence %+v", check, c.Evidence)
 		}
+		// A later backup from standard input carries no report: the
+		// check reads the one before it.
+		if _, errOut, code := cofferIn(t, e, "dump", "backup", "--stdin", "--stdin-filename", "db.sql"); code != exitOK {
+			t.Fatalf("backup --stdin: %s", errOut)
+		}
+		c = wantStatus(t, postureJSON(t, e), check, posture.Pass, "")
+		if len(c.Evidence) != 1 || !strings.Contains(c.Evidence[0].Value, "keeps 3, holds 1") {
+			t.Errorf("%s after a backup from standard input: evidence %+v", check, c.Evidence)
+		}
 	})
 }

@@ -208,6 +208,9 @@ func sourceFacts(states []engine.SourceState) []posture.SourceFact {
 		sf := posture.SourceFact{Host: st.Host, Snapshot: st.Last.ID.String(), Time: st.Last.Time}
 		if !st.Report.ID.IsZero() {
 			sf.Facts = st.Report.Source
+			if st.Report.ID != st.Last.ID {
+				sf.Reported = st.Report.Time
+			}
 		}
 		out = append(out, sf)
 	}

@@ -214,6 +214,7 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	// one. With the key out of reach the reports cannot be read: the
 	// hosts come from the catalog, their reports count as not sent.
 	var snaps []vault.SnapshotRecord
+	reported := map[string]time.Time{} // a report older than the host's newest snapshot
 	if engOK {
 		states, err := eng.Sources(ctx, nil)
 		if err != nil {
@@ -224,6 +225,9 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 			sn.Source = nil
 			if !st.Report.ID.IsZero() {
 				sn.Source = st.Report.Source
+				if st.Report.ID != st.Last.ID {
+					reported[st.Host] = st.Report.Time
+				}
 			}
 			snaps = append(snaps, sn)
 		}
@@ -250,7 +254,7 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	oldest := now
 	for _, i := range newest {
 		sn := snaps[i]
-		f.Sources = append(f.Sources, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source})
+		f.Sources = append(f.Sources, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source, Reported: reported[sn.Host]})
 		if sn.Time.Before(oldest) {
 			oldest = sn.Time
 		}
