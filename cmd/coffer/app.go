@@ -159,7 +159,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newScheduleCmd(a),
 		newMountCmd(a),
 		newRepairCmd(a),
-		newTagCmd(a), newRewriteCmd(a), newCopyCmd(a),
+		newTagCmd(a), newRewriteCmd(a), newCopyCmd(a), newLocalCopiesCmd(a),
 	)
 	root.AddCommand(newFindCmd(a))
 	root.AddCommand(newDumpCmd(a))

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/localcopy"
 	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -22,6 +23,8 @@ func newBackupCmd(a *app) *cobra.Command {
 	var host, parentRef string
 	var jsonOut, force bool
 	var in stdinFlags
+	var localCopies int
+	var localLease time.Duration
 	cmd := &cobra.Command{
 		Use:   "backup PATH...",
 		Short: "Back up files and directories into the vault",
@@ -63,7 +66,18 @@ time. Its parent is the newest snapshot of the same host and NAME. In a
 pipeline coffer cannot see the producing command fail: pg_dump dying halfway
 is a short stream that looks complete. Use --stdin-from-command instead,
 which runs the command itself and saves no snapshot when it exits non-zero
-(or at least set -o pipefail and check the exit code).`,
+(or at least set -o pipefail and check the exit code).
+
+--local-copies N also keeps the newest N snapshots of this host and these
+paths in an encrypted local cache under $COFFER_HOME/local-copies, for
+coffer restore --from local with no network. Nothing there is plaintext: it
+is sealed (AES-256-GCM) under a key the vault wraps (a server, for this
+agent's own token only; a local vault, with its key). Each backup renews
+this machine's lease on that key for --local-lease (default 7 days); once
+the lease ends and cannot be renewed (the token or the customer-managed key
+revoked), the cache cannot be read (docs/operations.md, "Local copies"). A
+local copy that cannot be made is a warning: the snapshot is in the vault,
+and the exit code is 3.`,
 		Example: `  coffer backup ~/Documents
   coffer backup /etc /srv --tag nightly --exclude '*.tmp' --exclude /srv/cache
   coffer backup ~ --exclude '**/node_modules/' --exclude '*.log' --exclude '!keep.log' --exclude-caches
@@ -71,6 +85,7 @@ which runs the command itself and saves no snapshot when it exits non-zero
   find /srv -name '*.db' -print0 | coffer backup --files-from-raw -
   coffer backup ~/Documents --json
   coffer backup /srv --force                 # read every file again, however unchanged it looks
+  coffer backup /srv --local-copies 2        # and keep the 2 newest in an encrypted local cache
   coffer backup --stdin-from-command --stdin-filename mydb.sql -- pg_dump mydb
   set -o pipefail; pg_dump mydb | coffer backup --stdin --stdin-filename mydb.sql`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -83,6 +98,12 @@ which runs the command itself and saves no snapshot when it exits non-zero
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if localCopies < 0 || localCopies > maxLocalCopies {
+				return fmt.Errorf("--local-copies %d: want 0 (none) to %d", localCopies, maxLocalCopies)
+			}
+			if localLease < localcopy.MinLease || localLease > localcopy.MaxLease {
+				return fmt.Errorf("--local-lease %s: want %s to %s", localLease, localcopy.MinLease, localcopy.MaxLease)
+			}
 			if force && parentRef != "" {
 				return errors.New("give --parent or --force, not both: --force reads every file, with no parent")
 			}
@@ -182,8 +203,30 @@ which runs the command itself and saves no snapshot when it exits non-zero
 				defer stop()
 				opts = agent.BackupOptions{Stdin: r, StdinPath: in.filename}
 			}
+			// Local copies: the cache is opened (and the key lease renewed)
+			// before the backup, which then writes to both.
+			var repo agent.BackupRepo = v
+			var tee *localcopy.Tee
+			var lcErr error
+			if localCopies > 0 {
+				lopt, err := a.localCopyOptions(localLease)
+				if err != nil {
+					return err
+				}
+				c, reset, err := localcopy.OpenForBackup(ctx, lopt, cacheKeys(v), v.Dedup())
+				if reset != "" {
+					fmt.Fprintf(a.stderr, "warning: local copies started again (%s)\n", safeText(reset))
+				}
+				if err != nil {
+					lcErr = err
+					fmt.Fprintf(a.stderr, "warning: no local copy this time: %s\n", safeText(err.Error()))
+				} else {
+					defer c.Close()
+					tee, repo = c.Tee(v, localCopies)
+				}
+			}
 			prog := a.newProgress("backup")
-			res, err := agent.Backup(ctx, v, agent.BackupOptions{
+			res, err := agent.Backup(ctx, repo, agent.BackupOptions{
 				Paths: opts.Paths, Stdin: opts.Stdin, StdinPath: opts.StdinPath, Tags: tags, Host: host, Exclude: exclude,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
 				Parent: parent, Force: force,
@@ -200,6 +243,15 @@ which runs the command itself and saves no snapshot when it exits non-zero
 				return err
 			}
 			s := res.Snapshot
+			var local map[string]any
+			if tee != nil {
+				held, err := tee.Commit(ctx)
+				if err != nil {
+					lcErr = err
+					fmt.Fprintf(a.stderr, "warning: local copy: %s\n", safeText(err.Error()))
+				}
+				local = map[string]any{"keep": localCopies, "held": held, "encrypted": true, "cipher": localcopy.Cipher, "lease_expires": tee.Expires()}
+			}
 			if jsonOut {
 				enc := json.NewEncoder(a.jsonStdout)
 				enc.SetIndent("", "  ")
@@ -207,7 +259,7 @@ which runs the command itself and saves no snapshot when it exits non-zero
 					"snapshot_id": s.ID.String(), "parent": idOrEmpty(s.Parent), "time": s.Time,
 					"host": s.Host, "paths": s.Paths, "tags": s.Tags, "files": s.Files, "dirs": s.Dirs,
 					"bytes": s.Bytes, "bytes_added": s.BytesAdded, "files_unchanged": res.Reused,
-					"duration_seconds": s.Duration.Seconds(), "unreadable": res.Unreadable,
+					"duration_seconds": s.Duration.Seconds(), "unreadable": res.Unreadable, "local_copies": local,
 				}); err != nil {
 					return err
 				}
@@ -215,6 +267,12 @@ which runs the command itself and saves no snapshot when it exits non-zero
 				fmt.Fprintf(a.stdout, "snapshot %s saved\n", s.ID.Short())
 				fmt.Fprintf(a.stdout, "  %s, %s, %s processed (%s unchanged), %s added to the vault in %s\n",
 					plural(s.Files, "file", "files"), plural(s.Dirs, "dir", "dirs"), humanBytes(s.Bytes), plural(res.Reused, "file", "files"), humanBytes(s.BytesAdded), humanDuration(s.Duration))
+				if local != nil {
+					fmt.Fprintf(a.stdout, "  local copies: %d of %d held, sealed with %s; key lease until %s\n", local["held"], localCopies, localcopy.Cipher, tee.Expires().Format(time.RFC3339))
+				}
+			}
+			if lcErr != nil {
+				return &partialError{fmt.Sprintf("snapshot %s saved in the vault, but no local copy was made: %s", s.ID.Short(), safeText(lcErr.Error()))}
 			}
 			if n := res.Unreadable + len(missing); n > 0 {
 				return &partialError{fmt.Sprintf("snapshot %s saved, but %s could not be read (listed above)", s.ID.Short(), plural(n, "file or directory", "files or directories"))}
@@ -228,6 +286,8 @@ which runs the command itself and saves no snapshot when it exits non-zero
 	f.StringVar(&parentRef, "parent", "", `reuse unchanged files of this snapshot of the same host (ID, prefix or "latest") instead of the newest of the same paths`)
 	f.BoolVar(&force, "force", false, "read every file, with no parent snapshot to reuse unchanged files from")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	f.IntVar(&localCopies, "local-copies", 0, "also keep the newest N snapshots of these paths in an encrypted local cache, for restore --from local")
+	f.DurationVar(&localLease, "local-lease", localcopy.DefaultLease, "how long the local copies stay readable without the vault (each backup renews it)")
 	sel.register(f)
 	in.register(f)
 	return cmd

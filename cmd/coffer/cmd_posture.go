@@ -156,11 +156,14 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 		} else {
 			f.SetErr = serr.Error()
 		}
-		snaps, serr := o.catalog.Snapshots(ctx, rec.ID)
+		// Each host's newest snapshot and newest report, read from the
+		// sealed snapshot objects the chain proves (the catalog's rows
+		// carry no report).
+		states, serr := o.Vault.Sources(ctx, nil)
 		if serr != nil {
-			return nil, serr
+			return nil, fmt.Errorf("the sources' reports: %w", serr)
 		}
-		f.Sources = newestPerHost(snaps)
+		f.Sources = sourceFacts(states)
 		f.SourcesRead = a.now().UTC()
 	case errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey):
 		vi, ierr := a.inspectLocal(ctx, err)
@@ -197,20 +200,19 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 	return posture.Seal(r, nil)
 }
 
-// newestPerHost is the newest live snapshot of each host, by host.
-func newestPerHost(snaps []vault.SnapshotRecord) []posture.SourceFact {
-	newest := map[string]vault.SnapshotRecord{}
-	for _, sn := range snaps {
-		if !sn.Deleted.IsZero() {
-			continue
-		}
-		if cur, ok := newest[sn.Host]; !ok || sn.Time.After(cur.Time) {
-			newest[sn.Host] = sn
-		}
-	}
+// sourceFacts is each host's newest live snapshot with the newest report
+// its snapshots carry, by host.
+func sourceFacts(states []engine.SourceState) []posture.SourceFact {
 	var out []posture.SourceFact
-	for _, sn := range newest {
-		out = append(out, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source})
+	for _, st := range states {
+		sf := posture.SourceFact{Host: st.Host, Snapshot: st.Last.ID.String(), Time: st.Last.Time}
+		if !st.Report.ID.IsZero() {
+			sf.Facts = st.Report.Source
+			if st.Report.ID != st.Last.ID {
+				sf.Reported = st.Report.Time
+			}
+		}
+		out = append(out, sf)
 	}
 	posture.SortSources(out)
 	return out

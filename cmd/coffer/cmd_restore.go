@@ -13,6 +13,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 func newRestoreCmd(a *app) *cobra.Command {
@@ -23,6 +24,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var deleteDamaged bool
 	var maxEntries uint64
 	var extra restoreExtra
+	var from string
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR",
 		Short: "Restore a snapshot into a directory",
@@ -84,7 +86,8 @@ target are not either.`,
   coffer restore 1a2b3c4d --target /tmp/r --max-entries 2000000   # a trusted old snapshot that undercounts
   coffer restore latest --target /tmp/r --exclude '*.iso' --iexclude '/home/*/cache'
   coffer restore latest --target /tmp/r --include /srv --dry-run   # what would come back, nothing written
-  coffer restore latest --target /srv-new --verify                 # read it all back and compare`,
+  coffer restore latest --target /srv-new --verify                 # read it all back and compare
+  coffer restore latest --target /srv --from local --overwrite      # from the encrypted local copy, no network`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if target == "" {
@@ -99,33 +102,49 @@ target are not either.`,
 				return err
 			}
 			ctx := cmd.Context()
-			v, err := a.open(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			s, err := a.findSnapshot(ctx, v, args[0], sel)
-			if err != nil {
-				return err
-			}
-			a.limitMemory(restoreBudget)
-			switch v := v.(type) {
-			case *openedVault:
-				v.store.DropReadCache(true)
-			case *remoteVault:
-				// With the chunk-ID key every download is verified against
-				// its ID here too; a token without backup rights restores
-				// what the server has authenticated (GCM) without it.
-				if err := v.LoadDedup(ctx); err != nil && !errors.Is(err, api.ErrForbidden) {
+			var s vault.SnapshotRecord
+			var repo agent.RestoreRepo
+			switch from {
+			case "local":
+				c, err := a.openLocalCopies(ctx)
+				if err != nil {
 					return err
 				}
-			}
-			// The snapshot's trees and data are read, and verified, in its
-			// dedup domain (a source's, in a vault whose dedup scope is
-			// "source").
-			repo, err := v.ForSnapshot(ctx, s)
-			if err != nil {
-				return err
+				defer c.Close()
+				if s, err = findLocalCopy(c, args[0], sel); err != nil {
+					return err
+				}
+				a.limitMemory(restoreBudget)
+				repo = c.Vault()
+			case "vault", "":
+				v, err := a.open(ctx, false)
+				if err != nil {
+					return err
+				}
+				defer v.Close()
+				if s, err = a.findSnapshot(ctx, v, args[0], sel); err != nil {
+					return err
+				}
+				a.limitMemory(restoreBudget)
+				switch v := v.(type) {
+				case *openedVault:
+					v.store.DropReadCache(true)
+				case *remoteVault:
+					// With the chunk-ID key every download is verified against
+					// its ID here too; a token without backup rights restores
+					// what the server has authenticated (GCM) without it.
+					if err := v.LoadDedup(ctx); err != nil && !errors.Is(err, api.ErrForbidden) {
+						return err
+					}
+				}
+				// The snapshot's trees and data are read, and verified, in its
+				// dedup domain (a source's, in a vault whose dedup scope is
+				// "source").
+				if repo, err = v.ForSnapshot(ctx, s); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--from %s: want vault or local", safeText(from))
 			}
 			var entries []dryRunEntry
 			if ropt.DryRun {
@@ -194,6 +213,7 @@ target are not either.`,
 	f.BoolVar(&overwrite, "overwrite", false, "replace files that already exist in the target")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	f.BoolVar(&deleteDamaged, "delete-damaged", false, "remove files that lost data to damage in the vault instead of keeping them with zeros")
+	f.StringVar(&from, "from", "vault", "where to restore from: vault, or local (this machine's encrypted local copies, no network)")
 	extra.register(f)
 	maxEntriesFlag(cmd, &maxEntries)
 	return cmd

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/srcvol"
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // postureJSON runs `coffer posture --format json` and parses the report.
@@ -44,7 +48,8 @@ func wantStatus(t *testing.T, r *posture.Report, id string, want posture.Status,
 func TestPostureLocalStates(t *testing.T) {
 	t.Run("platform key, soft delete off, then locked", func(t *testing.T) {
 		e := newEnv(t)
-		backupJSON(t, e, smallData(t))
+		data := smallData(t)
+		backupJSON(t, e, data)
 		r := postureJSON(t, e)
 		if r.Mode != "local" || r.Signed || !strings.Contains(r.UnsignedReason, "no server") {
 			t.Errorf("a local report: mode %q signed %v, reason %q", r.Mode, r.Signed, r.UnsignedReason)
@@ -58,7 +63,19 @@ func TestPostureLocalStates(t *testing.T) {
 		wantStatus(t, r, posture.CheckTLSMinimum, posture.NA, "")
 		wantStatus(t, r, posture.CheckAudit, posture.NA, "")
 		wantStatus(t, r, posture.CheckRPO, posture.Pass, "")
-		wantStatus(t, r, posture.CheckSourceEncrypt, posture.Warn, "reports its volumes")
+		// The backup reported the volume its path lives on, as this
+		// machine has it: the check reads that report.
+		vol := srcvol.Detect(context.Background(), data)
+		encStatus := map[string]posture.Status{vault.VolumeEncrypted: posture.Pass, vault.VolumeUnencrypted: posture.Fail}[vol.Encryption]
+		if encStatus == "" {
+			encStatus = posture.Warn
+		}
+		c = wantStatus(t, r, posture.CheckSourceEncrypt, encStatus, "")
+		if !slices.ContainsFunc(c.Evidence, func(ev posture.Evidence) bool {
+			return ev.Fact == "source vm volume" && strings.HasPrefix(ev.Value, vol.Encryption)
+		}) {
+			t.Errorf("source.encryption: the backup's report (%s) is not in the evidence %+v", vol.Encryption, c.Evidence)
+		}
 		wantStatus(t, r, posture.CheckMUA, posture.Warn, "coffer server")
 		wantStatus(t, r, posture.CheckSoftDelete, posture.Pass, "")
 
@@ -80,7 +97,7 @@ func TestPostureLocalStates(t *testing.T) {
 
 		// The text report says the same, and that it is unsigned.
 		out := mustCoffer(t, e, "posture")
-		for _, want := range []string{"UNSIGNED", "[PASS] protect.immutability", "[WARN] source.encryption", "[N/A ] tls.minimum", "→ "} {
+		for _, want := range []string{"UNSIGNED", "[PASS] protect.immutability", "source.encryption", "[N/A ] tls.minimum", "→ "} {
 			if !strings.Contains(out, want) {
 				t.Errorf("text report lacks %q:\n%s", want, out)
 			}

@@ -228,6 +228,25 @@ type CreateVault struct {
 	Name string `json:"name"`
 }
 
+// LocalCopyKeyRequest asks for an agent's local-copy key (POST
+// /v1/vaults/{vault}/local-copy-key): with Wrapped empty, a new key;
+// otherwise the key Wrapped holds, which the vault unwraps only for the
+// agent it wrapped it for (docs/operations.md, "Local copies").
+type LocalCopyKeyRequest struct {
+	Wrapped []byte `json:"wrapped,omitempty"`
+}
+
+// LocalCopyKey is the answer: the 32-byte key and its wrapped form (the
+// request's own when it was an unwrap).
+type LocalCopyKey struct {
+	Key     []byte `json:"key"`
+	Wrapped []byte `json:"wrapped"`
+}
+
+// MaxLocalCopyWrapped bounds a wrapped local-copy key (a JSON-encoded
+// vault.WrappedKey: KEK reference, algorithm, wrapped bytes).
+const MaxLocalCopyWrapped = 8 << 10
+
 // Dedup is what an agent needs to chunk and identify data like the vault
 // (GET /v1/vaults/{vault}/dedup). It holds no data key.
 type Dedup struct {

@@ -1555,6 +1555,23 @@ func (v *Vault) AddSource(ctx context.Context, s api.AddSource) (api.Token, erro
 	return out, err
 }
 
+// LocalCopyKey asks the vault for this agent's local-copy key: a new one
+// when wrapped is empty, else the one wrapped holds (POST
+// /v1/vaults/{vault}/local-copy-key). It returns the key and its wrapped
+// form.
+func (v *Vault) LocalCopyKey(ctx context.Context, wrapped []byte) (key [32]byte, wrappedOut []byte, err error) {
+	var out api.LocalCopyKey
+	if err := v.c.doJSON(ctx, http.MethodPost, v.path+"/local-copy-key", api.LocalCopyKeyRequest{Wrapped: wrapped}, &out); err != nil {
+		return key, nil, err
+	}
+	defer clear(out.Key)
+	if len(out.Key) != len(key) || len(out.Wrapped) == 0 || len(out.Wrapped) > api.MaxLocalCopyWrapped {
+		return key, nil, fmt.Errorf("vault %s: local-copy key: %w: bad answer", v.name, vault.ErrCorrupt)
+	}
+	copy(key[:], out.Key)
+	return key, out.Wrapped, nil
+}
+
 // Posture fetches the vault's signed posture report (the JSON envelope
 // docs/posture.md describes, as the server sent it) with the history
 // of the window since ("90d"; "" for the server's default).

@@ -67,6 +67,12 @@ type Options struct {
 	// KeyPin's (same root secret) instead of refusing it, for
 	// AcceptKeyringRollback (coffer vault accept-rollback).
 	AcceptKeyringRollback bool
+	// Dedup, when set, identifies blobs with these parameters instead of
+	// those the vault's root secret derives: an agent's local-copy cache
+	// (internal/localcopy) holds another vault's blobs under their IDs
+	// there, so that its trees are that vault's, byte for byte. Reads
+	// still verify every blob against its ID, with this key.
+	Dedup *vault.DedupParams
 }
 
 // DefaultChunker is the chunking a new vault gets (docs/performance.md).
@@ -481,6 +487,11 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 		ChunkIDKey: seal.Derive(root, v.rec.ID[:], seal.LabelChunkID),
 		GearSeed:   seal.Derive(root, v.rec.ID[:], seal.LabelGearSeed),
 		Chunker:    v.cfg.Chunker,
+	}
+	if v.opt.Dedup != nil {
+		v.dedup.ChunkIDKey.Wipe()
+		v.dedup.GearSeed.Wipe()
+		v.dedup = *v.opt.Dedup // a copy: Close wipes this one, not the caller's
 	}
 	v.hasher = format.NewIDHasher(v.dedup.ChunkIDKey)
 	v.idxBlock = newIndexBlock(root, v.rec.ID)

@@ -246,6 +246,18 @@ type SourceFact struct {
 	Time     time.Time
 	Writer   string // who wrote it (token or principal), "" when unknown
 	Facts    *vault.SourceFacts
+	// Reported is the time of the snapshot that carried Facts, when that
+	// is an older one than Snapshot (whose backup, from standard input,
+	// sent no report); zero: Time.
+	Reported time.Time
+}
+
+// reportTime is when s's report was made.
+func (s SourceFact) reportTime() time.Time {
+	if s.Reported.IsZero() {
+		return s.Time
+	}
+	return s.Reported
 }
 
 // CheckRun is the newest check of the vault's data.
@@ -488,10 +500,10 @@ func sourceEncryption(f Facts) Check {
 		c.Evidence = append(c.Evidence, sourceEvidence(f, s))
 		if s.Facts == nil || len(s.Facts.Volumes) == 0 {
 			silent = append(silent, s.Host)
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volumes", "not reported", SrcSnapshot, s.Time))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volumes", "not reported", SrcSnapshot, s.reportTime()))
 			continue
 		}
-		if f.Now.Sub(s.Time) > f.Policy.RPO {
+		if f.Now.Sub(s.reportTime()) > f.Policy.RPO {
 			stale = append(stale, s.Host)
 		}
 		for _, v := range s.Facts.Volumes {
@@ -503,7 +515,7 @@ func sourceEncryption(f Facts) Check {
 			if v.Detail != "" {
 				val += ": " + v.Detail
 			}
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volume", val, SrcSnapshot, s.Time))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volume", val, SrcSnapshot, s.reportTime()))
 			switch v.Encryption {
 			case vault.VolumeEncrypted:
 			case vault.VolumeUnencrypted:
@@ -554,9 +566,9 @@ func localCopies(f Facts) Check {
 		switch {
 		case s.Facts == nil:
 			silent = append(silent, s.Host)
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "not reported", SrcSnapshot, s.Time))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "not reported", SrcSnapshot, s.reportTime()))
 		case s.Facts.LocalCopies == nil:
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "none kept", SrcSnapshot, s.Time))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "none kept", SrcSnapshot, s.reportTime()))
 		default:
 			lc := s.Facts.LocalCopies
 			kept = append(kept, s.Host)
@@ -564,7 +576,7 @@ func localCopies(f Facts) Check {
 			if lc.Cipher != "" {
 				val += " (" + lc.Cipher + ")"
 			}
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", val, SrcSnapshot, s.Time))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", val, SrcSnapshot, s.reportTime()))
 			if !lc.Encrypted {
 				plain = append(plain, s.Host)
 			}

@@ -159,6 +159,31 @@ func TestSourceEvidence(t *testing.T) {
 	}
 }
 
+// TestSourceReportOlderThanNewestSnapshot: when a host's newest snapshot
+// carries no report (a backup from standard input), the report read is an
+// older snapshot's, and it is dated and held to the RPO as that one: a
+// fresh backup does not make an old report look fresh.
+func TestSourceReportOlderThanNewestSnapshot(t *testing.T) {
+	f := good()
+	old := t0.Add(-72 * time.Hour)
+	f.Sources[0].Reported = old
+	cs := Run(f)
+	if c := statusOf(t, cs, CheckRPO); c.Status != Pass {
+		t.Errorf("rpo: %s (%s): the newest snapshot is an hour old", c.Status, c.Summary)
+	}
+	c := statusOf(t, cs, CheckSourceEncrypt)
+	if c.Status != Warn || !strings.Contains(c.Summary, "last reported more than") {
+		t.Errorf("source.encryption: %s (%s), want warn: last reported 72h ago", c.Status, c.Summary)
+	}
+	for _, id := range []string{CheckSourceEncrypt, CheckLocalCopies} {
+		for _, e := range statusOf(t, cs, id).Evidence {
+			if strings.HasPrefix(e.Fact, "source db1 ") && !e.Read.Equal(old) {
+				t.Errorf("%s: evidence %q dated %s, want the report's snapshot's time %s", id, e.Fact, e.Read, old)
+			}
+		}
+	}
+}
+
 func testSigner(t *testing.T) (note.Signer, string) {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, "coffer-audit")

@@ -171,6 +171,7 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	if err == nil {
 		err = eng.EnsureKeys(ctx)
 	}
+	engOK := err == nil
 	switch {
 	case err == nil:
 		ki = eng.KeyInfo()
@@ -206,10 +207,39 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 		}
 	}
 
-	// Sources: the newest live snapshot of each host.
-	snaps, err := s.cat.Snapshots(ctx, rec.ID)
-	if err != nil {
-		return f, nil, err
+	// Sources: the newest live snapshot of each host, and the newest
+	// report its snapshots carry (volume encryption, local copies), read
+	// from the sealed snapshot objects the chain proves (engine.Sources):
+	// the catalog's rows carry no report, and a catalog writer could edit
+	// one. With the key out of reach the reports cannot be read: the
+	// hosts come from the catalog, their reports count as not sent.
+	var snaps []vault.SnapshotRecord
+	reported := map[string]time.Time{} // a report older than the host's newest snapshot
+	if engOK {
+		states, err := eng.Sources(ctx, nil)
+		if err != nil {
+			return f, nil, fmt.Errorf("the sources' reports: %w", err)
+		}
+		for _, st := range states {
+			sn := st.Last
+			sn.Source = nil
+			if !st.Report.ID.IsZero() {
+				sn.Source = st.Report.Source
+				if st.Report.ID != st.Last.ID {
+					reported[st.Host] = st.Report.Time
+				}
+			}
+			snaps = append(snaps, sn)
+		}
+	} else {
+		all, err := s.cat.Snapshots(ctx, rec.ID)
+		if err != nil {
+			return f, nil, err
+		}
+		for _, sn := range all {
+			sn.Source = nil
+			snaps = append(snaps, sn)
+		}
 	}
 	f.SourcesRead = s.opt.Now().UTC()
 	newest := map[string]int{}
@@ -224,7 +254,7 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	oldest := now
 	for _, i := range newest {
 		sn := snaps[i]
-		f.Sources = append(f.Sources, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source})
+		f.Sources = append(f.Sources, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source, Reported: reported[sn.Host]})
 		if sn.Time.Before(oldest) {
 			oldest = sn.Time
 		}

@@ -87,6 +87,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, noOpen: true, h: s.vaultInfo},
 		{pattern: "DELETE /v1/vaults/{vault}", perm: authn.PermVaultDelete, noOpen: true, h: s.deleteVault},
 		{pattern: "GET /v1/vaults/{vault}/dedup", perm: authn.PermBackupWrite, h: s.dedup},
+		{pattern: "POST /v1/vaults/{vault}/local-copy-key", perm: authn.PermBackupWrite, h: s.localCopyKey},
 		{pattern: "POST /v1/vaults/{vault}/missing", perm: authn.PermBackupWrite, bulk: true, h: s.missing},
 		{pattern: "POST /v1/vaults/{vault}/blobs", perm: authn.PermBackupWrite, bulk: true, h: s.upload},
 		{pattern: "POST /v1/vaults/{vault}/flush", perm: authn.PermBackupWrite, h: s.flush},
