@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/agent"
-	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -189,7 +188,7 @@ which runs the command itself and saves no snapshot when it exits non-zero
 				Parent: parent, Force: force,
 				// Each path's volume and its encryption, sealed with the
 				// snapshot (coffer source list, coffer agent status).
-				Source:   srcvol.Detector{}.Report,
+				Source:   a.volumes.Report,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))

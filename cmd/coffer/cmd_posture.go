@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
@@ -156,12 +157,25 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 		} else {
 			f.SetErr = serr.Error()
 		}
-		snaps, serr := o.catalog.Snapshots(ctx, rec.ID)
-		if serr != nil {
-			return nil, serr
-		}
-		f.Sources = newestPerHost(snaps)
+		// Each host's newest snapshot and the newest source report its
+		// snapshots carry, from the sealed snapshots the chain proves.
+		states, serr := o.Vault.Sources(ctx, nil)
 		f.SourcesRead = a.now().UTC()
+		if serr != nil {
+			f.SourcesErr = serr.Error()
+			snaps, cerr := o.catalog.Snapshots(ctx, rec.ID)
+			if cerr != nil {
+				return nil, errors.Join(serr, cerr)
+			}
+			f.Sources = newestPerHost(snaps, "")
+		}
+		for _, st := range states {
+			sf := posture.SourceFact{Host: st.Host, Snapshot: st.Last.ID.String(), Time: st.Last.Time}
+			if !st.Report.ID.IsZero() {
+				sf.Facts, sf.ReportSnapshot, sf.ReportTime, sf.ReportWriter = st.Report.Source, st.Report.ID.String(), st.Report.Time, st.Writer
+			}
+			f.Sources = append(f.Sources, sf)
+		}
 	case errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey):
 		vi, ierr := a.inspectLocal(ctx, err)
 		if ierr != nil {
@@ -169,6 +183,9 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 		}
 		f.Key.ProbeErr = err.Error()
 		f.SetRead, f.SetErr = now, "the vault's key is out of reach, so its settings cannot be authenticated"
+		if snaps, cerr := a.localSnapshots(ctx, loc, vi.ID); cerr == nil {
+			f.Sources, f.SourcesRead = newestPerHost(snaps, "the vault's key is out of reach, so the sealed snapshots that carry the reports cannot be opened"), now
+		}
 		id, _ := vault.ParseID(vi.ID)
 		rec = vault.VaultRecord{ID: id, Name: loc.name}
 		ki = engine.KeyInfo{Algorithm: vi.Algorithm, KeySource: vi.KeySource, KEK: vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion},
@@ -197,8 +214,10 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 	return posture.Seal(r, nil)
 }
 
-// newestPerHost is the newest live snapshot of each host, by host.
-func newestPerHost(snaps []vault.SnapshotRecord) []posture.SourceFact {
+// newestPerHost is the newest live snapshot of each host, by host,
+// from the catalog's list: without reports (why says why they were not
+// read).
+func newestPerHost(snaps []vault.SnapshotRecord, why string) []posture.SourceFact {
 	newest := map[string]vault.SnapshotRecord{}
 	for _, sn := range snaps {
 		if !sn.Deleted.IsZero() {
@@ -210,8 +229,26 @@ func newestPerHost(snaps []vault.SnapshotRecord) []posture.SourceFact {
 	}
 	var out []posture.SourceFact
 	for _, sn := range newest {
-		out = append(out, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source})
+		out = append(out, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, FactsErr: why})
 	}
 	posture.SortSources(out)
 	return out
+}
+
+// localSnapshots reads the local vault's snapshot list from its catalog
+// alone (for a vault whose key is out of reach).
+func (a *app) localSnapshots(ctx context.Context, loc location, id string) ([]vault.SnapshotRecord, error) {
+	cat, err := sqlite.Open(catalogPath(loc.dir))
+	if err != nil {
+		return nil, err
+	}
+	defer cat.Close()
+	rec, err := cat.Vault(ctx, localCatalogName)
+	if err != nil {
+		return nil, err
+	}
+	if rec.ID.String() != id {
+		return nil, fmt.Errorf("the catalog is of vault %s, the store of %s", rec.ID, id)
+	}
+	return cat.Snapshots(ctx, rec.ID)
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
@@ -44,7 +47,9 @@ func wantStatus(t *testing.T, r *posture.Report, id string, want posture.Status,
 func TestPostureLocalStates(t *testing.T) {
 	t.Run("platform key, soft delete off, then locked", func(t *testing.T) {
 		e := newEnv(t)
-		backupJSON(t, e, smallData(t))
+		data := smallData(t)
+		e.setVolumes(fixtureMachine(t, data)) // the source's data on a LUKS2 volume
+		backupJSON(t, e, data)
 		r := postureJSON(t, e)
 		if r.Mode != "local" || r.Signed || !strings.Contains(r.UnsignedReason, "no server") {
 			t.Errorf("a local report: mode %q signed %v, reason %q", r.Mode, r.Signed, r.UnsignedReason)
@@ -58,7 +63,8 @@ func TestPostureLocalStates(t *testing.T) {
 		wantStatus(t, r, posture.CheckTLSMinimum, posture.NA, "")
 		wantStatus(t, r, posture.CheckAudit, posture.NA, "")
 		wantStatus(t, r, posture.CheckRPO, posture.Pass, "")
-		wantStatus(t, r, posture.CheckSourceEncrypt, posture.Warn, "reports its volumes")
+		wantStatus(t, r, posture.CheckSourceEncrypt, posture.Pass, "")
+		wantStatus(t, r, posture.CheckLocalCopies, posture.NA, "")
 		wantStatus(t, r, posture.CheckMUA, posture.Warn, "coffer server")
 		wantStatus(t, r, posture.CheckSoftDelete, posture.Pass, "")
 
@@ -80,7 +86,7 @@ func TestPostureLocalStates(t *testing.T) {
 
 		// The text report says the same, and that it is unsigned.
 		out := mustCoffer(t, e, "posture")
-		for _, want := range []string{"UNSIGNED", "[PASS] protect.immutability", "[WARN] source.encryption", "[N/A ] tls.minimum", "→ "} {
+		for _, want := range []string{"UNSIGNED", "[PASS] protect.immutability", "[PASS] source.encryption", "[WARN] protect.multi-user-authorization", "[N/A ] tls.minimum", "→ "} {
 			if !strings.Contains(out, want) {
 				t.Errorf("text report lacks %q:\n%s", want, out)
 			}
@@ -120,6 +126,13 @@ func TestPostureLocalStates(t *testing.T) {
 		wantStatus(t, r, posture.CheckKeyReachable, posture.Fail, "grant wrap/unwrap")
 		wantStatus(t, r, posture.CheckKeySource, posture.Pass, "")
 		wantStatus(t, r, posture.CheckSoftDelete, posture.Fail, "key reachable")
+		// The snapshots are still listed (the backup is within the RPO),
+		// but the reports they seal cannot be read: unknown, and why.
+		wantStatus(t, r, posture.CheckRPO, posture.Pass, "")
+		c = wantStatus(t, r, posture.CheckSourceEncrypt, posture.Warn, "coffer agent status")
+		if ev := evidenceWith(c); !strings.Contains(ev, "volumes: not read: the vault's key is out of reach") {
+			t.Errorf("source.encryption evidence:\n%s", ev)
+		}
 	})
 }
 
@@ -154,4 +167,118 @@ func TestPostureRemote(t *testing.T) {
 		}
 	}
 	failsWith(t, e, "since", "posture", "--since", "1000d")
+}
+
+// evidenceWith is the evidence lines of c, one per fact.
+func evidenceWith(c posture.Check) string {
+	var b strings.Builder
+	for _, e := range c.Evidence {
+		fmt.Fprintf(&b, "%s: %s [%s]\n", e.Fact, e.Value, e.Source)
+	}
+	return b.String()
+}
+
+// TestPostureSourceEncryptionEndToEnd: agents back up through a server
+// from a machine whose volumes the agent's own detection reads (a fixture
+// /proc and /sys: a plain partition, and LUKS2 mappings); each snapshot
+// carries that report, and the server's source.encryption check reflects
+// it, host by host, with its remediation, until the flagged disk is
+// encrypted; a source that stops reporting within the RPO is flagged.
+func TestPostureSourceEncryptionEndToEnd(t *testing.T) {
+	srv, e := remoteVaultEnv(t, servertest.Options{})
+	web := strings.TrimSpace(mustCoffer(t, e, "source", "add", "web"))
+	db := strings.TrimSpace(mustCoffer(t, e, "source", "add", "db"))
+	webDir, dbDir := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(webDir, "index.html"), []byte("<p>hi</p>"), 0o644)
+	os.WriteFile(filepath.Join(dbDir, "db.sqlite"), []byte("rows"), 0o644)
+
+	// db's data is on a LUKS2 volume, web's on the plain root partition.
+	e.setVolumes(fixtureMachine(t, dbDir))
+	dbSnap := backupJSON(t, e, dbDir, "--token", db)
+	r := postureJSON(t, e)
+	c := wantStatus(t, r, posture.CheckSourceEncrypt, posture.Pass, "")
+	ev := evidenceWith(c)
+	for _, want := range []string{"source db: newest snapshot " + dbSnap, "written by agent:db", "source db volume: encrypted (luks2) — path " + dbDir + " on " + dbDir + " (/dev/mapper/crypt0, ext4)", "[snapshot source report (agent)]"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("evidence lacks %q:\n%s", want, ev)
+		}
+	}
+	if c.Remediation != "" {
+		t.Errorf("a passing check has a remediation: %q", c.Remediation)
+	}
+
+	webSnap := backupJSON(t, e, webDir, "--token", web)
+	r = postureJSON(t, e)
+	c = wantStatus(t, r, posture.CheckSourceEncrypt, posture.Fail, "Encrypt the source volumes flagged (LUKS/dm-crypt, fscrypt, BitLocker, FileVault)")
+	if c.Summary != "unencrypted volume on web" {
+		t.Errorf("summary %q", c.Summary)
+	}
+	ev = evidenceWith(c)
+	for _, want := range []string{"source web: newest snapshot " + webSnap, "written by agent:web", "source web volume: unencrypted — path " + webDir + " on / (/dev/sda1, ext4): sda1 (partition) of sda: plain disk", "source db volume: encrypted (luks2)"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("evidence lacks %q:\n%s", want, ev)
+		}
+	}
+	if r.Vaults[0].Status != posture.Fail {
+		t.Errorf("vault status %s with an unencrypted source", r.Vaults[0].Status)
+	}
+	// What the user reads: the text report, and the agent's own view.
+	out := mustCoffer(t, e, "posture")
+	for _, want := range []string{"[FAIL] source.encryption", "unencrypted volume on web", "→ Encrypt the source volumes flagged"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text report lacks %q:\n%s", want, out)
+		}
+	}
+	var st agentStatus
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "agent", "status", "--json", "--token", web, webDir)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Paths) != 1 || st.Paths[0].Volume.Encryption != "unencrypted" || st.Paths[0].LastBackup == nil {
+		t.Errorf("agent status: %+v", st.Paths)
+	}
+
+	// web's disk is encrypted (its data moves to a LUKS2 volume); its next
+	// backup reports so, and the check passes again.
+	e.setVolumes(fixtureMachine(t, dbDir, webDir))
+	backupJSON(t, e, webDir, "--token", web)
+	r = postureJSON(t, e, "--since", "30d")
+	c = wantStatus(t, r, posture.CheckSourceEncrypt, posture.Pass, "")
+	if c.Summary != "all 2 sources report encrypted volumes, within the 24h RPO" {
+		t.Errorf("summary %q", c.Summary)
+	}
+	var changed bool
+	for _, ch := range r.Vaults[0].Changes {
+		changed = changed || ch.Check == posture.CheckSourceEncrypt && ch.From == posture.Fail && ch.To == posture.Pass
+	}
+	if !changed {
+		t.Errorf("the change from fail to pass is not in the history: %+v", r.Vaults[0].Changes)
+	}
+
+	// A day and more later, neither source has reported within the RPO:
+	// their reports are flagged as stale, and the RPO check fails.
+	srv.Clock.Add(int64(26 * time.Hour))
+	r = postureJSON(t, e)
+	c = wantStatus(t, r, posture.CheckSourceEncrypt, posture.Warn, "a fresh backup")
+	if !strings.Contains(c.Summary, "last reported more than 24h ago by db, web") {
+		t.Errorf("summary %q", c.Summary)
+	}
+	wantStatus(t, r, posture.CheckRPO, posture.Fail, "keep a schedule within the RPO")
+}
+
+// TestPostureSourceEncryptionLocal: the same through a local vault.
+func TestPostureSourceEncryptionLocal(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("COFFER_HOST", "laptop")
+	plain, enc := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(plain, "a"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(enc, "b"), []byte("b"), 0o644)
+	e.setVolumes(fixtureMachine(t, enc))
+	backupJSON(t, e, enc)
+	wantStatus(t, postureJSON(t, e), posture.CheckSourceEncrypt, posture.Pass, "")
+	// One path of the newest snapshot on a plain disk fails the host.
+	backupJSON(t, e, enc, plain)
+	c := wantStatus(t, postureJSON(t, e), posture.CheckSourceEncrypt, posture.Fail, "Encrypt the source volumes flagged")
+	if c.Summary != "unencrypted volume on laptop" || !strings.Contains(evidenceWith(c), "unencrypted — path "+plain) {
+		t.Errorf("summary %q, evidence:\n%s", c.Summary, evidenceWith(c))
+	}
 }

@@ -94,6 +94,13 @@ func TestStates(t *testing.T) {
 		{"unknown volume", func(f *Facts) { f.Sources[0].Facts = unknown }, CheckSourceEncrypt, Warn, "coffer agent status"},
 		{"not reported", func(f *Facts) { f.Sources[0].Facts = nil }, CheckSourceEncrypt, Warn, "reports its volumes"},
 		{"report stale", func(f *Facts) { f.Sources[0].Time = t0.Add(-48 * time.Hour) }, CheckSourceEncrypt, Warn, "fresh backup"},
+		{"newest backup fresh, its report stale", func(f *Facts) {
+			// The newest snapshot came from stdin (no report); the report is
+			// an older snapshot's, beyond the RPO.
+			f.Sources[0].ReportSnapshot, f.Sources[0].ReportTime = "s0", t0.Add(-30*time.Hour)
+		}, CheckSourceEncrypt, Warn, "fresh backup"},
+		{"report unreadable", func(f *Facts) { f.Sources[0].Facts, f.Sources[0].FactsErr = nil, "key out of reach" }, CheckSourceEncrypt, Warn, "coffer agent status"},
+		{"reports unproved", func(f *Facts) { f.SourcesErr = "snapshot s1: corrupt" }, CheckSourceEncrypt, Fail, "coffer check"},
 		{"one bad of two", func(f *Facts) {
 			f.Sources = append(f.Sources, SourceFact{Host: "web", Snapshot: "s2", Time: t0, Facts: bad})
 		}, CheckSourceEncrypt, Fail, "Encrypt"},
