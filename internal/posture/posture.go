@@ -322,8 +322,8 @@ type Facts struct {
 	// (the snapshot chain does not prove them); Sources then lists the
 	// catalog's snapshots without their reports.
 	SourcesErr string
-	Checks      *CheckRun // nil: no check of the data on record
-	ChecksSrc   string    // where check runs are read from
+	Checks     *CheckRun // nil: no check of the data on record
+	ChecksSrc  string    // where check runs are read from
 
 	Audit *AuditFacts // nil for a local vault
 }
