@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
@@ -281,4 +284,123 @@ func TestPostureSourceEncryptionLocal(t *testing.T) {
 	if c.Summary != "unencrypted volume on laptop" || !strings.Contains(evidenceWith(c), "unencrypted — path "+plain) {
 		t.Errorf("summary %q, evidence:\n%s", c.Summary, evidenceWith(c))
 	}
+}
+
+// tamper rewrites the report in file with edit applied to its decoded
+// JSON, as someone with the file and an editor would, and returns the
+// new file.
+func tamper(t *testing.T, file string, edit func(env map[string]any)) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env map[string]any
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatal(err)
+	}
+	edit(env)
+	out, err := json.MarshalIndent(env, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "tampered.json")
+	if err := os.WriteFile(p, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAttackPostureReportTampered: a server's saved report, edited to
+// look better (a failing check made to pass, the vault's status, the
+// date, a remediation removed), stripped of its signature, or re-signed
+// with another key, fails coffer audit verify --report; the untouched
+// report, re-indented, verifies. A local vault's report is refused as
+// unsigned, and says why.
+func TestAttackPostureReportTampered(t *testing.T) {
+	srv, e := remoteVaultEnv(t, servertest.Options{})
+	backupJSON(t, e, smallData(t))
+	mustCoffer(t, e, "audit", "verify", "--vault", srv.URL) // pins the server's key
+	file := filepath.Join(t.TempDir(), "report.json")
+	mustCoffer(t, e, "posture", "--format", "json", "--out", file)
+	mustCoffer(t, e, "audit", "verify", "--report", file)
+	mustCoffer(t, e, "audit", "verify", "--report", tamper(t, file, func(map[string]any) {}))
+
+	vault0 := func(env map[string]any) map[string]any {
+		return env["report"].(map[string]any)["vaults"].([]any)[0].(map[string]any)
+	}
+	notPassing := func(env map[string]any) map[string]any {
+		for _, c := range vault0(env)["checks"].([]any) {
+			if c := c.(map[string]any); c["status"] != "pass" && c["status"] != "n/a" {
+				return c
+			}
+		}
+		t.Fatal("the report has no failing or warning check to hide")
+		return nil
+	}
+	for name, edit := range map[string]func(env map[string]any){
+		"check made to pass": func(env map[string]any) {
+			c := notPassing(env)
+			c["status"] = "pass"
+			delete(c, "remediation")
+		},
+		"vault status": func(env map[string]any) { vault0(env)["status"] = "pass" },
+		"generated later": func(env map[string]any) {
+			env["report"].(map[string]any)["generated"] = "2031-01-01T00:00:00Z"
+		},
+		"evidence changed": func(env map[string]any) {
+			c := notPassing(env)
+			c["evidence"].([]any)[0].(map[string]any)["value"] = "fine"
+		},
+		"field added": func(env map[string]any) { env["report"].(map[string]any)["auditor_approved"] = true },
+		"signature removed": func(env map[string]any) {
+			env["signature"] = nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			failsWith(t, e, "the posture report does not verify", "audit", "verify", "--report", tamper(t, file, edit))
+		})
+	}
+
+	// Re-signed: the attacker's edits signed with a key of their own, which
+	// they name in the report. The pinned key is what counts.
+	skey, vkey, err := note.GenerateKey(rand.Reader, "coffer-audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	b, _ := os.ReadFile(file)
+	r, _, err := posture.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range r.Vaults[0].Checks {
+		r.Vaults[0].Checks[i].Status, r.Vaults[0].Checks[i].Remediation = posture.Pass, ""
+	}
+	r.Vaults[0].Status = posture.Pass
+	forged, err := posture.Seal(r, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedFile := filepath.Join(t.TempDir(), "forged.json")
+	os.WriteFile(forgedFile, forged, 0o600)
+	failsWith(t, e, "not by the verifier key", "audit", "verify", "--report", forgedFile)
+	failsWith(t, e, "differs from the key pinned", "audit", "verify", "--report", forgedFile, "--verifier-key", vkey)
+
+	// A local vault's report: unsigned, and it says why; verify refuses it.
+	l := newEnv(t)
+	backupJSON(t, l, smallData(t))
+	local := filepath.Join(t.TempDir(), "local.json")
+	mustCoffer(t, l, "posture", "--format", "json", "--out", local)
+	lb, _ := os.ReadFile(local)
+	lr, sig, err := posture.Open(lb)
+	if err != nil || sig != nil || lr.Signed || lr.UnsignedReason != unsignedLocal {
+		t.Fatalf("local report: signed %v, signature %v, reason %q (%v)", lr.Signed, sig, lr.UnsignedReason, err)
+	}
+	for _, f := range []string{"text", "md", "html"} {
+		if out := mustCoffer(t, l, "posture", "--format", f); !strings.Contains(out, "UNSIGNED") || !strings.Contains(out, "no audit key") {
+			t.Errorf("the %s report does not say it is unsigned and why", f)
+		}
+	}
+	failsWith(t, l, "the report is not signed", "audit", "verify", "--report", local, "--verifier-key", srv.Server.AuditVerifierKey())
 }
