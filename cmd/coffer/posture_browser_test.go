@@ -149,6 +149,25 @@ func render(t *testing.T, bctx context.Context, file string, sels []string) (pag
 	return v, append([]string(nil), requests...)
 }
 
+// cssString quotes s as a CSS string.
+func cssString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, "\\%x ", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
 // wantRendered asserts that the HTML report at file, made from the JSON
 // report want, shows its summary (overall status and counts) on the first
 // screen, its scope's three encryption layers and each vault's section,
@@ -157,7 +176,8 @@ func wantRendered(t *testing.T, bctx context.Context, file string, want *posture
 	t.Helper()
 	sels := []string{"#summary", "#overall", "#summary table", "#scope"}
 	for _, v := range want.Vaults {
-		sels = append(sels, `section[id="vault-`+v.ID+`"]`, `section[id="vault-`+v.ID+`"] h2`, `section[id="vault-`+v.ID+`"] table`)
+		sec := `section[id=` + cssString("vault-"+v.ID) + `]`
+		sels = append(sels, sec, sec+" h2", sec+" table")
 	}
 	view, requests := render(t, bctx, file, sels)
 	for _, sel := range sels {
@@ -244,6 +264,62 @@ func TestPostureHTMLInBrowser(t *testing.T) {
 		}
 		if len(requests) < 2 || len(view.Resources) < 2 {
 			t.Errorf("requests %q, resources %q: the external stylesheet and image were not seen", requests, view.Resources)
+		}
+	})
+
+	t.Run("hostile values", func(t *testing.T) {
+		// A hostile server's report: markup, script and external
+		// resources in every value it controls. Rendered, it runs no
+		// script, requests nothing and shows the values as text.
+		hits := make(chan string, 8)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case hits <- r.URL.Path:
+			default:
+			}
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		ext := "http://" + ln.Addr().String()
+		evil := `x"><img src="` + ext + `/img" onerror="window.pwned=1"><script>window.pwned=1</script><link rel=stylesheet href="` + ext + `/css"><style>body{display:none}</style>`
+		checks := posture.Run(posture.Facts{Now: clockStart, Mode: "server",
+			Sources: []posture.SourceFact{{Host: evil, Snapshot: evil, Time: clockStart, Writer: evil}}})
+		for i := range checks {
+			checks[i].Summary += evil
+		}
+		rep := &posture.Report{Generated: clockStart, Mode: "server", Producer: evil, Policy: posture.ReportPolicy(posture.Policy{}),
+			Vaults: []posture.Vault{posture.NewVault(evil, "id"+evil, checks, nil, clockStart)}}
+		env, err := posture.Seal(rep, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, rep2, err := renderPosture("html", env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "hostile.html")
+		os.WriteFile(file, page, 0o600)
+		wantRendered(t, bctx, file, rep2)
+		ctx, cancel := chromedp.NewContext(bctx)
+		defer cancel()
+		if err := chromedp.Do(ctx, chromedp.Navigate((&url.URL{Scheme: "file", Path: file}).String())); err != nil {
+			t.Fatal(err)
+		}
+		pwned, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.pwned === 1 || document.querySelectorAll("script, img, link[rel=stylesheet], body style").length > 0`))
+		if err != nil || pwned {
+			t.Errorf("the hostile values ran or became elements: %v %v", pwned, err)
+		}
+		select {
+		case p := <-hits:
+			t.Errorf("the hostile report fetched %s", p)
+		default:
+		}
+		if view, _ := render(t, bctx, file, []string{}); !strings.Contains(view.Text, `<script>window.pwned=1</script>`) {
+			t.Error("the hostile values are not shown as text")
 		}
 	})
 
