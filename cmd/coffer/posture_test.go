@@ -404,3 +404,25 @@ func TestAttackPostureReportTampered(t *testing.T) {
 	}
 	failsWith(t, l, "the report is not signed", "audit", "verify", "--report", local, "--verifier-key", srv.Server.AuditVerifierKey())
 }
+
+// TestAttackPostureCatalogEdited: a catalog writer edits the snapshot list
+// (here the unencrypted host's newest snapshot is moved to look like
+// another host's, to hide it). The sources' reports are no longer proved,
+// and source.encryption fails, saying so, instead of passing.
+func TestAttackPostureCatalogEdited(t *testing.T) {
+	e := newEnv(t)
+	e.setenv("COFFER_HOST", "laptop")
+	plain := t.TempDir()
+	os.WriteFile(filepath.Join(plain, "a"), []byte("a"), 0o644)
+	e.setVolumes(fixtureMachine(t))
+	id := backupJSON(t, e, plain)
+	wantStatus(t, postureJSON(t, e), posture.CheckSourceEncrypt, posture.Fail, "Encrypt")
+
+	mustExec(t, catalogSQL(t, e), `UPDATE snapshots SET host = 'vault-host' WHERE hex(id) = upper(?)`, id)
+	r := postureJSON(t, e)
+	c := wantStatus(t, r, posture.CheckSourceEncrypt, posture.Fail, "coffer check")
+	if !strings.Contains(c.Summary, "cannot be verified") || !strings.Contains(evidenceWith(c), id[:8]) {
+		t.Errorf("summary %q, evidence:\n%s", c.Summary, evidenceWith(c))
+	}
+	wantStatus(t, r, posture.CheckRPO, posture.Fail, "coffer check")
+}

@@ -733,6 +733,14 @@ func mua(f Facts) Check {
 
 func rpo(f Facts) Check {
 	c := Check{ID: CheckRPO, Evidence: []Evidence{ev("policy: recovery point objective", Age(f.Policy.RPO), SrcPolicy, f.Now)}}
+	if f.SourcesErr != "" {
+		// The times are the catalog's word alone, and the catalog was
+		// edited: no backup time read from it is evidence.
+		c.Evidence = append(c.Evidence, ev("snapshot list", "not verified: "+f.SourcesErr, SrcCatalog, f.SourcesRead))
+		c.Status, c.Summary = Fail, "the snapshot list cannot be verified: the snapshot chain does not prove it"
+		c.Remediation = "Run coffer check on the vault and repair what it reports (coffer repair) before its backups count as evidence."
+		return c
+	}
 	if len(f.Sources) == 0 {
 		c.Status, c.Summary = Fail, "the vault holds no snapshot"
 		c.Remediation = "Back up each source into the vault (coffer backup), on a schedule within the RPO (coffer schedule)."

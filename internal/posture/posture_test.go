@@ -118,6 +118,7 @@ func TestStates(t *testing.T) {
 		{"backup late", func(f *Facts) { f.Sources[0].Time = t0.Add(-25 * time.Hour) }, CheckRPO, Fail, "schedule"},
 		{"RPO policy", func(f *Facts) { f.Sources[0].Time, f.Policy.RPO = t0.Add(-25*time.Hour), 48*time.Hour }, CheckRPO, Pass, ""},
 		{"no backup", func(f *Facts) { f.Sources = nil }, CheckRPO, Fail, "coffer backup"},
+		{"snapshot list unproved", func(f *Facts) { f.SourcesErr = "snapshot s1: corrupt" }, CheckRPO, Fail, "coffer check"},
 		{"no check", func(f *Facts) { f.Checks = nil }, CheckVerified, Warn, "--read-data"},
 		{"old check", func(f *Facts) { f.Checks.Time = t0.Add(-40 * 24 * time.Hour) }, CheckVerified, Warn, "schedule"},
 		{"check found errors", func(f *Facts) { f.Checks.Errors = 2 }, CheckVerified, Fail, "repair"},
