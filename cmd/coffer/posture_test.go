@@ -13,6 +13,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/coffer-backup/coffer/internal/posture"
+	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 )
 
@@ -425,4 +426,84 @@ func TestAttackPostureCatalogEdited(t *testing.T) {
 		t.Errorf("summary %q, evidence:\n%s", c.Summary, evidenceWith(c))
 	}
 	wantStatus(t, r, posture.CheckRPO, posture.Fail, "coffer check")
+}
+
+// TestPostureRemoteStates: a server's vault in each state, set and read
+// with the CLI as its owner, approver and key officer would: soft delete
+// off (after approval), then always-on, locked and with a minimum
+// retention; a customer key, then revoked. Roles without posture.read
+// are refused.
+func TestPostureRemoteStates(t *testing.T) {
+	keyDir := t.TempDir()
+	srv, e := remoteVaultEnv(t, servertest.Options{Configure: func(o *server.Options) {
+		o.KeyTTL = time.Hour
+		o.KeyDirs = []string{keyDir}
+	}})
+	backupJSON(t, e, smallData(t))
+	approver, _, err := server.IssueApproverToken(t.Context(), srv.DataDir, "alice", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	req := requestID(t, mustCoffer(t, e, "vault", "set", "--soft-delete", "off"))
+	wantStatus(t, postureJSON(t, e), posture.CheckSoftDelete, posture.Pass, "") // not before approval
+	mustCoffer(t, e, "approve", req, "--vault", srv.URL, "--token", approver)
+	r := postureJSON(t, e, "--token", approver) // the approver reads the evidence it judges on
+	wantStatus(t, r, posture.CheckSoftDelete, posture.Fail, "--soft-delete on")
+	wantStatus(t, r, posture.CheckImmutability, posture.Warn, "--immutability enabled")
+	wantStatus(t, r, posture.CheckMinRetention, posture.Warn, "--min-retention 30d")
+	wantStatus(t, r, posture.CheckMUA, posture.Pass, "")
+
+	// One-way changes ask for --confirm even on a server.
+	for _, args := range [][]string{{"--soft-delete", "always-on", "--confirm"}, {"--immutability", "enabled"}, {"--immutability", "locked", "--confirm"}, {"--min-retention", "30d"}} {
+		mustCoffer(t, e, append([]string{"vault", "set"}, args...)...)
+	}
+	r = postureJSON(t, e, "--since", "30d")
+	c := wantStatus(t, r, posture.CheckSoftDelete, posture.Pass, "")
+	if !strings.Contains(c.Summary, "always on") {
+		t.Errorf("always-on not noted: %q", c.Summary)
+	}
+	if c := wantStatus(t, r, posture.CheckImmutability, posture.Pass, ""); !strings.Contains(c.Summary, "locked") {
+		t.Errorf("immutability: %q", c.Summary)
+	}
+	wantStatus(t, r, posture.CheckMinRetention, posture.Pass, "")
+	var changed bool
+	for _, ch := range r.Vaults[0].Changes {
+		changed = changed || ch.Check == posture.CheckSoftDelete && ch.From == posture.Fail && ch.To == posture.Pass
+	}
+	if !changed {
+		t.Errorf("soft delete's change is not in the history: %+v", r.Vaults[0].Changes)
+	}
+
+	// A customer-managed key, then revoked (the key file moved away, the
+	// server's unwrapped keys past their time to live).
+	uri := rsaKeyFile(t, keyDir)
+	// With immutability locked, the switch waits for the approver.
+	mustCoffer(t, e, "approve", requestID(t, mustCoffer(t, e, "key", "use-cmk", uri)), "--vault", srv.URL, "--token", approver)
+	r = postureJSON(t, e)
+	if c := wantStatus(t, r, posture.CheckKeySource, posture.Pass, ""); !strings.Contains(c.Summary, "customer-managed") {
+		t.Errorf("key source: %q", c.Summary)
+	}
+	wantStatus(t, r, posture.CheckKeyReachable, posture.Pass, "")
+	wantStatus(t, r, posture.CheckKEKRotation, posture.NA, "key manager")
+	path := strings.TrimPrefix(uri, "rsa-file://")
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Clock.Add(int64(2 * time.Hour))
+	r = postureJSON(t, e)
+	wantStatus(t, r, posture.CheckKeyReachable, posture.Fail, "grant wrap/unwrap")
+	wantStatus(t, r, posture.CheckSoftDelete, posture.Fail, "key reachable")
+	out := mustCoffer(t, e, "posture")
+	for _, want := range []string{"[FAIL] key.reachable", "→ Restore the vault's access to its key encryption key"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text report lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Roles without posture.read: an agent's token, a backup-operator's.
+	agentTok := strings.TrimSpace(mustCoffer(t, e, "source", "add", "web"))
+	failsWith(t, e, "forbidden", "posture", "--token", agentTok)
+	opTok := strings.TrimSpace(mustCoffer(t, e, "token", "create", "--role", "backup-operator", "--name", "op"))
+	failsWith(t, e, "forbidden", "posture", "--token", opTok)
 }
