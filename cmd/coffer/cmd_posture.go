@@ -161,8 +161,11 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 		// snapshots carry, from the sealed snapshots the chain proves.
 		states, serr := o.Vault.Sources(ctx, nil)
 		f.SourcesRead = a.now().UTC()
+		if serr != nil && !errors.Is(serr, vault.ErrCorrupt) {
+			return nil, fmt.Errorf("read the sources' reports: %w", serr)
+		}
 		if serr != nil {
-			f.SourcesErr = serr.Error()
+			f.SourcesErr = serr.Error() // evidence: the checks fail, saying why
 			snaps, cerr := o.catalog.Snapshots(ctx, rec.ID)
 			if cerr != nil {
 				return nil, errors.Join(serr, cerr)

@@ -214,8 +214,11 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	oldest := now
 	if eng != nil && err == nil {
 		states, serr := eng.Sources(ctx, nil)
-		if serr != nil {
-			f.SourcesErr = serr.Error()
+		switch {
+		case errors.Is(serr, vault.ErrCorrupt):
+			f.SourcesErr = serr.Error() // evidence: the checks fail, saying why
+		case serr != nil:
+			return f, nil, fmt.Errorf("read the sources' reports: %w", serr)
 		}
 		for _, st := range states {
 			f.Sources = append(f.Sources, sourceFact(st))
