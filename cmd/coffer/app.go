@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/client"
-
+	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -63,6 +63,17 @@ type app struct {
 	// onListen, when set (by tests), learns the address `coffer server`
 	// listens on.
 	onListen func(addr string)
+
+	// volumes finds the volume of each backed-up path and whether it is
+	// encrypted (the source report a snapshot carries). Its zero value
+	// reads this machine; only tests, through runHooked, point it at a
+	// fixture machine.
+	volumes srcvol.Detector
+}
+
+// appHooks replace what a test cannot arrange on the machine it runs on.
+type appHooks struct {
+	volumes srcvol.Detector
 }
 
 const rootLong = `Coffer backs up directories into an encrypted, deduplicating vault.
@@ -204,6 +215,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, now func() time.Time) int {
+	return runHooked(ctx, args, stdin, stdout, stderr, getenv, now, appHooks{})
+}
+
+// runHooked is runWith with the test hooks h.
+func runHooked(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, now func() time.Time, h appHooks) int {
 	out, errw := &termWriter{w: stdout}, &termWriter{w: stderr}
 	jout := &termWriter{w: stdout, json: true}
 	defer func() {
@@ -211,7 +227,7 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		jout.Flush()
 		errw.Flush()
 	}()
-	a := &app{stdin: stdin, stdout: out, stderr: errw, jsonStdout: jout, rawStderr: stderr, rawStdout: stdout, getenv: getenv, now: now}
+	a := &app{stdin: stdin, stdout: out, stderr: errw, jsonStdout: jout, rawStderr: stderr, rawStdout: stdout, getenv: getenv, now: now, volumes: h.volumes}
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)

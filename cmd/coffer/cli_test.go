@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/srcvol"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -34,6 +36,16 @@ type testEnv struct {
 	mu    sync.Mutex
 	vars  map[string]string
 	clock time.Time
+	// volumes is the machine the commands find source volumes on (zero:
+	// this one).
+	volumes srcvol.Detector
+}
+
+// setVolumes makes the commands find source volumes with d.
+func (e *testEnv) setVolumes(d srcvol.Detector) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.volumes = d
 }
 
 var clockStart = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -78,7 +90,10 @@ func coffer(t *testing.T, e *testEnv, args ...string) (stdout, stderr string, co
 	t.Helper()
 	e.tick()
 	var out, errb bytes.Buffer
-	code = runWith(context.Background(), args, strings.NewReader(""), &out, &errb, e.getenv, e.now)
+	e.mu.Lock()
+	h := appHooks{volumes: e.volumes}
+	e.mu.Unlock()
+	code = runHooked(context.Background(), args, strings.NewReader(""), &out, &errb, e.getenv, e.now, h)
 	return out.String(), errb.String(), code
 }
 

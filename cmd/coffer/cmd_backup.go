@@ -13,7 +13,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/localcopy"
-	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -232,7 +231,7 @@ and the exit code is 3.`,
 				Parent: parent, Force: force,
 				// Each path's volume and its encryption, sealed with the
 				// snapshot (coffer source list, coffer agent status).
-				Source:   srcvol.Detector{}.Report,
+				Source:   a.volumes.Report,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))

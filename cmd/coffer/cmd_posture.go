@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
@@ -156,15 +157,28 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 		} else {
 			f.SetErr = serr.Error()
 		}
-		// Each host's newest snapshot and newest report, read from the
-		// sealed snapshot objects the chain proves (the catalog's rows
-		// carry no report).
+		// Each host's newest snapshot and the newest source report its
+		// snapshots carry, from the sealed snapshots the chain proves.
 		states, serr := o.Vault.Sources(ctx, nil)
-		if serr != nil {
-			return nil, fmt.Errorf("the sources' reports: %w", serr)
-		}
-		f.Sources = sourceFacts(states)
 		f.SourcesRead = a.now().UTC()
+		if serr != nil && !errors.Is(serr, vault.ErrCorrupt) {
+			return nil, fmt.Errorf("read the sources' reports: %w", serr)
+		}
+		if serr != nil {
+			f.SourcesErr = serr.Error() // evidence: the checks fail, saying why
+			snaps, cerr := o.catalog.Snapshots(ctx, rec.ID)
+			if cerr != nil {
+				return nil, errors.Join(serr, cerr)
+			}
+			f.Sources = newestPerHost(snaps, "")
+		}
+		for _, st := range states {
+			sf := posture.SourceFact{Host: st.Host, Snapshot: st.Last.ID.String(), Time: st.Last.Time}
+			if !st.Report.ID.IsZero() {
+				sf.Facts, sf.ReportSnapshot, sf.ReportTime, sf.ReportWriter = st.Report.Source, st.Report.ID.String(), st.Report.Time, st.Writer
+			}
+			f.Sources = append(f.Sources, sf)
+		}
 	case errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey):
 		vi, ierr := a.inspectLocal(ctx, err)
 		if ierr != nil {
@@ -172,6 +186,9 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 		}
 		f.Key.ProbeErr = err.Error()
 		f.SetRead, f.SetErr = now, "the vault's key is out of reach, so its settings cannot be authenticated"
+		if snaps, cerr := a.localSnapshots(ctx, loc, vi.ID); cerr == nil {
+			f.Sources, f.SourcesRead = newestPerHost(snaps, "the vault's key is out of reach, so the sealed snapshots that carry the reports cannot be opened"), now
+		}
 		id, _ := vault.ParseID(vi.ID)
 		rec = vault.VaultRecord{ID: id, Name: loc.name}
 		ki = engine.KeyInfo{Algorithm: vi.Algorithm, KeySource: vi.KeySource, KEK: vault.KeyRef{Provider: vi.KEKProvider, KeyID: vi.KEKID, Version: vi.KEKVersion},
@@ -200,20 +217,41 @@ func (a *app) localPosture(ctx context.Context) ([]byte, error) {
 	return posture.Seal(r, nil)
 }
 
-// sourceFacts is each host's newest live snapshot with the newest report
-// its snapshots carry, by host.
-func sourceFacts(states []engine.SourceState) []posture.SourceFact {
-	var out []posture.SourceFact
-	for _, st := range states {
-		sf := posture.SourceFact{Host: st.Host, Snapshot: st.Last.ID.String(), Time: st.Last.Time}
-		if !st.Report.ID.IsZero() {
-			sf.Facts = st.Report.Source
-			if st.Report.ID != st.Last.ID {
-				sf.Reported = st.Report.Time
-			}
+// newestPerHost is the newest live snapshot of each host, by host,
+// from the catalog's list: without reports (why says why they were not
+// read).
+func newestPerHost(snaps []vault.SnapshotRecord, why string) []posture.SourceFact {
+	newest := map[string]vault.SnapshotRecord{}
+	for _, sn := range snaps {
+		if !sn.Deleted.IsZero() {
+			continue
 		}
-		out = append(out, sf)
+		if cur, ok := newest[sn.Host]; !ok || sn.Time.After(cur.Time) {
+			newest[sn.Host] = sn
+		}
+	}
+	var out []posture.SourceFact
+	for _, sn := range newest {
+		out = append(out, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, FactsErr: why})
 	}
 	posture.SortSources(out)
 	return out
+}
+
+// localSnapshots reads the local vault's snapshot list from its catalog
+// alone (for a vault whose key is out of reach).
+func (a *app) localSnapshots(ctx context.Context, loc location, id string) ([]vault.SnapshotRecord, error) {
+	cat, err := sqlite.Open(catalogPath(loc.dir))
+	if err != nil {
+		return nil, err
+	}
+	defer cat.Close()
+	rec, err := cat.Vault(ctx, localCatalogName)
+	if err != nil {
+		return nil, err
+	}
+	if rec.ID.String() != id {
+		return nil, fmt.Errorf("the catalog is of vault %s, the store of %s", rec.ID, id)
+	}
+	return cat.Snapshots(ctx, rec.ID)
 }

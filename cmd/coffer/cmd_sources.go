@@ -14,7 +14,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/client"
-	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/tlsconf"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -270,7 +269,7 @@ copy).`,
 				more, paths = len(paths)-maxStatusPaths, paths[:maxStatusPaths]
 			}
 			for _, p := range paths {
-				ps := agentPathStatus{Path: p, Volume: api.SourceVolume(srcvol.Detect(ctx, p))}
+				ps := agentPathStatus{Path: p, Volume: api.SourceVolume(a.volumes.Detect(ctx, p))}
 				if s, ok := last[p]; ok {
 					ps.LastBackup = &agentBackup{Snapshot: s.ID.String(), Time: s.Time}
 				}

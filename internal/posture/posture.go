@@ -239,25 +239,47 @@ type TLSFacts struct {
 	Read        time.Time
 }
 
-// SourceFact is a source's newest live snapshot and what it reported.
+// SourceFact is a source's newest live snapshot and the newest report
+// about its machine that its snapshots carry.
 type SourceFact struct {
 	Host     string
-	Snapshot string // snapshot ID
+	Snapshot string // the newest live snapshot's ID
 	Time     time.Time
 	Writer   string // who wrote it (token or principal), "" when unknown
-	Facts    *vault.SourceFacts
-	// Reported is the time of the snapshot that carried Facts, when that
-	// is an older one than Snapshot (whose backup, from standard input,
-	// sent no report); zero: Time.
-	Reported time.Time
+	// Facts is the newest source report, read from the sealed snapshot
+	// ReportSnapshot (the newest that carries one: a backup from stdin
+	// carries none), made at ReportTime and written by ReportWriter; nil
+	// when none of the newest snapshots carries one. ReportSnapshot ""
+	// and ReportTime zero mean Snapshot and Time.
+	Facts          *vault.SourceFacts
+	ReportSnapshot string
+	ReportTime     time.Time
+	ReportWriter   string
+	// FactsErr says why Facts could not be read (the vault's key out of
+	// reach); "" when it was, or when no snapshot carries a report.
+	FactsErr string
 }
 
-// reportTime is when s's report was made.
-func (s SourceFact) reportTime() time.Time {
-	if s.Reported.IsZero() {
+// reportAt is when the source's report was made.
+func (s SourceFact) reportAt() time.Time {
+	if s.ReportTime.IsZero() {
 		return s.Time
 	}
-	return s.Reported
+	return s.ReportTime
+}
+
+// reportEvidence says which snapshot carried the source's report, when,
+// and who wrote it.
+func reportEvidence(s SourceFact) Evidence {
+	id, by := s.ReportSnapshot, s.ReportWriter
+	if id == "" {
+		id, by = s.Snapshot, s.Writer
+	}
+	val := fmt.Sprintf("carried by snapshot %s at %s", id, s.reportAt().UTC().Format(time.RFC3339))
+	if by != "" {
+		val += ", written by " + by
+	}
+	return ev("source "+s.Host+" report", val, SrcSnapshot, s.reportAt())
 }
 
 // CheckRun is the newest check of the vault's data.
@@ -296,8 +318,12 @@ type Facts struct {
 
 	Sources     []SourceFact // newest live snapshot per host
 	SourcesRead time.Time
-	Checks      *CheckRun // nil: no check of the data on record
-	ChecksSrc   string    // where check runs are read from
+	// SourcesErr says why the sources' reports could not be verified
+	// (the snapshot chain does not prove them); Sources then lists the
+	// catalog's snapshots without their reports.
+	SourcesErr string
+	Checks     *CheckRun // nil: no check of the data on record
+	ChecksSrc  string    // where check runs are read from
 
 	Audit *AuditFacts // nil for a local vault
 }
@@ -495,15 +521,26 @@ func sourceEncryption(f Facts) Check {
 		c.Status, c.Summary = NA, "no source has backed up into this vault"
 		return c
 	}
+	if f.SourcesErr != "" {
+		c.Evidence = append(c.Evidence, ev("source reports", "not verified: "+f.SourcesErr, SrcSnapshot, f.SourcesRead))
+		c.Status, c.Summary = Fail, "the sources' reports cannot be verified: the snapshot chain does not prove them"
+		c.Remediation = "Run coffer check on the vault: a catalog or store that was edited must be repaired (coffer repair) before its sources' reports count as evidence."
+		return c
+	}
 	var bad, unknown, silent, stale []string
 	for _, s := range f.Sources {
 		c.Evidence = append(c.Evidence, sourceEvidence(f, s))
 		if s.Facts == nil || len(s.Facts.Volumes) == 0 {
 			silent = append(silent, s.Host)
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volumes", "not reported", SrcSnapshot, s.reportTime()))
+			val := "not reported"
+			if s.FactsErr != "" {
+				val = "not read: " + s.FactsErr
+			}
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volumes", val, SrcSnapshot, f.SourcesRead))
 			continue
 		}
-		if f.Now.Sub(s.reportTime()) > f.Policy.RPO {
+		c.Evidence = append(c.Evidence, reportEvidence(s))
+		if f.Now.Sub(s.reportAt()) > f.Policy.RPO {
 			stale = append(stale, s.Host)
 		}
 		for _, v := range s.Facts.Volumes {
@@ -515,7 +552,7 @@ func sourceEncryption(f Facts) Check {
 			if v.Detail != "" {
 				val += ": " + v.Detail
 			}
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volume", val, SrcSnapshot, s.reportTime()))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" volume", val, SrcSnapshot, s.reportAt()))
 			switch v.Encryption {
 			case vault.VolumeEncrypted:
 			case vault.VolumeUnencrypted:
@@ -566,9 +603,13 @@ func localCopies(f Facts) Check {
 		switch {
 		case s.Facts == nil:
 			silent = append(silent, s.Host)
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "not reported", SrcSnapshot, s.reportTime()))
+			val := "not reported"
+			if s.FactsErr != "" {
+				val = "not read: " + s.FactsErr
+			}
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", val, SrcSnapshot, f.SourcesRead))
 		case s.Facts.LocalCopies == nil:
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "none kept", SrcSnapshot, s.reportTime()))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", "none kept", SrcSnapshot, s.reportAt()))
 		default:
 			lc := s.Facts.LocalCopies
 			kept = append(kept, s.Host)
@@ -576,7 +617,7 @@ func localCopies(f Facts) Check {
 			if lc.Cipher != "" {
 				val += " (" + lc.Cipher + ")"
 			}
-			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", val, SrcSnapshot, s.reportTime()))
+			c.Evidence = append(c.Evidence, ev("source "+s.Host+" local copies", val, SrcSnapshot, s.reportAt()))
 			if !lc.Encrypted {
 				plain = append(plain, s.Host)
 			}
@@ -692,6 +733,14 @@ func mua(f Facts) Check {
 
 func rpo(f Facts) Check {
 	c := Check{ID: CheckRPO, Evidence: []Evidence{ev("policy: recovery point objective", Age(f.Policy.RPO), SrcPolicy, f.Now)}}
+	if f.SourcesErr != "" {
+		// The times are the catalog's word alone, and the catalog was
+		// edited: no backup time read from it is evidence.
+		c.Evidence = append(c.Evidence, ev("snapshot list", "not verified: "+f.SourcesErr, SrcCatalog, f.SourcesRead))
+		c.Status, c.Summary = Fail, "the snapshot list cannot be verified: the snapshot chain does not prove it"
+		c.Remediation = "Run coffer check on the vault and repair what it reports (coffer repair) before its backups count as evidence."
+		return c
+	}
 	if len(f.Sources) == 0 {
 		c.Status, c.Summary = Fail, "the vault holds no snapshot"
 		c.Remediation = "Back up each source into the vault (coffer backup), on a schedule within the RPO (coffer schedule)."

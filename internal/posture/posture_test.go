@@ -94,6 +94,13 @@ func TestStates(t *testing.T) {
 		{"unknown volume", func(f *Facts) { f.Sources[0].Facts = unknown }, CheckSourceEncrypt, Warn, "coffer agent status"},
 		{"not reported", func(f *Facts) { f.Sources[0].Facts = nil }, CheckSourceEncrypt, Warn, "reports its volumes"},
 		{"report stale", func(f *Facts) { f.Sources[0].Time = t0.Add(-48 * time.Hour) }, CheckSourceEncrypt, Warn, "fresh backup"},
+		{"newest backup fresh, its report stale", func(f *Facts) {
+			// The newest snapshot came from stdin (no report); the report is
+			// an older snapshot's, beyond the RPO.
+			f.Sources[0].ReportSnapshot, f.Sources[0].ReportTime = "s0", t0.Add(-30*time.Hour)
+		}, CheckSourceEncrypt, Warn, "fresh backup"},
+		{"report unreadable", func(f *Facts) { f.Sources[0].Facts, f.Sources[0].FactsErr = nil, "key out of reach" }, CheckSourceEncrypt, Warn, "coffer agent status"},
+		{"reports unproved", func(f *Facts) { f.SourcesErr = "snapshot s1: corrupt" }, CheckSourceEncrypt, Fail, "coffer check"},
 		{"one bad of two", func(f *Facts) {
 			f.Sources = append(f.Sources, SourceFact{Host: "web", Snapshot: "s2", Time: t0, Facts: bad})
 		}, CheckSourceEncrypt, Fail, "Encrypt"},
@@ -111,6 +118,7 @@ func TestStates(t *testing.T) {
 		{"backup late", func(f *Facts) { f.Sources[0].Time = t0.Add(-25 * time.Hour) }, CheckRPO, Fail, "schedule"},
 		{"RPO policy", func(f *Facts) { f.Sources[0].Time, f.Policy.RPO = t0.Add(-25*time.Hour), 48*time.Hour }, CheckRPO, Pass, ""},
 		{"no backup", func(f *Facts) { f.Sources = nil }, CheckRPO, Fail, "coffer backup"},
+		{"snapshot list unproved", func(f *Facts) { f.SourcesErr = "snapshot s1: corrupt" }, CheckRPO, Fail, "coffer check"},
 		{"no check", func(f *Facts) { f.Checks = nil }, CheckVerified, Warn, "--read-data"},
 		{"old check", func(f *Facts) { f.Checks.Time = t0.Add(-40 * 24 * time.Hour) }, CheckVerified, Warn, "schedule"},
 		{"check found errors", func(f *Facts) { f.Checks.Errors = 2 }, CheckVerified, Fail, "repair"},
@@ -166,7 +174,7 @@ func TestSourceEvidence(t *testing.T) {
 func TestSourceReportOlderThanNewestSnapshot(t *testing.T) {
 	f := good()
 	old := t0.Add(-72 * time.Hour)
-	f.Sources[0].Reported = old
+	f.Sources[0].ReportTime = old
 	cs := Run(f)
 	if c := statusOf(t, cs, CheckRPO); c.Status != Pass {
 		t.Errorf("rpo: %s (%s): the newest snapshot is an hour old", c.Status, c.Summary)

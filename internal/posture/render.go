@@ -41,6 +41,7 @@ func WriteText(w io.Writer, r *Report, esc func(string) string) error {
 	fmt.Fprintf(b, "Coffer posture report (%s mode), generated %s\n", r.Mode, r.Generated.UTC().Format(time.RFC3339))
 	fmt.Fprintf(b, "Producer: %s\n", esc(r.Producer))
 	fmt.Fprintf(b, "Signature: %s\n", esc(signedLine(r)))
+	fmt.Fprintf(b, "Overall: %s — %d pass, %d warn, %d fail, %d n/a across %d vault(s)\n", statusWord(r.Worst()), r.Total("pass"), r.Total("warn"), r.Total("fail"), r.Total("n/a"), len(r.Vaults))
 	for _, v := range r.Vaults {
 		n := v.Counts()
 		fmt.Fprintf(b, "\nVault %s (%s): %s — %d pass, %d warn, %d fail, %d n/a\n", esc(v.Name), esc(v.ID), statusWord(v.Status), n[Pass], n[Warn], n[Fail], n[NA])
@@ -129,7 +130,8 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	b := &strings.Builder{}
 	fmt.Fprintf(b, "# Coffer posture report\n\n")
 	fmt.Fprintf(b, "- Generated: %s\n- Mode: %s\n- Producer: %s\n- Signature: %s\n\n", md(r.Generated.UTC().Format(time.RFC3339)), md(r.Mode), md(r.Producer), md(signedLine(r)))
-	fmt.Fprintf(b, "## Summary\n\n| vault | status | pass | warn | fail | n/a |\n| --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(b, "## Summary\n\nOverall status: **%s** (%d pass, %d warn, %d fail, %d n/a).\n\n", statusWord(r.Worst()), r.Total("pass"), r.Total("warn"), r.Total("fail"), r.Total("n/a"))
+	fmt.Fprintf(b, "| vault | status | pass | warn | fail | n/a |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, v := range r.Vaults {
 		n := v.Counts()
 		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %d |\n", md(v.Name), statusWord(v.Status), n[Pass], n[Warn], n[Fail], n[NA])
@@ -172,7 +174,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"date":   func(t *time.Time) string { return t.UTC().Format("2006-01-02") },
 	"held":   heldFor,
 	"join":   strings.Join,
-	"cls":    func(s Status) string { return map[Status]string{Pass: "pass", Warn: "warn", Fail: "fail"}[s] + "" },
+	"cls":    func(s Status) string { return map[Status]string{Pass: "pass", Warn: "warn", Fail: "fail", NA: "na"}[s] },
 	"n":      func(v Vault, s string) int { return v.Counts()[Status(s)] },
 	"signed": signedLine,
 }).Parse(`<!DOCTYPE html>
@@ -196,6 +198,7 @@ th{background:#eee}
 <p class="small">Generated {{time .Generated}} · {{v .Mode}} mode · producer {{v .Producer}}<br>Signature: {{v (signed .R)}}</p>
 <section id="summary">
 <h2>Summary</h2>
+<p id="overall">Overall status: <span class="badge {{cls .Worst}}">{{up .Worst}}</span> · {{len .Vaults}} vault(s) · checks: {{.Total "pass"}} pass, {{.Total "warn"}} warn, {{.Total "fail"}} fail, {{.Total "n/a"}} n/a</p>
 <table>
 <tr><th>vault</th><th>status</th><th>pass</th><th>warn</th><th>fail</th><th>n/a</th></tr>
 {{range .Vaults}}<tr><td><a href="#vault-{{v .ID}}">{{v .Name}}</a></td><td class="{{cls .Status}}"><span class="badge">{{up .Status}}</span></td><td>{{n . "pass"}}</td><td>{{n . "warn"}}</td><td>{{n . "fail"}}</td><td>{{n . "n/a"}}</td></tr>

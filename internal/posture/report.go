@@ -348,6 +348,16 @@ func (r *Report) Worst() Status {
 	return w
 }
 
+// Total counts the checks of every vault whose status is s ("pass",
+// "warn", "fail" or "n/a").
+func (r *Report) Total(s string) int {
+	n := 0
+	for _, v := range r.Vaults {
+		n += v.Counts()[Status(s)]
+	}
+	return n
+}
+
 // Counts counts the checks of a vault by status.
 func (v Vault) Counts() map[Status]int {
 	m := map[Status]int{}

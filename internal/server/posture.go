@@ -171,7 +171,6 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	if err == nil {
 		err = eng.EnsureKeys(ctx)
 	}
-	engOK := err == nil
 	switch {
 	case err == nil:
 		ki = eng.KeyInfo()
@@ -208,55 +207,37 @@ func (s *Server) postureFacts(ctx context.Context, rec vault.VaultRecord, now, f
 	}
 
 	// Sources: the newest live snapshot of each host, and the newest
-	// report its snapshots carry (volume encryption, local copies), read
-	// from the sealed snapshot objects the chain proves (engine.Sources):
-	// the catalog's rows carry no report, and a catalog writer could edit
-	// one. With the key out of reach the reports cannot be read: the
-	// hosts come from the catalog, their reports count as not sent.
-	var snaps []vault.SnapshotRecord
-	reported := map[string]time.Time{} // a report older than the host's newest snapshot
-	if engOK {
-		states, err := eng.Sources(ctx, nil)
-		if err != nil {
-			return f, nil, fmt.Errorf("the sources' reports: %w", err)
+	// source report its snapshots carry, read from the sealed snapshots
+	// and proved by the snapshot chain (the catalog's records hold no
+	// report). With the key out of reach, the catalog's list alone.
+	f.SourcesRead = s.opt.Now().UTC()
+	oldest := now
+	if eng != nil && err == nil {
+		states, serr := eng.Sources(ctx, nil)
+		switch {
+		case errors.Is(serr, vault.ErrCorrupt):
+			f.SourcesErr = serr.Error() // evidence: the checks fail, saying why
+		case serr != nil:
+			return f, nil, fmt.Errorf("read the sources' reports: %w", serr)
 		}
 		for _, st := range states {
-			sn := st.Last
-			sn.Source = nil
-			if !st.Report.ID.IsZero() {
-				sn.Source = st.Report.Source
-				if st.Report.ID != st.Last.ID {
-					reported[st.Host] = st.Report.Time
-				}
-			}
-			snaps = append(snaps, sn)
-		}
-	} else {
-		all, err := s.cat.Snapshots(ctx, rec.ID)
-		if err != nil {
-			return f, nil, err
-		}
-		for _, sn := range all {
-			sn.Source = nil
-			snaps = append(snaps, sn)
+			f.Sources = append(f.Sources, sourceFact(st))
 		}
 	}
-	f.SourcesRead = s.opt.Now().UTC()
-	newest := map[string]int{}
-	for i, sn := range snaps {
-		if !sn.Deleted.IsZero() {
-			continue
+	if eng == nil || err != nil || f.SourcesErr != "" {
+		snaps, cerr := s.cat.Snapshots(ctx, rec.ID)
+		if cerr != nil {
+			return f, nil, cerr
 		}
-		if j, ok := newest[sn.Host]; !ok || sn.Time.After(snaps[j].Time) {
-			newest[sn.Host] = i
+		why := ""
+		if f.SourcesErr == "" {
+			why = "the vault's key is out of reach, so the sealed snapshots that carry the reports cannot be opened"
 		}
+		f.Sources = catalogSources(snaps, why)
 	}
-	oldest := now
-	for _, i := range newest {
-		sn := snaps[i]
-		f.Sources = append(f.Sources, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, Facts: sn.Source, Reported: reported[sn.Host]})
-		if sn.Time.Before(oldest) {
-			oldest = sn.Time
+	for _, sf := range f.Sources {
+		if sf.Time.Before(oldest) {
+			oldest = sf.Time
 		}
 	}
 	posture.SortSources(f.Sources)
@@ -386,4 +367,34 @@ func (d *dayBook) set(name, day string) {
 		d.m = map[string]string{}
 	}
 	d.m[name] = day
+}
+
+// sourceFact is what the posture checks read of a source the engine
+// proved: its newest snapshot, and the newest report and who wrote it.
+func sourceFact(st engine.SourceState) posture.SourceFact {
+	f := posture.SourceFact{Host: st.Host, Snapshot: st.Last.ID.String(), Time: st.Last.Time}
+	if !st.Report.ID.IsZero() {
+		f.Facts, f.ReportSnapshot, f.ReportTime, f.ReportWriter = st.Report.Source, st.Report.ID.String(), st.Report.Time, st.Writer
+	}
+	return f
+}
+
+// catalogSources is the newest live snapshot of each host from the
+// catalog's list, without reports (why says why they were not read).
+func catalogSources(snaps []vault.SnapshotRecord, why string) []posture.SourceFact {
+	newest := map[string]vault.SnapshotRecord{}
+	for _, sn := range snaps {
+		if !sn.Deleted.IsZero() {
+			continue
+		}
+		if cur, ok := newest[sn.Host]; !ok || sn.Time.After(cur.Time) {
+			newest[sn.Host] = sn
+		}
+	}
+	out := make([]posture.SourceFact, 0, len(newest))
+	for _, sn := range newest {
+		out = append(out, posture.SourceFact{Host: sn.Host, Snapshot: sn.ID.String(), Time: sn.Time, FactsErr: why})
+	}
+	posture.SortSources(out)
+	return out
 }

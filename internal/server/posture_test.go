@@ -176,6 +176,9 @@ func TestPostureServerStates(t *testing.T) {
 		}})
 		a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/key/use-cmk", a.roleToken("key-officer", ""), api.UseCMK{URI: uri})
 		officer := a.roleToken("key-officer", "a")
+		src := t.TempDir()
+		writeTree(t, src, map[string][]byte{"f": randomBytes(2, 1000)})
+		snap := a.backupAs(a.addSource("db1"), src, "db1")
 		r := a.postureOf(officer, "a", "")
 		c := wantCheck(t, r, posture.CheckKeySource, posture.Pass, "")
 		evidenceHas(t, c, "customer-managed")
@@ -192,6 +195,12 @@ func TestPostureServerStates(t *testing.T) {
 		// What the store says of the keys is still reported.
 		wantCheck(t, r, posture.CheckKeySource, posture.Pass, "")
 		wantCheck(t, r, posture.CheckSoftDelete, posture.Fail, "key reachable")
+		// The catalog still lists the snapshot (within the RPO); the
+		// source report it seals cannot be opened, and the report says so.
+		c = wantCheck(t, r, posture.CheckRPO, posture.Pass, "")
+		evidenceHas(t, c, snap.ID.String())
+		c = wantCheck(t, r, posture.CheckSourceEncrypt, posture.Warn, "coffer agent status")
+		evidenceHas(t, c, "volumes: not read: the vault's key is out of reach")
 	})
 }
 
