@@ -381,3 +381,48 @@ func TestHistory(t *testing.T) {
 		t.Error("an edited record parses")
 	}
 }
+
+// TestScopeLayers: the scope statement documents the three encryption
+// layers separately, each naming its own checks and no other layer's, in
+// the HTML and Markdown reports alike.
+func TestScopeLayers(t *testing.T) {
+	layers := map[string][]string{
+		"At rest, in the vault":             {CheckAtRest, CheckKeySource, CheckKeyReachable, CheckKEKRotation, CheckDEKRotation},
+		"In transit, by TLS":                {CheckTLSMinimum, CheckTLSCert},
+		"At the source, by disk encryption": {CheckSourceEncrypt, CheckLocalCopies},
+	}
+	if len(Scope) != 4 || Scope[3].Layer != "Not covered" {
+		t.Fatalf("scope: %+v", Scope)
+	}
+	for _, s := range Scope[:3] {
+		own, ok := layers[s.Layer]
+		if !ok {
+			t.Fatalf("unknown layer %q", s.Layer)
+		}
+		for layer, ids := range layers {
+			for _, id := range ids {
+				if has := strings.Contains(s.Text, id); has != (layer == s.Layer) {
+					t.Errorf("%s: names %s %v (a check of %s)", s.Layer, id, has, layer)
+				}
+			}
+		}
+		if len(own) == 0 {
+			t.Errorf("%s has no checks", s.Layer)
+		}
+	}
+	var h, m bytes.Buffer
+	if err := WriteHTML(&h, testReport()); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMarkdown(&m, testReport()); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range Scope {
+		if !strings.Contains(h.String(), "<h3>"+s.Layer+"</h3>") {
+			t.Errorf("HTML: no heading for %q", s.Layer)
+		}
+		if !strings.Contains(m.String(), "- **"+md(s.Layer)+".**") {
+			t.Errorf("Markdown: no item for %q", s.Layer)
+		}
+	}
+}
