@@ -108,7 +108,7 @@ With --kek (local vaults on the platform key): add a new version to the
 platform key file now, as a backup does once the key is older than
 COFFER_KEK_ROTATION, rewrap this vault's keys under it, and then delete the
 versions no vault needs any more (coffer key retire). A vault server rotates
-its own platform key (coffer server --kek-rotation).`,
+its own platform key (COFFER_KEK_ROTATION on coffer server).`,
 		Example: "  coffer key rotate\n  coffer key rotate --kek --vault /mnt/usb/vault",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -152,7 +152,7 @@ its own platform key (coffer server --kek-rotation).`,
 // rotateKEKNow is coffer key rotate --kek on a local vault.
 func (a *app) rotateKEKNow(ctx context.Context) error {
 	if isRemote(a.vaultRef) {
-		return fmt.Errorf("%w: a vault server rotates its own platform key (coffer server --kek-rotation); key rotate --kek works on local vaults", api.ErrBadRequest)
+		return fmt.Errorf("%w: a vault server rotates its own platform key (COFFER_KEK_ROTATION on coffer server); key rotate --kek works on local vaults", api.ErrBadRequest)
 	}
 	v, err := a.openVault(ctx, false)
 	if err != nil {

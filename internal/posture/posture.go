@@ -662,7 +662,7 @@ func softDelete(f Facts) Check {
 		c.Status, c.Summary = Pass, fmt.Sprintf("on, %d days; not always-on, so it can be turned off with approval", s.SoftDeleteDays)
 	default:
 		c.Status, c.Summary = Fail, "soft delete is off: forgotten snapshots can be pruned at once"
-		c.Remediation = "Turn soft delete on: coffer protect --soft-delete on (or always-on, which cannot be undone)."
+		c.Remediation = "Turn soft delete on: coffer vault set --soft-delete on (or always-on, which cannot be undone)."
 	}
 	return c
 }
@@ -682,7 +682,7 @@ func immutability(f Facts) Check {
 		c.Status, c.Summary = Pass, "enabled (not locked: it can still be disabled with approval)"
 	default:
 		c.Status, c.Summary = Warn, "immutability is disabled"
-		c.Remediation = "Enable immutability (coffer protect --immutability enabled), and lock it once the retention is settled."
+		c.Remediation = "Enable immutability (coffer vault set --immutability enabled), and lock it once the retention is settled."
 	}
 	return c
 }
@@ -702,7 +702,7 @@ func minRetention(f Facts) Check {
 	if s.MinRetention <= 0 {
 		c.Evidence[0].Value = "none"
 		c.Status, c.Summary = Warn, "no minimum retention: a snapshot may be forgotten as soon as it is made"
-		c.Remediation = "Set a minimum retention: coffer protect --min-retention 30d."
+		c.Remediation = "Set a minimum retention: coffer vault set --min-retention 30d."
 		return c
 	}
 	c.Status, c.Summary = Pass, "no snapshot may be forgotten before it is "+Age(s.MinRetention)+" old"
