@@ -41,6 +41,12 @@ var _ vault.Catalog = (*Catalog)(nil)
 type Catalog struct {
 	pool *pgxpool.Pool
 
+	// jobs are the connections holding job locks (joblock.go), which
+	// Close closes: the pool's Close waits for every connection taken
+	// out of it.
+	jobMu sync.Mutex
+	jobs  map[*pgxpool.Conn]struct{}
+
 	closeOnce sync.Once
 }
 
@@ -81,7 +87,7 @@ func Open(ctx context.Context, url string) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open catalog %s: %w", Redact(url), err)
 	}
-	c := &Catalog{pool: pool}
+	c := &Catalog{pool: pool, jobs: map[*pgxpool.Conn]struct{}{}}
 	if err := c.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open catalog %s: %w", Redact(url), err)
@@ -89,9 +95,19 @@ func Open(ctx context.Context, url string) (*Catalog, error) {
 	return c, nil
 }
 
-// Close closes the connection pool. Calling it again does nothing.
+// Close releases the job locks still held and closes the connection
+// pool. Calling it again does nothing.
 func (c *Catalog) Close() error {
-	c.closeOnce.Do(c.pool.Close)
+	c.closeOnce.Do(func() {
+		c.jobMu.Lock()
+		jobs := c.jobs
+		c.jobs = nil
+		c.jobMu.Unlock()
+		for conn := range jobs {
+			conn.Hijack().Close(context.Background())
+		}
+		c.pool.Close()
+	})
 	return nil
 }
 

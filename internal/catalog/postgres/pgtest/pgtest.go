@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -201,8 +202,17 @@ func start() (string, func(), error) {
 		cleanup()
 		return "", nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
 	}
+	stopCmd := run(ctl, "-D", data, "-m", "immediate", "-w", "stop")
+	// A watchdog stops the server when this process ends without calling
+	// stop (a test binary killed by its timeout, or a panic).
+	watch := exec.Command("/bin/sh", append([]string{"-c", `p=$1; shift; while kill -0 "$p" 2>/dev/null; do sleep 2; done; "$@" >/dev/null 2>&1; rm -rf "$0"`,
+		dir, strconv.Itoa(os.Getpid())}, stopCmd.Args...)...)
+	watch.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := watch.Start(); err == nil {
+		go watch.Wait()
+	}
 	stop := func() {
-		run(ctl, "-D", data, "-m", "immediate", "-w", "stop").Run()
+		stopCmd.Run()
 		cleanup()
 	}
 	u := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
