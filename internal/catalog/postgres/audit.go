@@ -194,22 +194,6 @@ func (c *Catalog) AddAuditCheckpoint(ctx context.Context, cp audit.Checkpoint) e
 	if err != nil {
 		return fmt.Errorf("add audit checkpoint of %d entries: %w", cp.Size, err)
 	}
-	err = c.write(ctx, func(tx pgx.Tx) error {
-		// Asked first, under the row lock of an insert that conflicts:
-		// ON CONFLICT DO NOTHING inserts nothing for a taken size.
-		var n int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM audit_checkpoints WHERE size = $1`, cp.Size).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return audit.ErrExists
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO audit_checkpoints (size, note, time) VALUES ($1, $2, $3)`, cp.Size, cp.Note, tm)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("add audit checkpoint of %d entries: %w", cp.Size, err)
-	}
 	return nil
 }
 
