@@ -321,10 +321,17 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 	if err != nil {
 		return fmt.Errorf("add pack %s: condemned: %w", p.ID, err)
 	}
+	offsets := make(map[uint32]struct{}, len(blobs))
 	for _, b := range blobs {
 		if b.Pack != p.ID {
 			return fmt.Errorf("add pack %s: blob %s names pack %s", p.ID, b.ID, b.Pack)
 		}
+		// Two blobs cannot claim the same bytes (the primary key would
+		// refuse it too, without saying which blob).
+		if _, dup := offsets[b.Offset]; dup {
+			return fmt.Errorf("add pack %s: blob %s at offset %d: %w", p.ID, b.ID, b.Offset, vault.ErrExists)
+		}
+		offsets[b.Offset] = struct{}{}
 	}
 	vid, pid := vaultID[:], p.ID[:]
 	var blobErr bool
