@@ -10,6 +10,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/server"
@@ -178,5 +179,42 @@ func TestReplicas(t *testing.T) {
 	}
 	if _, err := vb.Snapshots(ctx); status(err) != http.StatusUnauthorized {
 		t.Errorf("b after a revocation through a: %v, want 401", err)
+	}
+}
+
+// TestReplicasOnePrune: while one server prunes a vault (holds the
+// vault's prune job lock in the shared catalog), a prune asked of
+// another server is refused with 409 Conflict; once the lock is free it
+// runs. A dry run needs no lock.
+func TestReplicasOnePrune(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	conf := func(o *server.Options) { o.Catalog = url }
+	a := servertest.StartWith(t, servertest.Options{Configure: conf})
+	b := servertest.StartWith(t, servertest.Options{Configure: conf, Replica: a})
+	info, err := a.Client(t, a.OwnerToken).CreateVault(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other server's prune, as the job lock it holds.
+	other, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	unlock, ok, err := other.TryJobLock(ctx, "prune "+info.ID)
+	if err != nil || !ok {
+		t.Fatalf("TryJobLock = %v, %v", ok, err)
+	}
+	vb := b.Client(t, b.OwnerToken).Vault("v")
+	if _, err := vb.Prune(ctx, false); status(err) != http.StatusConflict {
+		t.Errorf("prune while another server prunes: %v, want 409", err)
+	}
+	if _, err := vb.Prune(ctx, true); err != nil {
+		t.Errorf("dry-run prune while another server prunes: %v", err)
+	}
+	unlock()
+	if _, err := vb.Prune(ctx, false); err != nil {
+		t.Errorf("prune after the other server's: %v", err)
 	}
 }
