@@ -31,7 +31,7 @@ func lockVault(ctx context.Context, tx pgx.Tx, vaultID vault.ID) error {
 // lock: appends of all replicas to one vault take turns, so the head fn
 // sees is the head the entries follow.
 func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(head vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error)) error {
-	err := c.write(ctx, func(tx pgx.Tx) error {
+	err := c.writeOnce(ctx, func(tx pgx.Tx) error {
 		if err := lockVault(ctx, tx, vaultID); err != nil {
 			return err
 		}

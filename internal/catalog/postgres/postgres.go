@@ -120,7 +120,21 @@ type querier interface {
 
 // write runs fn in a read-committed transaction and commits it if fn
 // returns nil. Checks that need to see other writers' work take locks.
+// A transaction PostgreSQL aborted to break a deadlock (or a
+// serialization failure) is run again, a few times: fn must only use the
+// database.
 func (c *Catalog) write(ctx context.Context, fn func(pgx.Tx) error) error {
+	for i := 0; ; i++ {
+		err := c.writeOnce(ctx, fn)
+		if code := pgCode(err); (code != "40P01" && code != "40001") || i == 3 {
+			return err
+		}
+	}
+}
+
+// writeOnce is write without the retries, for a fn that does more than
+// use the database (AppendChain's callback stores objects).
+func (c *Catalog) writeOnce(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := c.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -146,7 +160,7 @@ func (c *Catalog) read(ctx context.Context, fn func(pgx.Tx) error) error {
 	return fn(tx)
 }
 
-// update runs one statement in a write transaction and returns the number
+// update runs one statement (a transaction of its own) and returns the number
 // of rows it changed.
 func (c *Catalog) update(ctx context.Context, query string, args ...any) (int64, error) {
 	tag, err := c.pool.Exec(ctx, query, args...)
@@ -286,6 +300,11 @@ func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Tim
 		}
 		if tag.RowsAffected() == 0 {
 			return vault.ErrNotFound
+		}
+		// The packs' rows first, as RemovePack, SetPackKeys and
+		// SetPackHeader lock a pack's row before its other rows.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM packs WHERE vault = $1 ORDER BY id FOR UPDATE`, vaultID[:]); err != nil {
+			return err
 		}
 		for _, q := range []string{
 			`DELETE FROM blob_keys WHERE num IN (SELECT num FROM pack_keys WHERE vault = $1)`,

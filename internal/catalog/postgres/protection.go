@@ -79,7 +79,18 @@ func (c *Catalog) CondemnPack(ctx context.Context, vaultID, id vault.ID, at time
 // ErrNotFound if there is no such pack.
 func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
 	err := c.write(ctx, func(tx pgx.Tx) error {
-		// Blobs and keys first: they reference the pack.
+		// The pack's row first, as every write to a pack's rows locks it
+		// (SetPackKeys, SetPackHeader): they take turns instead of
+		// deadlocking.
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM packs WHERE vault = $1 AND id = $2 FOR UPDATE`, vaultID[:], id[:]).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return vault.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		// Blobs and keys next: they reference the pack.
 		if err := deleteKeys(ctx, tx, vaultID, id); err != nil {
 			return err
 		}
