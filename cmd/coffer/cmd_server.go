@@ -106,7 +106,7 @@ then the server exits.`,
 				return fmt.Errorf("--retention-at: %w", err)
 			}
 			if catalogURL == "" {
-				catalogURL = os.Getenv(server.CatalogEnv)
+				catalogURL = a.getenv(server.CatalogEnv)
 			}
 			if catalogURL != "" && !postgres.IsURL(catalogURL) {
 				return errors.New("--catalog: give a postgres:// URL, or leave it out for the SQLite file in the data directory")
