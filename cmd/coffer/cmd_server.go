@@ -13,13 +13,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/catalog/postgres"
 	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/tlsconf"
 )
 
 func newServerCmd(a *app) *cobra.Command {
-	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt string
+	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt, catalogURL string
 	var hosts, pkcs11Modules, keyDirs []string
 	var keyTTL, postureRPO, postureCheck time.Duration
 	cmd := &cobra.Command{
@@ -63,12 +64,21 @@ backup and source report must be younger), and to a check --read-data within
 --posture-check-age (default 31d). Once a day it records each vault's posture
 in the audit log.
 
+The catalog is the SQLite file in the data directory, unless --catalog (or
+COFFER_CATALOG, which keeps a password out of the process list) gives a
+postgres:// URL: then several servers, each given the same URL and a data
+directory on shared storage, serve the same vaults, and background jobs run
+on one of them at a time (docs/postgres.md). The commands run on the server
+machine (server approver-token, user assign-approver) read COFFER_CATALOG
+too.
+
 SIGTERM or Ctrl-C drains: requests in flight finish, open packs are stored,
 then the server exits.`,
 		Example: `  coffer server --data /var/lib/coffer
   coffer server --data /var/lib/coffer --listen :8443 --host backup.example.com --retention-at 01:30
   coffer server --data /var/lib/coffer --tls-cert /etc/coffer/cert.pem --tls-key /etc/coffer/key.pem --tls-min 1.3
-  coffer server --data /var/lib/coffer --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --key-dir /etc/coffer/keys --key-ttl 5m`,
+  coffer server --data /var/lib/coffer --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --key-dir /etc/coffer/keys --key-ttl 5m
+  COFFER_CATALOG=postgres://coffer@db.example.com/coffer coffer server --data /srv/coffer`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -95,7 +105,13 @@ then the server exits.`,
 			if _, err := server.ParseTimeOfDay(retentionAt); err != nil {
 				return fmt.Errorf("--retention-at: %w", err)
 			}
-			opt := server.Options{DataDir: dir, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
+			if catalogURL == "" {
+				catalogURL = a.getenv(server.CatalogEnv)
+			}
+			if catalogURL != "" && !postgres.IsURL(catalogURL) {
+				return errors.New("--catalog: give a postgres:// URL, or leave it out for the SQLite file in the data directory")
+			}
+			opt := server.Options{DataDir: dir, Catalog: catalogURL, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
 				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs, RetentionAt: retentionAt, Location: time.Local,
 				Posture: posture.Policy{RPO: postureRPO, CheckMaxAge: postureCheck}}
 			if postureRPO <= 0 || postureCheck <= 0 {
@@ -166,6 +182,7 @@ then the server exits.`,
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data", "", "data directory: catalog, keys, vault stores, TLS material")
 	f.StringVar(&listen, "listen", ":8443", "address to listen on")
+	f.StringVar(&catalogURL, "catalog", "", "postgres:// URL of a PostgreSQL catalog several servers may share (default: $COFFER_CATALOG, else the SQLite file in --data)")
 	f.StringVar(&certFile, "tls-cert", "", "server certificate chain (PEM); default: a local CA's")
 	f.StringVar(&keyFile, "tls-key", "", "server private key (PEM)")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "minimum TLS version: 1.2 or 1.3")

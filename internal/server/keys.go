@@ -171,17 +171,24 @@ func (s *Server) rewrapPlatform(ctx context.Context, eng *engine.Vault) error {
 // more often with a short key TTL); tests call it with a moved clock.
 func (s *Server) Maintain(ctx context.Context) error {
 	var errs []error
-	if period := s.kekRotation(); period > 0 {
-		if age := s.opt.Now().Sub(s.keys.Created()); age >= period {
-			before := s.keys.Current()
-			ref, err := s.keys.Rotate(s.opt.Now())
-			if err != nil {
-				errs = append(errs, fmt.Errorf("rotate the platform key: %w", err))
-			} else if ref != before {
-				s.log.Info("platform key rotated", "from", before.String(), "to", ref.String(), "age", age.Round(time.Hour).String())
-				s.markRetire()
+	// Jobs that change what every replica sharing the catalog sees run
+	// on one of them at a time (runJob).
+	if err := s.runJob(ctx, "platform-key-rotation", func() error {
+		if period := s.kekRotation(); period > 0 {
+			if age := s.opt.Now().Sub(s.keys.Created()); age >= period {
+				before := s.keys.Current()
+				ref, err := s.keys.Rotate(s.opt.Now())
+				if err != nil {
+					return fmt.Errorf("rotate the platform key: %w", err)
+				} else if ref != before {
+					s.log.Info("platform key rotated", "from", before.String(), "to", ref.String(), "age", age.Round(time.Hour).String())
+					s.markRetire()
+				}
 			}
 		}
+		return nil
+	}); err != nil {
+		errs = append(errs, err)
 	}
 	s.reapWriters(s.opt.Now())
 	s.mu.Lock()
@@ -190,7 +197,7 @@ func (s *Server) Maintain(ctx context.Context) error {
 		open = append(open, ov)
 	}
 	s.mu.Unlock()
-	if err := s.applyPolicies(ctx); err != nil {
+	if err := s.runJob(ctx, "retention", func() error { return s.applyPolicies(ctx) }); err != nil {
 		errs = append(errs, err)
 	}
 	for _, ov := range open {
@@ -212,7 +219,7 @@ func (s *Server) Maintain(ctx context.Context) error {
 	// After a rotation, the versions no vault needs any more are deleted
 	// from the key file (every vault rewrapped first): a saved copy of a
 	// vault's store and catalog wrapped under one then opens nothing.
-	if err := s.maybeRetire(ctx); err != nil {
+	if err := s.runJob(ctx, "platform-key-retirement", func() error { return s.maybeRetire(ctx) }); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

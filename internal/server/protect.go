@@ -121,6 +121,18 @@ func (s *Server) prune(q *request) error {
 	if err := s.notConfined(q, "prune"); err != nil {
 		return err
 	}
+	if !body.DryRun {
+		// One prune of a vault at a time, across every server sharing the
+		// catalog.
+		unlock, ok, err := s.cat.TryJobLock(q.ctx, "prune "+q.vault.Record().ID.String())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: a prune of this vault is running already (on this or another server); try again when it is done", vault.ErrConflict)
+		}
+		defer unlock()
+	}
 	rep, err := q.vault.Prune(context.WithoutCancel(q.ctx), engine.PruneOptions{DryRun: body.DryRun, Principal: q.principal()})
 	if err != nil {
 		return err

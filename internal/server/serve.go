@@ -108,7 +108,7 @@ func (s *Server) maintainLoop(ctx context.Context) {
 			if err := s.Maintain(ctx); err != nil {
 				s.log.Error("key maintenance", "err", err)
 			}
-			if err := s.RecordPostures(ctx); err != nil {
+			if err := s.runJob(ctx, "posture-record", func() error { return s.RecordPostures(ctx) }); err != nil {
 				s.log.Error("daily posture record", "err", err)
 			}
 		}

@@ -79,13 +79,17 @@ type Options struct {
 	// recovery point objective, key and check ages); zero fields take
 	// posture's defaults (docs/posture.md).
 	Posture posture.Policy
+	// Catalog is a postgres:// URL of the catalog's database, which
+	// several servers may share (docs/postgres.md); "" for the SQLite
+	// file in DataDir.
+	Catalog string
 }
 
 // Server serves the vaults under one data directory.
 type Server struct {
 	opt     Options
 	log     *slog.Logger
-	cat     *sqlite.Catalog
+	cat     Catalog
 	keys    *platform.Keystore
 	auth    *authn.Authenticator
 	metrics *metrics
@@ -183,7 +187,7 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	cat, err := sqlite.Open(catalogFile(opt.DataDir))
+	cat, err := openCatalog(ctx, opt.DataDir, opt.Catalog)
 	if err != nil {
 		return nil, false, err
 	}
@@ -411,8 +415,12 @@ func IssueApproverToken(ctx context.Context, dataDir, name string, expires, now 
 }
 
 // openCatalogOnly opens the catalog of an existing server data directory,
-// for the commands run on the server machine.
-func openCatalogOnly(dataDir string) (*sqlite.Catalog, error) {
+// for the commands run on the server machine: the PostgreSQL database
+// CatalogEnv names, when set, else the data directory's SQLite file.
+func openCatalogOnly(dataDir string) (Catalog, error) {
+	if u := os.Getenv(CatalogEnv); u != "" {
+		return openCatalog(context.Background(), dataDir, u)
+	}
 	if _, err := os.Stat(catalogFile(dataDir)); err != nil {
 		return nil, fmt.Errorf("no vault server data in %s: %w", dataDir, err)
 	}

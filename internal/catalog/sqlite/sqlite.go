@@ -54,7 +54,8 @@ var dsnParams = url.Values{
 // Catalog is a vault.Catalog stored in a SQLite file. It is safe for
 // concurrent use, also by other processes opening the same file.
 type Catalog struct {
-	db *sql.DB
+	db   *sql.DB
+	path string // the file's absolute path (joblock.go)
 
 	// writeLock serializes this process's write transactions, so that
 	// they queue here (honouring their contexts) rather than in SQLite's
@@ -106,7 +107,7 @@ func open(path string) (*Catalog, error) {
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(time.Minute)
 
-	c := &Catalog{db: db, writeLock: make(chan struct{}, 1)}
+	c := &Catalog{db: db, path: abs, writeLock: make(chan struct{}, 1)}
 	if err := c.init(); err != nil {
 		db.Close()
 		return nil, err

@@ -48,6 +48,10 @@ type Options struct {
 	// Configure, when set, adjusts the server's options (key TTL, allowed
 	// PKCS#11 modules and key directories, …) before it opens.
 	Configure func(*server.Options)
+	// Replica, when set, is a running server this one joins as another
+	// replica: it serves the same data directory (and, Configure giving
+	// the same Catalog, the same catalog) and uses its owner token.
+	Replica *Env
 }
 
 // Start runs a server until the test ends.
@@ -59,8 +63,13 @@ func Start(t testing.TB) *Env {
 // StartWith runs a server configured by opt until the test ends.
 func StartWith(t testing.TB, opt Options) *Env {
 	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o700) // a data directory must be private (t.TempDir makes it 0755)
+	var dir string
+	if opt.Replica != nil {
+		dir = opt.Replica.DataDir
+	} else {
+		dir = t.TempDir()
+		os.Chmod(dir, 0o700) // a data directory must be private (t.TempDir makes it 0755)
+	}
 	var offset atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -74,7 +83,7 @@ func StartWith(t testing.TB, opt Options) *Env {
 		cancel()
 		t.Fatal(err)
 	}
-	if !first {
+	if !first && opt.Replica == nil {
 		cancel()
 		t.Fatal("a new data directory should get an initial owner token")
 	}

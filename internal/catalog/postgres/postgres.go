@@ -1,0 +1,796 @@
+// Package postgres implements vault.Catalog on PostgreSQL, using
+// github.com/jackc/pgx/v5, so that several coffer server replicas can
+// share one catalog (docs/postgres.md).
+//
+// It mirrors the SQLite catalog (internal/catalog/sqlite) in everything
+// a caller can see: the same error values, orders and checks; both pass
+// the conformance suite in internal/catalog/catalogtest. Where SQLite
+// relies on its single writer, this package takes row locks (SELECT …
+// FOR UPDATE) or transaction-scoped advisory locks, so that a check and
+// the write it guards are one step for every process sharing the
+// database.
+//
+// The schema lives in the embedded migrations directory; Open applies
+// the missing ones under an advisory lock, so replicas starting at once
+// migrate once. Everything lives in the connection's current schema (set
+// it with search_path in the URL to share a database with other data).
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+var _ vault.Catalog = (*Catalog)(nil)
+
+// Catalog is a vault.Catalog stored in a PostgreSQL database. It is safe
+// for concurrent use, also by other processes using the same database.
+type Catalog struct {
+	pool *pgxpool.Pool
+
+	// jobs are the connections holding job locks (joblock.go), which
+	// Close closes: the pool's Close waits for every connection taken
+	// out of it.
+	jobMu sync.Mutex
+	jobs  map[*pgxpool.Conn]struct{}
+
+	closeOnce sync.Once
+}
+
+// IsURL reports whether s names a PostgreSQL catalog (a postgres:// or
+// postgresql:// URL) rather than a file.
+func IsURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// Redact returns url without its password, for messages and logs.
+func Redact(url string) string {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return "postgres://…"
+	}
+	s := "postgres://"
+	if cfg.User != "" {
+		s += cfg.User + "@"
+	}
+	return fmt.Sprintf("%s%s:%d/%s", s, cfg.Host, cfg.Port, cfg.Database)
+}
+
+// Open connects to the database at url (a postgres:// URL, or any
+// connection string pgx accepts) and brings its schema up to date. It
+// fails with ErrNewerSchema if the database was migrated by a newer
+// version of Coffer. Errors never repeat the URL's password.
+func Open(ctx context.Context, url string) (*Catalog, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's parse errors may quote the string; do not repeat it.
+		return nil, fmt.Errorf("open catalog %s: invalid connection URL", Redact(url))
+	}
+	if cfg.MaxConns < 8 {
+		cfg.MaxConns = 8
+	}
+	cfg.MaxConnIdleTime = time.Minute
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open catalog %s: %w", Redact(url), err)
+	}
+	c := &Catalog{pool: pool, jobs: map[*pgxpool.Conn]struct{}{}}
+	if err := c.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open catalog %s: %w", Redact(url), err)
+	}
+	return c, nil
+}
+
+// Close releases the job locks still held and closes the connection
+// pool. Calling it again does nothing.
+func (c *Catalog) Close() error {
+	c.closeOnce.Do(func() {
+		c.jobMu.Lock()
+		jobs := c.jobs
+		c.jobs = nil
+		c.jobMu.Unlock()
+		for conn := range jobs {
+			conn.Hijack().Close(context.Background())
+		}
+		c.pool.Close()
+	})
+	return nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// write runs fn in a read-committed transaction and commits it if fn
+// returns nil. Checks that need to see other writers' work take locks.
+// A transaction PostgreSQL aborted to break a deadlock (or a
+// serialization failure) is run again, a few times: fn must only use the
+// database.
+func (c *Catalog) write(ctx context.Context, fn func(pgx.Tx) error) error {
+	for i := 0; ; i++ {
+		err := c.writeOnce(ctx, fn)
+		if code := pgCode(err); (code != "40P01" && code != "40001") || i == 3 {
+			return err
+		}
+	}
+}
+
+// writeOnce is write without the retries, for a fn that does more than
+// use the database (AppendChain's callback stores objects).
+func (c *Catalog) writeOnce(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := c.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// read runs fn in a read-only repeatable-read transaction: everything fn
+// reads is one snapshot of the database.
+func (c *Catalog) read(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := c.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	return fn(tx)
+}
+
+// update runs one statement (a transaction of its own) and returns the number
+// of rows it changed.
+func (c *Catalog) update(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := c.pool.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+// pgCode returns the SQLSTATE of err, "" if it has none.
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// isDuplicate reports whether err is a primary key or unique violation.
+func isDuplicate(err error) bool { return pgCode(err) == "23505" }
+
+// isMissingVault reports whether err is a foreign key violation; the only
+// foreign keys an insert can miss name the vault (or a principal).
+func isMissingVault(err error) bool { return pgCode(err) == "23503" }
+
+// isCheck reports whether err is a CHECK constraint violation.
+func isCheck(err error) bool { return pgCode(err) == "23514" }
+
+// Time columns hold Unix nanoseconds, which cover the years 1678 to 2262.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+func unixNano(t time.Time) (int64, error) {
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, fmt.Errorf("time %v out of range", t)
+	}
+	return t.UnixNano(), nil
+}
+
+func fromUnixNano(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// nullUnixNano is unixNano with NULL for the zero time.
+func nullUnixNano(t time.Time) (*int64, error) {
+	if t.IsZero() {
+		return nil, nil
+	}
+	ns, err := unixNano(t)
+	return &ns, err
+}
+
+// fromNullUnixNano is fromUnixNano with the zero time for NULL.
+func fromNullUnixNano(ns *int64) time.Time {
+	if ns == nil {
+		return time.Time{}
+	}
+	return fromUnixNano(*ns)
+}
+
+// nullString returns s, or NULL for "".
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func str(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// nullBytes returns b, or NULL for nil.
+func nullBytes(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+func scanID(dst *vault.ID, b []byte) error {
+	if len(b) != vault.IDSize {
+		return fmt.Errorf("stored ID has %d bytes, want %d", len(b), vault.IDSize)
+	}
+	copy(dst[:], b)
+	return nil
+}
+
+// CreateVault records a new vault; ErrExists if its name or ID is taken.
+func (c *Catalog) CreateVault(ctx context.Context, v vault.VaultRecord) error {
+	created, err := unixNano(v.Created)
+	if err != nil {
+		return fmt.Errorf("create vault %q: %w", v.Name, err)
+	}
+	_, err = c.pool.Exec(ctx, `INSERT INTO vaults (id, name, created) VALUES ($1, $2, $3)`, v.ID[:], v.Name, created)
+	if isDuplicate(err) {
+		return fmt.Errorf("create vault %q: %w (a deleted vault's name stays taken)", v.Name, vault.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create vault %q: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Vault returns the vault named name, or ErrNotFound.
+func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, error) {
+	v := vault.VaultRecord{Name: name}
+	var id []byte
+	var created int64
+	err := c.pool.QueryRow(ctx, `SELECT id, created FROM vaults WHERE name = $1 AND deleted IS NULL`, name).Scan(&id, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
+	}
+	if err == nil {
+		err = scanID(&v.ID, id)
+	}
+	if err != nil {
+		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, err)
+	}
+	v.Created = fromUnixNano(created)
+	return v, nil
+}
+
+// DeleteVault implements vault.Catalog.
+func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Time) error {
+	ns, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("delete vault %s: %w", vaultID, err)
+	}
+	err = c.write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE vaults SET deleted = $1 WHERE id = $2 AND deleted IS NULL`, ns, vaultID[:])
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return vault.ErrNotFound
+		}
+		// The packs' rows first, as RemovePack, SetPackKeys and
+		// SetPackHeader lock a pack's row before its other rows.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM packs WHERE vault = $1 ORDER BY id FOR UPDATE`, vaultID[:]); err != nil {
+			return err
+		}
+		for _, q := range []string{
+			`DELETE FROM blob_keys WHERE num IN (SELECT num FROM pack_keys WHERE vault = $1)`,
+			`DELETE FROM pack_keys WHERE vault = $1`,
+			`DELETE FROM blobs WHERE vault = $1`,
+			`DELETE FROM packs WHERE vault = $1`,
+			`DELETE FROM snapshots WHERE vault = $1`,
+			`DELETE FROM snapshot_chain WHERE vault = $1`,
+			`DELETE FROM sessions WHERE vault = $1`,
+		} {
+			if _, err := tx.Exec(ctx, q, vaultID[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete vault %s: %w", vaultID, err)
+	}
+	return nil
+}
+
+// AddPack records a pack and its blobs in one transaction. Every blob's
+// Pack must be p.ID. It fails with ErrExists if the pack is recorded
+// already (or two blobs share an offset), with ErrNotFound if the vault is
+// not. p.Condemned is recorded as given.
+func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRecord, blobs []vault.BlobRecord) error {
+	created, err := unixNano(p.Created)
+	if err != nil {
+		return fmt.Errorf("add pack %s: %w", p.ID, err)
+	}
+	condemned, err := nullUnixNano(p.Condemned)
+	if err != nil {
+		return fmt.Errorf("add pack %s: condemned: %w", p.ID, err)
+	}
+	offsets := make(map[uint32]struct{}, len(blobs))
+	for _, b := range blobs {
+		if b.Pack != p.ID {
+			return fmt.Errorf("add pack %s: blob %s names pack %s", p.ID, b.ID, b.Pack)
+		}
+		// Two blobs cannot claim the same bytes (the primary key would
+		// refuse it too, without saying which blob).
+		if _, dup := offsets[b.Offset]; dup {
+			return fmt.Errorf("add pack %s: blob %s at offset %d: %w", p.ID, b.ID, b.Offset, vault.ErrExists)
+		}
+		offsets[b.Offset] = struct{}{}
+	}
+	vid, pid := vaultID[:], p.ID[:]
+	var blobErr bool
+	err = c.write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created, condemned, header) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned, nullBytes(p.Header))
+		if err != nil {
+			return err
+		}
+		if len(blobs) > 0 {
+			rows := make([][]any, len(blobs))
+			for i := range blobs {
+				b := &blobs[i]
+				rows[i] = []any{vid, b.ID[:], int64(b.Type), pid, int64(b.Offset), int64(b.Length), int64(b.RawLen)}
+			}
+			_, err := tx.CopyFrom(ctx, pgx.Identifier{"blobs"}, []string{"vault", "id", "type", "pack", "offset", "length", "raw_length"}, pgx.CopyFromRows(rows))
+			if err != nil {
+				blobErr = true
+				return err
+			}
+		}
+		if p.Keys != nil {
+			return insertKeys(ctx, tx, vaultID, p.ID, p.Keys)
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add pack %s: vault %s: %w", p.ID, vaultID, vault.ErrNotFound)
+	case isDuplicate(err) && blobErr:
+		return fmt.Errorf("add pack %s: two blobs at one offset: %w", p.ID, vault.ErrExists)
+	case isDuplicate(err):
+		return fmt.Errorf("add pack %s: %w", p.ID, vault.ErrExists)
+	}
+	return fmt.Errorf("add pack %s: %w", p.ID, err)
+}
+
+// Packs calls fn for every pack of vault, ordered by ID, condemned ones
+// included. An error from fn stops the iteration and is returned as is.
+func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
+	rows, err := c.pool.Query(ctx, `SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, k.num IS NOT NULL
+		FROM packs p LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id WHERE p.vault = $1 ORDER BY p.id`, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	defer rows.Close()
+	var (
+		id                       []byte
+		size, dek, nblob, create int64
+		condemned                *int64
+		header                   []byte
+		keyed                    bool
+	)
+	for rows.Next() {
+		header = nil
+		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned, &header, &keyed); err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned), Keyed: keyed}
+		if header != nil {
+			p.Header = append([]byte(nil), header...)
+		}
+		if err := scanID(&p.ID, id); err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	return nil
+}
+
+// Blobs calls fn for every blob of vault, ordered by pack and offset. An
+// error from fn stops the iteration and is returned as is.
+func (c *Catalog) Blobs(ctx context.Context, vaultID vault.ID, fn func(vault.BlobRecord) error) error {
+	rows, err := c.pool.Query(ctx, `SELECT id, type, pack, "offset", length, raw_length FROM blobs WHERE vault = $1 ORDER BY pack, "offset"`, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	defer rows.Close()
+	var (
+		id, pack                 []byte
+		typ, off, length, rawLen int64
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &typ, &pack, &off, &length, &rawLen); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		b := vault.BlobRecord{Type: vault.BlobType(typ), Offset: uint32(off), Length: uint32(length), RawLen: uint32(rawLen)}
+		if err := scanID(&b.ID, id); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		if err := scanID(&b.Pack, pack); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	return nil
+}
+
+// AddSnapshot records a snapshot; ErrExists if its ID is present in the
+// vault, ErrNotFound if the vault is not.
+func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.SnapshotRecord) error {
+	err := c.write(ctx, func(tx pgx.Tx) error {
+		return insertSnapshot(ctx, tx, vaultID, s)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrExists):
+		return err
+	}
+	return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+}
+
+// insertSnapshot inserts s in tx; ErrExists if its ID is present in the
+// vault, ErrNotFound if the vault is not. A refused insert aborts tx,
+// which its caller then rolls back.
+func insertSnapshot(ctx context.Context, tx pgx.Tx, vaultID vault.ID, s vault.SnapshotRecord) error {
+	tm, err := unixNano(s.Time)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	}
+	paths, err := jsonStrings(s.Paths)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	}
+	tags, err := jsonStrings(s.Tags)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+	}
+	var parent []byte // NULL when none
+	if !s.Parent.IsZero() {
+		parent = s.Parent[:]
+	}
+	deleted, err := nullUnixNano(s.Deleted)
+	if err != nil {
+		return fmt.Errorf("add snapshot %s: deleted: %w", s.ID, err)
+	}
+	var deletedBy *string // NULL while live
+	if !s.Deleted.IsZero() {
+		deletedBy = nullString(s.DeletedBy)
+	}
+	var cp []byte // NULL unless a copy
+	if c := s.Copy; c != nil {
+		cp = append(append(append(cp, c.Vault[:]...), c.Snapshot[:]...), binary.LittleEndian.AppendUint64(nil, uint64(c.Time.UnixNano()))...)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO snapshots
+		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
+		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy, s.Domain, cp)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add snapshot %s: vault %s: %w", s.ID, vaultID, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("add snapshot %s: %w", s.ID, vault.ErrExists)
+	}
+	return err
+}
+
+// jsonStrings encodes ss as a JSON array, [] when empty.
+func jsonStrings(ss []string) (string, error) {
+	if ss == nil {
+		ss = []string{}
+	}
+	b, err := json.Marshal(ss)
+	return string(b), err
+}
+
+// Snapshots returns every snapshot of vault, soft-deleted ones included,
+// oldest first (by time, then ID). Empty Paths and Tags are nil.
+func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
+	return snapshotRows(ctx, c.pool, vaultID)
+}
+
+func snapshotRows(ctx context.Context, q querier, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
+	rows, err := q.Query(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy
+		FROM snapshots WHERE vault = $1 ORDER BY time, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	defer rows.Close()
+	var ss []vault.SnapshotRecord
+	for rows.Next() {
+		var (
+			s                                     vault.SnapshotRecord
+			id, tree, parent, cp                  []byte
+			paths, tags                           string
+			tm, files, dirs, nbytes, added, durNS int64
+			deleted                               *int64
+			deletedBy                             *string
+		)
+		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy, &s.Domain, &cp)
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		if cp != nil {
+			if len(cp) != 72 {
+				return nil, fmt.Errorf("list snapshots: copy of %d bytes", len(cp))
+			}
+			c := &vault.SnapshotCopy{Time: fromUnixNano(int64(binary.LittleEndian.Uint64(cp[64:])))}
+			copy(c.Vault[:], cp[:32])
+			copy(c.Snapshot[:], cp[32:64])
+			s.Copy = c
+		}
+		if err := scanID(&s.ID, id); err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		if err := scanID(&s.Tree, tree); err != nil {
+			return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
+		}
+		if parent != nil {
+			if err := scanID(&s.Parent, parent); err != nil {
+				return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
+			}
+		}
+		if err := json.Unmarshal([]byte(paths), &s.Paths); err != nil {
+			return nil, fmt.Errorf("list snapshots: snapshot %s: paths: %w", s.ID, err)
+		}
+		if err := json.Unmarshal([]byte(tags), &s.Tags); err != nil {
+			return nil, fmt.Errorf("list snapshots: snapshot %s: tags: %w", s.ID, err)
+		}
+		if len(s.Paths) == 0 {
+			s.Paths = nil
+		}
+		if len(s.Tags) == 0 {
+			s.Tags = nil
+		}
+		s.Time = fromUnixNano(tm)
+		s.Files, s.Dirs, s.Bytes, s.BytesAdded = uint64(files), uint64(dirs), uint64(nbytes), uint64(added)
+		s.Duration = time.Duration(durNS)
+		s.Deleted, s.DeletedBy = fromNullUnixNano(deleted), str(deletedBy)
+		ss = append(ss, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return ss, nil
+}
+
+// AddToken records a bearer token; ErrExists if its ID or hash is taken,
+// ErrNotFound if t.Vault is not "" and names no vault.
+func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
+	if t.ID == "" || t.Role == "" {
+		return fmt.Errorf("add token %q: ID and role must be set", t.ID)
+	}
+	created, err := unixNano(t.Created)
+	if err != nil {
+		return fmt.Errorf("add token %s: created: %w", t.ID, err)
+	}
+	expires, err := nullUnixNano(t.Expires)
+	if err != nil {
+		return fmt.Errorf("add token %s: expires: %w", t.ID, err)
+	}
+	revoked, err := nullUnixNano(t.Revoked)
+	if err != nil {
+		return fmt.Errorf("add token %s: revoked: %w", t.ID, err)
+	}
+	_, err = c.pool.Exec(ctx, `INSERT INTO tokens (id, hash, name, role, vault, created, expires, revoked, created_by, principal)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		t.ID, t.Hash[:], t.Name, t.Role, nullString(t.Vault), created, expires, revoked, nullString(t.CreatedBy), nullString(t.Principal))
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add token %s: vault %q or principal %q: %w", t.ID, t.Vault, t.Principal, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("add token %s: ID or hash: %w", t.ID, vault.ErrExists)
+	}
+	return fmt.Errorf("add token %s: %w", t.ID, err)
+}
+
+const tokenColumns = `id, hash, name, role, vault, created, expires, revoked, created_by, principal`
+
+// scanToken reads a row of tokenColumns.
+func scanToken(row pgx.Row) (vault.TokenRecord, error) {
+	var (
+		t                    vault.TokenRecord
+		hash                 []byte
+		vaultName, by, princ *string
+		created              int64
+		expires, revoked     *int64
+	)
+	if err := row.Scan(&t.ID, &hash, &t.Name, &t.Role, &vaultName, &created, &expires, &revoked, &by, &princ); err != nil {
+		return vault.TokenRecord{}, err
+	}
+	if len(hash) != len(t.Hash) {
+		return vault.TokenRecord{}, fmt.Errorf("token %s: stored hash has %d bytes, want %d", t.ID, len(hash), len(t.Hash))
+	}
+	copy(t.Hash[:], hash)
+	t.Vault, t.CreatedBy, t.Principal = str(vaultName), str(by), str(princ)
+	t.Created = fromUnixNano(created)
+	t.Expires, t.Revoked = fromNullUnixNano(expires), fromNullUnixNano(revoked)
+	return t, nil
+}
+
+// TokenByHash returns the token whose hash is hash, revoked and expired
+// ones included, or ErrNotFound. It always reads the database: there is
+// no cache, so a revocation by any replica takes effect at once.
+func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRecord, error) {
+	t, err := scanToken(c.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = $1`, hash[:]))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", err)
+	}
+	return t, nil
+}
+
+// Token implements vault.Catalog.
+func (c *Catalog) Token(ctx context.Context, id string) (vault.TokenRecord, error) {
+	t, err := scanToken(c.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// Tokens returns every token, revoked and expired ones included, ordered
+// by creation time, then ID.
+func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
+	rows, err := c.pool.Query(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []vault.TokenRecord
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeToken records that token id was revoked at at; ErrNotFound if
+// there is no such token. Revoking it again keeps the first time.
+func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) error {
+	ns, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	n, err := c.update(ctx, `UPDATE tokens SET revoked = coalesce(revoked, $1) WHERE id = $2`, ns, id)
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("revoke token %s: %w", id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// AddKeyEvent appends e to the key audit trail of its vault; ErrNotFound
+// if the vault is not recorded.
+func (c *Catalog) AddKeyEvent(ctx context.Context, e vault.KeyEvent) error {
+	if e.Event == "" {
+		return fmt.Errorf("add key event: event must be set")
+	}
+	tm, err := unixNano(e.Time)
+	if err != nil {
+		return fmt.Errorf("add key event %s: %w", e.Event, err)
+	}
+	_, err = c.pool.Exec(ctx, `INSERT INTO key_events (vault, time, principal, event, kek, detail, ok)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		e.Vault[:], tm, e.Principal, e.Event, e.KEK, e.Detail, e.OK)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add key event %s: vault %s: %w", e.Event, e.Vault, vault.ErrNotFound)
+	}
+	return fmt.Errorf("add key event %s: %w", e.Event, err)
+}
+
+const keyEventColumns = `time, principal, event, kek, detail, ok`
+
+func scanKeyEvent(row pgx.Row, v vault.ID) (vault.KeyEvent, error) {
+	e := vault.KeyEvent{Vault: v}
+	var tm int64
+	if err := row.Scan(&tm, &e.Principal, &e.Event, &e.KEK, &e.Detail, &e.OK); err != nil {
+		return vault.KeyEvent{}, err
+	}
+	e.Time = fromUnixNano(tm)
+	return e, nil
+}
+
+// KeyEvents returns the key audit trail of vault, oldest first (by time,
+// then in the order the events were added).
+func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyEvent, error) {
+	rows, err := c.pool.Query(ctx, `SELECT `+keyEventColumns+` FROM key_events WHERE vault = $1 ORDER BY time, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list key events: %w", err)
+	}
+	defer rows.Close()
+	var es []vault.KeyEvent
+	for rows.Next() {
+		e, err := scanKeyEvent(rows, vaultID)
+		if err != nil {
+			return nil, fmt.Errorf("list key events: %w", err)
+		}
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list key events: %w", err)
+	}
+	return es, nil
+}
+
+// LastKeyEvent returns the last event of KeyEvents(vault), or ErrNotFound
+// if there is none.
+func (c *Catalog) LastKeyEvent(ctx context.Context, vaultID vault.ID) (vault.KeyEvent, error) {
+	row := c.pool.QueryRow(ctx, `SELECT `+keyEventColumns+` FROM key_events WHERE vault = $1 ORDER BY time DESC, id DESC LIMIT 1`, vaultID[:])
+	e, err := scanKeyEvent(row, vaultID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, err)
+	}
+	return e, nil
+}

@@ -1,0 +1,85 @@
+package postgres
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/catalog/catalogtest"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// openTemp opens a catalog in a new schema of the test server.
+func openTemp(t testing.TB) (*Catalog, string) {
+	t.Helper()
+	url := pgtest.URL(t)
+	c, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, url
+}
+
+func TestConformance(t *testing.T) {
+	catalogtest.Run(t, func(t *testing.T) vault.Catalog {
+		c, _ := openTemp(t)
+		return c
+	})
+}
+
+func TestJobLock(t *testing.T) {
+	catalogtest.RunJobLock(t, func(t *testing.T) (vault.JobLocker, vault.JobLocker) {
+		a, url := openTemp(t)
+		b, err := Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return a, b
+	})
+}
+
+// TestJobLockHolderDies: when the replica holding a job lock dies (its
+// connection is cut), the database releases the lock and another replica
+// takes the job.
+func TestJobLockHolderDies(t *testing.T) {
+	ctx := context.Background()
+	a, url := openTemp(t)
+	b, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, ok, err := a.TryJobLock(ctx, "prune"); err != nil || !ok {
+		t.Fatalf("TryJobLock = %v, %v", ok, err)
+	}
+	if _, ok, _ := b.TryJobLock(ctx, "prune"); ok {
+		t.Fatal("the lock was taken twice")
+	}
+	// Cut the holder's connection, as a killed process would.
+	var n int
+	err = b.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+		AND objid = (`+lockKey+` & x'ffffffff'::bigint)`, "job prune").Scan(&n)
+	if err != nil || n != 1 {
+		t.Fatalf("terminate the holder: %d backends, %v", n, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		unlock, ok, err := b.TryJobLock(ctx, "prune")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			unlock()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dead holder's lock was not released")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

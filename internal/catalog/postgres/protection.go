@@ -1,0 +1,465 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// This file holds the deletion-protection part of the catalog
+// (docs/retention.md): soft-deleted snapshots, condemned packs, vault
+// settings, the vault event trail, writer sessions and multi-user
+// authorization requests.
+
+// RemoveSnapshot deletes snapshot id of vault; ErrNotFound if there is
+// none.
+func (c *Catalog) RemoveSnapshot(ctx context.Context, vaultID, id vault.ID) error {
+	n, err := c.update(ctx, `DELETE FROM snapshots WHERE vault = $1 AND id = $2`, vaultID[:], id[:])
+	if err != nil {
+		return fmt.Errorf("remove snapshot %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("remove snapshot %s: %w", id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// SetSnapshotDeleted records that snapshot id of vault was soft-deleted
+// at at by by, replacing an earlier soft deletion, or, for a zero at,
+// clears both (undelete); ErrNotFound if there is no such snapshot.
+func (c *Catalog) SetSnapshotDeleted(ctx context.Context, vaultID, id vault.ID, at time.Time, by string) error {
+	what := "soft-delete"
+	if at.IsZero() {
+		what, by = "undelete", ""
+	}
+	deleted, err := nullUnixNano(at)
+	if err != nil {
+		return fmt.Errorf("%s snapshot %s: %w", what, id, err)
+	}
+	n, err := c.update(ctx, `UPDATE snapshots SET deleted = $1, deleted_by = $2 WHERE vault = $3 AND id = $4`,
+		deleted, nullString(by), vaultID[:], id[:])
+	if err != nil {
+		return fmt.Errorf("%s snapshot %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s snapshot %s: %w", what, id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// CondemnPack records that pack id of vault is unused since at,
+// replacing an earlier time, or, for a zero at, that it is in use again;
+// ErrNotFound if there is no such pack.
+func (c *Catalog) CondemnPack(ctx context.Context, vaultID, id vault.ID, at time.Time) error {
+	what := "condemn"
+	if at.IsZero() {
+		what = "uncondemn"
+	}
+	condemned, err := nullUnixNano(at)
+	if err != nil {
+		return fmt.Errorf("%s pack %s: %w", what, id, err)
+	}
+	n, err := c.update(ctx, `UPDATE packs SET condemned = $1 WHERE vault = $2 AND id = $3`, condemned, vaultID[:], id[:])
+	if err != nil {
+		return fmt.Errorf("%s pack %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s pack %s: %w", what, id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// RemovePack deletes pack id of vault and its blobs in one transaction;
+// ErrNotFound if there is no such pack.
+func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
+	err := c.write(ctx, func(tx pgx.Tx) error {
+		// The pack's row first, as every write to a pack's rows locks it
+		// (SetPackKeys, SetPackHeader): they take turns instead of
+		// deadlocking.
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM packs WHERE vault = $1 AND id = $2 FOR UPDATE`, vaultID[:], id[:]).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return vault.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		// Blobs and keys next: they reference the pack.
+		if err := deleteKeys(ctx, tx, vaultID, id); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM blobs WHERE vault = $1 AND pack = $2`, vaultID[:], id[:]); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM packs WHERE vault = $1 AND id = $2`, vaultID[:], id[:])
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return vault.ErrNotFound // rolls back; there were no blobs either
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove pack %s: %w", id, err)
+	}
+	return nil
+}
+
+// Settings returns vault's deletion-protection settings, the defaults
+// (with a zero Updated) if it never set any; ErrNotFound if there is no
+// such vault.
+func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSettings, error) {
+	return readSettings(ctx, c.pool, vaultID)
+}
+
+// readSettings is Settings through q (a connection inside a read
+// transaction, for SettingsChain).
+func readSettings(ctx context.Context, q querier, vaultID vault.ID) (vault.VaultSettings, error) {
+	// One query, so that the vault's existence and its settings are read
+	// from the same snapshot of the catalog.
+	var (
+		softDelete, immutability, policy, scope *string
+		days, minRetention, updated             *int64
+		singleUser                              *bool
+		settings                                bool
+	)
+	err := q.QueryRow(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
+			s.single_user, s.policy, s.updated, s.dedup_scope, s.vault IS NOT NULL
+		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = $1`, vaultID[:]).
+		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &scope, &settings)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, err)
+	}
+	if !settings {
+		return vault.DefaultSettings(), nil
+	}
+	return vault.VaultSettings{
+		SoftDelete:     vault.SoftDelete(str(softDelete)),
+		SoftDeleteDays: int(*days),
+		Immutability:   vault.Immutability(str(immutability)),
+		MinRetention:   time.Duration(*minRetention),
+		SingleUser:     *singleUser,
+		Policy:         str(policy),
+		DedupScope:     vault.DedupScope(str(scope)),
+		Updated:        fromUnixNano(*updated),
+	}, nil
+}
+
+// SetSettings replaces vault's settings; ErrNotFound if there is no such
+// vault. It judges nothing but what the schema can store (known
+// soft-delete and immutability values, a soft-delete period of 14 to 180
+// days, a minimum retention of zero or more); whether a change is allowed
+// is the caller's business. s.Updated must be set.
+func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.VaultSettings) error {
+	return c.write(ctx, func(tx pgx.Tx) error { return setSettings(ctx, tx, vaultID, s) })
+}
+
+// setSettings is SetSettings inside tx (AppendChain writes the settings
+// of a settings entry in its own transaction).
+func setSettings(ctx context.Context, tx pgx.Tx, vaultID vault.ID, s vault.VaultSettings) error {
+	updated, err := unixNano(s.Updated)
+	if err != nil {
+		return fmt.Errorf("set settings of vault %s: updated: %w", vaultID, err)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO vault_settings
+			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated, dedup_scope)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (vault) DO UPDATE SET
+			soft_delete = excluded.soft_delete, soft_delete_days = excluded.soft_delete_days,
+			immutability = excluded.immutability, min_retention_ns = excluded.min_retention_ns,
+			single_user = excluded.single_user, policy = excluded.policy, updated = excluded.updated,
+			dedup_scope = excluded.dedup_scope`,
+		vaultID[:], string(s.SoftDelete), int64(s.SoftDeleteDays), string(s.Immutability), int64(s.MinRetention),
+		s.SingleUser, s.Policy, updated, string(s.DedupScope.OrDefault()))
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("set settings of vault %s: %w", vaultID, vault.ErrNotFound)
+	case isCheck(err):
+		return fmt.Errorf("set settings of vault %s: invalid settings (soft delete %q for %d days, immutability %q, minimum retention %v, dedup scope %q): %w",
+			vaultID, s.SoftDelete, s.SoftDeleteDays, s.Immutability, s.MinRetention, s.DedupScope, err)
+	}
+	return fmt.Errorf("set settings of vault %s: %w", vaultID, err)
+}
+
+// AddEvent appends e to the event trail of its vault; ErrNotFound if the
+// vault is not recorded.
+func (c *Catalog) AddEvent(ctx context.Context, e vault.VaultEvent) error {
+	if e.Event == "" {
+		return fmt.Errorf("add vault event: event must be set")
+	}
+	tm, err := unixNano(e.Time)
+	if err != nil {
+		return fmt.Errorf("add vault event %s: %w", e.Event, err)
+	}
+	_, err = c.update(ctx, `INSERT INTO vault_events (vault, time, principal, event, detail, ok) VALUES ($1, $2, $3, $4, $5, $6)`,
+		e.Vault[:], tm, e.Principal, e.Event, e.Detail, e.OK)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add vault event %s: vault %s: %w", e.Event, e.Vault, vault.ErrNotFound)
+	}
+	return fmt.Errorf("add vault event %s: %w", e.Event, err)
+}
+
+const vaultEventColumns = `time, principal, event, detail, ok`
+
+// Events returns the event trail of vault, oldest first (by time, then in
+// the order the events were added); none for an unknown vault.
+func (c *Catalog) Events(ctx context.Context, vaultID vault.ID) ([]vault.VaultEvent, error) {
+	rows, err := c.pool.Query(ctx, `SELECT `+vaultEventColumns+` FROM vault_events WHERE vault = $1 ORDER BY time, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list vault events: %w", err)
+	}
+	defer rows.Close()
+	var es []vault.VaultEvent
+	for rows.Next() {
+		e := vault.VaultEvent{Vault: vaultID}
+		var tm int64
+		if err := rows.Scan(&tm, &e.Principal, &e.Event, &e.Detail, &e.OK); err != nil {
+			return nil, fmt.Errorf("list vault events: %w", err)
+		}
+		e.Time = fromUnixNano(tm)
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list vault events: %w", err)
+	}
+	return es, nil
+}
+
+// BeginSession records session s of a writer working on vault; ErrExists
+// if s.ID is taken, ErrNotFound if the vault is not recorded. A zero
+// s.Touched is recorded as s.Started.
+func (c *Catalog) BeginSession(ctx context.Context, vaultID vault.ID, s vault.Session) error {
+	if s.ID == "" {
+		return fmt.Errorf("begin session: ID must be set")
+	}
+	started, err := unixNano(s.Started)
+	if err != nil {
+		return fmt.Errorf("begin session %s: started: %w", s.ID, err)
+	}
+	touched := started
+	if !s.Touched.IsZero() {
+		if touched, err = unixNano(s.Touched); err != nil {
+			return fmt.Errorf("begin session %s: touched: %w", s.ID, err)
+		}
+	}
+	_, err = c.update(ctx, `INSERT INTO sessions (id, vault, kind, principal, started, touched) VALUES ($1, $2, $3, $4, $5, $6)`,
+		s.ID, vaultID[:], s.Kind, s.Principal, started, touched)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("begin session %s: vault %s: %w", s.ID, vaultID, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("begin session %s: %w", s.ID, vault.ErrExists)
+	}
+	return fmt.Errorf("begin session %s: %w", s.ID, err)
+}
+
+// TouchSession records that session id was alive at at; ErrNotFound if
+// there is no such session (it ended, or was cleared as dead).
+func (c *Catalog) TouchSession(ctx context.Context, id string, at time.Time) error {
+	touched, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("touch session %s: %w", id, err)
+	}
+	n, err := c.update(ctx, `UPDATE sessions SET touched = $1 WHERE id = $2`, touched, id)
+	if err != nil {
+		return fmt.Errorf("touch session %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("touch session %s: %w", id, vault.ErrNotFound)
+	}
+	return nil
+}
+
+// EndSession removes session id; ending an unknown session succeeds.
+func (c *Catalog) EndSession(ctx context.Context, id string) error {
+	if _, err := c.update(ctx, `DELETE FROM sessions WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("end session %s: %w", id, err)
+	}
+	return nil
+}
+
+const sessionColumns = `id, kind, principal, started, touched`
+
+// Sessions returns vault's sessions, oldest first (by start, then ID);
+// none for an unknown vault.
+func (c *Catalog) Sessions(ctx context.Context, vaultID vault.ID) ([]vault.Session, error) {
+	rows, err := c.pool.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE vault = $1 ORDER BY started, id`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var ss []vault.Session
+	for rows.Next() {
+		var (
+			s                vault.Session
+			started, touched int64
+		)
+		if err := rows.Scan(&s.ID, &s.Kind, &s.Principal, &started, &touched); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		s.Started, s.Touched = fromUnixNano(started), fromUnixNano(touched)
+		ss = append(ss, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return ss, nil
+}
+
+// AddRequest records request r; ErrExists if its ID is taken, ErrNotFound
+// if r.Vault is not zero and names no vault. ID, Op, Created, Expires and
+// State must be set; Params is JSON or "". Decided must be set exactly
+// when State is not pending.
+func (c *Catalog) AddRequest(ctx context.Context, r vault.Request) error {
+	if r.ID == "" || r.Op == "" {
+		return fmt.Errorf("add request %q: ID and op must be set", r.ID)
+	}
+	created, err := unixNano(r.Created)
+	if err != nil {
+		return fmt.Errorf("add request %s: created: %w", r.ID, err)
+	}
+	expires, err := unixNano(r.Expires)
+	if err != nil {
+		return fmt.Errorf("add request %s: expires: %w", r.ID, err)
+	}
+	decided, err := nullUnixNano(r.Decided)
+	if err != nil {
+		return fmt.Errorf("add request %s: decided: %w", r.ID, err)
+	}
+	if r.Params != "" && !json.Valid([]byte(r.Params)) {
+		return fmt.Errorf("add request %s: invalid request (params must be JSON or empty)", r.ID)
+	}
+	var vaultID []byte // NULL: server-wide
+	if !r.Vault.IsZero() {
+		vaultID = r.Vault[:]
+	}
+	_, err = c.update(ctx, `INSERT INTO requests
+			(id, vault, op, params, summary, requester, created, expires, state, decider, decided)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		r.ID, vaultID, r.Op, nullString(r.Params), r.Summary, r.Requester, created, expires,
+		string(r.State), nullString(r.Decider), decided)
+	switch {
+	case err == nil:
+		return nil
+	case isMissingVault(err):
+		return fmt.Errorf("add request %s: vault %s: %w", r.ID, r.Vault, vault.ErrNotFound)
+	case isDuplicate(err):
+		return fmt.Errorf("add request %s: %w", r.ID, vault.ErrExists)
+	case isCheck(err):
+		return fmt.Errorf("add request %s: invalid request (state %q; params must be JSON or empty, Decided set exactly when not pending, Decider only with Decided): %w", r.ID, r.State, err)
+	}
+	return fmt.Errorf("add request %s: %w", r.ID, err)
+}
+
+const requestColumns = `id, vault, op, params, summary, requester, created, expires, state, decider, decided`
+
+// scanRequest reads a row of requestColumns.
+func scanRequest(row interface{ Scan(...any) error }) (vault.Request, error) {
+	var (
+		r                vault.Request
+		vaultID          []byte
+		params, decider  *string
+		state            string
+		created, expires int64
+		decided          *int64
+	)
+	err := row.Scan(&r.ID, &vaultID, &r.Op, &params, &r.Summary, &r.Requester, &created, &expires, &state, &decider, &decided)
+	if err != nil {
+		return vault.Request{}, err
+	}
+	if vaultID != nil {
+		if err := scanID(&r.Vault, vaultID); err != nil {
+			return vault.Request{}, fmt.Errorf("request %s: %w", r.ID, err)
+		}
+	}
+	r.Params, r.Decider, r.State = str(params), str(decider), vault.RequestState(state)
+	r.Created, r.Expires, r.Decided = fromUnixNano(created), fromUnixNano(expires), fromNullUnixNano(decided)
+	return r, nil
+}
+
+// Request returns request id, or ErrNotFound.
+func (c *Catalog) Request(ctx context.Context, id string) (vault.Request, error) {
+	r, err := scanRequest(c.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vault.Request{}, fmt.Errorf("request %s: %w", id, vault.ErrNotFound)
+	}
+	if err != nil {
+		return vault.Request{}, fmt.Errorf("request %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// Requests returns every request, oldest first (by creation, then ID).
+func (c *Catalog) Requests(ctx context.Context) ([]vault.Request, error) {
+	rows, err := c.pool.Query(ctx, `SELECT `+requestColumns+` FROM requests ORDER BY created, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	defer rows.Close()
+	var rs []vault.Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list requests: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	return rs, nil
+}
+
+// DecideRequest moves request id from pending to state (approved,
+// rejected or expired), recording by and at; ErrNotFound if there is no
+// such request, ErrConflict if it is not pending. The check and the
+// change are one transaction that locks the request's row first (FOR
+// UPDATE), so of two deciders, on any replicas, exactly one succeeds.
+func (c *Catalog) DecideRequest(ctx context.Context, id string, state vault.RequestState, by string, at time.Time) error {
+	switch state {
+	case vault.RequestApproved, vault.RequestRejected, vault.RequestExpired:
+	default:
+		return fmt.Errorf("decide request %s: cannot move it to state %q", id, state)
+	}
+	decided, err := unixNano(at)
+	if err != nil {
+		return fmt.Errorf("decide request %s: %w", id, err)
+	}
+	err = c.write(ctx, func(tx pgx.Tx) error {
+		var cur string
+		err := tx.QueryRow(ctx, `SELECT state FROM requests WHERE id = $1 FOR UPDATE`, id).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return vault.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if vault.RequestState(cur) != vault.RequestPending {
+			return fmt.Errorf("request is %s, not pending: %w", cur, vault.ErrConflict)
+		}
+		_, err = tx.Exec(ctx, `UPDATE requests SET state = $1, decider = $2, decided = $3 WHERE id = $4`,
+			string(state), nullString(by), decided, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("decide request %s: %w", id, err)
+	}
+	return nil
+}

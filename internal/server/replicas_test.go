@@ -1,0 +1,220 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
+	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// startReplicas starts two servers sharing one data directory and one
+// PostgreSQL catalog.
+func startReplicas(t *testing.T) (a, b *servertest.Env) {
+	t.Helper()
+	url := pgtest.URL(t)
+	conf := func(o *server.Options) { o.Catalog = url }
+	a = servertest.StartWith(t, servertest.Options{Configure: conf})
+	b = servertest.StartWith(t, servertest.Options{Configure: conf, Replica: a})
+	return a, b
+}
+
+// TestReplicas: two servers serve one vault at once through a shared
+// PostgreSQL catalog and data directory. Eight agents back up through
+// both while a prune runs on one; then every snapshot passes check
+// --read-data through either, data stored through one deduplicates
+// through the other, and a settings change or a token revocation made
+// through one holds on the other at its next request.
+func TestReplicas(t *testing.T) {
+	ctx := context.Background()
+	a, b := startReplicas(t)
+	ownerA, ownerB := a.Client(t, a.OwnerToken), b.Client(t, b.OwnerToken)
+	if _, err := ownerA.CreateVault(ctx, "shared"); err != nil {
+		t.Fatal(err)
+	}
+	tok := token(t, ownerB, "backup-operator", "shared") // issued through the other replica
+	open := func(e *servertest.Env) *client.Vault {
+		v := e.Client(t, tok).Vault("shared")
+		if err := v.LoadDedup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	va, vb := open(a), open(b)
+
+	// A blob stored through one replica deduplicates through the other.
+	common := t.TempDir()
+	writeTree(t, common, map[string][]byte{"big": randomBytes(1, 3<<20), "small": randomBytes(2, 10_000)})
+	first, err := agent.Backup(ctx, va, agent.BackupOptions{Paths: []string{common}, Host: "common"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := agent.Backup(ctx, vb, agent.BackupOptions{Paths: []string{common}, Host: "common"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Snapshot.BytesAdded < 3<<20 || again.Snapshot.BytesAdded > 64<<10 {
+		t.Errorf("backup through a then b added %d then %d bytes; want the second to deduplicate",
+			first.Snapshot.BytesAdded, again.Snapshot.BytesAdded)
+	}
+
+	// Eight agents over both replicas, and a prune on one meanwhile.
+	srcs := make([]string, 8)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range srcs {
+		srcs[i] = t.TempDir()
+		writeTree(t, srcs[i], map[string][]byte{
+			"own":           randomBytes(uint64(100+i), 1<<20),
+			"shared":        randomBytes(7, 2<<20), // the same in every source
+			"dir/" + "note": []byte(fmt.Sprintf("agent %d", i)),
+		})
+		v := va
+		if i%2 == 1 {
+			v = vb
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2 {
+				if _, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{srcs[i]}, Host: fmt.Sprintf("agent%d", i)}); err != nil {
+					errs <- fmt.Errorf("agent %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	pruneA := a.Client(t, a.OwnerToken).Vault("shared")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := pruneA.Prune(ctx, false); err != nil {
+			errs <- fmt.Errorf("prune: %w", err)
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if _, err := pruneA.Prune(ctx, false); err != nil {
+		t.Fatalf("prune after the backups: %v", err)
+	}
+
+	for _, v := range []*client.Vault{va, vb} {
+		snaps, err := v.Snapshots(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snaps) != 2+2*len(srcs) {
+			t.Errorf("%d snapshots, want %d", len(snaps), 2+2*len(srcs))
+		}
+		rep, err := v.Check(ctx, true, nil)
+		if err != nil || len(rep.Errors) > 0 {
+			t.Fatalf("check --read-data: %v %v", rep.Errors, err)
+		}
+	}
+	for i, src := range srcs {
+		v := vb
+		if i%2 == 1 {
+			v = va // restore through the replica that did not write it
+		}
+		snaps, err := v.Snapshots(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap vault.SnapshotRecord
+		for _, s := range snaps { // oldest first: the last is the newest
+			if s.Host == fmt.Sprintf("agent%d", i) {
+				snap = s
+			}
+		}
+		if snap.ID.IsZero() {
+			t.Fatalf("no snapshot of agent %d", i)
+		}
+		restoreAndCompare(t, v, snap, filepath.Clean(src))
+	}
+
+	// A settings change made through a holds on b.
+	days := 30
+	if _, err := ownerA.Vault("shared").ChangeSettings(ctx, api.SettingsChange{SoftDeleteDays: &days}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ownerB.Vault("shared").Settings(ctx)
+	if err != nil || st.SoftDeleteDays != days {
+		t.Errorf("settings through b after a change through a: %d days, %v; want %d", st.SoftDeleteDays, err, days)
+	}
+
+	// A token revoked through a is refused by b at its next request.
+	toks, err := ownerA.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opID string
+	for _, tk := range toks {
+		if tk.Role == "backup-operator" && tk.Vault == "shared" {
+			opID = tk.ID
+		}
+	}
+	if _, err := vb.Snapshots(ctx); err != nil {
+		t.Fatalf("b before the revocation: %v", err)
+	}
+	if _, err := ownerA.RevokeToken(ctx, opID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vb.Snapshots(ctx); status(err) != http.StatusUnauthorized {
+		t.Errorf("b after a revocation through a: %v, want 401", err)
+	}
+}
+
+// TestReplicasOnePrune: while one server prunes a vault (holds the
+// vault's prune job lock in the shared catalog), a prune asked of
+// another server is refused with 409 Conflict; once the lock is free it
+// runs. A dry run needs no lock.
+func TestReplicasOnePrune(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	conf := func(o *server.Options) { o.Catalog = url }
+	a := servertest.StartWith(t, servertest.Options{Configure: conf})
+	b := servertest.StartWith(t, servertest.Options{Configure: conf, Replica: a})
+	info, err := a.Client(t, a.OwnerToken).CreateVault(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other server's prune, as the job lock it holds.
+	other, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	unlock, ok, err := other.TryJobLock(ctx, "prune "+info.ID)
+	if err != nil || !ok {
+		t.Fatalf("TryJobLock = %v, %v", ok, err)
+	}
+	vb := b.Client(t, b.OwnerToken).Vault("v")
+	if _, err := vb.Prune(ctx, false); status(err) != http.StatusConflict {
+		t.Errorf("prune while another server prunes: %v, want 409", err)
+	}
+	if _, err := vb.Prune(ctx, true); err != nil {
+		t.Errorf("dry-run prune while another server prunes: %v", err)
+	}
+	unlock()
+	if _, err := vb.Prune(ctx, false); err != nil {
+		t.Errorf("prune after the other server's: %v", err)
+	}
+}
