@@ -240,11 +240,11 @@ func included(rel string, incl []string) (ok bool) {
 	return false
 }
 
-// keptTreeBytes bounds the trees pass 1 keeps for pass 2 (by
+// RestoreTreeBudget bounds the trees pass 1 keeps for pass 2 (by
 // treeSize): the first ones loaded, which pass 2 walks first. Pass 2
 // loads the others again. Keeping them all cost about 340 bytes a file,
 // 340 MB for a snapshot of a million files (docs/performance.md).
-const keptTreeBytes = 16 << 20
+const RestoreTreeBudget = 16 << 20
 
 // treeSize estimates what tree t holds in memory.
 func treeSize(t *format.Tree) int {
@@ -260,7 +260,7 @@ func treeSize(t *format.Tree) int {
 }
 
 // loadTree loads tree id for pass 1 (scan) and keeps it for pass 2 while
-// the kept trees stay within keptTreeBytes.
+// the kept trees stay within RestoreTreeBudget.
 func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
 	if t, ok := r.trees[id]; ok {
 		return t, nil
@@ -273,7 +273,7 @@ func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, err
 	if err != nil {
 		return nil, err
 	}
-	if sz := treeSize(t); r.keptBytes+sz <= keptTreeBytes {
+	if sz := treeSize(t); r.keptBytes+sz <= RestoreTreeBudget {
 		r.trees[id] = t
 		r.keptBytes += sz
 	}
