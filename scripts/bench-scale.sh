@@ -140,7 +140,7 @@ for t in "${TOOLS[@]}"; do
   esac
   n=$(count "$W/out")
   [ "$n" -eq "$NFILES" ] || echo "warning: $t restored $n files, the tree has $NFILES" >&2
-  gone "$W/out"
+  if [ "$t" != "${TOOLS[-1]}" ]; then gone "$W/out"; fi   # the last one goes with WORK
 done
 
 echo
