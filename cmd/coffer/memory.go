@@ -3,6 +3,8 @@ package main
 import (
 	"runtime"
 	"runtime/debug"
+
+	"github.com/coffer-backup/coffer/internal/agent"
 )
 
 // backupBudget is the memory a backup needs beyond what the open vault
@@ -35,11 +37,13 @@ const indexCacheBudget = 7 << 20
 const remoteBackupBudget = 110 << 20
 
 // restoreBudget covers a restore's workers: a sealed and a plain buffer
-// each, about two average chunks; and the blob index's cache (the filter
-// is not built for reads): indexCacheBudget. At 64 MiB the tree set's restore peaked
-// at 83-91 MB RSS, above restic's 78-83 MB; at 52 MiB it peaks at 75 MB
-// and the mixed set's restore is as fast (docs/performance.md).
-const restoreBudget = 52<<20 + indexCacheBudget
+// each, about two average chunks; the blob index's cache (the filter
+// is not built for reads): indexCacheBudget; and the trees the restore
+// keeps between its passes (agent.RestoreTreeBudget). At 64 MiB for the
+// workers the tree set's restore peaked at 83-91 MB RSS, above restic's
+// 78-83 MB; at 52 MiB it peaks at 75 MB and the mixed set's restore is as
+// fast (docs/performance.md).
+const restoreBudget = 52<<20 + indexCacheBudget + agent.RestoreTreeBudget
 
 // limitMemory sets a soft heap limit of what is live now (the open vault:
 // keys and settings, no blob index) plus budget, so the garbage collector

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -81,13 +82,14 @@ type RestoreResult struct {
 var ErrUnsafePath = errors.New("unsafe path in snapshot")
 
 type restorer struct {
-	repo   RestoreRepo
-	opt    RestoreOptions
-	root   *os.Root
-	target string
-	trees  map[vault.ID]*format.Tree
-	pre    *treePrefetch // loads trees ahead of pass 1 (treeprefetch.go), or nil
-	excl   *excluder     // nil: nothing excluded
+	repo      RestoreRepo
+	opt       RestoreOptions
+	root      *os.Root
+	target    string
+	trees     map[vault.ID]*format.Tree // kept by pass 1 for pass 2 (loadTree)
+	keptBytes int
+	pre       *treePrefetch // loads trees ahead of pass 1 (treeprefetch.go), or nil
+	excl      *excluder     // nil: nothing excluded
 
 	jobs  chan chunkTask
 	files chan struct{} // bounds open files
@@ -238,6 +240,27 @@ func included(rel string, incl []string) (ok bool) {
 	return false
 }
 
+// RestoreTreeBudget bounds the trees pass 1 keeps for pass 2 (by
+// treeSize): the first ones loaded, which pass 2 walks first. Pass 2
+// loads the others again. Keeping them all cost about 340 bytes a file,
+// 340 MB for a snapshot of a million files (docs/performance.md).
+const RestoreTreeBudget = 16 << 20
+
+// treeSize estimates what tree t holds in memory.
+func treeSize(t *format.Tree) int {
+	n := int(unsafe.Sizeof(*t)) + cap(t.Nodes)*int(unsafe.Sizeof(format.Node{}))
+	for i := range t.Nodes {
+		nd := &t.Nodes[i]
+		n += len(nd.Name) + len(nd.Target) + len(nd.Content)*len(vault.ID{})
+		for _, x := range nd.Xattrs {
+			n += int(unsafe.Sizeof(x)) + len(x.Name) + len(x.Value)
+		}
+	}
+	return n
+}
+
+// loadTree loads tree id for pass 1 (scan) and keeps it for pass 2 while
+// the kept trees stay within RestoreTreeBudget.
 func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
 	if t, ok := r.trees[id]; ok {
 		return t, nil
@@ -250,8 +273,31 @@ func (r *restorer) loadTree(ctx context.Context, id vault.ID) (*format.Tree, err
 	if err != nil {
 		return nil, err
 	}
-	r.trees[id] = t
+	if sz := treeSize(t); r.keptBytes+sz <= RestoreTreeBudget {
+		r.trees[id] = t
+		r.keptBytes += sz
+	}
 	return t, nil
+}
+
+// passTwoTree returns tree id for pass 2: kept by pass 1, or loaded
+// again. Pass 1 loaded it and checked its names; a tree is found by its
+// ID, so the same one comes back or none: a load that fails now (damage
+// found between the passes) loses the directory as a load in pass 1
+// would have, or stops the restore.
+func (r *restorer) passTwoTree(ctx context.Context, id vault.ID, rel string) (*format.Tree, bool, error) {
+	if t, ok := r.trees[id]; ok {
+		return t, true, nil
+	}
+	t, err := r.repo.LoadTree(ctx, id)
+	if err == nil {
+		return t, true, nil
+	}
+	if rel != "" && IsDamage(ctx, err) {
+		r.loseTree(id, rel, err)
+		return nil, false, nil
+	}
+	return nil, false, fmt.Errorf("restore: %s: %w", displayRel(rel), err)
 }
 
 func (r *restorer) scan(ctx context.Context, id vault.ID, rel string, incl []string, matched map[string]bool, b *entryBudget) error {
@@ -388,7 +434,10 @@ func unwrapPath(err error) error {
 // created relative to its own directory's handle: one path component per
 // call, and never through a symlink.
 func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Root, incl []string) error {
-	t := r.trees[id]
+	t, ok, err := r.passTwoTree(ctx, id, rel)
+	if !ok {
+		return err
+	}
 	for i := range t.Nodes {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -397,6 +446,9 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 			return err
 		}
 		n := &t.Nodes[i]
+		if !format.ValidName(n.Name) { // checked in pass 1; a tree loaded again is checked again
+			return fmt.Errorf("restore: %w: %q in %s", ErrUnsafePath, n.Name, displayRel(rel))
+		}
 		name := string(n.Name)
 		p := joinRel(rel, name)
 		if !included(p, incl) || r.excluded(p, n) {
@@ -418,7 +470,11 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 				continue
 			}
 			r.nDirs.Add(1)
-			r.dirMeta = append(r.dirMeta, dirMeta{p, n})
+			// A copy without the tree's other nodes: held to the end,
+			// it must not keep the tree.
+			meta := *n
+			meta.Content = nil
+			r.dirMeta = append(r.dirMeta, dirMeta{p, &meta})
 			err = r.walk(ctx, n.Subtree, p, sub, incl)
 			sub.Close()
 			if err != nil {

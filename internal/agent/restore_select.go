@@ -72,7 +72,10 @@ func dryRun(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt RestoreO
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		t := r.trees[id]
+		t, ok, err := r.passTwoTree(ctx, id, rel)
+		if !ok {
+			return err
+		}
 		for i := range t.Nodes {
 			n := &t.Nodes[i]
 			p := joinRel(rel, string(n.Name))
@@ -111,5 +114,6 @@ func dryRun(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt RestoreO
 	if err := walk(rootID, ""); err != nil {
 		return nil, err
 	}
+	res.LostDirs = r.lostDirs
 	return res, nil
 }

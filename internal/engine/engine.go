@@ -559,6 +559,12 @@ func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 		return ok
 	}
 	v.mu.Unlock()
+	if v.firstErr() != nil {
+		// The vault's next write fails with it: no lookup is worth
+		// making, and a filter that failed to build would otherwise be
+		// built again, a scan of every key, for every blob.
+		return false
+	}
 	ctx := context.Background()
 	if err := v.ensureFilter(ctx); err != nil {
 		v.setErr(err)
