@@ -111,6 +111,8 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/retag", perm: authn.PermSnapshotDelete, h: s.retag},
 		{pattern: "POST /v1/vaults/{vault}/rewrite", perm: authn.PermSnapshotDelete, h: s.rewrite},
 		{pattern: "POST /v1/vaults/{vault}/prune", perm: authn.PermSnapshotDelete, h: s.prune},
+		{pattern: "POST /v1/vaults/{vault}/repair/index", perm: authn.PermVaultRepair, h: s.repairIndex},
+		{pattern: "POST /v1/vaults/{vault}/repair/snapshots", perm: authn.PermVaultRepair, h: s.repairSnapshots},
 		{pattern: "GET /v1/vaults/{vault}/settings", perm: authn.PermVaultRead, h: s.settings},
 		{pattern: "POST /v1/vaults/{vault}/settings", perm: authn.PermVaultSettings, h: s.changeSettings},
 		{pattern: "GET /v1/vaults/{vault}/events", perm: authn.PermVaultRead, h: s.vaultEvents},
