@@ -25,16 +25,17 @@ import (
 
 // dumpArchive writes a directory's entries as one archive format.
 type dumpArchive interface {
-	// add writes entry name (relative, '/'-separated) of node n; for a
-	// regular file, content streams its bytes into w.
-	add(name string, n *format.Node, content func(w io.Writer) error) (skipped bool, err error)
+	// add writes the header of entry name (relative, '/'-separated) of
+	// node n; for a regular file it returns the writer its content goes
+	// to, all of it before the next add.
+	add(name string, n *format.Node) (content io.Writer, skipped bool, err error)
 	close() error
 }
 
 // tarArchive writes a tar stream (PAX where a field needs it).
 type tarArchive struct{ w *tar.Writer }
 
-func (t *tarArchive) add(name string, n *format.Node, content func(io.Writer) error) (bool, error) {
+func (t *tarArchive) add(name string, n *format.Node) (io.Writer, bool, error) {
 	h := &tar.Header{Name: name, Mode: int64(n.Perm & 0o7777), Uid: int(n.UID), Gid: int(n.GID),
 		ModTime: time.Unix(0, n.MTime)}
 	if n.UID > 1<<31-1 || n.GID > 1<<31-1 {
@@ -46,7 +47,7 @@ func (t *tarArchive) add(name string, n *format.Node, content func(io.Writer) er
 	case format.KindFile:
 		h.Typeflag, h.Size = tar.TypeReg, int64(n.Size)
 		if h.Size < 0 {
-			return false, fmt.Errorf("%s: size %d is out of range", name, n.Size)
+			return nil, false, fmt.Errorf("%s: size %d is out of range", name, n.Size)
 		}
 	case format.KindSymlink:
 		h.Typeflag, h.Linkname = tar.TypeSymlink, string(n.Target)
@@ -59,15 +60,15 @@ func (t *tarArchive) add(name string, n *format.Node, content func(io.Writer) er
 		}
 		h.Devmajor, h.Devminor = int64(unix.Major(n.RDev)), int64(unix.Minor(n.RDev))
 	default: // sockets: nothing an archive can hold
-		return true, nil
+		return nil, true, nil
 	}
 	if err := t.w.WriteHeader(h); err != nil {
-		return false, fmt.Errorf("%s: %w", name, err)
+		return nil, false, fmt.Errorf("%s: %w", name, err)
 	}
 	if n.Kind == format.KindFile {
-		return false, content(t.w)
+		return t.w, false, nil
 	}
-	return false, nil
+	return nil, false, nil
 }
 
 func (t *tarArchive) close() error { return t.w.Close() }
@@ -76,7 +77,7 @@ func (t *tarArchive) close() error { return t.w.Close() }
 // their target as content (as Info-ZIP does).
 type zipArchive struct{ w *zip.Writer }
 
-func (z *zipArchive) add(name string, n *format.Node, content func(io.Writer) error) (bool, error) {
+func (z *zipArchive) add(name string, n *format.Node) (io.Writer, bool, error) {
 	h := &zip.FileHeader{Name: name, Modified: time.Unix(0, n.MTime), Method: zip.Deflate}
 	mode := fs.FileMode(n.Perm & 0o777)
 	switch n.Kind {
@@ -87,46 +88,184 @@ func (z *zipArchive) add(name string, n *format.Node, content func(io.Writer) er
 	case format.KindSymlink:
 		h.Method, mode = zip.Store, mode|fs.ModeSymlink
 	default: // FIFOs, devices, sockets: zip has no such entries
-		return true, nil
+		return nil, true, nil
 	}
 	h.SetMode(mode)
 	w, err := z.w.CreateHeader(h)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", name, err)
+		return nil, false, fmt.Errorf("%s: %w", name, err)
 	}
 	switch n.Kind {
 	case format.KindFile:
-		return false, content(w)
+		return w, false, nil
 	case format.KindSymlink:
 		_, err = w.Write(n.Target)
 	}
-	return false, err
+	return nil, false, err
 }
 
 func (z *zipArchive) close() error { return z.w.Close() }
 
-// dumpFile streams the content of file node n (at p) into w, chunk by
-// chunk: memory is one chunk, whatever the file's size. The chunks must
-// add up to the size the tree records, or the output is wrong.
-func dumpFile(ctx context.Context, repo agent.RestoreRepo, p string, n *format.Node, w io.Writer, buf *[]byte) error {
-	var written uint64
-	for _, id := range n.Content {
-		b, err := repo.LoadBlob(ctx, vault.DataBlob, id, (*buf)[:0])
-		if err != nil {
-			return fmt.Errorf("%s: %w", safeText(p), err)
+// Dump batches: the entries queued before their chunks are fetched, at
+// most dumpBatchEntries of them and dumpBatchChunks chunks (a file with
+// more is fetched dumpBatchChunks at a time). Through a vault server a
+// batch of chunks is one request, and it is streamed: memory is one
+// chunk, whatever the batch.
+const (
+	dumpBatchEntries = 1024
+	dumpBatchChunks  = 256
+)
+
+// dumpEntry is an entry waiting for its chunks.
+type dumpEntry struct {
+	rel, path string
+	n         *format.Node
+}
+
+// dumper writes entries to an archive (or, with ar nil, one file's
+// content to w) in order, fetching their chunks many per request through
+// a BatchLoader (a vault server), one by one otherwise.
+type dumper struct {
+	ctx     context.Context
+	repo    agent.RestoreRepo
+	ar      dumpArchive
+	w       io.Writer // the content of the one file dumped, when ar is nil
+	buf     []byte
+	queue   []dumpEntry
+	chunks  int
+	skipped func(p string, n *format.Node)
+
+	// The entry being written.
+	cur     int
+	started bool
+	out     io.Writer
+	written uint64
+}
+
+// add queues entry rel (at path p) of node n, writing what is queued when
+// the batch is full.
+func (d *dumper) add(rel, p string, n *format.Node) error {
+	d.queue = append(d.queue, dumpEntry{rel, p, n})
+	if n.Kind == format.KindFile {
+		d.chunks += len(n.Content)
+	}
+	if len(d.queue) >= dumpBatchEntries || d.chunks >= dumpBatchChunks {
+		return d.flush()
+	}
+	return nil
+}
+
+// flush writes every queued entry.
+func (d *dumper) flush() error {
+	var ids []vault.ID
+	var owner []int // the queued entry each chunk belongs to
+	for k, e := range d.queue {
+		if e.n.Kind == format.KindFile {
+			for _, id := range e.n.Content {
+				ids, owner = append(ids, id), append(owner, k)
+			}
 		}
-		*buf = b
-		if uint64(len(b)) > n.Size-written {
-			return fmt.Errorf("%s: its chunks hold more than the %d bytes its tree records: %w", safeText(p), n.Size, vault.ErrCorrupt)
+	}
+	d.cur, d.started = 0, false
+	bl, batching := d.repo.(agent.BatchLoader)
+	for base := 0; base < len(ids); {
+		k := min(len(ids)-base, dumpBatchChunks)
+		group := ids[base : base+k]
+		write := func(i int, data []byte) error {
+			if err := d.upTo(owner[base+i]); err != nil {
+				return err
+			}
+			return d.content(data)
 		}
-		if _, err := w.Write(b); err != nil {
+		if batching && k > 1 {
+			if err := bl.LoadBlobs(d.ctx, vault.DataBlob, group, write); err != nil {
+				return d.chunkErr(owner[base], err)
+			}
+		} else {
+			for i, id := range group {
+				b, err := d.repo.LoadBlob(d.ctx, vault.DataBlob, id, d.buf[:0])
+				if err != nil {
+					return d.chunkErr(owner[base+i], err)
+				}
+				d.buf = b
+				if err := write(i, b); err != nil {
+					return err
+				}
+			}
+		}
+		base += k
+	}
+	if err := d.upTo(len(d.queue)); err != nil {
+		return err
+	}
+	d.queue, d.chunks = d.queue[:0], 0
+	return nil
+}
+
+// chunkErr names the entry being written (or, before it starts, the one
+// the failed batch began with).
+func (d *dumper) chunkErr(k int, err error) error {
+	if d.started {
+		k = d.cur
+	}
+	return fmt.Errorf("%s: %w", safeText(d.queue[k].path), err)
+}
+
+// upTo finishes the entries before queued entry k and starts entry k.
+func (d *dumper) upTo(k int) error {
+	for d.cur < k || (d.cur == k && !d.started && k < len(d.queue)) {
+		if !d.started {
+			if err := d.start(); err != nil {
+				return err
+			}
+			if d.cur == k {
+				return nil
+			}
+		}
+		if err := d.finish(); err != nil {
 			return err
 		}
-		written += uint64(len(b))
 	}
-	if written != n.Size {
-		return fmt.Errorf("%s: its chunks hold %d bytes, not the %d its tree records: %w", safeText(p), written, n.Size, vault.ErrCorrupt)
+	return nil
+}
+
+func (d *dumper) start() error {
+	e := d.queue[d.cur]
+	d.started, d.written, d.out = true, 0, d.w
+	if d.ar != nil {
+		w, skip, err := d.ar.add(e.rel, e.n)
+		if skip {
+			d.skipped(e.path, e.n)
+		}
+		if err != nil {
+			return err
+		}
+		d.out = w
 	}
+	return nil
+}
+
+// content writes a chunk of the current entry. The chunks must add up to
+// the size the tree records, or the output is wrong.
+func (d *dumper) content(b []byte) error {
+	e := d.queue[d.cur]
+	if uint64(len(b)) > e.n.Size-d.written {
+		return fmt.Errorf("%s: its chunks hold more than the %d bytes its tree records: %w", safeText(e.path), e.n.Size, vault.ErrCorrupt)
+	}
+	if _, err := d.out.Write(b); err != nil {
+		return err
+	}
+	d.written += uint64(len(b))
+	return nil
+}
+
+func (d *dumper) finish() error {
+	e := d.queue[d.cur]
+	if e.n.Kind == format.KindFile && d.written != e.n.Size {
+		return fmt.Errorf("%s: its chunks hold %d bytes, not the %d its tree records: %w", safeText(e.path), d.written, e.n.Size, vault.ErrCorrupt)
+	}
+	d.cur++
+	d.started = false
 	return nil
 }
 
@@ -206,7 +345,10 @@ for restore. Through a vault server it needs a token that may restore.`,
 			var ar dumpArchive
 			var skipped []string
 			found := top == "/"
-			buf := make([]byte, 0, 1<<20)
+			d := &dumper{ctx: ctx, repo: repo, buf: make([]byte, 0, 1<<20), skipped: func(p string, n *format.Node) {
+				skipped = append(skipped, p)
+				fmt.Fprintf(a.stderr, "left out %s: a %s %s archive cannot hold\n", safeText(p), n.Kind, archive)
+			}}
 			// The record's size bounds what the files add up to, as its
 			// counts bound the entries: a hostile tree that names one chunk
 			// a million times in a file stops here, not after terabytes.
@@ -231,30 +373,33 @@ for restore. Through a vault server it needs a token that may restore.`,
 						if n.Kind != format.KindFile {
 							return fmt.Errorf("%s is a %s, not a file or directory: nothing to dump", safeText(p), n.Kind)
 						}
-						return dumpFile(ctx, repo, p, n, bw, &buf)
+						d.w = bw
+						if err := d.add("", p, n); err != nil {
+							return err
+						}
+						return d.flush()
 					}
 					ar = newArchive(archive, bw)
+					d.ar = ar
 				}
 				rel := strings.TrimPrefix(strings.TrimPrefix(p, base), "/")
 				if rel == "" || strings.HasPrefix(rel, "../") || strings.Contains(rel, "/../") || strings.HasSuffix(rel, "/..") {
 					return fmt.Errorf("%s: not a name an archive may hold: %w", safeText(p), vault.ErrCorrupt)
 				}
-				skip, err := ar.add(rel, n, func(w io.Writer) error { return dumpFile(ctx, repo, p, n, w, &buf) })
-				if skip {
-					skipped = append(skipped, p)
-					fmt.Fprintf(a.stderr, "left out %s: a %s %s archive cannot hold\n", safeText(p), n.Kind, archive)
-				}
-				return err
+				return d.add(rel, p, n)
 			}
 			if top == "/" {
 				ar = newArchive(archive, bw)
+				d.ar = ar
 			}
-			err = agent.Walk(ctx, repo, s.Tree, top, entryBound(s, maxEntries), visit)
+			err = agent.WalkAhead(ctx, repo, s.Tree, top, entryBound(s, maxEntries), visit)
 			if err == nil && !found {
 				err = fmt.Errorf("%s: %w in the snapshot", safeText(top), vault.ErrNotFound)
 			}
 			if err == nil && ar != nil {
-				err = ar.close()
+				if err = d.flush(); err == nil {
+					err = ar.close()
+				}
 			}
 			if err == nil {
 				err = bw.Flush()

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -321,6 +322,9 @@ func (f *fileNode) chunk(ctx context.Context, i int, size int64) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
+	if bl, ok := r.(batchLoader); ok {
+		return f.chunksAhead(ctx, bl, i)
+	}
 	b, err := r.LoadBlob(ctx, vault.DataBlob, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id.Short(), err)
@@ -330,4 +334,63 @@ func (f *fileNode) chunk(ctx context.Context, i int, size int64) ([]byte, error)
 	}
 	f.snap.chunks.put(k, b)
 	return b, nil
+}
+
+// batchLoader is the optional capability of a Repo that reads many blobs
+// per request (the HTTPS client): reads then fetch the chunks after the
+// one asked for as well.
+type batchLoader interface {
+	LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error
+}
+
+// Read-ahead through a vault server: a read that misses the cache fetches
+// its chunk and the file's next ones that are not cached, in one request:
+// at most readAheadChunks, and readAheadBytes (or a quarter of the cache,
+// if less) past the first.
+const (
+	readAheadChunks = 32
+	readAheadBytes  = 8 << 20
+)
+
+// chunksAhead loads chunk i of the file and the ones after it (as above)
+// into the cache, and returns chunk i. Each is checked against its ID by
+// the reader, and against its size in the layout, as when read alone.
+func (f *fileNode) chunksAhead(ctx context.Context, bl batchLoader, i int) ([]byte, error) {
+	offs, err := f.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	budget := min(int64(readAheadBytes), f.snap.chunks.maxItem)
+	ids := []vault.ID{f.node.Content[i]}
+	at := []int{i}
+	var ahead int64
+	for j := i + 1; j < len(f.node.Content) && len(ids) < readAheadChunks; j++ {
+		if ahead += offs[j+1] - offs[j]; ahead > budget {
+			break
+		}
+		if _, ok := f.snap.chunks.get(f.snap.key(f.node.Content[j])); ok {
+			break // cached from here on, most likely: read-ahead stops
+		}
+		ids, at = append(ids, f.node.Content[j]), append(at, j)
+	}
+	var first []byte
+	err = bl.LoadBlobs(ctx, vault.DataBlob, ids, func(k int, data []byte) error {
+		j := at[k]
+		if want := offs[j+1] - offs[j]; int64(len(data)) != want {
+			return fmt.Errorf("chunk %s holds %d bytes, the index says %d: the vault is damaged or was altered", ids[k].Short(), len(data), want)
+		}
+		b := bytes.Clone(data) // data is the reader's buffer
+		if k == 0 {
+			first = b
+		}
+		f.snap.chunks.put(f.snap.key(ids[k]), b)
+		return nil
+	})
+	if first != nil {
+		return first, nil // a later chunk's failure is the read of that chunk's to report
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: the server's answer left it out", vault.ErrTruncated)
+	}
+	return nil, fmt.Errorf("chunk %s: %w", ids[0].Short(), err)
 }
