@@ -171,15 +171,25 @@ func (d *dumper) flush() error {
 	for base := 0; base < len(ids); {
 		k := min(len(ids)-base, dumpBatchChunks)
 		group := ids[base : base+k]
+		got := 0 // chunks of the group written
+		var werr error
 		write := func(i int, data []byte) error {
-			if err := d.upTo(owner[base+i]); err != nil {
-				return err
+			if werr = d.upTo(owner[base+i]); werr == nil {
+				werr = d.content(data)
 			}
-			return d.content(data)
+			got = i + 1
+			return werr
 		}
 		if batching && k > 1 {
-			if err := bl.LoadBlobs(d.ctx, vault.DataBlob, group, write); err != nil {
-				return d.chunkErr(owner[base], err)
+			err := bl.LoadBlobs(d.ctx, vault.DataBlob, group, write)
+			if werr != nil {
+				return werr // the archive's, or a chunk's size: it names its entry
+			}
+			if err == nil && got < k {
+				err = fmt.Errorf("data blob %s: %w: the answer left it out", group[got].Short(), vault.ErrTruncated)
+			}
+			if err != nil {
+				return d.chunkErr(owner[base+min(got, k-1)], err)
 			}
 		} else {
 			for i, id := range group {
@@ -202,12 +212,8 @@ func (d *dumper) flush() error {
 	return nil
 }
 
-// chunkErr names the entry being written (or, before it starts, the one
-// the failed batch began with).
+// chunkErr names queued entry k, the one whose chunk could not be read.
 func (d *dumper) chunkErr(k int, err error) error {
-	if d.started {
-		k = d.cur
-	}
 	return fmt.Errorf("%s: %w", safeText(d.queue[k].path), err)
 }
 
