@@ -64,6 +64,8 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, d.snap.fail(d.display(), err)
 	}
+	// Listed, its subdirectories are likely looked into next.
+	d.snap.treesAhead(ctx, t)
 	list := make([]fuse.DirEntry, 0, len(t.Nodes))
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
@@ -112,7 +114,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	case format.KindDir:
 		op = &dirNode{snap: d.snap, budget: d.budget, tree: n.Subtree, path: p, node: *n}
 	case format.KindFile:
-		op = &fileNode{snap: d.snap, budget: d.budget, path: p, node: *n}
+		op = &fileNode{snap: d.snap, budget: d.budget, path: p, node: *n, dir: d.tree}
 	default:
 		op = &leafNode{snap: d.snap, budget: d.budget, node: *n}
 	}
@@ -219,6 +221,7 @@ type fileNode struct {
 	budget *budget
 	path   string
 	node   format.Node
+	dir    vault.ID // the tree that lists it, for read-ahead
 
 	mu   sync.Mutex
 	offs []int64 // offs[i] is where chunk i starts; offs[len] the end
@@ -346,15 +349,22 @@ type batchLoader interface {
 // Read-ahead through a vault server: a read that misses the cache fetches
 // its chunk and the file's next ones that are not cached, in one request:
 // at most readAheadChunks, and readAheadBytes (or a quarter of the cache,
-// if less) past the first.
+// if less) past the first. When the file's chunks leave room, the chunks
+// of the small files listed after it in its directory (up to
+// siblingFileMax each, siblingBytes in all) come along, since a copy or a
+// search of the mount reads them next: reading a directory of small files
+// costs a request per readAheadChunks files, not one per file.
 const (
 	readAheadChunks = 32
 	readAheadBytes  = 8 << 20
+	siblingFileMax  = 256 << 10
+	siblingBytes    = 2 << 20
+	siblingScan     = 4 * readAheadChunks // entries looked at, at most
 )
 
 // chunksAhead loads chunk i of the file and the ones after it (as above)
 // into the cache, and returns chunk i. Each is checked against its ID by
-// the reader, and against its size in the layout, as when read alone.
+// the reader, and against its size in the index, as when read alone.
 func (f *fileNode) chunksAhead(ctx context.Context, bl batchLoader, i int) ([]byte, error) {
 	offs, err := f.layout(ctx)
 	if err != nil {
@@ -362,22 +372,25 @@ func (f *fileNode) chunksAhead(ctx context.Context, bl batchLoader, i int) ([]by
 	}
 	budget := min(int64(readAheadBytes), f.snap.chunks.maxItem)
 	ids := []vault.ID{f.node.Content[i]}
-	at := []int{i}
+	sizes := []int64{offs[i+1] - offs[i]}
 	var ahead int64
-	for j := i + 1; j < len(f.node.Content) && len(ids) < readAheadChunks; j++ {
+	j := i + 1
+	for ; j < len(f.node.Content) && len(ids) < readAheadChunks; j++ {
 		if ahead += offs[j+1] - offs[j]; ahead > budget {
 			break
 		}
 		if _, ok := f.snap.chunks.get(f.snap.key(f.node.Content[j])); ok {
 			break // cached from here on, most likely: read-ahead stops
 		}
-		ids, at = append(ids, f.node.Content[j]), append(at, j)
+		ids, sizes = append(ids, f.node.Content[j]), append(sizes, offs[j+1]-offs[j])
+	}
+	if j == len(f.node.Content) && len(ids) < readAheadChunks {
+		ids, sizes = f.siblingsAhead(ids, sizes, min(budget-ahead, siblingBytes))
 	}
 	var first []byte
 	err = bl.LoadBlobs(ctx, vault.DataBlob, ids, func(k int, data []byte) error {
-		j := at[k]
-		if want := offs[j+1] - offs[j]; int64(len(data)) != want {
-			return fmt.Errorf("chunk %s holds %d bytes, the index says %d: the vault is damaged or was altered", ids[k].Short(), len(data), want)
+		if int64(len(data)) != sizes[k] {
+			return fmt.Errorf("chunk %s holds %d bytes, the index says %d: the vault is damaged or was altered", ids[k].Short(), len(data), sizes[k])
 		}
 		b := bytes.Clone(data) // data is the reader's buffer
 		if k == 0 {
@@ -393,4 +406,53 @@ func (f *fileNode) chunksAhead(ctx context.Context, bl batchLoader, i int) ([]by
 		err = fmt.Errorf("%w: the server's answer left it out", vault.ErrTruncated)
 	}
 	return nil, fmt.Errorf("chunk %s: %w", ids[0].Short(), err)
+}
+
+// siblingsAhead adds to ids (of sizes) the chunks of the small files
+// after f in its directory that no cache holds, within budget bytes and
+// readAheadChunks chunks in all. Only a directory tree still cached is
+// looked at (a file holds no tree of its own: a tree bomb's many open
+// files must not pin many copies of one large tree).
+func (f *fileNode) siblingsAhead(ids []vault.ID, sizes []int64, budget int64) ([]vault.ID, []int64) {
+	t, ok := f.snap.cached(f.dir)
+	if !ok || budget <= 0 {
+		return ids, sizes
+	}
+	r, err := f.snap.getRepo(context.Background()) // opened already: f's layout needed it
+	if err != nil {
+		return ids, sizes
+	}
+	at := sort.Search(len(t.Nodes), func(k int) bool { return string(t.Nodes[k].Name) > string(f.node.Name) })
+	queued := map[vault.ID]bool{}
+	for _, id := range ids {
+		queued[id] = true
+	}
+	for k := at; k < len(t.Nodes) && k < at+siblingScan && len(ids) < readAheadChunks; k++ {
+		n := &t.Nodes[k]
+		if n.Kind != format.KindFile || n.Size == 0 || n.Size > siblingFileMax || len(n.Content) > readAheadChunks-len(ids) {
+			continue
+		}
+		var add []vault.ID
+		var addSizes []int64
+		var sum int64
+		for _, id := range n.Content {
+			if _, ok := f.snap.chunks.get(f.snap.key(id)); ok || queued[id] {
+				continue
+			}
+			sz, err := r.BlobSize(vault.DataBlob, id)
+			if err != nil {
+				return ids, sizes // its read reports that
+			}
+			add, addSizes, sum = append(add, id), append(addSizes, int64(sz)), sum+int64(sz)
+		}
+		if sum > budget {
+			break
+		}
+		budget -= sum
+		for _, id := range add {
+			queued[id] = true
+		}
+		ids, sizes = append(ids, add...), append(sizes, addSizes...)
+	}
+	return ids, sizes
 }
