@@ -255,3 +255,57 @@ func TestRemoteReadsBatched(t *testing.T) {
 	assertArchiveHolds(t, "the copy", named, old)
 	mustCoffer(t, e, "check", "--read-data")
 }
+
+// TestMountRemoteBatched: a mount through a vault server, walked and read
+// in full (as cp -r does), loads the trees a directory level per request
+// and the small files' chunks many per request; what it reads is the
+// source, byte for byte.
+func TestMountRemoteBatched(t *testing.T) {
+	requireFUSE(t)
+	srv := servertest.Start(t)
+	e := serverEnv(t, srv)
+	mustCoffer(t, e, "vault", "create", "prod")
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	src := filepath.Join(t.TempDir(), "data")
+	for d := range 20 {
+		for f := range 10 {
+			writeFile(t, filepath.Join(src, fmt.Sprintf("d%02d", d), fmt.Sprintf("f%d", f)), randBytes(uint64(100*d+f), 2000+d*7+f), 0o644)
+		}
+	}
+	writeFile(t, filepath.Join(src, "big.bin"), randBytes(7, 6<<20), 0o644)
+	backupJSON(t, e, src)
+
+	before := requestCounts(t, srv)
+	dir := t.TempDir()
+	stop := runMount(t, e, dir)
+	mounted := filepath.Join(dir, "snapshots", "latest", src)
+	n := 0
+	err := filepath.WalkDir(mounted, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(mounted, p)
+		got, err := os.ReadFile(p)
+		want, _ := os.ReadFile(filepath.Join(src, rel))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes read (%v), not the source's %d", rel, len(got), err, len(want))
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 201 {
+		t.Fatalf("walked the mount: %d files read, %v", n, err)
+	}
+	assertSameTree(t, src, mounted)
+	stop()
+	after := requestCounts(t, srv)
+	d := map[string]int{}
+	for _, r := range []string{routeTree, routeData, routeRead} {
+		d[r] = after[r] - before[r]
+	}
+	t.Logf("mount, walked and read: %d tree GETs, %d data GETs, %d batched reads", d[routeTree], d[routeData], d[routeRead])
+	// One by one: 21 trees below src and 201+ chunks, a request each.
+	if d[routeTree]+d[routeData]+d[routeRead] > 40 {
+		t.Errorf("mount: %v", d)
+	}
+}
