@@ -305,7 +305,8 @@ func TestMountRemoteBatched(t *testing.T) {
 	}
 	t.Logf("mount, walked and read: %d tree GETs, %d data GETs, %d batched reads", d[routeTree], d[routeData], d[routeRead])
 	// One by one: 21 trees below src and 201+ chunks, a request each.
-	if d[routeTree]+d[routeData]+d[routeRead] > 40 {
+	// Batched: a directory's first file alone, the others together.
+	if d[routeTree]+d[routeData]+d[routeRead] > 60 {
 		t.Errorf("mount: %v", d)
 	}
 }

@@ -68,7 +68,7 @@ func (r *batchRepo) LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault
 // cp -r or grep -r do) loads the subdirectories' trees one request per
 // directory listed and the chunks of a directory's small files many per
 // request, not one request per tree and per file; every file reads back
-// byte for byte. A chunk whose size the index misstates, met while read
+// byte for byte. A file opened alone still loads only its own chunks. A chunk whose size the index misstates, met while read
 // ahead for another file, fails only its own file's read.
 func TestMountBatchedReads(t *testing.T) {
 	r := &batchRepo{fakeRepo: newFakeRepo()}
@@ -98,8 +98,19 @@ func TestMountBatchedReads(t *testing.T) {
 	m := mountFake(t, r, record(root, "web01", time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), uint64(files+2), 31))
 
 	base := filepath.Join(m.dir, "snapshots", "2026-12-01T10:00:00Z")
+	// One file opened alone: its chunks, and nothing of its neighbours'.
+	got, err := os.ReadFile(filepath.Join(base, "d10", "f05"))
+	if err != nil || !bytes.Equal(got, contents["d10/f05"]) {
+		t.Fatalf("d10/f05: %d bytes, %v", len(got), err)
+	}
+	r.mu.Lock()
+	if r.batchBlobs != 2 || r.totalLoads != 0 {
+		t.Errorf("reading one file of 2 chunks loaded %d blobs in batches and %d alone, want its 2", r.batchBlobs, r.totalLoads)
+	}
+	r.mu.Unlock()
+
 	read := 0
-	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -133,10 +144,11 @@ func TestMountBatchedReads(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t.Logf("%d trees loaded alone, %d blobs alone, %d batches of %d blobs (%d trees)", r.treeLoads, r.totalLoads, r.batches, r.batchBlobs, r.treeBlobs)
-	// One by one: 31 trees and 400 chunks, a request each. Batched: the
-	// root alone, its 30 subtrees in one batch; a directory's 10 files of
-	// 2 chunks in one, big's 100 chunks in 4; "bad" again on its own.
-	if r.treeLoads > 2 || r.totalLoads > 2 || r.batches > 30+4+1+4 {
+	// One by one: 31 trees and 600 chunks, a request each. Batched: the
+	// root alone, its 30 subtrees in one batch; a directory's first file
+	// alone, its 9 others of 2 chunks in one; big's 100 chunks in 4; "bad"
+	// again on its own.
+	if r.treeLoads > 2 || r.totalLoads > 2 || r.batches > 1+30*2+4+1+4 {
 		t.Errorf("walking and reading the mount took %d tree loads, %d blob loads and %d batches", r.treeLoads, r.totalLoads, r.batches)
 	}
 	for id, n := range r.blobLoads {

@@ -349,11 +349,13 @@ type batchLoader interface {
 // Read-ahead through a vault server: a read that misses the cache fetches
 // its chunk and the file's next ones that are not cached, in one request:
 // at most readAheadChunks, and readAheadBytes (or a quarter of the cache,
-// if less) past the first. When the file's chunks leave room, the chunks
-// of the small files listed after it in its directory (up to
-// siblingFileMax each, siblingBytes in all) come along, since a copy or a
-// search of the mount reads them next: reading a directory of small files
-// costs a request per readAheadChunks files, not one per file.
+// if less) past the first. When the file's chunks leave room and the
+// file before it in its directory was read (a copy or a search of the
+// mount going through the directory in order), the chunks of the small
+// files listed after it (up to siblingFileMax each, siblingBytes in all)
+// come along: reading a directory of small files costs a request per
+// readAheadChunks files, not one per file, while opening one file of a
+// snapshot still fetches only that file's chunks.
 const (
 	readAheadChunks = 32
 	readAheadBytes  = 8 << 20
@@ -423,6 +425,9 @@ func (f *fileNode) siblingsAhead(ids []vault.ID, sizes []int64, budget int64) ([
 		return ids, sizes
 	}
 	at := sort.Search(len(t.Nodes), func(k int) bool { return string(t.Nodes[k].Name) > string(f.node.Name) })
+	if !f.afterRead(t, at-1) {
+		return ids, sizes
+	}
 	queued := map[vault.ID]bool{}
 	for _, id := range ids {
 		queued[id] = true
@@ -455,4 +460,19 @@ func (f *fileNode) siblingsAhead(ids []vault.ID, sizes []int64, budget int64) ([
 		ids, sizes = append(ids, add...), append(sizes, addSizes...)
 	}
 	return ids, sizes
+}
+
+// afterRead reports whether the file with content listed before entry k
+// of directory t (f itself being entry k) was read: its first chunk is
+// cached.
+func (f *fileNode) afterRead(t *format.Tree, k int) bool {
+	for j := k - 1; j >= 0 && j >= k-siblingScan; j-- {
+		n := &t.Nodes[j]
+		if n.Kind != format.KindFile || len(n.Content) == 0 {
+			continue
+		}
+		_, ok := f.snap.chunks.get(f.snap.key(n.Content[0]))
+		return ok
+	}
+	return false
 }
