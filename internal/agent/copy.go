@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -254,38 +255,58 @@ func (c *Copier) translate(ctx context.Context, ids []vault.ID) error {
 			size += sz
 			n++
 		}
-		if err := c.copyGroup(ctx, todo[:n]); err != nil {
+		done, err := c.copyGroup(ctx, todo[:n])
+		if err != nil {
 			return err
 		}
-		todo = todo[n:]
+		todo = todo[done:]
 	}
 	return nil
 }
 
+// errGroupFull ends a group's read once it holds copyBytes.
+var errGroupFull = errors.New("group full")
+
 // copyGroup reads chunks group from the source and stores in the
-// destination those it lacks.
-func (c *Copier) copyGroup(ctx context.Context, group []vault.ID) error {
+// destination those it lacks, returning how many of group it copied: all
+// of them, or, when their bytes pass copyBytes (the source's index
+// understated their sizes), those read until then.
+func (c *Copier) copyGroup(ctx context.Context, group []vault.ID) (int, error) {
 	datas := make([][]byte, len(group))
 	if bl, ok := c.src.(BatchLoader); ok && len(group) > 1 {
+		// SECURITY: memory is bounded by the bytes received, not by the
+		// sizes a (possibly hostile) source's index claims.
+		held := 0
 		err := bl.LoadBlobs(ctx, vault.DataBlob, group, func(i int, data []byte) error {
+			if i > 0 && held+len(data) > copyBytes {
+				return errGroupFull
+			}
+			held += len(data)
 			datas[i] = bytes.Clone(data) // data is the reader's buffer
 			return nil
 		})
+		if errors.Is(err, errGroupFull) {
+			n := 0
+			for n < len(datas) && datas[n] != nil {
+				n++
+			}
+			group, datas, err = group[:n], datas[:n], nil
+		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 	} else {
 		for i, id := range group {
 			data, err := c.src.LoadBlob(ctx, vault.DataBlob, id, nil)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			datas[i] = data
 		}
 	}
 	for i := range datas {
 		if datas[i] == nil {
-			return fmt.Errorf("data blob %s: %w: the source's answer left it out", group[i].Short(), vault.ErrTruncated)
+			return 0, fmt.Errorf("data blob %s: %w: the source's answer left it out", group[i].Short(), vault.ErrTruncated)
 		}
 	}
 	c.Read += len(group)
@@ -302,7 +323,10 @@ func (c *Copier) copyGroup(ctx context.Context, group []vault.ID) error {
 	if p, ok := c.dst.(storedProber); ok && len(ask) > 0 {
 		h, err := p.Stored(ctx, vault.DataBlob, ask)
 		if err != nil {
-			return err
+			return 0, err
+		}
+		if len(h) != len(ask) {
+			return 0, fmt.Errorf("the destination answered about %d chunks, not the %d asked", len(h), len(ask))
 		}
 		held = h
 	}
@@ -312,7 +336,7 @@ func (c *Copier) copyGroup(ctx context.Context, group []vault.ID) error {
 		}
 		isNew, err := c.dst.SaveBlob(ctx, vault.DataBlob, ds[i], c.codec.Encode(nil, datas[i]), len(datas[i]))
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if isNew {
 			c.Sent++
@@ -321,7 +345,7 @@ func (c *Copier) copyGroup(ctx context.Context, group []vault.ID) error {
 	for i, id := range group {
 		c.chunks[id] = ds[i]
 	}
-	return nil
+	return len(group), nil
 }
 
 // SameCopy reports whether the destination's snapshot d is a copy of the
