@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"archive/zip"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -145,6 +146,13 @@ type dumper struct {
 // add queues entry rel (at path p) of node n, writing what is queued when
 // the batch is full.
 func (d *dumper) add(rel, p string, n *format.Node) error {
+	// A copy of what the archive needs: a node's name, target and
+	// extended attributes point into its tree's decoded bytes, which a
+	// queued entry must not keep alive (a hostile snapshot's entries
+	// could each come from another copy of a large tree).
+	c := *n
+	c.Name, c.Target, c.Xattrs = nil, bytes.Clone(n.Target), nil
+	n = &c
 	d.queue = append(d.queue, dumpEntry{rel, p, n})
 	if n.Kind == format.KindFile {
 		d.chunks += len(n.Content)
