@@ -163,47 +163,55 @@ func (d *dumper) add(rel, p string, n *format.Node) error {
 	return nil
 }
 
-// flush writes every queued entry.
+// flush writes every queued entry, fetching their chunks dumpBatchChunks
+// at a time.
 func (d *dumper) flush() error {
-	var ids []vault.ID
-	var owner []int // the queued entry each chunk belongs to
-	for k, e := range d.queue {
-		if e.n.Kind == format.KindFile {
-			for _, id := range e.n.Content {
-				ids, owner = append(ids, id), append(owner, k)
-			}
-		}
-	}
 	d.cur, d.started = 0, false
 	bl, batching := d.repo.(agent.BatchLoader)
-	for base := 0; base < len(ids); {
-		k := min(len(ids)-base, dumpBatchChunks)
-		group := ids[base : base+k]
+	group := make([]vault.ID, 0, dumpBatchChunks)
+	owner := make([]int, 0, dumpBatchChunks) // the queued entry each chunk belongs to
+	for k, j := 0, 0; ; {
+		// The next chunks, from entry k's chunk j on.
+		group, owner = group[:0], owner[:0]
+		for ; k < len(d.queue) && len(group) < dumpBatchChunks; k, j = k+1, 0 {
+			if e := d.queue[k]; e.n.Kind == format.KindFile {
+				n := min(len(e.n.Content)-j, dumpBatchChunks-len(group))
+				for _, id := range e.n.Content[j : j+n] {
+					group, owner = append(group, id), append(owner, k)
+				}
+				if j += n; j < len(e.n.Content) {
+					break // the group is full inside entry k
+				}
+			}
+		}
+		if len(group) == 0 {
+			break
+		}
 		got := 0 // chunks of the group written
 		var werr error
 		write := func(i int, data []byte) error {
-			if werr = d.upTo(owner[base+i]); werr == nil {
+			if werr = d.upTo(owner[i]); werr == nil {
 				werr = d.content(data)
 			}
 			got = i + 1
 			return werr
 		}
-		if batching && k > 1 {
+		if batching && len(group) > 1 {
 			err := bl.LoadBlobs(d.ctx, vault.DataBlob, group, write)
 			if werr != nil {
 				return werr // the archive's, or a chunk's size: it names its entry
 			}
-			if err == nil && got < k {
+			if err == nil && got < len(group) {
 				err = fmt.Errorf("data blob %s: %w: the answer left it out", group[got].Short(), vault.ErrTruncated)
 			}
 			if err != nil {
-				return d.chunkErr(owner[base+min(got, k-1)], err)
+				return d.chunkErr(owner[min(got, len(group)-1)], err)
 			}
 		} else {
 			for i, id := range group {
 				b, err := d.repo.LoadBlob(d.ctx, vault.DataBlob, id, d.buf[:0])
 				if err != nil {
-					return d.chunkErr(owner[base+i], err)
+					return d.chunkErr(owner[i], err)
 				}
 				d.buf = b
 				if err := write(i, b); err != nil {
@@ -211,7 +219,6 @@ func (d *dumper) flush() error {
 				}
 			}
 		}
-		base += k
 	}
 	if err := d.upTo(len(d.queue)); err != nil {
 		return err
