@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"archive/zip"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,16 +26,17 @@ import (
 
 // dumpArchive writes a directory's entries as one archive format.
 type dumpArchive interface {
-	// add writes entry name (relative, '/'-separated) of node n; for a
-	// regular file, content streams its bytes into w.
-	add(name string, n *format.Node, content func(w io.Writer) error) (skipped bool, err error)
+	// add writes the header of entry name (relative, '/'-separated) of
+	// node n; for a regular file it returns the writer its content goes
+	// to, all of it before the next add.
+	add(name string, n *format.Node) (content io.Writer, skipped bool, err error)
 	close() error
 }
 
 // tarArchive writes a tar stream (PAX where a field needs it).
 type tarArchive struct{ w *tar.Writer }
 
-func (t *tarArchive) add(name string, n *format.Node, content func(io.Writer) error) (bool, error) {
+func (t *tarArchive) add(name string, n *format.Node) (io.Writer, bool, error) {
 	h := &tar.Header{Name: name, Mode: int64(n.Perm & 0o7777), Uid: int(n.UID), Gid: int(n.GID),
 		ModTime: time.Unix(0, n.MTime)}
 	if n.UID > 1<<31-1 || n.GID > 1<<31-1 {
@@ -46,7 +48,7 @@ func (t *tarArchive) add(name string, n *format.Node, content func(io.Writer) er
 	case format.KindFile:
 		h.Typeflag, h.Size = tar.TypeReg, int64(n.Size)
 		if h.Size < 0 {
-			return false, fmt.Errorf("%s: size %d is out of range", name, n.Size)
+			return nil, false, fmt.Errorf("%s: size %d is out of range", name, n.Size)
 		}
 	case format.KindSymlink:
 		h.Typeflag, h.Linkname = tar.TypeSymlink, string(n.Target)
@@ -59,15 +61,15 @@ func (t *tarArchive) add(name string, n *format.Node, content func(io.Writer) er
 		}
 		h.Devmajor, h.Devminor = int64(unix.Major(n.RDev)), int64(unix.Minor(n.RDev))
 	default: // sockets: nothing an archive can hold
-		return true, nil
+		return nil, true, nil
 	}
 	if err := t.w.WriteHeader(h); err != nil {
-		return false, fmt.Errorf("%s: %w", name, err)
+		return nil, false, fmt.Errorf("%s: %w", name, err)
 	}
 	if n.Kind == format.KindFile {
-		return false, content(t.w)
+		return t.w, false, nil
 	}
-	return false, nil
+	return nil, false, nil
 }
 
 func (t *tarArchive) close() error { return t.w.Close() }
@@ -76,7 +78,7 @@ func (t *tarArchive) close() error { return t.w.Close() }
 // their target as content (as Info-ZIP does).
 type zipArchive struct{ w *zip.Writer }
 
-func (z *zipArchive) add(name string, n *format.Node, content func(io.Writer) error) (bool, error) {
+func (z *zipArchive) add(name string, n *format.Node) (io.Writer, bool, error) {
 	h := &zip.FileHeader{Name: name, Modified: time.Unix(0, n.MTime), Method: zip.Deflate}
 	mode := fs.FileMode(n.Perm & 0o777)
 	switch n.Kind {
@@ -87,46 +89,204 @@ func (z *zipArchive) add(name string, n *format.Node, content func(io.Writer) er
 	case format.KindSymlink:
 		h.Method, mode = zip.Store, mode|fs.ModeSymlink
 	default: // FIFOs, devices, sockets: zip has no such entries
-		return true, nil
+		return nil, true, nil
 	}
 	h.SetMode(mode)
 	w, err := z.w.CreateHeader(h)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", name, err)
+		return nil, false, fmt.Errorf("%s: %w", name, err)
 	}
 	switch n.Kind {
 	case format.KindFile:
-		return false, content(w)
+		return w, false, nil
 	case format.KindSymlink:
 		_, err = w.Write(n.Target)
 	}
-	return false, err
+	return nil, false, err
 }
 
 func (z *zipArchive) close() error { return z.w.Close() }
 
-// dumpFile streams the content of file node n (at p) into w, chunk by
-// chunk: memory is one chunk, whatever the file's size. The chunks must
-// add up to the size the tree records, or the output is wrong.
-func dumpFile(ctx context.Context, repo agent.RestoreRepo, p string, n *format.Node, w io.Writer, buf *[]byte) error {
-	var written uint64
-	for _, id := range n.Content {
-		b, err := repo.LoadBlob(ctx, vault.DataBlob, id, (*buf)[:0])
-		if err != nil {
-			return fmt.Errorf("%s: %w", safeText(p), err)
+// Dump batches: the entries queued before their chunks are fetched, at
+// most dumpBatchEntries of them and dumpBatchChunks chunks (a file with
+// more is fetched dumpBatchChunks at a time). Through a vault server a
+// batch of chunks is one request, and it is streamed: memory is one
+// chunk, whatever the batch.
+const (
+	dumpBatchEntries = 1024
+	dumpBatchChunks  = 256
+)
+
+// dumpEntry is an entry waiting for its chunks.
+type dumpEntry struct {
+	rel, path string
+	n         *format.Node
+}
+
+// dumper writes entries to an archive (or, with ar nil, one file's
+// content to w) in order, fetching their chunks many per request through
+// a BatchLoader (a vault server), one by one otherwise.
+type dumper struct {
+	ctx     context.Context
+	repo    agent.RestoreRepo
+	ar      dumpArchive
+	w       io.Writer // the content of the one file dumped, when ar is nil
+	buf     []byte
+	queue   []dumpEntry
+	chunks  int
+	skipped func(p string, n *format.Node)
+
+	// The entry being written.
+	cur     int
+	started bool
+	out     io.Writer
+	written uint64
+}
+
+// add queues entry rel (at path p) of node n, writing what is queued when
+// the batch is full.
+func (d *dumper) add(rel, p string, n *format.Node) error {
+	// A copy of what the archive needs: a node's name, target and
+	// extended attributes point into its tree's decoded bytes, which a
+	// queued entry must not keep alive (a hostile snapshot's entries
+	// could each come from another copy of a large tree).
+	c := *n
+	c.Name, c.Target, c.Xattrs = nil, bytes.Clone(n.Target), nil
+	n = &c
+	d.queue = append(d.queue, dumpEntry{rel, p, n})
+	if n.Kind == format.KindFile {
+		d.chunks += len(n.Content)
+	}
+	if len(d.queue) >= dumpBatchEntries || d.chunks >= dumpBatchChunks {
+		return d.flush()
+	}
+	return nil
+}
+
+// flush writes every queued entry, fetching their chunks dumpBatchChunks
+// at a time.
+func (d *dumper) flush() error {
+	d.cur, d.started = 0, false
+	bl, batching := d.repo.(agent.BatchLoader)
+	group := make([]vault.ID, 0, dumpBatchChunks)
+	owner := make([]int, 0, dumpBatchChunks) // the queued entry each chunk belongs to
+	for k, j := 0, 0; ; {
+		// The next chunks, from entry k's chunk j on.
+		group, owner = group[:0], owner[:0]
+		for ; k < len(d.queue) && len(group) < dumpBatchChunks; k, j = k+1, 0 {
+			if e := d.queue[k]; e.n.Kind == format.KindFile {
+				n := min(len(e.n.Content)-j, dumpBatchChunks-len(group))
+				for _, id := range e.n.Content[j : j+n] {
+					group, owner = append(group, id), append(owner, k)
+				}
+				if j += n; j < len(e.n.Content) {
+					break // the group is full inside entry k
+				}
+			}
 		}
-		*buf = b
-		if uint64(len(b)) > n.Size-written {
-			return fmt.Errorf("%s: its chunks hold more than the %d bytes its tree records: %w", safeText(p), n.Size, vault.ErrCorrupt)
+		if len(group) == 0 {
+			break
 		}
-		if _, err := w.Write(b); err != nil {
+		got := 0 // chunks of the group written
+		var werr error
+		write := func(i int, data []byte) error {
+			if werr = d.upTo(owner[i]); werr == nil {
+				werr = d.content(data)
+			}
+			got = i + 1
+			return werr
+		}
+		if batching && len(group) > 1 {
+			err := bl.LoadBlobs(d.ctx, vault.DataBlob, group, write)
+			if werr != nil {
+				return werr // the archive's, or a chunk's size: it names its entry
+			}
+			if err == nil && got < len(group) {
+				err = fmt.Errorf("data blob %s: %w: the answer left it out", group[got].Short(), vault.ErrTruncated)
+			}
+			if err != nil {
+				return d.chunkErr(owner[min(got, len(group)-1)], err)
+			}
+		} else {
+			for i, id := range group {
+				b, err := d.repo.LoadBlob(d.ctx, vault.DataBlob, id, d.buf[:0])
+				if err != nil {
+					return d.chunkErr(owner[i], err)
+				}
+				d.buf = b
+				if err := write(i, b); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := d.upTo(len(d.queue)); err != nil {
+		return err
+	}
+	d.queue, d.chunks = d.queue[:0], 0
+	return nil
+}
+
+// chunkErr names queued entry k, the one whose chunk could not be read.
+func (d *dumper) chunkErr(k int, err error) error {
+	return fmt.Errorf("%s: %w", safeText(d.queue[k].path), err)
+}
+
+// upTo finishes the entries before queued entry k and starts entry k.
+func (d *dumper) upTo(k int) error {
+	for d.cur < k || (d.cur == k && !d.started && k < len(d.queue)) {
+		if !d.started {
+			if err := d.start(); err != nil {
+				return err
+			}
+			if d.cur == k {
+				return nil
+			}
+		}
+		if err := d.finish(); err != nil {
 			return err
 		}
-		written += uint64(len(b))
 	}
-	if written != n.Size {
-		return fmt.Errorf("%s: its chunks hold %d bytes, not the %d its tree records: %w", safeText(p), written, n.Size, vault.ErrCorrupt)
+	return nil
+}
+
+func (d *dumper) start() error {
+	e := d.queue[d.cur]
+	d.started, d.written, d.out = true, 0, d.w
+	if d.ar != nil {
+		w, skip, err := d.ar.add(e.rel, e.n)
+		if skip {
+			d.skipped(e.path, e.n)
+		}
+		if err != nil {
+			return err
+		}
+		d.out = w
 	}
+	return nil
+}
+
+// content writes a chunk of the current entry. The chunks must add up to
+// the size the tree records, or the output is wrong.
+func (d *dumper) content(b []byte) error {
+	e := d.queue[d.cur]
+	if uint64(len(b)) > e.n.Size-d.written {
+		return fmt.Errorf("%s: its chunks hold more than the %d bytes its tree records: %w", safeText(e.path), e.n.Size, vault.ErrCorrupt)
+	}
+	if _, err := d.out.Write(b); err != nil {
+		return err
+	}
+	d.written += uint64(len(b))
+	return nil
+}
+
+func (d *dumper) finish() error {
+	e := d.queue[d.cur]
+	if e.n.Kind == format.KindFile && d.written != e.n.Size {
+		return fmt.Errorf("%s: its chunks hold %d bytes, not the %d its tree records: %w", safeText(e.path), d.written, e.n.Size, vault.ErrCorrupt)
+	}
+	d.cur++
+	d.started = false
 	return nil
 }
 
@@ -206,7 +366,10 @@ for restore. Through a vault server it needs a token that may restore.`,
 			var ar dumpArchive
 			var skipped []string
 			found := top == "/"
-			buf := make([]byte, 0, 1<<20)
+			d := &dumper{ctx: ctx, repo: repo, buf: make([]byte, 0, 1<<20), skipped: func(p string, n *format.Node) {
+				skipped = append(skipped, p)
+				fmt.Fprintf(a.stderr, "left out %s: a %s %s archive cannot hold\n", safeText(p), n.Kind, archive)
+			}}
 			// The record's size bounds what the files add up to, as its
 			// counts bound the entries: a hostile tree that names one chunk
 			// a million times in a file stops here, not after terabytes.
@@ -231,30 +394,33 @@ for restore. Through a vault server it needs a token that may restore.`,
 						if n.Kind != format.KindFile {
 							return fmt.Errorf("%s is a %s, not a file or directory: nothing to dump", safeText(p), n.Kind)
 						}
-						return dumpFile(ctx, repo, p, n, bw, &buf)
+						d.w = bw
+						if err := d.add("", p, n); err != nil {
+							return err
+						}
+						return d.flush()
 					}
 					ar = newArchive(archive, bw)
+					d.ar = ar
 				}
 				rel := strings.TrimPrefix(strings.TrimPrefix(p, base), "/")
 				if rel == "" || strings.HasPrefix(rel, "../") || strings.Contains(rel, "/../") || strings.HasSuffix(rel, "/..") {
 					return fmt.Errorf("%s: not a name an archive may hold: %w", safeText(p), vault.ErrCorrupt)
 				}
-				skip, err := ar.add(rel, n, func(w io.Writer) error { return dumpFile(ctx, repo, p, n, w, &buf) })
-				if skip {
-					skipped = append(skipped, p)
-					fmt.Fprintf(a.stderr, "left out %s: a %s %s archive cannot hold\n", safeText(p), n.Kind, archive)
-				}
-				return err
+				return d.add(rel, p, n)
 			}
 			if top == "/" {
 				ar = newArchive(archive, bw)
+				d.ar = ar
 			}
-			err = agent.Walk(ctx, repo, s.Tree, top, entryBound(s, maxEntries), visit)
+			err = agent.WalkAhead(ctx, repo, s.Tree, top, entryBound(s, maxEntries), visit)
 			if err == nil && !found {
 				err = fmt.Errorf("%s: %w in the snapshot", safeText(top), vault.ErrNotFound)
 			}
 			if err == nil && ar != nil {
-				err = ar.close()
+				if err = d.flush(); err == nil {
+					err = ar.close()
+				}
 			}
 			if err == nil {
 				err = bw.Flush()

@@ -169,7 +169,7 @@ record counts (--max-entries), as ls does.`,
 					return err
 				}
 				header := false
-				err = agent.Walk(ctx, repo, s.Tree, "/", entryBound(s, maxEntries), func(p string, n *format.Node) error {
+				err = agent.WalkAhead(ctx, repo, s.Tree, "/", entryBound(s, maxEntries), func(p string, n *format.Node) error {
 					if !m.match(p) {
 						return nil
 					}

@@ -214,7 +214,11 @@ error at a snapshot whose trees expand to more.`,
 			}
 			owners := newOwnerNames()
 			enc := json.NewEncoder(a.jsonStdout)
-			return agent.Walk(ctx, repo, s.Tree, prefix, entryBound(s, maxEntries), func(p string, n *format.Node) error {
+			walk := agent.WalkAhead // every directory below prefix is entered: load their trees ahead
+			if noRecursive {
+				walk = agent.Walk
+			}
+			return walk(ctx, repo, s.Tree, prefix, entryBound(s, maxEntries), func(p string, n *format.Node) error {
 				var err error
 				switch {
 				case jsonOut:

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -40,9 +40,15 @@ coffer check has named the damage; --dry-run says what it would do.
 
 Only what is missing is repaired: a chunk that is stored but fails
 authentication (found by check --read-data) is not dropped, and a restore
-of such a snapshot lists it. Repair is local only: through a server, the
-server stamps a snapshot's time, its catalog is not the client's to rewrite,
-and the API has no repair call yet.`
+of such a snapshot lists it.
+
+Through a vault server (COFFER_VAULT=https://…/VAULT) the server repairs
+its vault; both need an owner (permission vault.repair). repair snapshots
+without --dry-run is a critical change there: it answers with a request
+for a security approver, naming the snapshots a dry run finds now, and
+once approved those snapshots (and no others) are repaired. Deletion
+protection holds as ever: an original within the vault's minimum
+retention is not forgotten, and a forgotten one is soft-deleted.`
 
 func newRepairCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
@@ -61,11 +67,58 @@ func newRepairCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func (a *app) openForRepair(cmd *cobra.Command) (*openedVault, error) {
+// repairIndex runs repair index on the vault, local or on its server.
+func (a *app) repairIndex(ctx context.Context, dryRun bool) (api.RepairIndexReport, error) {
 	if isRemote(a.vaultRef) {
-		return nil, fmt.Errorf("coffer repair works on a local vault only: a server stamps the time of the snapshots it saves, keeps its catalog to itself, and has no repair call yet")
+		rv, err := a.openRemote(ctx, a.vaultRef)
+		if err != nil {
+			return api.RepairIndexReport{}, err
+		}
+		defer rv.Close()
+		return rv.RepairIndex(ctx, dryRun)
 	}
-	return a.openVault(cmd.Context(), false)
+	v, err := a.openVault(ctx, false)
+	if err != nil {
+		return api.RepairIndexReport{}, err
+	}
+	defer v.Close()
+	res, err := v.RepairIndex(ctx, dryRun, v.principal)
+	if err != nil {
+		return api.RepairIndexReport{}, err
+	}
+	return server.WireRepairIndex(res, dryRun), nil
+}
+
+// repairSnapshots runs repair snapshots on the vault, local or on its
+// server (where a repair that writes becomes a request for approval).
+func (a *app) repairSnapshots(ctx context.Context, dryRun bool) (api.RepairSnapshotsReport, error) {
+	if isRemote(a.vaultRef) {
+		rv, err := a.openRemote(ctx, a.vaultRef)
+		if err != nil {
+			return api.RepairSnapshotsReport{}, err
+		}
+		defer rv.Close()
+		return rv.RepairSnapshots(ctx, dryRun)
+	}
+	v, err := a.openVault(ctx, false)
+	if err != nil {
+		return api.RepairSnapshotsReport{}, err
+	}
+	defer v.Close()
+	out, err := v.RepairSnapshots(ctx, dryRun, v.principal)
+	if err != nil {
+		return api.RepairSnapshotsReport{}, err
+	}
+	return api.RepairSnapshotsReport{DryRun: dryRun, Snapshots: server.WireRepairedSnapshots(out)}, nil
+}
+
+// shortID is the short form of a hex ID from a report (a server's answer:
+// printed through safeText all the same).
+func shortID(s string) string {
+	if id, err := vault.ParseID(s); err == nil {
+		return id.Short()
+	}
+	return safeText(s)
 }
 
 func newRepairIndexCmd(a *app) *cobra.Command {
@@ -77,46 +130,28 @@ func newRepairIndexCmd(a *app) *cobra.Command {
 		Example: "  coffer repair index --dry-run\n  coffer repair index --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := a.openForRepair(cmd)
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			res, err := v.RepairIndex(cmd.Context(), dryRun, v.principal)
+			res, err := a.repairIndex(cmd.Context(), dryRun)
 			if err != nil {
 				return err
 			}
 			if jsonOut {
-				ids := func(l []vault.ID) []string {
-					out := []string{}
-					for _, id := range l {
-						out = append(out, id.String())
-					}
-					return out
-				}
-				left := res.Left
-				if left == nil {
-					left = []string{}
-				}
-				enc := json.NewEncoder(a.jsonStdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"dry_run": dryRun, "added": ids(res.Added), "fixed": ids(res.Fixed), "removed": ids(res.Removed), "left": left})
+				return a.printJSON(res)
 			}
 			verb := map[bool]string{true: "would ", false: ""}[dryRun]
 			for _, id := range res.Added {
-				fmt.Fprintf(a.stdout, "%sadd pack %s (in the store, missing from the index)\n", verb, id)
+				fmt.Fprintf(a.stdout, "%sadd pack %s (in the store, missing from the index)\n", verb, safeText(id))
 			}
 			for _, id := range res.Fixed {
-				fmt.Fprintf(a.stdout, "%sfix the record of pack %s (it differed from the pack)\n", verb, id)
+				fmt.Fprintf(a.stdout, "%sfix the record of pack %s (it differed from the pack)\n", verb, safeText(id))
 			}
 			for _, id := range res.Removed {
-				fmt.Fprintf(a.stdout, "%sremove the record of pack %s (missing from the store: its blobs are lost)\n", verb, id)
+				fmt.Fprintf(a.stdout, "%sremove the record of pack %s (missing from the store: its blobs are lost)\n", verb, safeText(id))
 			}
 			for _, l := range res.Left {
 				fmt.Fprintf(a.stderr, "left: %s\n", safeText(l))
 			}
 			switch {
-			case !res.Changed():
+			case len(res.Added)+len(res.Fixed)+len(res.Removed) == 0:
 				fmt.Fprintln(a.stdout, "the index matches the packs in the store: nothing to repair")
 			case dryRun:
 				fmt.Fprintln(a.stdout, "dry run: nothing was changed")
@@ -141,22 +176,18 @@ func newRepairSnapshotsCmd(a *app) *cobra.Command {
 		Example: "  coffer repair snapshots --dry-run\n  coffer repair snapshots --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := a.openForRepair(cmd)
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			out, err := v.RepairSnapshots(cmd.Context(), dryRun, v.principal)
+			rep, err := a.repairSnapshots(cmd.Context(), dryRun)
 			if err != nil {
 				return err
 			}
 			if jsonOut {
-				return printRepairJSON(a, out, dryRun)
+				return a.printJSON(rep)
 			}
-			verb := map[bool]string{true: "would ", false: ""}[dryRun]
+			// A request for approval comes with what a dry run found.
+			verb := map[bool]string{true: "would ", false: ""}[rep.DryRun]
 			kept := 0
-			for _, r := range out {
-				fmt.Fprintf(a.stdout, "snapshot %s (host %q, %s):\n", r.Old.ID.Short(), safeText(r.Old.Host), r.Old.Time.UTC().Format(time.RFC3339))
+			for _, r := range rep.Snapshots {
+				fmt.Fprintf(a.stdout, "snapshot %s (host %q, %s):\n", shortID(r.SnapshotID), safeText(r.Host), shortTime(r.Time))
 				if r.RootLost {
 					fmt.Fprintf(a.stdout, "  its root directory listing is lost: nothing can be kept\n")
 				}
@@ -166,26 +197,26 @@ func newRepairSnapshotsCmd(a *app) *cobra.Command {
 				for _, d := range r.Emptied {
 					fmt.Fprintf(a.stdout, "  %skeep %s empty (its listing is lost)\n", verb, safeText(d))
 				}
-				switch {
-				case dryRun:
-				case !r.New.ID.IsZero():
-					fmt.Fprintf(a.stdout, "  repaired as snapshot %s\n", r.New.ID.Short())
+				if r.RepairedID != "" && !rep.DryRun {
+					fmt.Fprintf(a.stdout, "  repaired as snapshot %s\n", shortID(r.RepairedID))
 				}
 				if r.Forgotten {
-					fmt.Fprintf(a.stdout, "  forgot snapshot %s (coffer undelete brings it back)\n", r.Old.ID.Short())
+					fmt.Fprintf(a.stdout, "  forgot snapshot %s (coffer undelete brings it back)\n", shortID(r.SnapshotID))
 				}
-				if r.ForgetErr != "" {
+				if r.ForgetError != "" {
 					kept++
-					fmt.Fprintf(a.stderr, "warning: snapshot %s stays, damaged: %s\n", r.Old.ID.Short(), safeText(r.ForgetErr))
+					fmt.Fprintf(a.stderr, "warning: snapshot %s stays, damaged: %s\n", shortID(r.SnapshotID), safeText(r.ForgetError))
 				}
 			}
 			switch {
-			case len(out) == 0:
+			case rep.Request != nil:
+				printRequest(a, *rep.Request)
+			case len(rep.Snapshots) == 0:
 				fmt.Fprintln(a.stdout, "no snapshot uses lost data: nothing to repair")
 			case dryRun:
-				fmt.Fprintf(a.stdout, "dry run: %s would be repaired; nothing was written\n", plural(len(out), "snapshot", "snapshots"))
+				fmt.Fprintf(a.stdout, "dry run: %s would be repaired; nothing was written\n", plural(len(rep.Snapshots), "snapshot", "snapshots"))
 			default:
-				fmt.Fprintf(a.stdout, "%s repaired\n", plural(len(out), "snapshot", "snapshots"))
+				fmt.Fprintf(a.stdout, "%s repaired\n", plural(len(rep.Snapshots), "snapshot", "snapshots"))
 			}
 			if kept > 0 {
 				return &partialError{fmt.Sprintf("repaired, but %s could not be forgotten (deletion protection) and still use lost data: check reports them until they may be forgotten", plural(kept, "original snapshot", "original snapshots"))}
@@ -196,30 +227,4 @@ func newRepairSnapshotsCmd(a *app) *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what each snapshot would lose, write nothing")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	return cmd
-}
-
-func printRepairJSON(a *app, out []engine.RepairedSnapshot, dryRun bool) error {
-	list := []map[string]any{}
-	for _, r := range out {
-		dropped := []map[string]any{}
-		for _, d := range r.Dropped {
-			dropped = append(dropped, map[string]any{"path": d.Path, "size": d.Size})
-		}
-		emptied := r.Emptied
-		if emptied == nil {
-			emptied = []string{}
-		}
-		m := map[string]any{"snapshot_id": r.Old.ID.String(), "dropped": dropped, "emptied": emptied, "root_lost": r.RootLost,
-			"forgotten": r.Forgotten}
-		if !r.New.ID.IsZero() {
-			m["repaired_id"] = r.New.ID.String()
-		}
-		if r.ForgetErr != "" {
-			m["forget_error"] = r.ForgetErr
-		}
-		list = append(list, m)
-	}
-	enc := json.NewEncoder(a.jsonStdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(map[string]any{"dry_run": dryRun, "snapshots": list})
 }

@@ -184,7 +184,7 @@ a snapshot than its record counts (--max-entries), as ls does.`,
 						return statsErr(s, err)
 					}
 				}
-				err = agent.Walk(ctx, repo, s.Tree, "/", entryBound(s, maxEntries), func(p string, n *format.Node) error {
+				err = agent.WalkAhead(ctx, repo, s.Tree, "/", entryBound(s, maxEntries), func(p string, n *format.Node) error {
 					switch n.Kind {
 					case format.KindDir:
 						one.Dirs++

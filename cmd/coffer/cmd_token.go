@@ -296,6 +296,7 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool,
 	if a.vaultRef != "" && a.vaultRef != name {
 		return fmt.Errorf("the vault is named twice: %q and --vault %q", name, a.vaultRef)
 	}
+	a.vaultRef = name // located by its name from here on, never as the default vault
 	var pass *passphrase.Provider
 	if keyURI != "" {
 		if !isPassphraseURI(keyURI) {
@@ -311,7 +312,6 @@ func (a *app) createLocalVault(cmd *cobra.Command, name string, singleUser bool,
 		}
 		pass = p
 	}
-	a.vaultRef = name
 	a.explicitCreate = true
 	ctx := cmd.Context()
 	v, err := a.openVault(ctx, true)

@@ -3,13 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -221,11 +225,84 @@ func TestRepairLostIndex(t *testing.T) {
 }
 
 // TestRepairIsLocalOnly: through a server, repair says why not.
-func TestRepairIsLocalOnly(t *testing.T) {
-	e := newEnv(t)
-	e.setenv("COFFER_VAULT", "https://127.0.0.1:1/prod")
-	e.setenv("COFFER_TOKEN", "x")
-	if _, errOut, code := coffer(t, e, "repair", "index"); code != exitFailure || !strings.Contains(errOut, "local vault only") {
-		t.Errorf("remote repair: exit %d, %s", code, errOut)
+// TestRepairThroughServer: repair index and repair snapshots with a
+// server's vault. The server repairs; repair snapshots (a critical change
+// there) answers with a request that names what a dry run finds, and once
+// a security approver approves it, check passes and the rest restores.
+// An operator is refused.
+func TestRepairThroughServer(t *testing.T) {
+	srv := servertest.Start(t)
+	e := serverEnv(t, srv)
+	mustCoffer(t, e, "vault", "create", "prod")
+	e.setenv("COFFER_VAULT", srv.URL+"/prod")
+	src := smallData(t)
+	backupJSON(t, e, src)
+	packs := func() map[string]int64 {
+		out := map[string]int64{}
+		filepath.WalkDir(server.VaultDir(srv.DataDir, "prod"), func(p string, d os.DirEntry, err error) error {
+			if fi, ierr := os.Stat(p); err == nil && ierr == nil && !d.IsDir() && filepath.Base(filepath.Dir(filepath.Dir(p))) == "packs" {
+				out[p] = fi.Size()
+			}
+			return err
+		})
+		return out
 	}
+	before := packs()
+	writeFile(t, filepath.Join(src, "new.bin"), randBytes(7, 400_000), 0o644)
+	damaged := backupJSON(t, e, src)
+	var big string
+	for p, n := range packs() {
+		if _, old := before[p]; !old && n > 400_000 {
+			big = p
+		}
+	}
+	if big == "" {
+		t.Fatal("the second backup wrote no data pack")
+	}
+	if err := os.Remove(big); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := coffer(t, e, "check"); code != exitFailure {
+		t.Fatalf("check of the damaged vault: exit %d", code)
+	}
+	op := mustCoffer(t, e, "token", "create", "--role", "backup-operator", "--vault", srv.URL+"/prod", "--json")
+	var opTok struct {
+		Secret string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(op), &opTok); err != nil || opTok.Secret == "" {
+		t.Fatalf("token create: %s", op)
+	}
+	failsWith(t, e, "forbidden", "repair", "index", "--token", opTok.Secret)
+
+	if out := mustCoffer(t, e, "repair", "index", "--dry-run"); !strings.Contains(out, "would remove the record of pack "+filepath.Base(big)) {
+		t.Errorf("repair index --dry-run:\n%s", out)
+	}
+	if out := mustCoffer(t, e, "repair", "index"); !strings.Contains(out, "index repaired") {
+		t.Errorf("repair index:\n%s", out)
+	}
+	if out := mustCoffer(t, e, "repair", "snapshots", "--dry-run"); !strings.Contains(out, "would drop /") || !strings.Contains(out, "new.bin") {
+		t.Errorf("repair snapshots --dry-run:\n%s", out)
+	}
+	out := mustCoffer(t, e, "repair", "snapshots")
+	if !strings.Contains(out, "needs a second person's approval") || !strings.Contains(out, damaged[:8]) {
+		t.Fatalf("repair snapshots:\n%s", out)
+	}
+	req := requestID(t, out)
+	if n := len(listSnapshots(t, e)); n != 2 {
+		t.Fatalf("%d snapshots before approval", n)
+	}
+	approver, _, err := server.IssueApproverToken(t.Context(), srv.DataDir, "alice", time.Time{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCoffer(t, e, "approve", req, "--vault", srv.URL, "--token", approver); !strings.Contains(out, "repaired "+damaged[:8]) {
+		t.Errorf("approve:\n%s", out)
+	}
+	if out, errOut, code := coffer(t, e, "check"); code != exitOK {
+		t.Fatalf("check after repair: exit %d\n%s%s", code, out, errOut)
+	}
+	target := t.TempDir()
+	mustCoffer(t, e, "restore", "latest", "--target", target)
+	os.Remove(filepath.Join(src, "new.bin"))
+	assertSameTree(t, src, filepath.Join(target, src))
 }

@@ -51,6 +51,11 @@ type treePrefetch struct {
 	repo treeLoader
 	sem  chan struct{} // requests in flight
 
+	// manual: only the trees want names are loaded ahead, never the
+	// subtrees of a tree as it arrives (diff, which enters only the
+	// directories that differ).
+	manual bool
+
 	mu    sync.Mutex
 	slots map[vault.ID]*treeSlot // loaded or loading, not taken
 	bytes int                    // raw bytes of the loaded slots
@@ -154,8 +159,10 @@ func (p *treePrefetch) send(ids []vault.ID, slots []*treeSlot) {
 				slots[i].t, slots[i].size = t, len(data)
 				p.bytes += len(data)
 				p.mu.Unlock()
-				n, ns := p.reserve(t)
-				next, nextSlots = append(next, n...), append(nextSlots, ns...)
+				if !p.manual {
+					n, ns := p.reserve(t)
+					next, nextSlots = append(next, n...), append(nextSlots, ns...)
+				}
 				close(slots[i].done)
 				loaded = i + 1
 				return nil
@@ -207,12 +214,62 @@ func (p *treePrefetch) load(ctx context.Context, id vault.ID) (*format.Tree, err
 		}
 	}
 	t, err := p.repo.LoadTree(ctx, id)
-	if err == nil {
+	if err == nil && !p.manual {
 		p.ahead(t)
 	}
 	return t, err
 }
 
+// want starts loading trees ids (those without a slot), as far as the
+// bounds allow.
+func (p *treePrefetch) want(ids ...vault.ID) {
+	var todo []vault.ID
+	var slots []*treeSlot
+	p.mu.Lock()
+	for _, id := range ids {
+		if _, ok := p.slots[id]; ok || id.IsZero() {
+			continue
+		}
+		if len(p.slots) >= prefetchHeld || p.bytes >= prefetchBytes {
+			break
+		}
+		s := &treeSlot{done: make(chan struct{})}
+		p.slots[id] = s
+		todo, slots = append(todo, id), append(slots, s)
+	}
+	p.mu.Unlock()
+	p.dispatch(todo, slots)
+}
+
 // wait returns once no load is running (the backup's context has ended
 // or every load has).
 func (p *treePrefetch) wait() { p.wg.Wait() }
+
+// PrefetchTrees returns a TreeLoader for a walk that enters every
+// directory (find, stats, dump, ls without --no-recursive): through a
+// BatchLoader (a vault server) it loads the trees ahead, breadth first
+// and many per request, within the bounds above; otherwise it is repo.
+// stop ends the loads ahead and waits for them; call it when the walk
+// is done. What the walk gets is what repo.LoadTree would give it (see
+// above), so a walk's result does not depend on it.
+func PrefetchTrees(ctx context.Context, repo TreeLoader) (loader TreeLoader, stop func()) {
+	bl, ok := repo.(BatchLoader)
+	if !ok {
+		return repo, func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := newTreePrefetch(ctx, bl, repo)
+	return prefetchLoader{p}, func() {
+		cancel()
+		p.wait()
+	}
+}
+
+type prefetchLoader struct{ p *treePrefetch }
+
+func (l prefetchLoader) LoadTree(ctx context.Context, id vault.ID) (*format.Tree, error) {
+	return l.p.load(ctx, id)
+}
+
+// want loads trees ids ahead (a manual prefetch: diff).
+func (l prefetchLoader) want(ids ...vault.ID) { l.p.want(ids...) }

@@ -27,6 +27,23 @@ type TreeLoader interface {
 // trees expand to. When fn returns fs.SkipDir for a directory, Walk does
 // not descend into it.
 func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, max uint64, fn func(p string, n *format.Node) error) error {
+	return walkFrom(ctx, repo, repo, root, prefix, max, fn)
+}
+
+// WalkAhead is Walk for a walk that enters every directory below prefix
+// (fn never returns fs.SkipDir): through a BatchLoader (a vault server),
+// the trees below prefix are loaded ahead, many per request
+// (PrefetchTrees), instead of one request per directory. The trees on
+// the way to prefix are loaded one by one, so that no tree beside it is.
+func WalkAhead(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, max uint64, fn func(p string, n *format.Node) error) error {
+	below, stop := PrefetchTrees(ctx, repo)
+	defer stop()
+	return walkFrom(ctx, repo, below, root, prefix, max, fn)
+}
+
+// walkFrom is Walk, loading the trees on the way to prefix with repo and
+// those below it with below.
+func walkFrom(ctx context.Context, repo, below TreeLoader, root vault.ID, prefix string, max uint64, fn func(p string, n *format.Node) error) error {
 	b := &entryBudget{max: max}
 	prefix = path.Clean("/" + prefix)
 	id := root
@@ -61,7 +78,7 @@ func Walk(ctx context.Context, repo TreeLoader, root vault.ID, prefix string, ma
 			id, dir = n.Subtree, p
 		}
 	}
-	return walk(ctx, repo, id, dir, b, fn)
+	return walk(ctx, below, id, dir, b, fn)
 }
 
 func walk(ctx context.Context, repo TreeLoader, id vault.ID, dir string, b *entryBudget, fn func(string, *format.Node) error) error {
@@ -104,8 +121,23 @@ type Change struct {
 // snapshots' MaxEntries) it stops with ErrTooManyEntries once it has
 // visited max entries of the two.
 func Diff(ctx context.Context, repo TreeLoader, a, b vault.ID, max uint64, fn func(Change) error) error {
+	if bl, ok := repo.(BatchLoader); ok {
+		// Through a vault server: the trees of the directories that
+		// differ are loaded ahead, both sides' in one request.
+		pctx, cancel := context.WithCancel(ctx)
+		p := newTreePrefetch(pctx, bl, repo)
+		p.manual = true
+		defer p.wait()
+		defer cancel()
+		repo = prefetchLoader{p}
+		p.want(a, b)
+	}
 	return diffTrees(ctx, repo, a, b, "/", &entryBudget{max: max}, fn)
 }
+
+// wanter is a TreeLoader that loads trees ahead when asked (diff's
+// prefetching loader).
+type wanter interface{ want(ids ...vault.ID) }
 
 func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, bud *entryBudget, fn func(Change) error) error {
 	if a == b {
@@ -118,6 +150,27 @@ func diffTrees(ctx context.Context, repo TreeLoader, a, b vault.ID, dir string, 
 	tb, err := repo.LoadTree(ctx, b)
 	if err != nil {
 		return err
+	}
+	if w, ok := repo.(wanter); ok {
+		// The subdirectories present on both sides that differ: the
+		// only ones diff enters.
+		var ids []vault.ID
+		for i, j := 0, 0; i < len(ta.Nodes) && j < len(tb.Nodes); {
+			switch c := bytes.Compare(ta.Nodes[i].Name, tb.Nodes[j].Name); {
+			case c < 0:
+				i++
+			case c > 0:
+				j++
+			default:
+				na, nb := &ta.Nodes[i], &tb.Nodes[j]
+				if na.Kind == format.KindDir && nb.Kind == format.KindDir && na.Subtree != nb.Subtree {
+					ids = append(ids, na.Subtree, nb.Subtree)
+				}
+				i++
+				j++
+			}
+		}
+		w.want(ids...)
 	}
 	i, j := 0, 0
 	for i < len(ta.Nodes) || j < len(tb.Nodes) {

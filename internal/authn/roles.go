@@ -92,6 +92,10 @@ const (
 	// PermVaultDelete: ask to delete the vault (a critical change: a
 	// security approver must approve it).
 	PermVaultDelete Permission = "vault.delete"
+	// PermVaultRepair: repair a damaged vault (repair index, repair
+	// snapshots). Repairing snapshots drops what is lost from history,
+	// so it is the owner's, and a critical change on a server.
+	PermVaultRepair Permission = "vault.repair"
 	// PermPostureRead: read a vault's signed posture report
 	// (docs/posture.md). It names every source's host and whether its
 	// disk is encrypted (a list of the weakest machines), the key
@@ -117,7 +121,7 @@ var rolePerms = map[Role][]Permission{
 		PermVaultCreate, PermTokenManage, PermMetrics,
 		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
 		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete, PermRoleManage, PermAuditRead,
-		PermSourceManage, PermPostureRead,
+		PermSourceManage, PermVaultRepair, PermPostureRead,
 	},
 	RoleBackupContributor: {
 		PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,

@@ -14,7 +14,7 @@ import (
 var allPerms = []Permission{
 	PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide,
 	PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
-	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage,
+	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage, PermVaultRepair,
 }
 
 // want is the documented table (docs/security.md, "Roles and tokens").

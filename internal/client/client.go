@@ -617,6 +617,24 @@ func (v *Vault) Prune(ctx context.Context, dryRun bool) (api.PruneReport, error)
 	return out, err
 }
 
+// RepairIndex rebuilds the vault's blob index from the packs in its
+// store (on the server); with dryRun it only says what it would change.
+func (v *Vault) RepairIndex(ctx context.Context, dryRun bool) (api.RepairIndexReport, error) {
+	var out api.RepairIndexReport
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/repair/index", api.Repair{DryRun: dryRun}, &out)
+	return out, err
+}
+
+// RepairSnapshots lists (dryRun) the snapshots that use lost data and
+// what their repair drops; otherwise it asks to repair them, a critical
+// change: the answer's Request waits for a security approver, and its
+// Snapshots are what the approved repair will touch.
+func (v *Vault) RepairSnapshots(ctx context.Context, dryRun bool) (api.RepairSnapshotsReport, error) {
+	var out api.RepairSnapshotsReport
+	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/repair/snapshots", api.Repair{DryRun: dryRun}, &out)
+	return out, err
+}
+
 // Settings fetches the vault's deletion-protection settings.
 func (v *Vault) Settings(ctx context.Context) (api.Settings, error) {
 	var out api.Settings

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -264,6 +265,13 @@ type treeSaver interface {
 // It refuses to run while the index lacks packs that are in the store
 // (RepairIndex first): data would be taken for lost that is not.
 func (v *Vault) RepairSnapshots(ctx context.Context, dryRun bool, principal string) ([]RepairedSnapshot, error) {
+	return v.RepairSnapshotsOf(ctx, nil, dryRun, principal)
+}
+
+// RepairSnapshotsOf is RepairSnapshots limited to the snapshots in only
+// (nil: every live snapshot): an approved repair does what its approver
+// saw, never a snapshot damaged since.
+func (v *Vault) RepairSnapshotsOf(ctx context.Context, only []vault.ID, dryRun bool, principal string) ([]RepairedSnapshot, error) {
 	if err := v.checkSession(); err != nil {
 		return nil, err
 	}
@@ -302,6 +310,9 @@ func (v *Vault) RepairSnapshots(ctx context.Context, dryRun bool, principal stri
 	}
 	var out []RepairedSnapshot
 	for _, s := range snaps {
+		if only != nil && !slices.Contains(only, s.ID) {
+			continue
+		}
 		trees, err := v.treeSaverFor(s.Domain)
 		if err != nil {
 			return nil, err

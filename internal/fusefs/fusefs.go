@@ -257,13 +257,10 @@ func (s *snap) fail(p string, err error) syscall.Errno {
 // tree loads tree id, from the cache when it is there, and checks that it
 // may be shown: every name valid, no more entries than the snapshot holds.
 func (s *snap) tree(ctx context.Context, id vault.ID) (*format.Tree, error) {
-	k := s.key(id)
-	if t, ok := s.trees.get(k); ok {
+	if t, ok := s.cached(id); ok {
 		return t, nil
 	}
-	if b := s.fs.bigTree.Load(); b != nil && b.key == k {
-		return b.tree, nil
-	}
+	k := s.key(id)
 	r, err := s.getRepo(ctx)
 	if err != nil {
 		return nil, err
@@ -272,19 +269,8 @@ func (s *snap) tree(ctx context.Context, id vault.ID) (*format.Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.max > 0 && uint64(len(t.Nodes)) > s.max {
-		return nil, fmt.Errorf("%w: one directory lists %d entries, the snapshot's record %d", agent.ErrTooManyEntries, len(t.Nodes), s.max)
-	}
-	for i := range t.Nodes {
-		// A name with '/' or NUL, ".", ".." or "" would make the kernel
-		// resolve paths the snapshot does not hold (restore refuses them
-		// too, as ErrUnsafePath).
-		if !format.ValidName(t.Nodes[i].Name) {
-			return nil, fmt.Errorf("%w: %q", agent.ErrUnsafePath, t.Nodes[i].Name)
-		}
-		if i > 0 && string(t.Nodes[i-1].Name) >= string(t.Nodes[i].Name) {
-			return nil, fmt.Errorf("tree %s is not sorted by name or names an entry twice", id.Short())
-		}
+	if err := s.check(id, t); err != nil {
+		return nil, err
 	}
 	if treeWeight(t) > s.trees.max {
 		s.fs.bigTree.Store(&bigTree{key: k, tree: t})
@@ -293,6 +279,85 @@ func (s *snap) tree(ctx context.Context, id vault.ID) (*format.Tree, error) {
 	}
 	return t, nil
 }
+
+// cached is tree id if a cache holds it.
+func (s *snap) cached(id vault.ID) (*format.Tree, bool) {
+	k := s.key(id)
+	if t, ok := s.trees.get(k); ok {
+		return t, true
+	}
+	if b := s.fs.bigTree.Load(); b != nil && b.key == k {
+		return b.tree, true
+	}
+	return nil, false
+}
+
+// check is what a tree must be to be shown: every name valid, sorted and
+// once, no more entries than the snapshot holds.
+func (s *snap) check(id vault.ID, t *format.Tree) error {
+	if s.max > 0 && uint64(len(t.Nodes)) > s.max {
+		return fmt.Errorf("%w: one directory lists %d entries, the snapshot's record %d", agent.ErrTooManyEntries, len(t.Nodes), s.max)
+	}
+	for i := range t.Nodes {
+		// A name with '/' or NUL, ".", ".." or "" would make the kernel
+		// resolve paths the snapshot does not hold (restore refuses them
+		// too, as ErrUnsafePath).
+		if !format.ValidName(t.Nodes[i].Name) {
+			return fmt.Errorf("%w: %q", agent.ErrUnsafePath, t.Nodes[i].Name)
+		}
+		if i > 0 && string(t.Nodes[i-1].Name) >= string(t.Nodes[i].Name) {
+			return fmt.Errorf("tree %s is not sorted by name or names an entry twice", id.Short())
+		}
+	}
+	return nil
+}
+
+// treesAhead: through a vault server, the trees of directory t's
+// subdirectories that no cache holds are loaded in one request (at most
+// treesAheadMax), checked as when loaded alone, and cached, so that a
+// walk of the mount (find, ls -R, cp -r) costs a request a directory
+// rather than one for each of its subdirectories. A tree this fails to
+// load or check, or that is too large to cache, is loaded alone when it
+// is looked into, and that load reports what is wrong.
+func (s *snap) treesAhead(ctx context.Context, t *format.Tree) {
+	r, err := s.getRepo(ctx)
+	if err != nil {
+		return
+	}
+	bl, ok := r.(batchLoader)
+	if !ok {
+		return
+	}
+	var ids []vault.ID
+	seen := map[vault.ID]bool{}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if n.Kind != format.KindDir || seen[n.Subtree] {
+			continue
+		}
+		seen[n.Subtree] = true
+		if _, ok := s.cached(n.Subtree); !ok {
+			ids = append(ids, n.Subtree)
+		}
+		if len(ids) == treesAheadMax {
+			break
+		}
+	}
+	if len(ids) < 2 {
+		return // one tree costs the same request when it is looked into
+	}
+	bl.LoadBlobs(ctx, vault.TreeBlob, ids, func(i int, data []byte) error {
+		sub, err := format.DecodeTree(data)
+		if err != nil || s.check(ids[i], sub) != nil {
+			return nil // left for its own load to report
+		}
+		s.trees.put(s.key(ids[i]), sub) // one too large for the cache is not kept
+		return nil
+	})
+}
+
+// treesAheadMax bounds the trees treesAhead asks for at once.
+const treesAheadMax = 256
 
 func short(p string) string {
 	if len(p) > 256 {

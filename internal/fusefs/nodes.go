@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -63,6 +64,8 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, d.snap.fail(d.display(), err)
 	}
+	// Listed, its subdirectories are likely looked into next.
+	d.snap.treesAhead(ctx, t)
 	list := make([]fuse.DirEntry, 0, len(t.Nodes))
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
@@ -111,7 +114,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	case format.KindDir:
 		op = &dirNode{snap: d.snap, budget: d.budget, tree: n.Subtree, path: p, node: *n}
 	case format.KindFile:
-		op = &fileNode{snap: d.snap, budget: d.budget, path: p, node: *n}
+		op = &fileNode{snap: d.snap, budget: d.budget, path: p, node: *n, dir: d.tree}
 	default:
 		op = &leafNode{snap: d.snap, budget: d.budget, node: *n}
 	}
@@ -218,6 +221,7 @@ type fileNode struct {
 	budget *budget
 	path   string
 	node   format.Node
+	dir    vault.ID // the tree that lists it, for read-ahead
 
 	mu   sync.Mutex
 	offs []int64 // offs[i] is where chunk i starts; offs[len] the end
@@ -321,6 +325,9 @@ func (f *fileNode) chunk(ctx context.Context, i int, size int64) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
+	if bl, ok := r.(batchLoader); ok {
+		return f.chunksAhead(ctx, bl, i)
+	}
 	b, err := r.LoadBlob(ctx, vault.DataBlob, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id.Short(), err)
@@ -330,4 +337,142 @@ func (f *fileNode) chunk(ctx context.Context, i int, size int64) ([]byte, error)
 	}
 	f.snap.chunks.put(k, b)
 	return b, nil
+}
+
+// batchLoader is the optional capability of a Repo that reads many blobs
+// per request (the HTTPS client): reads then fetch the chunks after the
+// one asked for as well.
+type batchLoader interface {
+	LoadBlobs(ctx context.Context, t vault.BlobType, ids []vault.ID, fn func(i int, data []byte) error) error
+}
+
+// Read-ahead through a vault server: a read that misses the cache fetches
+// its chunk and the file's next ones that are not cached, in one request:
+// at most readAheadChunks, and readAheadBytes (or a quarter of the cache,
+// if less) past the first. When the file's chunks leave room and the
+// file before it in its directory was read (a copy or a search of the
+// mount going through the directory in order), the chunks of the small
+// files listed after it (up to siblingFileMax each, siblingBytes in all)
+// come along: reading a directory of small files costs a request per
+// readAheadChunks files, not one per file, while opening one file of a
+// snapshot still fetches only that file's chunks.
+const (
+	readAheadChunks = 32
+	readAheadBytes  = 8 << 20
+	siblingFileMax  = 256 << 10
+	siblingBytes    = 2 << 20
+	siblingScan     = 4 * readAheadChunks // entries looked at, at most
+)
+
+// chunksAhead loads chunk i of the file and the ones after it (as above)
+// into the cache, and returns chunk i. Each is checked against its ID by
+// the reader, and against its size in the index, as when read alone.
+func (f *fileNode) chunksAhead(ctx context.Context, bl batchLoader, i int) ([]byte, error) {
+	offs, err := f.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	budget := min(int64(readAheadBytes), f.snap.chunks.maxItem)
+	ids := []vault.ID{f.node.Content[i]}
+	sizes := []int64{offs[i+1] - offs[i]}
+	var ahead int64
+	j := i + 1
+	for ; j < len(f.node.Content) && len(ids) < readAheadChunks; j++ {
+		if ahead += offs[j+1] - offs[j]; ahead > budget {
+			break
+		}
+		if _, ok := f.snap.chunks.get(f.snap.key(f.node.Content[j])); ok {
+			break // cached from here on, most likely: read-ahead stops
+		}
+		ids, sizes = append(ids, f.node.Content[j]), append(sizes, offs[j+1]-offs[j])
+	}
+	if j == len(f.node.Content) && len(ids) < readAheadChunks {
+		ids, sizes = f.siblingsAhead(ids, sizes, min(budget-ahead, siblingBytes))
+	}
+	var first []byte
+	err = bl.LoadBlobs(ctx, vault.DataBlob, ids, func(k int, data []byte) error {
+		if int64(len(data)) != sizes[k] {
+			return fmt.Errorf("chunk %s holds %d bytes, the index says %d: the vault is damaged or was altered", ids[k].Short(), len(data), sizes[k])
+		}
+		b := bytes.Clone(data) // data is the reader's buffer
+		if k == 0 {
+			first = b
+		}
+		f.snap.chunks.put(f.snap.key(ids[k]), b)
+		return nil
+	})
+	if first != nil {
+		return first, nil // a later chunk's failure is the read of that chunk's to report
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: the server's answer left it out", vault.ErrTruncated)
+	}
+	return nil, fmt.Errorf("chunk %s: %w", ids[0].Short(), err)
+}
+
+// siblingsAhead adds to ids (of sizes) the chunks of the small files
+// after f in its directory that no cache holds, within budget bytes and
+// readAheadChunks chunks in all. Only a directory tree still cached is
+// looked at (a file holds no tree of its own: a tree bomb's many open
+// files must not pin many copies of one large tree).
+func (f *fileNode) siblingsAhead(ids []vault.ID, sizes []int64, budget int64) ([]vault.ID, []int64) {
+	t, ok := f.snap.cached(f.dir)
+	if !ok || budget <= 0 {
+		return ids, sizes
+	}
+	r, err := f.snap.getRepo(context.Background()) // opened already: f's layout needed it
+	if err != nil {
+		return ids, sizes
+	}
+	at := sort.Search(len(t.Nodes), func(k int) bool { return string(t.Nodes[k].Name) > string(f.node.Name) })
+	if !f.afterRead(t, at-1) {
+		return ids, sizes
+	}
+	queued := map[vault.ID]bool{}
+	for _, id := range ids {
+		queued[id] = true
+	}
+	for k := at; k < len(t.Nodes) && k < at+siblingScan && len(ids) < readAheadChunks; k++ {
+		n := &t.Nodes[k]
+		if n.Kind != format.KindFile || n.Size == 0 || n.Size > siblingFileMax || len(n.Content) > readAheadChunks-len(ids) {
+			continue
+		}
+		var add []vault.ID
+		var addSizes []int64
+		var sum int64
+		for _, id := range n.Content {
+			if _, ok := f.snap.chunks.get(f.snap.key(id)); ok || queued[id] {
+				continue
+			}
+			sz, err := r.BlobSize(vault.DataBlob, id)
+			if err != nil {
+				return ids, sizes // its read reports that
+			}
+			add, addSizes, sum = append(add, id), append(addSizes, int64(sz)), sum+int64(sz)
+		}
+		if sum > budget {
+			break
+		}
+		budget -= sum
+		for _, id := range add {
+			queued[id] = true
+		}
+		ids, sizes = append(ids, add...), append(sizes, addSizes...)
+	}
+	return ids, sizes
+}
+
+// afterRead reports whether the file with content listed before entry k
+// of directory t (f itself being entry k) was read: its first chunk is
+// cached.
+func (f *fileNode) afterRead(t *format.Tree, k int) bool {
+	for j := k - 1; j >= 0 && j >= k-siblingScan; j-- {
+		n := &t.Nodes[j]
+		if n.Kind != format.KindFile || len(n.Content) == 0 {
+			continue
+		}
+		_, ok := f.snap.chunks.get(f.snap.key(n.Content[0]))
+		return ok
+	}
+	return false
 }

@@ -176,6 +176,9 @@ type requestParams struct {
 	// use-cmk: the customer key approved (its URI is in the server's key
 	// configuration, never in the catalog: it may hold a PIN).
 	KEK *vault.KeyRef `json:"kek,omitempty"`
+	// repair-snapshots: the snapshots the approver is shown, the only
+	// ones the approved repair touches.
+	Snapshots []string `json:"snapshots,omitempty"`
 	// ByToken is the ID of the token that made the request and Perm the
 	// permission its route needed: when the request is approved, that
 	// token must still be valid and still hold Perm, or the request is
@@ -562,6 +565,8 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 		return "keys rewrapped from " + before.String() + " to " + eng.KeyInfo().KEK.String(), nil
 	case "use-cmk":
 		return s.approvedCMK(ctx, eng, p.KEK, who)
+	case "repair-snapshots":
+		return carryOutRepair(ctx, eng, p, who)
 	}
 	return "", fmt.Errorf("request %s: unknown operation %q", r.ID, r.Op)
 }

@@ -94,7 +94,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/vaults/{vault}/index", perm: authn.PermDataRead, h: s.index},
 		{pattern: "GET /v1/vaults/{vault}/trees/{id}", perm: authn.PermVaultRead, bulk: true, h: s.tree},
 		{pattern: "GET /v1/vaults/{vault}/data/{id}", perm: authn.PermDataRead, bulk: true, h: s.data},
-		{pattern: "POST /v1/vaults/{vault}/read", perm: authn.PermDataRead, bulk: true, h: s.readBlobs},
+		{pattern: "POST /v1/vaults/{vault}/read", perm: authn.PermVaultRead, bulk: true, h: s.readBlobs}, // data refs: data.read too
 		{pattern: "GET /v1/vaults/{vault}/snapshots", perm: authn.PermVaultRead, h: s.snapshots},
 		{pattern: "GET /v1/vaults/{vault}/snapshots/{ref}", perm: authn.PermVaultRead, h: s.findSnapshot},
 		{pattern: "POST /v1/vaults/{vault}/snapshots", perm: authn.PermBackupWrite, h: s.saveSnapshot},
@@ -113,6 +113,8 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/retag", perm: authn.PermSnapshotDelete, h: s.retag},
 		{pattern: "POST /v1/vaults/{vault}/rewrite", perm: authn.PermSnapshotDelete, h: s.rewrite},
 		{pattern: "POST /v1/vaults/{vault}/prune", perm: authn.PermSnapshotDelete, h: s.prune},
+		{pattern: "POST /v1/vaults/{vault}/repair/index", perm: authn.PermVaultRepair, h: s.repairIndex},
+		{pattern: "POST /v1/vaults/{vault}/repair/snapshots", perm: authn.PermVaultRepair, h: s.repairSnapshots},
 		{pattern: "GET /v1/vaults/{vault}/settings", perm: authn.PermVaultRead, h: s.settings},
 		{pattern: "POST /v1/vaults/{vault}/settings", perm: authn.PermVaultSettings, h: s.changeSettings},
 		{pattern: "GET /v1/vaults/{vault}/events", perm: authn.PermVaultRead, h: s.vaultEvents},
@@ -685,6 +687,14 @@ func (s *Server) readBlobs(q *request) error {
 			return err
 		}
 		refs = append(refs, ref)
+	}
+	// SECURITY: trees need vault.read (the route's), as GET trees/{id};
+	// a batch naming any data blob needs data.read, as GET data/{id}:
+	// checked before anything is read or sent.
+	for _, ref := range refs {
+		if ref.Type != vault.TreeBlob && !q.acc.Allows(authn.PermDataRead, q.name) {
+			return fmt.Errorf("%w: reading data blobs needs permission %s on vault %s; this token may read trees only", api.ErrForbidden, authn.PermDataRead, q.name)
+		}
 	}
 	da, dom, err := s.readDomain(q)
 	if err != nil {
