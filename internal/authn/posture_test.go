@@ -6,8 +6,6 @@ import "testing"
 // disks are not encrypted, and the key configuration) is read by the
 // owner, the key officer and the security approver, and by no role an
 // agent or a dashboard holds. docs/posture.md gives the reason.
-// (docs/security.md's table gains the row when the lead integrates it;
-// then posture.read joins allPerms in roles_test.go.)
 func TestPosturePermission(t *testing.T) {
 	want := map[Role]bool{RoleOwner: true, RoleKeyOfficer: true, RoleSecurityApprover: true}
 	for _, r := range Roles() {

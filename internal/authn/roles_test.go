@@ -14,7 +14,7 @@ import (
 var allPerms = []Permission{
 	PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide,
 	PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
-	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage, PermVaultRepair,
+	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage, PermVaultRepair, PermPostureRead,
 }
 
 // want is the documented table (docs/security.md, "Roles and tokens").
@@ -26,8 +26,8 @@ var want = map[Role][]Permission{
 		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermSourceManage},
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},
-	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},
-	RoleSecurityApprover: {PermRequestRead, PermRequestDecide},
+	RoleKeyOfficer:       {PermKeyRead, PermKeyManage, PermPostureRead},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide, PermPostureRead},
 }
 
 func TestAllows(t *testing.T) {
