@@ -71,6 +71,12 @@ type Options struct {
 	// Location is the server's time zone for RetentionAt: UTC when nil,
 	// never time.Local implicitly (coffer server passes time.Local).
 	Location *time.Location
+	// OpenStore, when set, opens vault name's store (coffer server --store
+	// s3://…: each vault under its own prefix) in place of the local one
+	// under DataDir/vaults/NAME/store. The catalog, the keys and an empty
+	// DataDir/vaults/NAME directory (how the server finds its vaults) stay
+	// in DataDir.
+	OpenStore func(ctx context.Context, name string) (vault.Store, error)
 }
 
 // Server serves the vaults under one data directory.
@@ -108,7 +114,7 @@ type Server struct {
 
 type openVault struct {
 	eng   *engine.Vault
-	store *local.Store
+	store vault.Store
 }
 
 // close closes the engine, its store and its key provider (a cloud KMS
@@ -126,6 +132,31 @@ func (ov *openVault) close() {
 func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
 func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
 func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", name, "store") }
+
+// openStore opens vault name's store: Options.OpenStore's, else the local
+// one under the data directory. With mustExist a local store that is
+// missing is an error rather than created.
+func (s *Server) openStore(ctx context.Context, name string, mustExist bool) (vault.Store, error) {
+	if s.opt.OpenStore == nil {
+		dir := vaultStore(s.opt.DataDir, name)
+		if mustExist {
+			if _, err := os.Stat(dir); err != nil {
+				return nil, fmt.Errorf("read its store: %w", err)
+			}
+		}
+		return local.Open(dir)
+	}
+	// The directory marks the vault as this server's (the daily policy run
+	// and key retirement list them); its store lives elsewhere.
+	if err := os.MkdirAll(VaultDir(s.opt.DataDir, name), 0o700); err != nil {
+		return nil, fmt.Errorf("vault %q: %w", name, err)
+	}
+	st, err := s.opt.OpenStore(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("vault %q: %w", name, err)
+	}
+	return st, nil
+}
 
 // VaultDir is where vault name's store lives under the data directory.
 func VaultDir(dataDir, name string) string { return filepath.Join(dataDir, "vaults", name) }
@@ -264,7 +295,7 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	if err != nil {
 		return nil, vaultErr(name, err)
 	}
-	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	st, err := s.openStore(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +352,7 @@ func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vaul
 	if _, err := s.cat.Vault(ctx, name); err == nil {
 		return nil, fmt.Errorf("vault %q: %w", name, vault.ErrExists)
 	}
-	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	st, err := s.openStore(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}

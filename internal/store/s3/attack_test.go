@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
@@ -186,4 +187,79 @@ func TestConcurrentWritersOneName(t *testing.T) {
 		b.Close()
 	}
 	_ = aws.String
+}
+
+// TestAttackLockedVersion: objects written with a retention are in
+// COMPLIANCE mode: the attacker holding the bucket's credentials cannot
+// delete the version (the bucket refuses), a plain DELETE or an overwrite
+// only adds a marker or a version, and the store still reads what Coffer
+// wrote; the store's own Delete fails with ErrImmutable. Retain lengthens
+// a retention; a bucket without Object Lock refuses to take a locked
+// object rather than store it unprotected.
+func TestAttackLockedVersion(t *testing.T) {
+	sv := s3test.Start(t)
+	bucket := sv.Bucket(t, true)
+	ctx := context.Background()
+	st := openStore(t, sv, bucket, "v")
+	defer st.Close()
+	if !st.ObjectLock() {
+		t.Fatal("ObjectLock() = false on an Object Lock bucket")
+	}
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	st.SetRetention(func(context.Context, vault.Handle) (time.Time, error) { return until, nil })
+	objs := map[vault.Handle][]byte{
+		{Type: vault.PackObject, Name: "dd04"}:     random(t, 6<<20), // multipart
+		{Type: vault.SnapshotObject, Name: "ee05"}: random(t, 700),
+		{Type: vault.KeyObject, Name: "4"}:         random(t, 300),
+	}
+	for h, data := range objs {
+		if err := st.Put(ctx, h, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.RetainedUntil(ctx, h)
+		if err != nil || !got.Equal(until) {
+			t.Fatalf("RetainedUntil(%s) = %v, %v; want %v", h, got, err, until)
+		}
+	}
+	for h := range objs {
+		key := "v/" + h.String()
+		vs, err := sv.Client.ListObjectVersions(ctx, &awss3.ListObjectVersionsInput{Bucket: &bucket, Prefix: &key})
+		if err != nil || len(vs.Versions) != 1 {
+			t.Fatalf("versions of %s: %v, %v", key, vs, err)
+		}
+		if _, err := sv.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &bucket, Key: &key, VersionId: vs.Versions[0].VersionId}); err == nil {
+			t.Fatalf("the bucket deleted locked version of %s", key)
+		}
+		if _, err := sv.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &bucket, Key: &key}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sv.Client.PutObject(ctx, &awss3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader([]byte("evil"))}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Delete(ctx, h); !errors.Is(err, vault.ErrImmutable) {
+			t.Fatalf("Delete(%s) of a locked object = %v, want ErrImmutable", h, err)
+		}
+	}
+	fresh := openStore(t, sv, bucket, "v")
+	defer fresh.Close()
+	for h, data := range objs {
+		if got := readAll(t, fresh, h); !bytes.Equal(got, data) {
+			t.Errorf("%s does not read back as written after the attack", h)
+		}
+	}
+	later := until.Add(24 * time.Hour)
+	h := vault.Handle{Type: vault.KeyObject, Name: "4"}
+	if err := fresh.Retain(ctx, h, later, later.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := openStore(t, sv, bucket, "v").RetainedUntil(ctx, h); err != nil || !got.Equal(later.Add(time.Hour)) {
+		t.Fatalf("after Retain, RetainedUntil = %v, %v; want %v", got, err, later.Add(time.Hour))
+	}
+
+	plain := openStore(t, sv, sv.Bucket(t, false), "v")
+	defer plain.Close()
+	plain.SetRetention(func(context.Context, vault.Handle) (time.Time, error) { return until, nil })
+	if err := plain.Put(ctx, h, bytes.NewReader([]byte("x")), 1); err == nil {
+		t.Fatal("a bucket without Object Lock took an object that must be locked")
+	}
 }

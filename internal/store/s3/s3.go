@@ -167,11 +167,12 @@ type Store struct {
 	prefix    string // "" or ends with "/"
 	partSize  int64
 	versioned bool // the bucket keeps versions: read the oldest
+	objLock   bool // the bucket has Object Lock enabled
 
 	// retain, when set, gives the Object Lock retention for a new object
 	// (see SetRetention).
 	retainMu sync.RWMutex
-	retain   func(vault.Handle) time.Time
+	retain   func(context.Context, vault.Handle) (time.Time, error)
 
 	mu       sync.Mutex
 	versions map[string]version // key → its oldest version, when known
@@ -179,8 +180,9 @@ type Store struct {
 
 // version is one stored version of a key.
 type version struct {
-	id   string // "" on an unversioned bucket
-	size int64
+	id    string // "" on an unversioned bucket
+	size  int64
+	until time.Time // its retention ends, as far as this store knows; zero if unknown
 }
 
 // Open connects to the bucket, which must exist, and learns whether it
@@ -262,6 +264,16 @@ func open(ctx context.Context, opt Options) (*Store, error) {
 	}
 	// Suspended still leaves older versions behind.
 	s.versioned = vs.Status == types.BucketVersioningStatusEnabled || vs.Status == types.BucketVersioningStatusSuspended
+	if s.versioned {
+		lc, err := c.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(opt.Bucket)})
+		switch {
+		case err == nil:
+			s.objLock = lc.ObjectLockConfiguration != nil && lc.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled
+		case status(err) == http.StatusNotFound || code(err) == "ObjectLockConfigurationNotFoundError":
+		default:
+			return nil, fmt.Errorf("read the bucket's Object Lock configuration: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -352,7 +364,10 @@ func (s *Store) put(ctx context.Context, h vault.Handle, rd io.Reader, size int6
 		return fmt.Errorf("object of %d bytes needs more than %d parts", size, maxParts)
 	}
 	src := &exactReader{ctx: ctx, r: rd, left: size}
-	lock := s.retention(h)
+	lock, err := s.retention(ctx, h)
+	if err != nil {
+		return fmt.Errorf("decide its retention: %w", err)
+	}
 	var vid string
 	if size <= s.partSize {
 		vid, err = s.putSingle(ctx, key, src, size, lock)
@@ -376,18 +391,126 @@ func (s *Store) put(ctx context.Context, h vault.Handle, rd io.Reader, size int6
 			return vault.ErrExists
 		}
 	}
-	s.remember(key, version{id: vid, size: size})
+	s.remember(key, version{id: vid, size: size, until: lock})
 	return nil
 }
 
 // retention is the Object Lock retention for a new object, zero for none.
-func (s *Store) retention(h vault.Handle) time.Time {
+func (s *Store) retention(ctx context.Context, h vault.Handle) (time.Time, error) {
 	s.retainMu.RLock()
-	defer s.retainMu.RUnlock()
-	if s.retain == nil {
-		return time.Time{}
+	fn := s.retain
+	s.retainMu.RUnlock()
+	if fn == nil {
+		return time.Time{}, nil
 	}
-	return s.retain(h)
+	until, err := fn(ctx, h)
+	if err == nil && !until.IsZero() && !s.objLock {
+		err = fmt.Errorf("bucket %s has no Object Lock: create the bucket with Object Lock enabled to keep a locked vault in it", s.bucket)
+	}
+	return until, err
+}
+
+// ObjectLock reports whether the bucket has Object Lock enabled, so that
+// SetRetention and Retain can work.
+func (s *Store) ObjectLock() bool { return s.objLock }
+
+// SetRetention sets the function that gives each new object's Object
+// Lock retention: COMPLIANCE mode until the time it returns, none for the
+// zero time. An error from it fails the Put: a locked vault never gets an
+// unprotected object.
+func (s *Store) SetRetention(fn func(context.Context, vault.Handle) (time.Time, error)) {
+	s.retainMu.Lock()
+	defer s.retainMu.Unlock()
+	s.retain = fn
+}
+
+// RetainedUntil returns when the Object Lock retention of h (the version
+// the store reads) ends; the zero time when it has none.
+func (s *Store) RetainedUntil(ctx context.Context, h vault.Handle) (time.Time, error) {
+	key, err := s.key(h)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("retention of %s: %w", h, err)
+	}
+	until, err := s.retainedUntil(ctx, key)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("retention of %s: %w", h, err)
+	}
+	return until, nil
+}
+
+func (s *Store) retainedUntil(ctx context.Context, key string) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	v, err := s.lookup(ctx, key)
+	if err != nil {
+		return time.Time{}, err
+	}
+	in := &s3.HeadObjectInput{Bucket: &s.bucket, Key: &key}
+	if v.id != "" {
+		in.VersionId = aws.String(v.id)
+	}
+	out, err := s.c.HeadObject(ctx, in)
+	if err != nil {
+		return time.Time{}, notFound(err)
+	}
+	if out.ObjectLockMode != types.ObjectLockModeCompliance {
+		return time.Time{}, nil // GOVERNANCE can be bypassed: it does not count
+	}
+	return aws.ToTime(out.ObjectLockRetainUntilDate), nil
+}
+
+// Retain makes sure h (the version the store reads) is retained in
+// COMPLIANCE mode until atLeast: if its retention ends earlier, it is set
+// to until (at or after atLeast; a later until spares requests on the next
+// calls). COMPLIANCE retention can be lengthened, never shortened, by
+// anyone, Coffer included.
+func (s *Store) Retain(ctx context.Context, h vault.Handle, atLeast, until time.Time) error {
+	if err := s.retainObject(ctx, h, atLeast, until); err != nil {
+		return fmt.Errorf("retain %s: %w", h, err)
+	}
+	return nil
+}
+
+func (s *Store) retainObject(ctx context.Context, h vault.Handle, atLeast, until time.Time) error {
+	key, err := s.key(h)
+	if err != nil {
+		return err
+	}
+	if !s.objLock {
+		return fmt.Errorf("bucket %s has no Object Lock", s.bucket)
+	}
+	if until.Before(atLeast) {
+		until = atLeast
+	}
+	s.mu.Lock()
+	cached, ok := s.versions[key]
+	s.mu.Unlock()
+	if ok && !cached.until.Before(atLeast) {
+		return nil
+	}
+	cur, err := s.retainedUntil(ctx, key)
+	if err != nil {
+		return err
+	}
+	v, err := s.lookup(ctx, key)
+	if err != nil {
+		return err
+	}
+	if cur.Before(atLeast) {
+		in := &s3.PutObjectRetentionInput{Bucket: &s.bucket, Key: &key,
+			Retention: &types.ObjectLockRetention{Mode: types.ObjectLockRetentionModeCompliance, RetainUntilDate: aws.Time(until)}}
+		if v.id != "" {
+			in.VersionId = aws.String(v.id)
+		}
+		if _, err := s.c.PutObjectRetention(ctx, in); err != nil {
+			return err
+		}
+		cur = until
+	}
+	v.until = cur
+	s.remember(key, v)
+	return nil
 }
 
 // dropVersion removes a version this store wrote and lost with; a locked
@@ -433,6 +556,7 @@ func (s *Store) putMultipart(ctx context.Context, key string, src *exactReader, 
 	if !lock.IsZero() {
 		in.ObjectLockMode = types.ObjectLockModeCompliance
 		in.ObjectLockRetainUntilDate = aws.Time(lock)
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32 // S3 wants one on each part with a retention
 	}
 	up, err := s.c.CreateMultipartUpload(ctx, in)
 	if err != nil {
