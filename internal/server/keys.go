@@ -192,6 +192,9 @@ func (s *Server) Maintain(ctx context.Context) error {
 	if err := s.applyPolicies(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := s.keepObjectLocks(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ov := range open {
 		if err := s.rewrapPlatform(ctx, ov.eng); err != nil {
 			errs = append(errs, err)

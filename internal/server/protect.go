@@ -208,6 +208,7 @@ func (s *Server) changeSettings(q *request) error {
 	case err != nil:
 		return err
 	}
+	s.objectLockChanged(q.ctx, q.name)
 	writeJSON(q.w, http.StatusOK, api.SettingsResult{Settings: api.FromSettings(nw), Changed: engine.DescribeSettingsChange(old, nw)})
 	return nil
 }
@@ -541,6 +542,7 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 		if err != nil {
 			return "", err
 		}
+		s.objectLockChanged(ctx, p.Vault)
 		return "changed: " + engine.DescribeSettingsChange(old, nw), nil
 	case "use-pmk":
 		before := eng.KeyInfo().KEK

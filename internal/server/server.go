@@ -115,6 +115,10 @@ type Server struct {
 type openVault struct {
 	eng   *engine.Vault
 	store vault.Store
+	// Object Lock (objectlock.go): the retention period of new objects in
+	// nanoseconds (0: none, <0: unknown), and when it was last upheld.
+	lock    atomic.Int64
+	lockRun atomic.Int64
 }
 
 // close closes the engine, its store and its key provider (a cloud KMS
@@ -317,7 +321,9 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	if err := s.rewrapPlatform(ctx, eng); err != nil {
 		s.log.Warn("vault stays wrapped by the older platform key", "vault", name, "err", err)
 	}
-	s.vaults[name] = &openVault{eng: eng, store: st}
+	ov := &openVault{eng: eng, store: st}
+	s.armObjectLock(ctx, ov)
+	s.vaults[name] = ov
 	return eng, nil
 }
 
@@ -361,7 +367,9 @@ func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vaul
 		st.Close()
 		return nil, err
 	}
-	s.vaults[name] = &openVault{eng: eng, store: st}
+	ov := &openVault{eng: eng, store: st}
+	s.armObjectLock(ctx, ov)
+	s.vaults[name] = ov
 	return eng, nil
 }
 

@@ -442,6 +442,9 @@ func (s *Store) retainedUntil(ctx context.Context, key string) (time.Time, error
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, err
 	}
+	if !s.objLock {
+		return time.Time{}, nil
+	}
 	v, err := s.lookup(ctx, key)
 	if err != nil {
 		return time.Time{}, err

@@ -1,0 +1,144 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/store/s3"
+	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// s3Arena starts a server whose vaults live in bucket on sv, each under
+// coffer/vaults/NAME, with vault "a".
+func s3Arena(t *testing.T, sv *s3test.Server, bucket string) *arena {
+	t.Helper()
+	return newArenaWith(t, servertest.Options{Configure: func(o *server.Options) {
+		o.OpenStore = func(ctx context.Context, name string) (vault.Store, error) {
+			return s3.Open(ctx, s3.Options{Bucket: bucket, Prefix: "coffer/vaults/" + name, Endpoint: sv.Endpoint,
+				Region: "us-east-1", PathStyle: true, Credentials: sv.Credentials(), MaxBackoff: 100 * time.Millisecond})
+		}
+	}})
+}
+
+func s3Client(t *testing.T, a *arena) *client.Vault {
+	t.Helper()
+	ctx := context.Background()
+	c, err := client.New(client.Options{Server: a.env.URL, Token: token(t, a.owner, "backup-operator", "a"), TLS: a.env.TLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	v := c.Vault("a")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func s3Backup(t *testing.T, v *client.Vault, files map[string][]byte) (string, vault.SnapshotRecord) {
+	t.Helper()
+	ctx := context.Background()
+	src := t.TempDir()
+	writeTree(t, src, files)
+	res, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, res.Snapshot
+}
+
+func s3Restore(t *testing.T, v *client.Vault, snap vault.SnapshotRecord, src string, files map[string][]byte) {
+	t.Helper()
+	dst := t.TempDir()
+	if _, err := agent.Restore(context.Background(), v, snap.Tree, agent.RestoreOptions{Target: dst}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(dst, src, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s differs after the restore: %v", name, err)
+		}
+	}
+}
+
+// TestAttackS3ObjectLock plays someone holding the bucket's credentials
+// (not Coffer's) against a vault whose immutability is locked, straight
+// through the S3 API: every version Coffer wrote, those written before the
+// lock included, refuses deletion; plain deletes (delete markers) and
+// overwrites (new versions) of every object change nothing Coffer reads:
+// the vault still lists its snapshot and restores byte for byte.
+func TestAttackS3ObjectLock(t *testing.T) {
+	sv := s3test.Start(t)
+	bucket := sv.Bucket(t, true)
+	a := s3Arena(t, sv, bucket)
+	ctx := context.Background()
+
+	files := map[string][]byte{"big": randomBytes(1, 5<<20), "d/small": []byte("small"), "d/mid": randomBytes(2, 200_000)}
+	// A first backup before the lock: its objects get retention when the
+	// vault is locked.
+	v := s3Client(t, a)
+	s3Backup(t, v, map[string][]byte{"early": randomBytes(3, 100_000)})
+	for _, s := range []string{"enabled", "locked"} {
+		a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{Immutability: &s})
+	}
+	src, snap := s3Backup(t, v, files)
+
+	prefix := "coffer/vaults/a/"
+	out, err := sv.Client.ListObjectVersions(ctx, &awss3.ListObjectVersionsInput{Bucket: &bucket, Prefix: &prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, ver := range out.Versions {
+		key := aws.ToString(ver.Key)
+		kinds[strings.SplitN(strings.TrimPrefix(key, prefix), "/", 2)[0]]++
+		if _, err := sv.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &bucket, Key: ver.Key, VersionId: ver.VersionId}); err == nil {
+			t.Errorf("the bucket let the attacker delete version %s of %s", aws.ToString(ver.VersionId), key)
+		}
+	}
+	for _, k := range []string{"config", "keys", "snapshots", "packs"} {
+		if kinds[k] == 0 {
+			t.Fatalf("no %s object in the bucket (%v): the vault does not live there", k, kinds)
+		}
+	}
+	for _, ver := range out.Versions {
+		if _, err := sv.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &bucket, Key: ver.Key}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sv.Client.PutObject(ctx, &awss3.PutObjectInput{Bucket: &bucket, Key: ver.Key, Body: bytes.NewReader([]byte("attacker"))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s3Restore(t, v, snap, src, files)
+}
+
+// TestS3StoreBackupRestore: a vault on a plain bucket (no versions, no
+// lock) backs up and restores through the server; deleting the vault
+// empties its prefix.
+func TestS3StoreBackupRestore(t *testing.T) {
+	sv := s3test.Start(t)
+	bucket := sv.Bucket(t, false)
+	a := s3Arena(t, sv, bucket)
+	files := map[string][]byte{"big": randomBytes(4, 3<<20), "d/small": []byte("small")}
+	v := s3Client(t, a)
+	src, snap := s3Backup(t, v, files)
+	s3Restore(t, v, snap, src, files)
+	if _, err := os.Stat(filepath.Join(a.env.DataDir, "vaults", "a", "store")); err == nil {
+		t.Fatal("the vault has a local store beside its S3 one")
+	}
+}
