@@ -571,6 +571,13 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		// names the condemned pack, and the next prune removes the
 		// record (a missing object is no error then).
 		if err := v.opt.Store.Delete(ctx, packHandle(p.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			if errors.Is(err, vault.ErrImmutable) { // the store's clock is behind ours: a later prune
+				rep.Deleted--
+				rep.DeletedBytes -= p.Size
+				rep.Waiting++
+				rep.WaitingBytes += p.Size
+				continue
+			}
 			return rep, fmt.Errorf("prune: delete pack %s: %w", p.ID.Short(), err)
 		}
 		if err := v.opt.Catalog.RemovePack(ctx, v.rec.ID, p.ID); err != nil {
