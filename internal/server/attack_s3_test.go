@@ -142,3 +142,66 @@ func TestS3StoreBackupRestore(t *testing.T) {
 		t.Fatal("the vault has a local store beside its S3 one")
 	}
 }
+
+// retainedUntil reads the retention of key's oldest version straight from
+// the bucket.
+func retainedUntil(t *testing.T, sv *s3test.Server, bucket, key string) time.Time {
+	t.Helper()
+	ctx := context.Background()
+	out, err := sv.Client.ListObjectVersions(ctx, &awss3.ListObjectVersionsInput{Bucket: &bucket, Prefix: &key})
+	if err != nil || len(out.Versions) == 0 {
+		t.Fatalf("versions of %s: %v", key, err)
+	}
+	oldest := out.Versions[len(out.Versions)-1]
+	h, err := sv.Client.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: &bucket, Key: &key, VersionId: oldest.VersionId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToTime(h.ObjectLockRetainUntilDate)
+}
+
+// TestS3ObjectLockUpkeep: a locked vault's objects stay retained as time
+// passes: maintenance lengthens the retention of a pack still in use and
+// of the live snapshot to the earliest moment Coffer would let them go,
+// counted from the new now; a forgotten snapshot's is not lengthened
+// past its soft-delete period.
+func TestS3ObjectLockUpkeep(t *testing.T) {
+	sv := s3test.Start(t)
+	bucket := sv.Bucket(t, true)
+	a := s3Arena(t, sv, bucket)
+	ctx := context.Background()
+	for _, s := range []string{"enabled", "locked"} {
+		a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/settings", a.env.OwnerToken, api.SettingsChange{Immutability: &s})
+	}
+	v := s3Client(t, a)
+	_, live := s3Backup(t, v, map[string][]byte{"f": randomBytes(5, 300_000)})
+	_, gone := s3Backup(t, v, map[string][]byte{"g": randomBytes(6, 300_000)})
+	prefix := "coffer/vaults/a/"
+	var pack string
+	out, err := sv.Client.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: aws.String(prefix + "packs/")})
+	if err != nil || len(out.Contents) == 0 {
+		t.Fatalf("no packs: %v", err)
+	}
+	pack = aws.ToString(out.Contents[0].Key)
+	period := 14 * 24 * time.Hour // default soft delete, no minimum retention
+	if got := retainedUntil(t, sv, bucket, pack); got.Before(time.Now().Add(period)) {
+		t.Fatalf("a new pack of a locked vault is retained until %v, want at least %v", got, time.Now().Add(period))
+	}
+	a.mustStatus(http.StatusOK, "POST", "/v1/vaults/a/forget", a.env.OwnerToken, api.Forget{IDs: []string{gone.ID.String()}})
+	forgotAt := time.Now().Add(time.Duration(a.env.Clock.Load()))
+	goneUntil := retainedUntil(t, sv, bucket, prefix+"snapshots/"+gone.ID.String())
+
+	a.advance(10 * 24 * time.Hour)
+	if err := a.env.Server.Maintain(ctx); err != nil {
+		t.Fatalf("maintain: %v", err)
+	}
+	now := time.Now().Add(time.Duration(a.env.Clock.Load()))
+	for _, key := range []string{pack, prefix + "snapshots/" + live.ID.String(), prefix + "config"} {
+		if got := retainedUntil(t, sv, bucket, key); got.Before(now.Add(period)) {
+			t.Errorf("after 10 days and a maintenance run, %s is retained until %v, want at least %v", key, got, now.Add(period))
+		}
+	}
+	if got := retainedUntil(t, sv, bucket, prefix+"snapshots/"+gone.ID.String()); got.After(goneUntil) && got.After(forgotAt.Add(period+time.Minute)) {
+		t.Errorf("a forgotten snapshot's retention was lengthened to %v, past its soft-delete period (%v)", got, forgotAt.Add(period))
+	}
+}

@@ -80,13 +80,20 @@ func (s *Server) refreshLock(ctx context.Context, ov *openVault) (vault.VaultSet
 }
 
 // keepObjectLocks runs keepObjectLock on every vault of a server whose
-// stores can lock, at most once per lockRunEvery per vault (Maintain calls
-// it every minute). A vault nobody used since the server started is
+// stores can lock, once per lockRunEvery (Maintain calls it every
+// minute). A vault nobody used since the server started is
 // opened for it: its retention must not lapse while it sits idle.
 func (s *Server) keepObjectLocks(ctx context.Context) error {
 	if s.opt.OpenStore == nil {
 		return nil // local stores have no lock of their own
 	}
+	// Vaults that cannot be opened (a revoked key) are tried again after
+	// lockRunEvery, not every minute.
+	now := s.opt.Now()
+	if last := s.lockSweep.Load(); last != 0 && now.Sub(time.Unix(0, last)) < lockRunEvery {
+		return nil
+	}
+	s.lockSweep.Store(now.UnixNano())
 	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -111,9 +118,6 @@ func (s *Server) keepObjectLocks(ctx context.Context) error {
 		ov := s.vaults[name]
 		s.mu.Unlock()
 		if ov == nil {
-			continue
-		}
-		if last := ov.lockRun.Load(); last != 0 && s.opt.Now().Sub(time.Unix(0, last)) < lockRunEvery {
 			continue
 		}
 		if err := s.keepObjectLock(ctx, ov); err != nil {
@@ -215,7 +219,6 @@ func (s *Server) keepObjectLock(ctx context.Context, ov *openVault) error {
 			return err
 		}
 	}
-	ov.lockRun.Store(now.UnixNano())
 	return nil
 }
 

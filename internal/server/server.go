@@ -110,15 +110,15 @@ type Server struct {
 
 	retentionAt time.Duration // Options.RetentionAt parsed: since midnight
 	retire      retireState   // platform key versions to delete (kekretire.go)
+	lockSweep   atomic.Int64  // when keepObjectLocks last ran, Unix ns (objectlock.go)
 }
 
 type openVault struct {
 	eng   *engine.Vault
 	store vault.Store
 	// Object Lock (objectlock.go): the retention period of new objects in
-	// nanoseconds (0: none, <0: unknown), and when it was last upheld.
-	lock    atomic.Int64
-	lockRun atomic.Int64
+	// nanoseconds (0: none, <0: unknown).
+	lock atomic.Int64
 }
 
 // close closes the engine, its store and its key provider (a cloud KMS
