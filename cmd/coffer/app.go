@@ -165,6 +165,8 @@ func newRootCmd(a *app) *cobra.Command {
 	root.AddCommand(newDumpCmd(a))
 	root.AddCommand(newCatCmd(a))
 	root.AddCommand(newStatsCmd(a))
+	root.AddCommand(newAgentCmd(a))
+	root.AddCommand(newPostureCmd(a))
 	root.Version = version
 	root.Flags().Bool("version", false, "print coffer's version")
 	root.SetVersionTemplate("coffer {{.Version}}\n")

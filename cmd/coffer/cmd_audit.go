@@ -22,6 +22,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/fsutil"
+	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/retention"
 )
 
@@ -223,7 +224,7 @@ func openAuditLocal(dataDir string) (*sqlite.Catalog, string, error) {
 }
 
 func newAuditVerifyCmd(a *app) *cobra.Command {
-	var export, dataDir, vkey string
+	var export, dataDir, vkey, report string
 	var jsonOut, acceptNew bool
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -237,6 +238,13 @@ signature and that each is consistent with the entries. Three ways:
   --data DIR         on the server machine, straight from its catalog (also
                      checks the stored tree hashes)
 
+With --report FILE it checks a saved posture report (coffer posture --format
+json) instead, offline: the signature by the server's audit key over the
+report's canonical form, so that any changed, added or removed field fails.
+The key is the one given with --verifier-key, else the one pinned for the
+server --vault names by an earlier coffer audit verify --vault; never the one
+the report names (anyone can write a report that names a key of their own).
+
 A rollback (entries removed together with their checkpoints) cannot be seen
 inside the log: it is detected against the newest checkpoint an earlier verify
 of the same server saw, which is kept in $COFFER_HOME/audit/ with the server's
@@ -248,13 +256,21 @@ verified before, and the new key is pinned. Exit 1 when anything does not
 verify.`,
 		Example: `  coffer audit verify --vault https://backup.example.com:8443
   coffer audit verify --export evidence.tar --verifier-key 'coffer-audit+…'
-  coffer audit verify --data /var/lib/coffer`,
+  coffer audit verify --data /var/lib/coffer
+  coffer audit verify --vault https://backup.example.com:8443 --report report.json
+  coffer audit verify --report report.json --verifier-key 'coffer-audit+…'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			var rep *audit.Report
 			var err error
 			var pin *pinned
+			if report != "" {
+				if export != "" || dataDir != "" || acceptNew {
+					return errors.New("--report checks a posture report alone: give it without --export, --data or --accept-new-key")
+				}
+				return a.verifyPostureReport(report, vkey, jsonOut)
+			}
 			switch {
 			case export != "":
 				f, ferr := os.Open(export)
@@ -353,11 +369,62 @@ verify.`,
 		},
 	}
 	cmd.Flags().StringVar(&export, "export", "", "verify this exported archive, offline")
+	cmd.Flags().StringVar(&report, "report", "", "verify this posture report's signature (coffer posture --format json), offline")
 	cmd.Flags().StringVar(&dataDir, "data", "", "verify a server's log from its data directory (on the server machine)")
 	cmd.Flags().StringVar(&vkey, "verifier-key", "", "the server's audit verifier key (coffer-audit+…); default: pinned on first verify")
 	cmd.Flags().BoolVar(&acceptNew, "accept-new-key", false, "accept a verifier key other than the pinned one (a rotation you confirmed out of band), and pin it")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// verifyPostureReport checks the signature of the posture report in
+// file with the verifier key given, else the one pinned for --vault's
+// server. SECURITY: the key is never taken from the report itself.
+func (a *app) verifyPostureReport(file, vkey string, jsonOut bool) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, posture.MaxReport+1))
+	if err != nil {
+		return err
+	}
+	key := vkey
+	if isRemote(a.vaultRef) {
+		host := strings.NewReplacer(":", "_", "/", "_").Replace(strings.TrimPrefix(strings.TrimPrefix(a.serverURL(), "https://"), "http://"))
+		pin, err := a.loadPin(host)
+		if err != nil {
+			return err
+		}
+		switch {
+		case pin.VerifierKey == "" && key == "":
+			return fmt.Errorf("no verifier key is pinned for %s: run coffer audit verify --vault %s first (it pins the server's key), or give --verifier-key", a.serverURL(), a.serverURL())
+		case key == "":
+			key = pin.VerifierKey
+		case pin.VerifierKey != "" && pin.VerifierKey != key:
+			return fmt.Errorf("--verifier-key (key hash %s) differs from the key pinned for %s (key hash %s): a report signed by another key is not that server's", keyHash(key), a.serverURL(), keyHash(pin.VerifierKey))
+		}
+	}
+	if key == "" {
+		return errors.New("give the server's --verifier-key (coffer-audit+…), or --vault naming a server whose key an earlier coffer audit verify pinned")
+	}
+	rep, err := posture.Verify(b, key)
+	if err != nil {
+		return fmt.Errorf("the posture report does not verify: %w", err)
+	}
+	if jsonOut {
+		names := []string{}
+		for _, v := range rep.Vaults {
+			names = append(names, v.Name)
+		}
+		return a.printJSON(map[string]any{"ok": true, "key_hash": keyHash(key), "generated": rep.Generated, "vaults": names, "status": rep.Worst()})
+	}
+	for _, v := range rep.Vaults {
+		fmt.Fprintf(a.stdout, "posture report of vault %s, generated %s, status %s: signature verifies (audit key hash %s)\n",
+			safeText(v.Name), rep.Generated.UTC().Format(time.RFC3339), strings.ToUpper(string(v.Status)), keyHash(key))
+	}
+	return nil
 }
 
 // serverURL is the server part of --vault.

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/srcvol"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -186,6 +187,9 @@ which runs the command itself and saves no snapshot when it exits non-zero
 				Paths: opts.Paths, Stdin: opts.Stdin, StdinPath: opts.StdinPath, Tags: tags, Host: host, Exclude: exclude,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
 				Parent: parent, Force: force,
+				// Each path's volume and its encryption, sealed with the
+				// snapshot (coffer source list, coffer agent status).
+				Source:   srcvol.Detector{}.Report,
 				Progress: prog.fn(),
 				Warn: func(w agent.Warning) {
 					prog.printAbove(a.stderr, "warning: %s\n", safeText(fmt.Sprint(w)))

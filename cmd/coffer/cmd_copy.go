@@ -177,8 +177,14 @@ destination (--from-token gives the source server's token when it differs).`,
 					}
 					continue
 				}
+				// The original's sealed object (listings leave its source
+				// report out): the copy keeps the original machine's report.
+				full, err := src.FindSnapshot(ctx, s.ID.String())
+				if err != nil {
+					return fmt.Errorf("source vault: %w", err)
+				}
 				c := agent.NewCopier(r, dst, a.now)
-				n, err := c.Copy(ctx, srcID, s)
+				n, err := c.Copy(ctx, srcID, full)
 				if err != nil {
 					return fmt.Errorf("copy snapshot %s: %w (%d copied before it)", s.ID.Short(), err, copied)
 				}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/tlsconf"
 )
@@ -20,7 +21,7 @@ import (
 func newServerCmd(a *app) *cobra.Command {
 	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt, storeURL string
 	var hosts, pkcs11Modules, keyDirs []string
-	var keyTTL time.Duration
+	var keyTTL, postureRPO, postureCheck time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the vault server (HTTPS only)",
@@ -68,6 +69,12 @@ every start. With a bucket created with Object Lock, a vault whose
 immutability is locked gets COMPLIANCE retention on its objects
 (docs/operations.md).
 
+Posture (coffer posture, docs/posture.md): the server holds each vault to a
+recovery point objective, --posture-rpo (default 24h: every source's newest
+backup and source report must be younger), and to a check --read-data within
+--posture-check-age (default 31d). Once a day it records each vault's posture
+in the audit log.
+
 SIGTERM or Ctrl-C drains: requests in flight finish, open packs are stored,
 then the server exits.`,
 		Example: `  coffer server --data /var/lib/coffer
@@ -102,7 +109,11 @@ then the server exits.`,
 				return fmt.Errorf("--retention-at: %w", err)
 			}
 			opt := server.Options{DataDir: dir, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
-				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs, RetentionAt: retentionAt, Location: time.Local}
+				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs, RetentionAt: retentionAt, Location: time.Local,
+				Posture: posture.Policy{RPO: postureRPO, CheckMaxAge: postureCheck}}
+			if postureRPO <= 0 || postureCheck <= 0 {
+				return errors.New("--posture-rpo and --posture-check-age: give positive durations, e.g. 24h and 31d")
+			}
 			switch {
 			case keyTTL < 0:
 				return errors.New("--key-ttl: give a positive duration, or 0 to keep keys while a vault is open")
@@ -179,6 +190,8 @@ then the server exits.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&retentionAt, "retention-at", server.DefaultRetentionAt, "time of day (HH:MM, this machine's time zone) of the daily run that applies stored retention policies")
 	durationFlag(f, &keyTTL, "key-ttl", server.DefaultKeyTTL, "how long a vault's unwrapped keys stay in memory before they are unwrapped again (0: while the vault is open)")
+	durationFlag(f, &postureRPO, "posture-rpo", posture.DefaultRPO, "recovery point objective coffer posture holds every source to: its newest backup and source report must be younger")
+	durationFlag(f, &postureCheck, "posture-check-age", posture.DefaultCheckMaxAge, "how old the newest full check --read-data may be before coffer posture warns")
 	f.StringArrayVar(&pkcs11Modules, "pkcs11-module", nil, "a PKCS#11 module customer-key URIs may name (absolute path; repeatable)")
 	f.StringArrayVar(&keyDirs, "key-dir", nil, "a directory customer-key URIs may read key and PIN files from (repeatable)")
 	cmd.AddCommand(newApproverTokenCmd(a), newAssignApproverCmd(a))

@@ -358,8 +358,9 @@ approved request, or to change an approver's password.`,
 func newSourceCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "source",
-		Short: "Add machines that back up into a vault on a server",
+		Short: "Add machines that back up into a vault on a server; list what each reports",
 	}
+	cmd.AddCommand(newSourceListCmd(a))
 	var expires time.Duration
 	var jsonOut bool
 	add := &cobra.Command{

@@ -91,6 +91,13 @@ type BackupOptions struct {
 	// --stdin-from-command) fails the backup.
 	Stdin     io.Reader
 	StdinPath string
+	// Source, when set, reports this machine's facts about the backed-up
+	// paths (the encryption of each path's volume: srcvol), sealed with
+	// the snapshot (docs/format.md §8.7). It is called with the
+	// snapshot's paths before the walk; a backup from stdin reports none.
+	// A report that the vault's rules refuse (format.CheckSource) is
+	// dropped with a warning rather than failing the backup.
+	Source func(ctx context.Context, paths []string) *vault.SourceFacts
 }
 
 // Warning is a problem that did not stop a backup or restore.
@@ -320,6 +327,16 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 	if err != nil {
 		return nil, err
 	}
+	// The source report, before the walk: the volumes as they are while
+	// the backup reads them.
+	var source *vault.SourceFacts
+	var sourceErr error
+	if opt.Source != nil && opt.Stdin == nil {
+		source = opt.Source(ctx, paths)
+		if sourceErr = format.CheckSource(source, paths); sourceErr != nil {
+			source = nil
+		}
+	}
 	// What the snapshot will say is checked now, not after the upload.
 	if err := format.CheckSnapshot(vault.SnapshotRecord{Time: start.UTC(), Host: opt.Host, Paths: paths, Tags: opt.Tags, Tree: vault.ID{1}}); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -336,6 +353,9 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		skip:        map[string]bool{},
 		addedBefore: addedBefore,
 		exclude:     ex,
+	}
+	if sourceErr != nil {
+		b.warn(Warning{Path: "(source report)", Err: fmt.Errorf("not sent: %w", sourceErr)})
 	}
 	for range chunkers {
 		c, err := chunker.NewOwned(nil, b.gear, params, windowAlloc{b}, chunkWindow)
@@ -424,6 +444,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		Time: start.UTC(), Host: opt.Host, Paths: paths, Tags: opt.Tags, Tree: rootFut.id,
 		Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(),
 		BytesAdded: repo.BytesAdded() - addedBefore, Duration: opt.Now().Sub(start),
+		Source: source,
 	}
 	if parent != nil {
 		rec.Parent = parent.ID

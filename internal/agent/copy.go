@@ -66,7 +66,12 @@ func (c *Copier) Copy(ctx context.Context, srcVault vault.ID, s vault.SnapshotRe
 	// retention (docs/format.md §8.6).
 	n := vault.SnapshotRecord{Time: c.now().UTC(), Host: s.Host, Paths: s.Paths, Tags: s.Tags, Tree: root,
 		Files: s.Files, Dirs: s.Dirs, Bytes: s.Bytes, Duration: s.Duration,
-		Copy: &vault.SnapshotCopy{Vault: srcVault, Snapshot: s.ID, Time: s.Time}}
+		Copy: &vault.SnapshotCopy{Vault: srcVault, Snapshot: s.ID, Time: s.Time},
+		// The original machine's report, as the source vault's sealed
+		// object holds it (s must come from FindSnapshot: listings leave
+		// it out); the copy's copied_from says where it came from
+		// (docs/format.md §8.7).
+		Source: s.Source}
 	if n.Tags == nil {
 		n.Tags = []string{}
 	}

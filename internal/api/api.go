@@ -273,6 +273,11 @@ type Snapshot struct {
 	// docs/format.md §8.6): what the writer claims of the original. The
 	// snapshot's own time is still the server's.
 	CopiedFrom *SnapshotCopy `json:"copied_from,omitempty"`
+	// Source is the writer's report about its own machine (volume
+	// encryption, local copies: docs/format.md §8.7), sealed in the
+	// snapshot object. Listings leave it out; one snapshot (GET
+	// …/snapshots/{ref}) and GET …/sources carry it.
+	Source *SourceFacts `json:"source,omitempty"`
 	// Soft-deleted snapshots only (GET …/deleted): when, by whom.
 	Deleted   *time.Time `json:"deleted,omitempty"`
 	DeletedBy string     `json:"deleted_by,omitempty"`
@@ -283,6 +288,99 @@ type SnapshotCopy struct {
 	Vault    string    `json:"vault"`
 	Snapshot string    `json:"snapshot"`
 	Time     time.Time `json:"time"`
+}
+
+// SourceFacts is vault.SourceFacts on the wire.
+type SourceFacts struct {
+	Volumes     []SourceVolume   `json:"volumes"`
+	LocalCopies *LocalCopyStatus `json:"local_copies,omitempty"`
+}
+
+// SourceVolume is vault.SourceVolume on the wire.
+type SourceVolume struct {
+	Path       string `json:"path"`
+	Mount      string `json:"mount"`
+	Device     string `json:"device"`
+	FSType     string `json:"fstype"`
+	Encryption string `json:"encryption"`
+	Method     string `json:"method,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// LocalCopyStatus is vault.LocalCopyStatus on the wire.
+type LocalCopyStatus struct {
+	Keep      int    `json:"keep"`
+	Held      int    `json:"held"`
+	Encrypted bool   `json:"encrypted"`
+	Cipher    string `json:"cipher,omitempty"`
+}
+
+// FromSourceFacts converts a report for the wire (nil stays nil).
+func FromSourceFacts(f *vault.SourceFacts) *SourceFacts {
+	if f == nil {
+		return nil
+	}
+	w := &SourceFacts{Volumes: make([]SourceVolume, len(f.Volumes))}
+	for i, v := range f.Volumes {
+		w.Volumes[i] = SourceVolume(v)
+	}
+	if c := f.LocalCopies; c != nil {
+		lc := LocalCopyStatus(*c)
+		w.LocalCopies = &lc
+	}
+	return w
+}
+
+// Facts converts a wire report back (nil stays nil); format.CheckSource
+// checks it.
+func (w *SourceFacts) Facts() *vault.SourceFacts {
+	if w == nil {
+		return nil
+	}
+	f := &vault.SourceFacts{Volumes: make([]vault.SourceVolume, len(w.Volumes))}
+	for i, v := range w.Volumes {
+		f.Volumes[i] = vault.SourceVolume(v)
+	}
+	if c := w.LocalCopies; c != nil {
+		lc := vault.LocalCopyStatus(*c)
+		f.LocalCopies = &lc
+	}
+	return f
+}
+
+// SourceReport is what a vault knows of one source (a host that backs up
+// into it): its newest live snapshot, and the newest report its
+// snapshots carry (GET /v1/vaults/{vault}/sources).
+type SourceReport struct {
+	Host string `json:"host"`
+	// LastSnapshot and LastTime: the host's newest live snapshot and the
+	// time the vault recorded it (a server's own clock).
+	LastSnapshot string    `json:"last_snapshot"`
+	LastTime     time.Time `json:"last_time"`
+	// ReportSnapshot and ReportTime: the newest of the host's snapshots
+	// that carries a report (among its 8 newest), "" when none does.
+	ReportSnapshot string     `json:"report_snapshot,omitempty"`
+	ReportTime     *time.Time `json:"report_time,omitempty"`
+	// Writer is who recorded the report's snapshot (its chain entry:
+	// "agent:web01", "user:ann", "token:…"), "" for a local vault.
+	Writer string `json:"writer,omitempty"`
+	// CopiedFrom: the report's snapshot is a copy from another vault; the
+	// report is the original machine's, as the copier passed it on.
+	CopiedFrom *SnapshotCopy `json:"copied_from,omitempty"`
+	Source     *SourceFacts  `json:"source,omitempty"`
+}
+
+// NewSourceReport builds the report of host from its newest snapshot
+// last and report, the newest that carries a report (zero ID: none),
+// recorded by writer.
+func NewSourceReport(host string, last, report vault.SnapshotRecord, writer string) SourceReport {
+	r := SourceReport{Host: host, LastSnapshot: last.ID.String(), LastTime: last.Time}
+	if !report.ID.IsZero() {
+		t := report.Time
+		w := FromSnapshot(report)
+		r.ReportSnapshot, r.ReportTime, r.Writer, r.CopiedFrom, r.Source = w.ID, &t, writer, w.CopiedFrom, w.Source
+	}
+	return r
 }
 
 // FromSnapshot converts a record for the wire.
@@ -302,13 +400,15 @@ func FromSnapshot(s vault.SnapshotRecord) Snapshot {
 	if c := s.Copy; c != nil {
 		w.CopiedFrom = &SnapshotCopy{Vault: c.Vault.String(), Snapshot: c.Snapshot.String(), Time: c.Time}
 	}
+	w.Source = FromSourceFacts(s.Source)
 	return w
 }
 
 // Record converts a wire snapshot back, validating its IDs.
 func (w Snapshot) Record() (vault.SnapshotRecord, error) {
 	s := vault.SnapshotRecord{Time: w.Time, Host: w.Host, Paths: w.Paths, Tags: w.Tags,
-		Files: w.Files, Dirs: w.Dirs, Bytes: w.Bytes, BytesAdded: w.BytesAdded, Duration: time.Duration(w.DurationNS), Domain: w.Domain}
+		Files: w.Files, Dirs: w.Dirs, Bytes: w.Bytes, BytesAdded: w.BytesAdded, Duration: time.Duration(w.DurationNS), Domain: w.Domain,
+		Source: w.Source.Facts()}
 	if w.Deleted != nil {
 		s.Deleted, s.DeletedBy = *w.Deleted, w.DeletedBy
 	}

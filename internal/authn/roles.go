@@ -92,6 +92,15 @@ const (
 	// PermVaultDelete: ask to delete the vault (a critical change: a
 	// security approver must approve it).
 	PermVaultDelete Permission = "vault.delete"
+	// PermPostureRead: read a vault's signed posture report
+	// (docs/posture.md). It names every source's host and whether its
+	// disk is encrypted (a list of the weakest machines), the key
+	// configuration and the certificate: the owner, the key officer
+	// (whose remit the key checks are) and the security approver (who
+	// judges critical changes on this evidence) read it; the roles held
+	// by agents and dashboards (operator, reader) do not, and neither
+	// does the contributor, which manages policy but not its evidence.
+	PermPostureRead Permission = "posture.read"
 )
 
 // rolePerms is the one table of what each role may do; docs/security.md
@@ -108,7 +117,7 @@ var rolePerms = map[Role][]Permission{
 		PermVaultCreate, PermTokenManage, PermMetrics,
 		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
 		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete, PermRoleManage, PermAuditRead,
-		PermSourceManage,
+		PermSourceManage, PermPostureRead,
 	},
 	RoleBackupContributor: {
 		PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,
@@ -116,8 +125,8 @@ var rolePerms = map[Role][]Permission{
 	},
 	RoleBackupOperator:   {PermVaultRead, PermDataRead, PermBackupWrite, PermCheck},
 	RoleBackupReader:     {PermVaultRead},
-	RoleKeyOfficer:       {PermKeyRead, PermKeyManage},
-	RoleSecurityApprover: {PermRequestRead, PermRequestDecide},
+	RoleKeyOfficer:       {PermKeyRead, PermKeyManage, PermPostureRead},
+	RoleSecurityApprover: {PermRequestRead, PermRequestDecide, PermPostureRead},
 }
 
 // roles lists the roles in the order help texts show them.

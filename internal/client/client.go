@@ -1336,6 +1336,17 @@ func (v *Vault) SaveSnapshot(ctx context.Context, s vault.SnapshotRecord) (vault
 	return out.Record()
 }
 
+// Sources lists each source (host) of the vault with its newest snapshot
+// and newest report about its machine (GET /v1/vaults/{vault}/sources).
+// The strings in it are the agents' own: escape them before showing them.
+func (v *Vault) Sources(ctx context.Context) ([]api.SourceReport, error) {
+	var out []api.SourceReport
+	if err := v.c.doJSON(ctx, http.MethodGet, v.path+"/sources", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Snapshots lists the vault's snapshots, oldest first.
 func (v *Vault) Snapshots(ctx context.Context) ([]vault.SnapshotRecord, error) {
 	var out []api.Snapshot
@@ -1543,3 +1554,29 @@ func (v *Vault) AddSource(ctx context.Context, s api.AddSource) (api.Token, erro
 	err := v.c.doJSON(ctx, http.MethodPost, v.path+"/sources", s, &out)
 	return out, err
 }
+
+// Posture fetches the vault's signed posture report (the JSON envelope
+// docs/posture.md describes, as the server sent it) with the history
+// of the window since ("90d"; "" for the server's default).
+func (v *Vault) Posture(ctx context.Context, since string) ([]byte, error) {
+	path := v.path + "/posture"
+	if since != "" {
+		path += "?" + url.Values{"since": {since}}.Encode()
+	}
+	resp, err := v.c.do(ctx, http.MethodGet, path, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPostureReport+1))
+	if err != nil {
+		return nil, fmt.Errorf("posture report: %w", err)
+	}
+	if len(b) > maxPostureReport {
+		return nil, fmt.Errorf("posture report: the server's answer exceeds %d MiB", maxPostureReport>>20)
+	}
+	return b, nil
+}
+
+// maxPostureReport bounds a posture report download.
+const maxPostureReport = 64 << 20

@@ -1190,6 +1190,8 @@ func (v *Vault) FindSnapshotWhere(ctx context.Context, ref string, keep func(vau
 	if d := chain.checkObject(s, stored, link); d != "" {
 		return vault.SnapshotRecord{}, fmt.Errorf("snapshot %s: %w: %s", s.ID.Short(), vault.ErrCorrupt, d)
 	}
+	// The source report is in the sealed object only (docs/format.md §8.7).
+	s.Source = stored.Source
 	return s, nil
 }
 

@@ -17,8 +17,8 @@ import (
 // This file replaces a snapshot by one derived from it (tag, rewrite:
 // docs/format.md §8.5). A replacement is never a way to write history:
 //
-//   - it keeps the original's time, host, paths, parent, dedup domain and
-//     duration, copied here from the verified record, never taken from the
+//   - it keeps the original's time, host, paths, parent, dedup domain,
+//     duration and source report, copied here from the verified record, never taken from the
 //     caller, so no one can date or host a snapshot by "replacing" one;
 //   - the original is forgotten in the same chain append as the add, so a
 //     replacement never adds a time to the live list, and it is a
@@ -94,6 +94,9 @@ func (v *Vault) Replace(ctx context.Context, old vault.ID, derive func(vault.Sna
 	// original's, whatever derive returned.
 	n := orig
 	n.ID, n.Deleted, n.DeletedBy = vault.ID{}, time.Time{}, ""
+	// The source report, which the catalog does not hold, from the
+	// verified sealed object (docs/format.md §8.7).
+	n.Source = stored.Source
 	n.Tags = d.Tags
 	if n.Tags == nil {
 		n.Tags = []string{}

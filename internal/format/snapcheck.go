@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -25,6 +26,15 @@ const (
 	MaxSnapshotPath  = 4096 // bytes per path (PATH_MAX)
 	MaxSnapshotTags  = 64   // tags per snapshot
 	MaxSnapshotTag   = 255  // bytes per tag
+
+	// A source report (vault.SourceFacts, docs/format.md §8.7).
+	MaxSourceVolumes   = 64   // volumes per report
+	MaxSourceDevice    = 1024 // bytes
+	MaxSourceFSType    = 64   // bytes
+	MaxSourceMethod    = 32   // bytes: [a-z0-9-]
+	MaxSourceDetail    = 512  // bytes
+	MaxLocalCopies     = 1 << 16
+	MaxLocalCopyCipher = 64 // bytes
 )
 
 // Snapshot times must lie where every layer can represent them: the
@@ -96,6 +106,9 @@ func CheckSnapshot(s vault.SnapshotRecord) error {
 			return bad("copied snapshot's time %s out of range", c.Time.UTC().Format(time.RFC3339))
 		}
 	}
+	if err := CheckSource(s.Source, s.Paths); err != nil {
+		return err
+	}
 	for _, c := range []struct {
 		name string
 		n    uint64
@@ -125,6 +138,73 @@ func checkText(what, s string, max int) error {
 	}
 	if i := strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }); i >= 0 {
 		return fmt.Errorf("%s %q holds a control or formatting character at byte %d", what, s, i)
+	}
+	return nil
+}
+
+// CheckSource checks a snapshot's source report (nil is none) against
+// the snapshot's paths: at most
+// MaxSourceVolumes volumes, each for a distinct path of the snapshot;
+// every string printable text within its bound (these reach other users'
+// terminals and the posture report); the encryption one of the three
+// states, with a method (lowercase letters, digits and "-") exactly when
+// encrypted; the mount point absolute or empty (not found); the local
+// copy counts in range. Errors wrap ErrInvalidSnapshot.
+func CheckSource(f *vault.SourceFacts, paths []string) error {
+	if f == nil {
+		return nil
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: source report: "+format, append([]any{ErrInvalidSnapshot}, a...)...)
+	}
+	if len(f.Volumes) > MaxSourceVolumes {
+		return bad("%d volumes: at most %d", len(f.Volumes), MaxSourceVolumes)
+	}
+	seen := make(map[string]bool, len(f.Volumes))
+	for _, v := range f.Volumes {
+		for _, t := range []struct {
+			what string
+			s    string
+			max  int
+		}{{"path", v.Path, MaxSnapshotPath}, {"mount", v.Mount, MaxSnapshotPath}, {"device", v.Device, MaxSourceDevice},
+			{"fstype", v.FSType, MaxSourceFSType}, {"method", v.Method, MaxSourceMethod}, {"detail", v.Detail, MaxSourceDetail}} {
+			if err := checkText(t.what, t.s, t.max); err != nil {
+				return bad("%v", err)
+			}
+		}
+		if !slices.Contains(paths, v.Path) {
+			return bad("volume of path %q, which the snapshot does not hold", v.Path)
+		}
+		if seen[v.Path] {
+			return bad("path %q reported twice", v.Path)
+		}
+		seen[v.Path] = true
+		if v.Mount != "" && (v.Mount[0] != '/' || path.Clean(v.Mount) != v.Mount) {
+			return bad("mount point %q: want an absolute clean path, or none", v.Mount)
+		}
+		switch v.Encryption {
+		case vault.VolumeEncrypted:
+			if v.Method == "" {
+				return bad("encrypted volume of %q without its method", v.Path)
+			}
+		case vault.VolumeUnencrypted, vault.VolumeUnknown:
+			if v.Method != "" {
+				return bad("volume of %q: a method (%q) only for an encrypted volume", v.Path, v.Method)
+			}
+		default:
+			return bad("volume of %q: encryption %q: want %q, %q or %q", v.Path, v.Encryption, vault.VolumeEncrypted, vault.VolumeUnencrypted, vault.VolumeUnknown)
+		}
+		if strings.IndexFunc(v.Method, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') }) >= 0 {
+			return bad("method %q: want lowercase letters, digits and \"-\"", v.Method)
+		}
+	}
+	if c := f.LocalCopies; c != nil {
+		if c.Keep < 0 || c.Keep > MaxLocalCopies || c.Held < 0 || c.Held > MaxLocalCopies {
+			return bad("local copies: keep %d, held %d: want 0 to %d", c.Keep, c.Held, MaxLocalCopies)
+		}
+		if err := checkText("local copies' cipher", c.Cipher, MaxLocalCopyCipher); err != nil {
+			return bad("%v", err)
+		}
 	}
 	return nil
 }

@@ -42,6 +42,10 @@ type snapshotJSON struct {
 	Domain string `json:"domain,omitempty"`
 	// CopiedFrom is set on copies only (docs/format.md §8.6).
 	CopiedFrom *copyJSON `json:"copied_from,omitempty"`
+	// Source is the writer's report about its own machine (docs/format.md
+	// §8.7), version 0x02 only. It is in the sealed object alone: the
+	// catalog does not hold it.
+	Source *sourceJSON `json:"source,omitempty"`
 	// Version 0x02 only (pointers, so that their absence is seen).
 	Seq  *uint64 `json:"seq,omitempty"`
 	Prev *string `json:"prev,omitempty"`
@@ -52,6 +56,59 @@ type copyJSON struct {
 	Vault    string    `json:"vault"`
 	Snapshot string    `json:"snapshot"`
 	Time     time.Time `json:"time"`
+}
+
+// sourceJSON is the sealed form of vault.SourceFacts (§8.7).
+type sourceJSON struct {
+	Volumes     []volumeJSON     `json:"volumes"`
+	LocalCopies *localCopiesJSON `json:"local_copies,omitempty"`
+}
+
+type volumeJSON struct {
+	Path       string `json:"path"`
+	Mount      string `json:"mount"`
+	Device     string `json:"device"`
+	FSType     string `json:"fstype"`
+	Encryption string `json:"encryption"`
+	Method     string `json:"method,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+type localCopiesJSON struct {
+	Keep      int    `json:"keep"`
+	Held      int    `json:"held"`
+	Encrypted bool   `json:"encrypted"`
+	Cipher    string `json:"cipher,omitempty"`
+}
+
+func sourceToJSON(f *vault.SourceFacts) *sourceJSON {
+	if f == nil {
+		return nil
+	}
+	j := &sourceJSON{Volumes: make([]volumeJSON, len(f.Volumes))}
+	for i, v := range f.Volumes {
+		j.Volumes[i] = volumeJSON{Path: v.Path, Mount: v.Mount, Device: v.Device, FSType: v.FSType,
+			Encryption: v.Encryption, Method: v.Method, Detail: v.Detail}
+	}
+	if c := f.LocalCopies; c != nil {
+		j.LocalCopies = &localCopiesJSON{Keep: c.Keep, Held: c.Held, Encrypted: c.Encrypted, Cipher: c.Cipher}
+	}
+	return j
+}
+
+func sourceFromJSON(j *sourceJSON) *vault.SourceFacts {
+	if j == nil {
+		return nil
+	}
+	f := &vault.SourceFacts{Volumes: make([]vault.SourceVolume, len(j.Volumes))}
+	for i, v := range j.Volumes {
+		f.Volumes[i] = vault.SourceVolume{Path: v.Path, Mount: v.Mount, Device: v.Device, FSType: v.FSType,
+			Encryption: v.Encryption, Method: v.Method, Detail: v.Detail}
+	}
+	if c := j.LocalCopies; c != nil {
+		f.LocalCopies = &vault.LocalCopyStatus{Keep: c.Keep, Held: c.Held, Encrypted: c.Encrypted, Cipher: c.Cipher}
+	}
+	return f
 }
 
 // SealSnapshot encodes and seals s under dek as a format 1 (0x01) object;
@@ -89,6 +146,15 @@ func sealSnapshot(s vault.SnapshotRecord, link *SnapshotLink, dek seal.Key, dekV
 			return nil, fmt.Errorf("encode snapshot: a copy is a format 2 object")
 		}
 		j.CopiedFrom = &copyJSON{Vault: c.Vault.String(), Snapshot: c.Snapshot.String(), Time: c.Time.UTC()}
+	}
+	if s.Source != nil {
+		if link == nil {
+			return nil, fmt.Errorf("encode snapshot: a source report is a format 2 object")
+		}
+		if err := CheckSource(s.Source, s.Paths); err != nil {
+			return nil, fmt.Errorf("encode snapshot: %w", err)
+		}
+		j.Source = sourceToJSON(s.Source)
 	}
 	if link != nil {
 		version = SnapshotVersion2
@@ -209,6 +275,15 @@ func openSnapshotBody(id vault.ID, b []byte, keys DEKs) (vault.SnapshotRecord, s
 			return s, j, fmt.Errorf("snapshot %s: %w: copied_from snapshot: %v", id, vault.ErrCorrupt, err)
 		}
 		s.Copy = sc
+	}
+	if j.Source != nil {
+		if b[4] != SnapshotVersion2 {
+			return s, j, fmt.Errorf("snapshot %s: %w: version 1 object with a source report", id, vault.ErrCorrupt)
+		}
+		s.Source = sourceFromJSON(j.Source)
+		if err := CheckSource(s.Source, s.Paths); err != nil {
+			return s, j, fmt.Errorf("snapshot %s: %w: %v", id, vault.ErrCorrupt, err)
+		}
 	}
 	return s, j, nil
 }

@@ -33,7 +33,7 @@ func (s *Server) openAudit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
-	s.audit, s.auditVK = l, vkey
+	s.audit, s.auditVK, s.auditSigner = l, vkey, signer
 	return nil
 }
 

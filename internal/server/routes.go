@@ -105,6 +105,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "POST /v1/vaults/{vault}/key/use-cmk", perm: authn.PermKeyManage, noOpen: true, h: s.keyUseCMK},
 		{pattern: "POST /v1/vaults/{vault}/key/use-pmk", perm: authn.PermKeyManage, h: s.keyUsePMK},
 		{pattern: "POST /v1/vaults/{vault}/sources", perm: authn.PermSourceManage, noOpen: true, h: s.addSource},
+		{pattern: "GET /v1/vaults/{vault}/sources", perm: authn.PermVaultRead, h: s.sources},
 		{pattern: "GET /v1/vaults/{vault}/deleted", perm: authn.PermVaultRead, h: s.deletedSnapshots},
 		{pattern: "POST /v1/vaults/{vault}/forget", perm: authn.PermSnapshotDelete, h: s.forget},
 		{pattern: "POST /v1/vaults/{vault}/undelete", perm: authn.PermSnapshotDelete, h: s.undelete},
@@ -114,6 +115,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /v1/vaults/{vault}/settings", perm: authn.PermVaultRead, h: s.settings},
 		{pattern: "POST /v1/vaults/{vault}/settings", perm: authn.PermVaultSettings, h: s.changeSettings},
 		{pattern: "GET /v1/vaults/{vault}/events", perm: authn.PermVaultRead, h: s.vaultEvents},
+		{pattern: "GET /v1/vaults/{vault}/posture", perm: authn.PermPostureRead, noOpen: true, h: s.posture},
 		{pattern: "GET /v1/requests", perm: authn.PermRequestRead, h: s.listRequests},
 		{pattern: "POST /v1/requests/{id}/approve", perm: authn.PermRequestDecide, h: s.approve},
 		{pattern: "POST /v1/requests/{id}/reject", perm: authn.PermRequestDecide, h: s.reject},
@@ -772,6 +774,27 @@ func (s *Server) findSnapshot(q *request) error {
 	return nil
 }
 
+// sources answers each source (host) of the vault with its newest
+// snapshot and newest report (engine.Sources): what the posture report
+// reads to flag unencrypted and silent sources. A source's token in a
+// vault whose dedup scope is "source" sees only its own.
+func (s *Server) sources(q *request) error {
+	da, err := s.domains(q)
+	if err != nil {
+		return err
+	}
+	states, err := q.vault.Sources(q.ctx, da.keep())
+	if err != nil {
+		return err
+	}
+	out := make([]api.SourceReport, 0, len(states))
+	for _, st := range states {
+		out = append(out, api.NewSourceReport(st.Host, st.Last, st.Report, st.Writer))
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
 // saveSnapshot records a snapshot after checking every field
 // (newSnapshot: the server's time, the agent's own host) and that its
 // root tree is stored: an agent cannot record a snapshot of data the
@@ -841,6 +864,12 @@ func (s *Server) check(q *request) error {
 	rc := http.NewResponseController(q.w)
 	rc.SetWriteDeadline(time.Time{})
 	opt := engine.CheckOptions{ReadData: body.ReadData}
+	// What the posture report reads of a check run (posture.go): whether
+	// it read the data, which subset, whether it finished, what it found.
+	q.note("read_data", strconv.FormatBool(body.ReadData || body.ReadDataSubset != ""))
+	if body.ReadDataSubset != "" {
+		q.note("subset", body.ReadDataSubset)
+	}
 	if body.ReadDataSubset != "" {
 		sub, err := engine.ParseReadSubset(body.ReadDataSubset)
 		if err != nil {
@@ -878,6 +907,8 @@ func (s *Server) check(q *request) error {
 		enc.Encode(api.CheckEvent{Error: &api.Error{Code: code, Message: err.Error()}})
 		return errAnswered
 	}
+	q.note("completed", "true")
+	q.note("errors", strconv.Itoa(len(rep.Errors)))
 	out := api.CheckReport{Packs: rep.Packs, Blobs: rep.Blobs, Snapshots: rep.Snapshots,
 		Trees: rep.Trees, BytesRead: rep.BytesRead, Subset: rep.Subset, PacksRead: rep.PacksRead, Errors: rep.Errors, Warnings: rep.Warnings, DamagedMore: rep.DamagedMore}
 	for _, u := range rep.Damaged {

@@ -43,6 +43,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	if cfg == nil || len(cfg.Certificates) == 0 && cfg.GetCertificate == nil {
 		return errors.New("serve: a TLS certificate is required; coffer has no plaintext mode")
 	}
+	s.tlsConfig.Store(cfg) // what the posture report's TLS checks read
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         cfg,
@@ -106,6 +107,9 @@ func (s *Server) maintainLoop(ctx context.Context) {
 		case <-t.C:
 			if err := s.Maintain(ctx); err != nil {
 				s.log.Error("key maintenance", "err", err)
+			}
+			if err := s.RecordPostures(ctx); err != nil {
+				s.log.Error("daily posture record", "err", err)
 			}
 		}
 	}

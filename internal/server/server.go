@@ -11,6 +11,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/authn"
@@ -33,6 +36,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -77,6 +81,10 @@ type Options struct {
 	// DataDir/vaults/NAME directory (how the server finds its vaults) stay
 	// in DataDir.
 	OpenStore func(ctx context.Context, name string) (vault.Store, error)
+	// Posture is the policy posture reports hold the vaults to (the
+	// recovery point objective, key and check ages); zero fields take
+	// posture's defaults (docs/posture.md).
+	Posture posture.Policy
 }
 
 // Server serves the vaults under one data directory.
@@ -93,18 +101,24 @@ type Server struct {
 
 	counts treeCountCache // what trees expand to (history.go checkCounts)
 
-	audit    *audit.Log     // the tamper-evident audit log (audit.go)
-	auditVK  string         // its checkpoints' verifier key (public)
-	writers  writerSessions // remote backups' sessions (sessions.go)
-	limiter  limiter        // failed authentications per address (limits.go)
-	anon     limiter        // requests without a token, per address
-	plimiter limiter        // failed logins per principal, from addresses it did not log in from
-	known    knownAddrs     // addresses each principal logged in from
-	pwSlots  chan struct{}  // password hashes running (limits.go)
-	refusals refusalBook    // refused requests counted for the audit log (auditsum.go)
-	decodes  *byteBudget    // bytes uploads hold decoding blobs (limits.go)
-	reads    readBook       // bulk reads and probes counted for the audit log (readsum.go)
-	getQuota tokenBudget    // successful reads audited one by one, per token (readsum.go)
+	audit   *audit.Log // the tamper-evident audit log (audit.go)
+	auditVK string     // its checkpoints' verifier key (public)
+	// auditSigner signs the audit checkpoints and the posture reports.
+	auditSigner note.Signer
+	// tlsConfig is the configuration Serve runs with, for the posture
+	// report's TLS checks.
+	tlsConfig  atomic.Pointer[tls.Config]
+	postureDay dayBook        // the day each vault's posture was last recorded
+	writers    writerSessions // remote backups' sessions (sessions.go)
+	limiter    limiter        // failed authentications per address (limits.go)
+	anon       limiter        // requests without a token, per address
+	plimiter   limiter        // failed logins per principal, from addresses it did not log in from
+	known      knownAddrs     // addresses each principal logged in from
+	pwSlots    chan struct{}  // password hashes running (limits.go)
+	refusals   refusalBook    // refused requests counted for the audit log (auditsum.go)
+	decodes    *byteBudget    // bytes uploads hold decoding blobs (limits.go)
+	reads      readBook       // bulk reads and probes counted for the audit log (readsum.go)
+	getQuota   tokenBudget    // successful reads audited one by one, per token (readsum.go)
 
 	reqSeq atomic.Uint64
 
