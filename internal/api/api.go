@@ -226,6 +226,9 @@ type KeyEvent struct {
 // CreateVault is the body of POST /v1/vaults.
 type CreateVault struct {
 	Name string `json:"name"`
+	// Store, when set, is the vault's own store, s3://BUCKET/PREFIX[?…]
+	// (only an owner may choose one), in place of the server's default.
+	Store string `json:"store,omitempty"`
 }
 
 // Dedup is what an agent needs to chunk and identify data like the vault

@@ -362,8 +362,13 @@ func countJSON(b []byte) (objects, values int) {
 
 // CreateVault creates vault name on the server.
 func (c *Client) CreateVault(ctx context.Context, name string) (api.VaultInfo, error) {
+	return c.CreateVaultWith(ctx, api.CreateVault{Name: name})
+}
+
+// CreateVaultWith creates a vault as cv says (a store of its own, …).
+func (c *Client) CreateVaultWith(ctx context.Context, cv api.CreateVault) (api.VaultInfo, error) {
 	var vi api.VaultInfo
-	err := c.doJSON(ctx, http.MethodPost, "/v1/vaults", api.CreateVault{Name: name}, &vi)
+	err := c.doJSON(ctx, http.MethodPost, "/v1/vaults", cv, &vi)
 	return vi, err
 }
 

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/authn"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
@@ -62,7 +64,7 @@ func s3Backup(t *testing.T, v *client.Vault, files map[string][]byte) (string, v
 	return src, res.Snapshot
 }
 
-func s3Restore(t *testing.T, v *client.Vault, snap vault.SnapshotRecord, src string, files map[string][]byte) {
+func s3Restore(t *testing.T, v agent.RestoreRepo, snap vault.SnapshotRecord, src string, files map[string][]byte) {
 	t.Helper()
 	dst := t.TempDir()
 	if _, err := agent.Restore(context.Background(), v, snap.Tree, agent.RestoreOptions{Target: dst}); err != nil {
@@ -203,5 +205,122 @@ func TestS3ObjectLockUpkeep(t *testing.T) {
 	}
 	if got := retainedUntil(t, sv, bucket, prefix+"snapshots/"+gone.ID.String()); got.After(goneUntil) && got.After(forgotAt.Add(period+time.Minute)) {
 		t.Errorf("a forgotten snapshot's retention was lengthened to %v, past its soft-delete period (%v)", got, forgotAt.Add(period))
+	}
+}
+
+// s3Credentials puts sv's credentials where the standard AWS chain finds
+// them (the environment), as an operator would for coffer server, and
+// keeps the chain away from this machine's own AWS files.
+func s3Credentials(t *testing.T, sv *s3test.Server) {
+	t.Setenv("AWS_ACCESS_KEY_ID", sv.Access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", sv.Secret)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+// TestS3VaultOwnStore: on a server whose vaults default to local stores,
+// an owner creates vault prod with a store of its own on S3 (coffer vault
+// create prod --store s3://…). Its objects go to the bucket under the
+// prefix given, nothing to the data directory; the server records the
+// URL and, after a restart without any --store, reopens that store and
+// restores the snapshot byte for byte; deleting the vault empties the
+// prefix. Refused: an unknown scheme, credentials in the URL (never
+// echoed or audited), a store given by a backup-contributor (who may
+// create vaults, but not choose where a vault's data goes and which
+// endpoint the server signs requests for).
+func TestS3VaultOwnStore(t *testing.T) {
+	sv := s3test.Start(t)
+	s3Credentials(t, sv)
+	bucket := sv.Bucket(t, false)
+	a := newArena(t)
+	ctx := context.Background()
+	storeURL := sv.URL(bucket, "backups/prod")
+
+	for _, bad := range []struct{ store, want string }{
+		{"gs://backups/prod", `unknown scheme "gs"`},
+		{"file:///var/backups/prod", `unknown scheme "file"`},
+		{"/var/backups/prod", "want s3://BUCKET/PREFIX"},
+		{"s3://AKIAEXAMPLE:hunter2@backups/prod", "credentials do not belong in the URL"},
+		{"s3://backups/prod?secret_key=hunter2", "unknown parameter"},
+	} {
+		out := a.mustStatus(http.StatusBadRequest, "POST", "/v1/vaults", a.env.OwnerToken, api.CreateVault{Name: "prod", Store: bad.store})
+		var e api.Error
+		if err := json.Unmarshal(out, &e); err != nil || !strings.Contains(e.Message, bad.want) {
+			t.Errorf("store %q refused with %s, want it to say %q", bad.store, out, bad.want)
+		}
+		if strings.Contains(string(out), "hunter2") {
+			t.Errorf("the refusal of %q repeats its credentials: %s", bad.store, out)
+		}
+	}
+	contributor := a.roleToken(authn.RoleBackupContributor, "")
+	a.mustStatus(http.StatusForbidden, "POST", "/v1/vaults", contributor, api.CreateVault{Name: "prod", Store: storeURL})
+	if _, err := os.Stat(filepath.Join(a.env.DataDir, "vaults", "prod")); err == nil {
+		t.Fatal("a refused creation left the vault's directory")
+	}
+	a.mustStatus(http.StatusCreated, "POST", "/v1/vaults", a.env.OwnerToken, api.CreateVault{Name: "prod", Store: storeURL})
+	a.mustStatus(http.StatusConflict, "POST", "/v1/vaults", a.env.OwnerToken, api.CreateVault{Name: "prod", Store: storeURL})
+
+	c, err := client.New(client.Options{Server: a.env.URL, Token: token(t, a.owner, "backup-operator", "prod"), TLS: a.env.TLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	v := c.Vault("prod")
+	if err := v.LoadDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"big": randomBytes(7, 3<<20), "d/small": []byte("small")}
+	src, snap := s3Backup(t, v, files)
+	prefix := "backups/prod/"
+	out, err := sv.Client.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, o := range out.Contents {
+		kinds[strings.SplitN(strings.TrimPrefix(aws.ToString(o.Key), prefix), "/", 2)[0]]++
+	}
+	for _, k := range []string{"config", "keys", "snapshots", "packs"} {
+		if kinds[k] == 0 {
+			t.Fatalf("no %s object under %s (%v): the vault does not live in its own store", k, prefix, kinds)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(a.env.DataDir, "vaults", "prod", "store")); err == nil {
+		t.Fatal("the vault has a local store beside its own")
+	}
+	// Vault a, made without a store, stays local.
+	if _, err := os.Stat(filepath.Join(a.env.DataDir, "vaults", "a", "store")); err != nil {
+		t.Fatalf("vault a (no store given) is not in the server's default store: %v", err)
+	}
+
+	// Restart without any --store: the recorded URL brings prod back.
+	c.Close()
+	if err := a.env.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv, _, err := server.Open(ctx, server.Options{DataDir: a.env.DataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	eng, err := srv.Engine(ctx, "prod")
+	if err != nil {
+		t.Fatalf("the restarted server does not reopen prod's own store: %v", err)
+	}
+	snaps, err := eng.AllSnapshots(ctx)
+	if err != nil || len(snaps) != 1 || snaps[0].ID != snap.ID {
+		t.Fatalf("after the restart prod holds %v (%v), want snapshot %s", snaps, err, snap.ID)
+	}
+	s3Restore(t, eng, snap, src, files)
+
+	if _, err := srv.RemoveVault(ctx, "prod", "test"); err != nil {
+		t.Fatalf("delete prod: %v", err)
+	}
+	out, err = sv.Client.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	if err != nil || len(out.Contents) != 0 {
+		t.Fatalf("deleting prod left %d objects under %s (%v)", len(out.Contents), prefix, err)
 	}
 }

@@ -84,9 +84,6 @@ func (s *Server) refreshLock(ctx context.Context, ov *openVault) (vault.VaultSet
 // minute). A vault nobody used since the server started is
 // opened for it: its retention must not lapse while it sits idle.
 func (s *Server) keepObjectLocks(ctx context.Context) error {
-	if s.opt.OpenStore == nil {
-		return nil // local stores have no lock of their own
-	}
 	// Vaults that cannot be opened (a revoked key) are tried again after
 	// lockRunEvery, not every minute.
 	now := s.opt.Now()
@@ -106,6 +103,11 @@ func (s *Server) keepObjectLocks(ctx context.Context) error {
 		name := e.Name()
 		if !e.IsDir() || !vaultName.MatchString(name) {
 			continue
+		}
+		if s.opt.OpenStore == nil {
+			if own, err := s.vaultStoreURL(name); err != nil || own == "" {
+				continue // a local store has no lock of its own
+			}
 		}
 		if _, err := s.cat.Vault(ctx, name); err != nil {
 			continue // deleted, or not a vault

@@ -626,11 +626,15 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 	return fmt.Sprintf("vault %q deleted (%d snapshots)", name, len(snaps)), nil
 }
 
-// removeStore deletes vault name's store: every object of an
-// Options.OpenStore store, then the vault's directory.
+// removeStore deletes vault name's store: every object of a store of its
+// own or of an Options.OpenStore store, then the vault's directory.
 func (s *Server) removeStore(ctx context.Context, name string) error {
-	if s.opt.OpenStore != nil {
-		st, err := s.opt.OpenStore(ctx, name)
+	own, err := s.vaultStoreURL(name)
+	if err != nil {
+		return err
+	}
+	if own != "" || s.opt.OpenStore != nil {
+		st, err := s.openStore(ctx, name, true)
 		if err != nil {
 			return err
 		}

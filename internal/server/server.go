@@ -151,10 +151,22 @@ func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db
 func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
 func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", name, "store") }
 
-// openStore opens vault name's store: Options.OpenStore's, else the local
-// one under the data directory. With mustExist a local store that is
-// missing is an error rather than created.
+// openStore opens vault name's store: its own (vaultstore.go), else
+// Options.OpenStore's, else the local one under the data directory. With
+// mustExist a local store that is missing is an error rather than
+// created.
 func (s *Server) openStore(ctx context.Context, name string, mustExist bool) (vault.Store, error) {
+	raw, err := s.vaultStoreURL(name)
+	if err != nil {
+		return nil, err
+	}
+	if raw != "" {
+		st, err := openStoreURL(ctx, raw)
+		if err != nil {
+			return nil, fmt.Errorf("vault %q: open its store: %w", name, err)
+		}
+		return st, nil
+	}
 	if s.opt.OpenStore == nil {
 		dir := vaultStore(s.opt.DataDir, name)
 		if mustExist {
@@ -364,6 +376,14 @@ func (s *Server) CreateVault(ctx context.Context, name string) (*engine.Vault, e
 
 // CreateVaultWith creates vault name with the given chunking.
 func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vault.ChunkerParams) (*engine.Vault, error) {
+	return s.CreateVaultIn(ctx, name, chunking, "")
+}
+
+// CreateVaultIn creates vault name with the given chunking in the store
+// storeURL names (s3://BUCKET/PREFIX…), or in the server's default store
+// when storeURL is "". The URL is recorded, so that the server reopens
+// that store on every later start.
+func (s *Server) CreateVaultIn(ctx context.Context, name string, chunking vault.ChunkerParams, storeURL string) (*engine.Vault, error) {
 	if !vaultName.MatchString(name) {
 		return nil, fmt.Errorf("%w: vault name %q: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", api.ErrBadRequest, name)
 	}
@@ -371,6 +391,16 @@ func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vaul
 	defer s.mu.Unlock()
 	if _, err := s.cat.Vault(ctx, name); err == nil {
 		return nil, fmt.Errorf("vault %q: %w", name, vault.ErrExists)
+	}
+	if storeURL != "" {
+		if err := checkStoreURL(storeURL); err != nil {
+			return nil, err
+		}
+		if err := s.recordStoreURL(name, storeURL); err != nil {
+			return nil, err
+		}
+	} else if err := os.Remove(storeURLFile(s.opt.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("vault %q: %w", name, err) // left by a creation that failed
 	}
 	st, err := s.openStore(ctx, name, false)
 	if err != nil {

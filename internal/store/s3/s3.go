@@ -123,6 +123,9 @@ func ParseURL(raw string) (Options, error) {
 		switch k {
 		case "endpoint":
 			e, err := url.Parse(v)
+			if err == nil && e.User != nil {
+				return Options{}, errors.New("s3 store URL: endpoint: credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a shared credentials file or an instance role")
+			}
 			if err != nil || (e.Scheme != "https" && e.Scheme != "http") || e.Host == "" {
 				return Options{}, fmt.Errorf("s3 store URL: endpoint %q: want https://host[:port]", v)
 			}

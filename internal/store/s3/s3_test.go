@@ -72,12 +72,14 @@ func TestParseURL(t *testing.T) {
 		}
 	}
 	for _, raw := range []string{
-		"s3:///p", "http://b/p", "s3://KEY:SECRET@b/p", "s3://b/p?secret=x",
+		"s3:///p", "http://b/p", "s3://KEY:hunter2@b/p", "s3://b/p?secret=x",
 		"s3://b/p?endpoint=ftp://x", "s3://b/p?endpoint=https://", "s3://b/a/../c", "s3://b/a//c",
-		"s3://b?path-style=maybe",
+		"s3://b?path-style=maybe", "s3://b/p?endpoint=https://KEY:hunter2@s3.example",
 	} {
 		if opt, err := s3.ParseURL(raw); err == nil {
 			t.Errorf("ParseURL(%q) = %+v, want an error", raw, opt)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("ParseURL(%q): the error repeats the credentials: %v", raw, err)
 		}
 	}
 }
