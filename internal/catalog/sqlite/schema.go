@@ -216,6 +216,9 @@ var migrations = [][]string{
 	{
 		`ALTER TABLE snapshots ADD COLUMN copy BLOB CHECK (copy IS NULL OR length(copy) = 72)`,
 	},
+	// 14: recover entries in the snapshot chain (kind 8, docs/format.md
+	// §8.8); the table is rebuilt again for its CHECK.
+	migrationChainRecover,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.
