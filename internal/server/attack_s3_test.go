@@ -3,6 +3,10 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -322,5 +326,103 @@ func TestS3VaultOwnStore(t *testing.T) {
 	out, err = sv.Client.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
 	if err != nil || len(out.Contents) != 0 {
 		t.Fatalf("deleting prod left %d objects under %s (%v)", len(out.Contents), prefix, err)
+	}
+}
+
+// TestS3RecoverVault: vault prod lives in its own S3 store under a
+// customer RSA key; the server's whole data directory (catalog, platform
+// key, recorded URLs) is then lost. A new server, given the store's URL
+// and the key's URI alone (coffer vault recover), rebuilds prod: every
+// snapshot restores byte for byte through the new server, and backups go
+// on deduplicating. Refused: a backup-contributor, a key the keyring does
+// not name, and recovering a vault whose catalog holds snapshots.
+func TestS3RecoverVault(t *testing.T) {
+	sv := s3test.Start(t)
+	s3Credentials(t, sv)
+	bucket := sv.Bucket(t, true)
+	ctx := context.Background()
+	storeURL := sv.URL(bucket, "backups/prod")
+	keyDir := t.TempDir()
+	newKey := func(name string) string {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(keyDir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return "rsa-file://" + path
+	}
+	cmk, other := newKey("cmk.pem"), newKey("other.pem")
+	withKeys := servertest.Options{Configure: func(o *server.Options) { o.KeyDirs = []string{keyDir} }}
+
+	old := newArenaWith(t, withKeys)
+	if _, err := old.owner.CreateVaultWith(ctx, api.CreateVault{Name: "prod", Store: storeURL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := old.owner.Vault("prod").UseCMK(ctx, cmk); err != nil {
+		t.Fatalf("use-cmk: %v", err)
+	}
+	opClient := func(a *arena) *client.Vault {
+		c, err := client.New(client.Options{Server: a.env.URL, Token: token(t, a.owner, "backup-operator", "prod"), TLS: a.env.TLS})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		v := c.Vault("prod")
+		if err := v.LoadDedup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	v := opClient(old)
+	type backup struct {
+		src   string
+		snap  vault.SnapshotRecord
+		files map[string][]byte
+	}
+	var backups []backup
+	for i := range 2 {
+		files := map[string][]byte{"big": randomBytes(uint64(20+i), 2<<20), "d/small": []byte{byte(i)}}
+		src, snap := s3Backup(t, v, files)
+		backups = append(backups, backup{src, snap, files})
+	}
+	if err := old.env.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(old.env.DataDir); err != nil {
+		t.Fatal(err)
+	}
+
+	a := newArenaWith(t, withKeys)
+	contributor := a.roleToken(authn.RoleBackupContributor, "")
+	a.mustStatus(http.StatusForbidden, "POST", "/v1/recover", contributor, api.RecoverVault{Name: "prod", Store: storeURL, Key: cmk})
+	a.mustStatus(http.StatusBadRequest, "POST", "/v1/recover", a.env.OwnerToken, api.RecoverVault{Name: "prod", Store: storeURL, Key: other})
+	a.mustStatus(http.StatusBadRequest, "POST", "/v1/recover", a.env.OwnerToken, api.RecoverVault{Name: "prod", Store: "gs://backups/prod", Key: cmk})
+	res, err := a.owner.RecoverVault(ctx, api.RecoverVault{Name: "prod", Store: storeURL, Key: cmk})
+	if err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	if res.Snapshots != len(backups) || res.Packs == 0 || len(res.Unreadable) != 0 || res.Vault.KEKProvider == "platform" {
+		t.Fatalf("recover answered %+v", res)
+	}
+	a.mustStatus(http.StatusConflict, "POST", "/v1/recover", a.env.OwnerToken, api.RecoverVault{Name: "prod", Key: cmk})
+
+	v = opClient(a)
+	snaps, err := v.Snapshots(ctx)
+	if err != nil || len(snaps) != len(backups) {
+		t.Fatalf("after recover the server lists %d snapshots (%v), want %d", len(snaps), err, len(backups))
+	}
+	for _, b := range backups {
+		s3Restore(t, v, b.snap, b.src, b.files)
+	}
+	// The recovered index deduplicates: backing up the same data again
+	// adds (almost) nothing.
+	if _, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{backups[1].src}, Host: "h"}); err != nil {
+		t.Fatalf("backup after recover: %v", err)
+	}
+	if got, err := v.Snapshots(ctx); err != nil || len(got) != len(backups)+1 {
+		t.Fatalf("after a backup on the recovered vault: %d snapshots, %v", len(got), err)
 	}
 }
