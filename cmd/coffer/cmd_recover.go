@@ -38,7 +38,7 @@ forgotten), the vault's settings (deletion protection, policy, dedup scope:
 set them again), its tokens, sources and event log, and who wrote each
 snapshot. A vault the catalog still holds snapshots of is refused.`,
 		Example: `  coffer vault recover prod --store 's3://backups/prod?region=eu-west-2' --key rsa-file:///etc/coffer/keys/cmk.pem --vault https://backup.example.com:8443 --token @owner-token`,
-		Args: cobra.ExactArgs(1),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !isRemote(a.vaultRef) {
 				return errors.New("vault recover rebuilds a vault on a vault server: give it with --vault https://HOST:PORT (a local vault's catalog sits beside its store: coffer repair index rebuilds its index)")
