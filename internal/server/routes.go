@@ -84,7 +84,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /healthz", public: true, h: s.healthz},
 		{pattern: "GET /metrics", perm: authn.PermMetrics, h: s.serveMetrics},
 		{pattern: "POST /v1/vaults", perm: authn.PermVaultCreate, h: s.createVault},
-		{pattern: "POST /v1/recover", perm: authn.PermVaultCreate, h: s.recoverVault},
+		{pattern: "POST /v1/recover", perm: authn.PermVaultRecover, h: s.recoverVault},
 		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, noOpen: true, h: s.vaultInfo},
 		{pattern: "DELETE /v1/vaults/{vault}", perm: authn.PermVaultDelete, noOpen: true, h: s.deleteVault},
 		{pattern: "GET /v1/vaults/{vault}/dedup", perm: authn.PermBackupWrite, h: s.dedup},
