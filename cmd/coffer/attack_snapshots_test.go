@@ -125,7 +125,7 @@ func TestUpgradeFormat1CLI(t *testing.T) {
 		t.Errorf("check after the upgrade:\n%s", out)
 	}
 	var v int
-	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 14 {
+	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 15 {
 		t.Errorf("schema version %d, %v", v, err)
 	}
 }

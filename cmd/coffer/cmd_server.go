@@ -20,7 +20,7 @@ import (
 )
 
 func newServerCmd(a *app) *cobra.Command {
-	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt, catalogURL string
+	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt, catalogURL, storeURL string
 	var hosts, pkcs11Modules, keyDirs []string
 	var keyTTL, postureRPO, postureCheck time.Duration
 	cmd := &cobra.Command{
@@ -58,6 +58,18 @@ user the server runs as: the server refuses to start when DIR, its keys,
 audit or tls directory (mode 0700) or a key or the catalog in them (mode
 0600) is open to other users, and says which to chmod.
 
+Stores: by default each vault's store is a directory under DATA/vaults. With
+--store s3://BUCKET/PREFIX?endpoint=https://s3.example:9000&region=eu-west-2
+each vault lives in an S3-compatible bucket under PREFIX/vaults/NAME (the
+catalog, the keys and the audit log stay in DATA). Credentials come from the
+standard AWS chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared files
+(~/.aws, AWS_PROFILE), web identity, the ECS or EC2 instance role; never from
+the URL. Other parameters: path-style=true|false (default true with an
+endpoint), ca-file=PEM for a private endpoint's CA. Give the same --store on
+every start. With a bucket created with Object Lock, a vault whose
+immutability is locked gets COMPLIANCE retention on its objects
+(docs/operations.md).
+
 Posture (coffer posture, docs/posture.md): the server holds each vault to a
 recovery point objective, --posture-rpo (default 24h: every source's newest
 backup and source report must be younger), and to a check --read-data within
@@ -77,6 +89,7 @@ then the server exits.`,
 		Example: `  coffer server --data /var/lib/coffer
   coffer server --data /var/lib/coffer --listen :8443 --host backup.example.com --retention-at 01:30
   coffer server --data /var/lib/coffer --tls-cert /etc/coffer/cert.pem --tls-key /etc/coffer/key.pem --tls-min 1.3
+  coffer server --data /var/lib/coffer --store 's3://backups/coffer?endpoint=https://s3.example:9000&region=eu-west-2'
   coffer server --data /var/lib/coffer --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --key-dir /etc/coffer/keys --key-ttl 5m
   COFFER_CATALOG=postgres://coffer@db.example.com/coffer coffer server --data /srv/coffer`,
 		Args: cobra.NoArgs,
@@ -136,6 +149,9 @@ then the server exits.`,
 					return err
 				}
 			}
+			if opt.OpenStore, err = storeOpener(ctx, storeURL); err != nil {
+				return fmt.Errorf("--store: %w", err)
+			}
 			srv, first, err := server.Open(ctx, opt)
 			if err != nil {
 				return err
@@ -183,6 +199,7 @@ then the server exits.`,
 	f.StringVar(&dataDir, "data", "", "data directory: catalog, keys, vault stores, TLS material")
 	f.StringVar(&listen, "listen", ":8443", "address to listen on")
 	f.StringVar(&catalogURL, "catalog", "", "postgres:// URL of a PostgreSQL catalog several servers may share (default: $COFFER_CATALOG, else the SQLite file in --data)")
+	f.StringVar(&storeURL, "store", "", "where the vaults' stores live: s3://BUCKET/PREFIX?endpoint=URL&region=R (default: under --data)")
 	f.StringVar(&certFile, "tls-cert", "", "server certificate chain (PEM); default: a local CA's")
 	f.StringVar(&keyFile, "tls-key", "", "server private key (PEM)")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "minimum TLS version: 1.2 or 1.3")

@@ -200,7 +200,7 @@ critical change: it waits for a security approver.`,
 
 func newVaultCreateCmd(a *app) *cobra.Command {
 	var jsonOut, singleUser bool
-	var scope, keyURI string
+	var scope, keyURI, storeURL string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a vault, locally or on a vault server",
@@ -229,9 +229,17 @@ can:
                   $COFFER_PASSWORD_FILE (or _COMMAND), else typed twice; every
                   later command reads it from $COFFER_PASSWORD_FILE,
                   $COFFER_PASSWORD_COMMAND or the terminal. Add more with
-                  coffer key add --passphrase. Never on the command line.`,
+                  coffer key add --passphrase. Never on the command line.
+  --store s3://BUCKET/PREFIX[?endpoint=https://HOST:PORT&region=REGION]
+                  vault servers, owner token: the vault lives in this
+                  S3-compatible bucket under PREFIX instead of the server's
+                  default store. The server records it and reopens it on
+                  every start; it takes the bucket's credentials from the
+                  standard AWS chain (environment, shared files, instance
+                  role), never from the URL (docs/operations.md).`,
 		Example: `  coffer vault create prod --vault https://backup.example.com:8443 --token @owner-token
   coffer vault create shared --dedup-scope source --vault https://backup.example.com:8443
+  coffer vault create prod --store 's3://backups/prod?region=eu-west-2' --vault https://backup.example.com:8443
   coffer vault create laptop --single-user
   coffer vault create laptop --single-user --key passphrase:`,
 		Args: cobra.ExactArgs(1),
@@ -242,6 +250,9 @@ can:
 				}
 			}
 			if !isRemote(a.vaultRef) {
+				if storeURL != "" {
+					return errors.New("--store is for vaults on a vault server (--vault https://HOST:PORT): a local vault's store is its directory")
+				}
 				return a.createLocalVault(cmd, args[0], singleUser, vault.DedupScope(scope), keyURI, jsonOut)
 			}
 			if keyURI != "" {
@@ -255,7 +266,7 @@ can:
 				return err
 			}
 			defer c.Close()
-			vi, err := c.CreateVault(cmd.Context(), args[0])
+			vi, err := c.CreateVaultWith(cmd.Context(), api.CreateVault{Name: args[0], Store: storeURL})
 			if err != nil {
 				return err
 			}
@@ -276,6 +287,7 @@ can:
 	cmd.Flags().BoolVar(&singleUser, "single-user", false, "local vaults: allow critical protection changes with --confirm (fixed at creation)")
 	cmd.Flags().StringVar(&keyURI, "key", "", "local vaults: passphrase: to wrap the vault's keys with passphrases (see above)")
 	cmd.Flags().StringVar(&scope, "dedup-scope", "", "vault (dedup across all sources, the default) or source (a dedup domain per source)")
+	cmd.Flags().StringVar(&storeURL, "store", "", "vault servers: the vault's own store, s3://BUCKET/PREFIX[?endpoint=…&region=…] (see above)")
 	return cmd
 }
 

@@ -17,7 +17,7 @@ func newVaultCmd(a *app) *cobra.Command {
 		Use:   "vault",
 		Short: "Show and manage vaults",
 	}
-	cmd.AddCommand(newVaultShowCmd(a), newVaultCreateCmd(a), newVaultSetCmd(a), newVaultLogCmd(a), newVaultDeleteCmd(a), newVaultAcceptRollbackCmd(a))
+	cmd.AddCommand(newVaultShowCmd(a), newVaultCreateCmd(a), newVaultSetCmd(a), newVaultLogCmd(a), newVaultDeleteCmd(a), newVaultAcceptRollbackCmd(a), newVaultRecoverCmd(a))
 	return cmd
 }
 

@@ -226,6 +226,29 @@ type KeyEvent struct {
 // CreateVault is the body of POST /v1/vaults.
 type CreateVault struct {
 	Name string `json:"name"`
+	// Store, when set, is the vault's own store, s3://BUCKET/PREFIX[?…]
+	// (only an owner may choose one), in place of the server's default.
+	Store string `json:"store,omitempty"`
+}
+
+// RecoverVault is the body of POST /v1/recover: rebuild the catalog's
+// record of vault Name from its store (Store, or the server's default
+// store) and its key (Key, a customer-key URI, or the server's platform
+// key when empty).
+type RecoverVault struct {
+	Name  string `json:"name"`
+	Store string `json:"store,omitempty"`
+	Key   string `json:"key,omitempty"`
+}
+
+// Recovered is the answer to POST /v1/recover.
+type Recovered struct {
+	Vault VaultInfo `json:"vault"`
+	// Snapshots and Packs are how many snapshots and packs the catalog
+	// now holds again; Unreadable names snapshot objects left out.
+	Snapshots  int      `json:"snapshots"`
+	Packs      int      `json:"packs"`
+	Unreadable []string `json:"unreadable,omitempty"`
 }
 
 // LocalCopyKeyRequest asks for an agent's local-copy key (POST

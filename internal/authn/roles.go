@@ -47,6 +47,10 @@ type Permission string
 const (
 	// PermVaultCreate: create vaults. Server-wide.
 	PermVaultCreate Permission = "vault.create"
+	// PermVaultRecover: rebuild a vault the catalog lost from its store
+	// and key (coffer vault recover), naming the store to trust and the
+	// key to open it with. Server-wide.
+	PermVaultRecover Permission = "vault.recover"
 	// PermTokenManage: create, list and revoke tokens. Server-wide.
 	PermTokenManage Permission = "token.manage"
 	// PermMetrics: read the server's metrics. Server-wide.
@@ -121,7 +125,7 @@ var rolePerms = map[Role][]Permission{
 		PermVaultCreate, PermTokenManage, PermMetrics,
 		PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
 		PermSnapshotDelete, PermVaultSettings, PermRequestRead, PermVaultDelete, PermRoleManage, PermAuditRead,
-		PermSourceManage, PermVaultRepair, PermPostureRead,
+		PermSourceManage, PermVaultRepair, PermPostureRead, PermVaultRecover,
 	},
 	RoleBackupContributor: {
 		PermVaultCreate, PermMetrics, PermVaultRead, PermDataRead, PermBackupWrite, PermCheck,
@@ -168,7 +172,7 @@ func vaultRole(r Role) bool { return r == RoleBackupOperator || r == RoleBackupR
 // vault; only a server-wide token can hold it.
 func serverWidePerm(p Permission) bool {
 	switch p {
-	case PermVaultCreate, PermTokenManage, PermMetrics, PermRequestRead, PermRequestDecide, PermRoleManage, PermAuditRead:
+	case PermVaultCreate, PermVaultRecover, PermTokenManage, PermMetrics, PermRequestRead, PermRequestDecide, PermRoleManage, PermAuditRead:
 		return true
 	}
 	return false

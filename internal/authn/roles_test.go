@@ -14,7 +14,7 @@ import (
 var allPerms = []Permission{
 	PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide,
 	PermVaultRead, PermDataRead, PermBackupWrite, PermCheck, PermKeyRead, PermKeyManage,
-	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage, PermVaultRepair, PermPostureRead,
+	PermSnapshotDelete, PermVaultSettings, PermVaultDelete, PermSourceManage, PermVaultRepair, PermPostureRead, PermVaultRecover,
 }
 
 // want is the documented table (docs/security.md, "Roles and tokens").
@@ -179,7 +179,7 @@ func TestAuthorize(t *testing.T) {
 	owner := vault.TokenRecord{ID: "00000000000000aa", Role: string(RoleOwner)}
 	opA := vault.TokenRecord{ID: "00000000000000bb", Role: string(RoleBackupOperator), Vault: "a"}
 	readA := vault.TokenRecord{ID: "00000000000000cc", Role: string(RoleBackupReader), Vault: "a"}
-	serverWide := []Permission{PermVaultCreate, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide}
+	serverWide := []Permission{PermVaultCreate, PermVaultRecover, PermTokenManage, PermMetrics, PermRoleManage, PermAuditRead, PermRequestRead, PermRequestDecide}
 
 	// Every role and permission on the token's own vault (or, for
 	// server-wide permissions, the server) follows the table.

@@ -362,8 +362,21 @@ func countJSON(b []byte) (objects, values int) {
 
 // CreateVault creates vault name on the server.
 func (c *Client) CreateVault(ctx context.Context, name string) (api.VaultInfo, error) {
+	return c.CreateVaultWith(ctx, api.CreateVault{Name: name})
+}
+
+// RecoverVault rebuilds the server's record of a vault from its store and
+// key after the catalog was lost.
+func (c *Client) RecoverVault(ctx context.Context, rv api.RecoverVault) (api.Recovered, error) {
+	var out api.Recovered
+	err := c.doJSON(ctx, http.MethodPost, "/v1/recover", rv, &out)
+	return out, err
+}
+
+// CreateVaultWith creates a vault as cv says (a store of its own, …).
+func (c *Client) CreateVaultWith(ctx context.Context, cv api.CreateVault) (api.VaultInfo, error) {
 	var vi api.VaultInfo
-	err := c.doJSON(ctx, http.MethodPost, "/v1/vaults", api.CreateVault{Name: name}, &vi)
+	err := c.doJSON(ctx, http.MethodPost, "/v1/vaults", cv, &vi)
 	return vi, err
 }
 

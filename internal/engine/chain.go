@@ -94,7 +94,7 @@ func (v *Vault) verifyChain(ks *keyState, entries []vault.ChainEntry, rows []vau
 		st := r.states[e.Snapshot]
 		bad := false
 		switch e.Kind {
-		case vault.ChainAdd, vault.ChainImport, vault.ChainImportForgotten:
+		case vault.ChainAdd, vault.ChainImport, vault.ChainImportForgotten, vault.ChainRecover:
 			if st != nil {
 				bad = true
 				break
@@ -420,6 +420,9 @@ func (r *chainReport) checkObject(rec, sealed vault.SnapshotRecord, link format.
 	}
 	e := st.first
 	switch {
+	case e.Kind == vault.ChainRecover:
+		// Recovered from the store (recover.go): its link names the chain
+		// that was lost with the catalog; the digest binds it to the entry.
 	case link.Seq == 0 && e.Kind == vault.ChainAdd:
 		return fmt.Sprintf("its object is a format 1 object, but chain entry %d recorded it in format 2", e.Seq)
 	case link.Seq != 0 && e.Kind != vault.ChainAdd:

@@ -1174,7 +1174,7 @@ func (v *Vault) SaveSnapshotBy(ctx context.Context, s vault.SnapshotRecord, prin
 // SnapshotWriters returns, once the snapshot chain proves the list, every
 // snapshot (soft-deleted ones included, oldest first) and who recorded
 // each (its chain entry's principal; "" when not recorded, as for an
-// imported or a local snapshot).
+// imported, a recovered or a local snapshot).
 func (v *Vault) SnapshotWriters(ctx context.Context) ([]vault.SnapshotRecord, map[vault.ID]string, error) {
 	all, r, err := v.verifiedList(ctx)
 	if err != nil {
@@ -1182,6 +1182,12 @@ func (v *Vault) SnapshotWriters(ctx context.Context) ([]vault.SnapshotRecord, ma
 	}
 	by := make(map[vault.ID]string, len(r.states))
 	for id, st := range r.states {
+		if st.first.Kind == vault.ChainRecover {
+			// The entry names who recovered it; who wrote it was lost
+			// with the catalog.
+			by[id] = ""
+			continue
+		}
 		by[id] = st.first.Principal
 	}
 	return all, by, nil

@@ -173,8 +173,8 @@ type PruneReport struct {
 	Deleted      int   `json:"packs_deleted"`
 	DeletedBytes int64 `json:"bytes_deleted"`
 	// Waiting: condemned packs kept because a writer that began before
-	// they were condemned may still reference them; a later prune
-	// deletes them.
+	// they were condemned may still reference them, or because the
+	// store's Object Lock still retains them; a later prune deletes them.
 	Waiting      int   `json:"packs_waiting"`
 	WaitingBytes int64 `json:"bytes_waiting"`
 	// Reprieved: condemned packs a snapshot saved meanwhile needs.
@@ -289,6 +289,19 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		case s.Deleted.IsZero():
 			keep = append(keep, s)
 		case protect.Prunable(settings, s, now) == nil:
+			// SECURITY: the store's Object Lock may outlast the soft-delete
+			// period by a little (its retention is set ahead, and its clock
+			// is not ours): such a snapshot stays until a later prune, rather
+			// than leave the chain with its object undeletable.
+			locked, err := v.storeRetains(ctx, snapHandle(s.ID), now)
+			if err != nil {
+				return nil, fmt.Errorf("prune: %w", err)
+			}
+			if locked {
+				rep.StillDeleted++
+				keep = append(keep, s)
+				continue
+			}
 			rep.Expired = append(rep.Expired, s)
 		default:
 			rep.StillDeleted++
@@ -542,10 +555,29 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		if opt.DryRun {
 			continue
 		}
+		// A pack the store's Object Lock still retains waits, condemned,
+		// for a later prune.
+		if locked, err := v.storeRetains(ctx, packHandle(p.ID), now); err != nil || locked {
+			if err != nil {
+				return rep, fmt.Errorf("prune: %w", err)
+			}
+			rep.Deleted--
+			rep.DeletedBytes -= p.Size
+			rep.Waiting++
+			rep.WaitingBytes += p.Size
+			continue
+		}
 		// The store object first: interrupted here, the catalog still
 		// names the condemned pack, and the next prune removes the
 		// record (a missing object is no error then).
 		if err := v.opt.Store.Delete(ctx, packHandle(p.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			if errors.Is(err, vault.ErrImmutable) { // the store's clock is behind ours: a later prune
+				rep.Deleted--
+				rep.DeletedBytes -= p.Size
+				rep.Waiting++
+				rep.WaitingBytes += p.Size
+				continue
+			}
 			return rep, fmt.Errorf("prune: delete pack %s: %w", p.ID.Short(), err)
 		}
 		if err := v.opt.Catalog.RemovePack(ctx, v.rec.ID, p.ID); err != nil {
@@ -554,6 +586,34 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		v.forgetCondemned(blobsOf[p.ID])
 	}
 	return rep, v.pruneEvent(ctx, opt, rep)
+}
+
+// retentionStore is a store whose objects may be under a retention lock
+// of its own (internal/store/s3 on a bucket with Object Lock).
+type retentionStore interface {
+	RetainedUntil(ctx context.Context, h vault.Handle) (time.Time, error)
+}
+
+// retentionSlack covers the difference between the store's clock and
+// ours: an object whose retention ended less than this ago still counts
+// as retained.
+const retentionSlack = 5 * time.Minute
+
+// storeRetains reports whether the store still retains h at now, so that
+// deleting it would be refused.
+func (v *Vault) storeRetains(ctx context.Context, h vault.Handle, now time.Time) (bool, error) {
+	rs, ok := v.opt.Store.(retentionStore)
+	if !ok {
+		return false, nil
+	}
+	until, err := rs.RetainedUntil(ctx, h)
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return !until.IsZero() && until.After(now.Add(-retentionSlack)), nil
 }
 
 // pruneEvent records what a prune (not a dry run) did.

@@ -124,7 +124,7 @@ func (m *ChainMAC) Verify(prev [32]byte, e vault.ChainEntry) bool {
 
 // ValidChainKind reports whether k is a kind of docs/format.md §8.1.
 func ValidChainKind(k vault.ChainKind) bool {
-	return k >= vault.ChainAdd && k <= vault.ChainSettings
+	return k >= vault.ChainAdd && k <= vault.ChainRecover
 }
 
 // DiffSnapshot names the fields in which a catalog record differs from the

@@ -76,8 +76,8 @@ func TestSettingsVectors(t *testing.T) {
 	if !NewChainMAC(ChainKey(root, id), id).Verify(prev, e) {
 		t.Error("the settings entry's MAC does not verify")
 	}
-	if !ValidChainKind(vault.ChainSettings) || ValidChainKind(vault.ChainSettings+1) {
-		t.Error("ValidChainKind does not end at the settings kind")
+	if !ValidChainKind(vault.ChainSettings) || !ValidChainKind(vault.ChainRecover) || ValidChainKind(vault.ChainRecover+1) || ValidChainKind(0) {
+		t.Error("ValidChainKind does not take exactly kinds 1 to 8 (add … settings, recover)")
 	}
 
 	// Every field is bound, and so is the vault.

@@ -11,3 +11,8 @@ import (
 func (s *Server) VaultEngine(ctx context.Context, name string) (*engine.Vault, error) {
 	return s.vault(ctx, name)
 }
+
+// RemoveVault deletes vault name as an approved deletion does.
+func (s *Server) RemoveVault(ctx context.Context, name, who string) (string, error) {
+	return s.removeVault(ctx, name, who)
+}

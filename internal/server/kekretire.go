@@ -15,7 +15,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
-	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -165,11 +164,7 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 // platformVersionsOf lists the versions of the server's platform key that
 // vault name's keyring may still need.
 func (s *Server) platformVersionsOf(ctx context.Context, name string) ([]int, error) {
-	dir := vaultStore(s.opt.DataDir, name)
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("read its store: %w", err)
-	}
-	st, err := local.Open(dir)
+	st, err := s.openStore(ctx, name, true)
 	if err != nil {
 		return nil, err
 	}

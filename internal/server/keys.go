@@ -18,7 +18,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/keys/rsafile"
 	"github.com/coffer-backup/coffer/internal/protect"
-	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -85,7 +84,7 @@ func (s *Server) providerFor(ctx context.Context, st vault.Store) (vault.KeyProv
 }
 
 // engineOptions are the options of vault name's engine.
-func (s *Server) engineOptions(ctx context.Context, name string, st *local.Store, p vault.KeyProvider) engine.Options {
+func (s *Server) engineOptions(ctx context.Context, name string, st vault.Store, p vault.KeyProvider) engine.Options {
 	opt := engine.Options{Store: st, Catalog: s.cat, Keys: p, Name: name, Now: s.opt.Now, Logger: s.log, Uploads: 2, KeyTTL: s.keyTTL()}
 	opt.OnKeyRefresh = func(err error) {
 		// The refresh happens inside some request; its outcome belongs to
@@ -198,6 +197,9 @@ func (s *Server) Maintain(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if err := s.runJob(ctx, "retention", func() error { return s.applyPolicies(ctx) }); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.keepObjectLocks(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	for _, ov := range open {
@@ -313,7 +315,7 @@ func (s *Server) inspect(ctx context.Context, name string) (vault.VaultRecord, e
 	if err != nil {
 		return rec, engine.KeyInfo{}, vaultErr(name, err)
 	}
-	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	st, err := s.openStore(ctx, name, false)
 	if err != nil {
 		return rec, engine.KeyInfo{}, err
 	}

@@ -223,6 +223,7 @@ func (s *Server) changeSettings(q *request) error {
 	case err != nil:
 		return err
 	}
+	s.objectLockChanged(q.ctx, q.name)
 	writeJSON(q.w, http.StatusOK, api.SettingsResult{Settings: api.FromSettings(nw), Changed: engine.DescribeSettingsChange(old, nw)})
 	return nil
 }
@@ -556,6 +557,7 @@ func (s *Server) carryOut(ctx context.Context, r vault.Request) (string, error) 
 		if err != nil {
 			return "", err
 		}
+		s.objectLockChanged(ctx, p.Vault)
 		return "changed: " + engine.DescribeSettingsChange(old, nw), nil
 	case "use-pmk":
 		before := eng.KeyInfo().KEK
@@ -634,11 +636,39 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 		return "", err
 	}
 	s.vaultEvent(ctx, rec.ID, who, vault.EventVaultDelete, fmt.Sprintf("vault %q deleted with %d snapshots", name, len(snaps)), true)
-	if err := os.RemoveAll(VaultDir(s.opt.DataDir, name)); err != nil {
+	if err := s.removeStore(ctx, name); err != nil {
 		return "", fmt.Errorf("vault %q is deleted, but its store could not be removed: %w", name, err)
 	}
 	s.log.Info("vault deleted", "vault", name, "by", who)
 	return fmt.Sprintf("vault %q deleted (%d snapshots)", name, len(snaps)), nil
+}
+
+// removeStore deletes vault name's store: every object of a store of its
+// own or of an Options.OpenStore store, then the vault's directory.
+func (s *Server) removeStore(ctx context.Context, name string) error {
+	own, err := s.vaultStoreURL(name)
+	if err != nil {
+		return err
+	}
+	if own != "" || s.opt.OpenStore != nil {
+		st, err := s.openStore(ctx, name, true)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, t := range []vault.ObjectType{vault.PackObject, vault.SnapshotObject, vault.KeyObject, vault.ConfigObject} {
+			err := st.List(ctx, t, func(oi vault.ObjectInfo) error {
+				if err := st.Delete(ctx, oi.Handle); err != nil && !errors.Is(err, vault.ErrNotFound) {
+					return err
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return os.RemoveAll(VaultDir(s.opt.DataDir, name))
 }
 
 // verifiedSettings returns vault name's settings as its key holders wrote

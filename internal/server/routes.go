@@ -84,6 +84,7 @@ func (s *Server) Routes() []Route {
 		{pattern: "GET /healthz", public: true, h: s.healthz},
 		{pattern: "GET /metrics", perm: authn.PermMetrics, h: s.serveMetrics},
 		{pattern: "POST /v1/vaults", perm: authn.PermVaultCreate, h: s.createVault},
+		{pattern: "POST /v1/recover", perm: authn.PermVaultRecover, h: s.recoverVault},
 		{pattern: "GET /v1/vaults/{vault}", perm: authn.PermVaultRead, noOpen: true, h: s.vaultInfo},
 		{pattern: "DELETE /v1/vaults/{vault}", perm: authn.PermVaultDelete, noOpen: true, h: s.deleteVault},
 		{pattern: "GET /v1/vaults/{vault}/dedup", perm: authn.PermBackupWrite, h: s.dedup},
@@ -311,11 +312,22 @@ func (s *Server) createVault(q *request) error {
 		return err
 	}
 	q.note("name", body.Name)
-	v, err := s.CreateVault(q.ctx, body.Name)
+	if body.Store != "" {
+		// Where a vault's data lives, and which endpoint the server signs
+		// requests for with its S3 credentials, is the owner's choice.
+		if !q.acc.Covers(authn.Grant{Role: authn.RoleOwner}) {
+			return fmt.Errorf("%w: only an owner may give a vault a store of its own", api.ErrForbidden)
+		}
+		if err := checkStoreURL(body.Store); err != nil {
+			return err // before the audit note: a refused URL may hold credentials
+		}
+		q.note("store", body.Store)
+	}
+	v, err := s.CreateVaultIn(q.ctx, body.Name, engine.DefaultChunker(), body.Store)
 	if err != nil {
 		return err
 	}
-	q.log.Info("vault created", "vault", body.Name, "token", q.tok.ID)
+	q.log.Info("vault created", "vault", body.Name, "store", body.Store, "token", q.tok.ID)
 	writeJSON(q.w, http.StatusCreated, vaultInfo(v.Record(), v.KeyInfo()))
 	return nil
 }

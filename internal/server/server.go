@@ -75,6 +75,12 @@ type Options struct {
 	// Location is the server's time zone for RetentionAt: UTC when nil,
 	// never time.Local implicitly (coffer server passes time.Local).
 	Location *time.Location
+	// OpenStore, when set, opens vault name's store (coffer server --store
+	// s3://…: each vault under its own prefix) in place of the local one
+	// under DataDir/vaults/NAME/store. The catalog, the keys and an empty
+	// DataDir/vaults/NAME directory (how the server finds its vaults) stay
+	// in DataDir.
+	OpenStore func(ctx context.Context, name string) (vault.Store, error)
 	// Posture is the policy posture reports hold the vaults to (the
 	// recovery point objective, key and check ages); zero fields take
 	// posture's defaults (docs/posture.md).
@@ -122,11 +128,15 @@ type Server struct {
 
 	retentionAt time.Duration // Options.RetentionAt parsed: since midnight
 	retire      retireState   // platform key versions to delete (kekretire.go)
+	lockSweep   atomic.Int64  // when keepObjectLocks last ran, Unix ns (objectlock.go)
 }
 
 type openVault struct {
 	eng   *engine.Vault
-	store *local.Store
+	store vault.Store
+	// Object Lock (objectlock.go): the retention period of new objects in
+	// nanoseconds (0: none, <0: unknown).
+	lock atomic.Int64
 }
 
 // close closes the engine, its store and its key provider (a cloud KMS
@@ -144,6 +154,43 @@ func (ov *openVault) close() {
 func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
 func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
 func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", name, "store") }
+
+// openStore opens vault name's store: its own (vaultstore.go), else
+// Options.OpenStore's, else the local one under the data directory. With
+// mustExist a local store that is missing is an error rather than
+// created.
+func (s *Server) openStore(ctx context.Context, name string, mustExist bool) (vault.Store, error) {
+	raw, err := s.vaultStoreURL(name)
+	if err != nil {
+		return nil, err
+	}
+	if raw != "" {
+		st, err := openStoreURL(ctx, raw)
+		if err != nil {
+			return nil, fmt.Errorf("vault %q: open its store: %w", name, err)
+		}
+		return st, nil
+	}
+	if s.opt.OpenStore == nil {
+		dir := vaultStore(s.opt.DataDir, name)
+		if mustExist {
+			if _, err := os.Stat(dir); err != nil {
+				return nil, fmt.Errorf("read its store: %w", err)
+			}
+		}
+		return local.Open(dir)
+	}
+	// The directory marks the vault as this server's (the daily policy run
+	// and key retirement list them); its store lives elsewhere.
+	if err := os.MkdirAll(VaultDir(s.opt.DataDir, name), 0o700); err != nil {
+		return nil, fmt.Errorf("vault %q: %w", name, err)
+	}
+	st, err := s.opt.OpenStore(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("vault %q: %w", name, err)
+	}
+	return st, nil
+}
 
 // VaultDir is where vault name's store lives under the data directory.
 func VaultDir(dataDir, name string) string { return filepath.Join(dataDir, "vaults", name) }
@@ -282,7 +329,7 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	if err != nil {
 		return nil, vaultErr(name, err)
 	}
-	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	st, err := s.openStore(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +351,9 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	if err := s.rewrapPlatform(ctx, eng); err != nil {
 		s.log.Warn("vault stays wrapped by the older platform key", "vault", name, "err", err)
 	}
-	s.vaults[name] = &openVault{eng: eng, store: st}
+	ov := &openVault{eng: eng, store: st}
+	s.armObjectLock(ctx, ov)
+	s.vaults[name] = ov
 	return eng, nil
 }
 
@@ -331,6 +380,14 @@ func (s *Server) CreateVault(ctx context.Context, name string) (*engine.Vault, e
 
 // CreateVaultWith creates vault name with the given chunking.
 func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vault.ChunkerParams) (*engine.Vault, error) {
+	return s.CreateVaultIn(ctx, name, chunking, "")
+}
+
+// CreateVaultIn creates vault name with the given chunking in the store
+// storeURL names (s3://BUCKET/PREFIX…), or in the server's default store
+// when storeURL is "". The URL is recorded, so that the server reopens
+// that store on every later start.
+func (s *Server) CreateVaultIn(ctx context.Context, name string, chunking vault.ChunkerParams, storeURL string) (*engine.Vault, error) {
 	if !vaultName.MatchString(name) {
 		return nil, fmt.Errorf("%w: vault name %q: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", api.ErrBadRequest, name)
 	}
@@ -339,7 +396,17 @@ func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vaul
 	if _, err := s.cat.Vault(ctx, name); err == nil {
 		return nil, fmt.Errorf("vault %q: %w", name, vault.ErrExists)
 	}
-	st, err := local.Open(vaultStore(s.opt.DataDir, name))
+	if storeURL != "" {
+		if err := checkStoreURL(storeURL); err != nil {
+			return nil, err
+		}
+		if err := s.recordStoreURL(name, storeURL); err != nil {
+			return nil, err
+		}
+	} else if err := os.Remove(storeURLFile(s.opt.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("vault %q: %w", name, err) // left by a creation that failed
+	}
+	st, err := s.openStore(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +415,9 @@ func (s *Server) CreateVaultWith(ctx context.Context, name string, chunking vaul
 		st.Close()
 		return nil, err
 	}
-	s.vaults[name] = &openVault{eng: eng, store: st}
+	ov := &openVault{eng: eng, store: st}
+	s.armObjectLock(ctx, ov)
+	s.vaults[name] = ov
 	return eng, nil
 }
 

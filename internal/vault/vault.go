@@ -454,6 +454,10 @@ const (
 	// ChainSettings: the vault's settings changed (or were first
 	// authenticated); its digest binds every field (docs/format.md §8.4).
 	ChainSettings ChainKind = 7
+	// ChainRecover: a snapshot whose object the store held entered a chain
+	// rebuilt from the store after the catalog was lost (coffer vault
+	// recover); its object's own link names the lost chain.
+	ChainRecover ChainKind = 8
 )
 
 func (k ChainKind) String() string {
@@ -472,6 +476,8 @@ func (k ChainKind) String() string {
 		return "import-forgotten"
 	case ChainSettings:
 		return "settings"
+	case ChainRecover:
+		return "recover"
 	}
 	return fmt.Sprintf("chainkind(%d)", uint8(k))
 }

@@ -75,6 +75,19 @@ func testChainAppend(t *testing.T, c vault.Catalog) {
 	if len(es) != 6 || len(ss) != 1 || ss[0].ID != s2.ID {
 		t.Errorf("after remove: %d entries, snapshots %v", len(es), ss)
 	}
+	// A recover entry (a chain rebuilt from the store) records its
+	// snapshot as an add does.
+	s3 := newSnapshot(t, base.Add(6*time.Hour))
+	rec := chainEntry(7, vault.ChainRecover, s3.ID, base.Add(7*time.Hour), "dora")
+	if err := appendOne(t, c, v.ID, 6, []vault.ChainEntry{rec}, []vault.SnapshotRecord{s3}); err != nil {
+		t.Fatalf("append a recover entry: %v", err)
+	}
+	es, ss = readChain(t, c, v.ID)
+	if len(es) != 7 || len(ss) != 2 {
+		t.Fatalf("after recover: %d entries, %d snapshots", len(es), len(ss))
+	}
+	equal(t, "recover entry", es[6], rec)
+	equal(t, "recovered snapshot", normSnapshots(ss[1:]), normSnapshots([]vault.SnapshotRecord{s3}))
 	// Scoped by vault; unknown vaults.
 	if es, ss := readChain(t, c, other.ID); len(es) != 0 || len(ss) != 0 {
 		t.Errorf("another vault sees %d entries, %d snapshots", len(es), len(ss))
@@ -112,6 +125,8 @@ func testChainStateRules(t *testing.T, c vault.Catalog) {
 		{"renumbered", []vault.ChainEntry{chainEntry(1, vault.ChainAdd, s2.ID, base, "")}, []vault.SnapshotRecord{s2}, nil, vault.ErrConflict},
 		{"add twice", []vault.ChainEntry{chainEntry(2, vault.ChainAdd, s1.ID, base, "")}, []vault.SnapshotRecord{s1}, nil, vault.ErrExists},
 		{"add without its record", []vault.ChainEntry{chainEntry(2, vault.ChainAdd, s2.ID, base, "")}, nil, nil, nil},
+		{"recover without its record", []vault.ChainEntry{chainEntry(2, vault.ChainRecover, s2.ID, base, "")}, nil, nil, nil},
+		{"recover one recorded already", []vault.ChainEntry{chainEntry(2, vault.ChainRecover, s1.ID, base, "")}, []vault.SnapshotRecord{s1}, nil, vault.ErrExists},
 		{"undelete a live one", []vault.ChainEntry{chainEntry(2, vault.ChainUndelete, s1.ID, base, "")}, nil, nil, vault.ErrConflict},
 		{"remove a live one", []vault.ChainEntry{chainEntry(2, vault.ChainRemove, s1.ID, base, "")}, nil, nil, vault.ErrConflict},
 		{"forget twice in one append", []vault.ChainEntry{chainEntry(2, vault.ChainForget, s1.ID, base, ""), chainEntry(3, vault.ChainForget, s1.ID, base, "")}, nil, nil, vault.ErrConflict},

@@ -77,7 +77,7 @@ func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(hea
 // applyEntry makes the change e describes to the snapshot records.
 func applyEntry(ctx context.Context, tx pgx.Tx, vaultID vault.ID, e vault.ChainEntry, rows map[vault.ID]vault.SnapshotRecord) error {
 	switch e.Kind {
-	case vault.ChainAdd:
+	case vault.ChainAdd, vault.ChainRecover:
 		s, ok := rows[e.Snapshot]
 		if !ok {
 			return errors.New("no record given for the snapshot added")

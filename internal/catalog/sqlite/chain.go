@@ -52,6 +52,24 @@ var migrationChainSettings = []string{
 	`ALTER TABLE snapshot_chain_new RENAME TO snapshot_chain`,
 }
 
+var migrationChainRecover = []string{
+	`CREATE TABLE snapshot_chain_new (
+		vault     BLOB    NOT NULL REFERENCES vaults (id),
+		seq       INTEGER NOT NULL CHECK (seq >= 1),
+		kind      INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 8),
+		snapshot  BLOB    NOT NULL CHECK (length(snapshot) = 32),
+		time      INTEGER NOT NULL,
+		principal TEXT    NOT NULL,
+		digest    BLOB    NOT NULL CHECK (length(digest) = 32),
+		mac       BLOB    NOT NULL CHECK (length(mac) = 32),
+		PRIMARY KEY (vault, seq)
+	) STRICT, WITHOUT ROWID`,
+	`INSERT INTO snapshot_chain_new (vault, seq, kind, snapshot, time, principal, digest, mac)
+		SELECT vault, seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain`,
+	`DROP TABLE snapshot_chain`,
+	`ALTER TABLE snapshot_chain_new RENAME TO snapshot_chain`,
+}
+
 // nullBytes returns b, or NULL for nil.
 func nullBytes(b []byte) any {
 	if b == nil {
@@ -114,7 +132,7 @@ func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(hea
 func applyEntry(ctx context.Context, tx *sql.Tx, vaultID vault.ID, e vault.ChainEntry, rows map[vault.ID]vault.SnapshotRecord) error {
 	var err error
 	switch e.Kind {
-	case vault.ChainAdd:
+	case vault.ChainAdd, vault.ChainRecover:
 		s, ok := rows[e.Snapshot]
 		if !ok {
 			return errors.New("no record given for the snapshot added")

@@ -219,6 +219,9 @@ var migrations = [][]string{
 	// 14: the packs' lookup keys, by which a reader finds a blob without
 	// loading the index (packkeys.go, docs/format.md §4.2).
 	migrationPackKeys,
+	// 15: recover entries in the snapshot chain (kind 8, docs/format.md
+	// §8.8); the table is rebuilt again for its CHECK.
+	migrationChainRecover,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

@@ -1,0 +1,243 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/engine"
+	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/store/s3"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// A vault may have a store of its own (coffer vault create NAME --store
+// s3://BUCKET/PREFIX), in place of the server's default (a directory under
+// the data directory, or the server's --store). Its URL is recorded in
+// the vault's directory, so that every later start reopens the same
+// store; it holds no credentials (the S3 store takes them from the
+// standard AWS chain, never from the URL).
+
+// storeURLFile is where vault name's own store URL is recorded.
+func storeURLFile(dataDir, name string) string {
+	return filepath.Join(VaultDir(dataDir, name), "store.url")
+}
+
+// vaultStoreURL returns vault name's own store URL, "" when it has none.
+func (s *Server) vaultStoreURL(name string) (string, error) {
+	b, err := os.ReadFile(storeURLFile(s.opt.DataDir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("vault %q: read its store's URL: %w", name, err)
+	}
+	raw := strings.TrimSpace(string(b))
+	if raw == "" {
+		return "", fmt.Errorf("vault %q: %s is empty: it should name the vault's store", name, storeURLFile(s.opt.DataDir, name))
+	}
+	return raw, nil
+}
+
+// checkStoreURL refuses a store URL this server cannot open, with a
+// message that says what it takes; it opens nothing.
+func checkStoreURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return fmt.Errorf("%w: store: not a URL: want s3://BUCKET/PREFIX[?endpoint=https://HOST:PORT&region=REGION]", api.ErrBadRequest)
+	}
+	switch u.Scheme {
+	case "s3":
+		if _, err := s3.ParseURL(raw); err != nil {
+			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: store: unknown scheme %q: a vault's own store is s3://BUCKET/PREFIX[?endpoint=https://HOST:PORT&region=REGION]; without a store the vault uses the server's", api.ErrBadRequest, u.Scheme)
+}
+
+// openStoreURL opens the store raw names (checkStoreURL's schemes).
+func openStoreURL(ctx context.Context, raw string) (vault.Store, error) {
+	if err := checkStoreURL(raw); err != nil {
+		return nil, err
+	}
+	opt, err := s3.ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return s3.Open(ctx, opt)
+}
+
+// recordStoreURL writes vault name's own store URL (mode 0600, replaced
+// atomically).
+func (s *Server) recordStoreURL(name, raw string) error {
+	dir := VaultDir(s.opt.DataDir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".store.url-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(raw + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), storeURLFile(s.opt.DataDir, name))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("vault %q: record its store's URL: %w", name, err)
+	}
+	return nil
+}
+
+// recoverVault is POST /v1/recover (coffer vault recover): owner only.
+func (s *Server) recoverVault(q *request) error {
+	var body api.RecoverVault
+	if err := readJSON(q.w, q.r, &body); err != nil {
+		return err
+	}
+	q.note("name", body.Name)
+	// Only an owner holds vault.recover: recovering names the store to
+	// trust and the key to use for a vault the catalog no longer knows.
+	if body.Store != "" {
+		if err := checkStoreURL(body.Store); err != nil {
+			return err
+		}
+		q.note("store", body.Store)
+	}
+	if body.Key != "" {
+		q.note("key", keys.Redact(body.Key))
+		if err := s.checkKeyURI(body.Key); err != nil {
+			return err
+		}
+	}
+	eng, res, err := s.RecoverVault(q.ctx, body.Name, body.Store, body.Key, q.principal())
+	if err != nil {
+		return err
+	}
+	q.log.Info("vault recovered from its store", "vault", body.Name, "snapshots", len(res.Snapshots), "packs", len(res.Index.Added), "token", q.tok.ID)
+	writeJSON(q.w, http.StatusOK, api.Recovered{Vault: vaultInfo(eng.Record(), eng.KeyInfo()), Snapshots: len(res.Snapshots),
+		Packs: len(res.Index.Added), Unreadable: res.Unreadable})
+	return nil
+}
+
+// RecoverVault rebuilds the catalog's part of vault name from its store
+// and its key after the catalog was lost (docs/operations.md, recovery):
+// storeURL, when given, is recorded as the vault's own store (else the
+// server's default store is used); keyURI, when given, is the customer
+// key its newest keyring is wrapped by, recorded for later opens (else
+// the server's platform key, or a customer key whose URI the server
+// kept). The vault is recorded from the store's config, its keyring
+// anchored, its packs catalogued and its snapshots entered as recover
+// entries (engine.Vault.Recover). A vault whose catalog record holds
+// snapshots is refused.
+func (s *Server) RecoverVault(ctx context.Context, name, storeURL, keyURI, principal string) (*engine.Vault, *engine.RecoverResult, error) {
+	if !vaultName.MatchString(name) {
+		return nil, nil, fmt.Errorf("%w: vault name %q: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", api.ErrBadRequest, name)
+	}
+	if _, err := s.cat.Vault(ctx, name); err == nil {
+		if storeURL != "" {
+			if own, _ := s.vaultStoreURL(name); own != storeURL {
+				return nil, nil, fmt.Errorf("vault %q: %w: the catalog knows it with another store; recover only rebuilds a vault the catalog lost", name, vault.ErrExists)
+			}
+		}
+	} else if !errors.Is(err, vault.ErrNotFound) {
+		return nil, nil, vaultErr(name, err)
+	} else if storeURL != "" {
+		if err := checkStoreURL(storeURL); err != nil {
+			return nil, nil, err
+		}
+		if err := s.recordStoreURL(name, storeURL); err != nil {
+			return nil, nil, err
+		}
+	}
+	if keyURI != "" {
+		if err := s.recordRecoveryKey(ctx, name, keyURI); err != nil {
+			return nil, nil, err
+		}
+	}
+	eng, err := s.openFromStore(ctx, name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("recover vault %q: %w", name, err)
+	}
+	res, err := eng.Recover(ctx, principal)
+	if err != nil {
+		return nil, nil, err
+	}
+	return eng, res, nil
+}
+
+// openFromStore opens vault name, which the catalog may not know: the
+// engine then records it from its store (engine.Open).
+func (s *Server) openFromStore(ctx context.Context, name string) (*engine.Vault, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ov, ok := s.vaults[name]; ok {
+		return ov.eng, nil
+	}
+	st, err := s.openStore(ctx, name, true)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.providerFor(ctx, st)
+	var eng *engine.Vault
+	if err == nil {
+		eng, err = engine.Open(ctx, s.engineOptions(ctx, name, st, p))
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ov := &openVault{eng: eng, store: st}
+	s.armObjectLock(ctx, ov)
+	s.vaults[name] = ov
+	return eng, nil
+}
+
+// recordRecoveryKey records keyURI as the key that opens vault name's
+// store, after checking that the store's newest keyring names that key.
+func (s *Server) recordRecoveryKey(ctx context.Context, name, keyURI string) error {
+	if err := s.checkKeyURI(keyURI); err != nil {
+		return err
+	}
+	st, err := s.openStore(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cfg, ki, err := engine.Inspect(ctx, st)
+	if err != nil {
+		return fmt.Errorf("recover vault %q: the store holds no vault Coffer can read: %w", name, err)
+	}
+	id, err := vault.ParseID(cfg.ID)
+	if err != nil {
+		return err
+	}
+	to, err := keys.Open(keyURI)
+	if err != nil {
+		if keyErr(err) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if c, ok := to.(io.Closer); ok {
+		defer c.Close()
+	}
+	if to.Current() != ki.KEK {
+		return fmt.Errorf("%w: recover vault %q: the store's keyring is wrapped by %s, but %s is %s", api.ErrBadRequest, name, ki.KEK, keys.Redact(keyURI), to.Current())
+	}
+	return s.keyConfig().Set(id, ki.KEK, keyURI)
+}
