@@ -255,6 +255,7 @@ func (r *restorer) finishDamaged() {
 	for i := range r.damaged {
 		d := &r.damaged[i]
 		rel := strings.TrimPrefix(d.Path, "/")
+		slices.Sort(r.links[rel]) // linked by several walkers, in any order
 		for _, l := range r.links[rel] {
 			d.Links = append(d.Links, displayRel(l))
 		}
