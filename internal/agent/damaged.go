@@ -227,11 +227,21 @@ func (r *restorer) damagedDone(rf *restoreFile) {
 
 // loseTree records that the tree at rel cannot be read.
 func (r *restorer) loseTree(id vault.ID, rel string, err error) {
+	r.lostMu.Lock()
+	defer r.lostMu.Unlock()
 	if r.badTrees == nil {
 		r.badTrees = map[vault.ID]error{}
 	}
 	r.badTrees[id] = err
 	r.lostDirs = append(r.lostDirs, LostDir{Path: displayRel(rel), Err: fmt.Errorf("tree %s: %w", id.Short(), err)})
+}
+
+// badTree reports whether tree id was found damaged.
+func (r *restorer) badTree(id vault.ID) bool {
+	r.lostMu.Lock()
+	defer r.lostMu.Unlock()
+	_, bad := r.badTrees[id]
+	return bad
 }
 
 // underLost reports whether the snapshot path p (without a leading
@@ -255,6 +265,7 @@ func (r *restorer) finishDamaged() {
 	for i := range r.damaged {
 		d := &r.damaged[i]
 		rel := strings.TrimPrefix(d.Path, "/")
+		slices.Sort(r.links[rel]) // linked by several walkers, in any order
 		for _, l := range r.links[rel] {
 			d.Links = append(d.Links, displayRel(l))
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,17 +94,23 @@ type restorer struct {
 
 	jobs  chan chunkTask
 	files chan struct{} // bounds open files
+	// walkers bounds the goroutines that walk directories besides the
+	// first (walkDir); walking waits for them all.
+	walkers chan struct{}
+	walking sync.WaitGroup
 
 	err      firstError
 	mu       sync.Mutex
 	warnings []Warning
 	skipped  int
-	hard     map[[2]uint64]string
-	links    map[string][]string // a hard-linked file's first name: its other names
-	dirMeta  []dirMeta
-	damaged  []DamagedFile      // under mu
-	lostDirs []LostDir          // walker only
-	badTrees map[vault.ID]error // walker only
+	hardMu   sync.Mutex
+	hard     map[[2]uint64]*firstLink // under hardMu
+	links    map[string][]string      // a hard-linked file's first name: its other names; under hardMu
+	dirMeta  []dirMeta                // under mu
+	damaged  []DamagedFile            // under mu
+	lostMu   sync.Mutex
+	lostDirs []LostDir          // under lostMu once pass 2's walkers run
+	badTrees map[vault.ID]error // under lostMu once pass 2's walkers run
 	written  []writtenFile      // under mu, with Verify
 
 	nFiles, nDirs, nBytes atomic.Uint64
@@ -130,6 +137,9 @@ type restoreFile struct {
 	// holeBlock is the size of the blocks of zeros left as holes
 	// (writeSparse).
 	holeBlock int
+	// sized: the file's last byte is written, so it has its full size
+	// without an ftruncate.
+	sized atomic.Bool
 }
 
 type chunkTask struct {
@@ -166,7 +176,8 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 	defer root.Close()
 	target, _ := filepath.Abs(opt.Target)
 	r := &restorer{repo: repo, opt: opt, root: root, target: target, trees: map[vault.ID]*format.Tree{}, excl: excl,
-		jobs: make(chan chunkTask, 64), files: make(chan struct{}, 256), hard: map[[2]uint64]string{}, links: map[string][]string{}}
+		jobs: make(chan chunkTask, 64), files: make(chan struct{}, 256), walkers: make(chan struct{}, dirWalkers()),
+		hard: map[[2]uint64]*firstLink{}, links: map[string][]string{}}
 	incl := cleanIncludes(opt.Include)
 
 	// Pass 1: load every tree once, validate it, and count for progress
@@ -201,6 +212,7 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		go func() { defer wg.Done(); r.worker(ctx) }()
 	}
 	walkErr := r.walk(ctx, rootID, "", root, incl)
+	r.walking.Wait()
 	close(r.jobs)
 	wg.Wait()
 	stop()
@@ -211,10 +223,19 @@ func Restore(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt Restore
 		return nil, err
 	}
 	r.finishDamaged()
-	// Directories last, deepest first, so their times stick.
-	for i := len(r.dirMeta) - 1; i >= 0; i-- {
-		d := r.dirMeta[i]
-		r.applyMeta(d.rel, d.node, nil)
+	// Directories last, deepest first, so their times stick and a
+	// directory's mode never keeps the restore out of those below it.
+	slices.SortStableFunc(r.dirMeta, func(a, b dirMeta) int { return strings.Count(b.rel, "/") - strings.Count(a.rel, "/") })
+	for _, d := range r.dirMeta {
+		// Through a descriptor: one lookup of the path instead of one
+		// per call (os.Root resolves each path a component at a time).
+		f, err := r.root.OpenFile(d.rel, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			r.applyMeta(d.rel, d.node, nil) // warns about what fails
+			continue
+		}
+		r.applyMeta(d.rel, d.node, f)
+		f.Close()
 	}
 	res := &RestoreResult{Files: r.nFiles.Load(), Dirs: r.nDirs.Load(), Bytes: r.nBytes.Load(), Warnings: r.warnings, Skipped: r.skipped,
 		Damaged: r.damaged, LostDirs: r.lostDirs}
@@ -438,6 +459,7 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 	if !ok {
 		return err
 	}
+	dirfd := -2 // the directory's descriptor, opened with its first file; -1: none
 	for i := range t.Nodes {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -456,7 +478,7 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 		}
 		switch n.Kind {
 		case format.KindDir:
-			if _, bad := r.badTrees[n.Subtree]; bad {
+			if r.badTree(n.Subtree) {
 				continue // reported as lost, not created
 			}
 			sub, err := r.ensureDir(dir, name, p)
@@ -474,14 +496,24 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 			// it must not keep the tree.
 			meta := *n
 			meta.Content = nil
+			r.mu.Lock()
 			r.dirMeta = append(r.dirMeta, dirMeta{p, &meta})
-			err = r.walk(ctx, n.Subtree, p, sub, incl)
-			sub.Close()
-			if err != nil {
+			r.mu.Unlock()
+			if err := r.walkDir(ctx, n.Subtree, p, sub, incl); err != nil {
 				return err
 			}
 		case format.KindFile:
-			if err := r.file(ctx, dir, name, p, n); err != nil {
+			if dirfd == -2 {
+				// The directory's descriptor, for openat(2) of its files;
+				// O_PATH, so a directory the restore may write to but not
+				// list (an existing one of mode 0300) still has one.
+				dirfd = -1
+				if d, err := dir.OpenFile(".", unix.O_PATH|unix.O_DIRECTORY, 0); err == nil {
+					defer d.Close()
+					dirfd = int(d.Fd())
+				}
+			}
+			if err := r.file(ctx, dir, dirfd, name, p, n); err != nil {
 				return err
 			}
 		case format.KindSymlink:
@@ -508,6 +540,35 @@ func (r *restorer) walk(ctx context.Context, id vault.ID, rel string, dir *os.Ro
 		}
 	}
 	return nil
+}
+
+// dirWalkers is how many goroutines besides the first walk directories:
+// creating files is the file system's work (system time), and files of
+// different directories are created side by side. On ext4 without a
+// journal, each new inode is found by scanning past those deleted in
+// the last 30 seconds, and a restore after an rm -rf of the last one
+// spent seconds there.
+func dirWalkers() int { return max(2, runtime.GOMAXPROCS(0)) - 1 }
+
+// walkDir walks the subdirectory sub (tree id, at rel) on a goroutine of
+// its own when one of r.walkers is free, else on this one; it closes sub.
+func (r *restorer) walkDir(ctx context.Context, id vault.ID, rel string, sub *os.Root, incl []string) error {
+	select {
+	case r.walkers <- struct{}{}:
+		r.walking.Add(1)
+		go func() {
+			defer r.walking.Done()
+			defer func() { <-r.walkers }()
+			defer sub.Close()
+			if err := r.walk(ctx, id, rel, sub, incl); err != nil {
+				r.fail(err)
+			}
+		}()
+		return nil
+	default:
+		defer sub.Close()
+		return r.walk(ctx, id, rel, sub, incl)
+	}
 }
 
 // prepare clears the way for a new non-directory entry name in dir (at
@@ -553,41 +614,77 @@ func (r *restorer) mknod(dir *os.Root, name string, n *format.Node) error {
 	}
 }
 
-func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *format.Node) error {
+// firstLink is the first name restored of a hard-linked inode; its other
+// names are linked to it once it is created (ready closed, ok set).
+type firstLink struct {
+	rel   string
+	ready chan struct{}
+	ok    bool
+}
+
+func (r *restorer) file(ctx context.Context, dir *os.Root, dirfd int, name, rel string, n *format.Node) error {
 	r.current.Store(&rel)
+	var claim *firstLink // this name is the inode's first: others wait for it
 	if n.NLink > 1 {
 		key := [2]uint64{n.Device, n.Inode}
-		if first, ok := r.hard[key]; ok {
+		for claim == nil {
+			r.hardMu.Lock()
+			first := r.hard[key]
+			if first == nil {
+				claim = &firstLink{rel: rel, ready: make(chan struct{})}
+				r.hard[key] = claim
+			}
+			r.hardMu.Unlock()
+			if claim != nil {
+				break
+			}
+			select {
+			case <-first.ready:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if !first.ok {
+				// The first name was not created (left alone or failed):
+				// this one takes its place, as the first to be created.
+				r.hardMu.Lock()
+				if r.hard[key] == first {
+					delete(r.hard, key)
+				}
+				r.hardMu.Unlock()
+				continue
+			}
 			if !r.prepare(dir, name, rel) {
 				return nil
 			}
-			if err := r.root.Link(first, rel); err != nil {
+			if err := r.root.Link(first.rel, rel); err != nil {
 				r.warn(Warning{Path: displayRel(rel), Err: err})
 			} else {
-				r.links[first] = append(r.links[first], rel)
+				r.hardMu.Lock()
+				r.links[first.rel] = append(r.links[first.rel], rel)
+				r.hardMu.Unlock()
 			}
 			r.nFiles.Add(1)
 			return nil
 		}
-	}
-	if !r.prepare(dir, name, rel) {
-		return nil
+		// Later links to this inode link to the file created here; never to
+		// one that was there before and left untouched.
+		defer close(claim.ready)
 	}
 	select {
 	case r.files <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
+	f, err := r.create(dir, dirfd, name, rel)
+	if f == nil {
 		<-r.files
-		r.warn(Warning{Path: displayRel(rel), Err: err})
+		if err != nil {
+			r.warn(Warning{Path: displayRel(rel), Err: err})
+		}
 		return nil
 	}
-	if n.NLink > 1 {
-		// Later links to this inode link to the file just created; never to
-		// one that was there before and left untouched.
-		r.hard[[2]uint64{n.Device, n.Inode}] = rel
+	if claim != nil {
+		claim.ok = true
 	}
 	rf := &restoreFile{rel: rel, f: f, node: n, holeBlock: holeBlock(f, n.Size)}
 	rf.pending.Store(1) // the walker's token
@@ -639,6 +736,43 @@ func (r *restorer) file(ctx context.Context, dir *os.Root, name, rel string, n *
 	return nil
 }
 
+// create makes the new file name in dir (whose descriptor is dirfd, or -1
+// when it has none; at rel), ready to be written: nil without an error when an existing entry
+// is left alone (prepare). openat(2) with O_CREAT|O_EXCL|O_NOFOLLOW on one
+// validated name never follows a symlink, nor opens what was there.
+// Creating first and looking only when the name exists saves an lstat
+// per file, and a file made with os.NewFile is not offered to the
+// runtime's poller (four fcntl calls and an epoll_ctl per file).
+func (r *restorer) create(dir *os.Root, dirfd int, name, rel string) (*os.File, error) {
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if dirfd < 0 { // the directory could not be opened: through its os.Root
+		if !r.prepare(dir, name, rel) {
+			return nil, nil
+		}
+		f, err := dir.OpenFile(name, flags, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create: %w", unwrapPath(err))
+		}
+		return f, nil
+	}
+	for tries := 0; tries < 2; tries++ {
+		fd, err := unix.Openat(dirfd, name, flags, 0o600)
+		for err == unix.EINTR {
+			fd, err = unix.Openat(dirfd, name, flags, 0o600)
+		}
+		switch {
+		case err == nil:
+			return os.NewFile(uintptr(fd), name), nil
+		case err != unix.EEXIST || tries > 0:
+			return nil, fmt.Errorf("create: %w", err)
+		}
+		if !r.prepare(dir, name, rel) {
+			return nil, nil
+		}
+	}
+	return nil, nil // not reached
+}
+
 func (r *restorer) done(rf *restoreFile) {
 	if rf.pending.Add(-1) != 0 {
 		return
@@ -649,7 +783,11 @@ func (r *restorer) done(rf *restoreFile) {
 	case rf.damage.any():
 		r.damagedDone(rf)
 	default:
-		if err := rf.f.Truncate(int64(rf.node.Size)); err != nil {
+		var err error
+		if !rf.sized.Load() && rf.node.Size > 0 { // a trailing hole sets the size
+			err = rf.f.Truncate(int64(rf.node.Size))
+		}
+		if err != nil {
 			r.warn(Warning{Path: displayRel(rf.rel), Err: err})
 		} else if r.opt.Verify {
 			r.mu.Lock()
@@ -788,14 +926,19 @@ func (r *restorer) put(t chunkTask, data []byte) {
 		if err != nil {
 			t.file.failed.Store(true)
 			r.fail(fmt.Errorf("restore %s: %w", displayRel(t.file.rel), err))
+		} else if data[len(data)-1] != 0 && uint64(t.off)+t.size == t.file.node.Size {
+			// The block holding the file's last byte is not a hole: written.
+			t.file.sized.Store(true)
 		}
 	}
 	r.nBytes.Add(uint64(len(data)))
 	r.done(t.file)
 }
 
-// applyMeta restores ownership, permissions, xattrs and times. f is the
-// open file for regular files (fd-based calls cannot be redirected).
+// applyMeta restores ownership, permissions, xattrs and times. f, when
+// set, is the entry opened by the restore (a regular file it created, a
+// directory opened without following a symlink): fd-based calls cannot
+// be redirected.
 func (r *restorer) applyMeta(rel string, n *format.Node, f *os.File) {
 	full := filepath.Join(r.target, rel)
 	if r.opt.Owners {
@@ -842,8 +985,29 @@ func (r *restorer) applyMeta(rel string, n *format.Node, f *os.File) {
 		}
 	}
 	ts := []unix.Timespec{unix.NsecToTimespec(n.MTime), unix.NsecToTimespec(n.MTime)}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, full, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	var err error
+	if f != nil {
+		err = futimens(int(f.Fd()), ts)
+	} else {
+		err = unix.UtimesNanoAt(unix.AT_FDCWD, full, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
 		r.warn(Warning{Path: displayRel(rel), Err: err})
+	}
+}
+
+// futimens sets an open file's times: utimensat(2) with a null path, where
+// a path would be looked up again from the root, a component at a time.
+func futimens(fd int, ts []unix.Timespec) error {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return e
 	}
 }
 

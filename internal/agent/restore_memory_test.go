@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/agent"
@@ -16,16 +17,20 @@ import (
 // made up on every load (it holds no tree itself): sockets with 100-byte
 // names, which a restore counts and walks but does not create, so the
 // trees' memory is all the test measures. At each load of a directory's
-// tree it records the live heap.
+// tree it records the live heap. A restore loads trees from several
+// walkers at once.
 type wideRepo struct {
 	dirs, per int
+	mu        sync.Mutex
 	base      uint64
-	peak      uint64
-	loads     int
+	peak      uint64 // under mu
+	loads     int    // under mu
 }
 
 func (r *wideRepo) LoadTree(_ context.Context, id vault.ID) (*format.Tree, error) {
+	r.mu.Lock()
 	r.loads++
+	r.mu.Unlock()
 	t := &format.Tree{}
 	if id[0] == 0 { // the root
 		for d := range r.dirs {
@@ -38,7 +43,9 @@ func (r *wideRepo) LoadTree(_ context.Context, id vault.ID) (*format.Tree, error
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
+	r.mu.Lock()
 	r.peak = max(r.peak, ms.HeapAlloc)
+	r.mu.Unlock()
 	pad := make([]byte, 90)
 	for i := range pad {
 		pad[i] = 'x'
