@@ -9,4 +9,7 @@ go vet ./...
 # The lean build (no cloud KMS SDKs: half the binary) must keep compiling.
 go vet -tags nocloudkms ./...
 go test -count=1 -tags nocloudkms ./internal/keys/
-go test -race -count=1 -timeout 20m ./... "$@"
+# The memory budget is peak RSS, measured without the race detector's
+# shadow memory (the race run below skips it).
+go test -count=1 -run '^TestMemoryBudget$' ./cmd/coffer/
+go test -race -count=1 -timeout 45m ./... "$@"
