@@ -165,7 +165,7 @@ target are not either.`,
 				return err
 			}
 			if ropt.DryRun {
-				return printDryRun(a, s, target, res, entries, jsonOut)
+				return printDryRun(a, s, target, res, entries, jsonOut, ropt.Verify)
 			}
 			if jsonOut {
 				enc := json.NewEncoder(a.jsonStdout)

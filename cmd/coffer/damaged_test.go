@@ -262,6 +262,36 @@ func assertDamageRestore(t *testing.T, e *testEnv, src string, snaps []string, l
 	}
 	assertRestoredExcept(t, src, target, lost, false)
 
+	// --dry-run --verify reads every chunk and writes nothing: the same
+	// files and ranges, exit 3.
+	dry := filepath.Join(t.TempDir(), "dry")
+	out, errOut, code = coffer(t, e, "restore", "latest", "--target", dry, "--dry-run", "--verify", "--json")
+	if code != exitPartial {
+		t.Fatalf("restore --dry-run --verify of a damaged vault: exit %d, want 3\n%s%s", code, out, errOut)
+	}
+	var plan restoreReport
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("restore --dry-run --verify --json: %v\n%s", err, out)
+	}
+	if got := plan.ranges(); fmt.Sprint(got) != fmt.Sprint(lost) {
+		t.Errorf("restore --dry-run --verify lists lost ranges %v, want %v", got, lost)
+	}
+	if plan.LostBytes != total {
+		t.Errorf("dry run: lost_bytes %d, want %d", plan.LostBytes, total)
+	}
+	if _, err := os.Lstat(dry); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("restore --dry-run --verify created the target: %v", err)
+	}
+	out, errOut, code = coffer(t, e, "restore", "latest", "--target", dry, "--dry-run", "--verify")
+	if code != exitPartial || !strings.Contains(out, "damaged chunks") {
+		t.Errorf("restore --dry-run --verify: exit %d, want 3 and the damage named\n%s%s", code, out, errOut)
+	}
+	for p := range lost {
+		if lineWith(errOut, "damaged: "+p+":") == "" {
+			t.Errorf("restore --dry-run --verify does not list damaged %s:\n%s", p, errOut)
+		}
+	}
+
 	// Human output: each damaged file with its ranges, then a summary.
 	target = t.TempDir()
 	out, errOut, code = coffer(t, e, "restore", "latest", "--target", target)

@@ -25,14 +25,11 @@ func (x *restoreExtra) register(f *pflag.FlagSet) {
 	f.StringArrayVar(&x.excludeFile, "exclude-file", nil, "read --exclude patterns from FILE, one a line (repeatable)")
 	f.StringArrayVar(&x.iexcludeFile, "iexclude-file", nil, "like --exclude-file, ignoring case")
 	f.BoolVar(&x.dryRun, "dry-run", false, "list what would be restored and count it; write nothing")
-	f.BoolVar(&x.verify, "verify", false, "read every restored file back and check it against the snapshot's chunks (exit 3 on a difference)")
+	f.BoolVar(&x.verify, "verify", false, "read every restored file back and check it against the snapshot's chunks (exit 3 on a difference); with --dry-run, read and authenticate every chunk it would restore, writing nothing (exit 3 on damage)")
 }
 
 // apply checks the flags and sets them on opt.
 func (x *restoreExtra) apply(a *app, opt *agent.RestoreOptions) error {
-	if x.dryRun && x.verify {
-		return fmt.Errorf("--dry-run writes nothing, so there is nothing to --verify: give one of them")
-	}
 	var r agent.ExcludeRules
 	for _, p := range x.exclude {
 		r.Patterns = append(r.Patterns, agent.ExcludePattern{Pattern: p, Source: "--exclude"})
@@ -80,7 +77,7 @@ func kindName(k format.NodeKind) string {
 }
 
 // printDryRun prints what a dry run found.
-func printDryRun(a *app, s vault.SnapshotRecord, target string, res *agent.RestoreResult, entries []dryRunEntry, jsonOut bool) error {
+func printDryRun(a *app, s vault.SnapshotRecord, target string, res *agent.RestoreResult, entries []dryRunEntry, jsonOut, verify bool) error {
 	if jsonOut {
 		enc := json.NewEncoder(a.jsonStdout)
 		enc.SetIndent("", "  ")
@@ -91,8 +88,16 @@ func printDryRun(a *app, s vault.SnapshotRecord, target string, res *agent.Resto
 		if entries == nil {
 			entries = []dryRunEntry{}
 		}
-		return enc.Encode(map[string]any{"dry_run": true, "snapshot_id": s.ID.String(), "host": s.Host, "target": target,
-			"files": res.Files, "dirs": res.Dirs, "bytes": res.Bytes, "entries": entries, "lost_dirs": lost})
+		out := map[string]any{"dry_run": true, "snapshot_id": s.ID.String(), "host": s.Host, "target": target,
+			"files": res.Files, "dirs": res.Dirs, "bytes": res.Bytes, "entries": entries, "lost_dirs": lost}
+		if verify {
+			damaged, _, lostBytes := damageReport(res)
+			out["verified"], out["damaged"], out["lost_bytes"] = res.Verified, damaged, lostBytes
+		}
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+		return dryRunVerdict(res, verify)
 	}
 	for _, e := range entries {
 		suffix := ""
@@ -104,8 +109,38 @@ func printDryRun(a *app, s vault.SnapshotRecord, target string, res *agent.Resto
 	for _, d := range res.LostDirs {
 		fmt.Fprintf(a.stderr, "lost: %s (its listing cannot be read: nothing below it would be restored)\n", safeText(d.Path))
 	}
+	if verify {
+		for _, d := range res.Damaged {
+			var rs []string
+			for i, r := range d.Lost {
+				if i == maxRangesShown {
+					rs = append(rs, fmt.Sprintf("and %s more", plural(len(d.Lost)-i, "range", "ranges")))
+					break
+				}
+				rs = append(rs, fmt.Sprintf("%d–%d (%v)", r.Offset, r.End, r.Err))
+			}
+			fmt.Fprintln(a.stderr, safeText(fmt.Sprintf("damaged: %s: %s of %s would be lost, bytes %s", d.Path, humanBytes(d.LostBytes()), humanBytes(d.Size), strings.Join(rs, ", "))))
+		}
+	}
 	fmt.Fprintf(a.stdout, "dry run: would restore snapshot %s (host %q) to %s: %s, %s, %s; nothing was written\n",
 		s.ID.Short(), safeText(s.Host), target, plural(int(res.Files), "file", "files"), plural(int(res.Dirs), "dir", "dirs"), humanBytes(res.Bytes))
+	if verify {
+		fmt.Fprintf(a.stdout, "verified %s: %s\n", plural(int(res.Verified), "file", "files"),
+			map[bool]string{true: "every chunk read and authenticated", false: plural(len(res.Damaged), "file has", "files have") + " damaged chunks"}[len(res.Damaged) == 0])
+	}
+	return dryRunVerdict(res, verify)
+}
+
+// dryRunVerdict is a dry run's exit: 3 when it would lose data (damaged
+// chunks found with --verify, or directories whose listing is lost).
+func dryRunVerdict(res *agent.RestoreResult, verify bool) error {
+	var why []string
+	if verify && len(res.Damaged) > 0 {
+		why = append(why, plural(len(res.Damaged), "file has", "files have")+" damaged chunks")
+	}
+	if len(why) > 0 {
+		return &partialError{"dry run: " + strings.Join(why, ", and ") + " (listed above)"}
+	}
 	return nil
 }
 

@@ -59,6 +59,9 @@ type RestoreOptions struct {
 	Entry  func(path string, n *format.Node)
 	// Verify reads every file the restore wrote back from the target and
 	// checks its content against the snapshot's chunks (restore_verify.go).
+	// With DryRun it reads and authenticates every chunk the restore
+	// would write, writing nothing, and reports damage as a restore does
+	// (restore_dryverify.go).
 	Verify bool
 }
 

@@ -66,6 +66,10 @@ func dryRun(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt RestoreO
 		return nil, err
 	}
 	res := &RestoreResult{LostDirs: r.lostDirs}
+	var ver *dryVerifier
+	if opt.Verify {
+		ver = newDryVerifier(ctx, repo)
+	}
 	hard := map[[2]uint64]bool{}
 	var walk func(id vault.ID, rel string) error
 	walk = func(id vault.ID, rel string) error {
@@ -97,6 +101,11 @@ func dryRun(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt RestoreO
 					hard[key] = true
 				}
 				res.Bytes += n.Size
+				if ver != nil {
+					if err := ver.add(p, n); err != nil {
+						return err
+					}
+				}
 			case format.KindSocket:
 				continue // never restored
 			}
@@ -111,7 +120,15 @@ func dryRun(ctx context.Context, repo RestoreRepo, rootID vault.ID, opt RestoreO
 		}
 		return nil
 	}
-	if err := walk(rootID, ""); err != nil {
+	err := walk(rootID, "")
+	if ver != nil {
+		var verr error
+		res.Verified, res.Damaged, verr = ver.finish()
+		if err == nil {
+			err = verr
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	res.LostDirs = r.lostDirs
