@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Local vault against vault server over loopback TLS, same binary, same data.
 # Usage: scripts/bench-remote.sh COFFER_BINARY [DATASET_DIR]   (RUNS=5 by default)
+# STORE=s3: the server keeps the vaults' stores in a bucket with Object Lock
+# on a versitygw (posix backend, --versioning-dir) on loopback, started here
+# (scripts/versitygw.sh installs it; the bucket is made with the aws CLI).
 # Prints the median wall time and peak RSS of each phase (first backup,
 # unchanged re-run: a second backup of the same data into the same vault,
 # restore) and the ratio remote/local. Each round starts from an empty vault
@@ -14,9 +17,23 @@ RUNS=${RUNS:-5}
 [ -d "$DATA" ] || { echo "no data set at $DATA (../shared/bench/mkdata.sh builds one)" >&2; exit 1; }
 W=$(mktemp -d /tmp/coffer-bench-remote.XXXX)
 PORT=$((20000 + RANDOM % 20000))
-cleanup() { [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
+cleanup() { [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; [ -n "${GW:-}" ] && kill "$GW" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-"$COFFER" server --data "$W/srv" --listen "127.0.0.1:$PORT" >"$W/srv.out" 2>"$W/srv.log" &
+STOREARGS=()
+if [ "${STORE:-dir}" = s3 ]; then
+  GWBIN=$("$(dirname "$0")/versitygw.sh")
+  GWPORT=$((PORT + 1))
+  export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret AWS_DEFAULT_REGION=us-east-1
+  mkdir -p "$W/gw/data" "$W/gw/versions"
+  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" \
+    posix --versioning-dir "$W/gw/versions" "$W/gw/data" >"$W/gw.log" 2>&1 &
+  GW=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$GWPORT/" && break; sleep 0.1; done
+  aws --endpoint-url "http://127.0.0.1:$GWPORT" s3api create-bucket --bucket bench --object-lock-enabled-for-bucket >/dev/null
+  aws --endpoint-url "http://127.0.0.1:$GWPORT" s3api put-bucket-versioning --bucket bench --versioning-configuration Status=Enabled
+  STOREARGS=(--store "s3://bench/coffer?endpoint=http://127.0.0.1:$GWPORT&region=us-east-1")
+fi
+"$COFFER" server --data "$W/srv" --listen "127.0.0.1:$PORT" "${STOREARGS[@]}" >"$W/srv.out" 2>"$W/srv.log" &
 SRV=$!
 for _ in $(seq 50); do [ -s "$W/srv/initial-owner-token" ] && grep -q listening "$W/srv.out" && break; sleep 0.1; done
 export COFFER_CACERT="$W/srv/tls/ca.pem" COFFER_TOKEN="$(cat "$W/srv/initial-owner-token")"
