@@ -6,7 +6,7 @@
 # (scripts/versitygw.sh installs it; the bucket is made with the aws CLI).
 # Prints the median wall time and peak RSS of each phase (first backup,
 # unchanged re-run: a second backup of the same data into the same vault,
-# restore) and the ratio remote/local. Each round starts from an empty vault
+# restore) and the ratio remote/local, then each round's times and ratio. Each round starts from an empty vault
 # and an empty agent home ($COFFER_HOME: pins, tokens) on both sides, and the
 # two modes alternate, so both see the same cache and memory conditions.
 # Nothing is dropped from the page cache; the data set is read once first.
@@ -62,5 +62,6 @@ for p in backup rerun restore; do
   l=$(cut -d' ' -f1 "$W/local.$p" | median); r=$(cut -d' ' -f1 "$W/remote.$p" | median)
   lm=$(cut -d' ' -f2 "$W/local.$p" | median); rm_=$(cut -d' ' -f2 "$W/remote.$p" | median)
   echo "local $p ${l}s ${lm}KB | remote $p ${r}s ${rm_}KB (agent) | ratio remote/local $(awk -v a="$r" -v b="$l" 'BEGIN{if (b>0) printf "%.2f", a/b; else printf "n/a"}')"
+  echo "  rounds (local remote ratio): $(paste -d' ' <(cut -d' ' -f1 "$W/local.$p") <(cut -d' ' -f1 "$W/remote.$p") | awk '{printf "%s %s %.2f; ", $1, $2, ($1>0)? $2/$1 : 0}')"
 done
 echo "server RSS: $(ps -o rss= -p "$SRV" 2>/dev/null | tr -d ' ' || echo ?) KB now, $(awk '/VmHWM/{print $2}' "/proc/$SRV/status" 2>/dev/null || echo ?) KB peak"
