@@ -8,7 +8,8 @@
 # unchanged re-run: a second backup of the same data into the same vault,
 # restore) and the ratio remote/local, then each round's times and ratio.
 # Each round starts from an empty vault and an empty agent home
-# ($COFFER_HOME: pins, tokens) on both sides, and the two modes alternate, so both see the same cache and memory conditions.
+# ($COFFER_HOME: pins, tokens) on both sides, and the two modes alternate,
+# so both see the same cache and memory conditions.
 # Nothing is dropped from the page cache; the data set is read once first.
 set -euo pipefail
 COFFER=$(readlink -f "${1:?path to a built coffer binary}")
