@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Local vault against vault server over loopback TLS, same binary, same data.
 # Usage: scripts/bench-remote.sh COFFER_BINARY [DATASET_DIR]   (RUNS=5 by default)
+# STORE=s3: the server keeps the vaults' stores in a bucket with Object Lock
+# on a versitygw (posix backend, --versioning-dir) on loopback, started here
+# (scripts/versitygw.sh installs it; the bucket is made with the aws CLI).
 # Prints the median wall time and peak RSS of each phase (first backup,
 # unchanged re-run: a second backup of the same data into the same vault,
-# restore) and the ratio remote/local. Each round starts from an empty vault
-# and an empty agent home ($COFFER_HOME: pins, tokens) on both sides, and the
-# two modes alternate, so both see the same cache and memory conditions.
+# restore) and the ratio remote/local, then each round's times and ratio.
+# Each round starts from an empty vault and an empty agent home
+# ($COFFER_HOME: pins, tokens) on both sides, and the two modes alternate,
+# so both see the same cache and memory conditions.
 # Nothing is dropped from the page cache; the data set is read once first.
 set -euo pipefail
 COFFER=$(readlink -f "${1:?path to a built coffer binary}")
@@ -14,9 +18,23 @@ RUNS=${RUNS:-5}
 [ -d "$DATA" ] || { echo "no data set at $DATA (../shared/bench/mkdata.sh builds one)" >&2; exit 1; }
 W=$(mktemp -d /tmp/coffer-bench-remote.XXXX)
 PORT=$((20000 + RANDOM % 20000))
-cleanup() { [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
+cleanup() { [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; [ -n "${GW:-}" ] && kill "$GW" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-"$COFFER" server --data "$W/srv" --listen "127.0.0.1:$PORT" >"$W/srv.out" 2>"$W/srv.log" &
+STOREARGS=()
+if [ "${STORE:-dir}" = s3 ]; then
+  GWBIN=$("$(dirname "$0")/versitygw.sh")
+  GWPORT=$((PORT + 1))
+  export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret AWS_DEFAULT_REGION=us-east-1
+  mkdir -p "$W/gw/data" "$W/gw/versions"
+  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" \
+    posix --versioning-dir "$W/gw/versions" "$W/gw/data" >"$W/gw.log" 2>&1 &
+  GW=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$GWPORT/" && break; sleep 0.1; done
+  aws --endpoint-url "http://127.0.0.1:$GWPORT" s3api create-bucket --bucket bench --object-lock-enabled-for-bucket >/dev/null
+  aws --endpoint-url "http://127.0.0.1:$GWPORT" s3api put-bucket-versioning --bucket bench --versioning-configuration Status=Enabled
+  STOREARGS=(--store "s3://bench/coffer?endpoint=http://127.0.0.1:$GWPORT&region=us-east-1")
+fi
+"$COFFER" server --data "$W/srv" --listen "127.0.0.1:$PORT" "${STOREARGS[@]}" >"$W/srv.out" 2>"$W/srv.log" &
 SRV=$!
 for _ in $(seq 50); do [ -s "$W/srv/initial-owner-token" ] && grep -q listening "$W/srv.out" && break; sleep 0.1; done
 export COFFER_CACERT="$W/srv/tls/ca.pem" COFFER_TOKEN="$(cat "$W/srv/initial-owner-token")"
@@ -45,5 +63,6 @@ for p in backup rerun restore; do
   l=$(cut -d' ' -f1 "$W/local.$p" | median); r=$(cut -d' ' -f1 "$W/remote.$p" | median)
   lm=$(cut -d' ' -f2 "$W/local.$p" | median); rm_=$(cut -d' ' -f2 "$W/remote.$p" | median)
   echo "local $p ${l}s ${lm}KB | remote $p ${r}s ${rm_}KB (agent) | ratio remote/local $(awk -v a="$r" -v b="$l" 'BEGIN{if (b>0) printf "%.2f", a/b; else printf "n/a"}')"
+  echo "  rounds (local remote ratio): $(paste -d' ' <(cut -d' ' -f1 "$W/local.$p") <(cut -d' ' -f1 "$W/remote.$p") | awk '{printf "%s %s %.2f; ", $1, $2, ($1>0)? $2/$1 : 0}')"
 done
 echo "server RSS: $(ps -o rss= -p "$SRV" 2>/dev/null | tr -d ' ' || echo ?) KB now, $(awk '/VmHWM/{print $2}' "/proc/$SRV/status" 2>/dev/null || echo ?) KB peak"

@@ -279,6 +279,47 @@ func (v *Vault) EnsureKeys(ctx context.Context) error {
 	return err
 }
 
+// RefreshKeys catches up with a key change made by another process
+// sharing the catalog (a replica's DEK rotation, switch of key or platform
+// key rotation): when the catalog anchors a newer keyring generation than
+// the one in use, it unwraps the newest generation, verified as at open,
+// with the provider provider returns (the key the newest keyring names)
+// and uses it from now on. Packs being filled keep the DEK they started
+// with, which stays in the keyring. It reports whether it changed the
+// keys; on an error the keys in use stay as they were.
+func (v *Vault) RefreshKeys(ctx context.Context, provider func(context.Context) (vault.KeyProvider, error)) (bool, error) {
+	newer := func() (bool, error) {
+		a, _, err := v.opt.Catalog.KeyAnchor(ctx, v.rec.ID)
+		if errors.Is(err, vault.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("vault %q: read the keyring anchor: %w", v.opt.Name, err)
+		}
+		return a.Generation > v.keys.Load().keyring.Generation, nil
+	}
+	if ok, err := newer(); !ok || err != nil {
+		return false, err
+	}
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	if ok, err := newer(); !ok || err != nil { // another request caught up meanwhile
+		return false, err
+	}
+	p, err := provider(ctx)
+	if err != nil {
+		return false, fmt.Errorf("vault %q: the key of its newer keyring generation: %w", v.opt.Name, err)
+	}
+	ks, root, err := v.unwrapKeys(ctx, p)
+	root.Wipe() // the root secret does not change with a key change
+	if err != nil {
+		return false, fmt.Errorf("vault %q: unwrap its newer keyring generation: %w", v.opt.Name, err)
+	}
+	v.keys.Store(ks)
+	v.clearOpeners()
+	return true, nil
+}
+
 // KeyProvider is the provider whose KEK currently wraps the vault's keys.
 func (v *Vault) KeyProvider() vault.KeyProvider { return v.keys.Load().provider }
 

@@ -203,6 +203,12 @@ func (s *Server) Maintain(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, ov := range open {
+		// A key change through another server first: rewrapping keys that
+		// one replaced would only be refused.
+		if err := s.catchUpKeys(ctx, ov); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if err := s.rewrapPlatform(ctx, ov.eng); err != nil {
 			errs = append(errs, err)
 		}

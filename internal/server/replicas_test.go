@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
@@ -216,5 +218,120 @@ func TestReplicasOnePrune(t *testing.T) {
 	unlock()
 	if _, err := vb.Prune(ctx, false); err != nil {
 		t.Errorf("prune after the other server's: %v", err)
+	}
+}
+
+// TestReplicasKeyChanges: a DEK rotation, a platform key rotation and a
+// switch to a customer key made through one replica hold on the other at
+// its next request, though it has the vault open with its keys unwrapped:
+// its key status shows the new keys, and a backup through it seals its
+// packs under the new DEK (and the other replica reads them back).
+func TestReplicasKeyChanges(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	keyDir := t.TempDir()
+	conf := func(o *server.Options) {
+		o.Catalog = url
+		o.KEKRotation = 90 * 24 * time.Hour
+		o.KeyDirs = []string{keyDir}
+	}
+	a := servertest.StartWith(t, servertest.Options{Configure: conf})
+	b := servertest.StartWith(t, servertest.Options{Configure: conf, Replica: a})
+	info, err := a.Client(t, a.OwnerToken).CreateVault(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := vault.ParseID(info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	va, vb := a.Client(t, a.OwnerToken).Vault("k"), b.Client(t, b.OwnerToken).Vault("k")
+	seen := map[vault.ID]bool{}
+	round := 0
+	// backupThroughB backs up fresh data through b and returns the DEK
+	// versions of the packs it stored.
+	backupThroughB := func() map[uint32]int {
+		t.Helper()
+		round++
+		src := t.TempDir()
+		writeTree(t, src, map[string][]byte{"f": randomBytes(uint64(1000+round), 1<<20)})
+		if err := vb.LoadDedup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := agent.Backup(ctx, vb, agent.BackupOptions{Paths: []string{src}, Host: fmt.Sprintf("round%d", round)}); err != nil {
+			t.Fatalf("backup %d through b: %v", round, err)
+		}
+		vers := map[uint32]int{}
+		if err := cat.Packs(ctx, id, func(p vault.PackRecord) error {
+			if !seen[p.ID] {
+				seen[p.ID] = true
+				vers[p.DEKVersion]++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return vers
+	}
+	// agree checks that b's key status is a's, and that a backup through
+	// b seals under the DEK a made current.
+	agree := func(what string) {
+		t.Helper()
+		sa, err := va.KeyStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, err := vb.KeyStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sb.Reachable || sb.KEK != sa.KEK || sb.DEKVersion != sa.DEKVersion || sb.KeyringGen != sa.KeyringGen {
+			t.Errorf("after %s through a: b's key status %+v, a's %+v", what, sb, sa)
+		}
+		vers := backupThroughB()
+		if len(vers) != 1 || vers[sa.DEKVersion] == 0 {
+			t.Errorf("after %s through a: a backup through b stored packs under DEK versions %v, want only v%d", what, vers, sa.DEKVersion)
+		}
+	}
+
+	if vers := backupThroughB(); len(vers) != 1 || vers[1] == 0 { // b opens the vault, keys unwrapped
+		t.Fatalf("first backup through b: DEK versions %v, want v1", vers)
+	}
+
+	if _, err := va.RotateKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	agree("a DEK rotation")
+
+	before, err := va.KeyStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Clock.Add(int64(91 * 24 * time.Hour))
+	if err := a.Server.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := va.KeyStatus(ctx); err != nil || after.KEK == before.KEK || !strings.HasPrefix(after.KEK, "platform") {
+		t.Fatalf("platform key not rotated through a: %s, then %+v, %v", before.KEK, after, err)
+	}
+	agree("a platform key rotation")
+
+	uri := rsaKeyAt(t, keyDir)
+	if _, req, err := va.UseCMK(ctx, uri); err != nil || req != nil {
+		t.Fatalf("use-cmk through a: %v (request %v)", err, req)
+	}
+	agree("a switch to a customer key")
+	if st, err := vb.KeyStatus(ctx); err != nil || !strings.HasPrefix(st.KEK, "rsa") {
+		t.Errorf("b's key after use-cmk through a: %+v, %v", st, err)
+	}
+
+	// Everything stored through b reads back through a.
+	if rep, err := va.Check(ctx, true, nil); err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("check --read-data through a: %v %v", rep.Errors, err)
 	}
 }

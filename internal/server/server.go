@@ -321,6 +321,15 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 		return nil, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
 	}
 	s.mu.Lock()
+	open, ok := s.vaults[name]
+	s.mu.Unlock()
+	if ok {
+		if err := s.catchUpKeys(ctx, open); err != nil {
+			return nil, err
+		}
+		return open.eng, nil
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ov, ok := s.vaults[name]; ok {
 		return ov.eng, nil
@@ -355,6 +364,31 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	s.armObjectLock(ctx, ov)
 	s.vaults[name] = ov
 	return eng, nil
+}
+
+// catchUpKeys makes an open vault use the keys another server sharing
+// the catalog changed (a DEK rotation, a switch of key, its rewrap under
+// a rotated platform key): the catalog's keyring anchor says when there
+// is a newer generation, and the newest keyring which key opens it (the
+// platform key file, which the other server rotated, is read again for a
+// version this server has not seen). Servers with their own catalog make
+// every key change themselves and skip the check.
+func (s *Server) catchUpKeys(ctx context.Context, ov *openVault) error {
+	if s.opt.Catalog == "" {
+		return nil
+	}
+	before := ov.eng.KeyInfo()
+	changed, err := ov.eng.RefreshKeys(ctx, func(ctx context.Context) (vault.KeyProvider, error) { return s.providerFor(ctx, ov.store) })
+	if err != nil {
+		s.keyOutcome(ctx, ov.eng.Record().ID, "", err)
+		return err
+	}
+	if changed {
+		after := ov.eng.KeyInfo()
+		s.log.Info("vault keys changed by another server", "vault", ov.eng.Record().Name,
+			"generation", after.KeyringGen, "from", before.KEK.String(), "to", after.KEK.String(), "dek", after.DEKVersion)
+	}
+	return nil
 }
 
 // dropVault forgets an engine whose uploads failed, so the next request

@@ -478,6 +478,14 @@ func (ks *Keystore) Unwrap(_ context.Context, w vault.WrappedKey, aad []byte) ([
 	if err != nil {
 		return nil, fmt.Errorf("unwrap: %w", err)
 	}
+	if !ok {
+		// A version newer than any this keystore read: another process
+		// sharing the key file rotated it (a replica).
+		ks.adoptNewer()
+		if kek, _, ok, err = ks.kek(v); err != nil {
+			return nil, fmt.Errorf("unwrap: %w", err)
+		}
+	}
 	defer kek.Wipe()
 	if !ok {
 		return nil, fmt.Errorf("%w: key file %s lacks version %d of platform key %s: the version was retired once no vault needed it (this keyring is from a copy of the vault made before its keys were rewrapped: use the copy of the key file from the same time), or the key file is an older copy", vault.ErrKeyUnavailable, ks.path, v, ks.id)

@@ -3,11 +3,14 @@ package platform
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 // TestRotate: a new version becomes current, the old one still opens what
@@ -82,5 +85,43 @@ func TestRotateConcurrent(t *testing.T) {
 	}
 	if _, err := b.Unwrap(ctx, w, nil); err != nil {
 		t.Errorf("one process cannot open what the other wrapped after rotating: %v", err)
+	}
+}
+
+// TestUnwrapVersionRotatedElsewhere: a keystore opened before another
+// process sharing the key file rotated it unwraps what that process
+// wrapped under the new version (it reads the file again) and makes that
+// version its current one; a version the file does not hold still fails
+// with vault.ErrKeyUnavailable.
+func TestUnwrapVersionRotatedElsewhere(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "platform.key")
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, err := Create(path, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Rotate(t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	secret := bytes.Repeat([]byte{9}, 32)
+	w, err := a.Wrap(ctx, secret, []byte("aad"))
+	if err != nil || w.KEK.Version != "2" {
+		t.Fatalf("wrap after the rotation: %v %v", w.KEK, err)
+	}
+	got, err := b.Unwrap(ctx, w, []byte("aad"))
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("unwrap of a version rotated by another keystore: %v", err)
+	}
+	if b.Current() != a.Current() {
+		t.Errorf("after the unwrap b's current key is %v, a's %v", b.Current(), a.Current())
+	}
+	w.KEK.Version = "3"
+	if _, err := b.Unwrap(ctx, w, []byte("aad")); !errors.Is(err, vault.ErrKeyUnavailable) {
+		t.Errorf("unwrap of a version no file holds: %v, want ErrKeyUnavailable", err)
 	}
 }
