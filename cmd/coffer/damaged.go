@@ -61,15 +61,7 @@ func printDamage(w io.Writer, res *agent.RestoreResult) {
 		if d.Deleted {
 			what = "damaged, removed"
 		}
-		var rs []string
-		for i, r := range d.Lost {
-			if i == maxRangesShown {
-				rs = append(rs, fmt.Sprintf("and %s more", plural(len(d.Lost)-i, "range", "ranges")))
-				break
-			}
-			rs = append(rs, fmt.Sprintf("%d–%d (%v)", r.Offset, r.End, r.Err))
-		}
-		line := fmt.Sprintf("%s: %s: %s of %s lost, bytes %s", what, d.Path, humanBytes(d.LostBytes()), humanBytes(d.Size), strings.Join(rs, ", "))
+		line := fmt.Sprintf("%s: %s: %s of %s lost, bytes %s", what, d.Path, humanBytes(d.LostBytes()), humanBytes(d.Size), lostRanges(d))
 		if len(d.Links) > 0 {
 			line += "; the same file (hard links): " + strings.Join(d.Links, ", ")
 		}
@@ -78,6 +70,20 @@ func printDamage(w io.Writer, res *agent.RestoreResult) {
 	for _, d := range res.LostDirs {
 		fmt.Fprintln(w, safeText(fmt.Sprintf("lost: %s: its listing cannot be read (%v); nothing below it was restored", d.Path, d.Err)))
 	}
+}
+
+// lostRanges lists d's lost byte ranges with their causes, the first
+// maxRangesShown of them.
+func lostRanges(d agent.DamagedFile) string {
+	var rs []string
+	for i, r := range d.Lost {
+		if i == maxRangesShown {
+			rs = append(rs, fmt.Sprintf("and %s more", plural(len(d.Lost)-i, "range", "ranges")))
+			break
+		}
+		rs = append(rs, fmt.Sprintf("%d–%d (%v)", r.Offset, r.End, r.Err))
+	}
+	return strings.Join(rs, ", ")
 }
 
 // damageSummary says what damage cost ("" for none): "3 files damaged,

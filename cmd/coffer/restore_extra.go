@@ -111,15 +111,7 @@ func printDryRun(a *app, s vault.SnapshotRecord, target string, res *agent.Resto
 	}
 	if verify {
 		for _, d := range res.Damaged {
-			var rs []string
-			for i, r := range d.Lost {
-				if i == maxRangesShown {
-					rs = append(rs, fmt.Sprintf("and %s more", plural(len(d.Lost)-i, "range", "ranges")))
-					break
-				}
-				rs = append(rs, fmt.Sprintf("%d–%d (%v)", r.Offset, r.End, r.Err))
-			}
-			fmt.Fprintln(a.stderr, safeText(fmt.Sprintf("damaged: %s: %s of %s would be lost, bytes %s", d.Path, humanBytes(d.LostBytes()), humanBytes(d.Size), strings.Join(rs, ", "))))
+			fmt.Fprintln(a.stderr, safeText(fmt.Sprintf("damaged: %s: %s of %s would be lost, bytes %s", d.Path, humanBytes(d.LostBytes()), humanBytes(d.Size), lostRanges(d))))
 		}
 	}
 	fmt.Fprintf(a.stdout, "dry run: would restore snapshot %s (host %q) to %s: %s, %s, %s; nothing was written\n",
