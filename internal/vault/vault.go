@@ -624,6 +624,15 @@ type Catalog interface {
 	// SetPackKeys records the lookup keys of pack id, replacing any it
 	// has; ErrNotFound if there is no such pack.
 	SetPackKeys(ctx context.Context, vault, id ID, keys []uint64) error
+	// UnindexedPacks calls fn, as Packs does, for every pack of vault
+	// recorded without a sealed header copy (Header nil) or without
+	// lookup keys (Keyed false), in time bounded by their number rather
+	// than by the vault's packs: the catalog keeps them listed apart,
+	// updated in the transactions of AddPack, SetPackHeader, SetPackKeys
+	// and RemovePack. It is how opening a vault finds the packs to index
+	// (docs/format.md §4.2). Like everything in the catalog the list is
+	// a hint: a pack a catalog writer keeps off it only goes unindexed.
+	UnindexedPacks(ctx context.Context, vault ID, fn func(PackRecord) error) error
 
 	// AddSnapshot records a snapshot; ErrExists if its ID is present.
 	AddSnapshot(ctx context.Context, vault ID, s SnapshotRecord) error

@@ -50,6 +50,7 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"PackRoundTrip", testPackRoundTrip},
 		{"BlobInTwoPacks", testBlobInTwoPacks},
 		{"PackKeys", testPackKeys},
+		{"UnindexedPacks", testUnindexedPacks},
 		{"DuplicatePack", testDuplicatePack},
 		{"VaultScoping", testVaultScoping},
 		{"SnapshotRoundTrip", testSnapshotRoundTrip},
