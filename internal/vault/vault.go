@@ -624,6 +624,10 @@ type Catalog interface {
 	// SetPackKeys records the lookup keys of pack id, replacing any it
 	// has; ErrNotFound if there is no such pack.
 	SetPackKeys(ctx context.Context, vault, id ID, keys []uint64) error
+	// PackTotals returns the number of packs of vault and the sum of
+	// their sizes, condemned ones included (0, 0 for a vault without
+	// packs or an unknown one), without reading their records.
+	PackTotals(ctx context.Context, vault ID) (packs int, bytes int64, err error)
 	// UnindexedPacks calls fn, as Packs does, for every pack of vault
 	// recorded without a sealed header copy (Header nil) or without
 	// lookup keys (Keyed false), in time bounded by their number rather

@@ -51,6 +51,7 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"BlobInTwoPacks", testBlobInTwoPacks},
 		{"PackKeys", testPackKeys},
 		{"UnindexedPacks", testUnindexedPacks},
+		{"PackTotals", testPackTotals},
 		{"DuplicatePack", testDuplicatePack},
 		{"VaultScoping", testVaultScoping},
 		{"SnapshotRoundTrip", testSnapshotRoundTrip},

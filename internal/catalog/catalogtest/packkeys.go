@@ -244,3 +244,36 @@ func testUnindexedPacks(t *testing.T, c vault.Catalog) {
 	}
 	equal(t, "UnindexedPacks of a deleted vault", len(unindexed(t, c, other.ID)), 0)
 }
+
+// testPackTotals: the count and total size of a vault's packs, condemned
+// ones included, other vaults' not, removed ones no longer.
+func testPackTotals(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	other := createVault(t, c, "other")
+	totals := func(id vault.ID) [2]int64 {
+		t.Helper()
+		n, size, err := c.PackTotals(ctx, id)
+		if err != nil {
+			t.Fatalf("PackTotals: %v", err)
+		}
+		return [2]int64{int64(n), size}
+	}
+	equal(t, "PackTotals of a vault without packs", totals(v.ID), [2]int64{0, 0})
+	equal(t, "PackTotals of an unknown vault", totals(newID()), [2]int64{0, 0})
+	p1, _ := newPack(t, 1) // 1<<40 + 12345 bytes
+	p2, _ := newPack(t, 2)
+	p2.Size = 7
+	p3, _ := newPack(t, 3)
+	p3.Size = 1000
+	addPack(t, c, v.ID, p1, nil)
+	addPack(t, c, v.ID, p2, nil)
+	addPack(t, c, other.ID, p3, nil)
+	condemnPack(t, c, v.ID, p2.ID, base)
+	equal(t, "PackTotals", totals(v.ID), [2]int64{2, 1<<40 + 12345 + 7})
+	equal(t, "PackTotals of the other vault", totals(other.ID), [2]int64{1, 1000})
+	if err := c.RemovePack(ctx, v.ID, p1.ID); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "PackTotals after RemovePack", totals(v.ID), [2]int64{1, 7})
+}

@@ -293,3 +293,12 @@ func (c *Catalog) UnindexedPacks(ctx context.Context, vaultID vault.ID, fn func(
 	}
 	return scanPacks(rows, fn)
 }
+
+// PackTotals implements vault.Catalog.
+func (c *Catalog) PackTotals(ctx context.Context, vaultID vault.ID) (int, int64, error) {
+	var n, size int64
+	if err := c.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(size), 0) FROM packs WHERE vault = ?`, vaultID[:]).Scan(&n, &size); err != nil {
+		return 0, 0, fmt.Errorf("count packs: %w", err)
+	}
+	return int(n), size, nil
+}
