@@ -212,13 +212,18 @@ func noteIndexed(ctx context.Context, tx pgx.Tx, vaultID, id vault.ID) error {
 	return err
 }
 
-// UnindexedPacks implements vault.Catalog.
+// UnindexedPacks implements vault.Catalog. Packs without a header are
+// found by the header itself (through packs_headerless), not by the
+// list, so a header copy removed behind the catalog's back is found too.
 func (c *Catalog) UnindexedPacks(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
 	rows, err := c.pool.Query(ctx, `SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, k.num IS NOT NULL
-		FROM unindexed_packs u
-		JOIN packs p ON p.vault = u.vault AND p.id = u.pack
-		LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id
-		WHERE u.vault = $1 AND (p.header IS NULL OR k.num IS NULL) ORDER BY u.pack`, vaultID[:])
+		FROM packs p LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id
+		WHERE p.vault = $1 AND p.header IS NULL
+		UNION ALL
+		SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, false
+		FROM unindexed_packs u JOIN packs p ON p.vault = u.vault AND p.id = u.pack
+		WHERE u.vault = $1 AND p.header IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM pack_keys k WHERE k.vault = p.vault AND k.pack = p.id)`, vaultID[:])
 	if err != nil {
 		return fmt.Errorf("list unindexed packs: %w", err)
 	}

@@ -1,12 +1,14 @@
 package sqlite
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -615,7 +617,45 @@ func TestMigrateUnindexed(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	slices.SortFunc(got, func(a, b vault.ID) int { return bytes.Compare(a[:], b[:]) })
 	if want := []vault.ID{unkeyed, legacy, bare}; !slices.Equal(got, want) {
 		t.Errorf("UnindexedPacks after the migration: %x, want %x", got, want)
+	}
+}
+
+// TestUnindexedPlan: SQLite finds the packs to index through the index
+// of headerless packs and the list of unkeyed ones, never by ranging
+// over the vault's packs, which would read every pack with its header.
+func TestUnindexedPlan(t *testing.T) {
+	c, err := Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rows, err := c.db.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+unindexedQuery, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(plan, "\n")
+	if !strings.Contains(all, "packs_headerless") || !slices.Contains(plan, "SEARCH u USING PRIMARY KEY (vault=?)") {
+		t.Errorf("the query of unindexed packs uses neither the index nor the list:\n%s", all)
+	}
+	for _, l := range plan {
+		if l == "SEARCH p USING PRIMARY KEY (vault=?)" || (strings.HasPrefix(l, "SCAN p") && !strings.Contains(l, "packs_headerless")) {
+			t.Errorf("the query of unindexed packs ranges over the packs (%s):\n%s", l, all)
+		}
 	}
 }

@@ -1,9 +1,12 @@
--- The packs that opening a vault has to index: those recorded without a
--- sealed header copy (format 1) or without lookup keys. AddPack,
--- SetPackHeader and SetPackKeys keep the list in the same transaction as
--- the pack's row, so that finding them costs one index range, not a scan
--- of every pack with its header. It starts with every pack that needs it
--- now.
+-- Opening a vault finds the packs it has to index without reading every
+-- pack with its header: those recorded without a sealed header copy
+-- (format 1, or a copy a catalog writer removed) by a partial index of
+-- packs whose header is NULL, and those without lookup keys by
+-- unindexed_packs, which AddPack, SetPackHeader and SetPackKeys keep in
+-- the same transaction as the pack's row and which starts with every pack
+-- that needs it now.
+CREATE INDEX packs_headerless ON packs (vault) WHERE header IS NULL;
+
 CREATE TABLE unindexed_packs (
 	vault bytea NOT NULL,
 	pack  bytea NOT NULL,
