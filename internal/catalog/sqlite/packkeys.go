@@ -202,7 +202,12 @@ func (c *Catalog) packsByKey(ctx context.Context, q string, args []any, fn func(
 
 // PackKeys implements vault.Catalog.
 func (c *Catalog) PackKeys(ctx context.Context, vaultID vault.ID, fn func(vault.ID, []uint64) error) error {
-	rows, err := c.db.QueryContext(ctx, `SELECT pack, keys FROM pack_keys WHERE vault = ?`, vaultID[:])
+	// "+vault": a scan of the table in its own order, sequential reads,
+	// rather than a range of the (vault, pack) index with a random read
+	// of the table for each of its rows (2.6 s instead of 0.4 s for
+	// 625,000 packs, at each of the two scans building a backup's
+	// filter). A catalog holding other vaults' packs reads theirs too.
+	rows, err := c.db.QueryContext(ctx, `SELECT pack, keys FROM pack_keys WHERE +vault = ?`, vaultID[:])
 	if err != nil {
 		return fmt.Errorf("list pack keys: %w", err)
 	}
