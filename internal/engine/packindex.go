@@ -21,13 +21,14 @@ import (
 // from the store stays without a header (it lists no blob; check
 // reports it).
 //
-// It reads only the packs the catalog lists as unindexed, so opening a
-// vault costs the same whatever it holds. SECURITY: that list is the
-// catalog's, which a catalog writer controls; a pack kept off it only
-// goes unindexed, which costs no data and admits no blob: its blobs look
-// absent, so a backup stores them again and a reader fails naming them;
-// prune reads every sealed header, never the list; check reports the
-// pack and repair index keys it (docs/format.md §4.2).
+// It reads only the packs the catalog finds unindexed (UnindexedPacks),
+// so opening a vault costs the same whatever it holds. SECURITY: packs
+// without a header are found by the missing header itself; packs
+// without keys by a list a catalog writer controls. A pack kept off it
+// only goes unkeyed, which costs no data and admits no blob: its blobs
+// look absent, so a backup stores them again and a reader fails naming
+// them; prune reads every sealed header, never the keys or the list;
+// check reports the pack and repair index keys it (docs/format.md §4.2).
 func (v *Vault) upgradePacks(ctx context.Context) error {
 	var (
 		legacy  []vault.PackRecord
