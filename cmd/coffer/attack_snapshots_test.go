@@ -125,8 +125,14 @@ func TestUpgradeFormat1CLI(t *testing.T) {
 		t.Errorf("check after the upgrade:\n%s", out)
 	}
 	var v int
-	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 15 {
+	if err := catalogSQL(t, e).QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != 16 {
 		t.Errorf("schema version %d, %v", v, err)
+	}
+	// The upgrade indexed every pack: none is left for the next open,
+	// which reads only those.
+	var packs, unindexed int
+	if err := catalogSQL(t, e).QueryRow(`SELECT (SELECT count(*) FROM packs), (SELECT count(*) FROM unindexed_packs)`).Scan(&packs, &unindexed); err != nil || packs == 0 || unindexed != 0 {
+		t.Errorf("after the upgrade: %d packs, %d unindexed, %v; want some packs, none unindexed", packs, unindexed, err)
 	}
 }
 

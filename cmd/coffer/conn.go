@@ -72,11 +72,7 @@ func (o *openedVault) Info(ctx context.Context) (vaultInfo, error) {
 		return vi, err
 	}
 	vi.Snapshots = len(snaps)
-	err = o.catalog.Packs(ctx, o.Record().ID, func(p vault.PackRecord) error {
-		vi.Packs++
-		vi.StoredBytes += p.Size
-		return nil
-	})
+	vi.Packs, vi.StoredBytes, err = o.catalog.PackTotals(ctx, o.Record().ID)
 	return vi, err
 }
 

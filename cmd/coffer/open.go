@@ -487,11 +487,9 @@ func (a *app) inspectLocal(ctx context.Context, keyErr error) (vaultInfo, error)
 			if snaps, err := cat.Snapshots(ctx, rec.ID); err == nil {
 				vi.Snapshots = len(snaps)
 			}
-			cat.Packs(ctx, rec.ID, func(p vault.PackRecord) error {
-				vi.Packs++
-				vi.StoredBytes += p.Size
-				return nil
-			})
+			if n, size, err := cat.PackTotals(ctx, rec.ID); err == nil {
+				vi.Packs, vi.StoredBytes = n, size
+			}
 		}
 	}
 	return vi, nil

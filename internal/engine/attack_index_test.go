@@ -236,16 +236,82 @@ func saveAgain(t *testing.T, v *engine.Vault, data []byte) vault.ID {
 	return id
 }
 
-// A catalog writer removes a pack's keys altogether (pack_keys too):
-// opening the vault writes them again from the sealed header, so the
-// blob reads.
+// A catalog writer removes a pack's keys altogether (pack_keys too) and
+// keeps the pack off the list of packs to index, which is what lets
+// opening a vault skip the others (it reads only that list, never every
+// pack). The pack's blob then looks absent, as when only its key rows are
+// deleted: a reader fails naming it, a backup of the same data stores it
+// again (it does not deduplicate against the pack it cannot find), prune
+// keeps the pack a snapshot needs (it reads the sealed headers, not the
+// keys or the list), check reports the keys, and repair index writes them
+// back. A pack on the list, as the schema's upgrade lists every pack an
+// older writer recorded without keys, is keyed again on open.
 func TestAttackIndexPackUnkeyed(t *testing.T) {
 	f := newIndexFixture(t)
-	db := attackerSQL(t, f.e)
-	execSQL(t, db, `DELETE FROM blob_keys WHERE num = (SELECT num FROM pack_keys WHERE pack = ?)`, f.packs[0])
-	execSQL(t, db, `DELETE FROM pack_keys WHERE pack = ?`, f.packs[0])
 	v := reopen(t, f.e, nil)
-	if got, err := v.LoadBlob(ctx, vault.DataBlob, f.blobs[0], nil); err != nil || !bytes.Equal(got, f.data[0]) {
-		t.Errorf("LoadBlob after its pack's keys were removed: %v", err)
+	first := snapshotOfBlob(t, v, f.blobs[0], len(f.data[0]))
+	v.Close()
+	db := attackerSQL(t, f.e)
+	unkey := func() {
+		t.Helper()
+		execSQL(t, db, `DELETE FROM blob_keys WHERE num = (SELECT num FROM pack_keys WHERE pack = ?)`, f.packs[0])
+		execSQL(t, db, `DELETE FROM pack_keys WHERE pack = ?`, f.packs[0])
+	}
+	unkey()
+	var listed int
+	if err := db.QueryRow(`SELECT count(*) FROM unindexed_packs`).Scan(&listed); err != nil || listed != 0 {
+		t.Fatalf("packs listed to index: %d, %v; want none", listed, err)
+	}
+
+	v = reopen(t, f.e, nil)
+	if _, err := v.LoadBlob(ctx, vault.DataBlob, f.blobs[0], nil); !errors.Is(err, vault.ErrNotFound) || !strings.Contains(err.Error(), f.blobs[0].String()) {
+		t.Errorf("LoadBlob with its pack unkeyed and unlisted: %v, want ErrNotFound naming the blob", err)
+	}
+	second := snapshotOfBlob(t, v, saveAgain(t, v, f.data[0]), len(f.data[0]))
+	v.Close()
+	// Check and prune load the whole index from the sealed headers.
+	v = reopen(t, f.e, nil)
+	rep, err := v.Check(ctx, engine.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !containsAll(rep.Errors, "lookup keys of 1 packs", "repair index") {
+		t.Errorf("check errors %q; want the unkeyed pack reported", rep.Errors)
+	}
+	if _, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester"}); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	if _, err := f.e.store.Stat(ctx, vault.Handle{Type: vault.PackObject, Name: vault.ID(f.packs[0]).String()}); err != nil {
+		t.Errorf("the unkeyed pack after prune: %v", err)
+	}
+
+	w := reopen(t, f.e, nil)
+	res, err := w.RepairIndex(ctx, false, "")
+	if err != nil || res.Rekeyed == 0 {
+		t.Fatalf("repair index: %+v, %v; want the pack rekeyed", res, err)
+	}
+	for _, s := range []vault.SnapshotRecord{first, second} {
+		tr, err := w.LoadTree(ctx, s.Tree)
+		if err != nil {
+			t.Fatalf("snapshot %s after repair: %v", s.ID.Short(), err)
+		}
+		got, err := w.LoadBlob(ctx, vault.DataBlob, tr.Nodes[0].Content[0], nil)
+		if err != nil || !bytes.Equal(got, f.data[0]) {
+			t.Errorf("snapshot %s's data after repair: %v", s.ID.Short(), err)
+		}
+	}
+	checkClean(t, w)
+	w.Close()
+
+	// Listed, it is keyed again when the vault opens.
+	unkey()
+	execSQL(t, db, `INSERT INTO unindexed_packs (vault, pack) SELECT vault, id FROM packs WHERE id = ?`, f.packs[0])
+	w = reopen(t, f.e, nil)
+	if got, err := w.LoadBlob(ctx, vault.DataBlob, f.blobs[0], nil); err != nil || !bytes.Equal(got, f.data[0]) {
+		t.Errorf("LoadBlob after its listed pack's keys were removed: %v", err)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM unindexed_packs`).Scan(&listed); err != nil || listed != 0 {
+		t.Errorf("packs listed to index after the open keyed them: %d, %v; want none", listed, err)
 	}
 }

@@ -289,11 +289,9 @@ func (v *Vault) ensureFilter(ctx context.Context) error {
 	v.filterFresh = []uint64{}
 	v.mu.Unlock()
 
-	var counts []int
 	n := 0
 	err := v.opt.Catalog.PackKeys(ctx, v.rec.ID, func(_ vault.ID, keys []uint64) error {
 		n += len(keys)
-		counts = append(counts, len(keys))
 		return nil
 	})
 	if err == nil {

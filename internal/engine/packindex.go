@@ -16,15 +16,25 @@ import (
 
 // upgradePacks copies the sealed header of every pack recorded without
 // one (by format 1, or a copy a catalog writer removed) from the pack in
-// the store into its record, and drops the pack's rows, if any. A pack
-// missing from the store stays without one (it lists no blob; check
+// the store into its record, and drops the pack's rows, if any, then
+// records the lookup keys of every pack that has none. A pack missing
+// from the store stays without a header (it lists no blob; check
 // reports it).
+//
+// It reads only the packs the catalog finds unindexed (UnindexedPacks),
+// so opening a vault costs the same whatever it holds. SECURITY: packs
+// without a header are found by the missing header itself; packs
+// without keys by a list a catalog writer controls. A pack kept off it
+// only goes unkeyed, which costs no data and admits no blob: its blobs
+// look absent, so a backup stores them again and a reader fails naming
+// them; prune reads every sealed header, never the keys or the list;
+// check reports the pack and repair index keys it (docs/format.md §4.2).
 func (v *Vault) upgradePacks(ctx context.Context) error {
 	var (
 		legacy  []vault.PackRecord
 		unkeyed []vault.ID
 	)
-	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+	if err := v.opt.Catalog.UnindexedPacks(ctx, v.rec.ID, func(p vault.PackRecord) error {
 		if p.Header == nil {
 			legacy = append(legacy, p)
 		} else if !p.Keyed {

@@ -374,11 +374,7 @@ func (s *Server) vaultInfo(q *request) error {
 		return nil
 	}
 	vi.Snapshots = len(snaps)
-	if err := s.cat.Packs(q.ctx, id, func(p vault.PackRecord) error {
-		vi.Packs++
-		vi.StoredBytes += p.Size
-		return nil
-	}); err != nil {
+	if vi.Packs, vi.StoredBytes, err = s.cat.PackTotals(q.ctx, id); err != nil {
 		return err
 	}
 	writeJSON(q.w, http.StatusOK, vi)

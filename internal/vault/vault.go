@@ -624,6 +624,20 @@ type Catalog interface {
 	// SetPackKeys records the lookup keys of pack id, replacing any it
 	// has; ErrNotFound if there is no such pack.
 	SetPackKeys(ctx context.Context, vault, id ID, keys []uint64) error
+	// PackTotals returns the number of packs of vault and the sum of
+	// their sizes, condemned ones included (0, 0 for a vault without
+	// packs or an unknown one), without reading their records.
+	PackTotals(ctx context.Context, vault ID) (packs int, bytes int64, err error)
+	// UnindexedPacks calls fn, as Packs does but in no particular order,
+	// for every pack of vault recorded without a sealed header copy
+	// (Header nil) or without lookup keys (Keyed false), in time bounded
+	// by their number rather than by the vault's packs: packs without a
+	// header through an index of them, packs without keys through a list
+	// kept in the transactions of AddPack, SetPackHeader, SetPackKeys and
+	// RemovePack. It is how opening a vault finds the packs to index
+	// (docs/format.md §4.2). Like everything in the catalog the list is
+	// a hint: a pack a catalog writer keeps off it only goes unkeyed.
+	UnindexedPacks(ctx context.Context, vault ID, fn func(PackRecord) error) error
 
 	// AddSnapshot records a snapshot; ErrExists if its ID is present.
 	AddSnapshot(ctx context.Context, vault ID, s SnapshotRecord) error

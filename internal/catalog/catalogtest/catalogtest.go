@@ -50,6 +50,8 @@ func Run(t *testing.T, newCatalog func(t *testing.T) vault.Catalog) {
 		{"PackRoundTrip", testPackRoundTrip},
 		{"BlobInTwoPacks", testBlobInTwoPacks},
 		{"PackKeys", testPackKeys},
+		{"UnindexedPacks", testUnindexedPacks},
+		{"PackTotals", testPackTotals},
 		{"DuplicatePack", testDuplicatePack},
 		{"VaultScoping", testVaultScoping},
 		{"SnapshotRoundTrip", testSnapshotRoundTrip},

@@ -155,3 +155,125 @@ func testPackKeys(t *testing.T, c vault.Catalog) {
 	equal(t, "PackKeys after DeleteVault", len(packKeys(t, c, v.ID)), 0)
 	equal(t, "the other vault's keys", packsByKey(t, c, other.ID, []uint64{0}), map[uint64][]vault.ID{0: {p4.ID}})
 }
+
+// unindexed returns the IDs UnindexedPacks lists, sorted, each checked
+// against the pack's record as Pack returns it.
+func unindexed(t *testing.T, c vault.Catalog, v vault.ID) []vault.ID {
+	t.Helper()
+	var ids []vault.ID
+	err := c.UnindexedPacks(t.Context(), v, func(p vault.PackRecord) error {
+		want, err := c.Pack(t.Context(), v, p.ID)
+		if err != nil {
+			t.Errorf("UnindexedPacks lists %s, which Pack does not find: %v", p.ID.Short(), err)
+		}
+		p.Created, want.Created = p.Created.UTC(), want.Created.UTC()
+		p.Condemned, want.Condemned = p.Condemned.UTC(), want.Condemned.UTC()
+		equal(t, "UnindexedPacks' record of "+p.ID.Short(), p, want)
+		if p.Header != nil && p.Keyed {
+			t.Errorf("UnindexedPacks lists %s, which has a header and keys", p.ID.Short())
+		}
+		ids = append(ids, p.ID)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UnindexedPacks: %v", err)
+	}
+	return sortedIDs(ids...)
+}
+
+// testUnindexedPacks: the packs recorded without a sealed header copy or
+// without lookup keys are listed until they have both, whatever call
+// gives them what they lack; a removed pack or a deleted vault's are not.
+func testUnindexedPacks(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	other := createVault(t, c, "other")
+
+	full, _ := newPack(t, 1) // as a backup records it: header and keys
+	full.Header, full.Keys = []byte("header of full"), []uint64{1}
+	unkeyed, _ := newPack(t, 1) // by a writer before lookup keys
+	unkeyed.Header = []byte("header of unkeyed")
+	legacy, lblobs := newPack(t, 2) // by format 1: rows, no header, no keys
+	bare, _ := newPack(t, 1)        // keys without a header
+	bare.Keys = []uint64{2}
+	gone, gblobs := newPack(t, 1) // format 1, missing from the store later
+	elsewhere, _ := newPack(t, 1) // another vault's
+	elsewhere.Header = []byte("header of elsewhere")
+	addPack(t, c, v.ID, full, nil)
+	addPack(t, c, v.ID, unkeyed, nil)
+	addPack(t, c, v.ID, legacy, lblobs)
+	addPack(t, c, v.ID, bare, nil)
+	addPack(t, c, v.ID, gone, gblobs)
+	addPack(t, c, other.ID, elsewhere, nil)
+	equal(t, "UnindexedPacks", unindexed(t, c, v.ID), sortedIDs(unkeyed.ID, legacy.ID, bare.ID, gone.ID))
+	equal(t, "UnindexedPacks of the other vault", unindexed(t, c, other.ID), []vault.ID{elsewhere.ID})
+
+	// Keys for a pack with a header index it; a header alone or keys
+	// alone do not.
+	if err := c.SetPackKeys(ctx, v.ID, unkeyed.ID, []uint64{3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPackHeader(ctx, v.ID, legacy.ID, []byte("header of legacy")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPackKeys(ctx, v.ID, bare.ID, []uint64{4}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPackHeader(ctx, v.ID, gone.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "UnindexedPacks after a header, keys and a nil header", unindexed(t, c, v.ID), sortedIDs(legacy.ID, bare.ID, gone.ID))
+	// The other of the two, in either order, does.
+	if err := c.SetPackKeys(ctx, v.ID, legacy.ID, []uint64{5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPackHeader(ctx, v.ID, bare.ID, []byte("header of bare")); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "UnindexedPacks after both", unindexed(t, c, v.ID), []vault.ID{gone.ID})
+
+	// A removed pack leaves the list with its record.
+	if err := c.RemovePack(ctx, v.ID, gone.ID); err != nil {
+		t.Fatalf("RemovePack of an unindexed pack: %v", err)
+	}
+	equal(t, "UnindexedPacks after RemovePack", len(unindexed(t, c, v.ID)), 0)
+	again, _ := newPack(t, 1)
+	addPack(t, c, other.ID, again, nil)
+	if err := c.DeleteVault(ctx, other.ID, base.Add(time.Hour)); err != nil {
+		t.Fatalf("DeleteVault with unindexed packs: %v", err)
+	}
+	equal(t, "UnindexedPacks of a deleted vault", len(unindexed(t, c, other.ID)), 0)
+}
+
+// testPackTotals: the count and total size of a vault's packs, condemned
+// ones included, other vaults' not, removed ones no longer.
+func testPackTotals(t *testing.T, c vault.Catalog) {
+	ctx := t.Context()
+	v := createVault(t, c, "primary")
+	other := createVault(t, c, "other")
+	totals := func(id vault.ID) [2]int64 {
+		t.Helper()
+		n, size, err := c.PackTotals(ctx, id)
+		if err != nil {
+			t.Fatalf("PackTotals: %v", err)
+		}
+		return [2]int64{int64(n), size}
+	}
+	equal(t, "PackTotals of a vault without packs", totals(v.ID), [2]int64{0, 0})
+	equal(t, "PackTotals of an unknown vault", totals(newID()), [2]int64{0, 0})
+	p1, _ := newPack(t, 1) // 1<<40 + 12345 bytes
+	p2, _ := newPack(t, 2)
+	p2.Size = 7
+	p3, _ := newPack(t, 3)
+	p3.Size = 1000
+	addPack(t, c, v.ID, p1, nil)
+	addPack(t, c, v.ID, p2, nil)
+	addPack(t, c, other.ID, p3, nil)
+	condemnPack(t, c, v.ID, p2.ID, base)
+	equal(t, "PackTotals", totals(v.ID), [2]int64{2, 1<<40 + 12345 + 7})
+	equal(t, "PackTotals of the other vault", totals(other.ID), [2]int64{1, 1000})
+	if err := c.RemovePack(ctx, v.ID, p1.ID); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "PackTotals after RemovePack", totals(v.ID), [2]int64{1, 7})
+}

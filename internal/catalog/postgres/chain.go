@@ -252,6 +252,9 @@ func (c *Catalog) SetPackHeader(ctx context.Context, vaultID, id vault.ID, heade
 			return err
 		}
 		deleted = tag.RowsAffected()
+		if err := noteIndexed(ctx, tx, vaultID, id); err != nil {
+			return err
+		}
 		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM blobs)`).Scan(&left)
 	})
 	if err != nil {

@@ -192,10 +192,49 @@ func (c *Catalog) SetPackKeys(ctx context.Context, vaultID, id vault.ID, keys []
 		if err := deleteKeys(ctx, tx, vaultID, id); err != nil {
 			return err
 		}
-		return insertKeys(ctx, tx, vaultID, id, keys)
+		if err := insertKeys(ctx, tx, vaultID, id, keys); err != nil {
+			return err
+		}
+		return noteIndexed(ctx, tx, vaultID, id)
 	})
 	if err != nil {
 		return fmt.Errorf("set keys of pack %s: %w", id, err)
 	}
 	return nil
+}
+
+// noteIndexed drops pack id from unindexed_packs in tx once it has both
+// a sealed header copy and lookup keys.
+func noteIndexed(ctx context.Context, tx pgx.Tx, vaultID, id vault.ID) error {
+	_, err := tx.Exec(ctx, `DELETE FROM unindexed_packs WHERE vault = $1 AND pack = $2
+		AND EXISTS (SELECT 1 FROM packs WHERE vault = $1 AND id = $2 AND header IS NOT NULL)
+		AND EXISTS (SELECT 1 FROM pack_keys WHERE vault = $1 AND pack = $2)`, vaultID[:], id[:])
+	return err
+}
+
+// UnindexedPacks implements vault.Catalog. Packs without a header are
+// found by the header itself (through packs_headerless), not by the
+// list, so a header copy removed behind the catalog's back is found too.
+func (c *Catalog) UnindexedPacks(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
+	rows, err := c.pool.Query(ctx, `SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, k.num IS NOT NULL
+		FROM packs p LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id
+		WHERE p.vault = $1 AND p.header IS NULL
+		UNION ALL
+		SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, false
+		FROM unindexed_packs u JOIN packs p ON p.vault = u.vault AND p.id = u.pack
+		WHERE u.vault = $1 AND p.header IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM pack_keys k WHERE k.vault = p.vault AND k.pack = p.id)`, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list unindexed packs: %w", err)
+	}
+	return scanPacks(rows, fn)
+}
+
+// PackTotals implements vault.Catalog.
+func (c *Catalog) PackTotals(ctx context.Context, vaultID vault.ID) (int, int64, error) {
+	var n, size int64
+	if err := c.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(size), 0)::bigint FROM packs WHERE vault = $1`, vaultID[:]).Scan(&n, &size); err != nil {
+		return 0, 0, fmt.Errorf("count packs: %w", err)
+	}
+	return int(n), size, nil
 }

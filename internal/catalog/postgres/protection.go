@@ -97,6 +97,9 @@ func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM blobs WHERE vault = $1 AND pack = $2`, vaultID[:], id[:]); err != nil {
 			return err
 		}
+		if _, err := tx.Exec(ctx, `DELETE FROM unindexed_packs WHERE vault = $1 AND pack = $2`, vaultID[:], id[:]); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM packs WHERE vault = $1 AND id = $2`, vaultID[:], id[:])
 		if err != nil {
 			return err

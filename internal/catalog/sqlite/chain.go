@@ -340,6 +340,9 @@ func (c *Catalog) SetPackHeader(ctx context.Context, vaultID, id vault.ID, heade
 		if deleted, err = res.RowsAffected(); err != nil {
 			return err
 		}
+		if err := noteIndexed(ctx, tx, vaultID, id); err != nil {
+			return err
+		}
 		return tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM blobs)`).Scan(&left)
 	})
 	if err != nil {

@@ -1,12 +1,14 @@
 package sqlite
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -558,6 +560,102 @@ func testMigrateConcurrent(t *testing.T, name string) {
 		}
 		if v, err := schemaVersion(ctx, c.db); err != nil || v != currentVersion {
 			t.Errorf("handle %d: schema version %d, %v; want %d", i, v, err, currentVersion)
+		}
+	}
+}
+
+// TestMigrateUnindexed: migrating a schema 15 catalog to 16 lists the
+// packs opening a vault must index (no header copy or no lookup keys),
+// and no other, so that the first open after the upgrade finds them.
+func TestMigrateUnindexed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{`CREATE TABLE schema_version (one INTEGER NOT NULL PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL) STRICT`}
+	for _, m := range migrations[:15] {
+		stmts = append(stmts, m...)
+	}
+	stmts = append(stmts, `INSERT INTO schema_version (one, version) VALUES (1, 15)`)
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	v := idOf(1)
+	if _, err := db.Exec(`INSERT INTO vaults (id, name, created) VALUES (?, 'primary', 1)`, v[:]); err != nil {
+		t.Fatal(err)
+	}
+	full, unkeyed, legacy, bare := idOf(2), idOf(3), idOf(4), idOf(5)
+	for _, p := range []struct {
+		id     vault.ID
+		header []byte
+		keyed  bool
+	}{{full, []byte("h"), true}, {unkeyed, []byte("h"), false}, {legacy, nil, false}, {bare, nil, true}} {
+		if _, err := db.Exec(`INSERT INTO packs (vault, id, size, dek_version, blobs, created, header) VALUES (?, ?, 100, 1, 1, 1, ?)`, v[:], p.id[:], p.header); err != nil {
+			t.Fatal(err)
+		}
+		if p.keyed {
+			if _, err := db.Exec(`INSERT INTO pack_keys (vault, pack, keys) VALUES (?, ?, ?)`, v[:], p.id[:], make([]byte, 8)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []vault.ID
+	if err := c.UnindexedPacks(t.Context(), v, func(p vault.PackRecord) error {
+		got = append(got, p.ID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b vault.ID) int { return bytes.Compare(a[:], b[:]) })
+	if want := []vault.ID{unkeyed, legacy, bare}; !slices.Equal(got, want) {
+		t.Errorf("UnindexedPacks after the migration: %x, want %x", got, want)
+	}
+}
+
+// TestUnindexedPlan: SQLite finds the packs to index through the index
+// of headerless packs and the list of unkeyed ones, never by ranging
+// over the vault's packs, which would read every pack with its header.
+func TestUnindexedPlan(t *testing.T) {
+	c, err := Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rows, err := c.db.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+unindexedQuery, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(plan, "\n")
+	if !strings.Contains(all, "packs_headerless") || !slices.Contains(plan, "SEARCH u USING PRIMARY KEY (vault=?)") {
+		t.Errorf("the query of unindexed packs uses neither the index nor the list:\n%s", all)
+	}
+	for _, l := range plan {
+		if l == "SEARCH p USING PRIMARY KEY (vault=?)" || (strings.HasPrefix(l, "SCAN p") && !strings.Contains(l, "packs_headerless")) {
+			t.Errorf("the query of unindexed packs ranges over the packs (%s):\n%s", l, all)
 		}
 	}
 }

@@ -202,7 +202,12 @@ func (c *Catalog) packsByKey(ctx context.Context, q string, args []any, fn func(
 
 // PackKeys implements vault.Catalog.
 func (c *Catalog) PackKeys(ctx context.Context, vaultID vault.ID, fn func(vault.ID, []uint64) error) error {
-	rows, err := c.db.QueryContext(ctx, `SELECT pack, keys FROM pack_keys WHERE vault = ?`, vaultID[:])
+	// "+vault": a scan of the table in its own order, sequential reads,
+	// rather than a range of the (vault, pack) index with a random read
+	// of the table for each of its rows (2.6 s instead of 0.4 s for
+	// 625,000 packs, at each of the two scans building a backup's
+	// filter). A catalog holding other vaults' packs reads theirs too.
+	rows, err := c.db.QueryContext(ctx, `SELECT pack, keys FROM pack_keys WHERE +vault = ?`, vaultID[:])
 	if err != nil {
 		return fmt.Errorf("list pack keys: %w", err)
 	}
@@ -243,10 +248,79 @@ func (c *Catalog) SetPackKeys(ctx context.Context, vaultID, id vault.ID, keys []
 		if err := deleteKeys(ctx, tx, vaultID, id, true); err != nil {
 			return err
 		}
-		return insertKeys(ctx, tx, vaultID, id, keys)
+		if err := insertKeys(ctx, tx, vaultID, id, keys); err != nil {
+			return err
+		}
+		return noteIndexed(ctx, tx, vaultID, id)
 	})
 	if err != nil {
 		return fmt.Errorf("set keys of pack %s: %w", id, err)
 	}
 	return nil
+}
+
+// migrationUnindexed lets opening a vault find the packs it has to
+// index without reading every pack with its header (a scan that took
+// 15 s at 625,000 packs): those recorded without a sealed header copy
+// (format 1, or a copy a catalog writer removed) by a partial index of
+// packs whose header is NULL, and those without lookup keys by
+// unindexed_packs, which AddPack, SetPackHeader and SetPackKeys keep in
+// the same transaction as the pack's row and which starts with every
+// pack that needs it now.
+var migrationUnindexed = []string{
+	`CREATE INDEX packs_headerless ON packs (vault) WHERE header IS NULL`,
+	`CREATE TABLE unindexed_packs (
+		vault BLOB NOT NULL,
+		pack  BLOB NOT NULL,
+		PRIMARY KEY (vault, pack),
+		FOREIGN KEY (vault, pack) REFERENCES packs (vault, id)
+	) STRICT, WITHOUT ROWID`,
+	`INSERT INTO unindexed_packs (vault, pack)
+		SELECT p.vault, p.id FROM packs p
+		WHERE p.header IS NULL OR NOT EXISTS (SELECT 1 FROM pack_keys k WHERE k.vault = p.vault AND k.pack = p.id)`,
+}
+
+// noteIndexed drops pack id from unindexed_packs in tx once it has both
+// a sealed header copy and lookup keys.
+func noteIndexed(ctx context.Context, tx *sql.Tx, vaultID, id vault.ID) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM unindexed_packs WHERE vault = ?1 AND pack = ?2
+		AND EXISTS (SELECT 1 FROM packs WHERE vault = ?1 AND id = ?2 AND header IS NOT NULL)
+		AND EXISTS (SELECT 1 FROM pack_keys WHERE vault = ?1 AND pack = ?2)`, vaultID[:], id[:])
+	return err
+}
+
+// unindexedQuery lists the packs UnindexedPacks returns. Packs without
+// a header are found by the header itself, through packs_headerless, not
+// by the list: a header copy removed behind the catalog's back is found
+// too. Without statistics SQLite would rather range over the vault's
+// packs by primary key (a scan of every pack with its header, 0.5 s at
+// 625,000): "+p.vault" keeps it from using the primary key there, so it
+// scans the partial index, and CROSS JOIN makes it start from the list
+// (TestUnindexedPlan). A catalog without the index is read correctly,
+// only slowly.
+const unindexedQuery = `SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, k.num IS NOT NULL
+	FROM packs p LEFT JOIN pack_keys k ON k.vault = p.vault AND k.pack = p.id
+	WHERE +p.vault = ?1 AND p.header IS NULL
+	UNION ALL
+	SELECT p.id, p.size, p.dek_version, p.blobs, p.created, p.condemned, p.header, 0
+	FROM unindexed_packs u CROSS JOIN packs p ON p.vault = u.vault AND p.id = u.pack
+	WHERE u.vault = ?1 AND p.header IS NOT NULL
+		AND NOT EXISTS (SELECT 1 FROM pack_keys k WHERE k.vault = p.vault AND k.pack = p.id)`
+
+// UnindexedPacks implements vault.Catalog.
+func (c *Catalog) UnindexedPacks(ctx context.Context, vaultID vault.ID, fn func(vault.PackRecord) error) error {
+	rows, err := c.db.QueryContext(ctx, unindexedQuery, vaultID[:])
+	if err != nil {
+		return fmt.Errorf("list unindexed packs: %w", err)
+	}
+	return scanPacks(rows, fn)
+}
+
+// PackTotals implements vault.Catalog.
+func (c *Catalog) PackTotals(ctx context.Context, vaultID vault.ID) (int, int64, error) {
+	var n, size int64
+	if err := c.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(size), 0) FROM packs WHERE vault = ?`, vaultID[:]).Scan(&n, &size); err != nil {
+		return 0, 0, fmt.Errorf("count packs: %w", err)
+	}
+	return int(n), size, nil
 }

@@ -107,6 +107,9 @@ func (c *Catalog) RemovePack(ctx context.Context, vaultID, id vault.ID) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE vault = ? AND pack = ?`, vaultID[:], id[:]); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM unindexed_packs WHERE vault = ? AND pack = ?`, vaultID[:], id[:]); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM packs WHERE vault = ? AND id = ?`, vaultID[:], id[:])
 		if err != nil {
 			return err

@@ -222,6 +222,10 @@ var migrations = [][]string{
 	// 15: recover entries in the snapshot chain (kind 8, docs/format.md
 	// §8.8); the table is rebuilt again for its CHECK.
 	migrationChainRecover,
+	// 16: the packs that lack a sealed header copy or lookup keys, so
+	// that opening a vault finds them without reading every pack
+	// (packkeys.go).
+	migrationUnindexed,
 }
 
 // currentVersion is the catalog schema version this code reads and writes.

@@ -332,9 +332,16 @@ func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRec
 			}
 		}
 		if p.Keys != nil {
-			return insertKeys(ctx, tx, vaultID, p.ID, p.Keys)
+			if err := insertKeys(ctx, tx, vaultID, p.ID, p.Keys); err != nil {
+				return err
+			}
 		}
-		return nil
+		if p.Keys != nil && p.Header != nil {
+			return nil
+		}
+		// Opening the vault indexes it (UnindexedPacks).
+		_, err = tx.ExecContext(ctx, `INSERT INTO unindexed_packs (vault, pack) VALUES (?, ?)`, vid, pid)
+		return err
 	})
 	switch {
 	case err == nil:
@@ -359,6 +366,12 @@ func (c *Catalog) Packs(ctx context.Context, vaultID vault.ID, fn func(vault.Pac
 	if err != nil {
 		return fmt.Errorf("list packs: %w", err)
 	}
+	return scanPacks(rows, fn)
+}
+
+// scanPacks calls fn for each pack of rows (id, size, dek_version,
+// blobs, created, condemned, header, keyed) and closes rows.
+func scanPacks(rows *sql.Rows, fn func(vault.PackRecord) error) error {
 	defer rows.Close()
 	var (
 		id                       sql.RawBytes
@@ -817,6 +830,7 @@ func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Tim
 		for _, q := range []string{
 			`DELETE FROM blob_keys WHERE num IN (SELECT num FROM pack_keys WHERE vault = ?)`,
 			`DELETE FROM pack_keys WHERE vault = ?`,
+			`DELETE FROM unindexed_packs WHERE vault = ?`,
 			`DELETE FROM blobs WHERE vault = ?`,
 			`DELETE FROM packs WHERE vault = ?`,
 			`DELETE FROM snapshots WHERE vault = ?`,
