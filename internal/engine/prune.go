@@ -154,6 +154,13 @@ type PruneOptions struct {
 	// packs and condemns the old one); DefaultMaxUnused when 0, never
 	// repack when 1 or more.
 	MaxUnused float64
+	// Exclusive: the caller holds a lock that every prune of this vault
+	// takes first and that ends with its holder (a vault server's job
+	// lock in the catalog it shares with the other servers). A prune
+	// session found alive then belongs to a prune that died without
+	// ending it, a server killed mid-prune: Prune ends it and goes on,
+	// where it would otherwise refuse to run until the session is stale.
+	Exclusive bool
 }
 
 // DefaultMaxUnused: a pack more than a tenth unneeded is repacked.
@@ -273,7 +280,18 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		}
 		for _, s := range ss {
 			if s.Kind == "prune" && s.ID != me.ID && now.Sub(s.Touched) < vault.SessionStale {
-				return nil, fmt.Errorf("prune: another prune of this vault is running (since %s, by %s); run it again when that one ends", s.Started.Format(time.RFC3339), s.Principal)
+				if opt.Exclusive {
+					// Its prune cannot be running: it would hold the lock
+					// the caller holds. What it did is either committed
+					// or not there (the store object of a pack goes
+					// before its record), and this run finishes it.
+					v.log.Warn("prune: the session of a prune that ended without closing it is closed", "session", s.ID, "started", s.Started.Format(time.RFC3339), "by", s.Principal)
+					if err := v.opt.Catalog.EndSession(ctx, s.ID); err != nil && !errors.Is(err, vault.ErrNotFound) {
+						return nil, fmt.Errorf("prune: close a dead prune's session: %w", err)
+					}
+					continue
+				}
+				return nil, fmt.Errorf("prune: another prune of this vault is running (since %s, by %s); run it again when that one ends: %w", s.Started.Format(time.RFC3339), s.Principal, vault.ErrConflict)
 			}
 		}
 	}
