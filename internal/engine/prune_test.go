@@ -495,3 +495,44 @@ func TestPruneInterrupted(t *testing.T) {
 		t.Error("the kept snapshot is gone")
 	}
 }
+
+// TestPruneExclusiveEndsDeadSession: a prune session left in the catalog
+// by a prune that died (a server killed mid-prune) makes a later prune
+// refuse with ErrConflict until it is stale, unless the caller holds the
+// lock every prune takes (Exclusive, a vault server's job lock): then the
+// dead session is closed and the prune runs.
+func TestPruneExclusiveEndsDeadSession(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	a := snapWith(t, v, "a", randBytes(1, 300_000))
+	snapWith(t, v, "b", randBytes(2, 300_000))
+	if _, err := v.Forget(ctx, []vault.ID{a.ID}, "tester"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.advance(15 * day)
+	now := e.clock.Now().UTC()
+	dead := vault.Session{ID: "prune-dead", Kind: "prune", Principal: "killed server", Started: now, Touched: now}
+	if err := e.cat.BeginSession(ctx, v.Record().ID, dead); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester"}); !errors.Is(err, vault.ErrConflict) {
+		t.Fatalf("prune beside another prune's live session = %v, want ErrConflict", err)
+	}
+	rep, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester", Exclusive: true})
+	if err != nil {
+		t.Fatalf("exclusive prune beside a dead prune's session: %v", err)
+	}
+	if len(rep.Expired) != 1 || rep.Deleted == 0 {
+		t.Errorf("exclusive prune: %+v, want the forgotten snapshot and its pack gone", rep)
+	}
+	ss, err := e.cat.Sessions(ctx, v.Record().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.ID == dead.ID {
+			t.Error("the dead prune's session is still in the catalog")
+		}
+	}
+	checkClean(t, v)
+}
