@@ -16,6 +16,8 @@
 # with other work these move less than wall times do.
 # S3_ETAG=checksum starts versitygw with --data-integrity-etag (ETags from
 # the CRC32C each upload carries instead of an MD5 of every object).
+# S3_TLS=1 serves the bucket over https (a self-signed certificate made
+# with openssl, given to coffer with ca-file=), as S3 is deployed.
 set -euo pipefail
 COFFER=$(readlink -f "${1:?path to a built coffer binary}")
 DATA=${2:-/tmp/coffer-bench-data/mixed}
@@ -32,13 +34,20 @@ if [ "${STORE:-dir}" = s3 ]; then
   GWPORT=$((PORT + 1))
   export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret AWS_DEFAULT_REGION=us-east-1
   mkdir -p "$W/gw/data" "$W/gw/versions"
-  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" \
+  SCHEME=http TLSARGS=() CAQ="" CURLCA=() AWSCA=()
+  if [ -n "${S3_TLS:-}" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+      -addext subjectAltName=IP:127.0.0.1 -keyout "$W/gw/key.pem" -out "$W/gw/cert.pem" 2>/dev/null
+    SCHEME=https TLSARGS=(--cert "$W/gw/cert.pem" --key "$W/gw/key.pem") CAQ="&ca-file=$W/gw/cert.pem"
+    CURLCA=(--cacert "$W/gw/cert.pem") AWSCA=(--ca-bundle "$W/gw/cert.pem")
+  fi
+  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" "${TLSARGS[@]}" \
     posix ${S3_ETAG:+--data-integrity-etag} --versioning-dir "$W/gw/versions" "$W/gw/data" >"$W/gw.log" 2>&1 &
   GW=$!
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$GWPORT/" && break; sleep 0.1; done
-  aws --endpoint-url "http://127.0.0.1:$GWPORT" s3api create-bucket --bucket bench --object-lock-enabled-for-bucket >/dev/null
-  aws --endpoint-url "http://127.0.0.1:$GWPORT" s3api put-bucket-versioning --bucket bench --versioning-configuration Status=Enabled
-  STOREARGS=(--store "s3://bench/coffer?endpoint=http://127.0.0.1:$GWPORT&region=us-east-1")
+  for _ in $(seq 50); do curl -s "${CURLCA[@]}" -o /dev/null "$SCHEME://127.0.0.1:$GWPORT/" && break; sleep 0.1; done
+  aws "${AWSCA[@]}" --endpoint-url "$SCHEME://127.0.0.1:$GWPORT" s3api create-bucket --bucket bench --object-lock-enabled-for-bucket >/dev/null
+  aws "${AWSCA[@]}" --endpoint-url "$SCHEME://127.0.0.1:$GWPORT" s3api put-bucket-versioning --bucket bench --versioning-configuration Status=Enabled
+  STOREARGS=(--store "s3://bench/coffer?endpoint=$SCHEME://127.0.0.1:$GWPORT&region=us-east-1$CAQ")
 fi
 "$COFFER" server --data "$W/srv" --listen "127.0.0.1:$PORT" "${STOREARGS[@]}" >"$W/srv.out" 2>"$W/srv.log" &
 SRV=$!
