@@ -110,9 +110,11 @@ func TestReplicas(t *testing.T) {
 			"shared":        randomBytes(7, 2<<20), // the same in every source
 			"dir/" + "note": []byte(fmt.Sprintf("agent %d", i)),
 		})
-		v := va
+		// Each agent its own client, as agents are: a client is one
+		// backup session at a time.
+		v := open(a)
 		if i%2 == 1 {
-			v = vb
+			v = open(b)
 		}
 		wg.Add(1)
 		go func() {
