@@ -158,7 +158,8 @@ func serveInProcess(t *testing.T, e *testEnv, s *replicaSite) (url string, stop 
 // snapshots restore byte for byte.
 func TestReplicaKilledMidPrune(t *testing.T) {
 	ctx := context.Background()
-	site := &replicaSite{catalog: pgtest.URL(t), s3: s3test.Start(t), data: filepath.Join(t.TempDir(), "data")}
+	sv := s3test.Start(t) // first: without it the test skips before PostgreSQL starts
+	site := &replicaSite{catalog: pgtest.URL(t), s3: sv, data: filepath.Join(t.TempDir(), "data")}
 	site.bucket = site.s3.Bucket(t, true)
 	// The in-process server of the setup takes the bucket's credentials
 	// from the environment, as the children do.
