@@ -341,6 +341,12 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		}
 	}
 
+	if !opt.DryRun {
+		if err := v.dropRemovedObjects(ctx, all, now); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+	}
+
 	// 2. What the remaining snapshots need. Other writers may have added
 	// packs since this vault was opened: read the index again first.
 	if err := v.loadIndex(ctx); err != nil {
@@ -604,6 +610,66 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		v.forgetCondemned(blobsOf[p.ID])
 	}
 	return rep, v.pruneEvent(ctx, opt, rep)
+}
+
+// dropRemovedObjects deletes the store objects of snapshots that an
+// earlier prune removed from the snapshot chain but did not delete (it
+// was killed between the two): no later prune would find them, check
+// would report them for ever, and a recovery from the store would bring
+// them back. Only snapshots a verified chain entry removes count (a
+// catalog writer cannot name others), and only those the catalog no
+// longer lists (known: every snapshot, live or soft-deleted).
+func (v *Vault) dropRemovedObjects(ctx context.Context, known []vault.SnapshotRecord, now time.Time) error {
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return err
+	}
+	entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+	if err != nil {
+		return err
+	}
+	mac := format.NewChainMAC(ks.chain, v.rec.ID)
+	removed := map[vault.ID]bool{}
+	var h [32]byte
+	for i, e := range entries {
+		// SECURITY: entries up to the first that does not verify only.
+		if e.Seq != uint64(i+1) || !format.ValidChainKind(e.Kind) || !mac.Verify(h, e) {
+			break
+		}
+		h = e.MAC
+		if e.Kind == vault.ChainRemove {
+			removed[e.Snapshot] = true
+		}
+	}
+	for _, s := range known {
+		delete(removed, s.ID)
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	var left []vault.ID
+	err = v.opt.Store.List(ctx, vault.SnapshotObject, func(o vault.ObjectInfo) error {
+		if id, err := vault.ParseID(o.Handle.Name); err == nil && removed[id] {
+			left = append(left, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list snapshot objects: %w", err)
+	}
+	for _, id := range left {
+		if locked, err := v.storeRetains(ctx, snapHandle(id), now); err != nil || locked {
+			if err != nil {
+				return err
+			}
+			continue // a later prune
+		}
+		if err := v.opt.Store.Delete(ctx, snapHandle(id)); err != nil && !errors.Is(err, vault.ErrNotFound) && !errors.Is(err, vault.ErrImmutable) {
+			return fmt.Errorf("delete snapshot object %s: %w", id.Short(), err)
+		}
+		v.log.Info("prune: deleted the object of a snapshot an interrupted prune had removed", "snapshot", id.Short())
+	}
+	return nil
 }
 
 // retentionStore is a store whose objects may be under a retention lock
