@@ -147,16 +147,21 @@ func serveInProcess(t *testing.T, e *testEnv, s *replicaSite) (url string, stop 
 }
 
 // TestReplicaKilledMidPrune: two `coffer server` processes share one
-// PostgreSQL catalog and one bucket. A prune through the first has
-// removed expired snapshots and condemned the packs only they needed,
-// and is deleting those packs when the first server is killed (SIGKILL).
-// Then a prune through the other server takes the job lock at once (the
-// dead server's advisory lock went with its connection, and its prune
-// session does not hold the job back) and completes the job: the catalog
-// lists exactly the packs and snapshots the bucket holds, no condemned
-// pack is left, check --read-data finds nothing to report, and the kept
-// snapshots restore byte for byte.
+// PostgreSQL catalog and one bucket. A prune through the first is killed
+// (SIGKILL) while it deletes the objects of the expired snapshots it
+// removed from the chain, or later, while it deletes the packs only they
+// needed. Then a prune through the other server takes the job lock at
+// once (the dead server's advisory lock went with its connection, and its
+// prune session does not hold the job back) and completes the job: the
+// catalog lists exactly the packs and snapshots the bucket holds, no
+// condemned pack is left, check --read-data finds nothing to report, and
+// the kept snapshots restore byte for byte.
 func TestReplicaKilledMidPrune(t *testing.T) {
+	t.Run("deleting snapshot objects", func(t *testing.T) { killMidPrune(t, true) })
+	t.Run("deleting packs", func(t *testing.T) { killMidPrune(t, false) })
+}
+
+func killMidPrune(t *testing.T, snapshotPhase bool) {
 	ctx := context.Background()
 	sv := s3test.Start(t) // first: without it the test skips before PostgreSQL starts
 	site := &replicaSite{catalog: pgtest.URL(t), s3: sv, data: filepath.Join(t.TempDir(), "data")}
@@ -236,12 +241,28 @@ func TestReplicaKilledMidPrune(t *testing.T) {
 		out, errOut, code := coffer(t, e, "prune", "--vault", a.url+"/v")
 		pruneA <- fmt.Sprintf("exit %d: %s%s", code, out, errOut)
 	}()
-	// Wait until a is deleting the condemned packs: some are gone from the
-	// catalog, others are still there condemned.
+	// Wait until a is in the phase to interrupt: deleting the objects of
+	// the snapshots it removed from the chain (the catalog lists only
+	// the kept ones, the bucket holds more), or deleting the condemned
+	// packs (some are gone from the catalog, others are still there
+	// condemned).
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		all, condemned := packs()
-		if all < before && condemned > 0 {
+		if snapshotPhase {
+			snaps, err := cat.Snapshots(ctx, rec.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(snaps) == len(keep) {
+				objs := len(bucketNames(t, site, "coffer/vaults/v/snapshots/"))
+				if objs == len(keep) {
+					t.Fatal("the prune through a deleted every removed snapshot's object before it could be killed")
+				}
+				t.Logf("killing a: %d snapshots in the catalog, %d snapshot objects in the bucket", len(snaps), objs)
+				break
+			}
+		} else if all < before && condemned > 0 {
 			t.Logf("killing a: %d of %d packs removed, %d condemned still there", before-all, before, condemned)
 			break
 		}
@@ -293,7 +314,7 @@ func TestReplicaKilledMidPrune(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("prune --json printed %q: %v", out, err)
 	}
-	if rep.Deleted != condemnedLeft || rep.Waiting != 0 {
+	if !snapshotPhase && rep.Deleted != condemnedLeft || rep.Waiting != 0 || rep.Deleted == 0 {
 		t.Errorf("the prune through b deleted %d packs with %d waiting; want the %d the killed prune left condemned, none waiting (%s)",
 			rep.Deleted, rep.Waiting, condemnedLeft, out)
 	}
