@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +101,11 @@ func TestDamagedBodyRefused(t *testing.T) {
 				err := st.Put(ctx, h, bytes.NewReader(data), int64(len(data)))
 				if err == nil {
 					t.Fatalf("a %d-byte object damaged on the way was stored", len(data))
+				}
+				// Over https only the CRC32C can have caught it (the body is
+				// not signed): S3 answers BadDigest.
+				if useTLS && !strings.Contains(err.Error(), "BadDigest") {
+					t.Errorf("a damaged %d-byte body over https: %v; want BadDigest (its CRC32C)", len(data), err)
 				}
 				if _, err := clean.Stat(ctx, h); !errors.Is(err, vault.ErrNotFound) {
 					t.Errorf("after a refused put of %d bytes: Stat = %v, want not found", len(data), err)
