@@ -279,6 +279,14 @@ func (v *Vault) EnsureKeys(ctx context.Context) error {
 	return err
 }
 
+// keyGenerationReader is a catalog that reads the generation of a vault's
+// keyring anchor alone, in one query (internal/catalog/postgres):
+// RefreshKeys asks at every request to an open vault, where the whole
+// anchor and its proposals are two queries.
+type keyGenerationReader interface {
+	KeyGeneration(ctx context.Context, vaultID vault.ID) (uint64, error)
+}
+
 // RefreshKeys catches up with a key change made by another process
 // sharing the catalog (a replica's DEK rotation, switch of key or platform
 // key rotation): when the catalog anchors a newer keyring generation than
@@ -289,14 +297,22 @@ func (v *Vault) EnsureKeys(ctx context.Context) error {
 // keys; on an error the keys in use stay as they were.
 func (v *Vault) RefreshKeys(ctx context.Context, provider func(context.Context) (vault.KeyProvider, error)) (bool, error) {
 	newer := func() (bool, error) {
-		a, _, err := v.opt.Catalog.KeyAnchor(ctx, v.rec.ID)
+		var gen uint64
+		var err error
+		if kg, ok := v.opt.Catalog.(keyGenerationReader); ok {
+			gen, err = kg.KeyGeneration(ctx, v.rec.ID)
+		} else {
+			var a vault.KeyAnchor
+			a, _, err = v.opt.Catalog.KeyAnchor(ctx, v.rec.ID)
+			gen = a.Generation
+		}
 		if errors.Is(err, vault.ErrNotFound) {
 			return false, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("vault %q: read the keyring anchor: %w", v.opt.Name, err)
 		}
-		return a.Generation > v.keys.Load().keyring.Generation, nil
+		return gen > v.keys.Load().keyring.Generation, nil
 	}
 	if ok, err := newer(); !ok || err != nil {
 		return false, err

@@ -154,6 +154,13 @@ type PruneOptions struct {
 	// packs and condemns the old one); DefaultMaxUnused when 0, never
 	// repack when 1 or more.
 	MaxUnused float64
+	// Exclusive: the caller holds a lock that every prune of this vault
+	// takes first and that ends with its holder (a vault server's job
+	// lock in the catalog it shares with the other servers). A prune
+	// session found alive then belongs to a prune that died without
+	// ending it, a server killed mid-prune: Prune ends it and goes on,
+	// where it would otherwise refuse to run until the session is stale.
+	Exclusive bool
 }
 
 // DefaultMaxUnused: a pack more than a tenth unneeded is repacked.
@@ -273,7 +280,18 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		}
 		for _, s := range ss {
 			if s.Kind == "prune" && s.ID != me.ID && now.Sub(s.Touched) < vault.SessionStale {
-				return nil, fmt.Errorf("prune: another prune of this vault is running (since %s, by %s); run it again when that one ends", s.Started.Format(time.RFC3339), s.Principal)
+				if opt.Exclusive {
+					// Its prune cannot be running: it would hold the lock
+					// the caller holds. What it did is either committed
+					// or not there (the store object of a pack goes
+					// before its record), and this run finishes it.
+					v.log.Warn("prune: the session of a prune that ended without closing it is closed", "session", s.ID, "started", s.Started.Format(time.RFC3339), "by", s.Principal)
+					if err := v.opt.Catalog.EndSession(ctx, s.ID); err != nil && !errors.Is(err, vault.ErrNotFound) {
+						return nil, fmt.Errorf("prune: close a dead prune's session: %w", err)
+					}
+					continue
+				}
+				return nil, fmt.Errorf("prune: another prune of this vault is running (since %s, by %s); run it again when that one ends: %w", s.Started.Format(time.RFC3339), s.Principal, vault.ErrConflict)
 			}
 		}
 	}
@@ -320,6 +338,12 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			if err := v.opt.Store.Delete(ctx, snapHandle(s.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
 				return rep, fmt.Errorf("prune: delete snapshot object %s: %w", s.ID.Short(), err)
 			}
+		}
+	}
+
+	if !opt.DryRun {
+		if err := v.dropRemovedObjects(ctx, all, now); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
 		}
 	}
 
@@ -586,6 +610,66 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		v.forgetCondemned(blobsOf[p.ID])
 	}
 	return rep, v.pruneEvent(ctx, opt, rep)
+}
+
+// dropRemovedObjects deletes the store objects of snapshots that an
+// earlier prune removed from the snapshot chain but did not delete (it
+// was killed between the two): no later prune would find them, check
+// would report them for ever, and a recovery from the store would bring
+// them back. Only snapshots a verified chain entry removes count (a
+// catalog writer cannot name others), and only those the catalog no
+// longer lists (known: every snapshot, live or soft-deleted).
+func (v *Vault) dropRemovedObjects(ctx context.Context, known []vault.SnapshotRecord, now time.Time) error {
+	ks, err := v.liveKeys(ctx)
+	if err != nil {
+		return err
+	}
+	entries, _, err := v.opt.Catalog.SnapshotChain(ctx, v.rec.ID)
+	if err != nil {
+		return err
+	}
+	mac := format.NewChainMAC(ks.chain, v.rec.ID)
+	removed := map[vault.ID]bool{}
+	var h [32]byte
+	for i, e := range entries {
+		// SECURITY: entries up to the first that does not verify only.
+		if e.Seq != uint64(i+1) || !format.ValidChainKind(e.Kind) || !mac.Verify(h, e) {
+			break
+		}
+		h = e.MAC
+		if e.Kind == vault.ChainRemove {
+			removed[e.Snapshot] = true
+		}
+	}
+	for _, s := range known {
+		delete(removed, s.ID)
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	var left []vault.ID
+	err = v.opt.Store.List(ctx, vault.SnapshotObject, func(o vault.ObjectInfo) error {
+		if id, err := vault.ParseID(o.Handle.Name); err == nil && removed[id] {
+			left = append(left, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list snapshot objects: %w", err)
+	}
+	for _, id := range left {
+		if locked, err := v.storeRetains(ctx, snapHandle(id), now); err != nil || locked {
+			if err != nil {
+				return err
+			}
+			continue // a later prune
+		}
+		if err := v.opt.Store.Delete(ctx, snapHandle(id)); err != nil && !errors.Is(err, vault.ErrNotFound) && !errors.Is(err, vault.ErrImmutable) {
+			return fmt.Errorf("delete snapshot object %s: %w", id.Short(), err)
+		}
+		v.log.Info("prune: deleted the object of a snapshot an interrupted prune had removed", "snapshot", id.Short())
+	}
+	return nil
 }
 
 // retentionStore is a store whose objects may be under a retention lock

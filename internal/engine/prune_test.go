@@ -495,3 +495,112 @@ func TestPruneInterrupted(t *testing.T) {
 		t.Error("the kept snapshot is gone")
 	}
 }
+
+// TestPruneExclusiveEndsDeadSession: a prune session left in the catalog
+// by a prune that died (a server killed mid-prune) makes a later prune
+// refuse with ErrConflict until it is stale, unless the caller holds the
+// lock every prune takes (Exclusive, a vault server's job lock): then the
+// dead session is closed and the prune runs.
+func TestPruneExclusiveEndsDeadSession(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	a := snapWith(t, v, "a", randBytes(1, 300_000))
+	snapWith(t, v, "b", randBytes(2, 300_000))
+	if _, err := v.Forget(ctx, []vault.ID{a.ID}, "tester"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.advance(15 * day)
+	now := e.clock.Now().UTC()
+	dead := vault.Session{ID: "prune-dead", Kind: "prune", Principal: "killed server", Started: now, Touched: now}
+	if err := e.cat.BeginSession(ctx, v.Record().ID, dead); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester"}); !errors.Is(err, vault.ErrConflict) {
+		t.Fatalf("prune beside another prune's live session = %v, want ErrConflict", err)
+	}
+	rep, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester", Exclusive: true})
+	if err != nil {
+		t.Fatalf("exclusive prune beside a dead prune's session: %v", err)
+	}
+	if len(rep.Expired) != 1 || rep.Deleted == 0 {
+		t.Errorf("exclusive prune: %+v, want the forgotten snapshot and its pack gone", rep)
+	}
+	ss, err := e.cat.Sessions(ctx, v.Record().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.ID == dead.ID {
+			t.Error("the dead prune's session is still in the catalog")
+		}
+	}
+	checkClean(t, v)
+}
+
+// snapDeleteFails fails the first n deletions of snapshot objects, as a
+// prune killed after removing snapshots from the chain and before
+// deleting their objects leaves them.
+type snapDeleteFails struct {
+	vault.Store
+	mu sync.Mutex
+	n  int
+}
+
+func (s *snapDeleteFails) Delete(ctx context.Context, h vault.Handle) error {
+	if h.Type == vault.SnapshotObject {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.n > 0 {
+			s.n--
+			return errInjected
+		}
+	}
+	return s.Store.Delete(ctx, h)
+}
+
+// TestPruneDropsRemovedSnapshotObjects: a prune interrupted after it
+// removed expired snapshots from the chain but before it deleted their
+// objects leaves objects no catalog record names; the next prune deletes
+// them (only those the verified chain removed) and check is clean again.
+func TestPruneDropsRemovedSnapshotObjects(t *testing.T) {
+	st := &snapDeleteFails{Store: mem.New(), n: 1}
+	e := newEnv(t, st)
+	v := create(t, e)
+	var gone []vault.ID
+	for i := range 3 {
+		gone = append(gone, snapWith(t, v, "a", randBytes(uint64(i), 100_000)).ID)
+	}
+	keep := snapWith(t, v, "b", randBytes(9, 100_000))
+	if _, err := v.Forget(ctx, gone, "tester"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.advance(15 * day)
+	if _, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester"}); !errors.Is(err, errInjected) {
+		t.Fatalf("prune with a failing snapshot deletion: %v", err)
+	}
+	objects := func() int {
+		n := 0
+		if err := st.List(ctx, vault.SnapshotObject, func(vault.ObjectInfo) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := objects(); n != 4 {
+		t.Fatalf("%d snapshot objects after the interrupted prune, want 4 (1 kept, 3 removed from the chain)", n)
+	}
+	if rep := checkClean(t, v); len(rep.Warnings) == 0 {
+		t.Error("check does not mention the snapshot objects the interrupted prune left")
+	}
+	if _, err := v.Prune(ctx, engine.PruneOptions{Principal: "tester"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := objects(); n != 1 {
+		t.Errorf("%d snapshot objects after the next prune, want only the kept one", n)
+	}
+	if rep := checkClean(t, v); len(rep.Warnings) != 0 {
+		t.Errorf("after the next prune check still warns: %v", rep.Warnings)
+	}
+	if !liveIDs(t, v)[keep.ID] {
+		t.Error("the kept snapshot is gone")
+	}
+}

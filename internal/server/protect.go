@@ -133,7 +133,9 @@ func (s *Server) prune(q *request) error {
 		}
 		defer unlock()
 	}
-	rep, err := q.vault.Prune(context.WithoutCancel(q.ctx), engine.PruneOptions{DryRun: body.DryRun, Principal: q.principal()})
+	// Exclusive: every prune through a server takes the job lock above, so
+	// a prune session still in the catalog is a dead server's.
+	rep, err := q.vault.Prune(context.WithoutCancel(q.ctx), engine.PruneOptions{DryRun: body.DryRun, Principal: q.principal(), Exclusive: !body.DryRun})
 	if err != nil {
 		return err
 	}

@@ -3,12 +3,16 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
@@ -17,31 +21,54 @@ import (
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/store/s3"
+	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// startReplicas starts two servers sharing one data directory and one
-// PostgreSQL catalog.
-func startReplicas(t *testing.T) (a, b *servertest.Env) {
+// startReplicas starts two servers, each on its own port, sharing one
+// PostgreSQL catalog, one bucket on a versitygw with Object Lock (every
+// vault's store is NAME/ in it, as with coffer server --store
+// s3://BUCKET) and the data directory (the platform key, the audit
+// signing key, the TLS material). Each server has its own connections to
+// both, as replicas on two hosts have.
+func startReplicas(t *testing.T) (a, b *servertest.Env, sh shared) {
 	t.Helper()
 	url := pgtest.URL(t)
-	conf := func(o *server.Options) { o.Catalog = url }
+	sv := s3test.Start(t)
+	bucket := sv.Bucket(t, true)
+	sh = shared{catalog: url, s3: sv, bucket: bucket}
+	conf := func(o *server.Options) {
+		o.Catalog = url
+		o.OpenStore = func(ctx context.Context, name string) (vault.Store, error) {
+			return s3.Open(ctx, s3.Options{Bucket: bucket, Prefix: name, Endpoint: sv.Endpoint,
+				Region: "us-east-1", PathStyle: true, Credentials: sv.Credentials(), MaxBackoff: 100 * time.Millisecond})
+		}
+	}
 	a = servertest.StartWith(t, servertest.Options{Configure: conf})
 	b = servertest.StartWith(t, servertest.Options{Configure: conf, Replica: a})
-	return a, b
+	return a, b, sh
+}
+
+// shared is what replicas share besides the data directory.
+type shared struct {
+	catalog string // postgres:// URL
+	s3      *s3test.Server
+	bucket  string
 }
 
 // TestReplicas: two servers serve one vault at once through a shared
-// PostgreSQL catalog and data directory. Eight agents back up through
-// both while a prune runs on one; then every snapshot passes check
-// --read-data through either, data stored through one deduplicates
-// through the other, and a settings change or a token revocation made
-// through one holds on the other at its next request.
+// PostgreSQL catalog and one bucket. Eight agents back up through both
+// while a prune runs on one; then every snapshot passes check --read-data
+// through either, the catalog's packs are the bucket's, data stored
+// through one deduplicates through the other, and a settings change or a
+// token revocation made through one holds on the other at its next
+// request.
 func TestReplicas(t *testing.T) {
 	ctx := context.Background()
-	a, b := startReplicas(t)
+	a, b, sh := startReplicas(t)
 	ownerA, ownerB := a.Client(t, a.OwnerToken), b.Client(t, b.OwnerToken)
 	if _, err := ownerA.CreateVault(ctx, "shared"); err != nil {
 		t.Fatal(err)
@@ -83,9 +110,11 @@ func TestReplicas(t *testing.T) {
 			"shared":        randomBytes(7, 2<<20), // the same in every source
 			"dir/" + "note": []byte(fmt.Sprintf("agent %d", i)),
 		})
-		v := va
+		// Each agent its own client, as agents are: a client is one
+		// backup session at a time.
+		v := open(a)
 		if i%2 == 1 {
-			v = vb
+			v = open(b)
 		}
 		wg.Add(1)
 		go func() {
@@ -131,6 +160,33 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("check --read-data: %v %v", rep.Errors, err)
 		}
 	}
+	// The packs live in the bucket, and the bucket holds exactly the
+	// packs the catalog lists: nothing stored by one replica is unknown
+	// to the catalog, nothing the catalog lists is missing.
+	cat, err := postgres.Open(ctx, sh.catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	rec, err := cat.Vault(ctx, "shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inCatalog := map[string]bool{}
+	if err := cat.Packs(ctx, rec.ID, func(p vault.PackRecord) error {
+		inCatalog[p.ID.String()] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	inBucket := bucketPacks(t, sh.s3, sh.bucket, "shared/packs/")
+	if len(inBucket) == 0 || !maps.Equal(inCatalog, inBucket) {
+		t.Errorf("the catalog lists %d packs, the bucket holds %d; want the same, more than none", len(inCatalog), len(inBucket))
+	}
+	if _, err := os.Stat(filepath.Join(a.DataDir, "vaults", "shared", "store")); err == nil {
+		t.Error("the vault has a store in the data directory besides the bucket")
+	}
+
 	for i, src := range srcs {
 		v := vb
 		if i%2 == 1 {
@@ -182,6 +238,24 @@ func TestReplicas(t *testing.T) {
 	if _, err := vb.Snapshots(ctx); status(err) != http.StatusUnauthorized {
 		t.Errorf("b after a revocation through a: %v, want 401", err)
 	}
+}
+
+// bucketPacks lists the pack names under prefix in bucket, bypassing
+// Coffer.
+func bucketPacks(t *testing.T, sv *s3test.Server, bucket, prefix string) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	p := awss3.NewListObjectsV2Paginator(sv.Client, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		out, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range out.Contents {
+			names[strings.TrimPrefix(*o.Key, prefix)] = true
+		}
+	}
+	return names
 }
 
 // TestReplicasOnePrune: while one server prunes a vault (holds the

@@ -56,6 +56,22 @@ func (c *Catalog) KeyAnchor(ctx context.Context, vaultID vault.ID) (vault.KeyAnc
 	return a, props, nil
 }
 
+// KeyGeneration returns the generation of vault's keyring anchor, in one
+// query: what a server asks at every request to an open vault (has
+// another server installed a newer generation?). ErrNotFound when it has
+// no anchor.
+func (c *Catalog) KeyGeneration(ctx context.Context, vaultID vault.ID) (uint64, error) {
+	var gen int64
+	err := c.pool.QueryRow(ctx, `SELECT generation FROM key_anchors WHERE vault = $1`, vaultID[:]).Scan(&gen)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("key anchor: %w", vault.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("key anchor: %w", err)
+	}
+	return uint64(gen), nil
+}
+
 // ProposeKeyring records proposal p for vault.
 func (c *Catalog) ProposeKeyring(ctx context.Context, vaultID vault.ID, p vault.KeyProposal) error {
 	t, err := unixNano(p.Time)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -81,5 +82,35 @@ func TestJobLockHolderDies(t *testing.T) {
 			t.Fatal("the dead holder's lock was not released")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKeyGeneration: the generation alone is the anchor's, ErrNotFound
+// before there is one, and follows a newer anchor.
+func TestKeyGeneration(t *testing.T) {
+	c, _ := openTemp(t)
+	ctx := context.Background()
+	v := vault.VaultRecord{ID: vault.ID{7}, Name: "v", Created: time.Unix(1, 0)}
+	if err := c.CreateVault(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KeyGeneration(ctx, v.ID); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("KeyGeneration without an anchor = %v, want ErrNotFound", err)
+	}
+	a := vault.KeyAnchor{Generation: 1, KEK: vault.KeyRef{Provider: "platform", KeyID: "k", Version: "1"}, Alg: "hkdf-sha256-aes-256-gcm", Time: time.Unix(2, 0)}
+	for prev, gen := range []uint64{1, 2, 5} {
+		p := uint64(0)
+		if prev > 0 {
+			p = []uint64{1, 2, 5}[prev-1]
+		}
+		a.Generation = gen
+		if err := c.SetKeyAnchor(ctx, v.ID, a, p); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.KeyGeneration(ctx, v.ID)
+		full, _, ferr := c.KeyAnchor(ctx, v.ID)
+		if err != nil || ferr != nil || got != gen || full.Generation != gen {
+			t.Fatalf("after anchoring %d: KeyGeneration %d, %v; KeyAnchor %d, %v", gen, got, err, full.Generation, ferr)
+		}
 	}
 }

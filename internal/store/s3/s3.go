@@ -12,7 +12,11 @@
 // two writers of one name exactly one wins and the other gets
 // vault.ErrExists. Objects up to PartSize bytes are sent in one PUT, larger
 // ones as a multipart upload completed with the same condition; either way
-// nothing is visible before the whole object is. Every request is retried
+// nothing is visible before the whole object is. Every body sent carries a
+// CRC32C checksum (x-amz-checksum-crc32c) that the server checks before it
+// stores anything; over https the body itself is not hashed for the
+// signature (UNSIGNED-PAYLOAD: TLS protects it in transit), over plain
+// http it is (SigV4 signs its SHA-256). Every request is retried
 // with capped exponential backoff and full jitter on 5xx, throttling (503
 // SlowDown, 429) and timeouts, and never on another 4xx.
 //
@@ -33,8 +37,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"net"
@@ -50,6 +57,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -179,6 +187,38 @@ type Store struct {
 
 	mu       sync.Mutex
 	versions map[string]version // key → its oldest version, when known
+
+	// tls: the endpoint is https, so bodies go unsigned (see bodyOpts).
+	tls bool
+	// bufs holds *[]byte of partSize: the bodies being sent (a pack is
+	// copied out of the caller's reader so that its buffer is free for
+	// the next one while this one is sent, and a retry can resend it).
+	bufs sync.Pool
+}
+
+// bodyOpts are the per-request options of a request with a body whose
+// CRC32C (crc32c) it carries: over https the body's SHA-256 is left out of
+// the signature (UNSIGNED-PAYLOAD, the SDK's own default over TLS): TLS
+// protects the body in transit and the CRC32C, which the server checks
+// before it stores anything, against damage; hashing each body once more
+// only for the signature costs both ends a pass over every byte. Over
+// plain http nothing else protects the body against a change on the way,
+// so there its SHA-256 is signed as before.
+func (s *Store) bodyOpts() []func(*s3.Options) {
+	if !s.tls {
+		return nil
+	}
+	return []func(*s3.Options){s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// crc32c is b's CRC32C as S3's x-amz-checksum-crc32c wants it: base64 of
+// the big-endian 4 bytes.
+func crc32c(b []byte) *string {
+	var sum [4]byte
+	binary.BigEndian.PutUint32(sum[:], crc32.Checksum(b, castagnoli))
+	return aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
 // version is one stored version of a key.
@@ -253,14 +293,19 @@ func open(ctx context.Context, opt Options) (*Store, error) {
 		}
 		o.UsePathStyle = opt.PathStyle
 		o.HTTPClient = hc
-		// Checksums only where S3 requires them: S3-compatible servers
-		// differ in the trailing checksums the SDK would otherwise send.
-		// Payloads are signed (SigV4 hashes each body), and every object
-		// is authenticated by Coffer's own format besides.
+		// No checksums computed by the SDK: S3-compatible servers differ in
+		// the trailing checksums it would otherwise send, and over plain
+		// http it would hash every body twice (its CRC, then SHA-256 for
+		// the signature). The store sends a CRC32C header of its own on
+		// every body (put, putPart), which every server checks. Every
+		// object is authenticated by Coffer's own format besides.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	s := &Store{c: c, http: hc, bucket: opt.Bucket, prefix: prefix, partSize: opt.PartSize, versions: make(map[string]version)}
+	s := &Store{c: c, http: hc, bucket: opt.Bucket, prefix: prefix, partSize: opt.PartSize, versions: make(map[string]version),
+		// AWS's own endpoints are https.
+		tls: opt.Endpoint == "" || strings.HasPrefix(strings.ToLower(opt.Endpoint), "https://")}
+	s.bufs.New = func() any { b := make([]byte, s.partSize); return &b }
 	vs, err := c.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: aws.String(opt.Bucket)})
 	if err != nil {
 		return nil, fmt.Errorf("read the bucket's versioning (does bucket %s exist, and may these credentials read it?): %w", opt.Bucket, err)
@@ -530,27 +575,82 @@ func (s *Store) dropVersion(ctx context.Context, key, vid string) {
 	_, _ = s.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key, VersionId: &vid})
 }
 
+// pooledMin: smaller bodies (keyrings, snapshots, trees) are allocated.
+const pooledMin = 1 << 20
+
+// buffer returns a buffer of n bytes (at most partSize) and its release.
+func (s *Store) buffer(n int64) ([]byte, func()) {
+	if n < pooledMin {
+		return make([]byte, n), func() {}
+	}
+	bp := s.bufs.Get().(*[]byte)
+	return (*bp)[:n], func() { s.bufs.Put(bp) }
+}
+
+// body is a request body over a pooled buffer. The HTTP transport may
+// still be reading a body when the response has come (a server that
+// answers before reading it all): once the request is over, close makes
+// every later read fail, so that the buffer can go back to the pool.
+type body struct {
+	mu     sync.Mutex
+	r      bytes.Reader
+	closed bool
+}
+
+func newBody(b []byte) *body {
+	bd := &body{}
+	bd.r.Reset(b)
+	return bd
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errors.New("request body read after the request ended")
+	}
+	return b.r.Read(p)
+}
+
+func (b *body) Seek(off int64, whence int) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.r.Seek(off, whence)
+}
+
+// close ends reading; the buffer is the caller's again.
+func (b *body) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
 func (s *Store) putSingle(ctx context.Context, key string, src *exactReader, size int64, lock time.Time) (string, error) {
-	buf := make([]byte, size)
+	buf, release := s.buffer(size)
+	defer release()
 	if err := src.fill(buf); err != nil {
 		return "", err
 	}
 	if err := src.finish(); err != nil {
 		return "", err
 	}
+	bd := newBody(buf)
+	defer bd.close() // before release
 	in := &s3.PutObjectInput{
 		Bucket:        &s.bucket,
 		Key:           &key,
-		Body:          bytes.NewReader(buf),
+		Body:          bd,
 		ContentLength: aws.Int64(size),
 		IfNoneMatch:   aws.String("*"), // write-once, decided by the server
+		// Checked by the server before it stores the object; S3 also
+		// wants a checksum with a retention.
+		ChecksumCRC32C: crc32c(buf),
 	}
 	if !lock.IsZero() {
 		in.ObjectLockMode = types.ObjectLockModeCompliance
 		in.ObjectLockRetainUntilDate = aws.Time(lock)
-		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32 // S3 wants one with a retention
 	}
-	out, err := s.c.PutObject(ctx, in)
+	out, err := s.c.PutObject(ctx, in, s.bodyOpts()...)
 	if err != nil {
 		return "", putErr(err)
 	}
@@ -558,11 +658,11 @@ func (s *Store) putSingle(ctx context.Context, key string, src *exactReader, siz
 }
 
 func (s *Store) putMultipart(ctx context.Context, key string, src *exactReader, size int64, lock time.Time) (string, error) {
-	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &key}
+	// Every part carries its CRC32C, checked by the server as it arrives.
+	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &key, ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c}
 	if !lock.IsZero() {
 		in.ObjectLockMode = types.ObjectLockModeCompliance
 		in.ObjectLockRetainUntilDate = aws.Time(lock)
-		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32 // S3 wants one on each part with a retention
 	}
 	up, err := s.c.CreateMultipartUpload(ctx, in)
 	if err != nil {
@@ -576,7 +676,8 @@ func (s *Store) putMultipart(ctx context.Context, key string, src *exactReader, 
 			_, _ = s.c.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &key, UploadId: up.UploadId})
 		}
 	}()
-	buf := make([]byte, s.partSize)
+	buf, release := s.buffer(s.partSize)
+	defer release()
 	var parts []types.CompletedPart
 	for n, left := int32(1), size; left > 0; n++ {
 		part := buf[:min(left, s.partSize)]
@@ -589,18 +690,18 @@ func (s *Store) putMultipart(ctx context.Context, key string, src *exactReader, 
 				return "", err
 			}
 		}
+		bd := newBody(part)
 		pin := &s3.UploadPartInput{
 			Bucket: &s.bucket, Key: &key, UploadId: up.UploadId, PartNumber: aws.Int32(n),
-			Body: bytes.NewReader(part), ContentLength: aws.Int64(int64(len(part))),
+			Body: bd, ContentLength: aws.Int64(int64(len(part))),
+			ChecksumCRC32C: crc32c(part),
 		}
-		if !lock.IsZero() {
-			pin.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
-		}
-		out, err := s.c.UploadPart(ctx, pin)
+		out, err := s.c.UploadPart(ctx, pin, s.bodyOpts()...)
+		bd.close() // the next part refills the buffer
 		if err != nil {
 			return "", err
 		}
-		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(n), ChecksumCRC32: out.ChecksumCRC32})
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(n), ChecksumCRC32C: pin.ChecksumCRC32C})
 	}
 	if err := ctx.Err(); err != nil {
 		return "", err

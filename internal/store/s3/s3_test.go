@@ -25,7 +25,7 @@ func openStore(t testing.TB, sv *s3test.Server, bucket, prefix string) *s3.Store
 	t.Helper()
 	st, err := s3.Open(context.Background(), s3.Options{
 		Bucket: bucket, Prefix: prefix, Endpoint: sv.Endpoint, Region: "us-east-1", PathStyle: true,
-		Credentials: sv.Credentials(), PartSize: 5 << 20, MaxBackoff: 100 * time.Millisecond,
+		Credentials: sv.Credentials(), CAFile: sv.CAFile, PartSize: 5 << 20, MaxBackoff: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

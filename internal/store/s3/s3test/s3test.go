@@ -10,13 +10,24 @@ package s3test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,9 +42,35 @@ const Install = "GOBIN=$HOME/go/bin go install github.com/versity/versitygw/cmd/
 
 // Server is a running versitygw.
 type Server struct {
-	Endpoint       string // http://127.0.0.1:PORT
+	Endpoint       string // http://127.0.0.1:PORT, https:// from StartTLS
+	CAFile         string // StartTLS: the PEM certificate to trust for Endpoint
 	Access, Secret string
 	Client         *s3.Client // a raw client with the server's root credentials
+	pid            int
+}
+
+// CPU returns the processor time the server has used so far (user and
+// system), read from /proc; 0 where there is no /proc.
+func (sv *Server) CPU() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sv.pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces): utime
+	// and stime are the 12th and 13th, in clock ticks (100 a second on
+	// Linux).
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
 }
 
 // Credentials returns the server's root credentials as a provider.
@@ -57,8 +94,21 @@ func binary() string {
 	return ""
 }
 
-// Start starts a versitygw for t, or skips t when there is none.
+// Start starts a versitygw on plain http for t, or skips t when there is
+// none.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, false)
+}
+
+// StartTLS starts a versitygw on https, with a certificate for 127.0.0.1
+// from a CA of its own (Server.CAFile), as S3 is deployed.
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, useTLS bool) *Server {
 	t.Helper()
 	bin := binary()
 	if bin == "" {
@@ -80,8 +130,16 @@ func Start(t testing.TB) *Server {
 		}
 	}
 	sv := &Server{Endpoint: "http://" + addr, Access: "coffertest", Secret: randomHex(t, 16)}
-	cmd := exec.Command(bin, "--port", addr, "--access", sv.Access, "--secret", sv.Secret,
-		"posix", "--versioning-dir", filepath.Join(dir, "versions"), filepath.Join(dir, "data"))
+	args := []string{"--port", addr, "--access", sv.Access, "--secret", sv.Secret, "--quiet"}
+	hc := &http.Client{}
+	if useTLS {
+		cert, key, pool := selfSigned(t, dir)
+		args = append(args, "--cert", cert, "--key", key)
+		sv.Endpoint, sv.CAFile = "https://"+addr, cert
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	args = append(args, "posix", "--versioning-dir", filepath.Join(dir, "versions"), filepath.Join(dir, "data"))
+	cmd := exec.Command(bin, args...)
 	logf, err := os.Create(filepath.Join(dir, "versitygw.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +148,7 @@ func Start(t testing.TB) *Server {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start versitygw: %v", err)
 	}
+	sv.pid = cmd.Process.Pid
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -109,8 +168,52 @@ func Start(t testing.TB) *Server {
 		Region:       "us-east-1",
 		UsePathStyle: true,
 		Credentials:  sv.Credentials(),
+		HTTPClient:   hc,
 	})
 	return sv
+}
+
+// selfSigned writes a self-signed ECDSA certificate for 127.0.0.1 and its
+// key into dir and returns their paths and a pool trusting it.
+func selfSigned(t testing.TB, dir string) (cert, key string, pool *x509.CertPool) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "versitygw test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return cert, key, pool
 }
 
 // Bucket creates a bucket with a random name and returns it; with lock
@@ -147,5 +250,9 @@ func randomHex(t testing.TB, n int) string {
 
 // URL is the store URL of bucket/prefix on sv.
 func (sv *Server) URL(bucket, prefix string) string {
-	return fmt.Sprintf("s3://%s/%s?endpoint=%s&region=us-east-1", bucket, prefix, sv.Endpoint)
+	u := fmt.Sprintf("s3://%s/%s?endpoint=%s&region=us-east-1", bucket, prefix, sv.Endpoint)
+	if sv.CAFile != "" {
+		u += "&ca-file=" + url.QueryEscape(sv.CAFile)
+	}
+	return u
 }
