@@ -487,3 +487,28 @@ func PickPrincipal(name string, found []vault.Principal) (vault.Principal, error
 	}
 	return vault.Principal{}, fmt.Errorf("principal %q: %d principals have this name in another case; name it by its ID: %w", name, len(found), vault.ErrAmbiguous)
 }
+
+// Rows is what Collect needs of a query's result: *sql.Rows and
+// pgx.Rows are Rows.
+type Rows interface {
+	Scanner
+	Next() bool
+	Err() error
+}
+
+// Collect reads every row of rows with scan, in order; nil for none. The
+// caller closes rows.
+func Collect[T any](rows Rows, scan func(Scanner) (T, error)) ([]T, error) {
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

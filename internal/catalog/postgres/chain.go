@@ -115,15 +115,8 @@ func chainEntries(ctx context.Context, q querier, vaultID vault.ID, order string
 		return nil, fmt.Errorf("read the snapshot chain: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.ChainEntry
-	for rows.Next() {
-		e, err := catalog.ScanChainEntry(rows)
-		if err != nil {
-			return nil, fmt.Errorf("read the snapshot chain: %w", err)
-		}
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, catalog.ScanChainEntry)
+	if err != nil {
 		return nil, fmt.Errorf("read the snapshot chain: %w", err)
 	}
 	return es, nil

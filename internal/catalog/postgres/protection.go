@@ -196,15 +196,8 @@ func (c *Catalog) Events(ctx context.Context, vaultID vault.ID) ([]vault.VaultEv
 		return nil, fmt.Errorf("list vault events: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.VaultEvent
-	for rows.Next() {
-		e, err := catalog.ScanVaultEvent(rows, vaultID)
-		if err != nil {
-			return nil, fmt.Errorf("list vault events: %w", err)
-		}
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, func(r catalog.Scanner) (vault.VaultEvent, error) { return catalog.ScanVaultEvent(r, vaultID) })
+	if err != nil {
 		return nil, fmt.Errorf("list vault events: %w", err)
 	}
 	return es, nil
@@ -265,15 +258,8 @@ func (c *Catalog) Sessions(ctx context.Context, vaultID vault.ID) ([]vault.Sessi
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	defer rows.Close()
-	var ss []vault.Session
-	for rows.Next() {
-		s, err := catalog.ScanSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		ss = append(ss, s)
-	}
-	if err := rows.Err(); err != nil {
+	ss, err := catalog.Collect(rows, catalog.ScanSession)
+	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return ss, nil
@@ -324,15 +310,8 @@ func (c *Catalog) Requests(ctx context.Context) ([]vault.Request, error) {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
 	defer rows.Close()
-	var rs []vault.Request
-	for rows.Next() {
-		r, err := catalog.ScanRequest(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list requests: %w", err)
-		}
-		rs = append(rs, r)
-	}
-	if err := rows.Err(); err != nil {
+	rs, err := catalog.Collect(rows, catalog.ScanRequest)
+	if err != nil {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
 	return rs, nil

@@ -434,15 +434,8 @@ func snapshotRows(ctx context.Context, q interface {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	defer rows.Close()
-	var ss []vault.SnapshotRecord
-	for rows.Next() {
-		s, err := catalog.ScanSnapshot(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		ss = append(ss, s)
-	}
-	if err := rows.Err(); err != nil {
+	ss, err := catalog.Collect(rows, catalog.ScanSnapshot)
+	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	return ss, nil
@@ -506,15 +499,8 @@ func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	defer rows.Close()
-	var ts []vault.TokenRecord
-	for rows.Next() {
-		t, err := catalog.ScanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tokens: %w", err)
-		}
-		ts = append(ts, t)
-	}
-	if err := rows.Err(); err != nil {
+	ts, err := catalog.Collect(rows, catalog.ScanToken)
+	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	return ts, nil
@@ -577,15 +563,8 @@ func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyE
 		return nil, fmt.Errorf("list key events: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.KeyEvent
-	for rows.Next() {
-		e, err := catalog.ScanKeyEvent(rows, vaultID)
-		if err != nil {
-			return nil, fmt.Errorf("list key events: %w", err)
-		}
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, func(r catalog.Scanner) (vault.KeyEvent, error) { return catalog.ScanKeyEvent(r, vaultID) })
+	if err != nil {
 		return nil, fmt.Errorf("list key events: %w", err)
 	}
 	return es, nil
