@@ -3,12 +3,13 @@
 // share one catalog (docs/postgres.md).
 //
 // It mirrors the SQLite catalog (internal/catalog/sqlite) in everything
-// a caller can see: the same error values, orders and checks; both pass
-// the conformance suite in internal/catalog/catalogtest. Where SQLite
-// relies on its single writer, this package takes row locks (SELECT …
-// FOR UPDATE) or transaction-scoped advisory locks, so that a check and
-// the write it guards are one step for every process sharing the
-// database.
+// a caller can see: the same error values, orders and checks. Both
+// encode their rows, check records and apply the snapshot chain's rules
+// through internal/catalog, and both pass the suites in
+// internal/catalog/catalogtest. Where SQLite relies on its single
+// writer, this package takes row locks (SELECT … FOR UPDATE) or
+// transaction-scoped advisory locks, so that a check and the write it
+// guards are one step for every process sharing the database.
 //
 // The schema lives in the embedded migrations directory; Open applies
 // the missing ones under an advisory lock, so replicas starting at once
