@@ -35,7 +35,7 @@ func (e *partialError) Error() string { return e.msg }
 type app struct {
 	stdin io.Reader
 	// stdout and stderr escape what would act on a terminal (termsafe.go);
-	// jsonOut is stdout for JSON, escaped as JSON; rawStderr is the
+	// jsonStdout is stdout for JSON, escaped as JSON; rawStderr is the
 	// process's stderr, for the progress line alone.
 	stdout, stderr io.Writer
 	jsonStdout     io.Writer
@@ -49,7 +49,6 @@ type app struct {
 	vaultRef string
 	keyFile  string
 	home     string
-	jsonOut  bool
 	noProg   bool
 	remote   remoteOpts
 

@@ -494,3 +494,18 @@ func TestAttackAuditExportNotInMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackAuditExportGarbageWithKey: garbage sent for the audit export
+// to `audit verify --verifier-key`, which then reads no key from the
+// export, is refused as not being an export (old: the error was lost and
+// the command crashed on the missing report).
+func TestAttackAuditExportGarbageWithKey(t *testing.T) {
+	f := newFakeServer(t)
+	e := f.env(t)
+	f.set(func(w http.ResponseWriter, r *http.Request) { w.Write(bytes.Repeat([]byte("garbage!"), 1<<10)) })
+	srv := servertest.Start(t)
+	_, stderr, code := coffer(t, e, "audit", "verify", "--verifier-key", srv.Server.AuditVerifierKey())
+	if code != exitFailure || !strings.Contains(stderr, "not an audit export") {
+		t.Errorf("audit verify --verifier-key of garbage: exit %d, %q", code, stderr)
+	}
+}

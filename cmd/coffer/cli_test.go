@@ -381,11 +381,6 @@ func tableCells(table string) string {
 	return b.String()
 }
 
-// assertAligned checks the alignment itself.
-func collapseColumns(s string) string {
-	return regexp.MustCompile(` {2,}`).ReplaceAllString(s, " | ")
-}
-
 // assertAligned checks that every row of a table starts each column where
 // the header does.
 func assertAligned(t *testing.T, table string) {

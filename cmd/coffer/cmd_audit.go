@@ -308,9 +308,9 @@ verify.`,
 				}
 				defer c.Close()
 				// The archive goes to a temporary file, never to memory.
-				tmp, err := os.CreateTemp("", "coffer-audit-*.tar")
-				if err != nil {
-					return err
+				tmp, terr := os.CreateTemp("", "coffer-audit-*.tar")
+				if terr != nil {
+					return terr
 				}
 				defer os.Remove(tmp.Name())
 				defer tmp.Close()

@@ -474,10 +474,6 @@ func settingsJSON(s vault.VaultSettings) map[string]any {
 	return m
 }
 
-func printSettingsJSON(a *app, s vault.VaultSettings) error {
-	return a.printJSON(settingsJSON(s))
-}
-
 func newVaultLogCmd(a *app) *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{

@@ -410,7 +410,10 @@ func remoteVaultEnv(t *testing.T, opt servertest.Options) (*servertest.Env, *tes
 }
 
 // cutProxy forwards TCP connections to a server and, once the server has
-// sent more than limit bytes, calls cut (once).
+// sent more than limit bytes, calls cut (once). The cut is made before
+// the byte past the limit is forwarded, and every forwarder waits for it:
+// the client never receives more than limit bytes (plus one read) before
+// the cut has happened, however the goroutines are scheduled.
 type cutProxy struct {
 	ln     net.Listener
 	target string
@@ -420,6 +423,7 @@ type cutProxy struct {
 	once   sync.Once
 	mu     sync.Mutex
 	conns  []net.Conn
+	closed bool // closeAll ran: connections accepted since are closed at once
 }
 
 func startCutProxy(t *testing.T, target string, limit int64, cut func(p *cutProxy)) *cutProxy {
@@ -442,6 +446,14 @@ func startCutProxy(t *testing.T, target string, limit int64, cut func(p *cutProx
 				continue
 			}
 			p.mu.Lock()
+			if p.closed {
+				// Accepted while closeAll ran: the server is gone for
+				// this connection too.
+				p.mu.Unlock()
+				c.Close()
+				s.Close()
+				continue
+			}
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
 			go func() { io.Copy(s, c); s.Close() }()
@@ -450,11 +462,13 @@ func startCutProxy(t *testing.T, target string, limit int64, cut func(p *cutProx
 				for {
 					n, err := s.Read(buf)
 					if n > 0 {
+						if p.sent.Add(int64(n)) > p.limit {
+							// Synchronously: nothing past the limit is
+							// forwarded until the cut is made.
+							p.once.Do(func() { p.cut(p) })
+						}
 						if _, werr := c.Write(buf[:n]); werr != nil {
 							break
-						}
-						if p.sent.Add(int64(n)) > p.limit {
-							p.once.Do(func() { go p.cut(p) })
 						}
 					}
 					if err != nil {
@@ -474,6 +488,7 @@ func (p *cutProxy) closeAll() {
 	p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for _, c := range p.conns {
 		c.Close()
 	}

@@ -15,12 +15,12 @@ import (
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
-// chunkRepo holds chunks in memory and reads them one by one or, when
-// batch is set, many per call (as the HTTPS client does); it records each
-// batch's size. fail makes the read of that chunk fail.
+// chunkRepo holds chunks in memory and reads them one by one
+// (batchChunkRepo adds reads of many per call, as the HTTPS client
+// makes); it records each batch's size. fail makes the read of that chunk
+// fail.
 type chunkRepo struct {
 	chunks  map[vault.ID][]byte
-	batch   bool
 	batches []int
 	singles int
 	fail    vault.ID

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // TestLoginOnATerminal: on a terminal, login asks for the password without
@@ -15,54 +11,16 @@ import (
 // token.
 func TestLoginOnATerminal(t *testing.T) {
 	srv, e := loginEnv(t)
-	pty, tty := openPTY(t)
-	var mu sync.Mutex
-	var screen bytes.Buffer
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := pty.Read(buf)
-			mu.Lock()
-			screen.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	waitFor := func(s string) {
-		t.Helper()
-		for range 500 { // at most 10 s
-			mu.Lock()
-			ok := strings.Contains(screen.String(), s)
-			mu.Unlock()
-			if ok {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("the terminal never showed %q: %q", s, screen.String())
-	}
+	term := newTerminal(t)
 	e.tick()
-	var out bytes.Buffer
-	codec := make(chan int, 1)
-	go func() {
-		codec <- runWith(context.Background(), []string{"login", "alice", "--vault", srv.URL}, tty, &out, tty, e.getenv, e.now)
-	}()
-	waitFor("password for alice: ")
-	pty.Write([]byte("correct horse battery\n"))
-	waitFor("[y/N] ")
-	pty.Write([]byte("y\n"))
+	out, codec := term.run(e, "login", "alice", "--vault", srv.URL)
+	term.waitFor(t, "password for alice: ")
+	term.typeSecret(t, "correct horse battery")
+	term.waitFor(t, "[y/N] ")
+	term.pty.Write([]byte("y\n"))
 	code := <-codec
-	tty.Close()
-	<-done
-	mu.Lock()
-	shown := screen.String()
-	mu.Unlock()
+	<-term.done
+	shown := term.shown()
 	if code != exitOK {
 		t.Fatalf("login on a terminal: exit %d, terminal %q", code, shown)
 	}

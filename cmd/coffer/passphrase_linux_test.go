@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
+	"fmt"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // TestPassphraseOnATerminal: vault create --key passphrase: asks twice
@@ -16,40 +13,18 @@ func TestPassphraseOnATerminal(t *testing.T) {
 	e := newEnv(t)
 	run := func(args []string, typed ...string) (int, string) {
 		t.Helper()
-		pty, tty := openPTY(t)
-		var mu sync.Mutex
-		var screen bytes.Buffer
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			buf := make([]byte, 4096)
-			for {
-				n, err := pty.Read(buf)
-				mu.Lock()
-				screen.Write(buf[:n])
-				mu.Unlock()
-				if err != nil {
-					return
-				}
-			}
-		}()
-		shown := func() string { mu.Lock(); defer mu.Unlock(); return screen.String() }
+		term := newTerminal(t)
 		e.tick()
-		var out bytes.Buffer
-		codec := make(chan int, 1)
-		go func() { codec <- runWith(context.Background(), args, tty, &out, tty, e.getenv, e.now) }()
+		out, codec := term.run(e, args...)
 		prompts := 0
 		for _, s := range typed {
-			for i := 0; i < 500 && strings.Count(shown(), ": ") <= prompts; i++ {
-				time.Sleep(20 * time.Millisecond)
-			}
-			prompts = strings.Count(shown(), ": ")
-			pty.Write([]byte(s + "\n"))
+			term.waitUntil(t, fmt.Sprintf("prompt %d", prompts+1), func(screen string) bool { return strings.Count(screen, ": ") > prompts })
+			prompts = strings.Count(term.shown(), ": ")
+			term.typeSecret(t, s)
 		}
 		code := <-codec
-		tty.Close()
-		<-done
-		return code, shown() + out.String()
+		<-term.done
+		return code, term.shown() + out.String()
 	}
 	const pass = "typed at the terminal, not echoed"
 	code, screen := run([]string{"vault", "create", "laptop", "--single-user", "--key", "passphrase:"}, pass, pass)

@@ -65,7 +65,7 @@ func (a *app) saveToken(t savedToken) (string, error) {
 		return "", fmt.Errorf("save token: %w", err)
 	}
 	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err == nil {
+	if err = f.Chmod(0o600); err == nil {
 		_, err = f.Write(append(b, '\n'))
 		if err == nil {
 			err = f.Sync()

@@ -258,11 +258,11 @@ func TestRestoreDeleteDamaged(t *testing.T) {
 	f := newFaulty(d.v.repo)
 	f.blob[d.chunks[3]] = fmt.Errorf("%w: authentication failed", vault.ErrCorrupt)
 
-	res, target := d.restore(t, f, agent.RestoreOptions{})
+	res, _ := d.restore(t, f, agent.RestoreOptions{})
 	if len(res.Damaged) != 1 || len(res.Damaged[0].Links) != 1 || res.Damaged[0].Links[0] != filepath.Join(d.src, "dir", "link.bin") {
 		t.Fatalf("the damaged file's hard link is not reported with it: %+v", res.Damaged)
 	}
-	res, target = d.restore(t, f, agent.RestoreOptions{DeleteDamaged: true})
+	res, target := d.restore(t, f, agent.RestoreOptions{DeleteDamaged: true})
 	if len(res.Damaged) != 1 || !res.Damaged[0].Deleted {
 		t.Fatalf("damaged %+v, want big.bin deleted", res.Damaged)
 	}

@@ -146,8 +146,6 @@ type recordCache struct {
 // records are about 5 MiB (docs/performance.md).
 const cacheGen = 1 << 15
 
-func (c *recordCache) reset() { c.cur, c.old = nil, nil }
-
 func (c *recordCache) get(k blobKey) (vault.BlobRecord, bool, bool) {
 	for i, g := range []*recGen{c.cur, c.old} {
 		if g == nil {

@@ -58,7 +58,7 @@ func TestCodecBuffers(t *testing.T) {
 		t.Fatal("not compressed")
 	}
 	p = bytes.Clone(p)
-	small := make([]byte, 10, 10)
+	small := make([]byte, 10)
 	out, err := codec.Decode(small, p, uint32(len(text)))
 	if err != nil || !bytes.Equal(out, text) {
 		t.Fatalf("decode into a small buffer: %v", err)
@@ -188,7 +188,7 @@ func TestCodecEncodeFramed(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			want := codec.Encode(nil, c.data)
 			framed := append([]byte{0xee}, c.data...)
-			for _, dst := range [][]byte{nil, make([]byte, 5, 5), make([]byte, 0, 2<<20)} {
+			for _, dst := range [][]byte{nil, make([]byte, 5), make([]byte, 0, 2<<20)} {
 				got := codec.EncodeFramed(dst, framed)
 				if !bytes.Equal(got, want) {
 					t.Fatalf("EncodeFramed differs from Encode: encoding %d vs %d, %d vs %d bytes", got[0], want[0], len(got), len(want))

@@ -498,7 +498,8 @@ func (c *Cache) machineSecret(create bool) (seal.Key, error) {
 		if err := os.MkdirAll(filepath.Dir(c.opt.Secret), 0o700); err != nil {
 			return k, err
 		}
-		f, err := os.OpenFile(c.opt.Secret, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		var f *os.File
+		f, err = os.OpenFile(c.opt.Secret, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil {
 			_, err = f.Write(k[:])
 			if err == nil {

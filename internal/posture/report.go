@@ -11,7 +11,6 @@ import (
 	"io"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -367,17 +366,10 @@ func (v Vault) Counts() map[Status]int {
 	return m
 }
 
-// ShortAge is Age of the time since t, for "held since".
+// heldFor is Age of the time since t, for "held since".
 func heldFor(now time.Time, t *time.Time) string {
 	if t == nil {
 		return ""
 	}
 	return "held " + Age(now.Sub(*t)) + " (since " + t.UTC().Format("2006-01-02") + ")"
-}
-
-func title(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
 }

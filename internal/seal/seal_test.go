@@ -302,6 +302,7 @@ func TestKeyRedacted(t *testing.T) {
 		{"in a struct %v", fmt.Sprintf("%v", exported{"n", k})},
 		{"in a struct %+v", fmt.Sprintf("%+v", exported{"n", k})},
 		{"in a struct %#v", fmt.Sprintf("%#v", exported{"n", k})},
+		//lint:ignore SA5009 a wrong verb is what this case tries on the key
 		{"in a struct %d", fmt.Sprintf(verbD, exported{"n", k})}, // vet rejects a constant %d here
 		{"in a slice", fmt.Sprintf("%v", []seal.Key{k})},
 		{"in a map", fmt.Sprintf("%v", map[int]seal.Key{1: k})},

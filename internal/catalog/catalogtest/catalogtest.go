@@ -1,5 +1,6 @@
 // Package catalogtest is the conformance suite every vault.Catalog
-// implementation runs: the SQLite catalog now, PostgreSQL later.
+// implementation runs (the SQLite and the PostgreSQL catalog), and, in
+// RunStorage, the tests of what a SQL catalog stores, seen from its rows.
 //
 // An implementation's test calls Run with a function that returns a new,
 // empty catalog:

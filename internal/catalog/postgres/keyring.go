@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -20,39 +21,22 @@ func (c *Catalog) KeyAnchor(ctx context.Context, vaultID vault.ID) (vault.KeyAnc
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var p vault.KeyProposal
-		var gen, t int64
-		var mac []byte
-		if err := rows.Scan(&gen, &mac, &t); err != nil {
+		p, err := catalog.ScanProposal(rows)
+		if err != nil {
 			return vault.KeyAnchor{}, nil, fmt.Errorf("key proposals: %w", err)
 		}
-		if len(mac) != len(p.MAC) {
-			return vault.KeyAnchor{}, nil, fmt.Errorf("key proposals: %w: stored MAC of %d bytes", vault.ErrCorrupt, len(mac))
-		}
-		p.Generation, p.Time = uint64(gen), fromUnixNano(t)
-		copy(p.MAC[:], mac)
 		props = append(props, p)
 	}
 	if err := rows.Err(); err != nil {
 		return vault.KeyAnchor{}, nil, fmt.Errorf("key proposals: %w", err)
 	}
-	var a vault.KeyAnchor
-	var gen, t int64
-	var mac, commit []byte
-	err = c.pool.QueryRow(ctx, `SELECT generation, mac, root_commit, kek_provider, kek_id, kek_version, alg, time
-		FROM key_anchors WHERE vault = $1`, vaultID[:]).Scan(&gen, &mac, &commit, &a.KEK.Provider, &a.KEK.KeyID, &a.KEK.Version, &a.Alg, &t)
+	a, err := catalog.ScanAnchor(c.pool.QueryRow(ctx, `SELECT `+catalog.AnchorColumns+` FROM key_anchors WHERE vault = $1`, vaultID[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return vault.KeyAnchor{}, props, fmt.Errorf("key anchor: %w", vault.ErrNotFound)
 	}
 	if err != nil {
 		return vault.KeyAnchor{}, nil, fmt.Errorf("key anchor: %w", err)
 	}
-	if len(mac) != len(a.MAC) || len(commit) != len(a.RootCommit) {
-		return vault.KeyAnchor{}, nil, fmt.Errorf("key anchor: %w: stored MAC or commitment of the wrong size", vault.ErrCorrupt)
-	}
-	a.Generation, a.Time = uint64(gen), fromUnixNano(t)
-	copy(a.MAC[:], mac)
-	copy(a.RootCommit[:], commit)
 	return a, props, nil
 }
 
@@ -74,12 +58,9 @@ func (c *Catalog) KeyGeneration(ctx context.Context, vaultID vault.ID) (uint64, 
 
 // ProposeKeyring records proposal p for vault.
 func (c *Catalog) ProposeKeyring(ctx context.Context, vaultID vault.ID, p vault.KeyProposal) error {
-	t, err := unixNano(p.Time)
+	t, err := catalog.Proposal(p)
 	if err != nil {
-		return fmt.Errorf("propose keyring generation %d: %w", p.Generation, err)
-	}
-	if p.Generation == 0 || p.Generation > 1<<62 {
-		return fmt.Errorf("propose keyring generation %d: out of range", p.Generation)
+		return err
 	}
 	err = c.write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO key_proposals (vault, generation, mac, time) VALUES ($1, $2, $3, $4)
@@ -97,12 +78,9 @@ func (c *Catalog) ProposeKeyring(ctx context.Context, vaultID vault.ID, p vault.
 
 // SetKeyAnchor makes a vault's anchor if its current generation is prev.
 func (c *Catalog) SetKeyAnchor(ctx context.Context, vaultID vault.ID, a vault.KeyAnchor, prev uint64) error {
-	t, err := unixNano(a.Time)
+	t, err := catalog.Anchor(a, prev)
 	if err != nil {
-		return fmt.Errorf("set key anchor: %w", err)
-	}
-	if a.Generation <= prev || a.Generation > 1<<62 {
-		return fmt.Errorf("set key anchor: %w: generation %d does not follow %d", vault.ErrConflict, a.Generation, prev)
+		return err
 	}
 	err = c.write(ctx, func(tx pgx.Tx) error {
 		// The vault's row lock makes the check and the change one step
@@ -122,8 +100,8 @@ func (c *Catalog) SetKeyAnchor(ctx context.Context, vaultID vault.ID, a vault.Ke
 		} else if err != nil {
 			return err
 		}
-		if uint64(cur) != prev {
-			return fmt.Errorf("%w: the anchor is at generation %d, not %d (another key holder changed the keys)", vault.ErrConflict, cur, prev)
+		if err := catalog.AnchorAt(cur, prev); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO key_anchors (vault, generation, mac, root_commit, kek_provider, kek_id, kek_version, alg, time)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)

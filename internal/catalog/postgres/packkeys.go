@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -91,8 +92,8 @@ func (c *Catalog) Pack(ctx context.Context, vaultID, id vault.ID) (vault.PackRec
 	if err != nil {
 		return vault.PackRecord{}, fmt.Errorf("read pack %s: %w", id, err)
 	}
-	return vault.PackRecord{ID: id, Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create),
-		Condemned: fromNullUnixNano(condemned), Header: header, Keyed: keyed}, nil
+	return vault.PackRecord{ID: id, Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: catalog.FromUnixNano(create),
+		Condemned: catalog.FromNullUnixNano(condemned), Header: header, Keyed: keyed}, nil
 }
 
 // maxKeysPerQuery bounds the array of one PacksByKey query.
@@ -134,7 +135,7 @@ func (c *Catalog) packsByKey(ctx context.Context, vaultID vault.ID, keys []int64
 			return fmt.Errorf("look up blob keys: %w", err)
 		}
 		var id vault.ID
-		if err := scanID(&id, pack); err != nil {
+		if err := catalog.ScanID(&id, pack); err != nil {
 			return fmt.Errorf("look up blob keys: %w", err)
 		}
 		if err := fn(uint64(key), id); err != nil {
@@ -160,7 +161,7 @@ func (c *Catalog) PackKeys(ctx context.Context, vaultID vault.ID, fn func(vault.
 			return fmt.Errorf("list pack keys: %w", err)
 		}
 		var id vault.ID
-		if err := scanID(&id, pack); err != nil {
+		if err := catalog.ScanID(&id, pack); err != nil {
 			return fmt.Errorf("list pack keys: %w", err)
 		}
 		keys, err := decodeKeys(kb)

@@ -3,12 +3,13 @@
 // share one catalog (docs/postgres.md).
 //
 // It mirrors the SQLite catalog (internal/catalog/sqlite) in everything
-// a caller can see: the same error values, orders and checks; both pass
-// the conformance suite in internal/catalog/catalogtest. Where SQLite
-// relies on its single writer, this package takes row locks (SELECT …
-// FOR UPDATE) or transaction-scoped advisory locks, so that a check and
-// the write it guards are one step for every process sharing the
-// database.
+// a caller can see: the same error values, orders and checks. Both
+// encode their rows, check records and apply the snapshot chain's rules
+// through internal/catalog, and both pass the suites in
+// internal/catalog/catalogtest. Where SQLite relies on its single
+// writer, this package takes row locks (SELECT … FOR UPDATE) or
+// transaction-scoped advisory locks, so that a check and the write it
+// guards are one step for every process sharing the database.
 //
 // The schema lives in the embedded migrations directory; Open applies
 // the missing ones under an advisory lock, so replicas starting at once
@@ -18,11 +19,8 @@ package postgres
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -189,72 +188,9 @@ func isMissingVault(err error) bool { return pgCode(err) == "23503" }
 // isCheck reports whether err is a CHECK constraint violation.
 func isCheck(err error) bool { return pgCode(err) == "23514" }
 
-// Time columns hold Unix nanoseconds, which cover the years 1678 to 2262.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func unixNano(t time.Time) (int64, error) {
-	if t.Before(minTime) || t.After(maxTime) {
-		return 0, fmt.Errorf("time %v out of range", t)
-	}
-	return t.UnixNano(), nil
-}
-
-func fromUnixNano(ns int64) time.Time { return time.Unix(0, ns).UTC() }
-
-// nullUnixNano is unixNano with NULL for the zero time.
-func nullUnixNano(t time.Time) (*int64, error) {
-	if t.IsZero() {
-		return nil, nil
-	}
-	ns, err := unixNano(t)
-	return &ns, err
-}
-
-// fromNullUnixNano is fromUnixNano with the zero time for NULL.
-func fromNullUnixNano(ns *int64) time.Time {
-	if ns == nil {
-		return time.Time{}
-	}
-	return fromUnixNano(*ns)
-}
-
-// nullString returns s, or NULL for "".
-func nullString(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func str(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// nullBytes returns b, or NULL for nil.
-func nullBytes(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return b
-}
-
-func scanID(dst *vault.ID, b []byte) error {
-	if len(b) != vault.IDSize {
-		return fmt.Errorf("stored ID has %d bytes, want %d", len(b), vault.IDSize)
-	}
-	copy(dst[:], b)
-	return nil
-}
-
 // CreateVault records a new vault; ErrExists if its name or ID is taken.
 func (c *Catalog) CreateVault(ctx context.Context, v vault.VaultRecord) error {
-	created, err := unixNano(v.Created)
+	created, err := catalog.UnixNano(v.Created)
 	if err != nil {
 		return fmt.Errorf("create vault %q: %w", v.Name, err)
 	}
@@ -278,18 +214,18 @@ func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, er
 		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
 	}
 	if err == nil {
-		err = scanID(&v.ID, id)
+		err = catalog.ScanID(&v.ID, id)
 	}
 	if err != nil {
 		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, err)
 	}
-	v.Created = fromUnixNano(created)
+	v.Created = catalog.FromUnixNano(created)
 	return v, nil
 }
 
 // DeleteVault implements vault.Catalog.
 func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Time) error {
-	ns, err := unixNano(at)
+	ns, err := catalog.UnixNano(at)
 	if err != nil {
 		return fmt.Errorf("delete vault %s: %w", vaultID, err)
 	}
@@ -333,31 +269,15 @@ func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Tim
 // already (or two blobs share an offset), with ErrNotFound if the vault is
 // not. p.Condemned is recorded as given.
 func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRecord, blobs []vault.BlobRecord) error {
-	created, err := unixNano(p.Created)
+	created, condemned, err := catalog.PackTimes(p, blobs)
 	if err != nil {
-		return fmt.Errorf("add pack %s: %w", p.ID, err)
-	}
-	condemned, err := nullUnixNano(p.Condemned)
-	if err != nil {
-		return fmt.Errorf("add pack %s: condemned: %w", p.ID, err)
-	}
-	offsets := make(map[uint32]struct{}, len(blobs))
-	for _, b := range blobs {
-		if b.Pack != p.ID {
-			return fmt.Errorf("add pack %s: blob %s names pack %s", p.ID, b.ID, b.Pack)
-		}
-		// Two blobs cannot claim the same bytes (the primary key would
-		// refuse it too, without saying which blob).
-		if _, dup := offsets[b.Offset]; dup {
-			return fmt.Errorf("add pack %s: blob %s at offset %d: %w", p.ID, b.ID, b.Offset, vault.ErrExists)
-		}
-		offsets[b.Offset] = struct{}{}
+		return err
 	}
 	vid, pid := vaultID[:], p.ID[:]
 	var blobErr bool
 	err = c.write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO packs (vault, id, size, dek_version, blobs, created, condemned, header) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned, nullBytes(p.Header))
+			vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned, catalog.NullBytes(p.Header))
 		if err != nil {
 			return err
 		}
@@ -425,11 +345,11 @@ func scanPacks(rows pgx.Rows, fn func(vault.PackRecord) error) error {
 		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned, &header, &keyed); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
-		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned), Keyed: keyed}
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: catalog.FromUnixNano(create), Condemned: catalog.FromNullUnixNano(condemned), Keyed: keyed}
 		if header != nil {
 			p.Header = append([]byte(nil), header...)
 		}
-		if err := scanID(&p.ID, id); err != nil {
+		if err := catalog.ScanID(&p.ID, id); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
 		if err := fn(p); err != nil {
@@ -459,10 +379,10 @@ func (c *Catalog) Blobs(ctx context.Context, vaultID vault.ID, fn func(vault.Blo
 			return fmt.Errorf("list blobs: %w", err)
 		}
 		b := vault.BlobRecord{Type: vault.BlobType(typ), Offset: uint32(off), Length: uint32(length), RawLen: uint32(rawLen)}
-		if err := scanID(&b.ID, id); err != nil {
+		if err := catalog.ScanID(&b.ID, id); err != nil {
 			return fmt.Errorf("list blobs: %w", err)
 		}
-		if err := scanID(&b.Pack, pack); err != nil {
+		if err := catalog.ScanID(&b.Pack, pack); err != nil {
 			return fmt.Errorf("list blobs: %w", err)
 		}
 		if err := fn(b); err != nil {
@@ -494,39 +414,12 @@ func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.Sna
 // vault, ErrNotFound if the vault is not. A refused insert aborts tx,
 // which its caller then rolls back.
 func insertSnapshot(ctx context.Context, tx pgx.Tx, vaultID vault.ID, s vault.SnapshotRecord) error {
-	tm, err := unixNano(s.Time)
+	args, err := catalog.SnapshotArgs(vaultID, s)
 	if err != nil {
-		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+		return err
 	}
-	paths, err := jsonStrings(s.Paths)
-	if err != nil {
-		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
-	}
-	tags, err := jsonStrings(s.Tags)
-	if err != nil {
-		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
-	}
-	var parent []byte // NULL when none
-	if !s.Parent.IsZero() {
-		parent = s.Parent[:]
-	}
-	deleted, err := nullUnixNano(s.Deleted)
-	if err != nil {
-		return fmt.Errorf("add snapshot %s: deleted: %w", s.ID, err)
-	}
-	var deletedBy *string // NULL while live
-	if !s.Deleted.IsZero() {
-		deletedBy = nullString(s.DeletedBy)
-	}
-	var cp []byte // NULL unless a copy
-	if c := s.Copy; c != nil {
-		cp = append(append(append(cp, c.Vault[:]...), c.Snapshot[:]...), binary.LittleEndian.AppendUint64(nil, uint64(c.Time.UnixNano()))...)
-	}
-	_, err = tx.Exec(ctx, `INSERT INTO snapshots
-		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-		vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
-		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy, s.Domain, cp)
+	_, err = tx.Exec(ctx, `INSERT INTO snapshots (`+catalog.SnapshotInsertColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -538,15 +431,6 @@ func insertSnapshot(ctx context.Context, tx pgx.Tx, vaultID vault.ID, s vault.Sn
 	return err
 }
 
-// jsonStrings encodes ss as a JSON array, [] when empty.
-func jsonStrings(ss []string) (string, error) {
-	if ss == nil {
-		ss = []string{}
-	}
-	b, err := json.Marshal(ss)
-	return string(b), err
-}
-
 // Snapshots returns every snapshot of vault, soft-deleted ones included,
 // oldest first (by time, then ID). Empty Paths and Tags are nil.
 func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
@@ -554,65 +438,13 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 }
 
 func snapshotRows(ctx context.Context, q querier, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := q.Query(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy
-		FROM snapshots WHERE vault = $1 ORDER BY time, id`, vaultID[:])
+	rows, err := q.Query(ctx, `SELECT `+catalog.SnapshotColumns+` FROM snapshots WHERE vault = $1 ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	defer rows.Close()
-	var ss []vault.SnapshotRecord
-	for rows.Next() {
-		var (
-			s                                     vault.SnapshotRecord
-			id, tree, parent, cp                  []byte
-			paths, tags                           string
-			tm, files, dirs, nbytes, added, durNS int64
-			deleted                               *int64
-			deletedBy                             *string
-		)
-		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy, &s.Domain, &cp)
-		if err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		if cp != nil {
-			if len(cp) != 72 {
-				return nil, fmt.Errorf("list snapshots: copy of %d bytes", len(cp))
-			}
-			c := &vault.SnapshotCopy{Time: fromUnixNano(int64(binary.LittleEndian.Uint64(cp[64:])))}
-			copy(c.Vault[:], cp[:32])
-			copy(c.Snapshot[:], cp[32:64])
-			s.Copy = c
-		}
-		if err := scanID(&s.ID, id); err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		if err := scanID(&s.Tree, tree); err != nil {
-			return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
-		}
-		if parent != nil {
-			if err := scanID(&s.Parent, parent); err != nil {
-				return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
-			}
-		}
-		if err := json.Unmarshal([]byte(paths), &s.Paths); err != nil {
-			return nil, fmt.Errorf("list snapshots: snapshot %s: paths: %w", s.ID, err)
-		}
-		if err := json.Unmarshal([]byte(tags), &s.Tags); err != nil {
-			return nil, fmt.Errorf("list snapshots: snapshot %s: tags: %w", s.ID, err)
-		}
-		if len(s.Paths) == 0 {
-			s.Paths = nil
-		}
-		if len(s.Tags) == 0 {
-			s.Tags = nil
-		}
-		s.Time = fromUnixNano(tm)
-		s.Files, s.Dirs, s.Bytes, s.BytesAdded = uint64(files), uint64(dirs), uint64(nbytes), uint64(added)
-		s.Duration = time.Duration(durNS)
-		s.Deleted, s.DeletedBy = fromNullUnixNano(deleted), str(deletedBy)
-		ss = append(ss, s)
-	}
-	if err := rows.Err(); err != nil {
+	ss, err := catalog.Collect(rows, catalog.ScanSnapshot)
+	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	return ss, nil
@@ -621,24 +453,11 @@ func snapshotRows(ctx context.Context, q querier, vaultID vault.ID) ([]vault.Sna
 // AddToken records a bearer token; ErrExists if its ID or hash is taken,
 // ErrNotFound if t.Vault is not "" and names no vault.
 func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
-	if t.ID == "" || t.Role == "" {
-		return fmt.Errorf("add token %q: ID and role must be set", t.ID)
-	}
-	created, err := unixNano(t.Created)
+	args, err := catalog.TokenArgs(t)
 	if err != nil {
-		return fmt.Errorf("add token %s: created: %w", t.ID, err)
+		return err
 	}
-	expires, err := nullUnixNano(t.Expires)
-	if err != nil {
-		return fmt.Errorf("add token %s: expires: %w", t.ID, err)
-	}
-	revoked, err := nullUnixNano(t.Revoked)
-	if err != nil {
-		return fmt.Errorf("add token %s: revoked: %w", t.ID, err)
-	}
-	_, err = c.pool.Exec(ctx, `INSERT INTO tokens (id, hash, name, role, vault, created, expires, revoked, created_by, principal)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		t.ID, t.Hash[:], t.Name, t.Role, nullString(t.Vault), created, expires, revoked, nullString(t.CreatedBy), nullString(t.Principal))
+	_, err = c.pool.Exec(ctx, `INSERT INTO tokens (`+catalog.TokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -650,35 +469,13 @@ func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
 	return fmt.Errorf("add token %s: %w", t.ID, err)
 }
 
-const tokenColumns = `id, hash, name, role, vault, created, expires, revoked, created_by, principal`
-
-// scanToken reads a row of tokenColumns.
-func scanToken(row pgx.Row) (vault.TokenRecord, error) {
-	var (
-		t                    vault.TokenRecord
-		hash                 []byte
-		vaultName, by, princ *string
-		created              int64
-		expires, revoked     *int64
-	)
-	if err := row.Scan(&t.ID, &hash, &t.Name, &t.Role, &vaultName, &created, &expires, &revoked, &by, &princ); err != nil {
-		return vault.TokenRecord{}, err
-	}
-	if len(hash) != len(t.Hash) {
-		return vault.TokenRecord{}, fmt.Errorf("token %s: stored hash has %d bytes, want %d", t.ID, len(hash), len(t.Hash))
-	}
-	copy(t.Hash[:], hash)
-	t.Vault, t.CreatedBy, t.Principal = str(vaultName), str(by), str(princ)
-	t.Created = fromUnixNano(created)
-	t.Expires, t.Revoked = fromNullUnixNano(expires), fromNullUnixNano(revoked)
-	return t, nil
-}
+const tokenColumns = catalog.TokenColumns
 
 // TokenByHash returns the token whose hash is hash, revoked and expired
 // ones included, or ErrNotFound. It always reads the database: there is
 // no cache, so a revocation by any replica takes effect at once.
 func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRecord, error) {
-	t, err := scanToken(c.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = $1`, hash[:]))
+	t, err := catalog.ScanToken(c.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = $1`, hash[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", vault.ErrNotFound)
 	}
@@ -690,7 +487,7 @@ func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRe
 
 // Token implements vault.Catalog.
 func (c *Catalog) Token(ctx context.Context, id string) (vault.TokenRecord, error) {
-	t, err := scanToken(c.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`, id))
+	t, err := catalog.ScanToken(c.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, vault.ErrNotFound)
 	}
@@ -708,15 +505,8 @@ func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	defer rows.Close()
-	var ts []vault.TokenRecord
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tokens: %w", err)
-		}
-		ts = append(ts, t)
-	}
-	if err := rows.Err(); err != nil {
+	ts, err := catalog.Collect(rows, catalog.ScanToken)
+	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	return ts, nil
@@ -725,7 +515,7 @@ func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
 // RevokeToken records that token id was revoked at at; ErrNotFound if
 // there is no such token. Revoking it again keeps the first time.
 func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) error {
-	ns, err := unixNano(at)
+	ns, err := catalog.UnixNano(at)
 	if err != nil {
 		return fmt.Errorf("revoke token %s: %w", id, err)
 	}
@@ -742,16 +532,11 @@ func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) erro
 // AddKeyEvent appends e to the key audit trail of its vault; ErrNotFound
 // if the vault is not recorded.
 func (c *Catalog) AddKeyEvent(ctx context.Context, e vault.KeyEvent) error {
-	if e.Event == "" {
-		return fmt.Errorf("add key event: event must be set")
-	}
-	tm, err := unixNano(e.Time)
+	args, err := catalog.KeyEventArgs(e)
 	if err != nil {
-		return fmt.Errorf("add key event %s: %w", e.Event, err)
+		return err
 	}
-	_, err = c.pool.Exec(ctx, `INSERT INTO key_events (vault, time, principal, event, kek, detail, ok)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		e.Vault[:], tm, e.Principal, e.Event, e.KEK, e.Detail, e.OK)
+	_, err = c.pool.Exec(ctx, `INSERT INTO key_events (`+catalog.KeyEventInsertColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -761,17 +546,7 @@ func (c *Catalog) AddKeyEvent(ctx context.Context, e vault.KeyEvent) error {
 	return fmt.Errorf("add key event %s: %w", e.Event, err)
 }
 
-const keyEventColumns = `time, principal, event, kek, detail, ok`
-
-func scanKeyEvent(row pgx.Row, v vault.ID) (vault.KeyEvent, error) {
-	e := vault.KeyEvent{Vault: v}
-	var tm int64
-	if err := row.Scan(&tm, &e.Principal, &e.Event, &e.KEK, &e.Detail, &e.OK); err != nil {
-		return vault.KeyEvent{}, err
-	}
-	e.Time = fromUnixNano(tm)
-	return e, nil
-}
+const keyEventColumns = catalog.KeyEventColumns
 
 // KeyEvents returns the key audit trail of vault, oldest first (by time,
 // then in the order the events were added).
@@ -781,15 +556,8 @@ func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyE
 		return nil, fmt.Errorf("list key events: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.KeyEvent
-	for rows.Next() {
-		e, err := scanKeyEvent(rows, vaultID)
-		if err != nil {
-			return nil, fmt.Errorf("list key events: %w", err)
-		}
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, func(r catalog.Scanner) (vault.KeyEvent, error) { return catalog.ScanKeyEvent(r, vaultID) })
+	if err != nil {
 		return nil, fmt.Errorf("list key events: %w", err)
 	}
 	return es, nil
@@ -799,7 +567,7 @@ func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyE
 // if there is none.
 func (c *Catalog) LastKeyEvent(ctx context.Context, vaultID vault.ID) (vault.KeyEvent, error) {
 	row := c.pool.QueryRow(ctx, `SELECT `+keyEventColumns+` FROM key_events WHERE vault = $1 ORDER BY time DESC, id DESC LIMIT 1`, vaultID[:])
-	e, err := scanKeyEvent(row, vaultID)
+	e, err := catalog.ScanKeyEvent(row, vaultID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, vault.ErrNotFound)
 	}

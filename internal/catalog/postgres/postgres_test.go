@@ -3,8 +3,12 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-backup/coffer/internal/catalog/catalogtest"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
@@ -30,6 +34,51 @@ func TestConformance(t *testing.T) {
 		c, _ := openTemp(t)
 		return c
 	})
+}
+
+func TestStorage(t *testing.T) {
+	catalogtest.RunStorage(t, func(t *testing.T) catalogtest.Storage {
+		c, _ := openTemp(t)
+		return storage{c}
+	})
+}
+
+// storage is the catalog seen from below (catalogtest.Storage).
+type storage struct{ *Catalog }
+
+func (s storage) Rows(table string) (int, error) {
+	var n int
+	err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()).Scan(&n)
+	return n, err
+}
+
+// Exec numbers the ? placeholders of query ($1, $2, …).
+func (s storage) Exec(query string, args ...any) error {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	_, err := s.pool.Exec(context.Background(), b.String(), args...)
+	return err
+}
+
+func (s storage) RefuseDeletes(table string) (func() error, error) {
+	ctx := context.Background()
+	name := pgx.Identifier{table}.Sanitize()
+	if _, err := s.pool.Exec(ctx, `CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$;
+		CREATE TRIGGER refuse BEFORE DELETE ON `+name+` FOR EACH ROW EXECUTE FUNCTION refuse()`); err != nil {
+		return nil, err
+	}
+	return func() error {
+		_, err := s.pool.Exec(ctx, `DROP TRIGGER refuse ON `+name)
+		return err
+	}, nil
 }
 
 func TestJobLock(t *testing.T) {

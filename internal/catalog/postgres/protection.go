@@ -2,13 +2,13 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -38,12 +38,12 @@ func (c *Catalog) SetSnapshotDeleted(ctx context.Context, vaultID, id vault.ID, 
 	if at.IsZero() {
 		what, by = "undelete", ""
 	}
-	deleted, err := nullUnixNano(at)
+	deleted, err := catalog.NullUnixNano(at)
 	if err != nil {
 		return fmt.Errorf("%s snapshot %s: %w", what, id, err)
 	}
 	n, err := c.update(ctx, `UPDATE snapshots SET deleted = $1, deleted_by = $2 WHERE vault = $3 AND id = $4`,
-		deleted, nullString(by), vaultID[:], id[:])
+		deleted, catalog.NullString(by), vaultID[:], id[:])
 	if err != nil {
 		return fmt.Errorf("%s snapshot %s: %w", what, id, err)
 	}
@@ -61,7 +61,7 @@ func (c *Catalog) CondemnPack(ctx context.Context, vaultID, id vault.ID, at time
 	if at.IsZero() {
 		what = "uncondemn"
 	}
-	condemned, err := nullUnixNano(at)
+	condemned, err := catalog.NullUnixNano(at)
 	if err != nil {
 		return fmt.Errorf("%s pack %s: %w", what, id, err)
 	}
@@ -127,35 +127,15 @@ func (c *Catalog) Settings(ctx context.Context, vaultID vault.ID) (vault.VaultSe
 func readSettings(ctx context.Context, q querier, vaultID vault.ID) (vault.VaultSettings, error) {
 	// One query, so that the vault's existence and its settings are read
 	// from the same snapshot of the catalog.
-	var (
-		softDelete, immutability, policy, scope *string
-		days, minRetention, updated             *int64
-		singleUser                              *bool
-		settings                                bool
-	)
-	err := q.QueryRow(ctx, `SELECT s.soft_delete, s.soft_delete_days, s.immutability, s.min_retention_ns,
-			s.single_user, s.policy, s.updated, s.dedup_scope, s.vault IS NOT NULL
-		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = $1`, vaultID[:]).
-		Scan(&softDelete, &days, &immutability, &minRetention, &singleUser, &policy, &updated, &scope, &settings)
+	s, err := catalog.ScanSettings(q.QueryRow(ctx, `SELECT `+catalog.SettingsColumns+`
+		FROM vaults v LEFT JOIN vault_settings s ON s.vault = v.id WHERE v.id = $1`, vaultID[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, vault.ErrNotFound)
 	}
 	if err != nil {
 		return vault.VaultSettings{}, fmt.Errorf("settings of vault %s: %w", vaultID, err)
 	}
-	if !settings {
-		return vault.DefaultSettings(), nil
-	}
-	return vault.VaultSettings{
-		SoftDelete:     vault.SoftDelete(str(softDelete)),
-		SoftDeleteDays: int(*days),
-		Immutability:   vault.Immutability(str(immutability)),
-		MinRetention:   time.Duration(*minRetention),
-		SingleUser:     *singleUser,
-		Policy:         str(policy),
-		DedupScope:     vault.DedupScope(str(scope)),
-		Updated:        fromUnixNano(*updated),
-	}, nil
+	return s, nil
 }
 
 // SetSettings replaces vault's settings; ErrNotFound if there is no such
@@ -170,28 +150,24 @@ func (c *Catalog) SetSettings(ctx context.Context, vaultID vault.ID, s vault.Vau
 // setSettings is SetSettings inside tx (AppendChain writes the settings
 // of a settings entry in its own transaction).
 func setSettings(ctx context.Context, tx pgx.Tx, vaultID vault.ID, s vault.VaultSettings) error {
-	updated, err := unixNano(s.Updated)
+	args, err := catalog.SettingsArgs(vaultID, s)
 	if err != nil {
-		return fmt.Errorf("set settings of vault %s: updated: %w", vaultID, err)
+		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO vault_settings
-			(vault, soft_delete, soft_delete_days, immutability, min_retention_ns, single_user, policy, updated, dedup_scope)
+	_, err = tx.Exec(ctx, `INSERT INTO vault_settings (`+catalog.SettingsInsertColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (vault) DO UPDATE SET
 			soft_delete = excluded.soft_delete, soft_delete_days = excluded.soft_delete_days,
 			immutability = excluded.immutability, min_retention_ns = excluded.min_retention_ns,
 			single_user = excluded.single_user, policy = excluded.policy, updated = excluded.updated,
-			dedup_scope = excluded.dedup_scope`,
-		vaultID[:], string(s.SoftDelete), int64(s.SoftDeleteDays), string(s.Immutability), int64(s.MinRetention),
-		s.SingleUser, s.Policy, updated, string(s.DedupScope.OrDefault()))
+			dedup_scope = excluded.dedup_scope`, args...)
 	switch {
 	case err == nil:
 		return nil
 	case isMissingVault(err):
 		return fmt.Errorf("set settings of vault %s: %w", vaultID, vault.ErrNotFound)
 	case isCheck(err):
-		return fmt.Errorf("set settings of vault %s: invalid settings (soft delete %q for %d days, immutability %q, minimum retention %v, dedup scope %q): %w",
-			vaultID, s.SoftDelete, s.SoftDeleteDays, s.Immutability, s.MinRetention, s.DedupScope, err)
+		return catalog.InvalidSettings(vaultID, s, err)
 	}
 	return fmt.Errorf("set settings of vault %s: %w", vaultID, err)
 }
@@ -199,15 +175,11 @@ func setSettings(ctx context.Context, tx pgx.Tx, vaultID vault.ID, s vault.Vault
 // AddEvent appends e to the event trail of its vault; ErrNotFound if the
 // vault is not recorded.
 func (c *Catalog) AddEvent(ctx context.Context, e vault.VaultEvent) error {
-	if e.Event == "" {
-		return fmt.Errorf("add vault event: event must be set")
-	}
-	tm, err := unixNano(e.Time)
+	args, err := catalog.VaultEventArgs(e)
 	if err != nil {
-		return fmt.Errorf("add vault event %s: %w", e.Event, err)
+		return err
 	}
-	_, err = c.update(ctx, `INSERT INTO vault_events (vault, time, principal, event, detail, ok) VALUES ($1, $2, $3, $4, $5, $6)`,
-		e.Vault[:], tm, e.Principal, e.Event, e.Detail, e.OK)
+	_, err = c.update(ctx, `INSERT INTO vault_events (`+catalog.VaultEventInsertColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -217,7 +189,7 @@ func (c *Catalog) AddEvent(ctx context.Context, e vault.VaultEvent) error {
 	return fmt.Errorf("add vault event %s: %w", e.Event, err)
 }
 
-const vaultEventColumns = `time, principal, event, detail, ok`
+const vaultEventColumns = catalog.VaultEventColumns
 
 // Events returns the event trail of vault, oldest first (by time, then in
 // the order the events were added); none for an unknown vault.
@@ -227,17 +199,8 @@ func (c *Catalog) Events(ctx context.Context, vaultID vault.ID) ([]vault.VaultEv
 		return nil, fmt.Errorf("list vault events: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.VaultEvent
-	for rows.Next() {
-		e := vault.VaultEvent{Vault: vaultID}
-		var tm int64
-		if err := rows.Scan(&tm, &e.Principal, &e.Event, &e.Detail, &e.OK); err != nil {
-			return nil, fmt.Errorf("list vault events: %w", err)
-		}
-		e.Time = fromUnixNano(tm)
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, func(r catalog.Scanner) (vault.VaultEvent, error) { return catalog.ScanVaultEvent(r, vaultID) })
+	if err != nil {
 		return nil, fmt.Errorf("list vault events: %w", err)
 	}
 	return es, nil
@@ -247,21 +210,11 @@ func (c *Catalog) Events(ctx context.Context, vaultID vault.ID) ([]vault.VaultEv
 // if s.ID is taken, ErrNotFound if the vault is not recorded. A zero
 // s.Touched is recorded as s.Started.
 func (c *Catalog) BeginSession(ctx context.Context, vaultID vault.ID, s vault.Session) error {
-	if s.ID == "" {
-		return fmt.Errorf("begin session: ID must be set")
-	}
-	started, err := unixNano(s.Started)
+	args, err := catalog.SessionArgs(vaultID, s)
 	if err != nil {
-		return fmt.Errorf("begin session %s: started: %w", s.ID, err)
+		return err
 	}
-	touched := started
-	if !s.Touched.IsZero() {
-		if touched, err = unixNano(s.Touched); err != nil {
-			return fmt.Errorf("begin session %s: touched: %w", s.ID, err)
-		}
-	}
-	_, err = c.update(ctx, `INSERT INTO sessions (id, vault, kind, principal, started, touched) VALUES ($1, $2, $3, $4, $5, $6)`,
-		s.ID, vaultID[:], s.Kind, s.Principal, started, touched)
+	_, err = c.update(ctx, `INSERT INTO sessions (`+catalog.SessionInsertColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -276,7 +229,7 @@ func (c *Catalog) BeginSession(ctx context.Context, vaultID vault.ID, s vault.Se
 // TouchSession records that session id was alive at at; ErrNotFound if
 // there is no such session (it ended, or was cleared as dead).
 func (c *Catalog) TouchSession(ctx context.Context, id string, at time.Time) error {
-	touched, err := unixNano(at)
+	touched, err := catalog.UnixNano(at)
 	if err != nil {
 		return fmt.Errorf("touch session %s: %w", id, err)
 	}
@@ -298,7 +251,7 @@ func (c *Catalog) EndSession(ctx context.Context, id string) error {
 	return nil
 }
 
-const sessionColumns = `id, kind, principal, started, touched`
+const sessionColumns = catalog.SessionColumns
 
 // Sessions returns vault's sessions, oldest first (by start, then ID);
 // none for an unknown vault.
@@ -308,19 +261,8 @@ func (c *Catalog) Sessions(ctx context.Context, vaultID vault.ID) ([]vault.Sessi
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	defer rows.Close()
-	var ss []vault.Session
-	for rows.Next() {
-		var (
-			s                vault.Session
-			started, touched int64
-		)
-		if err := rows.Scan(&s.ID, &s.Kind, &s.Principal, &started, &touched); err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		s.Started, s.Touched = fromUnixNano(started), fromUnixNano(touched)
-		ss = append(ss, s)
-	}
-	if err := rows.Err(); err != nil {
+	ss, err := catalog.Collect(rows, catalog.ScanSession)
+	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return ss, nil
@@ -331,33 +273,12 @@ func (c *Catalog) Sessions(ctx context.Context, vaultID vault.ID) ([]vault.Sessi
 // State must be set; Params is JSON or "". Decided must be set exactly
 // when State is not pending.
 func (c *Catalog) AddRequest(ctx context.Context, r vault.Request) error {
-	if r.ID == "" || r.Op == "" {
-		return fmt.Errorf("add request %q: ID and op must be set", r.ID)
-	}
-	created, err := unixNano(r.Created)
+	args, err := catalog.RequestArgs(r)
 	if err != nil {
-		return fmt.Errorf("add request %s: created: %w", r.ID, err)
+		return err
 	}
-	expires, err := unixNano(r.Expires)
-	if err != nil {
-		return fmt.Errorf("add request %s: expires: %w", r.ID, err)
-	}
-	decided, err := nullUnixNano(r.Decided)
-	if err != nil {
-		return fmt.Errorf("add request %s: decided: %w", r.ID, err)
-	}
-	if r.Params != "" && !json.Valid([]byte(r.Params)) {
-		return fmt.Errorf("add request %s: invalid request (params must be JSON or empty)", r.ID)
-	}
-	var vaultID []byte // NULL: server-wide
-	if !r.Vault.IsZero() {
-		vaultID = r.Vault[:]
-	}
-	_, err = c.update(ctx, `INSERT INTO requests
-			(id, vault, op, params, summary, requester, created, expires, state, decider, decided)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		r.ID, vaultID, r.Op, nullString(r.Params), r.Summary, r.Requester, created, expires,
-		string(r.State), nullString(r.Decider), decided)
+	_, err = c.update(ctx, `INSERT INTO requests (`+catalog.RequestInsertColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -366,40 +287,16 @@ func (c *Catalog) AddRequest(ctx context.Context, r vault.Request) error {
 	case isDuplicate(err):
 		return fmt.Errorf("add request %s: %w", r.ID, vault.ErrExists)
 	case isCheck(err):
-		return fmt.Errorf("add request %s: invalid request (state %q; params must be JSON or empty, Decided set exactly when not pending, Decider only with Decided): %w", r.ID, r.State, err)
+		return catalog.InvalidRequest(r, err)
 	}
 	return fmt.Errorf("add request %s: %w", r.ID, err)
 }
 
-const requestColumns = `id, vault, op, params, summary, requester, created, expires, state, decider, decided`
-
-// scanRequest reads a row of requestColumns.
-func scanRequest(row interface{ Scan(...any) error }) (vault.Request, error) {
-	var (
-		r                vault.Request
-		vaultID          []byte
-		params, decider  *string
-		state            string
-		created, expires int64
-		decided          *int64
-	)
-	err := row.Scan(&r.ID, &vaultID, &r.Op, &params, &r.Summary, &r.Requester, &created, &expires, &state, &decider, &decided)
-	if err != nil {
-		return vault.Request{}, err
-	}
-	if vaultID != nil {
-		if err := scanID(&r.Vault, vaultID); err != nil {
-			return vault.Request{}, fmt.Errorf("request %s: %w", r.ID, err)
-		}
-	}
-	r.Params, r.Decider, r.State = str(params), str(decider), vault.RequestState(state)
-	r.Created, r.Expires, r.Decided = fromUnixNano(created), fromUnixNano(expires), fromNullUnixNano(decided)
-	return r, nil
-}
+const requestColumns = catalog.RequestColumns
 
 // Request returns request id, or ErrNotFound.
 func (c *Catalog) Request(ctx context.Context, id string) (vault.Request, error) {
-	r, err := scanRequest(c.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	r, err := catalog.ScanRequest(c.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return vault.Request{}, fmt.Errorf("request %s: %w", id, vault.ErrNotFound)
 	}
@@ -416,15 +313,8 @@ func (c *Catalog) Requests(ctx context.Context) ([]vault.Request, error) {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
 	defer rows.Close()
-	var rs []vault.Request
-	for rows.Next() {
-		r, err := scanRequest(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list requests: %w", err)
-		}
-		rs = append(rs, r)
-	}
-	if err := rows.Err(); err != nil {
+	rs, err := catalog.Collect(rows, catalog.ScanRequest)
+	if err != nil {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
 	return rs, nil
@@ -436,14 +326,9 @@ func (c *Catalog) Requests(ctx context.Context) ([]vault.Request, error) {
 // change are one transaction that locks the request's row first (FOR
 // UPDATE), so of two deciders, on any replicas, exactly one succeeds.
 func (c *Catalog) DecideRequest(ctx context.Context, id string, state vault.RequestState, by string, at time.Time) error {
-	switch state {
-	case vault.RequestApproved, vault.RequestRejected, vault.RequestExpired:
-	default:
-		return fmt.Errorf("decide request %s: cannot move it to state %q", id, state)
-	}
-	decided, err := unixNano(at)
+	decided, err := catalog.Decision(id, state, at)
 	if err != nil {
-		return fmt.Errorf("decide request %s: %w", id, err)
+		return err
 	}
 	err = c.write(ctx, func(tx pgx.Tx) error {
 		var cur string
@@ -454,11 +339,11 @@ func (c *Catalog) DecideRequest(ctx context.Context, id string, state vault.Requ
 		if err != nil {
 			return err
 		}
-		if vault.RequestState(cur) != vault.RequestPending {
-			return fmt.Errorf("request is %s, not pending: %w", cur, vault.ErrConflict)
+		if err := catalog.Pending(cur); err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE requests SET state = $1, decider = $2, decided = $3 WHERE id = $4`,
-			string(state), nullString(by), decided, id)
+			string(state), catalog.NullString(by), decided, id)
 		return err
 	})
 	if err != nil {

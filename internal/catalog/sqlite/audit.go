@@ -10,6 +10,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/catalog"
 )
 
 // This file stores the tamper-evident audit log (internal/audit,
@@ -249,7 +250,7 @@ func (c *Catalog) AddAuditCheckpoint(ctx context.Context, cp audit.Checkpoint) e
 	if cp.Size <= 0 {
 		return fmt.Errorf("add audit checkpoint of %d entries: size must be positive", cp.Size)
 	}
-	tm, err := unixNano(cp.Time)
+	tm, err := catalog.UnixNano(cp.Time)
 	if err != nil {
 		return fmt.Errorf("add audit checkpoint of %d entries: %w", cp.Size, err)
 	}
@@ -288,7 +289,7 @@ func (c *Catalog) AuditCheckpoints(ctx context.Context, from int64, n int) ([]au
 		if err := rows.Scan(&cp.Size, &cp.Note, &tm); err != nil {
 			return nil, fmt.Errorf("read audit checkpoints: %w", err)
 		}
-		cp.Time = fromUnixNano(tm)
+		cp.Time = catalog.FromUnixNano(tm)
 		cs = append(cs, cp)
 	}
 	if err := rows.Err(); err != nil {
@@ -310,6 +311,6 @@ func (c *Catalog) LatestAuditCheckpoint(ctx context.Context) (audit.Checkpoint, 
 	if err != nil {
 		return audit.Checkpoint{}, fmt.Errorf("latest audit checkpoint: %w", err)
 	}
-	cp.Time = fromUnixNano(tm)
+	cp.Time = catalog.FromUnixNano(tm)
 	return cp, nil
 }

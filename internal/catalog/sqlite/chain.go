@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -70,16 +71,10 @@ var migrationChainRecover = []string{
 	`ALTER TABLE snapshot_chain_new RENAME TO snapshot_chain`,
 }
 
-// nullBytes returns b, or NULL for nil.
-func nullBytes(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return b
-}
-
 // AppendChain appends entries to vault's snapshot chain and applies the
 // changes they describe, in one write transaction (see vault.Catalog).
+// Write transactions of all processes are serialized (BEGIN IMMEDIATE),
+// so the head fn sees is the head the entries follow.
 func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(head vault.ChainEntry) ([]vault.ChainEntry, []vault.SnapshotRecord, error)) error {
 	err := c.write(ctx, func(tx *sql.Tx) error {
 		var n int
@@ -97,30 +92,7 @@ func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(hea
 		if err != nil {
 			return err
 		}
-		byID := map[vault.ID]vault.SnapshotRecord{}
-		for _, r := range rows {
-			byID[r.ID] = r
-		}
-		next := head.Seq + 1
-		for _, e := range entries {
-			if e.Seq != next {
-				return fmt.Errorf("chain entry %d: want entry %d next: %w", e.Seq, next, vault.ErrConflict)
-			}
-			next++
-			if err := applyEntry(ctx, tx, vaultID, e, byID); err != nil {
-				return fmt.Errorf("chain entry %d (%s of snapshot %s): %w", e.Seq, e.Kind, e.Snapshot, err)
-			}
-			tm, err := unixNano(e.Time)
-			if err != nil {
-				return fmt.Errorf("chain entry %d: %w", e.Seq, err)
-			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO snapshot_chain (vault, seq, kind, snapshot, time, principal, digest, mac)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, vaultID[:], int64(e.Seq), int64(e.Kind), e.Snapshot[:], tm, e.Principal, e.Digest[:], e.MAC[:])
-			if err != nil {
-				return fmt.Errorf("chain entry %d: %w", e.Seq, err)
-			}
-		}
-		return nil
+		return catalog.AppendChain(chainTx{ctx, tx, vaultID}, head, entries, rows)
 	})
 	if err != nil {
 		return fmt.Errorf("append to the snapshot chain: %w", err)
@@ -128,66 +100,50 @@ func (c *Catalog) AppendChain(ctx context.Context, vaultID vault.ID, fn func(hea
 	return nil
 }
 
-// applyEntry makes the change e describes to the snapshot records.
-func applyEntry(ctx context.Context, tx *sql.Tx, vaultID vault.ID, e vault.ChainEntry, rows map[vault.ID]vault.SnapshotRecord) error {
-	var err error
-	switch e.Kind {
-	case vault.ChainAdd, vault.ChainRecover:
-		s, ok := rows[e.Snapshot]
-		if !ok {
-			return errors.New("no record given for the snapshot added")
-		}
-		return insertSnapshot(ctx, tx, vaultID, s)
-	case vault.ChainSettings:
-		// The settings the entry's digest binds, written in the entry's
-		// transaction so that the row and the chain never disagree after
-		// a crash (docs/format.md §8.4).
-		if e.Settings == nil {
-			return errors.New("no settings given for the settings entry")
-		}
-		return setSettings(ctx, tx, vaultID, *e.Settings)
-	case vault.ChainImport, vault.ChainImportForgotten, vault.ChainForget, vault.ChainUndelete, vault.ChainRemove:
-	default:
-		return fmt.Errorf("unknown kind %d", e.Kind)
-	}
-	// The record's state, read in this transaction: the entry must find
-	// it as its kind needs, so that racing writers cannot both forget
-	// (or undelete, or remove) one snapshot.
-	var deleted sql.NullInt64
-	err = tx.QueryRowContext(ctx, `SELECT deleted FROM snapshots WHERE vault = ? AND id = ?`, vaultID[:], e.Snapshot[:]).Scan(&deleted)
+// chainTx is catalog.ChainTx in a write transaction, which holds every
+// row it reads until it ends.
+type chainTx struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	vault vault.ID
+}
+
+func (t chainTx) InsertSnapshot(s vault.SnapshotRecord) error {
+	return insertSnapshot(t.ctx, t.tx, t.vault, s)
+}
+
+func (t chainTx) SetSettings(s vault.VaultSettings) error {
+	return setSettings(t.ctx, t.tx, t.vault, s)
+}
+
+func (t chainTx) SnapshotDeleted(id vault.ID) (bool, error) {
+	var deleted *int64
+	err := t.tx.QueryRowContext(t.ctx, `SELECT deleted FROM snapshots WHERE vault = ? AND id = ?`, t.vault[:], id[:]).Scan(&deleted)
 	if errors.Is(err, sql.ErrNoRows) {
-		return vault.ErrNotFound
+		return false, vault.ErrNotFound
 	}
-	if err != nil {
-		return err
-	}
-	wantDeleted := e.Kind != vault.ChainImport && e.Kind != vault.ChainForget
-	if deleted.Valid != wantDeleted {
-		state := "live"
-		if deleted.Valid {
-			state = "soft-deleted"
-		}
-		return fmt.Errorf("the snapshot is %s: %w", state, vault.ErrConflict)
-	}
-	switch e.Kind {
-	case vault.ChainImport, vault.ChainImportForgotten:
-		return nil
-	case vault.ChainForget:
-		at, err := unixNano(e.Time)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE snapshots SET deleted = ?, deleted_by = ? WHERE vault = ? AND id = ?`,
-			at, nullString(e.Principal), vaultID[:], e.Snapshot[:])
-		return err
-	case vault.ChainUndelete:
-		_, err = tx.ExecContext(ctx, `UPDATE snapshots SET deleted = NULL, deleted_by = NULL WHERE vault = ? AND id = ?`, vaultID[:], e.Snapshot[:])
-		return err
-	case vault.ChainRemove:
-		_, err = tx.ExecContext(ctx, `DELETE FROM snapshots WHERE vault = ? AND id = ?`, vaultID[:], e.Snapshot[:])
-		return err
-	}
-	return fmt.Errorf("unknown kind %d", e.Kind)
+	return deleted != nil, err
+}
+
+func (t chainTx) ForgetSnapshot(id vault.ID, at int64, by *string) error {
+	_, err := t.tx.ExecContext(t.ctx, `UPDATE snapshots SET deleted = ?, deleted_by = ? WHERE vault = ? AND id = ?`, at, by, t.vault[:], id[:])
+	return err
+}
+
+func (t chainTx) UndeleteSnapshot(id vault.ID) error {
+	_, err := t.tx.ExecContext(t.ctx, `UPDATE snapshots SET deleted = NULL, deleted_by = NULL WHERE vault = ? AND id = ?`, t.vault[:], id[:])
+	return err
+}
+
+func (t chainTx) RemoveSnapshot(id vault.ID) error {
+	_, err := t.tx.ExecContext(t.ctx, `DELETE FROM snapshots WHERE vault = ? AND id = ?`, t.vault[:], id[:])
+	return err
+}
+
+func (t chainTx) InsertEntry(e vault.ChainEntry, tm int64) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO snapshot_chain (vault, seq, kind, snapshot, time, principal, digest, mac)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, t.vault[:], int64(e.Seq), int64(e.Kind), e.Snapshot[:], tm, e.Principal, e.Digest[:], e.MAC[:])
+	return err
 }
 
 func chainHead(ctx context.Context, q interface {
@@ -203,33 +159,13 @@ func chainHead(ctx context.Context, q interface {
 func chainEntries(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }, vaultID vault.ID, order string, args ...any) ([]vault.ChainEntry, error) {
-	rows, err := q.QueryContext(ctx, `SELECT seq, kind, snapshot, time, principal, digest, mac FROM snapshot_chain WHERE vault = ? `+order, append([]any{vaultID[:]}, args...)...)
+	rows, err := q.QueryContext(ctx, `SELECT `+catalog.ChainColumns+` FROM snapshot_chain WHERE vault = ? `+order, append([]any{vaultID[:]}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read the snapshot chain: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.ChainEntry
-	for rows.Next() {
-		var (
-			e                 vault.ChainEntry
-			seq, kind, tm     int64
-			snap, digest, mac sql.RawBytes
-		)
-		if err := rows.Scan(&seq, &kind, &snap, &tm, &e.Principal, &digest, &mac); err != nil {
-			return nil, fmt.Errorf("read the snapshot chain: %w", err)
-		}
-		if len(digest) != 32 || len(mac) != 32 {
-			return nil, fmt.Errorf("read the snapshot chain: entry %d: bad digest or MAC length", seq)
-		}
-		if err := scanID(&e.Snapshot, snap); err != nil {
-			return nil, fmt.Errorf("read the snapshot chain: entry %d: %w", seq, err)
-		}
-		e.Seq, e.Kind, e.Time = uint64(seq), vault.ChainKind(kind), fromUnixNano(tm)
-		copy(e.Digest[:], digest)
-		copy(e.MAC[:], mac)
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, catalog.ScanChainEntry)
+	if err != nil {
 		return nil, fmt.Errorf("read the snapshot chain: %w", err)
 	}
 	return es, nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -119,7 +120,7 @@ func deleteKeys(ctx context.Context, tx *sql.Tx, vaultID, id vault.ID, every boo
 func (c *Catalog) Pack(ctx context.Context, vaultID, id vault.ID) (vault.PackRecord, error) {
 	var (
 		size, dek, nblob, create int64
-		condemned                sql.NullInt64
+		condemned                *int64
 		header                   []byte
 		keyed                    bool
 	)
@@ -132,8 +133,8 @@ func (c *Catalog) Pack(ctx context.Context, vaultID, id vault.ID) (vault.PackRec
 	if err != nil {
 		return vault.PackRecord{}, fmt.Errorf("read pack %s: %w", id, err)
 	}
-	return vault.PackRecord{ID: id, Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create),
-		Condemned: fromNullUnixNano(condemned), Header: header, Keyed: keyed}, nil
+	return vault.PackRecord{ID: id, Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: catalog.FromUnixNano(create),
+		Condemned: catalog.FromNullUnixNano(condemned), Header: header, Keyed: keyed}, nil
 }
 
 // maxKeysPerQuery bounds the parameters of one PacksByKey query (SQLite
@@ -187,7 +188,7 @@ func (c *Catalog) packsByKey(ctx context.Context, q string, args []any, fn func(
 			return fmt.Errorf("look up blob keys: %w", err)
 		}
 		var id vault.ID
-		if err := scanID(&id, pack); err != nil {
+		if err := catalog.ScanID(&id, pack); err != nil {
 			return fmt.Errorf("look up blob keys: %w", err)
 		}
 		if err := fn(uint64(key), id); err != nil {
@@ -218,7 +219,7 @@ func (c *Catalog) PackKeys(ctx context.Context, vaultID vault.ID, fn func(vault.
 			return fmt.Errorf("list pack keys: %w", err)
 		}
 		var id vault.ID
-		if err := scanID(&id, pack); err != nil {
+		if err := catalog.ScanID(&id, pack); err != nil {
 			return fmt.Errorf("list pack keys: %w", err)
 		}
 		keys, err := decodeKeys(kb)

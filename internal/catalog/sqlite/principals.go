@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -46,7 +47,7 @@ var migrationPasswordBy = []string{
 // this rule may already hold names that differ only in case, and opening
 // it must not fail.
 func (c *Catalog) AddPrincipal(ctx context.Context, p vault.Principal) error {
-	created, err := unixNano(p.Created)
+	created, err := catalog.UnixNano(p.Created)
 	if err != nil {
 		return fmt.Errorf("add principal %q: %w", p.Name, err)
 	}
@@ -73,17 +74,7 @@ func (c *Catalog) AddPrincipal(ctx context.Context, p vault.Principal) error {
 	return fmt.Errorf("add principal %q: %w", p.Name, err)
 }
 
-const principalColumns = `id, name, kind, password, created, created_by, password_by`
-
-func scanPrincipal(row interface{ Scan(...any) error }) (vault.Principal, error) {
-	var p vault.Principal
-	var created int64
-	if err := row.Scan(&p.ID, &p.Name, &p.Kind, &p.Password, &created, &p.CreatedBy, &p.PasswordBy); err != nil {
-		return p, err
-	}
-	p.Created = fromUnixNano(created)
-	return p, nil
-}
+const principalColumns = catalog.PrincipalColumns
 
 // Principal implements vault.Catalog: by name only, without regard to
 // ASCII case; an exact spelling wins over case variants an older catalog
@@ -96,7 +87,7 @@ func (c *Catalog) Principal(ctx context.Context, name string) (vault.Principal, 
 	defer rows.Close()
 	var found []vault.Principal
 	for rows.Next() {
-		p, err := scanPrincipal(rows)
+		p, err := catalog.ScanPrincipal(rows)
 		if err != nil {
 			return vault.Principal{}, fmt.Errorf("principal %q: %w", name, err)
 		}
@@ -105,23 +96,12 @@ func (c *Catalog) Principal(ctx context.Context, name string) (vault.Principal, 
 	if err := rows.Err(); err != nil {
 		return vault.Principal{}, fmt.Errorf("principal %q: %w", name, err)
 	}
-	switch len(found) {
-	case 0:
-		return vault.Principal{}, fmt.Errorf("principal %q: %w", name, vault.ErrNotFound)
-	case 1:
-		return found[0], nil
-	}
-	for _, p := range found {
-		if p.Name == name {
-			return p, nil
-		}
-	}
-	return vault.Principal{}, fmt.Errorf("principal %q: %d principals have this name in another case; name it by its ID: %w", name, len(found), vault.ErrAmbiguous)
+	return catalog.PickPrincipal(name, found)
 }
 
 // PrincipalByID implements vault.Catalog.
 func (c *Catalog) PrincipalByID(ctx context.Context, id string) (vault.Principal, error) {
-	p, err := scanPrincipal(c.db.QueryRowContext(ctx, `SELECT `+principalColumns+` FROM principals WHERE id = ?`, id))
+	p, err := catalog.ScanPrincipal(c.db.QueryRowContext(ctx, `SELECT `+principalColumns+` FROM principals WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("principal %s: %w", id, vault.ErrNotFound)
 	}
@@ -158,7 +138,7 @@ func (c *Catalog) Principals(ctx context.Context) ([]vault.Principal, error) {
 	defer rows.Close()
 	var out []vault.Principal
 	for rows.Next() {
-		p, err := scanPrincipal(rows)
+		p, err := catalog.ScanPrincipal(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list principals: %w", err)
 		}
@@ -169,7 +149,7 @@ func (c *Catalog) Principals(ctx context.Context) ([]vault.Principal, error) {
 
 // AssignRole implements vault.Catalog.
 func (c *Catalog) AssignRole(ctx context.Context, a vault.RoleAssignment) error {
-	created, err := unixNano(a.Created)
+	created, err := catalog.UnixNano(a.Created)
 	if err != nil {
 		return fmt.Errorf("assign role %s: %w", a.Role, err)
 	}
@@ -238,7 +218,7 @@ func (c *Catalog) RoleAssignments(ctx context.Context, principal string) ([]vaul
 		if err := rows.Scan(&a.Principal, &a.Role, &a.Vault, &created, &a.CreatedBy); err != nil {
 			return nil, fmt.Errorf("list role assignments: %w", err)
 		}
-		a.Created = fromUnixNano(created)
+		a.Created = catalog.FromUnixNano(created)
 		out = append(out, a)
 	}
 	return out, rows.Err()

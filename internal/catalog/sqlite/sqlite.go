@@ -10,11 +10,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -26,6 +23,7 @@ import (
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -236,32 +234,9 @@ func isMissingVault(err error) bool {
 	return constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 }
 
-// Time columns hold Unix nanoseconds, which cover the years 1678 to 2262.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func unixNano(t time.Time) (int64, error) {
-	if t.Before(minTime) || t.After(maxTime) {
-		return 0, fmt.Errorf("time %v out of range", t)
-	}
-	return t.UnixNano(), nil
-}
-
-func fromUnixNano(ns int64) time.Time { return time.Unix(0, ns).UTC() }
-
-func scanID(dst *vault.ID, b []byte) error {
-	if len(b) != vault.IDSize {
-		return fmt.Errorf("stored ID has %d bytes, want %d", len(b), vault.IDSize)
-	}
-	copy(dst[:], b)
-	return nil
-}
-
 // CreateVault records a new vault; ErrExists if its name or ID is taken.
 func (c *Catalog) CreateVault(ctx context.Context, v vault.VaultRecord) error {
-	created, err := unixNano(v.Created)
+	created, err := catalog.UnixNano(v.Created)
 	if err != nil {
 		return fmt.Errorf("create vault %q: %w", v.Name, err)
 	}
@@ -288,12 +263,12 @@ func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, er
 		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
 	}
 	if err == nil {
-		err = scanID(&v.ID, id)
+		err = catalog.ScanID(&v.ID, id)
 	}
 	if err != nil {
 		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, err)
 	}
-	v.Created = fromUnixNano(created)
+	v.Created = catalog.FromUnixNano(created)
 	return v, nil
 }
 
@@ -302,23 +277,14 @@ func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, er
 // already (or two blobs share an offset), with ErrNotFound if the vault is
 // not. p.Condemned is recorded as given.
 func (c *Catalog) AddPack(ctx context.Context, vaultID vault.ID, p vault.PackRecord, blobs []vault.BlobRecord) error {
-	created, err := unixNano(p.Created)
+	created, condemned, err := catalog.PackTimes(p, blobs)
 	if err != nil {
-		return fmt.Errorf("add pack %s: %w", p.ID, err)
-	}
-	condemned, err := nullUnixNano(p.Condemned)
-	if err != nil {
-		return fmt.Errorf("add pack %s: condemned: %w", p.ID, err)
-	}
-	for _, b := range blobs {
-		if b.Pack != p.ID {
-			return fmt.Errorf("add pack %s: blob %s names pack %s", p.ID, b.ID, b.Pack)
-		}
+		return err
 	}
 	vid, pid := vaultID[:], p.ID[:]
 	var failed *vault.BlobRecord
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned, nullBytes(p.Header))
+		_, err := tx.StmtContext(ctx, c.insertPack).ExecContext(ctx, vid, pid, p.Size, int64(p.DEKVersion), int64(p.Blobs), created, condemned, catalog.NullBytes(p.Header))
 		if err != nil {
 			return err
 		}
@@ -376,7 +342,7 @@ func scanPacks(rows *sql.Rows, fn func(vault.PackRecord) error) error {
 	var (
 		id                       sql.RawBytes
 		size, dek, nblob, create int64
-		condemned                sql.NullInt64
+		condemned                *int64
 		header                   []byte
 		keyed                    bool
 	)
@@ -384,8 +350,8 @@ func scanPacks(rows *sql.Rows, fn func(vault.PackRecord) error) error {
 		if err := rows.Scan(&id, &size, &dek, &nblob, &create, &condemned, &header, &keyed); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
-		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: fromUnixNano(create), Condemned: fromNullUnixNano(condemned), Header: header, Keyed: keyed}
-		if err := scanID(&p.ID, id); err != nil {
+		p := vault.PackRecord{Size: size, DEKVersion: uint32(dek), Blobs: int(nblob), Created: catalog.FromUnixNano(create), Condemned: catalog.FromNullUnixNano(condemned), Header: header, Keyed: keyed}
+		if err := catalog.ScanID(&p.ID, id); err != nil {
 			return fmt.Errorf("list packs: %w", err)
 		}
 		if err := fn(p); err != nil {
@@ -415,10 +381,10 @@ func (c *Catalog) Blobs(ctx context.Context, vaultID vault.ID, fn func(vault.Blo
 			return fmt.Errorf("list blobs: %w", err)
 		}
 		b := vault.BlobRecord{Type: vault.BlobType(typ), Offset: uint32(off), Length: uint32(length), RawLen: uint32(rawLen)}
-		if err := scanID(&b.ID, id); err != nil {
+		if err := catalog.ScanID(&b.ID, id); err != nil {
 			return fmt.Errorf("list blobs: %w", err)
 		}
-		if err := scanID(&b.Pack, pack); err != nil {
+		if err := catalog.ScanID(&b.Pack, pack); err != nil {
 			return fmt.Errorf("list blobs: %w", err)
 		}
 		if err := fn(b); err != nil {
@@ -450,39 +416,12 @@ func (c *Catalog) AddSnapshot(ctx context.Context, vaultID vault.ID, s vault.Sna
 // insertSnapshot inserts s in tx; ErrExists if its ID is present in the
 // vault, ErrNotFound if the vault is not.
 func insertSnapshot(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.SnapshotRecord) error {
-	tm, err := unixNano(s.Time)
+	args, err := catalog.SnapshotArgs(vaultID, s)
 	if err != nil {
-		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
+		return err
 	}
-	paths, err := jsonStrings(s.Paths)
-	if err != nil {
-		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
-	}
-	tags, err := jsonStrings(s.Tags)
-	if err != nil {
-		return fmt.Errorf("add snapshot %s: %w", s.ID, err)
-	}
-	var parent []byte // NULL when none
-	if !s.Parent.IsZero() {
-		parent = s.Parent[:]
-	}
-	deleted, err := nullUnixNano(s.Deleted)
-	if err != nil {
-		return fmt.Errorf("add snapshot %s: deleted: %w", s.ID, err)
-	}
-	var deletedBy any // NULL while live
-	if !s.Deleted.IsZero() {
-		deletedBy = nullString(s.DeletedBy)
-	}
-	var cp []byte // NULL unless a copy
-	if c := s.Copy; c != nil {
-		cp = append(append(append(cp, c.Vault[:]...), c.Snapshot[:]...), binary.LittleEndian.AppendUint64(nil, uint64(c.Time.UnixNano()))...)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO snapshots
-		(vault, id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		vaultID[:], s.ID[:], tm, s.Host, paths, tags, s.Tree[:], parent,
-		int64(s.Files), int64(s.Dirs), int64(s.Bytes), int64(s.BytesAdded), int64(s.Duration), deleted, deletedBy, s.Domain, cp)
+	_, err = tx.ExecContext(ctx, `INSERT INTO snapshots (`+catalog.SnapshotInsertColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case err == nil:
 		return nil
@@ -494,15 +433,6 @@ func insertSnapshot(ctx context.Context, tx *sql.Tx, vaultID vault.ID, s vault.S
 	return err
 }
 
-// jsonStrings encodes ss as a JSON array, [] when empty.
-func jsonStrings(ss []string) (string, error) {
-	if ss == nil {
-		ss = []string{}
-	}
-	b, err := json.Marshal(ss)
-	return string(b), err
-}
-
 // Snapshots returns every snapshot of vault, soft-deleted ones included,
 // oldest first (by time, then ID). Empty Paths and Tags are nil.
 func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
@@ -512,115 +442,27 @@ func (c *Catalog) Snapshots(ctx context.Context, vaultID vault.ID) ([]vault.Snap
 func snapshotRows(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }, vaultID vault.ID) ([]vault.SnapshotRecord, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, time, host, paths, tags, tree, parent, files, dirs, bytes, bytes_added, duration_ns, deleted, deleted_by, domain, copy
-		FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
+	rows, err := q.QueryContext(ctx, `SELECT `+catalog.SnapshotColumns+` FROM snapshots WHERE vault = ? ORDER BY time, id`, vaultID[:])
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	defer rows.Close()
-	var ss []vault.SnapshotRecord
-	for rows.Next() {
-		var (
-			s                                     vault.SnapshotRecord
-			id, tree, parent, paths, tags, cp     []byte
-			tm, files, dirs, nbytes, added, durNS int64
-			deleted                               sql.NullInt64
-			deletedBy                             sql.NullString
-		)
-		err := rows.Scan(&id, &tm, &s.Host, &paths, &tags, &tree, &parent, &files, &dirs, &nbytes, &added, &durNS, &deleted, &deletedBy, &s.Domain, &cp)
-		if err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		if cp != nil {
-			if len(cp) != 72 {
-				return nil, fmt.Errorf("list snapshots: copy of %d bytes", len(cp))
-			}
-			c := &vault.SnapshotCopy{Time: fromUnixNano(int64(binary.LittleEndian.Uint64(cp[64:])))}
-			copy(c.Vault[:], cp[:32])
-			copy(c.Snapshot[:], cp[32:64])
-			s.Copy = c
-		}
-		if err := scanID(&s.ID, id); err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		if err := scanID(&s.Tree, tree); err != nil {
-			return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
-		}
-		if parent != nil {
-			if err := scanID(&s.Parent, parent); err != nil {
-				return nil, fmt.Errorf("list snapshots: snapshot %s: %w", s.ID, err)
-			}
-		}
-		if err := json.Unmarshal(paths, &s.Paths); err != nil {
-			return nil, fmt.Errorf("list snapshots: snapshot %s: paths: %w", s.ID, err)
-		}
-		if err := json.Unmarshal(tags, &s.Tags); err != nil {
-			return nil, fmt.Errorf("list snapshots: snapshot %s: tags: %w", s.ID, err)
-		}
-		if len(s.Paths) == 0 {
-			s.Paths = nil
-		}
-		if len(s.Tags) == 0 {
-			s.Tags = nil
-		}
-		s.Time = fromUnixNano(tm)
-		s.Files, s.Dirs, s.Bytes, s.BytesAdded = uint64(files), uint64(dirs), uint64(nbytes), uint64(added)
-		s.Duration = time.Duration(durNS)
-		s.Deleted, s.DeletedBy = fromNullUnixNano(deleted), deletedBy.String
-		ss = append(ss, s)
-	}
-	if err := rows.Err(); err != nil {
+	ss, err := catalog.Collect(rows, catalog.ScanSnapshot)
+	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	return ss, nil
 }
 
-// nullUnixNano is unixNano with NULL for the zero time.
-func nullUnixNano(t time.Time) (any, error) {
-	if t.IsZero() {
-		return nil, nil
-	}
-	return unixNano(t)
-}
-
-// fromNullUnixNano is fromUnixNano with the zero time for NULL.
-func fromNullUnixNano(ns sql.NullInt64) time.Time {
-	if !ns.Valid {
-		return time.Time{}
-	}
-	return fromUnixNano(ns.Int64)
-}
-
-// nullString returns s, or NULL for "".
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 // AddToken records a bearer token; ErrExists if its ID or hash is taken,
 // ErrNotFound if t.Vault is not "" and names no vault.
 func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
-	if t.ID == "" || t.Role == "" {
-		return fmt.Errorf("add token %q: ID and role must be set", t.ID)
-	}
-	created, err := unixNano(t.Created)
+	args, err := catalog.TokenArgs(t)
 	if err != nil {
-		return fmt.Errorf("add token %s: created: %w", t.ID, err)
-	}
-	expires, err := nullUnixNano(t.Expires)
-	if err != nil {
-		return fmt.Errorf("add token %s: expires: %w", t.ID, err)
-	}
-	revoked, err := nullUnixNano(t.Revoked)
-	if err != nil {
-		return fmt.Errorf("add token %s: revoked: %w", t.ID, err)
+		return err
 	}
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, name, role, vault, created, expires, revoked, created_by, principal)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.Hash[:], t.Name, t.Role, nullString(t.Vault), created, expires, revoked, nullString(t.CreatedBy), nullString(t.Principal))
+		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (`+catalog.TokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		return err
 	})
 	switch {
@@ -634,36 +476,13 @@ func (c *Catalog) AddToken(ctx context.Context, t vault.TokenRecord) error {
 	return fmt.Errorf("add token %s: %w", t.ID, err)
 }
 
-const tokenColumns = `id, hash, name, role, vault, created, expires, revoked, created_by, principal`
-
-// scanToken reads a row of tokenColumns.
-func scanToken(row interface{ Scan(...any) error }) (vault.TokenRecord, error) {
-	var (
-		t                vault.TokenRecord
-		hash             []byte
-		vaultName, by    sql.NullString
-		principal        sql.NullString
-		created          int64
-		expires, revoked sql.NullInt64
-	)
-	if err := row.Scan(&t.ID, &hash, &t.Name, &t.Role, &vaultName, &created, &expires, &revoked, &by, &principal); err != nil {
-		return vault.TokenRecord{}, err
-	}
-	if len(hash) != len(t.Hash) {
-		return vault.TokenRecord{}, fmt.Errorf("token %s: stored hash has %d bytes, want %d", t.ID, len(hash), len(t.Hash))
-	}
-	copy(t.Hash[:], hash)
-	t.Vault, t.CreatedBy, t.Principal = vaultName.String, by.String, principal.String
-	t.Created = fromUnixNano(created)
-	t.Expires, t.Revoked = fromNullUnixNano(expires), fromNullUnixNano(revoked)
-	return t, nil
-}
+const tokenColumns = catalog.TokenColumns
 
 // TokenByHash returns the token whose hash is hash, revoked and expired
 // ones included, or ErrNotFound. It always reads the file: there is no
 // cache, so a revocation by any process takes effect at once.
 func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRecord, error) {
-	t, err := scanToken(c.tokenByHash.QueryRowContext(ctx, hash[:]))
+	t, err := catalog.ScanToken(c.tokenByHash.QueryRowContext(ctx, hash[:]))
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.TokenRecord{}, fmt.Errorf("look up token: %w", vault.ErrNotFound)
 	}
@@ -675,7 +494,7 @@ func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRe
 
 // Token implements vault.Catalog.
 func (c *Catalog) Token(ctx context.Context, id string) (vault.TokenRecord, error) {
-	t, err := scanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
+	t, err := catalog.ScanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, vault.ErrNotFound)
 	}
@@ -693,15 +512,8 @@ func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	defer rows.Close()
-	var ts []vault.TokenRecord
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tokens: %w", err)
-		}
-		ts = append(ts, t)
-	}
-	if err := rows.Err(); err != nil {
+	ts, err := catalog.Collect(rows, catalog.ScanToken)
+	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	return ts, nil
@@ -710,7 +522,7 @@ func (c *Catalog) Tokens(ctx context.Context) ([]vault.TokenRecord, error) {
 // RevokeToken records that token id was revoked at at; ErrNotFound if
 // there is no such token. Revoking it again keeps the first time.
 func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) error {
-	ns, err := unixNano(at)
+	ns, err := catalog.UnixNano(at)
 	if err != nil {
 		return fmt.Errorf("revoke token %s: %w", id, err)
 	}
@@ -737,21 +549,12 @@ func (c *Catalog) RevokeToken(ctx context.Context, id string, at time.Time) erro
 // AddKeyEvent appends e to the key audit trail of its vault; ErrNotFound
 // if the vault is not recorded.
 func (c *Catalog) AddKeyEvent(ctx context.Context, e vault.KeyEvent) error {
-	if e.Event == "" {
-		return fmt.Errorf("add key event: event must be set")
-	}
-	tm, err := unixNano(e.Time)
+	args, err := catalog.KeyEventArgs(e)
 	if err != nil {
-		return fmt.Errorf("add key event %s: %w", e.Event, err)
-	}
-	var ok int64
-	if e.OK {
-		ok = 1
+		return err
 	}
 	err = c.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO key_events (vault, time, principal, event, kek, detail, ok)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			e.Vault[:], tm, e.Principal, e.Event, e.KEK, e.Detail, ok)
+		_, err := tx.ExecContext(ctx, `INSERT INTO key_events (`+catalog.KeyEventInsertColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`, args...)
 		return err
 	})
 	switch {
@@ -763,19 +566,7 @@ func (c *Catalog) AddKeyEvent(ctx context.Context, e vault.KeyEvent) error {
 	return fmt.Errorf("add key event %s: %w", e.Event, err)
 }
 
-const keyEventColumns = `time, principal, event, kek, detail, ok`
-
-// scanKeyEvent reads a row of keyEventColumns into an event of vault v.
-func scanKeyEvent(row interface{ Scan(...any) error }, v vault.ID) (vault.KeyEvent, error) {
-	e := vault.KeyEvent{Vault: v}
-	var tm, ok int64
-	if err := row.Scan(&tm, &e.Principal, &e.Event, &e.KEK, &e.Detail, &ok); err != nil {
-		return vault.KeyEvent{}, err
-	}
-	e.Time = fromUnixNano(tm)
-	e.OK = ok != 0
-	return e, nil
-}
+const keyEventColumns = catalog.KeyEventColumns
 
 // KeyEvents returns the key audit trail of vault, oldest first (by time,
 // then in the order the events were added).
@@ -785,15 +576,8 @@ func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyE
 		return nil, fmt.Errorf("list key events: %w", err)
 	}
 	defer rows.Close()
-	var es []vault.KeyEvent
-	for rows.Next() {
-		e, err := scanKeyEvent(rows, vaultID)
-		if err != nil {
-			return nil, fmt.Errorf("list key events: %w", err)
-		}
-		es = append(es, e)
-	}
-	if err := rows.Err(); err != nil {
+	es, err := catalog.Collect(rows, func(r catalog.Scanner) (vault.KeyEvent, error) { return catalog.ScanKeyEvent(r, vaultID) })
+	if err != nil {
 		return nil, fmt.Errorf("list key events: %w", err)
 	}
 	return es, nil
@@ -803,7 +587,7 @@ func (c *Catalog) KeyEvents(ctx context.Context, vaultID vault.ID) ([]vault.KeyE
 // if there is none.
 func (c *Catalog) LastKeyEvent(ctx context.Context, vaultID vault.ID) (vault.KeyEvent, error) {
 	row := c.db.QueryRowContext(ctx, `SELECT `+keyEventColumns+` FROM key_events WHERE vault = ? ORDER BY time DESC, id DESC LIMIT 1`, vaultID[:])
-	e, err := scanKeyEvent(row, vaultID)
+	e, err := catalog.ScanKeyEvent(row, vaultID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.KeyEvent{}, fmt.Errorf("last key event of vault %s: %w", vaultID, vault.ErrNotFound)
 	}
@@ -815,7 +599,7 @@ func (c *Catalog) LastKeyEvent(ctx context.Context, vaultID vault.ID) (vault.Key
 
 // DeleteVault implements vault.Catalog.
 func (c *Catalog) DeleteVault(ctx context.Context, vaultID vault.ID, at time.Time) error {
-	ns, err := unixNano(at)
+	ns, err := catalog.UnixNano(at)
 	if err != nil {
 		return fmt.Errorf("delete vault %s: %w", vaultID, err)
 	}

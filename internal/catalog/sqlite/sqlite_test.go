@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +33,37 @@ func TestConformance(t *testing.T) {
 		c, _ := openTemp(t)
 		return c
 	})
+}
+
+func TestStorage(t *testing.T) {
+	catalogtest.RunStorage(t, func(t *testing.T) catalogtest.Storage {
+		c, _ := openTemp(t)
+		return storage{c}
+	})
+}
+
+// storage is the catalog seen from below (catalogtest.Storage).
+type storage struct{ *Catalog }
+
+func (s storage) Rows(table string) (int, error) {
+	var n int
+	err := s.db.QueryRow(`SELECT count(*) FROM ` + table).Scan(&n)
+	return n, err
+}
+
+func (s storage) Exec(query string, args ...any) error {
+	_, err := s.db.Exec(query, args...)
+	return err
+}
+
+func (s storage) RefuseDeletes(table string) (func() error, error) {
+	if _, err := s.db.Exec(`CREATE TRIGGER refuse BEFORE DELETE ON ` + table + ` BEGIN SELECT RAISE(ABORT, 'refused by test'); END`); err != nil {
+		return nil, err
+	}
+	return func() error {
+		_, err := s.db.Exec(`DROP TRIGGER refuse`)
+		return err
+	}, nil
 }
 
 func newID() vault.ID {
@@ -226,164 +256,6 @@ func TestTwoHandles(t *testing.T) {
 	}
 }
 
-// TestAddPackAtomic provokes a failure on the last blob of a pack and
-// checks that nothing of the pack remains.
-func TestAddPackAtomic(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	v := newVault(t, c, "v")
-	p, blobs := newPack(100)
-	blobs[99].Offset = blobs[50].Offset // two blobs cannot share bytes
-
-	err := c.AddPack(ctx, v, p, blobs)
-	if !errors.Is(err, vault.ErrExists) {
-		t.Fatalf("AddPack with a duplicate offset: %v, want ErrExists", err)
-	}
-	if !strings.Contains(err.Error(), blobs[99].ID.String()) {
-		t.Errorf("error %q does not name the failing blob", err)
-	}
-	if n := count(t, c.db, "packs"); n != 0 {
-		t.Errorf("%d pack rows remain", n)
-	}
-	if n := count(t, c.db, "blobs"); n != 0 {
-		t.Errorf("%d blob rows remain", n)
-	}
-
-	// A corrected retry succeeds.
-	blobs[99].Offset = 99 * 4096
-	if err := c.AddPack(ctx, v, p, blobs); err != nil {
-		t.Fatal(err)
-	}
-	if n := count(t, c.db, "blobs"); n != 100 {
-		t.Errorf("%d blob rows, want 100", n)
-	}
-}
-
-// TestWriteDuringIteration checks that fn may write to the catalog while
-// Blobs holds its read open, and that the iteration does not see the
-// write (it reads one snapshot of the catalog).
-func TestWriteDuringIteration(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	v := newVault(t, c, "v")
-	p, blobs := newPack(10)
-	if err := c.AddPack(ctx, v, p, blobs); err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	err := c.Blobs(ctx, v, func(vault.BlobRecord) error {
-		n++
-		p, blobs := newPack(10)
-		return c.AddPack(ctx, v, p, blobs)
-	})
-	if err != nil || n != 10 {
-		t.Fatalf("Blobs: %d calls, %v; want 10", n, err)
-	}
-	if got := count(t, c.db, "blobs"); got != 110 {
-		t.Errorf("%d blobs, want 110", got)
-	}
-}
-
-func TestAddPackWrongPack(t *testing.T) {
-	c, _ := openTemp(t)
-	v := newVault(t, c, "v")
-	p, blobs := newPack(3)
-	blobs[2].Pack = newID()
-	if err := c.AddPack(t.Context(), v, p, blobs); err == nil {
-		t.Fatal("AddPack accepted a blob of another pack")
-	}
-	if n := count(t, c.db, "packs"); n != 0 {
-		t.Errorf("%d pack rows", n)
-	}
-}
-
-func TestUnknownVault(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	p, blobs := newPack(3)
-	if err := c.AddPack(ctx, newID(), p, blobs); !errors.Is(err, vault.ErrNotFound) {
-		t.Errorf("AddPack to an unknown vault: %v, want ErrNotFound", err)
-	}
-	s := vault.SnapshotRecord{ID: newID(), Time: time.Now(), Tree: newID()}
-	if err := c.AddSnapshot(ctx, newID(), s); !errors.Is(err, vault.ErrNotFound) {
-		t.Errorf("AddSnapshot to an unknown vault: %v, want ErrNotFound", err)
-	}
-	e := vault.KeyEvent{Vault: newID(), Time: time.Now(), Event: vault.KeyEventDEKRotate, OK: true}
-	if err := c.AddKeyEvent(ctx, e); !errors.Is(err, vault.ErrNotFound) {
-		t.Errorf("AddKeyEvent to an unknown vault: %v, want ErrNotFound", err)
-	}
-}
-
-// TestKeyEventInvalid checks that events without a time or an event name,
-// or with a time out of range, are refused and store nothing.
-func TestKeyEventInvalid(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	v := newVault(t, c, "v")
-	for _, e := range []vault.KeyEvent{
-		{Vault: v, Time: time.Time{}, Event: vault.KeyEventDEKRotate},
-		{Vault: v, Time: time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), Event: vault.KeyEventDEKRotate},
-		{Vault: v, Time: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), Event: vault.KeyEventDEKRotate},
-		{Vault: v, Time: time.Now(), Event: ""},
-	} {
-		if err := c.AddKeyEvent(ctx, e); err == nil || errors.Is(err, vault.ErrNotFound) {
-			t.Errorf("AddKeyEvent(%+v): %v, want invalid", e, err)
-		}
-	}
-	if n := count(t, c.db, "key_events"); n != 0 {
-		t.Errorf("%d key event rows", n)
-	}
-	// Nanoseconds survive.
-	want := vault.KeyEvent{Vault: v, Time: time.Date(2024, 2, 29, 1, 2, 3, 123456789, time.UTC), Event: vault.KeyEventUsePMK, OK: true}
-	if err := c.AddKeyEvent(ctx, want); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := c.LastKeyEvent(ctx, v); err != nil || got != want {
-		t.Errorf("LastKeyEvent = %+v, %v; want %+v", got, err, want)
-	}
-}
-
-func TestTimeRange(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	for _, tm := range []time.Time{{}, time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)} {
-		if err := c.CreateVault(ctx, vault.VaultRecord{ID: newID(), Name: "v", Created: tm}); err == nil || errors.Is(err, vault.ErrExists) {
-			t.Errorf("CreateVault at %v: %v, want out of range", tm, err)
-		}
-	}
-	// Nanoseconds survive.
-	want := time.Date(2024, 2, 29, 1, 2, 3, 123456789, time.UTC)
-	if err := c.CreateVault(ctx, vault.VaultRecord{ID: newID(), Name: "v", Created: want}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.Vault(ctx, "v")
-	if err != nil || !got.Created.Equal(want) {
-		t.Errorf("Vault: %v, %v; want created %v", got, err, want)
-	}
-}
-
-func TestUint64Range(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	v := newVault(t, c, "v")
-	s := vault.SnapshotRecord{
-		ID: newID(), Time: time.Now(), Tree: newID(),
-		Files: math.MaxUint64, Dirs: 1 << 63, Bytes: math.MaxInt64, BytesAdded: math.MaxInt64 + 1,
-		Duration: math.MaxInt64,
-	}
-	if err := c.AddSnapshot(ctx, v, s); err != nil {
-		t.Fatal(err)
-	}
-	ss, err := c.Snapshots(ctx, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := ss[0]
-	if got.Files != s.Files || got.Dirs != s.Dirs || got.Bytes != s.Bytes || got.BytesAdded != s.BytesAdded || got.Duration != s.Duration {
-		t.Errorf("got %+v, want %+v", got, s)
-	}
-}
-
 func TestReopen(t *testing.T) {
 	c, path := openTemp(t)
 	v := newVault(t, c, "v")
@@ -403,39 +275,6 @@ func TestReopen(t *testing.T) {
 	var version int
 	if err := c2.db.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != currentVersion {
 		t.Errorf("schema version %d, %v; want %d", version, err, currentVersion)
-	}
-}
-
-func TestTokenTimeRange(t *testing.T) {
-	c, _ := openTemp(t)
-	ctx := t.Context()
-	late := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, tok := range []vault.TokenRecord{
-		{Created: time.Time{}},
-		{Created: time.Now(), Expires: late},
-		{Created: time.Now(), Revoked: late},
-	} {
-		tok.ID, tok.Role, tok.Hash = fmt.Sprint(i), "owner", [32]byte{byte(i)}
-		if err := c.AddToken(ctx, tok); err == nil || errors.Is(err, vault.ErrExists) {
-			t.Errorf("AddToken %d: %v, want out of range", i, err)
-		}
-	}
-	if n := count(t, c.db, "tokens"); n != 0 {
-		t.Errorf("%d token rows", n)
-	}
-	if err := c.AddToken(ctx, vault.TokenRecord{ID: "x", Role: "owner", Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.RevokeToken(ctx, "x", time.Time{}); err == nil {
-		t.Error("RevokeToken at the zero time succeeded")
-	}
-	for _, tok := range []vault.TokenRecord{
-		{ID: "", Role: "owner", Hash: [32]byte{9}, Created: time.Now()},
-		{ID: "y", Role: "", Hash: [32]byte{9}, Created: time.Now()},
-	} {
-		if err := c.AddToken(ctx, tok); err == nil {
-			t.Errorf("AddToken(%+v) succeeded", tok)
-		}
 	}
 }
 

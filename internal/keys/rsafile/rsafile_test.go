@@ -223,6 +223,10 @@ func TestOpenRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ecScalar, err := ec.Bytes() // the private scalar, which no message may show
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, ed, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -243,8 +247,8 @@ func TestOpenRefuses(t *testing.T) {
 	}{
 		{"RSA1024", pemBytes(t, k1024, pkcs1), "1024-bit RSA key", k1024.D.Bytes()},
 		{"RSA4096", pemBytes(t, k4096, pkcs8), "4096-bit RSA key", k4096.D.Bytes()},
-		{"ECDSAPKCS8", pemBytes(t, ec, pkcs8), "ECDSA key, not an RSA key", ec.D.Bytes()},
-		{"ECDSASEC1", block("EC PRIVATE KEY", ecDER, nil), `"EC PRIVATE KEY"`, ec.D.Bytes()},
+		{"ECDSAPKCS8", pemBytes(t, ec, pkcs8), "ECDSA key, not an RSA key", ecScalar},
+		{"ECDSASEC1", block("EC PRIVATE KEY", ecDER, nil), `"EC PRIVATE KEY"`, ecScalar},
 		{"Ed25519", pemBytes(t, ed, pkcs8), "Ed25519 key, not an RSA key", ed.Seed()},
 		{"Empty", nil, "no PEM", nil},
 		{"NotPEM", []byte("hello\n"), "no PEM", nil},
