@@ -60,18 +60,14 @@ func (a *app) passphraseFrom(ctx context.Context, fileVar, cmdVar, what string, 
 	if !ok || !term.IsTerminal(int(in.Fd())) {
 		return passphrase.Passphrase{}, "", fmt.Errorf("%w: %s needs a passphrase, and standard input is not a terminal: set %s to a file holding it (mode 0600), or %s to a command printing it", vault.ErrKeyUnavailable, what, fileVar, cmdVar)
 	}
-	fmt.Fprintf(a.stderr, "passphrase for %s: ", what)
-	b, err := term.ReadPassword(int(in.Fd()))
-	fmt.Fprintln(a.stderr)
+	b, err := readSecret(in, a.stderr, fmt.Sprintf("passphrase for %s: ", what))
 	if err != nil {
 		return passphrase.Passphrase{}, "", fmt.Errorf("read the passphrase: %w", err)
 	}
 	p := passphrase.FirstLine(b)
 	clear(b)
 	if confirm {
-		fmt.Fprintf(a.stderr, "the same passphrase again: ")
-		b, err := term.ReadPassword(int(in.Fd()))
-		fmt.Fprintln(a.stderr)
+		b, err := readSecret(in, a.stderr, "the same passphrase again: ")
 		if err != nil {
 			return passphrase.Passphrase{}, "", fmt.Errorf("read the passphrase: %w", err)
 		}

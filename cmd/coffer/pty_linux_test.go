@@ -131,9 +131,9 @@ func (term *terminal) waitFor(t *testing.T, s string) {
 	term.waitUntil(t, fmt.Sprintf("the terminal showed %q", s), func(screen string) bool { return strings.Contains(screen, s) })
 }
 
-// typeSecret types s and a newline once the terminal stops echoing: a
-// prompt for a secret is written before echo is turned off, so keys typed
-// at once would be echoed by the terminal, not by coffer.
+// typeSecret types s and a newline once the terminal stops echoing, so
+// that an echoed secret can only be coffer's doing (coffer turns echo off
+// before it prompts: TestSecretPromptAfterEchoOff).
 func (term *terminal) typeSecret(t *testing.T, s string) {
 	t.Helper()
 	for {

@@ -128,9 +128,7 @@ func (a *app) loadToken(server string) (string, error) {
 // (prompted on stderr), else the first line of standard input.
 func (a *app) loginPassword(name string) (string, error) {
 	if in, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
-		fmt.Fprintf(a.stderr, "password for %s: ", safeText(name))
-		b, err := term.ReadPassword(int(in.Fd()))
-		fmt.Fprintln(a.stderr)
+		b, err := readSecret(in, a.stderr, fmt.Sprintf("password for %s: ", safeText(name)))
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
 		}
