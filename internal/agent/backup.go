@@ -143,6 +143,12 @@ const (
 	// chunks (few exceed three times the 1 MiB average), so few are moved
 	// to a larger one.
 	chunkWindow = 3<<20 + 256<<10
+	// maxWindows is how many idle windows are kept: as many as can be in
+	// use at once (one filling in each chunker, the rest holding chunks
+	// within the budget), so that a steady backup allocates none. Keeping
+	// only one per chunker made the backup allocate, and the runtime zero,
+	// a fresh 3.25 MiB window for most chunks.
+	maxWindows = chunkers + chunkBudget/chunkWindow + 1
 )
 
 // windowAlloc gives the chunkers their buffers from the backup's pool.
@@ -348,7 +354,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		chunkJobs:   make(chan *chunkJob, opt.ChunkWorkers),
 		budget:      newBudget(chunkBudget),
 		chunkers:    make(chan *chunker.Owned, chunkers),
-		windows:     make(chan []byte, chunkers),
+		windows:     make(chan []byte, maxWindows),
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
 		addedBefore: addedBefore,

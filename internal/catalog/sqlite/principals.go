@@ -101,7 +101,7 @@ func (c *Catalog) Principal(ctx context.Context, name string) (vault.Principal, 
 
 // PrincipalByID implements vault.Catalog.
 func (c *Catalog) PrincipalByID(ctx context.Context, id string) (vault.Principal, error) {
-	p, err := catalog.ScanPrincipal(c.db.QueryRowContext(ctx, `SELECT `+principalColumns+` FROM principals WHERE id = ?`, id))
+	p, err := catalog.ScanPrincipal(c.queryRow(ctx, `SELECT `+principalColumns+` FROM principals WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("principal %s: %w", id, vault.ErrNotFound)
 	}
@@ -131,7 +131,7 @@ func (c *Catalog) SetPassword(ctx context.Context, id, hash, by string) error {
 
 // Principals implements vault.Catalog.
 func (c *Catalog) Principals(ctx context.Context) ([]vault.Principal, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT `+principalColumns+` FROM principals ORDER BY name`)
+	rows, err := c.query(ctx, `SELECT `+principalColumns+` FROM principals ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list principals: %w", err)
 	}
@@ -206,7 +206,7 @@ func (c *Catalog) RoleAssignments(ctx context.Context, principal string) ([]vaul
 		q += ` WHERE principal = ?`
 		args = append(args, principal)
 	}
-	rows, err := c.db.QueryContext(ctx, q+` ORDER BY principal, role, vault`, args...)
+	rows, err := c.query(ctx, q+` ORDER BY principal, role, vault`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list role assignments: %w", err)
 	}

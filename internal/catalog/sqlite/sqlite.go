@@ -65,6 +65,14 @@ type Catalog struct {
 	insertBlob  *sql.Stmt
 	tokenByHash *sql.Stmt // every server request looks its token up
 
+	// stmts holds the prepared statements of the other reads a server
+	// request makes (a token's issuer, a principal and its roles, a vault
+	// by name): SQL text → *sql.Stmt. In modernc's SQLite, preparing a
+	// query costs more than running it, and database/sql prepares a query
+	// given as text anew on every call. Only fixed texts go in, so the
+	// map holds one entry per call site.
+	stmts sync.Map
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -157,9 +165,47 @@ func (c *Catalog) Close() error {
 				s.Close()
 			}
 		}
+		c.stmts.Range(func(_, s any) bool {
+			s.(*sql.Stmt).Close()
+			return true
+		})
 		c.closeErr = c.db.Close()
 	})
 	return c.closeErr
+}
+
+// prepared returns the prepared statement of the fixed query text q,
+// preparing it on first use; nil when it cannot be prepared (the caller
+// then runs q unprepared, which reports the error).
+func (c *Catalog) prepared(ctx context.Context, q string) *sql.Stmt {
+	if s, ok := c.stmts.Load(q); ok {
+		return s.(*sql.Stmt)
+	}
+	s, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil
+	}
+	if old, loaded := c.stmts.LoadOrStore(q, s); loaded {
+		s.Close()
+		return old.(*sql.Stmt)
+	}
+	return s
+}
+
+// queryRow is db.QueryRowContext through a prepared statement.
+func (c *Catalog) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if s := c.prepared(ctx, q); s != nil {
+		return s.QueryRowContext(ctx, args...)
+	}
+	return c.db.QueryRowContext(ctx, q, args...)
+}
+
+// query is db.QueryContext through a prepared statement.
+func (c *Catalog) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if s := c.prepared(ctx, q); s != nil {
+		return s.QueryContext(ctx, args...)
+	}
+	return c.db.QueryContext(ctx, q, args...)
 }
 
 // connect opens the first connection. Its journal_mode(WAL) pragma fails
@@ -258,7 +304,7 @@ func (c *Catalog) Vault(ctx context.Context, name string) (vault.VaultRecord, er
 	v := vault.VaultRecord{Name: name}
 	var id []byte
 	var created int64
-	err := c.db.QueryRowContext(ctx, `SELECT id, created FROM vaults WHERE name = ? AND deleted IS NULL`, name).Scan(&id, &created)
+	err := c.queryRow(ctx, `SELECT id, created FROM vaults WHERE name = ? AND deleted IS NULL`, name).Scan(&id, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.VaultRecord{}, fmt.Errorf("vault %q: %w", name, vault.ErrNotFound)
 	}
@@ -494,7 +540,7 @@ func (c *Catalog) TokenByHash(ctx context.Context, hash [32]byte) (vault.TokenRe
 
 // Token implements vault.Catalog.
 func (c *Catalog) Token(ctx context.Context, id string) (vault.TokenRecord, error) {
-	t, err := catalog.ScanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
+	t, err := catalog.ScanToken(c.queryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return vault.TokenRecord{}, fmt.Errorf("token %s: %w", id, vault.ErrNotFound)
 	}
