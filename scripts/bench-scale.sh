@@ -80,7 +80,7 @@ gone() { rm -rf "$1"; sync; sleep "$SETTLE"; }
 count() { find "$1" -type f | wc -l; }
 
 echo "tree: $DIRS x $FILES_PER_DIR files in $TREE; tools: ${TOOLS[*]}" >&2
-go build -o "$W/mktree" "$HERE/mktree"
+(cd "$HERE" && go build -o "$W/mktree" ./mktree)   # inside the module, from any directory
 "$W/mktree" -dirs "$DIRS" -files "$FILES_PER_DIR" "$TREE" >&2
 TREE_BYTES=$(du -sb "$TREE" | cut -f1)
 sync; sleep "$SETTLE"
