@@ -92,7 +92,7 @@ for r in $(seq 1 "$ROUNDS"); do
     case $t in
       coffer) timed coffer "$r" "$COFFER" backup "$DATA" ;;
       restic) timed restic "$r" "$RESTIC" -r "$W/r-restic" backup "$DATA" ;;
-      kopia) timed kopia "$r" kopia_run snapshot create "$DATA" ;;
+      kopia) timed kopia "$r" "$KOPIA" snapshot create "$DATA" "${KFLAGS[@]}" ;;
     esac
     echo "$(du -sm "$(repo "$t")" | cut -f1)" >"$W/$t.$r.repo"
     echo "    $(cat "$W/$t.$r") repo $(cat "$W/$t.$r.repo") MB" >&2
