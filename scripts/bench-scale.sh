@@ -11,11 +11,18 @@
 #                        /tmp/peers/bin); a missing peer is skipped with a message
 #   TOOLS                the tools and their order (default "coffer restic kopia")
 #   WORK                 the working directory (default a new /tmp/coffer-bench-scale.XXXX,
-#                        removed at the end); it needs about 3 x the tree's size free
-#   SETTLE               seconds to wait after deleting a large tree before the next
-#                        timed step (default 30): ext4 skips inodes freed moments ago
-#                        when it allocates, which would charge one tool for another's
-#                        deletion (docs/performance.md)
+#                        removed at the end); it needs about 4 x the tree's size free
+#                        and 1 x more for each tool (its repository and its restore)
+#   TREE                 an existing tree written by scripts/mktree with the same DIRS
+#                        and FILES_PER_DIR, used instead of writing one (and rewritten
+#                        in 1 % of its files by the run, so use it once)
+#   FLOORS               the file-system floors to time (default "walk cp tar")
+#   SETTLE               seconds to wait after writing the tree (default 30)
+#
+# Nothing is deleted during the run: every copy and restore goes into a
+# directory of its own. Deleting a large tree costs minutes on this
+# machine, and ext4 skips inodes freed moments ago when it allocates, which
+# would charge one tool for another's deletion (docs/performance.md).
 #
 # Phases, each run for every tool in turn on the same tree: first backup into
 # an empty repository, unchanged re-run, re-run after rewriting 1 % of the
@@ -54,7 +61,13 @@ if [ -n "${WORK:-}" ]; then W=$WORK; mkdir -p "$W"; else W=$(mktemp -d /tmp/coff
 W=$(readlink -f "$W")
 cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
-TREE=$W/tree
+if [ -n "${TREE:-}" ]; then
+  TREE=$(readlink -f "$TREE"); OWN_TREE=
+  [ "$(find "$TREE" -mindepth 1 -maxdepth 1 -type d | wc -l)" -eq "$DIRS" ] || { echo "$TREE: not a tree of $DIRS directories" >&2; exit 2; }
+else
+  TREE=$W/tree; OWN_TREE=1
+fi
+FLOORS=${FLOORS:-walk cp tar}
 NFILES=$((DIRS * FILES_PER_DIR))
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache KOPIA_PASSWORD=bench KOPIA_CHECK_FOR_UPDATES=false
 export COFFER_HOME=$W/c-home
@@ -75,32 +88,36 @@ timed() {
   awk -v g="$gcs" '{printf "%s %s %.2f %s\n", $1, $2, $3 + $4, g}' "$W/t" >"$W/$name.$phase"
   printf '  %-7s %-8s %s\n' "$name" "$phase" "$(cat "$W/$name.$phase")" >&2
 }
-# gone DIR: delete a large tree, then let ext4 forget its inodes.
-gone() { rm -rf "$1"; sync; sleep "$SETTLE"; }
 count() { find "$1" -type f | wc -l; }
 
 echo "tree: $DIRS x $FILES_PER_DIR files in $TREE; tools: ${TOOLS[*]}" >&2
-go build -o "$W/mktree" "$HERE/mktree"
-"$W/mktree" -dirs "$DIRS" -files "$FILES_PER_DIR" "$TREE" >&2
+(cd "$HERE" && go build -o "$W/mktree" ./mktree)   # inside the module, from any directory
+if [ -n "$OWN_TREE" ]; then
+  "$W/mktree" -dirs "$DIRS" -files "$FILES_PER_DIR" "$TREE" >&2
+  sync; sleep "$SETTLE"
+fi
 TREE_BYTES=$(du -sb "$TREE" | cut -f1)
-sync; sleep "$SETTLE"
 find "$TREE" -type f -exec cat {} + >/dev/null   # warm the page cache
 
-echo "file-system floor" >&2
-timed floor walk find "$TREE" -printf '%s\n' -o -true
-timed floor cp cp -a "$TREE" "$W/floor"
-gone "$W/floor"
-mkdir "$W/floor"
-timed floor tar bash -c 'tar -C "$1" -cf - . | tar -C "$2" -xf -' tar "$TREE" "$W/floor"
-gone "$W/floor"
+echo "file-system floor: $FLOORS, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for f in $FLOORS; do
+  case $f in
+    walk) timed floor walk find "$TREE" -printf '%s\n' -o -true ;;
+    cp) timed floor cp cp -a "$TREE" "$W/floor-cp" ;;
+    tar) mkdir "$W/floor-tar"
+      timed floor tar bash -c 'tar -C "$1" -cf - . | tar -C "$2" -xf -' tar "$TREE" "$W/floor-tar" ;;
+    *) echo "unknown floor $f" >&2; exit 2 ;;
+  esac
+done
 
 snapshot_id=
+# kopia_run: kopia with this run's configuration (timed runs name "$KOPIA" itself: /usr/bin/time runs no shell function)
 kopia_run() { "$KOPIA" "$@" "${KFLAGS[@]}"; }
 backup() { # tool phase
   case $1 in
     coffer) timed coffer "$2" "$COFFER" backup "$TREE" ;;
     restic) timed restic "$2" "$RESTIC" -r "$W/r-restic" backup "$TREE" ;;
-    kopia) timed kopia "$2" kopia_run snapshot create "$TREE"
+    kopia) timed kopia "$2" "$KOPIA" snapshot create "$TREE" "${KFLAGS[@]}"
       snapshot_id=$(sed -n 's/.*Created snapshot with root .* and ID \([0-9a-f]*\).*/\1/p' "$W/log" | tail -1) ;;
   esac
 }
@@ -115,32 +132,31 @@ for t in "${TOOLS[@]}"; do
   esac
 done
 
-echo "first backup and unchanged re-run" >&2
+echo "first backup and unchanged re-run, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for t in "${TOOLS[@]}"; do backup "$t" backup; backup "$t" rerun; done
-echo "rewriting 1 % of the files" >&2
+echo "rewriting 1 % of the files, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "$W/mktree" -dirs "$DIRS" -files "$FILES_PER_DIR" -rewrite 1 "$TREE" >&2
 for t in "${TOOLS[@]}"; do backup "$t" changed; done
 
-echo "snapshots" >&2
+echo "snapshots, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for t in "${TOOLS[@]}"; do
   case $t in
     coffer) timed coffer snapshots "$COFFER" snapshots ;;
     restic) timed restic snapshots "$RESTIC" -r "$W/r-restic" snapshots ;;
-    kopia) timed kopia snapshots kopia_run snapshot list "$TREE" ;;
+    kopia) timed kopia snapshots "$KOPIA" snapshot list "$TREE" "${KFLAGS[@]}" ;;
   esac
 done
 if [[ " ${TOOLS[*]} " == *" kopia "* ]] && [ -z "$snapshot_id" ]; then echo "kopia: no snapshot ID in its output" >&2; exit 1; fi
 
-echo "restore" >&2
+echo "restore, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for t in "${TOOLS[@]}"; do
   case $t in
-    coffer) timed coffer restore "$COFFER" restore latest --target "$W/out" ;;
-    restic) timed restic restore "$RESTIC" -r "$W/r-restic" restore latest --target "$W/out" ;;
-    kopia) timed kopia restore kopia_run snapshot restore "$snapshot_id" "$W/out" ;;
+    coffer) timed coffer restore "$COFFER" restore latest --target "$W/out-$t" ;;
+    restic) timed restic restore "$RESTIC" -r "$W/r-restic" restore latest --target "$W/out-$t" ;;
+    kopia) timed kopia restore "$KOPIA" snapshot restore "$snapshot_id" "$W/out-$t" "${KFLAGS[@]}" ;;
   esac
-  n=$(count "$W/out")
+  n=$(count "$W/out-$t")
   [ "$n" -eq "$NFILES" ] || echo "warning: $t restored $n files, the tree has $NFILES" >&2
-  if [ "$t" != "${TOOLS[-1]}" ]; then gone "$W/out"; fi   # the last one goes with WORK
 done
 
 echo
@@ -169,6 +185,8 @@ for p in backup rerun changed snapshots restore; do
   [ -n "$best" ] && line="$line | coffer/fastest ($best) $(awk -v a="$(cut -d' ' -f1 "$W/coffer.$p")" -v b="$bt" 'BEGIN{printf (b > 0) ? "%.2f" : "n/a", a / b}')"
   echo "$line"
 done
-awk -v r="$(cut -d' ' -f1 "$W/coffer.restore")" -v c="$(cut -d' ' -f1 "$W/floor.cp")" -v x="$(cut -d' ' -f1 "$W/floor.tar")" \
-  -v b="$(cut -d' ' -f1 "$W/coffer.backup")" -v u="$(cut -d' ' -f1 "$W/coffer.rerun")" -v w="$(cut -d' ' -f1 "$W/floor.walk")" \
-  'BEGIN{printf "floor: coffer restore/cp -a %.2f, restore/tar x %.2f; first backup/cp -a %.2f; unchanged re-run/walk %.2f\n", r/c, r/x, b/c, (w > 0) ? u/w : 0}'
+fl() { [ -s "$W/floor.$1" ] && cut -d' ' -f1 "$W/floor.$1" || echo 0; }
+awk -v r="$(cut -d' ' -f1 "$W/coffer.restore")" -v c="$(fl cp)" -v x="$(fl tar)" \
+  -v b="$(cut -d' ' -f1 "$W/coffer.backup")" -v u="$(cut -d' ' -f1 "$W/coffer.rerun")" -v w="$(fl walk)" \
+  'function q(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "n/a" }
+   BEGIN{printf "floor: coffer restore/cp -a %s, restore/tar x %s; first backup/cp -a %s; unchanged re-run/walk %s\n", q(r, c), q(r, x), q(b, c), q(u, w)}'
