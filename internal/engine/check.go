@@ -91,12 +91,15 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	sink := &reportSink{r: rep, idx: idx}
 	// Every blob must be found by its lookup key (docs/format.md §4.2):
 	// a missing or misdirected key makes it unreadable to a reader that
-	// queries the index.
-	if n, err := v.keyPacks(ctx, true, true); err != nil {
-		sink.errorf("index: %v", err)
-	} else if n > 0 {
-		sink.errorf("index: the catalog's lookup keys of %d packs do not match their sealed headers, so some of their blobs cannot be found; run coffer repair index", n)
+	// queries the index. The keys go into the scratch index, and each
+	// pack's are compared with its header's as the pack is checked.
+	keysErr := v.opt.Catalog.PackKeys(ctx, v.rec.ID, func(id vault.ID, keys []uint64) error {
+		return idx.addKeys(ctx, id, keys)
+	})
+	if keysErr != nil {
+		sink.errorf("index: %v", keysErr)
 	}
+	var badKeys int
 	if !opt.Subset.IsZero() {
 		opt.ReadData = true
 		rep.Subset = opt.Subset.String()
@@ -216,6 +219,10 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 				if err == nil {
 					err = idx.addBlobs(ctx, blobs, p.Condemned.IsZero())
 				}
+				keysOK := true
+				if err == nil && keysErr == nil && p.Header != nil {
+					keysOK, err = v.checkPackKeys(ctx, idx, p, blobs)
+				}
 				readThis := opt.ReadData && readPack(p.ID)
 				var read int64
 				if err == nil {
@@ -224,6 +231,9 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 				done.Lock()
 				if err != nil && idxErr == nil {
 					idxErr = err
+				}
+				if !keysOK {
+					badKeys++
 				}
 				n++
 				rep.Blobs += len(blobs)
@@ -254,6 +264,9 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	}
 	if idxErr != nil {
 		return nil, fmt.Errorf("check: %w", idxErr)
+	}
+	if badKeys > 0 {
+		sink.errorf("index: the catalog's lookup keys of %d packs do not match their sealed headers, so some of their blobs cannot be found; run coffer repair index", badKeys)
 	}
 	if err := idx.uncatalogued(ctx, func(id vault.ID) {
 		sink.warnf("pack %s is in the store but not in the catalog (left by an interrupted backup; harmless)", id)
@@ -363,6 +376,24 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		return nil, err
 	}
 	return rep, nil
+}
+
+// checkPackKeys reports whether the catalog's lookup keys of pack p are
+// those of its blobs (from its sealed header copy) and each finds it, as
+// keyPacks would.
+func (v *Vault) checkPackKeys(ctx context.Context, idx *checkIndex, p vault.PackRecord, blobs []vault.BlobRecord) (bool, error) {
+	if !p.Keyed {
+		return false, nil
+	}
+	have, err := idx.packKeys(ctx, p.ID)
+	if err != nil {
+		return false, err
+	}
+	keys := v.keysOf(blobs)
+	if !equalKeys(have, keys) {
+		return false, nil
+	}
+	return v.keysPointAt(ctx, p.ID, keys)
 }
 
 // checkSnapshot checks snapshot s's object and its trees.

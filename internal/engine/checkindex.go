@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,6 +49,8 @@ const (
 		WHERE excluded.live >= blobs.live`
 	ciLookup = `SELECT b.pack, b.off, b.len, b.rawlen, s.id IS NOT NULL FROM blobs b LEFT JOIN stored s ON s.id = b.pack WHERE b.k = ?`
 	ciTree   = `INSERT OR IGNORE INTO trees (id) VALUES (?)`
+	ciKeys   = `INSERT OR REPLACE INTO keys (id, keys) VALUES (?, ?)`
+	ciGetKey = `SELECT keys FROM keys WHERE id = ?`
 )
 
 func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
@@ -74,13 +77,14 @@ func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
 		`CREATE TABLE stored (id BLOB PRIMARY KEY, size INTEGER NOT NULL, cat INTEGER NOT NULL) WITHOUT ROWID`,
 		`CREATE TABLE blobs (k BLOB PRIMARY KEY, pack BLOB NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL, live INTEGER NOT NULL) WITHOUT ROWID`,
 		`CREATE TABLE trees (id BLOB PRIMARY KEY) WITHOUT ROWID`,
+		`CREATE TABLE keys (id BLOB PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID`,
 	} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("scratch index: %w", err)
 		}
 	}
-	for _, q := range []string{ciStored, ciSize, ciCat, ciBlob, ciLookup, ciTree} {
+	for _, q := range []string{ciStored, ciSize, ciCat, ciBlob, ciLookup, ciTree, ciKeys, ciGetKey} {
 		s, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			db.Close()
@@ -285,6 +289,42 @@ func (c *checkIndex) visit(ctx context.Context, id vault.ID) (bool, error) {
 		return false, fmt.Errorf("scratch index: %w", err)
 	}
 	return n == 1, c.wrote(int(n))
+}
+
+// addKeys records the catalog's lookup keys of pack id.
+func (c *checkIndex) addKeys(ctx context.Context, id vault.ID, keys []uint64) error {
+	b := make([]byte, 8*len(keys))
+	for i, k := range keys {
+		binary.LittleEndian.PutUint64(b[8*i:], k)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.exec(ctx, ciKeys, id[:], b); err != nil {
+		return err
+	}
+	return c.wrote(1)
+}
+
+// packKeys returns the catalog's lookup keys of pack id (nil for none).
+func (c *checkIndex) packKeys(ctx context.Context, id vault.ID) ([]uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, err := c.stmt(ctx, ciGetKey)
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	switch err := s.QueryRowContext(ctx, id[:]).Scan(&b); {
+	case err == sql.ErrNoRows:
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("scratch index: %w", err)
+	}
+	keys := make([]uint64, len(b)/8)
+	for i := range keys {
+		keys[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	return keys, nil
 }
 
 // trees counts the trees walked.
