@@ -114,7 +114,9 @@ func (c *checkIndex) Close() error {
 // needed; c.mu is held.
 func (c *checkIndex) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if c.tx == nil {
-		tx, err := c.db.BeginTx(ctx, nil)
+		// Not ended by ctx: a cancelled check is reported as such by
+		// the statement that sees it, not as a transaction gone.
+		tx, err := c.db.BeginTx(context.WithoutCancel(ctx), nil)
 		if err != nil {
 			return nil, fmt.Errorf("scratch index: %w", err)
 		}
