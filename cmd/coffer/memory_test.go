@@ -24,9 +24,13 @@ import (
 
 // Peak RSS allowed, in MiB.
 const (
-	budgetBackupMiB  = 150 // backup and restore, whatever the vault holds
-	budgetReaderMiB  = 80  // snapshots, ls, vault show, key status
-	syntheticPerPack = 16  // blobs a synthetic pack holds: 16 MiB packs of 1 MiB chunks
+	budgetBackupMiB = 150 // backup and restore, whatever the vault holds
+	budgetReaderMiB = 80  // snapshots, ls, vault show, key status
+	budgetCheckMiB  = 120 // check (and prune), whatever the vault holds
+	// check --read-data also holds a whole pack (up to 17 MiB) and its
+	// decoded blobs in each of its workers.
+	budgetCheckReadMiB = 200
+	syntheticPerPack   = 16 // blobs a synthetic pack holds: 16 MiB packs of 1 MiB chunks
 )
 
 // fillSyntheticIndex adds n lookup keys of random blobs to the catalog at
@@ -239,5 +243,44 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	if code, out, _ := peakRSS(t, home, "check"); code == exitOK {
 		t.Errorf("check of a vault with placeholder headers: exit %d, output %q; want a failure", code, out)
+	}
+}
+
+// TestCheckMemoryBudget enforces check's budget (docs/performance.md,
+// "Memory") on a vault of COFFER_BUDGET_CHECK_FILES small files (default
+// 20,000), one blob each: check keeps what it must know of every blob in
+// a scratch file, not in memory, so its peak RSS does not grow with the
+// vault. (TestMemoryBudget's synthetic index cannot be checked: its
+// sealed header copies are placeholders, which check reports.)
+func TestCheckMemoryBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a tree of small files")
+	}
+	if raceEnabled {
+		t.Skip("peak RSS is measured without the race detector (scripts/test.sh runs it so)")
+	}
+	files := envInt(t, "COFFER_BUDGET_CHECK_FILES", 20_000)
+	home := t.TempDir()
+	src := filepath.Join(t.TempDir(), "src")
+	makeManyFiles(t, src, files)
+	if code, out, _ := peakRSS(t, home, "backup", src); code != exitOK {
+		t.Fatalf("backup: exit %d: %s", code, out)
+	}
+	for _, c := range []struct {
+		args  []string
+		limit float64
+	}{
+		{[]string{"check"}, budgetCheckMiB},
+		{[]string{"check", "--read-data"}, budgetCheckReadMiB},
+	} {
+		name := strings.Join(c.args, " ")
+		code, out, rss := peakRSS(t, home, c.args...)
+		if code != exitOK || !strings.Contains(out, "no errors found") {
+			t.Fatalf("%s: exit %d: %s", name, code, out)
+		}
+		t.Logf("%-18s peak RSS %6.1f MiB (budget %.0f)", name, rss, c.limit)
+		if rss > c.limit {
+			t.Errorf("%s: peak RSS %.1f MiB, over its budget of %.0f MiB (%d files)", name, rss, c.limit, files)
+		}
 	}
 }

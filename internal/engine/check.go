@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 
@@ -59,6 +58,7 @@ type reportSink struct {
 	mu      sync.Mutex
 	r       *CheckReport
 	damaged map[blobKey]bool // blobs found damaged (checkmap.go)
+	idx     *checkIndex      // what check knows of the whole vault
 }
 
 func (s *reportSink) errorf(format string, a ...any) {
@@ -81,19 +81,25 @@ func (s *reportSink) warnf(format string, a ...any) {
 // proceed (the store cannot be listed); problems go into the report.
 func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, error) {
 	rep := &CheckReport{}
-	sink := &reportSink{r: rep}
-	// Check reads every pack's header: it holds the whole index.
-	if err := v.ensureFull(ctx); err != nil {
+	// What check must know of the whole vault, in a scratch index on
+	// disk rather than in memory (checkindex.go).
+	idx, err := newCheckIndex(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
+	defer idx.Close()
+	sink := &reportSink{r: rep, idx: idx}
 	// Every blob must be found by its lookup key (docs/format.md §4.2):
 	// a missing or misdirected key makes it unreadable to a reader that
-	// queries the index.
-	if n, err := v.keyPacks(ctx, true, true); err != nil {
-		sink.errorf("index: %v", err)
-	} else if n > 0 {
-		sink.errorf("index: the catalog's lookup keys of %d packs do not match their sealed headers, so some of their blobs cannot be found; run coffer repair index", n)
+	// queries the index. The keys go into the scratch index, and each
+	// pack's are compared with its header's as the pack is checked.
+	keysErr := v.opt.Catalog.PackKeys(ctx, v.rec.ID, func(id vault.ID, keys []uint64) error {
+		return idx.addKeys(ctx, id, keys)
+	})
+	if keysErr != nil {
+		sink.errorf("index: %v", keysErr)
 	}
+	var badKeys int
 	if !opt.Subset.IsZero() {
 		opt.ReadData = true
 		rep.Subset = opt.Subset.String()
@@ -113,59 +119,44 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		ks.wipe()
 	}
 
-	stored := map[vault.ID]int64{}
-	err := v.opt.Store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {
+	err = v.opt.Store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {
 		id, err := vault.ParseID(oi.Handle.Name)
 		if err != nil {
 			sink.warnf("store: unexpected object %s", oi.Handle)
 			return nil
 		}
-		stored[id] = oi.Size
-		return nil
+		return idx.addStored(ctx, id, oi.Size)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("check: list packs: %w", err)
 	}
-	var packs []vault.PackRecord
-	if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
-		packs = append(packs, p)
-		return nil
-	}); err != nil {
+	total, _, err := v.opt.Catalog.PackTotals(ctx, v.rec.ID)
+	if err != nil {
 		return nil, fmt.Errorf("check: catalog packs: %w", err)
 	}
 	deks, err := v.dekFor(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
-	// The catalog's blob lists: each pack's sealed header copy
-	// (docs/format.md §4.1).
-	byPack := map[vault.ID][]vault.BlobRecord{}
-	for _, p := range packs {
-		if p.Header == nil {
-			sink.errorf("pack %s: the catalog holds no sealed header copy of it, so none of its blobs is indexed (plaintext blob rows are not trusted); if the pack is in the store, opening the vault again copies its header", p.ID)
+	// Which packs' data is read: a subset by group is decided pack by
+	// pack; one by share or size needs the list of packs (IDs and sizes
+	// only) to draw from.
+	readPack := func(vault.ID) bool { return true }
+	switch s := opt.Subset; {
+	case s.IsZero():
+	case s.M > 0:
+		readPack = func(id vault.ID) bool { return subsetGroup(id, s.M) == s.N-1 }
+	default:
+		var all []vault.PackRecord
+		if err := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+			all = append(all, vault.PackRecord{ID: p.ID, Size: p.Size})
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("check: catalog packs: %w", err)
 		}
-		recs, err := packBlobs(p, deks)
-		if err != nil {
-			sink.errorf("%v", err)
-			continue
-		}
-		byPack[p.ID] = recs
-		rep.Blobs += len(recs)
-	}
-	catalogued := map[vault.ID]bool{}
-	for _, p := range packs {
-		catalogued[p.ID] = true
-	}
-	for id := range stored {
-		if !catalogued[id] {
-			sink.warnf("pack %s is in the store but not in the catalog (left by an interrupted backup; harmless)", id)
-		}
-	}
-	sort.Slice(packs, func(i, j int) bool { return bytes.Compare(packs[i].ID[:], packs[j].ID[:]) < 0 })
-	rep.Packs = len(packs)
-	var readPack map[vault.ID]bool // nil: every pack
-	if !opt.Subset.IsZero() {
-		readPack = opt.Subset.selectPacks(packs)
+		sel := s.selectPacks(all)
+		all = nil
+		readPack = func(id vault.ID) bool { return sel[id] }
 	}
 
 	// The dedup domains a blob may be identified in (docs/format.md §1.3):
@@ -188,11 +179,14 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		}
 	}
 
-	// Packs: several at once, each read once.
+	// Packs: streamed from the catalog, several checked at once, each
+	// read once; each pack's blobs, from the catalog's sealed header copy
+	// (docs/format.md §4.1), go into the scratch index.
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	jobs := make(chan vault.PackRecord)
 	var wg sync.WaitGroup
 	var done sync.Mutex
+	var idxErr error
 	n := 0
 	for range workers {
 		wg.Add(1)
@@ -208,29 +202,76 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 				h = append(h, dh)
 			}
 			for p := range jobs {
-				readThis := opt.ReadData && (readPack == nil || readPack[p.ID])
-				read := v.checkPack(ctx, p, stored, byPack[p.ID], readThis, h, sink)
+				if p.Header == nil {
+					sink.errorf("pack %s: the catalog holds no sealed header copy of it, so none of its blobs is indexed (plaintext blob rows are not trusted); if the pack is in the store, opening the vault again copies its header", p.ID)
+				}
+				// A header copy that does not open stops the check, naming
+				// the pack, as it stops anything that reads the index.
+				blobs, err := packBlobs(p, deks)
+				if err != nil {
+					err = fmt.Errorf("load the blob index: %w", err)
+				}
+				var size int64
+				var stored bool
+				if err == nil {
+					size, stored, err = idx.catalogued(ctx, p.ID)
+				}
+				if err == nil {
+					err = idx.addBlobs(ctx, blobs, p.Condemned.IsZero())
+				}
+				keysOK := true
+				if err == nil && keysErr == nil && p.Header != nil {
+					keysOK, err = v.checkPackKeys(ctx, idx, p, blobs)
+				}
+				readThis := opt.ReadData && readPack(p.ID)
+				var read int64
+				if err == nil {
+					read = v.checkPack(ctx, p, size, stored, blobs, readThis, h, sink)
+				}
 				done.Lock()
+				if err != nil && idxErr == nil {
+					idxErr = err
+				}
+				if !keysOK {
+					badKeys++
+				}
 				n++
+				rep.Blobs += len(blobs)
 				if readThis {
 					rep.PacksRead++
 				}
 				rep.BytesRead += read
-				progress(CheckProgress{Phase: "packs", Done: n, Total: len(packs), Bytes: rep.BytesRead, Current: p.ID.Short()})
+				progress(CheckProgress{Phase: "packs", Done: n, Total: total, Bytes: rep.BytesRead, Current: p.ID.Short()})
 				done.Unlock()
 			}
 		}()
 	}
-	for _, p := range packs {
-		if ctx.Err() != nil {
-			break
+	packsErr := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
+		rep.Packs++
 		jobs <- p
-	}
+		return nil
+	})
 	close(jobs)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if packsErr != nil {
+		return nil, fmt.Errorf("check: catalog packs: %w", packsErr)
+	}
+	if idxErr != nil {
+		return nil, fmt.Errorf("check: %w", idxErr)
+	}
+	if badKeys > 0 {
+		sink.errorf("index: the catalog's lookup keys of %d packs do not match their sealed headers, so some of their blobs cannot be found; run coffer repair index", badKeys)
+	}
+	if err := idx.uncatalogued(ctx, func(id vault.ID) {
+		sink.warnf("pack %s is in the store but not in the catalog (left by an interrupted backup; harmless)", id)
+	}); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
 	}
 
 	// Snapshots and their trees, soft-deleted ones too: undelete
@@ -296,7 +337,6 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	if len(chain.problems) == 0 {
 		v.advancePin(head)
 	}
-	seen := map[vault.ID]bool{}
 	bad := map[vault.ID]string{}
 	// Which forgotten snapshots a repair replaced, from the sealed
 	// objects that match the chain, never from catalog rows alone.
@@ -311,7 +351,7 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	for i, s := range snaps {
 		progress(CheckProgress{Phase: "snapshots", Done: i, Total: len(snaps), Current: s.ID.Short()})
 		n := len(rep.Errors)
-		v.checkSnapshot(ctx, s, chain, seen, bad, stored, sink)
+		v.checkSnapshot(ctx, s, chain, bad, sink)
 		if by, ok := replaced[s.ID]; ok {
 			// A forgotten snapshot that coffer repair replaced: its damage
 			// is known and its repaired copy is checked in full; it is
@@ -324,7 +364,9 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 			sink.mu.Unlock()
 		}
 	}
-	rep.Trees = len(seen)
+	if rep.Trees, err = idx.trees(ctx); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
 	// Only once damage is found: which files it touches.
 	if sink.anyDataLost() {
 		progress(CheckProgress{Phase: "damage", Done: 0, Total: len(snaps)})
@@ -336,8 +378,26 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 	return rep, nil
 }
 
+// checkPackKeys reports whether the catalog's lookup keys of pack p are
+// those of its blobs (from its sealed header copy) and each finds it, as
+// keyPacks would.
+func (v *Vault) checkPackKeys(ctx context.Context, idx *checkIndex, p vault.PackRecord, blobs []vault.BlobRecord) (bool, error) {
+	if !p.Keyed {
+		return false, nil
+	}
+	have, err := idx.packKeys(ctx, p.ID)
+	if err != nil {
+		return false, err
+	}
+	keys := v.keysOf(blobs)
+	if !equalKeys(have, keys) {
+		return false, nil
+	}
+	return v.keysPointAt(ctx, p.ID, keys)
+}
+
 // checkSnapshot checks snapshot s's object and its trees.
-func (v *Vault) checkSnapshot(ctx context.Context, s vault.SnapshotRecord, chain *chainReport, seen map[vault.ID]bool, bad map[vault.ID]string, stored map[vault.ID]int64, sink *reportSink) {
+func (v *Vault) checkSnapshot(ctx context.Context, s vault.SnapshotRecord, chain *chainReport, bad map[vault.ID]string, sink *reportSink) {
 	obj, link, err := v.loadSnapshotLinked(ctx, s.ID)
 	if err != nil {
 		sink.errorf("snapshot %s: %v", s.ID.Short(), err)
@@ -349,12 +409,12 @@ func (v *Vault) checkSnapshot(ctx context.Context, s vault.SnapshotRecord, chain
 			return
 		}
 	}
-	trees, err := v.treeLoader(s.Domain)
+	trees, err := v.checkTrees(s.Domain, sink.idx)
 	if err != nil {
 		sink.errorf("snapshot %s: %v", s.ID.Short(), err)
 		return
 	}
-	v.checkTree(ctx, trees, s, s.Tree, "/", seen, bad, stored, sink)
+	v.checkTree(ctx, trees, s, s.Tree, "/", bad, sink)
 }
 
 // repairedOriginals maps each forgotten snapshot that coffer repair
@@ -382,18 +442,22 @@ func repairedOriginals(snaps []vault.SnapshotRecord) map[vault.ID]vault.ID {
 // tree found bad is reported for every snapshot that reaches it (bad
 // remembers why), so that check names each snapshot that cannot be
 // restored in full.
-func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.SnapshotRecord, id vault.ID, path string, seen map[vault.ID]bool, bad map[vault.ID]string, stored map[vault.ID]int64, sink *reportSink) {
+func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.SnapshotRecord, id vault.ID, path string, bad map[vault.ID]string, sink *reportSink) {
 	if ctx.Err() != nil {
 		return
 	}
-	if seen[id] {
+	first, err := sink.idx.visit(ctx, id)
+	if err != nil {
+		sink.errorf("snapshot %s: tree %s (%s): %v", s.ID.Short(), id.Short(), path, err)
+		return
+	}
+	if !first {
 		if why, ok := bad[id]; ok {
 			sink.errorf("snapshot %s: tree %s (%s) %s", s.ID.Short(), id.Short(), path, why)
 			sink.use(DamageUse{Snapshot: s.ID, Path: path, Tree: true, Blob: id})
 		}
 		return
 	}
-	seen[id] = true
 	b, err := trees.LoadBlob(ctx, vault.TreeBlob, id, nil)
 	if err != nil {
 		bad[id] = fmt.Sprintf("cannot be read: %v", err)
@@ -414,16 +478,20 @@ func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.Snaps
 		p := path + string(n.Name)
 		switch n.Kind {
 		case format.KindDir:
-			v.checkTree(ctx, trees, s, n.Subtree, p+"/", seen, bad, stored, sink)
+			v.checkTree(ctx, trees, s, n.Subtree, p+"/", bad, sink)
 		case format.KindFile:
 			for _, c := range n.Content {
-				r, ok := v.Lookup(vault.DataBlob, c)
+				r, stored, ok, err := sink.idx.lookup(ctx, vault.DataBlob, c)
+				if err != nil {
+					sink.errorf("snapshot %s: %s: data blob %s: %v", s.ID.Short(), p, c.Short(), err)
+					break
+				}
 				if !ok {
 					sink.errorf("snapshot %s: %s: data blob %s is missing from the index", s.ID.Short(), p, c.Short())
 					sink.lost(vault.DataBlob, c)
 					break
 				}
-				if _, ok := stored[r.Pack]; !ok {
+				if !stored {
 					sink.errorf("snapshot %s: %s: data blob %s is in pack %s, which is missing from the store", s.ID.Short(), p, c.Short(), r.Pack.Short())
 					break
 				}
@@ -433,8 +501,7 @@ func (v *Vault) checkTree(ctx context.Context, trees domainReader, s vault.Snaps
 }
 
 // checkPack checks one catalogued pack and returns the bytes it read.
-func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, stored map[vault.ID]int64, blobs []vault.BlobRecord, readData bool, h []*format.IDHasher, sink *reportSink) int64 {
-	size, ok := stored[p.ID]
+func (v *Vault) checkPack(ctx context.Context, p vault.PackRecord, size int64, ok bool, blobs []vault.BlobRecord, readData bool, h []*format.IDHasher, sink *reportSink) int64 {
 	switch {
 	case !ok && !p.Condemned.IsZero():
 		// Prune deletes a condemned pack from the store, then from the

@@ -74,7 +74,7 @@ func (s *reportSink) anyDataLost() bool {
 func (v *Vault) mapDamage(ctx context.Context, snaps []vault.SnapshotRecord, sink *reportSink) {
 	clean := map[vault.ID]bool{}
 	for _, s := range snaps {
-		trees, err := v.treeLoader(s.Domain)
+		trees, err := v.checkTrees(s.Domain, sink.idx)
 		if err != nil {
 			continue // reported by the trees phase
 		}
@@ -106,7 +106,7 @@ func (v *Vault) mapTree(ctx context.Context, trees domainReader, s vault.Snapsho
 				found = true
 			}
 		case format.KindFile:
-			for _, u := range v.lostRanges(n, sink) {
+			for _, u := range v.lostRanges(ctx, n, sink) {
 				u.Snapshot, u.Path = s.ID, p
 				sink.use(u)
 				found = true
@@ -123,7 +123,7 @@ func (v *Vault) mapTree(ctx context.Context, trees domainReader, s vault.Snapsho
 // blobs, neighbours merged. A chunk missing from the index has no known
 // size: as a restore does, chunks after it are placed back from the end
 // of the file, and the range in between counts as lost.
-func (v *Vault) lostRanges(n *format.Node, sink *reportSink) []DamageUse {
+func (v *Vault) lostRanges(ctx context.Context, n *format.Node, sink *reportSink) []DamageUse {
 	var out []DamageUse
 	add := func(off, end uint64, id vault.ID) {
 		if k := len(out); k > 0 && out[k-1].End >= off {
@@ -135,8 +135,8 @@ func (v *Vault) lostRanges(n *format.Node, sink *reportSink) []DamageUse {
 	first, last := -1, -1
 	sizes := make([]uint64, len(n.Content))
 	for i, c := range n.Content {
-		r, ok := v.Lookup(vault.DataBlob, c)
-		if !ok {
+		r, _, ok, err := sink.idx.lookup(ctx, vault.DataBlob, c)
+		if err != nil || !ok {
 			if first < 0 {
 				first = i
 			}

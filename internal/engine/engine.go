@@ -1019,6 +1019,12 @@ func (v *Vault) loadBlob(ctx context.Context, t vault.BlobType, id vault.ID, dst
 	if err != nil {
 		return nil, err
 	}
+	return v.loadBlobAt(ctx, r, dst, idOf)
+}
+
+// loadBlobAt is loadBlob of the blob at r.
+func (v *Vault) loadBlobAt(ctx context.Context, r vault.BlobRecord, dst []byte, idOf func([]byte) vault.ID) ([]byte, error) {
+	t, id := r.Type, r.ID
 	o, err := v.opener(ctx, r.Pack)
 	if err != nil {
 		return nil, err

@@ -160,7 +160,10 @@ func (c *Catalog) PacksByKey(ctx context.Context, vaultID vault.ID, keys []uint6
 		if len(batch) == 1 {
 			q = `SELECT b.key, k.pack FROM blob_keys b JOIN pack_keys k ON k.num = b.num WHERE k.vault = ? AND b.key = ?`
 		} else {
-			q = `SELECT b.key, k.pack FROM blob_keys b JOIN pack_keys k ON k.num = b.num WHERE k.vault = ? AND b.key IN (?` +
+			// CROSS JOIN: blob_keys first, by key. Left to itself the
+			// planner ranges over the vault's packs and probes each key
+			// in each of them, which grows with the packs times the keys.
+			q = `SELECT b.key, k.pack FROM blob_keys b CROSS JOIN pack_keys k ON k.num = b.num WHERE k.vault = ? AND b.key IN (?` +
 				strings.Repeat(",?", len(batch)-1) + `)`
 		}
 		for _, k := range batch {
