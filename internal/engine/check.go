@@ -246,14 +246,43 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 			}
 		}()
 	}
-	packsErr := v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
-		if err := ctx.Err(); err != nil {
-			return err
+	var packsErr error
+	if opt.ReadData {
+		// Reading every pack takes long (hours on a large vault): the
+		// catalog's listing is not held open meanwhile, which would keep
+		// a SQLite catalog's write-ahead log from being checkpointed
+		// while backups write. The pack IDs go to the scratch index
+		// first, and each pack's record is read as its turn comes.
+		packsErr = v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+			return idx.addPackID(ctx, p.ID)
+		})
+		if packsErr == nil {
+			packsErr = idx.eachPackID(ctx, func(id vault.ID) error {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				p, err := v.opt.Catalog.Pack(ctx, v.rec.ID, id)
+				if errors.Is(err, vault.ErrNotFound) {
+					return nil // removed by a prune since it was listed
+				}
+				if err != nil {
+					return err
+				}
+				rep.Packs++
+				jobs <- p
+				return nil
+			})
 		}
-		rep.Packs++
-		jobs <- p
-		return nil
-	})
+	} else {
+		packsErr = v.opt.Catalog.Packs(ctx, v.rec.ID, func(p vault.PackRecord) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rep.Packs++
+			jobs <- p
+			return nil
+		})
+	}
 	close(jobs)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {

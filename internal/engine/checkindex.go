@@ -51,6 +51,7 @@ const (
 	ciTree   = `INSERT OR IGNORE INTO trees (id) VALUES (?)`
 	ciKeys   = `INSERT OR REPLACE INTO keys (id, keys) VALUES (?, ?)`
 	ciGetKey = `SELECT keys FROM keys WHERE id = ?`
+	ciPackID = `INSERT INTO cpacks (id) VALUES (?)`
 )
 
 func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
@@ -78,13 +79,14 @@ func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
 		`CREATE TABLE blobs (k BLOB PRIMARY KEY, pack BLOB NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL, live INTEGER NOT NULL) WITHOUT ROWID`,
 		`CREATE TABLE trees (id BLOB PRIMARY KEY) WITHOUT ROWID`,
 		`CREATE TABLE keys (id BLOB PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE cpacks (seq INTEGER PRIMARY KEY, id BLOB NOT NULL)`,
 	} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("scratch index: %w", err)
 		}
 	}
-	for _, q := range []string{ciStored, ciSize, ciCat, ciBlob, ciLookup, ciTree, ciKeys, ciGetKey} {
+	for _, q := range []string{ciStored, ciSize, ciCat, ciBlob, ciLookup, ciTree, ciKeys, ciGetKey, ciPackID} {
 		s, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			db.Close()
@@ -377,4 +379,67 @@ func (v *Vault) checkTrees(d string, idx *checkIndex) (domainReader, error) {
 		return nil, err
 	}
 	return &checkReader{v: v, idx: idx, idOf: w.id}, nil
+}
+
+// addPackID records a catalogued pack's ID, for eachPackID.
+func (c *checkIndex) addPackID(ctx context.Context, id vault.ID) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.exec(ctx, ciPackID, id[:]); err != nil {
+		return err
+	}
+	return c.wrote(1)
+}
+
+// eachPackID calls fn for every ID addPackID recorded, in that order, a
+// page at a time: fn may use the scratch index, and no query of it stays
+// open while fn runs.
+func (c *checkIndex) eachPackID(ctx context.Context, fn func(vault.ID) error) error {
+	const page = 1_000
+	ids := make([]vault.ID, 0, page)
+	var last int64
+	for {
+		ids = ids[:0]
+		c.mu.Lock()
+		err := func() error {
+			// One connection: the workers' open transaction is ended
+			// first, as in uncatalogued.
+			if err := c.commit(); err != nil {
+				return err
+			}
+			rows, err := c.db.QueryContext(ctx, `SELECT seq, id FROM cpacks WHERE seq > ? ORDER BY seq LIMIT ?`, last, page)
+			if err != nil {
+				return fmt.Errorf("scratch index: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var b []byte
+				if err := rows.Scan(&last, &b); err != nil {
+					return fmt.Errorf("scratch index: %w", err)
+				}
+				var id vault.ID
+				if len(b) != len(id) {
+					return fmt.Errorf("scratch index: pack ID of %d bytes", len(b))
+				}
+				copy(id[:], b)
+				ids = append(ids, id)
+			}
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("scratch index: %w", err)
+			}
+			return nil
+		}()
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		for _, id := range ids {
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+	}
 }
