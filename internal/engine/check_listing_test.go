@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -96,5 +99,47 @@ func TestCheckReadDataListingClosed(t *testing.T) {
 	}
 	if n := st.inList.Load(); n > 0 {
 		t.Errorf("%d of %d pack reads were made while the catalog's listing of packs was open", n, st.reads.Load())
+	}
+}
+
+// TestCheckRemovesStaleScratch: a check removes the scratch directories
+// that checks killed before they could clean up left behind, and only
+// those: one whose process still runs is kept.
+func TestCheckRemovesStaleScratch(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Skipf("no true(1): %v", err)
+	}
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Skipf("no sleep(1): %v", err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	deadDir := filepath.Join(tmp, fmt.Sprintf("coffer-check-%d-123", dead.Process.Pid))
+	liveDir := filepath.Join(tmp, fmt.Sprintf("coffer-check-%d-456", live.Process.Pid))
+	otherDir := filepath.Join(tmp, "coffer-check-notapid")
+	for _, d := range []string{deadDir, liveDir, otherDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, nil)
+	v := create(t, e)
+	if _, err := v.Check(ctx, engine.CheckOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(deadDir); !os.IsNotExist(err) {
+		t.Errorf("the scratch directory of a process that is gone is still there: %v", err)
+	}
+	for _, d := range []string{liveDir, otherDir} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s: %v", d, err)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "coffer-check-*"))
+	if len(left) != 2 {
+		t.Errorf("scratch directories after the check: %v (the check's own not removed?)", left)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver of the scratch index
@@ -55,7 +57,8 @@ const (
 )
 
 func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
-	dir, err := os.MkdirTemp("", "coffer-check-")
+	removeStaleCheckDirs()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", checkDirPrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("scratch index: %w", err)
 	}
@@ -440,6 +443,29 @@ func (c *checkIndex) eachPackID(ctx context.Context, fn func(vault.ID) error) er
 			if err := fn(id); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// checkDirPrefix begins the name of a scratch index's directory, followed
+// by the checking process's ID.
+const checkDirPrefix = "coffer-check-"
+
+// removeStaleCheckDirs removes the scratch directories of checks whose
+// process is gone (killed before it could remove its own). A directory
+// whose process still runs, or whose name carries no process ID, is left
+// alone.
+func removeStaleCheckDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), checkDirPrefix+"*"))
+	for _, d := range dirs {
+		rest := strings.TrimPrefix(filepath.Base(d), checkDirPrefix)
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if processGone(pid) {
+			os.RemoveAll(d)
 		}
 	}
 }
