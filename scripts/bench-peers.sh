@@ -48,6 +48,11 @@ HZ=$(getconf CLK_TCK)
 BASEPORT=$((20000 + RANDOM % 20000))
 NFILES=$(find "$DATA" -type f | wc -l)
 find "$DATA" -type f -exec cat {} + >/dev/null   # warm the page cache once
+# Whether the machine was idle: a load average that looks low can hide
+# other work (the kernel's CPU pressure says how much of the time tasks
+# waited for a core); a busy machine moves wall times far more than code.
+machine() { echo "machine at $1: load $(cut -d' ' -f1-3 /proc/loadavg); cpu pressure $(awk '/^some/{print $2, $3}' /proc/pressure/cpu 2>/dev/null || echo unknown)"; }
+machine start >&2
 
 srvcpu() { awk '{print $14 + $15}' "/proc/$SRVPID/stat" 2>/dev/null || echo 0; }
 peak() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -164,6 +169,7 @@ done; done | tee "$W/summary"
 if [ -n "${RAW:-}" ]; then   # RAW=1: every round's numbers, in the order the rounds ran
   for t in "${TOOLS[@]}"; do for p in backup rerun restore; do echo "raw $t $p: $(tr '\n' ',' <"$W/$t.$p" | sed 's/,$//')"; done; done
 fi
+machine end
 echo "server peak RSS (VmHWM): coffer $(peak "$CSRV") KB (all rounds, one process)$([ -n "${RSRV:-}" ] && echo ", rest-server $(peak "$RSRV") KB (all rounds)")$([ "$KPEAK" -gt 0 ] && echo ", kopia $KPEAK KB (largest of its per-round servers)")"
 for p in backup rerun restore; do
   awk -v p="$p" -v tools="${TOOLS[*]}" '$2 == p { t[$1] = $3 }
