@@ -19,6 +19,12 @@
 # from the page cache; the data set is read once before the first round.
 # Server start, repository creation and connecting are not timed.
 #
+# Restored trees are kept until the end of the run, each in its own
+# directory: ext4 skips inodes freed moments ago when it allocates new
+# ones, so deleting one tool's restored files would slow the next tool's
+# restore (by 5-10 times for the tree set). The disk must hold a restore per
+# tool and round.
+#
 # Output: per tool and phase the medians of wall seconds, the client's peak
 # RSS, the client's CPU seconds (user+sys) and the server's CPU seconds during
 # the phase; each server's peak RSS; then coffer ÷ each peer and coffer ÷ the
@@ -86,15 +92,15 @@ grep -q listening "$W/c-srv.out" || { echo "coffer server did not start: $(tail 
 export COFFER_CACERT="$W/c-srv/tls/ca.pem" COFFER_TOKEN="$(cat "$W/c-srv/initial-owner-token")"
 run_coffer() { # round
   local url="https://127.0.0.1:$CPORT"
-  rm -rf "$W/c-home" "$W/out"
+  rm -rf "$W/c-home"
   export COFFER_HOME="$W/c-home"
   "$COFFER" vault create "b$1" --vault "$url" >/dev/null
   SRVPID=$CSRV
   timed coffer backup "$COFFER" backup "$DATA" --vault "$url/b$1"
   timed coffer rerun "$COFFER" backup "$DATA" --vault "$url/b$1"
-  timed coffer restore "$COFFER" restore latest --vault "$url/b$1" --target "$W/out"
-  check_restore coffer "$W/out"
-  rm -rf "$W/out" "$W/c-srv/vaults"/*/store/packs
+  timed coffer restore "$COFFER" restore latest --vault "$url/b$1" --target "$W/out-coffer-$1"
+  check_restore coffer "$W/out-coffer-$1"
+  rm -rf "$W/c-srv/vaults"/*/store/packs
 }
 
 # restic: one rest-server (authentication on, uploads verified: its defaults) for all rounds, a new repository each round.
@@ -108,16 +114,16 @@ if [[ " ${TOOLS[*]} " == *" restic "* ]]; then
   echo bench >"$W/restic.pass"
 fi
 run_restic() { # round
-  rm -rf "$W/restic-cache" "$W/out"
+  rm -rf "$W/restic-cache"
   export RESTIC_PASSWORD_FILE="$W/restic.pass" RESTIC_CACHE_DIR="$W/restic-cache"
   export RESTIC_REPOSITORY="rest:https://bench:bench@127.0.0.1:$RPORT/r$1/"
   "$RESTIC" init --cacert "$W/cert.pem" >"$W/log" 2>&1 || { echo "restic init FAILED: $(tail -3 "$W/log")" >&2; exit 1; }
   SRVPID=$RSRV
   timed restic backup "$RESTIC" backup --cacert "$W/cert.pem" "$DATA"
   timed restic rerun "$RESTIC" backup --cacert "$W/cert.pem" "$DATA"
-  timed restic restore "$RESTIC" restore latest --cacert "$W/cert.pem" --target "$W/out"
-  check_restore restic "$W/out"
-  rm -rf "$W/out" "$W/rest/r$1"
+  timed restic restore "$RESTIC" restore latest --cacert "$W/cert.pem" --target "$W/out-restic-$1"
+  check_restore restic "$W/out-restic-$1"
+  rm -rf "$W/rest/r$1"
 }
 
 # kopia: a server serves one repository, so each round creates a repository and starts a server for it.
@@ -125,7 +131,7 @@ export KOPIA_CHECK_FOR_UPDATES=false KOPIA_PASSWORD=bench
 KPEAK=0
 run_kopia() { # round
   local kport=$((BASEPORT + 2)) s=$W/k-srv c=$W/k-cli sid
-  rm -rf "$s" "$c" "$W/k-repo" "$W/out"; mkdir -p "$s" "$c"
+  rm -rf "$s" "$c" "$W/k-repo"; mkdir -p "$s" "$c"
   local sflags=(--config-file="$s/repository.config" --log-dir="$s/logs")
   "$KOPIA" repository create filesystem --path "$W/k-repo" "${sflags[@]}" --cache-directory="$s/cache" --override-username=server --override-hostname=server >"$s/out" 2>&1 \
     || { echo "kopia repository create FAILED: $(tail -3 "$s/out")" >&2; exit 1; }
@@ -145,11 +151,11 @@ run_kopia() { # round
   timed kopia rerun "$KOPIA" snapshot create "$DATA" "${cflags[@]}"
   sid=$(sed -n 's/.*Created snapshot with root .* and ID \([0-9a-f]*\).*/\1/p' "$W/log" | tail -1)
   [ -n "$sid" ] || { echo "kopia: no snapshot ID in: $(tail -3 "$W/log")" >&2; exit 1; }
-  timed kopia restore "$KOPIA" snapshot restore "$sid" "$W/out" "${cflags[@]}"
-  check_restore kopia "$W/out"
+  timed kopia restore "$KOPIA" snapshot restore "$sid" "$W/out-kopia-$1" "${cflags[@]}"
+  check_restore kopia "$W/out-kopia-$1"
   local p; p=$(peak "$KSRV"); [ "${p:-0}" -gt "$KPEAK" ] && KPEAK=$p
   kill "$KSRV"; wait "$KSRV" 2>/dev/null || true; KSRV=
-  rm -rf "$W/out" "$W/k-repo"
+  rm -rf "$W/k-repo"
 }
 
 n=${#TOOLS[@]}
