@@ -41,7 +41,7 @@ if [ "${STORE:-dir}" = s3 ]; then
     SCHEME=https TLSARGS=(--cert "$W/gw/cert.pem" --key "$W/gw/key.pem") CAQ="&ca-file=$W/gw/cert.pem"
     CURLCA=(--cacert "$W/gw/cert.pem") AWSCA=(--ca-bundle "$W/gw/cert.pem")
   fi
-  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" "${TLSARGS[@]}" \
+  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --keep-alive "${TLSARGS[@]}" \
     posix ${S3_ETAG:+--data-integrity-etag} --versioning-dir "$W/gw/versions" "$W/gw/data" >"$W/gw.log" 2>&1 &
   GW=$!
   for _ in $(seq 50); do curl -s "${CURLCA[@]}" -o /dev/null "$SCHEME://127.0.0.1:$GWPORT/" && break; sleep 0.1; done
