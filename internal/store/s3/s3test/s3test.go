@@ -130,7 +130,7 @@ func start(t testing.TB, useTLS bool) *Server {
 		}
 	}
 	sv := &Server{Endpoint: "http://" + addr, Access: "coffertest", Secret: randomHex(t, 16)}
-	args := []string{"--port", addr, "--access", sv.Access, "--secret", sv.Secret, "--quiet"}
+	args := []string{"--port", addr, "--access", sv.Access, "--secret", sv.Secret, "--quiet", "--keep-alive"}
 	hc := &http.Client{}
 	if useTLS {
 		cert, key, pool := selfSigned(t, dir)
