@@ -32,11 +32,10 @@ type Deployment interface {
 	// SetVaultStoreURL records url as vault name's store URL, replacing
 	// any; url "" removes it.
 	SetVaultStoreURL(ctx context.Context, name, url string) error
-	// PlatformKeys lists the sealed platform key versions, by key ID and
-	// version.
+	// PlatformKeys lists the sealed platform key versions, oldest first.
 	PlatformKeys(ctx context.Context) ([]SealedKEK, error)
-	// AddPlatformKey records a version; ErrExists if the key ID and
-	// version are taken (another server added it first).
+	// AddPlatformKey records a version; ErrExists if the version is
+	// taken (another server added it first), whatever its key ID.
 	AddPlatformKey(ctx context.Context, k SealedKEK) error
 	// DeletePlatformKeys deletes the given versions of key keyID; missing
 	// ones are skipped.

@@ -70,7 +70,7 @@ func (c *Catalog) SetVaultStoreURL(ctx context.Context, name, url string) error 
 
 // PlatformKeys implements vault.Deployment.
 func (c *Catalog) PlatformKeys(ctx context.Context) ([]vault.SealedKEK, error) {
-	rows, err := c.pool.Query(ctx, `SELECT key_id, version, created, sealed FROM platform_keys ORDER BY key_id, version`)
+	rows, err := c.pool.Query(ctx, `SELECT key_id, version, created, sealed FROM platform_keys ORDER BY version`)
 	if err != nil {
 		return nil, fmt.Errorf("platform keys: %w", err)
 	}

@@ -12,11 +12,12 @@ CREATE TABLE vault_stores (
 -- platform_keys: the versions of the platform key, each sealed under the
 -- deployment key every server is given (docs/format.md §1.1); the newest
 -- version is the current one. A row is written once and never updated;
--- retiring a version deletes its row.
+-- retiring a version deletes its row. The version is the key: two servers
+-- can never both add version N (the second is refused and adopts the
+-- first's), and every row names the same key ID.
 CREATE TABLE platform_keys (
+	version bigint NOT NULL PRIMARY KEY CHECK (version > 0),
 	key_id  text   COLLATE "C" NOT NULL CHECK (key_id <> ''),
-	version bigint NOT NULL CHECK (version > 0),
 	created bigint NOT NULL,
-	sealed  bytea  NOT NULL,
-	PRIMARY KEY (key_id, version)
+	sealed  bytea  NOT NULL
 );
