@@ -89,6 +89,11 @@ type Options struct {
 	// several servers may share (docs/postgres.md); "" for the SQLite
 	// file in DataDir.
 	Catalog string
+	// DeploymentKey is the file holding the deployment key, under which a
+	// shared catalog keeps the platform key (docs/postgres.md): every
+	// server sharing the catalog is given the same one.
+	// DataDir/keys/deployment.key when "".
+	DeploymentKey string
 }
 
 // Server serves the vaults under one data directory.
@@ -153,6 +158,64 @@ func (ov *openVault) close() {
 // Paths under the data directory.
 func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
 func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
+func seenFile(dir string) string         { return filepath.Join(dir, "keys", "platform.seen") }
+
+// DeploymentKeyFile is where a server on a shared catalog keeps the
+// deployment key unless told otherwise (Options.DeploymentKey).
+func DeploymentKeyFile(dir string) string { return filepath.Join(dir, "keys", "deployment.key") }
+
+// openPlatformKey opens the platform key: the key file in the data
+// directory (made on first use), or, on a catalog servers share
+// (PostgreSQL), the versions the catalog keeps sealed under the
+// deployment key. The first server on such a catalog makes the
+// deployment key file, unless given one, and stores the platform key in
+// the catalog: the versions of the data directory's key file when it has
+// one (servers that shared a data directory before), else a new key.
+func openPlatformKey(ctx context.Context, opt Options, cat Catalog) (*platform.Keystore, error) {
+	d, shared := cat.(vault.Deployment)
+	if opt.Catalog == "" || !shared {
+		ks, err := platform.Open(keyFile(opt.DataDir))
+		if errors.Is(err, vault.ErrKeyUnavailable) {
+			if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
+				if err := os.MkdirAll(filepath.Dir(keyFile(opt.DataDir)), 0o700); err != nil {
+					return nil, err
+				}
+				ks, err = platform.Create(keyFile(opt.DataDir), opt.Now())
+			}
+		}
+		return ks, err
+	}
+	dkPath := opt.DeploymentKey
+	if dkPath == "" {
+		dkPath = DeploymentKeyFile(opt.DataDir)
+	}
+	rows, err := d.PlatformKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("platform key: %w", err)
+	}
+	first := len(rows) == 0
+	dk, _, err := platform.LoadDeploymentKey(dkPath, first && opt.DeploymentKey == "")
+	if err != nil {
+		if first {
+			return nil, fmt.Errorf("platform key: %w", err)
+		}
+		return nil, fmt.Errorf("platform key: %w: the catalog keeps the platform key sealed under the deployment key every server sharing it is given: copy %s from a server of this deployment (mode 0600), or name it with --deployment-key", err, DeploymentKeyFile("DATA"))
+	}
+	defer dk.Wipe()
+	if !first {
+		return platform.OpenCatalog(d, dk, seenFile(opt.DataDir))
+	}
+	var from *platform.Keystore
+	if _, serr := os.Stat(keyFile(opt.DataDir)); serr == nil {
+		// Servers that shared this data directory: their vaults are
+		// wrapped under the key file's versions, which move into the
+		// catalog with their IDs and times.
+		if from, err = platform.Open(keyFile(opt.DataDir)); err != nil {
+			return nil, err
+		}
+	}
+	return platform.CreateInCatalog(d, dk, seenFile(opt.DataDir), from, opt.Now())
+}
 func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", name, "store") }
 
 // openStore opens vault name's store: its own (vaultstore.go), else
@@ -160,7 +223,7 @@ func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", n
 // mustExist a local store that is missing is an error rather than
 // created.
 func (s *Server) openStore(ctx context.Context, name string, mustExist bool) (vault.Store, error) {
-	raw, err := s.vaultStoreURL(name)
+	raw, err := s.vaultStoreURL(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -222,20 +285,13 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err := checkPrivate(opt.DataDir); err != nil {
 		return nil, false, err
 	}
-	ks, err := platform.Open(keyFile(opt.DataDir))
-	if errors.Is(err, vault.ErrKeyUnavailable) {
-		if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(keyFile(opt.DataDir)), 0o700); err != nil {
-				return nil, false, err
-			}
-			ks, err = platform.Create(keyFile(opt.DataDir), opt.Now())
-		}
-	}
+	cat, err := openCatalog(ctx, opt.DataDir, opt.Catalog)
 	if err != nil {
 		return nil, false, err
 	}
-	cat, err := openCatalog(ctx, opt.DataDir, opt.Catalog)
+	ks, err := openPlatformKey(ctx, opt, cat)
 	if err != nil {
+		cat.Close()
 		return nil, false, err
 	}
 	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(), retentionAt: retentionAt,
@@ -434,11 +490,11 @@ func (s *Server) CreateVaultIn(ctx context.Context, name string, chunking vault.
 		if err := checkStoreURL(storeURL); err != nil {
 			return nil, err
 		}
-		if err := s.recordStoreURL(name, storeURL); err != nil {
+		if err := s.recordStoreURL(ctx, name, storeURL); err != nil {
 			return nil, err
 		}
-	} else if err := os.Remove(storeURLFile(s.opt.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("vault %q: %w", name, err) // left by a creation that failed
+	} else if err := s.recordStoreURL(ctx, name, ""); err != nil {
+		return nil, err // left by a creation that failed
 	}
 	st, err := s.openStore(ctx, name, false)
 	if err != nil {
