@@ -156,9 +156,9 @@ func (ov *openVault) close() {
 }
 
 // Paths under the data directory.
-func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
-func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
-func seenFile(dir string) string         { return filepath.Join(dir, "keys", "platform.seen") }
+func catalogFile(dir string) string { return filepath.Join(dir, "catalog.db") }
+func keyFile(dir string) string     { return filepath.Join(dir, "keys", "platform.key") }
+func seenFile(dir string) string    { return filepath.Join(dir, "keys", "platform.seen") }
 
 // DeploymentKeyFile is where a server on a shared catalog keeps the
 // deployment key unless told otherwise (Options.DeploymentKey).
