@@ -102,7 +102,8 @@ type catalogBackend struct {
 	seenFile string
 
 	mu   sync.Mutex
-	seen int // the newest version read so far; the catalog never goes below it
+	seen int    // the newest version read or added so far; the catalog never goes below it
+	id   string // the key ID last read
 }
 
 // sealAAD binds a sealed version to its key ID, version and creation
@@ -129,7 +130,13 @@ func (c *catalogBackend) read() (*Keystore, error) {
 		return nil, fmt.Errorf("%w: read the platform key from the catalog: %v", vault.ErrKeyUnavailable, err)
 	}
 	if len(rows) == 0 {
-		return nil, fmt.Errorf("%w: the catalog holds no platform key", vault.ErrNotFound)
+		c.mu.Lock()
+		id := c.id
+		c.mu.Unlock()
+		if id != "" {
+			return nil, fmt.Errorf("%w: the catalog no longer holds platform key %s", vault.ErrKeyUnavailable, id)
+		}
+		return nil, fmt.Errorf("%w: the catalog holds no platform key", vault.ErrKeyUnavailable)
 	}
 	ks := &Keystore{path: "the catalog", b: c, id: rows[0].KeyID, keys: map[int]seal.Key{}, info: map[int]time.Time{}}
 	wipe := func() {
@@ -166,16 +173,26 @@ func (c *catalogBackend) read() (*Keystore, error) {
 		wipe()
 		return nil, fmt.Errorf("%w: the catalog's newest platform key version is v%d, but this server has read v%d: the catalog was rolled back or the version deleted; if an old copy of the database was restored on purpose, remove %s and start again", vault.ErrKeyUnavailable, ks.cur, c.seen, c.seenFile)
 	}
-	if ks.cur > c.seen {
-		c.seen = ks.cur
+	c.id = ks.id
+	if err := c.see(ks.cur); err != nil {
+		wipe()
+		return nil, err
+	}
+	return ks, nil
+}
+
+// see records that version v exists (read, or added by this server).
+// The caller holds c.mu.
+func (c *catalogBackend) see(v int) error {
+	if v > c.seen {
+		c.seen = v
 		if c.seenFile != "" {
-			if err := fsutil.WriteFileSync(c.seenFile, []byte(strconv.Itoa(ks.cur)+"\n"), 0o600); err != nil {
-				wipe()
-				return nil, fmt.Errorf("record the platform key version read: %w", err)
+			if err := fsutil.WriteFileSync(c.seenFile, []byte(strconv.Itoa(v)+"\n"), 0o600); err != nil {
+				return fmt.Errorf("record the platform key version read: %w", err)
 			}
 		}
 	}
-	return ks, nil
+	return nil
 }
 
 // lock implements backend: the rows are the lock (a version is added
@@ -188,8 +205,13 @@ func (c *catalogBackend) add(disk *Keystore, v int, created time.Time, k seal.Ke
 	ctx, cancel := ctxTimeout()
 	defer cancel()
 	created = created.UTC()
-	return c.rows.AddPlatformKey(ctx, vault.SealedKEK{KeyID: disk.id, Version: v, Created: created,
-		Sealed: seal.Wrap(c.seal, k, sealAAD(disk.id, v, created))})
+	if err := c.rows.AddPlatformKey(ctx, vault.SealedKEK{KeyID: disk.id, Version: v, Created: created,
+		Sealed: seal.Wrap(c.seal, k, sealAAD(disk.id, v, created))}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.see(v)
 }
 
 // remove implements backend.
@@ -220,8 +242,8 @@ func newCatalogBackend(rows Rows, deploymentKey seal.Key, seenFile string) (*cat
 // OpenCatalog opens the platform key kept in a shared catalog's rows,
 // sealed under deploymentKey. seenFile, when not "", records on this host
 // the newest version read, so that a catalog rolled back below it is
-// refused after a restart too. vault.ErrNotFound when the catalog holds
-// no platform key yet.
+// refused after a restart too. vault.ErrKeyUnavailable when the catalog
+// holds no platform key.
 func OpenCatalog(rows Rows, deploymentKey seal.Key, seenFile string) (*Keystore, error) {
 	c, err := newCatalogBackend(rows, deploymentKey, seenFile)
 	if err != nil {

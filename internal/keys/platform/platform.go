@@ -198,6 +198,13 @@ func (ks *Keystore) Rotate(now time.Time) (vault.KeyRef, error) {
 		ks.cur, ks.keys, ks.info = disk.cur, disk.keys, disk.info
 		return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
 	}
+	if disk.cur < ks.cur {
+		// SECURITY: the current version is never retired, so it going away
+		// means the versions were rolled back (an older copy, or a
+		// catalog writer's deletion): adding a version now would put a
+		// second key under a number that already wrapped keyrings.
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w: %s's newest version is v%d, but v%d was current: the versions were rolled back", vault.ErrKeyUnavailable, ks.path, disk.cur, ks.cur)
+	}
 	next := 0
 	for v := range disk.keys {
 		next = max(next, v)
