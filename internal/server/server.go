@@ -185,6 +185,9 @@ func openPlatformKey(ctx context.Context, opt Options, cat Catalog) (*platform.K
 		}
 		return ks, err
 	}
+	if err := os.MkdirAll(filepath.Dir(seenFile(opt.DataDir)), 0o700); err != nil {
+		return nil, err
+	}
 	dkPath := opt.DeploymentKey
 	if dkPath == "" {
 		dkPath = DeploymentKeyFile(opt.DataDir)
