@@ -3,6 +3,8 @@ package platform_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -278,5 +280,85 @@ func TestDeploymentKeyFile(t *testing.T) {
 	os.WriteFile(path, []byte(strconv.Quote("nope")), 0o600)
 	if _, _, err := platform.LoadDeploymentKey(path, false); !errors.Is(err, vault.ErrKeyUnavailable) {
 		t.Errorf("a file that is not a deployment key: %v", err)
+	}
+}
+
+// TestCatalogSealVectors: frozen rows sealed as docs/format.md §1.1e says
+// open to the KEKs they were made from, and a flipped byte in any field is
+// refused.
+func TestCatalogSealVectors(t *testing.T) {
+	ctx := context.Background()
+	b, err := os.ReadFile(filepath.Join("testdata", "catalog-seal.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vec struct {
+		DK   string `json:"deployment_key"`
+		Rows []struct {
+			KeyID   string    `json:"key_id"`
+			Version int       `json:"version"`
+			Created time.Time `json:"created"`
+			Sealed  string    `json:"sealed"`
+			KEK     string    `json:"kek"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(b, &vec); err != nil {
+		t.Fatal(err)
+	}
+	var dk seal.Key
+	if n, err := hex.Decode(dk[:], []byte(vec.DK)); err != nil || n != seal.KeySize {
+		t.Fatalf("deployment key: %v", err)
+	}
+	load := func(edit func(i int, r *vault.SealedKEK)) *memRows {
+		rows := newMemRows()
+		for i, r := range vec.Rows {
+			sealed, err := hex.DecodeString(r.Sealed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := vault.SealedKEK{KeyID: r.KeyID, Version: r.Version, Created: r.Created, Sealed: sealed}
+			if edit != nil {
+				edit(i, &k)
+			}
+			rows.AddPlatformKey(ctx, k)
+		}
+		return rows
+	}
+	ks, err := platform.OpenCatalog(load(nil), dk, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := vec.Rows[len(vec.Rows)-1]
+	if ks.Current().Version != strconv.Itoa(last.Version) || !ks.Created().Equal(last.Created) {
+		t.Errorf("current %v created %v; want v%d created %v", ks.Current(), ks.Created(), last.Version, last.Created)
+	}
+	secret, aad := bytes.Repeat([]byte{3}, 32), []byte("aad")
+	for _, r := range vec.Rows {
+		var kek, s seal.Key
+		hex.Decode(kek[:], []byte(r.KEK))
+		copy(s[:], secret)
+		w := vault.WrappedKey{KEK: vault.KeyRef{Provider: platform.Provider, KeyID: r.KeyID, Version: strconv.Itoa(r.Version)},
+			Alg: platform.Alg, Data: seal.Wrap(kek, s, aad)}
+		if got, err := ks.Unwrap(ctx, w, aad); err != nil || !bytes.Equal(got, secret) {
+			t.Errorf("v%d does not open to its KEK: %v", r.Version, err)
+		}
+	}
+	edits := map[string]func(i int, r *vault.SealedKEK){
+		"sealed":  func(i int, r *vault.SealedKEK) { r.Sealed[len(r.Sealed)-1] ^= 1 },
+		"created": func(i int, r *vault.SealedKEK) { r.Created = r.Created.Add(time.Nanosecond) },
+		"version": func(i int, r *vault.SealedKEK) { r.Version += 10 },
+		"key id":  func(i int, r *vault.SealedKEK) { r.KeyID = "0123456789abcdee" },
+	}
+	for name, edit := range edits {
+		for i := range vec.Rows {
+			rows := load(func(j int, r *vault.SealedKEK) {
+				if j == i {
+					edit(j, r)
+				}
+			})
+			if _, err := platform.OpenCatalog(rows, dk, ""); !errors.Is(err, vault.ErrWrongKey) {
+				t.Errorf("row %d with its %s changed: %v, want ErrWrongKey", i, name, err)
+			}
+		}
 	}
 }
