@@ -190,7 +190,9 @@ func openPlatformKey(ctx context.Context, opt Options, cat Catalog) (*platform.K
 	}
 	dkPath := opt.DeploymentKey
 	if dkPath == "" {
-		dkPath = DeploymentKeyFile(opt.DataDir)
+		dkPath = DeploymentKeyFile(opt.DataDir) // checkPrivate checked it
+	} else if st, err := os.Stat(dkPath); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("deployment key %s has mode %04o: other users of this machine may read it, and with a copy of the catalog the platform key: make it private to the server's user (chmod 0600 %s), then start again", dkPath, st.Mode().Perm(), dkPath)
 	}
 	rows, err := d.PlatformKeys(ctx)
 	if err != nil {
@@ -429,8 +431,9 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 // the catalog changed (a DEK rotation, a switch of key, its rewrap under
 // a rotated platform key): the catalog's keyring anchor says when there
 // is a newer generation, and the newest keyring which key opens it (the
-// platform key file, which the other server rotated, is read again for a
-// version this server has not seen). Servers with their own catalog make
+// platform key's versions, which the other server rotated, are read again
+// from the catalog, or the shared key file, for a version this server has
+// not seen). Servers with their own catalog make
 // every key change themselves and skip the check.
 func (s *Server) catchUpKeys(ctx context.Context, ov *openVault) error {
 	if s.opt.Catalog == "" {
