@@ -20,8 +20,8 @@ type SealedKEK struct {
 
 // Deployment is what servers on different hosts share through a catalog
 // instead of a data directory (docs/postgres.md, "Several servers"): the
-// list of vaults, each vault's own store URL, and the sealed versions of
-// the platform key. The PostgreSQL catalog provides it; a catalog one
+// list of vaults, each vault's own store URL, the sealed versions of the
+// platform key and the sealed URIs of customer-managed keys. The PostgreSQL catalog provides it; a catalog one
 // server uses alone (SQLite) need not.
 type Deployment interface {
 	// Vaults lists the vaults that are not deleted, by name.
@@ -40,4 +40,11 @@ type Deployment interface {
 	// DeletePlatformKeys deletes the given versions of key keyID; missing
 	// ones are skipped.
 	DeletePlatformKeys(ctx context.Context, keyID string, versions []int) error
+	// KeyURIs returns the sealed customer-key URIs recorded for vault, by
+	// key ("provider key-id").
+	KeyURIs(ctx context.Context, vault ID) (map[string][]byte, error)
+	// SetKeyURI records the sealed URI of key kek for vault, replacing any.
+	SetKeyURI(ctx context.Context, vault ID, kek string, sealed []byte) error
+	// KeepKeyURI deletes every URI of vault but kek's.
+	KeepKeyURI(ctx context.Context, vault ID, kek string) error
 }

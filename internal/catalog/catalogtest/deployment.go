@@ -99,6 +99,35 @@ func RunDeployment(t *testing.T, open func(t *testing.T) (a, b Shared)) {
 			t.Errorf("PlatformKeys after deleting v1 = %+v, %v; want v2 alone", ks, err)
 		}
 	})
+	t.Run("KeyURIs", func(t *testing.T) {
+		a, b := open(t)
+		v1, v2 := vault.ID{1}, vault.ID{2}
+		if m, err := b.KeyURIs(ctx, v1); err != nil || len(m) != 0 {
+			t.Fatalf("KeyURIs of a vault without any = %v, %v", m, err)
+		}
+		for _, set := range []struct {
+			v    vault.ID
+			kek  string
+			data string
+		}{{v1, "pkcs11 k", "old"}, {v1, "pkcs11 k", "one"}, {v1, "rsa x", "two"}, {v2, "pkcs11 k", "three"}} {
+			if err := a.SetKeyURI(ctx, set.v, set.kek, []byte(set.data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, err := b.KeyURIs(ctx, v1)
+		if err != nil || len(m) != 2 || string(m["pkcs11 k"]) != "one" || string(m["rsa x"]) != "two" {
+			t.Errorf("KeyURIs through the other catalog = %q, %v; want the second pkcs11 URI and the rsa one", m, err)
+		}
+		if err := b.KeepKeyURI(ctx, v1, "rsa x"); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := a.KeyURIs(ctx, v1); err != nil || len(m) != 1 || string(m["rsa x"]) != "two" {
+			t.Errorf("KeyURIs after KeepKeyURI = %q, %v; want the rsa one alone", m, err)
+		}
+		if m, err := a.KeyURIs(ctx, v2); err != nil || len(m) != 1 || string(m["pkcs11 k"]) != "three" {
+			t.Errorf("another vault's URIs after KeepKeyURI = %q, %v; want them untouched", m, err)
+		}
+	})
 }
 
 func same(a, b vault.SealedKEK) bool {

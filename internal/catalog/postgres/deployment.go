@@ -125,3 +125,42 @@ func (c *Catalog) DeletePlatformKeys(ctx context.Context, keyID string, versions
 	}
 	return nil
 }
+
+// KeyURIs implements vault.Deployment.
+func (c *Catalog) KeyURIs(ctx context.Context, vaultID vault.ID) (map[string][]byte, error) {
+	rows, err := c.pool.Query(ctx, `SELECT kek, sealed FROM key_uris WHERE vault = $1`, vaultID[:])
+	if err != nil {
+		return nil, fmt.Errorf("key URIs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var kek string
+		var sealed []byte
+		if err := rows.Scan(&kek, &sealed); err != nil {
+			return nil, fmt.Errorf("key URIs: %w", err)
+		}
+		out[kek] = sealed
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("key URIs: %w", err)
+	}
+	return out, nil
+}
+
+// SetKeyURI implements vault.Deployment.
+func (c *Catalog) SetKeyURI(ctx context.Context, vaultID vault.ID, kek string, sealed []byte) error {
+	if _, err := c.pool.Exec(ctx, `INSERT INTO key_uris (vault, kek, sealed) VALUES ($1, $2, $3)
+		ON CONFLICT (vault, kek) DO UPDATE SET sealed = EXCLUDED.sealed`, vaultID[:], kek, sealed); err != nil {
+		return fmt.Errorf("record key URI: %w", err)
+	}
+	return nil
+}
+
+// KeepKeyURI implements vault.Deployment.
+func (c *Catalog) KeepKeyURI(ctx context.Context, vaultID vault.ID, kek string) error {
+	if _, err := c.pool.Exec(ctx, `DELETE FROM key_uris WHERE vault = $1 AND kek <> $2`, vaultID[:], kek); err != nil {
+		return fmt.Errorf("forget key URIs: %w", err)
+	}
+	return nil
+}

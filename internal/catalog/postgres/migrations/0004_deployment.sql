@@ -21,3 +21,15 @@ CREATE TABLE platform_keys (
 	created bigint NOT NULL,
 	sealed  bytea  NOT NULL
 );
+
+-- key_uris: for a vault wrapped by a customer-managed key, the URI that
+-- reaches the key (coffer key use-cmk), sealed under a key derived from
+-- the deployment key (it may hold a PIN). Keyed by the vault's ID and the
+-- key ("provider key-id"); a vault switched from one customer key to
+-- another has both until the switch is complete.
+CREATE TABLE key_uris (
+	vault  bytea NOT NULL CHECK (length(vault) = 32),
+	kek    text  COLLATE "C" NOT NULL CHECK (kek <> ''),
+	sealed bytea NOT NULL,
+	PRIMARY KEY (vault, kek)
+);
