@@ -81,7 +81,8 @@ COFFER_CATALOG, which keeps a password out of the process list) gives a
 postgres:// URL: then several servers, each given the same URL, serve the
 same vaults, and background jobs run on one of them at a time
 (docs/postgres.md). The catalog then keeps the list of vaults, their own
-store URLs and the platform key, sealed under the deployment key: the first
+store URLs, customer-key URIs and the platform key, the last two sealed
+under the deployment key: the first
 server makes DATA/keys/deployment.key; give every other server a copy (or
 name it with --deployment-key), the same audit signing key (DATA/audit/),
 and the same --store, and each its own data directory. The commands run on the server
