@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -12,7 +13,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -126,4 +129,54 @@ func count(t *testing.T, db *pgx.Conn, sql string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestSharedCatalogAdoptsKeyFile: servers that shared a data directory
+// before keep their vaults: the first start on a catalog without a
+// platform key copies the versions of the directory's key file into it
+// (same key ID, versions and times), so what they wrapped still unwraps,
+// through the catalog, under the deployment key made beside it.
+func TestSharedCatalogAdoptsKeyFile(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	t0 := time.Now().Add(-24 * time.Hour).UTC()
+	file, err := platform.Create(filepath.Join(dir, "keys", "platform.key"), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.Rotate(t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	secret, aad := bytes.Repeat([]byte{5}, 32), []byte("aad")
+	w, err := file.Wrap(ctx, secret, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := server.Open(ctx, server.Options{DataDir: dir, Catalog: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	cat, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	dk, made, err := platform.LoadDeploymentKey(server.DeploymentKeyFile(dir), false)
+	if err != nil || made {
+		t.Fatalf("deployment key: %v", err)
+	}
+	ks, err := platform.OpenCatalog(cat, dk, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks.ID() != file.ID() || ks.Current() != file.Current() || len(ks.Versions()) != 2 || !ks.Created().Equal(file.Created()) {
+		t.Errorf("the catalog's platform key %s %v (%d versions, created %v); want the key file's %s %v (2, %v)",
+			ks.ID(), ks.Current(), len(ks.Versions()), ks.Created(), file.ID(), file.Current(), file.Created())
+	}
+	if got, err := ks.Unwrap(ctx, w, aad); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("a secret wrapped by the key file, through the catalog: %v", err)
+	}
 }
