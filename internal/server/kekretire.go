@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -94,20 +93,15 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 	if len(versions) <= 1 {
 		return rep, nil
 	}
-	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return rep, fmt.Errorf("retire platform key versions: list vaults: %w", err)
+	names, strange, err := s.vaultNames(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("retire platform key versions: %w", err)
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() {
-			continue
-		}
-		if !vaultName.MatchString(name) {
-			// Not a vault the server made; it may hold one all the same.
-			rep.Blocked = append(rep.Blocked, fmt.Sprintf("%s: not a vault name this server uses: move it out of %s", name, filepath.Join(s.opt.DataDir, "vaults")))
-			continue
-		}
+	for _, name := range strange {
+		// Not a vault the server made; it may hold one all the same.
+		rep.Blocked = append(rep.Blocked, fmt.Sprintf("%s: not a vault name this server uses: move it out of %s", name, filepath.Join(s.opt.DataDir, "vaults")))
+	}
+	for _, name := range names {
 		need, err := s.platformVersionsOf(ctx, name)
 		if err == nil && slices.ContainsFunc(need, func(v int) bool { return v != cur }) {
 			// Wrapped under an older version: rewrap it under the current
@@ -154,7 +148,7 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 		for i, v := range rep.Deleted {
 			vs[i] = "v" + strconv.Itoa(v)
 		}
-		detail := fmt.Sprintf("platform key %s: versions %s deleted from the key file: no vault's keyring needs them (current v%d)", s.keys.ID(), strings.Join(vs, ", "), cur)
+		detail := fmt.Sprintf("platform key %s: versions %s deleted from %s: no vault's keyring needs them (current v%d)", s.keys.ID(), strings.Join(vs, ", "), s.keys.Path(), cur)
 		s.auditServer(ctx, "", "key.kek-retire", detail, true)
 		s.log.Info("platform key versions retired", "key", s.keys.ID(), "deleted", strings.Join(vs, ","), "current", cur)
 	}
