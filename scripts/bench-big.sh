@@ -25,8 +25,10 @@
 # then each tool backs it up. Output per tool and round: wall seconds, MB/s
 # of data read, peak RSS (/usr/bin/time), CPU seconds, Coffer's garbage
 # collections, the repository's size after it, and each round's time and
-# RSS against the first round's; the load and CPU pressure before each
-# backup and at the end.
+# RSS against the first round's, and the share of its wall time in which
+# some task on the machine waited for a core (cpuw%) or for I/O (iow%),
+# from /proc/pressure; the load and CPU pressure before each backup and at
+# the end.
 set -euo pipefail
 COFFER=$(readlink -f "${1:?usage: bench-big.sh COFFER_BINARY}")
 GB=${GB:-12}
@@ -70,6 +72,10 @@ kopia_run() { "$KOPIA" "$@" "${KFLAGS[@]}"; }
 . "$HERE/lib/timed.sh"
 repo() { case $1 in coffer) [ "$MODE" = remote ] && echo "$W/srv/vaults" || echo "$COFFER_HOME" ;; *) echo "$W/r-$1" ;; esac; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # clock ticks
+# stall cpu|io: microseconds some task has waited for a core (for I/O) since
+# boot, machine-wide; over a backup, against its wall time, how much of it
+# the machine was contended.
+stall() { awk -F'total=' '/^some/{print $2}' "/proc/pressure/$1" 2>/dev/null || echo 0; }
 
 CVAULT=()
 if [ "$MODE" = remote ]; then
@@ -101,6 +107,7 @@ for r in $(seq 1 "$ROUNDS"); do
   sync; sleep "$SETTLE"
   for t in "${TOOLS[@]}"; do
     echo "  round $r $t, $(machine)" >&2
+    c0=$(stall cpu) i0=$(stall io)
     case $t in
       coffer)
         [ -z "${SRV:-}" ] || s0=$(cpu "$SRV")
@@ -110,6 +117,7 @@ for r in $(seq 1 "$ROUNDS"); do
       restic) timed restic "$r" "$RESTIC" -r "$W/r-restic" backup "$DATA" ;;
       kopia) timed kopia "$r" "$KOPIA" snapshot create "$DATA" "${KFLAGS[@]}" ;;
     esac
+    echo "$(( $(stall cpu) - c0 )) $(( $(stall io) - i0 ))" >"$W/$t.$r.stall"
     echo "$(du -sm "$(repo "$t")" | cut -f1)" >"$W/$t.$r.repo"
     echo "    repo $(cat "$W/$t.$r.repo") MB" >&2
   done
@@ -117,14 +125,15 @@ done
 
 echo
 echo "$ROUNDS x $GB GB ($FILES files a round), coffer $MODE; $(nproc) cores; at the end: $(machine)"
-printf '%-7s %5s %9s %8s %8s %8s %6s %9s %8s %8s\n' tool round wall_s MB/s rss_MB cpu_s GCs repo_MB time/r1 rss/r1
+printf '%-7s %5s %9s %8s %8s %8s %6s %9s %8s %8s %6s %6s\n' tool round wall_s MB/s rss_MB cpu_s GCs repo_MB time/r1 rss/r1 cpuw% iow%
 for t in "${TOOLS[@]}"; do
   read -r w1 m1 _ _ <"$W/$t.1"
   for r in $(seq 1 "$ROUNDS"); do
     read -r wall rss cpu gcs <"$W/$t.$r"
+    read -r cw iw <"$W/$t.$r.stall"
     awk -v t="$t" -v r="$r" -v w="$wall" -v m="$rss" -v c="$cpu" -v g="$gcs" -v b="$BYTES" \
-      -v rp="$(cat "$W/$t.$r.repo")" -v w1="$w1" -v m1="$m1" \
-      'BEGIN{printf "%-7s %5d %9.2f %8.1f %8d %8.2f %6s %9d %8.2f %8.2f\n", t, r, w, (w > 0) ? b / w / 1e6 : 0, m / 1024, c, g, rp, (w1 > 0) ? w / w1 : 0, (m1 > 0) ? m / m1 : 0}'
+      -v rp="$(cat "$W/$t.$r.repo")" -v w1="$w1" -v m1="$m1" -v cw="$cw" -v iw="$iw" \
+      'BEGIN{printf "%-7s %5d %9.2f %8.1f %8d %8.2f %6s %9d %8.2f %8.2f %6.1f %6.1f\n", t, r, w, (w > 0) ? b / w / 1e6 : 0, m / 1024, c, g, rp, (w1 > 0) ? w / w1 : 0, (m1 > 0) ? m / m1 : 0, (w > 0) ? cw / w / 1e4 : 0, (w > 0) ? iw / w / 1e4 : 0}'
   done
 done
 if [ -n "${SRV:-}" ]; then
