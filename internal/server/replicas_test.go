@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres"
@@ -179,7 +177,7 @@ func TestReplicas(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	inBucket := bucketPacks(t, sh.s3, sh.bucket, "shared/packs/")
+	inBucket := sh.s3.Names(t, sh.bucket, "shared/packs/")
 	if len(inBucket) == 0 || !maps.Equal(inCatalog, inBucket) {
 		t.Errorf("the catalog lists %d packs, the bucket holds %d; want the same, more than none", len(inCatalog), len(inBucket))
 	}
@@ -238,24 +236,6 @@ func TestReplicas(t *testing.T) {
 	if _, err := vb.Snapshots(ctx); status(err) != http.StatusUnauthorized {
 		t.Errorf("b after a revocation through a: %v, want 401", err)
 	}
-}
-
-// bucketPacks lists the pack names under prefix in bucket, bypassing
-// Coffer.
-func bucketPacks(t *testing.T, sv *s3test.Server, bucket, prefix string) map[string]bool {
-	t.Helper()
-	names := map[string]bool{}
-	p := awss3.NewListObjectsV2Paginator(sv.Client, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
-	for p.HasMorePages() {
-		out, err := p.NextPage(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range out.Contents {
-			names[strings.TrimPrefix(*o.Key, prefix)] = true
-		}
-	}
-	return names
 }
 
 // TestReplicasOnePrune: while one server prunes a vault (holds the

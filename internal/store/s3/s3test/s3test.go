@@ -256,3 +256,21 @@ func (sv *Server) URL(bucket, prefix string) string {
 	}
 	return u
 }
+
+// Names lists the names of the objects (their current versions) under
+// prefix in bucket, prefix cut off, bypassing Coffer.
+func (sv *Server) Names(t testing.TB, bucket, prefix string) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	p := s3.NewListObjectsV2Paginator(sv.Client, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		out, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatalf("list %s/%s: %v", bucket, prefix, err)
+		}
+		for _, o := range out.Contents {
+			names[strings.TrimPrefix(aws.ToString(o.Key), prefix)] = true
+		}
+	}
+	return names
+}
