@@ -170,7 +170,7 @@ func TestReplicasSeparateDataDirs(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	inBucket := bucketPacks(t, sv, bucket, prefix+"/packs/")
+	inBucket := sv.Names(t, bucket, prefix+"/packs/")
 	if len(inBucket) == 0 || !maps.Equal(inCatalog, inBucket) {
 		t.Errorf("the catalog lists %d packs, the bucket holds %d; want the same, more than none", len(inCatalog), len(inBucket))
 	}
