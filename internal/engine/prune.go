@@ -359,6 +359,12 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 	if err := v.indexPacks(ctx, idx, false); err != nil {
 		return rep, fmt.Errorf("prune: %w", err)
 	}
+	if err := idx.indexBlobs(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	if err := idx.rank(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
 	if err := v.mark(ctx, keep, idx, rep); err != nil {
 		return rep, err
 	}
@@ -369,17 +375,14 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 
 	// 3. Which packs hold nothing needed, one pack at a time, oldest
 	// first. A needed blob stored twice (two backups at once) is homed
-	// in the first pack holding it; the other copy does not keep its
-	// pack alive.
-	if err := idx.rank(ctx); err != nil {
-		return rep, fmt.Errorf("prune: %w", err)
-	}
+	// in the first pack holding it (pruneIndex.settle); the other copy
+	// does not keep its pack alive.
 	maxUnused := opt.MaxUnused
 	if maxUnused == 0 {
 		maxUnused = DefaultMaxUnused
 	}
 	err = idx.eachPack(ctx, "condemned = 0", func(p prunePack) error {
-		needed, unused, err := idx.account(ctx, p.seq)
+		needed, unused, err := idx.account(ctx, p)
 		if err != nil {
 			return err
 		}
@@ -568,7 +571,7 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 			rep.DeletedBytes += p.size
 			return nil
 		}
-		needed, err := idx.needed(ctx, p.seq, opt.DryRun)
+		needed, err := idx.needed(ctx, p, opt.DryRun)
 		if err != nil {
 			return err
 		}
@@ -827,6 +830,9 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, idx *pru
 			rep.Unwalkable = append(rep.Unwalkable, Unwalkable{Snapshot: s.ID, Reason: problem})
 			v.log.Warn("prune: a snapshot cannot be walked in full", "snapshot", s.ID.Short(), "problem", problem)
 		}
+	}
+	if err := idx.settle(ctx); err != nil {
+		return fmt.Errorf("prune: %w", err)
 	}
 	return nil
 }

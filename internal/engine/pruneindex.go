@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -23,6 +24,9 @@ import (
 // prune or check, which removes it).
 type pruneIndex struct {
 	*scratchDB
+	lastPack, lastBlob int64 // the last seq of packs and rowid of pblobs
+	args               []any
+	blobRows, useRows  string // piBlob and piUse of pruneRows rows
 }
 
 // pruneDirPrefix begins the name of a prune's scratch directory,
@@ -39,42 +43,64 @@ const (
 // prunePageSize is how many packs a page of pruneIndex.eachPack holds.
 const prunePageSize = 1_000
 
+// pruneRows is how many rows one multi-row insert writes.
+const pruneRows = 100
+
 const (
-	piPack   = `INSERT INTO packs (id, created, size, condemned) VALUES (?, ?, ?, ?)`
-	piBlob   = `INSERT OR IGNORE INTO pblobs (k, pack, off, len, rawlen) VALUES (?, ?, ?, ?, ?)`
-	piHas    = `SELECT count(*) FROM packs WHERE id = ?`
-	piUse    = `INSERT OR IGNORE INTO used (k) VALUES (?)`
-	piUsed   = `SELECT count(*) FROM used WHERE k = ?`
+	piPack = `INSERT INTO packs (seq, id, created, size, condemned, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	piBlob = `INSERT INTO pblobs (rowid, k, pack, off, len, rawlen) VALUES (?, ?, ?, ?, ?, ?)`
+	piHas  = `SELECT count(*) FROM packs WHERE id = ?`
+	piUse  = `INSERT INTO uses (k) VALUES (?)`
+	piTree = `INSERT OR IGNORE INTO trees (k) VALUES (?)`
+	piUsed = `SELECT count(*) FROM trees WHERE k = ?`
+	// A tree is read from a pack in use rather than a condemned one.
 	piLookup = `SELECT p.id, b.off, b.len, b.rawlen FROM pblobs b JOIN packs p ON p.seq = b.pack
 		WHERE b.k = ? ORDER BY p.condemned != 0, p.seq LIMIT 1`
 	piAccount = `SELECT coalesce(sum(CASE WHEN u.home = ? THEN b.len ELSE 0 END), 0),
 		coalesce(sum(CASE WHEN u.home = ? THEN 0 ELSE b.len END), 0)
-		FROM pblobs b INDEXED BY pblobs_pack LEFT JOIN used u ON u.k = b.k WHERE b.pack = ?`
+		FROM pblobs b LEFT JOIN used u ON u.k = b.k WHERE b.rowid BETWEEN ? AND ?`
 	piCondemn = `UPDATE packs SET condemned = ?, state = state | ? WHERE seq = ?`
 	piState   = `UPDATE packs SET state = state | ? WHERE seq = ?`
 	piRemove  = `DELETE FROM packs WHERE seq = ?`
-	// A condemned pack is needed if it holds a used blob that no live
-	// pack (with dry, none condemned only by this run either) holds.
-	piNeeded = `SELECT EXISTS (SELECT 1 FROM pblobs b INDEXED BY pblobs_pack JOIN used u ON u.k = b.k
-		WHERE b.pack = ? AND NOT EXISTS (SELECT 1 FROM pblobs o JOIN packs op ON op.seq = o.pack
-			WHERE o.k = b.k AND o.pack != b.pack AND (op.condemned = 0 OR op.state & ? != 0)))`
+	// A condemned pack is needed if it holds a used blob that no pack in
+	// use (with a dry run, none condemned only by this run either) holds.
+	piNeeded = `SELECT EXISTS (SELECT 1 FROM pblobs b JOIN used u ON u.k = b.k
+		WHERE b.rowid BETWEEN ? AND ? AND NOT EXISTS (SELECT 1 FROM pblobs o JOIN packs op ON op.seq = o.pack
+			WHERE o.k = b.k AND o.pack != ? AND (op.condemned = 0 OR op.state & ? != 0)))`
 	piSince = `SELECT EXISTS (SELECT 1 FROM packs WHERE condemned != 0 AND condemned >= ?)`
 )
 
+// rowsOf is the statement q (an INSERT of one row of VALUES) inserting n
+// rows at once.
+func rowsOf(q string, n int) string {
+	i := strings.Index(q, "VALUES ")
+	row := q[i+len("VALUES "):]
+	return q[:i] + "VALUES " + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+}
+
 func newPruneIndex(ctx context.Context) (*pruneIndex, error) {
+	blobRows, useRows := rowsOf(piBlob, pruneRows), rowsOf(piUse, pruneRows)
 	db, err := newScratchDB(ctx, pruneDirPrefix, []string{
-		// condemned: Unix nanoseconds, 0 for a pack in use; rank: the
-		// pack's place in creation order (set by rank); state: pruneState.
-		`CREATE TABLE packs (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, size INTEGER NOT NULL, condemned INTEGER NOT NULL, rank INTEGER, state INTEGER NOT NULL DEFAULT 0)`,
-		`CREATE TABLE pblobs (k BLOB NOT NULL, pack INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL, PRIMARY KEY (k, pack)) WITHOUT ROWID`,
-		`CREATE INDEX pblobs_pack ON pblobs (pack)`,
-		// home: the seq of the pack a used blob is homed in, if any.
+		// condemned: Unix nanoseconds, 0 for a pack in use; lo, hi: the
+		// rowids of its first and last blob in pblobs (a pack's blobs are
+		// written together); rank: its place in creation order (set by
+		// rank); state: pruneState.
+		`CREATE TABLE packs (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, size INTEGER NOT NULL, condemned INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, rank INTEGER, state INTEGER NOT NULL DEFAULT 0)`,
+		// Appended to in rowid order; indexed by key once written
+		// (indexBlobs), which sorts once instead of inserting at random.
+		`CREATE TABLE pblobs (k BLOB NOT NULL, pack INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL)`,
+		// The trees mark walked.
+		`CREATE TABLE trees (k BLOB PRIMARY KEY) WITHOUT ROWID`,
+		// The blobs mark found used, appended, until settle moves them
+		// into used.
+		`CREATE TABLE uses (k BLOB NOT NULL)`,
+		// home: the rank of the pack a used blob is homed in, if any.
 		`CREATE TABLE used (k BLOB PRIMARY KEY, home INTEGER) WITHOUT ROWID`,
-	}, []string{piPack, piBlob, piHas, piUse, piUsed, piLookup, piAccount, piCondemn, piState, piRemove, piNeeded, piSince})
+	}, []string{piPack, piBlob, blobRows, piHas, piUse, useRows, piTree, piUsed, piLookup, piAccount, piCondemn, piState, piRemove, piNeeded, piSince})
 	if err != nil {
 		return nil, err
 	}
-	return &pruneIndex{db}, nil
+	return &pruneIndex{scratchDB: db, blobRows: blobRows, useRows: useRows}, nil
 }
 
 // nanos is t in Unix nanoseconds, 0 for the zero time.
@@ -95,6 +121,7 @@ func fromNanos(n int64) time.Time {
 // prunePack is a pack as the prune index holds it.
 type prunePack struct {
 	seq, rank int64
+	lo, hi    int64 // its blobs' rowids in pblobs
 	id        vault.ID
 	size      int64
 	condemned time.Time
@@ -103,22 +130,56 @@ type prunePack struct {
 
 // addPack records pack p and the blobs its sealed header lists.
 func (x *pruneIndex) addPack(ctx context.Context, p vault.PackRecord, recs []vault.BlobRecord) error {
+	ctx = context.WithoutCancel(ctx) // a statement watching ctx costs a goroutine
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	res, err := x.exec(ctx, piPack, p.ID[:], nanos(p.Created), p.Size, nanos(p.Condemned))
-	if err != nil {
-		return err
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return fmt.Errorf("scratch index: %w", err)
-	}
-	for _, b := range recs {
-		if _, err := x.exec(ctx, piBlob, ciKey(b.Type, b.ID), seq, b.Offset, b.Length, b.RawLen); err != nil {
+	x.lastPack++
+	seq, lo := x.lastPack, x.lastBlob+1
+	for len(recs) > 0 {
+		n := min(len(recs), pruneRows)
+		q := piBlob
+		if n == pruneRows {
+			q = x.blobRows
+		} else {
+			n = 1
+		}
+		x.args = x.args[:0]
+		for _, b := range recs[:n] {
+			x.lastBlob++
+			x.args = append(x.args, x.lastBlob, ciKey(b.Type, b.ID), seq, b.Offset, b.Length, b.RawLen)
+		}
+		if _, err := x.exec(ctx, q, x.args...); err != nil {
+			return err
+		}
+		recs = recs[n:]
+		if err := x.wrote(n); err != nil {
 			return err
 		}
 	}
-	return x.wrote(1 + len(recs))
+	if _, err := x.exec(ctx, piPack, seq, p.ID[:], nanos(p.Created), p.Size, nanos(p.Condemned), lo, x.lastBlob); err != nil {
+		return err
+	}
+	return x.wrote(1)
+}
+
+// indexBlobs indexes the blobs by key, once the packs are recorded.
+func (x *pruneIndex) indexBlobs(ctx context.Context) error {
+	return x.run(ctx, `CREATE INDEX pblobs_k ON pblobs (k)`)
+}
+
+// run runs statements outside a batch.
+func (x *pruneIndex) run(ctx context.Context, qs ...string) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, q := range qs {
+		if err := x.commit(); err != nil {
+			return err
+		}
+		if _, err := x.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("scratch index: %w", err)
+		}
+	}
+	return nil
 }
 
 // hasPack reports whether pack id is recorded.
@@ -143,9 +204,11 @@ func (x *pruneIndex) count(ctx context.Context, q string, args ...any) (bool, er
 
 // visit records tree id as used and reports whether it was not yet.
 func (x *pruneIndex) visit(ctx context.Context, id vault.ID) (bool, error) {
+	ctx = context.WithoutCancel(ctx)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	res, err := x.exec(ctx, piUse, ciKey(vault.TreeBlob, id))
+	k := ciKey(vault.TreeBlob, id)
+	res, err := x.exec(ctx, piTree, k)
 	if err != nil {
 		return false, err
 	}
@@ -153,26 +216,58 @@ func (x *pruneIndex) visit(ctx context.Context, id vault.ID) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("scratch index: %w", err)
 	}
-	return n == 1, x.wrote(int(n))
+	if n == 1 {
+		if _, err := x.exec(ctx, piUse, k); err != nil {
+			return false, err
+		}
+	}
+	return n == 1, x.wrote(2 * int(n))
 }
 
-// visited reports whether tree id was recorded as used.
+// visited reports whether tree id was walked.
 func (x *pruneIndex) visited(ctx context.Context, id vault.ID) (bool, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.count(ctx, piUsed, ciKey(vault.TreeBlob, id))
 }
 
-// use records data blobs ids as used.
+// use records data blobs ids as used; settle makes it count.
 func (x *pruneIndex) use(ctx context.Context, ids []vault.ID) error {
+	ctx = context.WithoutCancel(ctx)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, id := range ids {
-		if _, err := x.exec(ctx, piUse, ciKey(vault.DataBlob, id)); err != nil {
+	for len(ids) > 0 {
+		n := min(len(ids), pruneRows)
+		q := piUse
+		if n == pruneRows {
+			q = x.useRows
+		} else {
+			n = 1
+		}
+		x.args = x.args[:0]
+		for _, id := range ids[:n] {
+			x.args = append(x.args, ciKey(vault.DataBlob, id))
+		}
+		if _, err := x.exec(ctx, q, x.args...); err != nil {
+			return err
+		}
+		ids = ids[n:]
+		if err := x.wrote(n); err != nil {
 			return err
 		}
 	}
-	return x.wrote(len(ids))
+	return nil
+}
+
+// settle adds the blobs visit and use recorded to the used set, in key
+// order, homing each in the first ranked pack in use that holds it: a
+// needed blob stored twice (two backups at once) keeps only its home
+// alive.
+func (x *pruneIndex) settle(ctx context.Context) error {
+	return x.run(ctx, `INSERT OR IGNORE INTO used (k, home)
+		SELECT u.k, (SELECT min(p.rank) FROM pblobs b JOIN packs p ON p.seq = b.pack WHERE b.k = u.k AND p.condemned = 0)
+		FROM uses u ORDER BY u.k`,
+		`DELETE FROM uses`)
 }
 
 // lookup finds blob t/id in a recorded pack, one in use rather than a
@@ -200,38 +295,23 @@ func (x *pruneIndex) lookup(ctx context.Context, t vault.BlobType, id vault.ID) 
 }
 
 // rank numbers the packs in creation order (the catalog's order among
-// equals) and homes every used blob in the first pack in use that holds
-// it: a needed blob stored twice (two backups at once) keeps only its
-// home alive.
+// equals), before mark.
 func (x *pruneIndex) rank(ctx context.Context) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for _, q := range []string{
+	return x.run(ctx,
 		`UPDATE packs SET rank = r.n FROM (SELECT seq, row_number() OVER (ORDER BY created, seq) AS n FROM packs) AS r WHERE r.seq = packs.seq`,
-		`CREATE INDEX packs_rank ON packs (rank)`,
-		`UPDATE used SET home = (SELECT b.pack FROM pblobs b JOIN packs p ON p.seq = b.pack
-			WHERE b.k = used.k AND p.condemned = 0 ORDER BY p.rank LIMIT 1)`,
-	} {
-		if err := x.commit(); err != nil {
-			return err
-		}
-		if _, err := x.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("scratch index: %w", err)
-		}
-	}
-	return nil
+		`CREATE INDEX packs_rank ON packs (rank)`)
 }
 
-// account returns the bytes of pack seq's blobs homed there (needed) and
+// account returns the bytes of pack p's blobs homed there (needed) and
 // the others (unused).
-func (x *pruneIndex) account(ctx context.Context, seq int64) (needed, unused int64, err error) {
+func (x *pruneIndex) account(ctx context.Context, p prunePack) (needed, unused int64, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	s, err := x.stmt(ctx, piAccount)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := s.QueryRowContext(ctx, seq, seq, seq).Scan(&needed, &unused); err != nil {
+	if err := s.QueryRowContext(ctx, p.rank, p.rank, p.lo, p.hi).Scan(&needed, &unused); err != nil {
 		return 0, 0, fmt.Errorf("scratch index: %w", err)
 	}
 	return needed, unused, nil
@@ -268,17 +348,17 @@ func (x *pruneIndex) remove(ctx context.Context, seq int64) error {
 	return x.wrote(1)
 }
 
-// needed reports whether condemned pack seq holds a used blob no pack in
+// needed reports whether condemned pack p holds a used blob no pack in
 // use holds; with dry, packs condemned only by this run count as in use
 // (a dry run condemned them in the index alone).
-func (x *pruneIndex) needed(ctx context.Context, seq int64, dry bool) (bool, error) {
+func (x *pruneIndex) needed(ctx context.Context, p prunePack, dry bool) (bool, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	state := 0
 	if dry {
 		state = pruneCondemnedNow
 	}
-	return x.count(ctx, piNeeded, seq, state)
+	return x.count(ctx, piNeeded, p.lo, p.hi, p.seq, state)
 }
 
 // condemnedSince reports whether a pack was condemned at or after t.
@@ -296,12 +376,12 @@ func (x *pruneIndex) blobs(ctx context.Context, p prunePack, homed bool) ([]vaul
 	if err := x.commit(); err != nil {
 		return nil, err
 	}
-	q := `SELECT k, off, len, rawlen FROM pblobs INDEXED BY pblobs_pack WHERE pack = ? ORDER BY off`
-	args := []any{p.seq}
+	q := `SELECT k, off, len, rawlen FROM pblobs WHERE rowid BETWEEN ? AND ? ORDER BY off`
+	args := []any{p.lo, p.hi}
 	if homed {
-		q = `SELECT b.k, b.off, b.len, b.rawlen FROM pblobs b INDEXED BY pblobs_pack JOIN used u ON u.k = b.k
-			WHERE b.pack = ? AND u.home = ? ORDER BY b.off`
-		args = append(args, p.seq)
+		q = `SELECT b.k, b.off, b.len, b.rawlen FROM pblobs b JOIN used u ON u.k = b.k
+			WHERE b.rowid BETWEEN ? AND ? AND u.home = ? ORDER BY b.off`
+		args = append(args, p.rank)
 	}
 	rows, err := x.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -335,7 +415,7 @@ func (x *pruneIndex) blobs(ctx context.Context, p prunePack, homed bool) ([]vaul
 func (x *pruneIndex) eachPack(ctx context.Context, where string, fn func(prunePack) error) error {
 	page := make([]prunePack, 0, prunePageSize)
 	var last int64
-	q := `SELECT seq, rank, id, size, condemned, state FROM packs WHERE rank > ? AND (` + where + `) ORDER BY rank LIMIT ?`
+	q := `SELECT seq, rank, lo, hi, id, size, condemned, state FROM packs WHERE rank > ? AND (` + where + `) ORDER BY rank LIMIT ?`
 	for {
 		page = page[:0]
 		x.mu.Lock()
@@ -352,7 +432,7 @@ func (x *pruneIndex) eachPack(ctx context.Context, where string, fn func(prunePa
 				var p prunePack
 				var id []byte
 				var cond int64
-				if err := rows.Scan(&p.seq, &p.rank, &id, &p.size, &cond, &p.state); err != nil {
+				if err := rows.Scan(&p.seq, &p.rank, &p.lo, &p.hi, &id, &p.size, &cond, &p.state); err != nil {
 					return fmt.Errorf("scratch index: %w", err)
 				}
 				if len(id) != len(p.id) {
