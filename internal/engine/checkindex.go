@@ -78,11 +78,12 @@ func newCheckIndex(ctx context.Context) (*checkIndex, error) {
 }
 
 // newScratchDB creates a scratch database in a new directory named with
-// prefix and this process's ID (so that a later run removes it if this
-// process dies first), with the tables of schema and the statements
+// prefix and this process's ID (so that a later check or prune removes it
+// if this process dies first), with the tables of schema and the statements
 // queries prepared.
 func newScratchDB(ctx context.Context, prefix string, schema, queries []string) (_ *scratchDB, err error) {
-	removeStaleScratchDirs(prefix)
+	removeStaleScratchDirs(checkDirPrefix)
+	removeStaleScratchDirs(pruneDirPrefix)
 	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("scratch index: %w", err)
