@@ -377,6 +377,9 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 	// first. A needed blob stored twice (two backups at once) is homed
 	// in the first pack holding it (pruneIndex.settle); the other copy
 	// does not keep its pack alive.
+	if err := idx.tally(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
 	maxUnused := opt.MaxUnused
 	if maxUnused == 0 {
 		maxUnused = DefaultMaxUnused

@@ -47,7 +47,7 @@ const prunePageSize = 1_000
 const pruneRows = 100
 
 const (
-	piPack = `INSERT INTO packs (seq, id, created, size, condemned, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	piPack = `INSERT INTO packs (seq, id, created, size, condemned, lo, hi, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
 	piBlob = `INSERT INTO pblobs (rowid, k, pack, off, len, rawlen) VALUES (?, ?, ?, ?, ?, ?)`
 	piHas  = `SELECT count(*) FROM packs WHERE id = ?`
 	piUse  = `INSERT INTO uses (k) VALUES (?)`
@@ -56,9 +56,7 @@ const (
 	// A tree is read from a pack in use rather than a condemned one.
 	piLookup = `SELECT p.id, b.off, b.len, b.rawlen FROM pblobs b JOIN packs p ON p.seq = b.pack
 		WHERE b.k = ? ORDER BY p.condemned != 0, p.seq LIMIT 1`
-	piAccount = `SELECT coalesce(sum(CASE WHEN u.home = ? THEN b.len ELSE 0 END), 0),
-		coalesce(sum(CASE WHEN u.home = ? THEN 0 ELSE b.len END), 0)
-		FROM pblobs b LEFT JOIN used u ON u.k = b.k WHERE b.rowid BETWEEN ? AND ?`
+	piAccount = `SELECT p.bytes, coalesce((SELECT n.bytes FROM needs n WHERE n.rank = p.rank), 0) FROM packs p WHERE p.seq = ?`
 	piCondemn = `UPDATE packs SET condemned = ?, state = state | ? WHERE seq = ?`
 	piState   = `UPDATE packs SET state = state | ? WHERE seq = ?`
 	piRemove  = `DELETE FROM packs WHERE seq = ?`
@@ -83,9 +81,9 @@ func newPruneIndex(ctx context.Context) (*pruneIndex, error) {
 	db, err := newScratchDB(ctx, pruneDirPrefix, []string{
 		// condemned: Unix nanoseconds, 0 for a pack in use; lo, hi: the
 		// rowids of its first and last blob in pblobs (a pack's blobs are
-		// written together); rank: its place in creation order (set by
-		// rank); state: pruneState.
-		`CREATE TABLE packs (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, size INTEGER NOT NULL, condemned INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, rank INTEGER, state INTEGER NOT NULL DEFAULT 0)`,
+		// written together); bytes: the sum of their lengths; rank: its
+		// place in creation order (set by rank); state: pruneState.
+		`CREATE TABLE packs (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, size INTEGER NOT NULL, condemned INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, bytes INTEGER NOT NULL, rank INTEGER, state INTEGER NOT NULL DEFAULT 0)`,
 		// Appended to in rowid order; indexed by key once written
 		// (indexBlobs), which sorts once instead of inserting at random.
 		`CREATE TABLE pblobs (k BLOB NOT NULL, pack INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL)`,
@@ -94,8 +92,11 @@ func newPruneIndex(ctx context.Context) (*pruneIndex, error) {
 		// The blobs mark found used, appended, until settle moves them
 		// into used.
 		`CREATE TABLE uses (k BLOB NOT NULL)`,
-		// home: the rank of the pack a used blob is homed in, if any.
+		// home: the rank of the pack a used blob is homed in times 2^32
+		// plus the blob's length there; NULL if no pack in use holds it.
 		`CREATE TABLE used (k BLOB PRIMARY KEY, home INTEGER) WITHOUT ROWID`,
+		// The bytes of used blobs homed in each pack, by its rank (tally).
+		`CREATE TABLE needs (rank INTEGER PRIMARY KEY, bytes INTEGER NOT NULL)`,
 	}, []string{piPack, piBlob, blobRows, piHas, piUse, useRows, piTree, piUsed, piLookup, piAccount, piCondemn, piState, piRemove, piNeeded, piSince})
 	if err != nil {
 		return nil, err
@@ -135,6 +136,7 @@ func (x *pruneIndex) addPack(ctx context.Context, p vault.PackRecord, recs []vau
 	defer x.mu.Unlock()
 	x.lastPack++
 	seq, lo := x.lastPack, x.lastBlob+1
+	var bytes int64
 	for len(recs) > 0 {
 		n := min(len(recs), pruneRows)
 		q := piBlob
@@ -146,6 +148,7 @@ func (x *pruneIndex) addPack(ctx context.Context, p vault.PackRecord, recs []vau
 		x.args = x.args[:0]
 		for _, b := range recs[:n] {
 			x.lastBlob++
+			bytes += int64(b.Length)
 			x.args = append(x.args, x.lastBlob, ciKey(b.Type, b.ID), seq, b.Offset, b.Length, b.RawLen)
 		}
 		if _, err := x.exec(ctx, q, x.args...); err != nil {
@@ -156,7 +159,7 @@ func (x *pruneIndex) addPack(ctx context.Context, p vault.PackRecord, recs []vau
 			return err
 		}
 	}
-	if _, err := x.exec(ctx, piPack, seq, p.ID[:], nanos(p.Created), p.Size, nanos(p.Condemned), lo, x.lastBlob); err != nil {
+	if _, err := x.exec(ctx, piPack, seq, p.ID[:], nanos(p.Created), p.Size, nanos(p.Condemned), lo, x.lastBlob, bytes); err != nil {
 		return err
 	}
 	return x.wrote(1)
@@ -265,9 +268,16 @@ func (x *pruneIndex) use(ctx context.Context, ids []vault.ID) error {
 // alive.
 func (x *pruneIndex) settle(ctx context.Context) error {
 	return x.run(ctx, `INSERT OR IGNORE INTO used (k, home)
-		SELECT u.k, (SELECT min(p.rank) FROM pblobs b JOIN packs p ON p.seq = b.pack WHERE b.k = u.k AND p.condemned = 0)
+		SELECT u.k, (SELECT min(p.rank * 4294967296 + b.len) FROM pblobs b JOIN packs p ON p.seq = b.pack WHERE b.k = u.k AND p.condemned = 0)
 		FROM uses u ORDER BY u.k`,
 		`DELETE FROM uses`)
+}
+
+// tally sums, for each pack, the bytes of the used blobs homed there, in
+// one pass over the used set.
+func (x *pruneIndex) tally(ctx context.Context) error {
+	return x.run(ctx, `INSERT INTO needs (rank, bytes)
+		SELECT home >> 32, sum(home & 4294967295) FROM used WHERE home IS NOT NULL GROUP BY home >> 32`)
 }
 
 // lookup finds blob t/id in a recorded pack, one in use rather than a
@@ -303,7 +313,7 @@ func (x *pruneIndex) rank(ctx context.Context) error {
 }
 
 // account returns the bytes of pack p's blobs homed there (needed) and
-// the others (unused).
+// of the others (unused), once tally has run.
 func (x *pruneIndex) account(ctx context.Context, p prunePack) (needed, unused int64, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -311,10 +321,11 @@ func (x *pruneIndex) account(ctx context.Context, p prunePack) (needed, unused i
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := s.QueryRowContext(ctx, p.rank, p.rank, p.lo, p.hi).Scan(&needed, &unused); err != nil {
+	var total int64
+	if err := s.QueryRowContext(ctx, p.seq).Scan(&total, &needed); err != nil {
 		return 0, 0, fmt.Errorf("scratch index: %w", err)
 	}
-	return needed, unused, nil
+	return needed, total - needed, nil
 }
 
 // condemned records pack seq condemned at (in use again for the zero
@@ -380,7 +391,7 @@ func (x *pruneIndex) blobs(ctx context.Context, p prunePack, homed bool) ([]vaul
 	args := []any{p.lo, p.hi}
 	if homed {
 		q = `SELECT b.k, b.off, b.len, b.rawlen FROM pblobs b JOIN used u ON u.k = b.k
-			WHERE b.rowid BETWEEN ? AND ? AND u.home = ? ORDER BY b.off`
+			WHERE b.rowid BETWEEN ? AND ? AND u.home >> 32 = ? ORDER BY b.off`
 		args = append(args, p.rank)
 	}
 	rows, err := x.db.QueryContext(ctx, q, args...)
