@@ -246,11 +246,11 @@ func TestMemoryBudget(t *testing.T) {
 	}
 }
 
-// TestCheckMemoryBudget enforces check's budget (docs/performance.md,
-// "Memory") on a vault of COFFER_BUDGET_CHECK_FILES small files (default
-// 20,000), one blob each: check keeps what it must know of every blob in
-// a scratch file, not in memory, so its peak RSS does not grow with the
-// vault. (TestMemoryBudget's synthetic index cannot be checked: its
+// TestCheckMemoryBudget enforces the budget of check and prune
+// (docs/performance.md, "Memory") on a vault of COFFER_BUDGET_CHECK_FILES
+// small files (default 20,000), one blob each: both keep what they must
+// know of every blob in a scratch file, not in memory, so their peak RSS
+// does not grow with the vault. (TestMemoryBudget's synthetic index cannot be checked: its
 // sealed header copies are placeholders, which check reports.)
 func TestCheckMemoryBudget(t *testing.T) {
 	if testing.Short() {
@@ -269,13 +269,16 @@ func TestCheckMemoryBudget(t *testing.T) {
 	for _, c := range []struct {
 		args  []string
 		limit float64
+		ok    string // in the output of a successful run
 	}{
-		{[]string{"check"}, budgetCheckMiB},
-		{[]string{"check", "--read-data"}, budgetCheckReadMiB},
+		{[]string{"check"}, budgetCheckMiB, "no errors found"},
+		{[]string{"check", "--read-data"}, budgetCheckReadMiB, "no errors found"},
+		{[]string{"prune"}, budgetCheckMiB, "deleted 0 packs"},
+		{[]string{"check"}, budgetCheckMiB, "no errors found"}, // after prune
 	} {
 		name := strings.Join(c.args, " ")
 		code, out, rss := peakRSS(t, home, c.args...)
-		if code != exitOK || !strings.Contains(out, "no errors found") {
+		if code != exitOK || !strings.Contains(out, c.ok) {
 			t.Fatalf("%s: exit %d: %s", name, code, out)
 		}
 		t.Logf("%-18s peak RSS %6.1f MiB (budget %.0f)", name, rss, c.limit)

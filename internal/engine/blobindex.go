@@ -29,12 +29,13 @@ import (
 // pointing a blob at another pack, offset or type finds nothing there.
 // A missing or altered row can only make a blob look absent: a backup
 // then stores it again (a duplicate, never a loss), a reader fails
-// loudly, and prune, which reads every pack's sealed header and never
-// the keys, is not misled (RepairIndex writes the keys again).
+// loudly, and prune and check, which read every pack's sealed header
+// into a scratch index on disk and never the keys, are not misled
+// (RepairIndex writes the keys again).
 //
 // The whole index is loaded into v.index only by what needs all of it
-// (prune, check, repair, the server's index route): v.full is then set
-// and the map answers everything, as before.
+// (repair, the server's index route): v.full is then set and the map
+// answers everything, as before.
 
 // lookupKey is the catalog's lookup key of blob t/id: the first 8 bytes
 // of AES-256 under the vault's index key of the type and the first 15

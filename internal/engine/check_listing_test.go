@@ -102,44 +102,61 @@ func TestCheckReadDataListingClosed(t *testing.T) {
 	}
 }
 
-// TestCheckRemovesStaleScratch: a check removes the scratch directories
-// that checks killed before they could clean up left behind, and only
-// those: one whose process still runs is kept.
+// TestCheckRemovesStaleScratch: a check or a prune removes the scratch
+// directories that checks and prunes killed before they could clean up
+// left behind, and only those: one whose process still runs is kept, and
+// its own is gone when it ends.
 func TestCheckRemovesStaleScratch(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Skipf("no true(1): %v", err)
-	}
-	live := exec.Command("sleep", "60")
-	if err := live.Start(); err != nil {
-		t.Skipf("no sleep(1): %v", err)
-	}
-	defer func() { live.Process.Kill(); live.Wait() }()
-	deadDir := filepath.Join(tmp, fmt.Sprintf("coffer-check-%d-123", dead.Process.Pid))
-	liveDir := filepath.Join(tmp, fmt.Sprintf("coffer-check-%d-456", live.Process.Pid))
-	otherDir := filepath.Join(tmp, "coffer-check-notapid")
-	for _, d := range []string{deadDir, liveDir, otherDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := newEnv(t, nil)
-	v := create(t, e)
-	if _, err := v.Check(ctx, engine.CheckOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(deadDir); !os.IsNotExist(err) {
-		t.Errorf("the scratch directory of a process that is gone is still there: %v", err)
-	}
-	for _, d := range []string{liveDir, otherDir} {
-		if _, err := os.Stat(d); err != nil {
-			t.Errorf("%s: %v", d, err)
-		}
-	}
-	left, _ := filepath.Glob(filepath.Join(tmp, "coffer-check-*"))
-	if len(left) != 2 {
-		t.Errorf("scratch directories after the check: %v (the check's own not removed?)", left)
+	for _, op := range []string{"check", "prune"} {
+		t.Run(op, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			dead := exec.Command("true")
+			if err := dead.Run(); err != nil {
+				t.Skipf("no true(1): %v", err)
+			}
+			live := exec.Command("sleep", "60")
+			if err := live.Start(); err != nil {
+				t.Skipf("no sleep(1): %v", err)
+			}
+			defer func() { live.Process.Kill(); live.Wait() }()
+			var deadDirs, keptDirs []string
+			for _, prefix := range []string{"coffer-check-", "coffer-prune-"} {
+				deadDirs = append(deadDirs, filepath.Join(tmp, fmt.Sprintf("%s%d-123", prefix, dead.Process.Pid)))
+				keptDirs = append(keptDirs,
+					filepath.Join(tmp, fmt.Sprintf("%s%d-456", prefix, live.Process.Pid)),
+					filepath.Join(tmp, prefix+"notapid"))
+			}
+			for _, d := range append(deadDirs, keptDirs...) {
+				if err := os.MkdirAll(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := newEnv(t, nil)
+			v := create(t, e)
+			var err error
+			if op == "check" {
+				_, err = v.Check(ctx, engine.CheckOptions{})
+			} else {
+				_, err = v.Prune(ctx, engine.PruneOptions{Principal: "test"})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range deadDirs {
+				if _, err := os.Stat(d); !os.IsNotExist(err) {
+					t.Errorf("the scratch directory of a process that is gone is still there: %v", err)
+				}
+			}
+			for _, d := range keptDirs {
+				if _, err := os.Stat(d); err != nil {
+					t.Errorf("%s: %v", d, err)
+				}
+			}
+			left, _ := filepath.Glob(filepath.Join(tmp, "coffer-*-*"))
+			if len(left) != len(keptDirs) {
+				t.Errorf("scratch directories after the %s: %v (its own not removed?)", op, left)
+			}
+		})
 	}
 }

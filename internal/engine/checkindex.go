@@ -27,6 +27,13 @@ import (
 // bounded (checkIndexCacheKiB); the file grows with the vault (about 150
 // bytes a blob) and is removed when the check ends.
 type checkIndex struct {
+	*scratchDB
+}
+
+// scratchDB is a scratch SQLite database in a temporary directory of its
+// own, written in batched transactions through one connection: check's
+// and prune's on-disk indexes.
+type scratchDB struct {
 	mu      sync.Mutex
 	dir     string
 	db      *sql.DB
@@ -56,9 +63,28 @@ const (
 	ciPackID = `INSERT INTO cpacks (id) VALUES (?)`
 )
 
-func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
-	removeStaleCheckDirs()
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", checkDirPrefix, os.Getpid()))
+func newCheckIndex(ctx context.Context) (*checkIndex, error) {
+	db, err := newScratchDB(ctx, checkDirPrefix, []string{
+		`CREATE TABLE stored (id BLOB PRIMARY KEY, size INTEGER NOT NULL, cat INTEGER NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE blobs (k BLOB PRIMARY KEY, pack BLOB NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL, live INTEGER NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE trees (id BLOB PRIMARY KEY) WITHOUT ROWID`,
+		`CREATE TABLE keys (id BLOB PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE cpacks (seq INTEGER PRIMARY KEY, id BLOB NOT NULL)`,
+	}, []string{ciStored, ciSize, ciCat, ciBlob, ciLookup, ciTree, ciKeys, ciGetKey, ciPackID})
+	if err != nil {
+		return nil, err
+	}
+	return &checkIndex{db}, nil
+}
+
+// newScratchDB creates a scratch database in a new directory named with
+// prefix and this process's ID (so that a later check or prune removes it
+// if this process dies first), with the tables of schema and the statements
+// queries prepared.
+func newScratchDB(ctx context.Context, prefix string, schema, queries []string) (_ *scratchDB, err error) {
+	removeStaleScratchDirs(checkDirPrefix)
+	removeStaleScratchDirs(pruneDirPrefix)
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("scratch index: %w", err)
 	}
@@ -72,24 +98,20 @@ func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
 		return nil, fmt.Errorf("scratch index: %w", err)
 	}
 	db.SetMaxOpenConns(1)
-	c := &checkIndex{dir: dir, db: db, stmts: map[string]*sql.Stmt{}}
-	for _, q := range []string{
+	c := &scratchDB{dir: dir, db: db, stmts: map[string]*sql.Stmt{}}
+	pragmas := []string{
 		`PRAGMA journal_mode = OFF`,
 		`PRAGMA synchronous = OFF`,
 		`PRAGMA temp_store = FILE`,
 		fmt.Sprintf(`PRAGMA cache_size = -%d`, checkIndexCacheKiB),
-		`CREATE TABLE stored (id BLOB PRIMARY KEY, size INTEGER NOT NULL, cat INTEGER NOT NULL) WITHOUT ROWID`,
-		`CREATE TABLE blobs (k BLOB PRIMARY KEY, pack BLOB NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, rawlen INTEGER NOT NULL, live INTEGER NOT NULL) WITHOUT ROWID`,
-		`CREATE TABLE trees (id BLOB PRIMARY KEY) WITHOUT ROWID`,
-		`CREATE TABLE keys (id BLOB PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID`,
-		`CREATE TABLE cpacks (seq INTEGER PRIMARY KEY, id BLOB NOT NULL)`,
-	} {
+	}
+	for _, q := range append(pragmas, schema...) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("scratch index: %w", err)
 		}
 	}
-	for _, q := range []string{ciStored, ciSize, ciCat, ciBlob, ciLookup, ciTree, ciKeys, ciGetKey, ciPackID} {
+	for _, q := range queries {
 		s, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			db.Close()
@@ -101,7 +123,7 @@ func newCheckIndex(ctx context.Context) (_ *checkIndex, err error) {
 }
 
 // Close drops the scratch index.
-func (c *checkIndex) Close() error {
+func (c *scratchDB) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.tx != nil {
@@ -117,7 +139,7 @@ func (c *checkIndex) Close() error {
 
 // stmt returns statement q in the current transaction, beginning one if
 // needed; c.mu is held.
-func (c *checkIndex) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+func (c *scratchDB) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if c.tx == nil {
 		// Not ended by ctx: a cancelled check is reported as such by
 		// the statement that sees it, not as a transaction gone.
@@ -137,7 +159,7 @@ func (c *checkIndex) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 }
 
 // wrote counts n writes, committing once a batch is full; c.mu is held.
-func (c *checkIndex) wrote(n int) error {
+func (c *scratchDB) wrote(n int) error {
 	c.pending += n
 	if c.pending < checkIndexBatch {
 		return nil
@@ -145,7 +167,7 @@ func (c *checkIndex) wrote(n int) error {
 	return c.commit()
 }
 
-func (c *checkIndex) commit() error {
+func (c *scratchDB) commit() error {
 	c.pending = 0
 	if c.tx == nil {
 		return nil
@@ -158,7 +180,7 @@ func (c *checkIndex) commit() error {
 	return nil
 }
 
-func (c *checkIndex) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+func (c *scratchDB) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	s, err := c.stmt(ctx, q)
 	if err != nil {
 		return nil, err
@@ -451,14 +473,14 @@ func (c *checkIndex) eachPackID(ctx context.Context, fn func(vault.ID) error) er
 // by the checking process's ID.
 const checkDirPrefix = "coffer-check-"
 
-// removeStaleCheckDirs removes the scratch directories of checks whose
-// process is gone (killed before it could remove its own). A directory
-// whose process still runs, or whose name carries no process ID, is left
-// alone.
-func removeStaleCheckDirs() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), checkDirPrefix+"*"))
+// removeStaleScratchDirs removes the scratch directories named with
+// prefix (a check's or a prune's) whose process is gone (killed before it
+// could remove its own). A directory whose process still runs, or whose
+// name carries no process ID, is left alone.
+func removeStaleScratchDirs(prefix string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
 	for _, d := range dirs {
-		rest := strings.TrimPrefix(filepath.Base(d), checkDirPrefix)
+		rest := strings.TrimPrefix(filepath.Base(d), prefix)
 		pidText, _, ok := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidText)
 		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {

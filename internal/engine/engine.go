@@ -1065,6 +1065,12 @@ func (v *Vault) LoadEncodedVerified(ctx context.Context, t vault.BlobType, id va
 	if err != nil {
 		return nil, 0, err
 	}
+	return v.loadEncodedAt(ctx, r, dst, h, scratch)
+}
+
+// loadEncodedAt is LoadEncodedVerified of the blob at r.
+func (v *Vault) loadEncodedAt(ctx context.Context, r vault.BlobRecord, dst []byte, h *format.IDHasher, scratch *[]byte) ([]byte, uint32, error) {
+	t, id := r.Type, r.ID
 	o, err := v.opener(ctx, r.Pack)
 	if err != nil {
 		return nil, 0, err

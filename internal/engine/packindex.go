@@ -148,17 +148,6 @@ func (v *Vault) eachPack(ctx context.Context, fn func(vault.PackRecord, []vault.
 	return nil
 }
 
-// packsWithBlobs returns the catalog's packs and their blobs.
-func (v *Vault) packsWithBlobs(ctx context.Context) ([]vault.PackRecord, map[vault.ID][]vault.BlobRecord, error) {
-	var packs []vault.PackRecord
-	blobsOf := map[vault.ID][]vault.BlobRecord{}
-	err := v.eachPack(ctx, func(p vault.PackRecord, recs []vault.BlobRecord) {
-		packs = append(packs, p)
-		blobsOf[p.ID] = recs
-	})
-	return packs, blobsOf, err
-}
-
 // loadIndex loads the whole index into v.index and v.condemned, adding
 // to what they hold, and from then on answers lookups from them (v.full).
 func (v *Vault) loadIndex(ctx context.Context) error {

@@ -347,14 +347,25 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		}
 	}
 
-	// 2. What the remaining snapshots need. Other writers may have added
-	// packs since this vault was opened: read the index again first.
-	if err := v.loadIndex(ctx); err != nil {
-		return rep, err
+	// 2. What the remaining snapshots need. Every pack and blob the
+	// catalog's sealed header copies list, and the blobs the snapshots
+	// use, go into a scratch index on disk (pruneindex.go), read after
+	// any packs other writers added since this vault was opened.
+	idx, err := newPruneIndex(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
 	}
-	used := map[blobKey]bool{}
-	marked := map[vault.ID]bool{}
-	if err := v.mark(ctx, keep, used, marked, rep); err != nil {
+	defer idx.Close()
+	if err := v.indexPacks(ctx, idx, false); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	if err := idx.indexBlobs(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	if err := idx.rank(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	if err := v.mark(ctx, keep, idx, rep); err != nil {
 		return rep, err
 	}
 	if rep.Incomplete {
@@ -362,98 +373,90 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		return rep, v.pruneEvent(ctx, opt, rep)
 	}
 
-	// 3. Which packs hold nothing needed. A needed blob stored twice (two
-	// backups at once) is homed in the first pack holding it; the other
-	// copy does not keep its pack alive.
-	packs, blobsOf, err := v.packsAndBlobs(ctx)
-	if err != nil {
-		return rep, err
-	}
-	home := map[blobKey]vault.ID{}
-	for _, p := range packs {
-		if !p.Condemned.IsZero() {
-			continue
-		}
-		for _, b := range blobsOf[p.ID] {
-			k := blobKey{b.ID, b.Type}
-			if _, ok := home[k]; !ok && used[k] {
-				home[k] = p.ID
-			}
-		}
+	// 3. Which packs hold nothing needed, one pack at a time, oldest
+	// first. A needed blob stored twice (two backups at once) is homed
+	// in the first pack holding it (pruneIndex.settle); the other copy
+	// does not keep its pack alive.
+	if err := idx.tally(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
 	}
 	maxUnused := opt.MaxUnused
 	if maxUnused == 0 {
 		maxUnused = DefaultMaxUnused
 	}
-	var repack []int // indexes into packs
-	for i, p := range packs {
-		if !p.Condemned.IsZero() {
-			continue
-		}
-		var needed, unused int64
-		for _, b := range blobsOf[p.ID] {
-			if home[blobKey{b.ID, b.Type}] == p.ID {
-				needed += int64(b.Length)
-			} else {
-				unused += int64(b.Length)
-			}
+	err = idx.eachPack(ctx, "condemned = 0", func(p prunePack) error {
+		needed, unused, err := idx.account(ctx, p)
+		if err != nil {
+			return err
 		}
 		switch {
 		case needed == 0:
 			rep.Condemned++
-			rep.CondemnedBytes += p.Size
-			packs[i].Condemned = now
-			if !opt.DryRun {
-				if err := v.condemn(ctx, p.ID, blobsOf[p.ID], now); err != nil {
-					return rep, err
-				}
+			rep.CondemnedBytes += p.size
+			if err := idx.condemned(ctx, p.seq, now, pruneCondemnedNow); err != nil {
+				return err
 			}
-		case unused > 0 && float64(unused) > maxUnused*float64(p.Size):
-			repack = append(repack, i)
+			if !opt.DryRun {
+				return v.condemn(ctx, idx, p, now)
+			}
+		case unused > 0 && float64(unused) > maxUnused*float64(p.size):
 			rep.Repacked++
 			rep.RepackedBytes += needed
+			return idx.mark(ctx, p.seq, pruneRepack)
 		case unused > 0:
 			rep.PartlyUsed++
 			rep.UnusedBytes += unused
 		}
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
 	}
 	// Repack: copy the needed blobs of those packs into new packs, make
 	// them durable and catalogued, and only then condemn the old ones.
-	if len(repack) > 0 && !opt.DryRun {
+	const repacking = "state & 1 != 0" // pruneRepack
+	if rep.Repacked > 0 && !opt.DryRun {
 		var buf []byte
-		for _, i := range repack {
-			p := packs[i]
-			for _, b := range blobsOf[p.ID] {
-				if home[blobKey{b.ID, b.Type}] != p.ID {
-					continue
-				}
+		err := idx.eachPack(ctx, repacking, func(p prunePack) error {
+			homed, err := idx.blobs(ctx, p, true)
+			if err != nil {
+				return err
+			}
+			for _, b := range homed {
 				// No ID check here: every tree copied is one mark
 				// loaded, checked in its snapshot's dedup domain, and
 				// the copy is the sealed content as it was.
-				enc, rawLen, err := v.LoadEncoded(ctx, b.Type, b.ID, buf, nil)
+				enc, rawLen, err := v.loadEncodedAt(ctx, b, buf, nil, nil)
 				if err != nil {
-					return rep, fmt.Errorf("prune: repack pack %s: %w (nothing was condemned; run coffer check --read-data)", p.ID.Short(), err)
+					return fmt.Errorf("repack pack %s: %w (nothing was condemned; run coffer check --read-data)", p.id.Short(), err)
 				}
 				buf = enc
 				if _, err := v.saveBlob(ctx, b.Type, b.ID, enc, int(rawLen), true); err != nil {
-					return rep, fmt.Errorf("prune: repack pack %s: %w", p.ID.Short(), err)
+					return fmt.Errorf("repack pack %s: %w", p.id.Short(), err)
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
 		}
 		if err := v.Flush(ctx); err != nil {
 			return rep, fmt.Errorf("prune: store repacked blobs: %w", err)
 		}
 	}
-	for _, i := range repack {
-		p := packs[i]
+	err = idx.eachPack(ctx, repacking+" AND condemned = 0", func(p prunePack) error {
 		rep.Condemned++
-		rep.CondemnedBytes += p.Size
-		packs[i].Condemned = now
-		if !opt.DryRun {
-			if err := v.condemn(ctx, p.ID, blobsOf[p.ID], now); err != nil {
-				return rep, err
-			}
+		rep.CondemnedBytes += p.size
+		if err := idx.condemned(ctx, p.seq, now, pruneCondemnedNow); err != nil {
+			return err
 		}
+		if !opt.DryRun {
+			return v.condemn(ctx, idx, p, now)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
 	}
 	// A writer that registered its session after prune read the clock but
 	// before the condemnations were written may have loaded an index that
@@ -462,13 +465,14 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 	// writer that begins after this loads an index without them.
 	if !opt.DryRun && rep.Condemned > 0 {
 		after := v.opt.Now().UTC()
-		for i, p := range packs {
-			if p.Condemned.Equal(now) && !p.Condemned.IsZero() { // condemned in this run
-				if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, p.ID, after); err != nil {
-					return rep, fmt.Errorf("prune: condemn pack %s: %w", p.ID.Short(), err)
-				}
-				packs[i].Condemned = after
+		err := idx.eachPack(ctx, "state & 2 != 0", func(p prunePack) error { // pruneCondemnedNow
+			if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, p.id, after); err != nil {
+				return fmt.Errorf("condemn pack %s: %w", p.id.Short(), err)
 			}
+			return idx.condemned(ctx, p.seq, after, 0)
+		})
+		if err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
 		}
 	}
 
@@ -504,110 +508,129 @@ func (v *Vault) Prune(ctx context.Context, opt PruneOptions) (*PruneReport, erro
 		}
 		return false
 	}
-	var deletable []vault.PackRecord
-	for _, p := range packs {
-		if p.Condemned.IsZero() {
-			continue
-		}
-		if oldestLive(p.Condemned) {
+	deletable := 0
+	err = idx.eachPack(ctx, "condemned != 0", func(p prunePack) error {
+		if oldestLive(p.condemned) {
 			rep.Waiting++
-			rep.WaitingBytes += p.Size
-			continue
+			rep.WaitingBytes += p.size
+			return nil
 		}
-		deletable = append(deletable, p)
+		deletable++
+		return idx.mark(ctx, p.seq, pruneDeletable)
+	})
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
 	}
 	for _, s := range live {
-		if slices.ContainsFunc(packs, func(p vault.PackRecord) bool { return !p.Condemned.IsZero() && !s.Started.After(p.Condemned) }) {
+		held, err := idx.condemnedSince(ctx, s.Started)
+		if err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		if held {
 			rep.Sessions = append(rep.Sessions, s)
 		}
 	}
-	if len(deletable) > 0 && !opt.DryRun {
-		// Snapshots saved since step 1 (by writers that have ended).
+	if deletable > 0 && !opt.DryRun {
+		// The packs stored since step 2 (repacked blobs, other writers'
+		// backups), and the snapshots saved since step 1 (by writers
+		// that have ended).
+		if err := v.indexPacks(ctx, idx, true); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
 		again, err := v.AllSnapshots(ctx)
 		if err != nil {
 			return rep, err
 		}
 		var fresh []vault.SnapshotRecord
 		for _, s := range again {
-			if !marked[s.Tree] && !slices.ContainsFunc(keep, func(k vault.SnapshotRecord) bool { return k.ID == s.ID }) {
+			if slices.ContainsFunc(keep, func(k vault.SnapshotRecord) bool { return k.ID == s.ID }) {
+				continue
+			}
+			walked, err := idx.visited(ctx, s.Tree)
+			if err != nil {
+				return rep, fmt.Errorf("prune: %w", err)
+			}
+			if !walked {
 				fresh = append(fresh, s)
 			}
 		}
 		if len(fresh) > 0 {
-			if err := v.loadIndex(ctx); err != nil { // their trees
-				return rep, err
-			}
-			if err := v.mark(ctx, fresh, used, marked, rep); err != nil {
+			if err := v.mark(ctx, fresh, idx, rep); err != nil {
 				return rep, err
 			}
 			if rep.Incomplete {
 				// A new snapshot cannot be walked: delete nothing.
-				deletable = nil
+				deletable = 0
 			}
 		}
 	}
-	repacked := map[vault.ID]bool{}
-	for _, i := range repack {
-		repacked[packs[i].ID] = true
+	if deletable == 0 {
+		return rep, v.pruneEvent(ctx, opt, rep)
 	}
-	for _, p := range deletable {
-		if opt.DryRun && repacked[p.ID] {
+	err = idx.eachPack(ctx, "state & 4 != 0", func(p prunePack) error { // pruneDeletable
+		if opt.DryRun && p.state&pruneRepack != 0 {
 			// Its needed blobs would have been copied first.
 			rep.Deleted++
-			rep.DeletedBytes += p.Size
-			continue
+			rep.DeletedBytes += p.size
+			return nil
 		}
-		needed := false
-		for _, b := range blobsOf[p.ID] {
-			k := blobKey{b.ID, b.Type}
-			if used[k] && !v.heldElsewhere(k, p.ID) {
-				needed = true
-				break
-			}
+		needed, err := idx.needed(ctx, p, opt.DryRun)
+		if err != nil {
+			return err
 		}
 		if needed {
 			rep.Reprieved++
-			if !opt.DryRun {
-				if err := v.reprieve(ctx, p.ID, blobsOf[p.ID]); err != nil {
-					return rep, err
-				}
+			if opt.DryRun {
+				return nil
 			}
-			continue
+			if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, p.id, time.Time{}); err != nil {
+				return fmt.Errorf("reprieve pack %s: %w", p.id.Short(), err)
+			}
+			if err := idx.condemned(ctx, p.seq, time.Time{}, 0); err != nil {
+				return err
+			}
+			return v.reprieve(ctx, idx, p)
 		}
 		rep.Deleted++
-		rep.DeletedBytes += p.Size
+		rep.DeletedBytes += p.size
 		if opt.DryRun {
-			continue
+			return nil
 		}
 		// A pack the store's Object Lock still retains waits, condemned,
 		// for a later prune.
-		if locked, err := v.storeRetains(ctx, packHandle(p.ID), now); err != nil || locked {
+		if locked, err := v.storeRetains(ctx, packHandle(p.id), now); err != nil || locked {
 			if err != nil {
-				return rep, fmt.Errorf("prune: %w", err)
+				return err
 			}
 			rep.Deleted--
-			rep.DeletedBytes -= p.Size
+			rep.DeletedBytes -= p.size
 			rep.Waiting++
-			rep.WaitingBytes += p.Size
-			continue
+			rep.WaitingBytes += p.size
+			return nil
 		}
 		// The store object first: interrupted here, the catalog still
 		// names the condemned pack, and the next prune removes the
 		// record (a missing object is no error then).
-		if err := v.opt.Store.Delete(ctx, packHandle(p.ID)); err != nil && !errors.Is(err, vault.ErrNotFound) {
+		if err := v.opt.Store.Delete(ctx, packHandle(p.id)); err != nil && !errors.Is(err, vault.ErrNotFound) {
 			if errors.Is(err, vault.ErrImmutable) { // the store's clock is behind ours: a later prune
 				rep.Deleted--
-				rep.DeletedBytes -= p.Size
+				rep.DeletedBytes -= p.size
 				rep.Waiting++
-				rep.WaitingBytes += p.Size
-				continue
+				rep.WaitingBytes += p.size
+				return nil
 			}
-			return rep, fmt.Errorf("prune: delete pack %s: %w", p.ID.Short(), err)
+			return fmt.Errorf("delete pack %s: %w", p.id.Short(), err)
 		}
-		if err := v.opt.Catalog.RemovePack(ctx, v.rec.ID, p.ID); err != nil {
-			return rep, fmt.Errorf("prune: remove pack %s from the catalog: %w", p.ID.Short(), err)
+		if err := v.opt.Catalog.RemovePack(ctx, v.rec.ID, p.id); err != nil {
+			return fmt.Errorf("remove pack %s from the catalog: %w", p.id.Short(), err)
 		}
-		v.forgetCondemned(blobsOf[p.ID])
+		if err := v.forgetCondemned(ctx, idx, p); err != nil {
+			return err
+		}
+		return idx.remove(ctx, p.seq)
+	})
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
 	}
 	return rep, v.pruneEvent(ctx, opt, rep)
 }
@@ -727,16 +750,17 @@ func listIDs(ss []vault.SnapshotRecord) string {
 	return " (" + shortIDs(ss) + ")"
 }
 
-// mark walks the trees of snaps, adding every tree and data blob they
-// reference to used; marked holds the trees walked already. A snapshot
-// whose trees cannot all be walked does not stop it (one bad snapshot
-// must not block prune for good): it goes into rep.Unwalkable. A tree
-// read intact (its content matches its ID) that does not decode is
-// garbage that references nothing, so the walk is complete without it;
-// a tree that cannot be read at all might reference anything, so
+// mark walks the trees of snaps, recording every tree and data blob they
+// reference as used in idx, which also holds the trees walked already. A
+// snapshot whose trees cannot all be walked does not stop it (one bad
+// snapshot must not block prune for good): it goes into rep.Unwalkable.
+// A tree read intact (its content matches its ID) that does not decode is
+// garbage that references nothing, so the walk is complete without it; a
+// tree that cannot be read at all might reference anything, so
 // rep.Incomplete is set and the caller must not condemn or delete
-// anything. Only a cancelled walk or an unusable key stops it.
-func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map[blobKey]bool, marked map[vault.ID]bool, rep *PruneReport) error {
+// anything. Only a cancelled walk, an unusable key or a failing scratch
+// index stops it.
+func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, idx *pruneIndex, rep *PruneReport) error {
 	var problem string           // the first problem in the current snapshot
 	bad := map[vault.ID]string{} // trees found bad, shared by snapshots
 	fail := func(id vault.ID, why string) {
@@ -746,19 +770,22 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 		}
 	}
 	var trees domainReader // the dedup domain of the snapshot being walked
+	var data []vault.ID    // a tree's data blobs, recorded together
 	var walk func(id vault.ID, path string) error
 	walk = func(id vault.ID, path string) error {
-		if marked[id] {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		first, err := idx.visit(ctx, id)
+		if err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+		if !first {
 			if why, ok := bad[id]; ok && problem == "" {
 				problem = why
 			}
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		marked[id] = true
-		used[blobKey{id, vault.TreeBlob}] = true
 		b, err := trees.LoadBlob(ctx, vault.TreeBlob, id, nil)
 		switch {
 		case errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrWrongKey) || ctx.Err() != nil:
@@ -773,15 +800,19 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 			fail(id, fmt.Sprintf("tree %s (%q) is not a valid tree (stored that way under its ID, so it references nothing): %v", id.Short(), path, err))
 			return nil
 		}
+		data = data[:0]
 		for _, n := range t.Nodes {
-			switch n.Kind {
-			case format.KindDir:
+			if n.Kind == format.KindFile {
+				data = append(data, n.Content...)
+			}
+		}
+		if err := idx.use(ctx, data); err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+		for _, n := range t.Nodes {
+			if n.Kind == format.KindDir {
 				if err := walk(n.Subtree, path+string(n.Name)+"/"); err != nil {
 					return err
-				}
-			case format.KindFile:
-				for _, c := range n.Content {
-					used[blobKey{c, vault.DataBlob}] = true
 				}
 			}
 		}
@@ -790,7 +821,7 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 	for _, s := range snaps {
 		problem = ""
 		// Each snapshot's trees are read in its own dedup domain.
-		l, err := v.treeLoader(s.Domain)
+		l, err := v.pruneTrees(s.Domain, idx)
 		if err != nil {
 			return fmt.Errorf("snapshot %s: %w", s.ID.Short(), err)
 		}
@@ -803,78 +834,70 @@ func (v *Vault) mark(ctx context.Context, snaps []vault.SnapshotRecord, used map
 			v.log.Warn("prune: a snapshot cannot be walked in full", "snapshot", s.ID.Short(), "problem", problem)
 		}
 	}
+	if err := idx.settle(ctx); err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
 	return nil
 }
 
-// packsAndBlobs reads the catalog's packs (oldest first) and their blobs.
-func (v *Vault) packsAndBlobs(ctx context.Context) ([]vault.PackRecord, map[vault.ID][]vault.BlobRecord, error) {
-	packs, blobsOf, err := v.packsWithBlobs(ctx)
-	if err != nil {
-		return nil, nil, err
+// condemn marks pack p unused in the catalog. This engine's cached
+// records are dropped (they may offer its blobs to a backup), and with
+// the whole index loaded its blobs move out of the index it
+// deduplicates against (a blob also held by another pack stays indexed
+// there).
+func (v *Vault) condemn(ctx context.Context, idx *pruneIndex, p prunePack, at time.Time) error {
+	if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, p.id, at); err != nil {
+		return fmt.Errorf("condemn pack %s: %w", p.id.Short(), err)
 	}
-	// SECURITY: a pack without a sealed header copy lists no blob (its
-	// plaintext rows are not trusted), so prune cannot know what it
-	// holds: it is never condemned nor deleted (check reports it).
-	packs = slices.DeleteFunc(packs, func(p vault.PackRecord) bool { return p.Header == nil })
-	slices.SortStableFunc(packs, func(a, b vault.PackRecord) int { return a.Created.Compare(b.Created) })
-	return packs, blobsOf, nil
-}
-
-// condemn marks pack id unused and moves its blobs out of the index this
-// engine deduplicates against (a blob also held by another pack stays
-// indexed there).
-func (v *Vault) condemn(ctx context.Context, id vault.ID, blobs []vault.BlobRecord, at time.Time) error {
-	if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, id, at); err != nil {
-		return fmt.Errorf("prune: condemn pack %s: %w", id.Short(), err)
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, b := range blobs {
-		k := blobKey{b.ID, b.Type}
-		if r, ok := v.index[k]; ok && r.Pack == id {
+	return v.packChanged(ctx, idx, p, func(k blobKey, b vault.BlobRecord) {
+		if r, ok := v.index[k]; ok && r.Pack == p.id {
 			delete(v.index, k)
 			v.condemned[k] = b
 		}
-	}
-	return nil
+	})
 }
 
-// reprieve puts a condemned pack back in use.
-func (v *Vault) reprieve(ctx context.Context, id vault.ID, blobs []vault.BlobRecord) error {
-	if err := v.opt.Catalog.CondemnPack(ctx, v.rec.ID, id, time.Time{}); err != nil {
-		return fmt.Errorf("prune: reprieve pack %s: %w", id.Short(), err)
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, b := range blobs {
-		k := blobKey{b.ID, b.Type}
-		if r, ok := v.condemned[k]; ok && r.Pack == id {
+// reprieve puts condemned pack p back in use in this engine (the caller
+// has recorded it so in the catalog).
+func (v *Vault) reprieve(ctx context.Context, idx *pruneIndex, p prunePack) error {
+	return v.packChanged(ctx, idx, p, func(k blobKey, b vault.BlobRecord) {
+		if r, ok := v.condemned[k]; ok && r.Pack == p.id {
 			delete(v.condemned, k)
 		}
 		if _, ok := v.index[k]; !ok {
 			v.index[k] = b
 		}
-	}
-	return nil
+	})
 }
 
-// heldElsewhere reports whether blob k is indexed in a pack other than
-// pack (one not condemned).
-func (v *Vault) heldElsewhere(k blobKey, pack vault.ID) bool {
+// forgetCondemned drops a deleted pack's blobs from this engine.
+func (v *Vault) forgetCondemned(ctx context.Context, idx *pruneIndex, p prunePack) error {
+	return v.packChanged(ctx, idx, p, func(k blobKey, b vault.BlobRecord) {
+		if r, ok := v.condemned[k]; ok && r.Pack == p.id {
+			delete(v.condemned, k)
+		}
+	})
+}
+
+// packChanged tells this engine that pack p was condemned, reprieved or
+// deleted: its record cache is emptied, and with the whole index loaded
+// fn is called for each of p's blobs with v.mu held.
+func (v *Vault) packChanged(ctx context.Context, idx *pruneIndex, p prunePack, fn func(blobKey, vault.BlobRecord)) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	r, ok := v.index[k]
-	return ok && r.Pack != pack
-}
-
-// forgetCondemned drops a deleted pack's blobs from the condemned index.
-func (v *Vault) forgetCondemned(blobs []vault.BlobRecord) {
+	v.cache = recordCache{}
+	full := v.full
+	v.mu.Unlock()
+	if !full {
+		return nil
+	}
+	blobs, err := idx.blobs(ctx, p, false)
+	if err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, b := range blobs {
-		k := blobKey{b.ID, b.Type}
-		if r, ok := v.condemned[k]; ok && r.Pack == b.Pack {
-			delete(v.condemned, k)
-		}
+		fn(blobKey{b.ID, b.Type}, b)
 	}
+	return nil
 }
