@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/catalog/postgres"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
+	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// The tests in this file kill a `coffer server` replica (SIGKILL) in the
+// middle of each background job and check that the other replica
+// completes it and that nothing is left half-done. The moment to kill is
+// found without any hook in the server: each replica reaches the bucket
+// through an S3 proxy of its own (s3Gate) run by the test, which holds
+// the one request the test waits for (a keyring generation's PUT, the
+// vault's first read) until the replica is killed under it.
+
+// s3Gate is an HTTP proxy in front of the S3 server. Requests pass
+// through, except the first one hold matches: that one is held, before it
+// reaches the S3 server or after its response came back (afterwards),
+// until the client goes away; held reports it.
+type s3Gate struct {
+	URL  string // the proxy's endpoint
+	held chan string
+
+	mu         sync.Mutex
+	match      func(method, path string) bool
+	afterwards bool
+}
+
+// gateS3 starts a proxy in front of sv for the duration of the test.
+func gateS3(t *testing.T, sv *s3test.Server) *s3Gate {
+	t.Helper()
+	up, err := url.Parse(sv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.Scheme != "http" {
+		t.Fatalf("the S3 gate proxies plain HTTP; the S3 server is at %s", sv.Endpoint)
+	}
+	g := &s3Gate{held: make(chan string, 1)}
+	rp := httputil.NewSingleHostReverseProxy(up)
+	// The Host header stays the proxy's: that is the host the client
+	// signed its request for (AWS SigV4).
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if g.take(resp.Request.Method, resp.Request.URL.Path, true) {
+			g.hold(resp.Request)
+		}
+		return nil
+	}
+	rp.ErrorLog = nil
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.take(r.Method, r.URL.Path, false) {
+			g.hold(r)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+	g.URL = "http://" + l.Addr().String()
+	return g
+}
+
+// holdNext arms the gate: the next request whose method and path (the
+// bucket's name first) match is held, before it reaches the S3 server,
+// or once it is done there with afterwards.
+func (g *s3Gate) holdNext(match func(method, path string) bool, afterwards bool) {
+	g.mu.Lock()
+	g.match, g.afterwards = match, afterwards
+	g.mu.Unlock()
+}
+
+func (g *s3Gate) take(method, path string, afterwards bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.match == nil || g.afterwards != afterwards || !g.match(method, path) {
+		return false
+	}
+	g.match = nil
+	g.held <- method + " " + path
+	return true
+}
+
+// hold blocks until the client of r goes away (it is killed), or a
+// minute has passed.
+func (g *s3Gate) hold(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-time.After(time.Minute):
+	}
+}
+
+// waitHeld waits until the gate holds a request, and returns it.
+func (g *s3Gate) waitHeld(t *testing.T, r *replica, what string) string {
+	t.Helper()
+	select {
+	case req := <-g.held:
+		t.Logf("%s: holding %s", what, req)
+		return req
+	case err := <-r.done:
+		r.done <- err
+		t.Fatalf("%s: the server ended (%v) before the gate held its request\n%s", what, err, r.log.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("%s: the gate held nothing in 2 minutes\n%s", what, r.log.String())
+	}
+	return ""
+}
+
+// storeURLVia is the site's store URL with endpoint as the S3 endpoint.
+func (s *replicaSite) storeURLVia(endpoint string) string {
+	return strings.Replace(s.storeURL(), "endpoint="+s.s3.Endpoint, "endpoint="+endpoint, 1)
+}
+
+// startReplicaVia is startReplica with the bucket reached through
+// endpoint (an s3Gate), extra environment and extra server flags.
+func startReplicaVia(t *testing.T, s *replicaSite, endpoint string, env []string, args ...string) *replica {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, append([]string{"server", "--data", s.data, "--listen", "127.0.0.1:0", "--store", s.storeURLVia(endpoint)}, args...)...)
+	cmd.Env = append(s.childEnv(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{cmd: cmd, log: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = r.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				addr <- a
+			}
+		}
+		io.Copy(io.Discard, out)
+	}()
+	go func() { r.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-r.done
+	})
+	select {
+	case a := <-addr:
+		r.url = a
+	case err := <-r.done:
+		r.done <- err
+		t.Fatalf("coffer server exited: %v\n%s", err, r.log.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("coffer server did not start listening\n%s", r.log.String())
+	}
+	return r
+}
+
+// killSite is a deployment with one vault, v, whose history was written
+// two months ago: sources keep1 and keep2 backed up three times each.
+type killSite struct {
+	*replicaSite
+	e    *testEnv
+	cat  *postgres.Catalog
+	id   vault.ID
+	srcs map[string]string // host → source directory
+}
+
+func newKillSite(t *testing.T, setup ...[]string) *killSite {
+	t.Helper()
+	ctx := context.Background()
+	sv := s3test.Start(t) // first: without it the test skips before PostgreSQL starts
+	site := &replicaSite{catalog: pgtest.URL(t), s3: sv, data: filepath.Join(t.TempDir(), "data")}
+	site.bucket = site.s3.Bucket(t, true)
+	t.Setenv("AWS_ACCESS_KEY_ID", site.s3.Access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", site.s3.Secret)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+	e := newEnv(t)
+	e.clock = time.Now().Add(-60 * 24 * time.Hour)
+	e.setenv("COFFER_CATALOG", site.catalog)
+	url, stop := serveInProcess(t, e, site)
+	e.setenv("COFFER_CACERT", filepath.Join(site.data, "tls", "ca.pem"))
+	e.setenv("COFFER_TOKEN", "@"+filepath.Join(site.data, "initial-owner-token"))
+	mustCoffer(t, e, "vault", "create", "v", "--vault", url)
+	e.setenv("COFFER_VAULT", url+"/v")
+	srcs := map[string]string{}
+	for i, host := range []string{"keep1", "keep2"} {
+		src := filepath.Join(t.TempDir(), host)
+		srcs[host] = src
+		for round := range 3 {
+			writeFile(t, filepath.Join(src, "big"), randBytes(uint64(10*i+round+1), 1<<20), 0o644)
+			writeFile(t, filepath.Join(src, "d", "small"), []byte(fmt.Sprintf("%s round %d", host, round)), 0o644)
+			backupJSON(t, e, src, "--host", host)
+			e.clock = e.clock.Add(24 * time.Hour)
+		}
+	}
+	for _, args := range setup {
+		mustCoffer(t, e, args...)
+	}
+	stop()
+	e.clock = time.Now()
+	e.setenv("COFFER_VAULT", "")
+
+	cat, err := postgres.Open(ctx, site.catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	rec, err := cat.Vault(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &killSite{replicaSite: site, e: e, cat: cat, id: rec.ID, srcs: srcs}
+}
+
+// keyringPut matches the PUT of a keyring generation of vault v.
+func keyringPut(method, path string) bool {
+	return method == http.MethodPut && strings.Contains(path, "/coffer/vaults/v/keys/")
+}
+
+// lockHeld reports whether another holder has the job lock name.
+func (k *killSite) lockHeld(t *testing.T, name string) bool {
+	t.Helper()
+	unlock, ok, err := k.cat.TryJobLock(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		unlock()
+	}
+	return !ok
+}
+
+// waitLockFree waits until the killed replica's job lock is gone with its
+// connection.
+func (k *killSite) waitLockFree(t *testing.T, name string) {
+	t.Helper()
+	for start := time.Now(); k.lockHeld(t, name); time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the killed server's job lock %q is still held after 30 s", name)
+		}
+	}
+}
+
+// keyrings lists the keyring generations in the bucket, oldest first.
+func (k *killSite) keyrings(t *testing.T) []uint64 {
+	t.Helper()
+	var gens []uint64
+	for name := range bucketNames(t, k.replicaSite, "coffer/vaults/v/keys/") {
+		var g uint64
+		if _, err := fmt.Sscanf(name, "%d", &g); err != nil || format.KeyringName(g) != name {
+			t.Fatalf("unexpected object keys/%s in the bucket", name)
+		}
+		gens = append(gens, g)
+	}
+	sort.Slice(gens, func(i, j int) bool { return gens[i] < gens[j] })
+	return gens
+}
+
+// anchor is the keyring generation the catalog anchors.
+func (k *killSite) anchor(t *testing.T) uint64 {
+	t.Helper()
+	a, _, err := k.cat.KeyAnchor(context.Background(), k.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Generation
+}
+
+// keyStatus is coffer key status --json through url.
+func (k *killSite) keyStatus(t *testing.T, url string) keyStatusJSON {
+	t.Helper()
+	var st keyStatusJSON
+	out := mustCoffer(t, k.e, "key", "status", "--json", "--vault", url+"/v")
+	if err := jsonUnmarshal(out, &st); err != nil {
+		t.Fatalf("key status --json printed %q: %v", out, err)
+	}
+	return st
+}
+
+type keyStatusJSON struct {
+	KEK        string `json:"kek"`
+	DEKVersion uint32 `json:"dek_version"`
+	KeyringGen uint64 `json:"keyring_generation"`
+}
+
+// verifyThrough checks, through the server at url, that the vault
+// passes check --read-data with nothing to report and that the newest
+// snapshot of every source restores byte for byte.
+func (k *killSite) verifyThrough(t *testing.T, url string) {
+	t.Helper()
+	out, errOut, code := coffer(t, k.e, "check", "--read-data", "--vault", url+"/v")
+	if code != exitOK || strings.TrimSpace(errOut) != "" {
+		t.Errorf("check --read-data through %s: exit %d\n%s%s", url, code, out, errOut)
+	}
+	for host, src := range k.srcs {
+		target := t.TempDir()
+		mustCoffer(t, k.e, "restore", "latest", "--host", host, "--target", target, "--vault", url+"/v")
+		assertSameTree(t, src, filepath.Join(target, src))
+		os.RemoveAll(target)
+	}
+}
+
+// noHalfKeyring checks that the bucket holds no keyring generation
+// beyond the one the catalog anchors: a generation the killed replica
+// stored but did not anchor was completed or removed.
+func (k *killSite) noHalfKeyring(t *testing.T) {
+	t.Helper()
+	gens, a := k.keyrings(t), k.anchor(t)
+	if len(gens) == 0 || gens[len(gens)-1] != a {
+		t.Errorf("keyring generations in the bucket %v, the catalog anchors %d: want the newest anchored", gens, a)
+	}
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// TestReplicaKilledMidDEKRotation: a `coffer key rotate` through one
+// replica is killed (SIGKILL) while that replica writes the vault's next
+// keyring generation to the bucket: before the write reaches the bucket,
+// or after it is stored but before the catalog anchors it. Then, through
+// the other replica, the vault opens, its key status is the anchored
+// generation's, the bucket holds no generation beyond the anchored one,
+// check --read-data is clean, every source restores byte for byte, and a
+// repeated rotation completes (its new DEK sealing the next backup).
+func TestReplicaKilledMidDEKRotation(t *testing.T) {
+	t.Run("before the keyring is stored", func(t *testing.T) { killMidDEKRotation(t, false) })
+	t.Run("keyring stored, not anchored", func(t *testing.T) { killMidDEKRotation(t, true) })
+}
+
+func killMidDEKRotation(t *testing.T, stored bool) {
+	k := newKillSite(t)
+	ga := gateS3(t, k.s3)
+	a := startReplicaVia(t, k.replicaSite, ga.URL, nil)
+	b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil)
+	before := k.keyStatus(t, b.url)
+	gensBefore := k.keyrings(t)
+
+	ga.holdNext(keyringPut, stored)
+	res := make(chan string, 1)
+	go func() {
+		out, errOut, code := coffer(t, k.e, "key", "rotate", "--vault", a.url+"/v")
+		res <- fmt.Sprintf("exit %d: %s%s", code, out, errOut)
+	}()
+	ga.waitHeld(t, a, "key rotate through a")
+	gens := k.keyrings(t)
+	if stored && len(gens) != len(gensBefore)+1 {
+		t.Fatalf("keyring generations %v while the PUT's answer is held, %v before; want one more", gens, gensBefore)
+	}
+	a.kill(t)
+	if r := <-res; strings.HasPrefix(r, "exit 0") {
+		t.Fatalf("the rotation through the killed server reports success: %s", r)
+	}
+
+	// The other replica, which has the vault open, goes on at the
+	// anchored generation.
+	if st := k.keyStatus(t, b.url); st != before {
+		t.Errorf("key status through b after the kill %+v, before %+v: want the same", st, before)
+	}
+	k.verifyThrough(t, b.url)
+
+	// The next replica to unwrap the vault's keys (here one that starts
+	// in place of the killed one; a key TTL's end or a key change do the
+	// same) completes a stored generation's anchor (docs/format.md §7.2),
+	// and b catches up with it at its next request.
+	c := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil)
+	opened := k.keyStatus(t, c.url)
+	want := before
+	if stored {
+		want.DEKVersion, want.KeyringGen = before.DEKVersion+1, before.KeyringGen+1
+	}
+	if opened != want {
+		t.Errorf("key status through a new replica after the kill %+v; want %+v", opened, want)
+	}
+	k.noHalfKeyring(t)
+	if st := k.keyStatus(t, b.url); st != opened {
+		t.Errorf("key status through b %+v, through the new replica %+v: want the same", st, opened)
+	}
+
+	// A repeated rotation completes, and a backup through it seals under
+	// its DEK; everything reads back through the other replica.
+	mustCoffer(t, k.e, "key", "rotate", "--vault", b.url+"/v")
+	rotated := k.keyStatus(t, b.url)
+	if rotated.DEKVersion != opened.DEKVersion+1 || rotated.KeyringGen != opened.KeyringGen+1 {
+		t.Errorf("key status after the repeated rotation %+v, before it %+v: want the next DEK and generation", rotated, opened)
+	}
+	k.noHalfKeyring(t)
+	src := k.srcs["keep1"]
+	writeFile(t, filepath.Join(src, "new"), randBytes(99, 200_000), 0o644)
+	mustCoffer(t, k.e, "backup", src, "--host", "keep1", "--vault", b.url+"/v")
+	if st := k.keyStatus(t, c.url); st != rotated {
+		t.Errorf("key status through the new replica %+v, through b %+v", st, rotated)
+	}
+	k.verifyThrough(t, c.url)
+}
