@@ -420,3 +420,111 @@ func killMidDEKRotation(t *testing.T, stored bool) {
 	}
 	k.verifyThrough(t, c.url)
 }
+
+// platformKeyFile reads the site's platform key file: its current version
+// and every version it holds.
+func (k *killSite) platformKeyFile(t *testing.T) (cur int, versions []int) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(k.data, "keys", "platform.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kf struct {
+		Current int `json:"current"`
+		Keys    []struct {
+			Version int `json:"version"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &kf); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range kf.Keys {
+		versions = append(versions, v.Version)
+	}
+	return kf.Current, versions
+}
+
+// platformDone waits until the platform key rotation is complete: the key
+// file holds its current version alone, at least version min, the vault
+// is wrapped under it and the bucket holds its anchored keyring
+// generation alone (the older ones, wrapped under retired versions, are
+// gone).
+func (k *killSite) platformDone(t *testing.T, url string, min int, within time.Duration) keyStatusJSON {
+	t.Helper()
+	var why string
+	for start := time.Now(); time.Since(start) < within; time.Sleep(200 * time.Millisecond) {
+		cur, versions := k.platformKeyFile(t)
+		st := k.keyStatus(t, url)
+		gens, a := k.keyrings(t), k.anchor(t)
+		switch {
+		case cur < min || len(versions) != 1:
+			why = fmt.Sprintf("key file: current v%d, versions %v", cur, versions)
+		case !strings.HasSuffix(st.KEK, fmt.Sprintf(" v%d", cur)):
+			why = fmt.Sprintf("the vault's KEK is %s, the key file's current version v%d", st.KEK, cur)
+		case len(gens) != 1 || gens[0] != a || st.KeyringGen != a:
+			why = fmt.Sprintf("keyring generations %v in the bucket, anchor %d, key status %+v", gens, a, st)
+		default:
+			return st
+		}
+	}
+	t.Fatalf("the platform key rotation is not complete after %s: %s", within, why)
+	return keyStatusJSON{}
+}
+
+// TestReplicaKilledMidPlatformRotation: the replica whose platform key
+// has come of age rotates it, and is killed (SIGKILL) while it rewraps
+// the vault under the new version: before the new keyring generation
+// reaches the bucket, after it is stored but not anchored, or after it is
+// anchored, while the generations wrapped under the old version are
+// deleted. The other replica, running all along, completes the job on its
+// own: the vault ends up wrapped under the new version alone, the old
+// version is deleted from the key file, the bucket holds no generation
+// beyond the anchored one nor one wrapped under the deleted version,
+// check --read-data is clean and every source restores byte for byte;
+// then a rotation through a new replica completes too.
+func TestReplicaKilledMidPlatformRotation(t *testing.T) {
+	t.Run("before the keyring is stored", func(t *testing.T) {
+		killMidPlatformRotation(t, keyringPut, false)
+	})
+	t.Run("keyring stored, not anchored", func(t *testing.T) {
+		killMidPlatformRotation(t, keyringPut, true)
+	})
+	t.Run("deleting older keyrings", func(t *testing.T) {
+		killMidPlatformRotation(t, func(method, path string) bool {
+			return method == http.MethodDelete && strings.Contains(path, "/coffer/vaults/v/keys/")
+		}, false)
+	})
+}
+
+func killMidPlatformRotation(t *testing.T, match func(method, path string) bool, afterwards bool) {
+	k := newKillSite(t)
+	// The platform key is 60 days old. b would rotate it at 90 days, a at
+	// 30: a rotates it at its first maintenance (every second, with a
+	// key TTL of 4 s).
+	b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil, "--key-ttl", "4s")
+	before := k.keyStatus(t, b.url) // b has the vault open
+	if !strings.HasSuffix(before.KEK, " v1") {
+		t.Fatalf("the vault's KEK before the rotation: %s", before.KEK)
+	}
+	ga := gateS3(t, k.s3)
+	ga.holdNext(match, afterwards)
+	a := startReplicaVia(t, k.replicaSite, ga.URL, []string{"COFFER_KEK_ROTATION=30d"}, "--key-ttl", "4s")
+	ga.waitHeld(t, a, "platform key rotation through a")
+	if cur, versions := k.platformKeyFile(t); cur != 2 || len(versions) != 2 {
+		t.Fatalf("key file while a rewraps: current v%d, versions %v; want v2 of v1, v2", cur, versions)
+	}
+	a.kill(t)
+
+	// b completes the job on its own.
+	st := k.platformDone(t, b.url, 2, time.Minute)
+	t.Logf("after the kill, through b: %+v", st)
+	k.verifyThrough(t, b.url)
+
+	// A further rotation, by a replica that rotates every 3 seconds,
+	// completes; it is stopped once it has.
+	c := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, []string{"COFFER_KEK_ROTATION=3s"}, "--key-ttl", "4s")
+	k.platformDone(t, c.url, 3, time.Minute)
+	c.kill(t)
+	k.platformDone(t, b.url, 3, 30*time.Second)
+	k.verifyThrough(t, b.url)
+}

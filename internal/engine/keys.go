@@ -240,6 +240,15 @@ func (v *Vault) commitKeyring(ctx context.Context, kr *format.Keyring, macKey se
 		return fmt.Errorf("propose keyring generation %d: %w", kr.Generation, err)
 	}
 	if err := v.storeKeyring(ctx, kr); err != nil {
+		if errors.Is(err, ErrKeyChanged) {
+			// The store holds a generation this process has not read: a
+			// key change by another process, anchored or not yet (one
+			// killed between its store write and its anchor). The keys
+			// in memory are stale: the next use unwraps the newest
+			// generation again, which anchors a proposed one (§7.2), and
+			// a retried operation builds on it.
+			v.dropKeys(v.keys.Load())
+		}
 		return err
 	}
 	if err := v.setAnchor(ctx, v.anchorOf(kr, commit), prev); err != nil {
