@@ -19,9 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -611,4 +613,61 @@ func TestReplicaKilledMidRetention(t *testing.T) {
 		t.Errorf("snapshots after the policy run: %d, by host %v; want the newest of each source", len(snaps), hosts)
 	}
 	k.verifyThrough(t, b.url)
+}
+
+// postureRecords counts the vault's posture records in the audit log
+// made since since.
+func (k *killSite) postureRecords(t *testing.T, since time.Time) int {
+	t.Helper()
+	ents, err := audit.Entries(context.Background(), k.cat, audit.Filter{Vault: "v", Op: server.OpPostureRecord, Since: since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestReplicaKilledMidPostureRecord: the daily posture record (the
+// server's scheduled verification: it reads every source's newest report
+// from the store and verifies the audit log, then records the vault's
+// posture in it) starts on one replica, which is killed (SIGKILL) while
+// it reads the vault. While it holds the job's lock, the other replica
+// skips the job; after the kill, the other's next turn records the
+// vault's posture, once, and the audit log verifies.
+func TestReplicaKilledMidPostureRecord(t *testing.T) {
+	k := newKillSite(t)
+	start := time.Now().Add(-time.Second)
+	if n := k.postureRecords(t, start); n != 0 {
+		t.Fatalf("%d posture records before the replicas start", n)
+	}
+	ga := gateS3(t, k.s3)
+	// The first read of a snapshot: the record reads the sources' reports
+	// from the newest snapshots (the vault was opened before that, to
+	// keep its objects locked).
+	ga.holdNext(func(method, path string) bool {
+		return method == http.MethodGet && strings.Contains(path, "/coffer/vaults/v/snapshots/")
+	}, false)
+	a := startReplicaVia(t, k.replicaSite, ga.URL, nil, "--key-ttl", "4s")
+	ga.waitHeld(t, a, "posture record through a")
+	if !k.lockHeld(t, "posture-record") {
+		t.Fatalf("the posture-record job lock is free while a reads the vault\n%s", a.log.String())
+	}
+	b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil, "--key-ttl", "4s")
+	time.Sleep(3 * time.Second) // b's maintenance runs, and skips the job a holds
+	if n := k.postureRecords(t, start); n != 0 {
+		t.Fatalf("%d posture records while a holds the job", n)
+	}
+	a.kill(t)
+	for s := time.Now(); k.postureRecords(t, start) == 0; time.Sleep(200 * time.Millisecond) {
+		if time.Since(s) > time.Minute {
+			t.Fatalf("no posture record within a minute of the kill\n%s", b.log.String())
+		}
+	}
+	time.Sleep(2 * time.Second) // more turns of b: the record is not repeated
+	if n := k.postureRecords(t, start); n != 1 {
+		t.Errorf("%d posture records after the kill, want 1", n)
+	}
+	out, errOut, code := coffer(t, k.e, "audit", "verify", "--vault", b.url)
+	if code != exitOK {
+		t.Errorf("audit verify through b: exit %d\n%s%s", code, out, errOut)
+	}
 }
