@@ -41,8 +41,9 @@ import (
 // reaches the S3 server or after its response came back (afterwards),
 // until the client goes away; held reports it.
 type s3Gate struct {
-	URL  string // the proxy's endpoint
-	held chan string
+	URL     string // the proxy's endpoint
+	held    chan string
+	release chan struct{} // a send lets the held request go on
 
 	mu         sync.Mutex
 	match      func(method, path string) bool
@@ -59,7 +60,7 @@ func gateS3(t *testing.T, sv *s3test.Server) *s3Gate {
 	if up.Scheme != "http" {
 		t.Fatalf("the S3 gate proxies plain HTTP; the S3 server is at %s", sv.Endpoint)
 	}
-	g := &s3Gate{held: make(chan string, 1)}
+	g := &s3Gate{held: make(chan string, 1), release: make(chan struct{}, 1)}
 	rp := httputil.NewSingleHostReverseProxy(up)
 	// The Host header stays the proxy's: that is the host the client
 	// signed its request for (AWS SigV4).
@@ -77,7 +78,9 @@ func gateS3(t *testing.T, sv *s3test.Server) *s3Gate {
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.take(r.Method, r.URL.Path, false) {
 			g.hold(r)
-			return
+			if r.Context().Err() != nil {
+				return
+			}
 		}
 		rp.ServeHTTP(w, r)
 	})}
@@ -107,11 +110,12 @@ func (g *s3Gate) take(method, path string, afterwards bool) bool {
 	return true
 }
 
-// hold blocks until the client of r goes away (it is killed), or a
-// minute has passed.
+// hold blocks until the client of r goes away (it is killed), the test
+// releases the request, or a minute has passed.
 func (g *s3Gate) hold(r *http.Request) {
 	select {
 	case <-r.Context().Done():
+	case <-g.release:
 	case <-time.After(time.Minute):
 	}
 }
@@ -670,4 +674,98 @@ func TestReplicaKilledMidPostureRecord(t *testing.T) {
 	if code != exitOK {
 		t.Errorf("audit verify through b: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// TestReplicasOneJobAtATime: each job that two replicas are asked to run
+// at the same moment runs once. Two replicas whose platform key is due
+// rotate it once (the key file gains one version, not two) and complete
+// the rewrap and retirement; of two DEK rotations that both build on the
+// same keyring generation, the one that stores the next generation first
+// succeeds and the other is refused as a concurrent change (and succeeds
+// when asked again, building on the first); a prune asked of one while the other
+// prunes is refused (409) until the other is done. (The retention run and
+// the posture record are shown skipped by the replica that does not hold
+// their lock in TestReplicaKilledMidRetention and
+// TestReplicaKilledMidPostureRecord.)
+func TestReplicasOneJobAtATime(t *testing.T) {
+	t.Run("platform rotation", func(t *testing.T) {
+		k := newKillSite(t)
+		env := []string{"COFFER_KEK_ROTATION=30d"}
+		a := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, env, "--key-ttl", "4s")
+		b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, env, "--key-ttl", "4s")
+		k.keyStatus(t, a.url) // both have the vault open
+		k.keyStatus(t, b.url)
+		k.platformDone(t, a.url, 2, time.Minute)
+		time.Sleep(2 * time.Second) // more turns of both
+		if cur, versions := k.platformKeyFile(t); cur != 2 || len(versions) != 1 {
+			t.Errorf("key file after both replicas' turns: current v%d, versions %v; want v2 alone", cur, versions)
+		}
+		if st := k.keyStatus(t, b.url); !strings.HasSuffix(st.KEK, " v2") {
+			t.Errorf("the vault's KEK through b: %s, want v2", st.KEK)
+		}
+		k.verifyThrough(t, b.url)
+	})
+	t.Run("DEK rotation", func(t *testing.T) {
+		k := newKillSite(t)
+		ga := gateS3(t, k.s3)
+		a := startReplicaVia(t, k.replicaSite, ga.URL, nil)
+		b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil)
+		base := k.keyStatus(t, a.url)
+		k.keyStatus(t, b.url)
+		// a's rotation is held just before it stores its keyring
+		// generation; b's rotation installs that generation meanwhile.
+		ga.holdNext(keyringPut, false)
+		res := make(chan string, 1)
+		go func() {
+			out, errOut, code := coffer(t, k.e, "key", "rotate", "--vault", a.url+"/v")
+			res <- fmt.Sprintf("exit %d: %s%s", code, out, errOut)
+		}()
+		ga.waitHeld(t, a, "key rotate through a")
+		mustCoffer(t, k.e, "key", "rotate", "--vault", b.url+"/v")
+		ga.release <- struct{}{}
+		if r := <-res; !strings.Contains(r, "changed at the same moment") {
+			t.Errorf("the rotation through a, whose generation b installed first: %s", r)
+		}
+		st := k.keyStatus(t, a.url)
+		if st.KeyringGen != base.KeyringGen+1 || st.DEKVersion != base.DEKVersion+1 {
+			t.Errorf("key status after one rotation through b and one refused through a: %+v, before %+v", st, base)
+		}
+		// Asked again, a's rotation builds on b's.
+		mustCoffer(t, k.e, "key", "rotate", "--vault", a.url+"/v")
+		st = k.keyStatus(t, a.url)
+		if st.KeyringGen != base.KeyringGen+2 || st.DEKVersion != base.DEKVersion+2 {
+			t.Errorf("key status after a's rotation asked again: %+v, before %+v", st, base)
+		}
+		if sb := k.keyStatus(t, b.url); sb != st {
+			t.Errorf("key status through b %+v, through a %+v", sb, st)
+		}
+		k.noHalfKeyring(t)
+		k.verifyThrough(t, b.url)
+	})
+	t.Run("prune", func(t *testing.T) {
+		// The snapshots but each source's newest forgotten two months ago:
+		// their soft-delete period is over, a prune deletes them.
+		k := newKillSite(t, []string{"forget", "--keep-last", "1", "--group-by", "host"})
+		ga := gateS3(t, k.s3)
+		a := startReplicaVia(t, k.replicaSite, ga.URL, nil)
+		b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil)
+		ga.holdNext(func(method, path string) bool { return method == http.MethodDelete }, false)
+		res := make(chan string, 1)
+		go func() {
+			out, errOut, code := coffer(t, k.e, "prune", "--vault", a.url+"/v")
+			res <- fmt.Sprintf("exit %d: %s%s", code, out, errOut)
+		}()
+		ga.waitHeld(t, a, "prune through a")
+		out, errOut, code := coffer(t, k.e, "prune", "--vault", b.url+"/v")
+		if code == exitOK || !strings.Contains(errOut, "a prune of this vault is running already") {
+			t.Errorf("prune through b while a prunes: exit %d\n%s%s", code, out, errOut)
+		}
+		a.kill(t)
+		<-res
+		mustCoffer(t, k.e, "prune", "--vault", b.url+"/v")
+		if snaps := k.liveSnapshots(t, b.url); len(snaps) != 2 {
+			t.Errorf("%d snapshots after the prune, want 2", len(snaps))
+		}
+		k.verifyThrough(t, b.url)
+	})
 }

@@ -376,9 +376,6 @@ func (ks *keyState) wipe() {
 	ks.chain.Wipe()
 }
 
-// ErrKeyChanged reports that another process changed the vault's keys
-// (wrote the next keyring generation) at the same moment: run the
-// operation again.
 // ErrKeyringRefused reports a keyring generation that failed its MAC, its
 // anchor or its root commitment: the store or the catalog was changed by
 // someone who does not hold the vault's keys.
@@ -392,7 +389,19 @@ type refusedKeyring struct{ error }
 func (e refusedKeyring) Unwrap() error        { return e.error }
 func (e refusedKeyring) Is(target error) bool { return target == ErrKeyringRefused }
 
-var ErrKeyChanged = errors.New("the vault's keys were changed at the same moment by another process; run the command again")
+// ErrKeyChanged reports that another process changed the vault's keys
+// (wrote the next keyring generation) at the same moment: run the
+// operation again. It is a vault.ErrConflict too, so that a server
+// answers it with 409 Conflict and its message, not as an internal
+// error.
+var ErrKeyChanged error = keyChanged{}
+
+type keyChanged struct{}
+
+func (keyChanged) Error() string {
+	return "the vault's keys were changed at the same moment by another process; run the command again"
+}
+func (keyChanged) Is(target error) bool { return target == vault.ErrConflict }
 
 // RotateDEK stores the next keyring generation with a fresh DEK, which new
 // packs and snapshots use from now on; packs already stored keep the DEK
