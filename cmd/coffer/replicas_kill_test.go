@@ -507,11 +507,16 @@ func killMidPlatformRotation(t *testing.T, match func(method, path string) bool,
 	// The platform key is 60 days old. b would rotate it at 90 days, a at
 	// 30: a rotates it at its first maintenance (every second, with a
 	// key TTL of 4 s).
-	b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil, "--key-ttl", "4s")
+	// b sees the rotated key file at its next maintenance and would
+	// rewrap the vault it has open itself: its first keyring write waits
+	// until a is dead, so that a is the one killed in the rewrap.
+	gb := gateS3(t, k.s3)
+	b := startReplicaVia(t, k.replicaSite, gb.URL, nil, "--key-ttl", "4s")
 	before := k.keyStatus(t, b.url) // b has the vault open
 	if !strings.HasSuffix(before.KEK, " v1") {
 		t.Fatalf("the vault's KEK before the rotation: %s", before.KEK)
 	}
+	gb.holdNext(keyringPut, false)
 	ga := gateS3(t, k.s3)
 	ga.holdNext(match, afterwards)
 	a := startReplicaVia(t, k.replicaSite, ga.URL, []string{"COFFER_KEK_ROTATION=30d"}, "--key-ttl", "4s")
@@ -520,6 +525,7 @@ func killMidPlatformRotation(t *testing.T, match func(method, path string) bool,
 		t.Fatalf("key file while a rewraps: current v%d, versions %v; want v2 of v1, v2", cur, versions)
 	}
 	a.kill(t)
+	gb.release <- struct{}{}
 
 	// b completes the job on its own.
 	st := k.platformDone(t, b.url, 2, time.Minute)
