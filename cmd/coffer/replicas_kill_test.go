@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -70,7 +71,7 @@ func gateS3(t *testing.T, sv *s3test.Server) *s3Gate {
 		}
 		return nil
 	}
-	rp.ErrorLog = nil
+	rp.ErrorLog = log.New(io.Discard, "", 0) // a killed client's request is no news
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -768,6 +769,7 @@ func TestReplicasOneJobAtATime(t *testing.T) {
 		}
 		a.kill(t)
 		<-res
+		k.waitLockFree(t, "prune "+k.id.String())
 		mustCoffer(t, k.e, "prune", "--vault", b.url+"/v")
 		if snaps := k.liveSnapshots(t, b.url); len(snaps) != 2 {
 			t.Errorf("%d snapshots after the prune, want 2", len(snaps))
