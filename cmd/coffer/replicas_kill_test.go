@@ -360,6 +360,39 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 func TestReplicaKilledMidDEKRotation(t *testing.T) {
 	t.Run("before the keyring is stored", func(t *testing.T) { killMidDEKRotation(t, false) })
 	t.Run("keyring stored, not anchored", func(t *testing.T) { killMidDEKRotation(t, true) })
+	t.Run("keyring stored, not anchored, rotated again", killMidDEKRotationRotateAgain)
+}
+
+// killMidDEKRotationRotateAgain: after the kill, a rotation through the
+// other replica (which has the vault open at the anchored generation)
+// finds the stored generation: it is refused once as a concurrent change
+// (409), and asked again it builds on that generation.
+func killMidDEKRotationRotateAgain(t *testing.T) {
+	k := newKillSite(t)
+	ga := gateS3(t, k.s3)
+	a := startReplicaVia(t, k.replicaSite, ga.URL, nil)
+	b := startReplicaVia(t, k.replicaSite, k.s3.Endpoint, nil)
+	before := k.keyStatus(t, b.url)
+	ga.holdNext(keyringPut, true)
+	res := make(chan string, 1)
+	go func() {
+		out, errOut, code := coffer(t, k.e, "key", "rotate", "--vault", a.url+"/v")
+		res <- fmt.Sprintf("exit %d: %s%s", code, out, errOut)
+	}()
+	ga.waitHeld(t, a, "key rotate through a")
+	a.kill(t)
+	<-res
+	out, errOut, code := coffer(t, k.e, "key", "rotate", "--vault", b.url+"/v")
+	if code == exitOK || !strings.Contains(errOut, "changed at the same moment") {
+		t.Errorf("the first rotation through b after the kill: exit %d\n%s%s; want it refused as a concurrent change", code, out, errOut)
+	}
+	mustCoffer(t, k.e, "key", "rotate", "--vault", b.url+"/v")
+	st := k.keyStatus(t, b.url)
+	if st.KeyringGen != before.KeyringGen+2 || st.DEKVersion != before.DEKVersion+2 {
+		t.Errorf("key status after the rotation asked again %+v, before the kill %+v: want it built on the killed one's generation", st, before)
+	}
+	k.noHalfKeyring(t)
+	k.verifyThrough(t, b.url)
 }
 
 func killMidDEKRotation(t *testing.T, stored bool) {
