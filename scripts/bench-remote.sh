@@ -11,9 +11,10 @@
 # ($COFFER_HOME: pins, tokens) on both sides, and the two modes alternate,
 # so both see the same cache and memory conditions.
 # Nothing is dropped from the page cache; the data set is read once first.
-# Each remote phase also records the processor time (user + system) the
-# server and, with STORE=s3, versitygw spent on it: on a machine shared
-# with other work these move less than wall times do.
+# Each phase also records the processor time (user + system) the agent,
+# the server and, with STORE=s3, versitygw spent on it, and their sum
+# against the local mode's: on a machine shared with other work these move
+# less than wall times do.
 # S3_ETAG=checksum starts versitygw with --data-integrity-etag (ETags from
 # the CRC32C each upload carries instead of an MD5 of every object).
 # S3_TLS=1 serves the bucket over https (a self-signed certificate made
@@ -41,7 +42,7 @@ if [ "${STORE:-dir}" = s3 ]; then
     SCHEME=https TLSARGS=(--cert "$W/gw/cert.pem" --key "$W/gw/key.pem") CAQ="&ca-file=$W/gw/cert.pem"
     CURLCA=(--cacert "$W/gw/cert.pem") AWSCA=(--ca-bundle "$W/gw/cert.pem")
   fi
-  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" "${TLSARGS[@]}" \
+  "$GWBIN" --port "127.0.0.1:$GWPORT" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --keep-alive "${TLSARGS[@]}" \
     posix ${S3_ETAG:+--data-integrity-etag} --versioning-dir "$W/gw/versions" "$W/gw/data" >"$W/gw.log" 2>&1 &
   GW=$!
   for _ in $(seq 50); do curl -s "${CURLCA[@]}" -o /dev/null "$SCHEME://127.0.0.1:$GWPORT/" && break; sleep 0.1; done
@@ -59,7 +60,7 @@ cpu() { [ -n "${1:-}" ] && awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || 
 timed() { # label cmd...
   local s0 g0
   s0=$(cpu "$SRV"); g0=$(cpu "${GW:-}")
-  /usr/bin/time -f "%e %M" -o "$W/t" "${@:2}" >/dev/null 2>"$W/err" || { echo "$1 FAILED: $(tail -3 "$W/err")" >&2; exit 1; }
+  /usr/bin/time -f "%e %M %U %S" -o "$W/t" "${@:2}" >/dev/null 2>"$W/err" || { echo "$1 FAILED: $(tail -3 "$W/err")" >&2; exit 1; }
   cat "$W/t" >>"$W/$1"
   echo "$(( $(cpu "$SRV") - s0 )) $(( $(cpu "${GW:-}") - g0 ))" >>"$W/$1.cpu"
 }
@@ -84,6 +85,11 @@ for p in backup rerun restore; do
   echo "local $p ${l}s ${lm}KB | remote $p ${r}s ${rm_}KB (agent) | ratio remote/local $(awk -v a="$r" -v b="$l" 'BEGIN{if (b>0) printf "%.2f", a/b; else printf "n/a"}')"
   echo "  rounds (local remote ratio): $(paste -d' ' <(cut -d' ' -f1 "$W/local.$p") <(cut -d' ' -f1 "$W/remote.$p") | awk '{printf "%s %s %.2f; ", $1, $2, ($1>0)? $2/$1 : 0}')"
   tck=$(getconf CLK_TCK)
+  acpu() { awk '{printf "%.2f\n", $3+$4}' "$1" | median; }
+  lc=$(acpu "$W/local.$p"); ac=$(acpu "$W/remote.$p")
+  sc=$(cut -d' ' -f1 "$W/remote.$p.cpu" | median | awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", $1/t}')
+  gc=$(cut -d' ' -f2 "$W/remote.$p.cpu" | median | awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", $1/t}')
+  echo "  processor time (user+system), medians: local ${lc} s | remote: agent ${ac} s + server ${sc} s$([ -n "${GW:-}" ] && echo " + versitygw ${gc} s") = $(awk -v a="$ac" -v b="$sc" -v c="$([ -n "${GW:-}" ] && echo "$gc" || echo 0)" 'BEGIN{printf "%.2f", a+b+c}') s, $(awk -v a="$ac" -v b="$sc" -v c="$([ -n "${GW:-}" ] && echo "$gc" || echo 0)" -v l="$lc" 'BEGIN{if (l>0) printf "%.2f", (a+b+c)/l; else printf "n/a"}') of local"
   echo "  remote $p processor time, median: server $(cut -d' ' -f1 "$W/remote.$p.cpu" | median | awk -v t="$tck" '{printf "%.2f", $1/t}') s$([ -n "${GW:-}" ] && echo ", versitygw $(cut -d' ' -f2 "$W/remote.$p.cpu" | median | awk -v t="$tck" '{printf "%.2f", $1/t}') s")"
 done
 echo "server RSS: $(ps -o rss= -p "$SRV" 2>/dev/null | tr -d ' ' || echo ?) KB now, $(awk '/VmHWM/{print $2}' "/proc/$SRV/status" 2>/dev/null || echo ?) KB peak"

@@ -73,21 +73,8 @@ export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache KOPIA_PASSWORD=ben
 export COFFER_HOME=$W/c-home
 KFLAGS=(--config-file="$W/k-cfg/repository.config" --log-dir="$W/k-cfg/logs")
 
-# timed NAME PHASE CMD...: appends "wall rss_kb cpu_s gcs" to $W/NAME.PHASE.
-timed() {
-  local name=$1 phase=$2; shift 2
-  local gcs=-
-  if [ "$name" = coffer ]; then
-    GODEBUG=gctrace=1 /usr/bin/time -f "%e %M %U %S" -o "$W/t" "$@" >"$W/log" 2>&1 \
-      || { echo "$name $phase FAILED: $(grep -v '^gc ' "$W/log" | tail -3)" >&2; exit 1; }
-    gcs=$(grep -c '^gc ' "$W/log" || true)
-  else
-    /usr/bin/time -f "%e %M %U %S" -o "$W/t" "$@" >"$W/log" 2>&1 \
-      || { echo "$name $phase FAILED: $(tail -3 "$W/log")" >&2; exit 1; }
-  fi
-  awk -v g="$gcs" '{printf "%s %s %.2f %s\n", $1, $2, $3 + $4, g}' "$W/t" >"$W/$name.$phase"
-  printf '  %-7s %-8s %s\n' "$name" "$phase" "$(cat "$W/$name.$phase")" >&2
-}
+# timed NAME PHASE CMD...: writes "wall rss_kb cpu_s gcs" to $W/NAME.PHASE.
+. "$HERE/lib/timed.sh"
 count() { find "$1" -type f | wc -l; }
 
 echo "tree: $DIRS x $FILES_PER_DIR files in $TREE; tools: ${TOOLS[*]}" >&2

@@ -20,7 +20,7 @@ import (
 )
 
 func newServerCmd(a *app) *cobra.Command {
-	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt, catalogURL, storeURL string
+	var dataDir, listen, certFile, keyFile, tlsMin, logFormat, retentionAt, catalogURL, storeURL, deploymentKey string
 	var hosts, pkcs11Modules, keyDirs []string
 	var keyTTL, postureRPO, postureCheck time.Duration
 	cmd := &cobra.Command{
@@ -78,9 +78,14 @@ in the audit log.
 
 The catalog is the SQLite file in the data directory, unless --catalog (or
 COFFER_CATALOG, which keeps a password out of the process list) gives a
-postgres:// URL: then several servers, each given the same URL and a data
-directory on shared storage, serve the same vaults, and background jobs run
-on one of them at a time (docs/postgres.md). The commands run on the server
+postgres:// URL: then several servers, each given the same URL, serve the
+same vaults, and background jobs run on one of them at a time
+(docs/postgres.md). The catalog then keeps the list of vaults, their own
+store URLs, customer-key URIs and the platform key, the last two sealed
+under the deployment key: the first
+server makes DATA/keys/deployment.key; give every other server a copy (or
+name it with --deployment-key), the same audit signing key (DATA/audit/),
+and the same --store, and each its own data directory. The commands run on the server
 machine (server approver-token, user assign-approver) read COFFER_CATALOG
 too.
 
@@ -124,7 +129,15 @@ then the server exits.`,
 			if catalogURL != "" && !postgres.IsURL(catalogURL) {
 				return errors.New("--catalog: give a postgres:// URL, or leave it out for the SQLite file in the data directory")
 			}
-			opt := server.Options{DataDir: dir, Catalog: catalogURL, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
+			if deploymentKey != "" {
+				if catalogURL == "" {
+					return errors.New("--deployment-key: only servers sharing a PostgreSQL catalog (--catalog) have a deployment key")
+				}
+				if deploymentKey, err = filepath.Abs(deploymentKey); err != nil {
+					return err
+				}
+			}
+			opt := server.Options{DataDir: dir, Catalog: catalogURL, DeploymentKey: deploymentKey, Logger: log, Now: a.now, KeyTTL: keyTTL, KEKRotation: rotation,
 				PKCS11Modules: pkcs11Modules, KeyDirs: keyDirs, RetentionAt: retentionAt, Location: time.Local,
 				Posture: posture.Policy{RPO: postureRPO, CheckMaxAge: postureCheck}}
 			if postureRPO <= 0 || postureCheck <= 0 {
@@ -199,6 +212,7 @@ then the server exits.`,
 	f.StringVar(&dataDir, "data", "", "data directory: catalog, keys, vault stores, TLS material")
 	f.StringVar(&listen, "listen", ":8443", "address to listen on")
 	f.StringVar(&catalogURL, "catalog", "", "postgres:// URL of a PostgreSQL catalog several servers may share (default: $COFFER_CATALOG, else the SQLite file in --data)")
+	f.StringVar(&deploymentKey, "deployment-key", "", "with --catalog: the deployment key file every server sharing the catalog is given (default DATA/keys/deployment.key, made by the first server)")
 	f.StringVar(&storeURL, "store", "", "where the vaults' stores live: s3://BUCKET/PREFIX?endpoint=URL&region=R (default: under --data)")
 	f.StringVar(&certFile, "tls-cert", "", "server certificate chain (PEM); default: a local CA's")
 	f.StringVar(&keyFile, "tls-key", "", "server private key (PEM)")

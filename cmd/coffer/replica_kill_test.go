@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/coffer-backup/coffer/internal/catalog/postgres"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
@@ -255,7 +253,7 @@ func killMidPrune(t *testing.T, snapshotPhase bool) {
 				t.Fatal(err)
 			}
 			if len(snaps) == len(keep) {
-				objs := len(bucketNames(t, site, "coffer/vaults/v/snapshots/"))
+				objs := len(site.s3.Names(t, site.bucket, "coffer/vaults/v/snapshots/"))
 				if objs == len(keep) {
 					t.Fatal("the prune through a deleted every removed snapshot's object before it could be killed")
 				}
@@ -332,7 +330,7 @@ func killMidPrune(t *testing.T, snapshotPhase bool) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if inBucket := bucketNames(t, site, "coffer/vaults/v/packs/"); !maps.Equal(inCatalog, inBucket) {
+	if inBucket := site.s3.Names(t, site.bucket, "coffer/vaults/v/packs/"); !maps.Equal(inCatalog, inBucket) {
 		t.Errorf("the catalog lists %d packs, the bucket holds %d: want the same", len(inCatalog), len(inBucket))
 	}
 	snaps, err := cat.Snapshots(ctx, rec.ID)
@@ -343,7 +341,7 @@ func killMidPrune(t *testing.T, snapshotPhase bool) {
 	for _, s := range snaps {
 		snapIDs[s.ID.String()] = true
 	}
-	if inBucket := bucketNames(t, site, "coffer/vaults/v/snapshots/"); len(snaps) != len(keep) || !maps.Equal(snapIDs, inBucket) {
+	if inBucket := site.s3.Names(t, site.bucket, "coffer/vaults/v/snapshots/"); len(snaps) != len(keep) || !maps.Equal(snapIDs, inBucket) {
 		t.Errorf("the catalog lists %d snapshots, the bucket holds %d; want the %d kept in both", len(snaps), len(inBucket), len(keep))
 	}
 	if all >= before-junk {
@@ -363,21 +361,4 @@ func killMidPrune(t *testing.T, snapshotPhase bool) {
 		mustCoffer(t, e, "restore", "latest", "--host", host, "--target", target, "--vault", c.url+"/v")
 		assertSameTree(t, src, filepath.Join(target, src))
 	}
-}
-
-// bucketNames lists the object names under prefix, bypassing Coffer.
-func bucketNames(t *testing.T, s *replicaSite, prefix string) map[string]bool {
-	t.Helper()
-	names := map[string]bool{}
-	p := awss3.NewListObjectsV2Paginator(s.s3.Client, &awss3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &prefix})
-	for p.HasMorePages() {
-		out, err := p.NextPage(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range out.Contents {
-			names[strings.TrimPrefix(*o.Key, prefix)] = true
-		}
-	}
-	return names
 }

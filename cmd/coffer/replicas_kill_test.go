@@ -281,7 +281,7 @@ func (k *killSite) waitLockFree(t *testing.T, name string) {
 func (k *killSite) keyrings(t *testing.T) []uint64 {
 	t.Helper()
 	var gens []uint64
-	for name := range bucketNames(t, k.replicaSite, "coffer/vaults/v/keys/") {
+	for name := range k.s3.Names(t, k.bucket, "coffer/vaults/v/keys/") {
 		var g uint64
 		if _, err := fmt.Sscanf(name, "%d", &g); err != nil || format.KeyringName(g) != name {
 			t.Fatalf("unexpected object keys/%s in the bucket", name)
@@ -461,31 +461,24 @@ func killMidDEKRotation(t *testing.T, stored bool) {
 	k.verifyThrough(t, c.url)
 }
 
-// platformKeyFile reads the site's platform key file: its current version
-// and every version it holds.
+// platformKeyFile reads the site's platform key versions (kept in the
+// shared catalog, sealed): the current version, the newest, and every
+// version there is.
 func (k *killSite) platformKeyFile(t *testing.T) (cur int, versions []int) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(k.data, "keys", "platform.key"))
+	rows, err := k.cat.PlatformKeys(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kf struct {
-		Current int `json:"current"`
-		Keys    []struct {
-			Version int `json:"version"`
-		} `json:"keys"`
+	for _, r := range rows {
+		versions = append(versions, r.Version)
+		cur = max(cur, r.Version)
 	}
-	if err := json.Unmarshal(b, &kf); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range kf.Keys {
-		versions = append(versions, v.Version)
-	}
-	return kf.Current, versions
+	return cur, versions
 }
 
-// platformDone waits until the platform key rotation is complete: the key
-// file holds its current version alone, at least version min, the vault
+// platformDone waits until the platform key rotation is complete: the
+// platform key holds its current version alone, at least version min, the vault
 // is wrapped under it and the bucket holds its anchored keyring
 // generation alone (the older ones, wrapped under retired versions, are
 // gone).
@@ -498,9 +491,9 @@ func (k *killSite) platformDone(t *testing.T, url string, min int, within time.D
 		gens, a := k.keyrings(t), k.anchor(t)
 		switch {
 		case cur < min || len(versions) != 1:
-			why = fmt.Sprintf("key file: current v%d, versions %v", cur, versions)
+			why = fmt.Sprintf("platform key: current v%d, versions %v", cur, versions)
 		case !strings.HasSuffix(st.KEK, fmt.Sprintf(" v%d", cur)):
-			why = fmt.Sprintf("the vault's KEK is %s, the key file's current version v%d", st.KEK, cur)
+			why = fmt.Sprintf("the vault's KEK is %s, the platform key's current version v%d", st.KEK, cur)
 		case len(gens) != 1 || gens[0] != a || st.KeyringGen != a:
 			why = fmt.Sprintf("keyring generations %v in the bucket, anchor %d, key status %+v", gens, a, st)
 		default:
@@ -518,7 +511,7 @@ func (k *killSite) platformDone(t *testing.T, url string, min int, within time.D
 // anchored, while the generations wrapped under the old version are
 // deleted. The other replica, running all along, completes the job on its
 // own: the vault ends up wrapped under the new version alone, the old
-// version is deleted from the key file, the bucket holds no generation
+// version is deleted from the platform key, the bucket holds no generation
 // beyond the anchored one nor one wrapped under the deleted version,
 // check --read-data is clean and every source restores byte for byte;
 // then a rotation through a new replica completes too.
@@ -541,7 +534,7 @@ func killMidPlatformRotation(t *testing.T, match func(method, path string) bool,
 	// The platform key is 60 days old. b would rotate it at 90 days, a at
 	// 30: a rotates it at its first maintenance (every second, with a
 	// key TTL of 4 s).
-	// b sees the rotated key file at its next maintenance and would
+	// b sees the rotated platform key at its next maintenance and would
 	// rewrap the vault it has open itself: its first keyring write waits
 	// until a is dead, so that a is the one killed in the rewrap.
 	gb := gateS3(t, k.s3)
@@ -556,7 +549,7 @@ func killMidPlatformRotation(t *testing.T, match func(method, path string) bool,
 	a := startReplicaVia(t, k.replicaSite, ga.URL, []string{"COFFER_KEK_ROTATION=30d"}, "--key-ttl", "4s")
 	ga.waitHeld(t, a, "platform key rotation through a")
 	if cur, versions := k.platformKeyFile(t); cur != 2 || len(versions) != 2 {
-		t.Fatalf("key file while a rewraps: current v%d, versions %v; want v2 of v1, v2", cur, versions)
+		t.Fatalf("platform key while a rewraps: current v%d, versions %v; want v2 of v1, v2", cur, versions)
 	}
 	a.kill(t)
 	gb.release <- struct{}{}
@@ -718,7 +711,7 @@ func TestReplicaKilledMidPostureRecord(t *testing.T) {
 
 // TestReplicasOneJobAtATime: each job that two replicas are asked to run
 // at the same moment runs once. Two replicas whose platform key is due
-// rotate it once (the key file gains one version, not two) and complete
+// rotate it once (the platform key gains one version, not two) and complete
 // the rewrap and retirement; of two DEK rotations that both build on the
 // same keyring generation, the one that stores the next generation first
 // succeeds and the other is refused as a concurrent change (and succeeds
@@ -738,7 +731,7 @@ func TestReplicasOneJobAtATime(t *testing.T) {
 		k.platformDone(t, a.url, 2, time.Minute)
 		time.Sleep(2 * time.Second) // more turns of both
 		if cur, versions := k.platformKeyFile(t); cur != 2 || len(versions) != 1 {
-			t.Errorf("key file after both replicas' turns: current v%d, versions %v; want v2 alone", cur, versions)
+			t.Errorf("platform key after both replicas' turns: current v%d, versions %v; want v2 alone", cur, versions)
 		}
 		if st := k.keyStatus(t, b.url); !strings.HasSuffix(st.KEK, " v2") {
 			t.Errorf("the vault's KEK through b: %s, want v2", st.KEK)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -30,7 +29,7 @@ type retireState struct {
 	pending bool
 	next    time.Time
 	blocked map[string]string // vault → the reason last recorded in its key log
-	// settled is the key file's version list as the last completed
+	// settled is the platform key's version list as the last completed
 	// retirement left it: a list that differs, with more than the
 	// current version, makes a retirement pending.
 	settled string
@@ -59,11 +58,12 @@ type RetireReport struct {
 // its retry time has come.
 func (s *Server) maybeRetire(ctx context.Context) error {
 	now := s.opt.Now()
-	// Replicas share the key file: another one may have rotated it and
-	// died before it rewrapped every vault and retired the old version,
-	// a job this server then completes. The file as it is now decides.
+	// Replicas share the platform key (a key file, or a shared catalog's
+	// rows): another one may have rotated it and died before it rewrapped
+	// every vault and retired the old version, a job this server then
+	// completes. The versions as they are now decide.
 	if err := s.keys.Refresh(); err != nil {
-		return fmt.Errorf("retire platform key versions: read the key file: %w", err)
+		return fmt.Errorf("retire platform key versions: read the platform key: %w", err)
 	}
 	versions := fmt.Sprint(s.keys.Versions())
 	s.retire.mu.Lock()
@@ -109,20 +109,15 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 	if len(versions) <= 1 {
 		return rep, nil
 	}
-	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return rep, fmt.Errorf("retire platform key versions: list vaults: %w", err)
+	names, strange, err := s.vaultNames(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("retire platform key versions: %w", err)
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() {
-			continue
-		}
-		if !vaultName.MatchString(name) {
-			// Not a vault the server made; it may hold one all the same.
-			rep.Blocked = append(rep.Blocked, fmt.Sprintf("%s: not a vault name this server uses: move it out of %s", name, filepath.Join(s.opt.DataDir, "vaults")))
-			continue
-		}
+	for _, name := range strange {
+		// Not a vault the server made; it may hold one all the same.
+		rep.Blocked = append(rep.Blocked, fmt.Sprintf("%s: not a vault name this server uses: move it out of %s", name, filepath.Join(s.opt.DataDir, "vaults")))
+	}
+	for _, name := range names {
 		need, err := s.platformVersionsOf(ctx, name)
 		if err == nil && slices.ContainsFunc(need, func(v int) bool { return v != cur }) {
 			// Wrapped under an older version: rewrap it under the current
@@ -172,7 +167,7 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 		for i, v := range rep.Deleted {
 			vs[i] = "v" + strconv.Itoa(v)
 		}
-		detail := fmt.Sprintf("platform key %s: versions %s deleted from the key file: no vault's keyring needs them (current v%d)", s.keys.ID(), strings.Join(vs, ", "), cur)
+		detail := fmt.Sprintf("platform key %s: versions %s deleted from %s: no vault's keyring needs them (current v%d)", s.keys.ID(), strings.Join(vs, ", "), s.keys.Path(), cur)
 		s.auditServer(ctx, "", "key.kek-retire", detail, true)
 		s.log.Info("platform key versions retired", "key", s.keys.ID(), "deleted", strings.Join(vs, ","), "current", cur)
 	}

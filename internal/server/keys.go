@@ -56,8 +56,12 @@ func (s *Server) kekRotation() time.Duration {
 }
 
 // keyConfig is where the server keeps the URIs of customer-managed keys:
+// the shared catalog, sealed, when servers share it, else
 // DATA/keys/cmk/VAULT-ID.json, mode 0600.
-func (s *Server) keyConfig() keys.Config {
+func (s *Server) keyConfig() keys.URIs {
+	if s.uris != nil {
+		return s.uris
+	}
 	return keys.Config{Dir: filepath.Join(s.opt.DataDir, "keys", "cmk")}
 }
 

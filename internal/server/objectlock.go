@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -91,21 +89,14 @@ func (s *Server) keepObjectLocks(ctx context.Context) error {
 		return nil
 	}
 	s.lockSweep.Store(now.UnixNano())
-	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	names, _, err := s.vaultNames(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || !vaultName.MatchString(name) {
-			continue
-		}
+	for _, name := range names {
 		if s.opt.OpenStore == nil {
-			if own, err := s.vaultStoreURL(name); err != nil || own == "" {
+			if own, err := s.vaultStoreURL(ctx, name); err != nil || own == "" {
 				continue // a local store has no lock of its own
 			}
 		}

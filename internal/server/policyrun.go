@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -69,20 +67,14 @@ func (s *Server) policySlot(now time.Time) time.Time {
 // run to see what it does (coffer forget --policy --dry-run) and change or
 // remove it.
 func (s *Server) applyPolicies(ctx context.Context) error {
-	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	names, _, err := s.vaultNames(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		if !e.IsDir() || !vaultName.MatchString(e.Name()) {
-			continue
-		}
-		if err := s.applyPolicy(ctx, e.Name()); err != nil {
-			errs = append(errs, fmt.Errorf("vault %s: %w", e.Name(), err))
+	for _, name := range names {
+		if err := s.applyPolicy(ctx, name); err != nil {
+			errs = append(errs, fmt.Errorf("vault %s: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -323,18 +321,14 @@ func (s *Server) recordPosture(ctx context.Context, rec vault.VaultRecord, now t
 // RecordPostures records every vault's posture once a day (Serve runs it
 // with the key maintenance); a vault recorded today is skipped.
 func (s *Server) RecordPostures(ctx context.Context) error {
-	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	names, _, err := s.vaultNames(ctx)
 	if err != nil {
 		return err
 	}
 	day := s.opt.Now().UTC().Format("2006-01-02")
 	var errs []error
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || !vaultName.MatchString(name) || s.postureDay.get(name) == day {
+	for _, name := range names {
+		if s.postureDay.get(name) == day {
 			continue
 		}
 		if _, err := s.PostureReport(ctx, name, 24*time.Hour); errors.Is(err, vault.ErrNotFound) {

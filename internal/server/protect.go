@@ -648,7 +648,7 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 // removeStore deletes vault name's store: every object of a store of its
 // own or of an Options.OpenStore store, then the vault's directory.
 func (s *Server) removeStore(ctx context.Context, name string) error {
-	own, err := s.vaultStoreURL(name)
+	own, err := s.vaultStoreURL(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -668,6 +668,11 @@ func (s *Server) removeStore(ctx context.Context, name string) error {
 			if err != nil {
 				return err
 			}
+		}
+	}
+	if d := s.deployment(); d != nil {
+		if err := d.SetVaultStoreURL(ctx, name, ""); err != nil {
+			return err
 		}
 	}
 	return os.RemoveAll(VaultDir(s.opt.DataDir, name))

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/coffer-backup/coffer/internal/agent"
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres"
@@ -179,7 +177,7 @@ func TestReplicas(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	inBucket := bucketPacks(t, sh.s3, sh.bucket, "shared/packs/")
+	inBucket := sh.s3.Names(t, sh.bucket, "shared/packs/")
 	if len(inBucket) == 0 || !maps.Equal(inCatalog, inBucket) {
 		t.Errorf("the catalog lists %d packs, the bucket holds %d; want the same, more than none", len(inCatalog), len(inBucket))
 	}
@@ -240,24 +238,6 @@ func TestReplicas(t *testing.T) {
 	}
 }
 
-// bucketPacks lists the pack names under prefix in bucket, bypassing
-// Coffer.
-func bucketPacks(t *testing.T, sv *s3test.Server, bucket, prefix string) map[string]bool {
-	t.Helper()
-	names := map[string]bool{}
-	p := awss3.NewListObjectsV2Paginator(sv.Client, &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
-	for p.HasMorePages() {
-		out, err := p.NextPage(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range out.Contents {
-			names[strings.TrimPrefix(*o.Key, prefix)] = true
-		}
-	}
-	return names
-}
-
 // TestReplicasOnePrune: while one server prunes a vault (holds the
 // vault's prune job lock in the shared catalog), a prune asked of
 // another server is refused with 409 Conflict; once the lock is free it
@@ -299,18 +279,40 @@ func TestReplicasOnePrune(t *testing.T) {
 // switch to a customer key made through one replica hold on the other at
 // its next request, though it has the vault open with its keys unwrapped:
 // its key status shows the new keys, and a backup through it seals its
-// packs under the new DEK (and the other replica reads them back).
+// packs under the new DEK (and the other replica reads them back). The
+// replicas share a data directory, or each has its own (the customer
+// key's URI then reaches the other through the catalog).
 func TestReplicasKeyChanges(t *testing.T) {
+	t.Run("SharedDataDir", func(t *testing.T) { testReplicasKeyChanges(t, false) })
+	t.Run("SeparateDataDirs", func(t *testing.T) { testReplicasKeyChanges(t, true) })
+}
+
+func testReplicasKeyChanges(t *testing.T, separate bool) {
 	ctx := context.Background()
 	url := pgtest.URL(t)
 	keyDir := t.TempDir()
+	var openStore func(ctx context.Context, name string) (vault.Store, error)
+	if separate {
+		// Replicas on different hosts: the stores in a bucket they share.
+		sv := s3test.Start(t)
+		bucket := sv.Bucket(t, false)
+		openStore = func(ctx context.Context, name string) (vault.Store, error) {
+			return s3.Open(ctx, s3.Options{Bucket: bucket, Prefix: name, Endpoint: sv.Endpoint,
+				Region: "us-east-1", PathStyle: true, Credentials: sv.Credentials(), MaxBackoff: 100 * time.Millisecond})
+		}
+	}
 	conf := func(o *server.Options) {
 		o.Catalog = url
 		o.KEKRotation = 90 * 24 * time.Hour
 		o.KeyDirs = []string{keyDir}
+		o.OpenStore = openStore
 	}
 	a := servertest.StartWith(t, servertest.Options{Configure: conf})
-	b := servertest.StartWith(t, servertest.Options{Configure: conf, Replica: a})
+	join := servertest.Options{Configure: conf, Replica: a}
+	if separate {
+		join = servertest.Options{Configure: conf, Host: a}
+	}
+	b := servertest.StartWith(t, join)
 	info, err := a.Client(t, a.OwnerToken).CreateVault(ctx, "k")
 	if err != nil {
 		t.Fatal(err)
@@ -407,5 +409,23 @@ func TestReplicasKeyChanges(t *testing.T) {
 	// Everything stored through b reads back through a.
 	if rep, err := va.Check(ctx, true, nil); err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("check --read-data through a: %v %v", rep.Errors, err)
+	}
+	if separate {
+		// The URI reached b through the catalog, sealed: neither data
+		// directory holds it, nor the catalog in plaintext.
+		for _, e := range []*servertest.Env{a, b} {
+			if es, _ := os.ReadDir(filepath.Join(e.DataDir, "keys", "cmk")); len(es) > 0 {
+				t.Errorf("%s holds %d key URI files", e.DataDir, len(es))
+			}
+		}
+		uris, err := cat.KeyURIs(ctx, id)
+		if err != nil || len(uris) != 1 {
+			t.Fatalf("key URIs in the catalog: %d, %v; want 1", len(uris), err)
+		}
+		for _, sealed := range uris {
+			if strings.Contains(string(sealed), strings.TrimPrefix(uri, "rsa-file://")) {
+				t.Error("the catalog holds the key URI in plaintext")
+			}
+		}
 	}
 }

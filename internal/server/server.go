@@ -35,8 +35,10 @@ import (
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/fsutil"
+	"github.com/coffer-backup/coffer/internal/keys"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/posture"
+	"github.com/coffer-backup/coffer/internal/seal"
 	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -89,6 +91,11 @@ type Options struct {
 	// several servers may share (docs/postgres.md); "" for the SQLite
 	// file in DataDir.
 	Catalog string
+	// DeploymentKey is the file holding the deployment key, under which a
+	// shared catalog keeps the platform key (docs/postgres.md): every
+	// server sharing the catalog is given the same one.
+	// DataDir/keys/deployment.key when "".
+	DeploymentKey string
 }
 
 // Server serves the vaults under one data directory.
@@ -97,6 +104,7 @@ type Server struct {
 	log     *slog.Logger
 	cat     Catalog
 	keys    *platform.Keystore
+	uris    keys.URIs // customer-key URIs on a shared catalog; nil: keyConfig's directory
 	auth    *authn.Authenticator
 	metrics *metrics
 
@@ -151,8 +159,136 @@ func (ov *openVault) close() {
 }
 
 // Paths under the data directory.
-func catalogFile(dir string) string      { return filepath.Join(dir, "catalog.db") }
-func keyFile(dir string) string          { return filepath.Join(dir, "keys", "platform.key") }
+func catalogFile(dir string) string { return filepath.Join(dir, "catalog.db") }
+func keyFile(dir string) string     { return filepath.Join(dir, "keys", "platform.key") }
+func seenFile(dir string) string    { return filepath.Join(dir, "keys", "platform.seen") }
+
+// DeploymentKeyFile is where a server on a shared catalog keeps the
+// deployment key unless told otherwise (Options.DeploymentKey).
+func DeploymentKeyFile(dir string) string { return filepath.Join(dir, "keys", "deployment.key") }
+
+// openPlatformKey opens the platform key: the key file in the data
+// directory (made on first use), or, on a catalog servers share
+// (PostgreSQL), the versions the catalog keeps sealed under the
+// deployment key. The first server on such a catalog makes the
+// deployment key file, unless given one, and stores the platform key in
+// the catalog: the versions of the data directory's key file when it has
+// one (servers that shared a data directory before), else a new key.
+func openPlatformKey(ctx context.Context, opt Options, cat Catalog) (*platform.Keystore, keys.URIs, error) {
+	d, shared := cat.(vault.Deployment)
+	if opt.Catalog == "" || !shared {
+		ks, err := openKeyFile(opt)
+		return ks, nil, err
+	}
+	ks, dk, err := openSharedKey(ctx, opt, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer dk.Wipe()
+	return ks, sharedURIs{cat: keys.NewCatalogURIs(d, dk), file: keys.Config{Dir: filepath.Join(opt.DataDir, "keys", "cmk")}}, nil
+}
+
+// openKeyFile opens the platform key file in the data directory, making
+// it on first use.
+func openKeyFile(opt Options) (*platform.Keystore, error) {
+	ks, err := platform.Open(keyFile(opt.DataDir))
+	if errors.Is(err, vault.ErrKeyUnavailable) {
+		if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(keyFile(opt.DataDir)), 0o700); err != nil {
+				return nil, err
+			}
+			ks, err = platform.Create(keyFile(opt.DataDir), opt.Now())
+		}
+	}
+	return ks, err
+}
+
+// openSharedKey opens the platform key kept in a shared catalog, and
+// returns it with the deployment key (the caller wipes it).
+func openSharedKey(ctx context.Context, opt Options, d vault.Deployment) (*platform.Keystore, seal.Key, error) {
+	var none seal.Key
+	if err := os.MkdirAll(filepath.Dir(seenFile(opt.DataDir)), 0o700); err != nil {
+		return nil, none, err
+	}
+	dkPath := opt.DeploymentKey
+	if dkPath == "" {
+		dkPath = DeploymentKeyFile(opt.DataDir) // checkPrivate checked it
+	} else if st, err := os.Stat(dkPath); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, none, fmt.Errorf("deployment key %s has mode %04o: other users of this machine may read it, and with a copy of the catalog the platform key: make it private to the server's user (chmod 0600 %s), then start again", dkPath, st.Mode().Perm(), dkPath)
+	}
+	rows, err := d.PlatformKeys(ctx)
+	if err != nil {
+		return nil, none, fmt.Errorf("platform key: %w", err)
+	}
+	first := len(rows) == 0
+	dk, _, err := platform.LoadDeploymentKey(dkPath, first && opt.DeploymentKey == "")
+	if err != nil {
+		if first {
+			return nil, none, fmt.Errorf("platform key: %w", err)
+		}
+		return nil, none, fmt.Errorf("platform key: %w: the catalog keeps the platform key sealed under the deployment key every server sharing it is given: copy %s from a server of this deployment (mode 0600), or name it with --deployment-key", err, DeploymentKeyFile("DATA"))
+	}
+	var ks *platform.Keystore
+	if !first {
+		ks, err = platform.OpenCatalog(d, dk, seenFile(opt.DataDir))
+	} else {
+		var from *platform.Keystore
+		if _, serr := os.Stat(keyFile(opt.DataDir)); serr == nil {
+			// Servers that shared this data directory: their vaults are
+			// wrapped under the key file's versions, which move into the
+			// catalog with their IDs and times.
+			if from, err = platform.Open(keyFile(opt.DataDir)); err != nil {
+				dk.Wipe()
+				return nil, none, err
+			}
+		}
+		ks, err = platform.CreateInCatalog(d, dk, seenFile(opt.DataDir), from, opt.Now())
+	}
+	if err != nil {
+		dk.Wipe()
+		return nil, none, err
+	}
+	return ks, dk, nil
+}
+
+// sharedURIs keeps customer-key URIs in the shared catalog; a URI found
+// only in the data directory (recorded by a release that kept it there)
+// is copied into the catalog when first read.
+type sharedURIs struct {
+	cat  keys.CatalogURIs
+	file keys.Config
+}
+
+func (u sharedURIs) URI(id vault.ID, kek vault.KeyRef) (string, error) {
+	uri, err := u.cat.URI(id, kek)
+	if !errors.Is(err, vault.ErrKeyUnavailable) {
+		return uri, err
+	}
+	if old, ferr := u.file.URI(id, kek); ferr == nil {
+		if serr := u.cat.Set(id, kek, old); serr != nil {
+			return "", serr
+		}
+		return old, nil
+	}
+	return "", err
+}
+
+func (u sharedURIs) Set(id vault.ID, kek vault.KeyRef, uri string) error {
+	return u.cat.Set(id, kek, uri)
+}
+
+func (u sharedURIs) Keep(id vault.ID, kek vault.KeyRef) error {
+	if err := u.cat.Keep(id, kek); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(u.file.Dir, id.String()+".json")); err != nil {
+		return nil // no file left by an older release: nothing to forget there
+	}
+	return u.file.Keep(id, kek)
+}
+
+// vaultStore is where vault name's local store lives under the data
+// directory.
 func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", name, "store") }
 
 // openStore opens vault name's store: its own (vaultstore.go), else
@@ -160,7 +296,7 @@ func vaultStore(dir, name string) string { return filepath.Join(dir, "vaults", n
 // mustExist a local store that is missing is an error rather than
 // created.
 func (s *Server) openStore(ctx context.Context, name string, mustExist bool) (vault.Store, error) {
-	raw, err := s.vaultStoreURL(name)
+	raw, err := s.vaultStoreURL(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -222,23 +358,16 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err := checkPrivate(opt.DataDir); err != nil {
 		return nil, false, err
 	}
-	ks, err := platform.Open(keyFile(opt.DataDir))
-	if errors.Is(err, vault.ErrKeyUnavailable) {
-		if _, serr := os.Stat(keyFile(opt.DataDir)); errors.Is(serr, fs.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(keyFile(opt.DataDir)), 0o700); err != nil {
-				return nil, false, err
-			}
-			ks, err = platform.Create(keyFile(opt.DataDir), opt.Now())
-		}
-	}
-	if err != nil {
-		return nil, false, err
-	}
 	cat, err := openCatalog(ctx, opt.DataDir, opt.Catalog)
 	if err != nil {
 		return nil, false, err
 	}
-	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, vaults: map[string]*openVault{}, metrics: newMetrics(), retentionAt: retentionAt,
+	ks, uris, err := openPlatformKey(ctx, opt, cat)
+	if err != nil {
+		cat.Close()
+		return nil, false, err
+	}
+	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, uris: uris, vaults: map[string]*openVault{}, metrics: newMetrics(), retentionAt: retentionAt,
 		anon:     limiter{limit: anonymousLimit},
 		plimiter: limiter{limit: principalLimit, window: principalWindow, base: principalBlock, max: principalMaxBlock},
 		pwSlots:  make(chan struct{}, passwordSlots()),
@@ -370,8 +499,9 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 // the catalog changed (a DEK rotation, a switch of key, its rewrap under
 // a rotated platform key): the catalog's keyring anchor says when there
 // is a newer generation, and the newest keyring which key opens it (the
-// platform key file, which the other server rotated, is read again for a
-// version this server has not seen). Servers with their own catalog make
+// platform key's versions, which the other server rotated, are read again
+// from the catalog, or the shared key file, for a version this server has
+// not seen). Servers with their own catalog make
 // every key change themselves and skip the check.
 func (s *Server) catchUpKeys(ctx context.Context, ov *openVault) error {
 	if s.opt.Catalog == "" {
@@ -434,11 +564,11 @@ func (s *Server) CreateVaultIn(ctx context.Context, name string, chunking vault.
 		if err := checkStoreURL(storeURL); err != nil {
 			return nil, err
 		}
-		if err := s.recordStoreURL(name, storeURL); err != nil {
+		if err := s.recordStoreURL(ctx, name, storeURL); err != nil {
 			return nil, err
 		}
-	} else if err := os.Remove(storeURLFile(s.opt.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("vault %q: %w", name, err) // left by a creation that failed
+	} else if err := s.recordStoreURL(ctx, name, ""); err != nil {
+		return nil, err // left by a creation that failed
 	}
 	st, err := s.openStore(ctx, name, false)
 	if err != nil {

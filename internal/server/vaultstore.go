@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/api"
@@ -20,18 +22,40 @@ import (
 
 // A vault may have a store of its own (coffer vault create NAME --store
 // s3://BUCKET/PREFIX), in place of the server's default (a directory under
-// the data directory, or the server's --store). Its URL is recorded in
-// the vault's directory, so that every later start reopens the same
-// store; it holds no credentials (the S3 store takes them from the
-// standard AWS chain, never from the URL).
+// the data directory, or the server's --store). Its URL is recorded so
+// that every later start reopens the same store: in the catalog when
+// servers share it (PostgreSQL), so that every server finds it, else in
+// the vault's directory. It holds no credentials (the S3 store takes them
+// from the standard AWS chain, never from the URL).
 
-// storeURLFile is where vault name's own store URL is recorded.
+// storeURLFile is where vault name's own store URL is recorded on a
+// server with a catalog of its own.
 func storeURLFile(dataDir, name string) string {
 	return filepath.Join(VaultDir(dataDir, name), "store.url")
 }
 
+// deployment returns the catalog's shared deployment state when servers
+// share the catalog (docs/postgres.md, "Several servers"), else nil.
+func (s *Server) deployment() vault.Deployment {
+	if s.opt.Catalog == "" {
+		return nil
+	}
+	d, _ := s.cat.(vault.Deployment)
+	return d
+}
+
 // vaultStoreURL returns vault name's own store URL, "" when it has none.
-func (s *Server) vaultStoreURL(name string) (string, error) {
+// On a shared catalog a URL recorded in the data directory (by a server
+// of a release that kept it there) still counts, and is copied into the
+// catalog for the other servers.
+func (s *Server) vaultStoreURL(ctx context.Context, name string) (string, error) {
+	d := s.deployment()
+	if d != nil {
+		raw, err := d.VaultStoreURL(ctx, name)
+		if err != nil || raw != "" {
+			return raw, err
+		}
+	}
 	b, err := os.ReadFile(storeURLFile(s.opt.DataDir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
@@ -43,7 +67,47 @@ func (s *Server) vaultStoreURL(name string) (string, error) {
 	if raw == "" {
 		return "", fmt.Errorf("vault %q: %s is empty: it should name the vault's store", name, storeURLFile(s.opt.DataDir, name))
 	}
+	if d != nil {
+		if err := d.SetVaultStoreURL(ctx, name, raw); err != nil {
+			return "", err
+		}
+	}
 	return raw, nil
+}
+
+// vaultNames lists the vaults the server's jobs go through: the
+// directories under DATA/vaults and, on a shared catalog, the catalog's
+// vaults (created through any server). Names that are not vault names
+// (directories someone else put there) are returned apart.
+func (s *Server) vaultNames(ctx context.Context) (names, strange []string, err error) {
+	seen := map[string]bool{}
+	entries, err := os.ReadDir(filepath.Join(s.opt.DataDir, "vaults"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("list vaults: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		if !vaultName.MatchString(e.Name()) {
+			strange = append(strange, e.Name())
+			continue
+		}
+		seen[e.Name()] = true
+	}
+	if d := s.deployment(); d != nil {
+		recs, err := d.Vaults(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, r := range recs {
+			if vaultName.MatchString(r.Name) {
+				seen[r.Name] = true
+			}
+		}
+	}
+	names = slices.Sorted(maps.Keys(seen))
+	return names, strange, nil
 }
 
 // checkStoreURL refuses a store URL this server cannot open, with a
@@ -75,9 +139,27 @@ func openStoreURL(ctx context.Context, raw string) (vault.Store, error) {
 	return s3.Open(ctx, opt)
 }
 
-// recordStoreURL writes vault name's own store URL (mode 0600, replaced
+// recordStoreURL records vault name's own store URL ("" removes it): in
+// the shared catalog, else in the vault's directory (mode 0600, replaced
 // atomically).
-func (s *Server) recordStoreURL(name, raw string) error {
+func (s *Server) recordStoreURL(ctx context.Context, name, raw string) error {
+	if d := s.deployment(); d != nil {
+		if err := d.SetVaultStoreURL(ctx, name, raw); err != nil {
+			return err
+		}
+		// A file left by a release that kept the URL there must not
+		// bring back a URL the catalog no longer has.
+		if err := os.Remove(storeURLFile(s.opt.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("vault %q: %w", name, err)
+		}
+		return nil
+	}
+	if raw == "" {
+		if err := os.Remove(storeURLFile(s.opt.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("vault %q: %w", name, err)
+		}
+		return nil
+	}
 	dir := VaultDir(s.opt.DataDir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -150,7 +232,7 @@ func (s *Server) RecoverVault(ctx context.Context, name, storeURL, keyURI, princ
 	}
 	if _, err := s.cat.Vault(ctx, name); err == nil {
 		if storeURL != "" {
-			if own, _ := s.vaultStoreURL(name); own != storeURL {
+			if own, _ := s.vaultStoreURL(ctx, name); own != storeURL {
 				return nil, nil, fmt.Errorf("vault %q: %w: the catalog knows it with another store; recover only rebuilds a vault the catalog lost", name, vault.ErrExists)
 			}
 		}
@@ -160,7 +242,7 @@ func (s *Server) RecoverVault(ctx context.Context, name, storeURL, keyURI, princ
 		if err := checkStoreURL(storeURL); err != nil {
 			return nil, nil, err
 		}
-		if err := s.recordStoreURL(name, storeURL); err != nil {
+		if err := s.recordStoreURL(ctx, name, storeURL); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -99,3 +99,33 @@ func (r ctxReader) Read(p []byte) (int, error) {
 	}
 	return r.r.Read(p)
 }
+
+// List is a backend's List around its walk over the objects of type t:
+// walk gets an fn whose errors are marked, so that an error from fn comes
+// back unchanged whatever walk does with it on the way out, and any other
+// error comes back as "list <t>: …".
+func List(ctx context.Context, t vault.ObjectType, fn func(vault.ObjectInfo) error,
+	walk func(context.Context, vault.ObjectType, func(vault.ObjectInfo) error) error) error {
+	err := walk(ctx, t, func(oi vault.ObjectInfo) error {
+		if err := fn(oi); err != nil {
+			return callbackError{err}
+		}
+		return nil
+	})
+	var ce callbackError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ce):
+		return ce.err
+	}
+	return fmt.Errorf("list %s: %w", t, err)
+}
+
+// callbackError carries an error from List's fn out of the walk unchanged.
+// It has no Unwrap, so the walk's own checks (errors.Is(err,
+// fs.ErrNotExist) and the like) never mistake fn's error for one of the
+// store's.
+type callbackError struct{ err error }
+
+func (e callbackError) Error() string { return e.err.Error() }

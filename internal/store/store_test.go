@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -101,3 +103,35 @@ func TestCopyExact(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+// TestList: an error from fn comes back as it is, even when the walk wraps
+// it or would skip an error that looks like its own (a missing file), and
+// the walk's own errors come back wrapped with the object type.
+func TestList(t *testing.T) {
+	ctx := context.Background()
+	errFn := fmt.Errorf("fn: %w", fs.ErrNotExist)
+	oi := vault.ObjectInfo{Handle: vault.Handle{Type: vault.SnapshotObject, Name: "a"}}
+	walk := func(_ context.Context, _ vault.ObjectType, fn func(vault.ObjectInfo) error) error {
+		err := fn(oi)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // a walk's "deleted since it was listed": must not swallow fn's error
+		}
+		if err != nil {
+			return fmt.Errorf("walk: %w", err)
+		}
+		return nil
+	}
+	if err := List(ctx, vault.SnapshotObject, func(vault.ObjectInfo) error { return errFn }, walk); err != errFn {
+		t.Errorf("List with a failing fn = %v, want fn's error itself", err)
+	}
+	var got []vault.ObjectInfo
+	if err := List(ctx, vault.SnapshotObject, func(o vault.ObjectInfo) error { got = append(got, o); return nil }, walk); err != nil || len(got) != 1 || got[0] != oi {
+		t.Errorf("List = %v, reported %v; want nil, [%v]", err, got, oi)
+	}
+	errWalk := errors.New("disk on fire")
+	err := List(ctx, vault.SnapshotObject, func(vault.ObjectInfo) error { return nil },
+		func(context.Context, vault.ObjectType, func(vault.ObjectInfo) error) error { return errWalk })
+	if !errors.Is(err, errWalk) || !strings.HasPrefix(err.Error(), "list "+string(vault.SnapshotObject)+": ") {
+		t.Errorf("List with a failing walk = %v, want it wrapped as list %s: …", err, vault.SnapshotObject)
+	}
+}

@@ -163,3 +163,15 @@ func TestKeyGeneration(t *testing.T) {
 		}
 	}
 }
+
+func TestDeployment(t *testing.T) {
+	catalogtest.RunDeployment(t, func(t *testing.T) (catalogtest.Shared, catalogtest.Shared) {
+		a, url := openTemp(t)
+		b, err := Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return a, b
+	})
+}

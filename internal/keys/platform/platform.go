@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -48,7 +49,8 @@ type fileKey struct {
 
 // Keystore is a KEK file. It implements vault.KeyProvider.
 type Keystore struct {
-	path string
+	path string  // where the versions live, for messages: a key file's path, or "the catalog"
+	b    backend // reads and writes them
 	id   string
 
 	mu   sync.RWMutex // Rotate changes cur, keys and info
@@ -78,7 +80,7 @@ func Create(path string, now time.Time) (*Keystore, error) {
 	if err := writeNew(path, b); err != nil {
 		return nil, err
 	}
-	return &Keystore{path: path, id: kf.ID, cur: 1,
+	return &Keystore{path: path, b: fileBackend{path}, id: kf.ID, cur: 1,
 		keys: map[int]seal.Key{1: k}, info: map[int]time.Time{1: now.UTC()}}, nil
 }
 
@@ -137,7 +139,7 @@ func Open(path string) (*Keystore, error) {
 	if kf.Format != 1 {
 		return nil, fmt.Errorf("%w: key file %s has unknown format %d", vault.ErrKeyUnavailable, path, kf.Format)
 	}
-	ks := &Keystore{path: path, id: kf.ID, cur: kf.Current, keys: map[int]seal.Key{}, info: map[int]time.Time{}}
+	ks := &Keystore{path: path, b: fileBackend{path}, id: kf.ID, cur: kf.Current, keys: map[int]seal.Key{}, info: map[int]time.Time{}}
 	for _, k := range kf.Keys {
 		if len(k.Key) != seal.KeySize {
 			return nil, fmt.Errorf("%w: key file %s: key version %d has %d bytes", vault.ErrKeyUnavailable, path, k.Version, len(k.Key))
@@ -178,17 +180,17 @@ func (ks *Keystore) Current() vault.KeyRef {
 // instead of adding another, so two never write different keys under the
 // same version.
 func (ks *Keystore) Rotate(now time.Time) (vault.KeyRef, error) {
-	unlock, err := lockFile(ks.path + ".lock")
+	unlock, err := ks.b.lock()
 	if err != nil {
 		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w", err)
 	}
 	defer unlock()
-	disk, err := Open(ks.path)
+	disk, err := ks.b.read()
 	if err != nil {
 		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w", err)
 	}
 	if disk.id != ks.id {
-		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w: key file %s now holds key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w: %s now holds key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
 	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -196,22 +198,28 @@ func (ks *Keystore) Rotate(now time.Time) (vault.KeyRef, error) {
 		ks.cur, ks.keys, ks.info = disk.cur, disk.keys, disk.info
 		return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
 	}
+	if disk.cur < ks.cur {
+		// SECURITY: the current version is never retired, so it going away
+		// means the versions were rolled back (an older copy, or a
+		// catalog writer's deletion): adding a version now would put a
+		// second key under a number that already wrapped keyrings.
+		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w: %s's newest version is v%d, but v%d was current: the versions were rolled back", vault.ErrKeyUnavailable, ks.path, disk.cur, ks.cur)
+	}
 	next := 0
-	kf := keyFile{Kind: fileKind, Format: 1, ID: ks.id}
-	for v, k := range disk.keys {
+	for v := range disk.keys {
 		next = max(next, v)
-		kf.Keys = append(kf.Keys, fileKey{Version: v, Created: disk.info[v], Key: append([]byte(nil), k[:]...)})
 	}
 	next++
 	k := seal.NewRandomKey()
-	kf.Keys = append(kf.Keys, fileKey{Version: next, Created: now.UTC(), Key: append([]byte(nil), k[:]...)})
-	sort.Slice(kf.Keys, func(i, j int) bool { return kf.Keys[i].Version < kf.Keys[j].Version })
-	kf.Current = next
-	b, err := json.MarshalIndent(kf, "", "  ")
-	if err != nil {
-		return vault.KeyRef{}, err
-	}
-	if err := fsutil.WriteFileSync(ks.path, append(b, '\n'), 0o600); err != nil {
+	if err := ks.b.add(disk, next, now.UTC(), k); err != nil {
+		if errors.Is(err, vault.ErrExists) {
+			// Another server added this version first (a shared catalog,
+			// whose rows are the lock): adopt the versions as they are now.
+			if again, rerr := ks.b.read(); rerr == nil && again.id == ks.id && again.cur > ks.cur {
+				ks.cur, ks.keys, ks.info = again.cur, again.keys, again.info
+				return vault.KeyRef{Provider: Provider, KeyID: ks.id, Version: strconv.Itoa(ks.cur)}, nil
+			}
+		}
 		return vault.KeyRef{}, fmt.Errorf("rotate platform key: %w", err)
 	}
 	ks.keys, ks.info = disk.keys, disk.info
@@ -246,6 +254,60 @@ func (ks *Keystore) Versions() []Version {
 // of vaults) changes it under the same lock.
 func Lock(path string) (func(), error) { return lockFile(path + ".lock") }
 
+// backend is where a keystore's versions live: a key file, or a shared
+// catalog's rows sealed under a deployment key (catalog.go).
+type backend interface {
+	// read returns the versions as they are now, in a keystore of their own.
+	read() (*Keystore, error)
+	// lock serialises changes among the processes sharing the versions.
+	lock() (func(), error)
+	// add stores version v (key k, made at created) beside disk's, as
+	// read under the lock; vault.ErrExists when another process added v.
+	add(disk *Keystore, v int, created time.Time, k seal.Key) error
+	// remove deletes versions gone (never disk's current one).
+	remove(disk *Keystore, gone []int) error
+}
+
+// fileBackend keeps the versions in a key file.
+type fileBackend struct{ path string }
+
+func (f fileBackend) read() (*Keystore, error) { return Open(f.path) }
+func (f fileBackend) lock() (func(), error)    { return lockFile(f.path + ".lock") }
+func (f fileBackend) add(disk *Keystore, v int, created time.Time, k seal.Key) error {
+	kf := keyFile{Kind: fileKind, Format: 1, ID: disk.id, Current: v}
+	for dv, dk := range disk.keys {
+		kf.Keys = append(kf.Keys, fileKey{Version: dv, Created: disk.info[dv], Key: append([]byte(nil), dk[:]...)})
+	}
+	kf.Keys = append(kf.Keys, fileKey{Version: v, Created: created, Key: append([]byte(nil), k[:]...)})
+	return f.write(kf)
+}
+
+func (f fileBackend) remove(disk *Keystore, gone []int) error {
+	kf := keyFile{Kind: fileKind, Format: 1, ID: disk.id, Current: disk.cur}
+	for v, k := range disk.keys {
+		if !slices.Contains(gone, v) {
+			kf.Keys = append(kf.Keys, fileKey{Version: v, Created: disk.info[v], Key: append([]byte(nil), k[:]...)})
+		}
+	}
+	return f.write(kf)
+}
+
+// write replaces the key file with kf atomically, wiping the copies of
+// the keys it made.
+func (f fileBackend) write(kf keyFile) error {
+	sort.Slice(kf.Keys, func(i, j int) bool { return kf.Keys[i].Version < kf.Keys[j].Version })
+	b, err := json.MarshalIndent(kf, "", "  ")
+	for i := range kf.Keys {
+		clear(kf.Keys[i].Key)
+	}
+	if err != nil {
+		return err
+	}
+	err = fsutil.WriteFileSync(f.path, append(b, '\n'), 0o600)
+	clear(b)
+	return err
+}
+
 // ID is the platform key's identifier, the KeyID of its key references.
 func (ks *Keystore) ID() string { return ks.id }
 
@@ -272,7 +334,7 @@ func (ks *Keystore) RetireChecked(drop []int, check func() error) ([]int, error)
 	if len(drop) == 0 {
 		return nil, nil
 	}
-	unlock, err := lockFile(ks.path + ".lock")
+	unlock, err := ks.b.lock()
 	if err != nil {
 		return nil, fmt.Errorf("retire platform key versions: %w", err)
 	}
@@ -282,12 +344,12 @@ func (ks *Keystore) RetireChecked(drop []int, check func() error) ([]int, error)
 			return nil, fmt.Errorf("retire platform key versions: %w", err)
 		}
 	}
-	disk, err := Open(ks.path)
+	disk, err := ks.b.read()
 	if err != nil {
 		return nil, fmt.Errorf("retire platform key versions: %w", err)
 	}
 	if disk.id != ks.id {
-		return nil, fmt.Errorf("retire platform key versions: %w: key file %s now holds key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+		return nil, fmt.Errorf("retire platform key versions: %w: %s now holds key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
 	}
 	gone := map[int]bool{}
 	for _, v := range drop {
@@ -298,27 +360,12 @@ func (ks *Keystore) RetireChecked(drop []int, check func() error) ([]int, error)
 		}
 	}
 	var deleted []int
-	kf := keyFile{Kind: fileKind, Format: 1, ID: ks.id, Current: disk.cur}
-	for v, k := range disk.keys {
-		if gone[v] {
-			deleted = append(deleted, v)
-			continue
-		}
-		kf.Keys = append(kf.Keys, fileKey{Version: v, Created: disk.info[v], Key: append([]byte(nil), k[:]...)})
+	for v := range gone {
+		deleted = append(deleted, v)
 	}
 	sort.Ints(deleted)
 	if len(deleted) > 0 {
-		sort.Slice(kf.Keys, func(i, j int) bool { return kf.Keys[i].Version < kf.Keys[j].Version })
-		b, err := json.MarshalIndent(kf, "", "  ")
-		for i := range kf.Keys {
-			clear(kf.Keys[i].Key)
-		}
-		if err != nil {
-			return nil, err
-		}
-		err = fsutil.WriteFileSync(ks.path, append(b, '\n'), 0o600)
-		clear(b)
-		if err != nil {
+		if err := ks.b.remove(disk, deleted); err != nil {
 			return nil, fmt.Errorf("retire platform key versions: %w", err)
 		}
 	}
@@ -373,7 +420,7 @@ func wipeVersion(m map[int]seal.Key, v int) {
 // delete once nothing it knows of needs it). A file that cannot be read
 // changes nothing here; Wrap then fails or works as before.
 func (ks *Keystore) adoptNewer() {
-	disk, err := Open(ks.path)
+	disk, err := ks.b.read()
 	if err != nil || disk.id != ks.id {
 		return
 	}
@@ -406,7 +453,7 @@ func (ks *Keystore) adoptNewer() {
 // The file's current version never goes back: a file whose current
 // version is older than the one read before is refused.
 func (ks *Keystore) Refresh() error {
-	disk, err := Open(ks.path)
+	disk, err := ks.b.read()
 	if err != nil {
 		return err
 	}
@@ -414,7 +461,7 @@ func (ks *Keystore) Refresh() error {
 		for v := range disk.keys {
 			wipeVersion(disk.keys, v)
 		}
-		return fmt.Errorf("%w: key file %s now holds platform key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+		return fmt.Errorf("%w: %s now holds platform key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
 	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -422,7 +469,7 @@ func (ks *Keystore) Refresh() error {
 		for v := range disk.keys {
 			wipeVersion(disk.keys, v)
 		}
-		return fmt.Errorf("%w: key file %s: its current version v%d is older than v%d, read from it before", vault.ErrKeyUnavailable, ks.path, disk.cur, ks.cur)
+		return fmt.Errorf("%w: %s: its current version v%d is older than v%d, read before: the versions were rolled back", vault.ErrKeyUnavailable, ks.path, disk.cur, ks.cur)
 	}
 	if ks.keys != nil {
 		for v := range ks.keys {
@@ -444,12 +491,12 @@ func (ks *Keystore) reload() error {
 	if ks.keys != nil {
 		return nil
 	}
-	disk, err := Open(ks.path)
+	disk, err := ks.b.read()
 	if err != nil {
 		return err
 	}
 	if disk.id != ks.id {
-		return fmt.Errorf("%w: key file %s now holds platform key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+		return fmt.Errorf("%w: %s now holds platform key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
 	}
 	ks.keys, ks.info = disk.keys, disk.info
 	ks.cur = max(ks.cur, disk.cur)

@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/tlsconf"
@@ -52,6 +54,12 @@ type Options struct {
 	// replica: it serves the same data directory (and, Configure giving
 	// the same Catalog, the same catalog) and uses its owner token.
 	Replica *Env
+	// Host, when set, is a running server on a shared catalog (Configure
+	// giving the same Catalog) that this one joins as a replica on
+	// another host: a data directory of its own, given only what every
+	// server of a deployment is given (the deployment key and the audit
+	// signing key, copied from Host's), and Host's owner token.
+	Host *Env
 }
 
 // Start runs a server until the test ends.
@@ -70,6 +78,18 @@ func StartWith(t testing.TB, opt Options) *Env {
 		dir = t.TempDir()
 		os.Chmod(dir, 0o700) // a data directory must be private (t.TempDir makes it 0755)
 	}
+	if opt.Host != nil {
+		for _, f := range []string{"keys/deployment.key", "audit/" + audit.SigningKeyFile} {
+			b, err := os.ReadFile(filepath.Join(opt.Host.DataDir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o700)
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	var offset atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -83,12 +103,14 @@ func StartWith(t testing.TB, opt Options) *Env {
 		cancel()
 		t.Fatal(err)
 	}
-	if !first && opt.Replica == nil {
+	if !first && opt.Replica == nil && opt.Host == nil {
 		cancel()
 		t.Fatal("a new data directory should get an initial owner token")
 	}
-	tok, err := os.ReadFile(server.InitialTokenFile(dir))
-	if err != nil {
+	var tok []byte
+	if opt.Host != nil {
+		tok = []byte(opt.Host.OwnerToken)
+	} else if tok, err = os.ReadFile(server.InitialTokenFile(dir)); err != nil {
 		cancel()
 		t.Fatal(err)
 	}

@@ -323,21 +323,8 @@ func (s *Store) stat(ctx context.Context, h vault.Handle) (vault.ObjectInfo, err
 // its proper place. fn may call the store; objects added or removed during
 // List may or may not be reported. An error from fn is returned unchanged.
 func (s *Store) List(ctx context.Context, t vault.ObjectType, fn func(vault.ObjectInfo) error) error {
-	err := s.list(ctx, t, fn)
-	var ce callbackError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ce):
-		return ce.err
-	}
-	return fmt.Errorf("list %s: %w", t, err)
+	return store.List(ctx, t, fn, s.list)
 }
-
-// callbackError carries an error from List's fn out unchanged.
-type callbackError struct{ err error }
-
-func (e callbackError) Error() string { return e.err.Error() }
 
 func (s *Store) list(ctx context.Context, t vault.ObjectType, fn func(vault.ObjectInfo) error) error {
 	if err := ctx.Err(); err != nil {
@@ -353,10 +340,7 @@ func (s *Store) list(ctx context.Context, t vault.ObjectType, fn func(vault.Obje
 		if err != nil {
 			return err
 		}
-		if err := fn(vault.ObjectInfo{Handle: h, Size: fi.Size()}); err != nil {
-			return callbackError{err}
-		}
-		return nil
+		return fn(vault.ObjectInfo{Handle: h, Size: fi.Size()})
 	case vault.SnapshotObject, vault.KeyObject:
 		return s.listDir(ctx, t, filepath.Join(s.dir, string(t)), "", fn)
 	case vault.PackObject:
@@ -401,7 +385,7 @@ func (s *Store) listDir(ctx context.Context, t vault.ObjectType, dir, prefix str
 			return err
 		}
 		if err := fn(vault.ObjectInfo{Handle: h, Size: fi.Size()}); err != nil {
-			return callbackError{err}
+			return err
 		}
 	}
 	return nil

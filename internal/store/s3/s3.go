@@ -993,20 +993,8 @@ func (s *Store) forget(key string) bool {
 // versioned bucket it reports every name that has a version, whatever
 // delete markers lie on top, with its oldest version's size.
 func (s *Store) List(ctx context.Context, t vault.ObjectType, fn func(vault.ObjectInfo) error) error {
-	err := s.list(ctx, t, fn)
-	var ce callbackError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ce):
-		return ce.err
-	}
-	return fmt.Errorf("list %s: %w", t, err)
+	return store.List(ctx, t, fn, s.list)
 }
-
-type callbackError struct{ err error }
-
-func (e callbackError) Error() string { return e.err.Error() }
 
 func (s *Store) list(ctx context.Context, t vault.ObjectType, fn func(vault.ObjectInfo) error) error {
 	if err := ctx.Err(); err != nil {
@@ -1035,10 +1023,7 @@ func (s *Store) list(ctx context.Context, t vault.ObjectType, fn func(vault.Obje
 			return nil // not Coffer's: "dir/name", upper case…
 		}
 		s.remember(key, v)
-		if err := fn(vault.ObjectInfo{Handle: h, Size: v.size}); err != nil {
-			return callbackError{err}
-		}
-		return nil
+		return fn(vault.ObjectInfo{Handle: h, Size: v.size})
 	}
 	if !s.versioned {
 		p := s3.NewListObjectsV2Paginator(s.c, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &prefix})

@@ -130,7 +130,7 @@ func start(t testing.TB, useTLS bool) *Server {
 		}
 	}
 	sv := &Server{Endpoint: "http://" + addr, Access: "coffertest", Secret: randomHex(t, 16)}
-	args := []string{"--port", addr, "--access", sv.Access, "--secret", sv.Secret, "--quiet"}
+	args := []string{"--port", addr, "--access", sv.Access, "--secret", sv.Secret, "--quiet", "--keep-alive"}
 	hc := &http.Client{}
 	if useTLS {
 		cert, key, pool := selfSigned(t, dir)
@@ -255,4 +255,22 @@ func (sv *Server) URL(bucket, prefix string) string {
 		u += "&ca-file=" + url.QueryEscape(sv.CAFile)
 	}
 	return u
+}
+
+// Names lists the names of the objects (their current versions) under
+// prefix in bucket, prefix cut off, bypassing Coffer.
+func (sv *Server) Names(t testing.TB, bucket, prefix string) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	p := s3.NewListObjectsV2Paginator(sv.Client, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		out, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatalf("list %s/%s: %v", bucket, prefix, err)
+		}
+		for _, o := range out.Contents {
+			names[strings.TrimPrefix(aws.ToString(o.Key), prefix)] = true
+		}
+	}
+	return names
 }
