@@ -104,3 +104,77 @@ func readGeneration(ctx context.Context, st vault.Store, id vault.ID, name strin
 	}
 	return format.ParseKeyring(name, kb, id)
 }
+
+// StaleKEKs names the KEKs that wrap the keyring generations in the store
+// older than the one the catalog anchors, read without unwrapping or
+// verifying anything: a caller decides from it only whether to open the
+// vault and call RemoveStaleKeyrings, which verifies what it deletes.
+func StaleKEKs(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.ID) ([]vault.KeyRef, error) {
+	anchor, _, err := cat.KeyAnchor(ctx, id)
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil, nil // no anchor: KEKsInUse counts every generation
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the keyring anchor: %w", err)
+	}
+	var older []string
+	if err := st.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+		if oi.Handle.Name < format.KeyringName(anchor.Generation) {
+			older = append(older, oi.Handle.Name)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list keyring generations: %w", err)
+	}
+	var refs []vault.KeyRef
+	for _, name := range older {
+		kr, err := readGeneration(ctx, st, id, name)
+		if err != nil {
+			return nil, err
+		}
+		if r := keyRefOf(kr); r != anchor.KEK && !slices.Contains(refs, r) {
+			refs = append(refs, r)
+		}
+	}
+	return refs, nil
+}
+
+// RemoveStaleKeyrings deletes from the store the keyring generations
+// older than the one in use that another KEK wraps, and returns how many
+// it deleted. Rewrap deletes them once its new generation is anchored;
+// a rewrap cut short between the two (its process killed) leaves them,
+// and with them a way in for the previous KEK (docs/format.md §7.2).
+// Older generations under the KEK in use (left by DEK rotations) stay.
+func (v *Vault) RemoveStaleKeyrings(ctx context.Context) (int, error) {
+	v.keyMu.Lock()
+	defer v.keyMu.Unlock()
+	ks, err := v.liveKeysLocked(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("remove stale keyring generations: %w", err)
+	}
+	cur := keyRefOf(ks.keyring)
+	var stale []vault.Handle
+	if err := v.opt.Store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
+		if oi.Handle.Name < format.KeyringName(ks.keyring.Generation) {
+			stale = append(stale, oi.Handle)
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("remove stale keyring generations: list: %w", err)
+	}
+	n := 0
+	for _, h := range stale {
+		kr, err := readGeneration(ctx, v.opt.Store, v.rec.ID, h.Name)
+		if err != nil {
+			return n, fmt.Errorf("remove stale keyring generations: %w", err)
+		}
+		if keyRefOf(kr) == cur {
+			continue
+		}
+		if err := v.opt.Store.Delete(ctx, h); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return n, fmt.Errorf("remove stale keyring generation %s: %w", h.Name, err)
+		}
+		n++
+	}
+	return n, nil
+}

@@ -240,6 +240,15 @@ func (v *Vault) commitKeyring(ctx context.Context, kr *format.Keyring, macKey se
 		return fmt.Errorf("propose keyring generation %d: %w", kr.Generation, err)
 	}
 	if err := v.storeKeyring(ctx, kr); err != nil {
+		if errors.Is(err, ErrKeyChanged) {
+			// The store holds a generation this process has not read: a
+			// key change by another process, anchored or not yet (one
+			// killed between its store write and its anchor). The keys
+			// in memory are stale: the next use unwraps the newest
+			// generation again, which anchors a proposed one (§7.2), and
+			// a retried operation builds on it.
+			v.dropKeys(v.keys.Load())
+		}
 		return err
 	}
 	if err := v.setAnchor(ctx, v.anchorOf(kr, commit), prev); err != nil {
@@ -367,9 +376,6 @@ func (ks *keyState) wipe() {
 	ks.chain.Wipe()
 }
 
-// ErrKeyChanged reports that another process changed the vault's keys
-// (wrote the next keyring generation) at the same moment: run the
-// operation again.
 // ErrKeyringRefused reports a keyring generation that failed its MAC, its
 // anchor or its root commitment: the store or the catalog was changed by
 // someone who does not hold the vault's keys.
@@ -383,7 +389,19 @@ type refusedKeyring struct{ error }
 func (e refusedKeyring) Unwrap() error        { return e.error }
 func (e refusedKeyring) Is(target error) bool { return target == ErrKeyringRefused }
 
-var ErrKeyChanged = errors.New("the vault's keys were changed at the same moment by another process; run the command again")
+// ErrKeyChanged reports that another process changed the vault's keys
+// (wrote the next keyring generation) at the same moment: run the
+// operation again. It is a vault.ErrConflict too, so that a server
+// answers it with 409 Conflict and its message, not as an internal
+// error.
+var ErrKeyChanged error = keyChanged{}
+
+type keyChanged struct{}
+
+func (keyChanged) Error() string {
+	return "the vault's keys were changed at the same moment by another process; run the command again"
+}
+func (keyChanged) Is(target error) bool { return target == vault.ErrConflict }
 
 // RotateDEK stores the next keyring generation with a fresh DEK, which new
 // packs and snapshots use from now on; packs already stored keep the DEK

@@ -29,6 +29,10 @@ type retireState struct {
 	pending bool
 	next    time.Time
 	blocked map[string]string // vault → the reason last recorded in its key log
+	// settled is the platform key's version list as the last completed
+	// retirement left it: a list that differs, with more than the
+	// current version, makes a retirement pending.
+	settled string
 }
 
 // markRetire asks the next Maintain to retire unneeded platform key
@@ -54,7 +58,18 @@ type RetireReport struct {
 // its retry time has come.
 func (s *Server) maybeRetire(ctx context.Context) error {
 	now := s.opt.Now()
+	// Replicas share the platform key (a key file, or a shared catalog's
+	// rows): another one may have rotated it and died before it rewrapped
+	// every vault and retired the old version, a job this server then
+	// completes. The versions as they are now decide.
+	if err := s.keys.Refresh(); err != nil {
+		return fmt.Errorf("retire platform key versions: read the platform key: %w", err)
+	}
+	versions := fmt.Sprint(s.keys.Versions())
 	s.retire.mu.Lock()
+	if len(s.keys.Versions()) > 1 && versions != s.retire.settled {
+		s.retire.pending = true
+	}
 	due := s.retire.pending && !now.Before(s.retire.next)
 	s.retire.mu.Unlock()
 	if !due {
@@ -68,6 +83,7 @@ func (s *Server) maybeRetire(ctx context.Context) error {
 		return err
 	}
 	s.retire.pending = false
+	s.retire.settled = fmt.Sprint(s.keys.Versions())
 	return nil
 }
 
@@ -117,6 +133,9 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 				err = fmt.Errorf("still wrapped under platform key v%d after the rewrap", need[0])
 			}
 		}
+		if err == nil {
+			err = s.removeStaleKeyrings(ctx, name)
+		}
 		if err != nil {
 			rep.Blocked = append(rep.Blocked, fmt.Sprintf("%s: %v", name, err))
 			s.retireBlocked(ctx, name, err)
@@ -153,6 +172,45 @@ func (s *Server) RetirePlatformKeys(ctx context.Context) (RetireReport, error) {
 		s.log.Info("platform key versions retired", "key", s.keys.ID(), "deleted", strings.Join(vs, ","), "current", cur)
 	}
 	return rep, nil
+}
+
+// removeStaleKeyrings deletes the keyring generations of vault name
+// older than its current one that an older version of the platform key
+// wraps: a rewrap cut short (a replica killed after it anchored the new
+// generation) leaves them, and the version they need would then be
+// deleted with them still in the store. The vault is opened only when
+// its store holds such a generation.
+func (s *Server) removeStaleKeyrings(ctx context.Context, name string) error {
+	rec, err := s.cat.Vault(ctx, name)
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil // not in the catalog: no anchor, every generation counts already
+	}
+	if err != nil {
+		return err
+	}
+	st, err := s.openStore(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	refs, err := engine.StaleKEKs(ctx, st, s.cat, rec.ID)
+	st.Close()
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(refs, func(r vault.KeyRef) bool {
+		return r.Provider == platform.Provider && r.KeyID == s.keys.ID() && r != s.keys.Current()
+	}) {
+		return nil
+	}
+	eng, err := s.vault(ctx, name)
+	if err != nil {
+		return err
+	}
+	n, err := eng.RemoveStaleKeyrings(ctx)
+	if n > 0 {
+		s.log.Info("older keyring generations under another key removed", "vault", name, "generations", n)
+	}
+	return err
 }
 
 // platformVersionsOf lists the versions of the server's platform key that

@@ -155,7 +155,20 @@ func (s *Server) rewrapPlatform(ctx context.Context, eng *engine.Vault) error {
 	if kek.Provider != platform.Provider || kek == s.keys.Current() {
 		return nil
 	}
-	if err := eng.Rewrap(ctx, s.keys); err != nil {
+	err := eng.Rewrap(ctx, s.keys)
+	if errors.Is(err, engine.ErrKeyChanged) {
+		// Another server changed the keys at the same moment, or was
+		// killed after it stored its new generation and before it
+		// anchored it: unwrapping again takes that generation on (and
+		// anchors it), and the rewrap is tried once more if still due.
+		if err = eng.EnsureKeys(ctx); err == nil {
+			if kek = eng.KeyInfo().KEK; kek.Provider != platform.Provider || kek == s.keys.Current() {
+				return nil
+			}
+			err = eng.Rewrap(ctx, s.keys)
+		}
+	}
+	if err != nil {
 		s.keyEvent(ctx, eng.Record().ID, serverPrincipal, vault.KeyEventKEKRotate, kek.String(), "rewrap under the rotated platform key failed: "+err.Error(), false)
 		return fmt.Errorf("rewrap under the rotated platform key: %w", err)
 	}

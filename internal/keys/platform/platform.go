@@ -445,6 +445,46 @@ func (ks *Keystore) adoptNewer() {
 	ks.info, ks.cur = disk.info, disk.cur
 }
 
+// Refresh reads the key file again and makes what it holds now this
+// keystore's: a newer current version another process rotated to, and
+// the version list without those another process retired. A long-lived
+// process sharing the key file with others (the replicas of a vault
+// server) calls it before it decides anything from Versions or Current.
+// The file's current version never goes back: a file whose current
+// version is older than the one read before is refused.
+func (ks *Keystore) Refresh() error {
+	disk, err := ks.b.read()
+	if err != nil {
+		return err
+	}
+	if disk.id != ks.id {
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+		return fmt.Errorf("%w: %s now holds platform key %s, not %s", vault.ErrWrongKey, ks.path, disk.id, ks.id)
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if disk.cur < ks.cur {
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+		return fmt.Errorf("%w: %s: its current version v%d is older than v%d, read before: the versions were rolled back", vault.ErrKeyUnavailable, ks.path, disk.cur, ks.cur)
+	}
+	if ks.keys != nil {
+		for v := range ks.keys {
+			wipeVersion(ks.keys, v)
+		}
+		ks.keys = disk.keys
+	} else {
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+	}
+	ks.info, ks.cur = disk.info, disk.cur
+	return nil
+}
+
 // reload reads the key file again after DropSecrets. The caller holds
 // ks.mu for writing.
 func (ks *Keystore) reload() error {

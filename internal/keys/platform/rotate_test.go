@@ -125,3 +125,69 @@ func TestUnwrapVersionRotatedElsewhere(t *testing.T) {
 		t.Errorf("unwrap of a version no file holds: %v, want ErrKeyUnavailable", err)
 	}
 }
+
+// TestRefresh: a keystore sharing its key file with another process takes
+// on what that process did to the file: a newer current version it
+// rotated to, and the versions it retired; a file holding another key,
+// or whose current version went back, is refused.
+func TestRefresh(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "platform.key")
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	mine, err := Create(path, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := theirs.Rotate(t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if len(mine.Versions()) != 1 || mine.Current().Version != "1" {
+		t.Fatalf("before Refresh: versions %v, current %v", mine.Versions(), mine.Current())
+	}
+	if err := mine.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if len(mine.Versions()) != 2 || mine.Current().Version != "2" || !mine.Created().Equal(t0.Add(time.Hour)) {
+		t.Fatalf("after their rotation: versions %v, current %v", mine.Versions(), mine.Current())
+	}
+	w, err := mine.Wrap(ctx, bytes.Repeat([]byte{1}, 32), []byte("aad"))
+	if err != nil || w.KEK.Version != "2" {
+		t.Fatalf("wrap after Refresh: %v, %v", w.KEK, err)
+	}
+	if _, err := theirs.Retire([]int{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mine.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if vs := mine.Versions(); len(vs) != 1 || vs[0].Version != 2 {
+		t.Errorf("after their retirement: versions %v, want v2 alone", vs)
+	}
+	if _, err := mine.Unwrap(ctx, vault.WrappedKey{KEK: vault.KeyRef{Provider: Provider, KeyID: mine.ID(), Version: "1"}, Alg: Alg, Data: w.Data}, []byte("aad")); err == nil {
+		t.Error("a retired version still unwraps after Refresh")
+	}
+
+	// The file put back as it was before the rotation: refused.
+	if err := os.WriteFile(path, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := mine.Refresh(); !errors.Is(err, vault.ErrKeyUnavailable) || mine.Current().Version != "2" {
+		t.Errorf("Refresh of a file whose current version went back: %v, current %v", err, mine.Current())
+	}
+	// Another key's file: refused.
+	os.Remove(path)
+	if _, err := Create(path, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := mine.Refresh(); !errors.Is(err, vault.ErrWrongKey) {
+		t.Errorf("Refresh of another key's file: %v, want ErrWrongKey", err)
+	}
+}
