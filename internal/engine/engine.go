@@ -636,22 +636,23 @@ func (v *Vault) saveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 		}
 		pk.w = format.NewPackWriter(ks.deks[ks.cur], ks.cur, v.getBuf(t, need))
 	}
+	pk.w.Grow(need, v.cfg.PackSize)
 	pk.w.Add(t, id, p, rawLen)
 	return true, nil
 }
 
 // getBuf returns a buffer for a new pack. Data packs get a pooled buffer
-// of the full pack size; tree packs, which are usually small, grow.
+// of the full pack size (a pack is closed before it would outgrow it);
+// tree packs, which are usually small, start at 1 MiB and grow
+// (PackWriter.Grow, before each blob).
 func (v *Vault) getBuf(t vault.BlobType, need int) []byte {
 	if t == vault.DataBlob {
 		select {
 		case b := <-v.packBufs:
-			if cap(b) >= need+format.PackPrefixSize+(1<<20) {
-				return b[:0]
-			}
+			return b[:0]
 		default:
 		}
-		return make([]byte, 0, max(v.cfg.PackSize, need+format.PackPrefixSize)+(1<<20))
+		return make([]byte, 0, max(v.cfg.PackSize, need+format.PackPrefixSize))
 	}
 	return make([]byte, 0, max(1<<20, need+format.PackPrefixSize+(1<<20)))
 }
