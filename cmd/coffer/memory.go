@@ -8,24 +8,20 @@ import (
 )
 
 // backupBudget is the memory a backup needs beyond what the open vault
-// holds: the pipeline's 80 MiB (two 17 MiB pack buffers, one filling, one
-// being written or spare; four 3.25 MiB chunk buffers held by or kept for
-// the two chunkers; 16 MiB of chunks in flight and zstd state) and the
-// blob index's (indexBudget). See docs/performance.md.
-const backupBudget = 80<<20 + indexBudget
+// holds, but for the dedup filter: the pipeline's 76 MiB and the blob
+// index cache's 7 MiB (indexCacheBudget). The pipeline: two 16 MiB data
+// pack buffers, one filling, one being written or spare; a tree pack of up
+// to 16 MiB, 24 MiB while its buffer doubles; the chunkers' 3.25 MiB
+// buffers and 16 MiB of chunks in flight (big files) or the entries of the
+// directories being walked (small files); zstd state. The filter, built on
+// a backup's first dedup probe, is 1.875 bytes a stored blob (18.75 MB at
+// 10 million blobs, 10 TB of 1 MiB chunks): the limit is raised by its
+// size when it is built (filterBuilt). See docs/performance.md.
+const backupBudget = 76<<20 + indexCacheBudget
 
-// indexBudget is what the blob index of a local vault may take while a
-// backup or restore runs: it is not loaded when the vault opens but
-// queried, through a filter of 1.25 bytes a blob built on the first dedup
-// probe (19 MiB at 10 million blobs, 10 TB of 1 MiB chunks, with room for
-// half as many again) and a cache of at most 65,536 records (about 6.5
-// MiB). A fixed sum: the heap no longer grows with each blob a backup
-// stores, which made the collector run thousands of times against a limit
-// set from the heap after opening (issue 15).
-const indexBudget = 19<<20 + indexCacheBudget
-
-// indexCacheBudget is the blob index cache's share of indexBudget, all a
-// restore needs of it (it builds no filter).
+// indexCacheBudget is the blob index cache's share of backupBudget (at
+// most 65,536 records, about 7 MiB), all a restore needs of the index (it
+// builds no filter).
 const indexCacheBudget = 7 << 20
 
 // remoteBackupBudget is backupBudget's counterpart for a backup into a
@@ -47,9 +43,9 @@ const restoreBudget = 52<<20 + indexCacheBudget + agent.RestoreTreeBudget
 
 // limitMemory sets a soft heap limit of what is live now (the open vault:
 // keys and settings, no blob index) plus budget, so the garbage collector
-// runs before the heap doubles (GOGC's default) instead of after. Users override it with GOMEMLIMIT. The
-// runtime caps the GC's CPU share if the live heap outgrows the limit, so a
-// low limit costs time, never failure.
+// runs before the heap doubles (GOGC's default) instead of after. Users
+// override it with GOMEMLIMIT. The runtime caps the GC's CPU share if the
+// live heap outgrows the limit, so a low limit costs time, never failure.
 func (a *app) limitMemory(budget int64) {
 	if a.getenv("GOMEMLIMIT") != "" {
 		return
@@ -57,5 +53,15 @@ func (a *app) limitMemory(budget int64) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	debug.SetMemoryLimit(int64(ms.HeapAlloc) + budget)
+	a.memLimit.Store(int64(ms.HeapAlloc) + budget)
+	debug.SetMemoryLimit(a.memLimit.Load())
+}
+
+// filterBuilt raises the limit limitMemory set by the size of the dedup
+// filter a backup has built (engine.Options.OnFilter): the part of a
+// backup's memory that grows with the blobs the vault holds.
+func (a *app) filterBuilt(bytes int) {
+	if base := a.memLimit.Load(); base > 0 {
+		debug.SetMemoryLimit(base + int64(bytes))
+	}
 }
