@@ -137,7 +137,7 @@ type Vault struct {
 	err       error // first upload error; sticky
 	added     atomic.Uint64
 	// packBufs keeps data pack buffers for reuse; unlike a sync.Pool it
-	// survives garbage collections, so 17 MiB buffers are not zeroed anew.
+	// survives garbage collections, so 16 MiB buffers are not zeroed anew.
 	packBufs chan []byte
 
 	openerMu sync.Mutex
@@ -825,7 +825,7 @@ func (v *Vault) Flush(ctx context.Context) error {
 	}
 	v.uploads.wait(v.uploads.mark())
 	// Give the spare pack buffer back: a vault server keeps many vaults
-	// open, and an idle one should not hold 17 MiB.
+	// open, and an idle one should not hold 16 MiB.
 	select {
 	case <-v.packBufs:
 	default:
