@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -59,10 +58,6 @@ type app struct {
 	// acceptKeyRollback: coffer vault accept-rollback opens a vault whose
 	// keyring is older than this machine's pin, to accept it.
 	acceptKeyRollback bool
-
-	// memLimit is the soft heap limit limitMemory set (0 until then),
-	// which filterBuilt raises by the dedup filter's size.
-	memLimit atomic.Int64
 
 	// onListen, when set (by tests), learns the address `coffer server`
 	// listens on.

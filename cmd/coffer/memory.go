@@ -8,15 +8,16 @@ import (
 )
 
 // backupBudget is the memory a backup needs beyond what the open vault
-// holds, but for the dedup filter: the pipeline's 76 MiB and the blob
-// index cache's 7 MiB (indexCacheBudget). The pipeline: two 16 MiB data
-// pack buffers, one filling, one being written or spare; a tree pack of up
-// to 16 MiB, 24 MiB while its buffer doubles; the chunkers' 3.25 MiB
-// buffers and 16 MiB of chunks in flight (big files) or the entries of the
-// directories being walked (small files); zstd state. The filter, built on
-// a backup's first dedup probe, is 1.875 bytes a stored blob (18.75 MB at
-// 10 million blobs, 10 TB of 1 MiB chunks): the limit is raised by its
-// size when it is built (filterBuilt). See docs/performance.md.
+// holds: the pipeline's 76 MiB and the blob index's 7 MiB cache
+// (indexCacheBudget). The pipeline: two 16 MiB data pack buffers, one
+// filling, one being written or spare; a tree pack of up to 16 MiB, 24 MiB
+// while its buffer doubles; the chunkers' 3.25 MiB buffers and 16 MiB of
+// chunks in flight (big files) or the entries of the directories being
+// walked (small files); zstd state. The dedup filter, built on a backup's
+// first dedup probe, is 1.875 bytes a stored blob: 1.25 MiB up to 700,000
+// blobs, 18.75 MB at 10 million (10 TB of 1 MiB chunks). It is not added:
+// at 10 TB it takes its room from the pipeline's and the collector runs
+// more often (docs/performance.md, "Heap limits").
 const backupBudget = 76<<20 + indexCacheBudget
 
 // indexCacheBudget is the blob index cache's share of backupBudget (at
@@ -53,15 +54,5 @@ func (a *app) limitMemory(budget int64) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	a.memLimit.Store(int64(ms.HeapAlloc) + budget)
-	debug.SetMemoryLimit(a.memLimit.Load())
-}
-
-// filterBuilt raises the limit limitMemory set by the size of the dedup
-// filter a backup has built (engine.Options.OnFilter): the part of a
-// backup's memory that grows with the blobs the vault holds.
-func (a *app) filterBuilt(bytes int) {
-	if base := a.memLimit.Load(); base > 0 {
-		debug.SetMemoryLimit(base + int64(bytes))
-	}
+	debug.SetMemoryLimit(int64(ms.HeapAlloc) + budget)
 }
