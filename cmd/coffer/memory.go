@@ -8,24 +8,21 @@ import (
 )
 
 // backupBudget is the memory a backup needs beyond what the open vault
-// holds: the pipeline's 80 MiB (two 17 MiB pack buffers, one filling, one
-// being written or spare; four 3.25 MiB chunk buffers held by or kept for
-// the two chunkers; 16 MiB of chunks in flight and zstd state) and the
-// blob index's (indexBudget). See docs/performance.md.
-const backupBudget = 80<<20 + indexBudget
+// holds: the pipeline's 76 MiB and the blob index's 7 MiB cache
+// (indexCacheBudget). The pipeline: two 16 MiB data pack buffers, one
+// filling, one being written or spare; a tree pack of up to 16 MiB, 24 MiB
+// while its buffer doubles; the chunkers' 3.25 MiB buffers and 16 MiB of
+// chunks in flight (big files) or the entries of the directories being
+// walked (small files); zstd state. The dedup filter, built on a backup's
+// first dedup probe, is 1.875 bytes a stored blob: 1.25 MiB up to 700,000
+// blobs, 18.75 MB at 10 million (10 TB of 1 MiB chunks). It is not added:
+// at 10 TB it takes its room from the pipeline's and the collector runs
+// more often (docs/performance.md, "Heap limits").
+const backupBudget = 76<<20 + indexCacheBudget
 
-// indexBudget is what the blob index of a local vault may take while a
-// backup or restore runs: it is not loaded when the vault opens but
-// queried, through a filter of 1.25 bytes a blob built on the first dedup
-// probe (19 MiB at 10 million blobs, 10 TB of 1 MiB chunks, with room for
-// half as many again) and a cache of at most 65,536 records (about 6.5
-// MiB). A fixed sum: the heap no longer grows with each blob a backup
-// stores, which made the collector run thousands of times against a limit
-// set from the heap after opening (issue 15).
-const indexBudget = 19<<20 + indexCacheBudget
-
-// indexCacheBudget is the blob index cache's share of indexBudget, all a
-// restore needs of it (it builds no filter).
+// indexCacheBudget is the blob index cache's share of backupBudget (at
+// most 65,536 records, about 7 MiB), all a restore needs of the index (it
+// builds no filter).
 const indexCacheBudget = 7 << 20
 
 // remoteBackupBudget is backupBudget's counterpart for a backup into a
@@ -47,9 +44,9 @@ const restoreBudget = 52<<20 + indexCacheBudget + agent.RestoreTreeBudget
 
 // limitMemory sets a soft heap limit of what is live now (the open vault:
 // keys and settings, no blob index) plus budget, so the garbage collector
-// runs before the heap doubles (GOGC's default) instead of after. Users override it with GOMEMLIMIT. The
-// runtime caps the GC's CPU share if the live heap outgrows the limit, so a
-// low limit costs time, never failure.
+// runs before the heap doubles (GOGC's default) instead of after. Users
+// override it with GOMEMLIMIT. The runtime caps the GC's CPU share if the
+// live heap outgrows the limit, so a low limit costs time, never failure.
 func (a *app) limitMemory(budget int64) {
 	if a.getenv("GOMEMLIMIT") != "" {
 		return

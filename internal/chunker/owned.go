@@ -58,10 +58,12 @@ func NewOwned(r io.Reader, gear *[256]uint64, p Params, a Allocator, window int)
 	return o, nil
 }
 
-// Reset makes o chunk r from its start.
+// Reset makes o chunk r from its start. Its buffer is taken from the
+// allocator when it is first given a reader, so a chunker made ahead
+// (NewOwned with a nil reader) holds none until it is used.
 func (o *Owned) Reset(r io.Reader) {
 	o.r = r
-	if o.buf == nil {
+	if o.buf == nil && r != nil {
 		o.buf = o.alloc.Alloc(o.window)
 	}
 	o.end = Headroom

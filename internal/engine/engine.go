@@ -53,7 +53,7 @@ type Options struct {
 	// the first (nil: the keys were unwrapped again), for the audit trail.
 	OnKeyRefresh func(err error)
 	// Uploads is how many finished packs may be in flight to the store at
-	// once (default 1); it bounds memory at about (Uploads+1) × 17 MiB.
+	// once (default 1); it bounds memory at about (Uploads+1) × 16 MiB.
 	Uploads int
 	// Pin, when set, remembers the newest snapshot-chain entry this
 	// verifier has seen, so that a rolled-back snapshot list is detected
@@ -132,7 +132,7 @@ type Vault struct {
 	err       error // first upload error; sticky
 	added     atomic.Uint64
 	// packBufs keeps data pack buffers for reuse; unlike a sync.Pool it
-	// survives garbage collections, so 17 MiB buffers are not zeroed anew.
+	// survives garbage collections, so 16 MiB buffers are not zeroed anew.
 	packBufs chan []byte
 
 	openerMu sync.Mutex
@@ -636,22 +636,23 @@ func (v *Vault) saveBlob(ctx context.Context, t vault.BlobType, id vault.ID, p [
 		}
 		pk.w = format.NewPackWriter(ks.deks[ks.cur], ks.cur, v.getBuf(t, need))
 	}
+	pk.w.Grow(need, v.cfg.PackSize)
 	pk.w.Add(t, id, p, rawLen)
 	return true, nil
 }
 
 // getBuf returns a buffer for a new pack. Data packs get a pooled buffer
-// of the full pack size; tree packs, which are usually small, grow.
+// of the full pack size (a pack is closed before it would outgrow it);
+// tree packs, which are usually small, start at 1 MiB and grow
+// (PackWriter.Grow, before each blob).
 func (v *Vault) getBuf(t vault.BlobType, need int) []byte {
 	if t == vault.DataBlob {
 		select {
 		case b := <-v.packBufs:
-			if cap(b) >= need+format.PackPrefixSize+(1<<20) {
-				return b[:0]
-			}
+			return b[:0]
 		default:
 		}
-		return make([]byte, 0, max(v.cfg.PackSize, need+format.PackPrefixSize)+(1<<20))
+		return make([]byte, 0, max(v.cfg.PackSize, need+format.PackPrefixSize))
 	}
 	return make([]byte, 0, max(1<<20, need+format.PackPrefixSize+(1<<20)))
 }
@@ -819,7 +820,7 @@ func (v *Vault) Flush(ctx context.Context) error {
 	}
 	v.uploads.wait(v.uploads.mark())
 	// Give the spare pack buffer back: a vault server keeps many vaults
-	// open, and an idle one should not hold 17 MiB.
+	// open, and an idle one should not hold 16 MiB.
 	select {
 	case <-v.packBufs:
 	default:

@@ -91,6 +91,23 @@ func (w *PackWriter) SizeWith(sealedLen int) int {
 	return len(w.buf) + sealedLen + 8 + (len(w.entries)+1)*packEntrySize + seal.Overhead + 4
 }
 
+// Grow makes room for one more blob of sealed length sealedLen and for
+// the header that then finishes the pack, so that neither Add nor Finish
+// reallocates. AES-GCM appends into a buffer of exactly the length it
+// needs when it lacks room, so without Grow a pack in a buffer smaller
+// than the pack (a tree pack, which starts small) would be copied whole
+// for each blob added. Grow doubles the buffer, but not past limit (the
+// size at which the caller closes packs) unless this blob needs more.
+func (w *PackWriter) Grow(sealedLen, limit int) {
+	need := w.SizeWith(sealedLen)
+	if need <= cap(w.buf) {
+		return
+	}
+	b := make([]byte, len(w.buf), max(min(2*cap(w.buf), limit), need))
+	copy(b, w.buf)
+	w.buf = b
+}
+
 // Count is the number of blobs added.
 func (w *PackWriter) Count() int { return len(w.entries) }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -422,5 +423,58 @@ func TestPackHeaderForgeries(t *testing.T) {
 	pack := build(func(p *specPack) { p.Entries[0].RawLen = specMaxRaw })
 	if _, _, err := format.ReadPackHeader(salt, bytes.NewReader(pack), int64(len(pack)), keys); err != nil {
 		t.Errorf("raw length 128 MiB: %v", err)
+	}
+}
+
+// TestPackWriterGrow fills a pack from a small buffer as the engine fills
+// a tree pack (Grow before each Add, closed at the limit): the buffer
+// doubles, so filling it copies about the pack's size once, not once per
+// blob (AES-GCM appends into a buffer of exactly the length it needs), and
+// Finish appends the header without copying the pack again.
+func TestPackWriterGrow(t *testing.T) {
+	const limit = 4 << 20
+	dek := testKey("dek")
+	codec := format.NewCodec()
+	h := format.NewIDHasher(testKey("chunk-id"))
+	var plains [][]byte
+	var raws []int
+	for i := 0; ; i++ {
+		raw := testData(uint64(i), 20<<10) // incompressible: 20 KiB sealed
+		plains = append(plains, codec.Encode(nil, raw))
+		raws = append(raws, len(raw))
+		if len(plains)*(20<<10+64) > limit {
+			break
+		}
+	}
+	var before, filled, finished runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	w := format.NewPackWriter(dek, 1, make([]byte, 0, 1<<10))
+	n := 0
+	for i, p := range plains {
+		sealed := len(p) + specTagSize
+		if w.Count() > 0 && w.SizeWith(sealed) > limit {
+			break
+		}
+		w.Grow(sealed, limit)
+		w.Add(vault.TreeBlob, h.ID(p), p, raws[i])
+		n++
+	}
+	runtime.ReadMemStats(&filled)
+	pack, entries := w.Finish()
+	runtime.ReadMemStats(&finished)
+	if len(entries) != n || n < 100 || len(pack) > limit {
+		t.Fatalf("%d entries of %d blobs added, pack of %d bytes (limit %d)", len(entries), n, len(pack), limit)
+	}
+	// 1 KiB doubling to 4 MiB allocates about 8 MiB of buffers; growing
+	// by the blob would have allocated about n/2 packs' worth (400 MiB).
+	if got := filled.TotalAlloc - before.TotalAlloc; got > 3*limit {
+		t.Errorf("filling a %d-byte pack allocated %d bytes; want at most %d", len(pack), got, 3*limit)
+	}
+	if got := finished.TotalAlloc - filled.TotalAlloc; got > 256<<10 {
+		t.Errorf("Finish allocated %d bytes: it copied the pack", got)
+	}
+	if _, got, err := format.ReadPackHeader(w.ID(), bytes.NewReader(pack), int64(len(pack)), dekSet(map[uint32]seal.Key{1: dek})); err != nil || len(got) != n {
+		t.Fatalf("read back: %v, %d entries", err, len(got))
 	}
 }
