@@ -425,6 +425,18 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 		v.Close()
 		return nil, err
 	}
+	// SECURITY: a key change cut short after it anchored its new
+	// generation (its process killed before it deleted the older ones)
+	// leaves generations wrapped under the previous KEK in the store:
+	// that key would still open the vault, and revoking a customer key
+	// switched to would shred nothing. Every open removes them, once the
+	// current generation has been unwrapped and verified above; one that
+	// cannot be deleted yet (a bucket's retention) is tried at the next.
+	if n, err := v.RemoveStaleKeyrings(ctx); err != nil {
+		v.log.Warn("older keyring generations under another key could not be removed yet; that key may still open them", "vault", opt.Name, "err", err)
+	} else if n > 0 {
+		v.log.Info("older keyring generations under another key removed", "vault", opt.Name, "generations", n)
+	}
 	// The blob index is not loaded: lookups query the catalog
 	// (blobindex.go), so that listing snapshots or a tree costs memory
 	// bounded by the work, not by the vault (docs/performance.md).

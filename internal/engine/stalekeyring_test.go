@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"path/filepath"
 	"slices"
@@ -93,4 +94,61 @@ func TestRemoveStaleKeyrings(t *testing.T) {
 	}
 	defer w.Close()
 	load(t, w, id)
+}
+
+// TestOpenRemovesStaleKeyrings: a switch of key (here to another
+// platform key, as `key use-cmk` switches to a customer key) whose process
+// died after it anchored the new generation, before it deleted the older
+// one, leaves that generation under the previous KEK. The next open of
+// the vault, by any process, removes it: the previous key no longer opens
+// anything, and a revoked customer key shreds the vault as promised.
+func TestOpenRemovesStaleKeyrings(t *testing.T) {
+	e := newEnv(t, nil)
+	v := create(t, e)
+	id, _ := save(t, v, randBytes(2, 100_000))
+	flush(t, v)
+	rc, err := e.store.Get(ctx, vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(1)}, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := platform.Create(filepath.Join(t.TempDir(), "other.key"), testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Rewrap(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	// As a rewrap killed before its deletes leaves it.
+	if err := e.store.Put(ctx, vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(1)}, bytes.NewReader(old), int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+	if refs, err := engine.StaleKEKs(ctx, e.store, e.cat, v.Record().ID); err != nil || len(refs) != 1 {
+		t.Fatalf("StaleKEKs before the open = %v, %v; want the previous key", refs, err)
+	}
+	opt := e.opts()
+	opt.Keys = other
+	w, err := engine.Open(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := e.store.Stat(ctx, vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(1)}); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("keyring generation 1 (under the previous key) after the open: %v; want it deleted", err)
+	}
+	if refs, err := engine.StaleKEKs(ctx, e.store, e.cat, v.Record().ID); err != nil || len(refs) != 0 {
+		t.Errorf("StaleKEKs after the open = %v, %v; want none", refs, err)
+	}
+	load(t, w, id)
+	// The previous key opens nothing now.
+	opt.Keys = e.keys
+	if x, err := engine.Open(ctx, opt); err == nil {
+		x.Close()
+		t.Error("the previous key still opens the vault")
+	}
 }

@@ -517,6 +517,16 @@ func (s *Server) catchUpKeys(ctx context.Context, ov *openVault) error {
 		after := ov.eng.KeyInfo()
 		s.log.Info("vault keys changed by another server", "vault", ov.eng.Record().Name,
 			"generation", after.KeyringGen, "from", before.KEK.String(), "to", after.KEK.String(), "dek", after.DEKVersion)
+		if after.KEK != before.KEK {
+			// SECURITY: the server that switched keys may have died before it
+			// deleted the generations under the previous key; this one
+			// finishes the job (engine.Open does the same on every open).
+			if n, err := ov.eng.RemoveStaleKeyrings(ctx); err != nil {
+				s.log.Warn("older keyring generations under another key could not be removed yet; that key may still open them", "vault", ov.eng.Record().Name, "err", err)
+			} else if n > 0 {
+				s.log.Info("older keyring generations under another key removed", "vault", ov.eng.Record().Name, "generations", n)
+			}
+		}
 	}
 	return nil
 }
