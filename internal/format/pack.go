@@ -101,6 +101,15 @@ func (w *PackWriter) Add(t vault.BlobType, id vault.ID, plain []byte, rawLen int
 	if off > 1<<32-1-len(plain)-seal.Overhead || rawLen > MaxBlobRawSize {
 		panic("format: pack or blob too large") // the caller closes packs at PackTargetSize
 	}
+	if need := len(plain) + seal.Overhead; cap(w.buf)-off < need {
+		// Grow by doubling: Seal appending to a full buffer would
+		// allocate exactly what it needs and copy the whole pack, once
+		// per blob, and a pack of small blobs (trees) would cost the
+		// square of its size in copies and fresh pages.
+		nb := make([]byte, off, max(2*cap(w.buf), off+need))
+		copy(nb, w.buf)
+		w.buf = nb
+	}
 	nonce := seal.CounterNonce(uint64(off)) // unique: offsets strictly increase within a pack
 	w.aad[PackPrefixSize] = byte(t)
 	copy(w.aad[PackPrefixSize+1:], id[:])
