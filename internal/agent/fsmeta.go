@@ -68,10 +68,74 @@ func lstat(path string) (*unix.Stat_t, error) {
 	}
 }
 
+// fstatat is lstat of name in the open directory dfd (of path by path
+// when dfd is -1); errors name path.
+func fstatat(dfd int, name, path string) (*unix.Stat_t, error) {
+	if dfd < 0 {
+		return lstat(path)
+	}
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "lstat", Path: path, Err: err}
+		}
+		return &st, nil
+	}
+}
+
+// readlinkAt is readlink of name in the open directory dfd (of path by
+// path when dfd is -1).
+func readlinkAt(dfd int, name []byte, path string) (string, error) {
+	if dfd < 0 {
+		return os.Readlink(path)
+	}
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dfd, string(name), buf)
+		if errors.Is(err, unix.EINTR) {
+			size /= 2
+			continue
+		}
+		if err != nil {
+			return "", &os.PathError{Op: "readlink", Path: path, Err: err}
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+// xattrOps lists and reads the extended attributes of one file, by path
+// or through an open descriptor.
+type xattrOps struct {
+	list func(dest []byte) (int, error)
+	get  func(attr string, dest []byte) (int, error)
+}
+
 // readXattrs returns path's extended attributes (without following a
 // symlink). Filesystems without xattr support yield none.
 func readXattrs(path string) ([]format.Xattr, error) {
-	size, err := unix.Llistxattr(path, nil)
+	return readXattrsWith(path, xattrOps{
+		list: func(dest []byte) (int, error) { return unix.Llistxattr(path, dest) },
+		get:  func(attr string, dest []byte) (int, error) { return unix.Lgetxattr(path, attr, dest) },
+	})
+}
+
+// readXattrsFD is readXattrs through fd, the file at path opened (never
+// a symlink: files are opened with O_NOFOLLOW): no lookup of the path.
+func readXattrsFD(fd int, path string) ([]format.Xattr, error) {
+	return readXattrsWith(path, xattrOps{
+		list: func(dest []byte) (int, error) { return unix.Flistxattr(fd, dest) },
+		get:  func(attr string, dest []byte) (int, error) { return unix.Fgetxattr(fd, attr, dest) },
+	})
+}
+
+func readXattrsWith(path string, op xattrOps) ([]format.Xattr, error) {
+	size, err := op.list(nil)
 	if err != nil || size == 0 {
 		if err != nil && !ignorableXattrErr(err) {
 			return nil, fmt.Errorf("list xattrs of %s: %w", path, err)
@@ -79,7 +143,7 @@ func readXattrs(path string) ([]format.Xattr, error) {
 		return nil, nil
 	}
 	buf := make([]byte, size)
-	size, err = unix.Llistxattr(path, buf)
+	size, err = op.list(buf)
 	if err != nil {
 		if ignorableXattrErr(err) {
 			return nil, nil
@@ -88,7 +152,7 @@ func readXattrs(path string) ([]format.Xattr, error) {
 	}
 	var out []format.Xattr
 	for _, name := range splitNul(buf[:size]) {
-		vsize, err := unix.Lgetxattr(path, name, nil)
+		vsize, err := op.get(name, nil)
 		if err != nil {
 			if ignorableXattrErr(err) || errors.Is(err, unix.ENODATA) {
 				continue
@@ -97,7 +161,7 @@ func readXattrs(path string) ([]format.Xattr, error) {
 		}
 		val := make([]byte, vsize)
 		if vsize > 0 {
-			vsize, err = unix.Lgetxattr(path, name, val)
+			vsize, err = op.get(name, val)
 			if err != nil {
 				if errors.Is(err, unix.ENODATA) {
 					continue

@@ -123,7 +123,7 @@ func (r *reuseBatch) send(ctx context.Context, batch []*reusable) {
 				f.node.Kind = 0 // not saved: finishDir drops it
 				close(f.done)
 			default:
-				r.b.readLater(ctx, f.path, f.node, f.st, f.done)
+				r.b.readLater(ctx, f.path, f.node, f.st, nil, f.done)
 			}
 		}
 	}()
