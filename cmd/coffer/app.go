@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,7 +34,11 @@ func (e *partialError) Error() string { return e.msg }
 // app carries what every command needs: the streams, the environment and
 // the clock. Nothing here is global.
 type app struct {
-	stdin io.Reader
+	// memLimit is the soft heap limit limitMemory set (0 until then);
+	// memFilter and memChunking what rebudget adjusts it by.
+	memLimit, memFilter atomic.Int64
+	memChunking         atomic.Bool
+	stdin               io.Reader
 	// stdout and stderr escape what would act on a terminal (termsafe.go);
 	// jsonStdout is stdout for JSON, escaped as JSON; rawStderr is the
 	// process's stderr, for the progress line alone.

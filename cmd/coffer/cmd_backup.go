@@ -188,10 +188,12 @@ and the exit code is 3.`,
 				}
 				parent = &p
 			}
+			var onChunking func()
 			if _, remote := v.(*remoteVault); remote {
 				a.limitMemory(remoteBackupBudget)
 			} else {
 				a.limitMemory(backupBudget)
+				onChunking = a.chunkingStarted
 			}
 			opts := agent.BackupOptions{Paths: args}
 			if in.set() {
@@ -228,7 +230,7 @@ and the exit code is 3.`,
 			res, err := agent.Backup(ctx, repo, agent.BackupOptions{
 				Paths: opts.Paths, Stdin: opts.Stdin, StdinPath: opts.StdinPath, Tags: tags, Host: host, Exclude: exclude,
 				SkipDirs: skip, Now: a.now, Scan: prog != nil, ParentSince: parentSince,
-				Parent: parent, Force: force,
+				Parent: parent, Force: force, OnChunking: onChunking,
 				// Each path's volume and its encryption, sealed with the
 				// snapshot (coffer source list, coffer agent status).
 				Source:   a.volumes.Report,

@@ -275,7 +275,7 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 			fmt.Fprintf(a.stderr, "warning: could not remove old temporary files from %s: %v\n", storePath(loc.dir), err)
 		}
 	}
-	opt := engine.Options{Store: st, Catalog: cat, Keys: provider, Name: localCatalogName, Now: a.now}
+	opt := engine.Options{Store: st, Catalog: cat, Keys: provider, Name: localCatalogName, Now: a.now, OnFilter: a.filterBuilt}
 	if opt.Pin, err = a.chainPin(); err != nil {
 		cat.Close()
 		st.Close()

@@ -63,6 +63,11 @@ type BackupOptions struct {
 	// Progress is called with a snapshot of the counters about 4 times a
 	// second while the backup runs, and once at the end.
 	Progress func(Progress)
+	// OnChunking, when set, is called once, when the first file large
+	// enough to be chunked is read: from then on the backup holds chunk
+	// windows and chunks in flight, which a backup of small files never
+	// allocates (the command gives its heap limit room for them).
+	OnChunking func()
 	// Warn receives each problem that did not stop the backup.
 	Warn func(Warning)
 	// FileWorkers and ChunkWorkers size the pipeline (default 8 and
@@ -155,6 +160,9 @@ const (
 type windowAlloc struct{ b *backup }
 
 func (w windowAlloc) Alloc(n int) []byte {
+	if f := w.b.opt.OnChunking; f != nil {
+		w.b.chunking.Do(f)
+	}
 	for {
 		select {
 		case buf := <-w.b.windows:
@@ -187,6 +195,7 @@ type backup struct {
 	// repository reads many blobs a request (nil otherwise).
 	trees *treePrefetch
 
+	chunking  sync.Once // OnChunking
 	fileJobs  chan *fileJob
 	chunkJobs chan *chunkJob
 	budget    *budget             // bounds chunk buffers in flight

@@ -296,6 +296,15 @@ func (v *Vault) ensureFilter(ctx context.Context) error {
 	if err == nil {
 		// A scan to count, and one to fill: the keys are not held.
 		f := newBlobFilter(max(want, n+n/2))
+		if v.opt.OnFilter != nil {
+			held := f.Bytes()
+			v.mu.Lock()
+			if v.filter != nil {
+				held += v.filter.Bytes() // in use until the new one replaces it
+			}
+			v.mu.Unlock()
+			v.opt.OnFilter(held)
+		}
 		err = v.opt.Catalog.PackKeys(ctx, v.rec.ID, func(_ vault.ID, keys []uint64) error {
 			for _, k := range keys {
 				f.add(k)

@@ -52,6 +52,11 @@ type Options struct {
 	// OnKeyRefresh, when set, is told the outcome of every unwrap after
 	// the first (nil: the keys were unwrapped again), for the audit trail.
 	OnKeyRefresh func(err error)
+	// OnFilter, when set, is told the size in bytes of the dedup filter
+	// each time a backup's first dedup probe builds it, or a full one is
+	// built again larger (blobindex.go): the one part of a backup's memory
+	// that grows with the vault, about 1.9 bytes a stored blob.
+	OnFilter func(bytes int)
 	// Uploads is how many finished packs may be in flight to the store at
 	// once (default 1); it bounds memory at about (Uploads+1) × 16 MiB.
 	Uploads int
