@@ -227,6 +227,13 @@ type backup struct {
 	// Has does not know what the vault holds (nil for a local vault).
 	reuse   *reuseBatch
 	exclude *excluder
+
+	// ahead holds the listings of directories the walk enters next, read
+	// by other goroutines (listAhead); aheadSlots bounds them.
+	aheadMu    sync.Mutex
+	ahead      map[string]*dirList
+	aheadSlots chan struct{}
+	aheadWG    sync.WaitGroup
 }
 
 type fileJob struct {
@@ -401,6 +408,8 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		windows:     make(chan []byte, maxWindows),
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
+		ahead:       map[string]*dirList{},
+		aheadSlots:  make(chan struct{}, listAheadMax),
 		addedBefore: addedBefore,
 		exclude:     ex,
 	}
@@ -467,6 +476,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		b.reuse.flush(ctx)
 	}
 	<-rootFut.done
+	b.aheadWG.Wait()
 	if b.trees != nil {
 		stopPrefetch() // what is still loading, the walk does not need
 		b.trees.wait()
@@ -755,9 +765,13 @@ func findNode(t *format.Tree, name string) *format.Node {
 // by absolute path were most of an unchanged re-run's CPU.
 func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *format.Node) *treeFuture {
 	b.dirs.Add(1)
+	l := b.takeAhead(path)
 	d, err := openDir(path)
 	var names []string
-	if err == nil {
+	var stats []statted
+	if err == nil && l != nil {
+		names, stats = l.names, l.stats
+	} else if err == nil {
 		names, err = d.Readdirnames(-1)
 	}
 	if err != nil {
@@ -780,8 +794,11 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		}
 		n.Xattrs = x
 	}
-	sort.Strings(names)
-	names = b.exclude.contents(path, names)
+	if stats == nil {
+		sort.Strings(names)
+		names = b.exclude.contents(path, names)
+		stats = statAll(dfd, path, names)
+	}
 	nodes := make([]format.Node, 0, len(names))
 	type pend struct {
 		idx   int
@@ -790,7 +807,6 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		mount bool // another file system's mount point, with OneFileSystem
 	}
 	var todo []pend
-	stats := statAll(dfd, path, names)
 	for i, name := range names {
 		if ctx.Err() != nil {
 			break
@@ -829,6 +845,17 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		nodes = append(nodes, n)
 		todo = append(todo, pend{len(nodes) - 1, p, st, mount})
 	}
+	// The first subdirectory is listed while the other entries are
+	// looked at, each next one while the one before is walked.
+	nextDir := func(from int) {
+		for _, t := range todo[from:] {
+			if nodes[t.idx].Kind == format.KindDir && !t.mount {
+				b.listAhead(ctx, t.path)
+				return
+			}
+		}
+	}
+	nextDir(0)
 	// nodes no longer grows: pointers into it are stable from here.
 	// Everything but subdirectories first, through the open directory;
 	// then it is closed, so that a deep tree holds no descriptor per
@@ -852,6 +879,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 			subs[i] = b.mountPoint(ctx, t.path, &nodes[t.idx])
 			continue
 		}
+		nextDir(i + 1)
 		subs[i] = b.entry(ctx, -1, t.path, &nodes[t.idx], t.st, parent)
 	}
 	return b.finishDir(ctx, path, nodes, subs)
@@ -868,6 +896,90 @@ type statted struct {
 // are shared with a second goroutine: below it, starting one costs more
 // than it saves.
 const parallelStatMin = 64
+
+// listAheadMax bounds the directory listings read ahead of the walk and
+// not yet taken by it.
+const listAheadMax = 4
+
+// dirList is a directory's listing read ahead of the walk: its names,
+// sorted and as the excluder keeps them, and their lstat results.
+type dirList struct {
+	done  chan struct{}
+	names []string
+	stats []statted
+	ok    bool // false: the walk lists the directory itself
+}
+
+// listAhead starts reading the listing of directory path, which the walk
+// enters soon, in another goroutine, unless listAheadMax listings are
+// read or held already. So an unchanged re-run, whose walk is mostly
+// these system calls and the comparison with the parent's trees, uses a
+// second core. Nothing is reported from here: on any error the walk lists
+// the directory itself and reports what it finds, in its order.
+func (b *backup) listAhead(ctx context.Context, path string) {
+	select {
+	case b.aheadSlots <- struct{}{}:
+	default:
+		return
+	}
+	l := &dirList{done: make(chan struct{})}
+	b.aheadMu.Lock()
+	if _, ok := b.ahead[path]; ok {
+		b.aheadMu.Unlock()
+		<-b.aheadSlots
+		return
+	}
+	b.ahead[path] = l
+	b.aheadMu.Unlock()
+	b.aheadWG.Add(1)
+	go func() {
+		defer b.aheadWG.Done()
+		defer close(l.done)
+		if ctx.Err() != nil {
+			return
+		}
+		d, err := openDir(path)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		names, err := d.Readdirnames(-1)
+		if err != nil {
+			return
+		}
+		sort.Strings(names)
+		names = b.exclude.contents(path, names)
+		stats := make([]statted, len(names))
+		dfd := int(d.Fd())
+		for i, name := range names {
+			if ctx.Err() != nil {
+				return
+			}
+			if format.ValidName([]byte(name)) {
+				stats[i].st, stats[i].err = fstatatName(dfd, name, path)
+			}
+		}
+		l.names, l.stats, l.ok = names, stats, true
+	}()
+}
+
+// takeAhead returns the listing of directory path read ahead, once read,
+// or nil when there is none (or it failed).
+func (b *backup) takeAhead(path string) *dirList {
+	b.aheadMu.Lock()
+	l := b.ahead[path]
+	delete(b.ahead, path)
+	b.aheadMu.Unlock()
+	if l == nil {
+		return nil
+	}
+	<-l.done
+	<-b.aheadSlots
+	if !l.ok {
+		return nil
+	}
+	return l
+}
 
 // statBlock is how many entries each goroutine of statAll claims at a time.
 const statBlock = 16
