@@ -765,7 +765,7 @@ func findNode(t *format.Tree, name string) *format.Node {
 // by absolute path were most of an unchanged re-run's CPU.
 func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *format.Node) *treeFuture {
 	b.dirs.Add(1)
-	l := b.takeAhead(path)
+	l := b.takeAhead(ctx, path)
 	d, err := openDir(path)
 	var names []string
 	var stats []statted
@@ -904,10 +904,14 @@ const listAheadMax = 4
 // dirList is a directory's listing read ahead of the walk: its names,
 // sorted and as the excluder keeps them, and their lstat results.
 type dirList struct {
-	done  chan struct{}
-	names []string
-	stats []statted
-	ok    bool // false: the walk lists the directory itself
+	listed chan struct{} // closed once names (and ok) are set
+	done   chan struct{} // closed once every lstat is taken
+	names  []string
+	stats  []statted
+	ok     bool // false: the walk lists the directory itself
+	d      *os.File
+	next   atomic.Int64 // the next entry to claim, in blocks of statBlock
+	refs   atomic.Int32 // goroutines taking lstat results; the last closes d
 }
 
 // listAhead starts reading the listing of directory path, which the walk
@@ -922,7 +926,7 @@ func (b *backup) listAhead(ctx context.Context, path string) {
 	default:
 		return
 	}
-	l := &dirList{done: make(chan struct{})}
+	l := &dirList{listed: make(chan struct{}), done: make(chan struct{})}
 	b.aheadMu.Lock()
 	if _, ok := b.ahead[path]; ok {
 		b.aheadMu.Unlock()
@@ -931,47 +935,95 @@ func (b *backup) listAhead(ctx context.Context, path string) {
 	}
 	b.ahead[path] = l
 	b.aheadMu.Unlock()
+	l.refs.Store(1)
 	b.aheadWG.Add(1)
 	go func() {
 		defer b.aheadWG.Done()
-		defer close(l.done)
+		fail := func() {
+			l.refs.Store(0)
+			close(l.listed)
+			close(l.done)
+		}
 		if ctx.Err() != nil {
+			fail()
 			return
 		}
 		d, err := openDir(path)
 		if err != nil {
+			fail()
 			return
 		}
-		defer d.Close()
 		names, err := d.Readdirnames(-1)
 		if err != nil {
+			d.Close()
+			fail()
 			return
 		}
 		sort.Strings(names)
-		names = b.exclude.contents(path, names)
-		stats := make([]statted, len(names))
-		dfd := int(d.Fd())
-		for i, name := range names {
-			if ctx.Err() != nil {
-				return
-			}
-			if format.ValidName([]byte(name)) {
-				stats[i].st, stats[i].err = fstatatName(dfd, name, path)
-			}
-		}
-		l.names, l.stats, l.ok = names, stats, true
+		l.names = b.exclude.contents(path, names)
+		l.stats = make([]statted, len(l.names))
+		l.d, l.ok = d, true
+		close(l.listed)
+		l.work(ctx, path)
+		l.leave()
 	}()
 }
 
-// takeAhead returns the listing of directory path read ahead, once read,
-// or nil when there is none (or it failed).
-func (b *backup) takeAhead(path string) *dirList {
+// work takes lstat results of l's entries, a block at a time, until none
+// is left to claim (or ctx is done: the walk takes those left itself).
+func (l *dirList) work(ctx context.Context, path string) {
+	dfd := int(l.d.Fd())
+	for ctx.Err() == nil {
+		lo := int(l.next.Add(statBlock)) - statBlock
+		if lo >= len(l.names) {
+			return
+		}
+		for i := lo; i < min(lo+statBlock, len(l.names)); i++ {
+			if format.ValidName([]byte(l.names[i])) {
+				l.stats[i].st, l.stats[i].err = fstatatName(dfd, l.names[i], path)
+			}
+		}
+	}
+}
+
+// join counts one more goroutine taking l's lstat results, unless the
+// last one has left already (false).
+func (l *dirList) join() bool {
+	for {
+		r := l.refs.Load()
+		if r == 0 {
+			return false
+		}
+		if l.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// leave ends a join (or the reading goroutine's own share); the last to
+// leave closes the directory and l.done.
+func (l *dirList) leave() {
+	if l.refs.Add(-1) == 0 {
+		l.d.Close()
+		close(l.done)
+	}
+}
+
+// takeAhead returns the listing of directory path read ahead, or nil when
+// there is none (or it failed). When its entries are still being looked
+// at, the walk takes its share of them.
+func (b *backup) takeAhead(ctx context.Context, path string) *dirList {
 	b.aheadMu.Lock()
 	l := b.ahead[path]
 	delete(b.ahead, path)
 	b.aheadMu.Unlock()
 	if l == nil {
 		return nil
+	}
+	<-l.listed
+	if l.ok && l.join() {
+		l.work(ctx, path)
+		l.leave()
 	}
 	<-l.done
 	<-b.aheadSlots
