@@ -899,7 +899,7 @@ const parallelStatMin = 64
 
 // listAheadMax bounds the directory listings read ahead of the walk and
 // not yet taken by it.
-const listAheadMax = 4
+const listAheadMax = 2
 
 // dirList is a directory's listing read ahead of the walk: its names,
 // sorted and as the excluder keeps them, and their lstat results.
