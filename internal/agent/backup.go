@@ -227,6 +227,13 @@ type backup struct {
 	// Has does not know what the vault holds (nil for a local vault).
 	reuse   *reuseBatch
 	exclude *excluder
+
+	// ahead holds the listings of directories the walk enters next, read
+	// by other goroutines (listAhead); aheadSlots bounds them.
+	aheadMu    sync.Mutex
+	ahead      map[string]*dirList
+	aheadSlots chan struct{}
+	aheadWG    sync.WaitGroup
 }
 
 type fileJob struct {
@@ -401,6 +408,8 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		windows:     make(chan []byte, maxWindows),
 		hard:        map[[2]uint64]*fileJob{},
 		skip:        map[string]bool{},
+		ahead:       map[string]*dirList{},
+		aheadSlots:  make(chan struct{}, listAheadMax),
 		addedBefore: addedBefore,
 		exclude:     ex,
 	}
@@ -467,6 +476,7 @@ func Backup(ctx context.Context, repo BackupRepo, opt BackupOptions) (*BackupRes
 		b.reuse.flush(ctx)
 	}
 	<-rootFut.done
+	b.aheadWG.Wait()
 	if b.trees != nil {
 		stopPrefetch() // what is still loading, the walk does not need
 		b.trees.wait()
@@ -755,9 +765,13 @@ func findNode(t *format.Tree, name string) *format.Node {
 // by absolute path were most of an unchanged re-run's CPU.
 func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *format.Node) *treeFuture {
 	b.dirs.Add(1)
+	l := b.takeAhead(ctx, path)
 	d, err := openDir(path)
 	var names []string
-	if err == nil {
+	var stats []statted
+	if err == nil && l != nil {
+		names, stats = l.names, l.stats
+	} else if err == nil {
 		names, err = d.Readdirnames(-1)
 	}
 	if err != nil {
@@ -780,8 +794,11 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		}
 		n.Xattrs = x
 	}
-	sort.Strings(names)
-	names = b.exclude.contents(path, names)
+	if stats == nil {
+		sort.Strings(names)
+		names = b.exclude.contents(path, names)
+		stats = statAll(dfd, path, names)
+	}
 	nodes := make([]format.Node, 0, len(names))
 	type pend struct {
 		idx   int
@@ -790,7 +807,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		mount bool // another file system's mount point, with OneFileSystem
 	}
 	var todo []pend
-	for _, name := range names {
+	for i, name := range names {
 		if ctx.Err() != nil {
 			break
 		}
@@ -799,7 +816,10 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 			b.warn(Warning{Path: p, Err: errors.New("name cannot be stored, skipped"), Unreadable: true})
 			continue
 		}
-		st, err := fstatat(dfd, name, p)
+		st, err := stats[i].st, stats[i].err
+		if st == nil && err == nil {
+			st, err = fstatat(dfd, name, p)
+		}
 		if err != nil {
 			// Gone already: no warning if it was excluded anyway.
 			if !b.exclude.match(p, false) && !b.exclude.match(p, true) {
@@ -825,6 +845,17 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		nodes = append(nodes, n)
 		todo = append(todo, pend{len(nodes) - 1, p, st, mount})
 	}
+	// The first subdirectory is listed while the other entries are
+	// looked at, each next one while the one before is walked.
+	nextDir := func(from int) {
+		for _, t := range todo[from:] {
+			if nodes[t.idx].Kind == format.KindDir && !t.mount {
+				b.listAhead(ctx, t.path)
+				return
+			}
+		}
+	}
+	nextDir(0)
 	// nodes no longer grows: pointers into it are stable from here.
 	// Everything but subdirectories first, through the open directory;
 	// then it is closed, so that a deep tree holds no descriptor per
@@ -848,9 +879,200 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 			subs[i] = b.mountPoint(ctx, t.path, &nodes[t.idx])
 			continue
 		}
+		nextDir(i + 1)
 		subs[i] = b.entry(ctx, -1, t.path, &nodes[t.idx], t.st, parent)
 	}
 	return b.finishDir(ctx, path, nodes, subs)
+}
+
+// statted is the lstat of one directory entry, taken ahead (both nil:
+// not taken, the walk takes it itself).
+type statted struct {
+	st  *unix.Stat_t
+	err error
+}
+
+// parallelStatMin is the fewest entries of a directory whose lstat calls
+// are shared with a second goroutine: below it, starting one costs more
+// than it saves.
+const parallelStatMin = 64
+
+// listAheadMax bounds the directory listings read ahead of the walk and
+// not yet taken by it.
+const listAheadMax = 2
+
+// dirList is a directory's listing read ahead of the walk: its names,
+// sorted and as the excluder keeps them, and their lstat results.
+type dirList struct {
+	listed chan struct{} // closed once names (and ok) are set
+	done   chan struct{} // closed once every lstat is taken
+	names  []string
+	stats  []statted
+	ok     bool // false: the walk lists the directory itself
+	d      *os.File
+	next   atomic.Int64 // the next entry to claim, in blocks of statBlock
+	refs   atomic.Int32 // goroutines taking lstat results; the last closes d
+}
+
+// listAhead starts reading the listing of directory path, which the walk
+// enters soon, in another goroutine, unless listAheadMax listings are
+// read or held already. So an unchanged re-run, whose walk is mostly
+// these system calls and the comparison with the parent's trees, uses a
+// second core. Nothing is reported from here: on any error the walk lists
+// the directory itself and reports what it finds, in its order.
+func (b *backup) listAhead(ctx context.Context, path string) {
+	select {
+	case b.aheadSlots <- struct{}{}:
+	default:
+		return
+	}
+	l := &dirList{listed: make(chan struct{}), done: make(chan struct{})}
+	b.aheadMu.Lock()
+	if _, ok := b.ahead[path]; ok {
+		b.aheadMu.Unlock()
+		<-b.aheadSlots
+		return
+	}
+	b.ahead[path] = l
+	b.aheadMu.Unlock()
+	l.refs.Store(1)
+	b.aheadWG.Add(1)
+	go func() {
+		defer b.aheadWG.Done()
+		fail := func() {
+			l.refs.Store(0)
+			close(l.listed)
+			close(l.done)
+		}
+		if ctx.Err() != nil {
+			fail()
+			return
+		}
+		d, err := openDir(path)
+		if err != nil {
+			fail()
+			return
+		}
+		names, err := d.Readdirnames(-1)
+		if err != nil {
+			d.Close()
+			fail()
+			return
+		}
+		sort.Strings(names)
+		l.names = b.exclude.contents(path, names)
+		l.stats = make([]statted, len(l.names))
+		l.d, l.ok = d, true
+		close(l.listed)
+		l.work(ctx, path)
+		l.leave()
+	}()
+}
+
+// work takes lstat results of l's entries, a block at a time, until none
+// is left to claim (or ctx is done: the walk takes those left itself).
+func (l *dirList) work(ctx context.Context, path string) {
+	dfd := int(l.d.Fd())
+	for ctx.Err() == nil {
+		lo := int(l.next.Add(statBlock)) - statBlock
+		if lo >= len(l.names) {
+			return
+		}
+		for i := lo; i < min(lo+statBlock, len(l.names)); i++ {
+			if format.ValidName([]byte(l.names[i])) {
+				l.stats[i].st, l.stats[i].err = fstatatName(dfd, l.names[i], path)
+			}
+		}
+	}
+}
+
+// join counts one more goroutine taking l's lstat results, unless the
+// last one has left already (false).
+func (l *dirList) join() bool {
+	for {
+		r := l.refs.Load()
+		if r == 0 {
+			return false
+		}
+		if l.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// leave ends a join (or the reading goroutine's own share); the last to
+// leave closes the directory and l.done.
+func (l *dirList) leave() {
+	if l.refs.Add(-1) == 0 {
+		l.d.Close()
+		close(l.done)
+	}
+}
+
+// takeAhead returns the listing of directory path read ahead, or nil when
+// there is none (or it failed). When its entries are still being looked
+// at, the walk takes its share of them.
+func (b *backup) takeAhead(ctx context.Context, path string) *dirList {
+	b.aheadMu.Lock()
+	l := b.ahead[path]
+	delete(b.ahead, path)
+	b.aheadMu.Unlock()
+	if l == nil {
+		return nil
+	}
+	<-l.listed
+	if l.ok && l.join() {
+		l.work(ctx, path)
+		l.leave()
+	}
+	<-l.done
+	<-b.aheadSlots
+	if !l.ok {
+		return nil
+	}
+	return l
+}
+
+// statBlock is how many entries each goroutine of statAll claims at a time.
+const statBlock = 16
+
+// statAll takes the lstat of names in the open directory dfd (path), in
+// two goroutines for a large directory: the caller's and another claim
+// blocks of entries in turn, so that an unchanged re-run, whose time is
+// mostly these calls and the comparison with the parent's trees, uses a
+// second core. Nothing is reported here: the walk goes through the
+// results in name order, reporting each error where it did before. Names
+// that cannot be stored are not looked at. For a small directory, or one
+// not open, every result is left empty (the walk takes each lstat
+// itself).
+func statAll(dfd int, path string, names []string) []statted {
+	out := make([]statted, len(names))
+	if dfd < 0 || len(names) < parallelStatMin {
+		return out
+	}
+	var next atomic.Int64
+	work := func() {
+		for {
+			lo := int(next.Add(statBlock)) - statBlock
+			if lo >= len(names) {
+				return
+			}
+			for i := lo; i < min(lo+statBlock, len(names)); i++ {
+				if !format.ValidName([]byte(names[i])) {
+					continue
+				}
+				out[i].st, out[i].err = fstatatName(dfd, names[i], path)
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		work()
+	}()
+	work()
+	<-done
+	return out
 }
 
 // entry starts the work for one directory entry; the future resolves when

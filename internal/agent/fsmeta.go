@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -82,6 +83,22 @@ func fstatat(dfd int, name, path string) (*unix.Stat_t, error) {
 		}
 		if err != nil {
 			return nil, &os.PathError{Op: "lstat", Path: path, Err: err}
+		}
+		return &st, nil
+	}
+}
+
+// fstatatName is fstatat of name in the open directory dfd of path dir;
+// the path is joined only for an error.
+func fstatatName(dfd int, name, dir string) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "lstat", Path: filepath.Join(dir, name), Err: err}
 		}
 		return &st, nil
 	}
