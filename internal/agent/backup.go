@@ -845,12 +845,19 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		nodes = append(nodes, n)
 		todo = append(todo, pend{len(nodes) - 1, p, st, mount})
 	}
+	// Which entries are directories, read once now: once a file's entry
+	// is handed to the workers, they may change its node (a file that
+	// fails is dropped) while this goroutine goes on.
+	isDir := make([]bool, len(todo))
+	for i, t := range todo {
+		isDir[i] = nodes[t.idx].Kind == format.KindDir
+	}
 	// The first subdirectory is listed while the other entries are
 	// looked at, each next one while the one before is walked.
 	nextDir := func(from int) {
-		for _, t := range todo[from:] {
-			if nodes[t.idx].Kind == format.KindDir && !t.mount {
-				b.listAhead(ctx, t.path)
+		for i := from; i < len(todo); i++ {
+			if isDir[i] && !todo[i].mount {
+				b.listAhead(ctx, todo[i].path)
 				return
 			}
 		}
@@ -862,7 +869,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 	// level while its subdirectories are walked.
 	subs := make([]*treeFuture, len(todo))
 	for i, t := range todo {
-		if nodes[t.idx].Kind == format.KindDir {
+		if isDir[i] {
 			continue
 		}
 		subs[i] = b.entry(ctx, dfd, t.path, &nodes[t.idx], t.st, parent)
@@ -872,7 +879,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		d = nil
 	}
 	for i, t := range todo {
-		if nodes[t.idx].Kind != format.KindDir {
+		if !isDir[i] {
 			continue
 		}
 		if t.mount {
