@@ -37,19 +37,8 @@ ROUNDS=${ROUNDS:-2}
 SETTLE=${SETTLE:-30}
 MODE=${MODE:-local}
 HERE=$(cd "$(dirname "$0")" && pwd)
-PATH=$PATH:/tmp/peers/bin
-RESTIC=${RESTIC:-$(command -v restic || true)}
-KOPIA=${KOPIA:-$(command -v kopia || true)}
-TOOLS_WANTED=${TOOLS:-coffer}
-TOOLS=()
-for t in $TOOLS_WANTED; do
-  case $t in
-    coffer) TOOLS+=(coffer) ;;
-    restic) if [ -n "$RESTIC" ] && [ -x "$RESTIC" ]; then TOOLS+=(restic); else echo "skipping restic: not found" >&2; fi ;;
-    kopia) if [ -n "$KOPIA" ] && [ -x "$KOPIA" ]; then TOOLS+=(kopia); else echo "skipping kopia: not found" >&2; fi ;;
-    *) echo "unknown tool $t" >&2; exit 2 ;;
-  esac
-done
+. "$HERE/lib/timed.sh"
+pick_tools "coffer"
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (Debian: apt-get install time)" >&2; exit 1; }
 [ $((GB * 1000 % FILES)) -eq 0 ] || { echo "GB x 1000 must be a multiple of FILES" >&2; exit 2; }
 case $MODE in local | remote) ;; *) echo "MODE: local or remote" >&2; exit 2 ;; esac
@@ -69,7 +58,6 @@ KFLAGS=(--config-file="$W/k-cfg/repository.config" --log-dir="$W/k-cfg/logs")
 kopia_run() { "$KOPIA" "$@" "${KFLAGS[@]}"; }
 
 # timed NAME ROUND CMD...: writes "wall rss_kb cpu_s gcs" to $W/NAME.ROUND.
-. "$HERE/lib/timed.sh"
 repo() { case $1 in coffer) [ "$MODE" = remote ] && echo "$W/srv/vaults" || echo "$COFFER_HOME" ;; *) echo "$W/r-$1" ;; esac; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # clock ticks
 # stall cpu|io: microseconds some task has waited for a core (for I/O) since

@@ -42,19 +42,8 @@ DIRS=${DIRS:-1000}
 FILES_PER_DIR=${FILES_PER_DIR:-1000}
 SETTLE=${SETTLE:-30}
 HERE=$(cd "$(dirname "$0")" && pwd)
-PATH=$PATH:/tmp/peers/bin
-RESTIC=${RESTIC:-$(command -v restic || true)}
-KOPIA=${KOPIA:-$(command -v kopia || true)}
-TOOLS_WANTED=${TOOLS:-coffer restic kopia}
-TOOLS=()
-for t in $TOOLS_WANTED; do
-  case $t in
-    coffer) TOOLS+=(coffer) ;;
-    restic) if [ -n "$RESTIC" ] && [ -x "$RESTIC" ]; then TOOLS+=(restic); else echo "skipping restic: not found (set RESTIC or PATH)" >&2; fi ;;
-    kopia) if [ -n "$KOPIA" ] && [ -x "$KOPIA" ]; then TOOLS+=(kopia); else echo "skipping kopia: not found (set KOPIA or PATH, or put it in /tmp/peers/bin)" >&2; fi ;;
-    *) echo "unknown tool $t" >&2; exit 2 ;;
-  esac
-done
+. "$HERE/lib/timed.sh"
+pick_tools "coffer restic kopia"
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (Debian: apt-get install time)" >&2; exit 1; }
 
 if [ -n "${WORK:-}" ]; then W=$WORK; mkdir -p "$W"; else W=$(mktemp -d /tmp/coffer-bench-scale.XXXX); fi
@@ -74,7 +63,6 @@ export COFFER_HOME=$W/c-home
 KFLAGS=(--config-file="$W/k-cfg/repository.config" --log-dir="$W/k-cfg/logs")
 
 # timed NAME PHASE CMD...: writes "wall rss_kb cpu_s gcs" to $W/NAME.PHASE.
-. "$HERE/lib/timed.sh"
 count() { find "$1" -type f | wc -l; }
 
 echo "tree: $DIRS x $FILES_PER_DIR files in $TREE; tools: ${TOOLS[*]}" >&2

@@ -1,5 +1,5 @@
-# Shared by the bench-*.sh scripts; source it after setting W, the working
-# directory.
+# Shared by the bench-*.sh scripts; timed needs W, the working directory,
+# set before it is called.
 #
 # timed NAME STEP CMD...: runs CMD under /usr/bin/time, its output in
 # $W/log, and writes "wall_s rss_kb cpu_s gcs" to $W/NAME.STEP and the
@@ -25,4 +25,23 @@ timed() {
 # time runnable tasks waited for a core, over 10 and 60 s), one line.
 machine() {
   echo "load $(cut -d' ' -f1-3 /proc/loadavg); cpu pressure $(awk '/^some/{print $2, $3}' /proc/pressure/cpu 2>/dev/null || echo unknown)"
+}
+
+# pick_tools DEFAULT: sets TOOLS (an array) from $TOOLS or DEFAULT, keeping
+# coffer and the peers found ($RESTIC, $KOPIA, else on PATH or in
+# /tmp/peers/bin) and saying which are skipped.
+pick_tools() {
+  PATH=$PATH:/tmp/peers/bin
+  RESTIC=${RESTIC:-$(command -v restic || true)}
+  KOPIA=${KOPIA:-$(command -v kopia || true)}
+  local wanted=${TOOLS:-$1} t
+  TOOLS=()
+  for t in $wanted; do
+    case $t in
+      coffer) TOOLS+=(coffer) ;;
+      restic) if [ -n "$RESTIC" ] && [ -x "$RESTIC" ]; then TOOLS+=(restic); else echo "skipping restic: not found (set RESTIC or PATH)" >&2; fi ;;
+      kopia) if [ -n "$KOPIA" ] && [ -x "$KOPIA" ]; then TOOLS+=(kopia); else echo "skipping kopia: not found (set KOPIA or PATH, or put it in /tmp/peers/bin)" >&2; fi ;;
+      *) echo "unknown tool $t" >&2; exit 2 ;;
+    esac
+  done
 }
