@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -56,48 +53,7 @@ type replica struct {
 // listens.
 func startReplica(t *testing.T, s *replicaSite) *replica {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "server", "--data", s.data, "--listen", "127.0.0.1:0", "--store", s.storeURL())
-	cmd.Env = s.childEnv()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{cmd: cmd, log: &lockedBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = r.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				addr <- a
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	go func() { r.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-r.done
-	})
-	select {
-	case a := <-addr:
-		// The server prints the address it listens on; 127.0.0.1 is in
-		// its certificate.
-		r.url = a
-	case err := <-r.done:
-		r.done <- err
-		t.Fatalf("coffer server exited: %v\n%s", err, r.log.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("coffer server did not start listening\n%s", r.log.String())
-	}
-	return r
+	return startReplicaVia(t, s, s.s3.Endpoint, nil)
 }
 
 // kill sends SIGKILL and waits for the process to end.
