@@ -1,0 +1,241 @@
+package server_test
+
+// The attacker's cases against servers on different hosts sharing one
+// PostgreSQL catalog and one bucket (docs/postgres.md, "Several servers"):
+// someone who can write the catalog's rows, or the bucket, but holds
+// neither the deployment key nor the vaults' keys.
+
+import (
+	"context"
+	"maps"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/coffer-backup/coffer/internal/agent"
+	"github.com/coffer-backup/coffer/internal/api"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
+	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/server/servertest"
+	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
+	"github.com/coffer-backup/coffer/internal/vault"
+)
+
+// replicaRig is a deployment of servers on "different hosts": one
+// PostgreSQL catalog, one versitygw bucket, data directories of their
+// own; db is the attacker's own connection to the catalog.
+type replicaRig struct {
+	t      *testing.T
+	ctx    context.Context
+	url    string
+	sv     *s3test.Server
+	bucket string
+	conf   func(*server.Options)
+	a      *servertest.Env
+	db     *pgx.Conn
+}
+
+func newReplicaRig(t *testing.T, lock bool) *replicaRig {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	sv := s3test.Start(t)
+	s3Credentials(t, sv)
+	r := &replicaRig{t: t, ctx: ctx, url: url, sv: sv, bucket: sv.Bucket(t, lock)}
+	r.conf = func(o *server.Options) { o.Catalog = url }
+	r.a = servertest.StartWith(t, servertest.Options{Configure: r.conf})
+	db, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	r.db = db
+	return r
+}
+
+// join starts another server of the deployment, on a host of its own.
+func (r *replicaRig) join() *servertest.Env {
+	r.t.Helper()
+	return servertest.StartWith(r.t, servertest.Options{Configure: r.conf, Host: r.a})
+}
+
+func (r *replicaRig) exec(sql string, args ...any) {
+	r.t.Helper()
+	if _, err := r.db.Exec(r.ctx, sql, args...); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// storeRow returns the catalog's row for vault name's own store, as
+// the attacker reads it (whatever the column holds).
+func (r *replicaRig) storeRow(name string) []byte {
+	r.t.Helper()
+	var b []byte
+	if err := r.db.QueryRow(r.ctx, `SELECT convert_to(url, 'UTF8') FROM vault_stores WHERE name = $1`, name).Scan(&b); err != nil {
+		r.t.Fatalf("vault %s's store row: %v", name, err)
+	}
+	return b
+}
+
+// setStoreRow writes b as vault name's store row, as a catalog writer can.
+func (r *replicaRig) setStoreRow(name string, b []byte) {
+	r.t.Helper()
+	r.exec(`INSERT INTO vault_stores (name, url) VALUES ($1, convert_from($2, 'UTF8'))
+		ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url`, name, b)
+}
+
+// copyPrefix copies every object under from to to in the bucket, as a
+// store writer keeping a copy of a vault's store would.
+func (r *replicaRig) copyPrefix(from, to string) {
+	r.t.Helper()
+	for name := range r.sv.Names(r.t, r.bucket, from) {
+		src := r.bucket + "/" + from + name
+		if _, err := r.sv.Client.CopyObject(r.ctx, &awss3.CopyObjectInput{Bucket: &r.bucket, Key: aws.String(to + name), CopySource: &src}); err != nil {
+			r.t.Fatalf("copy %s: %v", src, err)
+		}
+	}
+}
+
+func replicaBackup(t *testing.T, v *client.Vault, src, host string) (vault.SnapshotRecord, error) {
+	t.Helper()
+	ctx := context.Background()
+	if err := v.LoadDedup(ctx); err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	res, err := agent.Backup(ctx, v, agent.BackupOptions{Paths: []string{src}, Host: host})
+	if err != nil {
+		return vault.SnapshotRecord{}, err
+	}
+	return res.Snapshot, nil
+}
+
+// TestAttackReplicaStoreURLRows: a catalog writer points a vault's store
+// row somewhere else: at a copy of the vault's own store a store writer
+// saved earlier (an older state of the vault, same keyring), at another
+// vault's store, or at a URL of their own making. A server that opens the
+// vault afterwards (one that never had it open, or the same one after a
+// restart) must refuse rather than read or write there: a backup through
+// it adds nothing to the place the row names, and the vault's real store
+// keeps working through a server that was not fooled.
+func TestAttackReplicaStoreURLRows(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	owner := r.a.Client(t, r.a.OwnerToken)
+	for _, v := range []string{"far", "near"} {
+		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := token(t, owner, "backup-operator", "far")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(31, 1<<20)})
+	first, err := replicaBackup(t, r.a.Client(t, tok).Vault("far"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store writer's copy of far's store, taken now; far then moves
+	// on (a second snapshot, with data the copy lacks).
+	r.copyPrefix("hosts/far/", "saved/far/")
+	writeTree(t, src, map[string][]byte{"f": randomBytes(32, 1<<20)})
+	second, err := replicaBackup(t, r.a.Client(t, tok).Vault("far"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	genuine := r.storeRow("far")
+
+	cases := []struct {
+		name string
+		row  []byte
+		at   string // the prefix the row leads to, "" for none in the bucket
+	}{
+		{"the saved copy of far's store", []byte(r.sv.URL(r.bucket, "saved/far")), "saved/far/"},
+		{"near's row moved to far", r.storeRow("near"), "hosts/near/"},
+		{"an empty prefix of the attacker's", []byte(r.sv.URL(r.bucket, "attacker/far")), "attacker/far/"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r.setStoreRow("far", c.row)
+			defer r.setStoreRow("far", genuine)
+			var before map[string]bool
+			if c.at != "" {
+				before = r.sv.Names(t, r.bucket, c.at)
+			}
+			b := r.join() // never had far open
+			defer b.Close()
+			vb := b.Client(t, tok).Vault("far")
+			other := t.TempDir()
+			writeTree(t, other, map[string][]byte{"f": randomBytes(33, 1<<20)})
+			if snap, err := replicaBackup(t, vb, other, "h"); err == nil {
+				t.Errorf("a backup through a server that read the edited row succeeded (snapshot %s): want it refused", snap.ID)
+			}
+			if _, err := vb.Snapshots(ctx); err == nil {
+				t.Errorf("listing far's snapshots through a server that read the edited row succeeded: want it refused")
+			}
+			if c.at != "" {
+				if after := r.sv.Names(t, r.bucket, c.at); !maps.Equal(before, after) {
+					t.Errorf("the server wrote to %s, which the edited row names: %d objects before, %d after", c.at, len(before), len(after))
+				}
+			}
+		})
+	}
+	// far's genuine row back: a new server opens the real store, which
+	// holds both snapshots and restores them.
+	b := r.join()
+	vb := b.Client(t, tok).Vault("far")
+	restoreAndCompare(t, vb, second, filepath.Clean(src))
+	if snaps, err := vb.Snapshots(ctx); err != nil || len(snaps) != 2 || snaps[0].ID != first.ID {
+		t.Errorf("far's snapshots through a new server: %d, %v; want the two", len(snaps), err)
+	}
+}
+
+// TestAttackReplicaStoreURLDeleteOther: a catalog writer moves a
+// protected vault's store row onto an empty vault's row, then the empty
+// vault is deleted with an approval, by its owner acting in good faith.
+// Deleting a vault removes every object of its store: the store it
+// removes must be the deleted vault's, never the one the row was moved
+// from, even on a server that had the empty vault open when the row was
+// moved.
+func TestAttackReplicaStoreURLDeleteOther(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	t.Setenv(server.CatalogEnv, r.url) // the approver's token is made on the server machine
+	owner := r.a.Client(t, r.a.OwnerToken)
+	for _, v := range []string{"victim", "empty"} {
+		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := token(t, owner, "backup-operator", "victim")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(41, 1<<20)})
+	snap, err := replicaBackup(t, r.a.Client(t, tok).Vault("victim"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimObjects := r.sv.Names(t, r.bucket, "hosts/victim/")
+
+	b := r.join()
+	ownerB := b.Client(t, b.OwnerToken)
+	if _, err := ownerB.Vault("empty").KeyStatus(ctx); err != nil { // b has "empty" open
+		t.Fatal(err)
+	}
+	r.setStoreRow("empty", r.storeRow("victim"))
+
+	req, err := ownerB.Vault("empty").Delete(ctx)
+	if err == nil && req != nil {
+		approver, _, err := server.IssueApproverToken(ctx, b.DataDir, "approver", time.Time{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Client(t, approver).Decide(ctx, req.ID, true) // the owner's request, approved in good faith
+	}
+	if after := r.sv.Names(t, r.bucket, "hosts/victim/"); !maps.Equal(victimObjects, after) {
+		t.Fatalf("deleting vault empty removed objects of vault victim's store: %d objects before, %d after", len(victimObjects), len(after))
+	}
+	restoreAndCompare(t, r.a.Client(t, tok).Vault("victim"), snap, filepath.Clean(src))
+}
