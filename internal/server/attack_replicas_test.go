@@ -71,22 +71,24 @@ func (r *replicaRig) exec(sql string, args ...any) {
 	}
 }
 
-// storeRow returns the catalog's row for vault name's own store, as
-// the attacker reads it (whatever the column holds).
+// storeRow returns the catalog's (sealed) row for vault name's own
+// store, as the attacker reads it.
 func (r *replicaRig) storeRow(name string) []byte {
 	r.t.Helper()
 	var b []byte
-	if err := r.db.QueryRow(r.ctx, `SELECT convert_to(url, 'UTF8') FROM vault_stores WHERE name = $1`, name).Scan(&b); err != nil {
+	if err := r.db.QueryRow(r.ctx, `SELECT sealed FROM vault_stores WHERE name = $1`, name).Scan(&b); err != nil {
 		r.t.Fatalf("vault %s's store row: %v", name, err)
 	}
 	return b
 }
 
-// setStoreRow writes b as vault name's store row, as a catalog writer can.
+// setStoreRow writes b as vault name's store row, as a catalog writer
+// can: a URL of their choosing (in plain: they cannot seal it), or a row
+// they read.
 func (r *replicaRig) setStoreRow(name string, b []byte) {
 	r.t.Helper()
-	r.exec(`INSERT INTO vault_stores (name, url) VALUES ($1, convert_from($2, 'UTF8'))
-		ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url`, name, b)
+	r.exec(`INSERT INTO vault_stores (name, sealed) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed`, name, b)
 }
 
 // copyPrefix copies every object under from to to in the bucket, as a
