@@ -20,6 +20,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/client"
+	"github.com/coffer-backup/coffer/internal/keys/platform"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
@@ -235,6 +236,60 @@ func TestAttackReplicaStoreURLDeleteOther(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.Client(t, approver).Decide(ctx, req.ID, true) // the owner's request, approved in good faith
+	}
+	if after := r.sv.Names(t, r.bucket, "hosts/victim/"); !maps.Equal(victimObjects, after) {
+		t.Fatalf("deleting vault empty removed objects of vault victim's store: %d objects before, %d after", len(victimObjects), len(after))
+	}
+	restoreAndCompare(t, r.a.Client(t, tok).Vault("victim"), snap, filepath.Clean(src))
+}
+
+// TestAttackReplicaDiskDeleteOther: someone who kept one server's disk
+// (its deployment key) and can write the catalog seals vault victim's
+// store URL under vault empty's name, so the row opens. A server that
+// opens empty afterwards refuses it (the store holds another vault); and
+// deleting empty, approved in good faith through a server that had it
+// open before the edit, must still leave victim's store whole: the
+// deletion checks that the store it empties holds the deleted vault.
+func TestAttackReplicaDiskDeleteOther(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	t.Setenv(server.CatalogEnv, r.url)
+	owner := r.a.Client(t, r.a.OwnerToken)
+	for _, v := range []string{"victim", "empty"} {
+		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := token(t, owner, "backup-operator", "victim")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(51, 1<<20)})
+	snap, err := replicaBackup(t, r.a.Client(t, tok).Vault("victim"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimObjects := r.sv.Names(t, r.bucket, "hosts/victim/")
+	dk, _, err := platform.LoadDeploymentKey(server.DeploymentKeyFile(r.a.DataDir), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.join()
+	ownerB := b.Client(t, b.OwnerToken)
+	if _, err := ownerB.Vault("empty").KeyStatus(ctx); err != nil { // b has "empty" open
+		t.Fatal(err)
+	}
+	r.setStoreRow("empty", server.SealStoreURL(dk, "empty", r.sv.URL(r.bucket, "hosts/victim")))
+	c := r.join()
+	if _, err := c.Client(t, c.OwnerToken).Vault("empty").KeyStatus(ctx); err == nil {
+		t.Error("vault empty opened, through a server that did not have it open, from a row leading to vault victim's store")
+	}
+
+	req, err := ownerB.Vault("empty").Delete(ctx)
+	if err == nil && req != nil {
+		approver, _, err := server.IssueApproverToken(ctx, b.DataDir, "approver", time.Time{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Client(t, approver).Decide(ctx, req.ID, true)
 	}
 	if after := r.sv.Names(t, r.bucket, "hosts/victim/"); !maps.Equal(victimObjects, after) {
 		t.Fatalf("deleting vault empty removed objects of vault victim's store: %d objects before, %d after", len(victimObjects), len(after))
