@@ -296,3 +296,61 @@ func TestAttackReplicaDiskDeleteOther(t *testing.T) {
 	}
 	restoreAndCompare(t, r.a.Client(t, tok).Vault("victim"), snap, filepath.Clean(src))
 }
+
+// deleteVaultVia deletes vault name through e: the owner's request,
+// approved by a security approver made on the server machine.
+func (r *replicaRig) deleteVaultVia(e *servertest.Env, name string) {
+	r.t.Helper()
+	req, err := e.Client(r.t, e.OwnerToken).Vault(name).Delete(r.ctx)
+	if err != nil || req == nil {
+		r.t.Fatalf("delete vault %s: %v", name, err)
+	}
+	approver, _, err := server.IssueApproverToken(r.ctx, e.DataDir, "approver-"+name, time.Time{}, time.Now())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if out, err := e.Client(r.t, approver).Decide(r.ctx, req.ID, true); err != nil || out.State == string(vault.RequestPending) {
+		r.t.Fatalf("approve the deletion of %s: %+v, %v", name, out, err)
+	}
+}
+
+// TestAttackReplicasAgreeOnDeletion: a vault deleted through server a
+// while server b has it open. b must not go on serving the deleted vault:
+// a backup through b is refused and writes nothing to the deleted vault's
+// emptied store (no pack sealed under the deleted vault's keys lands
+// there), b answers nothing for the name, and the name stays taken on b
+// as on a.
+func TestAttackReplicasAgreeOnDeletion(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	t.Setenv(server.CatalogEnv, r.url)
+	owner := r.a.Client(t, r.a.OwnerToken)
+	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "x", Store: r.sv.URL(r.bucket, "hosts/x1")}); err != nil {
+		t.Fatal(err)
+	}
+	b := r.join()
+	ownerB := b.Client(t, b.OwnerToken)
+	if _, err := ownerB.Vault("x").KeyStatus(ctx); err != nil { // b has x open
+		t.Fatal(err)
+	}
+	tok := token(t, owner, "backup-operator", "x")
+
+	// Deleted through a: b refuses the name.
+	r.deleteVaultVia(r.a, "x")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(61, 256<<10)})
+	if snap, err := replicaBackup(t, b.Client(t, tok).Vault("x"), src, "h"); err == nil {
+		t.Errorf("a backup through b into vault x, deleted through a, succeeded (snapshot %s)", snap.ID)
+	}
+	if n := r.sv.Names(t, r.bucket, "hosts/x1/"); len(n) != 0 {
+		t.Errorf("the deleted vault's store holds %d objects after requests through b: want none: %v", len(n), n)
+	}
+
+	// The name stays taken: b does not take a creation either.
+	if _, err := ownerB.CreateVaultWith(ctx, api.CreateVault{Name: "x", Store: r.sv.URL(r.bucket, "hosts/x2")}); err == nil {
+		t.Error("vault x created again through b after its deletion through a")
+	}
+	if _, err := ownerB.Vault("x").KeyStatus(ctx); err == nil {
+		t.Error("b still answers for the deleted vault x")
+	}
+}

@@ -455,6 +455,28 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	s.mu.Lock()
 	open, ok := s.vaults[name]
 	s.mu.Unlock()
+	if ok && s.opt.Catalog != "" {
+		// SECURITY: on a shared catalog another server may have deleted
+		// the vault since this one opened it (or a catalog writer given
+		// the name to another vault ID): an engine kept open would go on
+		// taking uploads into the deleted vault's emptied store under its
+		// keys. The catalog's record decides at every request; the
+		// engine is forgotten (not closed: requests in flight may still
+		// use its keys) and the name opened afresh, or refused.
+		rec, err := s.cat.Vault(ctx, name)
+		if err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return nil, vaultErr(name, err)
+		}
+		if err != nil || rec.ID != open.eng.Record().ID {
+			s.mu.Lock()
+			if s.vaults[name] == open {
+				delete(s.vaults, name)
+			}
+			s.mu.Unlock()
+			s.log.Warn("vault closed: the catalog no longer lists it under its name", "vault", name, "id", open.eng.Record().ID)
+			ok = false
+		}
+	}
 	if ok {
 		if err := s.catchUpKeys(ctx, open); err != nil {
 			return nil, err
