@@ -7,6 +7,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"path/filepath"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/client"
 	"github.com/coffer-backup/coffer/internal/keys/platform"
+	"github.com/coffer-backup/coffer/internal/retention"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/server/servertest"
 	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
@@ -352,5 +354,85 @@ func TestAttackReplicasAgreeOnDeletion(t *testing.T) {
 	}
 	if _, err := ownerB.Vault("x").KeyStatus(ctx); err == nil {
 		t.Error("b still answers for the deleted vault x")
+	}
+}
+
+// TestAttackReplicasAgreeOnRolesAndLocks: changes made through server a
+// hold on server b at its next request, for a login token b already
+// served and a vault b already has open: a role taken back, immutability
+// turned on with a minimum retention (b then refuses to turn soft delete
+// off or to forget a young snapshot), and a retention policy lengthened
+// (b refuses to shorten it again).
+func TestAttackReplicasAgreeOnRolesAndLocks(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	owner := r.a.Client(t, r.a.OwnerToken)
+	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
+		t.Fatal(err)
+	}
+	tok := token(t, owner, "backup-operator", "v")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(71, 64<<10)})
+	snap, err := replicaBackup(t, r.a.Client(t, tok).Vault("v"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.join()
+	ownerB := b.Client(t, b.OwnerToken)
+
+	// A role taken back through a: pat's login through b loses it.
+	if _, err := owner.CreatePrincipal(ctx, api.CreatePrincipal{Name: "pat", Kind: "user", Password: attackPassword}); err != nil {
+		t.Fatal(err)
+	}
+	role := api.RoleAssignment{Principal: "pat", Role: "backup-reader", Vault: "v"}
+	if _, err := owner.AssignRole(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	login, err := b.Client(t, "").Login(ctx, api.Login{Name: "pat", Password: attackPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pat := b.Client(t, login.Secret).Vault("v")
+	if _, err := pat.Snapshots(ctx); err != nil {
+		t.Fatalf("pat through b before the role is taken back: %v", err)
+	}
+	if _, err := owner.RevokeRole(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pat.Snapshots(ctx); err == nil {
+		t.Error("pat's login through b still reads vault v after a took the role back")
+	}
+
+	// b has v open and has read its settings; a turns immutability on
+	// and lengthens the retention policy.
+	if _, err := ownerB.Vault("v").Settings(ctx); err != nil {
+		t.Fatal(err)
+	}
+	on := "enabled"
+	lb, _ := json.Marshal(retention.Policy{Daily: 90})
+	sb, _ := json.Marshal(retention.Policy{Daily: 1})
+	long, short := string(lb), string(sb)
+	if _, err := owner.Vault("v").ChangeSettings(ctx, api.SettingsChange{Policy: &short}); err != nil {
+		t.Fatal(err)
+	}
+	minRet := int64(30 * 24 * 3600)
+	if _, err := owner.Vault("v").ChangeSettings(ctx, api.SettingsChange{Immutability: &on, MinRetentionSeconds: &minRet}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Vault("v").ChangeSettings(ctx, api.SettingsChange{Policy: &long}); err != nil {
+		t.Fatal(err)
+	}
+	off := "off"
+	if res, err := ownerB.Vault("v").ChangeSettings(ctx, api.SettingsChange{SoftDelete: &off}); err == nil {
+		t.Errorf("b turned soft delete off on a vault a made immutable: %+v", res)
+	}
+	if res, err := ownerB.Vault("v").ChangeSettings(ctx, api.SettingsChange{Policy: &short}); err == nil {
+		t.Errorf("b shortened the retention policy a lengthened on an immutable vault: %+v", res)
+	}
+	if _, _, err := ownerB.Vault("v").Forget(ctx, []vault.ID{snap.ID}); err == nil {
+		t.Error("b forgot a snapshot younger than the minimum retention a set")
+	}
+	if snaps, err := ownerB.Vault("v").Snapshots(ctx); err != nil || len(snaps) != 1 {
+		t.Errorf("v's snapshots through b: %d, %v; want the one", len(snaps), err)
 	}
 }
