@@ -6,10 +6,17 @@ package server_test
 // neither the deployment key nor the vaults' keys.
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -435,4 +442,92 @@ func TestAttackReplicasAgreeOnRolesAndLocks(t *testing.T) {
 	if snaps, err := ownerB.Vault("v").Snapshots(ctx); err != nil || len(snaps) != 1 {
 		t.Errorf("v's snapshots through b: %d, %v; want the one", len(snaps), err)
 	}
+}
+
+// TestAttackReplicaBucketGarbage: someone holding the bucket's
+// credentials (not Coffer's keys) plants objects with well-formed names
+// in a vault's store. A "pack" and a "snapshot" of random bytes are not
+// taken for the vault's: through the other server a prune completes
+// without deleting anything a snapshot needs, check --read-data passes
+// over what the catalog lists, and the snapshot restores byte for byte.
+// A keyring generation past the anchored one (the newest's bytes under
+// the next name) is refused loudly, naming the generation, by a server
+// that opens the vault, and is never used: once it is removed, the vault
+// opens on the anchored generation.
+func TestAttackReplicaBucketGarbage(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	owner := r.a.Client(t, r.a.OwnerToken)
+	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
+		t.Fatal(err)
+	}
+	tok := token(t, owner, "backup-operator", "v")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(81, 2<<20), "g": []byte("small")})
+	snap, err := replicaBackup(t, r.a.Client(t, tok).Vault("v"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := owner.Vault("v").KeyStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, body []byte) {
+		t.Helper()
+		if _, err := r.sv.Client.PutObject(ctx, &awss3.PutObjectInput{Bucket: &r.bucket, Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
+			t.Fatalf("plant %s: %v", key, err)
+		}
+	}
+	garbage := randomBytes(82, 64<<10)
+	put("hosts/v/packs/"+hex.EncodeToString(randomBytes(83, 32)), garbage)
+	put("hosts/v/snapshots/"+hex.EncodeToString(randomBytes(84, 32)), garbage)
+
+	b := r.join()
+	ownerB := b.Client(t, b.OwnerToken)
+	if _, err := ownerB.Vault("v").Prune(ctx, false); err != nil {
+		t.Errorf("prune through b with planted objects in the bucket: %v", err)
+	}
+	rep, err := owner.Vault("v").Check(ctx, true, nil)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Errorf("check --read-data through a after b's prune: %v %v", rep.Errors, err)
+	}
+	restoreAndCompare(t, b.Client(t, tok).Vault("v"), snap, filepath.Clean(src))
+
+	// A generation past the newest, named as the store names them,
+	// holding the newest's bytes.
+	var gens []string
+	for name := range r.sv.Names(t, r.bucket, "hosts/v/keys/") {
+		gens = append(gens, name)
+	}
+	if len(gens) == 0 {
+		t.Fatal("no keyring generation in the bucket")
+	}
+	newest := slices.Max(gens)
+	n, err := strconv.Atoi(newest)
+	if err != nil {
+		t.Fatalf("keyring generation name %q: %v", newest, err)
+	}
+	body, err := r.sv.Client.GetObject(ctx, &awss3.GetObjectInput{Bucket: &r.bucket, Key: aws.String("hosts/v/keys/" + newest)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := io.ReadAll(body.Body)
+	body.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := "hosts/v/keys/" + fmt.Sprintf("%0*d", len(newest), n+1)
+	put(planted, kb)
+	c := r.join()
+	if _, err := c.Client(t, tok).Vault("v").Snapshots(ctx); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%0*d", len(newest), n+1)) {
+		t.Errorf("a server opening the vault with a planted keyring generation: %v; want a refusal naming it", err)
+	}
+	if _, err := r.sv.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &r.bucket, Key: aws.String(planted)}); err != nil {
+		t.Fatal(err)
+	}
+	d := r.join()
+	if st, err := d.Client(t, d.OwnerToken).Vault("v").KeyStatus(ctx); err != nil || st.KeyringGen != before.KeyringGen {
+		t.Errorf("the keys through a server started after the planted generation was removed: %+v, %v; want generation %d", st, err, before.KeyringGen)
+	}
+	restoreAndCompare(t, d.Client(t, tok).Vault("v"), snap, filepath.Clean(src))
 }
