@@ -531,3 +531,65 @@ func TestAttackReplicaBucketGarbage(t *testing.T) {
 	}
 	restoreAndCompare(t, d.Client(t, tok).Vault("v"), snap, filepath.Clean(src))
 }
+
+// TestAttackReplicaVaultRowsSwapped: a catalog writer swaps the names of
+// two vaults' rows, so that each name leads to the other vault's ID (and
+// keys, settings and snapshots) while its store row still leads to its
+// own store. No server, one with both vaults open or one starting after
+// the swap, serves a name with the other vault's store or writes a
+// backup across: requests are refused until the rows are put back, and
+// then everything is as before.
+func TestAttackReplicaVaultRowsSwapped(t *testing.T) {
+	r := newReplicaRig(t, false)
+	ctx := r.ctx
+	owner := r.a.Client(t, r.a.OwnerToken)
+	for _, v := range []string{"p", "q"} {
+		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := token(t, owner, "backup-operator", "p")
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(91, 256<<10)})
+	snap, err := replicaBackup(t, r.a.Client(t, tok).Vault("p"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Vault("q").KeyStatus(ctx); err != nil { // a has both open
+		t.Fatal(err)
+	}
+	// Tokens name their vault (a foreign key): the writer turns the
+	// checks off for the session, as the database's owner can.
+	swap := func() {
+		r.exec(`SET session_replication_role = replica`)
+		r.exec(`UPDATE vaults SET name = 'swap-tmp' WHERE name = 'p'`)
+		r.exec(`UPDATE vaults SET name = 'p' WHERE name = 'q'`)
+		r.exec(`UPDATE vaults SET name = 'q' WHERE name = 'swap-tmp'`)
+		r.exec(`SET session_replication_role = DEFAULT`)
+	}
+	storeP, storeQ := r.sv.Names(t, r.bucket, "hosts/p/"), r.sv.Names(t, r.bucket, "hosts/q/")
+	swap()
+	b := r.join()
+	other := t.TempDir()
+	writeTree(t, other, map[string][]byte{"f": randomBytes(92, 256<<10)})
+	for _, e := range []*servertest.Env{r.a, b} {
+		for _, v := range []string{"p", "q"} {
+			if snaps, err := e.Client(t, e.OwnerToken).Vault(v).Snapshots(ctx); err == nil {
+				t.Errorf("vault %s's snapshots after the swap: %d, served", v, len(snaps))
+			}
+		}
+		if s, err := replicaBackup(t, e.Client(t, tok).Vault("p"), other, "h"); err == nil {
+			t.Errorf("a backup into p after the swap succeeded (snapshot %s)", s.ID)
+		}
+	}
+	if p, q := r.sv.Names(t, r.bucket, "hosts/p/"), r.sv.Names(t, r.bucket, "hosts/q/"); !maps.Equal(p, storeP) || !maps.Equal(q, storeQ) {
+		t.Errorf("the stores changed while the rows were swapped: p %d → %d objects, q %d → %d", len(storeP), len(p), len(storeQ), len(q))
+	}
+	swap()
+	for _, e := range []*servertest.Env{r.a, b} {
+		if snaps, err := e.Client(t, tok).Vault("p").Snapshots(ctx); err != nil || len(snaps) != 1 || snaps[0].ID != snap.ID {
+			t.Errorf("p's snapshots with the rows put back: %v, %v", snaps, err)
+		}
+	}
+	restoreAndCompare(t, b.Client(t, tok).Vault("p"), snap, filepath.Clean(src))
+}
