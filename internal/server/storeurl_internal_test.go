@@ -2,13 +2,18 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/seal"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -77,4 +82,61 @@ func flip(b []byte, i int) []byte {
 	c := bytes.Clone(b)
 	c[i] ^= 1
 	return c
+}
+
+// TestSharedCatalogAdoptsStoreURLFile: a vault's store URL that a server
+// of an older release recorded in its data directory is copied into the
+// shared catalog sealed (the row holds no URL in plaintext), and a server
+// on another host, given the deployment key, reads it from there; a
+// removal clears the row.
+func TestSharedCatalogAdoptsStoreURLFile(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	const storeURL = "s3://backups/far?endpoint=https://s3.example.com&region=eu-west-2"
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	if err := os.MkdirAll(VaultDir(dir, "far"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(storeURLFile(dir, "far"), []byte(storeURL+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := Open(ctx, Options{DataDir: dir, Catalog: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if got, err := a.vaultStoreURL(ctx, "far"); err != nil || got != storeURL {
+		t.Fatalf("the data directory's store URL = %q, %v", got, err)
+	}
+	row, err := a.deployment().VaultStore(ctx, "far")
+	if err != nil || row == nil || bytes.Contains(row, []byte("backups")) {
+		t.Fatalf("the catalog's row: %q, %v; want it sealed", row, err)
+	}
+	other := t.TempDir()
+	os.Chmod(other, 0o700)
+	for _, f := range []string{"keys/deployment.key", "audit/" + audit.SigningKeyFile} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(other, f)), 0o700)
+		if err := os.WriteFile(filepath.Join(other, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _, err := Open(ctx, Options{DataDir: other, Catalog: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, err := b.vaultStoreURL(ctx, "far"); err != nil || got != storeURL {
+		t.Errorf("the store URL through another server = %q, %v", got, err)
+	}
+	if err := b.recordStoreURL(ctx, "far", ""); err != nil {
+		t.Fatal(err)
+	}
+	if row, err := a.deployment().VaultStore(ctx, "far"); err != nil || row != nil {
+		t.Errorf("the catalog's row after the removal: %q, %v", row, err)
+	}
 }
