@@ -593,3 +593,50 @@ func TestAttackReplicaVaultRowsSwapped(t *testing.T) {
 	}
 	restoreAndCompare(t, b.Client(t, tok).Vault("p"), snap, filepath.Clean(src))
 }
+
+// TestAttackReplicasAgreeOnObjectLock: a vault's immutability is locked
+// through server a while server b has the vault open (armed when the vault
+// was not locked). The objects of the next backup through b must be under
+// COMPLIANCE retention at once, as they are through a: someone holding
+// the bucket's credentials must not find a window in which a locked
+// vault's new packs and snapshot can be deleted.
+func TestAttackReplicasAgreeOnObjectLock(t *testing.T) {
+	r := newReplicaRig(t, true)
+	ctx := r.ctx
+	owner := r.a.Client(t, r.a.OwnerToken)
+	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
+		t.Fatal(err)
+	}
+	tok := token(t, owner, "backup-operator", "v")
+	b := r.join()
+	src := t.TempDir()
+	writeTree(t, src, map[string][]byte{"f": randomBytes(101, 256<<10)})
+	if _, err := replicaBackup(t, b.Client(t, tok).Vault("v"), src, "h"); err != nil { // b has v open, unlocked
+		t.Fatal(err)
+	}
+	before := r.sv.Names(t, r.bucket, "hosts/v/")
+	for _, s := range []string{"enabled", "locked"} {
+		if _, err := owner.Vault("v").ChangeSettings(ctx, api.SettingsChange{Immutability: &s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTree(t, src, map[string][]byte{"f": randomBytes(102, 256<<10)})
+	snap, err := replicaBackup(t, b.Client(t, tok).Vault("v"), src, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := time.Now().Add(14 * 24 * time.Hour) // the default soft-delete period
+	var n int
+	for name := range r.sv.Names(t, r.bucket, "hosts/v/") {
+		if before[name] || !(strings.HasPrefix(name, "packs/") || strings.HasPrefix(name, "snapshots/")) {
+			continue
+		}
+		n++
+		if got := retainedUntil(t, r.sv, r.bucket, "hosts/v/"+name); got.Before(want) {
+			t.Errorf("%s, written through b after a locked the vault, is retained until %v; want at least %v", name, got, want)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("the backup through b (snapshot %s) wrote no new pack or snapshot object", snap.ID)
+	}
+}
