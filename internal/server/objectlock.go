@@ -45,7 +45,8 @@ const (
 // armObjectLock makes ov's store put every new object under COMPLIANCE
 // retention for the vault's lock period while its immutability is locked.
 // The period is read here and refreshed by keepObjectLock (after every
-// settings change and every lockRunEvery); while the settings cannot be
+// settings change and every lockRunEvery), and, on a catalog servers
+// share, before every object is written; while the settings cannot be
 // read, writes fail rather than go unprotected.
 func (s *Server) armObjectLock(ctx context.Context, ov *openVault) {
 	rs, ok := ov.store.(retentionStore)
@@ -53,7 +54,16 @@ func (s *Server) armObjectLock(ctx context.Context, ov *openVault) {
 		return
 	}
 	s.refreshLock(ctx, ov)
-	rs.SetRetention(func(context.Context, vault.Handle) (time.Time, error) {
+	rs.SetRetention(func(ctx context.Context, _ vault.Handle) (time.Time, error) {
+		if s.opt.Catalog != "" {
+			// SECURITY: on a shared catalog the vault's immutability
+			// may have been locked through another server since this
+			// one read its settings: they are read again (the chain
+			// entries since, one query) for every object written, so
+			// that a lock holds on every server from its next write,
+			// not from its next upkeep.
+			s.refreshLock(ctx, ov)
+		}
 		p := ov.lock.Load()
 		switch {
 		case p < 0:
