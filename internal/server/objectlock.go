@@ -106,7 +106,15 @@ func (s *Server) keepObjectLocks(ctx context.Context) error {
 	var errs []error
 	for _, name := range names {
 		if s.opt.OpenStore == nil {
-			if own, err := s.vaultStoreURL(ctx, name); err != nil || own == "" {
+			own, err := s.vaultStoreURL(ctx, name)
+			if err != nil {
+				// Not skipped in silence: a store row that cannot be
+				// read (edited in the catalog) would otherwise let the
+				// vault's retention lapse unnoticed.
+				errs = append(errs, fmt.Errorf("vault %s: keep its objects locked: %w", name, err))
+				continue
+			}
+			if own == "" {
 				continue // a local store has no lock of its own
 			}
 		}
