@@ -806,7 +806,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		st    *unix.Stat_t
 		mount bool // another file system's mount point, with OneFileSystem
 	}
-	var todo []pend
+	todo := make([]pend, 0, len(names))
 	for i, name := range names {
 		if ctx.Err() != nil {
 			break
@@ -1274,8 +1274,9 @@ func (b *backup) finishDir(ctx context.Context, path string, nodes []format.Node
 		if f.err != nil {
 			return
 		}
-		// Drop entries that could not be saved (marked with kind 0).
-		kept := make([]format.Node, 0, len(nodes))
+		// Drop entries that could not be saved (marked with kind 0), in
+		// place: every worker that could change a node has finished.
+		kept := nodes[:0]
 		for _, n := range nodes {
 			if n.Kind != 0 {
 				kept = append(kept, n)
@@ -1294,10 +1295,13 @@ func (b *backup) finishDir(ctx context.Context, path string, nodes []format.Node
 }
 
 func (b *backup) saveTree(ctx context.Context, t *format.Tree) (vault.ID, error) {
-	enc, err := format.EncodeTree(nil, t)
+	bp := treeBufs.Get().(*[]byte)
+	defer treeBufs.Put(bp)
+	enc, err := format.EncodeTree((*bp)[:0], t)
 	if err != nil {
 		return vault.ID{}, err
 	}
+	*bp = enc
 	b.hashMu.Lock()
 	id := b.hasher.ID(enc)
 	b.hashMu.Unlock()
@@ -1307,6 +1311,12 @@ func (b *backup) saveTree(ctx context.Context, t *format.Tree) (vault.ID, error)
 	_, err = b.repo.SaveBlob(ctx, vault.TreeBlob, id, b.codec.Encode(nil, enc), len(enc))
 	return id, err
 }
+
+// treeBufs holds encoding buffers for saveTree: a tree is encoded to find
+// its ID even when it is stored already (every directory of a re-run),
+// and growing a new buffer each time was a sixth of what a re-run of a
+// million unchanged files allocated.
+var treeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // fileWorker reads files, handing their chunks to the chunk workers. Many
 // run at once so that reads of small files overlap on disk; only files of

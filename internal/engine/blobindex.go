@@ -131,7 +131,9 @@ type recGen struct {
 }
 
 func newRecGen() *recGen {
-	return &recGen{recs: map[blobKey]cachedRec{}, packOf: map[vault.ID]uint32{}}
+	// Sized once: a generation fills to cacheGen (a pack's records at a
+	// time), and growing the map there allocated three times its size.
+	return &recGen{recs: make(map[blobKey]cachedRec, cacheGen), packOf: map[vault.ID]uint32{}}
 }
 
 // recordCache keeps the records of recently looked-up packs in two
