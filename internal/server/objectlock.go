@@ -294,9 +294,10 @@ func (s *Server) objectLockChanged(ctx context.Context, name string) {
 		return
 	}
 	// The change is made: the client going away must not cut short the
-	// protection of what the vault holds.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockWait)
-	defer cancel()
+	// protection of what the vault holds. Only the wait is bounded.
+	ctx = context.WithoutCancel(ctx)
+	wait := time.NewTimer(lockWait)
+	defer wait.Stop()
 	for delay := 20 * time.Millisecond; ; delay = min(2*delay, time.Second) {
 		ran, err := s.keepObjectLockAlone(ctx, ov)
 		if err != nil {
@@ -308,7 +309,7 @@ func (s *Server) objectLockChanged(ctx context.Context, name string) {
 			return
 		}
 		select {
-		case <-ctx.Done():
+		case <-wait.C:
 			s.lockPending.add(name)
 			s.log.Warn("another server kept the vault's objects locked for longer than the wait after a settings change; the next maintenance run applies the change", "vault", name, "waited", lockWait)
 			return
