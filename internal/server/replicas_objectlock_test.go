@@ -186,7 +186,11 @@ func TestReplicasObjectLockOneAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// a's upkeep of the vault runs, held at its first Retain.
+	// a's upkeep of the vault runs, held at its first Retain (released
+	// at the end also if the test stops early).
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(w.release) }) }
+	defer release()
 	w.holdNext("a")
 	doneA := make(chan error, 1)
 	go func() { doneA <- a.Server.Maintain(ctx) }()
@@ -227,7 +231,7 @@ func TestReplicasObjectLockOneAtATime(t *testing.T) {
 	if n := w.count("b"); n != 0 {
 		t.Errorf("b's settings change lengthened %d retentions while a's upkeep of the vault ran", n)
 	}
-	close(w.release)
+	release()
 	if err := <-doneA; err != nil {
 		t.Errorf("a's maintenance: %v", err)
 	}
