@@ -37,8 +37,12 @@ type app struct {
 	// memLimit is the soft heap limit limitMemory set (0 until then);
 	// memFilter and memChunking what rebudget adjusts it by.
 	memLimit, memFilter atomic.Int64
-	memChunking         atomic.Bool
-	stdin               io.Reader
+	// restoreGC, when collectAtLimit turned the collector's trigger
+	// off, turns it back on when the command ends (tests run many
+	// commands in one process).
+	restoreGC   func()
+	memChunking atomic.Bool
+	stdin       io.Reader
 	// stdout and stderr escape what would act on a terminal (termsafe.go);
 	// jsonStdout is stdout for JSON, escaped as JSON; rawStderr is the
 	// process's stderr, for the progress line alone.
@@ -235,6 +239,9 @@ func runHooked(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
+	if a.restoreGC != nil {
+		a.restoreGC()
+	}
 	if err == nil {
 		return exitOK
 	}

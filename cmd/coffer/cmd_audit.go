@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,10 +21,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-backup/coffer/internal/audit"
+	"github.com/coffer-backup/coffer/internal/catalog/postgres"
 	"github.com/coffer-backup/coffer/internal/catalog/sqlite"
 	"github.com/coffer-backup/coffer/internal/fsutil"
 	"github.com/coffer-backup/coffer/internal/posture"
 	"github.com/coffer-backup/coffer/internal/retention"
+	"github.com/coffer-backup/coffer/internal/server"
 )
 
 func newAuditCmd(a *app) *cobra.Command {
@@ -128,16 +131,19 @@ func oneLine(s string, n int) string {
 }
 
 func newAuditExportCmd(a *app) *cobra.Command {
-	var out, dataDir string
+	var out, dataDir, catalogFlag, vkeyFlag string
 	cmd := &cobra.Command{
 		Use:   "export --out FILE",
 		Short: "Export the audit log as evidence: entries, signed checkpoints, the public key",
 		Long: `Write the audit log up to a freshly signed checkpoint to a tar file, for an
 auditor: "coffer audit verify --export FILE" checks it offline, on any machine.
-From a server (--vault https://host:port, a token with audit.read), or on the
-server machine from its data directory (--data DIR).`,
+From a server (--vault https://host:port, a token with audit.read), on the
+server machine from its data directory (--data DIR; with COFFER_CATALOG set, as
+for the server, from its PostgreSQL catalog), or from servers' PostgreSQL
+catalog (--catalog URL, with their --verifier-key).`,
 		Example: `  coffer audit export --out evidence.tar --vault https://backup.example.com:8443
-  coffer audit export --out evidence.tar --data /var/lib/coffer`,
+  coffer audit export --out evidence.tar --data /var/lib/coffer
+  coffer audit export --out evidence.tar --catalog postgres://auditor@db.example.com/coffer --verifier-key 'coffer-audit+…'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -151,12 +157,24 @@ server machine from its data directory (--data DIR).`,
 			}
 			defer os.Remove(tmp.Name())
 			defer tmp.Close()
-			if dataDir != "" {
-				cat, vkey, err := openAuditLocal(dataDir)
+			catalogURL, err := a.auditCatalogURL(catalogFlag, dataDir)
+			if err != nil {
+				return err
+			}
+			if dataDir != "" || catalogURL != "" {
+				cat, vkey, _, err := openAuditLog(cmd.Context(), dataDir, catalogURL)
 				if err != nil {
 					return err
 				}
 				defer cat.Close()
+				switch {
+				case vkey != "" && vkeyFlag != "" && vkeyFlag != vkey:
+					return errors.New("--verifier-key differs from the server's audit/verifier.key")
+				case vkey == "" && vkeyFlag == "":
+					return errors.New("give the servers' audit verifier key with --verifier-key (DATA/audit/verifier.key of any of them), or --data DIR on a server: the catalog does not hold it")
+				case vkey == "":
+					vkey = vkeyFlag
+				}
 				if err := audit.Export(cmd.Context(), cat, vkey, tmp); err != nil {
 					return err
 				}
@@ -203,40 +221,101 @@ server machine from its data directory (--data DIR).`,
 	}
 	cmd.Flags().StringVar(&out, "out", "", "the tar file to write")
 	cmd.Flags().StringVar(&dataDir, "data", "", "export from a server's data directory (on the server machine)")
+	cmd.Flags().StringVar(&catalogFlag, "catalog", "", "export from this postgres:// catalog, read-only (default with --data: $COFFER_CATALOG)")
+	cmd.Flags().StringVar(&vkeyFlag, "verifier-key", "", "with --catalog without --data: the servers' audit verifier key (coffer-audit+…)")
 	return cmd
 }
 
-// openAuditLocal opens a server's catalog and audit verifier key on the
-// server machine.
-func openAuditLocal(dataDir string) (*sqlite.Catalog, string, error) {
-	vk, err := os.ReadFile(filepath.Join(dataDir, "audit", audit.VerifierKeyFile))
-	if err != nil {
-		return nil, "", fmt.Errorf("no audit log in %s: %w", dataDir, err)
+// auditLog is a server's audit log opened for reading where it is
+// stored.
+type auditLog interface {
+	audit.Store
+	Close() error
+}
+
+// catalogURL is the PostgreSQL catalog the audit commands read: the one
+// --catalog gives, else, with --data (on the server machine), the one
+// COFFER_CATALOG gives, as coffer server reads it; "" for the SQLite
+// catalog in the data directory.
+func (a *app) auditCatalogURL(flag, dataDir string) (string, error) {
+	u := flag
+	if u == "" && dataDir != "" {
+		u = a.getenv(server.CatalogEnv)
+	}
+	if u != "" && !postgres.IsURL(u) {
+		return "", errors.New("--catalog: give the postgres:// URL the servers were given, or leave it out for the SQLite file in --data")
+	}
+	return u, nil
+}
+
+// openAuditLog opens the audit log of a server's catalog: the PostgreSQL
+// catalog at catalogURL, read-only, else the SQLite file in dataDir. vkey
+// is the verifier key of dataDir's audit/verifier.key, "" without
+// dataDir: a PostgreSQL catalog does not hold it. name is what the
+// verifying user's pins call the log: the catalog's location (without
+// its user), the same for every server sharing it, or the data
+// directory's name.
+func openAuditLog(ctx context.Context, dataDir, catalogURL string) (log auditLog, vkey, name string, err error) {
+	if dataDir != "" {
+		vk, err := os.ReadFile(filepath.Join(dataDir, "audit", audit.VerifierKeyFile))
+		if err != nil {
+			return nil, "", "", fmt.Errorf("no audit log in %s: %w", dataDir, err)
+		}
+		vkey = strings.TrimSpace(string(vk))
+	}
+	if catalogURL != "" {
+		loc, err := postgres.Location(catalogURL)
+		if err != nil {
+			return nil, "", "", err
+		}
+		cat, err := postgres.OpenReadOnly(ctx, catalogURL)
+		if err != nil {
+			return nil, "", "", err
+		}
+		return cat, vkey, "catalog-" + pinFileName(loc), nil
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "catalog.db")); err != nil {
-		return nil, "", fmt.Errorf("no vault server catalog in %s: %w", dataDir, err)
+		return nil, "", "", fmt.Errorf("no vault server catalog in %s (a server on PostgreSQL: give --catalog, or set %s as for the server): %w", dataDir, server.CatalogEnv, err)
 	}
 	cat, err := sqlite.Open(filepath.Join(dataDir, "catalog.db"))
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	return cat, strings.TrimSpace(string(vk)), nil
+	return cat, vkey, "local-" + filepath.Base(dataDir), nil
+}
+
+// pinFileName is s with every byte but letters, digits, '.', '_' and '-'
+// replaced by '_', for a file name.
+func pinFileName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			return r
+		}
+		return '_'
+	}, s)
 }
 
 func newAuditVerifyCmd(a *app) *cobra.Command {
-	var export, dataDir, vkey, report string
+	var export, dataDir, catalogFlag, vkey, report string
 	var jsonOut, acceptNew bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute the audit log's tree and check every signed checkpoint",
 		Long: `Verify the audit log: every entry's hash, the Merkle tree, every checkpoint's
-signature and that each is consistent with the entries. Three ways:
+signature and that each is consistent with the entries. Four ways:
 
   --export FILE      an exported archive, offline, with nothing else; give the
                      server's --verifier-key to check it came from that server
   --vault URL        download the log from a server and verify it here
   --data DIR         on the server machine, straight from its catalog (also
-                     checks the stored tree hashes)
+                     checks the stored tree hashes); with COFFER_CATALOG set, as
+                     for the server, from its PostgreSQL catalog
+  --catalog URL      straight from the PostgreSQL catalog servers share,
+                     read-only (SELECT on the audit tables is enough); give the
+                     servers' --verifier-key the first time (it is pinned), or
+                     --data DIR on a server; the password from ~/.pgpass or
+                     PGPASSWORD rather than the URL
 
 With --report FILE it checks a saved posture report (coffer posture --format
 json) instead, offline: the signature by the server's audit key over the
@@ -257,6 +336,7 @@ verify.`,
 		Example: `  coffer audit verify --vault https://backup.example.com:8443
   coffer audit verify --export evidence.tar --verifier-key 'coffer-audit+…'
   coffer audit verify --data /var/lib/coffer
+  coffer audit verify --catalog postgres://auditor@db.example.com/coffer --verifier-key 'coffer-audit+…'
   coffer audit verify --vault https://backup.example.com:8443 --report report.json
   coffer audit verify --report report.json --verifier-key 'coffer-audit+…'`,
 		Args: cobra.NoArgs,
@@ -266,10 +346,17 @@ verify.`,
 			var err error
 			var pin *pinned
 			if report != "" {
-				if export != "" || dataDir != "" || acceptNew {
-					return errors.New("--report checks a posture report alone: give it without --export, --data or --accept-new-key")
+				if export != "" || dataDir != "" || catalogFlag != "" || acceptNew {
+					return errors.New("--report checks a posture report alone: give it without --export, --data, --catalog or --accept-new-key")
 				}
 				return a.verifyPostureReport(report, vkey, jsonOut)
+			}
+			if export != "" && (dataDir != "" || catalogFlag != "") {
+				return errors.New("--export checks an archive alone: give it without --data or --catalog")
+			}
+			catalogURL, err := a.auditCatalogURL(catalogFlag, dataDir)
+			if err != nil {
+				return err
 			}
 			switch {
 			case export != "":
@@ -279,20 +366,33 @@ verify.`,
 				}
 				defer f.Close()
 				if acceptNew {
-					return errors.New("--accept-new-key is for --vault and --data, whose verifier key is pinned; --export checks with the --verifier-key you give")
+					return errors.New("--accept-new-key is for --vault, --data and --catalog, whose verifier key is pinned; --export checks with the --verifier-key you give")
 				}
 				rep, err = audit.VerifyExport(f, vkey, audit.VerifyOptions{})
-			case dataDir != "":
-				cat, k, oerr := openAuditLocal(dataDir)
+			case dataDir != "" || catalogURL != "":
+				cat, k, name, oerr := openAuditLog(ctx, dataDir, catalogURL)
 				if oerr != nil {
 					return oerr
 				}
 				defer cat.Close()
-				if vkey != "" && vkey != k {
+				if vkey != "" && k != "" && vkey != k {
 					return errors.New("--verifier-key differs from the server's audit/verifier.key")
 				}
-				if pin, err = a.loadPin("local-" + filepath.Base(dataDir)); err != nil {
+				if pin, err = a.loadPin(name); err != nil {
 					return err
+				}
+				// The key the log must verify with: the data directory's,
+				// else the one given, else the pinned one. SECURITY: never
+				// one read from the catalog, which whoever can write the
+				// database could have replaced along with the log.
+				switch {
+				case k != "":
+				case vkey != "":
+					k = vkey
+				case pin.VerifierKey != "":
+					k = pin.VerifierKey
+				default:
+					return fmt.Errorf("give the servers' audit verifier key with --verifier-key (the line in DATA/audit/%s on any server sharing the catalog, confirmed with its operator), or --data DIR on a server: the catalog does not hold it, and it is pinned for later runs", audit.VerifierKeyFile)
 				}
 				opts, perr := pin.options(k, acceptNew)
 				if perr != nil {
@@ -371,6 +471,7 @@ verify.`,
 	cmd.Flags().StringVar(&export, "export", "", "verify this exported archive, offline")
 	cmd.Flags().StringVar(&report, "report", "", "verify this posture report's signature (coffer posture --format json), offline")
 	cmd.Flags().StringVar(&dataDir, "data", "", "verify a server's log from its data directory (on the server machine)")
+	cmd.Flags().StringVar(&catalogFlag, "catalog", "", "verify the log in this postgres:// catalog, read-only (default with --data: $COFFER_CATALOG)")
 	cmd.Flags().StringVar(&vkey, "verifier-key", "", "the server's audit verifier key (coffer-audit+…); default: pinned on first verify")
 	cmd.Flags().BoolVar(&acceptNew, "accept-new-key", false, "accept a verifier key other than the pinned one (a rotation you confirmed out of band), and pin it")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

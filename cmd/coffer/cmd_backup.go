@@ -193,6 +193,7 @@ and the exit code is 3.`,
 				a.limitMemory(remoteBackupBudget)
 			} else {
 				a.limitMemory(backupBudget)
+				a.collectAtLimit()
 				onChunking = a.chunkingStarted
 			}
 			opts := agent.BackupOptions{Paths: args}

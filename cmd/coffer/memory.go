@@ -63,6 +63,22 @@ func (a *app) limitMemory(budget int64) {
 	debug.SetMemoryLimit(a.memLimit.Load())
 }
 
+// collectAtLimit turns off the collector's proportional trigger (GOGC), so
+// that it runs only when the heap reaches the limit limitMemory set: the
+// budget is the backup's to use. A re-run of a million unchanged files
+// keeps 12–15 MB live, and at GOGC's default it collected whenever the
+// heap doubled that, 170–190 times, a quarter of its user CPU
+// (docs/performance.md, "Heap limits"). Users override it with GOGC or
+// GOMEMLIMIT (without a limit, turning the trigger off would let the
+// heap grow unbounded).
+func (a *app) collectAtLimit() {
+	if a.getenv("GOMEMLIMIT") != "" || a.getenv("GOGC") != "" || a.memLimit.Load() <= 0 {
+		return
+	}
+	prev := debug.SetGCPercent(-1)
+	a.restoreGC = func() { debug.SetGCPercent(prev) }
+}
+
 // filterBuilt and chunkingStarted are told, by the engine and the
 // agent, when a backup builds its dedup filter (its size) and when it
 // first chunks a file; rebudget then sets the limit again.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -295,6 +296,62 @@ func TestCheckMemoryBudget(t *testing.T) {
 		t.Logf("%-18s peak RSS %6.1f MiB (budget %.0f)", name, rss, c.limit)
 		if rss > c.limit {
 			t.Errorf("%s: peak RSS %.1f MiB, over its budget of %.0f MiB (%d files)", name, rss, c.limit, files)
+		}
+	}
+}
+
+// gcWatch is a backup's standard input that records, at its first read
+// (while the backup runs), the collector's GOGC setting.
+type gcWatch struct {
+	data    *strings.Reader
+	percent int
+	read    bool
+}
+
+func (w *gcWatch) Read(p []byte) (int, error) {
+	if !w.read {
+		w.read = true
+		w.percent = debug.SetGCPercent(100)
+		debug.SetGCPercent(w.percent)
+	}
+	return w.data.Read(p)
+}
+
+// TestBackupCollectsAtLimit: a local backup turns the collector's
+// proportional trigger off (it collects at the heap limit only) while it
+// runs and turns it back on when it ends; GOGC or GOMEMLIMIT in the
+// environment leaves the collector alone.
+func TestBackupCollectsAtLimit(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	limit := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(limit)
+
+	for _, tc := range []struct {
+		env  string
+		want int // the GOGC seen during the backup
+	}{
+		{"", -1},
+		{"GOGC", 100},
+		{"GOMEMLIMIT", 100},
+	} {
+		e := newEnv(t)
+		if tc.env != "" {
+			e.setenv(tc.env, "200") // read by the command, not by this process's runtime
+		}
+		w := &gcWatch{data: strings.NewReader(strings.Repeat("coffer ", 10_000))}
+		var out, errb strings.Builder
+		if code := runWith(context.Background(), []string{"backup", "--stdin"}, w, &out, &errb, e.getenv, e.now); code != exitOK {
+			t.Fatalf("backup (%s set): exit %d: %s", tc.env, code, errb.String())
+		}
+		if !w.read {
+			t.Fatal("the backup never read its input")
+		}
+		if w.percent != tc.want {
+			t.Errorf("%q set: GOGC during the backup = %d, want %d", tc.env, w.percent, tc.want)
+		}
+		if p := debug.SetGCPercent(100); p != 100 {
+			t.Errorf("%q set: GOGC after the backup = %d, want 100", tc.env, p)
 		}
 	}
 }

@@ -726,7 +726,7 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 		if c.leaf {
 			// A path given to backup: a directory is walked fully, a file
 			// or symlink saved as it is.
-			subs = append(subs, b.entry(ctx, -1, c.path, n, sts[i], parent))
+			subs = append(subs, b.entry(ctx, -1, c.path, n, sts[i], findNode(parent, n.Name)))
 			continue
 		}
 		if n.Kind != format.KindDir {
@@ -740,7 +740,7 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 			n.Xattrs = x
 		}
 		var pt *format.Tree
-		if pn := findNode(parent, name); pn != nil && pn.Kind == format.KindDir {
+		if pn := findNode(parent, n.Name); pn != nil && pn.Kind == format.KindDir {
 			pt, _ = b.loadTree(ctx, pn.Subtree)
 		}
 		subs = append(subs, chainSubtree(b.virtualDir(ctx, c, pt), n))
@@ -748,11 +748,29 @@ func (b *backup) virtualDir(ctx context.Context, v *vnode, parent *format.Tree) 
 	return b.finishDir(ctx, "/", nodes, subs)
 }
 
-func findNode(t *format.Tree, name string) *format.Node {
+func findNode(t *format.Tree, name []byte) *format.Node {
 	if t == nil {
 		return nil
 	}
-	return t.Find([]byte(name))
+	return t.Find(name)
+}
+
+// parentCursor finds the parent tree's nodes for names given in
+// ascending order (a directory's sorted listing) in one pass over the
+// tree, instead of a binary search for each name.
+type parentCursor struct {
+	nodes []format.Node
+	i     int
+}
+
+func (c *parentCursor) find(name []byte) *format.Node {
+	for c.i < len(c.nodes) && bytes.Compare(c.nodes[c.i].Name, name) < 0 {
+		c.i++
+	}
+	if c.i < len(c.nodes) && bytes.Equal(c.nodes[c.i].Name, name) {
+		return &c.nodes[c.i]
+	}
+	return nil
 }
 
 // dir walks directory path and returns a future of its tree ID. With n
@@ -804,9 +822,14 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		idx   int
 		path  string
 		st    *unix.Stat_t
-		mount bool // another file system's mount point, with OneFileSystem
+		mount bool         // another file system's mount point, with OneFileSystem
+		prev  *format.Node // the parent snapshot's node of the same name
 	}
-	var todo []pend
+	todo := make([]pend, 0, len(names))
+	var prev parentCursor
+	if parent != nil {
+		prev.nodes = parent.Nodes
+	}
 	for i, name := range names {
 		if ctx.Err() != nil {
 			break
@@ -843,7 +866,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 			continue
 		}
 		nodes = append(nodes, n)
-		todo = append(todo, pend{len(nodes) - 1, p, st, mount})
+		todo = append(todo, pend{len(nodes) - 1, p, st, mount, prev.find(n.Name)})
 	}
 	// Which entries are directories, read once now: once a file's entry
 	// is handed to the workers, they may change its node (a file that
@@ -872,7 +895,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 		if isDir[i] {
 			continue
 		}
-		subs[i] = b.entry(ctx, dfd, t.path, &nodes[t.idx], t.st, parent)
+		subs[i] = b.entry(ctx, dfd, t.path, &nodes[t.idx], t.st, t.prev)
 	}
 	if d != nil {
 		d.Close()
@@ -887,7 +910,7 @@ func (b *backup) dir(ctx context.Context, path string, parent *format.Tree, n *f
 			continue
 		}
 		nextDir(i + 1)
-		subs[i] = b.entry(ctx, -1, t.path, &nodes[t.idx], t.st, parent)
+		subs[i] = b.entry(ctx, -1, t.path, &nodes[t.idx], t.st, t.prev)
 	}
 	return b.finishDir(ctx, path, nodes, subs)
 }
@@ -1084,12 +1107,13 @@ func statAll(dfd int, path string, names []string) []statted {
 
 // entry starts the work for one directory entry; the future resolves when
 // the node is complete (a dir's subtree saved, a file's chunks stored).
-// dfd is the open directory holding it (-1: none, path is used).
-func (b *backup) entry(ctx context.Context, dfd int, path string, n *format.Node, st *unix.Stat_t, parent *format.Tree) *treeFuture {
+// dfd is the open directory holding it (-1: none, path is used); prev is
+// the parent snapshot's node of the same name (nil: none).
+func (b *backup) entry(ctx context.Context, dfd int, path string, n *format.Node, st *unix.Stat_t, prev *format.Node) *treeFuture {
 	if n.Kind == format.KindDir {
 		// Its attributes are read from the directory once open.
 		var pt *format.Tree
-		if pn := findNode(parent, string(n.Name)); pn != nil && pn.Kind == format.KindDir {
+		if pn := prev; pn != nil && pn.Kind == format.KindDir {
 			if t, err := b.loadTree(ctx, pn.Subtree); err == nil {
 				pt = t
 			}
@@ -1098,7 +1122,7 @@ func (b *backup) entry(ctx context.Context, dfd int, path string, n *format.Node
 	}
 	var pn *format.Node
 	if n.Kind == format.KindFile {
-		pn = findNode(parent, string(n.Name))
+		pn = prev
 		if pn != nil && !sameFile(pn, n) {
 			pn = nil
 		}
@@ -1274,8 +1298,9 @@ func (b *backup) finishDir(ctx context.Context, path string, nodes []format.Node
 		if f.err != nil {
 			return
 		}
-		// Drop entries that could not be saved (marked with kind 0).
-		kept := make([]format.Node, 0, len(nodes))
+		// Drop entries that could not be saved (marked with kind 0), in
+		// place: every worker that could change a node has finished.
+		kept := nodes[:0]
 		for _, n := range nodes {
 			if n.Kind != 0 {
 				kept = append(kept, n)
@@ -1294,10 +1319,13 @@ func (b *backup) finishDir(ctx context.Context, path string, nodes []format.Node
 }
 
 func (b *backup) saveTree(ctx context.Context, t *format.Tree) (vault.ID, error) {
-	enc, err := format.EncodeTree(nil, t)
+	bp := treeBufs.Get().(*[]byte)
+	defer treeBufs.Put(bp)
+	enc, err := format.EncodeTree((*bp)[:0], t)
 	if err != nil {
 		return vault.ID{}, err
 	}
+	*bp = enc
 	b.hashMu.Lock()
 	id := b.hasher.ID(enc)
 	b.hashMu.Unlock()
@@ -1307,6 +1335,12 @@ func (b *backup) saveTree(ctx context.Context, t *format.Tree) (vault.ID, error)
 	_, err = b.repo.SaveBlob(ctx, vault.TreeBlob, id, b.codec.Encode(nil, enc), len(enc))
 	return id, err
 }
+
+// treeBufs holds encoding buffers for saveTree: a tree is encoded to find
+// its ID even when it is stored already (every directory of a re-run),
+// and growing a new buffer each time was a sixth of what a re-run of a
+// million unchanged files allocated.
+var treeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // fileWorker reads files, handing their chunks to the chunk workers. Many
 // run at once so that reads of small files overlap on disk; only files of

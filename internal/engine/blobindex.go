@@ -114,8 +114,17 @@ func (f *blobFilter) Bytes() int { return 8 * len(f.bits) }
 
 // cachedRec is a blob's place in a cached pack.
 type cachedRec struct {
+	slot                   uint64 // cacheSlot(key)
+	key                    blobKey
 	pack                   uint32 // index into recGen.packs
 	offset, length, rawLen uint32
+}
+
+// cacheSlot is where the cache's map keeps blob k: the first 8 bytes of
+// its ID (a keyed hash) with its type. The record holds the whole key: a
+// blob whose slot another holds is a miss, never the other's record.
+func cacheSlot(k blobKey) uint64 {
+	return binary.LittleEndian.Uint64(k.id[:8]) ^ uint64(k.t)
 }
 
 type cachedPack struct {
@@ -123,45 +132,88 @@ type cachedPack struct {
 	condemned bool
 }
 
-// recGen is one generation of the record cache.
+// recGen is one generation of the record cache: its records in the order
+// they were put (a pack's in the order of its header, which is the order
+// its blobs were stored) and a map from slot to the newest of them.
 type recGen struct {
-	recs   map[blobKey]cachedRec
+	order  []cachedRec
+	slots  map[uint64]uint32 // cacheSlot → index into order
 	packs  []cachedPack
 	packOf map[vault.ID]uint32
 }
 
 func newRecGen() *recGen {
-	return &recGen{recs: map[blobKey]cachedRec{}, packOf: map[vault.ID]uint32{}}
+	// Sized once: a generation fills to cacheGen (a pack's records at a
+	// time), and growing them there allocated three times their size.
+	return &recGen{order: make([]cachedRec, 0, cacheGen), slots: make(map[uint64]uint32, cacheGen), packOf: map[vault.ID]uint32{}}
+}
+
+func (g *recGen) find(k blobKey, slot uint64) (int, bool) {
+	i, ok := g.slots[slot]
+	if !ok || g.order[i].key != k {
+		return 0, false
+	}
+	return int(i), true
+}
+
+func (g *recGen) record(i int) (vault.BlobRecord, bool) {
+	r := &g.order[i]
+	p := g.packs[r.pack]
+	return vault.BlobRecord{ID: r.key.id, Type: r.key.t, Pack: p.id, Offset: r.offset, Length: r.length, RawLen: r.rawLen}, p.condemned
 }
 
 // recordCache keeps the records of recently looked-up packs in two
 // generations of at most cacheGen records each: when the current one is
 // full it becomes the old one and the old one is dropped, and a record
 // found in the old one moves to the current one. So it holds at most
-// 2×cacheGen records (about 70 bytes each) and keeps what is used.
+// 2×cacheGen records (about 90 bytes each with the map) and keeps what is
+// used.
+//
+// A backup asks for a pack's blobs in about the order they were stored
+// (a re-run walks the files in the order the first run read them, give
+// or take its readers overtaking each other), so a lookup first looks at
+// the records put just after the last one found: a few contiguous
+// records, where the map costs a cache miss of the processor on every
+// lookup (most of what a re-run of a million unchanged files spent
+// deciding that their chunks are stored).
 type recordCache struct {
 	cur, old *recGen
+	next     int // index into cur.order after the last record found
 }
 
 // cacheGen is the number of records in one cache generation: 2 × 32,768
-// records are about 5 MiB (docs/performance.md).
+// records are about 6 MiB (docs/performance.md).
 const cacheGen = 1 << 15
 
+// cacheAhead and cacheBehind bound the records looked at around next.
+const (
+	cacheBehind = 4
+	cacheAhead  = 12
+)
+
 func (c *recordCache) get(k blobKey) (vault.BlobRecord, bool, bool) {
-	for i, g := range []*recGen{c.cur, c.old} {
-		if g == nil {
-			continue
+	slot := cacheSlot(k)
+	if g := c.cur; g != nil {
+		lo, hi := max(0, c.next-cacheBehind), min(len(g.order), c.next+cacheAhead)
+		for i := lo; i < hi; i++ {
+			if g.order[i].slot == slot && g.order[i].key == k {
+				c.next = i + 1
+				r, condemned := g.record(i)
+				return r, condemned, true
+			}
 		}
-		r, ok := g.recs[k]
-		if !ok {
-			continue
+		if i, ok := g.find(k, slot); ok {
+			c.next = i + 1
+			r, condemned := g.record(i)
+			return r, condemned, true
 		}
-		p := g.packs[r.pack]
-		br := vault.BlobRecord{ID: k.id, Type: k.t, Pack: p.id, Offset: r.offset, Length: r.length, RawLen: r.rawLen}
-		if i == 1 {
-			c.put(br, p.condemned)
+	}
+	if g := c.old; g != nil {
+		if i, ok := g.find(k, slot); ok {
+			r, condemned := g.record(i)
+			c.put(r, condemned)
+			return r, condemned, true
 		}
-		return br, p.condemned, true
 	}
 	return vault.BlobRecord{}, false, false
 }
@@ -173,11 +225,15 @@ func (c *recordCache) put(r vault.BlobRecord, condemned bool) {
 		c.cur = newRecGen()
 	}
 	k := blobKey{r.ID, r.Type}
-	if old, ok := c.cur.recs[k]; ok && condemned && !c.cur.packs[old.pack].condemned {
-		return
+	slot := cacheSlot(k)
+	if condemned {
+		if i, ok := c.cur.find(k, slot); ok && !c.cur.packs[c.cur.order[i].pack].condemned {
+			return
+		}
 	}
-	if len(c.cur.recs) >= cacheGen {
+	if len(c.cur.order) >= cacheGen {
 		c.old, c.cur = c.cur, newRecGen()
+		c.next = 0
 	}
 	g := c.cur
 	pi, ok := g.packOf[r.Pack]
@@ -186,7 +242,8 @@ func (c *recordCache) put(r vault.BlobRecord, condemned bool) {
 		g.packs = append(g.packs, cachedPack{id: r.Pack, condemned: condemned})
 		g.packOf[r.Pack] = pi
 	}
-	g.recs[k] = cachedRec{pack: pi, offset: r.Offset, length: r.Length, rawLen: r.RawLen}
+	g.slots[slot] = uint32(len(g.order))
+	g.order = append(g.order, cachedRec{slot: slot, key: k, pack: pi, offset: r.Offset, length: r.Length, rawLen: r.RawLen})
 }
 
 // lookupIndex finds blob t/id without the whole index: in the cache, or
@@ -196,12 +253,12 @@ func (c *recordCache) put(r vault.BlobRecord, condemned bool) {
 // believed.
 func (v *Vault) lookupIndex(ctx context.Context, t vault.BlobType, id vault.ID, filtered bool) (vault.BlobRecord, bool, bool, error) {
 	k := blobKey{id, t}
-	key := v.lookupKey(t, id)
 	v.mu.Lock()
 	if r, condemned, ok := v.cache.get(k); ok && !condemned {
 		v.mu.Unlock()
 		return r, false, true, nil
 	}
+	key := v.lookupKey(t, id)
 	if filtered && v.filter != nil && !v.filter.mayHave(key) {
 		v.mu.Unlock()
 		return vault.BlobRecord{}, false, false, nil

@@ -575,7 +575,13 @@ func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 		v.mu.Unlock()
 		return ok
 	}
+	// A record in the cache came from a pack's sealed header: the answer
+	// lookupIndex would give, without the filter or the catalog.
+	_, condemned, cached := v.cache.get(k)
 	v.mu.Unlock()
+	if cached && !condemned {
+		return v.firstErr() == nil
+	}
 	if v.firstErr() != nil {
 		// The vault's next write fails with it: no lookup is worth
 		// making, and a filter that failed to build would otherwise be

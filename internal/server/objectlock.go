@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -89,19 +92,31 @@ func (s *Server) refreshLock(ctx context.Context, ov *openVault) (vault.VaultSet
 
 // keepObjectLocks runs keepObjectLock on every vault of a server whose
 // stores can lock, once per lockRunEvery (Maintain calls it every
-// minute). A vault nobody used since the server started is
-// opened for it: its retention must not lapse while it sits idle.
+// minute), and on the vaults whose upkeep waits for another server's at
+// every call. A vault nobody used since the server started is opened for
+// it: its retention must not lapse while it sits idle.
+//
+// Each vault's upkeep runs on one server at a time (keepObjectLockAlone):
+// servers sharing a catalog would otherwise race to lengthen the same
+// objects' retention. A server that finds another running it waits its
+// turn (the vault is pending, tried again at the next call) rather than
+// counting the other's run as its own, so a holder that dies half-way
+// leaves no object unlengthened for longer than a minute or two.
 func (s *Server) keepObjectLocks(ctx context.Context) error {
+	names := s.lockPending.take()
 	// Vaults that cannot be opened (a revoked key) are tried again after
 	// lockRunEvery, not every minute.
 	now := s.opt.Now()
-	if last := s.lockSweep.Load(); last != 0 && now.Sub(time.Unix(0, last)) < lockRunEvery {
-		return nil
-	}
-	s.lockSweep.Store(now.UnixNano())
-	names, _, err := s.vaultNames(ctx)
-	if err != nil {
-		return err
+	if last := s.lockSweep.Load(); last == 0 || now.Sub(time.Unix(0, last)) >= lockRunEvery {
+		s.lockSweep.Store(now.UnixNano())
+		all, _, err := s.vaultNames(ctx)
+		if err != nil {
+			for _, name := range names {
+				s.lockPending.add(name)
+			}
+			return err
+		}
+		names = all
 	}
 	var errs []error
 	for _, name := range names {
@@ -131,11 +146,56 @@ func (s *Server) keepObjectLocks(ctx context.Context) error {
 		if ov == nil {
 			continue
 		}
-		if err := s.keepObjectLock(ctx, ov); err != nil {
+		ran, err := s.keepObjectLockAlone(ctx, ov)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("vault %s: keep its objects locked: %w", name, err))
+		} else if !ran {
+			s.log.Debug("another server keeps the vault's objects locked now; this one runs after it", "vault", name)
+			s.lockPending.add(name)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// objectLockJob is the name of the job lock of vault id's Object Lock
+// upkeep.
+func objectLockJob(id vault.ID) string { return "object-lock " + id.String() }
+
+// keepObjectLockAlone runs keepObjectLock on ov under the vault's job
+// lock; ran is false, and nothing done, when another server (or another
+// run in this one) holds it.
+func (s *Server) keepObjectLockAlone(ctx context.Context, ov *openVault) (ran bool, err error) {
+	unlock, ok, err := s.cat.TryJobLock(ctx, objectLockJob(ov.eng.Record().ID))
+	if err != nil || !ok {
+		return false, err
+	}
+	defer unlock()
+	return true, s.keepObjectLock(ctx, ov)
+}
+
+// pendingLocks are the vaults whose Object Lock upkeep found another
+// server's running: each is tried again at the next maintenance run.
+type pendingLocks struct {
+	mu    sync.Mutex
+	names map[string]struct{}
+}
+
+func (p *pendingLocks) add(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.names == nil {
+		p.names = map[string]struct{}{}
+	}
+	p.names[name] = struct{}{}
+}
+
+// take returns the pending vaults, sorted, and forgets them.
+func (p *pendingLocks) take() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	names := slices.Sorted(maps.Keys(p.names))
+	p.names = nil
+	return names
 }
 
 // keepObjectLock brings the retention of every object vault ov still
@@ -233,9 +293,17 @@ func (s *Server) keepObjectLock(ctx context.Context, ov *openVault) error {
 	return nil
 }
 
+// lockWait is how long objectLockChanged waits for another server's
+// upkeep of the vault to end before leaving its own to the next
+// maintenance run.
+const lockWait = 30 * time.Second
+
 // objectLockChanged runs keepObjectLock on vault name after its settings
 // changed: locking puts the objects already written under retention at
-// once. A failure is logged and retried by the next maintenance run.
+// once. It waits for the vault's job lock: another server's upkeep that
+// holds it may have read the settings before the change, so its run does
+// not count for this one. A failure, or a wait past lockWait, is logged
+// and the vault is tried again by the next maintenance run.
 func (s *Server) objectLockChanged(ctx context.Context, name string) {
 	s.mu.Lock()
 	ov := s.vaults[name]
@@ -243,7 +311,27 @@ func (s *Server) objectLockChanged(ctx context.Context, name string) {
 	if ov == nil {
 		return
 	}
-	if err := s.keepObjectLock(ctx, ov); err != nil {
-		s.log.Error("could not put the vault's objects under Object Lock retention; the next maintenance run tries again", "vault", name, "err", err)
+	// The change is made: the client going away must not cut short the
+	// protection of what the vault holds. Only the wait is bounded.
+	ctx = context.WithoutCancel(ctx)
+	wait := time.NewTimer(lockWait)
+	defer wait.Stop()
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		ran, err := s.keepObjectLockAlone(ctx, ov)
+		if err != nil {
+			s.lockPending.add(name)
+			s.log.Error("could not put the vault's objects under Object Lock retention; the next maintenance run tries again", "vault", name, "err", err)
+			return
+		}
+		if ran {
+			return
+		}
+		select {
+		case <-wait.C:
+			s.lockPending.add(name)
+			s.log.Warn("another server kept the vault's objects locked for longer than the wait after a settings change; the next maintenance run applies the change", "vault", name, "waited", lockWait)
+			return
+		case <-time.After(delay):
+		}
 	}
 }

@@ -140,6 +140,7 @@ type Server struct {
 	retentionAt time.Duration // Options.RetentionAt parsed: since midnight
 	retire      retireState   // platform key versions to delete (kekretire.go)
 	lockSweep   atomic.Int64  // when keepObjectLocks last ran, Unix ns (objectlock.go)
+	lockPending pendingLocks  // vaults whose upkeep waits for another server's (objectlock.go)
 }
 
 type openVault struct {
