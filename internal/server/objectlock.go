@@ -48,7 +48,8 @@ const (
 // armObjectLock makes ov's store put every new object under COMPLIANCE
 // retention for the vault's lock period while its immutability is locked.
 // The period is read here and refreshed by keepObjectLock (after every
-// settings change and every lockRunEvery); while the settings cannot be
+// settings change and every lockRunEvery), and, on a catalog servers
+// share, before every object is written; while the settings cannot be
 // read, writes fail rather than go unprotected.
 func (s *Server) armObjectLock(ctx context.Context, ov *openVault) {
 	rs, ok := ov.store.(retentionStore)
@@ -56,7 +57,16 @@ func (s *Server) armObjectLock(ctx context.Context, ov *openVault) {
 		return
 	}
 	s.refreshLock(ctx, ov)
-	rs.SetRetention(func(context.Context, vault.Handle) (time.Time, error) {
+	rs.SetRetention(func(ctx context.Context, _ vault.Handle) (time.Time, error) {
+		if s.opt.Catalog != "" {
+			// SECURITY: on a shared catalog the vault's immutability
+			// may have been locked through another server since this
+			// one read its settings: they are read again (the chain
+			// entries since, one query) for every object written, so
+			// that a lock holds on every server from its next write,
+			// not from its next upkeep.
+			s.refreshLock(ctx, ov)
+		}
 		p := ov.lock.Load()
 		switch {
 		case p < 0:
@@ -111,7 +121,15 @@ func (s *Server) keepObjectLocks(ctx context.Context) error {
 	var errs []error
 	for _, name := range names {
 		if s.opt.OpenStore == nil {
-			if own, err := s.vaultStoreURL(ctx, name); err != nil || own == "" {
+			own, err := s.vaultStoreURL(ctx, name)
+			if err != nil {
+				// Not skipped in silence: a store row that cannot be
+				// read (edited in the catalog) would otherwise let the
+				// vault's retention lapse unnoticed.
+				errs = append(errs, fmt.Errorf("vault %s: keep its objects locked: %w", name, err))
+				continue
+			}
+			if own == "" {
 				continue // a local store has no lock of its own
 			}
 		}

@@ -638,7 +638,7 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 		return "", err
 	}
 	s.vaultEvent(ctx, rec.ID, who, vault.EventVaultDelete, fmt.Sprintf("vault %q deleted with %d snapshots", name, len(snaps)), true)
-	if err := s.removeStore(ctx, name); err != nil {
+	if err := s.removeStore(ctx, name, rec.ID); err != nil {
 		return "", fmt.Errorf("vault %q is deleted, but its store could not be removed: %w", name, err)
 	}
 	s.log.Info("vault deleted", "vault", name, "by", who)
@@ -646,8 +646,9 @@ func (s *Server) removeVault(ctx context.Context, name, who string) (string, err
 }
 
 // removeStore deletes vault name's store: every object of a store of its
-// own or of an Options.OpenStore store, then the vault's directory.
-func (s *Server) removeStore(ctx context.Context, name string) error {
+// own or of an Options.OpenStore store, then the vault's directory. id is
+// the deleted vault's: a store that holds another vault is left alone.
+func (s *Server) removeStore(ctx context.Context, name string, id vault.ID) error {
 	own, err := s.vaultStoreURL(ctx, name)
 	if err != nil {
 		return err
@@ -658,6 +659,18 @@ func (s *Server) removeStore(ctx context.Context, name string) error {
 			return err
 		}
 		defer st.Close()
+		// SECURITY: the store emptied is the one the deleted vault's
+		// engine checked, not whatever the catalog names now: a store
+		// that holds another vault (a row edited since the vault was
+		// opened) is refused. One that holds no vault at all (a removal
+		// cut short after it deleted the config) is emptied.
+		if cfg, _, err := engine.Inspect(ctx, st); err == nil {
+			if got, perr := vault.ParseID(cfg.ID); perr != nil || got != id {
+				return fmt.Errorf("vault %q: %w: its store holds vault %s, not %s: nothing was deleted from it", name, vault.ErrCorrupt, cfg.ID, id)
+			}
+		} else if !errors.Is(err, vault.ErrNotFound) {
+			return fmt.Errorf("vault %q: its store holds no vault Coffer can read, so nothing was deleted from it: %w", name, err)
+		}
 		for _, t := range []vault.ObjectType{vault.PackObject, vault.SnapshotObject, vault.KeyObject, vault.ConfigObject} {
 			err := st.List(ctx, t, func(oi vault.ObjectInfo) error {
 				if err := st.Delete(ctx, oi.Handle); err != nil && !errors.Is(err, vault.ErrNotFound) {
@@ -671,7 +684,7 @@ func (s *Server) removeStore(ctx context.Context, name string) error {
 		}
 	}
 	if d := s.deployment(); d != nil {
-		if err := d.SetVaultStoreURL(ctx, name, ""); err != nil {
+		if err := d.SetVaultStore(ctx, name, nil); err != nil {
 			return err
 		}
 	}

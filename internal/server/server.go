@@ -100,13 +100,16 @@ type Options struct {
 
 // Server serves the vaults under one data directory.
 type Server struct {
-	opt     Options
-	log     *slog.Logger
-	cat     Catalog
-	keys    *platform.Keystore
-	uris    keys.URIs // customer-key URIs on a shared catalog; nil: keyConfig's directory
-	auth    *authn.Authenticator
-	metrics *metrics
+	opt  Options
+	log  *slog.Logger
+	cat  Catalog
+	keys *platform.Keystore
+	uris keys.URIs // customer-key URIs on a shared catalog; nil: keyConfig's directory
+	// storeSeal seals vaults' own store URLs in a shared catalog (nil
+	// without one: they are files of the data directory).
+	storeSeal *storeURLSeal
+	auth      *authn.Authenticator
+	metrics   *metrics
 
 	mu     sync.Mutex
 	vaults map[string]*openVault
@@ -175,18 +178,18 @@ func DeploymentKeyFile(dir string) string { return filepath.Join(dir, "keys", "d
 // deployment key file, unless given one, and stores the platform key in
 // the catalog: the versions of the data directory's key file when it has
 // one (servers that shared a data directory before), else a new key.
-func openPlatformKey(ctx context.Context, opt Options, cat Catalog) (*platform.Keystore, keys.URIs, error) {
+func openPlatformKey(ctx context.Context, opt Options, cat Catalog) (*platform.Keystore, keys.URIs, *storeURLSeal, error) {
 	d, shared := cat.(vault.Deployment)
 	if opt.Catalog == "" || !shared {
 		ks, err := openKeyFile(opt)
-		return ks, nil, err
+		return ks, nil, nil, err
 	}
 	ks, dk, err := openSharedKey(ctx, opt, d)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer dk.Wipe()
-	return ks, sharedURIs{cat: keys.NewCatalogURIs(d, dk), file: keys.Config{Dir: filepath.Join(opt.DataDir, "keys", "cmk")}}, nil
+	return ks, sharedURIs{cat: keys.NewCatalogURIs(d, dk), file: keys.Config{Dir: filepath.Join(opt.DataDir, "keys", "cmk")}}, newStoreURLSeal(dk), nil
 }
 
 // openKeyFile opens the platform key file in the data directory, making
@@ -363,12 +366,12 @@ func Open(ctx context.Context, opt Options) (s *Server, firstToken bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	ks, uris, err := openPlatformKey(ctx, opt, cat)
+	ks, uris, storeSeal, err := openPlatformKey(ctx, opt, cat)
 	if err != nil {
 		cat.Close()
 		return nil, false, err
 	}
-	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, uris: uris, vaults: map[string]*openVault{}, metrics: newMetrics(), retentionAt: retentionAt,
+	s = &Server{opt: opt, log: opt.Logger, cat: cat, keys: ks, uris: uris, storeSeal: storeSeal, vaults: map[string]*openVault{}, metrics: newMetrics(), retentionAt: retentionAt,
 		anon:     limiter{limit: anonymousLimit},
 		plimiter: limiter{limit: principalLimit, window: principalWindow, base: principalBlock, max: principalMaxBlock},
 		pwSlots:  make(chan struct{}, passwordSlots()),
@@ -453,6 +456,28 @@ func (s *Server) vault(ctx context.Context, name string) (*engine.Vault, error) 
 	s.mu.Lock()
 	open, ok := s.vaults[name]
 	s.mu.Unlock()
+	if ok && s.opt.Catalog != "" {
+		// SECURITY: on a shared catalog another server may have deleted
+		// the vault since this one opened it (or a catalog writer given
+		// the name to another vault ID): an engine kept open would go on
+		// taking uploads into the deleted vault's emptied store under its
+		// keys. The catalog's record decides at every request; the
+		// engine is forgotten (not closed: requests in flight may still
+		// use its keys) and the name opened afresh, or refused.
+		rec, err := s.cat.Vault(ctx, name)
+		if err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return nil, vaultErr(name, err)
+		}
+		if err != nil || rec.ID != open.eng.Record().ID {
+			s.mu.Lock()
+			if s.vaults[name] == open {
+				delete(s.vaults, name)
+			}
+			s.mu.Unlock()
+			s.log.Warn("vault closed: the catalog no longer lists it under its name", "vault", name, "id", open.eng.Record().ID)
+			ok = false
+		}
+	}
 	if ok {
 		if err := s.catchUpKeys(ctx, open); err != nil {
 			return nil, err

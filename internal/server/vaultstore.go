@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/api"
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/keys"
+	"github.com/coffer-backup/coffer/internal/seal"
 	"github.com/coffer-backup/coffer/internal/store/s3"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
@@ -44,6 +46,56 @@ func (s *Server) deployment() vault.Deployment {
 	return d
 }
 
+// labelStoreURLSeal is the HKDF label of the key that seals vaults' own
+// store URLs in a shared catalog, derived from the deployment key
+// (docs/format.md §1.1e); it also starts each sealed URL's AAD.
+const labelStoreURLSeal = "coffer/v1/store-url-seal"
+
+const storeURLSealVersion = 0x01
+
+// storeURLSeal seals the store URLs a shared catalog keeps. A URL names
+// where the servers read and write a vault's objects, and what deleting
+// the vault empties: whoever could write it could send a vault's backups
+// to a copy of its store they saved (where they vanish when the row is put
+// back), or make the deletion of one vault empty another's store. So the
+// row is sealed under a key only the deployment's servers derive, bound
+// to the vault's name.
+type storeURLSeal struct{ key seal.Key }
+
+func newStoreURLSeal(deploymentKey seal.Key) *storeURLSeal {
+	return &storeURLSeal{key: seal.Derive(deploymentKey, nil, labelStoreURLSeal)}
+}
+
+func storeURLAAD(name string) []byte {
+	return append(append([]byte(labelStoreURLSeal), 0), name...)
+}
+
+// seal: 0x01 || salt (32) || AES-256-GCM(HKDF(key, salt, label), 0^12,
+// url, aad): a key per URL, so the zero nonce is used once.
+func (u *storeURLSeal) seal(name, raw string) []byte {
+	out := make([]byte, 1+32, 1+32+len(raw)+seal.Overhead)
+	out[0] = storeURLSealVersion
+	rand.Read(out[1:33])
+	k := seal.Derive(u.key, out[1:33], labelStoreURLSeal)
+	defer k.Wipe()
+	var nonce [seal.NonceSize]byte
+	return seal.NewAEAD(k).Seal(out, nonce[:], []byte(raw), storeURLAAD(name))
+}
+
+func (u *storeURLSeal) open(name string, b []byte) (string, error) {
+	if len(b) >= 1+32+seal.Overhead && b[0] == storeURLSealVersion {
+		k := seal.Derive(u.key, b[1:33], labelStoreURLSeal)
+		defer k.Wipe()
+		var nonce [seal.NonceSize]byte
+		if pt, err := seal.NewAEAD(k).Open(nil, nonce[:], b[33:], storeURLAAD(name)); err == nil {
+			return string(pt), nil
+		}
+	}
+	// SECURITY: a URL a catalog writer made, or moved from another
+	// vault's row, is never opened, written to or emptied.
+	return "", fmt.Errorf("vault %q: %w: the catalog's record of its store does not open under this server's deployment key (written by someone without it, or moved from another vault): the vault is not opened; if the catalog was edited, put back the row from a backup of the database", name, vault.ErrWrongKey)
+}
+
 // vaultStoreURL returns vault name's own store URL, "" when it has none.
 // On a shared catalog a URL recorded in the data directory (by a server
 // of a release that kept it there) still counts, and is copied into the
@@ -51,9 +103,12 @@ func (s *Server) deployment() vault.Deployment {
 func (s *Server) vaultStoreURL(ctx context.Context, name string) (string, error) {
 	d := s.deployment()
 	if d != nil {
-		raw, err := d.VaultStoreURL(ctx, name)
-		if err != nil || raw != "" {
-			return raw, err
+		b, err := d.VaultStore(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		if b != nil {
+			return s.storeSeal.open(name, b)
 		}
 	}
 	b, err := os.ReadFile(storeURLFile(s.opt.DataDir, name))
@@ -68,7 +123,7 @@ func (s *Server) vaultStoreURL(ctx context.Context, name string) (string, error)
 		return "", fmt.Errorf("vault %q: %s is empty: it should name the vault's store", name, storeURLFile(s.opt.DataDir, name))
 	}
 	if d != nil {
-		if err := d.SetVaultStoreURL(ctx, name, raw); err != nil {
+		if err := d.SetVaultStore(ctx, name, s.storeSeal.seal(name, raw)); err != nil {
 			return "", err
 		}
 	}
@@ -144,7 +199,11 @@ func openStoreURL(ctx context.Context, raw string) (vault.Store, error) {
 // atomically).
 func (s *Server) recordStoreURL(ctx context.Context, name, raw string) error {
 	if d := s.deployment(); d != nil {
-		if err := d.SetVaultStoreURL(ctx, name, raw); err != nil {
+		var sealed []byte
+		if raw != "" {
+			sealed = s.storeSeal.seal(name, raw)
+		}
+		if err := d.SetVaultStore(ctx, name, sealed); err != nil {
 			return err
 		}
 		// A file left by a release that kept the URL there must not

@@ -20,18 +20,19 @@ type SealedKEK struct {
 
 // Deployment is what servers on different hosts share through a catalog
 // instead of a data directory (docs/postgres.md, "Several servers"): the
-// list of vaults, each vault's own store URL, the sealed versions of the
+// list of vaults, each vault's own store URL (sealed), the sealed versions of the
 // platform key and the sealed URIs of customer-managed keys. The PostgreSQL catalog provides it; a catalog one
 // server uses alone (SQLite) need not.
 type Deployment interface {
 	// Vaults lists the vaults that are not deleted, by name.
 	Vaults(ctx context.Context) ([]VaultRecord, error)
-	// VaultStoreURL returns the store URL recorded for vault name, ""
-	// when there is none.
-	VaultStoreURL(ctx context.Context, name string) (string, error)
-	// SetVaultStoreURL records url as vault name's store URL, replacing
-	// any; url "" removes it.
-	SetVaultStoreURL(ctx context.Context, name, url string) error
+	// VaultStore returns the sealed store URL recorded for vault name
+	// (the server seals it under the deployment key, bound to the name),
+	// nil when there is none.
+	VaultStore(ctx context.Context, name string) ([]byte, error)
+	// SetVaultStore records sealed as vault name's sealed store URL,
+	// replacing any; nil removes it.
+	SetVaultStore(ctx context.Context, name string, sealed []byte) error
 	// PlatformKeys lists the sealed platform key versions, oldest first.
 	PlatformKeys(ctx context.Context) ([]SealedKEK, error)
 	// AddPlatformKey records a version; ErrExists if the version is

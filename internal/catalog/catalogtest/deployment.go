@@ -48,22 +48,25 @@ func RunDeployment(t *testing.T, open func(t *testing.T) (a, b Shared)) {
 	})
 	t.Run("StoreURL", func(t *testing.T) {
 		a, b := open(t)
-		if u, err := b.VaultStoreURL(ctx, "far"); err != nil || u != "" {
-			t.Fatalf("VaultStoreURL of a vault without one = %q, %v", u, err)
+		if u, err := b.VaultStore(ctx, "far"); err != nil || u != nil {
+			t.Fatalf("VaultStore of a vault without one = %q, %v", u, err)
 		}
-		for _, want := range []string{"s3://one/far", "s3://two/far?region=eu-west-2"} {
-			if err := a.SetVaultStoreURL(ctx, "far", want); err != nil {
+		for _, want := range [][]byte{[]byte("sealed one"), {0, 1, 2, 0xff}} {
+			if err := a.SetVaultStore(ctx, "far", want); err != nil {
 				t.Fatal(err)
 			}
-			if u, err := b.VaultStoreURL(ctx, "far"); err != nil || u != want {
-				t.Errorf("VaultStoreURL through the other catalog = %q, %v; want %q", u, err, want)
+			if u, err := b.VaultStore(ctx, "far"); err != nil || !bytes.Equal(u, want) {
+				t.Errorf("VaultStore through the other catalog = %q, %v; want %q", u, err, want)
 			}
 		}
-		if err := a.SetVaultStoreURL(ctx, "far", ""); err != nil {
+		if u, err := b.VaultStore(ctx, "Far"); err != nil || u != nil {
+			t.Errorf("VaultStore of a case variant = %q, %v; want none", u, err)
+		}
+		if err := a.SetVaultStore(ctx, "far", nil); err != nil {
 			t.Fatal(err)
 		}
-		if u, err := b.VaultStoreURL(ctx, "far"); err != nil || u != "" {
-			t.Errorf("VaultStoreURL after removal = %q, %v", u, err)
+		if u, err := b.VaultStore(ctx, "far"); err != nil || u != nil {
+			t.Errorf("VaultStore after removal = %q, %v", u, err)
 		}
 	})
 	t.Run("PlatformKeys", func(t *testing.T) {

@@ -40,27 +40,30 @@ func (c *Catalog) Vaults(ctx context.Context) ([]vault.VaultRecord, error) {
 	return out, nil
 }
 
-// VaultStoreURL implements vault.Deployment.
-func (c *Catalog) VaultStoreURL(ctx context.Context, name string) (string, error) {
-	var url string
-	err := c.pool.QueryRow(ctx, `SELECT url FROM vault_stores WHERE name = $1`, name).Scan(&url)
+// VaultStore implements vault.Deployment.
+func (c *Catalog) VaultStore(ctx context.Context, name string) ([]byte, error) {
+	var sealed []byte
+	err := c.pool.QueryRow(ctx, `SELECT sealed FROM vault_stores WHERE name = $1`, name).Scan(&sealed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("vault %q: its store's URL: %w", name, err)
+		return nil, fmt.Errorf("vault %q: its store's URL: %w", name, err)
 	}
-	return url, nil
+	if sealed == nil {
+		sealed = []byte{} // a row, however empty, is not "none"
+	}
+	return sealed, nil
 }
 
-// SetVaultStoreURL implements vault.Deployment.
-func (c *Catalog) SetVaultStoreURL(ctx context.Context, name, url string) error {
+// SetVaultStore implements vault.Deployment.
+func (c *Catalog) SetVaultStore(ctx context.Context, name string, sealed []byte) error {
 	var err error
-	if url == "" {
+	if sealed == nil {
 		_, err = c.pool.Exec(ctx, `DELETE FROM vault_stores WHERE name = $1`, name)
 	} else {
-		_, err = c.pool.Exec(ctx, `INSERT INTO vault_stores (name, url) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url`, name, url)
+		_, err = c.pool.Exec(ctx, `INSERT INTO vault_stores (name, sealed) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed`, name, sealed)
 	}
 	if err != nil {
 		return fmt.Errorf("vault %q: record its store's URL: %w", name, err)
