@@ -10,7 +10,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
@@ -138,5 +141,47 @@ func TestSharedCatalogAdoptsStoreURLFile(t *testing.T) {
 	}
 	if row, err := a.deployment().VaultStore(ctx, "far"); err != nil || row != nil {
 		t.Errorf("the catalog's row after the removal: %q, %v", row, err)
+	}
+}
+
+// TestUpgradedCatalogUnsealedStoreURL: a store URL an older catalog kept
+// in plain text (moved to vault_stores_unsealed on upgrade) is not
+// trusted: the vault's store URL is refused with the fix named, and
+// becomes the sealed URL once the operator writes it to the vault's
+// store.url in a server's data directory.
+func TestUpgradedCatalogUnsealedStoreURL(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	const storeURL = "s3://backups/old?endpoint=https://s3.example.com&region=eu-west-2"
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	a, _, err := Open(ctx, Options{DataDir: dir, Catalog: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO vault_stores_unsealed (name, url) VALUES ('old', $1)`, storeURL); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.vaultStoreURL(ctx, "old")
+	if !errors.Is(err, vault.ErrUnsealedStoreURL) || got != "" || !strings.Contains(err.Error(), "store.url") {
+		t.Fatalf("an unsealed store URL: %q, %v; want it refused with the fix named", got, err)
+	}
+	if err := os.MkdirAll(VaultDir(dir, "old"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(storeURLFile(dir, "old"), []byte(storeURL+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.vaultStoreURL(ctx, "old"); err != nil || got != storeURL {
+		t.Fatalf("after store.url is written: %q, %v", got, err)
+	}
+	if row, err := a.deployment().VaultStore(ctx, "old"); err != nil || row == nil || bytes.Contains(row, []byte("backups")) {
+		t.Fatalf("the catalog's row: %q, %v; want it sealed", row, err)
 	}
 }

@@ -102,9 +102,12 @@ func (u *storeURLSeal) open(name string, b []byte) (string, error) {
 // catalog for the other servers.
 func (s *Server) vaultStoreURL(ctx context.Context, name string) (string, error) {
 	d := s.deployment()
+	var unsealed error // a URL an older catalog kept in plain text, not trusted
 	if d != nil {
 		b, err := d.VaultStore(ctx, name)
-		if err != nil {
+		if errors.Is(err, vault.ErrUnsealedStoreURL) {
+			unsealed = err
+		} else if err != nil {
 			return "", err
 		}
 		if b != nil {
@@ -113,7 +116,7 @@ func (s *Server) vaultStoreURL(ctx context.Context, name string) (string, error)
 	}
 	b, err := os.ReadFile(storeURLFile(s.opt.DataDir, name))
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		return "", unsealed
 	}
 	if err != nil {
 		return "", fmt.Errorf("vault %q: read its store's URL: %w", name, err)

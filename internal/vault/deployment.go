@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -18,6 +19,11 @@ type SealedKEK struct {
 	Sealed  []byte
 }
 
+// ErrUnsealedStoreURL is the error of a vault whose store URL an older
+// catalog recorded in plain text, which servers no longer trust
+// (Deployment.VaultStore).
+var ErrUnsealedStoreURL = errors.New("store URL not sealed")
+
 // Deployment is what servers on different hosts share through a catalog
 // instead of a data directory (docs/postgres.md, "Several servers"): the
 // list of vaults, each vault's own store URL (sealed), the sealed versions of the
@@ -28,7 +34,8 @@ type Deployment interface {
 	Vaults(ctx context.Context) ([]VaultRecord, error)
 	// VaultStore returns the sealed store URL recorded for vault name
 	// (the server seals it under the deployment key, bound to the name),
-	// nil when there is none.
+	// nil when there is none, and ErrUnsealedStoreURL when there is only
+	// a plain one an older version recorded.
 	VaultStore(ctx context.Context, name string) ([]byte, error)
 	// SetVaultStore records sealed as vault name's sealed store URL,
 	// replacing any; nil removes it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/coffer-backup/coffer/internal/catalog"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -45,7 +46,7 @@ func (c *Catalog) VaultStore(ctx context.Context, name string) ([]byte, error) {
 	var sealed []byte
 	err := c.pool.QueryRow(ctx, `SELECT sealed FROM vault_stores WHERE name = $1`, name).Scan(&sealed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+		return nil, c.unsealedStore(ctx, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("vault %q: its store's URL: %w", name, err)
@@ -54,6 +55,26 @@ func (c *Catalog) VaultStore(ctx context.Context, name string) ([]byte, error) {
 		sealed = []byte{} // a row, however empty, is not "none"
 	}
 	return sealed, nil
+}
+
+// unsealedStore fails if vault name's store URL is one a catalog of
+// schema version 4 kept in plain text (0005_sealed_store_urls.sql): the
+// vault has a store of its own, but no URL a server trusts, and opening
+// it on the server's default store would find an empty vault.
+func (c *Catalog) unsealedStore(ctx context.Context, name string) error {
+	var url string
+	err := c.pool.QueryRow(ctx, `SELECT url FROM vault_stores_unsealed WHERE name = $1`, name).Scan(&url)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table: dropped by the operator
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vault %q: its store's URL: %w", name, err)
+	}
+	return fmt.Errorf("vault %q: %w: its store URL was recorded by an older version of coffer in plain text (table vault_stores_unsealed), which servers no longer trust: check it and write it to vaults/%s/store.url in one server's data directory, which records it sealed (docs/postgres.md, \"Upgrading\")", name, vault.ErrUnsealedStoreURL, name)
 }
 
 // SetVaultStore implements vault.Deployment.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/audit/audittest"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
@@ -171,5 +173,64 @@ func TestURLPasswordNotShown(t *testing.T) {
 	}
 	if r := Redact("postgres://u:" + secret + "@db.example.com:5433/coffer"); strings.Contains(r, secret) || r != "postgres://u@db.example.com:5433/coffer" {
 		t.Errorf("Redact = %q", r)
+	}
+}
+
+// TestUpgradeUnsealedStoreURLs: a catalog of schema version 4, which kept
+// vaults' store URLs in plain text, migrates to sealed rows without
+// trusting the plain ones: a vault that had one is refused with the fix
+// named (not opened on the default store) until a server records its URL
+// sealed; a vault without one is unaffected.
+func TestUpgradeUnsealedStoreURLs(t *testing.T) {
+	url := pgtest.URL(t)
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The database as version 4 left it, with a plain store URL.
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, m := range ms[:4] {
+		if _, err := conn.Exec(t.Context(), m.sql); err != nil {
+			t.Fatalf("version %d: %v", m.version, err)
+		}
+	}
+	if _, err := conn.Exec(t.Context(), `CREATE TABLE schema_version (one integer NOT NULL PRIMARY KEY CHECK (one = 1), version integer NOT NULL);
+		INSERT INTO schema_version VALUES (1, 4);
+		INSERT INTO vault_stores (name, url) VALUES ('prod', 's3://backups/prod?endpoint=https://s3.example:9000')`); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := Open(t.Context(), url)
+	if err != nil {
+		t.Fatalf("migrate from version 4: %v", err)
+	}
+	defer c.Close()
+	got, err := c.VaultStore(t.Context(), "prod")
+	if !errors.Is(err, vault.ErrUnsealedStoreURL) || got != nil || !strings.Contains(err.Error(), "vaults/prod/store.url") {
+		t.Fatalf("vault with a plain store URL: %q, %v; want ErrUnsealedStoreURL naming the fix", got, err)
+	}
+	if got, err := c.VaultStore(t.Context(), "other"); got != nil || err != nil {
+		t.Fatalf("vault without a store of its own: %q, %v", got, err)
+	}
+	// Recorded sealed (as a server does from store.url), it is the row read.
+	if err := c.SetVaultStore(t.Context(), "prod", []byte("sealed bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.VaultStore(t.Context(), "prod"); err != nil || string(got) != "sealed bytes" {
+		t.Fatalf("after recording it sealed: %q, %v", got, err)
+	}
+	// An operator who dropped the old table loses nothing.
+	if err := c.SetVaultStore(t.Context(), "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), `DROP TABLE vault_stores_unsealed`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.VaultStore(t.Context(), "prod"); got != nil || err != nil {
+		t.Fatalf("after the old table is dropped: %q, %v", got, err)
 	}
 }

@@ -3,14 +3,10 @@
 --
 -- vault_stores: a vault's own store URL (coffer vault create --store),
 -- keyed by the vault's name because the URL is needed to open the store
--- before the vault's row exists. It holds no credentials, but names where
--- the servers read and write (and what deleting the vault empties), so it
--- is sealed under a key derived from the deployment key and bound to the
--- vault's name (docs/format.md §1.1e): a catalog writer can neither point
--- a vault at a store of their choosing nor move another vault's row.
+-- before the vault's row exists. It holds no credentials.
 CREATE TABLE vault_stores (
-	name   text  COLLATE "C" NOT NULL PRIMARY KEY CHECK (name <> ''),
-	sealed bytea NOT NULL
+	name text COLLATE "C" NOT NULL PRIMARY KEY CHECK (name <> ''),
+	url  text NOT NULL CHECK (url <> '')
 );
 
 -- platform_keys: the versions of the platform key, each sealed under the
