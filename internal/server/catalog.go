@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres"
@@ -52,9 +54,55 @@ func (s *Server) runJob(ctx context.Context, name string, fn func() error) error
 		return err
 	}
 	if !ok {
-		s.log.Debug("background job runs on another server", "job", name)
+		s.jobSkipped(name)
 		return nil
 	}
+	s.jobs.done(name)
 	defer unlock()
 	return fn()
+}
+
+// jobStuckAfter is how long a background job may be found running
+// elsewhere, turn after turn, before each skip is a warning: no job runs
+// that long, and any user who may connect to a shared catalog can take
+// its advisory locks and keep them, which would otherwise stop the job
+// on every server with nothing but a debug line.
+const jobStuckAfter = 6 * time.Hour
+
+// jobSkipped records that job name was skipped because its lock was
+// taken, and warns once it has been taken for longer than jobStuckAfter.
+func (s *Server) jobSkipped(name string) {
+	since := s.jobs.skipped(name, s.opt.Now())
+	if held := s.opt.Now().Sub(since); held >= jobStuckAfter {
+		s.log.Warn("a background job has not run on any server this one can see for a long time: another session holds its lock (on PostgreSQL, see pg_locks for the advisory lock's holder)", "job", name, "held_for", held.Round(time.Minute).String(), "since", since.UTC().Format(time.RFC3339))
+		return
+	}
+	s.log.Debug("background job runs on another server", "job", name)
+}
+
+// jobSkips remembers, per background job, since when every turn of this
+// server found it running elsewhere.
+type jobSkips struct {
+	mu    sync.Mutex
+	since map[string]time.Time
+}
+
+func (j *jobSkips) skipped(name string, now time.Time) time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.since == nil {
+		j.since = map[string]time.Time{}
+	}
+	t, ok := j.since[name]
+	if !ok {
+		j.since[name] = now
+		t = now
+	}
+	return t
+}
+
+func (j *jobSkips) done(name string) {
+	j.mu.Lock()
+	delete(j.since, name)
+	j.mu.Unlock()
 }

@@ -124,6 +124,7 @@ type Server struct {
 	// report's TLS checks.
 	tlsConfig  atomic.Pointer[tls.Config]
 	postureDay dayBook        // the day each vault's posture was last recorded
+	jobs       jobSkips       // since when each background job was found running elsewhere
 	writers    writerSessions // remote backups' sessions (sessions.go)
 	limiter    limiter        // failed authentications per address (limits.go)
 	anon       limiter        // requests without a token, per address
