@@ -60,6 +60,20 @@ func (s *Server) touchWriter(q *request) error {
 		s.writers.m = map[string]*writer{}
 	}
 	w, ok := s.writers.m[id]
+	if ok && !w.expired && now.Sub(w.touched) > vault.SessionStale-2*vault.SessionTouch {
+		// Quiet here; but behind a load balancer the agent's requests
+		// may have gone to another server sharing the catalog, which
+		// kept the session alive there (and so held prune back).
+		s.writers.mu.Unlock()
+		touched, err := s.catalogTouched(q, id)
+		if err != nil {
+			return err
+		}
+		s.writers.mu.Lock()
+		if touched.After(w.touched) {
+			w.touched = touched
+		}
+	}
 	if ok {
 		if now.Sub(w.touched) > vault.SessionStale-2*vault.SessionTouch || engine.SessionTooOld(w.started, now) {
 			w.expired = true
@@ -115,6 +129,21 @@ func (s *Server) touchWriter(q *request) error {
 		return nil
 	}
 	return err
+}
+
+// catalogTouched returns when the catalog last recorded session id of the
+// request's vault as touched (zero if it holds no such session).
+func (s *Server) catalogTouched(q *request, id string) (time.Time, error) {
+	ss, err := s.cat.Sessions(q.ctx, q.vault.Record().ID)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the backup session: %w", err)
+	}
+	for _, cs := range ss {
+		if cs.ID == id {
+			return cs.Touched, nil
+		}
+	}
+	return time.Time{}, nil
 }
 
 // writerAlive fails when the request's session has expired: its
