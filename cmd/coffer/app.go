@@ -37,10 +37,10 @@ type app struct {
 	// memLimit is the soft heap limit limitMemory set (0 until then);
 	// memFilter and memChunking what rebudget adjusts it by.
 	memLimit, memFilter atomic.Int64
-	// restoreGC, when collectAtLimit turned the collector's trigger
-	// off, turns it back on when the command ends (tests run many
-	// commands in one process).
-	restoreGC   func()
+	// gcOff is set while collectAtLimit has the collector's trigger
+	// off; gcPercent is the setting to restore (restoreGC).
+	gcOff       atomic.Bool
+	gcPercent   atomic.Int64
 	memChunking atomic.Bool
 	stdin       io.Reader
 	// stdout and stderr escape what would act on a terminal (termsafe.go);
@@ -239,9 +239,7 @@ func runHooked(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
-	if a.restoreGC != nil {
-		a.restoreGC()
-	}
+	a.restoreGC() // tests run many commands in one process
 	if err == nil {
 		return exitOK
 	}

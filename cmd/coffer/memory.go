@@ -65,7 +65,7 @@ func (a *app) limitMemory(budget int64) {
 
 // collectAtLimit turns off the collector's proportional trigger (GOGC), so
 // that it runs only when the heap reaches the limit limitMemory set: the
-// budget is the backup's to use. A re-run of a million unchanged files
+// budget is the backup's to use, until chunkingStarted. A re-run of a million unchanged files
 // keeps 12–15 MB live, and at GOGC's default it collected whenever the
 // heap doubled that, 170–190 times, a quarter of its user CPU
 // (docs/performance.md, "Heap limits"). Users override it with GOGC or
@@ -75,8 +75,16 @@ func (a *app) collectAtLimit() {
 	if a.getenv("GOMEMLIMIT") != "" || a.getenv("GOGC") != "" || a.memLimit.Load() <= 0 {
 		return
 	}
-	prev := debug.SetGCPercent(-1)
-	a.restoreGC = func() { debug.SetGCPercent(prev) }
+	a.gcPercent.Store(int64(debug.SetGCPercent(-1)))
+	a.gcOff.Store(true)
+}
+
+// restoreGC turns the collector's trigger back on if collectAtLimit
+// turned it off.
+func (a *app) restoreGC() {
+	if a.gcOff.CompareAndSwap(true, false) {
+		debug.SetGCPercent(int(a.gcPercent.Load()))
+	}
 }
 
 // filterBuilt and chunkingStarted are told, by the engine and the
@@ -89,6 +97,10 @@ func (a *app) filterBuilt(bytes int) {
 
 func (a *app) chunkingStarted() {
 	a.memChunking.Store(true)
+	// A backup of big files holds tens of MiB live (pack buffers,
+	// chunks in flight): its collections come from the limit anyway,
+	// so it runs with the trigger as before.
+	a.restoreGC()
 	a.rebudget()
 }
 

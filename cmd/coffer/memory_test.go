@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/srcvol"
 )
 
 // The memory budget (docs/performance.md, "Memory"), enforced on the
@@ -300,33 +302,25 @@ func TestCheckMemoryBudget(t *testing.T) {
 	}
 }
 
-// gcWatch is a backup's standard input that records, at its first read
-// (while the backup runs), the collector's GOGC setting.
-type gcWatch struct {
-	data    *strings.Reader
-	percent int
-	read    bool
-}
-
-func (w *gcWatch) Read(p []byte) (int, error) {
-	if !w.read {
-		w.read = true
-		w.percent = debug.SetGCPercent(100)
-		debug.SetGCPercent(w.percent)
-	}
-	return w.data.Read(p)
-}
-
 // TestBackupCollectsAtLimit: a local backup turns the collector's
 // proportional trigger off (it collects at the heap limit only) while it
-// runs and turns it back on when it ends; GOGC or GOMEMLIMIT in the
-// environment leaves the collector alone.
+// runs, until it first chunks a big file, and turns it back on when it
+// ends; GOGC or GOMEMLIMIT in the environment leaves the collector alone.
 func TestBackupCollectsAtLimit(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
 	limit := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(limit)
+	gogc := func() int {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
 
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "small"), []byte("coffer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		env  string
 		want int // the GOGC seen during the backup
@@ -339,19 +333,35 @@ func TestBackupCollectsAtLimit(t *testing.T) {
 		if tc.env != "" {
 			e.setenv(tc.env, "200") // read by the command, not by this process's runtime
 		}
-		w := &gcWatch{data: strings.NewReader(strings.Repeat("coffer ", 10_000))}
-		var out, errb strings.Builder
-		if code := runWith(context.Background(), []string{"backup", "--stdin"}, w, &out, &errb, e.getenv, e.now); code != exitOK {
-			t.Fatalf("backup (%s set): exit %d: %s", tc.env, code, errb.String())
+		// The backup asks for its paths' volumes once it has set its
+		// memory limits, before it walks them.
+		seen := 0
+		e.setVolumes(srcvol.Detector{Resolve: func(p string) (string, error) {
+			seen = gogc()
+			return p, nil
+		}})
+		mustCoffer(t, e, "backup", src)
+		if seen != tc.want {
+			t.Errorf("%q set: GOGC during the backup = %d, want %d", tc.env, seen, tc.want)
 		}
-		if !w.read {
-			t.Fatal("the backup never read its input")
-		}
-		if w.percent != tc.want {
-			t.Errorf("%q set: GOGC during the backup = %d, want %d", tc.env, w.percent, tc.want)
-		}
-		if p := debug.SetGCPercent(100); p != 100 {
+		if p := gogc(); p != 100 {
 			t.Errorf("%q set: GOGC after the backup = %d, want 100", tc.env, p)
 		}
+	}
+
+	// The first chunked file turns the trigger back on.
+	a := &app{getenv: func(string) string { return "" }}
+	a.limitMemory(backupBudget)
+	a.collectAtLimit()
+	if p := gogc(); p != -1 {
+		t.Fatalf("GOGC after collectAtLimit = %d", p)
+	}
+	a.chunkingStarted()
+	if p := gogc(); p != 100 {
+		t.Errorf("GOGC once chunking started = %d, want 100", p)
+	}
+	a.restoreGC() // and the command's end restores nothing twice
+	if p := gogc(); p != 100 {
+		t.Errorf("GOGC after the end = %d, want 100", p)
 	}
 }
