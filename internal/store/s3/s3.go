@@ -65,6 +65,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/coffer-backup/coffer/internal/store"
+	"github.com/coffer-backup/coffer/internal/tlsconf"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -345,7 +346,27 @@ func httpClient(opt Options) (*http.Client, error) {
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}
+	// Packs are 16 MiB bodies: over https their TLS records go to the
+	// kernel 16 at a time instead of one by one
+	// (tlsconf.CoalescingDialer). Through a proxy, or over plain http, the
+	// transport dials as before.
+	if u, err := url.Parse(opt.Endpoint); opt.Endpoint == "" || (err == nil && strings.EqualFold(u.Scheme, "https")) {
+		target := &url.URL{Scheme: "https", Host: "s3.amazonaws.com"}
+		if opt.Endpoint != "" {
+			target = u
+		}
+		if pu, err := proxyFor(tr, target); err == nil && pu == nil {
+			tr.DialTLSContext = tlsconf.CoalescingDialer(tr.DialContext, tr.TLSClientConfig, tr.TLSHandshakeTimeout)
+		}
+	}
 	return &http.Client{Transport: tr}, nil
+}
+
+func proxyFor(tr *http.Transport, u *url.URL) (*url.URL, error) {
+	if tr.Proxy == nil {
+		return nil, nil
+	}
+	return tr.Proxy(&http.Request{URL: u})
 }
 
 // NewRetryer is the store's retry policy: up to maxAttempts attempts

@@ -51,8 +51,14 @@ type Server struct {
 
 // CPU returns the processor time the server has used so far (user and
 // system), read from /proc; 0 where there is no /proc.
-func (sv *Server) CPU() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sv.pid))
+func (sv *Server) CPU() time.Duration { return procCPU(fmt.Sprintf("/proc/%d/stat", sv.pid)) }
+
+// SelfCPU returns the processor time this process (the store's side of a
+// benchmark) has used so far, as CPU does for the server.
+func SelfCPU() time.Duration { return procCPU("/proc/self/stat") }
+
+func procCPU(path string) time.Duration {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
