@@ -345,7 +345,7 @@ func (s *Server) inspect(ctx context.Context, name string) (vault.VaultRecord, e
 		return rec, engine.KeyInfo{}, err
 	}
 	defer st.Close()
-	_, ki, err := engine.Inspect(ctx, st)
+	_, ki, err := engine.InspectWith(ctx, st, s.cat)
 	return rec, ki, err
 }
 
