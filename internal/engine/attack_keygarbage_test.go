@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/engine"
 	"github.com/coffer-backup/coffer/internal/format"
+	"github.com/coffer-backup/coffer/internal/store/local"
 	"github.com/coffer-backup/coffer/internal/vault"
 )
 
@@ -189,6 +191,94 @@ func TestAttackKeyringUnproposedGeneration(t *testing.T) {
 				t.Fatal("opened with an authenticating generation newer than the anchor that no key holder proposed")
 			}
 			wantRefused(t, "open", err, format.KeyringName(after.Generation), "no key holder proposed it")
+		})
+	}
+}
+
+// retainedStore refuses to delete the objects it names, as a bucket's
+// COMPLIANCE retention does.
+type retainedStore struct {
+	vault.Store
+	retained map[vault.Handle]bool
+}
+
+func (s retainedStore) Delete(ctx context.Context, h vault.Handle) error {
+	if s.retained[h] {
+		return errors.New("AccessDenied: object is under COMPLIANCE retention")
+	}
+	return s.Store.Delete(ctx, h)
+}
+
+// TestAttackKeyringGarbageRetained: the planted object cannot be deleted
+// (a bucket's retention). A switch of key, which deletes the generations
+// below its own, completes and reports success; the next open, which
+// removes generations under another key, does not fail on it; check
+// still lists it.
+func TestAttackKeyringGarbageRetained(t *testing.T) {
+	for _, kind := range []string{"copy of N", "bad MAC"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			ls, err := local.Open(filepath.Join(dir, "store"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := retainedStore{Store: ls, retained: map[vault.Handle]bool{}}
+			e := newEnv(t, rs)
+			v := create(t, e)
+			data := randBytes(21, 4000)
+			id, _ := save(t, v, data)
+			snapshotOf(t, v, "h", data)
+			v.Close()
+			names := keyringNames(t, e.store)
+			n, _ := strconv.ParseUint(names[len(names)-1], 10, 64)
+			nb := readObject(t, e.store, vault.Handle{Type: vault.KeyObject, Name: names[len(names)-1]})
+			body := nb
+			if kind == "bad MAC" {
+				var raw rawKeyring
+				if err := json.Unmarshal(nb, &raw); err != nil {
+					t.Fatal(err)
+				}
+				raw["generation"] = n + 1
+				raw["mac"] = randBytes(22, 32)
+				body, _ = json.Marshal(raw)
+			}
+			h := vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(n + 1)}
+			plant(t, e.store, h, body)
+			rs.retained[h] = true
+
+			_, p, _, _ := rsaEnv(t)
+			w, err := openWith(e, e.keys)
+			if err != nil {
+				t.Fatalf("open with %s planted and retained: %v", h.Name, err)
+			}
+			if err := w.Rewrap(ctx, p); err != nil { // key use-cmk
+				t.Fatalf("use-cmk with %s planted and retained: %v", h.Name, err)
+			}
+			if ki := w.KeyInfo(); ki.KeyringGen != n+2 {
+				t.Errorf("use-cmk wrote generation %d, want %d", ki.KeyringGen, n+2)
+			}
+			w.Close()
+			w2, err := openWith(e, p)
+			if err != nil {
+				t.Fatalf("open under the customer key with %s retained: %v", h.Name, err)
+			}
+			defer w2.Close()
+			if got := load(t, w2, id); !bytes.Equal(got, data) {
+				t.Error("data read back differs")
+			}
+			if n, err := w2.RemoveStaleKeyrings(ctx); err != nil {
+				t.Errorf("remove stale keyrings with %s retained: %d, %v", h.Name, n, err)
+			}
+			rep, err := w2.Check(ctx, engine.CheckOptions{})
+			if err != nil || !rep.OK() {
+				t.Fatalf("check: %v %v", rep.Errors, err)
+			}
+			if !slices.ContainsFunc(rep.Warnings, func(s string) bool { return strings.Contains(s, "keys/"+h.Name) }) {
+				t.Errorf("check does not list keys/%s: %q", h.Name, rep.Warnings)
+			}
+			if got := keyringNames(t, e.store); !slices.Equal(got, []string{h.Name, format.KeyringName(n + 2)}) {
+				t.Errorf("keyring objects after use-cmk: %v; want the retained one and the new generation", got)
+			}
 		})
 	}
 }

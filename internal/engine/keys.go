@@ -81,11 +81,12 @@ func (v *Vault) liveKeysLocked(ctx context.Context) (*keyState, error) {
 	return ks, err
 }
 
-// unwrapKeys unwraps the root secret and every DEK of the newest keyring
-// generation with p, after checking the generation against the catalog's
-// anchor and its MAC (docs/format.md §7.3): a generation a store writer
-// planted, put back or left out is refused before any DEK it names is
-// used. A newer generation a key holder proposed is anchored; a vault
+// unwrapKeys unwraps the root secret and every DEK of the keyring
+// generation the catalog's anchor accepts with p, after checking it
+// against the anchor and its MAC (docs/format.md §7.3): a generation a
+// store writer put back or left out is refused before any DEK it names is
+// used, and an object it planted above the anchored generation (which
+// does not authenticate) is skipped with a warning. A newer generation a key holder proposed is anchored; a vault
 // without an anchor is anchored at its verified latest generation. The
 // caller wipes the root secret.
 func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState, seal.Key, error) {
