@@ -86,9 +86,9 @@ func (v *Vault) liveKeysLocked(ctx context.Context) (*keyState, error) {
 // against the anchor and its MAC (docs/format.md §7.3): a generation a
 // store writer put back or left out is refused before any DEK it names is
 // used, and an object it planted above the anchored generation (which
-// does not authenticate) is skipped with a warning. A newer generation a key holder proposed is anchored; a vault
-// without an anchor is anchored at its verified latest generation. The
-// caller wipes the root secret.
+// does not authenticate) is skipped with a warning. A newer generation a
+// key holder proposed is anchored; a vault without an anchor is anchored
+// at its verified latest generation. The caller wipes the root secret.
 func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState, seal.Key, error) {
 	var root seal.Key
 	id := v.rec.ID
