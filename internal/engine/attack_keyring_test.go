@@ -5,7 +5,9 @@ package engine_test
 // test plants what the attacker would, directly in the store or catalog,
 // and asserts that opening the vault (what backup, restore and check do
 // first), a running vault's next unwrap, and check all refuse it with a
-// message naming what is wrong.
+// message naming what is wrong, or, for an object planted above the
+// anchored generation (which does not authenticate), that they ignore it
+// and check lists it.
 
 import (
 	"bytes"
