@@ -111,7 +111,9 @@ func TestAttackPinOvertakenByBackups(t *testing.T) {
 // the key file's path and a hash of its public key) made use-cmk print
 // "the vault's keys are already wrapped by" it and exit 0, while the
 // vault stayed under the platform key. Now the vault is opened (and its
-// keyring verified against the anchor) before anything is said about it.
+// keyring verified against the anchor) before anything is said about it:
+// the planted generation does not authenticate and is ignored, and the
+// switch is made.
 func TestAttackUseCMKAlreadyWrappedLie(t *testing.T) {
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
@@ -138,11 +140,21 @@ func TestAttackUseCMKAlreadyWrappedLie(t *testing.T) {
 	nb, _ := json.Marshal(kr)
 	writeFile(t, filepath.Join(e.storeDir(), "keys", format.KeyringName(gen)), nb, 0o600)
 
+	// The planted generation does not authenticate: the open ignores it,
+	// and use-cmk really switches, into the generation above it.
 	out, errOut, code := coffer(t, e, "key", "use-cmk", keyFile)
-	if code == exitOK {
-		t.Errorf("key use-cmk believed a planted keyring and switched nothing: exit 0\n%s%s", out, errOut)
+	if code != exitOK || strings.Contains(out, "already wrapped") {
+		t.Errorf("key use-cmk with a planted keyring naming the key: exit %d\n%s%s; want a switch", code, out, errOut)
 	}
-	if !strings.Contains(errOut, "keyring") {
-		t.Errorf("key use-cmk does not name the refused keyring:\n%s", errOut)
+	var st struct {
+		KEK string `json:"kek"`
+		Gen uint64 `json:"keyring_generation"`
 	}
+	if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Gen != gen+1 || !strings.Contains(st.KEK, ref.KeyID) {
+		t.Errorf("key status after use-cmk: %+v; want generation %d under %s", st, gen+1, ref)
+	}
+	mustCoffer(t, e, "restore", "latest", "--target", t.TempDir())
 }

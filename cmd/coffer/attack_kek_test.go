@@ -139,11 +139,23 @@ func TestAttackKEKRetireBlocked(t *testing.T) {
 				}
 				restore = func() { os.Rename(away, b) }
 			case "damaged":
-				p := filepath.Join(b, "store", "keys", "9999999999")
+				// The anchored generation itself (an object planted above it
+				// would be ignored: it does not authenticate).
+				dir := filepath.Join(b, "store", "keys")
+				names, err := os.ReadDir(dir)
+				if err != nil || len(names) == 0 {
+					t.Fatal(names, err)
+				}
+				p := filepath.Join(dir, names[len(names)-1].Name())
+				saved, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.Remove(p)
 				if err := os.WriteFile(p, []byte("{"), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				restore = func() { os.Remove(p) }
+				restore = func() { os.Remove(p); os.WriteFile(p, saved, 0o400) }
 			}
 			_, errOut, code := coffer(t, e, "key", "rotate", "--kek", "--vault", a)
 			if code != exitOK || !strings.Contains(errOut, b) || !strings.Contains(errOut, "kept") {

@@ -99,9 +99,11 @@ func wantAllRefuse(t *testing.T, e *testEnv, src string, words ...string) {
 
 // TestAttackCLIAttackerDEK: the RSA customer key's public key and write
 // access to keys/ are enough to wrap a DEK of the attacker's choosing with
-// the right AAD; the next backup used it and check passed. Now backup,
-// restore and check refuse, and the key log does not stay silent about
-// why (the refusal names the keyring).
+// the right AAD; the next backup used it and check passed. Now, in place
+// of the current generation, backup, restore and check refuse, and the key
+// log does not stay silent about why (the refusal names the keyring); as
+// the next generation it does not authenticate and is ignored (check
+// lists it), and the vault's own DEK stays current.
 func TestAttackCLIAttackerDEK(t *testing.T) {
 	for _, inPlace := range []bool{false, true} {
 		t.Run(map[bool]string{false: "new generation", true: "current generation rewritten"}[inPlace], func(t *testing.T) {
@@ -137,6 +139,27 @@ func TestAttackCLIAttackerDEK(t *testing.T) {
 			nb, _ := json.Marshal(kr)
 			os.Remove(target)
 			writeFile(t, target, nb, 0o600)
+			if !inPlace {
+				// The next generation's name, and a MAC that does not
+				// verify: ignored, the vault's own DEK stays current.
+				for _, args := range [][]string{{"backup", src}, {"restore", "latest", "--target", filepath.Join(t.TempDir(), "out")}} {
+					mustCoffer(t, e, args...)
+				}
+				_, errOut, code := coffer(t, e, "check", "--read-data")
+				if code != exitOK || !strings.Contains(errOut, "keys/"+vaultKeyringName(gen)) {
+					t.Errorf("coffer check with keys/%s planted: exit %d, stderr %q; want success listing it", vaultKeyringName(gen), code, errOut)
+				}
+				var st struct {
+					DEK int `json:"dek_version"`
+				}
+				if err := json.Unmarshal([]byte(mustCoffer(t, e, "key", "status", "--json")), &st); err != nil {
+					t.Fatal(err)
+				}
+				if uint32(st.DEK) == ver {
+					t.Errorf("the attacker's DEK v%d is current", ver)
+				}
+				return
+			}
 			wantAllRefuse(t, e, src, "keyring")
 			// The refusal is on the vault's record: key log shows it.
 			if out := mustCoffer(t, e, "key", "log"); !strings.Contains(out, "keyring-refused") {

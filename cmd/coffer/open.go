@@ -216,11 +216,19 @@ func (a *app) openVault0(ctx context.Context, create bool) (*openedVault, error)
 	var provider vault.KeyProvider
 	var ks *platform.Keystore
 	if exists {
-		cfg, ki, ierr := engine.Inspect(ctx, st)
+		// The generation the catalog's anchor accepts names the key, not
+		// an object planted above it in keys/ (docs/format.md §7.3).
+		icat, _ := sqlite.Open(catalogPath(loc.dir))
+		var cat vault.Catalog
+		if icat != nil {
+			cat = icat
+			defer icat.Close()
+		}
+		cfg, ki, ierr := engine.InspectWith(ctx, st, cat)
 		if ierr == nil && ki.KEK.Provider == passphrase.Name {
 			// Passphrase slots travel in the keyring: the store and a
 			// passphrase open the vault, no URI is kept.
-			p, err := a.passphraseProvider(ctx, st, loc.name)
+			p, err := a.passphraseProvider(ctx, st, cat, loc.name)
 			if err != nil {
 				st.Close()
 				return nil, err

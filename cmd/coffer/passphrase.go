@@ -111,8 +111,8 @@ func (a *app) passphraseCommand(ctx context.Context, cmdVar, command string) (pa
 
 // passphraseProvider opens the passphrase slots of the vault whose store
 // is st with this user's passphrase.
-func (a *app) passphraseProvider(ctx context.Context, st vault.Store, name string) (*passphrase.Provider, error) {
-	w, err := engine.InspectRoot(ctx, st)
+func (a *app) passphraseProvider(ctx context.Context, st vault.Store, cat vault.Catalog, name string) (*passphrase.Provider, error) {
+	w, err := engine.InspectRootWith(ctx, st, cat)
 	if err != nil {
 		return nil, err
 	}

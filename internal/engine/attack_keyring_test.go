@@ -5,7 +5,9 @@ package engine_test
 // test plants what the attacker would, directly in the store or catalog,
 // and asserts that opening the vault (what backup, restore and check do
 // first), a running vault's next unwrap, and check all refuse it with a
-// message naming what is wrong.
+// message naming what is wrong, or, for an object planted above the
+// anchored generation (which does not authenticate), that they ignore it
+// and check lists it.
 
 import (
 	"bytes"
@@ -204,6 +206,45 @@ func refusedEverywhere(t *testing.T, e *env, p vault.KeyProvider, running *engin
 	}
 }
 
+// ignoredEverywhere asserts that a generation planted above generation
+// cur, which does not authenticate under the vault's root secret, is
+// ignored: the vault opens at cur (its own current DEK, never the
+// attacker's), a vault opened before the attack unwraps cur again at its
+// next unwrap, and check lists the planted object.
+func ignoredEverywhere(t *testing.T, e *env, p vault.KeyProvider, running *engine.Vault, clk *clock, cur uint64) {
+	t.Helper()
+	planted := "keys/" + format.KeyringName(cur+1)
+	v, err := openWith(e, p)
+	if err != nil {
+		t.Fatalf("open with %s planted: %v", planted, err)
+	}
+	want := running.KeyInfo()
+	if ki := v.KeyInfo(); ki.KeyringGen != cur || ki.DEKVersion != want.DEKVersion {
+		t.Errorf("open with %s planted uses generation %d, DEK v%d; want %d, v%d", planted, ki.KeyringGen, ki.DEKVersion, cur, want.DEKVersion)
+	}
+	v.Close()
+	rep, err := running.Check(ctx, engine.CheckOptions{})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check on a running vault with %s planted: %v %v", planted, rep.Errors, err)
+	}
+	listed := false
+	for _, w := range rep.Warnings {
+		listed = listed || strings.Contains(w, planted)
+	}
+	if !listed {
+		t.Errorf("check does not list %s: %q", planted, rep.Warnings)
+	}
+	clk.mu.Lock()
+	clk.t = clk.t.Add(2 * time.Hour) // past the running vault's key TTL
+	clk.mu.Unlock()
+	if err := running.EnsureKeys(ctx); err != nil {
+		t.Fatalf("a running vault's next unwrap with %s planted: %v", planted, err)
+	}
+	if ki := running.KeyInfo(); ki.KeyringGen != cur || ki.DEKVersion != want.DEKVersion {
+		t.Errorf("a running vault's next unwrap uses generation %d, DEK v%d; want %d, v%d", ki.KeyringGen, ki.DEKVersion, cur, want.DEKVersion)
+	}
+}
+
 // runningVault opens a second handle on e's vault with a key TTL, as the
 // server keeps vaults open.
 func runningVault(t *testing.T, e *env, p vault.KeyProvider) *engine.Vault {
@@ -221,7 +262,8 @@ func runningVault(t *testing.T, e *env, p vault.KeyProvider) *engine.Vault {
 
 // TestAttackKeyringAttackerDEK: with the customer key's PUBLIC key and
 // write access to keys/, the attacker adds a DEK of their choosing, as a
-// new generation or in place of the current one.
+// new generation (which does not authenticate: ignored, the vault's own
+// generation stays in use) or in place of the current one (refused).
 func TestAttackKeyringAttackerDEK(t *testing.T) {
 	for _, inPlace := range []bool{false, true} {
 		name := "new generation"
@@ -247,17 +289,20 @@ func TestAttackKeyringAttackerDEK(t *testing.T) {
 			cur := uint64(kr["generation"].(float64))
 			if inPlace {
 				plantKeyring(t, e.store, cur, kr)
+				refusedEverywhere(t, e, p, running, e.clock, "keyring")
 			} else {
 				plantKeyring(t, e.store, cur+1, kr)
+				ignoredEverywhere(t, e, p, running, e.clock, cur)
 			}
-			refusedEverywhere(t, e, p, running, e.clock, "keyring")
 		})
 	}
 }
 
 // TestAttackKeyringAttackerRoot: the attacker wraps a root secret of their
 // own and MACs the keyring with it (carrying the vault's own wrapped DEKs,
-// which still unwrap), as a new generation or in place of the current one.
+// which still unwrap), as a new generation (its MAC does not verify under
+// the root secret the anchor commits to: ignored) or in place of the
+// current one (refused).
 func TestAttackKeyringAttackerRoot(t *testing.T) {
 	for _, inPlace := range []bool{false, true} {
 		name := "new generation"
@@ -289,6 +334,7 @@ func TestAttackKeyringAttackerRoot(t *testing.T) {
 			ver := kr.DEKs[len(kr.DEKs)-1].Version + 1
 			kr.DEKs = append(kr.DEKs, format.KeyringDEK{Version: ver, Created: kr.Created, Wrapped: rsaWrap(t, pub, dek[:], seal.KeyAAD(vid, "dek", ver))})
 			kr.CurrentDEK = ver
+			cur := kr.Generation
 			if !inPlace {
 				kr.Generation++
 			}
@@ -296,7 +342,11 @@ func TestAttackKeyringAttackerRoot(t *testing.T) {
 				kr.MAC = kr.ComputeMAC(myRoot, vid)
 			}
 			plant(t, e.store, vault.Handle{Type: vault.KeyObject, Name: format.KeyringName(kr.Generation)}, kr.Encode())
-			refusedEverywhere(t, e, p, running, e.clock, "keyring")
+			if inPlace {
+				refusedEverywhere(t, e, p, running, e.clock, "keyring")
+			} else {
+				ignoredEverywhere(t, e, p, running, e.clock, cur)
+			}
 		})
 	}
 }

@@ -116,7 +116,16 @@ func (v *Vault) Check(ctx context.Context, opt CheckOptions) (*CheckReport, erro
 		sink.errorf("keys: %v", kerr)
 	} else {
 		root.Wipe()
+		// Objects in keys/ the vault's keys did not write (a store
+		// writer's, docs/format.md §7.3): ignored by readers, listed here.
+		garbage, gerr := v.keyringGarbage(ctx, ks)
 		ks.wipe()
+		if gerr != nil {
+			sink.errorf("keys: %v", gerr)
+		}
+		for _, g := range garbage {
+			sink.warnf("keys: %s: this object does not authenticate under the vault's keys and is ignored; someone who can write the store put it there: delete it once the bucket's retention allows", g)
+		}
 	}
 
 	err = v.opt.Store.List(ctx, vault.PackObject, func(oi vault.ObjectInfo) error {

@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -335,28 +334,29 @@ func readConfigOrKeyring(ctx context.Context, s vault.Store) (format.Config, boo
 	if err == nil || !errors.Is(err, vault.ErrNotFound) {
 		return cfg, err == nil && cfg.Format == 1, err
 	}
-	var gens []string
-	if lerr := s.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
-		gens = append(gens, oi.Handle.Name)
-		return nil
-	}); lerr != nil || len(gens) == 0 {
+	// The newest generation that parses (one a store writer planted
+	// above it does not parse, or fails its MAC at the unwrap).
+	gens, _, lerr := listGenerations(ctx, s)
+	if lerr != nil {
 		return cfg, false, err
 	}
-	sort.Strings(gens)
-	kb, rerr := readAll(ctx, s, vault.Handle{Type: vault.KeyObject, Name: gens[len(gens)-1]}, 1<<20)
-	var head struct{ Vault string }
-	if rerr != nil || json.Unmarshal(kb, &head) != nil {
-		return cfg, false, err
+	for i := len(gens) - 1; i >= 0; i-- {
+		kb, rerr := readAll(ctx, s, keyringHandle(gens[i]), 1<<20)
+		var head struct{ Vault string }
+		if rerr != nil || json.Unmarshal(kb, &head) != nil {
+			continue
+		}
+		id, perr := vault.ParseID(head.Vault)
+		if perr != nil {
+			continue
+		}
+		kr, kerr := format.ParseKeyring(format.KeyringName(gens[i]), kb, id)
+		if kerr != nil || kr.Format != format.Format {
+			continue
+		}
+		return *kr.Config, true, nil
 	}
-	id, perr := vault.ParseID(head.Vault)
-	if perr != nil {
-		return cfg, false, err
-	}
-	kr, kerr := format.ParseKeyring(gens[len(gens)-1], kb, id)
-	if kerr != nil || kr.Format != format.Format {
-		return cfg, false, err
-	}
-	return *kr.Config, true, nil
+	return cfg, false, err
 }
 
 // Open opens an existing vault: it reads the config, unwraps the newest
@@ -448,36 +448,48 @@ func Open(ctx context.Context, opt Options) (*Vault, error) {
 	return v, nil
 }
 
-// latestKeyring reads the newest keyring generation of vault id.
+// latestKeyring reads the newest keyring generation of vault id that
+// parses, from the store alone: an object that does not parse (one a
+// store writer planted, docs/format.md §7.3) is passed over. Nothing is
+// authenticated; with a catalog, unwrapKeys and InspectWith pick the
+// generation the anchor accepts.
 func latestKeyring(ctx context.Context, st vault.Store, id vault.ID) (*format.Keyring, error) {
-	var gens []string
-	err := st.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
-		gens = append(gens, oi.Handle.Name)
-		return nil
-	})
+	gens, _, err := listGenerations(ctx, st)
 	if err != nil {
-		return nil, fmt.Errorf("open vault: list keyrings: %w", err)
+		return nil, fmt.Errorf("open vault: %w", err)
 	}
 	if len(gens) == 0 {
 		return nil, fmt.Errorf("open vault: %w: the store holds no keyring (keys/)", vault.ErrNotFound)
 	}
-	sort.Strings(gens) // zero-padded, so lexical order is numeric order
-	name := gens[len(gens)-1]
-	kb, err := readAll(ctx, st, vault.Handle{Type: vault.KeyObject, Name: name}, 1<<20)
-	if err != nil {
-		return nil, fmt.Errorf("open vault: read keyring: %w", err)
+	var first error
+	for i := len(gens) - 1; i >= 0; i-- {
+		kr, perr, err := readParsed(ctx, st, id, gens[i])
+		if err != nil {
+			return nil, fmt.Errorf("open vault: %w", err)
+		}
+		if perr == nil {
+			return kr, nil
+		}
+		if first == nil {
+			first = perr
+		}
 	}
-	kr, err := format.ParseKeyring(name, kb, id)
-	if err != nil {
-		return nil, fmt.Errorf("open vault: %w", err)
-	}
-	return kr, nil
+	return nil, fmt.Errorf("open vault: %w", first)
 }
 
 // Inspect describes a vault's keys from its store without unwrapping them,
 // for `vault show` when the key encryption key cannot be reached. The
 // returned KeyInfo has no DEK material, only what the keyring names.
 func Inspect(ctx context.Context, st vault.Store) (format.Config, KeyInfo, error) {
+	return InspectWith(ctx, st, nil)
+}
+
+// InspectWith is Inspect with the vault's catalog (nil for none): when the
+// catalog anchors the vault's keys, the generation described is the one a
+// reader would use (docs/format.md §7.3), the highest proposed generation
+// newer than the anchor or else the anchored one, so that an object a store
+// writer planted above it does not choose the key provider.
+func InspectWith(ctx context.Context, st vault.Store, cat vault.Catalog) (format.Config, KeyInfo, error) {
 	cfg, _, err := readConfigOrKeyring(ctx, st)
 	if err != nil {
 		return cfg, KeyInfo{}, fmt.Errorf("inspect vault: %w", err)
@@ -486,11 +498,36 @@ func Inspect(ctx context.Context, st vault.Store) (format.Config, KeyInfo, error
 	if err != nil {
 		return cfg, KeyInfo{}, fmt.Errorf("inspect vault: %w", err)
 	}
-	kr, err := latestKeyring(ctx, st, id)
+	kr, err := inspectKeyring(ctx, st, cat, id)
 	if err != nil {
 		return cfg, KeyInfo{}, err
 	}
 	return cfg, keyInfo(cfg, kr, kr.CurrentDEK), nil
+}
+
+// inspectKeyring is the generation InspectWith describes.
+func inspectKeyring(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.ID) (*format.Keyring, error) {
+	if cat != nil {
+		anchor, props, err := cat.KeyAnchor(ctx, id)
+		if err == nil {
+			gens, _, err := listGenerations(ctx, st)
+			if err != nil {
+				return nil, err
+			}
+			kr, _, _, err := anchoredKeyring(ctx, st, id, gens, anchor, props)
+			if err == nil {
+				return kr, nil
+			}
+			if !errors.Is(err, errAnchoredMissing) && !errors.Is(err, vault.ErrCorrupt) {
+				return nil, err
+			}
+			// The anchored generation is missing or damaged: opening
+			// refuses the vault and says why; describe the store as it is.
+		} else if !errors.Is(err, vault.ErrNotFound) {
+			return nil, fmt.Errorf("read the keyring anchor: %w", err)
+		}
+	}
+	return latestKeyring(ctx, st, id)
 }
 
 func (v *Vault) loadKeys(ctx context.Context) error {

@@ -13,6 +13,13 @@ import (
 // verified: the keyring's MAC and the catalog's anchor are checked when
 // the vault is opened with the provider, before anything is wrapped.
 func InspectRoot(ctx context.Context, st vault.Store) (vault.WrappedKey, error) {
+	return InspectRootWith(ctx, st, nil)
+}
+
+// InspectRootWith is InspectRoot with the vault's catalog (nil for none):
+// the generation read is the one the catalog's anchor accepts (as
+// InspectWith), not an object a store writer planted above it.
+func InspectRootWith(ctx context.Context, st vault.Store, cat vault.Catalog) (vault.WrappedKey, error) {
 	cfg, _, err := readConfigOrKeyring(ctx, st)
 	if err != nil {
 		return vault.WrappedKey{}, fmt.Errorf("inspect vault: %w", err)
@@ -21,7 +28,7 @@ func InspectRoot(ctx context.Context, st vault.Store) (vault.WrappedKey, error) 
 	if err != nil {
 		return vault.WrappedKey{}, fmt.Errorf("inspect vault: %w", err)
 	}
-	kr, err := latestKeyring(ctx, st, id)
+	kr, err := inspectKeyring(ctx, st, cat, id)
 	if err != nil {
 		return vault.WrappedKey{}, err
 	}

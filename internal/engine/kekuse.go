@@ -76,9 +76,19 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 		if from != "" && name <= from {
 			continue // refused on open: older than the anchor (or the anchored one, counted above)
 		}
-		kr, err := readGeneration(ctx, st, id, name)
+		g, ok := generationOf(name)
+		if !ok {
+			continue // not a generation: no reader unwraps it
+		}
+		kr, perr, err := readParsed(ctx, st, id, g)
 		if err != nil {
 			return nil, err
+		}
+		if perr != nil {
+			if from != "" {
+				continue // newer than the anchor and garbage: opening skips it (keys.go)
+			}
+			return nil, perr
 		}
 		if from != "" && !slices.ContainsFunc(props, func(p vault.KeyProposal) bool {
 			return p.Generation == kr.Generation && hmac.Equal(p.MAC[:], kr.MAC)
@@ -128,9 +138,16 @@ func StaleKEKs(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 	}
 	var refs []vault.KeyRef
 	for _, name := range older {
-		kr, err := readGeneration(ctx, st, id, name)
+		g, ok := generationOf(name)
+		if !ok {
+			continue
+		}
+		kr, perr, err := readParsed(ctx, st, id, g)
 		if err != nil {
 			return nil, err
+		}
+		if perr != nil {
+			continue // an object no key opens: nothing to remove it for
 		}
 		if r := keyRefOf(kr); r != anchor.KEK && !slices.Contains(refs, r) {
 			refs = append(refs, r)
@@ -164,14 +181,24 @@ func (v *Vault) RemoveStaleKeyrings(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, h := range stale {
-		kr, err := readGeneration(ctx, v.opt.Store, v.rec.ID, h.Name)
+		g, ok := generationOf(h.Name)
+		if !ok {
+			continue
+		}
+		kr, perr, err := readParsed(ctx, v.opt.Store, v.rec.ID, g)
 		if err != nil {
 			return n, fmt.Errorf("remove stale keyring generations: %w", err)
+		}
+		if perr != nil {
+			continue // an object a store writer planted: no key opens it, and check lists it
 		}
 		if keyRefOf(kr) == cur {
 			continue
 		}
 		if err := v.opt.Store.Delete(ctx, h); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			if bad, _ := isGarbage(ctx, v.opt.Store, v.rec.ID, h.Name, ks.macKey); bad {
+				continue // planted, and kept by the bucket's retention: check lists it
+			}
 			return n, fmt.Errorf("remove stale keyring generation %s: %w", h.Name, err)
 		}
 		n++

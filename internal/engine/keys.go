@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/format"
@@ -80,24 +81,63 @@ func (v *Vault) liveKeysLocked(ctx context.Context) (*keyState, error) {
 	return ks, err
 }
 
-// unwrapKeys unwraps the root secret and every DEK of the newest keyring
-// generation with p, after checking the generation against the catalog's
-// anchor and its MAC (docs/format.md §7.3): a generation a store writer
-// planted, put back or left out is refused before any DEK it names is
-// used. A newer generation a key holder proposed is anchored; a vault
-// without an anchor is anchored at its verified latest generation. The
-// caller wipes the root secret.
+// unwrapKeys unwraps the root secret and every DEK of the keyring
+// generation the catalog's anchor accepts with p, after checking it
+// against the anchor and its MAC (docs/format.md §7.3): a generation a
+// store writer put back or left out is refused before any DEK it names is
+// used, and an object it planted above the anchored generation (which
+// does not authenticate) is skipped with a warning. A newer generation a
+// key holder proposed is anchored; a vault without an anchor is anchored
+// at its verified latest generation. The caller wipes the root secret.
 func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState, seal.Key, error) {
 	var root seal.Key
 	id := v.rec.ID
-	kr, err := latestKeyring(ctx, v.opt.Store, id)
+	// The store is listed before the catalog is read, as a key change
+	// writes them in the other order (§7.2): a generation stored and
+	// anchored meanwhile is then seen as proposed, never as unknown.
+	gens, _, err := listGenerations(ctx, v.opt.Store)
 	if err != nil {
-		return nil, root, err
+		return nil, root, fmt.Errorf("open vault: %w", err)
+	}
+	if len(gens) == 0 {
+		return nil, root, fmt.Errorf("open vault: %w: the store holds no keyring (keys/)", vault.ErrNotFound)
 	}
 	anchor, props, aerr := v.opt.Catalog.KeyAnchor(ctx, id)
 	anchored := aerr == nil
 	if aerr != nil && !errors.Is(aerr, vault.ErrNotFound) {
 		return nil, root, fmt.Errorf("read the keyring anchor: %w", aerr)
+	}
+	var kr *format.Keyring
+	// SECURITY: with an anchor, the generations newer than it that no key
+	// holder proposed are never unwrapped (their KEK reference is a store
+	// writer's choice): they do not parse, are format 1, or are checked
+	// below against K_mac of the root secret the anchor commits to, once
+	// that is unwrapped from the anchored (or a proposed) generation.
+	// Those that do not authenticate are objects a store writer can make
+	// and are skipped (docs/format.md §7.3), so that one planted at
+	// keys/<N+1> (and kept there by a bucket's retention) cannot keep the
+	// vault from opening; one that authenticates is refused.
+	var skipped []string
+	var unproposed []*format.Keyring
+	if anchored {
+		kr, skipped, unproposed, err = anchoredKeyring(ctx, v.opt.Store, id, gens, anchor, props)
+		if errors.Is(err, errAnchoredMissing) {
+			older := gens[0]
+			for _, g := range gens {
+				if g < anchor.Generation {
+					older = g
+				}
+			}
+			if older < anchor.Generation {
+				return nil, root, refusedKeyring{fmt.Errorf("%w: keyring generation %s: it is older than generation %d, which the catalog recorded as current: a newer generation was deleted or an old one put back; the store's keys/ (or the catalog) was changed by someone who does not hold the vault's keys: run coffer check, and restore keys/ or the catalog from a copy you trust", vault.ErrCorrupt, format.KeyringName(older), anchor.Generation)}
+			}
+			return nil, root, refusedKeyring{fmt.Errorf("%w: keyring generation %s, which the catalog recorded as current, is not in the store, and no newer generation authenticates (%s): restore keys/ from a copy you trust", vault.ErrCorrupt, format.KeyringName(anchor.Generation), strings.Join(skipped, "; "))}
+		}
+		if err != nil {
+			return nil, root, err
+		}
+	} else if kr, err = latestKeyring(ctx, v.opt.Store, id); err != nil {
+		return nil, root, err
 	}
 	name := format.KeyringName(kr.Generation)
 	refuse := func(format string, args ...any) error {
@@ -117,11 +157,10 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 			return nil, root, refuse("it names key %s (%s), but the catalog recorded %s (%s) for it", keyRefOf(kr), kr.KEK.Alg, anchor.KEK, anchor.Alg)
 		}
 	case anchored:
-		for _, pr := range props {
-			if pr.Generation == kr.Generation && hmac.Equal(pr.MAC[:], kr.MAC) {
-				proposed = true
-			}
-		}
+		// anchoredKeyring picks a newer generation only when a key holder
+		// proposed it: its MAC, over its KEK reference, is the one the
+		// proposal recorded.
+		proposed = isProposal(props, kr)
 		if !proposed {
 			return nil, root, refuse("it is newer than generation %d, which the catalog recorded as current, and no key holder proposed it", anchor.Generation)
 		}
@@ -160,6 +199,17 @@ func (v *Vault) unwrapKeys(ctx context.Context, p vault.KeyProvider) (*keyState,
 		}
 		if anchored && kr.Generation == anchor.Generation && !hmac.Equal(kr.MAC, anchor.MAC[:]) {
 			return fail(refuse("it is not the generation the catalog recorded (another MAC)"))
+		}
+		for _, u := range unproposed {
+			if authenticates(u, macKey, id) {
+				// A key holder wrote it and the catalog does not know it:
+				// the catalog was rolled back (an old anchor restored).
+				return fail(refusedKeyring{fmt.Errorf("%w: keyring generation %s: it is newer than generation %d, which the catalog recorded as current, and no key holder proposed it; the catalog was changed (an older copy restored?) by someone who does not hold the vault's keys: run coffer check, and restore the catalog from a copy you trust", vault.ErrCorrupt, format.KeyringName(u.Generation), anchor.Generation)})
+			}
+			skipped = append(skipped, fmt.Sprintf("keys/%s: its MAC does not verify under the vault's root secret", format.KeyringName(u.Generation)))
+		}
+		for _, s := range skipped {
+			v.log.Warn("a keyring object newer than the anchored generation does not authenticate and is ignored: someone who can write the store put it there (coffer check lists it)", "vault", v.opt.Name, "object", s, "using", name)
 		}
 		// The config is authenticated through the keyring's copy.
 		c := *kr.Config
@@ -438,8 +488,16 @@ func (v *Vault) RotateDEK(ctx context.Context) (uint32, error) {
 		dek.Wipe()
 		return 0, fmt.Errorf("rotate DEK: the key provider's current key became %s while the keyring is wrapped by %s: rewrap first (a backup does), then rotate", w.KEK, keyRefOf(old.keyring))
 	}
+	gen, err := v.nextGeneration(ctx, old.keyring.Generation, old.macKey)
+	if err != nil {
+		dek.Wipe()
+		if errors.Is(err, ErrKeyChanged) {
+			v.dropKeys(old)
+		}
+		return 0, fmt.Errorf("rotate DEK: %w", err)
+	}
 	kr := *old.keyring
-	kr.Generation++
+	kr.Generation = gen
 	kr.Created = v.opt.Now().UTC()
 	kr.DEKs = append(append([]format.KeyringDEK{}, old.keyring.DEKs...), format.KeyringDEK{Version: next, Created: kr.Created, Wrapped: w.Data})
 	kr.CurrentDEK = next
@@ -480,8 +538,15 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	if err != nil {
 		return fmt.Errorf("rewrap: wrap the root secret with %s: %w", to.Current(), err)
 	}
+	gen, err := v.nextGeneration(ctx, old.keyring.Generation, old.macKey)
+	if err != nil {
+		if errors.Is(err, ErrKeyChanged) {
+			v.dropKeys(old)
+		}
+		return fmt.Errorf("rewrap: %w", err)
+	}
 	kr := *old.keyring
-	kr.Generation++
+	kr.Generation = gen
 	kr.Created = v.opt.Now().UTC()
 	kr.KEK = format.KeyringKEK{Provider: wroot.KEK.Provider, KeyID: wroot.KEK.KeyID, Version: wroot.KEK.Version, Alg: wroot.Alg}
 	kr.Root = wroot.Data
@@ -540,7 +605,7 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 	// revoked customer key would not shred anything while the platform
 	// key file that wrapped the vault before still exists. The new
 	// generation is durable and anchored, so they go now.
-	if err := v.removeKeyringsBefore(ctx, kr.Generation); err != nil {
+	if err := v.removeKeyringsBefore(ctx, kr.Generation, old.macKey); err != nil {
 		v.log.Warn("older keyring generations could not all be removed; the previous key may still open them", "err", err)
 		return fmt.Errorf("rewrap: the vault's keys are rewrapped, but %w", err)
 	}
@@ -548,7 +613,10 @@ func (v *Vault) Rewrap(ctx context.Context, to vault.KeyProvider) error {
 }
 
 // removeKeyringsBefore deletes every keyring generation older than gen.
-func (v *Vault) removeKeyringsBefore(ctx context.Context, gen uint64) error {
+// An object there that the vault's keys did not write (macKey tells) and
+// that cannot be deleted (a bucket's retention) is left: no key opens
+// anything through it, and check lists it.
+func (v *Vault) removeKeyringsBefore(ctx context.Context, gen uint64, macKey seal.Key) error {
 	var old []vault.Handle
 	err := v.opt.Store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
 		if oi.Handle.Name < format.KeyringName(gen) {
@@ -561,6 +629,10 @@ func (v *Vault) removeKeyringsBefore(ctx context.Context, gen uint64) error {
 	}
 	for _, h := range old {
 		if err := v.opt.Store.Delete(ctx, h); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			if bad, why := isGarbage(ctx, v.opt.Store, v.rec.ID, h.Name, macKey); bad {
+				v.log.Warn("a keyring object that does not authenticate could not be removed and stays (coffer check lists it)", "vault", v.opt.Name, "object", "keys/"+h.Name, "why", why, "err", err)
+				continue
+			}
 			return fmt.Errorf("remove keyring generation %s: %w", h.Name, err)
 		}
 	}
@@ -627,9 +699,12 @@ func (v *Vault) upgrade(ctx context.Context, rewriteConfig bool) error {
 		cfg := v.cfg
 		cfg.Format = format.Format
 		kr.Config = &cfg
-		kr.Generation++
-		kr.Created = v.opt.Now().UTC()
-		err := v.commitKeyring(ctx, &kr, ks.macKey, ks.commit, 0)
+		gen, err := v.nextGeneration(ctx, ks.keyring.Generation, ks.macKey)
+		if err == nil {
+			kr.Generation = gen
+			kr.Created = v.opt.Now().UTC()
+			err = v.commitKeyring(ctx, &kr, ks.macKey, ks.commit, 0)
+		}
 		if errors.Is(err, ErrKeyChanged) {
 			// Another process upgraded it at the same moment: use theirs.
 			nks, root, uerr := v.unwrapKeys(ctx, ks.provider)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-backup/coffer/internal/agent"
@@ -455,12 +456,15 @@ func TestAttackReplicasAgreeOnRolesAndLocks(t *testing.T) {
 // taken for the vault's: through the other server a prune completes
 // without deleting anything a snapshot needs, check --read-data passes
 // over what the catalog lists, and the snapshot restores byte for byte.
-// A keyring generation past the anchored one (the newest's bytes under
-// the next name) is refused loudly, naming the generation, by a server
-// that opens the vault, and is never used: once it is removed, the vault
-// opens on the anchored generation.
+// A keyring object past the anchored generation (the newest's bytes under
+// the next name, or JSON whose MAC does not verify), planted under
+// COMPLIANCE retention in a bucket with Object Lock so that nobody can
+// delete it, does not authenticate and is never used: a server started
+// after it opens the vault on the anchored generation, restores, lists the
+// object in check, and rotates the DEK into the generation after it; the
+// servers started later use that one.
 func TestAttackReplicaBucketGarbage(t *testing.T) {
-	r := newReplicaRig(t, false)
+	r := newReplicaRig(t, true)
 	ctx := r.ctx
 	owner := r.a.Client(t, r.a.OwnerToken)
 	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
@@ -521,20 +525,78 @@ func TestAttackReplicaBucketGarbage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	planted := "hosts/v/keys/" + fmt.Sprintf("%0*d", len(newest), n+1)
-	put(planted, kb)
-	c := r.join()
-	if _, err := c.Client(t, tok).Vault("v").Snapshots(ctx); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%0*d", len(newest), n+1)) {
-		t.Errorf("a server opening the vault with a planted keyring generation: %v; want a refusal naming it", err)
+	plantedName := fmt.Sprintf("%0*d", len(newest), n+1)
+	planted := "hosts/v/keys/" + plantedName
+	until := time.Now().Add(24 * time.Hour)
+	if _, err := r.sv.Client.PutObject(ctx, &awss3.PutObjectInput{Bucket: &r.bucket, Key: aws.String(planted), Body: bytes.NewReader(kb),
+		ObjectLockMode: types.ObjectLockModeCompliance, ObjectLockRetainUntilDate: &until}); err != nil {
+		t.Fatalf("plant %s under retention: %v", planted, err)
 	}
-	if _, err := r.sv.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &r.bucket, Key: aws.String(planted)}); err != nil {
-		t.Fatal(err)
+	if got := retainedUntil(t, r.sv, r.bucket, planted); got.Before(until.Add(-time.Minute)) {
+		t.Fatalf("the planted generation is retained until %v, want %v", got, until)
+	}
+	c := r.join()
+	ownerC := c.Client(t, c.OwnerToken)
+	if st, err := ownerC.Vault("v").KeyStatus(ctx); err != nil || st.KeyringGen != before.KeyringGen {
+		t.Fatalf("the keys through a server started after keys/%s was planted: %+v, %v; want generation %d", plantedName, st, err, before.KeyringGen)
+	}
+	restoreAndCompare(t, c.Client(t, tok).Vault("v"), snap, filepath.Clean(src))
+	rep, err = ownerC.Vault("v").Check(ctx, false, nil)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Errorf("check with keys/%s planted: %v %v", plantedName, rep.Errors, err)
+	}
+	if !slices.ContainsFunc(rep.Warnings, func(w string) bool { return strings.Contains(w, "keys/"+plantedName) }) {
+		t.Errorf("check does not list the planted keys/%s: %q", plantedName, rep.Warnings)
+	}
+	kc, err := ownerC.Vault("v").RotateKey(ctx)
+	if err != nil {
+		t.Fatalf("rotate the DEK with keys/%s planted: %v", plantedName, err)
+	}
+	if kc.KeyringGen != uint64(n+2) {
+		t.Errorf("the rotation wrote generation %d, want %d (above the planted one)", kc.KeyringGen, n+2)
+	}
+	writeTree(t, src, map[string][]byte{"f": randomBytes(85, 1<<20), "g": []byte("after")})
+	snap2, err := replicaBackup(t, r.a.Client(t, tok).Vault("v"), src, "h")
+	if err != nil {
+		t.Fatalf("a backup through a after the rotation: %v", err)
 	}
 	d := r.join()
-	if st, err := d.Client(t, d.OwnerToken).Vault("v").KeyStatus(ctx); err != nil || st.KeyringGen != before.KeyringGen {
-		t.Errorf("the keys through a server started after the planted generation was removed: %+v, %v; want generation %d", st, err, before.KeyringGen)
+	if st, err := d.Client(t, d.OwnerToken).Vault("v").KeyStatus(ctx); err != nil || st.KeyringGen != uint64(n+2) {
+		t.Errorf("the keys through a server started after the rotation: %+v, %v; want generation %d", st, err, n+2)
 	}
-	restoreAndCompare(t, d.Client(t, tok).Vault("v"), snap, filepath.Clean(src))
+	restoreAndCompare(t, d.Client(t, tok).Vault("v"), snap2, filepath.Clean(src))
+	if _, ok := r.sv.Names(t, r.bucket, "hosts/v/keys/")[plantedName]; !ok {
+		t.Errorf("keys/%s under retention is gone", plantedName)
+	}
+
+	// Next: well-formed JSON past the newest generation, naming a
+	// customer key of the attacker's choice, with a MAC that does not
+	// verify. A server picks the key provider from the generation the
+	// anchor accepts, not from this object.
+	var raw map[string]any
+	if err := json.Unmarshal(kb, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["generation"] = n + 3
+	raw["kek"] = map[string]any{"provider": "rsa-file", "key_id": "attacker", "version": "1", "alg": "rsa-oaep-sha256"}
+	raw["mac"] = randomBytes(86, 32)
+	jb, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plantedJSON := fmt.Sprintf("%0*d", len(newest), n+3)
+	if _, err := r.sv.Client.PutObject(ctx, &awss3.PutObjectInput{Bucket: &r.bucket, Key: aws.String("hosts/v/keys/" + plantedJSON), Body: bytes.NewReader(jb),
+		ObjectLockMode: types.ObjectLockModeCompliance, ObjectLockRetainUntilDate: &until}); err != nil {
+		t.Fatalf("plant keys/%s under retention: %v", plantedJSON, err)
+	}
+	e := r.join()
+	if st, err := e.Client(t, e.OwnerToken).Vault("v").KeyStatus(ctx); err != nil || st.KeyringGen != uint64(n+2) {
+		t.Errorf("the keys through a server started after keys/%s was planted: %+v, %v; want generation %d", plantedJSON, st, err, n+2)
+	}
+	restoreAndCompare(t, e.Client(t, tok).Vault("v"), snap2, filepath.Clean(src))
+	if kc, err := e.Client(t, e.OwnerToken).Vault("v").RotateKey(ctx); err != nil || kc.KeyringGen != uint64(n+4) {
+		t.Errorf("rotate the DEK with keys/%s planted: %+v, %v; want generation %d", plantedJSON, kc, err, n+4)
+	}
 }
 
 // TestAttackReplicaVaultRowsSwapped: a catalog writer swaps the names of

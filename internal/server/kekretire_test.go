@@ -138,11 +138,23 @@ func TestServerRetireBlocked(t *testing.T) {
 			var restore func()
 			switch how {
 			case "keyring damaged":
-				p := filepath.Join(store, "keys", "9999999999")
+				// The anchored generation itself: an object planted above
+				// it does not authenticate and is ignored.
+				dir := filepath.Join(store, "keys")
+				names, err := os.ReadDir(dir)
+				if err != nil || len(names) == 0 {
+					t.Fatal(names, err)
+				}
+				p := filepath.Join(dir, names[len(names)-1].Name())
+				orig, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.Remove(p)
 				if err := os.WriteFile(p, []byte("{"), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				restore = func() { os.Remove(p) }
+				restore = func() { os.Remove(p); os.WriteFile(p, orig, 0o400) }
 			case "config changed":
 				p := filepath.Join(store, "config")
 				orig, err := os.ReadFile(p)

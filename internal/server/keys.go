@@ -69,7 +69,9 @@ func (s *Server) keyConfig() keys.URIs {
 // platform key, or the customer key its newest keyring names, reached
 // through the URI recorded for it.
 func (s *Server) providerFor(ctx context.Context, st vault.Store) (vault.KeyProvider, error) {
-	cfg, ki, err := engine.Inspect(ctx, st)
+	// The generation the catalog's anchor accepts names the key, not the
+	// store's highest object (one a store writer may have planted).
+	cfg, ki, err := engine.InspectWith(ctx, st, s.cat)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +345,7 @@ func (s *Server) inspect(ctx context.Context, name string) (vault.VaultRecord, e
 		return rec, engine.KeyInfo{}, err
 	}
 	defer st.Close()
-	_, ki, err := engine.Inspect(ctx, st)
+	_, ki, err := engine.InspectWith(ctx, st, s.cat)
 	return rec, ki, err
 }
 
