@@ -65,7 +65,7 @@ func (a *app) limitMemory(budget int64) {
 
 // collectAtLimit turns off the collector's proportional trigger (GOGC), so
 // that it runs only when the heap reaches the limit limitMemory set: the
-// budget is the backup's to use, until chunkingStarted. A re-run of a million unchanged files
+// budget is the backup's to use. A re-run of a million unchanged files
 // keeps 12–15 MB live, and at GOGC's default it collected whenever the
 // heap doubled that, 170–190 times, a quarter of its user CPU
 // (docs/performance.md, "Heap limits"). Users override it with GOGC or
@@ -97,10 +97,6 @@ func (a *app) filterBuilt(bytes int) {
 
 func (a *app) chunkingStarted() {
 	a.memChunking.Store(true)
-	// A backup of big files holds tens of MiB live (pack buffers,
-	// chunks in flight): its collections come from the limit anyway,
-	// so it runs with the trigger as before.
-	a.restoreGC()
 	a.rebudget()
 }
 

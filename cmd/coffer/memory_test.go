@@ -304,8 +304,8 @@ func TestCheckMemoryBudget(t *testing.T) {
 
 // TestBackupCollectsAtLimit: a local backup turns the collector's
 // proportional trigger off (it collects at the heap limit only) while it
-// runs, until it first chunks a big file, and turns it back on when it
-// ends; GOGC or GOMEMLIMIT in the environment leaves the collector alone.
+// runs and turns it back on when it ends; GOGC or GOMEMLIMIT in the
+// environment leaves the collector alone.
 func TestBackupCollectsAtLimit(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
@@ -347,21 +347,5 @@ func TestBackupCollectsAtLimit(t *testing.T) {
 		if p := gogc(); p != 100 {
 			t.Errorf("%q set: GOGC after the backup = %d, want 100", tc.env, p)
 		}
-	}
-
-	// The first chunked file turns the trigger back on.
-	a := &app{getenv: func(string) string { return "" }}
-	a.limitMemory(backupBudget)
-	a.collectAtLimit()
-	if p := gogc(); p != -1 {
-		t.Fatalf("GOGC after collectAtLimit = %d", p)
-	}
-	a.chunkingStarted()
-	if p := gogc(); p != 100 {
-		t.Errorf("GOGC once chunking started = %d, want 100", p)
-	}
-	a.restoreGC() // and the command's end restores nothing twice
-	if p := gogc(); p != 100 {
-		t.Errorf("GOGC after the end = %d, want 100", p)
 	}
 }
