@@ -144,13 +144,22 @@ func TestCheckSubsetPercentAndSize(t *testing.T) {
 // structure check cannot see it).
 func TestCheckSubsetFindsDamageInside(t *testing.T) {
 	e, v, st := manyPacks(t)
-	// A data pack: the first one in the store holding exactly one blob
-	// of 3000 bytes and no tree (the snapshot's packs are the last two).
+	// A data pack: one holding exactly one blob of 3000 bytes and no
+	// tree. The 40 data packs all have the same size; the snapshot's tree
+	// pack, small too, has another (picking any small pack picked it now
+	// and then, and damage in a tree is found by every group's walk).
+	bySize := map[int64]int{}
+	for _, sz := range st.sizes {
+		bySize[sz]++
+	}
 	var victim string
 	for name, sz := range st.sizes {
-		if sz < 5000 && victim == "" {
+		if bySize[sz] >= 40 && victim == "" {
 			victim = name
 		}
+	}
+	if victim == "" {
+		t.Fatalf("no 40 packs of one size among %v", bySize)
 	}
 	path := filepath.Join(e.dir, "store", "packs", victim[:2], victim)
 	b, err := os.ReadFile(path)
