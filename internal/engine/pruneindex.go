@@ -137,27 +137,14 @@ func (x *pruneIndex) addPack(ctx context.Context, p vault.PackRecord, recs []vau
 	x.lastPack++
 	seq, lo := x.lastPack, x.lastBlob+1
 	var bytes int64
-	for len(recs) > 0 {
-		n := min(len(recs), pruneRows)
-		q := piBlob
-		if n == pruneRows {
-			q = x.blobRows
-		} else {
-			n = 1
-		}
-		x.args = x.args[:0]
-		for _, b := range recs[:n] {
-			x.lastBlob++
-			bytes += int64(b.Length)
-			x.args = append(x.args, x.lastBlob, ciKey(b.Type, b.ID), seq, b.Offset, b.Length, b.RawLen)
-		}
-		if _, err := x.exec(ctx, q, x.args...); err != nil {
-			return err
-		}
-		recs = recs[n:]
-		if err := x.wrote(n); err != nil {
-			return err
-		}
+	err := x.insertRows(ctx, len(recs), piBlob, x.blobRows, func(i int) {
+		b := recs[i]
+		x.lastBlob++
+		bytes += int64(b.Length)
+		x.args = append(x.args, x.lastBlob, ciKey(b.Type, b.ID), seq, b.Offset, b.Length, b.RawLen)
+	})
+	if err != nil {
+		return err
 	}
 	if _, err := x.exec(ctx, piPack, seq, p.ID[:], nanos(p.Created), p.Size, nanos(p.Condemned), lo, x.lastBlob, bytes); err != nil {
 		return err
@@ -239,23 +226,29 @@ func (x *pruneIndex) use(ctx context.Context, ids []vault.ID) error {
 	ctx = context.WithoutCancel(ctx)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for len(ids) > 0 {
-		n := min(len(ids), pruneRows)
-		q := piUse
-		if n == pruneRows {
-			q = x.useRows
-		} else {
-			n = 1
+	return x.insertRows(ctx, len(ids), piUse, x.useRows, func(i int) {
+		x.args = append(x.args, ciKey(vault.DataBlob, ids[i]))
+	})
+}
+
+// insertRows inserts n rows, pruneRows at a time with the statement many
+// and the rest one at a time with one; row(i) appends row i's values to
+// x.args. Called with x.mu held.
+func (x *pruneIndex) insertRows(ctx context.Context, n int, one, many string, row func(i int)) error {
+	for done := 0; done < n; {
+		k, q := 1, one
+		if n-done >= pruneRows {
+			k, q = pruneRows, many
 		}
 		x.args = x.args[:0]
-		for _, id := range ids[:n] {
-			x.args = append(x.args, ciKey(vault.DataBlob, id))
+		for i := done; i < done+k; i++ {
+			row(i)
 		}
 		if _, err := x.exec(ctx, q, x.args...); err != nil {
 			return err
 		}
-		ids = ids[n:]
-		if err := x.wrote(n); err != nil {
+		done += k
+		if err := x.wrote(k); err != nil {
 			return err
 		}
 	}
