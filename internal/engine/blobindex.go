@@ -258,6 +258,14 @@ func (v *Vault) lookupIndex(ctx context.Context, t vault.BlobType, id vault.ID, 
 		v.mu.Unlock()
 		return r, false, true, nil
 	}
+	v.mu.Unlock()
+	return v.lookupUncached(ctx, t, id, filtered)
+}
+
+// lookupUncached is lookupIndex for a blob the cache does not hold live
+// (the caller looked): the filter, then the packs the catalog names.
+func (v *Vault) lookupUncached(ctx context.Context, t vault.BlobType, id vault.ID, filtered bool) (vault.BlobRecord, bool, bool, error) {
+	v.mu.Lock()
 	key := v.lookupKey(t, id)
 	if filtered && v.filter != nil && !v.filter.mayHave(key) {
 		v.mu.Unlock()

@@ -630,7 +630,7 @@ func (v *Vault) Has(t vault.BlobType, id vault.ID) bool {
 		v.setErr(err)
 		return false
 	}
-	_, condemned, ok, err := v.lookupIndex(ctx, t, id, true)
+	_, condemned, ok, err := v.lookupUncached(ctx, t, id, true)
 	if err != nil {
 		v.setErr(err)
 		return false
