@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/vault"
@@ -29,14 +28,10 @@ import (
 // (coffer key retire). Any error means that the answer is unknown, and
 // the caller must then keep every version.
 func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.ID) ([]vault.KeyRef, error) {
-	var gens []string
-	if err := st.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
-		gens = append(gens, oi.Handle.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list keyring generations: %w", err)
+	gens, _, err := listGenerations(ctx, st)
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(gens) // zero-padded: lexical order is numeric order
 	seen := map[vault.KeyRef]bool{}
 	var refs []vault.KeyRef
 	add := func(r vault.KeyRef) {
@@ -45,7 +40,7 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 			refs = append(refs, r)
 		}
 	}
-	from := ""
+	var from uint64 // the anchored generation, 0: none
 	var props []vault.KeyProposal
 	if cat != nil {
 		anchor, ps, err := cat.KeyAnchor(ctx, id)
@@ -67,32 +62,26 @@ func KEKsInUse(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 				return nil, fmt.Errorf("%w: keyring generation %d in the store is not the one the catalog anchors (it names key %s, the anchor %s, or their MACs differ): the vault does not open until the store or the catalog is restored", vault.ErrCorrupt, anchor.Generation, keyRefOf(kr), anchor.KEK)
 			}
 			add(anchor.KEK)
-			from = format.KeyringName(anchor.Generation)
+			from = anchor.Generation
 		case !errors.Is(err, vault.ErrNotFound):
 			return nil, fmt.Errorf("read the keyring anchor: %w", err)
 		}
 	}
-	for _, name := range gens {
-		if from != "" && name <= from {
+	for _, g := range gens { // names that are not a generation's: no reader unwraps them
+		if from != 0 && g <= from {
 			continue // refused on open: older than the anchor (or the anchored one, counted above)
-		}
-		g, ok := generationOf(name)
-		if !ok {
-			continue // not a generation: no reader unwraps it
 		}
 		kr, perr, err := readParsed(ctx, st, id, g)
 		if err != nil {
 			return nil, err
 		}
 		if perr != nil {
-			if from != "" {
+			if from != 0 {
 				continue // newer than the anchor and garbage: opening skips it (keys.go)
 			}
 			return nil, perr
 		}
-		if from != "" && !slices.ContainsFunc(props, func(p vault.KeyProposal) bool {
-			return p.Generation == kr.Generation && hmac.Equal(p.MAC[:], kr.MAC)
-		}) {
+		if from != 0 && !isProposal(props, kr) {
 			// Newer than the anchor and proposed by no key holder: opening
 			// refuses it (keys.go), so it needs nothing, and a store
 			// writer cannot keep an old version alive by planting one.
@@ -127,20 +116,14 @@ func StaleKEKs(ctx context.Context, st vault.Store, cat vault.Catalog, id vault.
 	if err != nil {
 		return nil, fmt.Errorf("read the keyring anchor: %w", err)
 	}
-	var older []string
-	if err := st.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
-		if oi.Handle.Name < format.KeyringName(anchor.Generation) {
-			older = append(older, oi.Handle.Name)
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list keyring generations: %w", err)
+	gens, _, err := listGenerations(ctx, st)
+	if err != nil {
+		return nil, err
 	}
 	var refs []vault.KeyRef
-	for _, name := range older {
-		g, ok := generationOf(name)
-		if !ok {
-			continue
+	for _, g := range gens {
+		if g >= anchor.Generation {
+			break
 		}
 		kr, perr, err := readParsed(ctx, st, id, g)
 		if err != nil {
@@ -170,21 +153,16 @@ func (v *Vault) RemoveStaleKeyrings(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("remove stale keyring generations: %w", err)
 	}
 	cur := keyRefOf(ks.keyring)
-	var stale []vault.Handle
-	if err := v.opt.Store.List(ctx, vault.KeyObject, func(oi vault.ObjectInfo) error {
-		if oi.Handle.Name < format.KeyringName(ks.keyring.Generation) {
-			stale = append(stale, oi.Handle)
-		}
-		return nil
-	}); err != nil {
-		return 0, fmt.Errorf("remove stale keyring generations: list: %w", err)
+	gens, _, err := listGenerations(ctx, v.opt.Store)
+	if err != nil {
+		return 0, fmt.Errorf("remove stale keyring generations: %w", err)
 	}
 	n := 0
-	for _, h := range stale {
-		g, ok := generationOf(h.Name)
-		if !ok {
-			continue
+	for _, g := range gens {
+		if g >= ks.keyring.Generation {
+			break
 		}
+		h := keyringHandle(g)
 		kr, perr, err := readParsed(ctx, v.opt.Store, v.rec.ID, g)
 		if err != nil {
 			return n, fmt.Errorf("remove stale keyring generations: %w", err)

@@ -72,8 +72,9 @@ const jobStuckAfter = 6 * time.Hour
 // jobSkipped records that job name was skipped because its lock was
 // taken, and warns once it has been taken for longer than jobStuckAfter.
 func (s *Server) jobSkipped(name string) {
-	since := s.jobs.skipped(name, s.opt.Now())
-	if held := s.opt.Now().Sub(since); held >= jobStuckAfter {
+	now := s.opt.Now()
+	since := s.jobs.skipped(name, now)
+	if held := now.Sub(since); held >= jobStuckAfter {
 		s.log.Warn("a background job has not run on any server this one can see for a long time: another session holds its lock (on PostgreSQL, see pg_locks for the advisory lock's holder)", "job", name, "held_for", held.Round(time.Minute).String(), "since", since.UTC().Format(time.RFC3339))
 		return
 	}
