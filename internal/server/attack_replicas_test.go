@@ -69,6 +69,17 @@ func newReplicaRig(t *testing.T, lock bool) *replicaRig {
 	return r
 }
 
+// createVaults creates vaults through c, each with a store of its own
+// under hosts/NAME in the rig's bucket.
+func (r *replicaRig) createVaults(c *client.Client, names ...string) {
+	r.t.Helper()
+	for _, v := range names {
+		if _, err := c.CreateVaultWith(r.ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
 // join starts another server of the deployment, on a host of its own.
 func (r *replicaRig) join() *servertest.Env {
 	r.t.Helper()
@@ -139,11 +150,7 @@ func TestAttackReplicaStoreURLRows(t *testing.T) {
 	r := newReplicaRig(t, false)
 	ctx := r.ctx
 	owner := r.a.Client(t, r.a.OwnerToken)
-	for _, v := range []string{"far", "near"} {
-		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.createVaults(owner, "far", "near")
 	tok := token(t, owner, "backup-operator", "far")
 	src := t.TempDir()
 	writeTree(t, src, map[string][]byte{"f": randomBytes(31, 1<<20)})
@@ -223,11 +230,7 @@ func TestAttackReplicaStoreURLDeleteOther(t *testing.T) {
 	ctx := r.ctx
 	t.Setenv(server.CatalogEnv, r.url) // the approver's token is made on the server machine
 	owner := r.a.Client(t, r.a.OwnerToken)
-	for _, v := range []string{"victim", "empty"} {
-		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.createVaults(owner, "victim", "empty")
 	tok := token(t, owner, "backup-operator", "victim")
 	src := t.TempDir()
 	writeTree(t, src, map[string][]byte{"f": randomBytes(41, 1<<20)})
@@ -270,11 +273,7 @@ func TestAttackReplicaDiskDeleteOther(t *testing.T) {
 	ctx := r.ctx
 	t.Setenv(server.CatalogEnv, r.url)
 	owner := r.a.Client(t, r.a.OwnerToken)
-	for _, v := range []string{"victim", "empty"} {
-		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.createVaults(owner, "victim", "empty")
 	tok := token(t, owner, "backup-operator", "victim")
 	src := t.TempDir()
 	writeTree(t, src, map[string][]byte{"f": randomBytes(51, 1<<20)})
@@ -380,9 +379,7 @@ func TestAttackReplicasAgreeOnRolesAndLocks(t *testing.T) {
 	r := newReplicaRig(t, false)
 	ctx := r.ctx
 	owner := r.a.Client(t, r.a.OwnerToken)
-	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
-		t.Fatal(err)
-	}
+	r.createVaults(owner, "v")
 	tok := token(t, owner, "backup-operator", "v")
 	src := t.TempDir()
 	writeTree(t, src, map[string][]byte{"f": randomBytes(71, 64<<10)})
@@ -467,9 +464,7 @@ func TestAttackReplicaBucketGarbage(t *testing.T) {
 	r := newReplicaRig(t, true)
 	ctx := r.ctx
 	owner := r.a.Client(t, r.a.OwnerToken)
-	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
-		t.Fatal(err)
-	}
+	r.createVaults(owner, "v")
 	tok := token(t, owner, "backup-operator", "v")
 	src := t.TempDir()
 	writeTree(t, src, map[string][]byte{"f": randomBytes(81, 2<<20), "g": []byte("small")})
@@ -610,11 +605,7 @@ func TestAttackReplicaVaultRowsSwapped(t *testing.T) {
 	r := newReplicaRig(t, false)
 	ctx := r.ctx
 	owner := r.a.Client(t, r.a.OwnerToken)
-	for _, v := range []string{"p", "q"} {
-		if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: v, Store: r.sv.URL(r.bucket, "hosts/"+v)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.createVaults(owner, "p", "q")
 	tok := token(t, owner, "backup-operator", "p")
 	src := t.TempDir()
 	writeTree(t, src, map[string][]byte{"f": randomBytes(91, 256<<10)})
@@ -671,9 +662,7 @@ func TestAttackReplicasAgreeOnObjectLock(t *testing.T) {
 	r := newReplicaRig(t, true)
 	ctx := r.ctx
 	owner := r.a.Client(t, r.a.OwnerToken)
-	if _, err := owner.CreateVaultWith(ctx, api.CreateVault{Name: "v", Store: r.sv.URL(r.bucket, "hosts/v")}); err != nil {
-		t.Fatal(err)
-	}
+	r.createVaults(owner, "v")
 	tok := token(t, owner, "backup-operator", "v")
 	b := r.join()
 	src := t.TempDir()
