@@ -31,6 +31,24 @@ type replicaSite struct {
 
 func (s *replicaSite) storeURL() string { return s.s3.URL(s.bucket, "coffer") }
 
+// newReplicaSite starts versitygw (first: without it the test skips
+// before PostgreSQL starts) and a PostgreSQL catalog, makes a bucket with
+// Object Lock, and gives this process the bucket's credentials through
+// the environment, as the children get them (the in-process server of a
+// test's setup reads them there).
+func newReplicaSite(t *testing.T) *replicaSite {
+	t.Helper()
+	sv := s3test.Start(t)
+	site := &replicaSite{catalog: pgtest.URL(t), s3: sv, data: filepath.Join(t.TempDir(), "data")}
+	site.bucket = site.s3.Bucket(t, true)
+	t.Setenv("AWS_ACCESS_KEY_ID", site.s3.Access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", site.s3.Secret)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	return site
+}
+
 // childEnv is the environment of a `coffer server` child: the catalog and
 // the bucket's credentials (the standard AWS chain's environment), and
 // nothing else.
@@ -117,16 +135,7 @@ func TestReplicaKilledMidPrune(t *testing.T) {
 
 func killMidPrune(t *testing.T, snapshotPhase bool) {
 	ctx := context.Background()
-	sv := s3test.Start(t) // first: without it the test skips before PostgreSQL starts
-	site := &replicaSite{catalog: pgtest.URL(t), s3: sv, data: filepath.Join(t.TempDir(), "data")}
-	site.bucket = site.s3.Bucket(t, true)
-	// The in-process server of the setup takes the bucket's credentials
-	// from the environment, as the children do.
-	t.Setenv("AWS_ACCESS_KEY_ID", site.s3.Access)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", site.s3.Secret)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	site := newReplicaSite(t)
 
 	// The vault's history, two months ago (a server and agent whose clock
 	// is set back): two sources kept, many backups of data only they

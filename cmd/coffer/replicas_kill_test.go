@@ -22,7 +22,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/audit"
 	"github.com/coffer-backup/coffer/internal/catalog/postgres"
-	"github.com/coffer-backup/coffer/internal/catalog/postgres/pgtest"
 	"github.com/coffer-backup/coffer/internal/format"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/store/s3/s3test"
@@ -201,14 +200,7 @@ type killSite struct {
 func newKillSite(t *testing.T, setup ...[]string) *killSite {
 	t.Helper()
 	ctx := context.Background()
-	sv := s3test.Start(t) // first: without it the test skips before PostgreSQL starts
-	site := &replicaSite{catalog: pgtest.URL(t), s3: sv, data: filepath.Join(t.TempDir(), "data")}
-	site.bucket = site.s3.Bucket(t, true)
-	t.Setenv("AWS_ACCESS_KEY_ID", site.s3.Access)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", site.s3.Secret)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	site := newReplicaSite(t)
 
 	e := newEnv(t)
 	e.clock = time.Now().Add(-60 * 24 * time.Hour)
