@@ -56,17 +56,11 @@ func statNode(name string, st *unix.Stat_t) format.Node {
 }
 
 func lstat(path string) (*unix.Stat_t, error) {
-	var st unix.Stat_t
-	for {
-		err := unix.Lstat(path, &st)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "lstat", Path: path, Err: err}
-		}
-		return &st, nil
+	st, err := statRetry(func(st *unix.Stat_t) error { return unix.Lstat(path, st) })
+	if err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: path, Err: err}
 	}
+	return st, nil
 }
 
 // fstatat is lstat of name in the open directory dfd (of path by path
@@ -75,32 +69,34 @@ func fstatat(dfd int, name, path string) (*unix.Stat_t, error) {
 	if dfd < 0 {
 		return lstat(path)
 	}
-	var st unix.Stat_t
-	for {
-		err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "lstat", Path: path, Err: err}
-		}
-		return &st, nil
+	st, err := statRetry(func(st *unix.Stat_t) error { return unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW) })
+	if err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: path, Err: err}
 	}
+	return st, nil
 }
 
 // fstatatName is fstatat of name in the open directory dfd of path dir;
 // the path is joined only for an error.
 func fstatatName(dfd int, name, dir string) (*unix.Stat_t, error) {
+	st, err := statRetry(func(st *unix.Stat_t) error { return unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW) })
+	if err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: filepath.Join(dir, name), Err: err}
+	}
+	return st, nil
+}
+
+// statRetry calls stat until it is not interrupted (EINTR).
+func statRetry(stat func(*unix.Stat_t) error) (*unix.Stat_t, error) {
 	var st unix.Stat_t
 	for {
-		err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if errors.Is(err, unix.EINTR) {
-			continue
+		err := stat(&st)
+		if !errors.Is(err, unix.EINTR) {
+			if err != nil {
+				return nil, err
+			}
+			return &st, nil
 		}
-		if err != nil {
-			return nil, &os.PathError{Op: "lstat", Path: filepath.Join(dir, name), Err: err}
-		}
-		return &st, nil
 	}
 }
 
