@@ -413,6 +413,23 @@ func wipeVersion(m map[int]seal.Key, v int) {
 	delete(m, v)
 }
 
+// take makes what disk holds this keystore's, wiping the keys it
+// replaces (or disk's, when this keystore holds none: DropSecrets). The
+// caller holds ks.mu for writing.
+func (ks *Keystore) take(disk *Keystore) {
+	if ks.keys != nil {
+		for v := range ks.keys {
+			wipeVersion(ks.keys, v)
+		}
+		ks.keys = disk.keys
+	} else {
+		for v := range disk.keys {
+			wipeVersion(disk.keys, v)
+		}
+	}
+	ks.info, ks.cur = disk.info, disk.cur
+}
+
 // adoptNewer reads the key file and, when another process rotated it
 // since this keystore read it, makes its newer current version this
 // keystore's: a long-lived process then never wraps anything under a
@@ -432,17 +449,7 @@ func (ks *Keystore) adoptNewer() {
 		}
 		return
 	}
-	if ks.keys != nil {
-		for v := range ks.keys {
-			wipeVersion(ks.keys, v)
-		}
-		ks.keys = disk.keys
-	} else {
-		for v := range disk.keys {
-			wipeVersion(disk.keys, v)
-		}
-	}
-	ks.info, ks.cur = disk.info, disk.cur
+	ks.take(disk)
 }
 
 // Refresh reads the key file again and makes what it holds now this
@@ -471,17 +478,7 @@ func (ks *Keystore) Refresh() error {
 		}
 		return fmt.Errorf("%w: %s: its current version v%d is older than v%d, read before: the versions were rolled back", vault.ErrKeyUnavailable, ks.path, disk.cur, ks.cur)
 	}
-	if ks.keys != nil {
-		for v := range ks.keys {
-			wipeVersion(ks.keys, v)
-		}
-		ks.keys = disk.keys
-	} else {
-		for v := range disk.keys {
-			wipeVersion(disk.keys, v)
-		}
-	}
-	ks.info, ks.cur = disk.info, disk.cur
+	ks.take(disk)
 	return nil
 }
 
